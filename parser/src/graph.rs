@@ -1,0 +1,421 @@
+//! The stage graph: which stages each stage needs (FROM, COPY --from, RUN --mount from=), the
+//! images it pulls in, and the stages a target needs, grouped into waves that can run in parallel.
+//!
+//! References are resolved as BuildKit resolves them: FROM names an earlier stage or else an
+//! image; `--from` names any stage (by name or index) or else an image. Names are expanded first
+//! with the build arguments, as the builder will: FROM with the global ARGs, `--from` with the
+//! stage's ARGs and ENVs up to that instruction.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::error::{ErrorKind, ParseError};
+use crate::expand::Lexer;
+use crate::instruction::{ArgDef, Instruction, InstructionKind};
+use crate::span::Span;
+use crate::stage::Dockerfile;
+
+/// How one stage came to depend on another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EdgeKind {
+    From,
+    CopyFrom,
+    MountFrom,
+}
+
+/// `stage` needs `needs`, because of the instruction at `span`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Edge {
+    pub stage: usize,
+    pub needs: usize,
+    pub kind: EdgeKind,
+    pub span: Span,
+}
+
+/// An image (not a stage) that a stage uses, after expansion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageUse {
+    pub stage: usize,
+    pub image: String,
+    pub kind: EdgeKind,
+    pub span: Span,
+}
+
+/// The resolved dependencies between the stages of one Dockerfile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StageGraph {
+    pub edges: Vec<Edge>,
+    pub images: Vec<ImageUse>,
+    /// Each stage's base after expansion (`scratch`, an image, or a stage's name or index).
+    pub bases: Vec<String>,
+    #[serde(skip)]
+    names: Vec<Option<String>>,
+}
+
+/// Variables visible while expanding: the global ARGs, and a stage's own ARGs and ENVs.
+fn declare_args(
+    env: &mut BTreeMap<String, String>,
+    defs: &[ArgDef],
+    globals: &BTreeMap<String, String>,
+    build_args: &BTreeMap<String, String>,
+    lexer: &Lexer,
+    span: Span,
+) -> Result<(), ParseError> {
+    for def in defs {
+        let value = match (build_args.get(&def.name), &def.default) {
+            (Some(v), _) => Some(v.clone()),
+            (None, Some(d)) => Some(
+                lexer
+                    .process_word(d, &*env)
+                    .map_err(|e| ParseError::new(ErrorKind::Expand(e), span))?,
+            ),
+            // Redeclaring a global ARG without a default brings its value into the stage.
+            (None, None) => globals.get(&def.name).cloned(),
+        };
+        match value {
+            Some(v) => env.insert(def.name.clone(), v),
+            None => env.remove(&def.name),
+        };
+    }
+    Ok(())
+}
+
+impl StageGraph {
+    /// Resolves every stage's references, expanding names with `build_args`.
+    pub fn new(df: &Dockerfile, build_args: &BTreeMap<String, String>) -> Result<StageGraph, ParseError> {
+        let lexer = Lexer::new(df.directives.escape);
+        let mut globals = BTreeMap::new();
+        for arg in &df.global_args {
+            if let InstructionKind::Arg { args } = &arg.kind {
+                let snapshot = globals.clone();
+                declare_args(&mut globals, args, &snapshot, build_args, &lexer, arg.span)?;
+            }
+        }
+        let names: Vec<Option<String>> = df.stages.iter().map(|s| s.name.clone()).collect();
+        let mut graph = StageGraph {
+            edges: Vec::new(),
+            images: Vec::new(),
+            bases: Vec::new(),
+            names,
+        };
+        for stage in &df.stages {
+            let expand = |word: &str, env: &BTreeMap<String, String>, span: Span| {
+                lexer
+                    .process_word(word, env)
+                    .map_err(|e| ParseError::new(ErrorKind::Expand(e), span))
+            };
+            let base = expand(&stage.base, &globals, stage.span)?;
+            // FROM sees only the stages defined before it.
+            match graph.stage_named(&base).filter(|&i| i < stage.index) {
+                Some(i) => graph.edge(stage.index, i, EdgeKind::From, stage.span),
+                None if base.eq_ignore_ascii_case("scratch") => {}
+                None => graph.images.push(ImageUse {
+                    stage: stage.index,
+                    image: base.clone(),
+                    kind: EdgeKind::From,
+                    span: stage.span,
+                }),
+            }
+            graph.bases.push(base);
+
+            let mut env = BTreeMap::new();
+            for ins in &stage.instructions {
+                graph.scan(stage.index, ins, &mut env, &globals, build_args, &lexer, df)?;
+            }
+        }
+        graph.check_cycles(df)?;
+        Ok(graph)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn scan(
+        &mut self,
+        stage: usize,
+        ins: &Instruction,
+        env: &mut BTreeMap<String, String>,
+        globals: &BTreeMap<String, String>,
+        build_args: &BTreeMap<String, String>,
+        lexer: &Lexer,
+        df: &Dockerfile,
+    ) -> Result<(), ParseError> {
+        let expand = |word: &str, env: &BTreeMap<String, String>| {
+            lexer
+                .process_word(word, env)
+                .map_err(|e| ParseError::new(ErrorKind::Expand(e), ins.span))
+        };
+        match &ins.kind {
+            InstructionKind::Arg { args } => {
+                declare_args(env, args, globals, build_args, lexer, ins.span)?
+            }
+            InstructionKind::Env { vars } => {
+                for kv in vars {
+                    let v = expand(&kv.value, env)?;
+                    env.insert(kv.key.clone(), v);
+                }
+            }
+            InstructionKind::Copy(copy) => {
+                if let Some(from) = &copy.from {
+                    let from = expand(from, env)?;
+                    self.reference(stage, &from, EdgeKind::CopyFrom, ins.span, df)?;
+                }
+            }
+            InstructionKind::Run(run) => {
+                for m in &run.mounts {
+                    if let Some(from) = &m.from {
+                        let from = expand(from, env)?;
+                        self.reference(stage, &from, EdgeKind::MountFrom, ins.span, df)?;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A `--from` value: a stage index, a stage name, or an image.
+    fn reference(
+        &mut self,
+        stage: usize,
+        name: &str,
+        kind: EdgeKind,
+        span: Span,
+        df: &Dockerfile,
+    ) -> Result<(), ParseError> {
+        if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
+            let index: usize = name.parse().unwrap_or(usize::MAX);
+            if index >= df.stages.len() {
+                return Err(ParseError::new(
+                    ErrorKind::StageIndexOutOfRange {
+                        index,
+                        max: df.stages.len() - 1,
+                    },
+                    span,
+                ));
+            }
+            self.edge(stage, index, kind, span);
+        } else if let Some(i) = self.stage_named(name) {
+            self.edge(stage, i, kind, span);
+        } else {
+            self.images.push(ImageUse {
+                stage,
+                image: name.to_owned(),
+                kind,
+                span,
+            });
+        }
+        Ok(())
+    }
+
+    fn edge(&mut self, stage: usize, needs: usize, kind: EdgeKind, span: Span) {
+        self.edges.push(Edge {
+            stage,
+            needs,
+            kind,
+            span,
+        });
+    }
+
+    fn stage_named(&self, name: &str) -> Option<usize> {
+        self.names
+            .iter()
+            .position(|n| n.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+    }
+
+    /// The stages `stage` needs directly, without repeats.
+    pub fn needs(&self, stage: usize) -> Vec<usize> {
+        let mut out: Vec<usize> = self
+            .edges
+            .iter()
+            .filter(|e| e.stage == stage)
+            .map(|e| e.needs)
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    fn check_cycles(&self, df: &Dockerfile) -> Result<(), ParseError> {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            New,
+            Open,
+            Done,
+        }
+        let n = self.names.len();
+        let mut marks = vec![Mark::New; n];
+        for root in 0..n {
+            if marks[root] != Mark::New {
+                continue;
+            }
+            // Iterative DFS so a long chain of stages cannot overflow the stack.
+            let mut stack: Vec<(usize, Vec<usize>)> = vec![(root, self.needs(root))];
+            let mut path = vec![root];
+            marks[root] = Mark::Open;
+            while let Some((node, pending)) = stack.last_mut() {
+                let node = *node;
+                match pending.pop() {
+                    Some(next) if marks[next] == Mark::Open => {
+                        let start = path.iter().position(|&p| p == next).unwrap_or(0);
+                        let mut cycle: Vec<String> =
+                            path[start..].iter().map(|&i| df.stages[i].display_name()).collect();
+                        cycle.push(df.stages[next].display_name());
+                        let span = self
+                            .edges
+                            .iter()
+                            .find(|e| e.stage == node && e.needs == next)
+                            .map_or(df.stages[node].span, |e| e.span);
+                        return Err(ParseError::new(
+                            ErrorKind::StageCycle(cycle.join(" -> ")),
+                            span,
+                        ));
+                    }
+                    Some(next) if marks[next] == Mark::New => {
+                        marks[next] = Mark::Open;
+                        path.push(next);
+                        stack.push((next, self.needs(next)));
+                    }
+                    Some(_) => {}
+                    None => {
+                        marks[node] = Mark::Done;
+                        path.pop();
+                        stack.pop();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The stage a build of `target` ends with: the named stage (or index), else the last.
+    pub fn target(&self, df: &Dockerfile, target: Option<&str>) -> Result<usize, ParseError> {
+        let Some(t) = target else {
+            return Ok(df.stages.len() - 1);
+        };
+        if let Some(i) = self.stage_named(t) {
+            return Ok(i);
+        }
+        match t.parse::<usize>() {
+            Ok(i) if i < df.stages.len() => Ok(i),
+            _ => Err(ParseError::new(
+                ErrorKind::UnknownTarget(t.to_owned()),
+                Span::default(),
+            )),
+        }
+    }
+
+    /// The stages `target` needs (itself included), in waves: every stage's needs are in
+    /// earlier waves, so the stages of one wave can be built in parallel.
+    pub fn reachable(&self, target: usize) -> Vec<Vec<usize>> {
+        let mut wave_of: BTreeMap<usize, usize> = BTreeMap::new();
+        // Post-order walk: a stage's wave is one past the deepest of its needs.
+        let mut stack = vec![(target, false)];
+        while let Some((stage, expanded)) = stack.pop() {
+            if wave_of.contains_key(&stage) {
+                continue;
+            }
+            let needs = self.needs(stage);
+            if expanded {
+                let wave = needs
+                    .iter()
+                    .filter_map(|n| wave_of.get(n))
+                    .map(|w| w + 1)
+                    .max()
+                    .unwrap_or(0);
+                wave_of.insert(stage, wave);
+            } else {
+                stack.push((stage, true));
+                stack.extend(needs.into_iter().filter(|n| !wave_of.contains_key(n)).map(|n| (n, false)));
+            }
+        }
+        let depth = wave_of.values().max().map_or(0, |m| m + 1);
+        let mut waves = vec![Vec::new(); depth];
+        for (stage, wave) in wave_of {
+            waves[wave].push(stage);
+        }
+        waves
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph(src: &str, args: &[(&str, &str)]) -> Result<(Dockerfile, StageGraph), ParseError> {
+        let df = crate::parse("Dockerfile", src)?;
+        let args = args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let g = StageGraph::new(&df, &args)?;
+        Ok((df, g))
+    }
+
+    const MULTI: &str = "\
+ARG BASE=busybox
+FROM $BASE AS Base
+FROM base AS left
+RUN --mount=type=bind,from=tools,target=/t true
+FROM scratch AS tools
+FROM base AS right
+COPY --from=1 /a /a
+FROM alpine
+COPY --from=LEFT /x /x
+COPY --from=right /y /y
+";
+
+    #[test]
+    fn edges_images_and_waves() {
+        let (df, g) = graph(MULTI, &[]).unwrap();
+        let pairs: Vec<(usize, usize, EdgeKind)> =
+            g.edges.iter().map(|e| (e.stage, e.needs, e.kind)).collect();
+        assert_eq!(
+            pairs,
+            [
+                (1, 0, EdgeKind::From),
+                (1, 2, EdgeKind::MountFrom),
+                (3, 0, EdgeKind::From),
+                (3, 1, EdgeKind::CopyFrom),
+                (4, 1, EdgeKind::CopyFrom),
+                (4, 3, EdgeKind::CopyFrom),
+            ]
+        );
+        let images: Vec<&str> = g.images.iter().map(|i| i.image.as_str()).collect();
+        assert_eq!(images, ["busybox", "alpine"]);
+        let last = g.target(&df, None).unwrap();
+        assert_eq!(g.reachable(last), vec![vec![0, 2], vec![1], vec![3], vec![4]]);
+        assert_eq!(g.reachable(g.target(&df, Some("RIGHT")).unwrap()), vec![vec![0, 2], vec![1], vec![3]]);
+        assert_eq!(g.reachable(g.target(&df, Some("tools")).unwrap()), vec![vec![2]]);
+        assert!(g.target(&df, Some("nope")).is_err());
+    }
+
+    #[test]
+    fn build_args_rename_bases() {
+        let (_, g) = graph(MULTI, &[("BASE", "debian:12")]).unwrap();
+        assert_eq!(g.bases[0], "debian:12");
+        let (_, g) = graph("FROM a AS one\nFROM b\nARG SRC=one\nCOPY --from=$SRC / /\n", &[]).unwrap();
+        assert_eq!(g.edges[0].needs, 0);
+    }
+
+    #[test]
+    fn from_only_sees_earlier_stages() {
+        let (_, g) = graph("FROM later\nFROM scratch AS later\n", &[]).unwrap();
+        assert!(g.edges.is_empty());
+        assert_eq!(g.images[0].image, "later");
+    }
+
+    #[test]
+    fn graph_errors() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "FROM a AS x\nCOPY --from=y / /\nFROM b AS y\nCOPY --from=x / /\n",
+                "circular dependency between stages: x -> y -> x",
+            ),
+            ("FROM a\nCOPY --from=0 / /\n", "circular dependency between stages: 0 -> 0"),
+            ("FROM a\nCOPY --from=3 / /\n", "stage index 3 is out of range"),
+            ("FROM ${X:?base needed}\n", "base needed"),
+        ];
+        for &(src, want) in cases {
+            let err = graph(src, &[]).unwrap_err();
+            assert!(err.to_string().contains(want), "{src:?}: {err}");
+        }
+    }
+}
