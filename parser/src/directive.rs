@@ -118,7 +118,10 @@ mod tests {
         let cases: &[(&str, Option<(&str, &str)>)] = &[
             ("# escape=`", Some(("escape", "`"))),
             ("#escape = `  ", Some(("escape", "`"))),
-            ("# syntax = docker/dockerfile:1", Some(("syntax", "docker/dockerfile:1"))),
+            (
+                "# syntax = docker/dockerfile:1",
+                Some(("syntax", "docker/dockerfile:1")),
+            ),
             ("# check=skip=all", Some(("check", "skip=all"))),
             ("# ESCAPE=\\", Some(("ESCAPE", "\\"))),
             ("# escape=", None),
@@ -144,10 +147,10 @@ mod tests {
         let mut d = Directives::default();
         d.observe("# escape=`", 1).unwrap();
         let err = d.observe("# Escape=\\", 2).unwrap_err();
-        assert_eq!(err.kind, ErrorKind::DuplicateDirective("escape".into()));
+        assert_eq!(*err.kind, ErrorKind::DuplicateDirective("escape".into()));
 
         let mut d = Directives::default();
         let err = d.observe("# escape=x", 1).unwrap_err();
-        assert_eq!(err.kind, ErrorKind::InvalidEscapeToken("x".into()));
+        assert_eq!(*err.kind, ErrorKind::InvalidEscapeToken("x".into()));
     }
 }

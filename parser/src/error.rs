@@ -58,7 +58,9 @@ pub enum ErrorKind {
     OnbuildNotAllowed(String),
     #[error("{0} instruction is not allowed before the first FROM (only ARG may precede it)")]
     BeforeFrom(String),
-    #[error("invalid stage name {0:?}: it must start with a letter and hold only letters, digits, '-', '_' and '.'")]
+    #[error(
+        "invalid stage name {0:?}: it must start with a letter and hold only letters, digits, '-', '_' and '.'"
+    )]
     InvalidStageName(String),
     #[error("duplicate stage name {name:?}: first defined on line {first_line}")]
     DuplicateStageName { name: String, first_line: u32 },
@@ -102,7 +104,8 @@ fn allowed_list(allowed: &[&str]) -> String {
 /// so it renders as `file:line:col: message` followed by the line and a caret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ParseError {
-    pub kind: ErrorKind,
+    /// Boxed so that `Result<_, ParseError>` stays small on the happy path.
+    pub kind: Box<ErrorKind>,
     pub file: String,
     pub span: Span,
     /// The physical source line `span.start.line` (without its newline), for the caret.
@@ -112,7 +115,7 @@ pub struct ParseError {
 impl ParseError {
     pub(crate) fn new(kind: ErrorKind, span: Span) -> Self {
         ParseError {
-            kind,
+            kind: Box::new(kind),
             file: String::new(),
             span,
             line_text: String::new(),
@@ -127,8 +130,9 @@ impl ParseError {
         )
     }
 
-    /// Fills in the file name and the source line, which the inner layers do not know.
-    pub(crate) fn locate(mut self, file: &str, src: &str) -> Self {
+    /// Fills in the file name and the source line (for the caret), which the layers that
+    /// work on parsed values (the stage graph, the builder) do not know.
+    pub fn with_source(mut self, file: &str, src: &str) -> Self {
         self.file = file.to_owned();
         if self.span.start.line >= 1 {
             self.line_text = src

@@ -1,8 +1,4 @@
-//! Shell-word expansion with BuildKit's semantics: quotes, escapes, `$VAR`/`${VAR…}` and word splitting.
-//!
-//! This follows `shell.Lex` from BuildKit's Dockerfile frontend, including its odd corners, because a
-//! Dockerfile must expand the same way here as it does under `docker build`. The places where
-//! BuildKit differs from a POSIX shell are called out where the code handles them.
+//! BuildKit-compatible shell-word expansion: quotes, escapes, `$VAR`/`${VAR…}` and word splitting.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -71,8 +67,10 @@ pub struct ExpandError {
     pub offset: usize,
 }
 
-/// Expands words the way BuildKit's `shell.Lex` does. The default mode (all flags off) removes
-/// quotes, applies escapes and expands unset variables to the empty string.
+/// Expands words the way BuildKit's `shell.Lex` does, odd corners included, so that a Dockerfile
+/// means the same here as under `docker build`; where BuildKit departs from a POSIX shell, the code
+/// says so. The default mode (all flags off) removes quotes, applies escapes and expands unset
+/// variables to the empty string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lexer {
     escape: char,
@@ -244,6 +242,9 @@ impl<'a, E: Env + ?Sized> Expander<'a, E> {
     ) -> Result<(String, Vec<String>), ExpandError> {
         let quotes = !self.lexer.skip_process_quotes;
         let mut out = String::new();
+        // Each level splits into its own buffer. Current BuildKit shares one buffer across nested
+        // `${…}` operands, so its ProcessWords drops the text before `${X:-…}`; that is a bug
+        // (older releases did not have it, and nothing depends on it), so it is not copied.
         let mut words = Words::default();
         while let Some(ch) = self.peek() {
             if Some(ch) == stop {
@@ -441,10 +442,7 @@ impl<'a, E: Env + ?Sized> Expander<'a, E> {
                 self.modifier(start, op_at, &name, op, false)
             }
             Some('/') => self.replace(start, &name),
-            Some(op) => Err(self.syntax_error(
-                op_at,
-                format_args!("unsupported modifier '{op}'"),
-            )),
+            Some(op) => Err(self.syntax_error(op_at, format_args!("unsupported modifier '{op}'"))),
         }
     }
 
@@ -464,10 +462,7 @@ impl<'a, E: Env + ?Sized> Expander<'a, E> {
             op.to_string()
         };
         let unsupported = |this: &Self| {
-            this.syntax_error(
-                op_at,
-                format_args!("unsupported modifier '{spelled}'"),
-            )
+            this.syntax_error(op_at, format_args!("unsupported modifier '{spelled}'"))
         };
         let is_pattern = op == '#' || op == '%';
         if colon && is_pattern {
@@ -520,13 +515,13 @@ impl<'a, E: Env + ?Sized> Expander<'a, E> {
         };
         let chars: Vec<char> = value.chars().collect();
         if op == '#' {
-            let glob = self.glob(start, pattern)?;
+            let glob = self.glob(start, pattern, pattern)?;
             let end = glob.match_at(&chars, 0, greedy).unwrap_or(0);
             return Ok(chars[end..].iter().collect());
         }
         // A shortest match that ends at the end is a leftmost match of the reversed pattern
         // against the reversed value, which the leftmost matcher can answer.
-        let glob = self.glob(start, &reverse_pattern(pattern))?;
+        let glob = self.glob(start, pattern, &reverse_pattern(pattern))?;
         let reversed: Vec<char> = chars.iter().rev().copied().collect();
         let cut = glob.match_at(&reversed, 0, greedy).unwrap_or(0);
         Ok(chars[..chars.len() - cut].iter().collect())
@@ -547,7 +542,7 @@ impl<'a, E: Env + ?Sized> Expander<'a, E> {
             }
             return Ok(String::new());
         };
-        let glob = self.glob(start, &pattern)?;
+        let glob = self.glob(start, &pattern, &pattern)?;
         let chars: Vec<char> = value.chars().collect();
         if !all {
             return Ok(match glob.find(&chars, 0) {
@@ -580,8 +575,9 @@ impl<'a, E: Env + ?Sized> Expander<'a, E> {
         Ok(out)
     }
 
-    fn glob(&self, start: usize, pattern: &str) -> Result<Glob, ExpandError> {
-        Glob::parse(pattern).map_err(|reason| ExpandError {
+    /// Compiles `source`, which is `pattern` as written or its reversal.
+    fn glob(&self, start: usize, pattern: &str, source: &str) -> Result<Glob, ExpandError> {
+        Glob::parse(source).map_err(|reason| ExpandError {
             message: format!("invalid pattern {pattern:?} in {:?}: {reason}", self.word),
             offset: start,
         })
@@ -714,9 +710,9 @@ enum Token {
 }
 
 /// A `${…}` pattern. BuildKit compiles it into a Go regular expression in which `*` and `?` are
-/// wildcards, `\*`, `\?` and `\\` are literal, `\}` and `/` are `}` and `/`, and every other
-/// character (including `[` and `]`: there are no bracket expressions) is literal. Being a regular
-/// expression `.`, the wildcards never match a newline.
+/// wildcards, `\*`, `\?` and `\\` are literal, `\}` and `\/` are `}` and `/`, any other escape is
+/// an error, and every other character is literal, `[` and `]` included: there are no bracket
+/// expressions. The wildcards become the regular expression `.`, so they never match a newline.
 #[derive(Debug)]
 struct Glob {
     tokens: Vec<Token>,
@@ -1041,6 +1037,7 @@ mod tests {
             ("${X:-${Y:?inner}", "missing '}'", 16),
             ("${X:-${Y:?inner}}", "Y: inner", 5),
             ("${V%\\q}", "invalid pattern", 0),
+            ("x${V%a\\q}", "invalid pattern \"a\\\\q\"", 1),
         ];
         for &(input, message, offset) in cases {
             let err = lexer.process_word(input, &env).unwrap_err();
@@ -1073,6 +1070,23 @@ mod tests {
         assert_eq!(lexer.process_word("$A", layered.as_slice()).unwrap(), "2");
         let map: HashMap<String, String> = layered.into_iter().collect();
         assert_eq!(lexer.process_word("$A", &map).unwrap(), "2");
+    }
+
+    #[test]
+    fn names_follow_go_unicode_categories() {
+        check(
+            &Lexer::default(),
+            &[
+                // `²` is not a decimal digit and not a letter, so no name starts there.
+                ("$²", Ok("$²")),
+                // Any script's decimal digits make a positional parameter.
+                ("$٣x", Ok("x")),
+                ("$한국!", Ok("!")),
+                // A combining vowel sign is a mark, not a letter: it ends the name.
+                ("$a\u{93e}", Ok("\u{93e}")),
+                ("${PWD}\u{93e}", Ok("/home\u{93e}")),
+            ],
+        );
     }
 
     #[test]

@@ -106,7 +106,8 @@ impl Flags {
                 (_, None) => {
                     return Err(err(ErrorKind::FlagValue {
                         flag: spec_name.to_owned(),
-                        message: "missing a value (write --{name}=VALUE)".replace("{name}", spec_name),
+                        message: "missing a value (write --{name}=VALUE)"
+                            .replace("{name}", spec_name),
                     }));
                 }
                 (_, Some(v)) => v.to_owned(),
@@ -166,28 +167,59 @@ mod tests {
     fn accepted() {
         let f = Flags::parse(
             "COPY",
-            &raw(&["--from=build", "--link", "--exclude=a", "--exclude=b", "--parents=false"]),
+            &raw(&[
+                "--from=build",
+                "--link",
+                "--exclude=a",
+                "--exclude=b",
+                "--parents=false",
+            ]),
             COPY,
         )
         .unwrap();
         assert_eq!(f.string("from").as_deref(), Some("build"));
         assert!(f.bool("link"));
         assert!(!f.bool("parents"));
-        assert_eq!(f.all("exclude").map(|v| v.value.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            f.all("exclude")
+                .map(|v| v.value.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
     }
 
     #[test]
     fn rejected() {
         let cases: &[(&[&str], FlagSpec, &str)] = &[
-            (&["--chwon=1"], COPY, "unknown flag: --chwon for COPY (did you mean --chown?)"),
-            (&["--from=a", "--from=b"], COPY, "duplicate flag specified: --from"),
-            (&["--link=maybe"], COPY, "invalid value for --link: expecting true or false"),
-            (&["--from"], COPY, "invalid value for --from: missing a value"),
+            (
+                &["--chwon=1"],
+                COPY,
+                "unknown flag: --chwon for COPY (did you mean --chown?)",
+            ),
+            (
+                &["--from=a", "--from=b"],
+                COPY,
+                "duplicate flag specified: --from",
+            ),
+            (
+                &["--link=maybe"],
+                COPY,
+                "invalid value for --link: expecting true or false",
+            ),
+            (
+                &["--from"],
+                COPY,
+                "invalid value for --from: missing a value",
+            ),
             (&["--platform=x"], NONE, "(allowed: none)"),
         ];
         for &(flags, spec, want) in cases {
             let err = Flags::parse("COPY", &raw(flags), spec).unwrap_err();
-            assert!(err.kind.to_string().contains(want), "{flags:?}: {}", err.kind);
+            assert!(
+                err.kind.to_string().contains(want),
+                "{flags:?}: {}",
+                err.kind
+            );
         }
     }
 }

@@ -84,7 +84,10 @@ fn declare_args(
 
 impl StageGraph {
     /// Resolves every stage's references, expanding names with `build_args`.
-    pub fn new(df: &Dockerfile, build_args: &BTreeMap<String, String>) -> Result<StageGraph, ParseError> {
+    pub fn new(
+        df: &Dockerfile,
+        build_args: &BTreeMap<String, String>,
+    ) -> Result<StageGraph, ParseError> {
         let lexer = Lexer::new(df.directives.escape);
         let mut globals = BTreeMap::new();
         for arg in &df.global_args {
@@ -258,8 +261,10 @@ impl StageGraph {
                 match pending.pop() {
                     Some(next) if marks[next] == Mark::Open => {
                         let start = path.iter().position(|&p| p == next).unwrap_or(0);
-                        let mut cycle: Vec<String> =
-                            path[start..].iter().map(|&i| df.stages[i].display_name()).collect();
+                        let mut cycle: Vec<String> = path[start..]
+                            .iter()
+                            .map(|&i| df.stages[i].display_name())
+                            .collect();
                         cycle.push(df.stages[next].display_name());
                         let span = self
                             .edges
@@ -326,7 +331,12 @@ impl StageGraph {
                 wave_of.insert(stage, wave);
             } else {
                 stack.push((stage, true));
-                stack.extend(needs.into_iter().filter(|n| !wave_of.contains_key(n)).map(|n| (n, false)));
+                stack.extend(
+                    needs
+                        .into_iter()
+                        .filter(|n| !wave_of.contains_key(n))
+                        .map(|n| (n, false)),
+                );
             }
         }
         let depth = wave_of.values().max().map_or(0, |m| m + 1);
@@ -344,7 +354,10 @@ mod tests {
 
     fn graph(src: &str, args: &[(&str, &str)]) -> Result<(Dockerfile, StageGraph), ParseError> {
         let df = crate::parse("Dockerfile", src)?;
-        let args = args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let args = args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let g = StageGraph::new(&df, &args)?;
         Ok((df, g))
     }
@@ -381,9 +394,18 @@ COPY --from=right /y /y
         let images: Vec<&str> = g.images.iter().map(|i| i.image.as_str()).collect();
         assert_eq!(images, ["busybox", "alpine"]);
         let last = g.target(&df, None).unwrap();
-        assert_eq!(g.reachable(last), vec![vec![0, 2], vec![1], vec![3], vec![4]]);
-        assert_eq!(g.reachable(g.target(&df, Some("RIGHT")).unwrap()), vec![vec![0, 2], vec![1], vec![3]]);
-        assert_eq!(g.reachable(g.target(&df, Some("tools")).unwrap()), vec![vec![2]]);
+        assert_eq!(
+            g.reachable(last),
+            vec![vec![0, 2], vec![1], vec![3], vec![4]]
+        );
+        assert_eq!(
+            g.reachable(g.target(&df, Some("RIGHT")).unwrap()),
+            vec![vec![0, 2], vec![1], vec![3]]
+        );
+        assert_eq!(
+            g.reachable(g.target(&df, Some("tools")).unwrap()),
+            vec![vec![2]]
+        );
         assert!(g.target(&df, Some("nope")).is_err());
     }
 
@@ -391,7 +413,11 @@ COPY --from=right /y /y
     fn build_args_rename_bases() {
         let (_, g) = graph(MULTI, &[("BASE", "debian:12")]).unwrap();
         assert_eq!(g.bases[0], "debian:12");
-        let (_, g) = graph("FROM a AS one\nFROM b\nARG SRC=one\nCOPY --from=$SRC / /\n", &[]).unwrap();
+        let (_, g) = graph(
+            "FROM a AS one\nFROM b\nARG SRC=one\nCOPY --from=$SRC / /\n",
+            &[],
+        )
+        .unwrap();
         assert_eq!(g.edges[0].needs, 0);
     }
 
@@ -409,8 +435,14 @@ COPY --from=right /y /y
                 "FROM a AS x\nCOPY --from=y / /\nFROM b AS y\nCOPY --from=x / /\n",
                 "circular dependency between stages: x -> y -> x",
             ),
-            ("FROM a\nCOPY --from=0 / /\n", "circular dependency between stages: 0 -> 0"),
-            ("FROM a\nCOPY --from=3 / /\n", "stage index 3 is out of range"),
+            (
+                "FROM a\nCOPY --from=0 / /\n",
+                "circular dependency between stages: 0 -> 0",
+            ),
+            (
+                "FROM a\nCOPY --from=3 / /\n",
+                "stage index 3 is out of range",
+            ),
             ("FROM ${X:?base needed}\n", "base needed"),
         ];
         for &(src, want) in cases {

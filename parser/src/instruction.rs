@@ -49,23 +49,49 @@ pub struct Instruction {
 pub enum InstructionKind {
     From(From),
     Run(Run),
-    Cmd { command: Command },
-    Entrypoint { command: Command },
-    Shell { shell: Vec<String> },
+    Cmd {
+        command: Command,
+    },
+    Entrypoint {
+        command: Command,
+    },
+    Shell {
+        shell: Vec<String>,
+    },
     Copy(Copy),
     Add(Add),
-    Env { vars: Vec<KeyValue> },
-    Arg { args: Vec<ArgDef> },
-    Label { labels: Vec<KeyValue> },
-    Workdir { path: String },
-    User { user: String },
-    Expose { ports: Vec<String> },
-    Volume { paths: Vec<String> },
+    Env {
+        vars: Vec<KeyValue>,
+    },
+    Arg {
+        args: Vec<ArgDef>,
+    },
+    Label {
+        labels: Vec<KeyValue>,
+    },
+    Workdir {
+        path: String,
+    },
+    User {
+        user: String,
+    },
+    Expose {
+        ports: Vec<String>,
+    },
+    Volume {
+        paths: Vec<String>,
+    },
     #[serde(rename = "STOPSIGNAL")]
-    StopSignal { signal: String },
+    StopSignal {
+        signal: String,
+    },
     Healthcheck(Healthcheck),
-    Maintainer { name: String },
-    Onbuild { trigger: Box<Instruction> },
+    Maintainer {
+        name: String,
+    },
+    Onbuild {
+        trigger: Box<Instruction>,
+    },
 }
 
 /// `FROM [--platform=P] IMAGE [AS NAME]`.
@@ -244,7 +270,10 @@ impl Instruction {
                 let mounts = f
                     .all("mount")
                     .enumerate()
-                    .map(|(i, v)| Mount::parse(&v.value, i).map_err(|e| ParseError::new(ErrorKind::Mount(e), v.span)))
+                    .map(|(i, v)| {
+                        Mount::parse(&v.value, i)
+                            .map_err(|e| ParseError::new(ErrorKind::Mount(e), v.span))
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
                 let network = match f.get("network") {
                     None => None,
@@ -252,7 +281,14 @@ impl Instruction {
                         "default" => NetworkMode::Default,
                         "none" => NetworkMode::None,
                         "host" => NetworkMode::Host,
-                        other => return Err(bad_value("network", other, "default, none or host", v.span)),
+                        other => {
+                            return Err(bad_value(
+                                "network",
+                                other,
+                                "default, none or host",
+                                v.span,
+                            ));
+                        }
                     }),
                 };
                 let security = match f.get("security") {
@@ -260,7 +296,14 @@ impl Instruction {
                     Some(v) => Some(match v.value.as_str() {
                         "sandbox" => SecurityMode::Sandbox,
                         "insecure" => SecurityMode::Insecure,
-                        other => return Err(bad_value("security", other, "sandbox or insecure", v.span)),
+                        other => {
+                            return Err(bad_value(
+                                "security",
+                                other,
+                                "sandbox or insecure",
+                                v.span,
+                            ));
+                        }
                     }),
                 };
                 InstructionKind::Run(Run {
@@ -417,7 +460,10 @@ impl Instruction {
                 for p in &node.args {
                     let p = p.trim();
                     if p.is_empty() {
-                        return Err(instruction_error(node, "specified can not be an empty string"));
+                        return Err(instruction_error(
+                            node,
+                            "specified can not be an empty string",
+                        ));
                     }
                     paths.push(p.to_owned());
                 }
@@ -431,7 +477,10 @@ impl Instruction {
                 };
                 let inner = sub.keyword.to_ascii_uppercase();
                 if matches!(inner.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
-                    return Err(ParseError::new(ErrorKind::OnbuildNotAllowed(inner), sub.span));
+                    return Err(ParseError::new(
+                        ErrorKind::OnbuildNotAllowed(inner),
+                        sub.span,
+                    ));
                 }
                 InstructionKind::Onbuild {
                     trigger: Box::new(Instruction::from_node(sub)?),
@@ -448,7 +497,10 @@ impl Instruction {
                 return Err(ParseError::new(
                     ErrorKind::UnknownInstruction {
                         name: node.keyword.clone(),
-                        suggestion: crate::suggest::nearest(&node.keyword, KEYWORDS.iter().copied()),
+                        suggestion: crate::suggest::nearest(
+                            &node.keyword,
+                            KEYWORDS.iter().copied(),
+                        ),
                     },
                     span,
                 ));
@@ -501,11 +553,15 @@ fn checked_stage_name(node: &Node, name: &str) -> Result<String, ParseError> {
     let lower = name.to_ascii_lowercase();
     let mut chars = lower.chars();
     let ok = chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(lower)
     } else {
-        Err(ParseError::new(ErrorKind::InvalidStageName(name.to_owned()), node.args_span))
+        Err(ParseError::new(
+            ErrorKind::InvalidStageName(name.to_owned()),
+            node.args_span,
+        ))
     }
 }
 
@@ -513,7 +569,10 @@ fn checked_stage_name(node: &Node, name: &str) -> Result<String, ParseError> {
 /// the heredoc bodies in order.
 fn sources_and_dest(node: &Node) -> Result<(Vec<Source>, String), ParseError> {
     let Some((dest, srcs)) = node.args.split_last() else {
-        return Err(instruction_error(node, "requires at least two arguments: SRC... DEST"));
+        return Err(instruction_error(
+            node,
+            "requires at least two arguments: SRC... DEST",
+        ));
     };
     if srcs.is_empty() {
         return Err(instruction_error(
@@ -565,7 +624,9 @@ fn check_chmod(f: &Flags) -> Result<(), ParseError> {
         Err(ParseError::new(
             ErrorKind::FlagValue {
                 flag: "chmod".into(),
-                message: format!("{s:?} is neither an octal mode (0755) nor a symbolic one (u+x,go-w)"),
+                message: format!(
+                    "{s:?} is neither an octal mode (0755) nor a symbolic one (u+x,go-w)"
+                ),
             },
             v.span,
         ))
@@ -584,10 +645,16 @@ fn check_checksum(s: &str) -> Result<(), String> {
         "sha256" => 64,
         "sha384" => 96,
         "sha512" => 128,
-        _ => return Err(format!("unsupported digest algorithm {algo:?} (use sha256, sha384 or sha512)")),
+        _ => {
+            return Err(format!(
+                "unsupported digest algorithm {algo:?} (use sha256, sha384 or sha512)"
+            ));
+        }
     };
     if hex.len() != len || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!("{s:?} does not have {len} hex digits after {algo}:"));
+        return Err(format!(
+            "{s:?} does not have {len} hex digits after {algo}:"
+        ));
     }
     Ok(())
 }
@@ -613,7 +680,9 @@ fn healthcheck(node: &Node, f: &Flags) -> Result<InstructionKind, ParseError> {
                 Command::Shell(node.args[1].clone())
             };
             let duration = |name: &str| -> Result<Option<u64>, ParseError> {
-                let Some(v) = f.get(name) else { return Ok(None) };
+                let Some(v) = f.get(name) else {
+                    return Ok(None);
+                };
                 let err = |message: String| {
                     ParseError::new(
                         ErrorKind::FlagValue {

@@ -260,7 +260,11 @@ mod tests {
             ("echo \\", '`', "echo \\", true),
         ];
         for &(input, esc, want, want_done) in cases {
-            assert_eq!(trim_continuation(input, esc), (want, want_done), "{input:?}");
+            assert_eq!(
+                trim_continuation(input, esc),
+                (want, want_done),
+                "{input:?}"
+            );
         }
     }
 
@@ -306,6 +310,6 @@ mod tests {
         let mut lx = Lexer::new("RUN <<EOF\nbody\n");
         lx.next_logical().unwrap().unwrap();
         let err = lx.heredoc_body("EOF", false, Span::default()).unwrap_err();
-        assert_eq!(err.kind, ErrorKind::UnterminatedHeredoc("EOF".into()));
+        assert_eq!(*err.kind, ErrorKind::UnterminatedHeredoc("EOF".into()));
     }
 }

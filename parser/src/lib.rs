@@ -32,13 +32,13 @@ pub use stage::{Dockerfile, Stage};
 
 /// Parses a Dockerfile into typed stages. `file` names it in error messages.
 pub fn parse(file: &str, src: &str) -> Result<Dockerfile, ParseError> {
-    parse_ast(file, src).and_then(|ast| stage::build(&ast).map_err(|e| e.locate(file, src)))
+    parse_ast(file, src).and_then(|ast| stage::build(&ast).map_err(|e| e.with_source(file, src)))
 }
 
 /// Parses a Dockerfile into BuildKit's untyped AST, with no instruction checks beyond
 /// BuildKit's parser's own (so unknown instructions and flags pass, as they do there).
 pub fn parse_ast(file: &str, src: &str) -> Result<Ast, ParseError> {
-    raw::parse_nodes(src).map_err(|e| e.locate(file, src))
+    raw::parse_nodes(src).map_err(|e| e.with_source(file, src))
 }
 
 /// Checks that `bytes` are UTF-8 and returns them as text, or an error at the first bad byte.
@@ -50,9 +50,8 @@ pub fn decode(file: &str, bytes: &[u8]) -> Result<String, ParseError> {
             let line = good.iter().filter(|&&b| b == b'\n').count() as u32 + 1;
             let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
             let col = String::from_utf8_lossy(&good[line_start..]).chars().count() as u32 + 1;
-            let mut err = ParseError::new(ErrorKind::InvalidUtf8, Span::point(Pos::new(line, col)));
-            err.file = file.to_owned();
-            Err(err)
+            let err = ParseError::new(ErrorKind::InvalidUtf8, Span::point(Pos::new(line, col)));
+            Err(err.with_source(file, &String::from_utf8_lossy(bytes)))
         }
     }
 }

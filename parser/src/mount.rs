@@ -116,7 +116,9 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
     match value.to_ascii_lowercase().as_str() {
         "1" | "t" | "true" => Ok(true),
         "0" | "f" | "false" => Ok(false),
-        _ => Err(format!("invalid value for {key}: {value:?} (use true or false)")),
+        _ => Err(format!(
+            "invalid value for {key}: {value:?} (use true or false)"
+        )),
     }
 }
 
@@ -274,7 +276,10 @@ impl Mount {
 
     fn validate(&mut self, readonly: Option<bool>, index: usize) -> Result<(), String> {
         let kind = self.kind.as_str();
-        if !matches!(self.kind, MountType::Secret | MountType::Ssh | MountType::Cache) {
+        if !matches!(
+            self.kind,
+            MountType::Secret | MountType::Ssh | MountType::Cache
+        ) {
             for (name, set) in [
                 ("mode", self.mode.is_some()),
                 ("uid", self.uid.is_some()),
@@ -358,8 +363,11 @@ mod tests {
 
     #[test]
     fn mounts() {
-        let m = Mount::parse("type=cache,target=/root/.cache,sharing=locked,mode=0700,uid=1000", 0)
-            .unwrap();
+        let m = Mount::parse(
+            "type=cache,target=/root/.cache,sharing=locked,mode=0700,uid=1000",
+            0,
+        )
+        .unwrap();
         assert_eq!(m.kind, MountType::Cache);
         assert_eq!(m.target.as_deref(), Some("/root/.cache"));
         assert_eq!(m.sharing, Some(CacheSharing::Locked));
@@ -377,7 +385,10 @@ mod tests {
         assert_eq!(m.id.as_deref(), Some("token"));
         assert!(m.required);
         let m = Mount::parse("type=secret,id=tok,env=TOKEN", 0).unwrap();
-        assert_eq!((m.env.as_deref(), m.target.as_deref()), (Some("TOKEN"), None));
+        assert_eq!(
+            (m.env.as_deref(), m.target.as_deref()),
+            (Some("TOKEN"), None)
+        );
 
         let m = Mount::parse("type=ssh", 2).unwrap();
         assert_eq!(m.id.as_deref(), Some("default"));
@@ -394,15 +405,30 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             ("type=nfs,target=/x", "unsupported mount type \"nfs\""),
             ("type=bind", "a bind mount needs a target"),
-            ("type=cache,target=/x,sharing=sometimes", "unsupported sharing value"),
-            ("type=bind,target=/x,sharing=locked", "sharing is not allowed for bind"),
-            ("type=bind,target=/x,mode=0755", "mode is not allowed for bind"),
+            (
+                "type=cache,target=/x,sharing=sometimes",
+                "unsupported sharing value",
+            ),
+            (
+                "type=bind,target=/x,sharing=locked",
+                "sharing is not allowed for bind",
+            ),
+            (
+                "type=bind,target=/x,mode=0755",
+                "mode is not allowed for bind",
+            ),
             ("type=cache,target=/x,mode=999", "invalid value for mode"),
             ("type=secret", "a secret mount needs an id"),
             ("type=secret,id=a,source=b", "source or id, not both"),
             ("type=secret,id=a,from=x", "from is not allowed for secret"),
-            ("target=/x,required", "unexpected key 'required' for mount type 'bind'"),
-            ("type=cache,traget=/x", "unexpected key 'traget' in 'traget=/x' (did you mean target?)"),
+            (
+                "target=/x,required",
+                "unexpected key 'required' for mount type 'bind'",
+            ),
+            (
+                "type=cache,traget=/x",
+                "unexpected key 'traget' in 'traget=/x' (did you mean target?)",
+            ),
             ("type=cache,target=/x,size=1g", "unexpected key 'size'"),
             ("type=tmpfs,target=/x,size=lots", "invalid size"),
             ("target=/x,ro=maybe", "invalid value for ro"),

@@ -97,7 +97,13 @@ pub(crate) fn parse_nodes(src: &str) -> Result<Ast, ParseError> {
         };
         let mut node = view.node(0, line.text.len())?;
         if node.can_contain_heredoc() && line.text.contains("<<") {
-            for (name, expand, chomp, fd) in heredocs_in(&line.text)? {
+            for Opener {
+                name,
+                expand,
+                chomp,
+                fd,
+            } in heredocs_in(&line.text)?
+            {
                 let body_start = Pos::new(lexer.current_line() + 1, 1);
                 let (body, end) = lexer.heredoc_body(&name, chomp, node.span)?;
                 let content = if chomp {
@@ -138,8 +144,17 @@ fn strip_leading_tabs(body: &str) -> String {
         .collect()
 }
 
-/// The heredocs a line opens, in order: (name, expand, chomp, fd).
-fn heredocs_in(line: &str) -> Result<Vec<(String, bool, bool, u32)>, ParseError> {
+/// What a `<<WORD` opener says about the heredoc that follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Opener {
+    pub name: String,
+    pub expand: bool,
+    pub chomp: bool,
+    pub fd: u32,
+}
+
+/// The heredocs a line opens, in order.
+fn heredocs_in(line: &str) -> Result<Vec<Opener>, ParseError> {
     // BuildKit splits the line with quotes and escapes kept, and ignores lexing errors here.
     let words = WordLexer::new('\\')
         .raw_quotes(true)
@@ -156,7 +171,7 @@ fn heredocs_in(line: &str) -> Result<Vec<(String, bool, bool, u32)>, ParseError>
 }
 
 /// `[fd]<<[-]WORD`: a heredoc opener, or `None` when the word is not one.
-pub(crate) fn parse_heredoc_word(word: &str) -> Option<(String, bool, bool, u32)> {
+pub(crate) fn parse_heredoc_word(word: &str) -> Option<Opener> {
     let digits = word.bytes().take_while(u8::is_ascii_digit).count();
     let rest = word[digits..].strip_prefix("<<")?;
     let (chomp, rest) = match rest.strip_prefix('-') {
@@ -181,7 +196,12 @@ pub(crate) fn parse_heredoc_word(word: &str) -> Option<(String, bool, bool, u32)
     let quotes = |s: &str| s.chars().filter(|c| matches!(c, '\'' | '"')).count();
     // Quote removal only changes the count when part of the delimiter was quoted.
     let expand = raw.len() == 1 && quotes(name) == quotes(&raw[0]);
-    Some((name.clone(), expand, chomp, fd))
+    Some(Opener {
+        name: name.clone(),
+        expand,
+        chomp,
+        fd,
+    })
 }
 
 /// A logical line being cut into a node, with what is needed to locate its parts.
@@ -253,14 +273,14 @@ impl LineView<'_> {
             "add" | "copy" | "volume" => match parse_json(rest) {
                 Json::Strings(v) => (node.args, node.json) = (v, true),
                 Json::NotStrings => return Err(fail(ErrorKind::NotStringArray)),
-                Json::NotJson => node.args = split_whitespace(rest),
+                Json::Malformed => node.args = split_whitespace(rest),
             },
             "cmd" | "entrypoint" | "run" | "shell" => {
                 if !rest.is_empty() {
                     match parse_json(rest) {
                         Json::Strings(v) => (node.args, node.json) = (v, true),
                         Json::NotStrings => return Err(fail(ErrorKind::NotStringArray)),
-                        Json::NotJson => node.args = vec![rest.to_owned()],
+                        Json::Malformed => node.args = vec![rest.to_owned()],
                     }
                 }
             }
@@ -284,7 +304,7 @@ impl LineView<'_> {
                                 node.json = true;
                             }
                             Json::NotStrings => return Err(fail(ErrorKind::NotStringArray)),
-                            Json::NotJson => node.args.push(cmd.to_owned()),
+                            Json::Malformed => node.args.push(cmd.to_owned()),
                         }
                     }
                 }
@@ -390,7 +410,7 @@ fn split_whitespace(rest: &str) -> Vec<String> {
 enum Json {
     Strings(Vec<String>),
     NotStrings,
-    NotJson,
+    Malformed,
 }
 
 /// The JSON (exec) form: a JSON array of strings. Malformed JSON is not an error (the text is
@@ -398,7 +418,7 @@ enum Json {
 fn parse_json(rest: &str) -> Json {
     let rest = rest.trim_start();
     if !rest.starts_with('[') {
-        return Json::NotJson;
+        return Json::Malformed;
     }
     match serde_json::from_str::<Vec<serde_json::Value>>(rest) {
         Ok(values) => {
@@ -411,7 +431,7 @@ fn parse_json(rest: &str) -> Json {
             }
             Json::Strings(out)
         }
-        Err(_) => Json::NotJson,
+        Err(_) => Json::Malformed,
     }
 }
 
@@ -443,12 +463,9 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
                 if c == escape {
                     // An escape token at the very end is dropped; otherwise it is kept with
                     // the character it escapes, even a quote.
-                    match chars.next() {
-                        Some(n) => {
-                            word.push(c);
-                            word.push(n);
-                        }
-                        None => {}
+                    if let Some(n) = chars.next() {
+                        word.push(c);
+                        word.push(n);
                     }
                     continue;
                 }
@@ -596,7 +613,10 @@ mod tests {
                 r#"ARG abc="123 456" def"#,
                 r#"(arg "abc=\"123 456\"" "def")"#,
             ),
-            (r#"ENV name "value value1""#, r#"(env "name" "\"value value1\"" "")"#),
+            (
+                r#"ENV name "value value1""#,
+                r#"(env "name" "\"value value1\"" "")"#,
+            ),
             (
                 r#"LABEL a=b c="d e""#,
                 r#"(label "a" "b" "=" "c" "\"d e\"" "=")"#,
@@ -619,21 +639,22 @@ mod tests {
                     instruction: "ENV".into(),
                 },
             ),
-            (
-                "ENV a=b c",
-                ErrorKind::MissingEquals { word: "c".into() },
-            ),
+            ("ENV a=b c", ErrorKind::MissingEquals { word: "c".into() }),
             (r#"CMD ["a", 1]"#, ErrorKind::NotStringArray),
-            ("RUN <<EOF\nx\n", ErrorKind::UnterminatedHeredoc("EOF".into())),
+            (
+                "RUN <<EOF\nx\n",
+                ErrorKind::UnterminatedHeredoc("EOF".into()),
+            ),
         ];
         for (src, want) in cases {
-            assert_eq!(&parse_nodes(src).unwrap_err().kind, want, "{src:?}");
+            assert_eq!(&*parse_nodes(src).unwrap_err().kind, want, "{src:?}");
         }
     }
 
     #[test]
     fn heredoc_words() {
-        let cases: &[(&str, Option<(&str, bool, bool, u32)>)] = &[
+        type Want<'a> = Option<(&'a str, bool, bool, u32)>;
+        let cases: &[(&str, Want<'_>)] = &[
             ("<<EOF", Some(("EOF", true, false, 0))),
             ("<<-EOF", Some(("EOF", true, true, 0))),
             ("<<'EOF'", Some(("EOF", false, false, 0))),
@@ -645,7 +666,9 @@ mod tests {
         ];
         for &(word, want) in cases {
             let got = parse_heredoc_word(word);
-            let got = got.as_ref().map(|(n, e, c, f)| (n.as_str(), *e, *c, *f));
+            let got = got
+                .as_ref()
+                .map(|o| (o.name.as_str(), o.expand, o.chomp, o.fd));
             assert_eq!(got, want, "{word:?}");
         }
     }
@@ -665,15 +688,24 @@ mod tests {
         assert!(copy.heredocs[0].chomp);
         assert_eq!(copy.heredocs[1].content, "two\n");
         assert!(!copy.heredocs[1].expand);
-        assert!(ast.nodes[3].heredocs.is_empty(), "JSON form takes no heredoc");
+        assert!(
+            ast.nodes[3].heredocs.is_empty(),
+            "JSON form takes no heredoc"
+        );
     }
 
     #[test]
     fn flag_and_arg_spans() {
         let ast = parse_nodes("FROM a\nCOPY  --chown=1:1 \\\n   --link src dst\n").unwrap();
         let copy = &ast.nodes[1];
-        assert_eq!(copy.flags[0].span, Span::new(Pos::new(2, 7), Pos::new(2, 17)));
-        assert_eq!(copy.flags[1].span, Span::new(Pos::new(3, 4), Pos::new(3, 9)));
+        assert_eq!(
+            copy.flags[0].span,
+            Span::new(Pos::new(2, 7), Pos::new(2, 17))
+        );
+        assert_eq!(
+            copy.flags[1].span,
+            Span::new(Pos::new(3, 4), Pos::new(3, 9))
+        );
         assert_eq!(copy.args_span.start, Pos::new(3, 11));
         assert_eq!(copy.span, Span::new(Pos::new(2, 1), Pos::new(3, 17)));
     }

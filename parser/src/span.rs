@@ -3,8 +3,8 @@
 use serde::Serialize;
 
 /// A position in the source text: 1-based line and column (columns count characters, not
-/// bytes, so a caret lines up under the character a person sees).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Default)]
+/// bytes, so a caret lines up under the character a person sees). Serialized as `[line, col]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Pos {
     pub line: u32,
     pub col: u32,
@@ -36,6 +36,12 @@ impl Span {
     /// Whether the span covers more than one physical line.
     pub fn is_multiline(&self) -> bool {
         self.start.line != self.end.line
+    }
+}
+
+impl Serialize for Pos {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.line, self.col).serialize(s)
     }
 }
 

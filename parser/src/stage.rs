@@ -44,9 +44,11 @@ impl Stage {
 impl Dockerfile {
     /// The stage with this `AS` name (case-insensitive).
     pub fn stage_by_name(&self, name: &str) -> Option<&Stage> {
-        self.stages
-            .iter()
-            .find(|s| s.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+        self.stages.iter().find(|s| {
+            s.name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
     }
 }
 

@@ -1,4 +1,5 @@
 //! BuildKit's parser test files: dumps byte for byte, the must-fail cases, and line numbers.
+#![allow(clippy::unwrap_used)]
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -47,7 +48,12 @@ fn dumps_match_buildkit() {
         }
     }
     assert_eq!(run, 33, "expected 33 dump cases");
-    assert!(failures.is_empty(), "{} of {run} dumps differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {run} dumps differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -62,7 +68,10 @@ fn negative_cases_fail() {
         let err = cairn_parser::parse_ast("Dockerfile", &src);
         assert!(err.is_err(), "{name} must fail to parse");
         let err = err.unwrap_err().to_string();
-        assert!(err.starts_with("Dockerfile:"), "{name}: error names the file: {err}");
+        assert!(
+            err.starts_with("Dockerfile:"),
+            "{name}: error names the file: {err}"
+        );
     }
     assert_eq!(run, 4, "expected 4 must-fail cases");
 }
@@ -107,7 +116,10 @@ fn typed_parse_of_every_case_is_clean() {
         let src = read(&dir.join("Dockerfile"));
         if let Err(e) = cairn_parser::parse("Dockerfile", &src) {
             let lines = src.lines().count().max(1) as u32;
-            assert!(e.span.start.line >= 1 && e.span.start.line <= lines, "{name}: {e}");
+            assert!(
+                e.span.start.line >= 1 && e.span.start.line <= lines,
+                "{name}: {e}"
+            );
         }
     }
 }

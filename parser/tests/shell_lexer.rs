@@ -1,4 +1,5 @@
 //! Conformance of `cairn_parser::expand` with BuildKit's shell-lexer test data
+#![allow(clippy::unwrap_used)]
 //! (fixtures/conformance/shell-lexer, consumed as its README section 2 prescribes).
 
 use std::collections::{BTreeMap, BTreeSet};
