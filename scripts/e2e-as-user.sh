@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs the end-to-end test executables as an unprivileged user with /etc/subuid and /etc/subgid
+# ranges, from a staged copy that user can read. Called by scripts/test.sh after a root run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+user=${CAIRN_TEST_USER:-cairn-test}
+if [ "$(id -u)" -ne 0 ]; then
+  # Already unprivileged: the ordinary test run was the unprivileged run.
+  echo "e2e-as-user: not root; the suite already ran as $(id -un)"
+  exit 0
+fi
+
+id "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$user"
+for f in /etc/subuid /etc/subgid; do
+  touch "$f"
+  grep -q "^$user:" "$f" || echo "$user:200000:65536" >>"$f"
+done
+
+# The test executables of the e2e package, as cargo built them.
+mapfile -t exes < <(cargo test -p cairn-e2e --locked --no-run --message-format=json 2>/dev/null |
+  python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        print(m["executable"])
+')
+[ ${#exes[@]} -gt 0 ] || { echo "e2e-as-user: no end-to-end test executables found" >&2; exit 1; }
+
+stage=$(mktemp -d /tmp/cairn-e2e.XXXXXX)
+trap 'rm -rf "$stage"' EXIT
+mkdir -p "$stage/bin" "$stage/repo"
+cp target/debug/cairn "$stage/bin/"
+cp "${exes[@]}" "$stage/bin/"
+cp -r fixtures "$stage/repo/"
+chmod -R a+rX "$stage"
+
+status=0
+for exe in "${exes[@]}"; do
+  name=$(basename "$exe")
+  echo "e2e-as-user: $name as $user"
+  runuser -u "$user" -- env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="/home/$user" \
+    CAIRN_BIN="$stage/bin/cairn" CAIRN_REPO_ROOT="$stage/repo" \
+    "$stage/bin/$name" --test-threads=2 || status=1
+done
+exit $status

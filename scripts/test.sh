@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs cairn's whole test suite on a fresh machine: installs what the tests need, checks
+# formatting and lints, runs every test as the current user (root in CI), then the end-to-end
+# tests again as an unprivileged user.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== fuzz target builds"
+cargo check --manifest-path fuzz/Cargo.toml --locked --quiet
+echo "== cargo test"
+cargo build --workspace --locked
+cargo test --workspace --locked
+echo "== end-to-end tests as an unprivileged user"
+scripts/e2e-as-user.sh
