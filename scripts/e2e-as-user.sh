@@ -41,7 +41,7 @@ for exe in "${exes[@]}"; do
   name=$(basename "$exe")
   echo "e2e-as-user: $name as $user"
   runuser -u "$user" -- env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="/home/$user" \
-    CAIRN_BIN="$stage/bin/cairn" CAIRN_REPO_ROOT="$stage/repo" \
+    CAIRN_BIN="$stage/bin/cairn" CAIRN_REPO_ROOT="$stage/repo" CAIRN_E2E_EXPECT_UNPRIVILEGED=1 \
     "$stage/bin/$name" --test-threads=2 || status=1
 done
 exit $status
