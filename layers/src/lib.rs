@@ -1,1 +1,14 @@
-//! cairn-layers owns bytes at rest and in transit: layer tars, the blob store, OCI layouts, archives, registries. Filled in by the layers issue.
+//! cairn-layers owns bytes at rest and in transit: layer tars (diff → tar with OCI whiteouts,
+//! tar → directory, safely), compression, the content-addressed store, images, archives.
+
+pub mod apply;
+pub mod compress;
+pub mod diff;
+pub mod digest;
+pub mod error;
+pub mod idmap;
+pub mod whiteout;
+
+pub use digest::Digest;
+pub use error::{Error, Result};
+pub use idmap::{IdMap, IdRange};

@@ -1,0 +1,102 @@
+//! The layers crate's error type: every failure names the path, entry, digest or reference.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::digest::Digest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A filesystem operation failed; `action` says what ("create", "read", "rename", ...).
+    #[error("failed to {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// An I/O failure on a stream that has no path (a pipe, a socket, a compressor).
+    #[error("failed to {action}")]
+    Stream {
+        action: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A layer tar entry that would write, link or delete outside the target directory, or that
+    /// is otherwise refused. Nothing outside the target has been touched.
+    #[error("unsafe layer entry {entry:?}: {reason}")]
+    UnsafeEntry { entry: String, reason: String },
+    /// Malformed input: a tar, a JSON document, an archive's layout.
+    #[error("invalid {what}: {reason}")]
+    Invalid { what: String, reason: String },
+    #[error("invalid digest {value:?}: {reason}")]
+    InvalidDigest { value: String, reason: &'static str },
+    #[error("invalid image reference {value:?}: {reason}")]
+    InvalidReference { value: String, reason: String },
+    #[error("{what} {expected} does not match its content: got {actual}")]
+    DigestMismatch {
+        what: String,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("{what} {digest} should be {expected} bytes but is {actual}")]
+    SizeMismatch {
+        what: String,
+        digest: Digest,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("blob {0} is not in the store")]
+    BlobNotFound(Digest),
+    #[error("image {0} is not in the store")]
+    ImageNotFound(String),
+    #[error("unsupported media type {0:?}")]
+    MediaType(String),
+    #[error("failed to parse {what}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Shorthand for results in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Adds the path and action to an `io::Error`.
+pub(crate) trait IoContext<T> {
+    fn at(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn at(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            action,
+            path: path.into(),
+            source,
+        })
+    }
+}
+
+impl Error {
+    pub(crate) fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Error {
+        Error::Invalid {
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn stream(action: impl Into<String>, source: io::Error) -> Error {
+        Error::Stream {
+            action: action.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn unsafe_entry(entry: impl Into<String>, reason: impl Into<String>) -> Error {
+        Error::UnsafeEntry {
+            entry: entry.into(),
+            reason: reason.into(),
+        }
+    }
+}
