@@ -7,8 +7,13 @@ pub mod diff;
 pub mod digest;
 pub mod error;
 pub mod idmap;
+pub mod image;
+pub mod reference;
+pub mod store;
 pub mod whiteout;
 
 pub use digest::Digest;
 pub use error::{Error, Result};
 pub use idmap::{IdMap, IdRange};
+pub use reference::Reference;
+pub use store::Store;

@@ -1,0 +1,833 @@
+//! The content-addressed store: an OCI image layout on disk (blobs, index.json) with tags,
+//! crash-safe writes, file locks for concurrent cairn processes, prune and fsck.
+//!
+//! Layout under the root (any OCI tool can read it as an image layout):
+//! `oci-layout`, `index.json` (one descriptor per tag, named by `org.opencontainers.image.ref.name`
+//! = the full reference), `blobs/sha256/<hex>`, plus cairn's own `tmp/` (writes in progress),
+//! `layers/sha256/<diff_id>/` (unpacked layers, shared by every build) and two lock files.
+//!
+//! Crash safety: a blob is written to `tmp/`, fsynced, verified against its digest, renamed into
+//! place and its directory fsynced, so a blob path only ever holds complete, verified bytes.
+//! `index.json` is replaced the same way. Whatever moment a process dies at, the store is a
+//! valid layout; at worst `tmp/` holds leftovers that `prune` removes.
+//!
+//! Locking: `index.lock` (exclusive) serialises read-modify-write of index.json; `gc.lock` is
+//! held shared by everything that adds blobs and exclusive by `prune`, so prune never deletes a
+//! blob that a running load or build is about to reference.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use crate::digest::{Digest, HashingWriter};
+use crate::error::{Error, IoContext, Result};
+use crate::image::{Descriptor, ImageConfig, Index, Manifest, OCI_MANIFEST, REF_NAME};
+use crate::reference::Reference;
+
+const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// A handle on a store directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// A held file lock; released when dropped.
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+/// An image in the store: its manifest and config, parsed, with the bytes they came from.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub manifest_descriptor: Descriptor,
+    pub manifest: Manifest,
+    pub config: ImageConfig,
+    pub config_bytes: Vec<u8>,
+}
+
+impl Image {
+    /// The image ID, as Docker shows it: the config's digest.
+    pub fn id(&self) -> &Digest {
+        &self.manifest.config.digest
+    }
+
+    /// The total size of the (compressed) layers plus config.
+    pub fn size(&self) -> u64 {
+        self.manifest.config.size + self.manifest.layers.iter().map(|l| l.size).sum::<u64>()
+    }
+}
+
+/// A tag and the manifest it names.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tagged {
+    pub reference: Reference,
+    pub manifest: Descriptor,
+}
+
+/// What `prune` removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct PruneReport {
+    pub blobs: u64,
+    pub bytes: u64,
+    pub layers: u64,
+    pub temp_files: u64,
+}
+
+/// What `fsck` found. An empty `problems` means the store is consistent.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct FsckReport {
+    pub blobs: u64,
+    pub images: u64,
+    pub problems: Vec<String>,
+    pub temp_files: u64,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A temp file name unique across processes and threads.
+fn temp_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// fsyncs a directory so a rename into it survives a crash.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).at("sync", dir)
+}
+
+/// Writes `bytes` to `path` atomically: temp file in `tmp`, fsync, rename, fsync the directory.
+fn write_atomic(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    let t = tmp.join(temp_name("write"));
+    let mut f = File::create(&t).at("create", &t)?;
+    f.write_all(bytes).at("write", &t)?;
+    f.sync_all().at("sync", &t)?;
+    drop(f);
+    fs_err::rename(&t, path).map_err(|source| Error::Io {
+        action: "rename into place",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// A blob being written: bytes go to a temp file and are hashed on the way.
+#[derive(Debug)]
+pub struct BlobWriter<'s> {
+    store: &'s Store,
+    temp: PathBuf,
+    out: HashingWriter<io::BufWriter<File>>,
+}
+
+impl Write for BlobWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl BlobWriter<'_> {
+    /// Verifies the content against `expected` (when given), then moves it into place under its
+    /// digest. On a mismatch nothing is stored.
+    pub fn commit(self, expected: Option<(&Digest, Option<u64>)>) -> Result<(Digest, u64)> {
+        let BlobWriter { store, temp, out } = self;
+        let (digest, size, buf) = out.finish();
+        let result = (|| {
+            let file = buf.into_inner().map_err(|e| Error::Io {
+                action: "write",
+                path: temp.clone(),
+                source: e.into_error(),
+            })?;
+            if let Some((want, want_size)) = expected {
+                if let Some(n) = want_size
+                    && n != size
+                {
+                    return Err(Error::SizeMismatch {
+                        what: "blob".into(),
+                        digest: want.clone(),
+                        expected: n,
+                        actual: size,
+                    });
+                }
+                if *want != digest {
+                    return Err(Error::DigestMismatch {
+                        what: "blob".into(),
+                        expected: want.clone(),
+                        actual: digest.clone(),
+                    });
+                }
+            }
+            file.sync_all().at("sync", &temp)?;
+            drop(file);
+            let path = store.blob_path(&digest);
+            if path.exists() {
+                // Identical content is already there (another writer won the race).
+                fs_err::remove_file(&temp).map_err(|source| Error::Io {
+                    action: "remove",
+                    path: temp.clone(),
+                    source,
+                })?;
+                return Ok(());
+            }
+            fs_err::rename(&temp, &path).map_err(|source| Error::Io {
+                action: "rename into place",
+                path: path.clone(),
+                source,
+            })?;
+            sync_dir(&store.root.join("blobs/sha256"))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        result.map(|()| (digest, size))
+    }
+
+    /// Gives up on the blob; the temp file is removed.
+    pub fn abort(self) {
+        let _ = std::fs::remove_file(&self.temp);
+    }
+}
+
+impl Store {
+    /// Opens the store at `root`, creating an empty one if there is none.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
+        let root = root.into();
+        for dir in ["blobs/sha256", "tmp", "layers/sha256"] {
+            let d = root.join(dir);
+            fs_err::create_dir_all(&d).map_err(|source| Error::Io {
+                action: "create",
+                path: d.clone(),
+                source,
+            })?;
+        }
+        let store = Store { root };
+        let layout = store.root.join("oci-layout");
+        if !layout.exists() {
+            write_atomic(&store.tmp(), &layout, OCI_LAYOUT.as_bytes())?;
+        }
+        let index = store.index_path();
+        if !index.exists() {
+            let _lock = store.lock("index.lock", true)?;
+            if !index.exists() {
+                write_atomic(&store.tmp(), &index, &Index::new(Vec::new()).to_bytes())?;
+            }
+        }
+        Ok(store)
+    }
+
+    /// The store location: `$CAIRN_ROOT`, else `$XDG_DATA_HOME/cairn`, else
+    /// `~/.local/share/cairn`.
+    pub fn default_root() -> Option<PathBuf> {
+        let var = |k| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        var("CAIRN_ROOT")
+            .or_else(|| var("XDG_DATA_HOME").map(|d| d.join("cairn")))
+            .or_else(|| var("HOME").map(|h| h.join(".local/share/cairn")))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn tmp(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.root.join("index.json")
+    }
+
+    fn lock(&self, name: &str, exclusive: bool) -> Result<Lock> {
+        let path = self.root.join(name);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .at("open", &path)?;
+        if exclusive {
+            file.lock().at("lock", &path)?;
+        } else {
+            file.lock_shared().at("lock", &path)?;
+        }
+        Ok(Lock { _file: file })
+    }
+
+    /// Held while adding content, so a concurrent prune cannot collect it half-referenced.
+    pub fn writing(&self) -> Result<Lock> {
+        self.lock("gc.lock", false)
+    }
+
+    // ---- blobs
+
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(d.hex())
+    }
+
+    pub fn has_blob(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    pub fn open_blob(&self, d: &Digest) -> Result<File> {
+        File::open(self.blob_path(d)).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::BlobNotFound(d.clone()),
+            _ => Error::Io {
+                action: "open",
+                path: self.blob_path(d),
+                source: e,
+            },
+        })
+    }
+
+    /// Reads a whole (small) blob and checks it against its digest.
+    pub fn read_blob(&self, d: &Digest) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        self.open_blob(d)?
+            .read_to_end(&mut bytes)
+            .at("read", self.blob_path(d))?;
+        let actual = Digest::of(&bytes);
+        if actual != *d {
+            return Err(Error::DigestMismatch {
+                what: format!("blob {}", self.blob_path(d).display()),
+                expected: d.clone(),
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Starts writing a blob whose digest is known only at the end.
+    pub fn blob_writer(&self) -> Result<BlobWriter<'_>> {
+        let temp = self.tmp().join(temp_name("blob"));
+        let file = File::create(&temp).at("create", &temp)?;
+        Ok(BlobWriter {
+            store: self,
+            temp,
+            out: HashingWriter::new(io::BufWriter::with_capacity(1 << 20, file)),
+        })
+    }
+
+    /// Stores `bytes` and returns their digest.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest> {
+        let d = Digest::of(bytes);
+        if !self.has_blob(&d) {
+            let mut w = self.blob_writer()?;
+            w.write_all(bytes).at("write", self.tmp())?;
+            w.commit(Some((&d, Some(bytes.len() as u64))))?;
+        }
+        Ok(d)
+    }
+
+    /// Stores what `r` yields, verified against `expected` (and `size`, when known). A blob
+    /// already present is not read again.
+    pub fn ingest(&self, r: &mut dyn Read, expected: &Digest, size: Option<u64>) -> Result<()> {
+        if self.has_blob(expected) {
+            return Ok(());
+        }
+        let mut w = self.blob_writer()?;
+        // Never read past the declared size: a lying source cannot fill the disk.
+        let limit = size.map_or(u64::MAX, |n| n.saturating_add(1));
+        if let Err(e) = io::copy(&mut r.take(limit), &mut w) {
+            w.abort();
+            return Err(Error::stream(
+                format!("read the content of blob {expected}"),
+                e,
+            ));
+        }
+        w.commit(Some((expected, size)))?;
+        Ok(())
+    }
+
+    // ---- images and tags
+
+    fn read_index(&self) -> Result<Index> {
+        let path = self.index_path();
+        let bytes = fs_err::read(&path).map_err(|source| Error::Io {
+            action: "read",
+            path: path.clone(),
+            source,
+        })?;
+        Index::from_slice(&bytes, &path.display().to_string())
+    }
+
+    /// Every tag, in the order of index.json.
+    pub fn tags(&self) -> Result<Vec<Tagged>> {
+        let index = self.read_index()?;
+        let mut out = Vec::new();
+        for m in index.manifests {
+            if let Some(name) = m.annotations.get(REF_NAME)
+                && let Ok(reference) = Reference::parse(name)
+            {
+                out.push(Tagged {
+                    reference,
+                    manifest: m,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Points `reference` at `manifest` (replacing what it named before).
+    pub fn tag(&self, reference: &Reference, manifest: &Descriptor) -> Result<()> {
+        let _lock = self.lock("index.lock", true)?;
+        let mut index = self.read_index()?;
+        let name = reference.to_string();
+        index
+            .manifests
+            .retain(|m| m.annotations.get(REF_NAME) != Some(&name));
+        let mut d = manifest.clone();
+        d.annotations.insert(REF_NAME.to_owned(), name);
+        index.manifests.push(d);
+        index.manifests.sort_by(|a, b| {
+            a.annotations
+                .get(REF_NAME)
+                .cmp(&b.annotations.get(REF_NAME))
+        });
+        write_atomic(&self.tmp(), &self.index_path(), &index.to_bytes())
+    }
+
+    /// Removes a tag; returns the manifest it named, if it existed.
+    pub fn untag(&self, reference: &Reference) -> Result<Option<Descriptor>> {
+        let _lock = self.lock("index.lock", true)?;
+        let mut index = self.read_index()?;
+        let name = reference.to_string();
+        let found = index
+            .manifests
+            .iter()
+            .find(|m| m.annotations.get(REF_NAME) == Some(&name))
+            .cloned();
+        if found.is_some() {
+            index
+                .manifests
+                .retain(|m| m.annotations.get(REF_NAME) != Some(&name));
+            write_atomic(&self.tmp(), &self.index_path(), &index.to_bytes())?;
+        }
+        Ok(found)
+    }
+
+    /// Finds an image by reference (`busybox`, `docker.io/library/busybox:latest`), by image
+    /// ID or manifest digest (`sha256:…`, or a unique hex prefix of at least 4 digits).
+    pub fn resolve(&self, name: &str) -> Result<(Option<Reference>, Descriptor)> {
+        let tags = self.tags()?;
+        if let Ok(reference) = Reference::parse(name) {
+            if let Some(t) = tags.iter().find(|t| t.reference == reference) {
+                return Ok((Some(t.reference.clone()), t.manifest.clone()));
+            }
+            if let Some(d) = reference.digest()
+                && let Some(t) = tags.iter().find(|t| &t.manifest.digest == d)
+            {
+                return Ok((None, t.manifest.clone()));
+            }
+        }
+        let hex = name.strip_prefix("sha256:").unwrap_or(name);
+        if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let mut found: Option<&Tagged> = None;
+            for t in &tags {
+                let config = self
+                    .read_blob(&t.manifest.digest)
+                    .ok()
+                    .and_then(|b| Manifest::from_slice(&b, "manifest").ok())
+                    .map(|m| m.config.digest);
+                let matches = t.manifest.digest.hex().starts_with(hex)
+                    || config.is_some_and(|c| c.hex().starts_with(hex));
+                if matches {
+                    if let Some(f) = found
+                        && f.manifest.digest != t.manifest.digest
+                    {
+                        return Err(Error::invalid(
+                            format!("image ID {name}"),
+                            "it matches more than one image; give more digits",
+                        ));
+                    }
+                    found = Some(t);
+                }
+            }
+            if let Some(t) = found {
+                return Ok((None, t.manifest.clone()));
+            }
+        }
+        Err(Error::ImageNotFound(name.to_owned()))
+    }
+
+    /// Reads an image's manifest and config, verifying both against their digests.
+    pub fn image(&self, manifest: &Descriptor) -> Result<Image> {
+        let bytes = self.read_blob(&manifest.digest)?;
+        let m = Manifest::from_slice(&bytes, &format!("manifest {}", manifest.digest))?;
+        let config_bytes = self.read_blob(&m.config.digest)?;
+        let config =
+            ImageConfig::from_slice(&config_bytes, &format!("config {}", m.config.digest))?;
+        Ok(Image {
+            manifest_descriptor: manifest.clone(),
+            manifest: m,
+            config,
+            config_bytes,
+        })
+    }
+
+    /// Stores a config and a manifest for the given layers (already in the store) and returns
+    /// the manifest's descriptor.
+    pub fn put_image(&self, config: &ImageConfig, layers: Vec<Descriptor>) -> Result<Descriptor> {
+        let config_bytes = config.to_bytes();
+        let config_digest = self.put_blob(&config_bytes)?;
+        let manifest = Manifest::new(
+            Descriptor {
+                media_type: crate::image::OCI_CONFIG.to_owned(),
+                digest: config_digest,
+                size: config_bytes.len() as u64,
+                platform: None,
+                annotations: BTreeMap::new(),
+            },
+            layers,
+        );
+        let bytes = manifest.to_bytes();
+        let digest = self.put_blob(&bytes)?;
+        Ok(Descriptor {
+            media_type: OCI_MANIFEST.to_owned(),
+            digest,
+            size: bytes.len() as u64,
+            platform: None,
+            annotations: BTreeMap::new(),
+        })
+    }
+
+    /// The blobs an image manifest reaches: itself, its config and its layers.
+    fn reachable_from(&self, manifest: &Digest, into: &mut BTreeSet<Digest>) -> Result<()> {
+        into.insert(manifest.clone());
+        let m = Manifest::from_slice(&self.read_blob(manifest)?, &format!("manifest {manifest}"))?;
+        into.insert(m.config.digest.clone());
+        for l in m.layers {
+            into.insert(l.digest);
+        }
+        Ok(())
+    }
+
+    /// Removes every blob no tag reaches, unpacked layers no reachable image uses, and temp
+    /// files. Waits for running writers to finish first.
+    pub fn prune(&self) -> Result<PruneReport> {
+        let _gc = self.lock("gc.lock", true)?;
+        let mut report = PruneReport::default();
+        let mut keep = BTreeSet::new();
+        let mut keep_layers = BTreeSet::new();
+        for t in self.tags()? {
+            self.reachable_from(&t.manifest.digest, &mut keep)?;
+            if let Ok(img) = self.image(&t.manifest) {
+                keep_layers.extend(
+                    img.config
+                        .rootfs
+                        .diff_ids
+                        .iter()
+                        .map(|d| d.hex().to_owned()),
+                );
+            }
+        }
+        let blobs = self.root.join("blobs/sha256");
+        for entry in fs_err::read_dir(&blobs).map_err(|source| Error::Io {
+            action: "list",
+            path: blobs.clone(),
+            source,
+        })? {
+            let entry = entry.at("list", &blobs)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let known = format!("sha256:{name}").parse::<Digest>().ok();
+            if known.is_some_and(|d| keep.contains(&d)) {
+                continue;
+            }
+            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            fs_err::remove_file(entry.path()).map_err(|source| Error::Io {
+                action: "remove",
+                path: entry.path(),
+                source,
+            })?;
+            report.blobs += 1;
+            report.bytes += len;
+        }
+        let layers = self.root.join("layers/sha256");
+        for entry in fs_err::read_dir(&layers).map_err(|source| Error::Io {
+            action: "list",
+            path: layers.clone(),
+            source,
+        })? {
+            let entry = entry.at("list", &layers)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !keep_layers.contains(&name) {
+                remove_tree(&entry.path())?;
+                report.layers += 1;
+            }
+        }
+        report.temp_files = self.clean_tmp()?;
+        Ok(report)
+    }
+
+    fn clean_tmp(&self) -> Result<u64> {
+        let tmp = self.tmp();
+        let mut n = 0;
+        for entry in fs_err::read_dir(&tmp).map_err(|source| Error::Io {
+            action: "list",
+            path: tmp.clone(),
+            source,
+        })? {
+            let entry = entry.at("list", &tmp)?;
+            remove_tree(&entry.path())?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Verifies every blob against its digest, and that every tag's manifest, config and
+    /// layers are present and well-formed.
+    pub fn fsck(&self) -> Result<FsckReport> {
+        let mut report = FsckReport::default();
+        let blobs = self.root.join("blobs/sha256");
+        let mut present = BTreeSet::new();
+        for entry in fs_err::read_dir(&blobs).map_err(|source| Error::Io {
+            action: "list",
+            path: blobs.clone(),
+            source,
+        })? {
+            let entry = entry.at("list", &blobs)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            report.blobs += 1;
+            let Ok(expected) = format!("sha256:{name}").parse::<Digest>() else {
+                report.problems.push(format!(
+                    "{}: not named by a sha256 digest",
+                    entry.path().display()
+                ));
+                continue;
+            };
+            let mut w = HashingWriter::new(io::sink());
+            let copied = File::open(entry.path()).and_then(|mut f| io::copy(&mut f, &mut w));
+            if let Err(e) = copied {
+                report
+                    .problems
+                    .push(format!("{}: unreadable: {e}", entry.path().display()));
+                continue;
+            }
+            let (actual, _, _) = w.finish();
+            if actual != expected {
+                report.problems.push(format!(
+                    "{}: content digest is {actual}",
+                    entry.path().display()
+                ));
+                continue;
+            }
+            present.insert(expected);
+        }
+        for t in self.tags()? {
+            report.images += 1;
+            let name = t.reference.to_string();
+            if !present.contains(&t.manifest.digest) {
+                report.problems.push(format!(
+                    "{name}: manifest {} is missing or corrupt",
+                    t.manifest.digest
+                ));
+                continue;
+            }
+            match self.image(&t.manifest) {
+                Err(e) => report.problems.push(format!("{name}: {e}")),
+                Ok(img) => {
+                    let wanted = std::iter::once(&img.manifest.config).chain(&img.manifest.layers);
+                    for d in wanted {
+                        if !present.contains(&d.digest) {
+                            report
+                                .problems
+                                .push(format!("{name}: blob {} is missing or corrupt", d.digest));
+                        }
+                    }
+                    if img.config.rootfs.diff_ids.len() != img.manifest.layers.len() {
+                        report.problems.push(format!(
+                            "{name}: {} layers but {} diff_ids in the config",
+                            img.manifest.layers.len(),
+                            img.config.rootfs.diff_ids.len()
+                        ));
+                    }
+                }
+            }
+        }
+        let tmp = self.tmp();
+        report.temp_files = fs_err::read_dir(&tmp)
+            .map_err(|source| Error::Io {
+                action: "list",
+                path: tmp.clone(),
+                source,
+            })?
+            .count() as u64;
+        Ok(report)
+    }
+}
+
+/// Removes a file or a directory tree, making read-only directories writable on the way (as
+/// unpacked layers may have them).
+fn remove_tree(path: &Path) -> Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(Error::Io {
+                action: "inspect",
+                path: path.to_path_buf(),
+                source: e,
+            });
+        }
+    };
+    if !meta.is_dir() {
+        return std::fs::remove_file(path).at("remove", path);
+    }
+    if let Err(e) = std::fs::remove_dir_all(path) {
+        if e.kind() != io::ErrorKind::PermissionDenied {
+            return Err(Error::Io {
+                action: "remove",
+                path: path.to_path_buf(),
+                source: e,
+            });
+        }
+        use std::os::unix::fs::PermissionsExt;
+        for entry in walkdir::WalkDir::new(path).into_iter().flatten() {
+            if entry.file_type().is_dir() {
+                let _ =
+                    std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o700));
+            }
+        }
+        std::fs::remove_dir_all(path).at("remove", path)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path().join("store")).unwrap();
+        (dir, s)
+    }
+
+    fn image(s: &Store, layer: &[u8]) -> Descriptor {
+        let d = s.put_blob(layer).unwrap();
+        let mut config = ImageConfig::scratch();
+        config.rootfs.diff_ids.push(d.clone());
+        s.put_image(
+            &config,
+            vec![Descriptor {
+                media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+                digest: d,
+                size: layer.len() as u64,
+                platform: None,
+                annotations: BTreeMap::new(),
+            }],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn layout_files() {
+        let (_d, s) = store();
+        let layout = fs_err::read_to_string(s.root().join("oci-layout")).unwrap();
+        assert_eq!(layout, OCI_LAYOUT);
+        let index = s.read_index().unwrap();
+        assert!(index.manifests.is_empty());
+        // Opening again changes nothing.
+        Store::open(s.root()).unwrap();
+        assert_eq!(s.read_index().unwrap(), index);
+    }
+
+    #[test]
+    fn blobs_are_verified() {
+        let (_d, s) = store();
+        let d = s.put_blob(b"hello").unwrap();
+        assert_eq!(s.read_blob(&d).unwrap(), b"hello");
+        let wrong = Digest::of(b"other");
+        let err = s.ingest(&mut &b"hello"[..], &wrong, Some(5)).unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+        assert!(!s.has_blob(&wrong), "nothing stored under the wrong digest");
+        let err = s
+            .ingest(&mut &b"hello!"[..], &Digest::of(b"hello!"), Some(5))
+            .unwrap_err();
+        assert!(matches!(err, Error::SizeMismatch { .. }), "{err}");
+        assert_eq!(
+            fs_err::read_dir(s.tmp()).unwrap().count(),
+            0,
+            "no temp left behind"
+        );
+        // Corrupt a blob on disk: reads and fsck notice.
+        fs_err::write(s.blob_path(&d), b"jello").unwrap();
+        assert!(matches!(
+            s.read_blob(&d).unwrap_err(),
+            Error::DigestMismatch { .. }
+        ));
+        assert_eq!(s.fsck().unwrap().problems.len(), 1);
+    }
+
+    #[test]
+    fn tags_resolve_prune() {
+        let (_d, s) = store();
+        let a = image(&s, b"layer a");
+        let b = image(&s, b"layer b");
+        let busybox = Reference::parse("busybox").unwrap();
+        s.tag(&busybox, &a).unwrap();
+        s.tag(&Reference::parse("app:1").unwrap(), &b).unwrap();
+        assert_eq!(s.resolve("busybox").unwrap().1.digest, a.digest);
+        assert_eq!(
+            s.resolve("docker.io/library/busybox:latest")
+                .unwrap()
+                .1
+                .digest,
+            a.digest
+        );
+        let id = s.image(&b).unwrap().id().clone();
+        assert_eq!(s.resolve(&id.hex()[..12]).unwrap().1.digest, b.digest);
+        assert!(matches!(
+            s.resolve("nope").unwrap_err(),
+            Error::ImageNotFound(_)
+        ));
+        // Retag busybox to b: a becomes unreachable and prune collects exactly its 3 blobs.
+        s.tag(&busybox, &b).unwrap();
+        assert_eq!(s.tags().unwrap().len(), 2);
+        let r = s.prune().unwrap();
+        assert_eq!(r.blobs, 3);
+        assert!(s.fsck().unwrap().problems.is_empty());
+        assert!(s.untag(&busybox).unwrap().is_some());
+        assert!(s.untag(&busybox).unwrap().is_none());
+        let r = s.prune().unwrap();
+        assert_eq!(r.blobs, 0, "app:1 still holds b");
+    }
+
+    #[test]
+    fn concurrent_writers_agree() {
+        let (_d, s) = store();
+        std::thread::scope(|scope| {
+            for i in 0..8 {
+                let s = &s;
+                scope.spawn(move || {
+                    let desc = image(s, b"shared layer");
+                    s.tag(&Reference::parse(&format!("img{i}")).unwrap(), &desc)
+                        .unwrap();
+                });
+            }
+        });
+        assert_eq!(s.tags().unwrap().len(), 8);
+        let report = s.fsck().unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!(report.blobs, 3);
+    }
+}
