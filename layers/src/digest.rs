@@ -51,11 +51,17 @@ impl FromStr for Digest {
             value: s.to_owned(),
             reason,
         };
-        let (algo, hex) = s.split_once(':').ok_or_else(|| bad("expected sha256:<hex>"))?;
+        let (algo, hex) = s
+            .split_once(':')
+            .ok_or_else(|| bad("expected sha256:<hex>"))?;
         if algo != "sha256" {
             return Err(bad("only sha256 digests are supported"));
         }
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(bad("a sha256 digest has 64 lowercase hex digits"));
         }
         Ok(Digest(s.to_owned()))
@@ -177,11 +183,20 @@ mod tests {
         let good = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         let cases: &[(&str, bool)] = &[
             (good, true),
-            ("sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855", false),
+            (
+                "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
+                false,
+            ),
             ("sha512:e3b0", false),
             ("sha256:e3b0", false),
-            ("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", false),
-            ("sha256:../../../../etc/passwd0000000000000000000000000000000000000000", false),
+            (
+                "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+                false,
+            ),
+            (
+                "sha256:../../../../etc/passwd0000000000000000000000000000000000000000",
+                false,
+            ),
         ];
         for &(s, ok) in cases {
             assert_eq!(s.parse::<Digest>().is_ok(), ok, "{s}");
@@ -194,7 +209,10 @@ mod tests {
         let mut w = HashingWriter::new(Vec::new());
         w.write_all(b"hello").unwrap();
         let (d, n, inner) = w.finish();
-        assert_eq!((d, n, inner.as_slice()), (Digest::of(b"hello"), 5, &b"hello"[..]));
+        assert_eq!(
+            (d, n, inner.as_slice()),
+            (Digest::of(b"hello"), 5, &b"hello"[..])
+        );
         let mut r = HashingReader::new(&b"hello"[..]);
         io::copy(&mut r, &mut io::sink()).unwrap();
         assert_eq!(r.finish(), (Digest::of(b"hello"), 5));

@@ -85,11 +85,27 @@ mod tests {
     #[test]
     fn rootless_mapping() {
         let ranges = vec![
-            IdRange { container: 0, host: 1000, size: 1 },
-            IdRange { container: 1, host: 200000, size: 65536 },
+            IdRange {
+                container: 0,
+                host: 1000,
+                size: 1,
+            },
+            IdRange {
+                container: 1,
+                host: 200000,
+                size: 65536,
+            },
         ];
-        let m = IdMap { uids: ranges.clone(), gids: ranges };
-        let cases: &[(u32, Option<u32>)] = &[(0, Some(1000)), (1, Some(200000)), (65536, Some(265535)), (65537, None)];
+        let m = IdMap {
+            uids: ranges.clone(),
+            gids: ranges,
+        };
+        let cases: &[(u32, Option<u32>)] = &[
+            (0, Some(1000)),
+            (1, Some(200000)),
+            (65536, Some(265535)),
+            (65537, None),
+        ];
         for &(c, h) in cases {
             assert_eq!(m.uid_to_host(c), h, "{c}");
             if let Some(h) = h {
