@@ -3,7 +3,10 @@
 set -euo pipefail
 
 # uidmap: newuidmap/newgidmap, which rootless user namespaces with /etc/subuid ranges need.
-packages=(uidmap)
+# busybox-static: the test base image (fixtures/busybox/make.sh).
+# skopeo, umoci, oci-image-tool, podman: the validators the end-to-end tests check images with.
+# jq: reading JSON in scripts; pigz: the benchmark's reference pipeline.
+packages=(uidmap busybox-static skopeo umoci oci-image-tool podman jq pigz)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -8,6 +8,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "cairn", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
+    /// The store directory [default: $CAIRN_ROOT, else $XDG_DATA_HOME/cairn, else
+    /// ~/.local/share/cairn]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -16,6 +21,24 @@ pub struct Cli {
 pub enum Command {
     /// Parse a Dockerfile and print its stages, instructions and stage graph.
     Parse(ParseArgs),
+    /// Load images from an OCI layout, an OCI archive or a docker-archive.
+    Load(LoadArgs),
+    /// Make a one-layer image from a root filesystem tarball, like `docker import`.
+    Import(ImportArgs),
+    /// Write images to an archive or an OCI layout directory.
+    Save(SaveArgs),
+    /// List the images in the store.
+    Images(ImagesArgs),
+    /// Show an image's details as JSON, like `docker image inspect`.
+    Inspect(InspectArgs),
+    /// Give an image another name.
+    Tag(TagArgs),
+    /// Remove image names (the content goes with the next prune).
+    Rmi(RmiArgs),
+    /// Remove everything in the store that no image name reaches.
+    Prune,
+    /// Check every blob and image in the store against its digest.
+    Fsck,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -49,4 +72,88 @@ pub struct ParseArgs {
     /// The build context directory, where the Dockerfile is looked for.
     #[arg(value_name = "CONTEXT", default_value = ".")]
     pub context: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LoadArgs {
+    /// The layout directory or archive (tar, or tar.gz) to load.
+    #[arg(short = 'i', long = "input", value_name = "PATH")]
+    pub input: PathBuf,
+    /// The name to give the image instead of the archive's.
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
+    pub tag: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The root filesystem tarball (plain, gzip or zstd); `-` reads standard input.
+    #[arg(value_name = "ROOTFS")]
+    pub rootfs: PathBuf,
+    /// The name of the new image.
+    #[arg(value_name = "NAME[:TAG]")]
+    pub name: String,
+    /// A Dockerfile instruction to apply to the config (ENV, CMD, ENTRYPOINT, WORKDIR, USER,
+    /// EXPOSE, VOLUME, LABEL, STOPSIGNAL, ...); repeatable.
+    #[arg(short = 'c', long = "change", value_name = "INSTRUCTION")]
+    pub changes: Vec<String>,
+    /// A commit message for the image's history.
+    #[arg(short = 'm', long = "message")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SaveFormat {
+    /// A tar of an OCI image layout (skopeo's oci-archive).
+    OciArchive,
+    /// `docker save`'s format, which docker load and podman load read.
+    DockerArchive,
+    /// An OCI image layout directory.
+    OciDir,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SaveArgs {
+    /// The images to save.
+    #[arg(value_name = "NAME", required = true)]
+    pub names: Vec<String>,
+    /// Where to write.
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    pub output: PathBuf,
+    #[arg(long, value_enum, default_value_t = SaveFormat::DockerArchive)]
+    pub format: SaveFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImagesArgs {
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    #[arg(value_name = "NAME", required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TagArgs {
+    #[arg(value_name = "SOURCE")]
+    pub source: String,
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RmiArgs {
+    #[arg(value_name = "NAME", required = true)]
+    pub names: Vec<String>,
+    /// Remove every name of an image given by ID.
+    #[arg(short = 'f', long)]
+    pub force: bool,
 }

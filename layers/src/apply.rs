@@ -1,0 +1,2631 @@
+//! Layer application: an uncompressed layer tar streamed into a directory, every path kept inside it.
+//!
+//! # Threat model
+//!
+//! The tar is hostile; the target directory may already hold lower layers, whose symlinks are
+//! just as hostile. Nothing else writes into the target while a layer is applied (cairn is
+//! daemonless and no container runs during an apply).
+//!
+//! # Path resolution
+//!
+//! Entry names are cleaned lexically first (docker's `filepath.Clean`): a leading `/` is dropped,
+//! `.` and empty components vanish, `..` removes the previous component, and a `..` that would
+//! climb above the root is refused with [`Error::UnsafeEntry`].
+//!
+//! The *parent directory* of an entry is then opened relative to an `O_PATH` fd of the target,
+//! with **chroot semantics**: a symlink among the parent components is followed, but resolved
+//! inside the target: absolute targets start again at the target, and `..` stops at it (which is
+//! what containerd's `fs.RootPath` and docker's chrooted unpacker do, and what images need: a
+//! layer may write `var/run/x` over a lower `var/run -> /run`). A symlink therefore can never
+//! lead a write outside the target (the CVE-2018-15664 / CVE-2019-14271 class of bugs): it lands
+//! where the same link would lead inside the container. The kernel does this with
+//! `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` where it exists (Linux 5.6+); elsewhere a
+//! manual walk does the same, one `openat(O_PATH | O_NOFOLLOW)` per component, reading each
+//! symlink itself and holding the fds of the directories walked through so that `..` pops back
+//! to the directory it came from. Missing directories are created only where the entry's own name
+//! names them: a symlink to a missing directory is an error, never a reason to create its target.
+//!
+//! Hardlink targets are stricter: they name an entry already extracted, which tar writers never
+//! reach through a symlink, so a symlink among their parent components is refused. The final
+//! component of every operation is handled by a `*at` call on the pinned parent fd that does not
+//! follow it (`O_CREAT|O_EXCL|O_NOFOLLOW`, `mkdirat`, `symlinkat`, `mknodat`, `linkat` without
+//! `AT_SYMLINK_FOLLOW`, `unlinkat`, `fchownat`/`utimensat` with `AT_SYMLINK_NOFOLLOW`): an
+//! existing node is removed before a new one is created, never opened through.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{
+    self as rfs, AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Stat, Timespec, Timestamps,
+    Uid, XattrFlags,
+};
+use rustix::io::Errno;
+use tar::EntryType;
+
+use crate::error::{Error, IoContext, Result};
+use crate::idmap::IdMap;
+use crate::whiteout::{self, Name, OVERLAY_OPAQUE_XATTRS, PREFIX};
+
+/// What to do with OCI whiteout entries (image-spec layer.md, "Whiteouts").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whiteouts {
+    /// Flattening a rootfs: `.wh.name` deletes `name` (recursively), `.wh..wh..opq` empties the
+    /// directory of what earlier layers put there (entries of THIS layer in that dir are kept,
+    /// whatever their order in the tar).
+    Apply,
+    /// Unpacking one layer as an overlay lowerdir: `.wh.name` becomes a 0/0 character device
+    /// `name`; `.wh..wh..opq` sets the opaque xattr on its directory.
+    Overlay {
+        /// `"trusted.overlay.opaque"` as real root, `"user.overlay.opaque"` inside a user
+        /// namespace (one of [`OVERLAY_OPAQUE_XATTRS`]).
+        opaque_xattr: &'static str,
+    },
+}
+
+/// How [`apply_layer`] writes a layer.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub whiteouts: Whiteouts,
+    /// Container ids in the tar → ids to chown to (identity when running as root, or when
+    /// running inside the build's user namespace).
+    pub id_map: IdMap,
+    /// Restore ownership (lchown). When it fails with EPERM the apply fails with an error naming
+    /// the entry and saying that ownership needs root or a user namespace with subuid ranges —
+    /// ownership is never silently collapsed to the current uid.
+    pub chown: bool,
+}
+
+/// What an apply did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplyStats {
+    /// Every entry of the tar (after GNU long-name and PAX records are merged into the entry
+    /// they describe), whiteouts included.
+    pub entries: u64,
+    /// Bytes of regular-file data written.
+    pub bytes: u64,
+    /// Whiteout and opaque-directory markers among `entries`.
+    pub whiteouts: u64,
+}
+
+/// Writes the uncompressed layer tar `tar` into `target` (created if missing).
+///
+/// Fails with [`Error::UnsafeEntry`] naming the entry when an entry would reach outside
+/// `target`; nothing outside `target` is created, changed or deleted, whatever the tar holds. On
+/// any error the target is left partly written and should be discarded.
+///
+/// Extended attributes come from PAX `SCHILY.xattr.*` records. overlayfs's own attributes
+/// (`trusted.overlay.*`, `user.overlay.*`) are dropped: they are the storage driver's private
+/// metadata (opaque, redirect, metacopy), not image content, and a layer must not forge them.
+/// `trusted.*` and `security.*` attributes (LSM labels, IMA) are set when the kernel lets us and
+/// skipped when it refuses (EPERM, EACCES, EOPNOTSUPP): `trusted.*` needs CAP_SYS_ADMIN in the
+/// initial namespace, which a rootless build never has, and LSM labels are the host's policy.
+/// `security.capability` is required when `chown` is set (file capabilities are part of what a
+/// binary is) and best-effort otherwise, like ownership; every other attribute (`user.*`,
+/// `system.*` ACLs) must be set or the apply fails naming the entry.
+///
+/// Modes are applied after ownership (chown clears setuid/setgid), attributes after both (chown
+/// clears `security.capability`), times last; directories get their metadata in a final pass,
+/// deepest first, once everything inside them is written. Times: atime is set to mtime; PAX
+/// `mtime` records give sub-second precision.
+pub fn apply_layer<R: Read>(tar: R, target: &Path, opts: &ApplyOptions) -> Result<ApplyStats> {
+    apply_with(tar, target, opts, None)
+}
+
+/// How parent directories are resolved inside the target (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strategy {
+    /// `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`.
+    Openat2,
+    /// One `openat(O_PATH | O_NOFOLLOW)` per component; symlinks read and resolved by hand.
+    Manual,
+}
+
+impl Strategy {
+    /// openat2 when the kernel has it; ENOSYS before Linux 5.6, and EPERM or ENOSYS under
+    /// seccomp profiles that predate it, mean the manual walk.
+    fn detect(root: &OwnedFd) -> Strategy {
+        match rfs::openat2(
+            root,
+            ".",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            Ok(_) => Strategy::Openat2,
+            Err(_) => Strategy::Manual,
+        }
+    }
+}
+
+/// Whether symlinks among parent components may be followed (inside the root) or are refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Follow {
+    InRoot,
+    Refuse,
+}
+
+/// The kernel's MAXSYMLINKS, so that both strategies give up on the same chains.
+const MAX_SYMLINKS: u32 = 40;
+/// Directories are created owner-only and get their real mode in the final pass: as a non-root
+/// user we must be able to write into a directory whose final mode is, say, 0555.
+const DIR_CREATE_MODE: u32 = 0o700;
+/// Regular files and device nodes start owner-only, so nothing is briefly accessible to others
+/// with the wrong owner.
+const FILE_CREATE_MODE: u32 = 0o600;
+/// Missing parent directories: what docker and containerd create.
+const IMPLICIT_DIR_MODE: u32 = 0o755;
+/// The action of the error a refused chown gives.
+const OWNERSHIP: &str =
+    "restore ownership (which needs root, or a user namespace with subuid/subgid ranges) of";
+/// overlayfs's private xattr namespaces (overlayfs.rst, "Permission model" and "Redirect dir").
+const OVERLAY_PRIVATE: [&[u8]; 2] = [b"trusted.overlay.", b"user.overlay."];
+
+fn apply_with<R: Read>(
+    tar: R,
+    target: &Path,
+    opts: &ApplyOptions,
+    force: Option<Strategy>,
+) -> Result<ApplyStats> {
+    if let Whiteouts::Overlay { opaque_xattr } = opts.whiteouts
+        && !OVERLAY_OPAQUE_XATTRS.contains(&opaque_xattr)
+    {
+        return Err(Error::invalid(
+            "apply options",
+            format!(
+                "{opaque_xattr:?} is not an overlayfs opaque xattr (expected one of {OVERLAY_OPAQUE_XATTRS:?})"
+            ),
+        ));
+    }
+    std::fs::create_dir_all(target).at("create", target)?;
+    let root = rfs::open(
+        target,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx("open", target)?;
+    let strategy = force.unwrap_or_else(|| Strategy::detect(&root));
+    let mut applier = Applier {
+        root,
+        target,
+        opts,
+        strategy,
+        ours: HashSet::new(),
+        whiteout_devs: HashSet::new(),
+        dirs: Vec::new(),
+        dir_index: HashMap::new(),
+        stats: ApplyStats::default(),
+        buf: vec![0; 64 * 1024],
+    };
+    let mut archive = tar::Archive::new(tar);
+    let entries = archive
+        .entries()
+        .map_err(|e| Error::stream("read the layer tar", e))?;
+    let mut previous: Option<String> = None;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| {
+            let action = match &previous {
+                Some(name) => format!("read the layer tar after entry {name:?}"),
+                None => "read the layer tar".to_string(),
+            };
+            Error::stream(action, e)
+        })?;
+        let shown = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        applier.entry(&mut entry, &shown)?;
+        previous = Some(shown);
+    }
+    applier.finish()?;
+    Ok(applier.stats)
+}
+
+/// Adds the path and action to a rustix error.
+trait ErrnoContext<T> {
+    fn ctx(self, action: &'static str, path: &Path) -> Result<T>;
+}
+
+impl<T> ErrnoContext<T> for rustix::io::Result<T> {
+    fn ctx(self, action: &'static str, path: &Path) -> Result<T> {
+        self.map_err(io::Error::from).at(action, path)
+    }
+}
+
+/// A directory entry, named by its parent's identity: `(st_dev, st_ino, name)`.
+type Key = (u64, u64, Vec<u8>);
+
+#[allow(clippy::useless_conversion)] // st_dev and st_ino are u64 on some targets, not on others
+fn ident(st: &Stat) -> (u64, u64) {
+    (st.st_dev.into(), st.st_ino.into())
+}
+
+fn key(parent: &Stat, name: &[u8]) -> Key {
+    let (dev, ino) = ident(parent);
+    (dev, ino, name.to_vec())
+}
+
+fn is_dir(st: &Stat) -> bool {
+    FileType::from_raw_mode(st.st_mode) == FileType::Directory
+}
+
+fn os(bytes: &[u8]) -> &OsStr {
+    OsStr::from_bytes(bytes)
+}
+
+/// Cleans a tar name into components (see the module docs).
+fn clean(raw: &[u8]) -> Result<Vec<Vec<u8>>, &'static str> {
+    if raw.contains(&0) {
+        return Err("the name contains a NUL byte");
+    }
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for part in raw.split(|b| *b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                if out.pop().is_none() {
+                    return Err("`..` climbs above the root");
+                }
+            }
+            _ => out.push(part.to_vec()),
+        }
+    }
+    Ok(out)
+}
+
+/// What a file name means, as [`whiteout::classify`] says, for names that need not be UTF-8.
+enum Marker<'a> {
+    Plain,
+    Whiteout(&'a [u8]),
+    Opaque,
+}
+
+fn classify(name: &[u8]) -> Result<Marker<'_>, &'static str> {
+    if !name.starts_with(PREFIX.as_bytes()) {
+        return Ok(Marker::Plain);
+    }
+    let name = std::str::from_utf8(name).map_err(|_| "whiteout name is not UTF-8")?;
+    Ok(match whiteout::classify(name)? {
+        Name::Plain(_) => Marker::Plain,
+        Name::Whiteout(n) => Marker::Whiteout(n.as_bytes()),
+        Name::Opaque => Marker::Opaque,
+    })
+}
+
+/// Parses a PAX time (`sec[.frac]`, possibly negative).
+fn parse_pax_time(value: &[u8]) -> Option<Timespec> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if secs.is_empty() || !digits(secs) || !digits(frac) {
+        return None;
+    }
+    let secs: i64 = secs.parse().ok()?;
+    let frac: String = frac.chars().take(9).collect();
+    let nanos: i64 = format!("{frac:0<9}").parse().ok()?;
+    Some(match (negative, nanos) {
+        (false, _) => Timespec {
+            tv_sec: secs,
+            tv_nsec: nanos,
+        },
+        (true, 0) => Timespec {
+            tv_sec: -secs,
+            tv_nsec: 0,
+        },
+        (true, _) => Timespec {
+            tv_sec: -secs - 1,
+            tv_nsec: 1_000_000_000 - nanos,
+        },
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum XattrPolicy {
+    Drop,
+    BestEffort,
+    Required,
+}
+
+/// See [`apply_layer`].
+fn xattr_policy(name: &[u8], chown: bool) -> XattrPolicy {
+    if OVERLAY_PRIVATE.iter().any(|p| name.starts_with(p)) {
+        XattrPolicy::Drop
+    } else if name == b"security.capability" {
+        if chown {
+            XattrPolicy::Required
+        } else {
+            XattrPolicy::BestEffort
+        }
+    } else if name.starts_with(b"trusted.") || name.starts_with(b"security.") {
+        XattrPolicy::BestEffort
+    } else {
+        XattrPolicy::Required
+    }
+}
+
+/// An entry's metadata, in container ids.
+#[derive(Debug, Clone)]
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: Option<Timespec>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Meta {
+    /// A missing parent directory, created for an entry below it.
+    fn implicit_dir() -> Meta {
+        Meta {
+            mode: IMPLICIT_DIR_MODE,
+            uid: 0,
+            gid: 0,
+            mtime: None,
+            xattrs: Vec::new(),
+        }
+    }
+
+    fn read<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &str) -> Result<Meta> {
+        let bad = |what: &str, e: io::Error| {
+            Error::invalid(format!("layer entry {shown:?}"), format!("{what}: {e}"))
+        };
+        // Like Go's archive/tar, which wrote most layers, an empty numeric field (all NULs or
+        // spaces) reads as 0.
+        let field = |value: io::Result<u64>, raw: &[u8], what: &str| match value {
+            Ok(v) => Ok(v),
+            Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
+            Err(e) => Err(bad(what, e)),
+        };
+        let h = entry.header();
+        let old = h.as_old();
+        let mode = field(h.mode().map(u64::from), &old.mode, "mode")? as u32 & 0o7777;
+        let uid = field(h.uid(), &old.uid, "uid")?;
+        let gid = field(h.gid(), &old.gid, "gid")?;
+        let mtime = field(h.mtime(), &old.mtime, "mtime")?;
+        let too_big = |what: &str, v: u64| {
+            Error::invalid(
+                format!("layer entry {shown:?}"),
+                format!("{what} {v} is out of range"),
+            )
+        };
+        let uid = u32::try_from(uid).map_err(|_| too_big("uid", uid))?;
+        let gid = u32::try_from(gid).map_err(|_| too_big("gid", gid))?;
+        let mut mtime = Timespec {
+            tv_sec: i64::try_from(mtime).map_err(|_| too_big("mtime", mtime))?,
+            tv_nsec: 0,
+        };
+        let mut xattrs = Vec::new();
+        if let Some(pax) = entry.pax_extensions().map_err(|e| bad("PAX records", e))? {
+            for ext in pax {
+                let ext = ext.map_err(|e| bad("PAX record", e))?;
+                let key = ext.key_bytes();
+                if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                    xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
+                } else if key == b"mtime"
+                    && let Some(t) = parse_pax_time(ext.value_bytes())
+                {
+                    mtime = t;
+                }
+            }
+        }
+        Ok(Meta {
+            mode,
+            uid,
+            gid,
+            mtime: Some(mtime),
+            xattrs,
+        })
+    }
+}
+
+/// A directory whose metadata is set in the final pass.
+#[derive(Debug)]
+struct DirRecord {
+    comps: Vec<Vec<u8>>,
+    ident: (u64, u64),
+    meta: Meta,
+}
+
+/// A node whose metadata is being set.
+#[derive(Debug, Clone, Copy)]
+enum Node<'f> {
+    /// A regular file or directory opened for I/O (not O_PATH): metadata goes through its fd.
+    Open(BorrowedFd<'f>),
+    /// A symlink, device or fifo, which cannot be opened without following it or waking a
+    /// driver: its name in its pinned parent, never followed.
+    At(BorrowedFd<'f>, &'f [u8], FileType),
+}
+
+struct Applier<'a> {
+    /// `O_PATH | O_DIRECTORY` fd of the target: every path is resolved from it.
+    root: OwnedFd,
+    target: &'a Path,
+    opts: &'a ApplyOptions,
+    strategy: Strategy,
+    /// Every name this layer created or wrote, so that whiteouts and opaque markers only hide
+    /// what lower layers put there, in whatever order the tar lists them.
+    ours: HashSet<Key>,
+    /// Overlay mode: the whiteout devices this layer made (a directory replacing one is opaque).
+    whiteout_devs: HashSet<Key>,
+    dirs: Vec<DirRecord>,
+    dir_index: HashMap<(u64, u64), usize>,
+    stats: ApplyStats,
+    buf: Vec<u8>,
+}
+
+impl Applier<'_> {
+    fn show(&self, comps: &[Vec<u8>]) -> PathBuf {
+        self.target.join(os(&comps.join(&b'/')))
+    }
+
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, shown: &str) -> Result<()> {
+        self.stats.entries += 1;
+        let kind = entry.header().entry_type();
+        if kind.is_pax_global_extensions() {
+            return Ok(());
+        }
+        let raw = entry.path_bytes().into_owned();
+        let comps = clean(&raw).map_err(|reason| Error::unsafe_entry(shown, reason))?;
+        // Old (pre-POSIX) tars mark directories with a trailing slash on a regular entry.
+        let is_dir = kind.is_dir()
+            || (matches!(kind, EntryType::Regular | EntryType::Continuous) && raw.ends_with(b"/"));
+        let Some((name, parents)) = comps.split_last() else {
+            // `./` or `/`: the target itself, whose metadata a directory entry may set.
+            if !is_dir {
+                return Err(Error::unsafe_entry(
+                    shown,
+                    "only a directory entry may name the target directory itself",
+                ));
+            }
+            let meta = Meta::read(entry, shown)?;
+            let st = rfs::fstat(&self.root).ctx("stat", self.target)?;
+            self.record_dir(DirRecord {
+                comps: Vec::new(),
+                ident: ident(&st),
+                meta,
+            });
+            return Ok(());
+        };
+        for p in parents {
+            if !matches!(classify(p), Ok(Marker::Plain)) {
+                return Err(Error::unsafe_entry(
+                    shown,
+                    "a whiteout name cannot be a directory",
+                ));
+            }
+        }
+        match classify(name).map_err(|reason| Error::unsafe_entry(shown, reason))? {
+            Marker::Whiteout(target) => return self.whiteout(parents, target),
+            Marker::Opaque => return self.opaque(parents),
+            Marker::Plain => {}
+        }
+        let path = self.show(&comps);
+        if is_dir {
+            let meta = Meta::read(entry, shown)?;
+            return self.directory(&comps, meta, &path);
+        }
+        match kind {
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                let meta = Meta::read(entry, shown)?;
+                self.regular(entry, shown, &comps, meta, &path)
+            }
+            EntryType::Symlink => {
+                let meta = Meta::read(entry, shown)?;
+                let link = entry
+                    .link_name_bytes()
+                    .map(|l| l.into_owned())
+                    .unwrap_or_default();
+                self.symlink(shown, &comps, &link, meta, &path)
+            }
+            EntryType::Link => {
+                let link = entry
+                    .link_name_bytes()
+                    .map(|l| l.into_owned())
+                    .unwrap_or_default();
+                self.hardlink(shown, &comps, &link, &path)
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                let h = entry.header();
+                let devno = |n: io::Result<Option<u32>>| {
+                    n.ok().flatten().ok_or_else(|| {
+                        Error::invalid(
+                            format!("layer entry {shown:?}"),
+                            "a device entry without valid device numbers",
+                        )
+                    })
+                };
+                let (file_type, dev) = match kind {
+                    EntryType::Fifo => (FileType::Fifo, 0),
+                    EntryType::Char => (
+                        FileType::CharacterDevice,
+                        rfs::makedev(devno(h.device_major())?, devno(h.device_minor())?),
+                    ),
+                    _ => (
+                        FileType::BlockDevice,
+                        rfs::makedev(devno(h.device_major())?, devno(h.device_minor())?),
+                    ),
+                };
+                let meta = Meta::read(entry, shown)?;
+                self.special(&comps, file_type, dev, meta, &path)
+            }
+            other => Err(Error::invalid(
+                format!("layer entry {shown:?}"),
+                format!(
+                    "unsupported tar entry type {:?}",
+                    char::from(other.as_byte())
+                ),
+            )),
+        }
+    }
+
+    // ---- resolution -------------------------------------------------------------------------
+
+    /// Opens the directory `comps` names, inside the root (see the module docs); with `create`,
+    /// missing directories the names themselves name are created.
+    fn resolve(
+        &mut self,
+        comps: &[Vec<u8>],
+        create: bool,
+        follow: Follow,
+    ) -> rustix::io::Result<OwnedFd> {
+        match self.strategy {
+            Strategy::Openat2 => match self.resolve_openat2(comps, create, follow) {
+                // openat2 takes one path, at most PATH_MAX long; the walk has no such limit.
+                Err(Errno::NAMETOOLONG) => self.resolve_manual(comps, create, follow),
+                r => r,
+            },
+            Strategy::Manual => self.resolve_manual(comps, create, follow),
+        }
+    }
+
+    fn open_in_root(&self, path: &[u8], follow: Follow) -> rustix::io::Result<OwnedFd> {
+        let mut how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+        if follow == Follow::Refuse {
+            how |= ResolveFlags::NO_SYMLINKS;
+        }
+        let path: &[u8] = if path.is_empty() { b"." } else { path };
+        let mut tries = 0;
+        loop {
+            match rfs::openat2(
+                &self.root,
+                path,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                how,
+            ) {
+                // A rename raced with a `..`; openat2 asks to be retried.
+                Err(Errno::AGAIN) if tries < 16 => tries += 1,
+                r => return r,
+            }
+        }
+    }
+
+    fn resolve_openat2(
+        &mut self,
+        comps: &[Vec<u8>],
+        create: bool,
+        follow: Follow,
+    ) -> rustix::io::Result<OwnedFd> {
+        match self.open_in_root(&comps.join(&b'/'), follow) {
+            Err(Errno::NOENT) if create => {}
+            r => return r,
+        }
+        // Something is missing: go down one component at a time, creating what is missing.
+        let mut cur = self.open_in_root(b"", follow)?;
+        for k in 1..=comps.len() {
+            let prefix = comps[..k].join(&b'/');
+            cur = match self.open_in_root(&prefix, follow) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) => {
+                    self.mkdir_implicit(&cur, &comps[k - 1], &comps[..k])?;
+                    self.open_in_root(&prefix, follow)?
+                }
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(cur)
+    }
+
+    fn resolve_manual(
+        &mut self,
+        comps: &[Vec<u8>],
+        create: bool,
+        follow: Follow,
+    ) -> rustix::io::Result<OwnedFd> {
+        let mut cur = rfs::openat(
+            &self.root,
+            ".",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        // The directories above `cur`, root first, and the names leading to `cur`: `..` pops
+        // back to where the walk came from, and at the root stays there, like openat2.
+        let mut above: Vec<OwnedFd> = Vec::new();
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        // Components still to walk, and whether the entry's own name holds them (rather than a
+        // symlink's target): only those are created when missing.
+        let mut todo: VecDeque<(Vec<u8>, bool)> = comps.iter().map(|c| (c.clone(), true)).collect();
+        let mut links = 0;
+        while let Some((comp, own)) = todo.pop_front() {
+            match comp.as_slice() {
+                b"" | b"." => continue,
+                b".." => {
+                    if let Some(parent) = above.pop() {
+                        cur = parent;
+                        names.pop();
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let child = match rfs::openat(
+                &cur,
+                comp.as_slice(),
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) if create && own => {
+                    let mut path = names.clone();
+                    path.push(comp.clone());
+                    self.mkdir_implicit(&cur, &comp, &path)?;
+                    todo.push_front((comp, own));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let st = rfs::fstat(&child)?;
+            match FileType::from_raw_mode(st.st_mode) {
+                FileType::Directory => {
+                    above.push(std::mem::replace(&mut cur, child));
+                    names.push(comp);
+                }
+                FileType::Symlink => {
+                    if follow == Follow::Refuse {
+                        return Err(Errno::LOOP);
+                    }
+                    links += 1;
+                    if links > MAX_SYMLINKS {
+                        return Err(Errno::LOOP);
+                    }
+                    // Read through the O_PATH fd of the link itself, not by name again.
+                    let target = rfs::readlinkat(&child, "", Vec::new())?;
+                    let target = target.as_bytes();
+                    if target.is_empty() {
+                        return Err(Errno::NOENT);
+                    }
+                    if target.starts_with(b"/") && !above.is_empty() {
+                        // chroot semantics: an absolute target starts again at the root.
+                        cur = above.swap_remove(0);
+                        above.clear();
+                        names.clear();
+                    }
+                    for part in target.split(|b| *b == b'/').rev() {
+                        todo.push_front((part.to_vec(), false));
+                    }
+                }
+                _ => return Err(Errno::NOTDIR),
+            }
+        }
+        Ok(cur)
+    }
+
+    /// Creates a missing directory `name` in `parent` (`path` from the root) for an entry below.
+    fn mkdir_implicit(
+        &mut self,
+        parent: &OwnedFd,
+        name: &[u8],
+        path: &[Vec<u8>],
+    ) -> rustix::io::Result<()> {
+        match rfs::mkdirat(parent, name, Mode::from_raw_mode(DIR_CREATE_MODE)) {
+            Ok(()) => {}
+            // The name exists yet did not resolve: a symlink to something missing. Its target
+            // is not created (only names an entry spells out are).
+            Err(Errno::EXIST) => return Err(Errno::NOENT),
+            Err(e) => return Err(e),
+        }
+        let pst = rfs::fstat(parent)?;
+        self.ours.insert(key(&pst, name));
+        let fd = rfs::openat(
+            parent,
+            name,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let st = rfs::fstat(&fd)?;
+        self.record_dir(DirRecord {
+            comps: path.to_vec(),
+            ident: ident(&st),
+            meta: Meta::implicit_dir(),
+        });
+        Ok(())
+    }
+
+    /// Opens (creating what is missing) the parent directory of an entry.
+    fn parent(&mut self, parents: &[Vec<u8>], path: &Path) -> Result<(OwnedFd, Stat)> {
+        let fd = self
+            .resolve(parents, true, Follow::InRoot)
+            .ctx("resolve the parent directory of", path)?;
+        let st = rfs::fstat(&fd).ctx("stat the parent directory of", path)?;
+        Ok((fd, st))
+    }
+
+    fn record_dir(&mut self, rec: DirRecord) {
+        match self.dir_index.get(&rec.ident) {
+            Some(&i) => {
+                if let Some(slot) = self.dirs.get_mut(i) {
+                    *slot = rec;
+                }
+            }
+            None => {
+                self.dir_index.insert(rec.ident, self.dirs.len());
+                self.dirs.push(rec);
+            }
+        }
+    }
+
+    // ---- entries ----------------------------------------------------------------------------
+
+    /// Removes whatever is at `name` in `dir` before a new node takes the name.
+    fn clear_name(&mut self, dir: &OwnedFd, name: &[u8], key: &Key, path: &Path) -> Result<bool> {
+        let was_whiteout = self.whiteout_devs.remove(key);
+        remove_tree(dir, name, path)?;
+        Ok(was_whiteout)
+    }
+
+    fn directory(&mut self, comps: &[Vec<u8>], meta: Meta, path: &Path) -> Result<()> {
+        let Some((name, parents)) = comps.split_last() else {
+            return Ok(());
+        };
+        let (dir, pst) = self.parent(parents, path)?;
+        let key = key(&pst, name);
+        let existing = match rfs::statat(&dir, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Some(st),
+            Err(Errno::NOENT) => None,
+            Err(e) => return Err(e).ctx("stat", path),
+        };
+        // A directory over a directory keeps it (and what lower layers put in it) and only takes
+        // the new metadata; over anything else (a symlink included) it replaces it.
+        if !existing.as_ref().is_some_and(is_dir) {
+            let was_whiteout = self.clear_name(&dir, name, &key, path)?;
+            rfs::mkdirat(&dir, name.as_slice(), Mode::from_raw_mode(DIR_CREATE_MODE))
+                .ctx("create directory", path)?;
+            if was_whiteout {
+                // `.wh.name` and `name/` in one layer: the layer's directory hides the lower one.
+                self.mark_opaque(&dir, name, path)?;
+            }
+        }
+        self.ours.insert(key);
+        let fd = rfs::openat(
+            &dir,
+            name.as_slice(),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx("open directory", path)?;
+        let st = rfs::fstat(&fd).ctx("stat", path)?;
+        self.record_dir(DirRecord {
+            comps: comps.to_vec(),
+            ident: ident(&st),
+            meta,
+        });
+        Ok(())
+    }
+
+    fn regular<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        shown: &str,
+        comps: &[Vec<u8>],
+        meta: Meta,
+        path: &Path,
+    ) -> Result<()> {
+        let Some((name, parents)) = comps.split_last() else {
+            return Ok(());
+        };
+        let (dir, pst) = self.parent(parents, path)?;
+        let key = key(&pst, name);
+        self.clear_name(&dir, name, &key, path)?;
+        // O_EXCL: a fresh inode, never an existing file or whatever a symlink points at.
+        let fd = rfs::openat(
+            &dir,
+            name.as_slice(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(FILE_CREATE_MODE),
+        )
+        .ctx("create", path)?;
+        self.ours.insert(key);
+        let mut file = File::from(fd);
+        let written = self.copy_data(entry, &mut file, shown, path)?;
+        self.stats.bytes += written;
+        self.set_meta(Node::Open(file.as_fd()), &meta, path)
+    }
+
+    /// Streams an entry's data into `file`, in fixed-size chunks: nothing is allocated from the
+    /// header's size, and a tar that ends early is an error rather than a short file.
+    fn copy_data<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        file: &mut File,
+        shown: &str,
+        path: &Path,
+    ) -> Result<u64> {
+        let want = entry.size();
+        let mut written: u64 = 0;
+        let mut ends_in_hole = false;
+        loop {
+            let n = match entry.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(Error::stream(
+                        format!("read the data of layer entry {shown:?}"),
+                        e,
+                    ));
+                }
+            };
+            let chunk = self.buf.get(..n).unwrap_or_default();
+            if chunk.iter().all(|b| *b == 0) {
+                // Holes instead of zeros, so that sparse entries (say a huge /var/log/lastlog)
+                // stay sparse on disk.
+                file.seek(SeekFrom::Current(n as i64)).at("write", path)?;
+                ends_in_hole = true;
+            } else {
+                file.write_all(chunk).at("write", path)?;
+                ends_in_hole = false;
+            }
+            written += n as u64;
+        }
+        if written != want {
+            return Err(Error::invalid(
+                format!("layer entry {shown:?}"),
+                format!("the tar ends after {written} of the entry's {want} bytes"),
+            ));
+        }
+        if ends_in_hole {
+            file.set_len(written).at("write", path)?;
+        }
+        Ok(written)
+    }
+
+    fn symlink(
+        &mut self,
+        shown: &str,
+        comps: &[Vec<u8>],
+        link: &[u8],
+        meta: Meta,
+        path: &Path,
+    ) -> Result<()> {
+        let Some((name, parents)) = comps.split_last() else {
+            return Ok(());
+        };
+        if link.is_empty() {
+            return Err(Error::invalid(
+                format!("layer entry {shown:?}"),
+                "a symlink with an empty target",
+            ));
+        }
+        let (dir, pst) = self.parent(parents, path)?;
+        let key = key(&pst, name);
+        self.clear_name(&dir, name, &key, path)?;
+        // The target is stored as is: a symlink is only dangerous when followed, which nothing
+        // here does.
+        rfs::symlinkat(os(link), &dir, name.as_slice()).ctx("create symlink", path)?;
+        self.ours.insert(key);
+        self.set_meta(Node::At(dir.as_fd(), name, FileType::Symlink), &meta, path)
+    }
+
+    fn hardlink(&mut self, shown: &str, comps: &[Vec<u8>], link: &[u8], path: &Path) -> Result<()> {
+        let Some((name, parents)) = comps.split_last() else {
+            return Ok(());
+        };
+        let link_shown = String::from_utf8_lossy(link);
+        let src = clean(link).map_err(|reason| {
+            Error::unsafe_entry(shown, format!("hardlink target {link_shown:?}: {reason}"))
+        })?;
+        let Some((src_name, src_parents)) = src.split_last() else {
+            return Err(Error::unsafe_entry(
+                shown,
+                "a hardlink to the target directory itself",
+            ));
+        };
+        if src == comps {
+            // A link to itself (some writers emit one): the entry is already there.
+            return Ok(());
+        }
+        let src_dir = match self.resolve(src_parents, false, Follow::Refuse) {
+            Ok(fd) => fd,
+            // Tar writers name a hardlink's target by its canonical path; one that goes through
+            // a symlink could reach a file the symlink points at outside the target.
+            Err(Errno::LOOP) => {
+                return Err(Error::unsafe_entry(
+                    shown,
+                    format!("hardlink target {link_shown:?} resolves through a symlink"),
+                ));
+            }
+            Err(e) => return Err(e).ctx("find the hardlink target of", path),
+        };
+        match rfs::statat(&src_dir, src_name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if is_dir(&st) => {
+                return Err(Error::unsafe_entry(
+                    shown,
+                    format!("hardlink target {link_shown:?} is a directory"),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(e).ctx("find the hardlink target of", path),
+        }
+        let (dir, pst) = self.parent(parents, path)?;
+        let key = key(&pst, name);
+        self.clear_name(&dir, name, &key, path)?;
+        // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink itself.
+        rfs::linkat(
+            &src_dir,
+            src_name.as_slice(),
+            &dir,
+            name.as_slice(),
+            AtFlags::empty(),
+        )
+        .ctx("create hardlink", path)?;
+        self.ours.insert(key);
+        // The inode is shared with the target, whose metadata it keeps.
+        Ok(())
+    }
+
+    fn special(
+        &mut self,
+        comps: &[Vec<u8>],
+        file_type: FileType,
+        dev: rfs::Dev,
+        meta: Meta,
+        path: &Path,
+    ) -> Result<()> {
+        let Some((name, parents)) = comps.split_last() else {
+            return Ok(());
+        };
+        let (dir, pst) = self.parent(parents, path)?;
+        let key = key(&pst, name);
+        self.clear_name(&dir, name, &key, path)?;
+        rfs::mknodat(
+            &dir,
+            name.as_slice(),
+            file_type,
+            Mode::from_raw_mode(FILE_CREATE_MODE),
+            dev,
+        )
+        .map_err(|e| {
+            let action = match (e, file_type) {
+                (Errno::PERM, FileType::Fifo) => "create fifo",
+                (Errno::PERM, _) => {
+                    "create device node (which needs CAP_MKNOD in the initial user namespace)"
+                }
+                _ => "create",
+            };
+            Error::Io {
+                action,
+                path: path.to_owned(),
+                source: e.into(),
+            }
+        })?;
+        self.ours.insert(key);
+        self.set_meta(Node::At(dir.as_fd(), name, file_type), &meta, path)
+    }
+
+    // ---- whiteouts --------------------------------------------------------------------------
+
+    fn whiteout(&mut self, parents: &[Vec<u8>], name: &[u8]) -> Result<()> {
+        self.stats.whiteouts += 1;
+        let mut comps = parents.to_vec();
+        comps.push(name.to_vec());
+        let path = self.show(&comps);
+        match self.opts.whiteouts {
+            Whiteouts::Apply => {
+                let dir = match self.resolve(parents, false, Follow::InRoot) {
+                    Ok(fd) => fd,
+                    // Nothing there to delete: a whiteout for a missing path is fine.
+                    Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
+                    Err(e) => return Err(e).ctx("resolve the parent directory of", &path),
+                };
+                let pst = rfs::fstat(&dir).ctx("stat the parent directory of", &path)?;
+                if self.ours.contains(&key(&pst, name)) {
+                    // This layer has `name` too; a whiteout only hides lower layers' content
+                    // (image-spec "Whiteouts"), so keep ours, and if it is a directory merged
+                    // into a lower one, hide the lower content under it.
+                    if let Ok(st) = rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                        && is_dir(&st)
+                    {
+                        let sub = open_dir(&dir, name).ctx("open", &path)?;
+                        self.prune(&sub, &path)?;
+                    }
+                    Ok(())
+                } else {
+                    remove_tree(&dir, name, &path)
+                }
+            }
+            Whiteouts::Overlay { .. } => {
+                let (dir, pst) = self.parent(parents, &path)?;
+                let key = key(&pst, name);
+                if self.ours.contains(&key) {
+                    // This layer has `name` too: keep it, opaque if it is a directory.
+                    if let Ok(st) = rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                        && is_dir(&st)
+                    {
+                        self.mark_opaque(&dir, name, &path)?;
+                    }
+                    return Ok(());
+                }
+                remove_tree(&dir, name, &path)?;
+                // overlayfs spells a deleted path as a 0/0 character device; since Linux 5.8 an
+                // unprivileged user may create one.
+                rfs::mknodat(
+                    &dir,
+                    name,
+                    FileType::CharacterDevice,
+                    Mode::empty(),
+                    rfs::makedev(0, 0),
+                )
+                .map_err(|e| Error::Io {
+                    action: "create the overlay whiteout device (a 0/0 character device, which \
+                             needs CAP_MKNOD before Linux 5.8) for",
+                    path: path.clone(),
+                    source: e.into(),
+                })?;
+                self.ours.insert(key.clone());
+                self.whiteout_devs.insert(key);
+                Ok(())
+            }
+        }
+    }
+
+    fn opaque(&mut self, dir_comps: &[Vec<u8>]) -> Result<()> {
+        self.stats.whiteouts += 1;
+        let path = self.show(dir_comps);
+        match self.opts.whiteouts {
+            Whiteouts::Apply => {
+                let dir = match self.resolve(dir_comps, false, Follow::InRoot) {
+                    Ok(fd) => fd,
+                    Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
+                    Err(e) => return Err(e).ctx("resolve", &path),
+                };
+                let dir = open_dir(&dir, b".").ctx("open", &path)?;
+                self.prune(&dir, &path)
+            }
+            Whiteouts::Overlay { opaque_xattr } => {
+                let dir = self
+                    .resolve(dir_comps, true, Follow::InRoot)
+                    .ctx("resolve", &path)?;
+                let dir = open_dir(&dir, b".").ctx("open", &path)?;
+                set_opaque(&dir, opaque_xattr, &path)
+            }
+        }
+    }
+
+    /// Overlay mode: sets the opaque xattr on the directory `name` in `parent`.
+    fn mark_opaque(&self, parent: &OwnedFd, name: &[u8], path: &Path) -> Result<()> {
+        if let Whiteouts::Overlay { opaque_xattr } = self.opts.whiteouts {
+            let dir = open_dir(parent, name).ctx("open", path)?;
+            set_opaque(&dir, opaque_xattr, path)?;
+        }
+        Ok(())
+    }
+
+    /// Apply mode's opaque directory: removes from `dir` (open for reading) everything this
+    /// layer did not put there, recursing into directories it kept (which may be lower
+    /// directories this layer merged into).
+    fn prune(&self, dir: &OwnedFd, path: &Path) -> Result<()> {
+        let st = rfs::fstat(dir).ctx("stat", path)?;
+        for name in list_dir(dir, path)? {
+            let child = path.join(os(&name));
+            let key = key(&st, &name);
+            if self.ours.contains(&key) {
+                if let Ok(cst) = rfs::statat(dir, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
+                    && is_dir(&cst)
+                {
+                    let sub = open_dir(dir, &name).ctx("open", &child)?;
+                    self.prune(&sub, &child)?;
+                }
+            } else {
+                remove_tree(dir, &name, &child)?;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- metadata ---------------------------------------------------------------------------
+
+    fn host_ids(&self, meta: &Meta, path: &Path) -> Result<(Uid, Gid)> {
+        let unmapped = |what: &str, id: u32| {
+            Error::invalid(
+                format!("layer entry {}", path.display()),
+                format!("{what} {id} is outside the build's id mapping"),
+            )
+        };
+        let uid = self
+            .opts
+            .id_map
+            .uid_to_host(meta.uid)
+            .ok_or_else(|| unmapped("uid", meta.uid))?;
+        let gid = self
+            .opts
+            .id_map
+            .gid_to_host(meta.gid)
+            .ok_or_else(|| unmapped("gid", meta.gid))?;
+        // -1 means "leave unchanged" to chown(2).
+        if uid == u32::MAX || gid == u32::MAX {
+            return Err(unmapped("id", u32::MAX));
+        }
+        Ok((Uid::from_raw(uid), Gid::from_raw(gid)))
+    }
+
+    fn set_meta(&self, node: Node<'_>, meta: &Meta, path: &Path) -> Result<()> {
+        if self.opts.chown {
+            let (uid, gid) = self.host_ids(meta, path)?;
+            match node {
+                Node::Open(fd) => rfs::fchown(fd, Some(uid), Some(gid)),
+                Node::At(dir, name, _) => {
+                    rfs::chownat(dir, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
+                }
+            }
+            .map_err(|e| Error::Io {
+                action: OWNERSHIP,
+                path: path.to_owned(),
+                source: e.into(),
+            })?;
+        }
+        // After chown: chown(2) clears setuid and setgid.
+        let mode = Mode::from_raw_mode(meta.mode);
+        match node {
+            Node::Open(fd) => rfs::fchmod(fd, mode).ctx("set the mode of", path)?,
+            // Linux symlinks have no mode of their own.
+            Node::At(_, _, FileType::Symlink) => {}
+            Node::At(dir, name, _) => {
+                // fchmodat cannot refuse to follow a symlink (fchmodat2 can, from Linux 6.6, but
+                // rustix does not call it): make sure the name is still the node just made.
+                let st = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).ctx("stat", path)?;
+                if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+                    return Err(Error::unsafe_entry(
+                        path.display().to_string(),
+                        "replaced by a symlink while being written",
+                    ));
+                }
+                rfs::chmodat(dir, name, mode, AtFlags::empty()).ctx("set the mode of", path)?;
+            }
+        }
+        // After chown, which clears security.capability.
+        for (name, value) in &meta.xattrs {
+            self.set_xattr(node, name, value, path)?;
+        }
+        if let Some(t) = meta.mtime {
+            let times = Timestamps {
+                last_access: t,
+                last_modification: t,
+            };
+            match node {
+                Node::Open(fd) => rfs::futimens(fd, &times),
+                Node::At(dir, name, _) => {
+                    rfs::utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)
+                }
+            }
+            .ctx("set the modification time of", path)?;
+        }
+        Ok(())
+    }
+
+    fn set_xattr(&self, node: Node<'_>, name: &[u8], value: &[u8], path: &Path) -> Result<()> {
+        let mut policy = xattr_policy(name, self.opts.chown);
+        if policy == XattrPolicy::Drop {
+            return Ok(());
+        }
+        if matches!(node, Node::At(..)) && name.starts_with(b"user.") {
+            // Linux allows user.* only on regular files and directories (xattr(7)): on a
+            // symlink, device or fifo the attribute cannot exist here.
+            policy = XattrPolicy::BestEffort;
+        }
+        let result = match node {
+            Node::Open(fd) => rfs::fsetxattr(fd, os(name), value, XattrFlags::empty()),
+            Node::At(dir, file, _) => {
+                // There is no fd to set an xattr through for a symlink or device (fsetxattr
+                // refuses O_PATH fds): name it under its pinned parent's /proc/self/fd link, with
+                // lsetxattr, which does not follow the final name.
+                let mut proc = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+                proc.extend_from_slice(file);
+                rfs::lsetxattr(os(&proc), os(name), value, XattrFlags::empty())
+            }
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(Errno::PERM | Errno::ACCESS | Errno::OPNOTSUPP)
+                if policy == XattrPolicy::BestEffort =>
+            {
+                Ok(())
+            }
+            Err(e) => {
+                let e = io::Error::from(e);
+                Err(Error::Io {
+                    action: "set an extended attribute of",
+                    path: path.to_owned(),
+                    source: io::Error::new(
+                        e.kind(),
+                        format!("{}: {e}", String::from_utf8_lossy(name)),
+                    ),
+                })
+            }
+        }
+    }
+
+    /// The final pass: directories' metadata, deepest first, once nothing more is written into
+    /// them (a mode like 0555 would stop us, and every write would bump their mtime).
+    fn finish(&mut self) -> Result<()> {
+        let mut dirs = std::mem::take(&mut self.dirs);
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.comps.len()));
+        for d in &dirs {
+            let path = self.show(&d.comps);
+            let fd = match self.reopen_dir(&d.comps) {
+                Ok(fd) => fd,
+                // Replaced or deleted by a later entry: its metadata no longer applies.
+                Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => continue,
+                Err(e) => return Err(e).ctx("open", &path),
+            };
+            let st = rfs::fstat(&fd).ctx("stat", &path)?;
+            if ident(&st) != d.ident {
+                continue;
+            }
+            self.set_meta(Node::Open(fd.as_fd()), &d.meta, &path)?;
+        }
+        Ok(())
+    }
+
+    fn reopen_dir(&mut self, comps: &[Vec<u8>]) -> rustix::io::Result<OwnedFd> {
+        match comps.split_last() {
+            None => open_dir(&self.root, b"."),
+            Some((name, parents)) => {
+                let parent = self.resolve(parents, false, Follow::InRoot)?;
+                open_dir(&parent, name)
+            }
+        }
+    }
+}
+
+/// Opens the directory `name` in `dir` for reading, without following a symlink.
+fn open_dir(dir: &OwnedFd, name: &[u8]) -> rustix::io::Result<OwnedFd> {
+    rfs::openat(
+        dir,
+        os(name),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+fn set_opaque(dir: &OwnedFd, xattr: &str, path: &Path) -> Result<()> {
+    rfs::fsetxattr(dir, xattr, b"y", XattrFlags::empty())
+        .ctx("set the overlay opaque xattr on", path)
+}
+
+fn list_dir(dir: &OwnedFd, path: &Path) -> Result<Vec<Vec<u8>>> {
+    let mut reader = rfs::Dir::read_from(dir).ctx("read directory", path)?;
+    let mut names = Vec::new();
+    while let Some(entry) = reader.read() {
+        let entry = entry.ctx("read directory", path)?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(name.to_vec());
+        }
+    }
+    Ok(names)
+}
+
+/// Removes `name` from `dir`, recursively if it is a directory, never following a symlink:
+/// every step is an `*at` call on a directory fd opened with O_NOFOLLOW.
+fn remove_tree(dir: &OwnedFd, name: &[u8], path: &Path) -> Result<()> {
+    let st = match rfs::statat(dir, os(name), AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e).ctx("stat", path),
+    };
+    if is_dir(&st) {
+        let sub = open_dir(dir, name).ctx("open", path)?;
+        for child in list_dir(&sub, path)? {
+            remove_tree(&sub, &child, &path.join(os(&child)))?;
+        }
+        rfs::unlinkat(dir, os(name), AtFlags::REMOVEDIR).ctx("remove", path)
+    } else {
+        rfs::unlinkat(dir, os(name), AtFlags::empty()).ctx("remove", path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+    fn is_root() -> bool {
+        rustix::process::geteuid().is_root()
+    }
+
+    /// Both resolution strategies, when the kernel has openat2 (Linux 5.6+; the forced-openat2
+    /// runs are then real). Without it only the walk exists, which `strategy_detection` asserts.
+    fn strategies() -> Vec<Strategy> {
+        let probe = tempfile::tempdir().expect("tempdir");
+        let root = rfs::open(
+            probe.path(),
+            OFlags::PATH | OFlags::DIRECTORY,
+            Mode::empty(),
+        )
+        .expect("open tempdir");
+        match Strategy::detect(&root) {
+            Strategy::Openat2 => vec![Strategy::Openat2, Strategy::Manual],
+            Strategy::Manual => vec![Strategy::Manual],
+        }
+    }
+
+    fn flat(chown: bool) -> ApplyOptions {
+        ApplyOptions {
+            whiteouts: Whiteouts::Apply,
+            id_map: IdMap::identity(),
+            chown,
+        }
+    }
+
+    fn overlay(opaque_xattr: &'static str) -> ApplyOptions {
+        ApplyOptions {
+            whiteouts: Whiteouts::Overlay { opaque_xattr },
+            id_map: IdMap::identity(),
+            chown: false,
+        }
+    }
+
+    /// A tar written header by header: names the `tar` builder refuses (`..`, absolute) go
+    /// straight into the header's name bytes.
+    struct Tar(tar::Builder<Vec<u8>>);
+
+    impl Tar {
+        fn new() -> Tar {
+            Tar(tar::Builder::new(Vec::new()))
+        }
+
+        fn header(name: &[u8], kind: EntryType, link: &[u8], mode: u32, size: u64) -> tar::Header {
+            let mut h = tar::Header::new_gnu();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name);
+            h.as_old_mut().linkname[..link.len()].copy_from_slice(link);
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_size(size);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(1_600_000_000);
+            h.set_cksum();
+            h
+        }
+
+        fn raw(mut self, name: &str, kind: EntryType, link: &str, mode: u32, data: &[u8]) -> Tar {
+            let h = Tar::header(
+                name.as_bytes(),
+                kind,
+                link.as_bytes(),
+                mode,
+                data.len() as u64,
+            );
+            self.0.append(&h, data).expect("append");
+            self
+        }
+
+        fn file(self, name: &str, data: &str) -> Tar {
+            self.raw(name, EntryType::Regular, "", 0o644, data.as_bytes())
+        }
+
+        fn dir(self, name: &str) -> Tar {
+            self.raw(name, EntryType::Directory, "", 0o755, b"")
+        }
+
+        fn symlink(self, name: &str, target: &str) -> Tar {
+            self.raw(name, EntryType::Symlink, target, 0o777, b"")
+        }
+
+        fn hardlink(self, name: &str, target: &str) -> Tar {
+            self.raw(name, EntryType::Link, target, 0o644, b"")
+        }
+
+        fn pax(mut self, records: &[(&str, &[u8])]) -> Tar {
+            self.0
+                .append_pax_extensions(records.iter().copied())
+                .expect("pax");
+            self
+        }
+
+        fn build(self) -> Vec<u8> {
+            self.0.into_inner().expect("finish")
+        }
+    }
+
+    /// `<tmp>/target` and its sibling `<tmp>/outside/file`, which no apply may touch.
+    struct Env {
+        tmp: tempfile::TempDir,
+        target: PathBuf,
+        outside: PathBuf,
+    }
+
+    fn env() -> Env {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let target = tmp.path().join("target");
+        let outside = tmp.path().join("outside");
+        fs::create_dir(&target).expect("mkdir target");
+        fs::create_dir(&outside).expect("mkdir outside");
+        fs::write(outside.join("file"), "secret").expect("write");
+        fs::set_permissions(outside.join("file"), fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+        Env {
+            tmp,
+            target,
+            outside,
+        }
+    }
+
+    impl Env {
+        fn t(&self, rel: &str) -> PathBuf {
+            self.target.join(rel)
+        }
+
+        /// Where the absolute path of `outside` lands inside the root (chroot semantics).
+        fn inside_outside(&self) -> PathBuf {
+            let abs = self.outside.strip_prefix("/").expect("absolute tempdir");
+            self.target.join(abs)
+        }
+
+        fn assert_outside_untouched(&self, case: &str) {
+            let mut top: Vec<_> = fs::read_dir(self.tmp.path())
+                .expect("read tmp")
+                .map(|e| e.expect("entry").file_name())
+                .collect();
+            top.sort();
+            assert_eq!(top, ["outside", "target"], "{case}: created next to target");
+            let inside: Vec<_> = fs::read_dir(&self.outside)
+                .expect("read outside")
+                .map(|e| e.expect("entry").file_name())
+                .collect();
+            assert_eq!(inside, ["file"], "{case}: outside/ changed");
+            let file = self.outside.join("file");
+            let md = fs::symlink_metadata(&file).expect("stat outside/file");
+            assert!(md.is_file(), "{case}");
+            assert_eq!(fs::read_to_string(&file).expect("read"), "secret", "{case}");
+            assert_eq!(md.mode() & 0o7777, 0o644, "{case}: outside/file chmodded");
+            assert_eq!(md.nlink(), 1, "{case}: outside/file hardlinked");
+            assert_eq!(md.uid(), rustix::process::geteuid().as_raw(), "{case}");
+        }
+    }
+
+    fn run(tar: &[u8], target: &Path, opts: &ApplyOptions, s: Strategy) -> Result<ApplyStats> {
+        apply_with(tar, target, opts, Some(s))
+    }
+
+    fn unsafe_entry(e: &Error) -> Option<&str> {
+        match e {
+            Error::UnsafeEntry { entry, .. } => Some(entry),
+            _ => None,
+        }
+    }
+
+    fn read(p: &Path) -> String {
+        fs::read_to_string(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+    }
+
+    fn is_symlink(p: &Path) -> bool {
+        fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink())
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    enum Want {
+        /// Fails with `Error::UnsafeEntry` naming this entry.
+        Unsafe(&'static str),
+        /// Succeeds, and then this holds.
+        Ok(fn(&Env)),
+        /// Fails some other way, naming the entry in the message.
+        Fails(&'static str),
+    }
+
+    struct Case {
+        name: &'static str,
+        setup: fn(&Env),
+        tar: fn(&Env) -> Vec<u8>,
+        want: Want,
+    }
+
+    fn nothing(_: &Env) {}
+
+    fn safety_cases() -> Vec<Case> {
+        vec![
+            Case {
+                name: "dotdot",
+                setup: nothing,
+                tar: |_| Tar::new().file("../escape", "x").build(),
+                want: Want::Unsafe("../escape"),
+            },
+            Case {
+                name: "dotdot nested",
+                setup: nothing,
+                tar: |_| Tar::new().file("a/../../escape", "x").build(),
+                want: Want::Unsafe("a/../../escape"),
+            },
+            Case {
+                name: "dotdot after a good entry",
+                setup: nothing,
+                tar: |_| Tar::new().file("ok", "x").dir("../outside/").build(),
+                want: Want::Unsafe("../outside/"),
+            },
+            Case {
+                name: "dotdot that stays inside is cleaned",
+                setup: nothing,
+                tar: |_| Tar::new().file("a/../b", "x").build(),
+                want: Want::Ok(|e| assert_eq!(read(&e.t("b")), "x")),
+            },
+            Case {
+                name: "absolute name lands inside",
+                setup: nothing,
+                tar: |_| Tar::new().file("/etc/x", "x").build(),
+                want: Want::Ok(|e| assert_eq!(read(&e.t("etc/x")), "x")),
+            },
+            Case {
+                name: "symlink to / then write through it",
+                setup: nothing,
+                tar: |_| {
+                    Tar::new()
+                        .symlink("link", "/")
+                        .file("link/escape", "x")
+                        .build()
+                },
+                want: Want::Ok(|e| {
+                    assert!(is_symlink(&e.t("link")));
+                    assert_eq!(read(&e.t("escape")), "x");
+                }),
+            },
+            Case {
+                name: "symlink to ../.. then write through it",
+                setup: nothing,
+                tar: |_| {
+                    Tar::new()
+                        .symlink("link", "../..")
+                        .file("link/escape", "x")
+                        .build()
+                },
+                want: Want::Ok(|e| assert_eq!(read(&e.t("escape")), "x")),
+            },
+            Case {
+                name: "symlink to ../outside then overwrite file through it",
+                setup: |e| fs::create_dir(e.t("outside")).expect("mkdir"),
+                tar: |_| {
+                    Tar::new()
+                        .symlink("link", "../outside")
+                        .file("link/file", "pwned")
+                        .build()
+                },
+                want: Want::Ok(|e| assert_eq!(read(&e.t("outside/file")), "pwned")),
+            },
+            Case {
+                name: "symlink to ../outside, missing inside the root",
+                setup: nothing,
+                tar: |_| {
+                    Tar::new()
+                        .symlink("link", "../outside")
+                        .file("link/file", "pwned")
+                        .build()
+                },
+                want: Want::Fails("link/file"),
+            },
+            Case {
+                name: "symlink to a dir inside, through dots",
+                setup: nothing,
+                tar: |_| {
+                    Tar::new()
+                        .dir("a/")
+                        .dir("a/b/")
+                        .symlink("a/b/up", "../../..")
+                        .file("a/b/up/x", "x")
+                        .build()
+                },
+                want: Want::Ok(|e| assert_eq!(read(&e.t("x")), "x")),
+            },
+            Case {
+                name: "absolute symlink resolved in the root (merged /usr)",
+                setup: |e| fs::create_dir_all(e.t("usr/lib")).expect("mkdir"),
+                tar: |_| {
+                    Tar::new()
+                        .symlink("lib", "/usr/lib")
+                        .file("lib/libc.so", "elf")
+                        .build()
+                },
+                want: Want::Ok(|e| assert_eq!(read(&e.t("usr/lib/libc.so")), "elf")),
+            },
+            Case {
+                name: "lower-layer absolute symlink to outside",
+                setup: |e| {
+                    std::os::unix::fs::symlink(&e.outside, e.t("lower")).expect("symlink");
+                    fs::create_dir_all(e.inside_outside()).expect("mkdir");
+                },
+                tar: |_| Tar::new().file("lower/file", "pwned").build(),
+                want: Want::Ok(|e| {
+                    assert_eq!(read(&e.inside_outside().join("file")), "pwned");
+                }),
+            },
+            Case {
+                name: "lower-layer absolute symlink to outside, missing inside the root",
+                setup: |e| std::os::unix::fs::symlink(&e.outside, e.t("lower")).expect("symlink"),
+                tar: |_| Tar::new().file("lower/file", "pwned").build(),
+                want: Want::Fails("lower/file"),
+            },
+            Case {
+                name: "lower-layer relative symlink to outside",
+                setup: |e| {
+                    std::os::unix::fs::symlink("../outside", e.t("lower")).expect("ln");
+                    fs::create_dir(e.t("outside")).expect("mkdir");
+                },
+                tar: |_| {
+                    Tar::new()
+                        .dir("lower/new/")
+                        .file("lower/new/f", "x")
+                        .build()
+                },
+                want: Want::Ok(|e| assert_eq!(read(&e.t("outside/new/f")), "x")),
+            },
+            Case {
+                name: "lower-layer relative symlink to outside, missing inside the root",
+                setup: |e| std::os::unix::fs::symlink("../outside", e.t("lower")).expect("ln"),
+                tar: |_| {
+                    Tar::new()
+                        .dir("lower/new/")
+                        .file("lower/new/f", "x")
+                        .build()
+                },
+                want: Want::Fails("lower/new"),
+            },
+            Case {
+                name: "lower-layer symlink chain",
+                setup: |e| {
+                    std::os::unix::fs::symlink("b", e.t("a")).expect("ln");
+                    std::os::unix::fs::symlink(&e.outside, e.t("b")).expect("ln");
+                    fs::create_dir_all(e.inside_outside()).expect("mkdir");
+                },
+                tar: |_| Tar::new().file("a/file", "pwned").build(),
+                want: Want::Ok(|e| {
+                    assert_eq!(read(&e.inside_outside().join("file")), "pwned");
+                }),
+            },
+            Case {
+                name: "symlink loop",
+                setup: nothing,
+                tar: |_| {
+                    Tar::new()
+                        .symlink("a", "b")
+                        .symlink("b", "a")
+                        .file("a/x", "x")
+                        .build()
+                },
+                want: Want::Fails("a/x"),
+            },
+            Case {
+                name: "symlink to a missing dir creates nothing",
+                setup: nothing,
+                tar: |_| {
+                    Tar::new()
+                        .symlink("l", "missing/dir")
+                        .file("l/x", "x")
+                        .build()
+                },
+                want: Want::Fails("l/x"),
+            },
+            Case {
+                name: "hardlink to ../outside/file",
+                setup: nothing,
+                tar: |_| Tar::new().hardlink("h", "../outside/file").build(),
+                want: Want::Unsafe("h"),
+            },
+            Case {
+                name: "hardlink through a symlink of this layer",
+                setup: nothing,
+                tar: |_| {
+                    Tar::new()
+                        .symlink("l", "../outside")
+                        .hardlink("h", "l/file")
+                        .build()
+                },
+                want: Want::Unsafe("h"),
+            },
+            Case {
+                name: "hardlink through a lower-layer absolute symlink",
+                setup: |e| std::os::unix::fs::symlink(&e.outside, e.t("l")).expect("ln"),
+                tar: |_| Tar::new().hardlink("h", "l/file").build(),
+                want: Want::Unsafe("h"),
+            },
+            Case {
+                name: "hardlink to a symlink links the symlink",
+                setup: nothing,
+                tar: |_| {
+                    Tar::new()
+                        .symlink("s", "../outside/file")
+                        .hardlink("h", "s")
+                        .build()
+                },
+                want: Want::Ok(|e| {
+                    assert!(is_symlink(&e.t("h")));
+                    let (s, h) = (e.t("s"), e.t("h"));
+                    let ino = |p: &Path| fs::symlink_metadata(p).expect("stat").ino();
+                    assert_eq!(ino(&s), ino(&h));
+                }),
+            },
+            Case {
+                name: "absolute hardlink target is inside",
+                setup: nothing,
+                tar: |_| Tar::new().file("x", "data").hardlink("h", "/x").build(),
+                want: Want::Ok(|e| assert_eq!(read(&e.t("h")), "data")),
+            },
+            Case {
+                name: "whiteout of ..",
+                setup: nothing,
+                tar: |_| Tar::new().file(".wh...", "").build(),
+                want: Want::Unsafe(".wh..."),
+            },
+            Case {
+                name: "whiteout of .",
+                setup: nothing,
+                tar: |_| Tar::new().file("d/.wh..", "").build(),
+                want: Want::Unsafe("d/.wh.."),
+            },
+            Case {
+                name: "whiteout of a whiteout",
+                setup: nothing,
+                tar: |_| Tar::new().file(".wh..wh.file", "").build(),
+                want: Want::Unsafe(".wh..wh.file"),
+            },
+            Case {
+                name: "whiteout as a directory",
+                setup: nothing,
+                tar: |_| Tar::new().file(".wh.x/y", "").build(),
+                want: Want::Unsafe(".wh.x/y"),
+            },
+            Case {
+                name: "whiteout through a lower symlink deletes nothing outside",
+                setup: |e| std::os::unix::fs::symlink(&e.outside, e.t("l")).expect("ln"),
+                tar: |_| Tar::new().file("l/.wh.file", "").build(),
+                want: Want::Ok(|e| assert!(is_symlink(&e.t("l")))),
+            },
+            Case {
+                name: "whiteout of a lower symlink deletes the link only",
+                setup: |e| std::os::unix::fs::symlink(&e.outside, e.t("l")).expect("ln"),
+                tar: |_| Tar::new().file(".wh.l", "").build(),
+                want: Want::Ok(|e| assert!(fs::symlink_metadata(e.t("l")).is_err())),
+            },
+            Case {
+                name: "opaque through a lower symlink empties nothing outside",
+                setup: |e| std::os::unix::fs::symlink("../outside", e.t("l")).expect("ln"),
+                tar: |_| Tar::new().file("l/.wh..wh..opq", "").build(),
+                want: Want::Ok(|e| assert!(is_symlink(&e.t("l")))),
+            },
+            Case {
+                name: "symlink of this layer replaced by a file",
+                setup: nothing,
+                tar: |_| {
+                    Tar::new()
+                        .symlink("s", "../outside/file")
+                        .file("s", "pwned")
+                        .build()
+                },
+                want: Want::Ok(|e| {
+                    assert!(!is_symlink(&e.t("s")));
+                    assert_eq!(read(&e.t("s")), "pwned");
+                }),
+            },
+            Case {
+                name: "lower symlink replaced by a file",
+                setup: |e| {
+                    std::os::unix::fs::symlink(e.outside.join("file"), e.t("s")).expect("ln")
+                },
+                tar: |_| Tar::new().file("s", "pwned").build(),
+                want: Want::Ok(|e| assert_eq!(read(&e.t("s")), "pwned")),
+            },
+            Case {
+                name: "lower symlink replaced by a directory",
+                setup: |e| std::os::unix::fs::symlink(&e.outside, e.t("etc")).expect("ln"),
+                tar: |_| Tar::new().dir("etc/").file("etc/passwd", "root").build(),
+                want: Want::Ok(|e| {
+                    assert!(fs::symlink_metadata(e.t("etc")).expect("stat").is_dir());
+                    assert_eq!(read(&e.t("etc/passwd")), "root");
+                }),
+            },
+            Case {
+                name: "lower symlink replaced by a hardlink",
+                setup: |e| {
+                    std::os::unix::fs::symlink(e.outside.join("file"), e.t("h")).expect("ln")
+                },
+                tar: |_| Tar::new().file("x", "x").hardlink("h", "x").build(),
+                want: Want::Ok(|e| assert_eq!(read(&e.t("h")), "x")),
+            },
+            Case {
+                name: "directory over a file",
+                setup: |e| fs::write(e.t("lowerfile"), "lower").expect("write"),
+                tar: |_| {
+                    Tar::new()
+                        .file("x", "x")
+                        .dir("x/")
+                        .file("x/y", "y")
+                        .dir("lowerfile/")
+                        .build()
+                },
+                want: Want::Ok(|e| {
+                    assert_eq!(read(&e.t("x/y")), "y");
+                    assert!(e.t("lowerfile").is_dir());
+                }),
+            },
+            Case {
+                name: "file over a directory of this layer",
+                setup: nothing,
+                tar: |_| {
+                    Tar::new()
+                        .raw("d/", EntryType::Directory, "", 0o500, b"")
+                        .file("d/x", "x")
+                        .file("d", "file")
+                        .build()
+                },
+                want: Want::Ok(|e| {
+                    assert_eq!(read(&e.t("d")), "file");
+                    let mode = fs::metadata(e.t("d")).expect("stat").mode();
+                    assert_eq!(mode & 0o7777, 0o644);
+                }),
+            },
+            Case {
+                name: "hardlink to a lower-layer file",
+                setup: |e| fs::write(e.t("lower"), "lower").expect("write"),
+                tar: |_| Tar::new().hardlink("sub/h", "lower").build(),
+                want: Want::Ok(|e| assert_eq!(read(&e.t("sub/h")), "lower")),
+            },
+            Case {
+                name: "hardlink to a missing file",
+                setup: nothing,
+                tar: |_| Tar::new().hardlink("h", "missing").build(),
+                want: Want::Fails("h"),
+            },
+            Case {
+                name: "file over a directory",
+                setup: |e| {
+                    fs::create_dir_all(e.t("d/sub")).expect("mkdir");
+                    fs::write(e.t("d/sub/f"), "lower").expect("write");
+                },
+                tar: |_| Tar::new().file("d", "now a file").build(),
+                want: Want::Ok(|e| assert_eq!(read(&e.t("d")), "now a file")),
+            },
+            Case {
+                name: "directory over a directory keeps its content",
+                setup: |e| {
+                    fs::create_dir(e.t("d")).expect("mkdir");
+                    fs::write(e.t("d/lower"), "lower").expect("write");
+                },
+                tar: |_| Tar::new().dir("d/").file("d/new", "new").build(),
+                want: Want::Ok(|e| assert_eq!(names(&e.t("d")), ["lower", "new"])),
+            },
+            Case {
+                name: "a file cannot replace the root",
+                setup: nothing,
+                tar: |_| Tar::new().file(".", "x").build(),
+                want: Want::Unsafe("."),
+            },
+            Case {
+                name: "a symlink cannot replace the root",
+                setup: nothing,
+                tar: |_| Tar::new().symlink("/", "/tmp").build(),
+                want: Want::Unsafe("/"),
+            },
+            Case {
+                name: "./ sets the root's metadata",
+                setup: nothing,
+                tar: |_| {
+                    Tar::new()
+                        .raw("./", EntryType::Directory, "", 0o750, b"")
+                        .build()
+                },
+                want: Want::Ok(|e| {
+                    let md = fs::metadata(&e.target).expect("stat");
+                    assert_eq!(md.mode() & 0o7777, 0o750);
+                    assert_eq!(md.mtime(), 1_600_000_000);
+                }),
+            },
+            Case {
+                name: "NUL in a PAX path",
+                setup: nothing,
+                tar: |_| {
+                    Tar::new()
+                        .pax(&[("path", b"a\0/../../x")])
+                        .file("placeholder", "x")
+                        .build()
+                },
+                want: Want::Unsafe("a\0/../../x"),
+            },
+            Case {
+                name: "PAX path escaping",
+                setup: nothing,
+                tar: |_| {
+                    Tar::new()
+                        .pax(&[("path", b"../../escape")])
+                        .file("placeholder", "x")
+                        .build()
+                },
+                want: Want::Unsafe("../../escape"),
+            },
+            Case {
+                name: "PAX linkpath escaping",
+                setup: nothing,
+                tar: |_| {
+                    Tar::new()
+                        .pax(&[("linkpath", b"../outside/file")])
+                        .hardlink("h", "placeholder")
+                        .build()
+                },
+                want: Want::Unsafe("h"),
+            },
+        ]
+    }
+
+    #[test]
+    fn apply_safety_table() {
+        for strategy in strategies() {
+            for case in safety_cases() {
+                let label = format!("{} ({strategy:?})", case.name);
+                let e = env();
+                (case.setup)(&e);
+                let tar = (case.tar)(&e);
+                let result = run(&tar, &e.target, &flat(false), strategy);
+                match (&case.want, result) {
+                    (Want::Unsafe(entry), Err(err)) => {
+                        assert_eq!(unsafe_entry(&err), Some(*entry), "{label}: {err}");
+                        assert!(err.to_string().contains(&format!("{entry:?}")), "{label}");
+                    }
+                    (Want::Ok(check), Ok(_)) => check(&e),
+                    (Want::Fails(entry), Err(err)) => {
+                        assert!(unsafe_entry(&err).is_none(), "{label}: {err}");
+                        assert!(err.to_string().contains(entry), "{label}: {err}");
+                    }
+                    (_, r) => panic!("{label}: unexpected {r:?}"),
+                }
+                e.assert_outside_untouched(&label);
+                if case.name == "symlink to a missing dir creates nothing" {
+                    assert_eq!(names(&e.target), ["l"], "{label}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strategy_detection() {
+        let e = env();
+        let root =
+            rfs::open(&e.target, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).expect("open");
+        let raw = rfs::openat2(
+            &root,
+            ".",
+            OFlags::PATH,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT,
+        );
+        let want = if raw.is_ok() {
+            Strategy::Openat2
+        } else {
+            Strategy::Manual
+        };
+        assert_eq!(Strategy::detect(&root), want);
+    }
+
+    #[test]
+    fn apply_huge_declared_size_fails_at_truncation() {
+        for strategy in strategies() {
+            let e = env();
+            let mut tar = Tar::header(b"big", EntryType::Regular, b"", 0o644, 1 << 40)
+                .as_bytes()
+                .to_vec();
+            tar.extend(std::iter::repeat_n(b'a', 4096));
+            let err = run(&tar[..], &e.target, &flat(false), strategy).expect_err("truncated");
+            assert!(matches!(err, Error::Invalid { .. }), "{err:?}");
+            assert!(err.to_string().contains("\"big\""), "{err}");
+            let md = fs::metadata(e.t("big")).expect("partial file");
+            assert!(
+                md.len() <= 4096 && md.blocks() <= 16,
+                "preallocated: {md:?}"
+            );
+            e.assert_outside_untouched("huge");
+        }
+    }
+
+    #[test]
+    fn apply_truncated_header_stream() {
+        let e = env();
+        let tar = Tar::new().file("a", "x").build();
+        let err = run(&tar[..700], &e.target, &flat(false), Strategy::Manual)
+            .expect_err("cut in a header");
+        assert!(err.to_string().contains("\"a\""), "{err}");
+    }
+
+    #[test]
+    fn apply_unsupported_options() {
+        let e = env();
+        let err = apply_layer(&b""[..], &e.target, &overlay("user.evil")).expect_err("bad xattr");
+        assert!(matches!(err, Error::Invalid { .. }), "{err:?}");
+    }
+
+    /// Lower: d/old, d/sub/old2, top. The layer adds d/new, d/sub/, d/sub/new2 and an opaque
+    /// marker for d, in every position.
+    #[test]
+    fn apply_opaque_is_order_independent() {
+        let items: [(&str, bool); 4] = [
+            ("d/new", false),
+            ("d/sub/", true),
+            ("d/sub/new2", false),
+            ("d/.wh..wh..opq", false),
+        ];
+        for strategy in strategies() {
+            for opaque_at in 0..items.len() {
+                let mut order: Vec<_> = items[..3].to_vec();
+                order.insert(opaque_at, items[3]);
+                let e = env();
+                fs::create_dir_all(e.t("d/sub")).expect("mkdir");
+                fs::write(e.t("d/old"), "").expect("write");
+                fs::write(e.t("d/sub/old2"), "").expect("write");
+                fs::write(e.t("top"), "").expect("write");
+                let mut tar = Tar::new();
+                for (name, dir) in &order {
+                    tar = if *dir {
+                        tar.dir(name)
+                    } else {
+                        tar.file(name, "n")
+                    };
+                }
+                let stats = run(&tar.build(), &e.target, &flat(false), strategy).expect("apply");
+                let label = format!("{order:?} {strategy:?}");
+                assert_eq!(stats.whiteouts, 1, "{label}");
+                assert_eq!(stats.entries, 4, "{label}");
+                assert_eq!(names(&e.t("d")), ["new", "sub"], "{label}");
+                assert_eq!(names(&e.t("d/sub")), ["new2"], "{label}");
+                assert_eq!(names(&e.target), ["d", "top"], "{label}");
+                e.assert_outside_untouched(&label);
+            }
+        }
+    }
+
+    #[test]
+    fn apply_whiteouts_flatten() {
+        let e = env();
+        fs::create_dir_all(e.t("dir/deep")).expect("mkdir");
+        fs::write(e.t("dir/deep/f"), "").expect("write");
+        fs::write(e.t("file"), "lower").expect("write");
+        fs::write(e.t("both"), "lower").expect("write");
+        fs::write(e.t("both2"), "lower").expect("write");
+        let tar = Tar::new()
+            .file(".wh.file", "")
+            .file(".wh.dir", "")
+            .file(".wh.missing", "")
+            .file("nodir/.wh.x", "")
+            // Same name in the layer as its whiteout: the layer's entry wins, either order.
+            .file("both", "layer")
+            .file(".wh.both", "")
+            .file(".wh.both2", "")
+            .file("both2", "layer")
+            .build();
+        let stats = run(&tar, &e.target, &flat(false), Strategy::Manual).expect("apply");
+        assert_eq!(stats.whiteouts, 6);
+        assert_eq!(names(&e.target), ["both", "both2"]);
+        assert_eq!(read(&e.t("both")), "layer");
+        assert_eq!(read(&e.t("both2")), "layer");
+        e.assert_outside_untouched("whiteouts");
+    }
+
+    #[test]
+    fn apply_whiteout_and_directory_in_one_layer() {
+        for first_whiteout in [true, false] {
+            let e = env();
+            fs::create_dir_all(e.t("x")).expect("mkdir");
+            fs::write(e.t("x/lower"), "").expect("write");
+            let mut tar = Tar::new();
+            if first_whiteout {
+                tar = tar.file(".wh.x", "");
+            }
+            tar = tar.dir("x/").file("x/mine", "");
+            if !first_whiteout {
+                tar = tar.file(".wh.x", "");
+            }
+            run(&tar.build(), &e.target, &flat(false), Strategy::Manual).expect("apply");
+            assert_eq!(
+                names(&e.t("x")),
+                ["mine"],
+                "whiteout first: {first_whiteout}"
+            );
+        }
+    }
+
+    fn is_whiteout_dev(p: &Path) -> bool {
+        fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0)
+    }
+
+    /// Whether this process may create a 0/0 character device (root, or Linux 5.8+).
+    fn can_make_whiteouts() -> bool {
+        let d = tempfile::tempdir().expect("tempdir");
+        rfs::mknodat(
+            rfs::CWD,
+            d.path().join("w"),
+            FileType::CharacterDevice,
+            Mode::empty(),
+            0,
+        )
+        .is_ok()
+    }
+
+    fn xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; 256];
+        let n = rfs::lgetxattr(p, name, &mut buf[..]).ok()?;
+        buf.truncate(n);
+        Some(buf)
+    }
+
+    #[test]
+    fn apply_overlay_whiteouts() {
+        let tar = Tar::new()
+            .dir("dir/")
+            .file("dir/.wh..wh..opq", "")
+            .file("dir/keep", "k")
+            .file(".wh.file", "")
+            .file("sub/.wh.gone", "")
+            .file(".wh.x", "")
+            .dir("x/")
+            .dir("y/")
+            .file(".wh.y", "")
+            .file("z", "mine")
+            .file(".wh.z", "")
+            .pax(&[
+                ("SCHILY.xattr.user.overlay.redirect", b"/etc"),
+                ("SCHILY.xattr.trusted.overlay.opaque", b"y"),
+            ])
+            .dir("forged/")
+            .build();
+        for strategy in strategies() {
+            let e = env();
+            let result = run(&tar, &e.target, &overlay("user.overlay.opaque"), strategy);
+            if !can_make_whiteouts() {
+                let err = result.expect_err("no whiteouts allowed");
+                assert!(err.to_string().contains("whiteout"), "{err}");
+                continue;
+            }
+            let stats = result.expect("apply");
+            assert_eq!(stats.whiteouts, 6);
+            assert_eq!(
+                xattr(&e.t("dir"), "user.overlay.opaque").as_deref(),
+                Some(&b"y"[..])
+            );
+            assert_eq!(read(&e.t("dir/keep")), "k");
+            assert!(is_whiteout_dev(&e.t("file")), "{strategy:?}");
+            assert!(is_whiteout_dev(&e.t("sub/gone")));
+            for d in ["x", "y"] {
+                assert!(e.t(d).is_dir(), "{d}");
+                assert_eq!(
+                    xattr(&e.t(d), "user.overlay.opaque").as_deref(),
+                    Some(&b"y"[..])
+                );
+            }
+            assert_eq!(read(&e.t("z")), "mine");
+            assert_eq!(xattr(&e.t("forged"), "user.overlay.redirect"), None);
+            assert_eq!(xattr(&e.t("forged"), "user.overlay.opaque"), None);
+            assert_eq!(xattr(&e.t("sub"), "user.overlay.opaque"), None);
+            e.assert_outside_untouched("overlay");
+        }
+    }
+
+    #[test]
+    fn apply_overlay_trusted_opaque_needs_root() {
+        let e = env();
+        let tar = Tar::new().dir("dir/").file("dir/.wh..wh..opq", "").build();
+        let result = apply_layer(&tar[..], &e.target, &overlay("trusted.overlay.opaque"));
+        if is_root() {
+            result.expect("apply as root");
+            assert_eq!(
+                xattr(&e.t("dir"), "trusted.overlay.opaque").as_deref(),
+                Some(&b"y"[..])
+            );
+        } else {
+            let err = result.expect_err("trusted xattrs need root");
+            assert!(err.to_string().contains("target/dir"), "{err}");
+        }
+    }
+
+    fn cap_net_raw() -> Vec<u8> {
+        // vfs_cap_data, revision 2, effective: permitted = CAP_NET_RAW (13).
+        let mut v = 0x0200_0001u32.to_le_bytes().to_vec();
+        for word in [1u32 << 13, 0, 0, 0] {
+            v.extend(word.to_le_bytes());
+        }
+        v
+    }
+
+    /// Everything an image carries: owners, modes, setuid, xattrs, mtimes, hardlinks, long names
+    /// (GNU and PAX), ustar, fifos, a sparse file.
+    fn round_trip_tar() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let h = |kind: EntryType, mode: u32, uid: u64, mtime: u64| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_uid(uid);
+            h.set_gid(uid + 1);
+            h.set_mtime(mtime);
+            h.set_size(0);
+            h
+        };
+        let long_dir = format!("long/{}", "n".repeat(150));
+        let long_target = "t".repeat(200);
+        let pax_name = format!("pax/{}", "p".repeat(120));
+
+        b.append_data(
+            &mut h(EntryType::Directory, 0o755, 0, 1_000),
+            "./",
+            &b""[..],
+        )
+        .expect("root");
+        b.append_pax_extensions([("mtime", &b"1600000001.5"[..])])
+            .expect("pax");
+        b.append_data(&mut h(EntryType::Directory, 0o750, 1001, 1), "d/", &b""[..])
+            .expect("d");
+        let cap = cap_net_raw();
+        b.append_pax_extensions([
+            ("SCHILY.xattr.user.note", &b"hello"[..]),
+            ("SCHILY.xattr.security.capability", &cap[..]),
+            ("SCHILY.xattr.trusted.cairn", &b"t"[..]),
+        ])
+        .expect("pax");
+        let mut fh = h(EntryType::Regular, 0o4755, 1001, 2_000);
+        fh.set_size(5);
+        b.append_data(&mut fh, "d/suid", &b"suid!"[..])
+            .expect("suid");
+        let mut fh = h(EntryType::Regular, 0o2711, 1001, 2_000);
+        fh.set_size(1);
+        b.append_data(&mut fh, "d/sgid", &b"g"[..]).expect("sgid");
+        b.append_data(
+            &mut h(EntryType::Directory, 0o1777, 0, 3_000),
+            "sticky/",
+            &b""[..],
+        )
+        .expect("sticky");
+        b.append_link(
+            &mut h(EntryType::Symlink, 0o777, 1001, 4_000),
+            "d/link",
+            "suid",
+        )
+        .expect("symlink");
+        b.append_link(&mut h(EntryType::Link, 0o644, 0, 0), "d/hard", "d/suid")
+            .expect("hardlink");
+        let mut fh = h(EntryType::Regular, 0o600, 7, 5_000);
+        fh.set_size(4);
+        b.append_data(&mut fh, format!("{long_dir}/file"), &b"long"[..])
+            .expect("long name");
+        b.append_link(
+            &mut h(EntryType::Symlink, 0o777, 0, 0),
+            "longlink",
+            &long_target,
+        )
+        .expect("long link");
+        b.append_pax_extensions([("path", pax_name.as_bytes())])
+            .expect("pax");
+        let mut fh = h(EntryType::Regular, 0o644, 0, 6_000);
+        fh.set_size(3);
+        fh.set_cksum();
+        let mut short = fh.clone();
+        short.set_path("placeholder").expect("path");
+        short.set_cksum();
+        b.append(&short, &b"pax"[..]).expect("pax path");
+        let mut uh = tar::Header::new_ustar();
+        uh.set_mode(0o640);
+        uh.set_mtime(7_000);
+        uh.set_size(5);
+        b.append_data(
+            &mut uh,
+            format!("ustar/{}/file", "u".repeat(90)),
+            &b"ustar"[..],
+        )
+        .expect("ustar");
+        b.append_data(&mut h(EntryType::Fifo, 0o640, 0, 8_000), "fifo", &b""[..])
+            .expect("fifo");
+        // GNU sparse: 512 bytes of 'a' at 0, 512 of 'b' at 1 MiB.
+        let mut sh = h(EntryType::GNUSparse, 0o644, 0, 9_000);
+        sh.set_path("sparse").expect("path");
+        sh.set_size(1024);
+        {
+            let gnu = sh.as_gnu_mut().expect("gnu");
+            gnu.sparse[0].set_offset(0);
+            gnu.sparse[0].set_length(512);
+            gnu.sparse[1].set_offset(1 << 20);
+            gnu.sparse[1].set_length(512);
+            gnu.set_real_size((1 << 20) + 512);
+        }
+        sh.set_cksum();
+        let mut data = vec![b'a'; 512];
+        data.extend(vec![b'b'; 512]);
+        b.append(&sh, &data[..]).expect("sparse");
+        b.into_inner().expect("finish")
+    }
+
+    fn check_round_trip(e: &Env, owners: bool) -> TestResult {
+        let md = |p: &str| fs::symlink_metadata(e.t(p));
+        let root = fs::metadata(&e.target)?;
+        assert_eq!(root.mode() & 0o7777, 0o755);
+        assert_eq!(root.mtime(), 1_000);
+        let d = md("d")?;
+        assert_eq!(d.mode() & 0o7777, 0o750);
+        assert_eq!((d.mtime(), d.mtime_nsec()), (1_600_000_001, 500_000_000));
+        let suid = md("d/suid")?;
+        assert_eq!(suid.mode() & 0o7777, 0o4755, "setuid survives chown");
+        assert_eq!(suid.mtime(), 2_000);
+        assert_eq!(read(&e.t("d/suid")), "suid!");
+        assert_eq!(
+            xattr(&e.t("d/suid"), "user.note").as_deref(),
+            Some(&b"hello"[..])
+        );
+        assert_eq!(md("d/sgid")?.mode() & 0o7777, 0o2711);
+        assert_eq!(md("sticky")?.mode() & 0o7777, 0o1777);
+        assert_eq!(md("sticky")?.mtime(), 3_000);
+        assert_eq!(fs::read_link(e.t("d/link"))?, Path::new("suid"));
+        assert_eq!(md("d/link")?.mtime(), 4_000);
+        assert_eq!(md("d/hard")?.ino(), suid.ino());
+        assert_eq!(md("d/hard")?.nlink(), 2);
+        let long = format!("long/{}/file", "n".repeat(150));
+        assert_eq!(read(&e.t(&long)), "long");
+        assert_eq!(md(&long)?.mode() & 0o7777, 0o600);
+        assert_eq!(md("long")?.mode() & 0o7777, 0o755, "implicit parent");
+        assert_eq!(fs::read_link(e.t("longlink"))?, Path::new(&"t".repeat(200)));
+        assert_eq!(read(&e.t(&format!("pax/{}", "p".repeat(120)))), "pax");
+        assert!(md("placeholder").is_err());
+        assert_eq!(
+            read(&e.t(&format!("ustar/{}/file", "u".repeat(90)))),
+            "ustar"
+        );
+        let fifo = md("fifo")?;
+        assert!(fifo.file_type().is_fifo());
+        assert_eq!((fifo.mode() & 0o7777, fifo.mtime()), (0o640, 8_000));
+        let sparse = fs::read(e.t("sparse"))?;
+        assert_eq!(sparse.len(), (1 << 20) + 512);
+        assert!(sparse[..512].iter().all(|b| *b == b'a'));
+        assert!(sparse[512..1 << 20].iter().all(|b| *b == 0));
+        assert!(sparse[1 << 20..].iter().all(|b| *b == b'b'));
+        assert!(md("sparse")?.blocks() * 512 < 1 << 20, "holes kept");
+        let cap = xattr(&e.t("d/suid"), "security.capability");
+        if owners {
+            assert_eq!((d.uid(), d.gid()), (1001, 1002));
+            assert_eq!((suid.uid(), suid.gid()), (1001, 1002));
+            assert_eq!(md("d/link")?.uid(), 1001);
+            assert_eq!(md(&long)?.uid(), 7);
+            assert_eq!(cap, Some(cap_net_raw()));
+            assert_eq!(
+                xattr(&e.t("d/suid"), "trusted.cairn").as_deref(),
+                Some(&b"t"[..])
+            );
+        } else {
+            let me = rustix::process::geteuid().as_raw();
+            assert_eq!(suid.uid(), me);
+            // Best-effort without chown, and refused to a non-root user.
+            assert_eq!(cap, None);
+            assert_eq!(xattr(&e.t("d/suid"), "trusted.cairn"), None);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn apply_round_trip() -> TestResult {
+        let tar = round_trip_tar();
+        for strategy in strategies() {
+            let e = env();
+            let result = run(&tar, &e.target, &flat(true), strategy);
+            if is_root() {
+                let stats = result?;
+                assert_eq!(stats.entries, 13);
+                assert_eq!(stats.bytes, 5 + 1 + 4 + 3 + 5 + (1 << 20) + 512);
+                check_round_trip(&e, true)?;
+            } else {
+                // Ownership is never silently collapsed to the current uid.
+                let err = result.expect_err("chown as non-root");
+                match &err {
+                    Error::Io {
+                        action,
+                        path,
+                        source,
+                    } => {
+                        assert_eq!(*action, OWNERSHIP);
+                        assert_eq!(source.raw_os_error(), Some(libc_eperm()));
+                        assert!(path.ends_with("d/suid"), "{err}");
+                    }
+                    other => panic!("{other:?}"),
+                }
+                assert!(err.to_string().contains("root"), "{err}");
+                // Without chown, everything but ownership round-trips.
+                let e = env();
+                run(&tar, &e.target, &flat(false), strategy)?;
+                check_round_trip(&e, false)?;
+            }
+            e.assert_outside_untouched("round trip");
+        }
+        Ok(())
+    }
+
+    fn libc_eperm() -> i32 {
+        Errno::PERM.raw_os_error()
+    }
+
+    #[test]
+    fn apply_id_mapping() -> TestResult {
+        let e = env();
+        let range = |container, host, size| crate::idmap::IdRange {
+            container,
+            host,
+            size,
+        };
+        let map = IdMap {
+            uids: vec![range(0, 100_000, 65_536)],
+            gids: vec![range(0, 200_000, 65_536)],
+        };
+        let opts = ApplyOptions {
+            whiteouts: Whiteouts::Apply,
+            id_map: map,
+            chown: true,
+        };
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_uid(1001);
+        h.set_gid(5);
+        h.set_size(1);
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_data(&mut h, "f", &b"x"[..])?;
+        let tar = b.into_inner()?;
+        let result = apply_layer(&tar[..], &e.target, &opts);
+        if is_root() {
+            result?;
+            let md = fs::metadata(e.t("f"))?;
+            assert_eq!((md.uid(), md.gid()), (101_001, 200_005));
+        } else {
+            let err = result.expect_err("chown as non-root");
+            assert!(
+                matches!(&err, Error::Io { action, .. } if *action == OWNERSHIP),
+                "{err}"
+            );
+        }
+        // An id the mapping does not cover is an error naming the entry, as root or not.
+        let mut h2 = h.clone();
+        h2.set_uid(70_000);
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_data(&mut h2, "unmapped", &b"x"[..])?;
+        let tar = b.into_inner()?;
+        let err = apply_layer(&tar[..], &e.target, &opts).expect_err("unmapped uid");
+        assert!(matches!(err, Error::Invalid { .. }), "{err:?}");
+        assert!(err.to_string().contains("unmapped"), "{err}");
+        Ok(())
+    }
+
+    /// xattrs on nodes that cannot be opened go through /proc/self/fd/<parent>/<name>.
+    #[test]
+    fn apply_xattrs_on_symlinks_and_fifos() -> TestResult {
+        let tar = Tar::new()
+            .pax(&[
+                ("SCHILY.xattr.trusted.cairn", &b"s"[..]),
+                ("SCHILY.xattr.user.refused", &b"x"[..]),
+            ])
+            .symlink("s", "/nowhere")
+            .pax(&[
+                ("SCHILY.xattr.trusted.cairn", &b"f"[..]),
+                ("SCHILY.xattr.user.refused", &b"x"[..]),
+            ])
+            .raw("fifo", EntryType::Fifo, "", 0o600, b"")
+            .build();
+        for strategy in strategies() {
+            let e = env();
+            run(&tar, &e.target, &flat(false), strategy)?;
+            let (s, f) = (
+                xattr(&e.t("s"), "trusted.cairn"),
+                xattr(&e.t("fifo"), "trusted.cairn"),
+            );
+            if is_root() {
+                assert_eq!(
+                    (s.as_deref(), f.as_deref()),
+                    (Some(&b"s"[..]), Some(&b"f"[..]))
+                );
+            } else {
+                assert_eq!((s, f), (None, None));
+            }
+            assert_eq!(xattr(&e.t("s"), "user.refused"), None);
+            assert_eq!(fs::read_link(e.t("s"))?, Path::new("/nowhere"));
+            e.assert_outside_untouched("special xattrs");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn apply_device_nodes() -> TestResult {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Char);
+        h.set_mode(0o666);
+        h.set_size(0);
+        h.set_device_major(1)?;
+        h.set_device_minor(3)?;
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_data(&mut h, "dev/null", &b""[..])?;
+        let tar = b.into_inner()?;
+        let e = env();
+        let result = apply_layer(&tar[..], &e.target, &flat(false));
+        if is_root() {
+            result?;
+            let md = fs::symlink_metadata(e.t("dev/null"))?;
+            assert!(md.file_type().is_char_device());
+            assert_eq!(md.rdev(), rfs::makedev(1, 3));
+            assert_eq!(md.mode() & 0o7777, 0o666);
+        } else {
+            let err = result.expect_err("mknod as non-root");
+            let text = err.to_string();
+            assert!(
+                text.contains("dev/null") && text.contains("CAP_MKNOD"),
+                "{text}"
+            );
+        }
+        e.assert_outside_untouched("devices");
+        Ok(())
+    }
+
+    #[test]
+    fn apply_streams_large_files() -> TestResult {
+        let e = env();
+        let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8 + 1).collect();
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_data(&mut h, "big", &data[..])?;
+        let tar = b.into_inner()?;
+        let stats = apply_layer(&tar[..], &e.target, &flat(false))?;
+        assert_eq!(stats.bytes, data.len() as u64);
+        assert!(fs::read(e.t("big"))? == data);
+        Ok(())
+    }
+
+    #[test]
+    fn apply_pax_time_parsing() {
+        let t = |s: &str| parse_pax_time(s.as_bytes()).map(|t| (t.tv_sec, t.tv_nsec));
+        assert_eq!(t("12"), Some((12, 0)));
+        assert_eq!(t("12.5"), Some((12, 500_000_000)));
+        assert_eq!(t("12.1234567891"), Some((12, 123_456_789)));
+        assert_eq!(t("-1.5"), Some((-2, 500_000_000)));
+        assert_eq!(t("-3"), Some((-3, 0)));
+        assert_eq!(t("x"), None);
+        assert_eq!(t(""), None);
+        assert_eq!(t("1.-5"), None);
+    }
+
+    #[test]
+    fn apply_xattr_policy() {
+        let cases: &[(&str, bool, XattrPolicy)] = &[
+            ("user.overlay.opaque", true, XattrPolicy::Drop),
+            ("trusted.overlay.redirect", false, XattrPolicy::Drop),
+            ("trusted.foo", true, XattrPolicy::BestEffort),
+            ("security.selinux", true, XattrPolicy::BestEffort),
+            ("security.capability", true, XattrPolicy::Required),
+            ("security.capability", false, XattrPolicy::BestEffort),
+            ("user.foo", false, XattrPolicy::Required),
+            ("system.posix_acl_access", false, XattrPolicy::Required),
+        ];
+        for (name, chown, want) in cases {
+            assert_eq!(xattr_policy(name.as_bytes(), *chown), *want, "{name}");
+        }
+    }
+}

@@ -1,0 +1,1384 @@
+//! Layer blob compression and decompression, with diff_id, digest and size from one streaming pass.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::mem;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+
+use flate2::{Compress, FlushCompress, Status};
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::{Digest, HashingWriter};
+use crate::error::{Error, Result};
+
+/// How a layer blob is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    Zstd,
+    None,
+}
+
+/// Layer media types we read, OCI and Docker, current and deprecated (nondistributable, foreign).
+const MEDIA_TYPES: &[(&str, Compression)] = &[
+    ("application/vnd.oci.image.layer.v1.tar", Compression::None),
+    (
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        Compression::Gzip,
+    ),
+    (
+        "application/vnd.oci.image.layer.v1.tar+zstd",
+        Compression::Zstd,
+    ),
+    (
+        "application/vnd.oci.image.layer.nondistributable.v1.tar",
+        Compression::None,
+    ),
+    (
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        Compression::Gzip,
+    ),
+    (
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+        Compression::Zstd,
+    ),
+    (
+        "application/vnd.docker.image.rootfs.diff.tar",
+        Compression::None,
+    ),
+    (
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        Compression::Gzip,
+    ),
+    (
+        "application/vnd.docker.image.rootfs.diff.tar.zstd",
+        Compression::Zstd,
+    ),
+    (
+        "application/vnd.docker.image.rootfs.foreign.diff.tar",
+        Compression::None,
+    ),
+    (
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        Compression::Gzip,
+    ),
+];
+
+impl Compression {
+    /// OCI layer media type: application/vnd.oci.image.layer.v1.tar(+gzip|+zstd)
+    pub fn layer_media_type(self) -> &'static str {
+        match self {
+            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+            Compression::None => "application/vnd.oci.image.layer.v1.tar",
+        }
+    }
+
+    /// From an OCI or Docker layer media type (application/vnd.docker.image.rootfs.diff.tar.gzip,
+    /// ...). Parameters (`; foo=bar`) and ASCII case are ignored, as RFC 6838 allows; encrypted
+    /// and unknown types give `None`.
+    pub fn from_media_type(mt: &str) -> Option<Compression> {
+        let base = mt.split_once(';').map_or(mt, |(base, _)| base).trim();
+        MEDIA_TYPES
+            .iter()
+            .find(|(known, _)| known.eq_ignore_ascii_case(base))
+            .map(|&(_, c)| c)
+    }
+
+    /// Sniffs the first bytes of a stream: gzip (1f 8b), zstd (28 b5 2f fd), else None.
+    pub fn detect(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
+    /// The level [`LayerWriter::new`] uses: gzip 6, zstd 3 (both tools' own defaults).
+    pub fn default_level(self) -> i32 {
+        match self {
+            Compression::Gzip => 6,
+            Compression::Zstd => 3,
+            Compression::None => 0,
+        }
+    }
+}
+
+/// The result of writing a layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerDigests {
+    /// sha256 of the uncompressed tar.
+    pub diff_id: Digest,
+    pub uncompressed_size: u64,
+    /// sha256 of the blob as written to `out`.
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// Write the plain tar into it; compressed bytes go to `out`.
+///
+/// Memory stays bounded whatever the layer's size. The blob depends only on the bytes written
+/// and the level, never on how they were split into `write` calls, on `flush`, or on thread
+/// timing: `flush` flushes `out` but does not cut the compressed stream.
+pub struct LayerWriter<W: Write + Send> {
+    inner: Inner<W>,
+}
+
+enum Inner<W: Write> {
+    None(HashingWriter<W>),
+    Gzip(Box<GzipWriter<W>>),
+    Zstd {
+        encoder: zstd::stream::write::Encoder<'static, HashingWriter<W>>,
+        plain: Sha256,
+        plain_len: u64,
+    },
+    /// The zstd encoder could not be set up; every call reports why.
+    Broken(String),
+}
+
+impl<W: Write + Send> LayerWriter<W> {
+    /// A writer at the default level: gzip 6, zstd 3.
+    pub fn new(out: W, compression: Compression) -> Self {
+        Self::with_level(out, compression, compression.default_level())
+    }
+
+    /// A writer at `level`, clamped to what the format accepts (gzip 0–9, zstd's own range); it
+    /// is ignored for `Compression::None`.
+    pub fn with_level(out: W, compression: Compression, level: i32) -> Self {
+        let inner = match compression {
+            Compression::None => Inner::None(HashingWriter::new(out)),
+            Compression::Gzip => Inner::Gzip(Box::new(GzipWriter::new(
+                out,
+                level,
+                CHUNK,
+                default_workers(),
+            ))),
+            Compression::Zstd => zstd_inner(out, level, ZSTD_WORKERS),
+        };
+        LayerWriter { inner }
+    }
+
+    /// Gzip with a chosen chunk size and worker count (0 compresses on the calling thread), so
+    /// tests can reach many chunks with little data and compare against the sequential path.
+    #[cfg(test)]
+    fn gzip_tuned(out: W, level: i32, chunk: usize, workers: usize) -> Self {
+        LayerWriter {
+            inner: Inner::Gzip(Box::new(GzipWriter::new(out, level, chunk, workers))),
+        }
+    }
+
+    /// Ends the stream; returns the digests and `out`, flushed.
+    pub fn finish(self) -> Result<(LayerDigests, W)> {
+        match self.inner {
+            Inner::None(mut out) => {
+                out.flush()
+                    .map_err(|e| Error::stream("write uncompressed layer", e))?;
+                let (digest, size, out) = out.finish();
+                let digests = LayerDigests {
+                    diff_id: digest.clone(),
+                    uncompressed_size: size,
+                    digest,
+                    size,
+                };
+                Ok((digests, out))
+            }
+            Inner::Gzip(gz) => (*gz)
+                .finish()
+                .map_err(|e| Error::stream("write gzip layer", e)),
+            Inner::Zstd {
+                encoder,
+                plain,
+                plain_len,
+            } => {
+                let mut out = encoder
+                    .finish()
+                    .map_err(|e| Error::stream("write zstd layer", e))?;
+                out.flush()
+                    .map_err(|e| Error::stream("write zstd layer", e))?;
+                let (digest, size, out) = out.finish();
+                let digests = LayerDigests {
+                    diff_id: Digest::from_hasher(plain),
+                    uncompressed_size: plain_len,
+                    digest,
+                    size,
+                };
+                Ok((digests, out))
+            }
+            Inner::Broken(why) => Err(Error::stream(
+                "start zstd compressor",
+                io::Error::other(why),
+            )),
+        }
+    }
+}
+
+impl<W: Write + Send> Write for LayerWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.inner {
+            Inner::None(out) => out.write(buf),
+            Inner::Gzip(gz) => gz.write_all_input(buf).map(|()| buf.len()),
+            Inner::Zstd {
+                encoder,
+                plain,
+                plain_len,
+            } => {
+                let n = encoder.write(buf)?;
+                plain.update(&buf[..n]);
+                *plain_len += n as u64;
+                Ok(n)
+            }
+            Inner::Broken(why) => Err(io::Error::other(why.clone())),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.inner {
+            Inner::None(out) => out.flush(),
+            Inner::Gzip(gz) => gz.flush(),
+            // Encoder::flush would end a zstd block and so make the blob depend on flush calls.
+            Inner::Zstd { encoder, .. } => encoder.get_mut().flush(),
+            Inner::Broken(why) => Err(io::Error::other(why.clone())),
+        }
+    }
+}
+
+impl<W: Write + Send> fmt::Debug for LayerWriter<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (compression, written) = match &self.inner {
+            Inner::None(_) => (Compression::None, None),
+            Inner::Gzip(gz) => (Compression::Gzip, Some(gz.plain_len + gz.buf.len() as u64)),
+            Inner::Zstd { plain_len, .. } => (Compression::Zstd, Some(*plain_len)),
+            Inner::Broken(_) => (Compression::Zstd, None),
+        };
+        f.debug_struct("LayerWriter")
+            .field("compression", &compression)
+            .field("written", &written)
+            .finish_non_exhaustive()
+    }
+}
+
+fn zstd_inner<W: Write>(out: W, level: i32, workers: usize) -> Inner<W> {
+    let range = zstd::compression_level_range();
+    let level = level.clamp(*range.start(), *range.end());
+    let mut encoder = match zstd::stream::write::Encoder::new(HashingWriter::new(out), level) {
+        Ok(encoder) => encoder,
+        Err(e) => return Inner::Broken(e.to_string()),
+    };
+    let workers = u32::try_from(workers).unwrap_or(ZSTD_WORKERS as u32);
+    if let Err(e) = encoder.multithread(workers) {
+        return Inner::Broken(e.to_string());
+    }
+    Inner::Zstd {
+        encoder,
+        plain: Sha256::new(),
+        plain_len: 0,
+    }
+}
+
+/// zstd compression threads. zstd's multithreaded output is the same for any number of workers
+/// (only single-threaded mode differs), so this is about memory: each worker holds an 8 MiB job
+/// in and out at level 3, and 2 workers peaked at 73 MiB RSS over 1.25 GiB.
+const ZSTD_WORKERS: usize = 2;
+
+/// A reader of the uncompressed stream.
+///
+/// Gzip accepts several concatenated members and zstd several frames, as containerd does.
+pub fn decompress<'a, R: Read + 'a>(r: R, c: Compression) -> Result<Box<dyn Read + 'a>> {
+    Ok(match c {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::new(r)
+                .map_err(|e| Error::stream("start zstd decompressor", e))?,
+        ),
+        Compression::None => Box::new(r),
+    })
+}
+
+/// Like [`decompress`], for a stream whose compression is unknown: sniffs its first bytes with
+/// [`Compression::detect`] and says what it found.
+pub fn decompress_detected<'a, R: Read + 'a>(
+    mut r: R,
+) -> Result<(Compression, Box<dyn Read + 'a>)> {
+    let mut head = [0u8; 4];
+    let mut filled = 0;
+    while filled < head.len() {
+        match r.read(&mut head[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::stream("read layer blob", e)),
+        }
+    }
+    let head = head[..filled].to_vec();
+    let c = Compression::detect(&head);
+    let reader = decompress(io::Cursor::new(head).chain(r), c)?;
+    Ok((c, reader))
+}
+
+// ---- gzip, pigz-style ----
+//
+// The plain stream is cut into CHUNK-sized pieces that workers deflate independently, each primed
+// with the 32 KiB before it as a dictionary (so the ratio is within a fraction of a percent of a
+// single stream) and ended with a sync flush (so the byte-aligned pieces concatenate into one
+// deflate stream); the last piece ends with a final block. Output is deterministic because every
+// piece depends only on its own bytes, the bytes before it and the level.
+
+/// Plain bytes per chunk. Speed measured the same from 128 KiB to 2 MiB (within the noise of a
+/// shared machine) and the ratio equal to three digits; 1 MiB keeps the fixed costs per chunk
+/// (loading the 32 KiB dictionary, about 3% of deflating a 128 KiB chunk; the sync flush; a
+/// channel round trip) negligible, while in-flight memory stays about 2 MiB per chunk.
+const CHUNK: usize = 1 << 20;
+/// Deflate's window: how far back a match may reach, so how much dictionary is worth giving.
+const WINDOW: usize = 32 * 1024;
+/// The largest stored block.
+const STORED_MAX: usize = 65535;
+/// Probe for incompressible chunks: this many samples of this size, spread over the chunk.
+const SAMPLES: usize = 8;
+const SAMPLE_LEN: usize = 8 * 1024;
+/// deflate level used on the samples (zlib-rs level 1 only emits fixed Huffman codes, which
+/// cannot tell base64 or other small-alphabet data from random; level 2 builds dynamic trees).
+const PROBE_LEVEL: u32 = 2;
+/// A sample is incompressible when level-2 deflate saves less than this percentage of it.
+const PROBE_MIN_SAVING_PCT: usize = 2;
+
+fn default_workers() -> usize {
+    thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8)
+}
+
+/// The 10-byte gzip header: no name, mtime 0, XFL as gzip sets it for the level, and OS 255
+/// ("unknown"), as Go's compress/gzip writes it, so blobs do not depend on the building OS.
+fn gzip_header(level: u32) -> [u8; 10] {
+    let xfl = match level {
+        9 => 2,
+        1 => 4,
+        _ => 0,
+    };
+    [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255]
+}
+
+struct Job {
+    data: Vec<u8>,
+    /// Up to the last 32 KiB of plain bytes before `data`.
+    dict: Vec<u8>,
+    last: bool,
+    /// A recycled buffer for the compressed bytes.
+    out: Vec<u8>,
+}
+
+struct Done {
+    /// Raw deflate, byte-aligned at both ends.
+    out: io::Result<Vec<u8>>,
+    crc: u32,
+    data: Vec<u8>,
+    dict: Vec<u8>,
+}
+
+enum Pending {
+    Ready(Done),
+    Running(Receiver<Done>),
+}
+
+type JobQueue = Arc<Mutex<Receiver<(Job, SyncSender<Done>)>>>;
+
+/// Deflate worker threads fed from one queue, so slow (compressible) and fast (stored) chunks
+/// balance across them. Dropping it closes the queue and joins them.
+struct Pool {
+    jobs: Option<Sender<(Job, SyncSender<Done>)>>,
+    threads: Vec<JoinHandle<()>>,
+    /// Set when the writer is dropped unfinished, so queued chunks are skipped, not deflated.
+    abandoned: Arc<AtomicBool>,
+}
+
+impl Pool {
+    /// Up to `workers` threads at `level`; `None` when none could be spawned.
+    fn new(workers: usize, level: u32) -> Option<Pool> {
+        let (tx, rx) = mpsc::channel();
+        let rx: JobQueue = Arc::new(Mutex::new(rx));
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let threads: Vec<_> = (0..workers)
+            .filter_map(|i| {
+                let (rx, abandoned) = (Arc::clone(&rx), Arc::clone(&abandoned));
+                thread::Builder::new()
+                    .name(format!("cairn-gzip-{i}"))
+                    .spawn(move || worker(&rx, &abandoned, level))
+                    .ok()
+            })
+            .collect();
+        (!threads.is_empty()).then(|| Pool {
+            jobs: Some(tx),
+            threads,
+            abandoned,
+        })
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // After finish nothing is queued; otherwise the queued chunks are wasted work.
+        self.abandoned.store(true, Ordering::Relaxed);
+        self.jobs = None;
+        for t in self.threads.drain(..) {
+            // A worker that panicked has already dropped its reply; its job surfaced as an error.
+            let _ = t.join();
+        }
+    }
+}
+
+fn worker(rx: &JobQueue, abandoned: &AtomicBool, level: u32) {
+    let mut deflater = Deflater::new(level);
+    loop {
+        let next = match rx.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok((job, reply)) = next else { return };
+        if abandoned.load(Ordering::Relaxed) {
+            return;
+        }
+        // The writer may have been dropped mid-stream; nobody is waiting then.
+        let _ = reply.send(deflater.run(job));
+    }
+}
+
+/// One worker's deflate state, reused across chunks.
+struct Deflater {
+    level: u32,
+    main: Compress,
+    probe: Compress,
+    scratch: Vec<u8>,
+}
+
+impl Deflater {
+    fn new(level: u32) -> Deflater {
+        Deflater {
+            level,
+            main: Compress::new(flate2::Compression::new(level), false),
+            probe: Compress::new(flate2::Compression::new(PROBE_LEVEL), false),
+            scratch: Vec::new(),
+        }
+    }
+
+    fn run(&mut self, job: Job) -> Done {
+        let Job {
+            data,
+            dict,
+            last,
+            mut out,
+        } = job;
+        let crc = crc32fast::hash(&data);
+        out.clear();
+        let result = self.deflate(&data, &dict, last, &mut out).map(|()| out);
+        Done {
+            out: result,
+            crc,
+            data,
+            dict,
+        }
+    }
+
+    fn deflate(
+        &mut self,
+        data: &[u8],
+        dict: &[u8],
+        last: bool,
+        out: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        if self.level == 0 || self.looks_incompressible(data)? {
+            store(data, last, out);
+            return Ok(());
+        }
+        self.main.reset();
+        if !dict.is_empty() {
+            self.main.set_dictionary(dict).map_err(io::Error::other)?;
+        }
+        let flush = if last {
+            FlushCompress::Finish
+        } else {
+            FlushCompress::Sync
+        };
+        deflate_all(&mut self.main, data, flush, out)?;
+        // zlib already falls back to stored blocks per deflate block; this also covers the flush
+        // overhead, so a chunk never costs more than its stored form.
+        if out.len() > stored_len(data.len(), last) {
+            store(data, last, out);
+        }
+        Ok(())
+    }
+
+    /// Whether deflating `data` would not pay: every sample barely shrinks at a fast level.
+    ///
+    /// Sampling rather than deflating the chunk and checking the size (which zlib does anyway, per
+    /// block) is what saves the time: a full level-6 pass over random data costs as much as over
+    /// text, while the probe deflates 64 KiB per MiB at level 2 and stops at the first sample
+    /// that compresses, so compressible chunks pay almost nothing for it. All samples must fail
+    /// so that a chunk mixing compressed files with text (tar headers, small files) is deflated.
+    fn looks_incompressible(&mut self, data: &[u8]) -> io::Result<bool> {
+        if data.len() < 2 * SAMPLES * SAMPLE_LEN {
+            return Ok(false);
+        }
+        let stride = data.len() / SAMPLES;
+        for i in 0..SAMPLES {
+            let sample = &data[i * stride..i * stride + SAMPLE_LEN];
+            self.probe.reset();
+            self.scratch.clear();
+            deflate_all(
+                &mut self.probe,
+                sample,
+                FlushCompress::Finish,
+                &mut self.scratch,
+            )?;
+            if self.scratch.len() * 100 < sample.len() * (100 - PROBE_MIN_SAVING_PCT) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Deflates all of `data` into `out` and completes `flush` (Sync or Finish).
+fn deflate_all(
+    c: &mut Compress,
+    data: &[u8],
+    flush: FlushCompress,
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    // deflateBound plus room for the flush markers, so one call normally suffices.
+    out.reserve(data.len() + data.len() / 1000 + 64);
+    let mut consumed = 0;
+    loop {
+        if out.capacity() - out.len() < 64 {
+            out.reserve(out.capacity() / 2 + 4096);
+        }
+        let (in_before, out_before) = (c.total_in(), c.total_out());
+        let status = c
+            .compress_vec(&data[consumed..], out, flush)
+            .map_err(io::Error::other)?;
+        // At most data.len(), which is a usize.
+        consumed += (c.total_in() - in_before) as usize;
+        let done = if flush == FlushCompress::Finish {
+            status == Status::StreamEnd
+        } else {
+            // zlib's rule: a flush is complete once it returns with output space left.
+            consumed >= data.len() && out.len() < out.capacity()
+        };
+        if done {
+            return Ok(());
+        }
+        if c.total_in() == in_before && c.total_out() == out_before && out.len() < out.capacity() {
+            return Err(io::Error::other("deflate made no progress"));
+        }
+    }
+}
+
+/// `data` as stored blocks (BTYPE 00, LEN/NLEN), the last one final if `last`.
+fn store(data: &[u8], last: bool, out: &mut Vec<u8>) {
+    out.clear();
+    out.reserve(stored_len(data.len(), last));
+    if data.is_empty() {
+        if last {
+            out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+        }
+        return;
+    }
+    let mut blocks = data.chunks(STORED_MAX).peekable();
+    while let Some(block) = blocks.next() {
+        let is_final = last && blocks.peek().is_none();
+        // Fits: chunks() yields at most STORED_MAX (u16::MAX) bytes.
+        let len = u16::try_from(block.len()).unwrap_or(u16::MAX);
+        out.push(u8::from(is_final));
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(block);
+    }
+}
+
+fn stored_len(n: usize, last: bool) -> usize {
+    let blocks = n.div_ceil(STORED_MAX).max(usize::from(last));
+    n + 5 * blocks
+}
+
+/// The calling thread's side: cuts chunks, hashes the plain bytes, writes the compressed ones in
+/// order. `out` is not `'static`, so it stays here and only owned buffers go to the workers.
+struct GzipWriter<W: Write> {
+    out: HashingWriter<W>,
+    level: u32,
+    chunk: usize,
+    /// The chunk being filled.
+    buf: Vec<u8>,
+    /// The last WINDOW plain bytes before `buf`: its dictionary.
+    tail: Vec<u8>,
+    plain: Sha256,
+    plain_len: u64,
+    crc: crc32fast::Hasher,
+    header_written: bool,
+    pending: VecDeque<Pending>,
+    /// At most this many chunks in flight, so memory is bounded if `out` or the workers lag.
+    depth: usize,
+    /// Threads to start at the second chunk: a layer that fits in one chunk (most small layers
+    /// do) is deflated on this thread and costs no thread.
+    workers: usize,
+    pool: Option<Pool>,
+    /// Compresses on this thread when there are no workers.
+    local: Option<Deflater>,
+    spare_data: Vec<Vec<u8>>,
+    spare_out: Vec<Vec<u8>>,
+    spare_dict: Vec<Vec<u8>>,
+    /// A failed write may have left part of a chunk in `out`: nothing can follow.
+    failed: bool,
+}
+
+impl<W: Write> GzipWriter<W> {
+    fn new(out: W, level: i32, chunk: usize, workers: usize) -> Self {
+        let level = u32::try_from(level.clamp(0, 9)).unwrap_or(6);
+        GzipWriter {
+            out: HashingWriter::new(out),
+            level,
+            chunk: chunk.max(1),
+            buf: Vec::new(),
+            tail: Vec::with_capacity(WINDOW),
+            plain: Sha256::new(),
+            plain_len: 0,
+            crc: crc32fast::Hasher::new(),
+            header_written: false,
+            pending: VecDeque::new(),
+            depth: 2,
+            workers,
+            pool: None,
+            local: None,
+            spare_data: Vec::new(),
+            spare_out: Vec::new(),
+            spare_dict: Vec::new(),
+            failed: false,
+        }
+    }
+
+    fn check(&self) -> io::Result<()> {
+        if self.failed {
+            return Err(io::Error::other(
+                "an earlier write to the gzip layer failed",
+            ));
+        }
+        Ok(())
+    }
+
+    fn write_all_input(&mut self, mut input: &[u8]) -> io::Result<()> {
+        self.check()?;
+        while !input.is_empty() {
+            if self.buf.capacity() < self.chunk {
+                self.buf.reserve_exact(self.chunk - self.buf.len());
+            }
+            let take = input.len().min(self.chunk - self.buf.len());
+            self.buf.extend_from_slice(&input[..take]);
+            input = &input[take..];
+            if self.buf.len() == self.chunk {
+                self.dispatch(false)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, last: bool) -> io::Result<()> {
+        let fresh = self.spare_data.pop().unwrap_or_default();
+        let data = mem::replace(&mut self.buf, fresh);
+        // Hashing here measured no slower than on a dedicated thread for text (sha256 with SHA-NI
+        // is ~3% of deflate's cost, and this thread mostly waits on the workers) and faster for
+        // random data, where the stored path leaves hashing as the main cost and handing chunks
+        // to another thread costs more than it saves.
+        self.plain.update(&data);
+        self.plain_len += data.len() as u64;
+        let mut dict = self.spare_dict.pop().unwrap_or_default();
+        dict.clear();
+        dict.extend_from_slice(&self.tail);
+        push_tail(&mut self.tail, &data);
+        let job = Job {
+            data,
+            dict,
+            last,
+            out: self.spare_out.pop().unwrap_or_default(),
+        };
+        if !last && self.workers > 0 && self.pool.is_none() {
+            self.pool = Pool::new(mem::take(&mut self.workers), self.level);
+            // Two chunks per worker: one being deflated, one queued so that no worker idles
+            // while this thread hashes and writes.
+            self.depth = 2 * self.pool.as_ref().map_or(1, |p| p.threads.len());
+        }
+        if self.pool.is_none() && self.local.is_none() {
+            self.local = Some(Deflater::new(self.level));
+        }
+        while self.pending.len() >= self.depth {
+            self.write_oldest()?;
+        }
+        let pending = match (&self.pool, &mut self.local) {
+            (Some(pool), _) => {
+                let (reply, done) = mpsc::sync_channel(1);
+                let sent = pool
+                    .jobs
+                    .as_ref()
+                    .is_some_and(|jobs| jobs.send((job, reply)).is_ok());
+                if !sent {
+                    return Err(self.fail(io::Error::other("the gzip workers have exited")));
+                }
+                Pending::Running(done)
+            }
+            (None, Some(local)) => Pending::Ready(local.run(job)),
+            (None, None) => return Err(self.fail(io::Error::other("no gzip compressor"))),
+        };
+        self.pending.push_back(pending);
+        self.write_finished()
+    }
+
+    /// Writes the chunks that are already compressed, in order, without waiting.
+    fn write_finished(&mut self) -> io::Result<()> {
+        loop {
+            let ready = match self.pending.front_mut() {
+                Some(Pending::Ready(_)) => true,
+                Some(Pending::Running(rx)) => match rx.try_recv() {
+                    Ok(done) => {
+                        if let Some(front) = self.pending.front_mut() {
+                            *front = Pending::Ready(done);
+                        }
+                        true
+                    }
+                    Err(TryRecvError::Empty) => false,
+                    // write_oldest reports it.
+                    Err(TryRecvError::Disconnected) => true,
+                },
+                None => false,
+            };
+            if !ready {
+                return Ok(());
+            }
+            self.write_oldest()?;
+        }
+    }
+
+    /// Waits for the oldest chunk and writes it.
+    fn write_oldest(&mut self) -> io::Result<()> {
+        let done = match self.pending.pop_front() {
+            None => return Ok(()),
+            Some(Pending::Ready(done)) => done,
+            Some(Pending::Running(rx)) => match rx.recv() {
+                Ok(done) => done,
+                Err(_) => return Err(self.fail(io::Error::other("a gzip worker panicked"))),
+            },
+        };
+        let Done {
+            out,
+            crc,
+            data,
+            dict,
+        } = done;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => return Err(self.fail(e)),
+        };
+        if !self.header_written {
+            let header = gzip_header(self.level);
+            if let Err(e) = self.out.write_all(&header) {
+                return Err(self.fail(e));
+            }
+            self.header_written = true;
+        }
+        if let Err(e) = self.out.write_all(&out) {
+            return Err(self.fail(e));
+        }
+        self.crc.combine(&crc32fast::Hasher::new_with_initial_len(
+            crc,
+            data.len() as u64,
+        ));
+        self.recycle(data, out, dict);
+        Ok(())
+    }
+
+    fn recycle(&mut self, mut data: Vec<u8>, out: Vec<u8>, dict: Vec<u8>) {
+        // Keep at most one buffer per in-flight chunk, and only chunk-sized ones.
+        if self.spare_data.len() < self.depth && data.capacity() >= self.chunk {
+            data.clear();
+            self.spare_data.push(data);
+        }
+        if self.spare_out.len() < self.depth {
+            self.spare_out.push(out);
+        }
+        if self.spare_dict.len() < self.depth {
+            self.spare_dict.push(dict);
+        }
+    }
+
+    fn fail(&mut self, e: io::Error) -> io::Error {
+        self.failed = true;
+        e
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.check()?;
+        self.write_finished()?;
+        self.out.flush()
+    }
+
+    fn finish(mut self) -> io::Result<(LayerDigests, W)> {
+        self.check()?;
+        self.dispatch(true)?;
+        while !self.pending.is_empty() {
+            self.write_oldest()?;
+        }
+        let crc = mem::take(&mut self.crc).finalize();
+        let mut trailer = [0u8; 8];
+        trailer[..4].copy_from_slice(&crc.to_le_bytes());
+        // ISIZE is the length modulo 2^32.
+        trailer[4..].copy_from_slice(&(self.plain_len as u32).to_le_bytes());
+        self.out.write_all(&trailer)?;
+        self.out.flush()?;
+        let GzipWriter {
+            out,
+            plain,
+            plain_len,
+            pool,
+            ..
+        } = self;
+        drop(pool);
+        let (digest, size, out) = out.finish();
+        let digests = LayerDigests {
+            diff_id: Digest::from_hasher(plain),
+            uncompressed_size: plain_len,
+            digest,
+            size,
+        };
+        Ok((digests, out))
+    }
+}
+
+/// Keeps `tail` as the last WINDOW bytes of everything pushed through it.
+fn push_tail(tail: &mut Vec<u8>, data: &[u8]) {
+    if data.len() >= WINDOW {
+        tail.clear();
+        tail.extend_from_slice(&data[data.len() - WINDOW..]);
+    } else {
+        tail.extend_from_slice(data);
+        if tail.len() > WINDOW {
+            tail.drain(..tail.len() - WINDOW);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+
+    /// xorshift64*: reproducible data without a dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn bytes(&mut self, n: usize) -> Vec<u8> {
+            let mut v = Vec::with_capacity(n + 8);
+            while v.len() < n {
+                v.extend_from_slice(&self.next().to_le_bytes());
+            }
+            v.truncate(n);
+            v
+        }
+    }
+
+    fn random(n: usize, seed: u64) -> Vec<u8> {
+        Rng(seed | 1).bytes(n)
+    }
+
+    fn text(n: usize, seed: u64) -> Vec<u8> {
+        const WORDS: &str = "layer image the of /usr/lib/ digest sha256 RUN apt-get install -y \n config tar 0644 { }";
+        let words: Vec<&str> = WORDS.split(' ').collect();
+        let mut rng = Rng(seed | 1);
+        let mut v = Vec::with_capacity(n + 16);
+        while v.len() < n {
+            v.extend_from_slice(words[rng.below(words.len())].as_bytes());
+            v.push(b' ');
+        }
+        v.truncate(n);
+        v
+    }
+
+    /// Alternating text and random runs of a few KiB to a few hundred KiB.
+    fn mix(n: usize, seed: u64) -> Vec<u8> {
+        let mut rng = Rng(seed | 1);
+        let mut v = Vec::with_capacity(n);
+        while v.len() < n {
+            let run = 1 + rng.below(300_000);
+            let part = if rng.below(2) == 0 {
+                text(run, rng.next())
+            } else {
+                random(run, rng.next())
+            };
+            v.extend_from_slice(&part);
+        }
+        v.truncate(n);
+        v
+    }
+
+    /// A small alphabet with no repeats: compressible only by Huffman coding.
+    fn base64ish(n: usize, seed: u64) -> Vec<u8> {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        random(n, seed)
+            .iter()
+            .map(|b| ALPHABET[usize::from(b % 64)])
+            .collect()
+    }
+
+    /// Writes `data` in random-sized pieces.
+    fn feed(w: &mut impl Write, data: &[u8], seed: u64) {
+        let mut rng = Rng(seed | 1);
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = (1 + rng.below(70_000)).min(rest.len());
+            w.write_all(&rest[..n]).unwrap();
+            rest = &rest[n..];
+        }
+    }
+
+    fn compress_with(
+        mut w: LayerWriter<Vec<u8>>,
+        data: &[u8],
+        seed: u64,
+    ) -> (LayerDigests, Vec<u8>) {
+        feed(&mut w, data, seed);
+        w.finish().unwrap()
+    }
+
+    fn compress(data: &[u8], c: Compression) -> (LayerDigests, Vec<u8>) {
+        compress_with(LayerWriter::new(Vec::new(), c), data, 7)
+    }
+
+    fn read_all(mut r: impl Read) -> Vec<u8> {
+        let mut v = Vec::new();
+        r.read_to_end(&mut v).unwrap();
+        v
+    }
+
+    /// Checks digests, sizes and every decoder we have against `data`.
+    fn check(name: &str, c: Compression, data: &[u8], digests: &LayerDigests, blob: &[u8]) {
+        let expected = LayerDigests {
+            diff_id: Digest::of(data),
+            uncompressed_size: data.len() as u64,
+            digest: Digest::of(blob),
+            size: blob.len() as u64,
+        };
+        assert_eq!(digests, &expected, "{name} {c:?}");
+        assert!(
+            read_all(decompress(blob, c).unwrap()) == data,
+            "{name} {c:?}: decompress"
+        );
+        assert_eq!(
+            Compression::detect(blob),
+            if blob.is_empty() {
+                Compression::None
+            } else {
+                c
+            },
+            "{name}"
+        );
+        if c == Compression::Gzip {
+            // Single-member decoder: the chunks must form one gzip member.
+            let single = read_all(flate2::read::GzDecoder::new(blob));
+            assert!(single == data, "{name}: GzDecoder");
+        }
+    }
+
+    const ALL: [Compression; 3] = [Compression::Gzip, Compression::Zstd, Compression::None];
+
+    #[test]
+    fn round_trips() {
+        // gzip at a small chunk size (the smallest at which the probe engages) so that debug
+        // builds stay quick; other tests use the real one.
+        const C: usize = 2 * SAMPLES * SAMPLE_LEN;
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("empty", Vec::new()),
+            ("one byte", vec![b'x']),
+            ("exactly one chunk", text(C, 1)),
+            ("chunks and a tail", mix(5 * C + 12_345, 2)),
+            ("compressible text", text(300_000, 3)),
+            ("random", random(3 * C + 70_000, 4)),
+        ];
+        for (name, data) in &cases {
+            for c in ALL {
+                let w = match c {
+                    Compression::Gzip => LayerWriter::gzip_tuned(Vec::new(), 6, C, 2),
+                    _ => LayerWriter::new(Vec::new(), c),
+                };
+                let (digests, blob) = compress_with(w, data, 3);
+                check(name, c, data, &digests, &blob);
+            }
+        }
+    }
+
+    #[test]
+    fn gzip_many_small_chunks() {
+        // Chunks smaller than the window, a chunk size that does not divide the input, and
+        // chunk sizes where the probe engages; worker counts 0 (this thread), 1 and 3.
+        let data = mix(1_500_000, 5);
+        let mut first: Option<Vec<u8>> = None;
+        for (chunk, workers) in [
+            (1000, 2),
+            (40_000, 1),
+            (128 * 1024, 0),
+            (128 * 1024, 3),
+            (333_333, 2),
+        ] {
+            let w = LayerWriter::gzip_tuned(Vec::new(), 6, chunk, workers);
+            let (digests, blob) = compress_with(w, &data, chunk as u64);
+            check(
+                &format!("chunk {chunk}"),
+                Compression::Gzip,
+                &data,
+                &digests,
+                &blob,
+            );
+            if chunk == 128 * 1024 {
+                // Same chunking, different threads: same bytes.
+                match &first {
+                    None => first = Some(blob),
+                    Some(f) => assert!(f == &blob, "worker count changed the blob"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gzip_levels() {
+        let data = mix(300_000, 6);
+        for level in [-3, 0, 1, 2, 6, 9, 42] {
+            let w = LayerWriter::with_level(Vec::new(), Compression::Gzip, level);
+            let (digests, blob) = compress_with(w, &data, 1);
+            check(
+                &format!("level {level}"),
+                Compression::Gzip,
+                &data,
+                &digests,
+                &blob,
+            );
+            assert_eq!(
+                blob[8],
+                match level.clamp(0, 9) {
+                    1 => 4,
+                    9 => 2,
+                    _ => 0,
+                }
+            );
+            if level <= 0 {
+                assert!(
+                    blob.len() <= stored_len(data.len(), true) + 18,
+                    "level {level}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn incompressible_chunks_are_stored() {
+        let n = 3 * CHUNK + 1000;
+        let data = random(n, 8);
+        let (digests, blob) = compress(&data, Compression::Gzip);
+        check("random", Compression::Gzip, &data, &digests, &blob);
+        // Header and trailer, and 5 bytes per stored block of each chunk.
+        let chunks = n.div_ceil(CHUNK);
+        let bound = 18 + n + 5 * (n / STORED_MAX + chunks + 1);
+        assert!(blob.len() <= bound, "{} > {bound}", blob.len());
+        for c in [Compression::Zstd, Compression::None] {
+            let (digests, blob) = compress(&data, c);
+            check("random", c, &data, &digests, &blob);
+            assert!(blob.len() <= n + n / 1000 + 64, "{c:?}: {}", blob.len());
+        }
+    }
+
+    #[test]
+    fn probe_keeps_deflating_what_compresses() {
+        let cases: [(&str, Vec<u8>, f64); 3] = [
+            // Huffman-only data: level 1 (fixed codes) would call it incompressible.
+            ("base64", base64ish(2 * CHUNK, 9), 0.80),
+            // One compressible stretch among random ones in each chunk.
+            (
+                "text then random",
+                [text(CHUNK / 2, 10), random(CHUNK / 2, 11)].concat(),
+                0.75,
+            ),
+            ("text", text(CHUNK, 12), 0.5),
+        ];
+        let mut d = Deflater::new(6);
+        for (name, data, ratio) in &cases {
+            assert!(!d.looks_incompressible(&data[..CHUNK]).unwrap(), "{name}");
+            let (digests, blob) = compress(data, Compression::Gzip);
+            check(name, Compression::Gzip, data, &digests, &blob);
+            assert!(
+                (blob.len() as f64) < ratio * data.len() as f64,
+                "{name}: {}",
+                blob.len()
+            );
+        }
+        assert!(d.looks_incompressible(&random(CHUNK, 13)).unwrap());
+    }
+
+    #[test]
+    fn gzip_binary_accepts_multi_chunk_output() {
+        let data = mix(3 * CHUNK + 777, 14);
+        let (digests, blob) = compress(&data, Compression::Gzip);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("layer.tar.gz");
+        std::fs::write(&path, &blob).unwrap();
+        // The digest, by another implementation.
+        let sum = Command::new("sha256sum").arg(&path).output().unwrap();
+        let sum = String::from_utf8(sum.stdout).unwrap();
+        assert_eq!(sum.split_whitespace().next(), Some(digests.digest.hex()));
+        let status = Command::new("gzip").arg("-t").arg(&path).status().unwrap();
+        assert!(status.success(), "gzip -t");
+        let out = Command::new("gzip")
+            .arg("-dc")
+            .arg(&path)
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(out.status.success() && out.stdout == data, "gzip -dc");
+        // pigz is not a test requirement; check it when it is there.
+        if let Ok(out) = Command::new("pigz").arg("-dc").arg(&path).output() {
+            assert!(out.status.success() && out.stdout == data, "pigz -dc");
+        }
+    }
+
+    #[test]
+    fn deterministic() {
+        let data = mix(2 * CHUNK + 4321, 15);
+        for c in ALL {
+            let (d1, b1) = compress_with(LayerWriter::new(Vec::new(), c), &data, 1);
+            // Different write sizes, and flushes, must not change a byte.
+            let mut w = LayerWriter::new(Vec::new(), c);
+            for piece in data.chunks(100_003) {
+                w.write_all(piece).unwrap();
+                w.flush().unwrap();
+            }
+            let (d2, b2) = w.finish().unwrap();
+            assert_eq!(d1, d2, "{c:?}");
+            assert!(b1 == b2, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn zstd_workers_do_not_change_the_blob() {
+        // Several zstd jobs' worth, so the workers really split it.
+        let data = mix(20 << 20, 16);
+        let blobs: Vec<Vec<u8>> = [1, 2, 3]
+            .into_iter()
+            .map(|workers| {
+                let mut w = LayerWriter {
+                    inner: zstd_inner(Vec::new(), 3, workers),
+                };
+                w.write_all(&data).unwrap();
+                w.finish().unwrap().1
+            })
+            .collect();
+        assert!(blobs[0] == blobs[1] && blobs[1] == blobs[2]);
+    }
+
+    #[test]
+    fn media_types() {
+        let cases: &[(&str, Option<Compression>)] = &[
+            (
+                "application/vnd.oci.image.layer.v1.tar",
+                Some(Compression::None),
+            ),
+            (
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                Some(Compression::Gzip),
+            ),
+            (
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+                Some(Compression::Zstd),
+            ),
+            (
+                "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+                Some(Compression::Gzip),
+            ),
+            (
+                "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                Some(Compression::Gzip),
+            ),
+            (
+                "application/vnd.docker.image.rootfs.diff.tar.zstd",
+                Some(Compression::Zstd),
+            ),
+            (
+                "application/vnd.docker.image.rootfs.diff.tar",
+                Some(Compression::None),
+            ),
+            (
+                "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+                Some(Compression::Gzip),
+            ),
+            (
+                "Application/VND.OCI.image.layer.v1.tar+gzip; x=y",
+                Some(Compression::Gzip),
+            ),
+            (
+                "application/vnd.oci.image.layer.v1.tar+gzip+encrypted",
+                None,
+            ),
+            ("application/vnd.oci.image.config.v1+json", None),
+            ("application/gzip", None),
+            ("", None),
+        ];
+        for &(mt, want) in cases {
+            assert_eq!(Compression::from_media_type(mt), want, "{mt}");
+        }
+        for c in ALL {
+            assert_eq!(Compression::from_media_type(c.layer_media_type()), Some(c));
+        }
+    }
+
+    #[test]
+    fn detect() {
+        let cases: &[(&[u8], Compression)] = &[
+            (&[0x1f, 0x8b, 8, 0], Compression::Gzip),
+            (&[0x1f, 0x8b], Compression::Gzip),
+            (&[0x28, 0xb5, 0x2f, 0xfd, 0x04], Compression::Zstd),
+            (&[0x28, 0xb5, 0x2f], Compression::None),
+            (&[0x1f], Compression::None),
+            (b"ustar", Compression::None),
+            (b"", Compression::None),
+        ];
+        for &(head, want) in cases {
+            assert_eq!(Compression::detect(head), want, "{head:02x?}");
+        }
+    }
+
+    #[test]
+    fn decompress_detected_sniffs() {
+        let data = text(50_000, 17);
+        for c in ALL {
+            let (_, blob) = compress(&data, c);
+            // One byte per read, so sniffing must cope with short reads.
+            let (found, r) = decompress_detected(OneByte(&blob)).unwrap();
+            assert_eq!(found, c);
+            assert!(read_all(r) == data, "{c:?}");
+        }
+        let (found, r) = decompress_detected(&b"ab"[..]).unwrap();
+        assert_eq!((found, read_all(r)), (Compression::None, b"ab".to_vec()));
+    }
+
+    struct OneByte<'a>(&'a [u8]);
+
+    impl Read for OneByte<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.0.len().min(buf.len()).min(1);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn concatenated_members_and_frames_decompress() {
+        for c in [Compression::Gzip, Compression::Zstd] {
+            let (_, a) = compress(b"hello ", c);
+            let (_, b) = compress(b"world", c);
+            let joined = [a, b].concat();
+            assert_eq!(
+                read_all(decompress(&joined[..], c).unwrap()),
+                b"hello world",
+                "{c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn corrupt_input_is_an_error() {
+        let (_, mut blob) = compress(&text(10_000, 18), Compression::Gzip);
+        let n = blob.len();
+        blob[n - 6] ^= 0xff; // the CRC
+        let mut out = Vec::new();
+        assert!(
+            decompress(&blob[..], Compression::Gzip)
+                .unwrap()
+                .read_to_end(&mut out)
+                .is_err()
+        );
+    }
+
+    /// Accepts `room` bytes, then fails.
+    struct Full {
+        room: usize,
+    }
+
+    impl Write for Full {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::Error::other("disk full"));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn output_errors_surface() {
+        let data = random(3 * CHUNK, 19);
+        for c in ALL {
+            let mut w = LayerWriter::new(Full { room: 1000 }, c);
+            let wrote = w.write_all(&data);
+            let finished = w.finish();
+            assert!(wrote.is_err() || finished.is_err(), "{c:?}");
+            if let Err(e) = finished {
+                assert!(matches!(e, Error::Stream { .. }), "{c:?}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn dropping_unfinished_writer_is_clean() {
+        let mut w = LayerWriter::new(Vec::new(), Compression::Gzip);
+        feed(&mut w, &mix(3 * CHUNK, 20), 1);
+        drop(w);
+    }
+
+    #[test]
+    fn stored_blocks_are_valid_deflate() {
+        for (n, last) in [
+            (0, true),
+            (1, true),
+            (STORED_MAX, true),
+            (STORED_MAX + 1, true),
+            (200_000, false),
+        ] {
+            let data = random(n, 21);
+            let mut raw = Vec::new();
+            store(&data, last, &mut raw);
+            assert_eq!(raw.len(), stored_len(n, last));
+            if !last {
+                // A non-final run needs something to end the stream.
+                let mut end = Vec::new();
+                store(&[], true, &mut end);
+                raw.extend_from_slice(&end);
+            }
+            let back = read_all(flate2::read::DeflateDecoder::new(&raw[..]));
+            assert!(back == data, "{n}");
+        }
+    }
+}

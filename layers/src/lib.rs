@@ -2,12 +2,14 @@
 //! tar → directory, safely), compression, the content-addressed store, images, archives.
 
 pub mod apply;
+pub mod archive;
 pub mod compress;
 pub mod diff;
 pub mod digest;
 pub mod error;
 pub mod idmap;
 pub mod image;
+pub mod layer;
 pub mod reference;
 pub mod store;
 pub mod whiteout;

@@ -23,7 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use crate::digest::{Digest, HashingWriter};
+use crate::apply::{ApplyOptions, apply_layer};
+use crate::compress::{self, Compression};
+use crate::digest::{Digest, HashingReader, HashingWriter};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{Descriptor, ImageConfig, Index, Manifest, OCI_MANIFEST, REF_NAME};
 use crate::reference::Reference;
@@ -510,6 +512,59 @@ impl Store {
         })
     }
 
+    /// The directory holding a layer unpacked as an overlay lowerdir, keyed by its diff_id and
+    /// unpacked from its blob the first time it is asked for; every image and build shares it.
+    /// The uncompressed stream must hash to `diff_id`, or nothing is kept.
+    pub fn unpacked_layer(
+        &self,
+        layer: &Descriptor,
+        diff_id: &Digest,
+        opts: &ApplyOptions,
+    ) -> Result<PathBuf> {
+        let dir = self.root.join("layers/sha256").join(diff_id.hex());
+        let rootfs = dir.join("rootfs");
+        if rootfs.is_dir() {
+            return Ok(rootfs);
+        }
+        // One process unpacks; the others wait here and then find it done.
+        let _lock = self.lock(&format!("layers/sha256/{}.lock", diff_id.hex()), true)?;
+        if rootfs.is_dir() {
+            return Ok(rootfs);
+        }
+        let compression = Compression::from_media_type(&layer.media_type)
+            .ok_or_else(|| Error::MediaType(layer.media_type.clone()))?;
+        let temp = self.tmp().join(temp_name("unpack"));
+        let result = (|| {
+            let mut plain = HashingReader::new(compress::decompress(
+                self.open_blob(&layer.digest)?,
+                compression,
+            )?);
+            apply_layer(&mut plain, &temp.join("rootfs"), opts)?;
+            // Read to the end: the tar's trailing padding counts towards the diff_id.
+            io::copy(&mut plain, &mut io::sink())
+                .map_err(|e| Error::stream(format!("read layer {}", layer.digest), e))?;
+            let (actual, _) = plain.finish();
+            if actual != *diff_id {
+                return Err(Error::DigestMismatch {
+                    what: format!("layer {} (diff_id)", layer.digest),
+                    expected: diff_id.clone(),
+                    actual,
+                });
+            }
+            fs_err::rename(&temp, &dir).map_err(|source| Error::Io {
+                action: "rename into place",
+                path: dir.clone(),
+                source,
+            })?;
+            sync_dir(&self.root.join("layers/sha256"))
+        })();
+        if let Err(e) = result {
+            remove_tree(&temp)?;
+            return Err(e);
+        }
+        Ok(rootfs)
+    }
+
     /// The blobs an image manifest reaches: itself, its config and its layers.
     fn reachable_from(&self, manifest: &Digest, into: &mut BTreeSet<Digest>) -> Result<()> {
         into.insert(manifest.clone());
@@ -810,6 +865,53 @@ mod tests {
         assert!(s.untag(&busybox).unwrap().is_none());
         let r = s.prune().unwrap();
         assert_eq!(r.blobs, 0, "app:1 still holds b");
+    }
+
+    #[test]
+    fn layers_unpack_once_and_are_verified() {
+        use crate::apply::Whiteouts;
+        let (_d, s) = store();
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        tar.append_data(&mut h, "etc/motd", &b"hi\n"[..]).unwrap();
+        let bytes = tar.into_inner().unwrap();
+        let diff_id = Digest::of(&bytes);
+        let layer = crate::layer::write_layer(&s, Compression::Gzip, |w| {
+            w.write_all(&bytes).map_err(|e| Error::stream("write", e))
+        })
+        .unwrap();
+        assert_eq!(layer.diff_id, diff_id);
+        let opts = ApplyOptions {
+            whiteouts: Whiteouts::Overlay {
+                opaque_xattr: "user.overlay.opaque",
+            },
+            id_map: crate::IdMap::identity(),
+            chown: false,
+        };
+        let root = s
+            .unpacked_layer(&layer.descriptor, &diff_id, &opts)
+            .unwrap();
+        assert_eq!(fs_err::read(root.join("etc/motd")).unwrap(), b"hi\n");
+        // Asked again: the same directory, not unpacked twice.
+        fs_err::write(root.join("marker"), b"").unwrap();
+        let again = s
+            .unpacked_layer(&layer.descriptor, &diff_id, &opts)
+            .unwrap();
+        assert!(again.join("marker").exists());
+        // A wrong diff_id keeps nothing.
+        let wrong = Digest::of(b"not it");
+        let err = s
+            .unpacked_layer(&layer.descriptor, &wrong, &opts)
+            .unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+        assert!(!s.root().join("layers/sha256").join(wrong.hex()).exists());
+        assert_eq!(fs_err::read_dir(s.tmp()).unwrap().count(), 0);
     }
 
     #[test]

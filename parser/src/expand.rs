@@ -5,6 +5,16 @@ use std::fmt;
 
 use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
 
+/// The deepest nesting of `${…}` operands accepted (`${A:-${B:-x}}` nests two). BuildKit has no
+/// limit, but every level recurses here, so a long enough word would overflow the stack.
+const MAX_NESTING: usize = 32;
+
+/// The longest text one expansion may produce, in bytes. BuildKit has no limit, but an ENV or ARG
+/// that repeats `$VAR` multiplies the value's length each time, so a few short lines could ask
+/// for gigabytes. This is Linux's limit on one argument or environment string (`MAX_ARG_STRLEN`),
+/// so no value a RUN could be given is refused.
+const MAX_EXPANSION_LEN: usize = 128 * 1024;
+
 /// Variables visible to an expansion.
 pub trait Env {
     fn lookup(&self, name: &str) -> Option<&str>;
@@ -171,6 +181,7 @@ impl Lexer {
             } else {
                 0
             },
+            depth: 0,
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
         };
@@ -190,6 +201,8 @@ struct Expander<'a, E: Env + ?Sized> {
     env: &'a E,
     word: &'a str,
     pos: usize,
+    /// How many `${…}` operands the cursor is inside.
+    depth: usize,
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
 }
@@ -233,6 +246,22 @@ impl<'a, E: Env + ?Sized> Expander<'a, E> {
         self.syntax_error(self.word.len(), format_args!("missing {what}"))
     }
 
+    fn too_long(&self) -> ExpandError {
+        self.syntax_error(
+            self.pos,
+            format_args!("expansion longer than {MAX_EXPANSION_LEN} bytes"),
+        )
+    }
+
+    /// Appends expanded text to `out`, unless that would make it longer than the limit.
+    fn append(&self, out: &mut String, text: &str) -> Result<(), ExpandError> {
+        if out.len() + text.len() > MAX_EXPANSION_LEN {
+            return Err(self.too_long());
+        }
+        out.push_str(text);
+        Ok(())
+    }
+
     /// Processes text up to `stop` (consumed) or, without one, to the end of the word. Returns the
     /// expanded text and the same text split into words.
     fn process_until(
@@ -254,18 +283,18 @@ impl<'a, E: Env + ?Sized> Expander<'a, E> {
             match ch {
                 '$' => {
                     let value = self.dollar()?;
+                    self.append(&mut out, &value)?;
                     value.chars().for_each(|ch| words.push_splitting(ch));
-                    out.push_str(&value);
                 }
                 '\'' if quotes => {
                     let value = self.single_quoted()?;
+                    self.append(&mut out, &value)?;
                     words.push_str(&value);
-                    out.push_str(&value);
                 }
                 '"' if quotes => {
                     let value = self.double_quoted(raw_escapes)?;
+                    self.append(&mut out, &value)?;
                     words.push_str(&value);
-                    out.push_str(&value);
                 }
                 _ => {
                     self.bump();
@@ -299,7 +328,16 @@ impl<'a, E: Env + ?Sized> Expander<'a, E> {
         raw_escapes: bool,
         missing: &str,
     ) -> Result<String, ExpandError> {
-        match self.process_until(Some(stop), raw_escapes) {
+        if self.depth == MAX_NESTING {
+            return Err(self.syntax_error(
+                self.pos,
+                format_args!("more than {MAX_NESTING} nested expansions"),
+            ));
+        }
+        self.depth += 1;
+        let result = self.process_until(Some(stop), raw_escapes);
+        self.depth -= 1;
+        match result {
             Ok((text, _)) => Ok(text),
             Err(_) if self.at_end() => Err(self.missing(missing)),
             Err(err) => Err(err),
@@ -344,7 +382,10 @@ impl<'a, E: Env + ?Sized> Expander<'a, E> {
                     }
                     return Ok(out);
                 }
-                Some('$') => out.push_str(&self.dollar()?),
+                Some('$') => {
+                    let value = self.dollar()?;
+                    self.append(&mut out, &value)?;
+                }
                 Some(_) => {
                     let Some(mut ch) = self.bump() else { continue };
                     if ch == escape {
@@ -566,7 +607,9 @@ impl<'a, E: Env + ?Sized> Expander<'a, E> {
             out.extend(&chars[last_end..from]);
             if to > last_end || from == 0 {
                 let matched: String = chars[from..to].iter().collect();
-                out.push_str(&expand_template(&replacement, &matched));
+                if !expand_template(&replacement, &matched, &mut out) {
+                    return Err(self.too_long());
+                }
             }
             last_end = to;
             search = if search + 1 > to { search + 1 } else { to };
@@ -655,10 +698,10 @@ fn reverse_pattern(pattern: &str) -> String {
     units.into_iter().rev().collect()
 }
 
-/// Go's `Regexp.Expand` as BuildKit's replace-all reaches it. The compiled pattern has no groups,
-/// so `$0` or `${0}` is the matched text, other references are empty, and `$$` is a `$`.
-fn expand_template(template: &str, matched: &str) -> String {
-    let mut out = String::new();
+/// Go's `Regexp.Expand` as BuildKit's replace-all reaches it, appended to `out`. The compiled
+/// pattern has no groups, so `$0` or `${0}` is the matched text, other references are empty, and
+/// `$$` is a `$`. False if `out` would grow past `MAX_EXPANSION_LEN` (it is then left unfinished).
+fn expand_template(template: &str, matched: &str, out: &mut String) -> bool {
     let mut rest = template;
     while let Some(at) = rest.find('$') {
         out.push_str(&rest[..at]);
@@ -671,6 +714,9 @@ fn expand_template(template: &str, matched: &str) -> String {
         match template_reference(rest) {
             Some((name, after)) => {
                 if name == "0" {
+                    if out.len() + matched.len() > MAX_EXPANSION_LEN {
+                        return false;
+                    }
                     out.push_str(matched);
                 }
                 rest = after;
@@ -680,7 +726,7 @@ fn expand_template(template: &str, matched: &str) -> String {
         }
     }
     out.push_str(rest);
-    out
+    out.len() <= MAX_EXPANSION_LEN
 }
 
 /// Splits `name…` or `{name}…` off the text after a `$` in a replacement template.

@@ -89,10 +89,16 @@ impl StageGraph {
         build_args: &BTreeMap<String, String>,
     ) -> Result<StageGraph, ParseError> {
         let lexer = Lexer::new(df.directives.escape);
-        let mut globals = BTreeMap::new();
+        let mut globals: BTreeMap<String, String> = BTreeMap::new();
         for arg in &df.global_args {
             if let InstructionKind::Arg { args } = &arg.kind {
-                let snapshot = globals.clone();
+                // Only a redeclaration without a default reads the globals as they were before
+                // this ARG; copying all of them would be quadratic in the size of the ARGs.
+                let snapshot: BTreeMap<String, String> = args
+                    .iter()
+                    .filter(|def| def.default.is_none())
+                    .filter_map(|def| Some((def.name.clone(), globals.get(&def.name)?.clone())))
+                    .collect();
                 declare_args(&mut globals, args, &snapshot, build_args, &lexer, arg.span)?;
             }
         }

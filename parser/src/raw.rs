@@ -15,6 +15,11 @@ use crate::expand::Lexer as WordLexer;
 use crate::lexer::{Lexer, LogicalLine, pos_in};
 use crate::span::{Pos, Span};
 
+/// How deep ONBUILD triggers may nest (`ONBUILD ONBUILD RUN x` nests two). BuildKit's parser has
+/// no limit (its dispatcher, like [`crate::instruction`], rejects any ONBUILD trigger), but every
+/// level recurses here, so a long enough line of ONBUILDs would overflow the stack.
+const MAX_ONBUILD_NESTING: usize = 16;
+
 /// A heredoc attached to an instruction (`RUN <<EOF`, `COPY <<EOF /dst`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Heredoc {
@@ -95,7 +100,7 @@ pub(crate) fn parse_nodes(src: &str) -> Result<Ast, ParseError> {
             line: &line,
             escape,
         };
-        let mut node = view.node(0, line.text.len())?;
+        let mut node = view.node(0, line.text.len(), 0)?;
         if node.can_contain_heredoc() && line.text.contains("<<") {
             for Opener {
                 name,
@@ -232,8 +237,9 @@ impl LineView<'_> {
         Span::new(self.pos(start), self.last_pos(start, end))
     }
 
-    /// Builds the node for `text[start..end]` (the whole line, or ONBUILD's trigger).
-    fn node(&self, start: usize, end: usize) -> Result<Node, ParseError> {
+    /// Builds the node for `text[start..end]` (the whole line, or ONBUILD's trigger `depth`
+    /// levels down).
+    fn node(&self, start: usize, end: usize, depth: usize) -> Result<Node, ParseError> {
         let full = &self.line.text[start..end];
         let trimmed = full.trim();
         let start = start + (full.len() - full.trim_start().len());
@@ -316,7 +322,11 @@ impl LineView<'_> {
             }
             "onbuild" => {
                 if !rest.is_empty() {
-                    node.sub = Some(Box::new(self.node(rest_start, rest_end)?));
+                    if depth == MAX_ONBUILD_NESTING {
+                        let kind = ErrorKind::OnbuildNotAllowed(keyword.to_ascii_uppercase());
+                        return Err(ParseError::new(kind, node.span));
+                    }
+                    node.sub = Some(Box::new(self.node(rest_start, rest_end, depth + 1)?));
                 }
             }
             // Unknown keywords parse (BuildKit prints them as `(foo "")`); the typed layer

@@ -138,10 +138,10 @@ fn process_word_cases() {
         let mut problems = Vec::new();
         match (&actual, row["error"].as_bool().expect("error")) {
             (Err(err), true) => {
-                if let Some(want) = row.get("error_contains").and_then(Value::as_str) {
-                    if !err.message.contains(want) {
-                        problems.push(format!("error should contain {want:?}"));
-                    }
+                if let Some(want) = row.get("error_contains").and_then(Value::as_str)
+                    && !err.message.contains(want)
+                {
+                    problems.push(format!("error should contain {want:?}"));
                 }
             }
             (Ok(_), true) => problems.push("expected an error".to_owned()),

@@ -13,6 +13,9 @@ fn runs_as_the_expected_user() {
         .expect("id -u prints a number");
     match std::env::var("CAIRN_E2E_EXPECT_UNPRIVILEGED").as_deref() {
         Ok("1") => assert_ne!(uid, 0, "the unprivileged run is running as root"),
-        _ => assert!(std::env::var_os("HOME").is_some(), "the suite runs with a HOME"),
+        _ => assert!(
+            std::env::var_os("HOME").is_some(),
+            "the suite runs with a HOME"
+        ),
     }
 }

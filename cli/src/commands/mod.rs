@@ -1,11 +1,35 @@
-//! One module per command; `run` dispatches to them.
+//! One module per command group; `run` opens the store where a command needs it and dispatches.
 
+mod image;
 mod parse;
+
+use anyhow::Context;
+use cairn_layers::Store;
 
 use crate::args::{Cli, Command};
 
+fn open_store(cli_root: Option<&std::path::Path>) -> anyhow::Result<Store> {
+    let root = match cli_root {
+        Some(r) => r.to_path_buf(),
+        None => {
+            Store::default_root().context("no store location: set --root, CAIRN_ROOT or HOME")?
+        }
+    };
+    Store::open(&root).with_context(|| format!("failed to open the store at {}", root.display()))
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let root = cli.root.as_deref();
     match cli.command {
         Command::Parse(args) => parse::run(&args),
+        Command::Load(args) => image::load(&open_store(root)?, &args),
+        Command::Import(args) => image::import(&open_store(root)?, &args),
+        Command::Save(args) => image::save(&open_store(root)?, &args),
+        Command::Images(args) => image::images(&open_store(root)?, &args),
+        Command::Inspect(args) => image::inspect(&open_store(root)?, &args),
+        Command::Tag(args) => image::tag(&open_store(root)?, &args),
+        Command::Rmi(args) => image::rmi(&open_store(root)?, &args),
+        Command::Prune => image::prune(&open_store(root)?),
+        Command::Fsck => image::fsck(&open_store(root)?),
     }
 }

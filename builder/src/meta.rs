@@ -1,0 +1,329 @@
+//! Metadata instructions applied to an image config, with Docker's effects: ENV, LABEL, CMD,
+//! ENTRYPOINT, WORKDIR, USER, EXPOSE, VOLUME, STOPSIGNAL, HEALTHCHECK, SHELL, MAINTAINER, ONBUILD.
+
+use std::collections::BTreeMap;
+
+use cairn_layers::image::{Empty, HealthConfig, ImageConfig};
+use cairn_parser::expand::Lexer;
+use cairn_parser::instruction::{Command, Healthcheck, InstructionKind};
+
+use crate::error::{Error, Result};
+
+/// What a stage has done so far that changes how later instructions apply.
+#[derive(Debug, Default, Clone)]
+pub struct MetaState {
+    /// CMD was set in this stage: a later ENTRYPOINT keeps it (Docker resets an inherited one).
+    pub cmd_set: bool,
+}
+
+/// The config's environment as name → value (later entries win), for expansion.
+pub fn env_map(config: &ImageConfig) -> BTreeMap<String, String> {
+    config
+        .config
+        .env
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => (kv.clone(), String::new()),
+        })
+        .collect()
+}
+
+/// Sets `key=value` in an env list, replacing an existing entry in place.
+pub fn set_env(env: &mut Vec<String>, key: &str, value: &str) {
+    let entry = format!("{key}={value}");
+    match env
+        .iter_mut()
+        .find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key)
+    {
+        Some(e) => *e = entry,
+        None => env.push(entry),
+    }
+}
+
+/// The default shell for shell-form commands.
+pub fn shell_of(config: &ImageConfig) -> Vec<String> {
+    config
+        .config
+        .shell
+        .clone()
+        .unwrap_or_else(|| vec!["/bin/sh".to_owned(), "-c".to_owned()])
+}
+
+/// A command as argv: exec form as written, shell form through `shell`.
+pub fn argv(command: &Command, shell: &[String]) -> Vec<String> {
+    match command {
+        Command::Exec(args) => args.clone(),
+        Command::Shell(script) => {
+            let mut v = shell.to_vec();
+            v.push(script.clone());
+            v
+        }
+    }
+}
+
+/// Lexically cleans an absolute path: `/a/./b/../c/` → `/a/c`.
+pub fn clean_abs(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+fn err(instruction: &str, message: impl Into<String>) -> Error {
+    Error::Instruction {
+        instruction: instruction.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// `80`, `80/udp`, `8000-8002/tcp` → the ports Docker records (`80/tcp`, ...).
+fn expose_ports(spec: &str) -> Result<Vec<String>> {
+    let (ports, proto) = match spec.split_once('/') {
+        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
+        None => (spec, "tcp".to_owned()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(err(
+            "EXPOSE",
+            format!("invalid protocol in {spec:?} (use tcp, udp or sctp)"),
+        ));
+    }
+    let parse = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| err("EXPOSE", format!("invalid port {p:?} in {spec:?}")))
+    };
+    let (lo, hi) = match ports.split_once('-') {
+        Some((a, b)) => (parse(a)?, parse(b)?),
+        None => {
+            let p = parse(ports)?;
+            (p, p)
+        }
+    };
+    if hi < lo {
+        return Err(err("EXPOSE", format!("invalid port range {spec:?}")));
+    }
+    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
+}
+
+/// Applies one metadata instruction to `config`. `lexer` expands words with the config's
+/// environment plus `args` (the stage's build args); instructions that are not metadata
+/// (FROM, RUN, COPY, ADD, ARG) are refused.
+pub fn apply(
+    config: &mut ImageConfig,
+    ins: &InstructionKind,
+    original: &str,
+    args: &BTreeMap<String, String>,
+    lexer: &Lexer,
+    state: &mut MetaState,
+) -> Result<()> {
+    let mut env = args.clone();
+    env.extend(env_map(config));
+    let word = |kw: &str, w: &str| {
+        lexer
+            .process_word(w, &env)
+            .map_err(|e| err(kw, e.to_string()))
+    };
+    let shell = shell_of(config);
+    let c = &mut config.config;
+    match ins {
+        InstructionKind::Env { vars } => {
+            let mut env = env.clone();
+            for kv in vars {
+                let v = lexer
+                    .process_word(&kv.value, &env)
+                    .map_err(|e| err("ENV", e.to_string()))?;
+                let k = lexer
+                    .process_word(&kv.key, &env)
+                    .map_err(|e| err("ENV", e.to_string()))?;
+                set_env(&mut c.env, &k, &v);
+                env.insert(k, v);
+            }
+        }
+        InstructionKind::Label { labels } => {
+            for kv in labels {
+                c.labels
+                    .insert(word("LABEL", &kv.key)?, word("LABEL", &kv.value)?);
+            }
+        }
+        InstructionKind::Cmd { command } => {
+            c.cmd = Some(argv(command, &shell));
+            state.cmd_set = true;
+        }
+        InstructionKind::Entrypoint { command } => {
+            c.entrypoint = Some(argv(command, &shell));
+            if !state.cmd_set {
+                c.cmd = None;
+            }
+        }
+        InstructionKind::Workdir { path } => {
+            let p = word("WORKDIR", path)?;
+            let joined = if p.starts_with('/') {
+                p
+            } else {
+                let base = if c.working_dir.is_empty() {
+                    "/"
+                } else {
+                    c.working_dir.as_str()
+                };
+                format!("{base}/{p}")
+            };
+            c.working_dir = clean_abs(&joined);
+        }
+        InstructionKind::User { user } => c.user = word("USER", user)?,
+        InstructionKind::Expose { ports } => {
+            for p in ports {
+                for port in expose_ports(&word("EXPOSE", p)?)? {
+                    c.exposed_ports.insert(port, Empty {});
+                }
+            }
+        }
+        InstructionKind::Volume { paths } => {
+            for p in paths {
+                let v = word("VOLUME", p)?;
+                if v.trim().is_empty() {
+                    return Err(err("VOLUME", "a volume path can not be empty"));
+                }
+                c.volumes.insert(v, Empty {});
+            }
+        }
+        InstructionKind::StopSignal { signal } => c.stop_signal = word("STOPSIGNAL", signal)?,
+        InstructionKind::Healthcheck(h) => {
+            c.healthcheck = Some(match h {
+                Healthcheck::None => HealthConfig {
+                    test: vec!["NONE".to_owned()],
+                    ..HealthConfig::default()
+                },
+                Healthcheck::Cmd {
+                    command,
+                    interval,
+                    timeout,
+                    start_period,
+                    start_interval,
+                    retries,
+                } => HealthConfig {
+                    test: match command {
+                        Command::Exec(a) => std::iter::once("CMD".to_owned())
+                            .chain(a.iter().cloned())
+                            .collect(),
+                        Command::Shell(s) => vec!["CMD-SHELL".to_owned(), s.clone()],
+                    },
+                    interval: interval.unwrap_or(0) as i64,
+                    timeout: timeout.unwrap_or(0) as i64,
+                    start_period: start_period.unwrap_or(0) as i64,
+                    start_interval: start_interval.unwrap_or(0) as i64,
+                    retries: i64::from(retries.unwrap_or(0)),
+                },
+            })
+        }
+        InstructionKind::Shell { shell } => c.shell = Some(shell.clone()),
+        InstructionKind::Maintainer { name } => config.author = Some(name.clone()),
+        InstructionKind::Onbuild { trigger } => {
+            c.on_build
+                .get_or_insert_with(Vec::new)
+                .push(trigger.original.clone());
+        }
+        InstructionKind::From(_)
+        | InstructionKind::Run(_)
+        | InstructionKind::Copy(_)
+        | InstructionKind::Add(_)
+        | InstructionKind::Arg { .. } => {
+            let kw = original.split_whitespace().next().unwrap_or("instruction");
+            return Err(err(kw, "is not a metadata instruction"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(lines: &str) -> ImageConfig {
+        let src = format!("FROM scratch\n{lines}");
+        let df = cairn_parser::parse("Dockerfile", &src).unwrap();
+        let mut config = ImageConfig::scratch();
+        let mut state = MetaState::default();
+        let lexer = Lexer::new('\\');
+        for ins in &df.stages[0].instructions {
+            apply(
+                &mut config,
+                &ins.kind,
+                &ins.original,
+                &BTreeMap::new(),
+                &lexer,
+                &mut state,
+            )
+            .unwrap();
+        }
+        config
+    }
+
+    #[test]
+    fn effects() {
+        let c = run(
+            "ENV A=1 B=\"two words\"\nENV C=$A-${B}\nENV A=3\nLABEL \"x y\"=\"$C\"\nWORKDIR /a\nWORKDIR b/../c\nUSER app:app\nEXPOSE 80 53/UDP 8000-8001\nVOLUME /data\nSTOPSIGNAL SIGINT\nSHELL [\"/bin/bash\",\"-c\"]\nCMD echo hi\nHEALTHCHECK --interval=5s CMD [\"true\"]\nMAINTAINER me\nONBUILD RUN make\n",
+        );
+        assert_eq!(c.config.env, ["A=3", "B=two words", "C=1-two words"]);
+        assert_eq!(
+            c.config.labels.get("x y").map(String::as_str),
+            Some("1-two words")
+        );
+        assert_eq!(c.config.working_dir, "/a/c");
+        assert_eq!(c.config.user, "app:app");
+        let ports: Vec<&str> = c.config.exposed_ports.keys().map(String::as_str).collect();
+        assert_eq!(ports, ["53/udp", "80/tcp", "8000/tcp", "8001/tcp"]);
+        assert!(c.config.volumes.contains_key("/data"));
+        assert_eq!(c.config.stop_signal, "SIGINT");
+        assert_eq!(
+            c.config.cmd.as_deref().unwrap(),
+            ["/bin/bash", "-c", "echo hi"]
+        );
+        let h = c.config.healthcheck.unwrap();
+        assert_eq!(
+            (h.test, h.interval),
+            (vec!["CMD".to_owned(), "true".to_owned()], 5_000_000_000)
+        );
+        assert_eq!(c.author.as_deref(), Some("me"));
+        assert_eq!(c.config.on_build.unwrap(), ["RUN make"]);
+    }
+
+    #[test]
+    fn entrypoint_resets_inherited_cmd_only() {
+        let c = run("CMD [\"a\"]\nENTRYPOINT [\"e\"]\n");
+        assert_eq!(
+            c.config.cmd.as_deref().unwrap(),
+            ["a"],
+            "CMD set in this stage is kept"
+        );
+        let src = "FROM scratch\nENTRYPOINT [\"e\"]\n";
+        let df = cairn_parser::parse("Dockerfile", src).unwrap();
+        let mut config = ImageConfig::scratch();
+        config.config.cmd = Some(vec!["inherited".into()]);
+        let ins = &df.stages[0].instructions[0];
+        apply(
+            &mut config,
+            &ins.kind,
+            &ins.original,
+            &BTreeMap::new(),
+            &Lexer::new('\\'),
+            &mut MetaState::default(),
+        )
+        .unwrap();
+        assert_eq!(config.config.cmd, None);
+    }
+
+    #[test]
+    fn bad_ports() {
+        for spec in ["80/icmp", "x", "9-8", "70000"] {
+            assert!(expose_ports(spec).is_err(), "{spec}");
+        }
+    }
+}

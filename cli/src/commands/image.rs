@@ -1,0 +1,348 @@
+//! The image commands: load, import, save, images, inspect, tag, rmi, prune, fsck.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use anyhow::{Context, bail};
+use cairn_builder::meta::{self, MetaState};
+use cairn_layers::archive::{self, ToSave};
+use cairn_layers::compress::Compression;
+use cairn_layers::image::{History, ImageConfig, timestamp};
+use cairn_layers::store::{Image, Store};
+use cairn_layers::{Reference, layer};
+use cairn_parser::expand::Lexer;
+use serde_json::json;
+
+use crate::args::{
+    ImagesArgs, ImportArgs, InspectArgs, ListFormat, LoadArgs, RmiArgs, SaveArgs, SaveFormat,
+    TagArgs,
+};
+
+/// `SOURCE_DATE_EPOCH`, when set: the creation time of what cairn writes.
+pub fn source_date_epoch() -> anyhow::Result<Option<i64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => {
+            Ok(Some(v.parse().with_context(|| {
+                format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")
+            })?))
+        }
+        _ => Ok(None),
+    }
+}
+
+pub fn load(store: &Store, args: &LoadArgs) -> anyhow::Result<()> {
+    let name = args.tag.as_deref().map(Reference::parse).transpose()?;
+    let loaded = archive::load(store, &args.input, name.as_ref())
+        .with_context(|| format!("failed to load {}", args.input.display()))?;
+    let mut out = std::io::stdout().lock();
+    for l in loaded {
+        if l.names.is_empty() {
+            writeln!(out, "Loaded image ID: {}", store.image(&l.manifest)?.id())?;
+        }
+        for n in l.names {
+            writeln!(out, "Loaded image: {}", n.familiar())?;
+        }
+    }
+    Ok(())
+}
+
+pub fn import(store: &Store, args: &ImportArgs) -> anyhow::Result<()> {
+    let name = Reference::parse(&args.name)?;
+    // Check the changes before reading a possibly large tarball.
+    let changes = args.changes.join("\n");
+    let df = cairn_parser::parse("--change", &format!("FROM scratch\n{changes}\n"))?;
+    let epoch = source_date_epoch()?;
+    let _writing = store.writing()?;
+    let what = args.rootfs.display().to_string();
+    let layer = if args.rootfs.as_os_str() == "-" {
+        layer::import_tarball(
+            store,
+            std::io::stdin().lock(),
+            "standard input",
+            Compression::Gzip,
+        )?
+    } else {
+        let f =
+            std::fs::File::open(&args.rootfs).with_context(|| format!("failed to open {what}"))?;
+        layer::import_tarball(store, f, &what, Compression::Gzip)?
+    };
+    let mut config = ImageConfig::scratch();
+    let created = timestamp(epoch);
+    config.created = Some(created.clone());
+    config.rootfs.diff_ids.push(layer.diff_id.clone());
+    config.history.push(History {
+        created: Some(created),
+        // The file name only: a temp directory in the path would change the image ID.
+        created_by: Some(format!(
+            "cairn import {}",
+            args.rootfs
+                .file_name()
+                .map_or_else(|| what.clone(), |n| n.to_string_lossy().into_owned())
+        )),
+        comment: Some(
+            args.message
+                .clone()
+                .unwrap_or_else(|| "imported from a root filesystem tarball".into()),
+        ),
+        ..History::default()
+    });
+    let lexer = Lexer::new(df.directives.escape);
+    let mut state = MetaState::default();
+    for ins in &df.stages[0].instructions {
+        meta::apply(
+            &mut config,
+            &ins.kind,
+            &ins.original,
+            &BTreeMap::new(),
+            &lexer,
+            &mut state,
+        )
+        .with_context(|| format!("--change {:?}", ins.original))?;
+    }
+    let manifest = store.put_image(&config, vec![layer.descriptor])?;
+    store.tag(&name, &manifest)?;
+    writeln!(std::io::stdout().lock(), "{}", store.image(&manifest)?.id())?;
+    Ok(())
+}
+
+fn to_save(store: &Store, names: &[String]) -> anyhow::Result<Vec<ToSave>> {
+    names
+        .iter()
+        .map(|n| {
+            let (reference, manifest) = store.resolve(n)?;
+            // A name given as a reference keeps its tag in the output even if resolved by ID.
+            let reference =
+                reference.or_else(|| Reference::parse(n).ok().filter(|r| r.digest().is_none()));
+            Ok(ToSave {
+                reference,
+                manifest,
+            })
+        })
+        .collect()
+}
+
+pub fn save(store: &Store, args: &SaveArgs) -> anyhow::Result<()> {
+    let images = to_save(store, &args.names)?;
+    let format = match args.format {
+        SaveFormat::OciArchive => archive::SaveFormat::OciArchive,
+        SaveFormat::DockerArchive => archive::SaveFormat::DockerArchive,
+        SaveFormat::OciDir => archive::SaveFormat::OciDir,
+    };
+    archive::save(store, &images, format, &args.output)
+        .with_context(|| format!("failed to save to {}", args.output.display()))?;
+    Ok(())
+}
+
+/// "3 hours ago", as docker shows creation times.
+fn ago(created: Option<&str>) -> String {
+    let Some(ts) = created.and_then(|c| c.parse::<jiff::Timestamp>().ok()) else {
+        return "N/A".to_owned();
+    };
+    let secs = (jiff::Timestamp::now().as_second() - ts.as_second()).max(0);
+    let (n, unit) = match secs {
+        0..60 => return "Less than a minute ago".to_owned(),
+        60..3600 => (secs / 60, "minute"),
+        3600..86400 => (secs / 3600, "hour"),
+        86400..2_592_000 => (secs / 86400, "day"),
+        2_592_000..31_536_000 => (secs / 2_592_000, "month"),
+        _ => (secs / 31_536_000, "year"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+}
+
+/// Bytes as docker shows them: 4.26MB (decimal units).
+fn human_size(n: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < units.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_owned()
+            + units[i]
+    }
+}
+
+pub fn images(store: &Store, args: &ImagesArgs) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for t in store.tags()? {
+        let img = store
+            .image(&t.manifest)
+            .with_context(|| format!("image {}", t.reference.familiar()))?;
+        rows.push((t.reference, img));
+    }
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        ListFormat::Json => {
+            let v: Vec<_> = rows
+                .iter()
+                .map(|(r, img)| {
+                    json!({
+                        "repository": r.familiar_repository(),
+                        "tag": r.tag(),
+                        "name": r.to_string(),
+                        "id": img.id(),
+                        "digest": img.manifest_descriptor.digest,
+                        "created": img.config.created,
+                        "size": img.size(),
+                    })
+                })
+                .collect();
+            serde_json::to_writer_pretty(&mut out, &v)?;
+            writeln!(out)?;
+        }
+        ListFormat::Table => {
+            let table: Vec<[String; 5]> = rows
+                .iter()
+                .map(|(r, img)| {
+                    [
+                        r.familiar_repository(),
+                        r.tag().unwrap_or("<none>").to_owned(),
+                        img.id().short().to_owned(),
+                        ago(img.config.created.as_deref()),
+                        human_size(img.size()),
+                    ]
+                })
+                .collect();
+            let head = ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"].map(str::to_owned);
+            let mut widths = head.clone().map(|h| h.len());
+            for row in &table {
+                for (w, c) in widths.iter_mut().zip(row) {
+                    *w = (*w).max(c.chars().count());
+                }
+            }
+            for row in std::iter::once(&head).chain(&table) {
+                let line: Vec<String> = row
+                    .iter()
+                    .zip(widths)
+                    .map(|(c, w)| format!("{c:w$}"))
+                    .collect();
+                writeln!(out, "{}", line.join("   ").trim_end())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn inspect_one(store: &Store, name: &str) -> anyhow::Result<serde_json::Value> {
+    let (_, manifest) = store.resolve(name)?;
+    let img: Image = store.image(&manifest)?;
+    let tags: Vec<String> = store
+        .tags()?
+        .into_iter()
+        .filter(|t| t.manifest.digest == manifest.digest)
+        .map(|t| t.reference.familiar())
+        .collect();
+    let c = &img.config;
+    Ok(json!({
+        "Id": img.id(),
+        "RepoTags": tags,
+        "ManifestDigest": manifest.digest,
+        "Created": c.created,
+        "Author": c.author.clone().unwrap_or_default(),
+        "Architecture": c.architecture,
+        "Os": c.os,
+        "Variant": c.variant,
+        "Config": c.config,
+        "RootFS": { "Type": c.rootfs.kind, "Layers": c.rootfs.diff_ids },
+        "History": c.history,
+        "Size": img.size(),
+        "Layers": img.manifest.layers,
+    }))
+}
+
+pub fn inspect(store: &Store, args: &InspectArgs) -> anyhow::Result<()> {
+    let all = args
+        .names
+        .iter()
+        .map(|n| inspect_one(store, n))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &all)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+pub fn tag(store: &Store, args: &TagArgs) -> anyhow::Result<()> {
+    let (_, manifest) = store.resolve(&args.source)?;
+    let target = Reference::parse(&args.target)?;
+    if target.digest().is_some() {
+        bail!("cannot tag with a digest reference: {}", args.target);
+    }
+    store.tag(&target, &manifest)?;
+    Ok(())
+}
+
+pub fn rmi(store: &Store, args: &RmiArgs) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for name in &args.names {
+        let (reference, manifest) = store.resolve(name)?;
+        let refs: Vec<Reference> = match reference {
+            Some(r) => vec![r],
+            None => {
+                let all: Vec<Reference> = store
+                    .tags()?
+                    .into_iter()
+                    .filter(|t| t.manifest.digest == manifest.digest)
+                    .map(|t| t.reference)
+                    .collect();
+                if all.len() > 1 && !args.force {
+                    let names: Vec<String> = all.iter().map(Reference::familiar).collect();
+                    bail!(
+                        "image {name} has several names ({}); remove them by name, or use -f",
+                        names.join(", ")
+                    );
+                }
+                all
+            }
+        };
+        for r in refs {
+            store.untag(&r)?;
+            writeln!(out, "Untagged: {}", r.familiar())?;
+        }
+    }
+    Ok(())
+}
+
+pub fn prune(store: &Store) -> anyhow::Result<()> {
+    let r = store.prune()?;
+    writeln!(
+        std::io::stdout().lock(),
+        "Deleted {} blobs and {} unpacked layers; reclaimed {}",
+        r.blobs,
+        r.layers,
+        human_size(r.bytes)
+    )?;
+    Ok(())
+}
+
+pub fn fsck(store: &Store) -> anyhow::Result<()> {
+    let r = store.fsck()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "checked {} blobs and {} images", r.blobs, r.images)?;
+    if r.temp_files > 0 {
+        writeln!(
+            out,
+            "{} unfinished writes in tmp/ (prune removes them)",
+            r.temp_files
+        )?;
+    }
+    for p in &r.problems {
+        writeln!(out, "problem: {p}")?;
+    }
+    if !r.problems.is_empty() {
+        bail!(
+            "the store at {} has {} problems",
+            store.root().display(),
+            r.problems.len()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,726 @@
+//! Images in and out of the store: OCI image layouts (directories), OCI archives (a tar of a
+//! layout) and docker-archives (`docker save`), detected automatically when loading.
+//!
+//! Loading streams every blob from its source straight into the store, verified against its
+//! digest, and only then writes tags, so a load killed at any moment leaves a consistent store
+//! (at worst with unreferenced blobs and temp files that `prune` removes).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::compress::{self, Compression};
+use crate::digest::{Digest, HashingWriter};
+use crate::error::{Error, IoContext, Result};
+use crate::image::{
+    DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Descriptor, ImageConfig, Index, Manifest, OCI_CONFIG,
+    OCI_INDEX, OCI_MANIFEST, REF_NAME, host_architecture,
+};
+use crate::reference::Reference;
+use crate::store::Store;
+
+/// containerd's annotation for an image's full name in an OCI layout (docker save writes it).
+pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
+
+/// How `save` writes images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveFormat {
+    OciArchive,
+    DockerArchive,
+    OciDir,
+}
+
+/// One image that a load added, and the names it was given.
+#[derive(Debug, Clone, Serialize)]
+pub struct Loaded {
+    pub manifest: Descriptor,
+    pub names: Vec<Reference>,
+}
+
+/// One entry of a docker-archive's `manifest.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerEntry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+/// Loads every image from `path` (a layout directory, an OCI archive or a docker-archive, the
+/// archives optionally gzip-compressed). `name`, when given, names the image instead of the
+/// names in the archive (the archive must then hold exactly one image).
+pub fn load(store: &Store, path: &Path, name: Option<&Reference>) -> Result<Vec<Loaded>> {
+    let _writing = store.writing()?;
+    let meta = fs_err::metadata(path).map_err(|source| Error::Io {
+        action: "read",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let found = if meta.is_dir() {
+        load_layout_dir(store, path)?
+    } else {
+        let file = File::open(path).at("open", path)?;
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let head = reader.fill_buf().at("read", path)?.to_vec();
+        let plain = compress::decompress(reader, Compression::detect(&head))?;
+        load_tar(store, plain, path)?
+    };
+    name_and_tag(store, found, name, path)
+}
+
+/// An image found in a source, before tagging: its manifest and the names the source gives it.
+struct Found {
+    manifest: Descriptor,
+    names: Vec<String>,
+}
+
+fn name_and_tag(
+    store: &Store,
+    found: Vec<Found>,
+    name: Option<&Reference>,
+    path: &Path,
+) -> Result<Vec<Loaded>> {
+    let what = path.display().to_string();
+    if found.is_empty() {
+        return Err(Error::invalid(what, "it holds no image"));
+    }
+    if name.is_some() && found.len() > 1 {
+        return Err(Error::invalid(
+            what,
+            format!(
+                "it holds {} images, so -t cannot name them all",
+                found.len()
+            ),
+        ));
+    }
+    let mut out = Vec::new();
+    for f in found {
+        let names = match name {
+            Some(n) => vec![n.clone()],
+            None => {
+                let mut refs = Vec::new();
+                for n in &f.names {
+                    // A bare tag (`latest`) names no repository.
+                    if !n.contains('/') && !n.contains(':') {
+                        return Err(Error::invalid(
+                            &what,
+                            format!(
+                                "it names its image only as {n:?}; give a name with -t NAME[:TAG]"
+                            ),
+                        ));
+                    }
+                    refs.push(Reference::parse(n)?);
+                }
+                refs
+            }
+        };
+        for n in &names {
+            store.tag(n, &f.manifest)?;
+        }
+        out.push(Loaded {
+            manifest: f.manifest,
+            names,
+        });
+    }
+    Ok(out)
+}
+
+/// The manifest an index entry leads to: itself, or for a nested index, the entry for this
+/// machine's platform.
+fn pick_manifest(store: &Store, d: &Descriptor, what: &str) -> Result<Descriptor> {
+    match d.media_type.as_str() {
+        OCI_MANIFEST | DOCKER_MANIFEST => Ok(d.clone()),
+        OCI_INDEX | DOCKER_MANIFEST_LIST => {
+            let index = Index::from_slice(&store.read_blob(&d.digest)?, what)?;
+            let arch = host_architecture();
+            let chosen = index.manifests.iter().find(|m| {
+                m.platform
+                    .as_ref()
+                    .is_some_and(|p| p.os == "linux" && p.architecture == arch)
+            });
+            match chosen {
+                Some(m) => pick_manifest(store, m, what),
+                None => {
+                    let have: Vec<String> = index
+                        .manifests
+                        .iter()
+                        .filter_map(|m| m.platform.as_ref())
+                        .map(|p| format!("{}/{}", p.os, p.architecture))
+                        .collect();
+                    Err(Error::invalid(
+                        what,
+                        format!("no image for linux/{arch} (it has {})", have.join(", ")),
+                    ))
+                }
+            }
+        }
+        other => Err(Error::MediaType(other.to_owned())),
+    }
+}
+
+/// Checks that a manifest's config and layers are all in the store now, and well-formed.
+fn check_complete(store: &Store, manifest: &Descriptor, what: &str) -> Result<()> {
+    let m = Manifest::from_slice(&store.read_blob(&manifest.digest)?, what)?;
+    let config = ImageConfig::from_slice(&store.read_blob(&m.config.digest)?, what)?;
+    if config.rootfs.diff_ids.len() != m.layers.len() {
+        return Err(Error::invalid(
+            what,
+            format!(
+                "the manifest has {} layers but the config {} diff_ids",
+                m.layers.len(),
+                config.rootfs.diff_ids.len()
+            ),
+        ));
+    }
+    for l in &m.layers {
+        if Compression::from_media_type(&l.media_type).is_none() {
+            return Err(Error::MediaType(l.media_type.clone()));
+        }
+        if !store.has_blob(&l.digest) {
+            return Err(Error::BlobNotFound(l.digest.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// The images an OCI index names, with their manifests resolved and checked.
+fn images_of_index(store: &Store, index: &Index, what: &str) -> Result<Vec<Found>> {
+    let mut out = Vec::new();
+    for d in &index.manifests {
+        let manifest = pick_manifest(store, d, what)?;
+        check_complete(store, &manifest, what)?;
+        let mut names = Vec::new();
+        if let Some(n) = d.annotations.get(CONTAINERD_NAME) {
+            names.push(n.clone());
+        } else if let Some(n) = d.annotations.get(REF_NAME) {
+            names.push(n.clone());
+        }
+        let mut manifest = manifest;
+        manifest.annotations.clear();
+        manifest.platform = None;
+        out.push(Found { manifest, names });
+    }
+    Ok(out)
+}
+
+/// Copies what a layout's index reaches into the store, verifying each blob.
+fn load_layout_dir(store: &Store, dir: &Path) -> Result<Vec<Found>> {
+    let what = dir.display().to_string();
+    if !dir.join("oci-layout").is_file() {
+        return Err(Error::invalid(
+            &what,
+            "a directory to load must be an OCI image layout (it has no oci-layout file)",
+        ));
+    }
+    let index_path = dir.join("index.json");
+    let index = Index::from_slice(&fs_err::read(&index_path).at("read", &index_path)?, &what)?;
+    let blob = |d: &Digest| dir.join("blobs").join(d.algorithm()).join(d.hex());
+    // Copy every blob a descriptor reaches, depth first, verifying each.
+    let mut pending: Vec<Descriptor> = index.manifests.clone();
+    while let Some(d) = pending.pop() {
+        if !store.has_blob(&d.digest) {
+            let path = blob(&d.digest);
+            let mut f = File::open(&path).at("open", &path)?;
+            store.ingest(&mut f, &d.digest, Some(d.size))?;
+        }
+        match d.media_type.as_str() {
+            OCI_INDEX | DOCKER_MANIFEST_LIST => {
+                let nested = Index::from_slice(&store.read_blob(&d.digest)?, &what)?;
+                let arch = host_architecture();
+                pending.extend(nested.manifests.into_iter().filter(|m| {
+                    m.platform
+                        .as_ref()
+                        .is_none_or(|p| p.os == "linux" && p.architecture == arch)
+                }));
+            }
+            OCI_MANIFEST | DOCKER_MANIFEST => {
+                let m = Manifest::from_slice(&store.read_blob(&d.digest)?, &what)?;
+                pending.push(m.config);
+                pending.extend(m.layers);
+            }
+            _ => {}
+        }
+    }
+    images_of_index(store, &index, &what)
+}
+
+/// Reads an OCI archive or a docker-archive, streaming blobs into the store as they come.
+fn load_tar(store: &Store, plain: Box<dyn Read + '_>, path: &Path) -> Result<Vec<Found>> {
+    let what = path.display().to_string();
+    let mut archive = tar::Archive::new(plain);
+    let mut index_json = None;
+    let mut docker_manifest = None;
+    let mut oci_layout = false;
+    // Other files, by their path in the archive: their digest and size once stored.
+    let mut files: BTreeMap<String, (Digest, u64)> = BTreeMap::new();
+    let mut links: BTreeMap<String, String> = BTreeMap::new();
+    let entries = archive
+        .entries()
+        .map_err(|e| Error::stream(format!("read {what} as a tar archive"), e))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| Error::stream(format!("read {what}"), e))?;
+        let raw = entry
+            .path()
+            .map_err(|e| Error::stream(format!("read an entry name in {what}"), e))?
+            .to_string_lossy()
+            .into_owned();
+        let name = raw.trim_start_matches("./").to_owned();
+        let kind = entry.header().entry_type();
+        if kind.is_symlink() || kind.is_hard_link() {
+            if let Ok(Some(target)) = entry.link_name() {
+                let target = target.to_string_lossy().into_owned();
+                // Docker's legacy format links duplicate layers: resolve relative to the entry.
+                let base = Path::new(&name).parent().unwrap_or(Path::new(""));
+                let resolved = if kind.is_symlink() {
+                    normalize(&base.join(&target))
+                } else {
+                    target.trim_start_matches("./").to_owned()
+                };
+                links.insert(name, resolved);
+            }
+            continue;
+        }
+        if !kind.is_file() {
+            continue;
+        }
+        let small = |entry: &mut tar::Entry<'_, _>| -> Result<Vec<u8>> {
+            if entry.size() > 64 << 20 {
+                return Err(Error::invalid(
+                    &what,
+                    format!("{name} is too large for a metadata file"),
+                ));
+            }
+            let mut v = Vec::new();
+            entry
+                .read_to_end(&mut v)
+                .map_err(|e| Error::stream(format!("read {name} in {what}"), e))?;
+            Ok(v)
+        };
+        match name.as_str() {
+            "oci-layout" => oci_layout = true,
+            "index.json" => index_json = Some(small(&mut entry)?),
+            "manifest.json" => docker_manifest = Some(small(&mut entry)?),
+            "repositories" => {}
+            _ => {
+                if let Some(hex) = name.strip_prefix("blobs/sha256/")
+                    && let Ok(d) = format!("sha256:{hex}").parse::<Digest>()
+                {
+                    let size = entry.size();
+                    store.ingest(&mut entry, &d, Some(size))?;
+                    files.insert(name, (d, size));
+                } else if name.ends_with("/json") || name.ends_with("/VERSION") {
+                    // Docker's legacy per-layer metadata: not part of the image.
+                } else {
+                    let mut w = store.blob_writer()?;
+                    if let Err(e) = io::copy(&mut entry, &mut w) {
+                        w.abort();
+                        return Err(Error::stream(format!("read {name} in {what}"), e));
+                    }
+                    let stored = w.commit(None)?;
+                    files.insert(name, stored);
+                }
+            }
+        }
+    }
+    let lookup = |p: &str| -> Option<(Digest, u64)> {
+        let p = p.trim_start_matches("./");
+        let p = links.get(p).map_or(p, String::as_str);
+        files.get(p).cloned()
+    };
+    if let (true, Some(bytes)) = (oci_layout, &index_json) {
+        let index = Index::from_slice(bytes, &format!("index.json in {what}"))?;
+        let mut found = images_of_index(store, &index, &what)?;
+        // docker save writes both formats; where the layout names an image only by tag,
+        // manifest.json's RepoTags are the better names.
+        let repo_tags: BTreeMap<Digest, Vec<String>> = docker_manifest
+            .as_deref()
+            .and_then(|m| serde_json::from_slice::<Vec<DockerEntry>>(m).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| Some((lookup(&e.config)?.0, e.repo_tags?)))
+            .collect();
+        for f in &mut found {
+            if f.names.iter().any(|n| n.contains('/') || n.contains(':')) {
+                continue;
+            }
+            let config = store.image(&f.manifest)?.manifest.config.digest;
+            if let Some(tags) = repo_tags.get(&config) {
+                f.names = tags.clone();
+            }
+        }
+        return Ok(found);
+    }
+    let Some(bytes) = docker_manifest else {
+        return Err(Error::invalid(
+            &what,
+            "not an OCI archive (no oci-layout and index.json) nor a docker-archive (no manifest.json)",
+        ));
+    };
+    let entries: Vec<DockerEntry> =
+        serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+            what: format!("manifest.json in {what}"),
+            source,
+        })?;
+    let mut found = Vec::new();
+    for e in entries {
+        let missing = |p: &str| {
+            Error::invalid(
+                &what,
+                format!("manifest.json names {p}, which is not in the archive"),
+            )
+        };
+        let (config_digest, config_size) = lookup(&e.config).ok_or_else(|| missing(&e.config))?;
+        let config = ImageConfig::from_slice(
+            &store.read_blob(&config_digest)?,
+            &format!("{} in {what}", e.config),
+        )?;
+        if config.rootfs.diff_ids.len() != e.layers.len() {
+            return Err(Error::invalid(
+                &what,
+                "manifest.json and the config disagree on the number of layers",
+            ));
+        }
+        let mut layers = Vec::new();
+        for (layer, diff_id) in e.layers.iter().zip(&config.rootfs.diff_ids) {
+            let (digest, size) = lookup(layer).ok_or_else(|| missing(layer))?;
+            let mut f = store.open_blob(&digest)?;
+            let mut head = [0u8; 4];
+            let n = f.read(&mut head).at("read", store.blob_path(&digest))?;
+            let compression = Compression::detect(&head[..n]);
+            // The layer must be what the config says it is.
+            let actual = if compression == Compression::None {
+                digest.clone()
+            } else {
+                let mut r = compress::decompress(store.open_blob(&digest)?, compression)?;
+                let mut h = HashingWriter::new(io::sink());
+                io::copy(&mut r, &mut h)
+                    .map_err(|e| Error::stream(format!("decompress layer {layer}"), e))?;
+                h.finish().0
+            };
+            if actual != *diff_id {
+                return Err(Error::DigestMismatch {
+                    what: format!("layer {layer} (diff_id)"),
+                    expected: diff_id.clone(),
+                    actual,
+                });
+            }
+            layers.push(Descriptor {
+                media_type: compression.layer_media_type().to_owned(),
+                digest,
+                size,
+                platform: None,
+                annotations: BTreeMap::new(),
+            });
+        }
+        let manifest = Manifest::new(
+            Descriptor {
+                media_type: OCI_CONFIG.to_owned(),
+                digest: config_digest,
+                size: config_size,
+                platform: None,
+                annotations: BTreeMap::new(),
+            },
+            layers,
+        );
+        let bytes = manifest.to_bytes();
+        let digest = store.put_blob(&bytes)?;
+        found.push(Found {
+            manifest: Descriptor {
+                media_type: OCI_MANIFEST.to_owned(),
+                digest,
+                size: bytes.len() as u64,
+                platform: None,
+                annotations: BTreeMap::new(),
+            },
+            names: e.repo_tags.unwrap_or_default(),
+        });
+    }
+    Ok(found)
+}
+
+/// Lexically resolves `.` and `..` in an archive path.
+fn normalize(p: &Path) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            std::path::Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+            _ => {}
+        }
+    }
+    parts.join("/")
+}
+
+/// An image to save, with the name to give it in the output.
+#[derive(Debug, Clone)]
+pub struct ToSave {
+    pub reference: Option<Reference>,
+    pub manifest: Descriptor,
+}
+
+/// Deterministic tar headers: owned by root, dated the epoch.
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h
+}
+
+/// The index.json of a saved layout: each image named by its tag (`ref.name`, as skopeo's
+/// `oci:DIR:TAG` looks it up) and by its full name (containerd's annotation, as docker writes).
+fn saved_index(images: &[ToSave]) -> Index {
+    Index::new(
+        images
+            .iter()
+            .map(|i| {
+                let mut d = i.manifest.clone();
+                d.annotations.clear();
+                if let Some(r) = &i.reference {
+                    d.annotations
+                        .insert(CONTAINERD_NAME.to_owned(), r.to_string());
+                    if let Some(t) = r.tag() {
+                        d.annotations.insert(REF_NAME.to_owned(), t.to_owned());
+                    }
+                }
+                d
+            })
+            .collect(),
+    )
+}
+
+/// Every blob the images reach, without repeats, in a stable order.
+fn blobs_of(store: &Store, images: &[ToSave]) -> Result<Vec<(Digest, u64)>> {
+    let mut seen = BTreeMap::new();
+    for i in images {
+        let img = store.image(&i.manifest)?;
+        seen.insert(i.manifest.digest.clone(), i.manifest.size);
+        seen.insert(img.manifest.config.digest.clone(), img.manifest.config.size);
+        for l in &img.manifest.layers {
+            seen.insert(l.digest.clone(), l.size);
+        }
+    }
+    Ok(seen.into_iter().collect())
+}
+
+/// Writes the images to `out` in `format`. Archives are written to a temp file next to `out`
+/// and renamed into place, so a failed save leaves no half-written archive.
+pub fn save(store: &Store, images: &[ToSave], format: SaveFormat, out: &Path) -> Result<()> {
+    match format {
+        SaveFormat::OciDir => save_dir(store, images, out),
+        SaveFormat::OciArchive | SaveFormat::DockerArchive => {
+            let parent = out
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let file_name = out
+                .file_name()
+                .map_or_else(|| "archive".into(), |n| n.to_string_lossy().into_owned());
+            let temp = parent.join(format!(".{file_name}.cairn-tmp-{}", std::process::id()));
+            let result = (|| {
+                let f = File::create(&temp).at("create", &temp)?;
+                let mut w = io::BufWriter::with_capacity(1 << 20, f);
+                if format == SaveFormat::OciArchive {
+                    write_oci_archive(store, images, &mut w)?;
+                } else {
+                    write_docker_archive(store, images, &mut w)?;
+                }
+                let f = w.into_inner().map_err(|e| Error::Io {
+                    action: "write",
+                    path: temp.clone(),
+                    source: e.into_error(),
+                })?;
+                f.sync_all().at("sync", &temp)?;
+                fs_err::rename(&temp, out).map_err(|source| Error::Io {
+                    action: "rename into place",
+                    path: out.to_path_buf(),
+                    source,
+                })
+            })();
+            if result.is_err() {
+                let _ = std::fs::remove_file(&temp);
+            }
+            result
+        }
+    }
+}
+
+fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, path: &str, bytes: &[u8]) -> Result<()> {
+    let mut h = header(tar::EntryType::Regular, 0o644, bytes.len() as u64);
+    tar.append_data(&mut h, path, bytes)
+        .map_err(|e| Error::stream(format!("write {path} to the archive"), e))
+}
+
+fn append_dir<W: Write>(tar: &mut tar::Builder<W>, path: &str) -> Result<()> {
+    let mut h = header(tar::EntryType::Directory, 0o755, 0);
+    tar.append_data(&mut h, path, io::empty())
+        .map_err(|e| Error::stream(format!("write {path} to the archive"), e))
+}
+
+fn append_blob<W: Write>(
+    store: &Store,
+    tar: &mut tar::Builder<W>,
+    path: &str,
+    d: &Digest,
+    size: u64,
+) -> Result<()> {
+    let f = store.open_blob(d)?;
+    let mut h = header(tar::EntryType::Regular, 0o644, size);
+    tar.append_data(&mut h, path, f.take(size))
+        .map_err(|e| Error::stream(format!("write blob {d} to the archive"), e))
+}
+
+fn write_oci_archive<W: Write>(store: &Store, images: &[ToSave], w: W) -> Result<()> {
+    let mut tar = tar::Builder::new(w);
+    append_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    append_bytes(&mut tar, "index.json", &saved_index(images).to_bytes())?;
+    append_dir(&mut tar, "blobs/")?;
+    append_dir(&mut tar, "blobs/sha256/")?;
+    for (d, size) in blobs_of(store, images)? {
+        append_blob(
+            store,
+            &mut tar,
+            &format!("blobs/sha256/{}", d.hex()),
+            &d,
+            size,
+        )?;
+    }
+    tar.into_inner()
+        .map_err(|e| Error::stream("finish the archive", e))?
+        .flush()
+        .map_err(|e| Error::stream("finish the archive", e))
+}
+
+fn write_docker_archive<W: Write>(store: &Store, images: &[ToSave], w: W) -> Result<()> {
+    let mut tar = tar::Builder::new(w);
+    let mut entries = Vec::new();
+    let mut written = std::collections::BTreeSet::new();
+    for i in images {
+        let img = store.image(&i.manifest)?;
+        let config_path = format!("{}.json", img.manifest.config.digest.hex());
+        if written.insert(config_path.clone()) {
+            append_bytes(&mut tar, &config_path, &img.config_bytes)?;
+        }
+        let mut layer_paths = Vec::new();
+        for (l, diff_id) in img.manifest.layers.iter().zip(&img.config.rootfs.diff_ids) {
+            // docker load and podman load both read uncompressed layer tars named by diff_id.
+            let path = format!("{}/layer.tar", diff_id.hex());
+            if written.insert(path.clone()) {
+                append_dir(&mut tar, &format!("{}/", diff_id.hex()))?;
+                let compression = Compression::from_media_type(&l.media_type)
+                    .ok_or_else(|| Error::MediaType(l.media_type.clone()))?;
+                if compression == Compression::None {
+                    append_blob(store, &mut tar, &path, &l.digest, l.size)?;
+                } else {
+                    append_decompressed(store, &mut tar, &path, &l.digest, compression, diff_id)?;
+                }
+            }
+            layer_paths.push(path);
+        }
+        entries.push(DockerEntry {
+            config: config_path,
+            repo_tags: i.reference.as_ref().map(|r| vec![r.familiar()]),
+            layers: layer_paths,
+        });
+    }
+    let manifest = serde_json::to_vec(&entries).map_err(|source| Error::Json {
+        what: "manifest.json".into(),
+        source,
+    })?;
+    append_bytes(&mut tar, "manifest.json", &manifest)?;
+    tar.into_inner()
+        .map_err(|e| Error::stream("finish the archive", e))?
+        .flush()
+        .map_err(|e| Error::stream("finish the archive", e))
+}
+
+/// A tar entry's size must be known up front, so the layer is decompressed to a temp file in
+/// the store first (and checked against its diff_id on the way).
+fn append_decompressed<W: Write>(
+    store: &Store,
+    tar: &mut tar::Builder<W>,
+    path: &str,
+    digest: &Digest,
+    compression: Compression,
+    diff_id: &Digest,
+) -> Result<()> {
+    let temp: PathBuf =
+        store
+            .root()
+            .join("tmp")
+            .join(format!("save-{}-{}", std::process::id(), diff_id.hex()));
+    let result = (|| {
+        let mut r = compress::decompress(store.open_blob(digest)?, compression)?;
+        let f = File::create(&temp).at("create", &temp)?;
+        let mut w = HashingWriter::new(io::BufWriter::new(f));
+        io::copy(&mut r, &mut w)
+            .map_err(|e| Error::stream(format!("decompress layer {digest}"), e))?;
+        let (actual, size, buf) = w.finish();
+        drop(buf);
+        if actual != *diff_id {
+            return Err(Error::DigestMismatch {
+                what: format!("layer {digest} (diff_id)"),
+                expected: diff_id.clone(),
+                actual,
+            });
+        }
+        let f = File::open(&temp).at("open", &temp)?;
+        let mut h = header(tar::EntryType::Regular, 0o644, size);
+        tar.append_data(&mut h, path, f)
+            .map_err(|e| Error::stream(format!("write {path} to the archive"), e))
+    })();
+    let _ = std::fs::remove_file(&temp);
+    result
+}
+
+fn save_dir(store: &Store, images: &[ToSave], dir: &Path) -> Result<()> {
+    let blobs = dir.join("blobs/sha256");
+    fs_err::create_dir_all(&blobs).map_err(|source| Error::Io {
+        action: "create",
+        path: blobs.clone(),
+        source,
+    })?;
+    for (d, size) in blobs_of(store, images)? {
+        let target = blobs.join(d.hex());
+        if target.is_file() && fs_err::metadata(&target).map(|m| m.len()).ok() == Some(size) {
+            continue;
+        }
+        let temp = blobs.join(format!(".{}.tmp", d.hex()));
+        let mut from = store.open_blob(&d)?;
+        let mut to = File::create(&temp).at("create", &temp)?;
+        io::copy(&mut from, &mut to).at("write", &temp)?;
+        to.sync_all().at("sync", &temp)?;
+        fs_err::rename(&temp, &target).map_err(|source| Error::Io {
+            action: "rename into place",
+            path: target.clone(),
+            source,
+        })?;
+    }
+    let layout = dir.join("oci-layout");
+    fs_err::write(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(|source| Error::Io {
+        action: "write",
+        path: layout.clone(),
+        source,
+    })?;
+    let index = dir.join("index.json");
+    let temp = dir.join(".index.json.tmp");
+    fs_err::write(&temp, saved_index(images).to_bytes()).map_err(|source| Error::Io {
+        action: "write",
+        path: temp.clone(),
+        source,
+    })?;
+    fs_err::rename(&temp, &index).map_err(|source| Error::Io {
+        action: "rename into place",
+        path: index.clone(),
+        source,
+    })
+}

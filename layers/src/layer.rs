@@ -1,0 +1,63 @@
+//! Writing a layer into the store in one pass: a tar producer → compression → a verified blob,
+//! giving the layer's descriptor and diff_id.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+
+use crate::compress::{self, Compression, LayerWriter};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::image::Descriptor;
+use crate::store::Store;
+
+/// A layer in the store: its blob descriptor and the digest of its uncompressed tar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLayer {
+    pub descriptor: Descriptor,
+    pub diff_id: Digest,
+    pub uncompressed_size: u64,
+}
+
+/// Runs `produce` with a writer that compresses into a new blob of the store. Nothing is left
+/// under a digest unless `produce` succeeds and the blob is complete.
+pub fn write_layer<F>(store: &Store, compression: Compression, produce: F) -> Result<StoredLayer>
+where
+    F: FnOnce(&mut dyn Write) -> Result<()>,
+{
+    let blob = store.blob_writer()?;
+    let mut w = LayerWriter::new(blob, compression);
+    if let Err(e) = produce(&mut w) {
+        if let Ok((_, blob)) = w.finish() {
+            blob.abort();
+        }
+        return Err(e);
+    }
+    let (digests, blob) = w.finish()?;
+    let (digest, size) = blob.commit(Some((&digests.digest, Some(digests.size))))?;
+    Ok(StoredLayer {
+        descriptor: Descriptor {
+            media_type: compression.layer_media_type().to_owned(),
+            digest,
+            size,
+            platform: None,
+            annotations: BTreeMap::new(),
+        },
+        diff_id: digests.diff_id,
+        uncompressed_size: digests.uncompressed_size,
+    })
+}
+
+/// A rootfs tarball (plain, gzip or zstd) as one layer, as `docker import` makes it; `what`
+/// names the source in errors.
+pub fn import_tarball(
+    store: &Store,
+    source: impl Read,
+    what: &str,
+    compression: Compression,
+) -> Result<StoredLayer> {
+    let (_, mut plain) = compress::decompress_detected(source)?;
+    write_layer(store, compression, |w| {
+        std::io::copy(&mut plain, w).map_err(|e| Error::stream(format!("read {what}"), e))?;
+        Ok(())
+    })
+}

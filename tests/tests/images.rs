@@ -1,0 +1,494 @@
+//! The image commands through the real binary, checked with real validators: the busybox
+//! fixture, load/save in every format, import, tag/rmi/prune/fsck, and crash safety.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use cairn_e2e::{cairn, cairn_bin, repo_root, texts};
+
+fn is_root() -> bool {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+/// Runs a command and insists it succeeds, showing its output when it does not.
+fn ok(mut cmd: Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?} could not start: {e}"));
+    let (stdout, stderr) = texts(&out);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    out
+}
+
+fn tool(name: &str) -> Command {
+    Command::new(name)
+}
+
+/// A store in its own temp dir, driven through `--root`.
+struct Store {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Store {
+    fn new() -> Store {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        Store { _dir: dir, root }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = cairn();
+        c.arg("--root").arg(&self.root).args(args);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        texts(&ok(self.cmd(args))).0
+    }
+
+    fn index(&self) -> serde_json::Value {
+        serde_json::from_slice(&fs::read(self.root.join("index.json")).unwrap()).unwrap()
+    }
+
+    fn inspect(&self, name: &str) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&self.run(&["inspect", name])).unwrap();
+        v[0].clone()
+    }
+}
+
+/// The busybox fixture, built once per test process into a temp dir.
+fn busybox_layout() -> &'static Path {
+    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, path) = DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("busybox");
+        let mut c = Command::new(repo_root().join("fixtures/busybox/make.sh"));
+        c.arg(&out).arg(cairn_bin());
+        ok(c);
+        (dir, out)
+    });
+    path
+}
+
+fn loaded_busybox() -> Store {
+    let s = Store::new();
+    let out = s.run(&[
+        "load",
+        "-i",
+        busybox_layout().to_str().unwrap(),
+        "-t",
+        "busybox",
+    ]);
+    assert_eq!(out, "Loaded image: busybox:latest\n");
+    s
+}
+
+#[test]
+fn busybox_fixture_is_reproducible_and_valid() {
+    let a = busybox_layout();
+    let dir = tempfile::tempdir().unwrap();
+    let b = dir.path().join("again");
+    let mut c = Command::new(repo_root().join("fixtures/busybox/make.sh"));
+    c.arg(&b).arg(cairn_bin());
+    ok(c);
+    assert_eq!(
+        fs::read(a.join("index.json")).unwrap(),
+        fs::read(b.join("index.json")).unwrap()
+    );
+    let mut v = tool("oci-image-tool");
+    v.args(["validate", "--type", "image", "--ref", "name=latest"])
+        .arg(a);
+    ok(v);
+    let mut inspect = tool("skopeo");
+    inspect
+        .args(["inspect", "--config"])
+        .arg(format!("oci:{}:latest", a.display()));
+    let config: serde_json::Value = serde_json::from_slice(&ok(inspect).stdout).unwrap();
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["sh"]));
+    assert_eq!(config["created"], "1970-01-01T00:00:00Z");
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn load_names_tags_and_inspects() {
+    let s = loaded_busybox();
+    let images = s.run(&["images"]);
+    let line = images.lines().nth(1).unwrap();
+    assert!(line.starts_with("busybox "), "{images}");
+    assert!(line.contains(" latest "), "{images}");
+    let img = s.inspect("busybox");
+    assert_eq!(img["RepoTags"], serde_json::json!(["busybox:latest"]));
+    assert_eq!(img["Config"]["Cmd"], serde_json::json!(["sh"]));
+    assert!(
+        img["Config"]["Env"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("PATH=")
+    );
+    // The store itself is an OCI layout that validators accept, named by the full reference.
+    assert_eq!(
+        s.index()["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+        "docker.io/library/busybox:latest"
+    );
+    let mut v = tool("oci-image-tool");
+    v.args([
+        "validate",
+        "--type",
+        "image",
+        "--ref",
+        "name=docker.io/library/busybox:latest",
+    ])
+    .arg(&s.root);
+    ok(v);
+    // By ID, and a second name; rmi by ID needs -f when it has several names.
+    let id = img["Id"].as_str().unwrap().to_owned();
+    s.run(&["tag", &id[7..19], "localhost:5000/bb:v1"]);
+    assert_eq!(s.inspect("localhost:5000/bb:v1")["Id"], img["Id"]);
+    let out = s.cmd(&["rmi", &id[7..19]]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        texts(&out).1.contains("has several names"),
+        "{}",
+        texts(&out).1
+    );
+    assert_eq!(
+        s.run(&["rmi", "localhost:5000/bb:v1"]),
+        "Untagged: localhost:5000/bb:v1\n"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&s.run(&["images", "--format", "json"])).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1);
+    // Nothing to prune while busybox is named; everything once it is not.
+    assert!(s.run(&["prune"]).starts_with("Deleted 0 blobs"));
+    s.run(&["rmi", "busybox"]);
+    assert!(s.run(&["prune"]).starts_with("Deleted 3 blobs"));
+    s.run(&["fsck"]);
+}
+
+#[test]
+fn save_in_every_format_is_read_by_other_tools() {
+    let s = loaded_busybox();
+    let dir = tempfile::tempdir().unwrap();
+    let oci_dir = dir.path().join("layout");
+    let oci_tar = dir.path().join("image.oci.tar");
+    let docker_tar = dir.path().join("image.docker.tar");
+    s.run(&[
+        "save",
+        "busybox",
+        "--format",
+        "oci-dir",
+        "-o",
+        oci_dir.to_str().unwrap(),
+    ]);
+    s.run(&[
+        "save",
+        "busybox",
+        "--format",
+        "oci-archive",
+        "-o",
+        oci_tar.to_str().unwrap(),
+    ]);
+    s.run(&[
+        "save",
+        "busybox",
+        "--format",
+        "docker-archive",
+        "-o",
+        docker_tar.to_str().unwrap(),
+    ]);
+
+    let mut v = tool("oci-image-tool");
+    v.args(["validate", "--type", "image", "--ref", "name=latest"])
+        .arg(&oci_dir);
+    ok(v);
+    for reference in [
+        format!("oci:{}:latest", oci_dir.display()),
+        format!("oci-archive:{}:latest", oci_tar.display()),
+        format!("docker-archive:{}", docker_tar.display()),
+    ] {
+        let mut i = tool("skopeo");
+        i.args(["inspect", "--config", &reference]);
+        let config: serde_json::Value = serde_json::from_slice(&ok(i).stdout).unwrap();
+        assert_eq!(
+            config["config"]["Cmd"],
+            serde_json::json!(["sh"]),
+            "{reference}"
+        );
+        let copy_to = dir
+            .path()
+            .join(format!("copy-{}", reference.split(':').next().unwrap()));
+        let mut c = tool("skopeo");
+        c.args(["copy", &reference])
+            .arg(format!("oci:{}:latest", copy_to.display()));
+        ok(c);
+    }
+    // umoci unpacks what cairn saved into a runnable bundle.
+    let bundle = dir.path().join("bundle");
+    let mut u = tool("umoci");
+    u.arg("unpack");
+    if !is_root() {
+        u.arg("--rootless");
+    }
+    u.arg("--image")
+        .arg(format!("{}:latest", oci_dir.display()))
+        .arg(&bundle);
+    ok(u);
+    let rootfs = bundle.join("rootfs");
+    assert!(rootfs.join("bin/busybox").is_file());
+    assert_eq!(
+        fs::read_link(rootfs.join("bin/sh")).unwrap(),
+        Path::new("busybox")
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(rootfs.join("tmp"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o1777
+    );
+
+    // podman loads the docker-archive.
+    let pod = tempfile::tempdir().unwrap();
+    let mut p = tool("podman");
+    p.arg("--root").arg(pod.path().join("root"));
+    p.arg("--runroot").arg(pod.path().join("run"));
+    p.args(["--storage-driver", "vfs", "load", "-i"])
+        .arg(&docker_tar);
+    let out = ok(p);
+    assert!(texts(&out).0.contains("busybox"), "{}", texts(&out).0);
+}
+
+#[test]
+fn round_trips_keep_digests() {
+    let s = loaded_busybox();
+    let original = s.inspect("busybox");
+    let dir = tempfile::tempdir().unwrap();
+    for (format, file) in [
+        ("oci-archive", "a.tar"),
+        ("docker-archive", "d.tar"),
+        ("oci-dir", "layout"),
+    ] {
+        let path = dir.path().join(file);
+        s.run(&[
+            "save",
+            "busybox",
+            "--format",
+            format,
+            "-o",
+            path.to_str().unwrap(),
+        ]);
+        let fresh = Store::new();
+        let out = fresh.run(&["load", "-i", path.to_str().unwrap()]);
+        assert_eq!(out, "Loaded image: busybox:latest\n", "{format}");
+        let again = fresh.inspect("busybox");
+        assert_eq!(again["Id"], original["Id"], "{format}: image ID");
+        assert_eq!(again["RootFS"], original["RootFS"], "{format}: diff_ids");
+        if format != "docker-archive" {
+            // docker-archive layers are stored uncompressed, so only its manifest differs.
+            assert_eq!(
+                again["ManifestDigest"], original["ManifestDigest"],
+                "{format}: manifest"
+            );
+        }
+        fresh.run(&["fsck"]);
+    }
+}
+
+#[test]
+fn import_with_changes_and_from_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    fs::create_dir_all(rootfs.join("app")).unwrap();
+    fs::write(rootfs.join("app/hello"), "hi\n").unwrap();
+    let tarball = dir.path().join("rootfs.tar.gz");
+    let mut t = tool("tar");
+    t.arg("-C")
+        .arg(&rootfs)
+        .arg("-czf")
+        .arg(&tarball)
+        .arg("app");
+    ok(t);
+    let s = Store::new();
+    let id = s.run(&[
+        "import",
+        tarball.to_str().unwrap(),
+        "myapp:1",
+        "--change",
+        "ENV GREETING=hello",
+        "--change",
+        "WORKDIR /app",
+        "--change",
+        "ENTRYPOINT [\"cat\"]",
+        "--change",
+        "CMD hello",
+        "--change",
+        "USER 1000",
+        "--change",
+        "EXPOSE 8080",
+    ]);
+    assert!(id.starts_with("sha256:"), "{id}");
+    let img = s.inspect("myapp:1");
+    assert_eq!(img["Id"].as_str().unwrap(), id.trim());
+    let c = &img["Config"];
+    assert_eq!(c["Env"], serde_json::json!(["GREETING=hello"]));
+    assert_eq!(c["WorkingDir"], "/app");
+    assert_eq!(c["Entrypoint"], serde_json::json!(["cat"]));
+    assert_eq!(c["Cmd"], serde_json::json!(["/bin/sh", "-c", "hello"]));
+    assert_eq!(c["User"], "1000");
+    assert_eq!(c["ExposedPorts"], serde_json::json!({"8080/tcp": {}}));
+
+    // The same tarball through stdin, with SOURCE_DATE_EPOCH, twice: the same image ID.
+    let ids: Vec<String> = (0..2)
+        .map(|_| {
+            let mut c = s.cmd(&["import", "-", "fromstdin"]);
+            c.env("SOURCE_DATE_EPOCH", "1700000000");
+            let out = cairn_e2e::run_with_stdin(c, &fs::read(&tarball).unwrap());
+            assert!(out.status.success(), "{}", texts(&out).1);
+            texts(&out).0
+        })
+        .collect();
+    assert_eq!(ids[0], ids[1]);
+
+    // A bad --change is refused before anything is stored.
+    let out = s
+        .cmd(&[
+            "import",
+            tarball.to_str().unwrap(),
+            "bad",
+            "--change",
+            "RUNN x",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        texts(&out).1.contains("unknown instruction: RUNN"),
+        "{}",
+        texts(&out).1
+    );
+}
+
+#[test]
+fn bad_archives_are_refused_and_store_nothing() {
+    let s = Store::new();
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.tar");
+    fs::write(&junk, b"this is not a tar archive at all").unwrap();
+    let out = s
+        .cmd(&["load", "-i", junk.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(texts(&out).1.contains("junk.tar"), "{}", texts(&out).1);
+
+    // An OCI layout whose layer blob was tampered with: the load fails naming the digest, and
+    // nothing is stored under it.
+    let layout = dir.path().join("layout");
+    let mut cp = tool("cp");
+    cp.arg("-r").arg(busybox_layout()).arg(&layout);
+    ok(cp);
+    let manifest_index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mdigest = manifest_index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("blobs/sha256").join(&mdigest[7..])).unwrap())
+            .unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let blob = layout.join("blobs/sha256").join(&layer[7..]);
+    let mut bytes = fs::read(&blob).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(&blob, &bytes).unwrap();
+    let out = s
+        .cmd(&["load", "-i", layout.to_str().unwrap(), "-t", "busybox"])
+        .output()
+        .unwrap();
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains(&layer) && stderr.contains("does not match"),
+        "{stderr}"
+    );
+    assert!(!s.root.join("blobs/sha256").join(&layer[7..]).exists());
+    assert_eq!(s.index()["manifests"], serde_json::json!([]));
+    s.run(&["fsck"]);
+}
+
+/// Kills `cairn load` of a large archive at many moments; after each kill the store is
+/// consistent, and in the end the same load succeeds.
+#[test]
+fn load_survives_sigkill_at_any_moment() {
+    let dir = tempfile::tempdir().unwrap();
+    // A large image: 160 MiB of incompressible data in a few files.
+    let rootfs = dir.path().join("rootfs");
+    fs::create_dir_all(&rootfs).unwrap();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in 0..4 {
+        let mut data = vec![0u8; 40 << 20];
+        for chunk in data.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+        fs::write(rootfs.join(format!("data{i}")), &data).unwrap();
+    }
+    let tarball = dir.path().join("big.tar");
+    let mut t = tool("tar");
+    t.arg("-C").arg(&rootfs).arg("-cf").arg(&tarball).arg(".");
+    ok(t);
+    let source = Store::new();
+    source.run(&["import", tarball.to_str().unwrap(), "big:1"]);
+    let archive = dir.path().join("big.oci.tar");
+    source.run(&[
+        "save",
+        "big:1",
+        "--format",
+        "oci-archive",
+        "-o",
+        archive.to_str().unwrap(),
+    ]);
+
+    let target = Store::new();
+    // Fixed delays from 0 to ~1.5 s, so every phase of the load gets interrupted somewhere.
+    for (i, delay_ms) in [
+        0u64, 5, 20, 50, 90, 140, 200, 300, 450, 650, 900, 1200, 1500,
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut child = target
+            .cmd(&["load", "-i", archive.to_str().unwrap()])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(*delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let out = target.cmd(&["fsck"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "kill #{i} after {delay_ms} ms left a broken store:\n{}",
+            texts(&out).0
+        );
+    }
+    assert_eq!(
+        target.run(&["load", "-i", archive.to_str().unwrap()]),
+        "Loaded image: big:1\n"
+    );
+    target.run(&["fsck"]);
+    assert_eq!(target.inspect("big:1")["Id"], source.inspect("big:1")["Id"]);
+    // Leftovers of the killed loads go with prune; what the tag reaches stays.
+    target.run(&["prune"]);
+    assert_eq!(fs::read_dir(target.root.join("tmp")).unwrap().count(), 0);
+    target.run(&["fsck"]);
+}
