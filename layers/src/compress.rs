@@ -495,7 +495,10 @@ impl Deflater {
             store(data, last, out);
             return Ok(());
         }
-        self.main.reset();
+        // A fresh deflater for every chunk: `reset` on a reused one did not give byte-identical
+        // output (the blob then depended on which worker had compressed what before), and a
+        // blob must depend only on its input. The allocation is small next to a 1 MiB chunk.
+        self.main = Compress::new(flate2::Compression::new(self.level), false);
         if !dict.is_empty() {
             self.main.set_dictionary(dict).map_err(io::Error::other)?;
         }
@@ -527,7 +530,8 @@ impl Deflater {
         let stride = data.len() / SAMPLES;
         for i in 0..SAMPLES {
             let sample = &data[i * stride..i * stride + SAMPLE_LEN];
-            self.probe.reset();
+            // Fresh, like the main deflater: the decision must not depend on earlier chunks.
+            self.probe = Compress::new(flate2::Compression::new(PROBE_LEVEL), false);
             self.scratch.clear();
             deflate_all(
                 &mut self.probe,
