@@ -242,6 +242,28 @@ pub fn apply(
     Ok(())
 }
 
+/// Applies a run of metadata instructions in order (`cairn import --change`, ONBUILD-free
+/// stages); an error names the instruction as written.
+pub fn apply_all(
+    config: &mut ImageConfig,
+    instructions: &[cairn_parser::Instruction],
+    args: &BTreeMap<String, String>,
+    escape: char,
+) -> Result<()> {
+    let lexer = Lexer::new(escape);
+    let mut state = MetaState::default();
+    for ins in instructions {
+        apply(config, &ins.kind, &ins.original, args, &lexer, &mut state).map_err(|e| match e {
+            Error::Instruction { message, .. } => Error::Instruction {
+                instruction: ins.original.clone(),
+                message,
+            },
+            other => other,
+        })?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,19 +272,13 @@ mod tests {
         let src = format!("FROM scratch\n{lines}");
         let df = cairn_parser::parse("Dockerfile", &src).unwrap();
         let mut config = ImageConfig::scratch();
-        let mut state = MetaState::default();
-        let lexer = Lexer::new('\\');
-        for ins in &df.stages[0].instructions {
-            apply(
-                &mut config,
-                &ins.kind,
-                &ins.original,
-                &BTreeMap::new(),
-                &lexer,
-                &mut state,
-            )
-            .unwrap();
-        }
+        apply_all(
+            &mut config,
+            &df.stages[0].instructions,
+            &BTreeMap::new(),
+            '\\',
+        )
+        .unwrap();
         config
     }
 

@@ -104,6 +104,13 @@ fn temp_name(prefix: &str) -> String {
     )
 }
 
+/// The entries of a directory, each error naming the directory.
+fn entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
+    std::fs::read_dir(dir)
+        .and_then(|rd| rd.collect::<io::Result<Vec<_>>>())
+        .at("list", dir)
+}
+
 /// fsyncs a directory so a rename into it survives a crash.
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).at("sync", dir)
@@ -596,12 +603,7 @@ impl Store {
             }
         }
         let blobs = self.root.join("blobs/sha256");
-        for entry in fs_err::read_dir(&blobs).map_err(|source| Error::Io {
-            action: "list",
-            path: blobs.clone(),
-            source,
-        })? {
-            let entry = entry.at("list", &blobs)?;
+        for entry in entries(&blobs)? {
             let name = entry.file_name().to_string_lossy().into_owned();
             let known = format!("sha256:{name}").parse::<Digest>().ok();
             if known.is_some_and(|d| keep.contains(&d)) {
@@ -617,12 +619,7 @@ impl Store {
             report.bytes += len;
         }
         let layers = self.root.join("layers/sha256");
-        for entry in fs_err::read_dir(&layers).map_err(|source| Error::Io {
-            action: "list",
-            path: layers.clone(),
-            source,
-        })? {
-            let entry = entry.at("list", &layers)?;
+        for entry in entries(&layers)? {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !keep_layers.contains(&name) {
                 remove_tree(&entry.path())?;
@@ -636,12 +633,7 @@ impl Store {
     fn clean_tmp(&self) -> Result<u64> {
         let tmp = self.tmp();
         let mut n = 0;
-        for entry in fs_err::read_dir(&tmp).map_err(|source| Error::Io {
-            action: "list",
-            path: tmp.clone(),
-            source,
-        })? {
-            let entry = entry.at("list", &tmp)?;
+        for entry in entries(&tmp)? {
             remove_tree(&entry.path())?;
             n += 1;
         }
@@ -654,12 +646,7 @@ impl Store {
         let mut report = FsckReport::default();
         let blobs = self.root.join("blobs/sha256");
         let mut present = BTreeSet::new();
-        for entry in fs_err::read_dir(&blobs).map_err(|source| Error::Io {
-            action: "list",
-            path: blobs.clone(),
-            source,
-        })? {
-            let entry = entry.at("list", &blobs)?;
+        for entry in entries(&blobs)? {
             let name = entry.file_name().to_string_lossy().into_owned();
             report.blobs += 1;
             let Ok(expected) = format!("sha256:{name}").parse::<Digest>() else {
@@ -719,13 +706,7 @@ impl Store {
             }
         }
         let tmp = self.tmp();
-        report.temp_files = fs_err::read_dir(&tmp)
-            .map_err(|source| Error::Io {
-                action: "list",
-                path: tmp.clone(),
-                source,
-            })?
-            .count() as u64;
+        report.temp_files = entries(&tmp)?.len() as u64;
         Ok(report)
     }
 }

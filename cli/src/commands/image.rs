@@ -4,13 +4,12 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use anyhow::{Context, bail};
-use cairn_builder::meta::{self, MetaState};
+use cairn_builder::meta;
 use cairn_layers::archive::{self, ToSave};
 use cairn_layers::compress::Compression;
 use cairn_layers::image::{History, ImageConfig, timestamp};
 use cairn_layers::store::{Image, Store};
 use cairn_layers::{Reference, layer};
-use cairn_parser::expand::Lexer;
 use serde_json::json;
 
 use crate::args::{
@@ -48,10 +47,20 @@ pub fn load(store: &Store, args: &LoadArgs) -> anyhow::Result<()> {
 
 pub fn import(store: &Store, args: &ImportArgs) -> anyhow::Result<()> {
     let name = Reference::parse(&args.name)?;
-    // Check the changes before reading a possibly large tarball.
+    // The config, --change included, is made before the tarball is read: a bad change fails
+    // without storing anything.
     let changes = args.changes.join("\n");
     let df = cairn_parser::parse("--change", &format!("FROM scratch\n{changes}\n"))?;
-    let epoch = source_date_epoch()?;
+    let mut config = ImageConfig::scratch();
+    let created = timestamp(source_date_epoch()?);
+    config.created = Some(created.clone());
+    meta::apply_all(
+        &mut config,
+        &df.stages[0].instructions,
+        &BTreeMap::new(),
+        df.directives.escape,
+    )?;
+
     let _writing = store.writing()?;
     let what = args.rootfs.display().to_string();
     let layer = if args.rootfs.as_os_str() == "-" {
@@ -66,9 +75,6 @@ pub fn import(store: &Store, args: &ImportArgs) -> anyhow::Result<()> {
             std::fs::File::open(&args.rootfs).with_context(|| format!("failed to open {what}"))?;
         layer::import_tarball(store, f, &what, Compression::Gzip)?
     };
-    let mut config = ImageConfig::scratch();
-    let created = timestamp(epoch);
-    config.created = Some(created.clone());
     config.rootfs.diff_ids.push(layer.diff_id.clone());
     config.history.push(History {
         created: Some(created),
@@ -86,19 +92,6 @@ pub fn import(store: &Store, args: &ImportArgs) -> anyhow::Result<()> {
         ),
         ..History::default()
     });
-    let lexer = Lexer::new(df.directives.escape);
-    let mut state = MetaState::default();
-    for ins in &df.stages[0].instructions {
-        meta::apply(
-            &mut config,
-            &ins.kind,
-            &ins.original,
-            &BTreeMap::new(),
-            &lexer,
-            &mut state,
-        )
-        .with_context(|| format!("--change {:?}", ins.original))?;
-    }
     let manifest = store.put_image(&config, vec![layer.descriptor])?;
     store.tag(&name, &manifest)?;
     writeln!(std::io::stdout().lock(), "{}", store.image(&manifest)?.id())?;
