@@ -360,22 +360,26 @@ fn import_with_changes_and_from_stdin() {
     assert_eq!(ids[0], ids[1]);
 
     // A bad --change is refused before anything is stored.
-    let out = s
-        .cmd(&[
-            "import",
-            tarball.to_str().unwrap(),
-            "bad",
-            "--change",
-            "RUNN x",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        texts(&out).1.contains("unknown instruction: RUNN"),
-        "{}",
-        texts(&out).1
-    );
+    let blobs = || fs::read_dir(s.root.join("blobs/sha256")).unwrap().count();
+    let before = blobs();
+    for (change, message) in [
+        ("RUNN x", "unknown instruction: RUNN"),
+        ("EXPOSE 80/icmp", "invalid protocol"),
+    ] {
+        let out = s
+            .cmd(&[
+                "import",
+                tarball.to_str().unwrap(),
+                "bad",
+                "--change",
+                change,
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(texts(&out).1.contains(message), "{}", texts(&out).1);
+    }
+    assert_eq!(blobs(), before);
 }
 
 #[test]
