@@ -1,5 +1,7 @@
 //! The builder's error type: what failed, naming the Dockerfile location or the path.
 
+use std::path::PathBuf;
+
 use cairn_parser::ParseError;
 
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +15,26 @@ pub enum Error {
     Instruction {
         instruction: String,
         message: String,
+    },
+    /// A `.dockerignore` line that cannot be read, or a pattern that cannot be compiled or
+    /// matched.
+    #[error("{}: line {line}: pattern {pattern:?}: {reason}", file.display())]
+    Ignore {
+        file: PathBuf,
+        line: usize,
+        pattern: String,
+        reason: String,
+    },
+    /// A build-context path that cannot be used, with the reason.
+    #[error("build context path {}: {reason}", path.display())]
+    Context { path: PathBuf, reason: String },
+    /// A filesystem operation failed; `action` says what ("read", "stat", ...).
+    #[error("failed to {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
 }
 

@@ -1,8 +1,14 @@
-//! cairn-builder executes the stage graph: build context, COPY/ADD, RUN in a rootless sandbox,
-//! cache. Today it holds the metadata instructions' effect on an image config ([`meta`]), which
-//! `cairn import --change` uses; the build pipeline comes with the build issue.
+//! cairn-builder executes the stage graph: the build context and .dockerignore ([`context`],
+//! [`ignore`]), COPY/ADD ([`copy`]), metadata instructions ([`meta`]), stages in order
+//! ([`build`]) and outputs ([`output`]). RUN's sandbox and the cache come with later issues.
 
+pub mod build;
+pub mod context;
+pub mod copy;
 pub mod error;
+pub mod ignore;
 pub mod meta;
+pub mod output;
+pub mod users;
 
 pub use error::{Error, Result};

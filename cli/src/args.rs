@@ -19,6 +19,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build an image from a Dockerfile and a context directory.
+    Build(BuildArgs),
     /// Parse a Dockerfile and print its stages, instructions and stage graph.
     Parse(ParseArgs),
     /// Load images from an OCI layout, an OCI archive or a docker-archive.
@@ -156,4 +158,49 @@ pub struct RmiArgs {
     /// Remove every name of an image given by ID.
     #[arg(short = 'f', long)]
     pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Progress {
+    /// Plain lines when standard error is not a terminal.
+    Auto,
+    Tty,
+    /// Numbered lines (`#3 [2/5] COPY . /app` … `#3 DONE 0.4s`).
+    Plain,
+    Quiet,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// The Dockerfile [default: CONTEXT/Dockerfile, else CONTEXT/Containerfile]; `-` reads it
+    /// from standard input.
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Name the image (repeatable).
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
+    pub tags: Vec<String>,
+    /// The stage to build [default: the last].
+    #[arg(long, value_name = "STAGE")]
+    pub target: Option<String>,
+    /// A build argument; a bare KEY takes its value from the environment.
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    pub build_args: Vec<String>,
+    /// A label on the image.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    #[arg(long, value_enum, default_value_t = Progress::Auto)]
+    pub progress: Progress,
+    /// Print only the image ID.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Write the image ID to this file.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Where else the result goes: type=oci|oci-archive|docker-archive|local|tar,dest=PATH
+    /// (a bare PATH means type=local); repeatable.
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    pub outputs: Vec<String>,
+    /// The build context directory; `-` reads a tar of it from standard input.
+    #[arg(value_name = "CONTEXT")]
+    pub context: PathBuf,
 }

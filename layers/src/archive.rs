@@ -485,11 +485,18 @@ fn saved_index(images: &[ToSave]) -> Index {
             .map(|i| {
                 let mut d = i.manifest.clone();
                 d.annotations.clear();
-                if let Some(r) = &i.reference {
-                    d.annotations
-                        .insert(CONTAINERD_NAME.to_owned(), r.to_string());
-                    if let Some(t) = r.tag() {
-                        d.annotations.insert(REF_NAME.to_owned(), t.to_owned());
+                match &i.reference {
+                    Some(r) => {
+                        d.annotations
+                            .insert(CONTAINERD_NAME.to_owned(), r.to_string());
+                        if let Some(t) = r.tag() {
+                            d.annotations.insert(REF_NAME.to_owned(), t.to_owned());
+                        }
+                    }
+                    // An unnamed image is still found by `oci:DIR:latest`.
+                    None => {
+                        d.annotations
+                            .insert(REF_NAME.to_owned(), "latest".to_owned());
                     }
                 }
                 d

@@ -1,7 +1,8 @@
 //! One module per command group; `run` opens the store where a command needs it and dispatches.
 
-mod image;
-mod parse;
+mod build;
+pub mod image;
+pub mod parse;
 
 use anyhow::Context;
 use cairn_layers::Store;
@@ -21,6 +22,7 @@ fn open_store(cli_root: Option<&std::path::Path>) -> anyhow::Result<Store> {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let root = cli.root.as_deref();
     match cli.command {
+        Command::Build(args) => build::run(&open_store(root)?, &args),
         Command::Parse(args) => parse::run(&args),
         Command::Load(args) => image::load(&open_store(root)?, &args),
         Command::Import(args) => image::import(&open_store(root)?, &args),

@@ -1,0 +1,664 @@
+//! The build: stages in dependency order, each instruction applied to its stage's config and
+//! filesystem, COPY/ADD layers written to the store, the target stage's image stored.
+//!
+//! Each stage keeps a flattened copy of its filesystem in a private work directory (the copy
+//! snapshotter's view), used to decide COPY destinations, to look up `--chown` names and as
+//! the source of `COPY --from`. The work directory goes away when the build ends, whatever way.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use cairn_layers::apply::{ApplyOptions, Whiteouts, apply_layer};
+use cairn_layers::compress::{self, Compression};
+use cairn_layers::image::{Descriptor, History, ImageConfig, timestamp};
+use cairn_layers::layer::write_layer;
+use cairn_layers::{IdMap, Store};
+use cairn_parser::expand::Lexer;
+use cairn_parser::instruction::{ArgDef, Instruction, InstructionKind, Source};
+use cairn_parser::{Dockerfile, ErrorKind, ParseError, Span, StageGraph};
+
+use crate::context::BuildContext;
+use crate::copy::{CopyRequest, CopySource, SourceRoot, copy_to_tar};
+use crate::error::{Error, Result};
+use crate::meta::{self, MetaState};
+use crate::users;
+
+/// What to build and how.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub context: PathBuf,
+    /// The Dockerfile's name for messages, its text, and its path (for `<name>.dockerignore`).
+    pub dockerfile_name: String,
+    pub dockerfile: String,
+    pub dockerfile_path: Option<PathBuf>,
+    pub target: Option<String>,
+    pub build_args: BTreeMap<String, String>,
+    /// `--label`: added to the final image.
+    pub labels: BTreeMap<String, String>,
+    /// SOURCE_DATE_EPOCH: the image's creation time, and a clamp on file times in new layers.
+    pub source_date_epoch: Option<i64>,
+    pub compression: Compression,
+}
+
+/// Progress of a build, for the CLI to render.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A step starts: `id` numbers steps across the build; `stage` names its stage.
+    Step {
+        id: usize,
+        stage: String,
+        index: usize,
+        total: usize,
+        text: String,
+    },
+    /// A step finished after `seconds`.
+    Done { id: usize, seconds: f64 },
+}
+
+/// The built image.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub manifest: Descriptor,
+    pub config: ImageConfig,
+    /// The target stage's filesystem, until the build value is dropped.
+    pub rootfs: PathBuf,
+    _work: std::sync::Arc<WorkDir>,
+}
+
+/// A directory removed when dropped.
+#[derive(Debug)]
+struct WorkDir(PathBuf);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = make_writable_and_remove(&self.0);
+    }
+}
+
+fn make_writable_and_remove(path: &Path) -> std::io::Result<()> {
+    if std::fs::remove_dir_all(path).is_ok() || !path.exists() {
+        return Ok(());
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for e in walkdir::WalkDir::new(path).into_iter().flatten() {
+        if e.file_type().is_dir() {
+            let _ = std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o700));
+        }
+    }
+    std::fs::remove_dir_all(path)
+}
+
+/// One stage's state while it is built.
+struct StageState {
+    config: ImageConfig,
+    layers: Vec<Descriptor>,
+    rootfs: PathBuf,
+    args: BTreeMap<String, String>,
+    meta: MetaState,
+}
+
+/// The built form of a finished stage, for FROM and COPY --from.
+#[derive(Clone)]
+struct StageResult {
+    config: ImageConfig,
+    layers: Vec<Descriptor>,
+    rootfs: PathBuf,
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Where an instruction's error points: its span in the Dockerfile, with the caret.
+fn at(opts: &BuildOptions, span: Span, instruction: &str, message: impl Into<String>) -> Error {
+    let e = ParseError {
+        kind: Box::new(ErrorKind::Instruction {
+            instruction: instruction.to_owned(),
+            message: message.into(),
+        }),
+        file: String::new(),
+        span,
+        line_text: String::new(),
+    };
+    Error::Parse(e.with_source(&opts.dockerfile_name, &opts.dockerfile))
+}
+
+/// The build args BuildKit defines for every build (TARGETPLATFORM and friends).
+fn platform_args() -> BTreeMap<String, String> {
+    let arch = cairn_layers::image::host_architecture();
+    let platform = format!("linux/{arch}");
+    [
+        ("BUILDPLATFORM", platform.as_str()),
+        ("BUILDOS", "linux"),
+        ("BUILDARCH", arch),
+        ("BUILDVARIANT", ""),
+        ("TARGETPLATFORM", platform.as_str()),
+        ("TARGETOS", "linux"),
+        ("TARGETARCH", arch),
+        ("TARGETVARIANT", ""),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// Applies an image's layers, in order, onto `dir`.
+pub(crate) fn unpack_layers(store: &Store, layers: &[Descriptor], dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        action: "create",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let opts = ApplyOptions {
+        whiteouts: Whiteouts::Apply,
+        id_map: IdMap::identity(),
+        // Owners matter in the layers, which carry them in their headers; this view is only
+        // read, so a rootless build keeps its own uid here.
+        chown: is_root(),
+    };
+    for l in layers {
+        let c = Compression::from_media_type(&l.media_type)
+            .ok_or_else(|| cairn_layers::Error::MediaType(l.media_type.clone()))?;
+        let plain = compress::decompress(store.open_blob(&l.digest)?, c)?;
+        apply_layer(plain, dir, &opts)?;
+    }
+    Ok(())
+}
+
+/// Runs a build and returns the target stage's image, stored (not tagged).
+pub fn build(store: &Store, opts: &BuildOptions, progress: &mut dyn FnMut(Event)) -> Result<Built> {
+    let df: Dockerfile = cairn_parser::parse(&opts.dockerfile_name, &opts.dockerfile)?;
+    let mut args = platform_args();
+    args.extend(opts.build_args.clone());
+    let graph = StageGraph::new(&df, &args)
+        .map_err(|e| e.with_source(&opts.dockerfile_name, &opts.dockerfile))?;
+    let target = graph
+        .target(&df, opts.target.as_deref())
+        .map_err(|e| Error::Instruction {
+            instruction: "--target".into(),
+            message: e.kind.to_string(),
+        })?;
+    let context = BuildContext::open(&opts.context, opts.dockerfile_path.as_deref())?;
+    let _writing = store.writing()?;
+    let work_path = store.root().join("tmp").join(format!(
+        "build-{}-{}",
+        std::process::id(),
+        jiff::Timestamp::now().as_nanosecond()
+    ));
+    std::fs::create_dir_all(&work_path).map_err(|source| Error::Io {
+        action: "create",
+        path: work_path.clone(),
+        source,
+    })?;
+    let work = std::sync::Arc::new(WorkDir(work_path));
+
+    // The global ARGs, for FROM lines and for stages that declare them again.
+    let lexer = Lexer::new(df.directives.escape);
+    let mut globals = platform_args();
+    for arg in &df.global_args {
+        if let InstructionKind::Arg { args: defs } = &arg.kind {
+            declare(
+                &mut globals,
+                defs,
+                &BTreeMap::new(),
+                &opts.build_args,
+                &lexer,
+            )
+            .map_err(|m| at(opts, arg.span, "ARG", m))?;
+        }
+    }
+
+    let order: Vec<usize> = graph.reachable(target).into_iter().flatten().collect();
+    let total_steps: usize = order
+        .iter()
+        .map(|&i| df.stages[i].instructions.len() + 1)
+        .sum();
+    let mut results: BTreeMap<usize, StageResult> = BTreeMap::new();
+    let mut step_id = 0;
+    let epoch = opts.source_date_epoch;
+    for &index in &order {
+        let stage = &df.stages[index];
+        let stage_name = stage.display_name();
+        let rootfs = work.0.join(format!("stage-{index}"));
+        step_id += 1;
+        let started = Instant::now();
+        progress(Event::Step {
+            id: step_id,
+            stage: stage_name.clone(),
+            index: 1,
+            total: total_steps,
+            text: stage.original.clone(),
+        });
+        let base = &graph.bases[index];
+        let from_stage = graph
+            .edges
+            .iter()
+            .find(|e| e.stage == index && e.kind == cairn_parser::EdgeKind::From)
+            .map(|e| e.needs);
+        let (config, layers) = if let Some(dep) = from_stage {
+            let r = &results[&dep];
+            (r.config.clone(), r.layers.clone())
+        } else if base.eq_ignore_ascii_case("scratch") {
+            (ImageConfig::scratch(), Vec::new())
+        } else {
+            let (_, manifest) = store.resolve(base).map_err(|_| {
+                at(
+                    opts,
+                    stage.span,
+                    "FROM",
+                    format!("image {base:?} is not in the store; load it first with `cairn load -i PATH -t {base}`"),
+                )
+            })?;
+            let img = store.image(&manifest)?;
+            (img.config, img.manifest.layers)
+        };
+        unpack_layers(store, &layers, &rootfs)?;
+        let mut config = config;
+        // A new image starts a new history only in name: the base's history stays.
+        let onbuild = config.config.on_build.take();
+        let mut st = StageState {
+            config,
+            layers,
+            rootfs,
+            args: BTreeMap::new(),
+            meta: MetaState::default(),
+        };
+        progress(Event::Done {
+            id: step_id,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+
+        // ONBUILD triggers of the base image run first, as Docker runs them.
+        let mut triggers = Vec::new();
+        for t in onbuild.unwrap_or_default() {
+            let parsed = cairn_parser::parse("ONBUILD", &format!("FROM scratch\n{t}\n"))?;
+            triggers.extend(parsed.stages[0].instructions.clone());
+        }
+        for (i, ins) in triggers.iter().chain(&stage.instructions).enumerate() {
+            step_id += 1;
+            let started = Instant::now();
+            progress(Event::Step {
+                id: step_id,
+                stage: stage_name.clone(),
+                index: i + 2,
+                total: total_steps,
+                text: ins.original.clone(),
+            });
+            let cx = Ctx {
+                store,
+                opts,
+                context: &context,
+                df: &df,
+                globals: &globals,
+                results: &results,
+                lexer: &lexer,
+                epoch,
+            };
+            step(&cx, &mut st, ins)?;
+            progress(Event::Done {
+                id: step_id,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+        results.insert(
+            index,
+            StageResult {
+                config: st.config,
+                layers: st.layers,
+                rootfs: st.rootfs,
+            },
+        );
+    }
+
+    let result = results.remove(&target).ok_or_else(|| Error::Instruction {
+        instruction: "build".into(),
+        message: "the target stage was not built".into(),
+    })?;
+    let mut config = result.config;
+    config.config.labels.extend(opts.labels.clone());
+    config.created = Some(timestamp(epoch));
+    let manifest = store.put_image(&config, result.layers)?;
+    Ok(Built {
+        manifest,
+        config,
+        rootfs: result.rootfs,
+        _work: work,
+    })
+}
+
+/// `ARG` in a stage or before the first FROM: a build arg's value wins over the default; a
+/// redeclared global ARG without a default takes the global value.
+fn declare(
+    into: &mut BTreeMap<String, String>,
+    defs: &[ArgDef],
+    globals: &BTreeMap<String, String>,
+    build_args: &BTreeMap<String, String>,
+    lexer: &Lexer,
+) -> std::result::Result<(), String> {
+    for def in defs {
+        let value = match (build_args.get(&def.name), &def.default) {
+            (Some(v), _) => Some(v.clone()),
+            (None, Some(d)) => Some(lexer.process_word(d, &*into).map_err(|e| e.to_string())?),
+            (None, None) => globals.get(&def.name).cloned(),
+        };
+        match value {
+            Some(v) => into.insert(def.name.clone(), v),
+            None => into.remove(&def.name),
+        };
+    }
+    Ok(())
+}
+
+/// What every step of a build reads.
+struct Ctx<'a> {
+    store: &'a Store,
+    opts: &'a BuildOptions,
+    context: &'a BuildContext,
+    df: &'a Dockerfile,
+    globals: &'a BTreeMap<String, String>,
+    results: &'a BTreeMap<usize, StageResult>,
+    lexer: &'a Lexer,
+    epoch: Option<i64>,
+}
+
+/// COPY's and ADD's arguments, as one shape.
+struct CopyArgs<'a> {
+    sources: &'a [Source],
+    dest: &'a str,
+    from: Option<&'a str>,
+    chown: Option<&'a str>,
+    chmod: Option<&'a str>,
+    is_add: bool,
+}
+
+fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction) -> Result<()> {
+    let Ctx {
+        store,
+        opts,
+        globals,
+        lexer,
+        epoch,
+        ..
+    } = *cx;
+    let kw = ins.keyword();
+    let fail = |m: String| at(opts, ins.span, kw, m);
+    let created = timestamp(epoch);
+    match &ins.kind {
+        InstructionKind::Arg { args } => {
+            declare(&mut st.args, args, globals, &opts.build_args, lexer).map_err(fail)?;
+        }
+        InstructionKind::Run(_) => {
+            return Err(fail(
+                "cannot run yet: this version of cairn has no RUN sandbox, so it builds Dockerfiles \
+                 without RUN steps only"
+                    .into(),
+            ));
+        }
+        InstructionKind::Copy(c) => copy_step(
+            cx,
+            st,
+            ins,
+            CopyArgs {
+                sources: &c.sources,
+                dest: &c.dest,
+                from: c.from.as_deref(),
+                chown: c.chown.as_deref(),
+                chmod: c.chmod.as_deref(),
+                is_add: false,
+            },
+        )?,
+        InstructionKind::Add(a) => copy_step(
+            cx,
+            st,
+            ins,
+            CopyArgs {
+                sources: &a.sources,
+                dest: &a.dest,
+                from: None,
+                chown: a.chown.as_deref(),
+                chmod: a.chmod.as_deref(),
+                is_add: true,
+            },
+        )?,
+        InstructionKind::Workdir { .. } => {
+            meta::apply(
+                &mut st.config,
+                &ins.kind,
+                &ins.original,
+                &st.args,
+                lexer,
+                &mut st.meta,
+            )
+            .map_err(|e| fail(inner(e)))?;
+            // The directory is created in the image when it is missing, as a layer of its own.
+            let wd = st.config.config.working_dir.clone();
+            let exists = crate::copy::resolve_in_root(&st.rootfs, &wd, true)
+                .ok()
+                .is_some_and(|p| p.is_dir());
+            if !exists {
+                let layer = write_layer(store, opts.compression, |w| {
+                    let mut tar = tar::Builder::new(w);
+                    let mut path = String::new();
+                    for part in wd.split('/').filter(|p| !p.is_empty()) {
+                        path = if path.is_empty() {
+                            part.to_owned()
+                        } else {
+                            format!("{path}/{part}")
+                        };
+                        let have = crate::copy::resolve_in_root(&st.rootfs, &path, true)
+                            .ok()
+                            .is_some_and(|p| p.is_dir());
+                        if !have {
+                            let mut h = tar::Header::new_ustar();
+                            h.set_entry_type(tar::EntryType::Directory);
+                            h.set_mode(0o755);
+                            h.set_uid(0);
+                            h.set_gid(0);
+                            h.set_mtime(
+                                epoch
+                                    .unwrap_or_else(|| jiff::Timestamp::now().as_second())
+                                    .max(0) as u64,
+                            );
+                            h.set_size(0);
+                            tar.append_data(&mut h, format!("{path}/"), std::io::empty())
+                                .map_err(|e| cairn_layers::Error::Invalid {
+                                    what: path.clone(),
+                                    reason: e.to_string(),
+                                })?;
+                        }
+                    }
+                    tar.finish().map_err(|e| cairn_layers::Error::Invalid {
+                        what: wd.clone(),
+                        reason: e.to_string(),
+                    })
+                })?;
+                unpack_layers(store, std::slice::from_ref(&layer.descriptor), &st.rootfs)?;
+                st.config.rootfs.diff_ids.push(layer.diff_id);
+                st.layers.push(layer.descriptor);
+                st.config.history.push(History {
+                    created: Some(created),
+                    created_by: Some(format!("{} # buildkit", ins.original)),
+                    comment: Some("buildkit.dockerfile.v0".into()),
+                    ..History::default()
+                });
+                return Ok(());
+            }
+            push_empty(&mut st.config, ins, created);
+        }
+        InstructionKind::From(_) => return Err(fail("FROM inside a stage".into())),
+        _ => {
+            meta::apply(
+                &mut st.config,
+                &ins.kind,
+                &ins.original,
+                &st.args,
+                lexer,
+                &mut st.meta,
+            )
+            .map_err(|e| fail(inner(e)))?;
+            push_empty(&mut st.config, ins, created);
+        }
+    }
+    Ok(())
+}
+
+fn copy_step(
+    cx: &Ctx<'_>,
+    st: &mut StageState,
+    ins: &Instruction,
+    args: CopyArgs<'_>,
+) -> Result<()> {
+    let Ctx {
+        store,
+        opts,
+        lexer,
+        epoch,
+        ..
+    } = *cx;
+    let kw = ins.keyword();
+    let fail = |m: String| at(opts, ins.span, kw, m);
+    // Words expand with the stage's ARGs, overridden by its ENV, as in Docker.
+    let mut env = st.args.clone();
+    env.extend(meta::env_map(&st.config));
+    let word = |w: &str| lexer.process_word(w, &env).map_err(|e| fail(e.to_string()));
+    let created = timestamp(epoch);
+    let CopyArgs {
+        sources,
+        dest,
+        from,
+        chown,
+        chmod,
+        is_add,
+    } = args;
+    let mut srcs = Vec::new();
+    for s in sources {
+        srcs.push(match s {
+            Source::Path(p) => {
+                let p = word(p)?;
+                if is_add
+                    && (p.starts_with("http://")
+                        || p.starts_with("https://")
+                        || p.starts_with("git@"))
+                {
+                    return Err(fail(format!(
+                        "remote sources ({p}) are not supported by this version of cairn"
+                    )));
+                }
+                CopySource::Path(p)
+            }
+            Source::Heredoc(h) => {
+                let data = if h.expand {
+                    word(&h.content)?
+                } else {
+                    h.content.clone()
+                };
+                CopySource::Content {
+                    name: h.name.clone(),
+                    data: data.into_bytes(),
+                }
+            }
+        });
+    }
+    let owner = match chown {
+        Some(c) => {
+            users::resolve(&word(c)?, &st.rootfs).map_err(|e| fail(format!("--chown: {}", e.0)))?
+        }
+        None => users::Owner { uid: 0, gid: 0 },
+    };
+    let chmod = chmod.map(word).transpose()?;
+    let req = CopyRequest {
+        sources: srcs,
+        dest: word(dest)?,
+        workdir: if st.config.config.working_dir.is_empty() {
+            "/".into()
+        } else {
+            st.config.config.working_dir.clone()
+        },
+        owner,
+        chmod,
+        clamp_mtime: epoch,
+        unpack_archives: is_add,
+    };
+    // --from: a stage (by name or index), or an image from the store.
+    let image_dir;
+    let from_root = match from {
+        None => SourceRoot::Context(cx.context),
+        Some(f) => {
+            let f = word(f)?;
+            let stage = cx
+                .df
+                .stages
+                .iter()
+                .position(|s| {
+                    s.name
+                        .as_deref()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(&f))
+                })
+                .or_else(|| f.parse::<usize>().ok().filter(|&i| i < cx.df.stages.len()));
+            match stage.and_then(|i| cx.results.get(&i)) {
+                Some(r) => SourceRoot::Dir(&r.rootfs),
+                None if stage.is_some() => {
+                    return Err(fail(format!("stage {f} was not built before this step")));
+                }
+                None => {
+                    let (_, manifest) = store.resolve(&f).map_err(|_| {
+                        fail(format!(
+                            "--from={f}: no such stage, and no such image in the store"
+                        ))
+                    })?;
+                    let img = store.image(&manifest)?;
+                    image_dir = st.rootfs.with_extension(format!("from-{}", img.id().hex()));
+                    if !image_dir.exists() {
+                        unpack_layers(store, &img.manifest.layers, &image_dir)?;
+                    }
+                    SourceRoot::Dir(&image_dir)
+                }
+            }
+        }
+    };
+    let layer = write_layer(store, opts.compression, |w| {
+        copy_to_tar(from_root, &req, &st.rootfs, w).map_err(|e| match e {
+            Error::Layers(l) => l,
+            other => cairn_layers::Error::Invalid {
+                what: ins.original.clone(),
+                reason: other.to_string(),
+            },
+        })
+    })
+    .map_err(|e| fail(strip_invalid(&e)))?;
+    unpack_layers(store, std::slice::from_ref(&layer.descriptor), &st.rootfs)?;
+    st.config.rootfs.diff_ids.push(layer.diff_id);
+    st.layers.push(layer.descriptor);
+    st.config.history.push(History {
+        created: Some(created),
+        created_by: Some(format!("{} # buildkit", ins.original)),
+        comment: Some("buildkit.dockerfile.v0".into()),
+        ..History::default()
+    });
+    Ok(())
+}
+
+fn push_empty(config: &mut ImageConfig, ins: &Instruction, created: String) {
+    config.history.push(History {
+        created: Some(created),
+        created_by: Some(format!("{} # buildkit", ins.original)),
+        comment: Some("buildkit.dockerfile.v0".into()),
+        empty_layer: true,
+        ..History::default()
+    });
+}
+
+fn inner(e: Error) -> String {
+    match e {
+        Error::Instruction { message, .. } => message,
+        other => other.to_string(),
+    }
+}
+
+fn strip_invalid(e: &cairn_layers::Error) -> String {
+    match e {
+        cairn_layers::Error::Invalid { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,624 @@
+//! COPY and ADD: Docker's source and destination rules, streamed from the sources straight
+//! into a layer tar (owners, modes and times set in the headers, so no chown is ever needed).
+
+use std::collections::BTreeSet;
+use std::fs::Metadata;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use crate::context::BuildContext;
+use crate::error::{Error, Result};
+use crate::users::Owner;
+
+/// Where COPY reads from: the build context (with .dockerignore) or another stage's rootfs.
+#[derive(Debug, Clone, Copy)]
+pub enum SourceRoot<'a> {
+    Context(&'a BuildContext),
+    Dir(&'a Path),
+}
+
+/// One thing to copy: a path in the source root, or literal content (a heredoc).
+#[derive(Debug, Clone)]
+pub enum CopySource {
+    Path(String),
+    Content { name: String, data: Vec<u8> },
+}
+
+/// A COPY or ADD, its words already expanded.
+#[derive(Debug, Clone)]
+pub struct CopyRequest {
+    pub sources: Vec<CopySource>,
+    /// As written (relative to `workdir` unless absolute); a trailing `/` means a directory.
+    pub dest: String,
+    pub workdir: String,
+    pub owner: Owner,
+    /// `--chmod`, octal or symbolic.
+    pub chmod: Option<String>,
+    /// SOURCE_DATE_EPOCH: no mtime later than this.
+    pub clamp_mtime: Option<i64>,
+    /// ADD: unpack local tar archives into the destination.
+    pub unpack_archives: bool,
+}
+
+fn err(message: impl Into<String>) -> Error {
+    Error::Instruction {
+        instruction: "COPY".into(),
+        message: message.into(),
+    }
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error + use<> {
+    let path = path.to_path_buf();
+    move |source| Error::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Lexically cleans a path into its components, `..` clamped at the root.
+fn clean(path: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in Path::new(path).components() {
+        match c {
+            Component::Normal(s) => out.push(s.to_string_lossy().into_owned()),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Follows `rel` inside `root` as a chroot would: symlinks are resolved with absolute targets
+/// taken from `root` and `..` stopping at it, so the result never leaves `root`.
+pub fn resolve_in_root(root: &Path, rel: &str, follow_last: bool) -> Result<PathBuf> {
+    let mut pending: Vec<String> = clean(rel).into_iter().rev().collect();
+    let mut done: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(part) = pending.pop() {
+        let candidate: PathBuf = root.join(done.iter().collect::<PathBuf>()).join(&part);
+        let is_last = pending.is_empty();
+        match std::fs::symlink_metadata(&candidate) {
+            Ok(m) if m.file_type().is_symlink() && (!is_last || follow_last) => {
+                hops += 1;
+                if hops > 40 {
+                    return Err(err(format!("too many levels of symbolic links in {rel}")));
+                }
+                let target =
+                    std::fs::read_link(&candidate).map_err(io_err("read link", &candidate))?;
+                let target = target.to_string_lossy().into_owned();
+                if target.starts_with('/') {
+                    done.clear();
+                }
+                let mut parts: Vec<String> = Vec::new();
+                for c in target.split('/') {
+                    match c {
+                        "" | "." => {}
+                        ".." => {
+                            if parts.pop().is_none() {
+                                // `..` above what the link added climbs from where it stands.
+                                parts.push("..".into());
+                            }
+                        }
+                        c => parts.push(c.to_owned()),
+                    }
+                }
+                for p in parts.into_iter().rev() {
+                    pending.push(p);
+                }
+            }
+            _ => {
+                if part == ".." {
+                    done.pop();
+                } else {
+                    done.push(part);
+                }
+            }
+        }
+    }
+    Ok(root.join(done.iter().collect::<PathBuf>()))
+}
+
+/// Go's `filepath.Match` for one path component: `*`, `?`, `[...]` (with `^` negation), `\`.
+fn glob_component(pattern: &[char], name: &[char]) -> bool {
+    match pattern.first() {
+        None => name.is_empty(),
+        Some('*') => (0..=name.len()).any(|i| glob_component(&pattern[1..], &name[i..])),
+        Some('?') => !name.is_empty() && glob_component(&pattern[1..], &name[1..]),
+        Some('[') => {
+            let Some(c) = name.first() else { return false };
+            let mut i = 1;
+            let negate = pattern.get(1) == Some(&'^');
+            if negate {
+                i += 1;
+            }
+            let mut matched = false;
+            let start = i;
+            while i < pattern.len() && (pattern[i] != ']' || i == start) {
+                let lo = pattern[i];
+                if pattern.get(i + 1) == Some(&'-') && pattern.get(i + 2).is_some_and(|&h| h != ']')
+                {
+                    if lo <= *c && *c <= pattern[i + 2] {
+                        matched = true;
+                    }
+                    i += 3;
+                } else {
+                    if lo == *c {
+                        matched = true;
+                    }
+                    i += 1;
+                }
+            }
+            if i >= pattern.len() {
+                return false;
+            }
+            matched != negate && glob_component(&pattern[i + 1..], &name[1..])
+        }
+        Some('\\') if pattern.len() > 1 => {
+            name.first() == Some(&pattern[1]) && glob_component(&pattern[2..], &name[1..])
+        }
+        Some(p) => name.first() == Some(p) && glob_component(&pattern[1..], &name[1..]),
+    }
+}
+
+fn has_wildcard(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// An entry to write: where it goes in the image and where its bytes come from; or a local
+/// archive that ADD unpacks under `dest`.
+struct Planned {
+    dest: String,
+    src: PathBuf,
+    meta: Metadata,
+    archive: bool,
+}
+
+impl SourceRoot<'_> {
+    fn root(&self) -> &Path {
+        match self {
+            SourceRoot::Context(c) => c.root(),
+            SourceRoot::Dir(d) => d,
+        }
+    }
+
+    fn ignored(&self, rel: &str) -> Result<bool> {
+        match self {
+            SourceRoot::Context(c) => c.is_ignored(rel),
+            SourceRoot::Dir(_) => Ok(false),
+        }
+    }
+
+    /// The context-relative paths matching a (possibly wildcard) source.
+    fn expand(&self, src: &str) -> Result<Vec<String>> {
+        let parts = clean(src);
+        if !has_wildcard(src) {
+            return Ok(vec![parts.join("/")]);
+        }
+        let mut found = vec![String::new()];
+        for part in &parts {
+            let pat: Vec<char> = part.chars().collect();
+            let mut next = Vec::new();
+            for base in &found {
+                if !has_wildcard(part) {
+                    next.push(join(base, part));
+                    continue;
+                }
+                let dir = resolve_in_root(self.root(), base, true)?;
+                let Ok(rd) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                let mut names: Vec<String> = rd
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| glob_component(&pat, &n.chars().collect::<Vec<_>>()))
+                    .collect();
+                names.sort();
+                for n in names {
+                    let rel = join(base, &n);
+                    if !self.ignored(&rel)? {
+                        next.push(rel);
+                    }
+                }
+            }
+            found = next;
+        }
+        Ok(found)
+    }
+
+    /// Everything below the directory `rel`, sorted, ignored entries left out.
+    fn below(&self, rel: &str, real: &Path) -> Result<Vec<(String, PathBuf, Metadata)>> {
+        match self {
+            SourceRoot::Context(c) => Ok(c
+                .walk(rel)?
+                .into_iter()
+                .filter_map(|e| {
+                    let sub = e
+                        .rel
+                        .strip_prefix(rel)
+                        .unwrap_or(&e.rel)
+                        .trim_start_matches('/')
+                        .to_owned();
+                    (!sub.is_empty()).then_some((sub, e.path, e.metadata))
+                })
+                .collect()),
+            SourceRoot::Dir(_) => {
+                let mut out = Vec::new();
+                for e in walkdir::WalkDir::new(real).min_depth(1).sort_by_file_name() {
+                    let e =
+                        e.map_err(|e| err(format!("failed to read {}: {e}", real.display())))?;
+                    let meta = e
+                        .path()
+                        .symlink_metadata()
+                        .map_err(io_err("stat", e.path()))?;
+                    let sub = e
+                        .path()
+                        .strip_prefix(real)
+                        .unwrap_or(e.path())
+                        .to_string_lossy()
+                        .into_owned();
+                    out.push((sub, e.path().to_path_buf(), meta));
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+fn join(base: &str, name: &str) -> String {
+    if base.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{base}/{name}")
+    }
+}
+
+/// Applies `--chmod` (octal or symbolic, as chmod(1) reads it) to a mode.
+pub fn apply_chmod(spec: &str, mode: u32, is_dir: bool) -> Result<u32> {
+    if spec.bytes().all(|b| (b'0'..=b'7').contains(&b)) && !spec.is_empty() {
+        return u32::from_str_radix(spec, 8).map_err(|_| err(format!("invalid --chmod {spec:?}")));
+    }
+    let mut m = mode & 0o7777;
+    for clause in spec.split(',') {
+        let who_end = clause
+            .find(['+', '-', '='])
+            .ok_or_else(|| err(format!("invalid --chmod {spec:?}")))?;
+        let who = &clause[..who_end];
+        let mask = if who.is_empty() || who.contains('a') {
+            0o7777
+        } else {
+            let mut k = 0;
+            for c in who.chars() {
+                k |= match c {
+                    'u' => 0o4700,
+                    'g' => 0o2070,
+                    'o' => 0o1007,
+                    _ => return Err(err(format!("invalid --chmod {spec:?}"))),
+                };
+            }
+            k
+        };
+        let mut rest = &clause[who_end..];
+        while let Some(op) = rest.chars().next() {
+            let perms_end = rest[1..]
+                .find(['+', '-', '='])
+                .map_or(rest.len(), |i| i + 1);
+            let mut bits = 0;
+            for c in rest[1..perms_end].chars() {
+                bits |= match c {
+                    'r' => 0o444,
+                    'w' => 0o222,
+                    'x' => 0o111,
+                    'X' if is_dir || m & 0o111 != 0 => 0o111,
+                    'X' => 0,
+                    's' => 0o6000,
+                    't' => 0o1000,
+                    _ => return Err(err(format!("invalid --chmod {spec:?}"))),
+                };
+            }
+            let bits = bits & mask;
+            match op {
+                '+' => m |= bits,
+                '-' => m &= !bits,
+                _ => m = (m & !mask) | bits,
+            }
+            rest = &rest[perms_end..];
+        }
+    }
+    Ok(m)
+}
+
+/// Writes one COPY or ADD as a layer tar to `out`. `image_root` is the stage's filesystem
+/// before the step, for deciding whether the destination is an existing directory.
+pub fn copy_to_tar(
+    from: SourceRoot<'_>,
+    req: &CopyRequest,
+    image_root: &Path,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let dest_abs = if req.dest.starts_with('/') {
+        req.dest.clone()
+    } else {
+        format!("{}/{}", req.workdir.trim_end_matches('/'), req.dest)
+    };
+    let dest_parts = clean(&dest_abs);
+    let dest_rel = dest_parts.join("/");
+    let trailing = req.dest.ends_with('/')
+        || req.dest.ends_with("/.")
+        || req.dest == "."
+        || dest_parts.is_empty();
+    let dest_exists_dir = resolve_in_root(image_root, &dest_rel, true)
+        .ok()
+        .and_then(|p| p.metadata().ok())
+        .is_some_and(|m| m.is_dir());
+
+    // Expand every source first: a missing one fails the step before anything is written.
+    let mut expanded: Vec<(String, bool)> = Vec::new();
+    let mut planned: Vec<Planned> = Vec::new();
+    let mut contents: Vec<(String, &[u8])> = Vec::new();
+    for src in &req.sources {
+        match src {
+            CopySource::Content { name, .. } => expanded.push((name.clone(), false)),
+            CopySource::Path(p) => {
+                let matches = from.expand(p)?;
+                if matches.is_empty() {
+                    return Err(err(format!(
+                        "no source files were specified: {p:?} matches nothing"
+                    )));
+                }
+                let wild = has_wildcard(p);
+                for m in matches {
+                    expanded.push((m, wild));
+                }
+            }
+        }
+    }
+    let many = expanded.len() > 1 || expanded.iter().any(|(_, wild)| *wild);
+    let into_dir = trailing || dest_exists_dir || many;
+    if many && !trailing && !dest_exists_dir {
+        return Err(err(format!(
+            "with more than one source file, the destination must be a directory and end with a /: {}",
+            req.dest
+        )));
+    }
+    for src in &req.sources {
+        if let CopySource::Content { name, data } = src {
+            let target = if into_dir {
+                join(&dest_rel, name)
+            } else {
+                dest_rel.clone()
+            };
+            contents.push((target, data));
+        }
+    }
+    for (rel, _) in expanded.iter().filter(|(r, _)| {
+        !req.sources
+            .iter()
+            .any(|s| matches!(s, CopySource::Content { name, .. } if name == r))
+    }) {
+        if !rel.is_empty() && from.ignored(rel)? {
+            return Err(err(format!("{rel}: excluded by .dockerignore")));
+        }
+        let real = resolve_in_root(from.root(), rel, true)?;
+        let meta = real.metadata().map_err(|_| {
+            err(format!(
+                "{}: not found{}",
+                if rel.is_empty() { "." } else { rel },
+                match from {
+                    SourceRoot::Context(_) => " in the build context",
+                    SourceRoot::Dir(_) => " in the stage",
+                }
+            ))
+        })?;
+        if meta.is_dir() {
+            // A directory source copies its contents.
+            for (sub, path, m) in from.below(rel, &real)? {
+                planned.push(Planned {
+                    dest: join(&dest_rel, &sub),
+                    src: path,
+                    meta: m,
+                    archive: false,
+                });
+            }
+            if !dest_rel.is_empty() {
+                planned.insert(
+                    0,
+                    Planned {
+                        dest: dest_rel.clone(),
+                        src: real.clone(),
+                        meta,
+                        archive: false,
+                    },
+                );
+            }
+        } else {
+            let name = rel.rsplit('/').next().unwrap_or(rel).to_owned();
+            let target = if into_dir {
+                join(&dest_rel, &name)
+            } else {
+                dest_rel.clone()
+            };
+            if req.unpack_archives && is_archive(&real)? {
+                planned.push(Planned {
+                    dest: dest_rel.clone(),
+                    src: real,
+                    meta,
+                    archive: true,
+                });
+                continue;
+            }
+            planned.push(Planned {
+                dest: target,
+                src: real,
+                meta,
+                archive: false,
+            });
+        }
+    }
+
+    let mut tar = tar::Builder::new(out);
+    let mtime = |t: i64| req.clamp_mtime.map_or(t, |c| t.min(c)).max(0) as u64;
+    let now = req
+        .clamp_mtime
+        .unwrap_or_else(|| jiff::Timestamp::now().as_second());
+    // Missing parents of the destination are created owned by the --chown user, 0755.
+    let mut written: BTreeSet<String> = BTreeSet::new();
+    let mut parent = String::new();
+    let dest_for_parents: Vec<String> = if into_dir {
+        dest_parts.clone()
+    } else {
+        dest_parts[..dest_parts.len().saturating_sub(1)].to_vec()
+    };
+    for part in &dest_for_parents {
+        parent = join(&parent, part);
+        let exists = resolve_in_root(image_root, &parent, true)
+            .ok()
+            .is_some_and(|p| p.is_dir());
+        if !exists && !planned.iter().any(|p| p.dest == parent) {
+            let mut h = header(tar::EntryType::Directory, 0o755, req.owner, mtime(now), 0);
+            append(&mut tar, &mut h, &format!("{parent}/"), std::io::empty())?;
+            written.insert(parent.clone());
+        }
+    }
+    for (target, data) in contents {
+        let mode = match &req.chmod {
+            Some(spec) => apply_chmod(spec, 0o644, false)?,
+            None => 0o644,
+        };
+        let mut h = header(
+            tar::EntryType::Regular,
+            mode,
+            req.owner,
+            mtime(now),
+            data.len() as u64,
+        );
+        append(&mut tar, &mut h, &target, data)?;
+    }
+    for p in planned {
+        if p.archive {
+            append_archive(&mut tar, &p.src, &p.dest, req)?;
+            continue;
+        }
+        let ft = p.meta.file_type();
+        let src_mode = p.meta.permissions().mode() & 0o7777;
+        let chmod = |is_dir| match &req.chmod {
+            Some(spec) => apply_chmod(spec, src_mode, is_dir),
+            None => Ok(src_mode),
+        };
+        let t = mtime(p.meta.mtime());
+        if ft.is_dir() {
+            let mut h = header(tar::EntryType::Directory, chmod(true)?, req.owner, t, 0);
+            append(&mut tar, &mut h, &format!("{}/", p.dest), std::io::empty())?;
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(&p.src).map_err(io_err("read link", &p.src))?;
+            let mut h = header(tar::EntryType::Symlink, 0o777, req.owner, t, 0);
+            tar.append_link(&mut h, &p.dest, &target)
+                .map_err(|e| err(format!("failed to write {} to the layer: {e}", p.dest)))?;
+        } else if ft.is_file() {
+            let f = std::fs::File::open(&p.src).map_err(io_err("open", &p.src))?;
+            let size = p.meta.len();
+            let mut h = header(tar::EntryType::Regular, chmod(false)?, req.owner, t, size);
+            append(&mut tar, &mut h, &p.dest, f.take(size))?;
+        }
+        // Sockets, fifos and devices in a context are not copied, as in Docker.
+    }
+    tar.finish()
+        .map_err(|e| err(format!("failed to finish the layer: {e}")))?;
+    Ok(())
+}
+
+fn header(kind: tar::EntryType, mode: u32, owner: Owner, mtime: u64, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_uid(owner.uid.into());
+    h.set_gid(owner.gid.into());
+    h.set_mtime(mtime);
+    h.set_size(size);
+    h
+}
+
+fn append<W: Write>(
+    tar: &mut tar::Builder<W>,
+    h: &mut tar::Header,
+    path: &str,
+    data: impl Read,
+) -> Result<()> {
+    tar.append_data(h, path, data)
+        .map_err(|e| err(format!("failed to write {path} to the layer: {e}")))
+}
+
+/// Whether a local file is a tar archive (plain or compressed), which ADD unpacks.
+fn is_archive(path: &Path) -> Result<bool> {
+    let f = std::fs::File::open(path).map_err(io_err("open", path))?;
+    let (_, mut plain) = cairn_layers::compress::decompress_detected(f)?;
+    let mut block = [0u8; 512];
+    let mut filled = 0;
+    while filled < block.len() {
+        match plain.read(&mut block[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            // A corrupt compressed stream is not an archive; ADD copies the file as it is.
+            Err(_) => return Ok(false),
+        }
+    }
+    Ok(filled == block.len() && &block[257..262] == b"ustar")
+}
+
+/// ADD of a local archive: its entries go under the destination directory, as Docker
+/// extracts them, with their owners unless --chown gives one.
+fn append_archive<W: Write>(
+    tar: &mut tar::Builder<W>,
+    path: &Path,
+    dest_rel: &str,
+    req: &CopyRequest,
+) -> Result<()> {
+    let f = std::fs::File::open(path).map_err(io_err("open", path))?;
+    let (_, plain) = cairn_layers::compress::decompress_detected(f)?;
+    let mut archive = tar::Archive::new(plain);
+    let bad = |e: std::io::Error| err(format!("failed to read archive {}: {e}", path.display()));
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let name = entry.path().map_err(bad)?.to_string_lossy().into_owned();
+        let rel = clean(&name).join("/");
+        if rel.is_empty() {
+            continue;
+        }
+        let mut h = entry.header().clone();
+        if req.owner != (Owner { uid: 0, gid: 0 }) {
+            h.set_uid(req.owner.uid.into());
+            h.set_gid(req.owner.gid.into());
+        }
+        if let Some(c) = req.clamp_mtime {
+            h.set_mtime(h.mtime().unwrap_or(0).min(c.max(0) as u64));
+        }
+        let target = join(dest_rel, &rel);
+        let kind = h.entry_type();
+        if kind.is_symlink() || kind.is_hard_link() {
+            let link = entry
+                .link_name()
+                .map_err(bad)?
+                .map(|l| l.into_owned())
+                .unwrap_or_default();
+            let link = if kind.is_hard_link() {
+                PathBuf::from(join(dest_rel, &clean(&link.to_string_lossy()).join("/")))
+            } else {
+                link
+            };
+            tar.append_link(&mut h, &target, &link)
+                .map_err(|e| err(format!("failed to write {target} to the layer: {e}")))?;
+        } else if kind.is_dir() || kind.is_file() {
+            let path = if kind.is_dir() {
+                format!("{target}/")
+            } else {
+                target.clone()
+            };
+            tar.append_data(&mut h, &path, &mut entry)
+                .map_err(|e| err(format!("failed to write {target} to the layer: {e}")))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! User and group names to ids, from an image's /etc/passwd and /etc/group (`--chown`, `USER`).
+
+use std::path::Path;
+
+/// A resolved `user[:group]`: container uid and gid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Why a `user[:group]` could not be resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupError(pub String);
+
+/// `name:x:id:...` lines: the id of `name` in field 3 (passwd) or 3 (group), and for passwd the
+/// primary gid in field 4.
+fn find(text: &str, name: &str) -> Option<Vec<String>> {
+    text.lines()
+        .map(|l| l.split(':').map(str::to_owned).collect::<Vec<_>>())
+        .find(|f| f.len() >= 3 && f[0] == name)
+}
+
+fn read(rootfs: &Path, file: &str) -> String {
+    // A missing file means no names resolve; numbers still work, as in Docker.
+    std::fs::read_to_string(rootfs.join(file)).unwrap_or_default()
+}
+
+/// Resolves `user[:group]` as Docker's COPY --chown does: numbers as they are, names through
+/// the image's files; "a username without groupname or a UID without GID will use the same
+/// numeric UID as the GID" (Dockerfile reference, COPY --chown).
+pub fn resolve(spec: &str, rootfs: &Path) -> Result<Owner, LookupError> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    if user.is_empty() {
+        return Err(LookupError(format!("{spec:?} names no user")));
+    }
+    let passwd = read(rootfs, "etc/passwd");
+    let uid: u32 = match user.parse::<u32>() {
+        Ok(n) => n,
+        Err(_) => {
+            let f = find(&passwd, user).ok_or_else(|| {
+                LookupError(format!(
+                    "unable to find user {user}: no matching entries in /etc/passwd"
+                ))
+            })?;
+            f[2].parse()
+                .map_err(|_| LookupError(format!("/etc/passwd has a bad uid for {user}")))?
+        }
+    };
+    let gid = match group {
+        None => uid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                let groups = read(rootfs, "etc/group");
+                let f = find(&groups, g).ok_or_else(|| {
+                    LookupError(format!(
+                        "unable to find group {g}: no matching entries in /etc/group"
+                    ))
+                })?;
+                f[2].parse()
+                    .map_err(|_| LookupError(format!("/etc/group has a bad gid for {g}")))?
+            }
+        },
+    };
+    Ok(Owner { uid, gid })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        type Want = Result<(u32, u32), &'static str>;
+        let cases: &[(&str, Want)] = &[
+            ("0", Ok((0, 0))),
+            ("1000", Ok((1000, 1000))),
+            ("4242", Ok((4242, 4242))),
+            ("app", Ok((1000, 1000))),
+            ("app:staff", Ok((1000, 50))),
+            ("app:7", Ok((1000, 7))),
+            ("5:staff", Ok((5, 50))),
+            ("nobody", Err("unable to find user nobody")),
+            ("app:nogroup", Err("unable to find group nogroup")),
+            ("", Err("names no user")),
+        ];
+        for (spec, want) in cases {
+            let got = resolve(spec, dir.path());
+            match want {
+                Ok((u, g)) => assert_eq!(got, Ok(Owner { uid: *u, gid: *g }), "{spec}"),
+                Err(msg) => assert!(got.unwrap_err().0.contains(msg), "{spec}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! `cairn build`: runs the builder, renders its progress, tags the image and writes outputs.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use cairn_builder::build::{BuildOptions, Event, build};
+use cairn_layers::archive::{self, SaveFormat, ToSave};
+use cairn_layers::compress::Compression;
+use cairn_layers::{Reference, Store};
+
+use crate::args::{BuildArgs, Progress};
+use crate::commands::image::source_date_epoch;
+use crate::commands::parse::{build_args, read_dockerfile};
+
+/// One `-o` output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Output {
+    Oci(PathBuf),
+    OciArchive(PathBuf),
+    DockerArchive(PathBuf),
+    Local(PathBuf),
+    Tar(PathBuf),
+}
+
+fn parse_output(spec: &str) -> anyhow::Result<Output> {
+    if !spec.contains('=') {
+        return Ok(Output::Local(PathBuf::from(spec)));
+    }
+    let mut kind = None;
+    let mut dest = None;
+    for field in spec.split(',') {
+        match field.split_once('=') {
+            Some(("type", v)) => kind = Some(v.to_owned()),
+            Some(("dest", v)) => dest = Some(PathBuf::from(v)),
+            _ => bail!("--output {spec:?}: unknown field {field:?} (use type=...,dest=...)"),
+        }
+    }
+    let dest = dest.with_context(|| format!("--output {spec:?} needs dest=PATH"))?;
+    Ok(match kind.as_deref() {
+        Some("oci") => Output::Oci(dest),
+        Some("oci-archive") => Output::OciArchive(dest),
+        Some("docker-archive" | "docker") => Output::DockerArchive(dest),
+        Some("local") => Output::Local(dest),
+        Some("tar") => Output::Tar(dest),
+        Some(other) => bail!(
+            "--output type={other} is not one of oci, oci-archive, docker-archive, local, tar"
+        ),
+        None => bail!("--output {spec:?} needs type=..."),
+    })
+}
+
+/// Renders progress events as numbered plain lines on standard error.
+fn plain(event: Event) {
+    let mut err = std::io::stderr().lock();
+    let _ = match event {
+        Event::Step {
+            id,
+            stage,
+            index,
+            total,
+            text,
+        } => writeln!(err, "#{id} [{stage} {index}/{total}] {text}"),
+        Event::Done { id, seconds } => writeln!(err, "#{id} DONE {seconds:.1}s"),
+    };
+}
+
+pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
+    let tags = args
+        .tags
+        .iter()
+        .map(|t| Reference::parse(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let outputs = args
+        .outputs
+        .iter()
+        .map(|o| parse_output(o))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut labels = BTreeMap::new();
+    for l in &args.labels {
+        let (k, v) = l
+            .split_once('=')
+            .with_context(|| format!("--label {l:?} must be KEY=VALUE"))?;
+        labels.insert(k.to_owned(), v.to_owned());
+    }
+    // A context on standard input is unpacked into a temp dir first.
+    let stdin_context;
+    let context: &Path = if args.context.as_os_str() == "-" {
+        if args.file.as_deref() == Some(Path::new("-")) {
+            bail!("the context and the Dockerfile cannot both come from standard input");
+        }
+        stdin_context = tempfile::tempdir().context("failed to make a temp dir for the context")?;
+        cairn_builder::context::context_from_tar(std::io::stdin().lock(), stdin_context.path())?;
+        stdin_context.path()
+    } else {
+        &args.context
+    };
+    if !context.is_dir() {
+        bail!("build context {} is not a directory", context.display());
+    }
+    let (name, bytes) = read_dockerfile(args.file.as_deref(), context)?;
+    let dockerfile = cairn_parser::decode(&name, &bytes)?;
+    let dockerfile_path = match args.file.as_deref() {
+        Some(p) if p != Path::new("-") => Some(p.to_path_buf()),
+        Some(_) => None,
+        None => Some(
+            context
+                .join(&name)
+                .canonicalize()
+                .unwrap_or_else(|_| PathBuf::from(&name)),
+        ),
+    };
+    let opts = BuildOptions {
+        context: context.to_path_buf(),
+        dockerfile_name: name,
+        dockerfile,
+        dockerfile_path,
+        target: args.target.clone(),
+        build_args: build_args(&args.build_args),
+        labels,
+        source_date_epoch: source_date_epoch()?,
+        compression: Compression::Gzip,
+    };
+    let quiet = args.quiet || args.progress == Progress::Quiet;
+    let mut render = |e: Event| {
+        if !quiet {
+            plain(e);
+        }
+    };
+    let _ = std::io::stderr().is_terminal();
+    let built = build(store, &opts, &mut render)?;
+    let id = store.image(&built.manifest)?.id().clone();
+    for t in &tags {
+        store.tag(t, &built.manifest)?;
+    }
+    for o in &outputs {
+        let save = |format, dest: &Path| {
+            let images = [ToSave {
+                reference: tags.first().cloned(),
+                manifest: built.manifest.clone(),
+            }];
+            archive::save(store, &images, format, dest)
+                .with_context(|| format!("failed to write {}", dest.display()))
+        };
+        match o {
+            Output::Oci(d) => save(SaveFormat::OciDir, d)?,
+            Output::OciArchive(d) => save(SaveFormat::OciArchive, d)?,
+            Output::DockerArchive(d) => save(SaveFormat::DockerArchive, d)?,
+            Output::Local(d) => cairn_builder::output::local(store, &built, d)?,
+            Output::Tar(d) => cairn_builder::output::tar(&built, d, opts.source_date_epoch)?,
+        }
+    }
+    if let Some(f) = &args.iidfile {
+        std::fs::write(f, id.as_str())
+            .with_context(|| format!("failed to write {}", f.display()))?;
+    }
+    let mut out = std::io::stdout().lock();
+    if quiet {
+        writeln!(out, "{id}")?;
+    } else {
+        let mut err = std::io::stderr().lock();
+        writeln!(err, "writing image {id} done")?;
+        for t in &tags {
+            writeln!(err, "naming to {t} done")?;
+        }
+    }
+    Ok(())
+}
