@@ -622,7 +622,7 @@ fn copy_step(
             Error::Layers(l) => l,
             other => cairn_layers::Error::Invalid {
                 what: ins.original.clone(),
-                reason: other.to_string(),
+                reason: inner(other),
             },
         })
     })

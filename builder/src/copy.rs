@@ -232,19 +232,22 @@ impl SourceRoot<'_> {
     /// Everything below the directory `rel`, sorted, ignored entries left out.
     fn below(&self, rel: &str, real: &Path) -> Result<Vec<(String, PathBuf, Metadata)>> {
         match self {
-            SourceRoot::Context(c) => Ok(c
-                .walk(rel)?
-                .into_iter()
-                .filter_map(|e| {
-                    let sub = e
-                        .rel
-                        .strip_prefix(rel)
-                        .unwrap_or(&e.rel)
-                        .trim_start_matches('/')
-                        .to_owned();
-                    (!sub.is_empty()).then_some((sub, e.path, e.metadata))
-                })
-                .collect()),
+            SourceRoot::Context(c) => {
+                // Entries are named by the real path, which differs when `rel` is a symlink.
+                let base = c.resolve_rel(rel)?;
+                Ok(c.walk(rel)?
+                    .into_iter()
+                    .filter_map(|e| {
+                        let sub = e
+                            .rel
+                            .strip_prefix(base.as_str())
+                            .unwrap_or(&e.rel)
+                            .trim_start_matches('/')
+                            .to_owned();
+                        (!sub.is_empty()).then_some((sub, e.path, e.metadata))
+                    })
+                    .collect())
+            }
             SourceRoot::Dir(_) => {
                 let mut out = Vec::new();
                 for e in walkdir::WalkDir::new(real).min_depth(1).sort_by_file_name() {
@@ -399,7 +402,12 @@ pub fn copy_to_tar(
             .iter()
             .any(|s| matches!(s, CopySource::Content { name, .. } if name == r))
     }) {
-        if !rel.is_empty() && from.ignored(rel)? {
+        // Both the name given and the path it resolves to must be kept by .dockerignore.
+        let resolved_ignored = match from {
+            SourceRoot::Context(c) if !rel.is_empty() => c.is_ignored(&c.resolve_rel(rel)?)?,
+            _ => false,
+        };
+        if !rel.is_empty() && (from.ignored(rel)? || resolved_ignored) {
             return Err(err(format!("{rel}: excluded by .dockerignore")));
         }
         let real = resolve_in_root(from.root(), rel, true)?;

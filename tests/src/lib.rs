@@ -1,7 +1,11 @@
 //! Helpers for cairn's end-to-end tests: find the real `cairn` binary and run it.
+// This crate is test support: a failed step should stop the test with its message.
+#![allow(clippy::unwrap_used)]
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 
 /// The `cairn` binary under test: `$CAIRN_BIN`, else the one cargo built next to this test.
 pub fn cairn_bin() -> PathBuf {
@@ -66,4 +70,87 @@ pub fn texts(out: &Output) -> (String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+pub fn is_root() -> bool {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+/// Runs a command and insists it succeeds, showing its output when it does not.
+pub fn ok(mut cmd: Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?} could not start: {e}"));
+    let (stdout, stderr) = texts(&out);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    out
+}
+
+pub fn tool(name: &str) -> Command {
+    Command::new(name)
+}
+
+/// A store in its own temp dir, driven through `--root`.
+#[derive(Debug)]
+pub struct Store {
+    _dir: tempfile::TempDir,
+    pub root: PathBuf,
+}
+
+impl Store {
+    pub fn new() -> Store {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        Store { _dir: dir, root }
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = cairn();
+        c.arg("--root").arg(&self.root).args(args);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> String {
+        texts(&ok(self.cmd(args))).0
+    }
+
+    pub fn index(&self) -> serde_json::Value {
+        serde_json::from_slice(&fs::read(self.root.join("index.json")).unwrap()).unwrap()
+    }
+
+    pub fn inspect(&self, name: &str) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&self.run(&["inspect", name])).unwrap();
+        v[0].clone()
+    }
+}
+
+/// The busybox fixture, built once per test process into a temp dir.
+pub fn busybox_layout() -> &'static Path {
+    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, path) = DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("busybox");
+        let mut c = Command::new(repo_root().join("fixtures/busybox/make.sh"));
+        c.arg(&out).arg(cairn_bin());
+        ok(c);
+        (dir, out)
+    });
+    path
+}
+
+pub fn loaded_busybox() -> Store {
+    let s = Store::new();
+    let out = s.run(&[
+        "load",
+        "-i",
+        busybox_layout().to_str().unwrap(),
+        "-t",
+        "busybox",
+    ]);
+    assert_eq!(out, "Loaded image: busybox:latest\n");
+    s
 }

@@ -3,93 +3,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::path::Path;
+use std::process::Command;
 
-use cairn_e2e::{cairn, cairn_bin, repo_root, texts};
-
-fn is_root() -> bool {
-    let out = Command::new("id").arg("-u").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim() == "0"
-}
-
-/// Runs a command and insists it succeeds, showing its output when it does not.
-fn ok(mut cmd: Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?} could not start: {e}"));
-    let (stdout, stderr) = texts(&out);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
-    );
-    out
-}
-
-fn tool(name: &str) -> Command {
-    Command::new(name)
-}
-
-/// A store in its own temp dir, driven through `--root`.
-struct Store {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl Store {
-    fn new() -> Store {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("store");
-        Store { _dir: dir, root }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = cairn();
-        c.arg("--root").arg(&self.root).args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        texts(&ok(self.cmd(args))).0
-    }
-
-    fn index(&self) -> serde_json::Value {
-        serde_json::from_slice(&fs::read(self.root.join("index.json")).unwrap()).unwrap()
-    }
-
-    fn inspect(&self, name: &str) -> serde_json::Value {
-        let v: serde_json::Value = serde_json::from_str(&self.run(&["inspect", name])).unwrap();
-        v[0].clone()
-    }
-}
-
-/// The busybox fixture, built once per test process into a temp dir.
-fn busybox_layout() -> &'static Path {
-    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_, path) = DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("busybox");
-        let mut c = Command::new(repo_root().join("fixtures/busybox/make.sh"));
-        c.arg(&out).arg(cairn_bin());
-        ok(c);
-        (dir, out)
-    });
-    path
-}
-
-fn loaded_busybox() -> Store {
-    let s = Store::new();
-    let out = s.run(&[
-        "load",
-        "-i",
-        busybox_layout().to_str().unwrap(),
-        "-t",
-        "busybox",
-    ]);
-    assert_eq!(out, "Loaded image: busybox:latest\n");
-    s
-}
+use cairn_e2e::{
+    Store, busybox_layout, cairn_bin, is_root, loaded_busybox, ok, repo_root, texts, tool,
+};
 
 #[test]
 fn busybox_fixture_is_reproducible_and_valid() {

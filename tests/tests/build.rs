@@ -1,0 +1,269 @@
+//! `cairn build` through the real binary: the image checked by unpacking it with umoci and
+//! reading its config with skopeo; outputs; errors with carets; reproducibility.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use cairn_e2e::{Store, is_root, loaded_busybox, ok, repo_root, texts, tool};
+
+fn site() -> std::path::PathBuf {
+    repo_root().join("fixtures/examples/site")
+}
+
+/// Unpacks an OCI layout's image with umoci and returns the bundle's rootfs.
+fn unpack(layout: &Path, tag: &str, into: &Path) -> std::path::PathBuf {
+    let mut u = tool("umoci");
+    u.arg("unpack");
+    if !is_root() {
+        u.arg("--rootless");
+    }
+    u.arg("--image")
+        .arg(format!("{}:{tag}", layout.display()))
+        .arg(into);
+    ok(u);
+    into.join("rootfs")
+}
+
+fn validate(layout: &Path, tag: &str) {
+    let mut v = tool("oci-image-tool");
+    v.args([
+        "validate",
+        "--type",
+        "image",
+        "--ref",
+        &format!("name={tag}"),
+    ])
+    .arg(layout);
+    ok(v);
+}
+
+#[test]
+fn site_example_builds_a_correct_image() {
+    let s = loaded_busybox();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("oci");
+    let out = s
+        .cmd(&[
+            "build",
+            "-t",
+            "site:1",
+            "-o",
+            &format!("type=oci,dest={}", layout.display()),
+        ])
+        .arg(site())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.is_empty(), "progress goes to stderr: {stdout}");
+    assert!(stderr.contains("#1 [assets 1/"), "{stderr}");
+    assert!(stderr.contains("DONE"), "{stderr}");
+    validate(&layout, "1");
+
+    let rootfs = unpack(&layout, "1", &dir.path().join("bundle"));
+    assert_eq!(
+        fs::read_to_string(rootfs.join("srv/www/index.html")).unwrap(),
+        "<h1>hello from cairn</h1>\n"
+    );
+    assert_eq!(
+        fs::read_to_string(rootfs.join("srv/www/VERSION")).unwrap(),
+        "site 1.0\n"
+    );
+    assert!(
+        rootfs.join("bin/busybox").is_file(),
+        "the base image's files are there"
+    );
+    // .dockerignore kept draft.md out of the context; the wildcard took only *.txt anyway.
+    assert!(!rootfs.join("srv/notes/draft.md").exists());
+    let note = fs::metadata(rootfs.join("srv/notes/one.txt")).unwrap();
+    assert_eq!(note.permissions().mode() & 0o7777, 0o640);
+    if is_root() {
+        // --chown=nobody:nogroup through the image's /etc/passwd and /etc/group.
+        assert_eq!((note.uid(), note.gid()), (65534, 65534));
+        let www = fs::metadata(rootfs.join("srv/www/index.html")).unwrap();
+        assert_eq!((www.uid(), www.gid()), (0, 0));
+    }
+
+    let mut i = tool("skopeo");
+    i.args(["inspect", "--config"])
+        .arg(format!("oci:{}:1", layout.display()));
+    let config: serde_json::Value = serde_json::from_slice(&ok(i).stdout).unwrap();
+    let c = &config["config"];
+    assert_eq!(c["User"], "nobody");
+    assert_eq!(c["WorkingDir"], "/srv");
+    assert_eq!(c["ExposedPorts"], serde_json::json!({"8080/tcp": {}}));
+    assert_eq!(c["Labels"]["org.opencontainers.image.title"], "site");
+    assert!(
+        c["Env"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("PORT=8080"))
+    );
+    let history = config["history"].as_array().unwrap();
+    assert!(history.iter().any(|h| {
+        h["created_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("ENV PORT=8080")
+            && h["empty_layer"] == true
+    }));
+    let layers = config["rootfs"]["diff_ids"].as_array().unwrap().len();
+    let non_empty = history.iter().filter(|h| h["empty_layer"] != true).count();
+    assert_eq!(layers, non_empty, "one history entry per layer");
+    // The image is in the store under its tag.
+    assert_eq!(s.inspect("site:1")["Config"]["User"], "nobody");
+}
+
+#[test]
+fn archives_local_and_tar_outputs() {
+    let s = loaded_busybox();
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n);
+    let iid = d("iid");
+    let out = s
+        .cmd(&["build", "-q", "--iidfile", iid.to_str().unwrap()])
+        .args([
+            "-o",
+            &format!("type=oci-archive,dest={}", d("img.oci.tar").display()),
+        ])
+        .args([
+            "-o",
+            &format!("type=docker-archive,dest={}", d("img.docker.tar").display()),
+        ])
+        .args(["-o", &format!("type=local,dest={}", d("local").display())])
+        .args([
+            "-o",
+            &format!("type=tar,dest={}", d("rootfs.tar").display()),
+        ])
+        .arg(site())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.is_empty(), "-q prints no progress: {stderr}");
+    assert_eq!(stdout.trim(), fs::read_to_string(&iid).unwrap());
+    assert!(stdout.starts_with("sha256:"));
+    // Without -t the layout still names the image `latest`.
+    let mut i = tool("skopeo");
+    i.args(["inspect", "--config"])
+        .arg(format!("oci-archive:{}:latest", d("img.oci.tar").display()));
+    ok(i);
+    let mut i = tool("skopeo");
+    i.arg("inspect")
+        .arg(format!("docker-archive:{}", d("img.docker.tar").display()));
+    ok(i);
+    assert_eq!(
+        fs::read_to_string(d("local/srv/www/index.html")).unwrap(),
+        "<h1>hello from cairn</h1>\n"
+    );
+    let mut t = tool("tar");
+    t.arg("-tvf").arg(d("rootfs.tar"));
+    let listing = texts(&ok(t)).0;
+    assert!(listing.contains("srv/www/index.html"), "{listing}");
+    assert!(listing.contains("bin/busybox"), "{listing}");
+}
+
+#[test]
+fn source_date_epoch_makes_builds_reproducible() {
+    let digests: Vec<String> = (0..2)
+        .map(|_| {
+            let s = loaded_busybox();
+            let mut c = s.cmd(&["build", "-q", "-t", "site:1"]);
+            c.arg(site()).env("SOURCE_DATE_EPOCH", "1700000000");
+            let out = ok(c);
+            let id = texts(&out).0;
+            assert_eq!(s.inspect("site:1")["Created"], "2023-11-14T22:13:20Z");
+            format!("{id} {}", s.inspect("site:1")["ManifestDigest"])
+        })
+        .collect();
+    assert_eq!(digests[0], digests[1]);
+}
+
+#[test]
+fn targets_and_unneeded_stages() {
+    let s = loaded_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("a.txt"), "a\n").unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox AS broken\nRUN exit 1\n\nFROM scratch AS one\nCOPY a.txt /\n\nFROM one AS two\nCOPY --from=one /a.txt /b.txt\nENV X=1\n",
+    )
+    .unwrap();
+    // The broken stage is never needed, so it never runs.
+    let out = s
+        .cmd(&["build", "-t", "two"])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", texts(&out).1);
+    assert!(!texts(&out).1.contains("RUN exit 1"));
+    let two = s.inspect("two");
+    assert_eq!(two["RootFS"]["Layers"].as_array().unwrap().len(), 2);
+    let out = s
+        .cmd(&["build", "-t", "one", "--target", "one"])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", texts(&out).1);
+    assert_eq!(
+        s.inspect("one")["RootFS"]["Layers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn errors_point_at_the_dockerfile_line() {
+    let s = Store::new();
+    let ctx = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &str)] = &[
+        (
+            "FROM scratch\nCOPY missing.txt /\n",
+            "Dockerfile:2:1: COPY missing.txt: not found in the build context",
+        ),
+        (
+            "FROM nosuchimage\n",
+            "Dockerfile:1:1: FROM image \"nosuchimage\" is not in the store; load it first with `cairn load",
+        ),
+        (
+            "FROM scratch\nCOPY --chown=app a.txt /\n",
+            "Dockerfile:2:1: COPY --chown: unable to find user app",
+        ),
+        (
+            "FROM scratch\nRUN echo hi\n",
+            "Dockerfile:2:1: RUN cannot run yet",
+        ),
+        (
+            "FROM scratch\nCOPY a.txt b.txt /dst\n",
+            "the destination must be a directory and end with a /",
+        ),
+        (
+            "FROM scratch\nCOPY ignored.txt /\n",
+            "ignored.txt: excluded by .dockerignore",
+        ),
+    ];
+    fs::write(ctx.path().join("a.txt"), "a").unwrap();
+    fs::write(ctx.path().join("b.txt"), "b").unwrap();
+    fs::write(ctx.path().join("ignored.txt"), "x").unwrap();
+    fs::write(ctx.path().join(".dockerignore"), "ignored.txt\n").unwrap();
+    for (dockerfile, want) in cases {
+        fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+        let out = s.cmd(&["build"]).arg(ctx.path()).output().unwrap();
+        let (_, stderr) = texts(&out);
+        assert_eq!(out.status.code(), Some(1), "{dockerfile}");
+        let flat = stderr.replace(&format!("{}/", ctx.path().display()), "");
+        assert!(
+            flat.contains(want),
+            "{dockerfile:?}\nwant {want:?}\ngot {stderr}"
+        );
+        if want.starts_with("Dockerfile:") {
+            assert!(stderr.contains(" | ^"), "a caret under the line: {stderr}");
+        }
+    }
+    // Nothing is left behind in the store's temp dir by failed builds.
+    assert_eq!(fs::read_dir(s.root.join("tmp")).unwrap().count(), 0);
+}
