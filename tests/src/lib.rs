@@ -101,6 +101,12 @@ pub struct Store {
     pub root: PathBuf,
 }
 
+impl Default for Store {
+    fn default() -> Store {
+        Store::new()
+    }
+}
+
 impl Store {
     pub fn new() -> Store {
         let dir = tempfile::tempdir().unwrap();
