@@ -364,6 +364,8 @@ struct Ctx<'a> {
 
 /// COPY's and ADD's arguments, as one shape.
 struct CopyArgs<'a> {
+    parents: bool,
+    excludes: &'a [String],
     sources: &'a [Source],
     dest: &'a str,
     from: Option<&'a str>,
@@ -400,6 +402,8 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction) -> Result<()> {
             st,
             ins,
             CopyArgs {
+                parents: c.parents,
+                excludes: &c.excludes,
                 sources: &c.sources,
                 dest: &c.dest,
                 from: c.from.as_deref(),
@@ -413,6 +417,8 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction) -> Result<()> {
             st,
             ins,
             CopyArgs {
+                parents: false,
+                excludes: &a.excludes,
                 sources: &a.sources,
                 dest: &a.dest,
                 from: None,
@@ -524,6 +530,8 @@ fn copy_step(
     let word = |w: &str| lexer.process_word(w, &env).map_err(|e| fail(e.to_string()));
     let created = timestamp(epoch);
     let CopyArgs {
+        parents,
+        excludes,
         sources,
         dest,
         from,
@@ -579,6 +587,11 @@ fn copy_step(
         chmod,
         clamp_mtime: epoch,
         unpack_archives: is_add,
+        parents,
+        excludes: excludes
+            .iter()
+            .map(|e| word(e))
+            .collect::<Result<Vec<_>>>()?,
     };
     // --from: a stage (by name or index), or an image from the store.
     let image_dir;

@@ -39,6 +39,11 @@ pub struct CopyRequest {
     pub clamp_mtime: Option<i64>,
     /// ADD: unpack local tar archives into the destination.
     pub unpack_archives: bool,
+    /// `--parents`: keep each source's directories (`a/b/f` lands at `DEST/a/b/f`).
+    pub parents: bool,
+    /// `--exclude`: .dockerignore-style patterns, matched against paths below each source and
+    /// against each source itself.
+    pub excludes: Vec<String>,
 }
 
 fn err(message: impl Into<String>) -> Error {
@@ -387,6 +392,16 @@ pub fn copy_to_tar(
             req.dest
         )));
     }
+    let exclude =
+        crate::ignore::Matcher::new(&req.excludes).map_err(|e| err(format!("--exclude: {e}")))?;
+    let excluded = |path: &str| -> Result<bool> {
+        if exclude.is_empty() || path.is_empty() {
+            return Ok(false);
+        }
+        exclude
+            .excluded(path)
+            .map_err(|e| err(format!("--exclude: {e}")))
+    };
     for src in &req.sources {
         if let CopySource::Content { name, data } = src {
             let target = if into_dir {
@@ -421,9 +436,47 @@ pub fn copy_to_tar(
                 }
             ))
         })?;
+        if excluded(rel)? {
+            continue;
+        }
+        // With --parents a source keeps its directories under the destination.
+        let base = if req.parents && !rel.is_empty() {
+            let mut at = String::new();
+            let dirs: Vec<&str> = rel.split('/').collect();
+            for d in &dirs[..dirs.len() - 1] {
+                at = join(&at, d);
+                let real_dir = resolve_in_root(from.root(), &at, true)?;
+                let m = real_dir.metadata().map_err(io_err("stat", &real_dir))?;
+                planned.push(Planned {
+                    dest: join(&dest_rel, &at),
+                    src: real_dir,
+                    meta: m,
+                    archive: false,
+                });
+            }
+            if meta.is_dir() {
+                join(&dest_rel, rel)
+            } else {
+                join(&dest_rel, &at)
+            }
+        } else {
+            dest_rel.clone()
+        };
         if meta.is_dir() {
             // A directory source copies its contents.
+            let dest_rel = base;
+            if req.parents && !dest_rel.is_empty() {
+                planned.push(Planned {
+                    dest: dest_rel.clone(),
+                    src: real.clone(),
+                    meta: meta.clone(),
+                    archive: false,
+                });
+            }
             for (sub, path, m) in from.below(rel, &real)? {
+                if excluded(&sub)? {
+                    continue;
+                }
                 planned.push(Planned {
                     dest: join(&dest_rel, &sub),
                     src: path,
@@ -444,8 +497,8 @@ pub fn copy_to_tar(
             }
         } else {
             let name = rel.rsplit('/').next().unwrap_or(rel).to_owned();
-            let target = if into_dir {
-                join(&dest_rel, &name)
+            let target = if into_dir || req.parents {
+                join(&base, &name)
             } else {
                 dest_rel.clone()
             };

@@ -267,3 +267,59 @@ fn errors_point_at_the_dockerfile_line() {
     // Nothing is left behind in the store's temp dir by failed builds.
     assert_eq!(fs::read_dir(s.root.join("tmp")).unwrap().count(), 0);
 }
+
+#[test]
+fn copy_parents_exclude_and_add_archives() {
+    let s = Store::new();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    for f in ["src/a/one.rs", "src/a/one.md", "src/b/two.rs", "docs/x.md"] {
+        fs::create_dir_all(c.join(f).parent().unwrap()).unwrap();
+        fs::write(c.join(f), f).unwrap();
+    }
+    // A local archive that ADD unpacks (and COPY copies as a file).
+    let mut t = tool("tar");
+    t.arg("-C")
+        .arg(c)
+        .arg("-czf")
+        .arg(c.join("docs.tar.gz"))
+        .arg("docs");
+    ok(t);
+    fs::write(
+        c.join("Dockerfile"),
+        "FROM scratch\nCOPY --parents src/*/*.rs /keep/\nCOPY --exclude=**/*.md src /flat/\nADD docs.tar.gz /unpacked/\nCOPY docs.tar.gz /copied/\n",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("out");
+    let out = s
+        .cmd(&[
+            "build",
+            "-q",
+            "-o",
+            &format!("type=local,dest={}", local.display()),
+        ])
+        .arg(c)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", texts(&out).1);
+    let has = |p: &str| local.join(p).exists();
+    assert!(
+        has("keep/src/a/one.rs") && has("keep/src/b/two.rs"),
+        "--parents keeps directories"
+    );
+    assert!(!has("keep/src/a/one.md") && !has("keep/one.rs"));
+    assert!(has("flat/a/one.rs") && has("flat/b/two.rs"));
+    assert!(
+        !has("flat/a/one.md"),
+        "--exclude=**/*.md leaves markdown out at any depth below the source"
+    );
+    assert_eq!(
+        fs::read_to_string(local.join("unpacked/docs/x.md")).unwrap(),
+        "docs/x.md"
+    );
+    assert!(
+        local.join("copied/docs.tar.gz").is_file(),
+        "COPY does not unpack"
+    );
+}
