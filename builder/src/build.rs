@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use cairn_layers::apply::{ApplyOptions, Whiteouts, apply_layer};
@@ -39,6 +40,36 @@ pub struct BuildOptions {
     /// SOURCE_DATE_EPOCH: the image's creation time, and a clamp on file times in new layers.
     pub source_date_epoch: Option<i64>,
     pub compression: Compression,
+    /// `--build-context NAME=...`: named contexts that FROM and COPY --from may use.
+    pub contexts: BTreeMap<String, NamedContext>,
+}
+
+/// A named build context: a directory (COPY --from reads it with its own .dockerignore; FROM
+/// makes an image of it) or an image in an OCI layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    Dir(PathBuf),
+    OciLayout { dir: PathBuf, tag: Option<String> },
+}
+
+impl NamedContext {
+    /// `oci-layout://DIR[:TAG]`, or a directory path.
+    pub fn parse(spec: &str) -> NamedContext {
+        match spec.strip_prefix("oci-layout://") {
+            Some(rest) => {
+                // A `:TAG` after the last `/`; a colon earlier belongs to the path.
+                let (dir, tag) = match rest.rsplit_once(':') {
+                    Some((d, t)) if !t.contains('/') && !t.is_empty() => (d, Some(t.to_owned())),
+                    _ => (rest, None),
+                };
+                NamedContext::OciLayout {
+                    dir: PathBuf::from(dir),
+                    tag,
+                }
+            }
+            None => NamedContext::Dir(PathBuf::from(spec)),
+        }
+    }
 }
 
 /// Progress of a build, for the CLI to render.
@@ -167,7 +198,11 @@ pub(crate) fn unpack_layers(store: &Store, layers: &[Descriptor], dir: &Path) ->
 }
 
 /// Runs a build and returns the target stage's image, stored (not tagged).
-pub fn build(store: &Store, opts: &BuildOptions, progress: &mut dyn FnMut(Event)) -> Result<Built> {
+pub fn build(
+    store: &Store,
+    opts: &BuildOptions,
+    progress: &(dyn Fn(Event) + Sync),
+) -> Result<Built> {
     let df: Dockerfile = cairn_parser::parse(&opts.dockerfile_name, &opts.dockerfile)?;
     let mut args = platform_args();
     args.extend(opts.build_args.clone());
@@ -209,106 +244,52 @@ pub fn build(store: &Store, opts: &BuildOptions, progress: &mut dyn FnMut(Event)
         }
     }
 
-    let order: Vec<usize> = graph.reachable(target).into_iter().flatten().collect();
-    let total_steps: usize = order
-        .iter()
-        .map(|&i| df.stages[i].instructions.len() + 1)
-        .sum();
-    let mut results: BTreeMap<usize, StageResult> = BTreeMap::new();
-    let mut step_id = 0;
     let epoch = opts.source_date_epoch;
-    for &index in &order {
-        let stage = &df.stages[index];
-        let stage_name = stage.display_name();
-        let rootfs = work.0.join(format!("stage-{index}"));
-        step_id += 1;
-        let started = Instant::now();
-        progress(Event::Step {
-            id: step_id,
-            stage: stage_name.clone(),
-            index: 1,
-            total: total_steps,
-            text: stage.original.clone(),
+    let next_id = AtomicUsize::new(0);
+    let mut results: BTreeMap<usize, StageResult> = BTreeMap::new();
+    // Stages of one wave need nothing from each other: they run in parallel.
+    for wave in graph.reachable(target) {
+        let finished: Vec<(usize, Result<StageResult>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = wave
+                .iter()
+                .map(|&index| {
+                    let cx = Ctx {
+                        store,
+                        opts,
+                        context: &context,
+                        df: &df,
+                        globals: &globals,
+                        results: &results,
+                        lexer: &lexer,
+                        epoch,
+                    };
+                    let (graph, work, next_id) = (&graph, &work, &next_id);
+                    scope.spawn(move || {
+                        (
+                            index,
+                            build_stage(&cx, graph, &work.0, index, next_id, progress),
+                        )
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        (
+                            usize::MAX,
+                            Err(Error::Instruction {
+                                instruction: "build".into(),
+                                message: "a stage's thread panicked".into(),
+                            }),
+                        )
+                    })
+                })
+                .collect()
         });
-        let base = &graph.bases[index];
-        let from_stage = graph
-            .edges
-            .iter()
-            .find(|e| e.stage == index && e.kind == cairn_parser::EdgeKind::From)
-            .map(|e| e.needs);
-        let (config, layers) = if let Some(dep) = from_stage {
-            let r = &results[&dep];
-            (r.config.clone(), r.layers.clone())
-        } else if base.eq_ignore_ascii_case("scratch") {
-            (ImageConfig::scratch(), Vec::new())
-        } else {
-            let (_, manifest) = store.resolve(base).map_err(|_| {
-                at(
-                    opts,
-                    stage.span,
-                    "FROM",
-                    format!("image {base:?} is not in the store; load it first with `cairn load -i PATH -t {base}`"),
-                )
-            })?;
-            let img = store.image(&manifest)?;
-            (img.config, img.manifest.layers)
-        };
-        unpack_layers(store, &layers, &rootfs)?;
-        let mut config = config;
-        // A new image starts a new history only in name: the base's history stays.
-        let onbuild = config.config.on_build.take();
-        let mut st = StageState {
-            config,
-            layers,
-            rootfs,
-            args: BTreeMap::new(),
-            meta: MetaState::default(),
-        };
-        progress(Event::Done {
-            id: step_id,
-            seconds: started.elapsed().as_secs_f64(),
-        });
-
-        // ONBUILD triggers of the base image run first, as Docker runs them.
-        let mut triggers = Vec::new();
-        for t in onbuild.unwrap_or_default() {
-            let parsed = cairn_parser::parse("ONBUILD", &format!("FROM scratch\n{t}\n"))?;
-            triggers.extend(parsed.stages[0].instructions.clone());
+        for (index, result) in finished {
+            results.insert(index, result?);
         }
-        for (i, ins) in triggers.iter().chain(&stage.instructions).enumerate() {
-            step_id += 1;
-            let started = Instant::now();
-            progress(Event::Step {
-                id: step_id,
-                stage: stage_name.clone(),
-                index: i + 2,
-                total: total_steps,
-                text: ins.original.clone(),
-            });
-            let cx = Ctx {
-                store,
-                opts,
-                context: &context,
-                df: &df,
-                globals: &globals,
-                results: &results,
-                lexer: &lexer,
-                epoch,
-            };
-            step(&cx, &mut st, ins)?;
-            progress(Event::Done {
-                id: step_id,
-                seconds: started.elapsed().as_secs_f64(),
-            });
-        }
-        results.insert(
-            index,
-            StageResult {
-                config: st.config,
-                layers: st.layers,
-                rootfs: st.rootfs,
-            },
-        );
     }
 
     let result = results.remove(&target).ok_or_else(|| Error::Instruction {
@@ -324,6 +305,130 @@ pub fn build(store: &Store, opts: &BuildOptions, progress: &mut dyn FnMut(Event)
         config,
         rootfs: result.rootfs,
         _work: work,
+    })
+}
+
+/// Builds one stage, whose needs are all in `cx.results`.
+fn build_stage(
+    cx: &Ctx<'_>,
+    graph: &StageGraph,
+    work: &Path,
+    index: usize,
+    next_id: &AtomicUsize,
+    progress: &(dyn Fn(Event) + Sync),
+) -> Result<StageResult> {
+    let Ctx {
+        store,
+        opts,
+        df,
+        results,
+        epoch,
+        ..
+    } = *cx;
+    let stage = &df.stages[index];
+    let stage_name = stage.display_name();
+    let rootfs = work.join(format!("stage-{index}"));
+    let step_id = next_id.fetch_add(1, Ordering::Relaxed) + 1;
+    let started = Instant::now();
+    progress(Event::Step {
+        id: step_id,
+        stage: stage_name.clone(),
+        index: 1,
+        total: stage.instructions.len() + 1,
+        text: stage.original.clone(),
+    });
+    let base = &graph.bases[index];
+    let from_stage = graph
+        .edges
+        .iter()
+        .find(|e| e.stage == index && e.kind == cairn_parser::EdgeKind::From)
+        .map(|e| e.needs);
+    let (config, layers) = if let Some(dep) = from_stage {
+        let r = &results[&dep];
+        (r.config.clone(), r.layers.clone())
+    } else if base.eq_ignore_ascii_case("scratch") {
+        (ImageConfig::scratch(), Vec::new())
+    } else {
+        let named = opts.contexts.get(base.as_str()).cloned().or_else(|| {
+            base.starts_with("oci-layout://")
+                .then(|| NamedContext::parse(base))
+        });
+        match named {
+            Some(NamedContext::OciLayout { dir, tag }) => {
+                let manifest = cairn_layers::archive::layout_image(store, &dir, tag.as_deref())
+                    .map_err(|e| at(opts, stage.span, "FROM", e.to_string()))?;
+                let img = store.image(&manifest)?;
+                (img.config, img.manifest.layers)
+            }
+            Some(NamedContext::Dir(dir)) => {
+                // A directory as a base: an image with one layer holding the directory.
+                let layer = write_layer(store, opts.compression, |w| {
+                    let tar_opts = cairn_layers::diff::TarOptions {
+                        id_map: IdMap::identity(),
+                        clamp_mtime: epoch,
+                    };
+                    cairn_layers::diff::write_dir(&dir, w, &tar_opts).map(|_| ())
+                })?;
+                let mut config = ImageConfig::scratch();
+                config.rootfs.diff_ids.push(layer.diff_id);
+                (config, vec![layer.descriptor])
+            }
+            None => {
+                let (_, manifest) = store.resolve(base).map_err(|_| {
+                    at(
+                        opts,
+                        stage.span,
+                        "FROM",
+                        format!("image {base:?} is not in the store; load it first with `cairn load -i PATH -t {base}`"),
+                    )
+                })?;
+                let img = store.image(&manifest)?;
+                (img.config, img.manifest.layers)
+            }
+        }
+    };
+    unpack_layers(store, &layers, &rootfs)?;
+    let mut config = config;
+    // A new image starts a new history only in name: the base's history stays.
+    let onbuild = config.config.on_build.take();
+    let mut st = StageState {
+        config,
+        layers,
+        rootfs,
+        args: BTreeMap::new(),
+        meta: MetaState::default(),
+    };
+    progress(Event::Done {
+        id: step_id,
+        seconds: started.elapsed().as_secs_f64(),
+    });
+
+    // ONBUILD triggers of the base image run first, as Docker runs them.
+    let mut triggers = Vec::new();
+    for t in onbuild.unwrap_or_default() {
+        let parsed = cairn_parser::parse("ONBUILD", &format!("FROM scratch\n{t}\n"))?;
+        triggers.extend(parsed.stages[0].instructions.clone());
+    }
+    for (i, ins) in triggers.iter().chain(&stage.instructions).enumerate() {
+        let step_id = next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let started = Instant::now();
+        progress(Event::Step {
+            id: step_id,
+            stage: stage_name.clone(),
+            index: i + 2,
+            total: stage.instructions.len() + 1,
+            text: ins.original.clone(),
+        });
+        step(cx, &mut st, ins)?;
+        progress(Event::Done {
+            id: step_id,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(StageResult {
+        config: st.config,
+        layers: st.layers,
+        rootfs: st.rootfs,
     })
 }
 
@@ -371,6 +476,8 @@ struct CopyArgs<'a> {
     from: Option<&'a str>,
     chown: Option<&'a str>,
     chmod: Option<&'a str>,
+    /// ADD `--checksum=ALGO:HEX`, for URL sources.
+    checksum: Option<&'a str>,
     is_add: bool,
 }
 
@@ -409,6 +516,7 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction) -> Result<()> {
                 from: c.from.as_deref(),
                 chown: c.chown.as_deref(),
                 chmod: c.chmod.as_deref(),
+                checksum: None,
                 is_add: false,
             },
         )?,
@@ -424,6 +532,7 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction) -> Result<()> {
                 from: None,
                 chown: a.chown.as_deref(),
                 chmod: a.chmod.as_deref(),
+                checksum: a.checksum.as_deref(),
                 is_add: true,
             },
         )?,
@@ -537,23 +646,53 @@ fn copy_step(
         from,
         chown,
         chmod,
+        checksum,
         is_add,
     } = args;
+    let checksum = checksum.map(word).transpose()?;
+    let dest = word(dest)?;
+    // Downloads live next to the stage's rootfs in the work directory; each guard removes its
+    // file when this step ends, failed or not.
+    let mut downloads: Vec<crate::remote::Download> = Vec::new();
     let mut srcs = Vec::new();
     for s in sources {
         srcs.push(match s {
             Source::Path(p) => {
                 let p = word(p)?;
-                if is_add
-                    && (p.starts_with("http://")
-                        || p.starts_with("https://")
-                        || p.starts_with("git@"))
-                {
+                if is_add && crate::remote::is_url(&p) {
+                    let to = st
+                        .rootfs
+                        .with_extension(format!("download-{}", downloads.len()));
+                    let dl = crate::remote::download(&p, &to, checksum.as_deref()).map_err(fail)?;
+                    if dl.name.is_empty() && dest.ends_with('/') {
+                        return Err(fail(format!(
+                            "{p} gives no file name: name the file in the destination, not {dest}"
+                        )));
+                    }
+                    // Docker dates the file by Last-Modified; without it, like new content.
+                    let mtime = dl
+                        .last_modified
+                        .or(epoch)
+                        .unwrap_or_else(|| jiff::Timestamp::now().as_second());
+                    let src = CopySource::File {
+                        name: dl.name.clone(),
+                        path: dl.path.clone(),
+                        mtime,
+                    };
+                    downloads.push(dl);
+                    src
+                } else if is_add && p.starts_with("git@") {
                     return Err(fail(format!(
-                        "remote sources ({p}) are not supported by this version of cairn"
+                        "git sources ({p}) are not supported by this version of cairn"
                     )));
+                } else if checksum.is_some() {
+                    // As in Docker: a local source has no download to verify.
+                    return Err(fail(format!(
+                        "--checksum can't be specified for non-HTTP(S) sources ({p})"
+                    )));
+                } else {
+                    CopySource::Path(p)
                 }
-                CopySource::Path(p)
             }
             Source::Heredoc(h) => {
                 let data = if h.expand {
@@ -577,7 +716,7 @@ fn copy_step(
     let chmod = chmod.map(word).transpose()?;
     let req = CopyRequest {
         sources: srcs,
-        dest: word(dest)?,
+        dest,
         workdir: if st.config.config.working_dir.is_empty() {
             "/".into()
         } else {
@@ -595,6 +734,7 @@ fn copy_step(
     };
     // --from: a stage (by name or index), or an image from the store.
     let image_dir;
+    let named_dir;
     let from_root = match from {
         None => SourceRoot::Context(cx.context),
         Some(f) => {
@@ -614,19 +754,40 @@ fn copy_step(
                 None if stage.is_some() => {
                     return Err(fail(format!("stage {f} was not built before this step")));
                 }
-                None => {
-                    let (_, manifest) = store.resolve(&f).map_err(|_| {
-                        fail(format!(
-                            "--from={f}: no such stage, and no such image in the store"
-                        ))
-                    })?;
-                    let img = store.image(&manifest)?;
-                    image_dir = st.rootfs.with_extension(format!("from-{}", img.id().hex()));
-                    if !image_dir.exists() {
-                        unpack_layers(store, &img.manifest.layers, &image_dir)?;
+                None => match opts.contexts.get(f.as_str()).cloned().or_else(|| {
+                    f.starts_with("oci-layout://")
+                        .then(|| NamedContext::parse(&f))
+                }) {
+                    Some(NamedContext::Dir(dir)) => {
+                        // A named local context reads its own .dockerignore.
+                        named_dir = BuildContext::open(&dir, None)?;
+                        SourceRoot::Context(&named_dir)
                     }
-                    SourceRoot::Dir(&image_dir)
-                }
+                    Some(NamedContext::OciLayout { dir, tag }) => {
+                        let manifest =
+                            cairn_layers::archive::layout_image(store, &dir, tag.as_deref())
+                                .map_err(|e| fail(format!("--from={f}: {e}")))?;
+                        let img = store.image(&manifest)?;
+                        image_dir = st.rootfs.with_extension(format!("from-{}", img.id().hex()));
+                        if !image_dir.exists() {
+                            unpack_layers(store, &img.manifest.layers, &image_dir)?;
+                        }
+                        SourceRoot::Dir(&image_dir)
+                    }
+                    None => {
+                        let (_, manifest) = store.resolve(&f).map_err(|_| {
+                            fail(format!(
+                                "--from={f}: no such stage, build context or image in the store"
+                            ))
+                        })?;
+                        let img = store.image(&manifest)?;
+                        image_dir = st.rootfs.with_extension(format!("from-{}", img.id().hex()));
+                        if !image_dir.exists() {
+                            unpack_layers(store, &img.manifest.layers, &image_dir)?;
+                        }
+                        SourceRoot::Dir(&image_dir)
+                    }
+                },
             }
         }
     };
@@ -640,6 +801,8 @@ fn copy_step(
         })
     })
     .map_err(|e| fail(strip_invalid(&e)))?;
+    // The layer holds the downloads now.
+    drop(downloads);
     unpack_layers(store, std::slice::from_ref(&layer.descriptor), &st.rootfs)?;
     st.config.rootfs.diff_ids.push(layer.diff_id);
     st.layers.push(layer.descriptor);

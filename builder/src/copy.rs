@@ -18,11 +18,21 @@ pub enum SourceRoot<'a> {
     Dir(&'a Path),
 }
 
-/// One thing to copy: a path in the source root, or literal content (a heredoc).
+/// One thing to copy: a path in the source root, literal content (a heredoc), or a file from
+/// outside the source root (ADD's download), written as a regular file named `name`.
 #[derive(Debug, Clone)]
 pub enum CopySource {
     Path(String),
-    Content { name: String, data: Vec<u8> },
+    Content {
+        name: String,
+        data: Vec<u8>,
+    },
+    /// Mode 0600 before `--chmod`, as Docker gives an ADD from a URL; `mtime` in seconds.
+    File {
+        name: String,
+        path: PathBuf,
+        mtime: i64,
+    },
 }
 
 /// A COPY or ADD, its words already expanded.
@@ -365,11 +375,17 @@ pub fn copy_to_tar(
 
     // Expand every source first: a missing one fails the step before anything is written.
     let mut expanded: Vec<(String, bool)> = Vec::new();
+    // The paths in the source root among them, kept apart so a heredoc or download of the
+    // same name is never mistaken for one.
+    let mut paths: Vec<String> = Vec::new();
     let mut planned: Vec<Planned> = Vec::new();
     let mut contents: Vec<(String, &[u8])> = Vec::new();
+    let mut files: Vec<(String, &Path, i64)> = Vec::new();
     for src in &req.sources {
         match src {
-            CopySource::Content { name, .. } => expanded.push((name.clone(), false)),
+            CopySource::Content { name, .. } | CopySource::File { name, .. } => {
+                expanded.push((name.clone(), false))
+            }
             CopySource::Path(p) => {
                 let matches = from.expand(p)?;
                 if matches.is_empty() {
@@ -379,6 +395,7 @@ pub fn copy_to_tar(
                 }
                 let wild = has_wildcard(p);
                 for m in matches {
+                    paths.push(m.clone());
                     expanded.push((m, wild));
                 }
             }
@@ -402,21 +419,28 @@ pub fn copy_to_tar(
             .excluded(path)
             .map_err(|e| err(format!("--exclude: {e}")))
     };
+    let target_for = |name: &str| -> Result<String> {
+        if !into_dir {
+            Ok(dest_rel.clone())
+        } else if name.is_empty() {
+            Err(err(format!(
+                "the source gives no file name: name the file in the destination, not {}",
+                req.dest
+            )))
+        } else {
+            Ok(join(&dest_rel, name))
+        }
+    };
     for src in &req.sources {
-        if let CopySource::Content { name, data } = src {
-            let target = if into_dir {
-                join(&dest_rel, name)
-            } else {
-                dest_rel.clone()
-            };
-            contents.push((target, data));
+        match src {
+            CopySource::Content { name, data } => contents.push((target_for(name)?, data)),
+            CopySource::File { name, path, mtime } => {
+                files.push((target_for(name)?, path, *mtime));
+            }
+            CopySource::Path(_) => {}
         }
     }
-    for (rel, _) in expanded.iter().filter(|(r, _)| {
-        !req.sources
-            .iter()
-            .any(|s| matches!(s, CopySource::Content { name, .. } if name == r))
-    }) {
+    for rel in &paths {
         // Both the name given and the path it resolves to must be kept by .dockerignore.
         let resolved_ignored = match from {
             SourceRoot::Context(c) if !rel.is_empty() => c.is_ignored(&c.resolve_rel(rel)?)?,
@@ -557,6 +581,16 @@ pub fn copy_to_tar(
             data.len() as u64,
         );
         append(&mut tar, &mut h, &target, data)?;
+    }
+    for (target, path, t) in files {
+        let mode = match &req.chmod {
+            Some(spec) => apply_chmod(spec, 0o600, false)?,
+            None => 0o600,
+        };
+        let f = std::fs::File::open(path).map_err(io_err("open", path))?;
+        let size = f.metadata().map_err(io_err("stat", path))?.len();
+        let mut h = header(tar::EntryType::Regular, mode, req.owner, mtime(t), size);
+        append(&mut tar, &mut h, &target, f.take(size))?;
     }
     for p in planned {
         if p.archive {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod ignore;
 pub mod meta;
 pub mod output;
+pub mod remote;
 pub mod users;
 
 pub use error::{Error, Result};

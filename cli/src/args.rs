@@ -196,6 +196,10 @@ pub struct BuildArgs {
     /// Write the image ID to this file.
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
+    /// A named context for FROM and COPY --from: NAME=DIR or NAME=oci-layout://DIR[:TAG]
+    /// (repeatable).
+    #[arg(long = "build-context", value_name = "NAME=DIR|oci-layout://DIR[:TAG]")]
+    pub build_contexts: Vec<String>,
     /// Where else the result goes: type=oci|oci-archive|docker-archive|local|tar,dest=PATH
     /// (a bare PATH means type=local); repeatable.
     #[arg(short = 'o', long = "output", value_name = "SPEC")]

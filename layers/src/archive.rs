@@ -207,6 +207,39 @@ fn images_of_index(store: &Store, index: &Index, what: &str) -> Result<Vec<Found
     Ok(out)
 }
 
+/// The image an OCI layout names `tag` (its `ref.name`, or the tag of its full name), copied
+/// into the store without naming it there: `FROM oci-layout://DIR:TAG` and
+/// `--build-context NAME=oci-layout://DIR:TAG`. With no tag the layout must hold one image.
+pub fn layout_image(store: &Store, dir: &Path, tag: Option<&str>) -> Result<Descriptor> {
+    let _writing = store.writing()?;
+    let found = load_layout_dir(store, dir)?;
+    let what = dir.display().to_string();
+    let tag_of = |n: &str| -> String {
+        match Reference::parse(n) {
+            Ok(r) if n.contains('/') || n.contains(':') => r.tag().unwrap_or_default().to_owned(),
+            _ => n.to_owned(),
+        }
+    };
+    let chosen: Vec<&Found> = match tag {
+        None => found.iter().collect(),
+        Some(t) => found
+            .iter()
+            .filter(|f| f.names.iter().any(|n| tag_of(n) == t || n == t))
+            .collect(),
+    };
+    match chosen.as_slice() {
+        [one] => Ok(one.manifest.clone()),
+        [] => Err(Error::invalid(
+            what,
+            format!("it has no image tagged {:?}", tag.unwrap_or("")),
+        )),
+        _ => Err(Error::invalid(
+            what,
+            "it holds several images: name one with :TAG",
+        )),
+    }
+}
+
 /// Copies what a layout's index reaches into the store, verifying each blob.
 fn load_layout_dir(store: &Store, dir: &Path) -> Result<Vec<Found>> {
     let what = dir.display().to_string();

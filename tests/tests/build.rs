@@ -323,3 +323,240 @@ fn copy_parents_exclude_and_add_archives() {
         "COPY does not unpack"
     );
 }
+
+#[test]
+fn named_contexts_and_oci_layout_bases() {
+    let s = Store::new();
+    let layout = cairn_e2e::busybox_layout();
+    let extra = tempfile::tempdir().unwrap();
+    fs::write(extra.path().join("tool.txt"), "from a named context\n").unwrap();
+    fs::write(extra.path().join("skip.txt"), "ignored there\n").unwrap();
+    fs::write(extra.path().join(".dockerignore"), "skip.txt\n").unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM oci-layout://{}:latest AS direct\n\nFROM base\nCOPY --from=extra / /extra/\nCOPY --from=direct /etc/passwd /passwd.copy\n",
+            layout.display()
+        ),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("out");
+    let out = s
+        .cmd(&[
+            "build",
+            "-q",
+            "-o",
+            &format!("type=local,dest={}", local.display()),
+        ])
+        .args([
+            "--build-context",
+            &format!("base=oci-layout://{}:latest", layout.display()),
+        ])
+        .args([
+            "--build-context",
+            &format!("extra={}", extra.path().display()),
+        ])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", texts(&out).1);
+    assert!(
+        local.join("bin/busybox").is_file(),
+        "FROM a named oci-layout context"
+    );
+    assert_eq!(
+        fs::read_to_string(local.join("extra/tool.txt")).unwrap(),
+        "from a named context\n"
+    );
+    assert!(
+        !local.join("extra/skip.txt").exists(),
+        "a named context reads its own .dockerignore"
+    );
+    assert!(
+        fs::read_to_string(local.join("passwd.copy"))
+            .unwrap()
+            .starts_with("root:")
+    );
+    // Nothing was named in the store by using a layout.
+    assert_eq!(s.index()["manifests"], serde_json::json!([]));
+}
+
+/// A python3 HTTP server on 127.0.0.1 serving `dir`, killed when dropped (also on panic).
+struct HttpServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl HttpServer {
+    fn start(dir: &Path) -> HttpServer {
+        // Asking the kernel for a free port and releasing it leaves a small race with other
+        // processes, which a test on loopback can afford.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .arg("--directory")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = HttpServer { child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the HTTP server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        server
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn add_downloads_urls_and_checks_checksums() {
+    let served = tempfile::tempdir().unwrap();
+    fs::write(served.path().join("file.txt"), "downloaded\n").unwrap();
+    // sha256 of "downloaded\n".
+    let mut sum = tool("sha256sum");
+    sum.arg(served.path().join("file.txt"));
+    let right = texts(&ok(sum)).0.split(' ').next().unwrap().to_owned();
+    let server = HttpServer::start(served.path());
+    let base = format!("http://127.0.0.1:{}", server.port);
+
+    let s = Store::new();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    let dir = tempfile::tempdir().unwrap();
+    let build = |dockerfile: &str, out: &str| {
+        fs::write(c.join("Dockerfile"), dockerfile).unwrap();
+        s.cmd(&[
+            "build",
+            "-q",
+            "-o",
+            &format!("type=local,dest={}", dir.path().join(out).display()),
+        ])
+        .arg(c)
+        .output()
+        .unwrap()
+    };
+
+    let out = build(
+        &format!("FROM scratch\nADD --checksum=sha256:{right} {base}/file.txt /dl/\n"),
+        "good",
+    );
+    assert!(out.status.success(), "{}", texts(&out).1);
+    let got = dir.path().join("good/dl/file.txt");
+    assert_eq!(fs::read_to_string(&got).unwrap(), "downloaded\n");
+    assert_eq!(
+        fs::metadata(&got).unwrap().permissions().mode() & 0o7777,
+        0o600,
+        "Docker's mode for ADD from a URL"
+    );
+
+    let wrong = "0".repeat(64);
+    let out = build(
+        &format!("FROM scratch\nADD --checksum=sha256:{wrong} {base}/file.txt /dl/\n"),
+        "bad",
+    );
+    let stderr = texts(&out).1;
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("{base}/file.txt")) && stderr.contains(&right),
+        "{stderr}"
+    );
+
+    let out = build(
+        &format!("FROM scratch\nADD {base}/missing.txt /dl/\n"),
+        "missing",
+    );
+    let stderr = texts(&out).1;
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("{base}/missing.txt")) && stderr.contains("404"),
+        "{stderr}"
+    );
+
+    // No download is left in the store's work area, whichever way the builds ended.
+    let leftovers: Vec<_> = walk_names(&s.root.join("tmp"))
+        .into_iter()
+        .filter(|n| n.contains("download"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn walk_names(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        out.push(e.file_name().to_string_lossy().into_owned());
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk_names(&e.path()));
+        }
+    }
+    out
+}
+
+#[test]
+fn independent_stages_build_in_one_wave() {
+    let s = Store::new();
+    let ctx = tempfile::tempdir().unwrap();
+    for i in 0..4 {
+        fs::write(ctx.path().join(format!("f{i}.txt")), format!("{i}\n")).unwrap();
+    }
+    // Four stages that need nothing from each other, then one that needs them all.
+    let mut dockerfile = String::new();
+    for i in 0..4 {
+        dockerfile.push_str(&format!("FROM scratch AS s{i}\nCOPY f{i}.txt /\n"));
+    }
+    dockerfile.push_str("FROM scratch\n");
+    for i in 0..4 {
+        dockerfile.push_str(&format!("COPY --from=s{i} /f{i}.txt /all/\n"));
+    }
+    fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("out");
+    let out = s
+        .cmd(&[
+            "build",
+            "--progress",
+            "plain",
+            "-o",
+            &format!("type=local,dest={}", local.display()),
+        ])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    let (_, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    for i in 0..4 {
+        assert_eq!(
+            fs::read_to_string(local.join(format!("all/f{i}.txt"))).unwrap(),
+            format!("{i}\n")
+        );
+        assert!(
+            stderr.contains(&format!("[s{i} 2/2] COPY f{i}.txt /")),
+            "{stderr}"
+        );
+    }
+    // Every step reports exactly once, whatever order the threads ran in.
+    let starts = stderr
+        .lines()
+        .filter(|l| l.starts_with('#') && l.contains(" ["))
+        .count();
+    let dones = stderr.lines().filter(|l| l.contains(" DONE ")).count();
+    assert_eq!((starts, dones), (13, 13), "{stderr}");
+}

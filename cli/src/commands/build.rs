@@ -5,14 +5,15 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use cairn_builder::build::{BuildOptions, Event, build};
+use cairn_builder::build::{BuildOptions, Event, NamedContext, build};
 use cairn_layers::archive::{self, SaveFormat, ToSave};
 use cairn_layers::compress::Compression;
 use cairn_layers::{Reference, Store};
 
-use crate::args::{BuildArgs, Progress};
+use crate::args::BuildArgs;
 use crate::commands::image::source_date_epoch;
 use crate::commands::parse::{build_args, read_dockerfile};
+use crate::progress::{self, Mode};
 
 /// One `-o` output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +85,13 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
             .with_context(|| format!("--label {l:?} must be KEY=VALUE"))?;
         labels.insert(k.to_owned(), v.to_owned());
     }
+    let mut contexts = BTreeMap::new();
+    for c in &args.build_contexts {
+        let (name, spec) = c.split_once('=').with_context(|| {
+            format!("--build-context {c:?} must be NAME=DIR or NAME=oci-layout://DIR[:TAG]")
+        })?;
+        contexts.insert(name.to_owned(), NamedContext::parse(spec));
+    }
     // A context on standard input is unpacked into a temp dir first.
     let stdin_context;
     let context: &Path = if args.context.as_os_str() == "-" {
@@ -121,15 +129,28 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
         labels,
         source_date_epoch: source_date_epoch()?,
         compression: Compression::Gzip,
+        contexts,
     };
-    let quiet = args.quiet || args.progress == Progress::Quiet;
-    let mut render = |e: Event| {
-        if !quiet {
-            plain(e);
+    let mode = progress::choose(args.progress, args.quiet, std::io::stderr().is_terminal());
+    let quiet = mode == Mode::Quiet;
+    let render: Box<dyn FnMut(Event) + Send> = match mode {
+        Mode::Tty => {
+            let tty = progress::Tty::stderr();
+            Box::new(move |e| tty.event(e))
         }
+        Mode::Plain => Box::new(plain),
+        Mode::Quiet => Box::new(|_| {}),
     };
-    let _ = std::io::stderr().is_terminal();
-    let built = build(store, &opts, &mut render)?;
+    // Stages of one wave report from their own threads; events reach the renderer one at a time.
+    let render = std::sync::Mutex::new(render);
+    let built = build(store, &opts, &|e| {
+        if let Ok(mut r) = render.lock() {
+            r(e);
+        }
+    });
+    // Dropping the renderer settles the live bars before the error or the summary is printed.
+    drop(render);
+    let built = built?;
     let id = store.image(&built.manifest)?.id().clone();
     for t in &tags {
         store.tag(t, &built.manifest)?;

@@ -1,0 +1,214 @@
+//! Build progress on a terminal: picks the renderer for `--progress` and draws live spinners.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use cairn_builder::build::Event;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+
+use crate::args::Progress;
+
+/// How `cairn build` shows its progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Live spinners, one line per running step.
+    Tty,
+    /// Numbered lines that never redraw, for logs and CI.
+    Plain,
+    /// Nothing; only the image id on standard output.
+    Quiet,
+}
+
+/// Picks the renderer; pure so the `auto` rule can be table-tested without a terminal.
+pub fn choose(progress: Progress, quiet: bool, stderr_is_tty: bool) -> Mode {
+    if quiet {
+        return Mode::Quiet;
+    }
+    match progress {
+        Progress::Quiet => Mode::Quiet,
+        Progress::Plain => Mode::Plain,
+        Progress::Tty => Mode::Tty,
+        Progress::Auto if stderr_is_tty => Mode::Tty,
+        Progress::Auto => Mode::Plain,
+    }
+}
+
+/// A running step: its bar and the `[stage i/n] text` label its final line repeats.
+#[derive(Debug)]
+struct Running {
+    bar: ProgressBar,
+    label: String,
+}
+
+/// Draws one spinner per running step; a finished step becomes a permanent `✔` line.
+///
+/// Bars are keyed by step id, not by position, because stages run in parallel and finish out of
+/// order; the map sits behind a mutex because the builder reports from several threads.
+#[derive(Debug)]
+pub struct Tty {
+    multi: MultiProgress,
+    running: Mutex<HashMap<usize, Running>>,
+}
+
+impl Tty {
+    /// A renderer on standard error (indicatif hides it when standard error is not a terminal).
+    pub fn stderr() -> Self {
+        Self::new(ProgressDrawTarget::stderr())
+    }
+
+    pub fn new(target: ProgressDrawTarget) -> Self {
+        Self {
+            multi: MultiProgress::with_draw_target(target),
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn style() -> ProgressStyle {
+        // `wide_msg` lets the step text take whatever width is left, so the elapsed time stays
+        // visible; the finished line is printed unclipped once the step is done.
+        ProgressStyle::with_template("{spinner:.cyan} {wide_msg} {secs:.dim}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner())
+            .with_key(
+                "secs",
+                |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.1}s", state.elapsed().as_secs_f64());
+                },
+            )
+    }
+
+    /// The running steps; a panic elsewhere must not stop the bars being cleared, so a poisoned
+    /// lock is still used.
+    fn running(&self) -> MutexGuard<'_, HashMap<usize, Running>> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn event(&self, event: Event) {
+        match event {
+            Event::Step {
+                id,
+                stage,
+                index,
+                total,
+                text,
+            } => {
+                let label = format!("[{stage} {index}/{total}] {text}");
+                let bar = self.multi.add(ProgressBar::new_spinner());
+                bar.set_style(Self::style());
+                bar.set_message(label.clone());
+                // Ticking on a timer keeps the spinner and elapsed time moving during a long RUN.
+                bar.enable_steady_tick(Duration::from_millis(100));
+                // A repeated id replaces its stale bar rather than leaving it spinning forever.
+                if let Some(old) = self.running().insert(id, Running { bar, label }) {
+                    self.close(old);
+                }
+            }
+            Event::Done { id, seconds } => {
+                let step = self.running().remove(&id);
+                if let Some(step) = step {
+                    // Printed above the live bars, the finished line scrolls into the terminal's
+                    // history whole instead of being redrawn (and clipped) on every tick.
+                    let _ = self
+                        .multi
+                        .println(format!("✔ {}  {seconds:.1}s", step.label));
+                    self.close(step);
+                }
+            }
+        }
+    }
+
+    fn close(&self, step: Running) {
+        step.bar.finish_and_clear();
+        self.multi.remove(&step.bar);
+    }
+
+    /// Settles every step still running (the build failed) so the error prints on a clean line.
+    pub fn finish(&self) {
+        let mut left: Vec<_> = self.running().drain().collect();
+        left.sort_by_key(|(id, _)| *id);
+        for (_, step) in left {
+            let seconds = step.bar.elapsed().as_secs_f64();
+            let _ = self
+                .multi
+                .println(format!("✘ {}  {seconds:.1}s", step.label));
+            step.bar.finish_and_clear();
+            self.multi.remove(&step.bar);
+        }
+        let _ = self.multi.clear();
+    }
+}
+
+impl Drop for Tty {
+    /// The renderer is dropped when the build returns, error or not, and before `main` prints the
+    /// error: clearing here means no spinner is left half-drawn above it.
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(id: usize, index: usize, text: &str) -> Event {
+        Event::Step {
+            id,
+            stage: "stage-0".into(),
+            index,
+            total: 3,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn tty_renders_steps_done_and_abandoned() {
+        let tty = Tty::new(ProgressDrawTarget::hidden());
+        tty.event(step(1, 1, "FROM busybox"));
+        tty.event(Event::Done {
+            id: 1,
+            seconds: 0.1,
+        });
+        tty.event(step(2, 2, &"RUN echo a very long command ".repeat(40)));
+        tty.event(step(3, 3, "COPY . /app"));
+        tty.event(Event::Done {
+            id: 3,
+            seconds: 0.4,
+        });
+        // A Done for an unknown id is ignored, not a panic.
+        tty.event(Event::Done {
+            id: 99,
+            seconds: 0.0,
+        });
+        assert_eq!(tty.running().keys().copied().collect::<Vec<_>>(), vec![2]);
+        // Step 2 never finishes, as when the build fails: finishing abandons it cleanly.
+        tty.finish();
+        assert!(tty.running().is_empty());
+        drop(tty);
+    }
+
+    #[test]
+    fn choose_picks_the_renderer() {
+        use Progress::{Auto, Plain, Quiet, Tty};
+        let table = [
+            // (progress, -q, stderr is a tty) -> mode
+            (Auto, false, true, Mode::Tty),
+            (Auto, false, false, Mode::Plain),
+            (Tty, false, true, Mode::Tty),
+            (Tty, false, false, Mode::Tty),
+            (Plain, false, true, Mode::Plain),
+            (Plain, false, false, Mode::Plain),
+            (Quiet, false, true, Mode::Quiet),
+            (Quiet, false, false, Mode::Quiet),
+            (Auto, true, true, Mode::Quiet),
+            (Tty, true, true, Mode::Quiet),
+            (Plain, true, false, Mode::Quiet),
+        ];
+        for (progress, quiet, tty, want) in table {
+            assert_eq!(
+                choose(progress, quiet, tty),
+                want,
+                "{progress:?} quiet={quiet} tty={tty}"
+            );
+        }
+    }
+}
