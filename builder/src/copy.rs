@@ -646,10 +646,28 @@ fn append<W: Write>(
         .map_err(|e| err(format!("failed to write {path} to the layer: {e}")))
 }
 
+/// A local file's bytes, decompressed when it is gzip, bzip2, xz or zstd (sniffed from its
+/// first bytes, as Docker's ADD does).
+fn open_archive(path: &Path) -> Result<Box<dyn Read>> {
+    let mut f = std::fs::File::open(path).map_err(io_err("open", path))?;
+    let mut head = [0u8; 6];
+    let n = f.read(&mut head).map_err(io_err("read", path))?;
+    let f = std::fs::File::open(path).map_err(io_err("open", path))?;
+    let head = &head[..n];
+    Ok(if head.starts_with(b"BZh") {
+        Box::new(bzip2::read::MultiBzDecoder::new(std::io::BufReader::new(f)))
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Box::new(liblzma::read::XzDecoder::new_multi_decoder(
+            std::io::BufReader::new(f),
+        ))
+    } else {
+        cairn_layers::compress::decompress_detected(f)?.1
+    })
+}
+
 /// Whether a local file is a tar archive (plain or compressed), which ADD unpacks.
 fn is_archive(path: &Path) -> Result<bool> {
-    let f = std::fs::File::open(path).map_err(io_err("open", path))?;
-    let (_, mut plain) = cairn_layers::compress::decompress_detected(f)?;
+    let mut plain = open_archive(path)?;
     let mut block = [0u8; 512];
     let mut filled = 0;
     while filled < block.len() {
@@ -671,9 +689,7 @@ fn append_archive<W: Write>(
     dest_rel: &str,
     req: &CopyRequest,
 ) -> Result<()> {
-    let f = std::fs::File::open(path).map_err(io_err("open", path))?;
-    let (_, plain) = cairn_layers::compress::decompress_detected(f)?;
-    let mut archive = tar::Archive::new(plain);
+    let mut archive = tar::Archive::new(open_archive(path)?);
     let bad = |e: std::io::Error| err(format!("failed to read archive {}: {e}", path.display()));
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;

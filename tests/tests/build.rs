@@ -277,17 +277,25 @@ fn copy_parents_exclude_and_add_archives() {
         fs::create_dir_all(c.join(f).parent().unwrap()).unwrap();
         fs::write(c.join(f), f).unwrap();
     }
-    // A local archive that ADD unpacks (and COPY copies as a file).
-    let mut t = tool("tar");
-    t.arg("-C")
-        .arg(c)
-        .arg("-czf")
-        .arg(c.join("docs.tar.gz"))
-        .arg("docs");
-    ok(t);
+    // Local archives that ADD unpacks, in every compression Docker reads (COPY copies as is).
+    for (flag, name) in [
+        ("-z", "docs.tar.gz"),
+        ("-j", "docs.tar.bz2"),
+        ("-J", "docs.tar.xz"),
+        ("--zstd", "docs.tar.zst"),
+        ("", "docs.tar"),
+    ] {
+        let mut t = tool("tar");
+        t.arg("-C").arg(c).arg("-cf").arg(c.join(name));
+        if !flag.is_empty() {
+            t.arg(flag);
+        }
+        t.arg("docs");
+        ok(t);
+    }
     fs::write(
         c.join("Dockerfile"),
-        "FROM scratch\nCOPY --parents src/*/*.rs /keep/\nCOPY --exclude=**/*.md src /flat/\nADD docs.tar.gz /unpacked/\nCOPY docs.tar.gz /copied/\n",
+        "FROM scratch\nCOPY --parents src/*/*.rs /keep/\nCOPY --exclude=**/*.md src /flat/\nADD docs.tar.gz /unpacked/\nADD docs.tar.bz2 /bz2/\nADD docs.tar.xz /xz/\nADD docs.tar.zst /zst/\nADD docs.tar /plain/\nCOPY docs.tar.gz /copied/\n",
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -314,10 +322,10 @@ fn copy_parents_exclude_and_add_archives() {
         !has("flat/a/one.md"),
         "--exclude=**/*.md leaves markdown out at any depth below the source"
     );
-    assert_eq!(
-        fs::read_to_string(local.join("unpacked/docs/x.md")).unwrap(),
-        "docs/x.md"
-    );
+    for dir in ["unpacked", "bz2", "xz", "zst", "plain"] {
+        let x = fs::read_to_string(local.join(dir).join("docs/x.md")).unwrap();
+        assert_eq!(x, "docs/x.md", "ADD unpacks the {dir} archive");
+    }
     assert!(
         local.join("copied/docs.tar.gz").is_file(),
         "COPY does not unpack"
