@@ -154,6 +154,14 @@ fn archives_local_and_tar_outputs() {
     i.arg("inspect")
         .arg(format!("docker-archive:{}", d("img.docker.tar").display()));
     ok(i);
+    // podman loads the docker-archive output.
+    let pod = tempfile::tempdir().unwrap();
+    let mut p = tool("podman");
+    p.arg("--root").arg(pod.path().join("root"));
+    p.arg("--runroot").arg(pod.path().join("run"));
+    p.args(["--storage-driver", "vfs", "load", "-i"])
+        .arg(d("img.docker.tar"));
+    ok(p);
     assert_eq!(
         fs::read_to_string(d("local/srv/www/index.html")).unwrap(),
         "<h1>hello from cairn</h1>\n"
