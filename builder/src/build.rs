@@ -536,71 +536,6 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction) -> Result<()> {
                 is_add: true,
             },
         )?,
-        InstructionKind::Workdir { .. } => {
-            meta::apply(
-                &mut st.config,
-                &ins.kind,
-                &ins.original,
-                &st.args,
-                lexer,
-                &mut st.meta,
-            )
-            .map_err(|e| fail(inner(e)))?;
-            // The directory is created in the image when it is missing, as a layer of its own.
-            let wd = st.config.config.working_dir.clone();
-            let exists = crate::copy::resolve_in_root(&st.rootfs, &wd, true)
-                .ok()
-                .is_some_and(|p| p.is_dir());
-            if !exists {
-                let layer = write_layer(store, opts.compression, |w| {
-                    let mut tar = tar::Builder::new(w);
-                    let mut path = String::new();
-                    for part in wd.split('/').filter(|p| !p.is_empty()) {
-                        path = if path.is_empty() {
-                            part.to_owned()
-                        } else {
-                            format!("{path}/{part}")
-                        };
-                        let have = crate::copy::resolve_in_root(&st.rootfs, &path, true)
-                            .ok()
-                            .is_some_and(|p| p.is_dir());
-                        if !have {
-                            let mut h = tar::Header::new_ustar();
-                            h.set_entry_type(tar::EntryType::Directory);
-                            h.set_mode(0o755);
-                            h.set_uid(0);
-                            h.set_gid(0);
-                            h.set_mtime(
-                                epoch
-                                    .unwrap_or_else(|| jiff::Timestamp::now().as_second())
-                                    .max(0) as u64,
-                            );
-                            h.set_size(0);
-                            tar.append_data(&mut h, format!("{path}/"), std::io::empty())
-                                .map_err(|e| cairn_layers::Error::Invalid {
-                                    what: path.clone(),
-                                    reason: e.to_string(),
-                                })?;
-                        }
-                    }
-                    tar.finish().map_err(|e| cairn_layers::Error::Invalid {
-                        what: wd.clone(),
-                        reason: e.to_string(),
-                    })
-                })?;
-                unpack_layers(store, std::slice::from_ref(&layer.descriptor), &st.rootfs)?;
-                st.config.rootfs.diff_ids.push(layer.diff_id);
-                st.layers.push(layer.descriptor);
-                st.config.history.push(History {
-                    created: Some(created),
-                    created_by: Some(format!("{} # buildkit", ins.original)),
-                    comment: Some("buildkit.dockerfile.v0".into()),
-                    ..History::default()
-                });
-                return Ok(());
-            }
-            push_empty(&mut st.config, ins, created);
-        }
         InstructionKind::From(_) => return Err(fail("FROM inside a stage".into())),
         _ => {
             meta::apply(
@@ -612,9 +547,80 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction) -> Result<()> {
                 &mut st.meta,
             )
             .map_err(|e| fail(inner(e)))?;
+            if matches!(ins.kind, InstructionKind::Workdir { .. }) {
+                // The directory is created in the image when it is missing, as a layer.
+                let missing = missing_dirs(&st.rootfs, &st.config.config.working_dir);
+                if !missing.is_empty() {
+                    let mtime = epoch.unwrap_or_else(|| jiff::Timestamp::now().as_second());
+                    let layer =
+                        write_layer(store, opts.compression, |w| dirs_tar(w, &missing, mtime))?;
+                    return add_layer(store, st, layer, ins, created);
+                }
+            }
             push_empty(&mut st.config, ins, created);
         }
     }
+    Ok(())
+}
+
+/// The directories of `path` (from the root down) that do not exist in `rootfs`.
+fn missing_dirs(rootfs: &Path, path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut at = String::new();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        at = if at.is_empty() {
+            part.to_owned()
+        } else {
+            format!("{at}/{part}")
+        };
+        let exists = crate::copy::resolve_in_root(rootfs, &at, true)
+            .ok()
+            .is_some_and(|p| p.is_dir());
+        if !exists {
+            out.push(at.clone());
+        }
+    }
+    out
+}
+
+/// A layer tar of root-owned 0755 directories.
+fn dirs_tar(w: &mut dyn std::io::Write, dirs: &[String], mtime: i64) -> cairn_layers::Result<()> {
+    let bad = |what: &str, e: std::io::Error| cairn_layers::Error::Invalid {
+        what: what.to_owned(),
+        reason: e.to_string(),
+    };
+    let mut tar = tar::Builder::new(w);
+    for d in dirs {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(mtime.max(0) as u64);
+        h.set_size(0);
+        tar.append_data(&mut h, format!("{d}/"), std::io::empty())
+            .map_err(|e| bad(d, e))?;
+    }
+    tar.finish().map_err(|e| bad("layer", e))
+}
+
+/// Records a new layer in the stage: applied to its filesystem, added to its image.
+fn add_layer(
+    store: &Store,
+    st: &mut StageState,
+    layer: cairn_layers::layer::StoredLayer,
+    ins: &Instruction,
+    created: String,
+) -> Result<()> {
+    unpack_layers(store, std::slice::from_ref(&layer.descriptor), &st.rootfs)?;
+    st.config.rootfs.diff_ids.push(layer.diff_id);
+    st.layers.push(layer.descriptor);
+    st.config.history.push(History {
+        created: Some(created),
+        created_by: Some(format!("{} # buildkit", ins.original)),
+        comment: Some("buildkit.dockerfile.v0".into()),
+        ..History::default()
+    });
     Ok(())
 }
 
@@ -804,16 +810,7 @@ fn copy_step(
     .map_err(|e| fail(strip_invalid(&e)))?;
     // The layer holds the downloads now.
     drop(downloads);
-    unpack_layers(store, std::slice::from_ref(&layer.descriptor), &st.rootfs)?;
-    st.config.rootfs.diff_ids.push(layer.diff_id);
-    st.layers.push(layer.descriptor);
-    st.config.history.push(History {
-        created: Some(created),
-        created_by: Some(format!("{} # buildkit", ins.original)),
-        comment: Some("buildkit.dockerfile.v0".into()),
-        ..History::default()
-    });
-    Ok(())
+    add_layer(store, st, layer, ins, created)
 }
 
 fn push_empty(config: &mut ImageConfig, ins: &Instruction, created: String) {
