@@ -88,13 +88,30 @@ pub enum Event {
 }
 
 /// The built image.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Built {
     pub manifest: Descriptor,
     pub config: ImageConfig,
-    /// The target stage's filesystem, until the build value is dropped.
-    pub rootfs: PathBuf,
+    /// The target stage's filesystem, until the build value is dropped; see [`Built::rootfs`].
+    rootfs: PathBuf,
+    /// Layers not yet applied to `rootfs`.
+    pending: std::sync::Mutex<Vec<Descriptor>>,
     _work: std::sync::Arc<WorkDir>,
+}
+
+impl Built {
+    /// The target stage's complete filesystem (applying its last layers now if needed).
+    pub fn rootfs(&self, store: &Store) -> Result<&Path> {
+        let mut pending = self.pending.lock().map_err(|_| Error::Instruction {
+            instruction: "build".into(),
+            message: "the build's state was poisoned by a panic".into(),
+        })?;
+        if !pending.is_empty() {
+            unpack_layers(store, &pending, &self.rootfs)?;
+            pending.clear();
+        }
+        Ok(&self.rootfs)
+    }
 }
 
 /// A directory removed when dropped.
@@ -125,8 +142,22 @@ struct StageState {
     config: ImageConfig,
     layers: Vec<Descriptor>,
     rootfs: PathBuf,
+    /// Layers this stage made that are not yet applied to `rootfs`: applying is deferred until
+    /// a step reads the filesystem, so a stage's last COPY is never written to disk twice.
+    pending: Vec<Descriptor>,
     args: BTreeMap<String, String>,
     meta: MetaState,
+}
+
+impl StageState {
+    /// Brings `rootfs` up to date with every layer of the stage.
+    fn settle(&mut self, store: &Store) -> Result<()> {
+        if !self.pending.is_empty() {
+            unpack_layers(store, &self.pending, &self.rootfs)?;
+            self.pending.clear();
+        }
+        Ok(())
+    }
 }
 
 /// The built form of a finished stage, for FROM and COPY --from.
@@ -135,6 +166,7 @@ struct StageResult {
     config: ImageConfig,
     layers: Vec<Descriptor>,
     rootfs: PathBuf,
+    pending: Vec<Descriptor>,
 }
 
 fn is_root() -> bool {
@@ -304,6 +336,7 @@ pub fn build(
         manifest,
         config,
         rootfs: result.rootfs,
+        pending: std::sync::Mutex::new(result.pending),
         _work: work,
     })
 }
@@ -395,6 +428,7 @@ fn build_stage(
         config,
         layers,
         rootfs,
+        pending: Vec::new(),
         args: BTreeMap::new(),
         meta: MetaState::default(),
     };
@@ -425,10 +459,20 @@ fn build_stage(
             seconds: started.elapsed().as_secs_f64(),
         });
     }
+    // Another stage reads this one's files (COPY --from, RUN --mount from=): settle now.
+    // FROM builds its own filesystem from the layers, and the target settles on demand.
+    if graph
+        .edges
+        .iter()
+        .any(|e| e.needs == index && e.kind != cairn_parser::EdgeKind::From)
+    {
+        st.settle(store)?;
+    }
     Ok(StageResult {
         config: st.config,
         layers: st.layers,
         rootfs: st.rootfs,
+        pending: st.pending,
     })
 }
 
@@ -549,6 +593,7 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction) -> Result<()> {
             .map_err(|e| fail(inner(e)))?;
             if matches!(ins.kind, InstructionKind::Workdir { .. }) {
                 // The directory is created in the image when it is missing, as a layer.
+                st.settle(store)?;
                 let missing = missing_dirs(&st.rootfs, &st.config.config.working_dir);
                 if !missing.is_empty() {
                     let mtime = epoch.unwrap_or_else(|| jiff::Timestamp::now().as_second());
@@ -612,7 +657,8 @@ fn add_layer(
     ins: &Instruction,
     created: String,
 ) -> Result<()> {
-    unpack_layers(store, std::slice::from_ref(&layer.descriptor), &st.rootfs)?;
+    let _ = store;
+    st.pending.push(layer.descriptor.clone());
     st.config.rootfs.diff_ids.push(layer.diff_id);
     st.layers.push(layer.descriptor);
     st.config.history.push(History {
@@ -637,6 +683,8 @@ fn copy_step(
         epoch,
         ..
     } = *cx;
+    // Destination checks and --chown lookups read the stage's files.
+    st.settle(store)?;
     let kw = ins.keyword();
     let fail = |m: String| at(opts, ins.span, kw, m);
     // Words expand with the stage's ARGs, overridden by its ENV, as in Docker.
@@ -757,7 +805,18 @@ fn copy_step(
                 })
                 .or_else(|| f.parse::<usize>().ok().filter(|&i| i < cx.df.stages.len()));
             match stage.and_then(|i| cx.results.get(&i)) {
-                Some(r) => SourceRoot::Dir(&r.rootfs),
+                Some(r) if r.pending.is_empty() => SourceRoot::Dir(&r.rootfs),
+                Some(r) => {
+                    // A stage the graph did not see this step read (a --from that only
+                    // expansion at this point names): its files, complete, in a copy of its own.
+                    image_dir = st
+                        .rootfs
+                        .with_extension(format!("from-stage-{}", stage.unwrap_or(0)));
+                    if !image_dir.exists() {
+                        unpack_layers(store, &r.layers, &image_dir)?;
+                    }
+                    SourceRoot::Dir(&image_dir)
+                }
                 None if stage.is_some() => {
                     return Err(fail(format!("stage {f} was not built before this step")));
                 }

@@ -27,7 +27,8 @@ pub fn local(store: &Store, built: &Built, dest: &Path) -> Result<()> {
 }
 
 /// `--output type=tar,dest=FILE`: the filesystem as one tar, owners as the image has them.
-pub fn tar(built: &Built, dest: &Path, clamp_mtime: Option<i64>) -> Result<()> {
+pub fn tar(store: &Store, built: &Built, dest: &Path, clamp_mtime: Option<i64>) -> Result<()> {
+    let rootfs = built.rootfs(store)?;
     // As root the build's view has the image's owners; a rootless build's view is owned by the
     // user, who stands for root in the image.
     let id_map = if rustix::process::geteuid().is_root() {
@@ -54,7 +55,7 @@ pub fn tar(built: &Built, dest: &Path, clamp_mtime: Option<i64>) -> Result<()> {
         id_map,
         clamp_mtime,
     };
-    let mut w = write_dir(&built.rootfs, std::io::BufWriter::new(file), &opts)?;
+    let mut w = write_dir(rootfs, std::io::BufWriter::new(file), &opts)?;
     std::io::Write::flush(&mut w).map_err(|source| Error::Io {
         action: "write",
         path: dest.to_path_buf(),

@@ -169,7 +169,7 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
             Output::OciArchive(d) => save(SaveFormat::OciArchive, d)?,
             Output::DockerArchive(d) => save(SaveFormat::DockerArchive, d)?,
             Output::Local(d) => cairn_builder::output::local(store, &built, d)?,
-            Output::Tar(d) => cairn_builder::output::tar(&built, d, opts.source_date_epoch)?,
+            Output::Tar(d) => cairn_builder::output::tar(store, &built, d, opts.source_date_epoch)?,
         }
     }
     if let Some(f) = &args.iidfile {
