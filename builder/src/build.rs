@@ -143,8 +143,10 @@ struct StageState {
     layers: Vec<Descriptor>,
     rootfs: PathBuf,
     /// Layers this stage made that are not yet applied to `rootfs`: applying is deferred until
-    /// a step reads the filesystem, so a stage's last COPY is never written to disk twice.
+    /// a step reads file contents, so no COPY is written to disk twice for nothing.
     pending: Vec<Descriptor>,
+    /// The directories the pending layers add, which is all COPY's destination rules need.
+    pending_dirs: std::collections::BTreeSet<String>,
     args: BTreeMap<String, String>,
     meta: MetaState,
 }
@@ -155,6 +157,7 @@ impl StageState {
         if !self.pending.is_empty() {
             unpack_layers(store, &self.pending, &self.rootfs)?;
             self.pending.clear();
+            self.pending_dirs.clear();
         }
         Ok(())
     }
@@ -429,6 +432,7 @@ fn build_stage(
         layers,
         rootfs,
         pending: Vec::new(),
+        pending_dirs: Default::default(),
         args: BTreeMap::new(),
         meta: MetaState::default(),
     };
@@ -593,13 +597,16 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction) -> Result<()> {
             .map_err(|e| fail(inner(e)))?;
             if matches!(ins.kind, InstructionKind::Workdir { .. }) {
                 // The directory is created in the image when it is missing, as a layer.
-                st.settle(store)?;
-                let missing = missing_dirs(&st.rootfs, &st.config.config.working_dir);
+                let view = crate::copy::ImageView {
+                    root: &st.rootfs,
+                    pending_dirs: &st.pending_dirs,
+                };
+                let missing = missing_dirs(&view, &st.config.config.working_dir);
                 if !missing.is_empty() {
                     let mtime = epoch.unwrap_or_else(|| jiff::Timestamp::now().as_second());
                     let layer =
                         write_layer(store, opts.compression, |w| dirs_tar(w, &missing, mtime))?;
-                    return add_layer(store, st, layer, ins, created);
+                    return add_layer(st, layer, missing.into_iter().collect(), ins, created);
                 }
             }
             push_empty(&mut st.config, ins, created);
@@ -608,8 +615,8 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction) -> Result<()> {
     Ok(())
 }
 
-/// The directories of `path` (from the root down) that do not exist in `rootfs`.
-fn missing_dirs(rootfs: &Path, path: &str) -> Vec<String> {
+/// The directories of `path` (from the root down) that the image does not have.
+fn missing_dirs(view: &crate::copy::ImageView<'_>, path: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut at = String::new();
     for part in path.split('/').filter(|p| !p.is_empty()) {
@@ -618,10 +625,7 @@ fn missing_dirs(rootfs: &Path, path: &str) -> Vec<String> {
         } else {
             format!("{at}/{part}")
         };
-        let exists = crate::copy::resolve_in_root(rootfs, &at, true)
-            .ok()
-            .is_some_and(|p| p.is_dir());
-        if !exists {
+        if !view.is_dir(&at) {
             out.push(at.clone());
         }
     }
@@ -651,14 +655,14 @@ fn dirs_tar(w: &mut dyn std::io::Write, dirs: &[String], mtime: i64) -> cairn_la
 
 /// Records a new layer in the stage: applied to its filesystem, added to its image.
 fn add_layer(
-    store: &Store,
     st: &mut StageState,
     layer: cairn_layers::layer::StoredLayer,
+    dirs: std::collections::BTreeSet<String>,
     ins: &Instruction,
     created: String,
 ) -> Result<()> {
-    let _ = store;
     st.pending.push(layer.descriptor.clone());
+    st.pending_dirs.extend(dirs);
     st.config.rootfs.diff_ids.push(layer.diff_id);
     st.layers.push(layer.descriptor);
     st.config.history.push(History {
@@ -683,8 +687,7 @@ fn copy_step(
         epoch,
         ..
     } = *cx;
-    // Destination checks and --chown lookups read the stage's files.
-    st.settle(store)?;
+
     let kw = ins.keyword();
     let fail = |m: String| at(opts, ins.span, kw, m);
     // Words expand with the stage's ARGs, overridden by its ENV, as in Docker.
@@ -764,7 +767,12 @@ fn copy_step(
     }
     let owner = match chown {
         Some(c) => {
-            users::resolve(&word(c)?, &st.rootfs).map_err(|e| fail(format!("--chown: {}", e.0)))?
+            let spec = word(c)?;
+            // Names are looked up in the image's /etc/passwd and /etc/group: settle first.
+            if spec.bytes().any(|b| !b.is_ascii_digit() && b != b':') {
+                st.settle(store)?;
+            }
+            users::resolve(&spec, &st.rootfs).map_err(|e| fail(format!("--chown: {}", e.0)))?
         }
         None => users::Owner { uid: 0, gid: 0 },
     };
@@ -857,19 +865,25 @@ fn copy_step(
             }
         }
     };
+    let view = crate::copy::ImageView {
+        root: &st.rootfs,
+        pending_dirs: &st.pending_dirs,
+    };
+    let mut dirs = Default::default();
     let layer = write_layer(store, opts.compression, |w| {
-        copy_to_tar(from_root, &req, &st.rootfs, w).map_err(|e| match e {
+        dirs = copy_to_tar(from_root, &req, &view, w).map_err(|e| match e {
             Error::Layers(l) => l,
             other => cairn_layers::Error::Invalid {
                 what: ins.original.clone(),
                 reason: inner(other),
             },
-        })
+        })?;
+        Ok(())
     })
     .map_err(|e| fail(strip_invalid(&e)))?;
     // The layer holds the downloads now.
     drop(downloads);
-    add_layer(store, st, layer, ins, created)
+    add_layer(st, layer, dirs, ins, created)
 }
 
 fn push_empty(config: &mut ImageConfig, ins: &Instruction, created: String) {

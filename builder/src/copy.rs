@@ -349,14 +349,34 @@ pub fn apply_chmod(spec: &str, mode: u32, is_dir: bool) -> Result<u32> {
     Ok(m)
 }
 
-/// Writes one COPY or ADD as a layer tar to `out`. `image_root` is the stage's filesystem
-/// before the step, for deciding whether the destination is an existing directory.
+/// The stage's filesystem as COPY sees it: the directory on disk, plus the directories that
+/// layers not yet applied to it will add.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageView<'a> {
+    pub root: &'a Path,
+    pub pending_dirs: &'a BTreeSet<String>,
+}
+
+impl ImageView<'_> {
+    /// Whether `rel` is a directory in the image.
+    pub fn is_dir(&self, rel: &str) -> bool {
+        self.pending_dirs.contains(rel)
+            || resolve_in_root(self.root, rel, true)
+                .ok()
+                .and_then(|p| p.metadata().ok())
+                .is_some_and(|m| m.is_dir())
+    }
+}
+
+/// Writes one COPY or ADD as a layer tar to `out`, and returns the directories it holds.
+/// `image` is the stage's filesystem before the step, for deciding whether the destination is
+/// an existing directory.
 pub fn copy_to_tar(
     from: SourceRoot<'_>,
     req: &CopyRequest,
-    image_root: &Path,
+    image: &ImageView<'_>,
     out: &mut dyn Write,
-) -> Result<()> {
+) -> Result<BTreeSet<String>> {
     let dest_abs = if req.dest.starts_with('/') {
         req.dest.clone()
     } else {
@@ -368,10 +388,7 @@ pub fn copy_to_tar(
         || req.dest.ends_with("/.")
         || req.dest == "."
         || dest_parts.is_empty();
-    let dest_exists_dir = resolve_in_root(image_root, &dest_rel, true)
-        .ok()
-        .and_then(|p| p.metadata().ok())
-        .is_some_and(|m| m.is_dir());
+    let dest_exists_dir = image.is_dir(&dest_rel);
 
     // Expand every source first: a missing one fails the step before anything is written.
     let mut expanded: Vec<(String, bool)> = Vec::new();
@@ -559,9 +576,7 @@ pub fn copy_to_tar(
     };
     for part in &dest_for_parents {
         parent = join(&parent, part);
-        let exists = resolve_in_root(image_root, &parent, true)
-            .ok()
-            .is_some_and(|p| p.is_dir());
+        let exists = image.is_dir(&parent);
         if !exists && !planned.iter().any(|p| p.dest == parent) {
             let mut h = header(tar::EntryType::Directory, 0o755, req.owner, mtime(now), 0);
             append(&mut tar, &mut h, &format!("{parent}/"), std::io::empty())?;
@@ -594,7 +609,7 @@ pub fn copy_to_tar(
     }
     for p in planned {
         if p.archive {
-            append_archive(&mut tar, &p.src, &p.dest, req)?;
+            append_archive(&mut tar, &p.src, &p.dest, req, &mut written)?;
             continue;
         }
         let ft = p.meta.file_type();
@@ -607,6 +622,7 @@ pub fn copy_to_tar(
         if ft.is_dir() {
             let mut h = header(tar::EntryType::Directory, chmod(true)?, req.owner, t, 0);
             append(&mut tar, &mut h, &format!("{}/", p.dest), std::io::empty())?;
+            written.insert(p.dest.clone());
         } else if ft.is_symlink() {
             let target = std::fs::read_link(&p.src).map_err(io_err("read link", &p.src))?;
             let mut h = header(tar::EntryType::Symlink, 0o777, req.owner, t, 0);
@@ -622,7 +638,7 @@ pub fn copy_to_tar(
     }
     tar.finish()
         .map_err(|e| err(format!("failed to finish the layer: {e}")))?;
-    Ok(())
+    Ok(written)
 }
 
 fn header(kind: tar::EntryType, mode: u32, owner: Owner, mtime: u64, size: u64) -> tar::Header {
@@ -688,6 +704,7 @@ fn append_archive<W: Write>(
     path: &Path,
     dest_rel: &str,
     req: &CopyRequest,
+    dirs: &mut BTreeSet<String>,
 ) -> Result<()> {
     let mut archive = tar::Archive::new(open_archive(path)?);
     let bad = |e: std::io::Error| err(format!("failed to read archive {}: {e}", path.display()));
@@ -722,6 +739,9 @@ fn append_archive<W: Write>(
             tar.append_link(&mut h, &target, &link)
                 .map_err(|e| err(format!("failed to write {target} to the layer: {e}")))?;
         } else if kind.is_dir() || kind.is_file() {
+            if kind.is_dir() {
+                dirs.insert(target.clone());
+            }
             let path = if kind.is_dir() {
                 format!("{target}/")
             } else {

@@ -576,3 +576,36 @@ fn independent_stages_build_in_one_wave() {
     let dones = stderr.lines().filter(|l| l.contains(" DONE ")).count();
     assert_eq!((starts, dones), (13, 13), "{stderr}");
 }
+
+#[test]
+fn later_copies_see_directories_of_earlier_ones() {
+    let s = Store::new();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::create_dir(ctx.path().join("d")).unwrap();
+    fs::write(ctx.path().join("d/a"), "a").unwrap();
+    fs::write(ctx.path().join("f"), "f").unwrap();
+    // /x exists after the first COPY, so `COPY f /x` (no slash) puts f inside it; /y does not
+    // exist, so `COPY f /y` makes a file named y; WORKDIR /x/sub creates only `sub`.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY d /x\nCOPY f /x\nCOPY f /y\nWORKDIR /x/sub\nCOPY f .\n",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("out");
+    let out = s
+        .cmd(&[
+            "build",
+            "-q",
+            "-o",
+            &format!("type=local,dest={}", local.display()),
+        ])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", texts(&out).1);
+    assert_eq!(fs::read_to_string(local.join("x/a")).unwrap(), "a");
+    assert_eq!(fs::read_to_string(local.join("x/f")).unwrap(), "f");
+    assert_eq!(fs::read_to_string(local.join("y")).unwrap(), "f");
+    assert_eq!(fs::read_to_string(local.join("x/sub/f")).unwrap(), "f");
+}
