@@ -160,3 +160,17 @@ pub fn loaded_busybox() -> Store {
     assert_eq!(out, "Loaded image: busybox:latest\n");
     s
 }
+
+/// Unpacks an OCI layout's image with umoci and returns the bundle's rootfs.
+pub fn umoci_unpack(layout: &Path, tag: &str, into: &Path) -> PathBuf {
+    let mut u = tool("umoci");
+    u.arg("unpack");
+    if !is_root() {
+        u.arg("--rootless");
+    }
+    u.arg("--image")
+        .arg(format!("{}:{tag}", layout.display()))
+        .arg(into);
+    ok(u);
+    into.join("rootfs")
+}

@@ -6,24 +6,10 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use cairn_e2e::{Store, is_root, loaded_busybox, ok, repo_root, texts, tool};
+use cairn_e2e::{Store, is_root, loaded_busybox, ok, repo_root, texts, tool, umoci_unpack};
 
 fn site() -> std::path::PathBuf {
     repo_root().join("fixtures/examples/site")
-}
-
-/// Unpacks an OCI layout's image with umoci and returns the bundle's rootfs.
-fn unpack(layout: &Path, tag: &str, into: &Path) -> std::path::PathBuf {
-    let mut u = tool("umoci");
-    u.arg("unpack");
-    if !is_root() {
-        u.arg("--rootless");
-    }
-    u.arg("--image")
-        .arg(format!("{}:{tag}", layout.display()))
-        .arg(into);
-    ok(u);
-    into.join("rootfs")
 }
 
 fn validate(layout: &Path, tag: &str) {
@@ -62,7 +48,7 @@ fn site_example_builds_a_correct_image() {
     assert!(stderr.contains("DONE"), "{stderr}");
     validate(&layout, "1");
 
-    let rootfs = unpack(&layout, "1", &dir.path().join("bundle"));
+    let rootfs = umoci_unpack(&layout, "1", &dir.path().join("bundle"));
     assert_eq!(
         fs::read_to_string(rootfs.join("srv/www/index.html")).unwrap(),
         "<h1>hello from cairn</h1>\n"

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use cairn_e2e::{
-    Store, busybox_layout, cairn_bin, is_root, loaded_busybox, ok, repo_root, texts, tool,
+    Store, busybox_layout, cairn_bin, loaded_busybox, ok, repo_root, texts, tool, umoci_unpack,
 };
 
 #[test]
@@ -150,17 +150,7 @@ fn save_in_every_format_is_read_by_other_tools() {
         ok(c);
     }
     // umoci unpacks what cairn saved into a runnable bundle.
-    let bundle = dir.path().join("bundle");
-    let mut u = tool("umoci");
-    u.arg("unpack");
-    if !is_root() {
-        u.arg("--rootless");
-    }
-    u.arg("--image")
-        .arg(format!("{}:latest", oci_dir.display()))
-        .arg(&bundle);
-    ok(u);
-    let rootfs = bundle.join("rootfs");
+    let rootfs = umoci_unpack(&oci_dir, "latest", &dir.path().join("bundle"));
     assert!(rootfs.join("bin/busybox").is_file());
     assert_eq!(
         fs::read_link(rootfs.join("bin/sh")).unwrap(),
