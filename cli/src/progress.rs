@@ -146,6 +146,22 @@ impl Drop for Tty {
     }
 }
 
+/// Renders progress events as numbered plain lines on standard error.
+pub fn plain(event: Event) {
+    let mut err = std::io::stderr().lock();
+    use std::io::Write as _;
+    let _ = match event {
+        Event::Step {
+            id,
+            stage,
+            index,
+            total,
+            text,
+        } => writeln!(err, "#{id} [{stage} {index}/{total}] {text}"),
+        Event::Done { id, seconds } => writeln!(err, "#{id} DONE {seconds:.1}s"),
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

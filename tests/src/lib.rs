@@ -124,6 +124,25 @@ impl Store {
         texts(&ok(self.cmd(args))).0
     }
 
+    /// Builds `context` with `args` plus a local output, insists on success, and returns the
+    /// output directory (inside the returned temp dir) and the build's standard error.
+    pub fn build_local(
+        &self,
+        args: &[&str],
+        context: &Path,
+    ) -> (tempfile::TempDir, PathBuf, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("out");
+        let mut c = self.cmd(&["build"]);
+        c.args(args)
+            .arg("-o")
+            .arg(format!("type=local,dest={}", local.display()));
+        let out = c.arg(context).output().unwrap();
+        let (_, stderr) = texts(&out);
+        assert!(out.status.success(), "{stderr}");
+        (dir, local, stderr)
+    }
+
     pub fn index(&self) -> serde_json::Value {
         serde_json::from_slice(&fs::read(self.root.join("index.json")).unwrap()).unwrap()
     }

@@ -292,19 +292,7 @@ fn copy_parents_exclude_and_add_archives() {
         "FROM scratch\nCOPY --parents src/*/*.rs /keep/\nCOPY --exclude=**/*.md src /flat/\nADD docs.tar.gz /unpacked/\nADD docs.tar.bz2 /bz2/\nADD docs.tar.xz /xz/\nADD docs.tar.zst /zst/\nADD docs.tar /plain/\nCOPY docs.tar.gz /copied/\n",
     )
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let local = dir.path().join("out");
-    let out = s
-        .cmd(&[
-            "build",
-            "-q",
-            "-o",
-            &format!("type=local,dest={}", local.display()),
-        ])
-        .arg(c)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", texts(&out).1);
+    let (_dir, local, _) = s.build_local(&["-q"], c);
     let has = |p: &str| local.join(p).exists();
     assert!(
         has("keep/src/a/one.rs") && has("keep/src/b/two.rs"),
@@ -343,27 +331,18 @@ fn named_contexts_and_oci_layout_bases() {
         ),
     )
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let local = dir.path().join("out");
-    let out = s
-        .cmd(&[
-            "build",
+    let base = format!("base=oci-layout://{}:latest", layout.display());
+    let extra_ctx = format!("extra={}", extra.path().display());
+    let (_dir, local, _) = s.build_local(
+        &[
             "-q",
-            "-o",
-            &format!("type=local,dest={}", local.display()),
-        ])
-        .args([
             "--build-context",
-            &format!("base=oci-layout://{}:latest", layout.display()),
-        ])
-        .args([
+            &base,
             "--build-context",
-            &format!("extra={}", extra.path().display()),
-        ])
-        .arg(ctx.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", texts(&out).1);
+            &extra_ctx,
+        ],
+        ctx.path(),
+    );
     assert!(
         local.join("bin/busybox").is_file(),
         "FROM a named oci-layout context"
@@ -529,21 +508,7 @@ fn independent_stages_build_in_one_wave() {
         dockerfile.push_str(&format!("COPY --from=s{i} /f{i}.txt /all/\n"));
     }
     fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let local = dir.path().join("out");
-    let out = s
-        .cmd(&[
-            "build",
-            "--progress",
-            "plain",
-            "-o",
-            &format!("type=local,dest={}", local.display()),
-        ])
-        .arg(ctx.path())
-        .output()
-        .unwrap();
-    let (_, stderr) = texts(&out);
-    assert!(out.status.success(), "{stderr}");
+    let (_dir, local, stderr) = s.build_local(&["--progress", "plain"], ctx.path());
     for i in 0..4 {
         assert_eq!(
             fs::read_to_string(local.join(format!("all/f{i}.txt"))).unwrap(),
@@ -577,19 +542,7 @@ fn later_copies_see_directories_of_earlier_ones() {
         "FROM scratch\nCOPY d /x\nCOPY f /x\nCOPY f /y\nWORKDIR /x/sub\nCOPY f .\n",
     )
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let local = dir.path().join("out");
-    let out = s
-        .cmd(&[
-            "build",
-            "-q",
-            "-o",
-            &format!("type=local,dest={}", local.display()),
-        ])
-        .arg(ctx.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", texts(&out).1);
+    let (_dir, local, _) = s.build_local(&["-q"], ctx.path());
     assert_eq!(fs::read_to_string(local.join("x/a")).unwrap(), "a");
     assert_eq!(fs::read_to_string(local.join("x/f")).unwrap(), "f");
     assert_eq!(fs::read_to_string(local.join("y")).unwrap(), "f");

@@ -52,21 +52,6 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
     })
 }
 
-/// Renders progress events as numbered plain lines on standard error.
-fn plain(event: Event) {
-    let mut err = std::io::stderr().lock();
-    let _ = match event {
-        Event::Step {
-            id,
-            stage,
-            index,
-            total,
-            text,
-        } => writeln!(err, "#{id} [{stage} {index}/{total}] {text}"),
-        Event::Done { id, seconds } => writeln!(err, "#{id} DONE {seconds:.1}s"),
-    };
-}
-
 pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
     let tags = args
         .tags
@@ -138,7 +123,7 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
             let tty = progress::Tty::stderr();
             Box::new(move |e| tty.event(e))
         }
-        Mode::Plain => Box::new(plain),
+        Mode::Plain => Box::new(progress::plain),
         Mode::Quiet => Box::new(|_| {}),
     };
     // Stages of one wave report from their own threads; events reach the renderer one at a time.
