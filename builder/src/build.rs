@@ -23,6 +23,7 @@ use crate::context::BuildContext;
 use crate::copy::{CopyRequest, CopySource, SourceRoot, copy_to_tar};
 use crate::error::{Error, Result};
 use crate::meta::{self, MetaState};
+use crate::sandbox::{Limits, Sandbox, Snapshotter};
 use crate::users;
 
 /// What to build and how.
@@ -42,6 +43,13 @@ pub struct BuildOptions {
     pub compression: Compression,
     /// `--build-context NAME=...`: named contexts that FROM and COPY --from may use.
     pub contexts: BTreeMap<String, NamedContext>,
+    /// The RUN sandbox: the cairn binary to re-execute as its helper (no RUN without one),
+    /// the snapshotter and the resource limits.
+    pub helper: Option<PathBuf>,
+    pub snapshotter: Snapshotter,
+    pub limits: Limits,
+    /// `--secret id=...`: secret id → its bytes, for `RUN --mount=type=secret`.
+    pub secrets: BTreeMap<String, Vec<u8>>,
 }
 
 /// A named build context: a directory (COPY --from reads it with its own .dockerignore; FROM
@@ -85,6 +93,10 @@ pub enum Event {
     },
     /// A step finished after `seconds`.
     Done { id: usize, seconds: f64 },
+    /// A line a step's process wrote (RUN's output).
+    Log { id: usize, line: String },
+    /// Something the user should know once (the sandbox's set-up, for instance).
+    Warning(String),
 }
 
 /// The built image.
@@ -138,22 +150,22 @@ fn make_writable_and_remove(path: &Path) -> std::io::Result<()> {
 }
 
 /// One stage's state while it is built.
-struct StageState {
-    config: ImageConfig,
-    layers: Vec<Descriptor>,
-    rootfs: PathBuf,
+pub(crate) struct StageState {
+    pub(crate) config: ImageConfig,
+    pub(crate) layers: Vec<Descriptor>,
+    pub(crate) rootfs: PathBuf,
     /// Layers this stage made that are not yet applied to `rootfs`: applying is deferred until
     /// a step reads file contents, so no COPY is written to disk twice for nothing.
-    pending: Vec<Descriptor>,
+    pub(crate) pending: Vec<Descriptor>,
     /// The directories the pending layers add, which is all COPY's destination rules need.
-    pending_dirs: std::collections::BTreeSet<String>,
-    args: BTreeMap<String, String>,
-    meta: MetaState,
+    pub(crate) pending_dirs: std::collections::BTreeSet<String>,
+    pub(crate) args: BTreeMap<String, String>,
+    pub(crate) meta: MetaState,
 }
 
 impl StageState {
     /// Brings `rootfs` up to date with every layer of the stage.
-    fn settle(&mut self, store: &Store) -> Result<()> {
+    pub(crate) fn settle(&mut self, store: &Store) -> Result<()> {
         if !self.pending.is_empty() {
             unpack_layers(store, &self.pending, &self.rootfs)?;
             self.pending.clear();
@@ -165,11 +177,11 @@ impl StageState {
 
 /// The built form of a finished stage, for FROM and COPY --from.
 #[derive(Clone)]
-struct StageResult {
-    config: ImageConfig,
-    layers: Vec<Descriptor>,
-    rootfs: PathBuf,
-    pending: Vec<Descriptor>,
+pub(crate) struct StageResult {
+    pub(crate) config: ImageConfig,
+    pub(crate) layers: Vec<Descriptor>,
+    pub(crate) rootfs: PathBuf,
+    pub(crate) pending: Vec<Descriptor>,
 }
 
 fn is_root() -> bool {
@@ -177,7 +189,12 @@ fn is_root() -> bool {
 }
 
 /// Where an instruction's error points: its span in the Dockerfile, with the caret.
-fn at(opts: &BuildOptions, span: Span, instruction: &str, message: impl Into<String>) -> Error {
+pub(crate) fn at(
+    opts: &BuildOptions,
+    span: Span,
+    instruction: &str,
+    message: impl Into<String>,
+) -> Error {
     let e = ParseError {
         kind: Box::new(ErrorKind::Instruction {
             instruction: instruction.to_owned(),
@@ -281,6 +298,7 @@ pub fn build(
 
     let epoch = opts.source_date_epoch;
     let next_id = AtomicUsize::new(0);
+    let sandbox = std::sync::OnceLock::new();
     let mut results: BTreeMap<usize, StageResult> = BTreeMap::new();
     // Stages of one wave need nothing from each other: they run in parallel.
     for wave in graph.reachable(target) {
@@ -297,6 +315,8 @@ pub fn build(
                         results: &results,
                         lexer: &lexer,
                         epoch,
+                        sandbox: &sandbox,
+                        progress,
                     };
                     let (graph, work, next_id) = (&graph, &work, &next_id);
                     scope.spawn(move || {
@@ -457,7 +477,7 @@ fn build_stage(
             total: stage.instructions.len() + 1,
             text: ins.original.clone(),
         });
-        step(cx, &mut st, ins)?;
+        step(cx, &mut st, ins, step_id)?;
         progress(Event::Done {
             id: step_id,
             seconds: started.elapsed().as_secs_f64(),
@@ -504,15 +524,18 @@ fn declare(
 }
 
 /// What every step of a build reads.
-struct Ctx<'a> {
-    store: &'a Store,
-    opts: &'a BuildOptions,
-    context: &'a BuildContext,
-    df: &'a Dockerfile,
-    globals: &'a BTreeMap<String, String>,
-    results: &'a BTreeMap<usize, StageResult>,
-    lexer: &'a Lexer,
-    epoch: Option<i64>,
+pub(crate) struct Ctx<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) opts: &'a BuildOptions,
+    pub(crate) context: &'a BuildContext,
+    pub(crate) df: &'a Dockerfile,
+    pub(crate) globals: &'a BTreeMap<String, String>,
+    pub(crate) results: &'a BTreeMap<usize, StageResult>,
+    pub(crate) lexer: &'a Lexer,
+    pub(crate) epoch: Option<i64>,
+    /// Made at the first RUN and shared by the rest of the build.
+    pub(crate) sandbox: &'a std::sync::OnceLock<std::result::Result<Sandbox, String>>,
+    pub(crate) progress: &'a (dyn Fn(Event) + Sync),
 }
 
 /// COPY's and ADD's arguments, as one shape.
@@ -529,7 +552,7 @@ struct CopyArgs<'a> {
     is_add: bool,
 }
 
-fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction) -> Result<()> {
+fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) -> Result<()> {
     let Ctx {
         store,
         opts,
@@ -545,13 +568,7 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction) -> Result<()> {
         InstructionKind::Arg { args } => {
             declare(&mut st.args, args, globals, &opts.build_args, lexer).map_err(fail)?;
         }
-        InstructionKind::Run(_) => {
-            return Err(fail(
-                "cannot run yet: this version of cairn has no RUN sandbox, so it builds Dockerfiles \
-                 without RUN steps only"
-                    .into(),
-            ));
-        }
+        InstructionKind::Run(run) => crate::run::run_step(cx, st, ins, run, step_id)?,
         InstructionKind::Copy(c) => copy_step(
             cx,
             st,
@@ -654,7 +671,7 @@ fn dirs_tar(w: &mut dyn std::io::Write, dirs: &[String], mtime: i64) -> cairn_la
 }
 
 /// Records a new layer in the stage: applied to its filesystem, added to its image.
-fn add_layer(
+pub(crate) fn add_layer(
     st: &mut StageState,
     layer: cairn_layers::layer::StoredLayer,
     dirs: std::collections::BTreeSet<String>,

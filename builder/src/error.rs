@@ -28,6 +28,12 @@ pub enum Error {
     /// A build-context path that cannot be used, with the reason.
     #[error("build context path {}: {reason}", path.display())]
     Context { path: PathBuf, reason: String },
+    /// The RUN sandbox could not be set up or failed outside the step's own process.
+    #[error("sandbox: {0}")]
+    Sandbox(String),
+    /// The build was interrupted (SIGINT or SIGTERM).
+    #[error("build cancelled")]
+    Cancelled,
     /// A filesystem operation failed; `action` says what ("read", "stat", ...).
     #[error("failed to {action} {}", path.display())]
     Io {

@@ -10,6 +10,8 @@ pub mod ignore;
 pub mod meta;
 pub mod output;
 pub mod remote;
+mod run;
+pub mod sandbox;
 pub mod users;
 
 pub use error::{Error, Result};

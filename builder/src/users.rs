@@ -69,6 +69,89 @@ pub fn resolve(spec: &str, rootfs: &Path) -> Result<Owner, LookupError> {
     Ok(Owner { uid, gid })
 }
 
+/// The credentials a process runs with (`USER` for RUN and `cairn run -u`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecUser {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups: every group in /etc/group that lists the user by name.
+    pub groups: Vec<u32>,
+    pub home: Option<String>,
+}
+
+/// Resolves `USER` as runc does for a container: a name or uid from /etc/passwd (whose entry
+/// gives the primary gid and home; a uid without an entry gets gid 0), an optional group by
+/// name or number, and the supplementary groups of the user's name. `read` returns a file of
+/// the image (`etc/passwd`, `etc/group`), or "" when it is missing.
+pub fn resolve_exec(spec: &str, read: &dyn Fn(&str) -> String) -> Result<ExecUser, LookupError> {
+    let spec = if spec.is_empty() { "0" } else { spec };
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let passwd = read("etc/passwd");
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && (f[0] == user || (user.parse::<u32>().is_ok() && f[2] == user)));
+    let (uid, mut gid, name, home) = match (&entry, user.parse::<u32>()) {
+        (Some(f), _) => (
+            f[2].parse::<u32>()
+                .map_err(|_| LookupError(format!("/etc/passwd has a bad uid for {user}")))?,
+            f[3].parse::<u32>()
+                .map_err(|_| LookupError(format!("/etc/passwd has a bad gid for {user}")))?,
+            Some(f[0].to_owned()),
+            f.get(5).map(|h| (*h).to_owned()),
+        ),
+        (None, Ok(n)) => (n, 0, None, None),
+        (None, Err(_)) => {
+            return Err(LookupError(format!(
+                "unable to find user {user}: no matching entries in passwd file"
+            )));
+        }
+    };
+    let group_file = read("etc/group");
+    let groups_of = |pred: &dyn Fn(&[&str]) -> bool| -> Vec<Vec<String>> {
+        group_file
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .filter(|f| f.len() >= 3 && pred(f))
+            .map(|f| f.iter().map(|s| (*s).to_owned()).collect())
+            .collect()
+    };
+    if let Some(g) = group {
+        gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                let found = groups_of(&|f| f[0] == g);
+                let f = found.first().ok_or_else(|| {
+                    LookupError(format!(
+                        "unable to find group {g}: no matching entries in group file"
+                    ))
+                })?;
+                f[2].parse()
+                    .map_err(|_| LookupError(format!("/etc/group has a bad gid for {g}")))?
+            }
+        };
+    }
+    let mut groups = vec![gid];
+    if let Some(name) = &name {
+        for f in groups_of(&|f| f.len() >= 4 && f[3].split(',').any(|m| m == name)) {
+            if let Ok(n) = f[2].parse::<u32>()
+                && !groups.contains(&n)
+            {
+                groups.push(n);
+            }
+        }
+    }
+    Ok(ExecUser {
+        uid,
+        gid,
+        groups,
+        home,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +183,45 @@ mod tests {
             let got = resolve(spec, dir.path());
             match want {
                 Ok((u, g)) => assert_eq!(got, Ok(Owner { uid: *u, gid: *g }), "{spec}"),
+                Err(msg) => assert!(got.unwrap_err().0.contains(msg), "{spec}"),
+            }
+        }
+    }
+
+    #[test]
+    fn exec_users() {
+        let files = |f: &str| match f {
+            "etc/passwd" => {
+                "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n".to_owned()
+            }
+            "etc/group" => {
+                "root:x:0:root\nwheel:x:10:root,app\nstaff:x:50:\napp:x:1001:\n".to_owned()
+            }
+            _ => String::new(),
+        };
+        type Want = Result<(u32, u32, &'static [u32]), &'static str>;
+        let cases: &[(&str, Want)] = &[
+            ("", Ok((0, 0, &[0, 10]))),
+            ("root", Ok((0, 0, &[0, 10]))),
+            ("app", Ok((1000, 1001, &[1001, 10]))),
+            ("1000", Ok((1000, 1001, &[1001, 10]))),
+            ("4242", Ok((4242, 0, &[0]))),
+            ("app:staff", Ok((1000, 50, &[50, 10]))),
+            ("4242:7", Ok((4242, 7, &[7]))),
+            ("nobody", Err("unable to find user nobody")),
+            ("app:nogroup", Err("unable to find group nogroup")),
+        ];
+        for (spec, want) in cases {
+            let got = resolve_exec(spec, &files);
+            match want {
+                Ok((u, g, groups)) => {
+                    let got = got.unwrap();
+                    assert_eq!(
+                        (got.uid, got.gid, got.groups.as_slice()),
+                        (*u, *g, *groups),
+                        "{spec}"
+                    );
+                }
                 Err(msg) => assert!(got.unwrap_err().0.contains(msg), "{spec}"),
             }
         }

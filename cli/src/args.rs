@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image from a Dockerfile and a context directory.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Parse a Dockerfile and print its stages, instructions and stage graph.
     Parse(ParseArgs),
     /// Load images from an OCI layout, an OCI archive or a docker-archive.
@@ -204,7 +204,40 @@ pub struct BuildArgs {
     /// (a bare PATH means type=local); repeatable.
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
+    /// A secret for `RUN --mount=type=secret`: id=ID,src=FILE or id=ID,env=VAR (repeatable);
+    /// it never reaches a layer or the history.
+    #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]
+    pub secrets: Vec<String>,
+    /// How RUN steps get their filesystem: overlay, copy, or auto (overlay where it mounts).
+    #[arg(long, value_name = "overlay|copy|auto", default_value = "auto")]
+    pub snapshotter: String,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// The build context directory; `-` reads a tar of it from standard input.
     #[arg(value_name = "CONTEXT")]
     pub context: PathBuf,
+}
+
+/// Resource limits for each RUN step (or `cairn run`'s container), docker's spellings.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LimitArgs {
+    /// Memory limit (bytes, or with a unit: 512m, 2g).
+    #[arg(short = 'm', long, value_name = "BYTES")]
+    pub memory: Option<String>,
+    /// CPU shares (relative weight).
+    #[arg(long = "cpu-shares", value_name = "SHARES")]
+    pub cpu_shares: Option<u64>,
+    /// CPU CFS quota in microseconds per period.
+    #[arg(
+        long = "cpu-quota",
+        value_name = "MICROSECONDS",
+        allow_negative_numbers = true
+    )]
+    pub cpu_quota: Option<i64>,
+    /// CPU CFS period in microseconds.
+    #[arg(long = "cpu-period", value_name = "MICROSECONDS")]
+    pub cpu_period: Option<u64>,
+    /// Maximum number of processes (-1 for no limit).
+    #[arg(long = "pids-limit", value_name = "N", allow_negative_numbers = true)]
+    pub pids_limit: Option<i64>,
 }

@@ -11,6 +11,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // cairn re-executes itself as the RUN sandbox's helper (see cairn_builder::sandbox).
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(cairn_builder::sandbox::helper::ARG))
+    {
+        cairn_builder::sandbox::helper::main();
+    }
     let cli = args::Cli::parse();
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -114,6 +114,12 @@ impl Tty {
                     self.close(step);
                 }
             }
+            Event::Log { id, line } => {
+                let _ = self.multi.println(format!("#{id} {line}"));
+            }
+            Event::Warning(w) => {
+                let _ = self.multi.println(format!("WARNING: {w}"));
+            }
         }
     }
 
@@ -159,6 +165,8 @@ pub fn plain(event: Event) {
             text,
         } => writeln!(err, "#{id} [{stage} {index}/{total}] {text}"),
         Event::Done { id, seconds } => writeln!(err, "#{id} DONE {seconds:.1}s"),
+        Event::Log { id, line } => writeln!(err, "#{id} {line}"),
+        Event::Warning(w) => writeln!(err, "WARNING: {w}"),
     };
 }
 

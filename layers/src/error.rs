@@ -79,7 +79,7 @@ impl<T> IoContext<T> for io::Result<T> {
 }
 
 impl Error {
-    pub(crate) fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Error {
+    pub fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Error {
         Error::Invalid {
             what: what.into(),
             reason: reason.into(),

@@ -36,6 +36,26 @@ const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    remover: Remover,
+}
+
+/// How trees are deleted. A rootless build writes unpacked layers with subordinate owners that
+/// the user itself cannot delete; the builder then installs a remover that works inside the
+/// build's user namespace.
+#[derive(Clone, Default)]
+struct Remover(Option<std::sync::Arc<RemoveFn>>);
+
+/// Removes one path (a file or a whole tree); a missing path is not an error.
+pub type RemoveFn = dyn Fn(&Path) -> io::Result<()> + Send + Sync;
+
+impl std::fmt::Debug for Remover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Remover(custom)"
+        } else {
+            "Remover(default)"
+        })
+    }
 }
 
 /// A held file lock; released when dropped.
@@ -226,7 +246,10 @@ impl Store {
                 source,
             })?;
         }
-        let store = Store { root };
+        let store = Store {
+            root,
+            remover: Remover::default(),
+        };
         let layout = store.root.join("oci-layout");
         if !layout.exists() {
             write_atomic(&store.tmp(), &layout, OCI_LAYOUT.as_bytes())?;
@@ -256,6 +279,30 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Deletes trees through `remove` from now on (see [`RemoveFn`]).
+    pub fn set_remover(&mut self, remove: std::sync::Arc<RemoveFn>) {
+        self.remover = Remover(Some(remove));
+    }
+
+    /// Removes a file or directory tree with the store's remover.
+    pub fn remove_tree(&self, path: &Path) -> Result<()> {
+        match &self.remover.0 {
+            None => remove_tree(path),
+            Some(f) => {
+                // Plain removal first: most trees are the user's own.
+                if remove_tree(path).is_ok() {
+                    return Ok(());
+                }
+                f(path).at("remove", path)
+            }
+        }
+    }
+
+    /// The store's scratch directory (same filesystem as the store, cleaned by prune).
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.tmp()
     }
 
     fn tmp(&self) -> PathBuf {
@@ -528,32 +575,53 @@ impl Store {
         diff_id: &Digest,
         opts: &ApplyOptions,
     ) -> Result<PathBuf> {
-        let dir = self.root.join("layers/sha256").join(diff_id.hex());
+        self.unpacked_layer_with(diff_id, "", |rootfs| {
+            let compression = Compression::from_media_type(&layer.media_type)
+                .ok_or_else(|| Error::MediaType(layer.media_type.clone()))?;
+            let mut plain = HashingReader::new(compress::decompress(
+                self.open_blob(&layer.digest)?,
+                compression,
+            )?);
+            apply_layer(&mut plain, rootfs, opts)?;
+            // Read to the end: the tar's trailing padding counts towards the diff_id.
+            io::copy(&mut plain, &mut io::sink())
+                .map_err(|e| Error::stream(format!("read layer {}", layer.digest), e))?;
+            Ok(plain.finish().0)
+        })
+    }
+
+    /// Like [`Store::unpacked_layer`], with the unpacking done by `unpack`, which writes the
+    /// layer into the directory it is given and returns the digest of the tar it read. `key`
+    /// tells apart unpackings of one layer that differ on disk (the owners a user namespace
+    /// mapping gives the files): "" for the plain one.
+    pub fn unpacked_layer_with(
+        &self,
+        diff_id: &Digest,
+        key: &str,
+        unpack: impl FnOnce(&Path) -> Result<Digest>,
+    ) -> Result<PathBuf> {
+        let name = if key.is_empty() {
+            diff_id.hex().to_owned()
+        } else {
+            format!("{}.{key}", diff_id.hex())
+        };
+        let dir = self.root.join("layers/sha256").join(&name);
         let rootfs = dir.join("rootfs");
         if rootfs.is_dir() {
             return Ok(rootfs);
         }
         // One process unpacks; the others wait here and then find it done.
-        let _lock = self.lock(&format!("layers/sha256/{}.lock", diff_id.hex()), true)?;
+        let _lock = self.lock(&format!("layers/sha256/{name}.lock"), true)?;
         if rootfs.is_dir() {
             return Ok(rootfs);
         }
-        let compression = Compression::from_media_type(&layer.media_type)
-            .ok_or_else(|| Error::MediaType(layer.media_type.clone()))?;
         let temp = self.tmp().join(temp_name("unpack"));
         let result = (|| {
-            let mut plain = HashingReader::new(compress::decompress(
-                self.open_blob(&layer.digest)?,
-                compression,
-            )?);
-            apply_layer(&mut plain, &temp.join("rootfs"), opts)?;
-            // Read to the end: the tar's trailing padding counts towards the diff_id.
-            io::copy(&mut plain, &mut io::sink())
-                .map_err(|e| Error::stream(format!("read layer {}", layer.digest), e))?;
-            let (actual, _) = plain.finish();
+            fs_err::create_dir(&temp).at("create", &temp)?;
+            let actual = unpack(&temp.join("rootfs"))?;
             if actual != *diff_id {
                 return Err(Error::DigestMismatch {
-                    what: format!("layer {} (diff_id)", layer.digest),
+                    what: format!("layer {diff_id} (diff_id)"),
                     expected: diff_id.clone(),
                     actual,
                 });
@@ -566,7 +634,7 @@ impl Store {
             sync_dir(&self.root.join("layers/sha256"))
         })();
         if let Err(e) = result {
-            remove_tree(&temp)?;
+            self.remove_tree(&temp)?;
             return Err(e);
         }
         Ok(rootfs)
@@ -621,8 +689,10 @@ impl Store {
         let layers = self.root.join("layers/sha256");
         for entry in entries(&layers)? {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !keep_layers.contains(&name) {
-                remove_tree(&entry.path())?;
+            // `<diff_id>`, `<diff_id>.<key>` and their `.lock` files.
+            let diff_id = name.split('.').next().unwrap_or_default();
+            if !keep_layers.contains(diff_id) {
+                self.remove_tree(&entry.path())?;
                 report.layers += 1;
             }
         }
@@ -634,7 +704,7 @@ impl Store {
         let tmp = self.tmp();
         let mut n = 0;
         for entry in entries(&tmp)? {
-            remove_tree(&entry.path())?;
+            self.remove_tree(&entry.path())?;
             n += 1;
         }
         Ok(n)

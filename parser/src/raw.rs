@@ -175,6 +175,12 @@ fn heredocs_in(line: &str) -> Result<Vec<Opener>, ParseError> {
     Ok(docs)
 }
 
+/// Whether `word` alone is a heredoc opener (`<<EOF`, `<<-'EOF'`, `3<<X`): a RUN whose whole
+/// command is one opener runs the heredoc's body as its script.
+pub fn is_heredoc_word(word: &str) -> bool {
+    !word.contains(char::is_whitespace) && parse_heredoc_word(word).is_some()
+}
+
 /// `[fd]<<[-]WORD`: a heredoc opener, or `None` when the word is not one.
 pub(crate) fn parse_heredoc_word(word: &str) -> Option<Opener> {
     let digits = word.bytes().take_while(u8::is_ascii_digit).count();

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use cairn_builder::build::{BuildOptions, Event, NamedContext, build};
+use cairn_builder::sandbox::Limits;
+use cairn_builder::sandbox::cgroup::parse_size;
 use cairn_layers::archive::{self, SaveFormat, ToSave};
 use cairn_layers::compress::Compression;
 use cairn_layers::{Reference, Store};
@@ -50,6 +52,55 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
         ),
         None => bail!("--output {spec:?} needs type=..."),
     })
+}
+
+/// `--memory` and friends as the sandbox's limits.
+pub fn limits(a: &crate::args::LimitArgs) -> anyhow::Result<Limits> {
+    Ok(Limits {
+        memory: a
+            .memory
+            .as_deref()
+            .map(parse_size)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--memory: {e}"))?,
+        cpu_shares: a.cpu_shares,
+        cpu_quota: a.cpu_quota,
+        cpu_period: a.cpu_period,
+        pids: a.pids_limit,
+    })
+}
+
+/// `--secret id=X,src=FILE|env=VAR` (docker's `type=file` and `source=` spellings too).
+fn secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    for spec in specs {
+        let (mut id, mut src, mut env) = (None, None, None);
+        for field in spec.split(',') {
+            match field.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_owned()),
+                Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
+                Some(("env", v)) => env = Some(v.to_owned()),
+                Some(("type", "file" | "env")) => {}
+                _ => bail!("--secret {spec:?}: unknown field {field:?}"),
+            }
+        }
+        let id = id
+            .or_else(|| env.clone())
+            .with_context(|| format!("--secret {spec:?} needs id=ID"))?;
+        let value = match (src, env) {
+            (Some(f), _) => std::fs::read(&f)
+                .with_context(|| format!("--secret {id}: cannot read {}", f.display()))?,
+            (None, Some(var)) => std::env::var(&var)
+                .with_context(|| format!("--secret {id}: environment variable {var} is not set"))?
+                .into_bytes(),
+            (None, None) => match std::env::var(&id) {
+                Ok(v) => v.into_bytes(),
+                Err(_) => bail!("--secret {spec:?} needs src=FILE or env=VAR"),
+            },
+        };
+        out.insert(id, value);
+    }
+    Ok(out)
 }
 
 pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
@@ -115,6 +166,13 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
         source_date_epoch: source_date_epoch()?,
         compression: Compression::Gzip,
         contexts,
+        helper: std::env::current_exe().ok(),
+        snapshotter: args
+            .snapshotter
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--snapshotter: {e}"))?,
+        limits: limits(&args.limits)?,
+        secrets: secrets(&args.secrets)?,
     };
     let mode = progress::choose(args.progress, args.quiet, std::io::stderr().is_terminal());
     let quiet = mode == Mode::Quiet;

@@ -1,0 +1,545 @@
+//! The RUN step: its command line (shell, exec and heredoc forms), environment, user and
+//! mounts, executed in the sandbox over the stage's layers; its changes become one layer.
+
+use std::path::{Path, PathBuf};
+
+use cairn_layers::image::{History, timestamp};
+use cairn_layers::layer::write_layer;
+use cairn_parser::instruction::{Command, Instruction, NetworkMode, Run};
+use cairn_parser::mount::{Mount, MountType};
+
+use crate::build::{Ctx, Event, StageState, add_layer, at};
+use crate::error::{Error, Result};
+use crate::meta;
+use crate::sandbox::{
+    self, MountSpec, Network, RootSpec, RunSpec, Sandbox, Snapshotter, Stdio3, Tail,
+};
+use crate::users;
+
+/// The proxy build args Docker predefines: passed to RUN, never written to the history.
+const PROXY_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// The build's sandbox, made at its first RUN.
+fn sandbox<'a>(cx: &'a Ctx<'_>) -> Result<&'a Sandbox> {
+    let made = cx.sandbox.get_or_init(|| {
+        let helper = cx.opts.helper.clone().ok_or_else(|| {
+            "this build has no sandbox helper, so it cannot run RUN steps".to_owned()
+        })?;
+        let sb = Sandbox::new(
+            helper,
+            cx.store,
+            cx.opts.snapshotter,
+            cx.opts.limits.clone(),
+        )
+        .map_err(|e| e.to_string())?;
+        for w in &sb.warnings {
+            (cx.progress)(Event::Warning(w.clone()));
+        }
+        Ok(sb)
+    });
+    made.as_ref().map_err(|e| Error::Sandbox(e.clone()))
+}
+
+/// A run directory in the store's scratch space: the upper and work directories (or the
+/// copy snapshotter's trees), the step's /etc files, secrets and heredoc scripts.
+struct RunDir {
+    path: PathBuf,
+    sandbox: Sandbox,
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        // The helper already removed what the container wrote; this is the rest, or everything
+        // after a failure before the helper ran.
+        if std::fs::remove_dir_all(&self.path).is_err() && self.path.exists() {
+            let _ = self.sandbox.remove(std::slice::from_ref(&self.path));
+        }
+    }
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+pub(crate) fn run_step(
+    cx: &Ctx<'_>,
+    st: &mut StageState,
+    ins: &Instruction,
+    run: &Run,
+    step_id: usize,
+) -> Result<()> {
+    let Ctx {
+        store,
+        opts,
+        lexer,
+        epoch,
+        ..
+    } = *cx;
+    let fail = |m: String| at(opts, ins.span, "RUN", m);
+    let sb = sandbox(cx).map_err(|e| fail(e.to_string()))?;
+
+    // The environment: the image's ENV, then the stage's ARGs where ENV does not set them.
+    let mut env = st.config.config.env.clone();
+    let env_names: std::collections::BTreeSet<String> =
+        meta::env_map(&st.config).into_keys().collect();
+    for (k, v) in &st.args {
+        if !env_names.contains(k) {
+            env.push(format!("{k}={v}"));
+        }
+    }
+    for k in PROXY_ARGS {
+        if let (Some(v), false) = (opts.build_args.get(*k), st.args.contains_key(*k)) {
+            env.push(format!("{k}={v}"));
+        }
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push(format!("PATH={}", sandbox::DEFAULT_PATH));
+    }
+    let mut words_env = st.args.clone();
+    words_env.extend(meta::env_map(&st.config));
+    let expand = |w: &str| lexer.process_word(w, &words_env).map_err(|e| e.to_string());
+
+    let base = store.tmp_dir().join(format!(
+        "run-{}-{}",
+        std::process::id(),
+        jiff::Timestamp::now().as_nanosecond()
+    ));
+    std::fs::create_dir(&base).map_err(io_err("create", &base))?;
+    let run_dir = RunDir {
+        path: base.clone(),
+        sandbox: sb.clone(),
+    };
+
+    // The command, heredocs included.
+    let shell = meta::shell_of(&st.config);
+    let mut mounts = Vec::new();
+    let argv = match &run.command {
+        Command::Shell(line) if !run.heredocs.is_empty() => {
+            let single = run.heredocs.len() == 1 && cairn_parser::raw::is_heredoc_word(line.trim());
+            if single {
+                let h = &run.heredocs[0];
+                if h.content.starts_with("#!") {
+                    // A script with its own interpreter runs as a file, as BuildKit does.
+                    let script = base.join("pipes").join(&h.name);
+                    std::fs::create_dir_all(base.join("pipes")).map_err(io_err("create", &base))?;
+                    std::fs::write(&script, &h.content).map_err(io_err("write", &script))?;
+                    set_mode(&script, 0o755)?;
+                    let target = format!("/dev/pipes/{}", h.name);
+                    mounts.push(MountSpec::Bind {
+                        source: script,
+                        target: target.clone(),
+                        readonly: true,
+                        scratch: None,
+                        create: None,
+                    });
+                    vec![target]
+                } else {
+                    meta::argv(&Command::Shell(h.content.clone()), &shell)
+                }
+            } else {
+                // The shell reads the heredocs itself, as they stand in the Dockerfile.
+                let mut script = line.clone();
+                for h in &run.heredocs {
+                    script.push('\n');
+                    script.push_str(&h.content);
+                    script.push_str(&h.name);
+                }
+                meta::argv(&Command::Shell(script), &shell)
+            }
+        }
+        c => meta::argv(c, &shell),
+    };
+    let shown = argv.join(" ");
+
+    // The filesystem.
+    let diff_ids = st.config.rootfs.diff_ids.clone();
+    let root = match sb.snapshotter {
+        Snapshotter::Copy => {
+            let (lower, top) = (base.join("lower"), base.join("root"));
+            sb.unpack(store, &st.layers, &lower, false)
+                .map_err(|e| fail(e.to_string()))?;
+            sb.unpack(store, &st.layers, &top, false)
+                .map_err(|e| fail(e.to_string()))?;
+            RootSpec::Copy { lower, root: top }
+        }
+        _ => {
+            let mut lowers = Vec::new();
+            for (layer, diff_id) in st.layers.iter().zip(&diff_ids).rev() {
+                lowers.push(sb.lowerdir(store, layer, diff_id)?);
+            }
+            if lowers.is_empty() {
+                let empty = base.join("empty");
+                std::fs::create_dir(&empty).map_err(io_err("create", &empty))?;
+                lowers.push(empty);
+            }
+            for d in ["upper", "work", "merged"] {
+                std::fs::create_dir(base.join(d)).map_err(io_err("create", &base))?;
+            }
+            set_mode(&base.join("upper"), 0o755)?;
+            RootSpec::Overlay {
+                lowers,
+                upper: base.join("upper"),
+                work: base.join("work"),
+                merged: base.join("merged"),
+            }
+        }
+    };
+    let read_file = {
+        let root = root.clone();
+        move |rel: &str| -> String { read_image_file(&root, rel) }
+    };
+    let user = users::resolve_exec(&st.config.config.user, &read_file)
+        .map_err(|e| fail(format!("USER {}: {}", st.config.config.user, e.0)))?;
+
+    // /etc/hosts and /etc/resolv.conf: copies of the host's, so a step can neither change the
+    // host's files nor leave them in its layer.
+    let mut etc_files = Vec::new();
+    for name in ["hosts", "resolv.conf"] {
+        let host = Path::new("/etc").join(name);
+        let mut text = std::fs::read_to_string(&host).unwrap_or_default();
+        if name == "hosts" {
+            text.push_str("127.0.0.1\tcairn\n");
+        }
+        let copy = base.join(name);
+        std::fs::write(&copy, text).map_err(io_err("write", &copy))?;
+        etc_files.push((format!("/etc/{name}"), copy));
+    }
+
+    // RUN --mount.
+    let mut locks = Vec::new();
+    for (i, m) in run.mounts.iter().enumerate() {
+        let m = Mount::parse_with(&m.raw, i, &expand).map_err(&fail)?;
+        mount_spec(cx, st, &m, &base, &mut mounts, &mut env, &mut locks).map_err(|e| match e {
+            Error::Instruction { message, .. } => fail(format!("--mount {}: {message}", m.raw)),
+            other => other,
+        })?;
+    }
+
+    let network = match run.network {
+        Some(NetworkMode::None) => Network::None,
+        _ => Network::Host,
+    };
+    let spec = RunSpec {
+        root,
+        argv,
+        env,
+        cwd: if st.config.config.working_dir.is_empty() {
+            "/".into()
+        } else {
+            st.config.config.working_dir.clone()
+        },
+        uid: user.uid,
+        gid: user.gid,
+        groups: user.groups,
+        hostname: "cairn".into(),
+        network,
+        etc_files,
+        mounts,
+        diff: true,
+        clamp_mtime: epoch,
+        tty: false,
+        cleanup: vec![base.clone()],
+    };
+    let tail = Tail::default();
+    let progress = cx.progress;
+    let on_line = |line: &str| {
+        tail.push(line);
+        progress(Event::Log {
+            id: step_id,
+            line: line.to_owned(),
+        });
+    };
+    let mut sink = |r: &mut dyn std::io::Read| {
+        write_layer(store, opts.compression, |w| {
+            std::io::copy(r, w)
+                .map(drop)
+                .map_err(|e| cairn_layers::Error::invalid("the step's changes", e.to_string()))
+        })
+        .map_err(Error::from)
+    };
+    let (exit, layer) = sb.run(spec, Stdio3::Capture, &on_line, Some(&mut sink))?;
+    drop(locks);
+    drop(run_dir);
+    if !exit.success() {
+        let mut msg = format!(
+            "process \"{shown}\" did not complete successfully: exit code: {}",
+            exit.status()
+        );
+        if exit.oom_killed {
+            msg.push_str(" (killed by the kernel for going over the memory limit)");
+        }
+        let lines = tail.lines();
+        if !lines.is_empty() {
+            msg.push_str("\n  last output:");
+            for l in lines {
+                msg.push_str("\n  | ");
+                msg.push_str(&l);
+            }
+        }
+        return Err(fail(msg));
+    }
+    let created = timestamp(epoch);
+    let created_by = history_line(st, &shown);
+    match layer {
+        // A step that changed nothing adds no layer, as BuildKit's exporter does.
+        Some(layer) if layer.uncompressed_size > 1024 => {
+            add_layer(st, layer, Default::default(), ins, created)?;
+            if let Some(h) = st.config.history.last_mut() {
+                h.created_by = Some(created_by);
+            }
+        }
+        _ => st.config.history.push(History {
+            created: Some(created),
+            created_by: Some(created_by),
+            comment: Some("buildkit.dockerfile.v0".into()),
+            empty_layer: true,
+            ..History::default()
+        }),
+    }
+    Ok(())
+}
+
+/// BuildKit's history line: `RUN |N K=V ... CMD # buildkit`, naming the stage's build args.
+fn history_line(st: &StageState, shown: &str) -> String {
+    let args: Vec<String> = st
+        .args
+        .iter()
+        .filter(|(k, _)| !PROXY_ARGS.contains(&k.as_str()))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if args.is_empty() {
+        format!("RUN {shown} # buildkit")
+    } else {
+        format!("RUN |{} {} {shown} # buildkit", args.len(), args.join(" "))
+    }
+}
+
+fn set_mode(p: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(io_err("chmod", p))
+}
+
+/// A file of the image below a step (etc/passwd), read through the layers top first: overlay
+/// lowers hold whiteouts as 0/0 character devices.
+fn read_image_file(root: &RootSpec, rel: &str) -> String {
+    use std::os::unix::fs::FileTypeExt;
+    match root {
+        RootSpec::Copy { lower, .. } => {
+            std::fs::read_to_string(lower.join(rel)).unwrap_or_default()
+        }
+        RootSpec::Overlay { lowers, .. } => {
+            for l in lowers {
+                let p = l.join(rel);
+                match std::fs::symlink_metadata(&p) {
+                    Ok(m) if m.file_type().is_char_device() => return String::new(),
+                    Ok(_) => return std::fs::read_to_string(&p).unwrap_or_default(),
+                    Err(_) => {}
+                }
+            }
+            String::new()
+        }
+    }
+}
+
+/// One `--mount` as the sandbox's mount, its environment and its locks.
+fn mount_spec(
+    cx: &Ctx<'_>,
+    st: &mut StageState,
+    m: &Mount,
+    base: &Path,
+    out: &mut Vec<MountSpec>,
+    env: &mut Vec<String>,
+    locks: &mut Vec<std::fs::File>,
+) -> Result<()> {
+    let bad = |msg: String| Error::Instruction {
+        instruction: "RUN".into(),
+        message: msg,
+    };
+    let workdir = st.config.config.working_dir.clone();
+    let absolute = |t: &str| {
+        if t.starts_with('/') {
+            meta::clean_abs(t)
+        } else {
+            meta::clean_abs(&format!(
+                "{}/{t}",
+                if workdir.is_empty() { "/" } else { &workdir }
+            ))
+        }
+    };
+    match m.kind {
+        MountType::Tmpfs => {
+            let target = m
+                .target
+                .as_deref()
+                .ok_or_else(|| bad("tmpfs needs a target".into()))?;
+            out.push(MountSpec::Tmpfs {
+                target: absolute(target),
+                size: m.size,
+            });
+        }
+        MountType::Secret => {
+            let id =
+                m.id.clone()
+                    .or_else(|| {
+                        m.target
+                            .as_deref()
+                            .and_then(|t| t.rsplit('/').next())
+                            .map(str::to_owned)
+                    })
+                    .ok_or_else(|| bad("a secret mount needs an id".into()))?;
+            let Some(value) = cx.opts.secrets.get(&id) else {
+                if m.required {
+                    return Err(bad(format!(
+                        "secret {id} is required but was not given (cairn build --secret id={id},src=FILE)"
+                    )));
+                }
+                return Ok(());
+            };
+            if let Some(var) = &m.env {
+                env.push(format!("{var}={}", String::from_utf8_lossy(value)));
+                if m.target.is_none() {
+                    return Ok(());
+                }
+            }
+            let file = base.join(format!("secret-{}", out.len()));
+            std::fs::write(&file, value).map_err(io_err("write", &file))?;
+            set_mode(&file, m.mode.unwrap_or(0o400))?;
+            let target = m
+                .target
+                .as_deref()
+                .map(absolute)
+                .unwrap_or_else(|| format!("/run/secrets/{id}"));
+            out.push(MountSpec::Bind {
+                source: file,
+                target,
+                readonly: true,
+                scratch: None,
+                create: None,
+            });
+        }
+        MountType::Cache => {
+            let target = m
+                .target
+                .as_deref()
+                .ok_or_else(|| bad("cache needs a target".into()))?;
+            let target = absolute(target);
+            let id = m.id.clone().unwrap_or_else(|| target.clone());
+            use sha2::Digest as _;
+            let key = hex::encode(&sha2::Sha256::digest(id.as_bytes())[..16]);
+            let dir = cx.store.root().join("cache");
+            std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+            // `locked`: one step at a time; `shared` and `private` (approximated as shared)
+            // may run together.
+            if m.sharing == Some(cairn_parser::mount::CacheSharing::Locked) {
+                let lock_path = dir.join(format!("{key}.lock"));
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&lock_path)
+                    .map_err(io_err("open", &lock_path))?;
+                f.lock().map_err(io_err("lock", &lock_path))?;
+                locks.push(f);
+            }
+            out.push(MountSpec::Bind {
+                source: dir.join(key),
+                target,
+                readonly: m.readonly,
+                scratch: None,
+                create: Some((
+                    m.uid.unwrap_or(0),
+                    m.gid.unwrap_or(0),
+                    m.mode.unwrap_or(0o755),
+                )),
+            });
+        }
+        MountType::Bind => {
+            let target = m
+                .target
+                .as_deref()
+                .ok_or_else(|| bad("bind needs a target".into()))?;
+            let source_rel = m.source.clone().unwrap_or_default();
+            let root = match m.from.as_deref() {
+                None => cx.context.root().to_path_buf(),
+                Some(from) => from_root(cx, st, from, base)?,
+            };
+            let source = resolve_in(&root, &source_rel)?;
+            if !source.exists() {
+                return Err(bad(format!("source {source_rel:?} does not exist")));
+            }
+            let scratch = (!m.readonly).then(|| base.join(format!("bind-{}", out.len())));
+            out.push(MountSpec::Bind {
+                source,
+                target: absolute(target),
+                readonly: true,
+                scratch,
+                create: None,
+            });
+        }
+        MountType::Ssh => {
+            return Err(bad("type=ssh is not supported by cairn yet".into()));
+        }
+    }
+    Ok(())
+}
+
+/// The filesystem `from=` names: a stage of this build, or an image in the store.
+fn from_root(cx: &Ctx<'_>, _st: &StageState, from: &str, base: &Path) -> Result<PathBuf> {
+    let stage = cx
+        .df
+        .stages
+        .iter()
+        .position(|s| {
+            s.name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(from))
+        })
+        .or_else(|| from.parse::<usize>().ok());
+    if let Some(r) = stage.and_then(|i| cx.results.get(&i))
+        && r.pending.is_empty()
+    {
+        return Ok(r.rootfs.clone());
+    }
+    if let Some(crate::build::NamedContext::Dir(d)) = cx.opts.contexts.get(from) {
+        return Ok(d.clone());
+    }
+    let (_, manifest) = cx.store.resolve(from).map_err(|_| Error::Instruction {
+        instruction: "RUN".into(),
+        message: format!("from={from}: no stage or image of that name"),
+    })?;
+    let img = cx.store.image(&manifest)?;
+    let dir = base.join(format!("from-{}", img.id().hex()));
+    crate::build::unpack_layers(cx.store, &img.manifest.layers, &dir)?;
+    Ok(dir)
+}
+
+/// `rel` inside `root`, never outside it (`..` stops at the root; symlinks are not followed
+/// out because the path is only used as a bind source below `root`).
+fn resolve_in(root: &Path, rel: &str) -> Result<PathBuf> {
+    let clean = meta::clean_abs(&format!("/{rel}"));
+    let p = root.join(clean.trim_start_matches('/'));
+    let real = std::fs::canonicalize(&p).unwrap_or_else(|_| p.clone());
+    let real_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    if !real.starts_with(&real_root) {
+        return Err(Error::Instruction {
+            instruction: "RUN".into(),
+            message: format!("source {rel:?} leads outside its root"),
+        });
+    }
+    Ok(real)
+}

@@ -1,0 +1,692 @@
+//! The sandbox helper: cairn re-executed inside the build's user namespace, where it unpacks
+//! layers with their real owners, mounts a container's root filesystem, runs the step's
+//! process as pid 1 of fresh namespaces, and writes the step's changes as a layer tar.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+use cairn_layers::IdMap;
+use cairn_layers::apply::{ApplyOptions, Whiteouts, apply_layer};
+use cairn_layers::compress::{self, Compression};
+use cairn_layers::diff::{TarOptions, write_tree_diff, write_upperdir};
+use cairn_layers::digest::HashingReader;
+
+use super::proto::{self, Go, LayerBlob, MountSpec, Network, Reply, Request, RootSpec, RunSpec};
+use super::sys::{self, Fail};
+
+/// The hidden first argument that makes the cairn binary act as the helper.
+pub const ARG: &str = "__sandbox";
+/// The control socket's descriptor in the helper.
+pub const CONTROL_FD: i32 = 3;
+/// The layer tar's descriptor in the helper (Run with `diff`).
+pub const DATA_FD: i32 = 4;
+
+/// The opaque-directory attribute overlayfs uses inside a user namespace (`userxattr`).
+pub const OPAQUE_XATTR: &str = "user.overlay.opaque";
+
+thread_local! {
+    /// Directories that existed and got a mount point made in them: overlayfs copied them up
+    /// only for that, so an empty copy is dropped from the layer afterwards.
+    static TOUCHED: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+static CHILD: AtomicI32 = AtomicI32::new(0);
+static CANCELLED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_term(_: libc::c_int) {
+    CANCELLED.store(true, Ordering::SeqCst);
+    let pid = CHILD.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe. Killing pid 1 of the container's pid namespace
+        // kills every process in it.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// The helper's whole life; the cairn binary calls this when its first argument is [`ARG`].
+pub fn main() -> ! {
+    // Killed or interrupted cairn: stop the step and clean up rather than linger.
+    sys::die_with_parent(libc::SIGTERM);
+    // SAFETY: installing a handler that only touches atomics and calls kill.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_term as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_term as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    // SAFETY: cairn passes the control socket as fd 3.
+    let control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
+    let code = match serve(control) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    };
+    std::process::exit(code)
+}
+
+fn serve(control: UnixStream) -> Result<(), Fail> {
+    let mut reader = BufReader::new(control.try_clone().map_err(|e| e.to_string())?);
+    let mut w = control;
+    let req: Request = proto::recv(&mut reader)
+        .map_err(|e| e.to_string())?
+        .ok_or("no request")?;
+    let cleanup = match &req {
+        Request::Run(spec) => spec.cleanup.clone(),
+        _ => Vec::new(),
+    };
+    let result = (|| {
+        sys::unshare(sys::CLONE_NEWUSER)?;
+        proto::send(&mut w, &Reply::Ready).map_err(|e| e.to_string())?;
+        let _: Go = proto::recv(&mut reader)
+            .map_err(|e| e.to_string())?
+            .ok_or("cairn went away before writing the id maps")?;
+        match &req {
+            Request::Probe { dir } => {
+                let overlay = probe(dir);
+                let _ = std::fs::remove_dir_all(dir);
+                proto::send(&mut w, &Reply::Probed { overlay }).map_err(|e| e.to_string())
+            }
+            Request::Unpack {
+                layers,
+                target,
+                overlay,
+            } => {
+                let diff_ids = unpack(layers, target, *overlay)?;
+                proto::send(&mut w, &Reply::Unpacked { diff_ids }).map_err(|e| e.to_string())
+            }
+            Request::Remove { paths } => {
+                for p in paths {
+                    remove(p)?;
+                }
+                Ok(())
+            }
+            Request::Run(spec) => run(spec, &mut w),
+        }
+    })();
+    for p in &cleanup {
+        let _ = remove(p);
+    }
+    let reply = match &result {
+        Ok(()) => Reply::Done,
+        Err(message) => Reply::Failed {
+            message: message.clone(),
+        },
+    };
+    let _ = proto::send(&mut w, &reply);
+    result
+}
+
+fn remove(p: &Path) -> Result<(), Fail> {
+    match std::fs::symlink_metadata(p) {
+        Err(_) => Ok(()),
+        Ok(m) if m.is_dir() => {
+            std::fs::remove_dir_all(p).map_err(|e| format!("remove {}: {e}", p.display()))
+        }
+        Ok(_) => std::fs::remove_file(p).map_err(|e| format!("remove {}: {e}", p.display())),
+    }
+}
+
+fn probe(dir: &Path) -> Result<(), String> {
+    let sub = |n: &str| dir.join(n);
+    for n in ["lower", "upper", "work", "merged"] {
+        std::fs::create_dir_all(sub(n)).map_err(|e| format!("create {}: {e}", sub(n).display()))?;
+    }
+    sys::unshare(sys::CLONE_NEWNS)?;
+    mount_overlay(&[sub("lower")], &sub("upper"), &sub("work"), &sub("merged"))?;
+    // A whiteout is a 0/0 character device: the upper filesystem must let us make one.
+    std::fs::create_dir(sub("merged/d")).map_err(|e| format!("mkdir in overlay: {e}"))?;
+    std::fs::remove_dir(sub("merged/d")).map_err(|e| format!("rmdir in overlay: {e}"))?;
+    sys::umount_detach(&sub("merged"))
+}
+
+fn unpack(layers: &[LayerBlob], target: &Path, overlay: bool) -> Result<Vec<String>, Fail> {
+    let opts = ApplyOptions {
+        whiteouts: if overlay {
+            Whiteouts::Overlay {
+                opaque_xattr: OPAQUE_XATTR,
+            }
+        } else {
+            Whiteouts::Apply
+        },
+        // Inside the namespace, container ids are the ids this process sees.
+        id_map: IdMap::identity(),
+        chown: true,
+    };
+    std::fs::create_dir_all(target).map_err(|e| format!("create {}: {e}", target.display()))?;
+    let mut out = Vec::new();
+    for l in layers {
+        let c = Compression::from_media_type(&l.media_type)
+            .ok_or_else(|| format!("layer media type {} is not supported", l.media_type))?;
+        let blob = File::open(&l.path).map_err(|e| format!("open {}: {e}", l.path.display()))?;
+        let plain = compress::decompress(blob, c).map_err(|e| e.to_string())?;
+        let mut r = HashingReader::new(plain);
+        apply_layer(&mut r, target, &opts).map_err(|e| e.to_string())?;
+        std::io::copy(&mut r, &mut std::io::sink())
+            .map_err(|e| format!("read {}: {e}", l.path.display()))?;
+        out.push(r.finish().0.to_string());
+    }
+    Ok(out)
+}
+
+/// overlayfs with user-namespace attributes; no redirects or metacopy, so the upper directory
+/// is a plain layer.
+fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, merged: &Path) -> Result<(), Fail> {
+    let lower: Vec<String> = lowers
+        .iter()
+        .map(|p| {
+            p.display()
+                .to_string()
+                .replace('\\', "\\\\")
+                .replace(':', "\\:")
+        })
+        .collect();
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={},userxattr",
+        lower.join(":"),
+        upper.display(),
+        work.display()
+    );
+    if data.len() < 4000 {
+        return sys::mount(Some("overlay"), merged, Some("overlay"), 0, Some(&data));
+    }
+    mount_overlay_many(lowers, upper, work, merged)
+}
+
+/// Too many lowers for one page of mount options: the new mount API, one `lowerdir+` each.
+fn mount_overlay_many(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    merged: &Path,
+) -> Result<(), Fail> {
+    use rustix::mount::{
+        FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create,
+        fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount,
+    };
+    let e = |what: &str, err: rustix::io::Errno| format!("overlay {what}: {err}");
+    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|x| e("fsopen", x))?;
+    for l in lowers {
+        fsconfig_set_string(&fs, "lowerdir+", l.as_path())
+            .map_err(|x| e(&format!("lowerdir+ {}", l.display()), x))?;
+    }
+    fsconfig_set_string(&fs, "upperdir", upper).map_err(|x| e("upperdir", x))?;
+    fsconfig_set_string(&fs, "workdir", work).map_err(|x| e("workdir", x))?;
+    fsconfig_set_flag(&fs, "userxattr").map_err(|x| e("userxattr", x))?;
+    fsconfig_create(&fs).map_err(|x| e("create", x))?;
+    let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
+        .map_err(|x| e("fsmount", x))?;
+    move_mount(
+        &mnt,
+        "",
+        rustix::fs::CWD,
+        merged,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|x| e("move_mount", x))
+}
+
+/// `rel` (absolute in the container) under `root`.
+fn inside(root: &Path, rel: &str) -> PathBuf {
+    root.join(rel.trim_start_matches('/'))
+}
+
+/// Makes `path` (and missing parents) as a directory or an empty file, recording what it made
+/// so that mount points never reach the layer.
+fn ensure(path: &Path, dir: bool, made: &mut Vec<PathBuf>) -> Result<(), Fail> {
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent() {
+        if std::fs::symlink_metadata(parent).is_ok() {
+            TOUCHED.with(|t| t.borrow_mut().push(parent.to_path_buf()));
+        }
+        ensure(parent, true, made)?;
+    }
+    let r = if dir {
+        std::fs::DirBuilder::new().mode(0o755).create(path)
+    } else {
+        File::create(path).map(drop)
+    };
+    r.map_err(|e| format!("create mount point {}: {e}", path.display()))?;
+    made.push(path.to_path_buf());
+    Ok(())
+}
+
+fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
+    let mut flags = sys::CLONE_NEWNS | sys::CLONE_NEWPID | sys::CLONE_NEWUTS | sys::CLONE_NEWIPC;
+    if spec.network == Network::None {
+        flags |= sys::CLONE_NEWNET;
+    }
+    sys::unshare(flags)?;
+    sys::mount(
+        None,
+        Path::new("/"),
+        None,
+        sys::MS_REC | sys::MS_PRIVATE,
+        None,
+    )?;
+    sys::sethostname(&spec.hostname)?;
+    if spec.network == Network::None {
+        sys::loopback_up()?;
+    }
+    let root = match &spec.root {
+        RootSpec::Overlay {
+            lowers,
+            upper,
+            work,
+            merged,
+        } => {
+            mount_overlay(lowers, upper, work, merged)?;
+            merged.clone()
+        }
+        RootSpec::Copy { root, .. } => root.clone(),
+    };
+    let mut made = Vec::new();
+    for d in ["proc", "dev", "sys"] {
+        ensure(&root.join(d), true, &mut made)?;
+    }
+    for (p, _) in &spec.etc_files {
+        ensure(&inside(&root, p), false, &mut made)?;
+    }
+    for m in &spec.mounts {
+        match m {
+            MountSpec::Bind {
+                source,
+                target,
+                create,
+                ..
+            } => {
+                if let Some((uid, gid, mode)) = create
+                    && !source.exists()
+                {
+                    std::fs::create_dir_all(source)
+                        .map_err(|e| format!("create {}: {e}", source.display()))?;
+                    std::os::unix::fs::chown(source, Some(*uid), Some(*gid))
+                        .map_err(|e| format!("chown {}: {e}", source.display()))?;
+                    std::fs::set_permissions(source, std::fs::Permissions::from_mode(*mode))
+                        .map_err(|e| format!("chmod {}: {e}", source.display()))?;
+                }
+                ensure(&inside(&root, target), source.is_dir(), &mut made)?;
+            }
+            MountSpec::Tmpfs { target, .. } => ensure(&inside(&root, target), true, &mut made)?,
+        }
+    }
+    let outcome = start_and_wait(spec, &root, w);
+    // Mount points this step did not ask for go; a directory the process filled stays.
+    for p in made.iter().rev() {
+        let _ = std::fs::remove_dir(p).or_else(|_| {
+            if std::fs::metadata(p)
+                .map(|m| m.is_file() && m.len() == 0)
+                .unwrap_or(false)
+            {
+                std::fs::remove_file(p)
+            } else {
+                Ok(())
+            }
+        });
+    }
+    let (code, signal) = outcome?;
+    if let RootSpec::Overlay { merged, upper, .. } = &spec.root {
+        sys::umount_detach(merged)?;
+        let mut touched = TOUCHED.with(|t| std::mem::take(&mut *t.borrow_mut()));
+        touched.sort();
+        touched.dedup();
+        for dir in touched.iter().rev() {
+            let Ok(rel) = dir.strip_prefix(merged) else {
+                continue;
+            };
+            if rel.as_os_str().is_empty() {
+                continue;
+            }
+            let copy = upper.join(rel);
+            let empty = std::fs::read_dir(&copy).is_ok_and(|mut d| d.next().is_none());
+            let opaque = rustix::fs::lgetxattr(&copy, OPAQUE_XATTR, &mut [0u8; 4]).is_ok();
+            if empty && !opaque {
+                let _ = std::fs::remove_dir(&copy);
+            }
+        }
+    }
+    let ok = code == Some(0) && !CANCELLED.load(Ordering::SeqCst);
+    if spec.diff && ok {
+        // SAFETY: cairn passes the layer pipe as fd 4.
+        let data = unsafe { File::from_raw_fd(DATA_FD) };
+        let opts = TarOptions {
+            id_map: IdMap::identity(),
+            clamp_mtime: spec.clamp_mtime,
+        };
+        let out = std::io::BufWriter::with_capacity(1 << 20, data);
+        let out = match &spec.root {
+            RootSpec::Overlay { upper, .. } => write_upperdir(upper, out, &opts),
+            RootSpec::Copy { lower, root } => write_tree_diff(lower, root, out, &opts),
+        }
+        .map_err(|e| format!("diff: {e}"))?;
+        out.into_inner()
+            .map_err(|e| format!("write the layer: {}", e.error()))?
+            .flush()
+            .map_err(|e| format!("write the layer: {e}"))?;
+    }
+    let _ = signal;
+    Ok(())
+}
+
+/// Forks pid 1, reports Started and Exited, and returns its exit code or signal.
+fn start_and_wait(
+    spec: &RunSpec,
+    root: &Path,
+    w: &mut UnixStream,
+) -> Result<(Option<i32>, Option<i32>), Fail> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 into a two-int array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    let (err_r, err_w) = (fds[0], fds[1]);
+    if CANCELLED.load(Ordering::SeqCst) {
+        return Err("cancelled".into());
+    }
+    // SAFETY: the helper is single-threaded, so the child may do anything before exec.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        let err = child(spec, root);
+        let msg = err.into_bytes();
+        // SAFETY: writing to our own pipe, then leaving without running destructors.
+        unsafe {
+            libc::write(err_w, msg.as_ptr().cast(), msg.len());
+            libc::_exit(127);
+        }
+    }
+    CHILD.store(pid, Ordering::SeqCst);
+    if CANCELLED.load(Ordering::SeqCst) {
+        // SAFETY: kill our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+    // SAFETY: closing our copy of the write end; the read end becomes ours.
+    unsafe {
+        libc::close(err_w);
+    }
+    let mut setup_error = String::new();
+    // SAFETY: err_r is an open descriptor owned from here on.
+    let _ = unsafe { File::from_raw_fd(err_r) }.read_to_string(&mut setup_error);
+    if setup_error.is_empty() {
+        proto::send(w, &Reply::Started).map_err(|e| e.to_string())?;
+    }
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return Err(format!("wait: {}", std::io::Error::last_os_error()));
+        }
+    }
+    CHILD.store(0, Ordering::SeqCst);
+    if !setup_error.is_empty() {
+        return Err(setup_error);
+    }
+    let (code, signal) = if libc::WIFEXITED(status) {
+        (Some(libc::WEXITSTATUS(status)), None)
+    } else {
+        (None, Some(libc::WTERMSIG(status)))
+    };
+    proto::send(w, &Reply::Exited { code, signal }).map_err(|e| e.to_string())?;
+    if CANCELLED.load(Ordering::SeqCst) {
+        return Err("cancelled".into());
+    }
+    Ok((code, signal))
+}
+
+/// pid 1: its own mount table, the container's mounts, pivot_root, credentials, exec.
+/// Returns only on failure, with the message.
+fn child(spec: &RunSpec, root: &Path) -> String {
+    match child_setup(spec, root) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, Fail> {
+    sys::die_with_parent(libc::SIGKILL);
+    // SAFETY: resetting handlers inherited from the helper.
+    unsafe {
+        libc::signal(libc::SIGTERM, libc::SIG_DFL);
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    // A mount table of its own: pivot_root moves every process of a mount namespace, and the
+    // helper must keep its view to diff the step afterwards.
+    sys::unshare(sys::CLONE_NEWNS)?;
+    sys::mount(
+        None,
+        Path::new("/"),
+        None,
+        sys::MS_REC | sys::MS_PRIVATE,
+        None,
+    )?;
+    sys::mount(
+        Some(&root.display().to_string()),
+        root,
+        None,
+        sys::MS_BIND | sys::MS_REC,
+        None,
+    )?;
+    sys::mount(
+        Some("proc"),
+        &root.join("proc"),
+        Some("proc"),
+        sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC,
+        None,
+    )?;
+    mount_dev(&root.join("dev"))?;
+    // /sys: the host's, read-only, where the kernel allows it (a fresh sysfs needs a network
+    // namespace of our own).
+    let sys_dir = root.join("sys");
+    if sys::mount(
+        Some("/sys"),
+        &sys_dir,
+        None,
+        sys::MS_BIND | sys::MS_REC,
+        None,
+    )
+    .is_ok()
+    {
+        let _ = sys::remount_readonly(&sys_dir);
+    }
+    for (p, file) in &spec.etc_files {
+        let target = inside(root, p);
+        sys::mount(
+            Some(&file.display().to_string()),
+            &target,
+            None,
+            sys::MS_BIND,
+            None,
+        )?;
+    }
+    for m in &spec.mounts {
+        match m {
+            MountSpec::Bind {
+                source,
+                target,
+                readonly,
+                scratch,
+                ..
+            } => {
+                let t = inside(root, target);
+                match scratch {
+                    Some(s) => {
+                        let (upper, work) = (s.join("upper"), s.join("work"));
+                        for d in [&upper, &work] {
+                            std::fs::create_dir_all(d)
+                                .map_err(|e| format!("create {}: {e}", d.display()))?;
+                        }
+                        mount_overlay(std::slice::from_ref(source), &upper, &work, &t)?;
+                    }
+                    None => {
+                        sys::mount(
+                            Some(&source.display().to_string()),
+                            &t,
+                            None,
+                            sys::MS_BIND | sys::MS_REC,
+                            None,
+                        )?;
+                        if *readonly {
+                            sys::remount_readonly(&t)?;
+                        }
+                    }
+                }
+            }
+            MountSpec::Tmpfs { target, size } => {
+                let data = size.map(|s| format!("size={s}"));
+                sys::mount(
+                    Some("tmpfs"),
+                    &inside(root, target),
+                    Some("tmpfs"),
+                    sys::MS_NOSUID | sys::MS_NODEV,
+                    data.as_deref(),
+                )?;
+            }
+        }
+    }
+    sys::chdir(root)?;
+    sys::pivot_root_here()?;
+    sys::chdir(Path::new("/"))?;
+    let cwd = if spec.cwd.is_empty() { "/" } else { &spec.cwd };
+    if std::fs::metadata(cwd).map(|m| !m.is_dir()).unwrap_or(true) {
+        // Docker creates a missing working directory for the step.
+        let _ = std::fs::create_dir_all(cwd);
+    }
+    sys::chdir(Path::new(cwd))?;
+    if spec.tty {
+        // SAFETY: setsid and the controlling-terminal ioctl on stdin.
+        unsafe {
+            libc::setsid();
+            libc::ioctl(0, libc::TIOCSCTTY, 0);
+        }
+    }
+    sys::set_credentials(spec.uid, spec.gid, &spec.groups)?;
+    // SAFETY: marks every descriptor above stderr close-on-exec.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
+    exec(&spec.argv, &spec.env)
+}
+
+/// The host's device nodes that a container may use, bind-mounted onto a fresh tmpfs /dev
+/// (a user namespace cannot make device nodes).
+fn mount_dev(dev: &Path) -> Result<(), Fail> {
+    sys::mount(
+        Some("tmpfs"),
+        dev,
+        Some("tmpfs"),
+        sys::MS_NOSUID,
+        Some("mode=755,size=65536k"),
+    )?;
+    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = dev.join(name);
+        File::create(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
+        sys::mount(
+            Some(&format!("/dev/{name}")),
+            &target,
+            None,
+            sys::MS_BIND,
+            None,
+        )?;
+    }
+    for d in ["pts", "shm", "mqueue"] {
+        std::fs::create_dir(dev.join(d)).map_err(|e| format!("create /dev/{d}: {e}"))?;
+    }
+    sys::mount(
+        Some("devpts"),
+        &dev.join("pts"),
+        Some("devpts"),
+        sys::MS_NOSUID | sys::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?;
+    sys::mount(
+        Some("shm"),
+        &dev.join("shm"),
+        Some("tmpfs"),
+        sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC,
+        Some("mode=1777,size=65536k"),
+    )?;
+    let _ = sys::mount(
+        Some("mqueue"),
+        &dev.join("mqueue"),
+        Some("mqueue"),
+        sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC,
+        None,
+    );
+    for (link, to) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("core", "/proc/kcore"),
+    ] {
+        std::os::unix::fs::symlink(to, dev.join(link))
+            .map_err(|e| format!("symlink /dev/{link}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// execve with a PATH search in the container (the process's own PATH, else Docker's default).
+fn exec(argv: &[String], env: &[String]) -> Result<std::convert::Infallible, Fail> {
+    let prog = argv.first().ok_or("no command to run")?;
+    let path_var = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(super::DEFAULT_PATH);
+    let candidates: Vec<PathBuf> = if prog.contains('/') {
+        vec![PathBuf::from(prog)]
+    } else {
+        path_var
+            .split(':')
+            .map(|d| Path::new(if d.is_empty() { "." } else { d }).join(prog))
+            .filter(|p| {
+                std::fs::metadata(p)
+                    .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                    .unwrap_or(false)
+            })
+            .collect()
+    };
+    let Some(path) = candidates.first() else {
+        return Err(format!(
+            "exec: {prog:?}: executable file not found in $PATH"
+        ));
+    };
+    let c = |s: &str| CString::new(s).map_err(|_| format!("{s:?} has a NUL byte"));
+    let args = argv.iter().map(|a| c(a)).collect::<Result<Vec<_>, _>>()?;
+    let envs = env.iter().map(|a| c(a)).collect::<Result<Vec<_>, _>>()?;
+    let mut argp: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argp.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = envs.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let p = sys::cstr(path)?;
+    // SAFETY: NUL-terminated arrays of valid strings, alive across the call.
+    unsafe {
+        libc::execve(p.as_ptr(), argp.as_ptr(), envp.as_ptr());
+    }
+    Err(format!(
+        "exec {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    ))
+}

@@ -1,0 +1,613 @@
+//! RUN's sandbox, cairn's side: the build's id mapping and snapshotter, chosen once; the
+//! helper process (cairn re-executed, see [`helper`]) spawned per operation; unpacking layers
+//! with their owners, running a step and turning its changes into a layer.
+
+pub mod cgroup;
+pub mod helper;
+pub mod ids;
+pub mod proto;
+mod sys;
+
+use std::collections::{BTreeSet, VecDeque};
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use cairn_layers::apply::{ApplyOptions, Whiteouts};
+use cairn_layers::image::Descriptor;
+use cairn_layers::store::RemoveFn;
+use cairn_layers::{Digest, IdMap, Store};
+
+use crate::error::{Error, Result};
+pub use cgroup::Limits;
+pub use ids::{Mapping, MappingKind};
+use proto::{Go, LayerBlob, Reply, Request};
+pub use proto::{MountSpec, Network, RootSpec, RunSpec};
+
+/// Docker's PATH for a container whose image sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How a step's filesystem is made and diffed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snapshotter {
+    /// overlay when it mounts here, else copy.
+    Auto,
+    /// The kernel's overlayfs over the unpacked layers; the upper directory is the diff.
+    Overlay,
+    /// A full copy of the parent filesystem, compared with it after the step.
+    Copy,
+}
+
+impl std::str::FromStr for Snapshotter {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Snapshotter::Auto),
+            "overlay" | "overlayfs" => Ok(Snapshotter::Overlay),
+            "copy" | "native" => Ok(Snapshotter::Copy),
+            _ => Err(format!(
+                "unknown snapshotter {s:?} (expected overlay, copy or auto)"
+            )),
+        }
+    }
+}
+
+static CANCELLED: AtomicBool = AtomicBool::new(false);
+static HELPERS: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+
+/// Stops every running step (SIGINT/SIGTERM to cairn): each helper kills its container's
+/// whole pid namespace, removes its directories and exits; builds then fail as cancelled.
+pub fn cancel() {
+    CANCELLED.store(true, Ordering::SeqCst);
+    if let Ok(pids) = HELPERS.lock() {
+        for &pid in pids.iter() {
+            // SAFETY: signalling a child we spawned and still track.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+    }
+}
+
+/// Whether [`cancel`] was called.
+pub fn cancelled() -> bool {
+    CANCELLED.load(Ordering::SeqCst)
+}
+
+/// What every sandbox of one build shares.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    helper: PathBuf,
+    pub mapping: Mapping,
+    /// Overlay or Copy (Auto is resolved when the sandbox is made).
+    pub snapshotter: Snapshotter,
+    pub limits: Limits,
+    /// Said once, for the CLI to show (single-id mapping, limits not applied, copy fallback).
+    pub warnings: Vec<String>,
+    limits_usable: bool,
+}
+
+/// Reads a step's diff tar into whatever it makes of it (a stored layer).
+pub type LayerSink<'a, T> = &'a mut dyn FnMut(&mut dyn Read) -> Result<T>;
+
+/// The end of a step's process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    /// The memory limit's OOM killer ended it.
+    pub oom_killed: bool,
+}
+
+impl Exit {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// The exit code a shell would report (128 + signal for a killed process).
+    pub fn status(&self) -> i32 {
+        self.code.unwrap_or_else(|| 128 + self.signal.unwrap_or(0))
+    }
+}
+
+/// The standard streams of a step's process.
+#[derive(Debug)]
+pub enum Stdio3 {
+    /// stdin from /dev/null; stdout and stderr merged and handed line by line to a callback.
+    Capture,
+    /// cairn's own streams (`cairn run`).
+    Inherit,
+    /// Given descriptors (a pty's slave for `cairn run -t`).
+    Fds {
+        stdin: OwnedFd,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+}
+
+struct Helper {
+    child: Child,
+    writer: UnixStream,
+    reader: BufReader<UnixStream>,
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let pid = self.child.id();
+        let _ = self.child.wait();
+        if let Ok(mut set) = HELPERS.lock() {
+            set.remove(&pid);
+        }
+    }
+}
+
+impl Helper {
+    fn recv(&mut self) -> Result<Reply> {
+        match proto::recv::<Reply>(&mut self.reader) {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) if cancelled() => Err(Error::Cancelled),
+            Ok(None) => Err(Error::Sandbox(
+                "the sandbox helper ended without an answer".into(),
+            )),
+            Err(e) => Err(Error::Sandbox(format!("reading the sandbox helper: {e}"))),
+        }
+    }
+
+    /// The final answer: Done, or Failed as an error.
+    fn finish(&mut self) -> Result<()> {
+        match self.recv()? {
+            Reply::Done => Ok(()),
+            Reply::Failed { .. } if cancelled() => Err(Error::Cancelled),
+            Reply::Failed { message } => Err(Error::Sandbox(message)),
+            other => Err(Error::Sandbox(format!("unexpected answer {other:?}"))),
+        }
+    }
+}
+
+impl Sandbox {
+    /// Chooses the build's mapping and snapshotter. `helper` is the cairn binary.
+    pub fn new(
+        helper: PathBuf,
+        store: &Store,
+        snapshotter: Snapshotter,
+        limits: Limits,
+    ) -> Result<Sandbox> {
+        let (mapping, warning) = Mapping::detect();
+        let mut sb = Sandbox {
+            helper,
+            mapping,
+            snapshotter: Snapshotter::Overlay,
+            limits,
+            warnings: warning.into_iter().collect(),
+            limits_usable: false,
+        };
+        if !sb.limits.is_empty() {
+            match cgroup::Cgroup::create(&format!("cairn-probe-{}", std::process::id()), &sb.limits)
+            {
+                Ok(Some(_)) => sb.limits_usable = true,
+                Ok(None) => sb.warnings.push(
+                    "resource limits are not applied: cairn cannot write a cgroup here (run as \
+                     root, or delegate a cgroup v2 subtree to this user)"
+                        .into(),
+                ),
+                Err(e) => sb
+                    .warnings
+                    .push(format!("resource limits are not applied: {e}")),
+            }
+        }
+        if snapshotter != Snapshotter::Copy {
+            let dir = store
+                .tmp_dir()
+                .join(format!("probe-{}", std::process::id()));
+            let probed = sb.probe(&dir);
+            let _ = store.remove_tree(&dir);
+            match (probed, snapshotter) {
+                (Ok(()), _) => {}
+                (Err(why), Snapshotter::Overlay) => {
+                    return Err(Error::Sandbox(format!(
+                        "the overlay snapshotter cannot be used here: {why}"
+                    )));
+                }
+                (Err(why), _) => {
+                    sb.warnings.push(format!(
+                        "overlayfs cannot be mounted on the store ({why}); using the copy \
+                         snapshotter"
+                    ));
+                    sb.snapshotter = Snapshotter::Copy;
+                }
+            }
+        } else {
+            sb.snapshotter = Snapshotter::Copy;
+        }
+        Ok(sb)
+    }
+
+    fn probe(&self, dir: &Path) -> std::result::Result<(), String> {
+        let mut h = self
+            .spawn(
+                &Request::Probe {
+                    dir: dir.to_path_buf(),
+                },
+                Stdio3::Inherit,
+                None,
+                None,
+            )
+            .map_err(|e| e.to_string())?;
+        let r = match h.recv().map_err(|e| e.to_string())? {
+            Reply::Probed { overlay } => overlay,
+            Reply::Failed { message } => Err(message),
+            other => Err(format!("unexpected answer {other:?}")),
+        };
+        let _ = h.finish();
+        r
+    }
+
+    /// A remover for the store: trees with mapped owners are deleted inside the namespace.
+    pub fn remover(&self) -> Arc<RemoveFn> {
+        let sb = self.clone();
+        Arc::new(move |path: &Path| {
+            sb.remove(&[path.to_path_buf()])
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        })
+    }
+
+    /// Deletes paths from inside the user namespace.
+    pub fn remove(&self, paths: &[PathBuf]) -> Result<()> {
+        if self.mapping.kind == MappingKind::Root {
+            for p in paths {
+                let _ = std::fs::remove_dir_all(p).or_else(|_| std::fs::remove_file(p));
+            }
+            return Ok(());
+        }
+        let mut h = self.spawn(
+            &Request::Remove {
+                paths: paths.to_vec(),
+            },
+            Stdio3::Inherit,
+            None,
+            None,
+        )?;
+        h.finish()
+    }
+
+    /// A layer unpacked as an overlay lowerdir with its owners, shared through the store.
+    pub fn lowerdir(&self, store: &Store, layer: &Descriptor, diff_id: &Digest) -> Result<PathBuf> {
+        if self.mapping.kind == MappingKind::Root {
+            let opts = ApplyOptions {
+                whiteouts: Whiteouts::Overlay {
+                    opaque_xattr: helper::OPAQUE_XATTR,
+                },
+                id_map: IdMap::identity(),
+                chown: true,
+            };
+            return Ok(store.unpacked_layer(layer, diff_id, &opts)?);
+        }
+        let key = self.mapping.store_key();
+        Ok(store.unpacked_layer_with(diff_id, &key, |dir| {
+            let ids = self
+                .unpack(store, std::slice::from_ref(layer), dir, true)
+                .map_err(|e| {
+                    cairn_layers::Error::invalid(format!("layer {diff_id}"), e.to_string())
+                })?;
+            ids.into_iter().next().ok_or_else(|| {
+                cairn_layers::Error::invalid(format!("layer {diff_id}"), "nothing unpacked")
+            })
+        })?)
+    }
+
+    /// Applies layers onto `dir` with their owners (the copy snapshotter's trees); returns
+    /// their diff_ids.
+    pub fn unpack(
+        &self,
+        store: &Store,
+        layers: &[Descriptor],
+        dir: &Path,
+        overlay: bool,
+    ) -> Result<Vec<Digest>> {
+        let req = Request::Unpack {
+            layers: layers
+                .iter()
+                .map(|l| LayerBlob {
+                    path: store.blob_path(&l.digest),
+                    media_type: l.media_type.clone(),
+                })
+                .collect(),
+            target: dir.to_path_buf(),
+            overlay,
+        };
+        let mut h = self.spawn(&req, Stdio3::Inherit, None, None)?;
+        let ids = match h.recv()? {
+            Reply::Unpacked { diff_ids } => diff_ids,
+            Reply::Failed { message } => return Err(Error::Sandbox(message)),
+            other => return Err(Error::Sandbox(format!("unexpected answer {other:?}"))),
+        };
+        h.finish()?;
+        ids.iter()
+            .map(|d| {
+                d.parse::<Digest>()
+                    .map_err(|e| Error::Sandbox(format!("bad digest from the helper: {e}")))
+            })
+            .collect()
+    }
+
+    /// Runs a container. `on_line` gets each line of output (with `Stdio3::Capture`);
+    /// `layer` reads the step's diff tar when `spec.diff` is set and the process succeeded.
+    pub fn run<T>(
+        &self,
+        spec: RunSpec,
+        stdio: Stdio3,
+        on_line: &(dyn Fn(&str) + Sync),
+        layer: Option<LayerSink<'_, T>>,
+    ) -> Result<(Exit, Option<T>)> {
+        if cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let capture = matches!(stdio, Stdio3::Capture);
+        let (log_r, log_w) = if capture {
+            let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                .map_err(|e| Error::Sandbox(format!("pipe: {e}")))?;
+            (Some(r), Some(w))
+        } else {
+            (None, None)
+        };
+        let (data_r, data_w) = if spec.diff {
+            let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                .map_err(|e| Error::Sandbox(format!("pipe: {e}")))?;
+            (Some(r), Some(w))
+        } else {
+            (None, None)
+        };
+        let name = format!("cairn-{}-{}", std::process::id(), unique());
+        let cg = if self.limits_usable {
+            cgroup::Cgroup::create(&name, &self.limits)
+                .map_err(|e| Error::Sandbox(e.to_string()))?
+        } else {
+            None
+        };
+        let mut h = self.spawn_in(
+            &Request::Run(Box::new(spec)),
+            stdio,
+            log_w,
+            data_w,
+            cg.as_ref(),
+        )?;
+        std::thread::scope(|scope| {
+            let reader = log_r.map(|r| {
+                scope.spawn(move || {
+                    let mut lines = BufReader::new(std::fs::File::from(r));
+                    let mut buf = Vec::new();
+                    loop {
+                        buf.clear();
+                        match lines.read_until(b'\n', &mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {
+                                let text = String::from_utf8_lossy(&buf);
+                                on_line(text.trim_end_matches(['\n', '\r']));
+                            }
+                        }
+                    }
+                })
+            });
+            let result = (|| {
+                match h.recv()? {
+                    Reply::Started => {}
+                    Reply::Failed { message } => return Err(Error::Sandbox(message)),
+                    other => return Err(Error::Sandbox(format!("unexpected answer {other:?}"))),
+                }
+                let exit = match h.recv()? {
+                    Reply::Exited { code, signal } => Exit {
+                        code,
+                        signal,
+                        oom_killed: false,
+                    },
+                    Reply::Failed { .. } if cancelled() => return Err(Error::Cancelled),
+                    Reply::Failed { message } => return Err(Error::Sandbox(message)),
+                    other => return Err(Error::Sandbox(format!("unexpected answer {other:?}"))),
+                };
+                let exit = Exit {
+                    oom_killed: !exit.success() && cg.as_ref().is_some_and(|c| c.oom_killed()),
+                    ..exit
+                };
+                let mut out = None;
+                if let (Some(r), Some(sink), true) = (data_r, layer, exit.success()) {
+                    let mut file = std::fs::File::from(r);
+                    // The helper's verdict on the tar comes after its last byte: a failed diff
+                    // must not store a layer, so it is checked before the sink returns.
+                    let mut checked = Checked {
+                        inner: &mut file,
+                        helper: &mut h,
+                        verdict: None,
+                    };
+                    let v = sink(&mut checked)?;
+                    match checked.verdict.take() {
+                        Some(r) => r?,
+                        None => h.finish()?,
+                    }
+                    out = Some(v);
+                } else {
+                    h.finish()?;
+                }
+                Ok((exit, out))
+            })();
+            if result.is_err() {
+                // SAFETY: signalling our own child.
+                unsafe {
+                    libc::kill(h.child.id() as libc::pid_t, libc::SIGTERM);
+                }
+            }
+            drop(h);
+            if let Some(r) = reader {
+                let _ = r.join();
+            }
+            result
+        })
+    }
+
+    /// Starts the helper, sends `req`, writes the id maps and lets it go.
+    fn spawn(
+        &self,
+        req: &Request,
+        stdio: Stdio3,
+        log: Option<OwnedFd>,
+        data: Option<OwnedFd>,
+    ) -> Result<Helper> {
+        self.spawn_in(req, stdio, log, data, None)
+    }
+
+    fn spawn_in(
+        &self,
+        req: &Request,
+        stdio: Stdio3,
+        log: Option<OwnedFd>,
+        data: Option<OwnedFd>,
+        cg: Option<&cgroup::Cgroup>,
+    ) -> Result<Helper> {
+        let (ours, theirs) =
+            UnixStream::pair().map_err(|e| Error::Sandbox(format!("socketpair: {e}")))?;
+        let mut cmd = Command::new(&self.helper);
+        cmd.arg(helper::ARG);
+        match stdio {
+            Stdio3::Capture => {
+                let w = log.ok_or_else(|| Error::Sandbox("no log pipe".into()))?;
+                let w2 = w
+                    .try_clone()
+                    .map_err(|e| Error::Sandbox(format!("dup: {e}")))?;
+                cmd.stdin(Stdio::null()).stdout(w).stderr(w2);
+            }
+            Stdio3::Inherit => {}
+            Stdio3::Fds {
+                stdin,
+                stdout,
+                stderr,
+            } => {
+                cmd.stdin(stdin).stdout(stdout).stderr(stderr);
+            }
+        }
+        let control = theirs.as_raw_fd();
+        let data_fd = data.as_ref().map(|d| d.as_raw_fd());
+        // SAFETY: only dup2/fcntl between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                place_fd(control, helper::CONTROL_FD)?;
+                if let Some(d) = data_fd {
+                    place_fd(d, helper::DATA_FD)?;
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|source| Error::Io {
+            action: "start the sandbox helper",
+            path: self.helper.clone(),
+            source,
+        })?;
+        drop(theirs);
+        drop(data);
+        drop(cmd);
+        if let Ok(mut set) = HELPERS.lock() {
+            set.insert(child.id());
+        }
+        let reader = BufReader::new(
+            ours.try_clone()
+                .map_err(|e| Error::Sandbox(format!("dup: {e}")))?,
+        );
+        let mut h = Helper {
+            child,
+            writer: ours,
+            reader,
+        };
+        proto::send(&mut h.writer, req)
+            .map_err(|e| Error::Sandbox(format!("writing to the sandbox helper: {e}")))?;
+        match h.recv()? {
+            Reply::Ready => {}
+            Reply::Failed { message } => {
+                return Err(Error::Sandbox(format!(
+                    "cannot create a user namespace: {message}"
+                )));
+            }
+            other => return Err(Error::Sandbox(format!("unexpected answer {other:?}"))),
+        }
+        self.mapping.write(h.child.id())?;
+        if let Some(cg) = cg {
+            cg.add(h.child.id())
+                .map_err(|e| Error::Sandbox(e.to_string()))?;
+        }
+        proto::send(&mut h.writer, &Go)
+            .map_err(|e| Error::Sandbox(format!("writing to the sandbox helper: {e}")))?;
+        Ok(h)
+    }
+}
+
+/// A reader of the layer pipe that, at its end, collects the helper's verdict.
+struct Checked<'a> {
+    inner: &'a mut std::fs::File,
+    helper: &'a mut Helper,
+    verdict: Option<Result<()>>,
+}
+
+impl Read for Checked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() && self.verdict.is_none() {
+            let v = self.helper.finish();
+            if let Err(e) = &v {
+                let msg = e.to_string();
+                self.verdict = Some(v);
+                return Err(std::io::Error::other(msg));
+            }
+            self.verdict = Some(v);
+        }
+        Ok(n)
+    }
+}
+
+/// dup2 `fd` onto `to`, clearing close-on-exec even when they are the same descriptor.
+fn place_fd(fd: i32, to: i32) -> std::io::Result<()> {
+    // SAFETY: fcntl/dup2 on descriptors we own, async-signal-safe.
+    unsafe {
+        if fd == to {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        } else if libc::dup2(fd, to) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn unique() -> u64 {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The last `n` lines of output, kept for the error message of a failed step.
+#[derive(Debug, Default)]
+pub struct Tail {
+    lines: Mutex<VecDeque<String>>,
+}
+
+impl Tail {
+    pub const KEEP: usize = 10;
+
+    pub fn push(&self, line: &str) {
+        if let Ok(mut l) = self.lines.lock() {
+            if l.len() == Self::KEEP {
+                l.pop_front();
+            }
+            l.push_back(line.to_owned());
+        }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines
+            .lock()
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}

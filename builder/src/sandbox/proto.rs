@@ -1,0 +1,150 @@
+//! The typed messages between cairn and its sandbox helper (JSON lines over a socket pair).
+//!
+//! The helper is cairn's own binary re-executed (`cairn __sandbox`), so it starts
+//! single-threaded: it may unshare a user namespace, which a threaded process cannot.
+//! The exchange: cairn sends a [`Request`]; the helper unshares its user namespace and answers
+//! [`Reply::Ready`]; cairn writes the id maps (and adds the helper to a cgroup) and sends
+//! [`Go`]; the helper does the work and answers with the rest of the replies.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// What the helper is asked to do, inside the build's user namespace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// Check that overlayfs mounts here (the `auto` snapshotter's choice): lower, upper and
+    /// work directories are made under `dir`.
+    Probe { dir: PathBuf },
+    /// Unpack layer blobs onto `target`, in order, with owners as in the tars.
+    Unpack {
+        layers: Vec<LayerBlob>,
+        target: PathBuf,
+        /// Keep whiteouts as overlay whiteouts (a lowerdir) or apply them (a flat tree).
+        overlay: bool,
+    },
+    /// Delete trees that the user cannot delete from outside (files owned by mapped ids).
+    Remove { paths: Vec<PathBuf> },
+    /// Run a process in a container.
+    Run(Box<RunSpec>),
+}
+
+/// A compressed layer in the store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerBlob {
+    pub path: PathBuf,
+    pub media_type: String,
+}
+
+/// The container's root filesystem.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum RootSpec {
+    /// overlayfs: `lowers` top first; the upper directory becomes the layer.
+    Overlay {
+        lowers: Vec<PathBuf>,
+        upper: PathBuf,
+        work: PathBuf,
+        merged: PathBuf,
+    },
+    /// A full copy (`root`) of the parent tree (`lower`); the layer is their difference.
+    Copy { lower: PathBuf, root: PathBuf },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Network {
+    /// The host's network (`default` and `host`).
+    Host,
+    /// A network namespace with only loopback.
+    None,
+}
+
+/// One extra mount in the container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MountSpec {
+    Bind {
+        source: PathBuf,
+        /// An absolute path in the container.
+        target: String,
+        readonly: bool,
+        /// Writes go to a throwaway overlay upper directory under this path, never to the
+        /// source (`type=bind,rw`).
+        scratch: Option<PathBuf>,
+        /// Create `source` as a directory with this (uid, gid, mode) if it is missing (cache
+        /// mounts).
+        create: Option<(u32, u32, u32)>,
+    },
+    Tmpfs {
+        target: String,
+        size: Option<u64>,
+    },
+}
+
+/// The process to run and its surroundings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub root: RootSpec,
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub hostname: String,
+    pub network: Network,
+    /// Files bind-mounted over `/etc/...` paths (hosts, resolv.conf): (container path, file).
+    pub etc_files: Vec<(String, PathBuf)>,
+    pub mounts: Vec<MountSpec>,
+    /// Write the step's changes as a tar to fd 4, with mtimes clamped to `clamp_mtime`.
+    pub diff: bool,
+    pub clamp_mtime: Option<i64>,
+    /// Stdin is a terminal: make it the process's controlling terminal.
+    pub tty: bool,
+    /// Removed (from inside the namespace) when the helper ends.
+    pub cleanup: Vec<PathBuf>,
+}
+
+/// The helper's answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Reply {
+    /// The user namespace exists: write the maps.
+    Ready,
+    /// Probe result: overlayfs works (or why not).
+    Probed { overlay: Result<(), String> },
+    /// Unpacked: the digest of each layer's uncompressed tar.
+    Unpacked { diff_ids: Vec<String> },
+    /// The process started (its pid inside is 1).
+    Started,
+    /// The process ended: an exit code, or the signal that killed it.
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    /// Everything asked is done (for Run with `diff`, the tar on fd 4 is complete).
+    Done,
+    /// The request failed; nothing more follows.
+    Failed { message: String },
+}
+
+/// cairn's go-ahead after writing the maps.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Go;
+
+/// Writes one message as a JSON line.
+pub fn send<T: Serialize>(w: &mut impl Write, msg: &T) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    w.write_all(&line)?;
+    w.flush()
+}
+
+/// Reads one message; `Ok(None)` at end of stream.
+pub fn recv<T: for<'de> Deserialize<'de>>(r: &mut impl BufRead) -> std::io::Result<Option<T>> {
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    serde_json::from_str(&line)
+        .map(Some)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}

@@ -1,0 +1,174 @@
+//! Thin checked wrappers over the Linux calls the sandbox helper makes (mount, unshare,
+//! pivot_root, credentials, loopback), each error naming what it was doing.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+pub use libc::{
+    CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS, MS_BIND,
+    MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT,
+};
+
+/// An error message: "ACTION PATH: cause".
+pub type Fail = String;
+
+pub fn cstr(p: &Path) -> Result<CString, Fail> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| format!("{} has a NUL byte", p.display()))
+}
+
+fn check(rc: libc::c_int, what: impl FnOnce() -> String) -> Result<(), Fail> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(format!("{}: {}", what(), io::Error::last_os_error()))
+    }
+}
+
+pub fn unshare(flags: libc::c_int) -> Result<(), Fail> {
+    // SAFETY: plain syscall; the helper is single-threaded.
+    check(unsafe { libc::unshare(flags) }, || {
+        format!("unshare({flags:#x})")
+    })
+}
+
+pub fn mount(
+    source: Option<&str>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> Result<(), Fail> {
+    let to_c = |s: Option<&str>| s.map(|s| CString::new(s).unwrap_or_default());
+    let (src, fs, dat) = (to_c(source), to_c(fstype), to_c(data));
+    let tgt = cstr(target)?;
+    let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+    // SAFETY: every pointer is a valid NUL-terminated string or null.
+    let rc = unsafe { libc::mount(ptr(&src), tgt.as_ptr(), ptr(&fs), flags, ptr(&dat).cast()) };
+    check(rc, || {
+        format!(
+            "mount {} on {} ({})",
+            source.unwrap_or("none"),
+            target.display(),
+            fstype.unwrap_or("bind")
+        )
+    })
+}
+
+/// Makes an existing bind mount read-only, keeping the flags the kernel locks in a user
+/// namespace (nosuid, nodev, noexec, atime flags), which a remount may not clear.
+pub fn remount_readonly(target: &Path) -> Result<(), Fail> {
+    let c = cstr(target)?;
+    // SAFETY: statvfs into a zeroed struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    check(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, || {
+        format!("statvfs {}", target.display())
+    })?;
+    let mut flags = MS_BIND | MS_REMOUNT | MS_RDONLY;
+    for (st_flag, ms) in [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ] {
+        if st.f_flag & st_flag != 0 {
+            flags |= ms;
+        }
+    }
+    mount(None, target, None, flags, None)
+}
+
+pub fn umount_detach(target: &Path) -> Result<(), Fail> {
+    let c = cstr(target)?;
+    // SAFETY: valid path.
+    check(
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) },
+        || format!("unmount {}", target.display()),
+    )
+}
+
+pub fn pivot_root_here() -> Result<(), Fail> {
+    let dot = c".";
+    // SAFETY: raw syscall with valid strings; pivot_root(".", ".") stacks the old root on the
+    // new one, and the detach below drops it.
+    let rc = unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) };
+    check(rc as libc::c_int, || "pivot_root".into())?;
+    // SAFETY: valid string.
+    check(
+        unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) },
+        || "detach the old root".into(),
+    )
+}
+
+pub fn chdir(p: &Path) -> Result<(), Fail> {
+    let c = cstr(p)?;
+    // SAFETY: valid path.
+    check(unsafe { libc::chdir(c.as_ptr()) }, || {
+        format!("chdir {}", p.display())
+    })
+}
+
+pub fn sethostname(name: &str) -> Result<(), Fail> {
+    // SAFETY: pointer and length of a live string.
+    check(
+        unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) },
+        || format!("sethostname {name}"),
+    )
+}
+
+/// Sets supplementary groups, gid and uid (in that order, while still privileged).
+pub fn set_credentials(uid: u32, gid: u32, groups: &[u32]) -> Result<(), Fail> {
+    // SAFETY: pointer and length of a live slice.
+    let rc = unsafe { libc::setgroups(groups.len(), groups.as_ptr()) };
+    // With a single-id mapping setgroups is denied; having no groups to set is then fine.
+    if rc != 0 && !groups.is_empty() {
+        return Err(format!(
+            "setgroups {groups:?}: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: plain syscalls.
+    check(unsafe { libc::setresgid(gid, gid, gid) }, || {
+        format!("setgid {gid}")
+    })?;
+    check(unsafe { libc::setresuid(uid, uid, uid) }, || {
+        format!("setuid {uid}")
+    })
+}
+
+/// Brings up `lo` in a fresh network namespace.
+pub fn loopback_up() -> Result<(), Fail> {
+    // SAFETY: a socket for the ioctl, closed below; ifreq zeroed then named.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(format!("socket: {}", io::Error::last_os_error()));
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut rc = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        if rc == 0 {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+        }
+        let err = io::Error::last_os_error();
+        libc::close(fd);
+        if rc != 0 {
+            return Err(format!("bring up lo: {err}"));
+        }
+    }
+    Ok(())
+}
+
+/// Dies with `sig` when the parent exits.
+pub fn die_with_parent(sig: libc::c_int) {
+    // SAFETY: plain prctl.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0);
+    }
+}
