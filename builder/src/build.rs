@@ -477,6 +477,9 @@ fn build_stage(
             total: stage.instructions.len() + 1,
             text: ins.original.clone(),
         });
+        if crate::sandbox::cancelled() {
+            return Err(Error::Cancelled);
+        }
         step(cx, &mut st, ins, step_id)?;
         progress(Event::Done {
             id: step_id,

@@ -18,7 +18,17 @@ fn main() -> ExitCode {
         cairn_builder::sandbox::helper::main();
     }
     let cli = args::Cli::parse();
-    match commands::run(cli) {
+    // Only commands that run sandboxes trade the default death for a clean stop.
+    let interrupted = match &cli.command {
+        args::Command::Build(_) => on_signals(),
+        _ => &NO_SIGNAL,
+    };
+    let result = commands::run(cli);
+    if let Some(sig) = interrupted.get() {
+        let _ = writeln!(std::io::stderr(), "error: interrupted");
+        return ExitCode::from(128 + *sig as u8);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // A closed pipe (`cairn parse | head`) is the reader's choice, not a failure.
@@ -42,4 +52,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+static NO_SIGNAL: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+
+/// SIGINT and SIGTERM stop every running sandbox (each kills its container and removes its
+/// directories) and make the build fail, so cairn exits having cleaned up; a second signal
+/// exits at once.
+fn on_signals() -> &'static std::sync::OnceLock<i32> {
+    static GOT: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    if let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+        std::thread::spawn(move || {
+            for sig in signals.forever() {
+                if GOT.set(sig).is_err() {
+                    std::process::exit(128 + sig);
+                }
+                cairn_builder::sandbox::cancel();
+            }
+        });
+    }
+    &GOT
 }

@@ -493,14 +493,11 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
     // /sys: the host's, read-only, where the kernel allows it (a fresh sysfs needs a network
     // namespace of our own).
     let sys_dir = root.join("sys");
-    if sys::mount(
-        Some("/sys"),
-        &sys_dir,
-        None,
-        sys::MS_BIND | sys::MS_REC,
-        None,
-    )
-    .is_ok()
+    let ro = sys::MS_RDONLY | sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC;
+    let own_sysfs = spec.network == Network::None
+        && sys::mount(Some("sysfs"), &sys_dir, Some("sysfs"), ro, None).is_ok();
+    if !own_sysfs
+        && sys::mount(Some("/sys"), &sys_dir, None, sys::MS_BIND | sys::MS_REC, None).is_ok()
     {
         let _ = sys::remount_readonly(&sys_dir);
     }
@@ -524,6 +521,8 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
                 ..
             } => {
                 let t = inside(root, target);
+                // Targets under /dev live in the fresh tmpfs, made only now.
+                ensure(&t, source.is_dir(), &mut Vec::new())?;
                 match scratch {
                     Some(s) => {
                         let (upper, work) = (s.join("upper"), s.join("work"));
@@ -548,6 +547,7 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
                 }
             }
             MountSpec::Tmpfs { target, size } => {
+                ensure(&inside(root, target), true, &mut Vec::new())?;
                 let data = size.map(|s| format!("size={s}"));
                 sys::mount(
                     Some("tmpfs"),
