@@ -249,6 +249,28 @@ pub(crate) fn unpack_layers(store: &Store, layers: &[Descriptor], dir: &Path) ->
     Ok(())
 }
 
+/// Removes what builds killed outright (SIGKILL, power loss) left in the store's scratch
+/// directory: `build-PID-*` and `run-PID-*` entries whose process is gone.
+fn remove_stale(store: &Store) {
+    let Ok(entries) = std::fs::read_dir(store.tmp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = ["build-", "run-"]
+            .iter()
+            .find_map(|p| name.strip_prefix(p))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && pid != std::process::id()
+            && !Path::new("/proc").join(pid.to_string()).exists()
+        {
+            let _ = store.remove_tree(&e.path());
+        }
+    }
+}
+
 /// Runs a build and returns the target stage's image, stored (not tagged).
 pub fn build(
     store: &Store,
@@ -268,6 +290,7 @@ pub fn build(
         })?;
     let context = BuildContext::open(&opts.context, opts.dockerfile_path.as_deref())?;
     let _writing = store.writing()?;
+    remove_stale(store);
     let work_path = store.root().join("tmp").join(format!(
         "build-{}-{}",
         std::process::id(),

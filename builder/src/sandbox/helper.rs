@@ -109,6 +109,13 @@ fn serve(control: UnixStream) -> Result<(), Fail> {
             Request::Run(spec) => run(spec, &mut w),
         }
     })();
+    // A step stopped early may still have its overlay mounted under the run directory:
+    // detach it first, or removing the directory would reach into the mount.
+    if let Request::Run(spec) = &req
+        && let RootSpec::Overlay { merged, .. } = &spec.root
+    {
+        let _ = sys::umount_detach(merged);
+    }
     for p in &cleanup {
         let _ = remove(p);
     }
@@ -497,7 +504,14 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
     let own_sysfs = spec.network == Network::None
         && sys::mount(Some("sysfs"), &sys_dir, Some("sysfs"), ro, None).is_ok();
     if !own_sysfs
-        && sys::mount(Some("/sys"), &sys_dir, None, sys::MS_BIND | sys::MS_REC, None).is_ok()
+        && sys::mount(
+            Some("/sys"),
+            &sys_dir,
+            None,
+            sys::MS_BIND | sys::MS_REC,
+            None,
+        )
+        .is_ok()
     {
         let _ = sys::remount_readonly(&sys_dir);
     }
