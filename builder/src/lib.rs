@@ -3,6 +3,7 @@
 //! ([`build`]) and outputs ([`output`]). RUN's sandbox and the cache come with later issues.
 
 pub mod build;
+pub mod container;
 pub mod context;
 pub mod copy;
 pub mod error;

@@ -68,7 +68,10 @@ impl Drop for RunDir {
     }
 }
 
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+pub(crate) fn io_err<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> Error + 'a {
     move |source| Error::Io {
         action,
         path: path.to_path_buf(),
@@ -336,7 +339,7 @@ fn set_mode(p: &Path, mode: u32) -> Result<()> {
 
 /// A file of the image below a step (etc/passwd), read through the layers top first: overlay
 /// lowers hold whiteouts as 0/0 character devices.
-fn read_image_file(root: &RootSpec, rel: &str) -> String {
+pub(crate) fn read_image_file(root: &RootSpec, rel: &str) -> String {
     use std::os::unix::fs::FileTypeExt;
     match root {
         RootSpec::Copy { lower, .. } => {

@@ -4,6 +4,7 @@
 mod args;
 mod commands;
 mod progress;
+mod pty;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -20,7 +21,7 @@ fn main() -> ExitCode {
     let cli = args::Cli::parse();
     // Only commands that run sandboxes trade the default death for a clean stop.
     let interrupted = match &cli.command {
-        args::Command::Build(_) => on_signals(),
+        args::Command::Build(_) | args::Command::Run(_) => on_signals(),
         _ => &NO_SIGNAL,
     };
     let result = commands::run(cli);

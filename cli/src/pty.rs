@@ -105,6 +105,7 @@ pub fn raw_mode(fd: BorrowedFd<'_>) -> io::Result<RawMode> {
 /// Meant for the child between `fork` and `exec`: it only makes system calls, allocates
 /// nothing and is async-signal-safe. `setsid` fails with `EPERM` if the caller already leads
 /// a process group (for example after `CommandExt::process_group(0)`).
+#[cfg(test)]
 pub fn attach_child(fd: BorrowedFd<'_>) -> io::Result<()> {
     rustix::process::setsid()?;
     rustix::process::ioctl_tiocsctty(fd)?;
@@ -121,6 +122,7 @@ pub fn attach_child(fd: BorrowedFd<'_>) -> io::Result<()> {
 
 /// Copies `input` to `master` and `master` to `output` until the master reads EOF or `EIO`
 /// (every slave descriptor closed). See [`relay_until`].
+#[cfg(test)]
 pub fn relay(
     master: BorrowedFd<'_>,
     input: Option<BorrowedFd<'_>>,

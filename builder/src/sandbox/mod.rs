@@ -227,6 +227,18 @@ impl Sandbox {
         Ok(sb)
     }
 
+    /// Just enough of a sandbox to delete trees with mapped owners (`cairn prune`).
+    pub fn for_removal(helper: PathBuf) -> Sandbox {
+        Sandbox {
+            helper,
+            mapping: Mapping::detect().0,
+            snapshotter: Snapshotter::Overlay,
+            limits: Limits::default(),
+            warnings: Vec::new(),
+            limits_usable: false,
+        }
+    }
+
     fn probe(&self, dir: &Path) -> std::result::Result<(), String> {
         let mut h = self
             .spawn(

@@ -55,7 +55,7 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
 }
 
 /// `--memory` and friends as the sandbox's limits.
-pub fn limits(a: &crate::args::LimitArgs) -> anyhow::Result<Limits> {
+pub(crate) fn limits(a: &crate::args::LimitArgs) -> anyhow::Result<Limits> {
     Ok(Limits {
         memory: a
             .memory

@@ -3,6 +3,7 @@
 mod build;
 pub mod image;
 pub mod parse;
+mod run;
 
 use anyhow::Context;
 use cairn_layers::Store;
@@ -23,6 +24,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let root = cli.root.as_deref();
     match cli.command {
         Command::Build(args) => build::run(&open_store(root)?, &args),
+        Command::Run(args) => run::run(&open_store(root)?, &args),
         Command::Parse(args) => parse::run(&args),
         Command::Load(args) => image::load(&open_store(root)?, &args),
         Command::Import(args) => image::import(&open_store(root)?, &args),
@@ -31,7 +33,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(args) => image::inspect(&open_store(root)?, &args),
         Command::Tag(args) => image::tag(&open_store(root)?, &args),
         Command::Rmi(args) => image::rmi(&open_store(root)?, &args),
-        Command::Prune => image::prune(&open_store(root)?),
+        Command::Prune => {
+            let mut store = open_store(root)?;
+            // Layers unpacked for RUN by a rootless user belong to its subordinate ids.
+            if let Ok(exe) = std::env::current_exe() {
+                store.set_remover(cairn_builder::sandbox::Sandbox::for_removal(exe).remover());
+            }
+            image::prune(&store)
+        }
         Command::Fsck => image::fsck(&open_store(root)?),
     }
 }

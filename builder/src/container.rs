@@ -1,0 +1,263 @@
+//! `cairn run`: a container from an image in the store, in the same sandbox RUN steps use,
+//! with its writable layer kept under `containers/` unless removed.
+
+use std::path::{Path, PathBuf};
+
+use cairn_layers::Store;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::meta;
+use crate::run::io_err;
+use crate::sandbox::{
+    self, Exit, MountSpec, Network, RootSpec, RunSpec, Sandbox, Snapshotter, Stdio3,
+};
+use crate::users;
+
+/// What `cairn run` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub image: String,
+    /// Replaces the image's CMD (the ENTRYPOINT stays).
+    pub command: Vec<String>,
+    /// `-e K=V` (or a bare `K`, taken from cairn's environment by the caller).
+    pub env: Vec<String>,
+    /// `-v HOST:CTR[:ro]`.
+    pub volumes: Vec<Volume>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub network: Option<Network>,
+    /// `--rm`: remove the writable layer when the container exits.
+    pub remove: bool,
+    /// `-t`: stdin is a terminal to make the process's controlling terminal.
+    pub tty: bool,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    pub host: PathBuf,
+    pub container: String,
+    pub readonly: bool,
+}
+
+impl Volume {
+    /// `HOST:CTR[:ro|rw]`; HOST must be an absolute or relative path that exists.
+    pub fn parse(spec: &str) -> std::result::Result<Volume, String> {
+        let parts: Vec<&str> = spec.split(':').collect();
+        let (host, ctr, mode) = match parts.as_slice() {
+            [h, c] => (*h, *c, None),
+            [h, c, m] => (*h, *c, Some(*m)),
+            _ => return Err(format!("-v {spec:?}: expected HOST:CONTAINER[:ro]")),
+        };
+        let readonly = match mode {
+            None | Some("rw") => false,
+            Some("ro") => true,
+            Some(m) => return Err(format!("-v {spec:?}: unknown mode {m:?} (ro or rw)")),
+        };
+        if !ctr.starts_with('/') {
+            return Err(format!("-v {spec:?}: the container path must be absolute"));
+        }
+        let host = std::fs::canonicalize(host).map_err(|e| format!("-v {spec:?}: {host}: {e}"))?;
+        Ok(Volume {
+            host,
+            container: ctr.to_owned(),
+            readonly,
+        })
+    }
+}
+
+/// What `containers/<id>/container.json` records of a kept container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    pub name: Option<String>,
+    pub image: String,
+    pub image_id: String,
+    pub command: Vec<String>,
+    pub exit_code: Option<i32>,
+    pub snapshotter: String,
+}
+
+/// Runs the container to its end and returns how it ended, with its id.
+pub fn run(
+    store: &Store,
+    sb: &Sandbox,
+    opts: &RunOptions,
+    stdio: Stdio3,
+) -> Result<(Exit, String)> {
+    let (_, manifest) = store.resolve(&opts.image).map_err(|_| Error::Instruction {
+        instruction: "run".into(),
+        message: format!(
+            "image {:?} is not in the store; build it, or load it with `cairn load`",
+            opts.image
+        ),
+    })?;
+    let img = store.image(&manifest)?;
+    let config = &img.config.config;
+    let id = {
+        use sha2::Digest as _;
+        let seed = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            jiff::Timestamp::now().as_nanosecond(),
+            img.id()
+        );
+        hex::encode(sha2::Sha256::digest(seed.as_bytes()))
+    };
+    let short = id[..12].to_owned();
+    let dir = if opts.remove {
+        store
+            .tmp_dir()
+            .join(format!("run-{}-{short}", std::process::id()))
+    } else {
+        store.root().join("containers").join(&id)
+    };
+    std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+
+    let layers = &img.manifest.layers;
+    let diff_ids = &img.config.rootfs.diff_ids;
+    let root = match sb.snapshotter {
+        Snapshotter::Copy => {
+            let (lower, top) = (dir.join("lower"), dir.join("root"));
+            sb.unpack(store, layers, &lower, false)?;
+            sb.unpack(store, layers, &top, false)?;
+            RootSpec::Copy { lower, root: top }
+        }
+        _ => {
+            let mut lowers = Vec::new();
+            for (layer, diff_id) in layers.iter().zip(diff_ids).rev() {
+                lowers.push(sb.lowerdir(store, layer, diff_id)?);
+            }
+            if lowers.is_empty() {
+                let empty = dir.join("empty");
+                std::fs::create_dir_all(&empty).map_err(io_err("create", &empty))?;
+                lowers.push(empty);
+            }
+            for d in ["upper", "work", "merged"] {
+                let p = dir.join(d);
+                std::fs::create_dir_all(&p).map_err(io_err("create", &p))?;
+            }
+            RootSpec::Overlay {
+                lowers,
+                upper: dir.join("upper"),
+                work: dir.join("work"),
+                merged: dir.join("merged"),
+            }
+        }
+    };
+    let read_file = {
+        let root = root.clone();
+        move |rel: &str| crate::run::read_image_file(&root, rel)
+    };
+    let user_spec = opts.user.clone().unwrap_or_else(|| config.user.clone());
+    let user = users::resolve_exec(&user_spec, &read_file).map_err(|e| Error::Instruction {
+        instruction: "run".into(),
+        message: format!("user {user_spec}: {}", e.0),
+    })?;
+
+    let mut argv: Vec<String> = config.entrypoint.clone().unwrap_or_default();
+    if opts.command.is_empty() {
+        argv.extend(config.cmd.clone().unwrap_or_default());
+    } else {
+        argv.extend(opts.command.iter().cloned());
+    }
+    if argv.is_empty() {
+        return Err(Error::Instruction {
+            instruction: "run".into(),
+            message: format!(
+                "image {} has no CMD or ENTRYPOINT: give a command",
+                opts.image
+            ),
+        });
+    }
+    let mut env = config.env.clone();
+    for e in &opts.env {
+        let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
+        let value = e.split_once('=').map_or("", |(_, v)| v);
+        meta::set_env(&mut env, key, value);
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push(format!("PATH={}", sandbox::DEFAULT_PATH));
+    }
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!(
+            "HOME={}",
+            user.home
+                .clone()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "/".into())
+        ));
+    }
+    if opts.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    let mut etc_files = Vec::new();
+    for name in ["hosts", "resolv.conf"] {
+        let mut text = std::fs::read_to_string(Path::new("/etc").join(name)).unwrap_or_default();
+        if name == "hosts" {
+            text.push_str(&format!("127.0.0.1\t{short}\n"));
+        }
+        let copy = dir.join(name);
+        std::fs::write(&copy, text).map_err(io_err("write", &copy))?;
+        etc_files.push((format!("/etc/{name}"), copy));
+    }
+    let mounts = opts
+        .volumes
+        .iter()
+        .map(|v| MountSpec::Bind {
+            source: v.host.clone(),
+            target: meta::clean_abs(&v.container),
+            readonly: v.readonly,
+            scratch: None,
+            create: None,
+        })
+        .collect();
+    let cwd = opts
+        .workdir
+        .clone()
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| config.working_dir.clone());
+    let mut cleanup = Vec::new();
+    if opts.remove {
+        cleanup.push(dir.clone());
+    } else if let RootSpec::Overlay { work, .. } = &root {
+        cleanup.push(work.clone());
+    }
+    let spec = RunSpec {
+        root,
+        argv: argv.clone(),
+        env,
+        cwd: if cwd.is_empty() { "/".into() } else { cwd },
+        uid: user.uid,
+        gid: user.gid,
+        groups: user.groups,
+        hostname: short.clone(),
+        network: opts.network.unwrap_or(Network::Host),
+        etc_files,
+        mounts,
+        diff: false,
+        clamp_mtime: None,
+        tty: opts.tty,
+        cleanup,
+    };
+    let result = sb.run::<()>(spec, stdio, &|_| {}, None);
+    if !opts.remove {
+        let record = Record {
+            id: id.clone(),
+            name: opts.name.clone(),
+            image: opts.image.clone(),
+            image_id: img.id().to_string(),
+            command: argv,
+            exit_code: result.as_ref().ok().map(|(e, _)| e.status()),
+            snapshotter: format!("{:?}", sb.snapshotter).to_lowercase(),
+        };
+        let path = dir.join("container.json");
+        let json = serde_json::to_vec_pretty(&record).unwrap_or_default();
+        std::fs::write(&path, json).map_err(io_err("write", &path))?;
+    } else if dir.exists() {
+        let _ = sb.remove(std::slice::from_ref(&dir));
+    }
+    let (exit, _) = result?;
+    Ok((exit, id))
+}
