@@ -1,12 +1,12 @@
 //! The terminal side of `cairn run -it`: the pseudo-terminal pair, raw mode on the user's terminal, and the byte relay between them.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::fs::OFlags;
-use rustix::io::{Errno, FdFlags};
+use rustix::io::Errno;
 use rustix::pty::OpenptFlags;
 use rustix::termios::{OptionalActions, Termios, Winsize};
 
@@ -114,8 +114,8 @@ pub fn attach_child(fd: BorrowedFd<'_>) -> io::Result<()> {
     rustix::stdio::dup2_stderr(fd)?;
     // dup2 onto itself is skipped and would not clear close-on-exec anyway: if the slave
     // already sits on 0, 1 or 2 it must stay open across exec.
-    if fd.as_raw_fd() <= 2 {
-        rustix::io::fcntl_setfd(fd, FdFlags::empty())?;
+    if std::os::fd::AsRawFd::as_raw_fd(&fd) <= 2 {
+        rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
     }
     Ok(())
 }
@@ -307,7 +307,7 @@ mod tests {
 
     /// Starts `sh` with `args` on the pty's slave as its controlling terminal.
     fn spawn_on(pty: &Pty, args: &[&str]) -> Child {
-        let slave: RawFd = pty.slave.as_raw_fd();
+        let slave: RawFd = std::os::fd::AsRawFd::as_raw_fd(&pty.slave);
         let mut command = Command::new("sh");
         command
             .args(args)
