@@ -7,7 +7,7 @@ set -euo pipefail
 # skopeo, umoci, oci-image-tool, podman: the validators the end-to-end tests check images with.
 # jq: reading JSON in scripts; pigz: the benchmark's reference pipeline.
 # bzip2, xz-utils, zstd: the tests make ADD archives in every compression.
-packages=(uidmap busybox-static skopeo umoci oci-image-tool podman jq pigz bzip2 xz-utils zstd)
+packages=(uidmap busybox-static skopeo umoci oci-image-tool podman runc jq pigz bzip2 xz-utils zstd)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -275,7 +275,12 @@ pub(crate) fn run_step(
         })
         .map_err(Error::from)
     };
-    let (exit, layer) = sb.run(spec, Stdio3::Capture, &on_line, Some(&mut sink))?;
+    let (exit, layer) = sb
+        .run(spec, Stdio3::Capture, &on_line, Some(&mut sink))
+        .map_err(|e| match e {
+            Error::Sandbox(m) => fail(format!("process \"{shown}\" could not run: {m}")),
+            other => other,
+        })?;
     drop(locks);
     drop(run_dir);
     if !exit.success() {

@@ -229,7 +229,7 @@ fn errors_point_at_the_dockerfile_line() {
         ),
         (
             "FROM scratch\nRUN echo hi\n",
-            "Dockerfile:2:1: RUN cannot run yet",
+            "Dockerfile:2:1: RUN process \"/bin/sh -c echo hi\" could not run: exec /bin/sh: No such file or directory",
         ),
         (
             "FROM scratch\nCOPY a.txt b.txt /dst\n",
