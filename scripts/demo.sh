@@ -21,3 +21,7 @@ echo "The image's config:"
 echo
 echo "Its files under /srv:"
 (cd "$work/rootfs" && find srv -printf '%M %u:%g %6s %p\n' | sort -k4)
+echo
+echo "A build with RUN steps (each in a rootless sandbox), then the image run with cairn run:"
+"$cairn" build --progress plain -t hello:1 fixtures/examples/hello
+"$cairn" run --rm hello:1

@@ -7,7 +7,7 @@ use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use cairn_e2e::{Store, is_root, loaded_busybox, ok, texts, tool, umoci_unpack};
@@ -251,17 +251,22 @@ fn layers_record_whiteouts_opaque_dirs_hardlinks_owners_and_setuid() {
             "{snap}: the old children of /d are hidden: {names:?}"
         );
         if snap == "overlay" {
-            assert!(opaque, "overlay marks a replaced directory opaque: {names:?}");
+            assert!(
+                opaque,
+                "overlay marks a replaced directory opaque: {names:?}"
+            );
         }
         let mut want = set(&[
-            "d", "d/c", "etc", "etc/.wh.nsswitch.conf", "h1", "h2", "owned", "suid",
+            "d",
+            "d/c",
+            "etc",
+            "etc/.wh.nsswitch.conf",
+            "h1",
+            "h2",
+            "owned",
+            "suid",
         ]);
-        want.extend(
-            names
-                .iter()
-                .filter(|n| n.starts_with("d/.wh."))
-                .cloned(),
-        );
+        want.extend(names.iter().filter(|n| n.starts_with("d/.wh.")).cloned());
         assert_eq!(names, want, "{snap}: exactly what the RUN changed");
 
         // One of the two names is the file, the other a hard link to it.
@@ -276,7 +281,10 @@ fn layers_record_whiteouts_opaque_dirs_hardlinks_owners_and_setuid() {
 
         let rootfs = umoci_unpack(&image.layout, "latest", &dir.path().join("bundle"));
         assert!(!rootfs.join("etc/nsswitch.conf").exists(), "{snap}");
-        assert!(rootfs.join("etc/passwd").is_file(), "{snap}: /etc itself stays");
+        assert!(
+            rootfs.join("etc/passwd").is_file(),
+            "{snap}: /etc itself stays"
+        );
         assert!(!rootfs.join("d/a").exists(), "{snap}");
         assert!(!rootfs.join("d/sub").exists(), "{snap}");
         assert_eq!(
@@ -357,9 +365,16 @@ fn env_args_workdir_shell_and_exec_form_reach_the_process() {
     );
     let stderr = build(&s, ctx.path(), &["--build-arg", "BAR=bar-given"]);
     let out = step_output(&stderr, "RUN echo \"vars:");
-    assert_eq!(out[..2], ["vars:foo-value:bar-given", "cwd:/work/dir"], "{stderr}");
+    assert_eq!(
+        out[..2],
+        ["vars:foo-value:bar-given", "cwd:/work/dir"],
+        "{stderr}"
+    );
     let flags = out[2].strip_prefix("flags:").unwrap();
-    assert!(!flags.contains('e'), "the default shell is `/bin/sh -c`: {flags}");
+    assert!(
+        !flags.contains('e'),
+        "the default shell is `/bin/sh -c`: {flags}"
+    );
     assert_eq!(step_output(&stderr, "RUN [\"/bin/echo\""), ["exec form"]);
     assert_eq!(
         step_output(&stderr, "RUN [\"/bin/sh\""),
@@ -405,10 +420,16 @@ fn failing_steps_report_the_exit_code_the_line_and_the_last_output() {
         assert_eq!(out.status.code(), Some(1), "{dockerfile}\n{stderr}");
         let flat = stderr.replace(&format!("{}/", ctx.path().display()), "");
         for want in *wants {
-            assert!(flat.contains(want), "{dockerfile:?}\nwant {want:?}\ngot {stderr}");
+            assert!(
+                flat.contains(want),
+                "{dockerfile:?}\nwant {want:?}\ngot {stderr}"
+            );
         }
         assert!(stderr.contains(" | ^"), "a caret under the line: {stderr}");
-        assert!(!stderr.contains("RUN echo never"), "later steps do not run: {stderr}");
+        assert!(
+            !stderr.contains("RUN echo never"),
+            "later steps do not run: {stderr}"
+        );
     }
     assert_eq!(fs::read_dir(s.root.join("tmp")).unwrap().count(), 0);
 }
@@ -513,11 +534,19 @@ fn nothing_is_written_outside_the_rootfs() {
                  RUN --mount=type=bind,rw,target=/ctx echo changed > /ctx/in.txt \\\n\
                  \x20 && echo new > /ctx/new.txt && rm /ctx/keep.txt && mkdir /ctx/newdir && cat /ctx/in.txt\n"
             ),
-            &[("in.txt", "original\n"), ("keep.txt", "keep\n"), ("sub/x", "x\n")],
+            &[
+                ("in.txt", "original\n"),
+                ("keep.txt", "keep\n"),
+                ("sub/x", "x\n"),
+            ],
         );
         let ctx_before = files_under(ctx.path());
         let (_dir, image, stderr) = build_image(&s, ctx.path(), &["--snapshotter", snap]);
-        assert_eq!(step_output(&stderr, "RUN echo inside"), ["1"], "{snap}: {stderr}");
+        assert_eq!(
+            step_output(&stderr, "RUN echo inside"),
+            ["1"],
+            "{snap}: {stderr}"
+        );
         assert_eq!(
             step_output(&stderr, "RUN echo changed"),
             ["changed"],
@@ -528,9 +557,17 @@ fn nothing_is_written_outside_the_rootfs() {
             "{snap}: /tmp/{marker} reached the host"
         );
         for (f, content) in host_files.iter().zip(&before) {
-            assert_eq!(&fs::read(f).unwrap(), content, "{snap}: the host's {f} changed");
+            assert_eq!(
+                &fs::read(f).unwrap(),
+                content,
+                "{snap}: the host's {f} changed"
+            );
         }
-        assert_eq!(files_under(ctx.path()), ctx_before, "{snap}: the context changed");
+        assert_eq!(
+            files_under(ctx.path()),
+            ctx_before,
+            "{snap}: the context changed"
+        );
         assert!(!ctx.path().join("newdir").exists(), "{snap}");
         // The write went to the image's /tmp; /etc/hosts and /etc/resolv.conf never do.
         assert_eq!(image.layers().len(), busybox_layers(&s) + 1, "{snap}");
@@ -651,7 +688,10 @@ fn secrets_reach_the_step_but_no_layer_history_or_store_file() {
         stderr.contains("Dockerfile:2:1:") && stderr.contains("secret tok is required"),
         "{stderr}"
     );
-    assert!(stderr.contains("--secret id=tok"), "says how to give it: {stderr}");
+    assert!(
+        stderr.contains("--secret id=tok"),
+        "says how to give it: {stderr}"
+    );
     assert!(!stderr.contains("#2 ran-anyway"), "{stderr}");
 }
 
@@ -715,8 +755,16 @@ fn tmpfs_and_bind_mounts() {
             "{snap}"
         );
         let bind = step_output(&stderr, "RUN --mount=type=bind,source=in.txt");
-        assert_eq!(bind.first().map(String::as_str), Some("ctx:from-context"), "{snap}");
-        assert_eq!(bind.last().map(String::as_str), Some("bind:read-only"), "{snap}: {bind:?}");
+        assert_eq!(
+            bind.first().map(String::as_str),
+            Some("ctx:from-context"),
+            "{snap}"
+        );
+        assert_eq!(
+            bind.last().map(String::as_str),
+            Some("bind:read-only"),
+            "{snap}: {bind:?}"
+        );
         assert_eq!(
             step_output(&stderr, "RUN --mount=type=bind,from=other"),
             ["from-other"],
@@ -806,7 +854,10 @@ fn built_images_run_under_runc() {
 
 /// Pids of processes whose command line is exactly `argv`.
 fn pids_running(argv: &[&str]) -> Vec<u32> {
-    let want: Vec<u8> = argv.iter().flat_map(|a| [a.as_bytes(), b"\0"].concat()).collect();
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
     fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
@@ -864,7 +915,10 @@ fn start_sleeping_build(s: &Store, snap: &str, seconds: &str) -> (tempfile::Temp
         }),
         "{snap}: the step never started"
     );
-    assert!(!tmp_entries(s).is_empty(), "{snap}: the run has its directories");
+    assert!(
+        !tmp_entries(s).is_empty(),
+        "{snap}: the run has its directories"
+    );
     (ctx, cairn)
 }
 
@@ -950,7 +1004,3 @@ fn a_step_that_changes_nothing_adds_no_layer() {
         assert_eq!(non_empty, image.layers().len(), "{snap}");
     }
 }
-
-/// Keeps `Output` in use for helpers that may want whole results later.
-#[allow(dead_code)]
-fn _unused(_: Output) {}
