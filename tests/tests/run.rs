@@ -548,7 +548,7 @@ fn nothing_is_written_outside_the_rootfs() {
             "{snap}: {stderr}"
         );
         assert_eq!(
-            step_output(&stderr, "RUN echo changed"),
+            step_output(&stderr, "RUN --mount=type=bind,rw"),
             ["changed"],
             "{snap}: the rw bind is writable inside: {stderr}"
         );
