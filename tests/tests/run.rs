@@ -1004,3 +1004,74 @@ fn a_step_that_changes_nothing_adds_no_layer() {
         assert_eq!(non_empty, image.layers().len(), "{snap}");
     }
 }
+
+/// `--memory`: where cairn can write a cgroup (root here) a step over the limit is killed and
+/// the error says so; where it cannot (an unprivileged user without a delegated cgroup), the
+/// build warns once that limits are not applied and the step runs unlimited.
+#[test]
+fn memory_limit_kills_the_step_or_is_reported_as_not_applied() {
+    let s = loaded_busybox();
+    let ctx = context(
+        "FROM busybox\nRUN x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo len=${#x}\n",
+        &[],
+    );
+    let out = build_cmd(&s, ctx.path(), &["--memory", "32m"])
+        .output()
+        .unwrap();
+    let (_, stderr) = texts(&out);
+    if is_root() {
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains("exit code: 137"), "{stderr}");
+        assert!(
+            stderr.contains("killed by the kernel for going over the memory limit"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("Dockerfile:2:1"), "{stderr}");
+    } else {
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("WARNING: resource limits are not applied"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("len=100000000"), "{stderr}");
+    }
+    assert!(tmp_entries(&s).is_empty(), "{:?}", tmp_entries(&s));
+}
+
+/// `cairn run`: the command's status is cairn's, -e and -v (ro and rw) reach the container,
+/// and --rm leaves nothing in the store's scratch space.
+#[test]
+fn cairn_run_passes_env_volumes_and_exit_status() {
+    let s = loaded_busybox();
+    let vol = tempfile::tempdir().unwrap();
+    fs::write(vol.path().join("in.txt"), "from-host\n").unwrap();
+    let v_rw = format!("{}:/data", vol.path().display());
+    let v_ro = format!("{}:/ro:ro", vol.path().display());
+    let out = s
+        .cmd(&[
+            "run",
+            "--rm",
+            "-e",
+            "GREETING=hi",
+            "-v",
+            &v_rw,
+            "-v",
+            &v_ro,
+            "busybox",
+            "sh",
+            "-c",
+            "echo $GREETING $$; cat /data/in.txt; echo out > /data/out.txt; \
+             touch /ro/x 2>/dev/null && echo ro-writable; exit 7",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    assert_eq!(stdout, "hi 1\nfrom-host\n", "{stderr}");
+    assert_eq!(
+        fs::read_to_string(vol.path().join("out.txt")).unwrap(),
+        "out\n"
+    );
+    assert!(!vol.path().join("x").exists());
+    assert!(tmp_entries(&s).is_empty(), "{:?}", tmp_entries(&s));
+}
