@@ -123,8 +123,9 @@ pub fn sethostname(name: &str) -> Result<(), Fail> {
 pub fn set_credentials(uid: u32, gid: u32, groups: &[u32]) -> Result<(), Fail> {
     // SAFETY: pointer and length of a live slice.
     let rc = unsafe { libc::setgroups(groups.len(), groups.as_ptr()) };
-    // With a single-id mapping setgroups is denied; having no groups to set is then fine.
-    if rc != 0 && !groups.is_empty() {
+    // With a single-id mapping setgroups is denied; when the only group is the primary one
+    // (all that mapping can offer) there is nothing to lose.
+    if rc != 0 && groups.iter().any(|g| *g != gid) {
         return Err(format!(
             "setgroups {groups:?}: {}",
             io::Error::last_os_error()
