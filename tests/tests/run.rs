@@ -1019,7 +1019,10 @@ fn memory_limit_kills_the_step_or_is_reported_as_not_applied() {
         .output()
         .unwrap();
     let (_, stderr) = texts(&out);
-    if is_root() {
+    // Root can write a cgroup on this machine's kind (v1 controllers); a machine where even
+    // root cannot must say so rather than run unlimited in silence.
+    let unlimited = stderr.contains("WARNING: resource limits are not applied");
+    if is_root() && !unlimited {
         assert!(!out.status.success(), "{stderr}");
         assert!(stderr.contains("exit code: 137"), "{stderr}");
         assert!(
@@ -1029,10 +1032,7 @@ fn memory_limit_kills_the_step_or_is_reported_as_not_applied() {
         assert!(stderr.contains("Dockerfile:2:1"), "{stderr}");
     } else {
         assert!(out.status.success(), "{stderr}");
-        assert!(
-            stderr.contains("WARNING: resource limits are not applied"),
-            "{stderr}"
-        );
+        assert!(unlimited, "{stderr}");
         assert!(stderr.contains("len=100000000"), "{stderr}");
     }
     assert!(tmp_entries(&s).is_empty(), "{:?}", tmp_entries(&s));
