@@ -1012,7 +1012,9 @@ fn a_step_that_changes_nothing_adds_no_layer() {
 fn memory_limit_kills_the_step_or_is_reported_as_not_applied() {
     let s = loaded_busybox();
     let ctx = context(
-        "FROM busybox\nRUN x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo len=${#x}\n",
+        // The OOM killer may pick the shell or one of its children: either way the step fails
+        // (the length check catches a killed child).
+        "FROM busybox\nRUN x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo len=${#x}; test ${#x} = 100000000\n",
         &[],
     );
     let out = build_cmd(&s, ctx.path(), &["--memory", "32m"])
@@ -1024,7 +1026,6 @@ fn memory_limit_kills_the_step_or_is_reported_as_not_applied() {
     let unlimited = stderr.contains("WARNING: resource limits are not applied");
     if is_root() && !unlimited {
         assert!(!out.status.success(), "{stderr}");
-        assert!(stderr.contains("exit code: 137"), "{stderr}");
         assert!(
             stderr.contains("killed by the kernel for going over the memory limit"),
             "{stderr}"
