@@ -1,17 +1,14 @@
 //! `cairn run`: a container from an image in the store, in the same sandbox RUN steps use,
 //! with its writable layer kept under `containers/` unless removed.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use cairn_layers::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, io_err};
 use crate::meta;
-use crate::run::io_err;
-use crate::sandbox::{
-    self, Exit, MountSpec, Network, RootSpec, RunSpec, Sandbox, Snapshotter, Stdio3,
-};
+use crate::sandbox::{self, Exit, MountSpec, Network, RootSpec, RunSpec, Sandbox, Stdio3};
 use crate::users;
 
 /// What `cairn run` asks for.
@@ -117,35 +114,7 @@ pub fn run(
 
     let layers = &img.manifest.layers;
     let diff_ids = &img.config.rootfs.diff_ids;
-    let root = match sb.snapshotter {
-        Snapshotter::Copy => {
-            let (lower, top) = (dir.join("lower"), dir.join("root"));
-            sb.unpack(store, layers, &lower, false)?;
-            sb.unpack(store, layers, &top, false)?;
-            RootSpec::Copy { lower, root: top }
-        }
-        _ => {
-            let mut lowers = Vec::new();
-            for (layer, diff_id) in layers.iter().zip(diff_ids).rev() {
-                lowers.push(sb.lowerdir(store, layer, diff_id)?);
-            }
-            if lowers.is_empty() {
-                let empty = dir.join("empty");
-                std::fs::create_dir_all(&empty).map_err(io_err("create", &empty))?;
-                lowers.push(empty);
-            }
-            for d in ["upper", "work", "merged"] {
-                let p = dir.join(d);
-                std::fs::create_dir_all(&p).map_err(io_err("create", &p))?;
-            }
-            RootSpec::Overlay {
-                lowers,
-                upper: dir.join("upper"),
-                work: dir.join("work"),
-                merged: dir.join("merged"),
-            }
-        }
-    };
+    let root = sb.prepare_root(store, layers, diff_ids, &dir)?;
     let read_file = {
         let root = root.clone();
         move |rel: &str| crate::run::read_image_file(&root, rel)
@@ -192,16 +161,7 @@ pub fn run(
     if opts.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
         env.push("TERM=xterm".into());
     }
-    let mut etc_files = Vec::new();
-    for name in ["hosts", "resolv.conf"] {
-        let mut text = std::fs::read_to_string(Path::new("/etc").join(name)).unwrap_or_default();
-        if name == "hosts" {
-            text.push_str(&format!("127.0.0.1\t{short}\n"));
-        }
-        let copy = dir.join(name);
-        std::fs::write(&copy, text).map_err(io_err("write", &copy))?;
-        etc_files.push((format!("/etc/{name}"), copy));
-    }
+    let etc_files = sandbox::etc_files(&dir, &short)?;
     let mounts = opts
         .volumes
         .iter()

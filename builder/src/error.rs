@@ -1,6 +1,6 @@
 //! The builder's error type: what failed, naming the Dockerfile location or the path.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use cairn_parser::ParseError;
 
@@ -45,3 +45,15 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `map_err` for a filesystem call: the action and the path it failed on.
+pub(crate) fn io_err<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}

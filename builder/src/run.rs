@@ -9,11 +9,9 @@ use cairn_parser::instruction::{Command, Instruction, NetworkMode, Run};
 use cairn_parser::mount::{Mount, MountType};
 
 use crate::build::{Ctx, Event, StageState, add_layer, at};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, io_err};
 use crate::meta;
-use crate::sandbox::{
-    self, MountSpec, Network, RootSpec, RunSpec, Sandbox, Snapshotter, Stdio3, Tail,
-};
+use crate::sandbox::{self, MountSpec, Network, RootSpec, RunSpec, Sandbox, Stdio3, Tail};
 use crate::users;
 
 /// The proxy build args Docker predefines: passed to RUN, never written to the history.
@@ -65,17 +63,6 @@ impl Drop for RunDir {
         if std::fs::remove_dir_all(&self.path).is_err() && self.path.exists() {
             let _ = self.sandbox.remove(std::slice::from_ref(&self.path));
         }
-    }
-}
-
-pub(crate) fn io_err<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |source| Error::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
     }
 }
 
@@ -171,37 +158,12 @@ pub(crate) fn run_step(
 
     // The filesystem.
     let diff_ids = st.config.rootfs.diff_ids.clone();
-    let root = match sb.snapshotter {
-        Snapshotter::Copy => {
-            let (lower, top) = (base.join("lower"), base.join("root"));
-            sb.unpack(store, &st.layers, &lower, false)
-                .map_err(|e| fail(e.to_string()))?;
-            sb.unpack(store, &st.layers, &top, false)
-                .map_err(|e| fail(e.to_string()))?;
-            RootSpec::Copy { lower, root: top }
-        }
-        _ => {
-            let mut lowers = Vec::new();
-            for (layer, diff_id) in st.layers.iter().zip(&diff_ids).rev() {
-                lowers.push(sb.lowerdir(store, layer, diff_id)?);
-            }
-            if lowers.is_empty() {
-                let empty = base.join("empty");
-                std::fs::create_dir(&empty).map_err(io_err("create", &empty))?;
-                lowers.push(empty);
-            }
-            for d in ["upper", "work", "merged"] {
-                std::fs::create_dir(base.join(d)).map_err(io_err("create", &base))?;
-            }
-            set_mode(&base.join("upper"), 0o755)?;
-            RootSpec::Overlay {
-                lowers,
-                upper: base.join("upper"),
-                work: base.join("work"),
-                merged: base.join("merged"),
-            }
-        }
-    };
+    let root = sb
+        .prepare_root(store, &st.layers, &diff_ids, &base)
+        .map_err(|e| match e {
+            Error::Sandbox(m) => fail(m),
+            other => other,
+        })?;
     let read_file = {
         let root = root.clone();
         move |rel: &str| -> String { read_image_file(&root, rel) }
@@ -209,25 +171,23 @@ pub(crate) fn run_step(
     let user = users::resolve_exec(&st.config.config.user, &read_file)
         .map_err(|e| fail(format!("USER {}: {}", st.config.config.user, e.0)))?;
 
-    // /etc/hosts and /etc/resolv.conf: copies of the host's, so a step can neither change the
-    // host's files nor leave them in its layer.
-    let mut etc_files = Vec::new();
-    for name in ["hosts", "resolv.conf"] {
-        let host = Path::new("/etc").join(name);
-        let mut text = std::fs::read_to_string(&host).unwrap_or_default();
-        if name == "hosts" {
-            text.push_str("127.0.0.1\tcairn\n");
-        }
-        let copy = base.join(name);
-        std::fs::write(&copy, text).map_err(io_err("write", &copy))?;
-        etc_files.push((format!("/etc/{name}"), copy));
-    }
+    let hostname = "cairn";
+    let etc_files = sandbox::etc_files(&base, hostname)?;
 
     // RUN --mount.
     let mut locks = Vec::new();
     for (i, m) in run.mounts.iter().enumerate() {
         let m = Mount::parse_with(&m.raw, i, &expand).map_err(&fail)?;
-        mount_spec(cx, st, &m, &base, &mut mounts, &mut env, &mut locks).map_err(|e| match e {
+        mount_spec(
+            cx,
+            &st.config.config.working_dir,
+            &m,
+            &base,
+            &mut mounts,
+            &mut env,
+            &mut locks,
+        )
+        .map_err(|e| match e {
             Error::Instruction { message, .. } => fail(format!("--mount {}: {message}", m.raw)),
             other => other,
         })?;
@@ -249,7 +209,7 @@ pub(crate) fn run_step(
         uid: user.uid,
         gid: user.gid,
         groups: user.groups,
-        hostname: "cairn".into(),
+        hostname: hostname.into(),
         network,
         etc_files,
         mounts,
@@ -267,13 +227,21 @@ pub(crate) fn run_step(
             line: line.to_owned(),
         });
     };
-    let mut sink = |r: &mut dyn std::io::Read| {
-        write_layer(store, opts.compression, |w| {
-            std::io::copy(r, w)
+    let mut sink = |r: &mut dyn std::io::Read| -> Result<Option<_>> {
+        let mut first = [0u8; 1];
+        let n = r
+            .read(&mut first)
+            .map_err(io_err("read the step's changes", &base))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let mut all = std::io::Read::chain(&first[..n], r);
+        let layer = write_layer(store, opts.compression, |w| {
+            std::io::copy(&mut all, w)
                 .map(drop)
                 .map_err(|e| cairn_layers::Error::invalid("the step's changes", e.to_string()))
-        })
-        .map_err(Error::from)
+        })?;
+        Ok(Some(layer))
     };
     let (exit, layer) = sb
         .run(spec, Stdio3::Capture, &on_line, Some(&mut sink))
@@ -305,7 +273,8 @@ pub(crate) fn run_step(
     let created_by = history_line(st, &shown);
     match layer {
         // A step that changed nothing adds no layer, as BuildKit's exporter does.
-        Some(layer) if layer.uncompressed_size > 1024 => {
+        // (The copy snapshotter's diff of an unchanged tree is a bare end-of-archive.)
+        Some(Some(layer)) if layer.uncompressed_size > 1024 => {
             add_layer(st, layer, Default::default(), ins, created)?;
             if let Some(h) = st.config.history.last_mut() {
                 h.created_by = Some(created_by);
@@ -367,7 +336,7 @@ pub(crate) fn read_image_file(root: &RootSpec, rel: &str) -> String {
 /// One `--mount` as the sandbox's mount, its environment and its locks.
 fn mount_spec(
     cx: &Ctx<'_>,
-    st: &mut StageState,
+    workdir: &str,
     m: &Mount,
     base: &Path,
     out: &mut Vec<MountSpec>,
@@ -378,7 +347,6 @@ fn mount_spec(
         instruction: "RUN".into(),
         message: msg,
     };
-    let workdir = st.config.config.working_dir.clone();
     let absolute = |t: &str| {
         if t.starts_with('/') {
             meta::clean_abs(t)
@@ -484,7 +452,7 @@ fn mount_spec(
             let source_rel = m.source.clone().unwrap_or_default();
             let root = match m.from.as_deref() {
                 None => cx.context.root().to_path_buf(),
-                Some(from) => from_root(cx, st, from, base)?,
+                Some(from) => from_root(cx, from, base)?,
             };
             let source = resolve_in(&root, &source_rel)?;
             if !source.exists() {
@@ -507,7 +475,7 @@ fn mount_spec(
 }
 
 /// The filesystem `from=` names: a stage of this build, or an image in the store.
-fn from_root(cx: &Ctx<'_>, _st: &StageState, from: &str, base: &Path) -> Result<PathBuf> {
+fn from_root(cx: &Ctx<'_>, from: &str, base: &Path) -> Result<PathBuf> {
     let stage = cx
         .df
         .stages

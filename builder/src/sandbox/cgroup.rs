@@ -1088,10 +1088,9 @@ mod tests {
     }
 
     /// As root: a process that outgrows a 32 MiB limit is killed by the OOM killer, and the
-    /// cgroup says so. Ignored by default: it depends on swap accounting where swap is on, and
-    /// it leaves an OOM report in the kernel log.
+    /// cgroup says so (it leaves an OOM report in the kernel log). The limit also caps swap
+    /// where the kernel accounts it (memsw), so the process cannot escape into swap.
     #[test]
-    #[ignore = "root only; provokes the kernel OOM killer"]
     fn oom_kill_is_detected() {
         if !is_root() {
             return;
@@ -1105,7 +1104,8 @@ mod tests {
         };
         // The shell waits for a line on stdin so it is inside the cgroup before allocating;
         // the command substitution keeps all 200 MB in the shell's own memory.
-        let script = "read go; x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#x}";
+        let script =
+            "read go; x=$(head -c 200000000 /dev/zero | tr '\\0' a); test ${#x} = 200000000";
         let mut child = Command::new("sh")
             .args(["-c", script])
             .stdin(Stdio::piped())
@@ -1117,7 +1117,8 @@ mod tests {
         stdin.write_all(b"go\n").unwrap();
         drop(stdin);
         let status = child.wait().unwrap();
-        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+        // The killer may pick the shell or a child of it: either way the script does not finish.
+        assert!(!status.success(), "{status:?}");
         assert!(cgroup.oom_killed());
     }
 }

@@ -271,13 +271,7 @@ fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
         flags |= sys::CLONE_NEWNET;
     }
     sys::unshare(flags)?;
-    sys::mount(
-        None,
-        Path::new("/"),
-        None,
-        sys::MS_REC | sys::MS_PRIVATE,
-        None,
-    )?;
+    sys::make_mounts_private()?;
     sys::sethostname(&spec.hostname)?;
     if spec.network == Network::None {
         sys::loopback_up()?;
@@ -338,7 +332,7 @@ fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
             }
         });
     }
-    let (code, signal) = outcome?;
+    let (code, _) = outcome?;
     if let RootSpec::Overlay { merged, upper, .. } = &spec.root {
         sys::umount_detach(merged)?;
         let mut touched = TOUCHED.with(|t| std::mem::take(&mut *t.borrow_mut()));
@@ -360,7 +354,15 @@ fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
         }
     }
     let ok = code == Some(0) && !CANCELLED.load(Ordering::SeqCst);
-    if spec.diff && ok {
+    // An overlay step that changed nothing has an empty upper directory: no tar at all, so
+    // cairn neither compresses nor stores an empty layer.
+    let unchanged = match &spec.root {
+        RootSpec::Overlay { upper, .. } => {
+            std::fs::read_dir(upper).is_ok_and(|mut d| d.next().is_none())
+        }
+        RootSpec::Copy { .. } => false,
+    };
+    if spec.diff && ok && !unchanged {
         // SAFETY: cairn passes the layer pipe as fd 4.
         let data = unsafe { File::from_raw_fd(DATA_FD) };
         let opts = TarOptions {
@@ -378,7 +380,6 @@ fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
             .flush()
             .map_err(|e| format!("write the layer: {e}"))?;
     }
-    let _ = signal;
     Ok(())
 }
 
@@ -475,13 +476,7 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
     // A mount table of its own: pivot_root moves every process of a mount namespace, and the
     // helper must keep its view to diff the step afterwards.
     sys::unshare(sys::CLONE_NEWNS)?;
-    sys::mount(
-        None,
-        Path::new("/"),
-        None,
-        sys::MS_REC | sys::MS_PRIVATE,
-        None,
-    )?;
+    sys::make_mounts_private()?;
     sys::mount(
         Some(&root.display().to_string()),
         root,

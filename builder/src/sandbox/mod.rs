@@ -23,7 +23,7 @@ use cairn_layers::image::Descriptor;
 use cairn_layers::store::RemoveFn;
 use cairn_layers::{Digest, IdMap, Store};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, io_err};
 pub use cgroup::Limits;
 pub use ids::{Mapping, MappingKind};
 use proto::{Go, LayerBlob, Reply, Request};
@@ -312,6 +312,48 @@ impl Sandbox {
         })?)
     }
 
+    /// A container's root filesystem over an image's layers, its working directories made
+    /// under `dir`: overlay lowers from the store (an empty one for an image without layers),
+    /// or the copy snapshotter's two trees.
+    pub fn prepare_root(
+        &self,
+        store: &Store,
+        layers: &[Descriptor],
+        diff_ids: &[Digest],
+        dir: &Path,
+    ) -> Result<RootSpec> {
+        let make = |p: &Path| std::fs::create_dir_all(p).map_err(io_err("create", p));
+        if self.snapshotter == Snapshotter::Copy {
+            let (lower, root) = (dir.join("lower"), dir.join("root"));
+            self.unpack(store, layers, &lower, false)?;
+            self.unpack(store, layers, &root, false)?;
+            return Ok(RootSpec::Copy { lower, root });
+        }
+        let mut lowers = Vec::new();
+        for (layer, diff_id) in layers.iter().zip(diff_ids).rev() {
+            lowers.push(self.lowerdir(store, layer, diff_id)?);
+        }
+        if lowers.is_empty() {
+            let empty = dir.join("empty");
+            make(&empty)?;
+            lowers.push(empty);
+        }
+        let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("merged"));
+        for d in [&upper, &work, &merged] {
+            make(d)?;
+        }
+        // The upper directory's own metadata is the container root's: not the umask's.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755))
+            .map_err(io_err("chmod", &upper))?;
+        Ok(RootSpec::Overlay {
+            lowers,
+            upper,
+            work,
+            merged,
+        })
+    }
+
     /// Applies layers onto `dir` with their owners (the copy snapshotter's trees); returns
     /// their diff_ids.
     pub fn unpack(
@@ -575,6 +617,23 @@ impl Read for Checked<'_> {
         }
         Ok(n)
     }
+}
+
+/// Copies of the host's /etc/hosts (plus a line for `hostname`) and /etc/resolv.conf under
+/// `dir`, to be bind-mounted over the container's: a process can neither change the host's
+/// files nor leave them in its layer.
+pub fn etc_files(dir: &Path, hostname: &str) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for name in ["hosts", "resolv.conf"] {
+        let mut text = std::fs::read_to_string(Path::new("/etc").join(name)).unwrap_or_default();
+        if name == "hosts" {
+            text.push_str(&format!("127.0.0.1\t{hostname}\n"));
+        }
+        let copy = dir.join(name);
+        std::fs::write(&copy, text).map_err(io_err("write", &copy))?;
+        out.push((format!("/etc/{name}"), copy));
+    }
+    Ok(out)
 }
 
 /// dup2 `fd` onto `to`, clearing close-on-exec even when they are the same descriptor.

@@ -95,7 +95,8 @@ pub struct RunSpec {
     /// Files bind-mounted over `/etc/...` paths (hosts, resolv.conf): (container path, file).
     pub etc_files: Vec<(String, PathBuf)>,
     pub mounts: Vec<MountSpec>,
-    /// Write the step's changes as a tar to fd 4, with mtimes clamped to `clamp_mtime`.
+    /// Write the step's changes as a tar to fd 4, with mtimes clamped to `clamp_mtime`
+    /// (nothing at all when an overlay upper directory is empty).
     pub diff: bool,
     pub clamp_mtime: Option<i64>,
     /// Stdin is a terminal: make it the process's controlling terminal.

@@ -56,6 +56,11 @@ pub fn mount(
     })
 }
 
+/// Stops mount events crossing into or out of a fresh mount namespace.
+pub fn make_mounts_private() -> Result<(), Fail> {
+    mount(None, Path::new("/"), None, MS_REC | MS_PRIVATE, None)
+}
+
 /// Makes an existing bind mount read-only, keeping the flags the kernel locks in a user
 /// namespace (nosuid, nodev, noexec, atime flags), which a remount may not clear.
 pub fn remount_readonly(target: &Path) -> Result<(), Fail> {
