@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# Per-step overhead of RUN: a Dockerfile of 20 `RUN true` steps built by cairn (cold store with
-# the busybox base loaded, each run), against the floor of 20 × (unshare --user --map-root-user
-# --mount --pid --fork + an overlay mount + chroot + true) over the same unpacked base.
-# Usage: bench/run-steps.sh [CAIRN_BINARY]   (needs hyperfine; prints hyperfine's table)
+# Per-step overhead of RUN: a Dockerfile of 20 `RUN true` steps built cold (empty store, base
+# loaded untimed) by cairn and, in the same hyperfine run, by the peers of ../shared/bench
+# (BuildKit through docker, buildah) and the floor: 20 × (unshare --user --map-root-user --mount
+# --pid --fork + an overlay mount + chroot + true) over the same unpacked base.
+# Usage (root): bench/run-steps.sh [-p docker,buildah] [-r RUNS] [CAIRN_BINARY]
+#   -p ''  measures cairn against the floor only (no peer set-up needed).
+# The peers need ../shared/bench set up once (see its README: setup-host.sh, useradd tester).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+peers=docker,buildah runs=5
+while getopts "p:r:" o; do
+  case $o in p) peers=$OPTARG ;; r) runs=$OPTARG ;; *) sed -n 2,8p "$0"; exit 2 ;; esac
+done
+shift $((OPTIND - 1))
 cairn=${1:-$PWD/target/release/cairn}
+bench=$(cd ../shared/bench 2>/dev/null && pwd || true)
 work=$(mktemp -d /tmp/cairn-bench-steps.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 fixtures/busybox/make.sh "$work/busybox" "$cairn" >/dev/null
@@ -25,7 +34,22 @@ for i in \$(seq 20); do
 done
 FLOOR
 chmod +x "$work/floor.sh"
-hyperfine -w 1 -r 5 \
-  -p "rm -rf $work/store; CAIRN_ROOT=$work/store $cairn load -i $work/busybox -t busybox >/dev/null" \
-  -n cairn "CAIRN_ROOT=$work/store $cairn build -q --progress quiet $work/ctx" \
-  -n floor "$work/floor.sh"
+
+args=(-w 1 -r "$runs"
+  -p "rm -rf $work/store; CAIRN_ROOT=$work/store $cairn load -i $work/busybox -t busybox >/dev/null"
+  -n cairn "CAIRN_ROOT=$work/store $cairn build -q --progress quiet $work/ctx"
+  -p true -n floor "$work/floor.sh")
+IFS=, read -r -a list <<<"$peers"
+for p in "${list[@]}"; do
+  [ -n "$p" ] || continue
+  [ -n "$bench" ] || { echo "../shared/bench is missing: cannot measure $p" >&2; exit 1; }
+  "$bench/peer.sh" "$p" setup
+  # reset empties the peer's store and cache; the base comes from the bench registry (started
+  # by ../shared/bench/registry.sh start --push-bases), as in run-peers.sh.
+  args+=(-p "$bench/peer.sh $p reset >/dev/null 2>&1; sync"
+    -n "$p" "$bench/peer.sh $p build $work/ctx steps-bench:latest >/dev/null 2>&1")
+done
+hyperfine "${args[@]}" --export-markdown "$work/table.md"
+cat "$work/table.md"
+for p in "${list[@]}"; do [ -n "$p" ] && "$bench/peer.sh" "$p" teardown; done
+true

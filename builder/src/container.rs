@@ -199,6 +199,7 @@ pub fn run(
         diff: false,
         clamp_mtime: None,
         tty: opts.tty,
+        console: false,
         cleanup,
     };
     let result = sb.run::<()>(spec, stdio, &|_| {}, None);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use cairn_layers::image::{History, timestamp};
 use cairn_layers::layer::write_layer;
 use cairn_parser::instruction::{Command, Instruction, NetworkMode, Run};
-use cairn_parser::mount::{Mount, MountType};
+use cairn_parser::mount::{CacheSharing, Mount, MountType};
 
 use crate::build::{Ctx, Event, StageState, add_layer, at};
 use crate::error::{Error, Result, io_err};
@@ -216,6 +216,7 @@ pub(crate) fn run_step(
         diff: true,
         clamp_mtime: epoch,
         tty: false,
+        console: false,
         cleanup: vec![base.clone()],
     };
     let tail = Tail::default();
@@ -415,25 +416,83 @@ fn mount_spec(
                 .ok_or_else(|| bad("cache needs a target".into()))?;
             let target = absolute(target);
             let id = m.id.clone().unwrap_or_else(|| target.clone());
+            // `from` seeds a new cache with a stage's or image's files; like BuildKit, a cache
+            // over another base is another cache.
+            let seed = match m.from.as_deref() {
+                None => None,
+                Some(from) => {
+                    let (root, identity) = from_root(cx, from, base)?;
+                    let rel = m.source.clone().unwrap_or_default();
+                    let source = resolve_in(&root, &rel)?;
+                    if !source.is_dir() {
+                        return Err(bad(format!(
+                            "cache source {rel:?} in {from} is not a directory"
+                        )));
+                    }
+                    Some((source, format!("{identity}\0{rel}")))
+                }
+            };
             use sha2::Digest as _;
-            let key = hex::encode(&sha2::Sha256::digest(id.as_bytes())[..16]);
+            let mut h = sha2::Sha256::new();
+            h.update(id.as_bytes());
+            if let Some((_, identity)) = &seed {
+                h.update(b"\0from\0");
+                h.update(identity.as_bytes());
+            }
+            let key = hex::encode(&h.finalize()[..16]);
             let dir = cx.store.root().join("cache");
             std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
-            // `locked`: one step at a time; `shared` and `private` (approximated as shared)
-            // may run together.
-            if m.sharing == Some(cairn_parser::mount::CacheSharing::Locked) {
-                let lock_path = dir.join(format!("{key}.lock"));
-                let f = std::fs::OpenOptions::new()
+            let lock = |name: &str| -> Result<std::fs::File> {
+                let path = dir.join(format!("{name}.lock"));
+                std::fs::OpenOptions::new()
                     .create(true)
                     .truncate(false)
                     .write(true)
-                    .open(&lock_path)
-                    .map_err(io_err("open", &lock_path))?;
-                f.lock().map_err(io_err("lock", &lock_path))?;
-                locks.push(f);
+                    .open(&path)
+                    .map_err(io_err("open", &path))
+            };
+            let name = match m.sharing.unwrap_or(CacheSharing::Shared) {
+                // Any number of steps at once, in this build or another.
+                CacheSharing::Shared => key,
+                // One step at a time: the others wait.
+                CacheSharing::Locked => {
+                    let f = lock(&key)?;
+                    f.lock().map_err(io_err("lock", &dir.join(&key)))?;
+                    locks.push(f);
+                    key
+                }
+                // A step never shares its cache with one running now: the first instance
+                // nobody holds, a new one when all are held.
+                CacheSharing::Private => {
+                    let mut n = 0u32;
+                    loop {
+                        let name = if n == 0 {
+                            key.clone()
+                        } else {
+                            format!("{key}.{n}")
+                        };
+                        let f = lock(&name)?;
+                        match f.try_lock() {
+                            Ok(()) => {
+                                locks.push(f);
+                                break name;
+                            }
+                            Err(std::fs::TryLockError::WouldBlock) => n += 1,
+                            Err(std::fs::TryLockError::Error(e)) => {
+                                return Err(io_err("lock", &dir.join(&name))(e));
+                            }
+                        }
+                    }
+                }
+            };
+            let source = dir.join(&name);
+            if let Some((seed, _)) = &seed
+                && !source.exists()
+            {
+                seed_cache(seed, &cx.store.tmp_dir(), &source)?;
             }
             out.push(MountSpec::Bind {
-                source: dir.join(key),
+                source,
                 target,
                 readonly: m.readonly,
                 scratch: None,
@@ -452,7 +511,7 @@ fn mount_spec(
             let source_rel = m.source.clone().unwrap_or_default();
             let root = match m.from.as_deref() {
                 None => cx.context.root().to_path_buf(),
-                Some(from) => from_root(cx, from, base)?,
+                Some(from) => from_root(cx, from, base)?.0,
             };
             let source = resolve_in(&root, &source_rel)?;
             if !source.exists() {
@@ -474,8 +533,9 @@ fn mount_spec(
     Ok(())
 }
 
-/// The filesystem `from=` names: a stage of this build, or an image in the store.
-fn from_root(cx: &Ctx<'_>, from: &str, base: &Path) -> Result<PathBuf> {
+/// The filesystem `from=` names (a stage of this build, a named context or an image in the
+/// store) and a text that identifies its contents.
+fn from_root(cx: &Ctx<'_>, from: &str, base: &Path) -> Result<(PathBuf, String)> {
     let stage = cx
         .df
         .stages
@@ -486,13 +546,24 @@ fn from_root(cx: &Ctx<'_>, from: &str, base: &Path) -> Result<PathBuf> {
                 .is_some_and(|n| n.eq_ignore_ascii_case(from))
         })
         .or_else(|| from.parse::<usize>().ok());
-    if let Some(r) = stage.and_then(|i| cx.results.get(&i))
-        && r.pending.is_empty()
+    if let Some(i) = stage
+        && let Some(r) = cx.results.get(&i)
     {
-        return Ok(r.rootfs.clone());
+        // A stage is known by its place in the Dockerfile: its layers differ from build to
+        // build (file times), and a cache is seeded only when it is new anyway.
+        let identity = format!("stage:{i}");
+        if r.pending.is_empty() {
+            return Ok((r.rootfs.clone(), identity));
+        }
+        // A stage whose last layers are not applied yet: its files, complete, in a copy.
+        let dir = base.join(format!("from-stage-{i}"));
+        if !dir.exists() {
+            crate::build::unpack_layers(cx.store, &r.layers, &dir)?;
+        }
+        return Ok((dir, identity));
     }
     if let Some(crate::build::NamedContext::Dir(d)) = cx.opts.contexts.get(from) {
-        return Ok(d.clone());
+        return Ok((d.clone(), format!("dir:{}", d.display())));
     }
     let (_, manifest) = cx.store.resolve(from).map_err(|_| Error::Instruction {
         instruction: "RUN".into(),
@@ -500,8 +571,46 @@ fn from_root(cx: &Ctx<'_>, from: &str, base: &Path) -> Result<PathBuf> {
     })?;
     let img = cx.store.image(&manifest)?;
     let dir = base.join(format!("from-{}", img.id().hex()));
-    crate::build::unpack_layers(cx.store, &img.manifest.layers, &dir)?;
-    Ok(dir)
+    if !dir.exists() {
+        crate::build::unpack_layers(cx.store, &img.manifest.layers, &dir)?;
+    }
+    Ok((dir, format!("image:{}", img.id())))
+}
+
+/// A new cache directory holding a copy of `seed`, made in scratch space and renamed into place
+/// so a half-made copy is never used.
+fn seed_cache(seed: &Path, tmp: &Path, dest: &Path) -> Result<()> {
+    // In the store's scratch space under this process's id, so a copy cut short by a crash
+    // is removed by the next build.
+    let copy = tmp.join(format!(
+        "run-{}-seed-{}",
+        std::process::id(),
+        dest.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg("--")
+        .arg(seed)
+        .arg(&copy)
+        .status()
+        .map_err(io_err("run cp -a for", seed))?;
+    if !status.success() {
+        let _ = std::fs::remove_dir_all(&copy);
+        return Err(Error::Instruction {
+            instruction: "RUN".into(),
+            message: format!(
+                "copying {} to seed a cache failed ({status})",
+                seed.display()
+            ),
+        });
+    }
+    let r = std::fs::rename(&copy, dest);
+    let _ = std::fs::remove_dir_all(&copy);
+    match r {
+        // Another step seeded it first: theirs is as good.
+        Err(e) if !dest.exists() => Err(io_err("rename into", dest)(e)),
+        _ => Ok(()),
+    }
 }
 
 /// `rel` inside `root`, never outside it (`..` stops at the root; symlinks are not followed

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::fs::OFlags;
 use rustix::io::Errno;
+#[cfg(test)]
 use rustix::pty::OpenptFlags;
 use rustix::termios::{OptionalActions, Termios, Winsize};
 
@@ -23,6 +24,8 @@ const DRAIN_LIMIT: usize = 1 << 20;
 
 /// A pseudo-terminal pair; the slave is opened `O_NOCTTY|O_CLOEXEC` (the child dup2s it onto
 /// 0, 1 and 2 and makes it its controlling terminal itself, see [`attach_child`]).
+/// (The container's terminal is made inside it; this pair serves the relay's tests.)
+#[cfg(test)]
 #[derive(Debug)]
 pub struct Pty {
     pub master: OwnedFd,
@@ -31,6 +34,7 @@ pub struct Pty {
 
 /// Opens a new pseudo-terminal pair, both ends close-on-exec and neither one the caller's
 /// controlling terminal.
+#[cfg(test)]
 pub fn open() -> io::Result<Pty> {
     let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
     let master = rustix::pty::openpt(flags)?;

@@ -4,10 +4,10 @@
 //! user, 1.. → the subordinate range) and shared by unpacking, RUN and diffing, so that images
 //! always hold container ids.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// `size` ids from `container` inside map to `host` outside (one line of `/proc/PID/uid_map`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdRange {
     pub container: u32,
     pub host: u32,
@@ -15,7 +15,7 @@ pub struct IdRange {
 }
 
 /// The uid and gid mappings of a user namespace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdMap {
     pub uids: Vec<IdRange>,
     pub gids: Vec<IdRange>,
@@ -46,6 +46,23 @@ impl IdMap {
         IdMap {
             uids: all.clone(),
             gids: all,
+        }
+    }
+
+    /// The same ranges seen from inside the namespace: each container id maps to itself, and
+    /// an id outside every range stays unmapped.
+    pub fn inside(&self) -> IdMap {
+        let own = |rs: &[IdRange]| {
+            rs.iter()
+                .map(|r| IdRange {
+                    host: r.container,
+                    ..*r
+                })
+                .collect()
+        };
+        IdMap {
+            uids: own(&self.uids),
+            gids: own(&self.gids),
         }
     }
 

@@ -732,6 +732,76 @@ fn cache_mounts_persist_between_builds_and_stay_out_of_the_image() {
     }
 }
 
+/// `from`/`source` seed a new cache with a stage's directory once; `private` gives steps that
+/// run at the same time separate instances; `locked` lets one step at a time in. The two
+/// parallel stages meet through a shared cache, so their private steps provably overlap.
+#[test]
+fn cache_mounts_seed_from_a_stage_and_honour_sharing() {
+    let stage = |name: &str| {
+        format!(
+            "FROM busybox AS {name}\n\
+             ARG N\n\
+             RUN --mount=type=cache,id=meet,target=/meet \\\n\
+             \x20   --mount=type=cache,id=p,sharing=private,target=/p \\\n\
+             \x20 touch /p/{name} /meet/{name}-$N; i=0; \\\n\
+             \x20 while [ $i -lt 100 ] && [ $(ls /meet | grep -c -- -$N) -lt 2 ]; do sleep 0.1; i=$((i+1)); done; \\\n\
+             \x20 ls /meet | grep -c -- -$N > /met && ls /p | tr '\\n' ' ' > /private\n\
+             RUN --mount=type=cache,id=l,sharing=locked,target=/l \\\n\
+             \x20 echo start {name} >> /l/log && sleep 0.3 && echo end {name} >> /l/log && cp /l/log /locked\n"
+        )
+    };
+    let dockerfile = format!(
+        "FROM busybox AS seed\n\
+         COPY sub/ /s/sub/\n\
+         {}{}\
+         FROM busybox\n\
+         ARG N\n\
+         RUN --mount=type=cache,target=/c,from=seed,source=/s/sub \\\n\
+         \x20 echo \"run $N\" >> /c/log && echo \"$(cat /c/file) $(wc -l < /c/log)\"\n\
+         COPY --from=a /met /a-met\nCOPY --from=b /met /b-met\n\
+         COPY --from=a /private /a-private\nCOPY --from=b /private /b-private\n\
+         COPY --from=b /locked /locked\n",
+        stage("a"),
+        stage("b")
+    );
+    // The seed comes from the context, so both builds see the same seed stage (a cache over
+    // another base is another cache).
+    let ctx = context(&dockerfile, &[("sub/file", "seeded\n")]);
+    let s = loaded_busybox();
+    for n in ["1", "2"] {
+        let (_dir, local, stderr) = s.build_local(
+            &["--progress", "plain", "--build-arg", &format!("N={n}")],
+            ctx.path(),
+        );
+        let read = |f: &str| fs::read_to_string(local.join(f)).unwrap();
+        assert_eq!(
+            step_output(&stderr, "RUN --mount=type=cache,target=/c,from=seed"),
+            [format!("seeded {n}")],
+            "the seed is copied once, then the cache is kept"
+        );
+        assert_eq!((read("a-met"), read("b-met")), ("2\n".into(), "2\n".into()));
+        if n == "1" {
+            // Both instances were new: each holds only what its own step wrote. (In build 2
+            // either step may get either instance, so only overlap is checked there.)
+            assert_eq!(
+                (read("a-private"), read("b-private")),
+                ("a ".into(), "b ".into())
+            );
+        }
+        let log = read("locked");
+        let lines: Vec<&str> = log.lines().collect();
+        assert!(lines.len() >= 2 && lines.len().is_multiple_of(2), "{log}");
+        for pair in lines.chunks(2) {
+            let who = pair[0].strip_prefix("start ").unwrap();
+            assert_eq!(
+                pair.get(1).copied(),
+                Some(format!("end {who}").as_str()),
+                "{log}"
+            );
+        }
+    }
+}
+
 #[test]
 fn tmpfs_and_bind_mounts() {
     let ctx = context(
@@ -1074,5 +1144,224 @@ fn cairn_run_passes_env_volumes_and_exit_status() {
         "out\n"
     );
     assert!(!vol.path().join("x").exists());
+    assert!(tmp_entries(&s).is_empty(), "{:?}", tmp_entries(&s));
+}
+
+/// A user with no subordinate ranges, made (or stripped of its ranges) here: only root can.
+fn user_without_ranges() -> &'static str {
+    const USER: &str = "cairn-single";
+    let exists = Command::new("id")
+        .arg(USER)
+        .output()
+        .unwrap()
+        .status
+        .success();
+    if !exists {
+        let mut add = tool("useradd");
+        add.args(["--create-home", "--shell", "/bin/sh", USER]);
+        ok(add);
+    }
+    for f in ["/etc/subuid", "/etc/subgid"] {
+        let text = fs::read_to_string(f).unwrap_or_default();
+        let kept: String = text
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{USER}:")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if kept != text {
+            fs::write(f, kept).unwrap();
+        }
+    }
+    USER
+}
+
+/// Without /etc/subuid ranges a build gets a single id: one warning, root-owned results, and
+/// an image with files of other owners fails saying how to add a range. Switching users needs
+/// root, so the unprivileged pass of the suite skips this one (it has ranges anyway).
+#[test]
+fn a_user_without_ranges_builds_with_one_id_and_is_told_how_to_get_more() {
+    if !is_root() {
+        return;
+    }
+    let user = user_without_ranges();
+    let s = loaded_busybox();
+    let owned = context(
+        "FROM busybox\nCOPY --chown=1000:1000 f /owned\n",
+        &[("f", "x\n")],
+    );
+    build(&s, owned.path(), &["-t", "owned:1"]);
+    // Everything the user touches lives in a directory it can reach.
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    for (image, file) in [("busybox", "busybox.tar"), ("owned:1", "owned.tar")] {
+        let dest = dir.path().join(file);
+        s.run(&[
+            "save",
+            image,
+            "-o",
+            dest.to_str().unwrap(),
+            "--format",
+            "oci-archive",
+        ]);
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let home = dir.path().join("home");
+    fs::create_dir(&home).unwrap();
+    ok({
+        let mut c = tool("chown");
+        c.arg(user).arg(&home);
+        c
+    });
+    let store = home.join("store");
+    let as_user = |args: &[&str]| {
+        let mut c = tool("runuser");
+        c.args([
+            "-u",
+            user,
+            "--",
+            "env",
+            "-i",
+            "PATH=/usr/local/bin:/usr/bin:/bin",
+        ])
+        .arg(format!("HOME={}", home.display()))
+        .arg(cairn_e2e::cairn_bin())
+        .arg("--root")
+        .arg(&store)
+        .args(args);
+        c
+    };
+    for (file, tag) in [("busybox.tar", "busybox"), ("owned.tar", "owned:1")] {
+        let archive = dir.path().join(file);
+        ok(as_user(&[
+            "load",
+            "-i",
+            archive.to_str().unwrap(),
+            "-t",
+            tag,
+        ]));
+    }
+
+    let ctx = context("FROM busybox\nRUN echo hi > /hi && id -u > /uid\n", &[]);
+    fs::set_permissions(ctx.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(
+        ctx.path().join("Dockerfile"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let tar = home.join("rootfs.tar");
+    let dest = format!("type=tar,dest={}", tar.display());
+    let out = ok(as_user(&[
+        "build",
+        "--progress",
+        "plain",
+        "-o",
+        &dest,
+        ctx.path().to_str().unwrap(),
+    ]));
+    let stderr = texts(&out).1;
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("WARNING")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].contains("single id") && warnings[0].contains("usermod --add-subuids"),
+        "{stderr}"
+    );
+    let listing = texts(&ok({
+        let mut c = tool("tar");
+        c.args(["-tvf"]).arg(&tar).arg("--numeric-owner");
+        c
+    }))
+    .0;
+    for name in ["hi", "uid"] {
+        let line = listing
+            .lines()
+            .find(|l| l.ends_with(&format!(" {name}")))
+            .unwrap_or_else(|| panic!("no {name} in\n{listing}"));
+        assert!(line.contains(" 0/0 "), "{line}");
+    }
+
+    let needs_more = context("FROM owned:1\nRUN cat /owned\n", &[]);
+    fs::set_permissions(needs_more.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(
+        needs_more.path().join("Dockerfile"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let out = as_user(&[
+        "build",
+        "--progress",
+        "plain",
+        needs_more.path().to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    let stderr = texts(&out).1;
+    assert!(!out.status.success(), "{stderr}");
+    let error = stderr
+        .lines()
+        .find(|l| l.contains("uid 1000 is outside the build's id mapping"))
+        .unwrap_or_else(|| panic!("no id error in\n{stderr}"));
+    assert!(
+        error.contains("usermod --add-subuids") && error.contains(user),
+        "{error}"
+    );
+    // The failed unpack left nothing half-made for the next build to trip on.
+    ok(as_user(&[
+        "build",
+        "--progress",
+        "plain",
+        ctx.path().to_str().unwrap(),
+    ]));
+}
+
+/// `cairn run -it` from a terminal: script(1) gives cairn a pseudo-terminal, as a user's shell
+/// would. The container's shell runs on a terminal of its own (`tty` names it inside), reads
+/// what is typed, and its exit status is cairn's.
+#[test]
+fn cairn_run_it_gives_an_interactive_shell_on_a_terminal() {
+    let s = loaded_busybox();
+    let inner = format!(
+        "{} --root {} run -it --rm busybox sh",
+        cairn_e2e::cairn_bin().display(),
+        s.root.display()
+    );
+    let mut child = tool("script")
+        .args(["-q", "-e", "-c", &inner, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    use std::io::Write;
+    stdin
+        .write_all(b"tty; [ -t 0 ] && echo stdin-is-a-terminal; echo $((6*7)); exit 3\n")
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stdout.read_to_end(&mut out);
+        out
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("cairn run -it did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(stdin);
+    let out = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
+    assert_eq!(status.code(), Some(3), "{out}");
+    assert!(lines.contains(&"42"), "{out}");
+    assert!(lines.contains(&"stdin-is-a-terminal"), "{out}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("/dev/pts/")),
+        "the container's own terminal: {out}"
+    );
     assert!(tmp_entries(&s).is_empty(), "{:?}", tmp_entries(&s));
 }

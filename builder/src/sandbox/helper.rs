@@ -26,6 +26,8 @@ pub const ARG: &str = "__sandbox";
 pub const CONTROL_FD: i32 = 3;
 /// The layer tar's descriptor in the helper (Run with `diff`).
 pub const DATA_FD: i32 = 4;
+/// The socket that receives the container terminal's master (Run with `console`).
+pub const CONSOLE_FD: i32 = 5;
 
 /// The opaque-directory attribute overlayfs uses inside a user namespace (`userxattr`).
 pub const OPAQUE_XATTR: &str = "user.overlay.opaque";
@@ -96,8 +98,9 @@ fn serve(control: UnixStream) -> Result<(), Fail> {
                 layers,
                 target,
                 overlay,
+                ids,
             } => {
-                let diff_ids = unpack(layers, target, *overlay)?;
+                let diff_ids = unpack(layers, target, *overlay, ids)?;
                 proto::send(&mut w, &Reply::Unpacked { diff_ids }).map_err(|e| e.to_string())
             }
             Request::Remove { paths } => {
@@ -152,7 +155,12 @@ fn probe(dir: &Path) -> Result<(), String> {
     sys::umount_detach(&sub("merged"))
 }
 
-fn unpack(layers: &[LayerBlob], target: &Path, overlay: bool) -> Result<Vec<String>, Fail> {
+fn unpack(
+    layers: &[LayerBlob],
+    target: &Path,
+    overlay: bool,
+    ids: &IdMap,
+) -> Result<Vec<String>, Fail> {
     let opts = ApplyOptions {
         whiteouts: if overlay {
             Whiteouts::Overlay {
@@ -162,7 +170,7 @@ fn unpack(layers: &[LayerBlob], target: &Path, overlay: bool) -> Result<Vec<Stri
             Whiteouts::Apply
         },
         // Inside the namespace, container ids are the ids this process sees.
-        id_map: IdMap::identity(),
+        id_map: ids.clone(),
         chown: true,
     };
     std::fs::create_dir_all(target).map_err(|e| format!("create {}: {e}", target.display()))?;
@@ -413,6 +421,13 @@ fn start_and_wait(
         }
     }
     CHILD.store(pid, Ordering::SeqCst);
+    if spec.console {
+        // Only pid 1 sends on it; cairn sees the end of the socket once pid 1 has let go.
+        // SAFETY: closing our copy of a descriptor we were given.
+        unsafe {
+            libc::close(CONSOLE_FD);
+        }
+    }
     if CANCELLED.load(Ordering::SeqCst) {
         // SAFETY: kill our own child.
         unsafe {
@@ -577,7 +592,10 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
         let _ = std::fs::create_dir_all(cwd);
     }
     sys::chdir(Path::new(cwd))?;
-    if spec.tty {
+    if spec.console {
+        console(spec.uid, spec.gid)?;
+    }
+    if spec.tty || spec.console {
         // SAFETY: setsid and the controlling-terminal ioctl on stdin.
         unsafe {
             libc::setsid();
@@ -595,6 +613,61 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
         );
     }
     exec(&spec.argv, &spec.env)
+}
+
+/// A terminal from the container's own /dev/pts becomes the process's stdin, stdout and
+/// stderr; its master goes to cairn over `CONSOLE_FD`. Inside, `tty` names /dev/pts/N.
+fn console(uid: u32, gid: u32) -> Result<(), Fail> {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::pty::OpenptFlags;
+    let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
+    let err = |what: &str, e: rustix::io::Errno| format!("console: {what}: {e}");
+    // /dev/ptmx is the link to this devpts instance's pts/ptmx.
+    let master = rustix::pty::openpt(flags).map_err(|e| err("open /dev/ptmx", e))?;
+    rustix::pty::unlockpt(&master).map_err(|e| err("unlockpt", e))?;
+    let slave = match rustix::pty::ioctl_tiocgptpeer(&master, flags) {
+        Ok(s) => s,
+        Err(_) => {
+            let name = rustix::pty::ptsname(&master, Vec::new()).map_err(|e| err("ptsname", e))?;
+            rustix::fs::open(
+                name.as_c_str(),
+                OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| err("open the terminal", e))?
+        }
+    };
+    // The process's own terminal, as login and runc leave it.
+    let _ = rustix::fs::fchown(
+        &slave,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+    );
+    // SAFETY: CONSOLE_FD was placed for this request (spec.console); it is ours from here.
+    let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(CONSOLE_FD) };
+    let fds = [std::os::fd::AsFd::as_fd(&master)];
+    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut anc = rustix::net::SendAncillaryBuffer::new(&mut space);
+    anc.push(rustix::net::SendAncillaryMessage::ScmRights(&fds));
+    rustix::net::sendmsg(
+        &sock,
+        &[std::io::IoSlice::new(b"t")],
+        &mut anc,
+        rustix::net::SendFlags::empty(),
+    )
+    .map_err(|e| err("send the terminal to cairn", e))?;
+    drop(sock);
+    drop(master);
+    for fd in 0..3 {
+        // SAFETY: dup2 of an open descriptor onto the standard ones.
+        if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&slave), fd) } < 0 {
+            return Err(format!(
+                "console: dup2: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The host's device nodes that a container may use, bind-mounted onto a fresh tmpfs /dev

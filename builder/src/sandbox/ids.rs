@@ -101,6 +101,7 @@ impl Mapping {
             return (m, None);
         }
         let who = name.unwrap_or_else(|| uid.to_string());
+        let hint = range_hint(&who);
         let why = if tools {
             format!("user {who} has no range in /etc/subuid and /etc/subgid")
         } else {
@@ -108,9 +109,7 @@ impl Mapping {
         };
         let warning = format!(
             "{why}: RUN steps get a single id (root in the container is you), which works for \
-             images whose files all belong to root; to give them more ids, run as root \
-             `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {who}` and \
-             install uidmap"
+             images whose files all belong to root; {hint}"
         );
         let m = Mapping {
             kind: MappingKind::Single,
@@ -120,6 +119,23 @@ impl Mapping {
             },
         };
         (m, Some(warning))
+    }
+
+    /// `message` of a failure inside the namespace, with how to get more ids when the single
+    /// id was what it lacked.
+    pub fn explain(&self, message: String) -> String {
+        if self.kind != MappingKind::Single || !message.contains(OUTSIDE_MAPPING) {
+            return message;
+        }
+        let who = std::env::var("USER").unwrap_or_else(|_| {
+            let uid = rustix::process::getuid().as_raw();
+            user_name(uid).unwrap_or_else(|| uid.to_string())
+        });
+        format!(
+            "{message}: this user has a single id (no range in /etc/subuid and /etc/subgid), \
+             and the image needs more; {}",
+            range_hint(&who)
+        )
     }
 
     /// A short key for the store's unpacked layers: files unpacked through this mapping have
@@ -157,6 +173,17 @@ impl Mapping {
             }
         }
     }
+}
+
+/// What a layer entry owned by an id outside the mapping fails with (cairn-layers' apply).
+const OUTSIDE_MAPPING: &str = "is outside the build's id mapping";
+
+fn range_hint(who: &str) -> String {
+    format!(
+        "to give them more ids, run as root \
+         `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {who}` and install \
+         uidmap"
+    )
 }
 
 fn write_proc(proc: &str, file: &str, text: &str) -> Result<()> {

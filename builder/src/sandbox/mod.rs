@@ -122,12 +122,45 @@ pub enum Stdio3 {
     Capture,
     /// cairn's own streams (`cairn run`).
     Inherit,
-    /// Given descriptors (a pty's slave for `cairn run -t`).
+    /// Given descriptors.
     Fds {
         stdin: OwnedFd,
         stdout: OwnedFd,
         stderr: OwnedFd,
     },
+    /// A terminal of the container's own (`cairn run -t`): its master arrives on this Unix
+    /// socket (SCM_RIGHTS, see [`receive_console`]) once the container has made it.
+    Console(OwnedFd),
+}
+
+/// Waits on the socket given as [`Stdio3::Console`] for the container terminal's master;
+/// `None` when the container ended without making one.
+pub fn receive_console(sock: &OwnedFd) -> std::io::Result<Option<OwnedFd>> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut anc = RecvAncillaryBuffer::new(&mut space);
+    let mut byte = [0u8; 1];
+    loop {
+        let r = rustix::net::recvmsg(
+            sock,
+            &mut [std::io::IoSliceMut::new(&mut byte)],
+            &mut anc,
+            RecvFlags::CMSG_CLOEXEC,
+        );
+        match r {
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(_) => break,
+        }
+    }
+    for msg in anc.drain() {
+        if let RecvAncillaryMessage::ScmRights(mut fds) = msg
+            && let Some(fd) = fds.next()
+        {
+            return Ok(Some(fd));
+        }
+    }
+    Ok(None)
 }
 
 struct Helper {
@@ -373,11 +406,14 @@ impl Sandbox {
                 .collect(),
             target: dir.to_path_buf(),
             overlay,
+            ids: self.mapping.ids.inside(),
         };
         let mut h = self.spawn(&req, Stdio3::Inherit, None, None)?;
         let ids = match h.recv()? {
             Reply::Unpacked { diff_ids } => diff_ids,
-            Reply::Failed { message } => return Err(Error::Sandbox(message)),
+            Reply::Failed { message } => {
+                return Err(Error::Sandbox(self.mapping.explain(message)));
+            }
             other => return Err(Error::Sandbox(format!("unexpected answer {other:?}"))),
         };
         h.finish()?;
@@ -401,6 +437,8 @@ impl Sandbox {
         if cancelled() {
             return Err(Error::Cancelled);
         }
+        let mut spec = spec;
+        spec.console = matches!(stdio, Stdio3::Console(_));
         let capture = matches!(stdio, Stdio3::Capture);
         let (log_r, log_w) = if capture {
             let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
@@ -525,6 +563,7 @@ impl Sandbox {
             UnixStream::pair().map_err(|e| Error::Sandbox(format!("socketpair: {e}")))?;
         let mut cmd = Command::new(&self.helper);
         cmd.arg(helper::ARG);
+        let mut console = None;
         match stdio {
             Stdio3::Capture => {
                 let w = log.ok_or_else(|| Error::Sandbox("no log pipe".into()))?;
@@ -541,15 +580,25 @@ impl Sandbox {
             } => {
                 cmd.stdin(stdin).stdout(stdout).stderr(stderr);
             }
+            Stdio3::Console(sock) => {
+                cmd.stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                console = Some(sock);
+            }
         }
         let control = theirs.as_raw_fd();
         let data_fd = data.as_ref().map(|d| d.as_raw_fd());
+        let console_fd = console.as_ref().map(|c| c.as_raw_fd());
         // SAFETY: only dup2/fcntl between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
                 place_fd(control, helper::CONTROL_FD)?;
                 if let Some(d) = data_fd {
                     place_fd(d, helper::DATA_FD)?;
+                }
+                if let Some(c) = console_fd {
+                    place_fd(c, helper::CONSOLE_FD)?;
                 }
                 Ok(())
             });
@@ -561,6 +610,7 @@ impl Sandbox {
         })?;
         drop(theirs);
         drop(data);
+        drop(console);
         drop(cmd);
         if let Ok(mut set) = HELPERS.lock() {
             set.insert(child.id());

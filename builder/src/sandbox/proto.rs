@@ -9,6 +9,7 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
+use cairn_layers::IdMap;
 use serde::{Deserialize, Serialize};
 
 /// What the helper is asked to do, inside the build's user namespace.
@@ -23,6 +24,9 @@ pub enum Request {
         target: PathBuf,
         /// Keep whiteouts as overlay whiteouts (a lowerdir) or apply them (a flat tree).
         overlay: bool,
+        /// The ids that exist inside the namespace (an owner outside them is an error that
+        /// names the id, not a bare EINVAL from chown).
+        ids: IdMap,
     },
     /// Delete trees that the user cannot delete from outside (files owned by mapped ids).
     Remove { paths: Vec<PathBuf> },
@@ -101,6 +105,10 @@ pub struct RunSpec {
     pub clamp_mtime: Option<i64>,
     /// Stdin is a terminal: make it the process's controlling terminal.
     pub tty: bool,
+    /// Give the process a terminal of the container's own devpts and send its master to cairn
+    /// over the console socket (SCM_RIGHTS on the helper's `CONSOLE_FD`), as runc does.
+    #[serde(default)]
+    pub console: bool,
     /// Removed (from inside the namespace) when the helper ends.
     pub cleanup: Vec<PathBuf>,
 }

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::{Context, bail};
 use cairn_builder::container::{self, RunOptions, Volume};
-use cairn_builder::sandbox::{Network, Sandbox, Stdio3};
+use cairn_builder::sandbox::{self, Network, Sandbox, Stdio3};
 use cairn_layers::Store;
 
 use crate::args::RunArgs;
@@ -68,32 +68,36 @@ pub fn run(store: &Store, args: &RunArgs) -> anyhow::Result<()> {
             .into())
     };
     let (exit, _id) = if args.tty {
-        let p = pty::open().context("failed to open a pseudo-terminal")?;
+        // The terminal is made inside the container, in its own /dev/pts (so `tty` there names
+        // it), and its master comes back over this socket.
+        let (ours, theirs) =
+            std::os::unix::net::UnixStream::pair().context("failed to make a socket pair")?;
+        let ours = OwnedFd::from(ours);
         let stdin = std::io::stdin();
         let stdout = std::io::stdout();
-        if let Some((rows, cols)) = pty::window_size(stdin.as_fd()) {
-            let _ = pty::set_window_size(p.master.as_fd(), rows, cols);
-        }
         let _raw = if stdin.is_terminal() && args.interactive {
             Some(pty::raw_mode(stdin.as_fd()).context("failed to put the terminal in raw mode")?)
         } else {
             None
         };
-        let stdio = Stdio3::Fds {
-            stdin: dup(&p.slave)?,
-            stdout: dup(&p.slave)?,
-            stderr: dup(&p.slave)?,
-        };
-        drop(p.slave);
         let done = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|scope| {
-            let relay = scope.spawn(|| {
+            let relay = scope.spawn(|| -> anyhow::Result<()> {
+                let Some(master) = sandbox::receive_console(&ours)
+                    .context("failed to receive the container's terminal")?
+                else {
+                    return Ok(());
+                };
+                if let Some((rows, cols)) = pty::window_size(stdin.as_fd()) {
+                    let _ = pty::set_window_size(master.as_fd(), rows, cols);
+                }
                 let input = args.interactive.then(|| stdin.as_fd());
-                pty::relay_until(p.master.as_fd(), input, stdout.as_fd(), &|| {
+                pty::relay_until(master.as_fd(), input, stdout.as_fd(), &|| {
                     done.load(std::sync::atomic::Ordering::SeqCst)
-                })
+                })?;
+                Ok(())
             });
-            let r = container::run(store, &sb, &opts, stdio);
+            let r = container::run(store, &sb, &opts, Stdio3::Console(theirs.into()));
             done.store(true, std::sync::atomic::Ordering::SeqCst);
             let _ = relay.join();
             r
