@@ -200,6 +200,7 @@ pub fn run(
         clamp_mtime: None,
         tty: opts.tty,
         console: false,
+        keep_upper: None,
         cleanup,
     };
     let result = sb.run::<()>(spec, stdio, &|_| {}, None);

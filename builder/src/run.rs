@@ -53,15 +53,19 @@ fn sandbox<'a>(cx: &'a Ctx<'_>) -> Result<&'a Sandbox> {
 /// copy snapshotter's trees), the step's /etc files, secrets and heredoc scripts.
 struct RunDir {
     path: PathBuf,
+    /// Where the helper leaves the overlay upper directory for the store to adopt.
+    keep: PathBuf,
     sandbox: Sandbox,
 }
 
 impl Drop for RunDir {
     fn drop(&mut self) {
         // The helper already removed what the container wrote; this is the rest, or everything
-        // after a failure before the helper ran.
-        if std::fs::remove_dir_all(&self.path).is_err() && self.path.exists() {
-            let _ = self.sandbox.remove(std::slice::from_ref(&self.path));
+        // after a failure before the helper ran, and an upper directory the store did not take.
+        for p in [&self.path, &self.keep] {
+            if std::fs::remove_dir_all(p).is_err() && p.exists() {
+                let _ = self.sandbox.remove(std::slice::from_ref(p));
+            }
         }
     }
 }
@@ -112,6 +116,7 @@ pub(crate) fn run_step(
     std::fs::create_dir(&base).map_err(io_err("create", &base))?;
     let run_dir = RunDir {
         path: base.clone(),
+        keep: base.with_extension("keep"),
         sandbox: sb.clone(),
     };
 
@@ -197,6 +202,10 @@ pub(crate) fn run_step(
         Some(NetworkMode::None) => Network::None,
         _ => Network::Host,
     };
+    let root_kind = match root {
+        RootSpec::Overlay { .. } => RootKind::Overlay,
+        RootSpec::Copy { .. } => RootKind::Copy,
+    };
     let spec = RunSpec {
         root,
         argv,
@@ -217,6 +226,7 @@ pub(crate) fn run_step(
         clamp_mtime: epoch,
         tty: false,
         console: false,
+        keep_upper: matches!(root_kind, RootKind::Overlay).then(|| run_dir.keep.clone()),
         cleanup: vec![base.clone()],
     };
     let tail = Tail::default();
@@ -251,7 +261,6 @@ pub(crate) fn run_step(
             other => other,
         })?;
     drop(locks);
-    drop(run_dir);
     if !exit.success() {
         let mut msg = format!(
             "process \"{shown}\" did not complete successfully: exit code: {}",
@@ -276,6 +285,13 @@ pub(crate) fn run_step(
         // A step that changed nothing adds no layer, as BuildKit's exporter does.
         // (The copy snapshotter's diff of an unchanged tree is a bare end-of-archive.)
         Some(Some(layer)) if layer.uncompressed_size > 1024 => {
+            if run_dir.keep.is_dir() {
+                // The upper directory is this layer unpacked for overlay: the next step's
+                // lowerdir, with no second pass over the blob. (Dropping run_dir removes it
+                // if the store already had one.)
+                let key = sb.mapping.store_key();
+                store.adopt_unpacked(&layer.diff_id, &key, &run_dir.keep)?;
+            }
             add_layer(st, layer, Default::default(), ins, created)?;
             if let Some(h) = st.config.history.last_mut() {
                 h.created_by = Some(created_by);
@@ -290,6 +306,11 @@ pub(crate) fn run_step(
         }),
     }
     Ok(())
+}
+
+enum RootKind {
+    Overlay,
+    Copy,
 }
 
 /// BuildKit's history line: `RUN |N K=V ... CMD # buildkit`, naming the stage's build args.

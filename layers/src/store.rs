@@ -113,6 +113,15 @@ pub struct FsckReport {
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A temp file name unique across processes and threads.
+/// The directory name of a layer's unpacked form under `layers/sha256`.
+fn unpacked_name(diff_id: &Digest, key: &str) -> String {
+    if key.is_empty() {
+        diff_id.hex().to_owned()
+    } else {
+        format!("{}.{key}", diff_id.hex())
+    }
+}
+
 fn temp_name(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -600,11 +609,7 @@ impl Store {
         key: &str,
         unpack: impl FnOnce(&Path) -> Result<Digest>,
     ) -> Result<PathBuf> {
-        let name = if key.is_empty() {
-            diff_id.hex().to_owned()
-        } else {
-            format!("{}.{key}", diff_id.hex())
-        };
+        let name = unpacked_name(diff_id, key);
         let dir = self.root.join("layers/sha256").join(&name);
         let rootfs = dir.join("rootfs");
         if rootfs.is_dir() {
@@ -638,6 +643,46 @@ impl Store {
             return Err(e);
         }
         Ok(rootfs)
+    }
+
+    /// Takes `tree` (on the store's filesystem) as the unpacked form of layer `diff_id` under
+    /// `key`, as [`Store::unpacked_layer_with`] would have made it: a RUN step's overlay upper
+    /// directory is exactly that, so the next step need not unpack the blob it just wrote.
+    /// Returns false, leaving `tree` where it is, when the layer is unpacked already.
+    pub fn adopt_unpacked(&self, diff_id: &Digest, key: &str, tree: &Path) -> Result<bool> {
+        let name = unpacked_name(diff_id, key);
+        let dir = self.root.join("layers/sha256").join(&name);
+        if dir.join("rootfs").is_dir() {
+            return Ok(false);
+        }
+        let _lock = self.lock(&format!("layers/sha256/{name}.lock"), true)?;
+        if dir.join("rootfs").is_dir() {
+            return Ok(false);
+        }
+        let temp = self.tmp().join(temp_name("unpack"));
+        fs_err::create_dir(&temp).at("create", &temp)?;
+        let rootfs = temp.join("rootfs");
+        if let Err(source) = std::fs::rename(tree, &rootfs) {
+            let _ = std::fs::remove_dir(&temp);
+            return Err(Error::Io {
+                action: "move into the store",
+                path: tree.to_owned(),
+                source,
+            });
+        }
+        let placed = fs_err::rename(&temp, &dir).map_err(|source| Error::Io {
+            action: "rename into place",
+            path: dir.clone(),
+            source,
+        });
+        if let Err(e) = placed {
+            // Back where the caller will clean it up.
+            let _ = std::fs::rename(&rootfs, tree);
+            let _ = std::fs::remove_dir(&temp);
+            return Err(e);
+        }
+        sync_dir(&self.root.join("layers/sha256"))?;
+        Ok(true)
     }
 
     /// The blobs an image manifest reaches: itself, its config and its layers.

@@ -308,6 +308,40 @@ fn layers_record_whiteouts_opaque_dirs_hardlinks_owners_and_setuid() {
     }
 }
 
+/// Later steps see earlier steps' changes (deletions, a replaced directory, owners). With
+/// overlay, a step's upper directory becomes its layer's lowerdir in the store: each layer is
+/// on disk once, and nothing is unpacked again from the blob just written.
+#[test]
+fn later_steps_see_earlier_changes_through_the_kept_layers() {
+    let ctx = context(
+        "FROM busybox\n\
+         RUN mkdir -p /d/sub && echo a > /d/a && echo b > /d/sub/b && echo x > /x\n\
+         RUN rm /etc/nsswitch.conf /x && rm -rf /d && mkdir /d && echo c > /d/c \\\n\
+         \x20 && echo o > /owned && chown 1000:1000 /owned\n\
+         RUN ls -A /d; test -e /etc/nsswitch.conf && echo nsswitch; test -e /x && echo x; \\\n\
+         \x20 stat -c %u:%g /owned; cat /d/c; test -f /etc/passwd && echo passwd\n",
+        &[],
+    );
+    for snap in SNAPSHOTTERS {
+        let s = loaded_busybox();
+        let stderr = build(&s, ctx.path(), &["--snapshotter", snap]);
+        assert_eq!(
+            step_output(&stderr, "RUN ls -A /d"),
+            ["c", "1000:1000", "c", "passwd"],
+            "{snap}"
+        );
+        if snap == "overlay" {
+            let unpacked: Vec<String> = fs::read_dir(s.root.join("layers/sha256"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.ends_with(".lock"))
+                .collect();
+            assert_eq!(unpacked.len(), busybox_layers(&s) + 2, "{unpacked:?}");
+        }
+        assert!(tmp_entries(&s).is_empty(), "{snap}: {:?}", tmp_entries(&s));
+    }
+}
+
 #[test]
 fn user_switches_to_numeric_and_named_users() {
     let ctx = context(

@@ -387,6 +387,10 @@ fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
             .map_err(|e| format!("write the layer: {}", e.error()))?
             .flush()
             .map_err(|e| format!("write the layer: {e}"))?;
+        if let (RootSpec::Overlay { upper, .. }, Some(keep)) = (&spec.root, &spec.keep_upper) {
+            // Best effort: without it cairn unpacks the layer from its blob when needed.
+            let _ = std::fs::rename(upper, keep);
+        }
     }
     Ok(())
 }

@@ -109,6 +109,11 @@ pub struct RunSpec {
     /// over the console socket (SCM_RIGHTS on the helper's `CONSOLE_FD`), as runc does.
     #[serde(default)]
     pub console: bool,
+    /// Overlay with `diff`: after a successful diff the upper directory is moved here (on the
+    /// same filesystem) instead of being deleted, so cairn can keep it as the new layer's
+    /// unpacked lowerdir: it already is that layer, in overlay form.
+    #[serde(default)]
+    pub keep_upper: Option<PathBuf>,
     /// Removed (from inside the namespace) when the helper ends.
     pub cleanup: Vec<PathBuf>,
 }
