@@ -173,6 +173,84 @@ impl StageState {
         }
         Ok(())
     }
+
+    /// Brings `rootfs` up to date at `prefixes` only (see `apply_layer_under`); true when
+    /// that is what happened, false when it had to apply everything after all.
+    pub(crate) fn settle_under(&mut self, store: &Store, prefixes: &[String]) -> Result<bool> {
+        let opts = view_apply_options();
+        let mut partial = true;
+        for l in &self.pending {
+            let c = Compression::from_media_type(&l.media_type)
+                .ok_or_else(|| cairn_layers::Error::MediaType(l.media_type.clone()))?;
+            let plain = compress::decompress(store.open_blob(&l.digest)?, c)?;
+            if cairn_layers::apply::apply_layer_under(plain, &self.rootfs, &opts, prefixes)?
+                .is_none()
+            {
+                partial = false;
+                break;
+            }
+        }
+        if !partial {
+            unpack_layers(store, &self.pending, &self.rootfs)?;
+        }
+        self.pending.clear();
+        self.pending_dirs.clear();
+        Ok(partial)
+    }
+}
+
+/// The paths (relative, cleaned) that the COPY --from instructions behind `readers` name, up
+/// to their first wildcard; None when one cannot be known before it runs (a variable, a RUN
+/// mount, a wildcard at the top) or names the whole filesystem.
+fn copy_prefixes(df: &Dockerfile, readers: &[&cairn_parser::Edge]) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    for e in readers {
+        if e.kind != cairn_parser::EdgeKind::CopyFrom {
+            return None;
+        }
+        let ins = df
+            .stages
+            .get(e.stage)?
+            .instructions
+            .iter()
+            .find(|i| i.span == e.span)?;
+        let InstructionKind::Copy(c) = &ins.kind else {
+            return None;
+        };
+        for src in &c.sources {
+            let cairn_parser::instruction::Source::Path(p) = src else {
+                return None;
+            };
+            if p.contains('$') {
+                return None;
+            }
+            let plain: Vec<&str> = p
+                .split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .take_while(|c| !c.contains(['*', '?', '[', '\\']))
+                .collect();
+            if plain.is_empty() || plain.contains(&"..") {
+                return None;
+            }
+            out.push(plain.join("/"));
+        }
+    }
+    Some(out)
+}
+
+/// Whether every source of a COPY lies under one of the paths a stage was settled at.
+pub(crate) fn covered(partial: &[String], sources: &[String]) -> bool {
+    sources.iter().all(|s| {
+        let parts: Vec<&str> = s
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect();
+        !parts.contains(&"..")
+            && partial.iter().any(|p| {
+                let p: Vec<&str> = p.split('/').collect();
+                parts.len() >= p.len() && parts[..p.len()] == p[..]
+            })
+    })
 }
 
 /// The built form of a finished stage, for FROM and COPY --from.
@@ -182,6 +260,8 @@ pub(crate) struct StageResult {
     pub(crate) layers: Vec<Descriptor>,
     pub(crate) rootfs: PathBuf,
     pub(crate) pending: Vec<Descriptor>,
+    /// `rootfs` is complete only at these paths (the ones the build's COPY --from name).
+    pub(crate) partial: Option<Vec<String>>,
 }
 
 fn is_root() -> bool {
@@ -233,13 +313,7 @@ pub(crate) fn unpack_layers(store: &Store, layers: &[Descriptor], dir: &Path) ->
         path: dir.to_path_buf(),
         source,
     })?;
-    let opts = ApplyOptions {
-        whiteouts: Whiteouts::Apply,
-        id_map: IdMap::identity(),
-        // Owners matter in the layers, which carry them in their headers; this view is only
-        // read, so a rootless build keeps its own uid here.
-        chown: is_root(),
-    };
+    let opts = view_apply_options();
     for l in layers {
         let c = Compression::from_media_type(&l.media_type)
             .ok_or_else(|| cairn_layers::Error::MediaType(l.media_type.clone()))?;
@@ -247,6 +321,16 @@ pub(crate) fn unpack_layers(store: &Store, layers: &[Descriptor], dir: &Path) ->
         apply_layer(plain, dir, &opts)?;
     }
     Ok(())
+}
+
+fn view_apply_options() -> ApplyOptions {
+    ApplyOptions {
+        whiteouts: Whiteouts::Apply,
+        id_map: IdMap::identity(),
+        // Owners matter in the layers, which carry them in their headers; this view is only
+        // read, so a rootless build keeps its own uid here.
+        chown: is_root(),
+    }
 }
 
 /// Removes what builds killed outright (SIGKILL, power loss) left in the store's scratch
@@ -323,8 +407,10 @@ pub fn build(
     let next_id = AtomicUsize::new(0);
     let sandbox = std::sync::OnceLock::new();
     let mut results: BTreeMap<usize, StageResult> = BTreeMap::new();
+    let waves = graph.reachable(target);
+    let building: std::collections::BTreeSet<usize> = waves.iter().flatten().copied().collect();
     // Stages of one wave need nothing from each other: they run in parallel.
-    for wave in graph.reachable(target) {
+    for wave in waves {
         let finished: Vec<(usize, Result<StageResult>)> = std::thread::scope(|scope| {
             let handles: Vec<_> = wave
                 .iter()
@@ -340,6 +426,8 @@ pub fn build(
                         epoch,
                         sandbox: &sandbox,
                         progress,
+                        building: &building,
+                        target,
                     };
                     let (graph, work, next_id) = (&graph, &work, &next_id);
                     scope.spawn(move || {
@@ -509,20 +597,35 @@ fn build_stage(
             seconds: started.elapsed().as_secs_f64(),
         });
     }
-    // Another stage reads this one's files (COPY --from, RUN --mount from=): settle now.
-    // FROM builds its own filesystem from the layers, and the target settles on demand.
-    if graph
+    // Another stage of this build reads this one's files (COPY --from, RUN --mount from=):
+    // settle now, only the paths its COPY --from names when they are plain paths. FROM builds
+    // its own filesystem from the layers, and the target settles on demand.
+    let readers: Vec<&cairn_parser::Edge> = graph
         .edges
         .iter()
-        .any(|e| e.needs == index && e.kind != cairn_parser::EdgeKind::From)
-    {
-        st.settle(store)?;
+        .filter(|e| {
+            e.needs == index
+                && e.kind != cairn_parser::EdgeKind::From
+                && cx.building.contains(&e.stage)
+        })
+        .collect();
+    let mut partial = None;
+    if !readers.is_empty() {
+        match copy_prefixes(cx.df, &readers).filter(|_| index != cx.target) {
+            Some(prefixes) => {
+                if st.settle_under(store, &prefixes)? {
+                    partial = Some(prefixes);
+                }
+            }
+            None => st.settle(store)?,
+        }
     }
     Ok(StageResult {
         config: st.config,
         layers: st.layers,
         rootfs: st.rootfs,
         pending: st.pending,
+        partial,
     })
 }
 
@@ -562,6 +665,9 @@ pub(crate) struct Ctx<'a> {
     /// Made at the first RUN and shared by the rest of the build.
     pub(crate) sandbox: &'a std::sync::OnceLock<std::result::Result<Sandbox, String>>,
     pub(crate) progress: &'a (dyn Fn(Event) + Sync),
+    /// The stages this build runs, and the one whose image it makes.
+    pub(crate) building: &'a std::collections::BTreeSet<usize>,
+    pub(crate) target: usize,
 }
 
 /// COPY's and ADD's arguments, as one shape.
@@ -855,8 +961,21 @@ fn copy_step(
                         .is_some_and(|n| n.eq_ignore_ascii_case(&f))
                 })
                 .or_else(|| f.parse::<usize>().ok().filter(|&i| i < cx.df.stages.len()));
+            let sources: Vec<String> = req
+                .sources
+                .iter()
+                .filter_map(|s| match s {
+                    CopySource::Path(p) => Some(p.clone()),
+                    _ => None,
+                })
+                .collect();
             match stage.and_then(|i| cx.results.get(&i)) {
-                Some(r) if r.pending.is_empty() => SourceRoot::Dir(&r.rootfs),
+                Some(r)
+                    if r.pending.is_empty()
+                        && r.partial.as_ref().is_none_or(|p| covered(p, &sources)) =>
+                {
+                    SourceRoot::Dir(&r.rootfs)
+                }
                 Some(r) => {
                     // A stage the graph did not see this step read (a --from that only
                     // expansion at this point names): its files, complete, in a copy of its own.
@@ -950,5 +1069,56 @@ fn strip_invalid(e: &cairn_layers::Error) -> String {
     match e {
         cairn_layers::Error::Invalid { reason, .. } => reason.clone(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod partial_tests {
+    use super::*;
+
+    #[test]
+    fn copy_from_prefixes_and_coverage() {
+        let df = cairn_parser::parse(
+            "Dockerfile",
+            "FROM busybox AS gen\nRUN true\n\
+             FROM busybox\nCOPY --from=gen /out/keep/ /data/\n\
+             COPY --from=gen out/*.txt ./a/[ab] /x/\n",
+        )
+        .unwrap();
+        let graph = StageGraph::new(&df, &BTreeMap::new()).unwrap();
+        let readers: Vec<&cairn_parser::Edge> =
+            graph.edges.iter().filter(|e| e.needs == 0).collect();
+        let got = copy_prefixes(&df, &readers).unwrap();
+        assert_eq!(got, ["out/keep", "out", "a"]);
+
+        type Case<'a> = (&'a [&'a str], bool);
+        let cases: &[Case<'_>] = &[
+            (&["out/keep"], true),
+            (&["/out/keep/f1.txt", "./out/keep/"], true),
+            (&["out/keeper"], false),
+            (&["out"], false),
+            (&["out/keep/../skip"], false),
+            (&["etc/passwd"], false),
+        ];
+        for (sources, want) in cases {
+            let sources: Vec<String> = sources.iter().map(|s| s.to_string()).collect();
+            assert_eq!(
+                covered(&["out/keep".into()], &sources),
+                *want,
+                "{sources:?}"
+            );
+        }
+        for bad in [
+            "COPY --from=gen $X /d/",
+            "COPY --from=gen * /d/",
+            "COPY --from=gen ../.. /d",
+        ] {
+            let text = format!("FROM busybox AS gen\nFROM busybox\n{bad}\n");
+            let df = cairn_parser::parse("Dockerfile", &text).unwrap();
+            let graph = StageGraph::new(&df, &BTreeMap::new()).unwrap();
+            let readers: Vec<&cairn_parser::Edge> =
+                graph.edges.iter().filter(|e| e.needs == 0).collect();
+            assert_eq!(copy_prefixes(&df, &readers), None, "{bad}");
+        }
     }
 }

@@ -573,7 +573,7 @@ fn from_root(cx: &Ctx<'_>, from: &str, base: &Path) -> Result<(PathBuf, String)>
         // A stage is known by its place in the Dockerfile: its layers differ from build to
         // build (file times), and a cache is seeded only when it is new anyway.
         let identity = format!("stage:{i}");
-        if r.pending.is_empty() {
+        if r.pending.is_empty() && r.partial.is_none() {
             return Ok((r.rootfs.clone(), identity));
         }
         // A stage whose last layers are not applied yet: its files, complete, in a copy.

@@ -113,8 +113,69 @@ pub struct ApplyStats {
 /// deepest first, once everything inside them is written. Times: atime is set to mtime; PAX
 /// `mtime` records give sub-second precision.
 pub fn apply_layer<R: Read>(tar: R, target: &Path, opts: &ApplyOptions) -> Result<ApplyStats> {
-    apply_with(tar, target, opts, None)
+    apply_with(tar, target, opts, None, None)
 }
+
+/// Applies only what a layer holds at `prefixes` (relative paths): each of them, everything
+/// below, and the directories above, with whiteouts and opaque markers for those paths. For a
+/// reader that will look only there, it saves writing the rest of the layer.
+///
+/// Returns `Ok(None)`, having applied part of the layer, when what is there cannot be had
+/// that way: a symlink on or above a prefix (what it names lies elsewhere), or a hard link
+/// to a file outside the prefixes. The caller then applies the whole layer (re-applying is
+/// harmless).
+pub fn apply_layer_under<R: Read>(
+    tar: R,
+    target: &Path,
+    opts: &ApplyOptions,
+    prefixes: &[String],
+) -> Result<Option<ApplyStats>> {
+    let only = Only {
+        prefixes: prefixes
+            .iter()
+            .map(|p| clean(p.as_bytes()).map_err(|r| Error::invalid(format!("path {p:?}"), r)))
+            .collect::<Result<_>>()?,
+    };
+    match apply_with(tar, target, opts, None, Some(&only)) {
+        Ok(stats) => Ok(Some(stats)),
+        Err(Error::Invalid { what, .. }) if what == PARTIAL => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The paths a partial apply restores (see [`apply_layer_under`]).
+struct Only {
+    prefixes: Vec<Vec<Vec<u8>>>,
+}
+
+/// How a path stands to the prefixes of a partial apply.
+#[derive(PartialEq)]
+enum Place {
+    /// Not on the way to any prefix, nor under one.
+    Outside,
+    /// A directory above a prefix (the target's root included), or a prefix itself.
+    Above,
+    /// Strictly below a prefix.
+    Below,
+}
+
+impl Only {
+    fn place(&self, comps: &[Vec<u8>]) -> Place {
+        let mut place = Place::Outside;
+        for p in &self.prefixes {
+            if comps.len() > p.len() && comps.starts_with(p) {
+                return Place::Below;
+            }
+            if p.starts_with(comps) {
+                place = Place::Above;
+            }
+        }
+        place
+    }
+}
+
+/// The `what` of the error that stops a partial apply that cannot be partial.
+const PARTIAL: &str = "partial apply";
 
 /// How parent directories are resolved inside the target (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +231,7 @@ fn apply_with<R: Read>(
     target: &Path,
     opts: &ApplyOptions,
     force: Option<Strategy>,
+    only: Option<&Only>,
 ) -> Result<ApplyStats> {
     if let Whiteouts::Overlay { opaque_xattr } = opts.whiteouts
         && !OVERLAY_OPAQUE_XATTRS.contains(&opaque_xattr)
@@ -200,6 +262,7 @@ fn apply_with<R: Read>(
         dir_index: HashMap::new(),
         stats: ApplyStats::default(),
         buf: vec![0; 64 * 1024],
+        only,
     };
     let mut archive = tar::Archive::new(tar);
     let entries = archive
@@ -456,6 +519,8 @@ struct Applier<'a> {
     dir_index: HashMap<(u64, u64), usize>,
     stats: ApplyStats,
     buf: Vec<u8>,
+    /// A partial apply's paths.
+    only: Option<&'a Only>,
 }
 
 impl Applier<'_> {
@@ -499,7 +564,34 @@ impl Applier<'_> {
                 ));
             }
         }
-        match classify(name).map_err(|reason| Error::unsafe_entry(shown, reason))? {
+        let marker = classify(name).map_err(|reason| Error::unsafe_entry(shown, reason))?;
+        if let Some(only) = self.only {
+            let affected: Vec<Vec<u8>> = match &marker {
+                Marker::Whiteout(target) => {
+                    let mut c = parents.to_vec();
+                    c.push(target.to_vec());
+                    c
+                }
+                Marker::Opaque => parents.to_vec(),
+                Marker::Plain => comps.clone(),
+            };
+            let place = only.place(&affected);
+            if place == Place::Outside {
+                return Ok(());
+            }
+            let cannot = |why: &str| Error::invalid(PARTIAL, format!("{shown}: {why}"));
+            if place == Place::Above && kind == EntryType::Symlink && !is_dir {
+                return Err(cannot("a symlink on the way to a path"));
+            }
+            if kind == EntryType::Link {
+                let link = entry.link_name_bytes().map(|l| l.into_owned());
+                let target = link.and_then(|l| clean(&l).ok()).unwrap_or_default();
+                if only.place(&target) != Place::Below {
+                    return Err(cannot("a hard link to a file outside the paths"));
+                }
+            }
+        }
+        match marker {
             Marker::Whiteout(target) => return self.whiteout(parents, target),
             Marker::Opaque => return self.opaque(parents),
             Marker::Plain => {}
@@ -1503,7 +1595,7 @@ mod tests {
     }
 
     fn run(tar: &[u8], target: &Path, opts: &ApplyOptions, s: Strategy) -> Result<ApplyStats> {
-        apply_with(tar, target, opts, Some(s))
+        apply_with(tar, target, opts, Some(s), None)
     }
 
     fn unsafe_entry(e: &Error) -> Option<&str> {
@@ -2627,5 +2719,86 @@ mod tests {
         for (name, chown, want) in cases {
             assert_eq!(xattr_policy(name.as_bytes(), *chown), *want, "{name}");
         }
+    }
+
+    /// What a partial apply writes: the prefixes, what is below them and the directories on
+    /// the way, with whiteouts for those paths; a symlink on the way or a hard link from
+    /// outside makes it give up (None) so the caller applies the whole layer.
+    #[test]
+    fn partial_apply_restores_only_the_paths_asked_for() -> TestResult {
+        let base = Tar::new()
+            .dir("out/")
+            .dir("out/keep/")
+            .file("out/keep/old", "old")
+            .file("out/gone", "g")
+            .build();
+        let layer = Tar::new()
+            .dir("out/")
+            .dir("out/keep/")
+            .file("out/keep/a", "a")
+            .dir("out/keep/sub/")
+            .file("out/keep/sub/b", "b")
+            .file("out/keep/.wh.old", "")
+            .dir("out/skip/")
+            .file("out/skip/c", "c")
+            .file("out/.wh.gone", "")
+            .file("top", "t")
+            .build();
+        type Case<'a> = (&'a [&'a str], &'a [&'a str], &'a [&'a str]);
+        let cases: &[Case<'_>] = &[
+            // prefixes, present after, absent after
+            (
+                &["out/keep"],
+                &["out/keep/a", "out/keep/sub/b", "out/gone"],
+                &["out/keep/old", "out/skip", "top"],
+            ),
+            (
+                &["out/keep/sub", "top"],
+                &["out/keep/sub/b", "top", "out/keep/old", "out/gone"],
+                &["out/keep/a", "out/skip"],
+            ),
+            (&["out/gone"], &[], &["out/gone", "out/keep/a", "top"]),
+        ];
+        for (prefixes, present, absent) in cases {
+            let dir = tempfile::tempdir()?;
+            apply_layer(&base[..], dir.path(), &flat(false))?;
+            let prefixes: Vec<String> = prefixes.iter().map(|p| p.to_string()).collect();
+            let stats = apply_layer_under(&layer[..], dir.path(), &flat(false), &prefixes)?;
+            assert!(stats.is_some(), "{prefixes:?}");
+            for p in *present {
+                assert!(dir.path().join(p).exists(), "{prefixes:?}: {p} missing");
+            }
+            for p in *absent {
+                assert!(!dir.path().join(p).exists(), "{prefixes:?}: {p} there");
+            }
+        }
+
+        let symlinked = Tar::new().symlink("out", "elsewhere").build();
+        let linked = Tar::new()
+            .file("other", "x")
+            .dir("out/")
+            .hardlink("out/h", "other")
+            .build();
+        for (tar, prefix) in [
+            (&symlinked, "out/keep"),
+            (&symlinked, "out"),
+            (&linked, "out"),
+        ] {
+            let dir = tempfile::tempdir()?;
+            let got = apply_layer_under(&tar[..], dir.path(), &flat(false), &[prefix.into()])?;
+            assert!(got.is_none(), "{prefix}: must give up");
+        }
+        // A hard link within the paths is fine.
+        let inside = Tar::new()
+            .dir("out/")
+            .file("out/f", "x")
+            .hardlink("out/h", "out/f")
+            .build();
+        let dir = tempfile::tempdir()?;
+        assert!(
+            apply_layer_under(&inside[..], dir.path(), &flat(false), &["out".into()])?.is_some()
+        );
+        assert!(dir.path().join("out/h").is_file());
+        Ok(())
     }
 }

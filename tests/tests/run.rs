@@ -342,6 +342,51 @@ fn later_steps_see_earlier_changes_through_the_kept_layers() {
     }
 }
 
+/// A stage that another one copies from is brought up to date only at the paths the COPY
+/// --from lines name (when they are plain paths); the copies are the same either way, with
+/// deletions of earlier steps honoured and a symlink on the way followed (by settling it all).
+#[test]
+fn copy_from_a_stage_gets_its_files_whichever_way_it_was_settled() {
+    let stages = "FROM busybox AS gen\n\
+               RUN mkdir -p /out/keep/sub /out/skip && echo k > /out/keep/k \\\n\
+               \x20 && echo old > /out/keep/sub/old && echo s > /out/skip/s\n\
+               RUN rm /out/keep/sub/old && echo new > /out/keep/new && ln -s /out/keep /link\n\
+               FROM busybox\n\
+               COPY --from=gen /out/keep/ /keep/\n";
+    for (extra, via_link) in [("", false), ("COPY --from=gen /link/k /via-link\n", true)] {
+        let ctx = context(&format!("{stages}{extra}"), &[]);
+        for snap in SNAPSHOTTERS {
+            let s = loaded_busybox();
+            let (_dir, local, _) =
+                s.build_local(&["--progress", "plain", "--snapshotter", snap], ctx.path());
+            let mut names: Vec<String> = walkdir(&local.join("keep"));
+            names.sort();
+            assert_eq!(names, ["k", "new", "sub"], "{snap} {extra:?}");
+            assert_eq!(fs::read_to_string(local.join("keep/new")).unwrap(), "new\n");
+            assert!(!local.join("skip").exists() && !local.join("out").exists());
+            if via_link {
+                assert_eq!(fs::read_to_string(local.join("via-link")).unwrap(), "k\n");
+            }
+        }
+    }
+}
+
+/// Paths below `dir`, relative to it.
+fn walkdir(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            if p.is_dir() && !p.is_symlink() {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn user_switches_to_numeric_and_named_users() {
     let ctx = context(
