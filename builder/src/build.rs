@@ -361,6 +361,15 @@ pub fn build(
     opts: &BuildOptions,
     progress: &(dyn Fn(Event) + Sync),
 ) -> Result<Built> {
+    /// However the build ends, the layer blobs it wrote are committed (or removed) before it
+    /// returns: none is left half-done in the store's scratch space.
+    struct Commits<'a>(&'a Store);
+    impl Drop for Commits<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.wait_blobs();
+        }
+    }
+    let _commits = Commits(store);
     let df: Dockerfile = cairn_parser::parse(&opts.dockerfile_name, &opts.dockerfile)?;
     let mut args = platform_args();
     args.extend(opts.build_args.clone());

@@ -33,7 +33,7 @@ where
         return Err(e);
     }
     let (digests, blob) = w.finish()?;
-    let (digest, size) = blob.commit(Some((&digests.digest, Some(digests.size))))?;
+    let (digest, size) = blob.commit_background(Some((&digests.digest, Some(digests.size))))?;
     Ok(StoredLayer {
         descriptor: Descriptor {
             media_type: compression.layer_media_type().to_owned(),

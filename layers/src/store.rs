@@ -37,6 +37,33 @@ const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
 pub struct Store {
     root: PathBuf,
     remover: Remover,
+    /// Blobs whose fsync and rename run in the background ([`BlobWriter::commit_background`]).
+    commits: std::sync::Arc<Commits>,
+}
+
+/// Blobs being made durable and moved into place by background threads, by digest.
+#[derive(Debug, Default)]
+struct Commits {
+    slots: std::sync::Mutex<std::collections::HashMap<Digest, std::sync::Arc<Slot>>>,
+}
+
+/// One background commit: its outcome once known.
+#[derive(Debug, Default)]
+struct Slot {
+    done: std::sync::Mutex<Option<std::result::Result<(), String>>>,
+    cv: std::sync::Condvar,
+}
+
+impl Slot {
+    fn wait(&self) -> std::result::Result<(), String> {
+        let mut g = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(r) = &*g {
+                return r.clone();
+            }
+            g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 /// How trees are deleted. A rootless build writes unpacked layers with subordinate owners that
@@ -172,10 +199,11 @@ pub struct BlobWriter<'s> {
 }
 
 /// A file being written that keeps the disk busy while the caller produces more: every
-/// `WRITEBACK_WINDOW` bytes, writeback of that window starts and the window before it is
-/// waited for (sync_file_range). The fsync at commit then finds little left to write, instead
-/// of the whole blob (the kernel's own writeback would not start below gigabytes of dirty
-/// pages on a large machine), and dirty memory stays bounded.
+/// `WRITEBACK_WINDOW` bytes, writeback of that window starts (sync_file_range, without
+/// waiting). The kernel's own writeback would not start below gigabytes of dirty pages on a
+/// large machine, so a big blob would otherwise reach the disk only inside the commit's
+/// fsync, after all the reading, hashing and compressing; the kernel still throttles a writer
+/// that outruns the disk by its dirty limits.
 #[derive(Debug)]
 struct Writeback {
     file: File,
@@ -208,17 +236,6 @@ impl Writeback {
                 len as libc::off64_t,
                 libc::SYNC_FILE_RANGE_WRITE,
             );
-            if start >= WRITEBACK_WINDOW {
-                let before = start - WRITEBACK_WINDOW;
-                libc::sync_file_range(
-                    fd,
-                    before as libc::off64_t,
-                    WRITEBACK_WINDOW as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                        | libc::SYNC_FILE_RANGE_WRITE
-                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                );
-            }
         }
         self.started = self.written;
     }
@@ -308,6 +325,104 @@ impl BlobWriter<'_> {
         result.map(|()| (digest, size))
     }
 
+    /// Like [`BlobWriter::commit`] for a blob whose digest is known now and whose bytes may
+    /// reach the disk later: the content is checked and flushed to the file here, and its
+    /// fsync and rename run on a background thread, so that the next step can start while a
+    /// large layer is still being written out. Readers through the store wait for it
+    /// ([`Store::wait_blob`]); [`Store::put_image`] waits for all.
+    pub fn commit_background(
+        self,
+        expected: Option<(&Digest, Option<u64>)>,
+    ) -> Result<(Digest, u64)> {
+        let BlobWriter { store, temp, out } = self;
+        let (digest, size, buf) = out.finish();
+        let file = match buf.into_inner() {
+            Ok(w) => w.file,
+            Err(e) => {
+                let _ = std::fs::remove_file(&temp);
+                return Err(Error::Io {
+                    action: "write",
+                    path: temp,
+                    source: e.into_error(),
+                });
+            }
+        };
+        if let Some((want, want_size)) = expected
+            && (*want != digest || want_size.is_some_and(|n| n != size))
+        {
+            let _ = std::fs::remove_file(&temp);
+            return Err(Error::DigestMismatch {
+                what: "blob".into(),
+                expected: want.clone(),
+                actual: digest,
+            });
+        }
+        let slot = std::sync::Arc::new(Slot::default());
+        {
+            let mut slots = store
+                .commits
+                .slots
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(earlier) = slots.get(&digest).cloned() {
+                // The same content is being committed already: that one will do.
+                drop(slots);
+                let _ = std::fs::remove_file(&temp);
+                earlier
+                    .wait()
+                    .map_err(|m| Error::invalid(format!("blob {digest}"), m))?;
+                return Ok((digest, size));
+            }
+            slots.insert(digest.clone(), slot.clone());
+        }
+        let (commits, blobs, path) = (
+            store.commits.clone(),
+            store.root.join("blobs/sha256"),
+            store.blob_path(&digest),
+        );
+        let key = digest.clone();
+        let (slot_on_error, temp_on_error) = (slot.clone(), temp.clone());
+        let work = move || {
+            let r = (|| -> Result<()> {
+                file.sync_all().at("sync", &temp)?;
+                drop(file);
+                if path.exists() {
+                    fs_err::remove_file(&temp).at("remove", &temp)?;
+                    return Ok(());
+                }
+                fs_err::rename(&temp, &path).at("rename into place", &path)?;
+                sync_dir(&blobs)
+            })();
+            if r.is_err() {
+                let _ = std::fs::remove_file(&temp);
+            }
+            let mut done = slot.done.lock().unwrap_or_else(|p| p.into_inner());
+            *done = Some(r.as_ref().map(drop).map_err(|e| e.to_string()));
+            slot.cv.notify_all();
+            drop(done);
+            if r.is_ok() {
+                // Done and in place: later readers need not ask.
+                commits
+                    .slots
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
+            }
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("blob-commit".into())
+            .spawn(work)
+        {
+            let message = format!("cannot start a commit thread: {e}");
+            let _ = std::fs::remove_file(&temp_on_error);
+            let mut done = slot_on_error.done.lock().unwrap_or_else(|p| p.into_inner());
+            *done = Some(Err(message.clone()));
+            slot_on_error.cv.notify_all();
+            return Err(Error::invalid(format!("blob {digest}"), message));
+        }
+        Ok((digest, size))
+    }
+
     /// Gives up on the blob; the temp file is removed.
     pub fn abort(self) {
         let _ = std::fs::remove_file(&self.temp);
@@ -328,6 +443,7 @@ impl Store {
         }
         let store = Store {
             root,
+            commits: Default::default(),
             remover: Remover::default(),
         };
         let layout = store.root.join("oci-layout");
@@ -421,10 +537,45 @@ impl Store {
     }
 
     pub fn has_blob(&self, d: &Digest) -> bool {
-        self.blob_path(d).is_file()
+        self.wait_blob(d).is_ok() && self.blob_path(d).is_file()
+    }
+
+    /// Waits until a blob committed in the background is in place under its digest (at once
+    /// for any other blob); the error of a commit that failed.
+    pub fn wait_blob(&self, d: &Digest) -> Result<()> {
+        let slot = self
+            .commits
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(d)
+            .cloned();
+        match slot {
+            Some(slot) => slot
+                .wait()
+                .map_err(|m| Error::invalid(format!("blob {d}"), m)),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for every background commit; the first error.
+    pub fn wait_blobs(&self) -> Result<()> {
+        let pending: Vec<Digest> = self
+            .commits
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for d in pending {
+            self.wait_blob(&d)?;
+        }
+        Ok(())
     }
 
     pub fn open_blob(&self, d: &Digest) -> Result<File> {
+        self.wait_blob(d)?;
         File::open(self.blob_path(d)).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => Error::BlobNotFound(d.clone()),
             _ => Error::Io {
@@ -623,6 +774,8 @@ impl Store {
     /// Stores a config and a manifest for the given layers (already in the store) and returns
     /// the manifest's descriptor.
     pub fn put_image(&self, config: &ImageConfig, layers: Vec<Descriptor>) -> Result<Descriptor> {
+        // A manifest names only blobs that are durable and in place.
+        self.wait_blobs()?;
         let config_bytes = config.to_bytes();
         let config_digest = self.put_blob(&config_bytes)?;
         let manifest = Manifest::new(
@@ -959,6 +1112,31 @@ mod tests {
             }],
         )
         .unwrap()
+    }
+
+    /// A blob committed in the background: readers wait for it, a wrong expected digest
+    /// stores nothing, the same content twice is one blob, and no temp file stays behind.
+    #[test]
+    fn background_commits() {
+        let (_d, s) = store();
+        let data = vec![7u8; 3 * WRITEBACK_WINDOW as usize + 5];
+        let want = Digest::of(&data);
+        for _ in 0..2 {
+            let mut w = s.blob_writer().unwrap();
+            w.write_all(&data).unwrap();
+            let (d, size) = w.commit_background(Some((&want, None))).unwrap();
+            assert_eq!((d, size), (want.clone(), data.len() as u64));
+        }
+        assert_eq!(s.read_blob(&want).unwrap().len(), data.len());
+        assert!(s.has_blob(&want));
+
+        let mut w = s.blob_writer().unwrap();
+        w.write_all(b"other").unwrap();
+        let err = w.commit_background(Some((&want, None))).unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+        assert!(!s.has_blob(&Digest::of(b"other")));
+        s.wait_blobs().unwrap();
+        assert_eq!(fs_err::read_dir(s.tmp()).unwrap().count(), 0);
     }
 
     #[test]

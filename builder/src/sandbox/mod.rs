@@ -396,6 +396,9 @@ impl Sandbox {
         dir: &Path,
         overlay: bool,
     ) -> Result<Vec<Digest>> {
+        for l in layers {
+            store.wait_blob(&l.digest)?;
+        }
         let req = Request::Unpack {
             layers: layers
                 .iter()
