@@ -200,6 +200,7 @@ pub fn run(
         clamp_mtime: None,
         tty: opts.tty,
         console: false,
+        cgroup_procs: Vec::new(),
         keep_upper: None,
         cleanup,
     };

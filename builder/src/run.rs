@@ -226,6 +226,7 @@ pub(crate) fn run_step(
         clamp_mtime: epoch,
         tty: false,
         console: false,
+        cgroup_procs: Vec::new(),
         keep_upper: matches!(root_kind, RootKind::Overlay).then(|| run_dir.keep.clone()),
         cleanup: vec![base.clone()],
     };

@@ -266,6 +266,12 @@ impl Cgroup {
 
     /// Moves process `pid` (and so its future children) into the cgroup: the v2
     /// `cgroup.procs`, or that of every v1 controller directory.
+    /// The `cgroup.procs` files a process writes "0" to in order to join (one per v1
+    /// hierarchy).
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+    }
+
     pub fn add(&self, pid: u32) -> Result<(), CgroupError> {
         for dir in &self.dirs {
             let path = dir.join("cgroup.procs");

@@ -486,6 +486,10 @@ fn child(spec: &RunSpec, root: &Path) -> String {
 
 fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, Fail> {
     sys::die_with_parent(libc::SIGKILL);
+    for procs in &spec.cgroup_procs {
+        std::fs::write(procs, "0")
+            .map_err(|e| format!("join the cgroup {}: {e}", procs.display()))?;
+    }
     // SAFETY: resetting handlers inherited from the helper.
     unsafe {
         libc::signal(libc::SIGTERM, libc::SIG_DFL);

@@ -464,13 +464,10 @@ impl Sandbox {
         } else {
             None
         };
-        let mut h = self.spawn_in(
-            &Request::Run(Box::new(spec)),
-            stdio,
-            log_w,
-            data_w,
-            cg.as_ref(),
-        )?;
+        if let Some(cg) = &cg {
+            spec.cgroup_procs = cg.procs_files();
+        }
+        let mut h = self.spawn_in(&Request::Run(Box::new(spec)), stdio, log_w, data_w, None)?;
         std::thread::scope(|scope| {
             let reader = log_r.map(|r| {
                 scope.spawn(move || {

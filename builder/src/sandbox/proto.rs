@@ -114,6 +114,11 @@ pub struct RunSpec {
     /// unpacked lowerdir: it already is that layer, in overlay form.
     #[serde(default)]
     pub keep_upper: Option<PathBuf>,
+    /// The limits' cgroup: pid 1 joins it (writing 0 to each file) before it sets up the
+    /// container, so the limits bind the step's processes and never the helper, which the
+    /// OOM killer could otherwise pick (it is the largest process early in a step).
+    #[serde(default)]
+    pub cgroup_procs: Vec<PathBuf>,
     /// Removed (from inside the namespace) when the helper ends.
     pub cleanup: Vec<PathBuf>,
 }
