@@ -1226,6 +1226,15 @@ fn cairn_run_passes_env_volumes_and_exit_status() {
     assert!(tmp_entries(&s).is_empty(), "{:?}", tmp_entries(&s));
 }
 
+/// A context with only a Dockerfile, readable by every user.
+fn readable_context(dockerfile: &str) -> tempfile::TempDir {
+    let ctx = context(dockerfile, &[]);
+    fs::set_permissions(ctx.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let file = ctx.path().join("Dockerfile");
+    fs::set_permissions(file, fs::Permissions::from_mode(0o644)).unwrap();
+    ctx
+}
+
 /// A user with no subordinate ranges, made (or stripped of its ranges) here: only root can.
 fn user_without_ranges() -> &'static str {
     const USER: &str = "cairn-single";
@@ -1320,13 +1329,7 @@ fn a_user_without_ranges_builds_with_one_id_and_is_told_how_to_get_more() {
         ]));
     }
 
-    let ctx = context("FROM busybox\nRUN echo hi > /hi && id -u > /uid\n", &[]);
-    fs::set_permissions(ctx.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    fs::set_permissions(
-        ctx.path().join("Dockerfile"),
-        fs::Permissions::from_mode(0o644),
-    )
-    .unwrap();
+    let ctx = readable_context("FROM busybox\nRUN echo hi > /hi && id -u > /uid\n");
     let tar = home.join("rootfs.tar");
     let dest = format!("type=tar,dest={}", tar.display());
     let out = ok(as_user(&[
@@ -1358,13 +1361,7 @@ fn a_user_without_ranges_builds_with_one_id_and_is_told_how_to_get_more() {
         assert!(line.contains(" 0/0 "), "{line}");
     }
 
-    let needs_more = context("FROM owned:1\nRUN cat /owned\n", &[]);
-    fs::set_permissions(needs_more.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    fs::set_permissions(
-        needs_more.path().join("Dockerfile"),
-        fs::Permissions::from_mode(0o644),
-    )
-    .unwrap();
+    let needs_more = readable_context("FROM owned:1\nRUN cat /owned\n");
     let out = as_user(&[
         "build",
         "--progress",
