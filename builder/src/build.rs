@@ -20,7 +20,7 @@ use cairn_parser::instruction::{ArgDef, Instruction, InstructionKind, Source};
 use cairn_parser::{Dockerfile, ErrorKind, ParseError, Span, StageGraph};
 
 use crate::context::BuildContext;
-use crate::copy::{CopyRequest, CopySource, SourceRoot, copy_to_tar};
+use crate::copy::{CopyRequest, CopySource, SourceRoot, plan_copy};
 use crate::error::{Error, Result};
 use crate::meta::{self, MetaState};
 use crate::sandbox::{Limits, Sandbox, Snapshotter};
@@ -50,6 +50,10 @@ pub struct BuildOptions {
     pub limits: Limits,
     /// `--secret id=...`: secret id → its bytes, for `RUN --mount=type=secret`.
     pub secrets: BTreeMap<String, Vec<u8>>,
+    /// `--no-cache`: run every step; `--no-cache-filter STAGE`: run every step of these
+    /// stages (by name or index). Results are recorded either way.
+    pub no_cache: bool,
+    pub no_cache_filter: Vec<String>,
 }
 
 /// A named build context: a directory (COPY --from reads it with its own .dockerignore; FROM
@@ -93,6 +97,10 @@ pub enum Event {
     },
     /// A step finished after `seconds`.
     Done { id: usize, seconds: f64 },
+    /// A step's result came from the cache.
+    Cached { id: usize },
+    /// Why a step's result could not come from the cache (one line).
+    Miss { id: usize, reason: String },
     /// A line a step's process wrote (RUN's output).
     Log { id: usize, line: String },
     /// Something the user should know once (the sandbox's set-up, for instance).
@@ -161,6 +169,14 @@ pub(crate) struct StageState {
     pub(crate) pending_dirs: std::collections::BTreeSet<String>,
     pub(crate) args: BTreeMap<String, String>,
     pub(crate) meta: MetaState,
+    /// The cache key of the last step, and whether every step so far came from the cache.
+    pub(crate) key: crate::cache::Key,
+    pub(crate) all_hits: bool,
+    /// `--no-cache` or `--no-cache-filter` names this stage.
+    pub(crate) no_cache: bool,
+    /// Where the current step is (Dockerfile, stage, step), to explain a miss by what changed
+    /// since the step last ran.
+    pub(crate) position: String,
 }
 
 impl StageState {
@@ -262,6 +278,8 @@ pub(crate) struct StageResult {
     pub(crate) pending: Vec<Descriptor>,
     /// `rootfs` is complete only at these paths (the ones the build's COPY --from name).
     pub(crate) partial: Option<Vec<String>>,
+    pub(crate) key: crate::cache::Key,
+    pub(crate) all_hits: bool,
 }
 
 fn is_root() -> bool {
@@ -416,6 +434,7 @@ pub fn build(
     let next_id = AtomicUsize::new(0);
     let sandbox = std::sync::OnceLock::new();
     let mut results: BTreeMap<usize, StageResult> = BTreeMap::new();
+    let cache = crate::cache::Cache::open(store);
     let waves = graph.reachable(target);
     let building: std::collections::BTreeSet<usize> = waves.iter().flatten().copied().collect();
     // Stages of one wave need nothing from each other: they run in parallel.
@@ -437,6 +456,7 @@ pub fn build(
                         progress,
                         building: &building,
                         target,
+                        cache: &cache,
                     };
                     let (graph, work, next_id) = (&graph, &work, &next_id);
                     scope.spawn(move || {
@@ -473,8 +493,28 @@ pub fn build(
     })?;
     let mut config = result.config;
     config.config.labels.extend(opts.labels.clone());
-    config.created = Some(timestamp(epoch));
-    let manifest = store.put_image(&config, result.layers)?;
+    // Every step a hit: the image the same steps made before, so its ID is the same too.
+    let mut image_key = crate::cache::KeyHasher::new("IMAGE", &result.key);
+    image_key.field(
+        "labels",
+        serde_json::to_vec(&config.config.labels).unwrap_or_default(),
+    );
+    image_key.field("epoch", format!("{epoch:?}"));
+    let image_key = image_key.finish();
+    let all_hits = results.values().all(|r| r.all_hits) && result.all_hits;
+    let reused = all_hits
+        .then(|| cache.get_image(store, &image_key))
+        .flatten();
+    let (manifest, config) = match reused {
+        Some((manifest, config)) => (manifest, config),
+        None => {
+            config.created = Some(timestamp(epoch));
+            let manifest = store.put_image(&config, result.layers)?;
+            cache.put_image(&image_key, &manifest)?;
+            (manifest, config)
+        }
+    };
+    cache.save()?;
     Ok(Built {
         manifest,
         config,
@@ -519,10 +559,13 @@ fn build_stage(
         .iter()
         .find(|e| e.stage == index && e.kind == cairn_parser::EdgeKind::From)
         .map(|e| e.needs);
+    let base_id: String;
     let (config, layers) = if let Some(dep) = from_stage {
         let r = &results[&dep];
+        base_id = format!("stage:{}", r.key.hex());
         (r.config.clone(), r.layers.clone())
     } else if base.eq_ignore_ascii_case("scratch") {
+        base_id = "scratch".into();
         (ImageConfig::scratch(), Vec::new())
     } else {
         let named = opts.contexts.get(base.as_str()).cloned().or_else(|| {
@@ -533,6 +576,7 @@ fn build_stage(
             Some(NamedContext::OciLayout { dir, tag }) => {
                 let manifest = cairn_layers::archive::layout_image(store, &dir, tag.as_deref())
                     .map_err(|e| at(opts, stage.span, "FROM", e.to_string()))?;
+                base_id = format!("image:{}", manifest.digest);
                 let img = store.image(&manifest)?;
                 (img.config, img.manifest.layers)
             }
@@ -546,6 +590,7 @@ fn build_stage(
                     cairn_layers::diff::write_dir(&dir, w, &tar_opts).map(|_| ())
                 })?;
                 let mut config = ImageConfig::scratch();
+                base_id = format!("layer:{}", layer.diff_id);
                 config.rootfs.diff_ids.push(layer.diff_id);
                 (config, vec![layer.descriptor])
             }
@@ -558,12 +603,23 @@ fn build_stage(
                         format!("image {base:?} is not in the store; load it first with `cairn load -i PATH -t {base}`"),
                     )
                 })?;
+                base_id = format!("image:{}", manifest.digest);
                 let img = store.image(&manifest)?;
                 (img.config, img.manifest.layers)
             }
         }
     };
     unpack_layers(store, &layers, &rootfs)?;
+    let mut from_key = crate::cache::KeyHasher::new("FROM", &crate::cache::Key::root());
+    from_key.field("base", &base_id);
+    let no_cache = opts.no_cache
+        || opts.no_cache_filter.iter().any(|f| {
+            stage
+                .name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(f))
+                || f.parse::<usize>().ok() == Some(index)
+        });
     let mut config = config;
     // A new image starts a new history only in name: the base's history stays.
     let onbuild = config.config.on_build.take();
@@ -575,6 +631,10 @@ fn build_stage(
         pending_dirs: Default::default(),
         args: BTreeMap::new(),
         meta: MetaState::default(),
+        key: from_key.finish(),
+        all_hits: true,
+        no_cache,
+        position: String::new(),
     };
     progress(Event::Done {
         id: step_id,
@@ -600,11 +660,25 @@ fn build_stage(
         if crate::sandbox::cancelled() {
             return Err(Error::Cancelled);
         }
-        step(cx, &mut st, ins, step_id)?;
-        progress(Event::Done {
-            id: step_id,
-            seconds: started.elapsed().as_secs_f64(),
-        });
+        st.position = format!(
+            "{}\0{}\0{index}\0{i}",
+            std::fs::canonicalize(&opts.context)
+                .unwrap_or_else(|_| opts.context.clone())
+                .display(),
+            opts.dockerfile_name
+        );
+        match step(cx, &mut st, ins, step_id)? {
+            Outcome::Cached => progress(Event::Cached { id: step_id }),
+            outcome => {
+                if outcome == Outcome::Ran {
+                    st.all_hits = false;
+                }
+                progress(Event::Done {
+                    id: step_id,
+                    seconds: started.elapsed().as_secs_f64(),
+                })
+            }
+        }
     }
     // Another stage of this build reads this one's files (COPY --from, RUN --mount from=):
     // settle now, only the paths its COPY --from names when they are plain paths. FROM builds
@@ -635,6 +709,8 @@ fn build_stage(
         rootfs: st.rootfs,
         pending: st.pending,
         partial,
+        key: st.key,
+        all_hits: st.all_hits,
     })
 }
 
@@ -677,6 +753,7 @@ pub(crate) struct Ctx<'a> {
     /// The stages this build runs, and the one whose image it makes.
     pub(crate) building: &'a std::collections::BTreeSet<usize>,
     pub(crate) target: usize,
+    pub(crate) cache: &'a crate::cache::Cache,
 }
 
 /// COPY's and ADD's arguments, as one shape.
@@ -693,7 +770,18 @@ struct CopyArgs<'a> {
     is_add: bool,
 }
 
-fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) -> Result<()> {
+/// How a step got its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// It ran (and its result is recorded in the cache).
+    Ran,
+    /// Its recorded result was used.
+    Cached,
+    /// A metadata step: worked out again every time, it costs nothing.
+    Meta,
+}
+
+fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) -> Result<Outcome> {
     let Ctx {
         store,
         opts,
@@ -709,39 +797,45 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
         InstructionKind::Arg { args } => {
             declare(&mut st.args, args, globals, &opts.build_args, lexer).map_err(fail)?;
         }
-        InstructionKind::Run(run) => crate::run::run_step(cx, st, ins, run, step_id)?,
-        InstructionKind::Copy(c) => copy_step(
-            cx,
-            st,
-            ins,
-            CopyArgs {
-                parents: c.parents,
-                excludes: &c.excludes,
-                sources: &c.sources,
-                dest: &c.dest,
-                from: c.from.as_deref(),
-                chown: c.chown.as_deref(),
-                chmod: c.chmod.as_deref(),
-                checksum: None,
-                is_add: false,
-            },
-        )?,
-        InstructionKind::Add(a) => copy_step(
-            cx,
-            st,
-            ins,
-            CopyArgs {
-                parents: false,
-                excludes: &a.excludes,
-                sources: &a.sources,
-                dest: &a.dest,
-                from: None,
-                chown: a.chown.as_deref(),
-                chmod: a.chmod.as_deref(),
-                checksum: a.checksum.as_deref(),
-                is_add: true,
-            },
-        )?,
+        InstructionKind::Run(run) => return crate::run::run_step(cx, st, ins, run, step_id),
+        InstructionKind::Copy(c) => {
+            return copy_step(
+                cx,
+                st,
+                ins,
+                CopyArgs {
+                    parents: c.parents,
+                    excludes: &c.excludes,
+                    sources: &c.sources,
+                    dest: &c.dest,
+                    from: c.from.as_deref(),
+                    chown: c.chown.as_deref(),
+                    chmod: c.chmod.as_deref(),
+                    checksum: None,
+                    is_add: false,
+                },
+                step_id,
+            );
+        }
+        InstructionKind::Add(a) => {
+            return copy_step(
+                cx,
+                st,
+                ins,
+                CopyArgs {
+                    parents: false,
+                    excludes: &a.excludes,
+                    sources: &a.sources,
+                    dest: &a.dest,
+                    from: None,
+                    chown: a.chown.as_deref(),
+                    chmod: a.chmod.as_deref(),
+                    checksum: a.checksum.as_deref(),
+                    is_add: true,
+                },
+                step_id,
+            );
+        }
         InstructionKind::From(_) => return Err(fail("FROM inside a stage".into())),
         _ => {
             meta::apply(
@@ -761,16 +855,107 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
                 };
                 let missing = missing_dirs(&view, &st.config.config.working_dir);
                 if !missing.is_empty() {
+                    let mut key = crate::cache::KeyHasher::new("WORKDIR", &st.key);
+                    key.field("instruction", &ins.original);
+                    for m in &missing {
+                        key.field("dir", m);
+                    }
+                    let (key, summary) = key.finish_with_summary();
+                    if use_cached(cx, st, &key, &summary, step_id)? {
+                        return Ok(Outcome::Cached);
+                    }
                     let mtime = epoch.unwrap_or_else(|| jiff::Timestamp::now().as_second());
                     let layer =
                         write_layer(store, opts.compression, |w| dirs_tar(w, &missing, mtime))?;
-                    return add_layer(st, layer, missing.into_iter().collect(), ins, created);
+                    let rec = layer_record(&layer);
+                    add_layer(st, layer, missing.iter().cloned().collect(), ins, created)?;
+                    record(cx, st, key, Some(rec), missing)?;
+                    return Ok(Outcome::Ran);
                 }
             }
             push_empty(&mut st.config, ins, created);
         }
     }
+    // A metadata step: the next key covers what it did to the config. (An ARG changes no
+    // config: the steps that use its value have it in their own keys, so a changed build arg
+    // misses only those.)
+    if !matches!(ins.kind, InstructionKind::Arg { .. }) {
+        let mut key = crate::cache::KeyHasher::new("META", &st.key);
+        key.field(
+            "config",
+            serde_json::to_vec(&st.config.config).unwrap_or_default(),
+        );
+        st.key = key.finish();
+    }
+    Ok(Outcome::Meta)
+}
+
+/// A hit for `key` (unless the stage runs uncached): the recorded layer and history entry
+/// join the stage, and the chain moves on to `key`.
+pub(crate) fn use_cached(
+    cx: &Ctx<'_>,
+    st: &mut StageState,
+    key: &crate::cache::Key,
+    summary: &crate::cache::Summary,
+    step_id: usize,
+) -> Result<bool> {
+    let found = if st.no_cache {
+        None
+    } else {
+        cx.cache.get(cx.store, key)
+    };
+    let Some(rec) = found else {
+        // Say why, when this step ran before with other inputs.
+        if !st.no_cache
+            && let Some(before) = cx.cache.last_summary(&st.position)
+        {
+            (cx.progress)(Event::Miss {
+                id: step_id,
+                reason: summary.explain(&before, &st.args),
+            });
+        }
+        cx.cache.put_summary(&st.position, summary)?;
+        return Ok(false);
+    };
+    if let Some(l) = rec.layer {
+        st.pending.push(l.descriptor.clone());
+        st.pending_dirs.extend(rec.dirs);
+        st.config.rootfs.diff_ids.push(l.diff_id);
+        st.layers.push(l.descriptor);
+    }
+    st.config.history.push(rec.history);
+    st.key = *key;
+    Ok(true)
+}
+
+/// What the step that just ran made, recorded under `key`: its layer (if any) and the last
+/// history entry.
+pub(crate) fn record(
+    cx: &Ctx<'_>,
+    st: &mut StageState,
+    key: crate::cache::Key,
+    layer: Option<crate::cache::LayerRecord>,
+    dirs: Vec<String>,
+) -> Result<()> {
+    let history = st.config.history.last().cloned().unwrap_or_default();
+    cx.cache.put(
+        &key,
+        &crate::cache::Record {
+            layer,
+            history,
+            dirs,
+        },
+    )?;
+    st.key = key;
     Ok(())
+}
+
+pub(crate) fn layer_record(l: &cairn_layers::layer::StoredLayer) -> crate::cache::LayerRecord {
+    crate::cache::LayerRecord {
+        descriptor: l.descriptor.clone(),
+        diff_id: l.diff_id.clone(),
+        uncompressed_size: l.uncompressed_size,
+    }
 }
 
 /// The directories of `path` (from the root down) that the image does not have.
@@ -837,7 +1022,8 @@ fn copy_step(
     st: &mut StageState,
     ins: &Instruction,
     args: CopyArgs<'_>,
-) -> Result<()> {
+    step_id: usize,
+) -> Result<Outcome> {
     let Ctx {
         store,
         opts,
@@ -956,6 +1142,7 @@ fn copy_step(
     // --from: a stage (by name or index), or an image from the store.
     let image_dir;
     let named_dir;
+    let mut from_id: Option<String> = None;
     let from_root = match from {
         None => SourceRoot::Context(cx.context),
         Some(f) => {
@@ -978,6 +1165,9 @@ fn copy_step(
                     _ => None,
                 })
                 .collect();
+            if let Some(r) = stage.and_then(|i| cx.results.get(&i)) {
+                from_id = Some(format!("stage:{}", r.key.hex()));
+            }
             match stage.and_then(|i| cx.results.get(&i)) {
                 Some(r)
                     if r.pending.is_empty()
@@ -1012,6 +1202,7 @@ fn copy_step(
                         let manifest =
                             cairn_layers::archive::layout_image(store, &dir, tag.as_deref())
                                 .map_err(|e| fail(format!("--from={f}: {e}")))?;
+                        from_id = Some(format!("image:{}", manifest.digest));
                         let img = store.image(&manifest)?;
                         image_dir = st.rootfs.with_extension(format!("from-{}", img.id().hex()));
                         if !image_dir.exists() {
@@ -1025,6 +1216,7 @@ fn copy_step(
                                 "--from={f}: no such stage, build context or image in the store"
                             ))
                         })?;
+                        from_id = Some(format!("image:{}", manifest.digest));
                         let img = store.image(&manifest)?;
                         image_dir = st.rootfs.with_extension(format!("from-{}", img.id().hex()));
                         if !image_dir.exists() {
@@ -1040,9 +1232,36 @@ fn copy_step(
         root: &st.rootfs,
         pending_dirs: &st.pending_dirs,
     };
+    let plan = plan_copy(from_root, &req, &view).map_err(|e| fail(inner(e)))?;
+    // The key: the options as expanded, and what the plan will write. Files of the context
+    // are known by their content (remembered by metadata); a stage's or an image's files by
+    // that stage's key or image, which fix their content.
+    let mut key = crate::cache::KeyHasher::new(if is_add { "ADD" } else { "COPY" }, &st.key);
+    key.field("dest", &req.dest)
+        .field("workdir", &req.workdir)
+        .field("owner", format!("{}:{}", req.owner.uid, req.owner.gid))
+        .field("chmod", req.chmod.as_deref().unwrap_or(""))
+        .field("parents", req.parents.to_string())
+        .field("from", from_id.as_deref().unwrap_or("context"));
+    for e in &req.excludes {
+        key.field("exclude", e);
+    }
+    let by_content = |p: &Path, m: &std::fs::Metadata| cx.cache.file_digest(p, m);
+    let by_source = |_: &Path, _: &std::fs::Metadata| Ok(String::new());
+    let digest_of: &dyn Fn(&Path, &std::fs::Metadata) -> Result<String> = if from_id.is_some() {
+        &by_source
+    } else {
+        &by_content
+    };
+    plan.describe(&req, &mut key, digest_of)
+        .map_err(|e| fail(inner(e)))?;
+    let (key, summary) = key.finish_with_summary();
+    if use_cached(cx, st, &key, &summary, step_id)? {
+        return Ok(Outcome::Cached);
+    }
     let mut dirs = Default::default();
     let layer = write_layer(store, opts.compression, |w| {
-        dirs = copy_to_tar(from_root, &req, &view, w).map_err(|e| match e {
+        dirs = plan.write(&req, w).map_err(|e| match e {
             Error::Layers(l) => l,
             other => cairn_layers::Error::Invalid {
                 what: ins.original.clone(),
@@ -1054,7 +1273,11 @@ fn copy_step(
     .map_err(|e| fail(strip_invalid(&e)))?;
     // The layer holds the downloads now.
     drop(downloads);
-    add_layer(st, layer, dirs, ins, created)
+    let rec = layer_record(&layer);
+    let dir_list: Vec<String> = dirs.iter().cloned().collect();
+    add_layer(st, layer, dirs, ins, created)?;
+    record(cx, st, key, Some(rec), dir_list)?;
+    Ok(Outcome::Ran)
 }
 
 fn push_empty(config: &mut ImageConfig, ins: &Instruction, created: String) {

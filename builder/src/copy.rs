@@ -185,6 +185,7 @@ fn has_wildcard(s: &str) -> bool {
 
 /// An entry to write: where it goes in the image and where its bytes come from; or a local
 /// archive that ADD unpacks under `dest`.
+#[derive(Debug)]
 struct Planned {
     dest: String,
     src: PathBuf,
@@ -377,6 +378,26 @@ pub fn copy_to_tar(
     image: &ImageView<'_>,
     out: &mut dyn Write,
 ) -> Result<BTreeSet<String>> {
+    plan_copy(from, req, image)?.write(req, out)
+}
+
+/// What a COPY or ADD will write, worked out from the sources' metadata alone (nothing is
+/// read): the cache key comes from it before any byte is copied.
+#[derive(Debug)]
+pub struct CopyPlan<'r> {
+    /// Missing directories above the destination, made owned by the --chown user.
+    parents: Vec<String>,
+    contents: Vec<(String, &'r [u8])>,
+    files: Vec<(String, &'r Path, i64)>,
+    planned: Vec<Planned>,
+}
+
+/// Plans a COPY or ADD: every source expanded and checked, every entry's place decided.
+pub fn plan_copy<'r>(
+    from: SourceRoot<'_>,
+    req: &'r CopyRequest,
+    image: &ImageView<'_>,
+) -> Result<CopyPlan<'r>> {
     let dest_abs = if req.dest.starts_with('/') {
         req.dest.clone()
     } else {
@@ -561,13 +582,8 @@ pub fn copy_to_tar(
         }
     }
 
-    let mut tar = tar::Builder::new(out);
-    let mtime = |t: i64| req.clamp_mtime.map_or(t, |c| t.min(c)).max(0) as u64;
-    let now = req
-        .clamp_mtime
-        .unwrap_or_else(|| jiff::Timestamp::now().as_second());
     // Missing parents of the destination are created owned by the --chown user, 0755.
-    let mut written: BTreeSet<String> = BTreeSet::new();
+    let mut parents = Vec::new();
     let mut parent = String::new();
     let dest_for_parents: Vec<String> = if into_dir {
         dest_parts.clone()
@@ -578,10 +594,109 @@ pub fn copy_to_tar(
         parent = join(&parent, part);
         let exists = image.is_dir(&parent);
         if !exists && !planned.iter().any(|p| p.dest == parent) {
-            let mut h = header(tar::EntryType::Directory, 0o755, req.owner, mtime(now), 0);
-            append(&mut tar, &mut h, &format!("{parent}/"), std::io::empty())?;
-            written.insert(parent.clone());
+            parents.push(parent.clone());
         }
+    }
+    Ok(CopyPlan {
+        parents,
+        contents,
+        files,
+        planned,
+    })
+}
+
+impl CopyPlan<'_> {
+    /// Writes the planned entries as a layer tar; returns the directories it adds.
+    pub fn write(self, req: &CopyRequest, out: &mut dyn Write) -> Result<BTreeSet<String>> {
+        let CopyPlan {
+            parents,
+            contents,
+            files,
+            planned,
+        } = self;
+        write_plan(req, parents, contents, files, planned, out)
+    }
+
+    /// Feeds what the layer will hold to `key`, in order: each entry's place, type, mode
+    /// (after --chmod), owner, link target and content digest (from `digest_of`, which may
+    /// remember files by their metadata), never a file time. Returns the paths and content
+    /// digests of the regular files, for explaining a later miss.
+    pub fn describe(
+        &self,
+        req: &CopyRequest,
+        key: &mut crate::cache::KeyHasher,
+        digest_of: &dyn Fn(&Path, &Metadata) -> Result<String>,
+    ) -> Result<Vec<(String, String)>> {
+        let mut files_seen = Vec::new();
+        for p in &self.parents {
+            key.field("parent-dir", p);
+        }
+        for (target, data) in &self.contents {
+            key.field("content", target);
+            key.field("data", data);
+        }
+        for (target, path, _) in &self.files {
+            let meta = std::fs::metadata(path).map_err(io_err("stat", path))?;
+            let d = digest_of(path, &meta)?;
+            key.field("download", target);
+            key.field("digest", &d);
+            files_seen.push((target.clone(), d));
+        }
+        for p in &self.planned {
+            let ft = p.meta.file_type();
+            let src_mode = p.meta.permissions().mode() & 0o7777;
+            let mode = match &req.chmod {
+                Some(spec) => apply_chmod(spec, src_mode, ft.is_dir())?,
+                None => src_mode,
+            };
+            key.field("entry", &p.dest);
+            // Without --chmod, group and other write bits are left out: they are what a
+            // checkout's umask decides (022 or 002), and the same checkout should hit.
+            let keyed_mode = if req.chmod.is_some() {
+                mode
+            } else {
+                mode & !0o022
+            };
+            key.field("mode", keyed_mode.to_string());
+            if p.archive {
+                let d = digest_of(&p.src, &p.meta)?;
+                key.field("archive", &d);
+                files_seen.push((p.dest.clone(), d));
+            } else if ft.is_dir() {
+                key.field("type", "dir");
+            } else if ft.is_symlink() {
+                let target = std::fs::read_link(&p.src).map_err(io_err("read link", &p.src))?;
+                key.field("symlink", target.as_os_str().as_encoded_bytes());
+            } else if ft.is_file() {
+                let d = digest_of(&p.src, &p.meta)?;
+                key.field("file", &d);
+                files_seen.push((p.dest.clone(), d));
+            } else {
+                key.field("type", "skipped");
+            }
+        }
+        Ok(files_seen)
+    }
+}
+
+fn write_plan(
+    req: &CopyRequest,
+    parents: Vec<String>,
+    contents: Vec<(String, &[u8])>,
+    files: Vec<(String, &Path, i64)>,
+    planned: Vec<Planned>,
+    out: &mut dyn Write,
+) -> Result<BTreeSet<String>> {
+    let mut tar = tar::Builder::new(out);
+    let mtime = |t: i64| req.clamp_mtime.map_or(t, |c| t.min(c)).max(0) as u64;
+    let now = req
+        .clamp_mtime
+        .unwrap_or_else(|| jiff::Timestamp::now().as_second());
+    let mut written: BTreeSet<String> = BTreeSet::new();
+    for parent in parents {
+        let mut h = header(tar::EntryType::Directory, 0o755, req.owner, mtime(now), 0);
+        append(&mut tar, &mut h, &format!("{parent}/"), std::io::empty())?;
+        written.insert(parent);
     }
     for (target, data) in contents {
         let mode = match &req.chmod {

@@ -1,8 +1,10 @@
 //! cairn-builder executes the stage graph: the build context and .dockerignore ([`context`],
 //! [`ignore`]), COPY/ADD ([`copy`]), metadata instructions ([`meta`]), stages in order
-//! ([`build`]) and outputs ([`output`]). RUN's sandbox and the cache come with later issues.
+//! ([`build`]), RUN in its sandbox ([`sandbox`]), the build cache ([`cache`]) and outputs
+//! ([`output`]).
 
 pub mod build;
+pub mod cache;
 pub mod container;
 pub mod context;
 pub mod copy;

@@ -8,7 +8,7 @@ use cairn_layers::layer::write_layer;
 use cairn_parser::instruction::{Command, Instruction, NetworkMode, Run};
 use cairn_parser::mount::{CacheSharing, Mount, MountType};
 
-use crate::build::{Ctx, Event, StageState, add_layer, at};
+use crate::build::{Ctx, Event, Outcome, StageState, add_layer, at};
 use crate::error::{Error, Result, io_err};
 use crate::meta;
 use crate::sandbox::{self, MountSpec, Network, RootSpec, RunSpec, Sandbox, Stdio3, Tail};
@@ -76,7 +76,7 @@ pub(crate) fn run_step(
     ins: &Instruction,
     run: &Run,
     step_id: usize,
-) -> Result<()> {
+) -> Result<Outcome> {
     let Ctx {
         store,
         opts,
@@ -85,7 +85,6 @@ pub(crate) fn run_step(
         ..
     } = *cx;
     let fail = |m: String| at(opts, ins.span, "RUN", m);
-    let sb = sandbox(cx).map_err(|e| fail(e.to_string()))?;
 
     // The environment: the image's ENV, then the stage's ARGs where ENV does not set them.
     let mut env = st.config.config.env.clone();
@@ -107,6 +106,38 @@ pub(crate) fn run_step(
     let mut words_env = st.args.clone();
     words_env.extend(meta::env_map(&st.config));
     let expand = |w: &str| lexer.process_word(w, &words_env).map_err(|e| e.to_string());
+
+    // The cache key: the command as written with its heredocs, everything the process sees
+    // (environment, so the stage's ARGs; working directory; user; shell; network) and its
+    // mounts as expanded, with the content behind a bind mount of the context.
+    let mut key = crate::cache::KeyHasher::new("RUN", &st.key);
+    key.field("instruction", &ins.original);
+    for h in &run.heredocs {
+        key.field("heredoc", &h.name).field("body", &h.content);
+    }
+    for e in &env {
+        key.field("env", e);
+    }
+    key.field("workdir", &st.config.config.working_dir)
+        .field("user", &st.config.config.user)
+        .field("shell", meta::shell_of(&st.config).join("\0"))
+        .field("network", format!("{:?}", run.network));
+    for (i, m) in run.mounts.iter().enumerate() {
+        let m = Mount::parse_with(&m.raw, i, &expand).map_err(&fail)?;
+        key.field("mount", serde_json::to_vec(&m).unwrap_or_default());
+        if m.kind == MountType::Bind {
+            let identity = mount_source_identity(cx, &m).map_err(|e| match e {
+                Error::Instruction { message, .. } => fail(format!("--mount {}: {message}", m.raw)),
+                other => other,
+            })?;
+            key.field("source", identity);
+        }
+    }
+    let (key, summary) = key.finish_with_summary();
+    if crate::build::use_cached(cx, st, &key, &summary, step_id)? {
+        return Ok(Outcome::Cached);
+    }
+    let sb = sandbox(cx).map_err(|e| fail(e.to_string()))?;
 
     let base = store.tmp_dir().join(format!(
         "run-{}-{}",
@@ -282,10 +313,12 @@ pub(crate) fn run_step(
     }
     let created = timestamp(epoch);
     let created_by = history_line(st, &shown);
+    let mut recorded = None;
     match layer {
         // A step that changed nothing adds no layer, as BuildKit's exporter does.
         // (The copy snapshotter's diff of an unchanged tree is a bare end-of-archive.)
         Some(Some(layer)) if layer.uncompressed_size > 1024 => {
+            recorded = Some(crate::build::layer_record(&layer));
             if run_dir.keep.is_dir() {
                 // The upper directory is this layer unpacked for overlay: the next step's
                 // lowerdir, with no second pass over the blob. (Dropping run_dir removes it
@@ -306,7 +339,67 @@ pub(crate) fn run_step(
             ..History::default()
         }),
     }
-    Ok(())
+    crate::build::record(cx, st, key, recorded, Vec::new())?;
+    Ok(Outcome::Ran)
+}
+
+/// What a bind mount's source is, for the cache key: a stage by its key, an image by its
+/// manifest, the context or a named context by the content below the source.
+fn mount_source_identity(cx: &Ctx<'_>, m: &Mount) -> Result<String> {
+    let rel = m.source.clone().unwrap_or_default();
+    let root = match m.from.as_deref() {
+        None => cx.context.root().to_path_buf(),
+        Some(from) => {
+            let stage = cx
+                .df
+                .stages
+                .iter()
+                .position(|s| {
+                    s.name
+                        .as_deref()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(from))
+                })
+                .or_else(|| from.parse::<usize>().ok());
+            if let Some(r) = stage.and_then(|i| cx.results.get(&i)) {
+                return Ok(format!("stage:{}:{rel}", r.key.hex()));
+            }
+            match cx.opts.contexts.get(from) {
+                Some(crate::build::NamedContext::Dir(d)) => d.clone(),
+                _ => {
+                    let (_, manifest) = cx.store.resolve(from).map_err(|_| Error::Instruction {
+                        instruction: "RUN".into(),
+                        message: format!("from={from}: no stage or image of that name"),
+                    })?;
+                    return Ok(format!("image:{}:{rel}", manifest.digest));
+                }
+            }
+        }
+    };
+    let source = resolve_in(&root, &rel)?;
+    let mut key = crate::cache::KeyHasher::new("TREE", &crate::cache::Key::root());
+    for e in walkdir::WalkDir::new(&source).sort_by_file_name() {
+        let e = e.map_err(|e| Error::Instruction {
+            instruction: "RUN".into(),
+            message: format!("reading {}: {e}", source.display()),
+        })?;
+        let meta = e
+            .path()
+            .symlink_metadata()
+            .map_err(io_err("stat", e.path()))?;
+        let rel = e.path().strip_prefix(&source).unwrap_or(e.path());
+        use std::os::unix::fs::PermissionsExt;
+        key.field("path", rel.as_os_str().as_encoded_bytes())
+            .field("mode", (meta.permissions().mode() & 0o7777).to_string());
+        if meta.is_file() {
+            key.field("file", cx.cache.file_digest(e.path(), &meta)?);
+        } else if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(e.path()).map_err(io_err("read link", e.path()))?;
+            key.field("link", target.as_os_str().as_encoded_bytes());
+        } else if meta.is_dir() {
+            key.field("type", "dir");
+        }
+    }
+    Ok(key.finish().hex())
 }
 
 enum RootKind {

@@ -210,6 +210,13 @@ pub struct BuildArgs {
     /// it never reaches a layer or the history.
     #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]
     pub secrets: Vec<String>,
+    /// Run every step instead of using earlier results (they are still recorded).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Run every step of this stage (by name or index) instead of using earlier results
+    /// (repeatable).
+    #[arg(long = "no-cache-filter", value_name = "STAGE")]
+    pub no_cache_filter: Vec<String>,
     /// How RUN steps get their filesystem: overlay, copy, or auto (overlay where it mounts).
     #[arg(long, value_name = "overlay|copy|auto", default_value = "auto")]
     pub snapshotter: String,

@@ -114,6 +114,14 @@ impl Tty {
                     self.close(step);
                 }
             }
+            Event::Cached { id } => {
+                let step = self.running().remove(&id);
+                if let Some(step) = step {
+                    let _ = self.multi.println(format!("✔ {}  CACHED", step.label));
+                    self.close(step);
+                }
+            }
+            Event::Miss { .. } => {}
             Event::Log { id, line } => {
                 let _ = self.multi.println(format!("#{id} {line}"));
             }
@@ -165,6 +173,8 @@ pub fn plain(event: Event) {
             text,
         } => writeln!(err, "#{id} [{stage} {index}/{total}] {text}"),
         Event::Done { id, seconds } => writeln!(err, "#{id} DONE {seconds:.1}s"),
+        Event::Cached { id } => writeln!(err, "#{id} CACHED"),
+        Event::Miss { id, reason } => writeln!(err, "#{id} cache miss: {reason}"),
         Event::Log { id, line } => writeln!(err, "#{id} {line}"),
         Event::Warning(w) => writeln!(err, "WARNING: {w}"),
     };

@@ -67,7 +67,9 @@ fn step_output(stderr: &str, instruction: &str) -> Vec<String> {
         .lines()
         .filter(|l| *l != header)
         .filter_map(|l| l.strip_prefix(&prefix))
-        .filter(|l| !l.starts_with("DONE ") && !l.starts_with("CACHED"))
+        .filter(|l| {
+            !l.starts_with("DONE ") && !l.starts_with("CACHED") && !l.starts_with("cache miss: ")
+        })
         .map(str::to_owned)
         .collect()
 }

@@ -173,6 +173,8 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
             .map_err(|e: String| anyhow::anyhow!("--snapshotter: {e}"))?,
         limits: limits(&args.limits)?,
         secrets: secrets(&args.secrets)?,
+        no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
     };
     let mode = progress::choose(args.progress, args.quiet, std::io::stderr().is_terminal());
     let quiet = mode == Mode::Quiet;

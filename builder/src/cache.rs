@@ -1,0 +1,490 @@
+//! The build cache: chained step keys, the records of what a step made, and the memo of file
+//! content digests keyed by file metadata.
+//!
+//! A step's key hashes its parent step's key and, framed field by field, everything the step's
+//! result depends on (see the callers in build.rs and run.rs). A record under the key holds the
+//! layer the step made and its history entry; a hit adds that layer without running the step.
+//! Records live in `<store>/buildcache/records/<key>.json`, the memo in
+//! `<store>/buildcache/files.json`.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use cairn_layers::image::{Descriptor, History};
+use cairn_layers::{Digest, Store};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{Result, io_err};
+
+/// A step's cache key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key([u8; 32]);
+
+impl Key {
+    /// The key before any step: what a FROM chains from.
+    pub fn root() -> Key {
+        Key([0; 32])
+    }
+
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+/// Builds a key from named fields, each length-prefixed so that no two different field lists
+/// hash alike (`a`,`bc` versus `ab`,`c`). It also keeps a [`Summary`] of the fields, so that a
+/// later miss can say which input changed.
+#[derive(Debug)]
+pub struct KeyHasher {
+    hash: Sha256,
+    summary: Summary,
+    /// The COPY entry the following fields describe.
+    entry: Option<(String, Sha256)>,
+}
+
+/// The inputs of a step, each as a short hash, by kind: what a miss is explained with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub parent: String,
+    /// Environment variables by name.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Copied entries by destination path.
+    pub paths: std::collections::BTreeMap<String, String>,
+    /// Every other field: name and hash, in order.
+    pub fields: Vec<(String, String)>,
+}
+
+fn short(bytes: &[u8]) -> String {
+    hex::encode(&Sha256::digest(bytes)[..8])
+}
+
+impl KeyHasher {
+    pub fn new(kind: &str, parent: &Key) -> KeyHasher {
+        let mut k = KeyHasher {
+            hash: Sha256::new(),
+            summary: Summary {
+                parent: parent.hex(),
+                ..Summary::default()
+            },
+            entry: None,
+        };
+        k.frame("cairn-cache", b"1");
+        k.frame("parent", &parent.0);
+        k.field("kind", kind);
+        k
+    }
+
+    fn frame(&mut self, name: &str, value: &[u8]) {
+        for part in [name.as_bytes(), value] {
+            self.hash.update((part.len() as u64).to_le_bytes());
+            self.hash.update(part);
+        }
+    }
+
+    pub fn field(&mut self, name: &str, value: impl AsRef<[u8]>) -> &mut KeyHasher {
+        let value = value.as_ref();
+        self.frame(name, value);
+        match name {
+            "env" => {
+                let text = String::from_utf8_lossy(value);
+                let var = text.split_once('=').map_or(&*text, |(k, _)| k).to_owned();
+                self.summary.env.insert(var, short(value));
+            }
+            "entry" => {
+                self.close_entry();
+                let mut h = Sha256::new();
+                h.update(value);
+                self.entry = Some((String::from_utf8_lossy(value).into_owned(), h));
+            }
+            _ => match &mut self.entry {
+                Some((_, h))
+                    if matches!(name, "mode" | "file" | "symlink" | "type" | "archive") =>
+                {
+                    h.update(name.as_bytes());
+                    h.update(value);
+                }
+                _ => {
+                    self.close_entry();
+                    self.summary.fields.push((name.to_owned(), short(value)));
+                }
+            },
+        }
+        self
+    }
+
+    fn close_entry(&mut self) {
+        if let Some((path, h)) = self.entry.take() {
+            self.summary
+                .paths
+                .insert(path, hex::encode(&h.finalize()[..8]));
+        }
+    }
+
+    pub fn finish(self) -> Key {
+        self.finish_with_summary().0
+    }
+
+    pub fn finish_with_summary(mut self) -> (Key, Summary) {
+        self.close_entry();
+        (Key(self.hash.finalize().into()), self.summary)
+    }
+}
+
+impl Summary {
+    /// One line saying what differs from `before` (the same step's inputs last time).
+    pub fn explain(
+        &self,
+        before: &Summary,
+        args: &std::collections::BTreeMap<String, String>,
+    ) -> String {
+        if self.parent != before.parent {
+            return "parent step changed".into();
+        }
+        let mut changed_paths: Vec<&str> = self
+            .paths
+            .iter()
+            .filter(|(p, h)| before.paths.get(*p) != Some(*h))
+            .map(|(p, _)| p.as_str())
+            .chain(
+                before
+                    .paths
+                    .keys()
+                    .filter(|p| !self.paths.contains_key(*p))
+                    .map(String::as_str),
+            )
+            .collect();
+        if !changed_paths.is_empty() {
+            changed_paths.sort();
+            changed_paths.dedup();
+            let n = changed_paths.len();
+            let shown: Vec<&str> = changed_paths.iter().take(3).copied().collect();
+            let more = if n > 3 { ", …" } else { "" };
+            let noun = if n == 1 { "file" } else { "files" };
+            return format!("{n} {noun} changed ({}{more})", shown.join(", "));
+        }
+        let mut vars: Vec<&String> = self
+            .env
+            .iter()
+            .filter(|(k, v)| before.env.get(*k) != Some(*v))
+            .map(|(k, _)| k)
+            .chain(before.env.keys().filter(|k| !self.env.contains_key(*k)))
+            .collect();
+        vars.dedup();
+        if let Some(v) = vars.first() {
+            let what = if args.contains_key(*v) {
+                "build arg"
+            } else {
+                "environment variable"
+            };
+            return format!("{what} {v} changed");
+        }
+        let names: Vec<&str> = self
+            .fields
+            .iter()
+            .zip(
+                before
+                    .fields
+                    .iter()
+                    .map(Some)
+                    .chain(std::iter::repeat(None)),
+            )
+            .filter(|(a, b)| Some(*a) != *b)
+            .map(|(a, _)| a.0.as_str())
+            .collect();
+        match names.first() {
+            Some(n) => format!("{n} changed"),
+            None if self.fields.len() != before.fields.len() => "inputs changed".into(),
+            None => "the earlier result is gone from the store".into(),
+        }
+    }
+}
+
+/// What a step made: its layer (none for a step that changed nothing) and its history entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub layer: Option<LayerRecord>,
+    pub history: History,
+    /// The directories the layer adds (COPY's destination rules read them).
+    #[serde(default)]
+    pub dirs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerRecord {
+    pub descriptor: Descriptor,
+    pub diff_id: Digest,
+    pub uncompressed_size: u64,
+}
+
+/// A file's content digest, remembered with the metadata it had (git's index does the same):
+/// an unchanged file costs a stat, not a read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Memo {
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    digest: String,
+}
+
+/// The cache of one store, shared by a build's stages.
+#[derive(Debug)]
+pub struct Cache {
+    dir: PathBuf,
+    files: Mutex<HashMap<PathBuf, Memo>>,
+    changed: Mutex<bool>,
+}
+
+impl Cache {
+    pub fn open(store: &Store) -> Cache {
+        let dir = store.root().join("buildcache");
+        let files = std::fs::read(dir.join("files.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Cache {
+            dir,
+            files: Mutex::new(files),
+            changed: Mutex::new(false),
+        }
+    }
+
+    fn record_path(&self, key: &Key) -> PathBuf {
+        self.dir.join("records").join(format!("{}.json", key.hex()))
+    }
+
+    /// The record under `key`, if there is one whose layer blob is in the store intact enough
+    /// to be named (a record that does not parse, or names a missing blob, is a miss).
+    pub fn get(&self, store: &Store, key: &Key) -> Option<Record> {
+        let bytes = std::fs::read(self.record_path(key)).ok()?;
+        let record: Record = serde_json::from_slice(&bytes).ok()?;
+        if let Some(l) = &record.layer {
+            let digest = &l.descriptor.digest;
+            if !store.has_blob(digest) {
+                return None;
+            }
+            let path = store.blob_path(digest);
+            let blob = std::fs::metadata(&path).ok()?;
+            if blob.len() != l.descriptor.size {
+                return None;
+            }
+            // A blob written to after its record was made is read again: a hit never uses
+            // bytes that no longer match their digest.
+            let recorded = std::fs::metadata(self.record_path(key))
+                .ok()?
+                .modified()
+                .ok()?;
+            if blob.modified().ok()? > recorded {
+                let mut f = std::fs::File::open(&path).ok()?;
+                let mut h = Sha256::new();
+                let mut buf = vec![0u8; 256 * 1024];
+                loop {
+                    let n = std::io::Read::read(&mut f, &mut buf).ok()?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+                if hex::encode(h.finalize()) != digest.hex() {
+                    return None;
+                }
+            }
+        }
+        Some(record)
+    }
+
+    /// Stores `record` under `key` (temp file, then rename: never half a record).
+    pub fn put(&self, key: &Key, record: &Record) -> Result<()> {
+        let path = self.record_path(key);
+        let dir = self.dir.join("records");
+        std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        let tmp = dir.join(format!(".{}.{}", key.hex(), std::process::id()));
+        let bytes = serde_json::to_vec(record).unwrap_or_default();
+        std::fs::write(&tmp, bytes).map_err(io_err("write", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))
+    }
+
+    fn summary_path(&self, position: &str) -> PathBuf {
+        let name = hex::encode(&Sha256::digest(position.as_bytes())[..16]);
+        self.dir.join("steps").join(format!("{name}.json"))
+    }
+
+    /// The inputs the step at `position` (Dockerfile, stage, step) had last time.
+    pub fn last_summary(&self, position: &str) -> Option<Summary> {
+        let bytes = std::fs::read(self.summary_path(position)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    pub fn put_summary(&self, position: &str, summary: &Summary) -> Result<()> {
+        let path = self.summary_path(position);
+        let dir = self.dir.join("steps");
+        std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        let tmp = dir.join(format!(".{}", std::process::id()));
+        let bytes = serde_json::to_vec(summary).unwrap_or_default();
+        std::fs::write(&tmp, bytes).map_err(io_err("write", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))
+    }
+
+    fn image_path(&self, key: &Key) -> PathBuf {
+        self.dir.join("images").join(format!("{}.json", key.hex()))
+    }
+
+    /// The image a build whose every step hit made before, with its config, if its manifest
+    /// is still in the store.
+    pub fn get_image(
+        &self,
+        store: &Store,
+        key: &Key,
+    ) -> Option<(Descriptor, cairn_layers::image::ImageConfig)> {
+        let bytes = std::fs::read(self.image_path(key)).ok()?;
+        let manifest: Descriptor = serde_json::from_slice(&bytes).ok()?;
+        let image = store.image(&manifest).ok()?;
+        if !image
+            .manifest
+            .layers
+            .iter()
+            .all(|l| store.has_blob(&l.digest))
+        {
+            return None;
+        }
+        Some((manifest, image.config))
+    }
+
+    pub fn put_image(&self, key: &Key, manifest: &Descriptor) -> Result<()> {
+        let path = self.image_path(key);
+        let dir = self.dir.join("images");
+        std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        let tmp = dir.join(format!(".{}.{}", key.hex(), std::process::id()));
+        let bytes = serde_json::to_vec(manifest).unwrap_or_default();
+        std::fs::write(&tmp, bytes).map_err(io_err("write", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))
+    }
+
+    /// The sha256 of a file's content, from the memo when its inode, size, mtime and ctime
+    /// are what they were.
+    pub fn file_digest(&self, path: &Path, meta: &std::fs::Metadata) -> Result<String> {
+        let stamp = |m: &std::fs::Metadata| Memo {
+            ino: m.ino(),
+            size: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+            digest: String::new(),
+        };
+        let now = stamp(meta);
+        let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let same = |m: &Memo| {
+            (m.ino, m.size, m.mtime_ns, m.ctime_ns)
+                == (now.ino, now.size, now.mtime_ns, now.ctime_ns)
+        };
+        if let Ok(files) = self.files.lock()
+            && let Some(m) = files.get(&abs)
+            && same(m)
+        {
+            return Ok(m.digest.clone());
+        }
+        let mut f = std::fs::File::open(path).map_err(io_err("open", path))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = std::io::Read::read(&mut f, &mut buf).map_err(io_err("read", path))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        let digest = hex::encode(h.finalize());
+        if let Ok(mut files) = self.files.lock() {
+            files.insert(
+                abs,
+                Memo {
+                    digest: digest.clone(),
+                    ..now
+                },
+            );
+        }
+        if let Ok(mut c) = self.changed.lock() {
+            *c = true;
+        }
+        Ok(digest)
+    }
+
+    /// Writes the memo back when it learned something.
+    pub fn save(&self) -> Result<()> {
+        if !self.changed.lock().map(|c| *c).unwrap_or(false) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir).map_err(io_err("create", &self.dir))?;
+        let path = self.dir.join("files.json");
+        let tmp = self.dir.join(format!(".files.{}", std::process::id()));
+        let bytes = match self.files.lock() {
+            Ok(files) => serde_json::to_vec(&*files).unwrap_or_default(),
+            Err(_) => return Ok(()),
+        };
+        std::fs::write(&tmp, bytes).map_err(io_err("write", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_frame_their_fields() {
+        let k = |fields: &[(&str, &str)]| {
+            let mut h = KeyHasher::new("RUN", &Key::root());
+            for (n, v) in fields {
+                h.field(n, v);
+            }
+            h.finish()
+        };
+        type Fields<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Fields<'_>, Fields<'_>)] = &[
+            (&[("a", "bc")], &[("ab", "c")]),
+            (&[("x", "1"), ("y", "2")], &[("x", "12")]),
+            (&[("x", "")], &[]),
+            (
+                &[("env", "A=1"), ("env", "B=2")],
+                &[("env", "B=2"), ("env", "A=1")],
+            ),
+        ];
+        for (a, b) in cases {
+            assert_ne!(k(a), k(b), "{a:?} vs {b:?}");
+        }
+        assert_eq!(k(&[("a", "b")]), k(&[("a", "b")]));
+        let other_parent = {
+            let mut h = KeyHasher::new("RUN", &k(&[("p", "1")]));
+            h.field("a", "b");
+            h.finish()
+        };
+        assert_ne!(other_parent, k(&[("a", "b")]));
+    }
+
+    #[test]
+    fn the_memo_reads_a_file_only_when_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let cache = Cache::open(&store);
+        let f = dir.path().join("f");
+        std::fs::write(&f, "one").unwrap();
+        let m = std::fs::metadata(&f).unwrap();
+        let d1 = cache.file_digest(&f, &m).unwrap();
+        assert_eq!(d1, hex::encode(Sha256::digest(b"one")));
+        assert_eq!(cache.file_digest(&f, &m).unwrap(), d1);
+        std::fs::write(&f, "two!").unwrap();
+        let m2 = std::fs::metadata(&f).unwrap();
+        assert_eq!(
+            cache.file_digest(&f, &m2).unwrap(),
+            hex::encode(Sha256::digest(b"two!"))
+        );
+        cache.save().unwrap();
+        let again = Cache::open(&store);
+        assert_eq!(
+            again.file_digest(&f, &m2).unwrap(),
+            hex::encode(Sha256::digest(b"two!"))
+        );
+    }
+}

@@ -1,0 +1,252 @@
+//! The build cache through the real binary: which steps hit and miss when each input changes,
+//! why a miss happened, the same image ID on a full hit, hits across checkouts, and corrupted
+//! records or blobs rebuilt rather than used.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use cairn_e2e::{Store, is_root, loaded_busybox, ok, texts};
+
+const DOCKERFILE: &str = "FROM busybox\n\
+    ENV GREETING=hello\n\
+    WORKDIR /app\n\
+    COPY src/ /app/src/\n\
+    ADD extra.txt /app/\n\
+    ARG VERSION=1\n\
+    RUN echo \"built $VERSION\" > /app/version && echo ran-$((40+2))\n\
+    COPY late.txt /app/\n\
+    RUN cat /app/late.txt > /app/late-copy && echo late-$((1+2))\n\
+    LABEL kind=test\n\
+    CMD [\"cat\", \"/app/version\"]\n";
+
+fn make_context(dir: &Path) {
+    fs::create_dir_all(dir.join("src/sub")).unwrap();
+    fs::write(dir.join("Dockerfile"), DOCKERFILE).unwrap();
+    fs::write(dir.join("src/a.txt"), "a\n").unwrap();
+    fs::write(dir.join("src/sub/b.txt"), "b\n").unwrap();
+    fs::write(dir.join("extra.txt"), "extra\n").unwrap();
+    fs::write(dir.join("late.txt"), "late\n").unwrap();
+    fs::write(dir.join("ignored.log"), "noise\n").unwrap();
+    fs::write(dir.join(".dockerignore"), "*.log\n").unwrap();
+}
+
+/// One build's plain progress, read per step.
+struct Progress {
+    stderr: String,
+    image: String,
+}
+
+impl Progress {
+    /// The `#N` of the step whose text starts with `instruction`.
+    fn id(&self, instruction: &str) -> String {
+        self.stderr
+            .lines()
+            .find(|l| {
+                l.split_once(' ')
+                    .is_some_and(|(_, rest)| rest.contains(&format!("] {instruction}")))
+            })
+            .and_then(|l| l.split_once(' '))
+            .map(|(id, _)| id.to_owned())
+            .unwrap_or_else(|| panic!("no step {instruction:?} in\n{}", self.stderr))
+    }
+
+    fn cached(&self, instruction: &str) -> bool {
+        let id = self.id(instruction);
+        self.stderr.lines().any(|l| l == format!("{id} CACHED"))
+    }
+
+    fn miss_reason(&self, instruction: &str) -> Option<String> {
+        let id = self.id(instruction);
+        let prefix = format!("{id} cache miss: ");
+        self.stderr
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+    }
+}
+
+fn build(s: &Store, ctx: &Path, args: &[&str]) -> Progress {
+    let mut c = s.cmd(&["build", "--progress", "plain"]);
+    c.args(args).arg(ctx);
+    let out = ok(c);
+    let stderr = texts(&out).1;
+    let image = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("writing image "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no image line in\n{stderr}"))
+        .to_owned();
+    Progress { stderr, image }
+}
+
+const STEPS: [&str; 5] = [
+    "COPY src/",
+    "ADD extra.txt",
+    "RUN echo",
+    "COPY late.txt",
+    "RUN cat",
+];
+
+fn hits(p: &Progress) -> Vec<bool> {
+    STEPS.iter().map(|s| p.cached(s)).collect()
+}
+
+#[test]
+fn each_input_misses_only_the_steps_that_use_it_and_says_why() {
+    let s = loaded_busybox();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path();
+    make_context(ctx);
+
+    let first = build(&s, ctx, &[]);
+    assert_eq!(hits(&first), [false; 5], "{}", first.stderr);
+    assert!(first.stderr.contains("ran-42") && first.stderr.contains("late-3"));
+
+    // Nothing changed: every step hits and the image is the same one.
+    let again = build(&s, ctx, &[]);
+    assert_eq!(hits(&again), [true; 5], "{}", again.stderr);
+    assert!(!again.stderr.contains("ran-42"), "{}", again.stderr);
+    assert_eq!(again.image, first.image);
+
+    // An ignored file: still a full hit.
+    fs::write(ctx.join("ignored.log"), "other noise\n").unwrap();
+    let ignored = build(&s, ctx, &[]);
+    assert_eq!(hits(&ignored), [true; 5], "{}", ignored.stderr);
+    assert_eq!(ignored.image, first.image);
+
+    // The file of the second COPY: it and what follows miss; the first steps hit.
+    fs::write(ctx.join("late.txt"), "later\n").unwrap();
+    let late = build(&s, ctx, &[]);
+    assert_eq!(
+        hits(&late),
+        [true, true, true, false, false],
+        "{}",
+        late.stderr
+    );
+    assert_eq!(
+        late.miss_reason("COPY late.txt").as_deref(),
+        Some("1 file changed (app/late.txt)"),
+        "{}",
+        late.stderr
+    );
+    assert_eq!(
+        late.miss_reason("RUN cat").as_deref(),
+        Some("parent step changed")
+    );
+    assert_ne!(late.image, first.image);
+
+    // A build arg: the RUN that has it in its environment misses; the COPYs before it hit.
+    let arg = build(&s, ctx, &["--build-arg", "VERSION=2"]);
+    assert_eq!(
+        hits(&arg),
+        [true, true, false, false, false],
+        "{}",
+        arg.stderr
+    );
+    assert_eq!(
+        arg.miss_reason("RUN echo").as_deref(),
+        Some("build arg VERSION changed"),
+        "{}",
+        arg.stderr
+    );
+
+    // A file in a copied directory, and the directory's new file.
+    fs::write(ctx.join("src/sub/b.txt"), "B\n").unwrap();
+    fs::write(ctx.join("src/new.txt"), "new\n").unwrap();
+    let src = build(&s, ctx, &[]);
+    assert!(!hits(&src)[0], "{}", src.stderr);
+    let reason = src.miss_reason("COPY src/").unwrap();
+    assert!(
+        reason.starts_with("2 files changed (") && reason.contains("app/src/sub/b.txt"),
+        "{reason}"
+    );
+
+    // --no-cache runs everything; --no-cache-filter only the stage it names.
+    let none = build(&s, ctx, &["--no-cache"]);
+    assert_eq!(hits(&none), [false; 5], "{}", none.stderr);
+    let filtered = build(&s, ctx, &["--no-cache-filter", "0"]);
+    assert_eq!(hits(&filtered), [false; 5], "{}", filtered.stderr);
+    let other = build(&s, ctx, &["--no-cache-filter", "other"]);
+    assert_eq!(hits(&other), [true; 5], "{}", other.stderr);
+}
+
+/// The same files checked out elsewhere, at another time, with another umask and owner: hits.
+#[test]
+fn another_checkout_of_the_same_files_hits() {
+    let s = loaded_busybox();
+    let a = tempfile::tempdir().unwrap();
+    make_context(a.path());
+    let first = build(&s, a.path(), &[]);
+
+    let b = tempfile::tempdir().unwrap();
+    make_context(b.path());
+    for f in ["src/a.txt", "src/sub/b.txt", "extra.txt", "late.txt"] {
+        let p = b.path().join(f);
+        // umask 002 instead of 022, and a clone made at another time.
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o664)).unwrap();
+        let status = Command::new("touch")
+            .args(["-d", "2001-02-03 04:05:06"])
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        if is_root() {
+            std::os::unix::fs::chown(&p, Some(4321), Some(4321)).unwrap();
+        }
+    }
+    let second = build(&s, b.path(), &[]);
+    assert_eq!(hits(&second), [true; 5], "{}", second.stderr);
+    assert_eq!(second.image, first.image);
+
+    // An executable bit is content, though: that file misses.
+    let p = b.path().join("late.txt");
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o775)).unwrap();
+    let third = build(&s, b.path(), &[]);
+    assert_eq!(
+        hits(&third),
+        [true, true, true, false, false],
+        "{}",
+        third.stderr
+    );
+}
+
+/// A record that does not parse, or a layer blob whose bytes changed, is a miss: the step
+/// runs again and the build is correct.
+#[test]
+fn corrupted_records_and_blobs_are_rebuilt_not_used() {
+    let s = loaded_busybox();
+    let dir = tempfile::tempdir().unwrap();
+    make_context(dir.path());
+    build(&s, dir.path(), &[]);
+
+    let records = s.root.join("buildcache/records");
+    for e in fs::read_dir(&records).unwrap() {
+        fs::write(e.unwrap().path(), b"{not json").unwrap();
+    }
+    let after_records = build(&s, dir.path(), &[]);
+    assert_eq!(hits(&after_records), [false; 5], "{}", after_records.stderr);
+    assert!(after_records.stderr.contains("ran-42"));
+
+    // Every layer blob the records name, overwritten with other bytes of the same size.
+    let mut damaged = 0;
+    for e in fs::read_dir(&records).unwrap() {
+        let rec: serde_json::Value =
+            serde_json::from_slice(&fs::read(e.unwrap().path()).unwrap()).unwrap();
+        if let Some(d) = rec["layer"]["descriptor"]["digest"].as_str() {
+            let blob = s
+                .root
+                .join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:"));
+            let len = fs::metadata(&blob).unwrap().len() as usize;
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            fs::write(&blob, vec![b'x'; len]).unwrap();
+            damaged += 1;
+        }
+    }
+    assert!(damaged >= 4, "{damaged}");
+    let after_blobs = build(&s, dir.path(), &[]);
+    assert_eq!(hits(&after_blobs), [false; 5], "{}", after_blobs.stderr);
+    assert!(after_blobs.stderr.contains("late-3"));
+}
