@@ -301,7 +301,7 @@ impl Cache {
         let path = self.record_path(key);
         let dir = self.dir.join("records");
         std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
-        let tmp = dir.join(format!(".{}.{}", key.hex(), std::process::id()));
+        let tmp = dir.join(temp_name(&key.hex()));
         let bytes = serde_json::to_vec(record).unwrap_or_default();
         std::fs::write(&tmp, bytes).map_err(io_err("write", &tmp))?;
         std::fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))
@@ -322,7 +322,8 @@ impl Cache {
         let path = self.summary_path(position);
         let dir = self.dir.join("steps");
         std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
-        let tmp = dir.join(format!(".{}", std::process::id()));
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = dir.join(temp_name(&name));
         let bytes = serde_json::to_vec(summary).unwrap_or_default();
         std::fs::write(&tmp, bytes).map_err(io_err("write", &tmp))?;
         std::fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))
@@ -357,7 +358,7 @@ impl Cache {
         let path = self.image_path(key);
         let dir = self.dir.join("images");
         std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
-        let tmp = dir.join(format!(".{}.{}", key.hex(), std::process::id()));
+        let tmp = dir.join(temp_name(&key.hex()));
         let bytes = serde_json::to_vec(manifest).unwrap_or_default();
         std::fs::write(&tmp, bytes).map_err(io_err("write", &tmp))?;
         std::fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))
@@ -374,7 +375,12 @@ impl Cache {
             digest: String::new(),
         };
         let now = stamp(meta);
-        let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        // Context paths are absolute already (the context's root is canonical).
+        let abs = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir().unwrap_or_default().join(path)
+        };
         let same = |m: &Memo| {
             (m.ino, m.size, m.mtime_ns, m.ctime_ns)
                 == (now.ino, now.size, now.mtime_ns, now.ctime_ns)
@@ -418,7 +424,7 @@ impl Cache {
         }
         std::fs::create_dir_all(&self.dir).map_err(io_err("create", &self.dir))?;
         let path = self.dir.join("files.json");
-        let tmp = self.dir.join(format!(".files.{}", std::process::id()));
+        let tmp = self.dir.join(temp_name("files"));
         let bytes = match self.files.lock() {
             Ok(files) => serde_json::to_vec(&*files).unwrap_or_default(),
             Err(_) => return Ok(()),
@@ -426,6 +432,13 @@ impl Cache {
         std::fs::write(&tmp, bytes).map_err(io_err("write", &tmp))?;
         std::fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))
     }
+}
+
+/// A temp file name no other writer uses: stages of one wave (and other builds) write at once.
+fn temp_name(base: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(".{base}.{}.{n}", std::process::id())
 }
 
 #[cfg(test)]
