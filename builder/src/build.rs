@@ -54,6 +54,11 @@ pub struct BuildOptions {
     /// stages (by name or index). Results are recorded either way.
     pub no_cache: bool,
     pub no_cache_filter: Vec<String>,
+    /// `--cache-from type=local,src=DIR`: caches to read records and layers from.
+    pub cache_from: Vec<PathBuf>,
+    /// `--cache-to type=local,dest=DIR[,mode=min|max]`: where to write this build's records
+    /// (`true`: every stage's, mode=max).
+    pub cache_to: Option<(PathBuf, bool)>,
 }
 
 /// A named build context: a directory (COPY --from reads it with its own .dockerignore; FROM
@@ -177,6 +182,8 @@ pub(crate) struct StageState {
     /// Where the current step is (Dockerfile, stage, step), to explain a miss by what changed
     /// since the step last ran.
     pub(crate) position: String,
+    /// The stage's index in the Dockerfile.
+    pub(crate) index: usize,
 }
 
 impl StageState {
@@ -435,6 +442,9 @@ pub fn build(
     let sandbox = std::sync::OnceLock::new();
     let mut results: BTreeMap<usize, StageResult> = BTreeMap::new();
     let cache = crate::cache::Cache::open(store);
+    for src in &opts.cache_from {
+        cache.import(src)?;
+    }
     let waves = graph.reachable(target);
     let building: std::collections::BTreeSet<usize> = waves.iter().flatten().copied().collect();
     // Stages of one wave need nothing from each other: they run in parallel.
@@ -515,6 +525,9 @@ pub fn build(
         }
     };
     cache.save()?;
+    if let Some((dest, max)) = &opts.cache_to {
+        cache.export(store, dest, *max, target)?;
+    }
     Ok(Built {
         manifest,
         config,
@@ -635,6 +648,7 @@ fn build_stage(
         all_hits: true,
         no_cache,
         position: String::new(),
+        index,
     };
     progress(Event::Done {
         id: step_id,
@@ -917,6 +931,7 @@ pub(crate) fn use_cached(
         cx.cache.put_summary(&st.position, summary)?;
         return Ok(false);
     };
+    cx.cache.touch(key, &rec, st.index);
     if let Some(l) = rec.layer {
         st.pending.push(l.descriptor.clone());
         st.pending_dirs.extend(rec.dirs);
@@ -938,14 +953,13 @@ pub(crate) fn record(
     dirs: Vec<String>,
 ) -> Result<()> {
     let history = st.config.history.last().cloned().unwrap_or_default();
-    cx.cache.put(
-        &key,
-        &crate::cache::Record {
-            layer,
-            history,
-            dirs,
-        },
-    )?;
+    let rec = crate::cache::Record {
+        layer,
+        history,
+        dirs,
+    };
+    cx.cache.put(&key, &rec)?;
+    cx.cache.touch(&key, &rec, st.index);
     st.key = key;
     Ok(())
 }

@@ -32,6 +32,11 @@ impl Key {
     pub fn hex(&self) -> String {
         hex::encode(self.0)
     }
+
+    pub fn from_hex(text: &str) -> Option<Key> {
+        let bytes = hex::decode(text).ok()?;
+        Some(Key(bytes.try_into().ok()?))
+    }
 }
 
 /// Builds a key from named fields, each length-prefixed so that no two different field lists
@@ -236,6 +241,34 @@ pub struct Cache {
     dir: PathBuf,
     files: Mutex<HashMap<PathBuf, Memo>>,
     changed: Mutex<bool>,
+    /// Blobs of imported caches (`--cache-from`), fetched into the store when a hit needs one.
+    external: Mutex<HashMap<Digest, PathBuf>>,
+    /// What this build used or made, by stage, for `--cache-to`.
+    touched: Mutex<Vec<(Key, Record, usize)>>,
+    touched_image: Mutex<Option<(Key, Descriptor)>>,
+}
+
+/// The media type of the config blob of an exported cache: the records, as JSON.
+pub const CACHE_CONFIG: &str = "application/vnd.cairn.cache.config.v1+json";
+
+/// An exported cache's records.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Exported {
+    records: Vec<ExportedRecord>,
+    #[serde(default)]
+    images: Vec<ExportedImage>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ExportedRecord {
+    key: String,
+    record: Record,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ExportedImage {
+    key: String,
+    manifest: Descriptor,
 }
 
 impl Cache {
@@ -249,7 +282,191 @@ impl Cache {
             dir,
             files: Mutex::new(files),
             changed: Mutex::new(false),
+            external: Mutex::default(),
+            touched: Mutex::default(),
+            touched_image: Mutex::default(),
         }
+    }
+
+    /// Notes a record this build used or made, for `--cache-to`.
+    pub fn touch(&self, key: &Key, record: &Record, stage: usize) {
+        if let Ok(mut t) = self.touched.lock() {
+            t.push((*key, record.clone(), stage));
+        }
+    }
+
+    /// A blob the store lacks, copied in (and checked) from an imported cache if one has it.
+    fn fetch(&self, store: &Store, digest: &Digest) -> bool {
+        if store.has_blob(digest) {
+            return true;
+        }
+        let Some(path) = self
+            .external
+            .lock()
+            .ok()
+            .and_then(|e| e.get(digest).cloned())
+        else {
+            return false;
+        };
+        let Ok(mut src) = std::fs::File::open(&path) else {
+            return false;
+        };
+        let Ok(mut w) = store.blob_writer() else {
+            return false;
+        };
+        if std::io::copy(&mut src, &mut w).is_err() {
+            w.abort();
+            return false;
+        }
+        w.commit(Some((digest, None))).is_ok()
+    }
+
+    /// Reads the caches `--cache-from` names (OCI layouts that `--cache-to` wrote): their
+    /// records join the store's, and their blobs are fetched only when a hit needs one.
+    pub fn import(&self, src: &Path) -> Result<()> {
+        let bad = |what: String| crate::error::Error::Instruction {
+            instruction: "--cache-from".into(),
+            message: what,
+        };
+        let read = |p: PathBuf| std::fs::read(&p).map_err(io_err("read", &p));
+        let index = cairn_layers::image::Index::from_slice(
+            &read(src.join("index.json"))?,
+            &src.join("index.json").display().to_string(),
+        )?;
+        let blob = |d: &Digest| src.join("blobs/sha256").join(d.hex());
+        let Some(m) = index.manifests.first() else {
+            return Err(bad(format!("{}: no cache in the layout", src.display())));
+        };
+        let manifest = cairn_layers::image::Manifest::from_slice(
+            &read(blob(&m.digest))?,
+            &format!("cache manifest in {}", src.display()),
+        )?;
+        if manifest.config.media_type != CACHE_CONFIG {
+            return Err(bad(format!("{}: not a cairn cache", src.display())));
+        }
+        let config_bytes = read(blob(&manifest.config.digest))?;
+        if Digest::of(&config_bytes) != manifest.config.digest {
+            return Err(bad(format!(
+                "{}: its records do not match their digest",
+                src.display()
+            )));
+        }
+        let exported: Exported = serde_json::from_slice(&config_bytes)
+            .map_err(|e| bad(format!("{}: {e}", src.display())))?;
+        if let Ok(mut ext) = self.external.lock() {
+            let entries = std::fs::read_dir(src.join("blobs/sha256"))
+                .map_err(io_err("read", &src.join("blobs/sha256")))?;
+            for e in entries.flatten() {
+                if let Ok(d) = format!("sha256:{}", e.file_name().to_string_lossy()).parse() {
+                    ext.insert(d, e.path());
+                }
+            }
+        }
+        for r in exported.records {
+            let Some(key) = Key::from_hex(&r.key) else {
+                continue;
+            };
+            if !self.record_path(&key).exists() {
+                self.put(&key, &r.record)?;
+            }
+        }
+        for i in exported.images {
+            let Some(key) = Key::from_hex(&i.key) else {
+                continue;
+            };
+            if !self.image_path(&key).exists() {
+                self.write_image_record(&key, &i.manifest)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what this build used or made (`max`: every stage's steps; else the target's
+    /// only) to `dest` as an OCI layout: the records in the config blob, the layers as layers.
+    pub fn export(&self, store: &Store, dest: &Path, max: bool, target: usize) -> Result<()> {
+        let touched = self.touched.lock().map(|t| t.clone()).unwrap_or_default();
+        let mut exported = Exported::default();
+        let mut layers: Vec<Descriptor> = Vec::new();
+        let mut extra: Vec<Digest> = Vec::new();
+        for (key, record, stage) in touched {
+            if !max && stage != target {
+                continue;
+            }
+            if let Some(l) = &record.layer
+                && !layers.iter().any(|d| d.digest == l.descriptor.digest)
+            {
+                layers.push(l.descriptor.clone());
+            }
+            exported.records.push(ExportedRecord {
+                key: key.hex(),
+                record,
+            });
+        }
+        if let Some((key, manifest)) = self.touched_image.lock().ok().and_then(|t| t.clone()) {
+            if let Ok(image) = store.image(&manifest) {
+                extra.push(manifest.digest.clone());
+                extra.push(image.manifest.config.digest.clone());
+                for l in &image.manifest.layers {
+                    if !layers.iter().any(|d| d.digest == l.digest) {
+                        layers.push(l.clone());
+                    }
+                }
+            }
+            exported.images.push(ExportedImage {
+                key: key.hex(),
+                manifest,
+            });
+        }
+        let blobs = dest.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).map_err(io_err("create", &blobs))?;
+        let copy = |d: &Digest| -> Result<()> {
+            let to = blobs.join(d.hex());
+            if to.exists() {
+                return Ok(());
+            }
+            let from = store.blob_path(d);
+            store.wait_blob(d)?;
+            let tmp = blobs.join(temp_name(d.hex()));
+            std::fs::copy(&from, &tmp).map_err(io_err("copy", &from))?;
+            std::fs::rename(&tmp, &to).map_err(io_err("rename into place", &to))
+        };
+        for d in layers.iter().map(|l| &l.digest).chain(&extra) {
+            copy(d)?;
+        }
+        let put = |bytes: &[u8]| -> Result<Digest> {
+            let d = Digest::of(bytes);
+            let to = blobs.join(d.hex());
+            std::fs::write(&to, bytes).map_err(io_err("write", &to))?;
+            Ok(d)
+        };
+        let config_bytes = serde_json::to_vec(&exported).unwrap_or_default();
+        let config = Descriptor {
+            media_type: CACHE_CONFIG.into(),
+            digest: put(&config_bytes)?,
+            size: config_bytes.len() as u64,
+            platform: None,
+            annotations: Default::default(),
+        };
+        let manifest = cairn_layers::image::Manifest::new(config, layers).to_bytes();
+        let mut annotations = std::collections::BTreeMap::new();
+        annotations.insert(
+            "org.opencontainers.image.ref.name".to_owned(),
+            "cache".to_owned(),
+        );
+        let index = cairn_layers::image::Index::new(vec![Descriptor {
+            media_type: cairn_layers::image::OCI_MANIFEST.into(),
+            digest: put(&manifest)?,
+            size: manifest.len() as u64,
+            platform: None,
+            annotations,
+        }]);
+        let layout = dest.join("oci-layout");
+        std::fs::write(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)
+            .map_err(io_err("write", &layout))?;
+        let index_path = dest.join("index.json");
+        let tmp = dest.join(temp_name("index"));
+        std::fs::write(&tmp, index.to_bytes()).map_err(io_err("write", &tmp))?;
+        std::fs::rename(&tmp, &index_path).map_err(io_err("rename into place", &index_path))
     }
 
     fn record_path(&self, key: &Key) -> PathBuf {
@@ -263,7 +480,7 @@ impl Cache {
         let record: Record = serde_json::from_slice(&bytes).ok()?;
         if let Some(l) = &record.layer {
             let digest = &l.descriptor.digest;
-            if !store.has_blob(digest) {
+            if !self.fetch(store, digest) {
                 return None;
             }
             let path = store.blob_path(digest);
@@ -342,19 +559,41 @@ impl Cache {
     ) -> Option<(Descriptor, cairn_layers::image::ImageConfig)> {
         let bytes = std::fs::read(self.image_path(key)).ok()?;
         let manifest: Descriptor = serde_json::from_slice(&bytes).ok()?;
+        if !self.fetch(store, &manifest.digest) {
+            return None;
+        }
+        let m = cairn_layers::image::Manifest::from_slice(
+            &store.read_blob(&manifest.digest).ok()?,
+            "manifest",
+        )
+        .ok()?;
+        if !self.fetch(store, &m.config.digest) {
+            return None;
+        }
         let image = store.image(&manifest).ok()?;
         if !image
             .manifest
             .layers
             .iter()
-            .all(|l| store.has_blob(&l.digest))
+            .all(|l| self.fetch(store, &l.digest))
         {
             return None;
+        }
+        if let Ok(mut t) = self.touched_image.lock() {
+            *t = Some((*key, manifest.clone()));
         }
         Some((manifest, image.config))
     }
 
+    /// Records the image a build made under its final key (and notes it for `--cache-to`).
     pub fn put_image(&self, key: &Key, manifest: &Descriptor) -> Result<()> {
+        if let Ok(mut t) = self.touched_image.lock() {
+            *t = Some((*key, manifest.clone()));
+        }
+        self.write_image_record(key, manifest)
+    }
+
+    fn write_image_record(&self, key: &Key, manifest: &Descriptor) -> Result<()> {
         let path = self.image_path(key);
         let dir = self.dir.join("images");
         std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;

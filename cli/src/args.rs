@@ -217,6 +217,13 @@ pub struct BuildArgs {
     /// (repeatable).
     #[arg(long = "no-cache-filter", value_name = "STAGE")]
     pub no_cache_filter: Vec<String>,
+    /// Read cached steps from a cache that --cache-to wrote (repeatable).
+    #[arg(long = "cache-from", value_name = "type=local,src=DIR")]
+    pub cache_from: Vec<String>,
+    /// Write this build's cached steps to a directory (an OCI layout); mode=max also keeps
+    /// the steps of stages other than the target.
+    #[arg(long = "cache-to", value_name = "type=local,dest=DIR[,mode=min|max]")]
+    pub cache_to: Option<String>,
     /// How RUN steps get their filesystem: overlay, copy, or auto (overlay where it mounts).
     #[arg(long, value_name = "overlay|copy|auto", default_value = "auto")]
     pub snapshotter: String,

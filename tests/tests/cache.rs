@@ -250,3 +250,70 @@ fn corrupted_records_and_blobs_are_rebuilt_not_used() {
     assert_eq!(hits(&after_blobs), [false; 5], "{}", after_blobs.stderr);
     assert!(after_blobs.stderr.contains("late-3"));
 }
+
+/// `--cache-to` writes a build's steps to a directory; a fresh store reading it with
+/// `--cache-from` hits every step and makes the same image. mode=min keeps only the target
+/// stage's steps: a builder stage then runs again, and the final stage still hits.
+#[test]
+fn an_exported_cache_makes_a_fresh_store_hit() {
+    let s = loaded_busybox();
+    let dir = tempfile::tempdir().unwrap();
+    make_context(dir.path());
+    let out = tempfile::tempdir().unwrap();
+    let cache = out.path().join("cache");
+    let to = format!("type=local,dest={}", cache.display());
+    let first = build(&s, dir.path(), &["--cache-to", &to]);
+    // An OCI layout that other tools read.
+    let mut inspect = Command::new("skopeo");
+    inspect
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:cache", cache.display()));
+    let manifest: serde_json::Value = serde_json::from_slice(&ok(inspect).stdout).unwrap();
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.cairn.cache.config.v1+json"
+    );
+
+    let fresh = loaded_busybox();
+    let from = format!("type=local,src={}", cache.display());
+    let second = build(&fresh, dir.path(), &["--cache-from", &from]);
+    assert_eq!(hits(&second), [true; 5], "{}", second.stderr);
+    assert_eq!(second.image, first.image);
+
+    // Two stages: the builder's steps travel only with mode=max.
+    let multi = tempfile::tempdir().unwrap();
+    fs::write(
+        multi.path().join("Dockerfile"),
+        "FROM busybox AS builder\n\
+         RUN echo made > /made && echo builder-$((2*3))\n\
+         FROM busybox\n\
+         COPY --from=builder /made /made\n\
+         RUN cat /made && echo final-$((3*3))\n",
+    )
+    .unwrap();
+    for (mode, builder_runs) in [("max", false), ("min", true)] {
+        let s = loaded_busybox();
+        let cache = out.path().join(format!("cache-{mode}"));
+        let to = format!("type=local,dest={},mode={mode}", cache.display());
+        build(&s, multi.path(), &["--cache-to", &to]);
+        let fresh = loaded_busybox();
+        let from = format!("type=local,src={}", cache.display());
+        let again = build(&fresh, multi.path(), &["--cache-from", &from]);
+        assert_eq!(
+            again.stderr.contains("builder-6"),
+            builder_runs,
+            "{mode}: {}",
+            again.stderr
+        );
+        assert!(
+            again.cached("COPY --from=builder"),
+            "{mode}: {}",
+            again.stderr
+        );
+        assert!(
+            !again.stderr.contains("final-9"),
+            "{mode}: {}",
+            again.stderr
+        );
+    }
+}

@@ -71,6 +71,31 @@ pub(crate) fn limits(a: &crate::args::LimitArgs) -> anyhow::Result<Limits> {
 }
 
 /// `--secret id=X,src=FILE|env=VAR` (docker's `type=file` and `source=` spellings too).
+/// `type=local,src|dest=DIR[,mode=min|max]` (a bare DIR is local too): the directory, and
+/// whether mode is max.
+fn cache_spec(spec: &str, dir_key: &str) -> anyhow::Result<(PathBuf, bool)> {
+    let kind = spec
+        .split(',')
+        .find_map(|p| p.strip_prefix("type="))
+        .unwrap_or("local");
+    if kind != "local" {
+        anyhow::bail!("{spec:?}: cache type {kind} is not supported yet (use type=local)");
+    }
+    let (mut dir, mut max) = (None, false);
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("type", _)) => {}
+            Some((k, v)) if k == dir_key => dir = Some(PathBuf::from(v)),
+            Some(("mode", "max")) => max = true,
+            Some(("mode", "min")) => max = false,
+            None if !part.is_empty() => dir = Some(PathBuf::from(part)),
+            _ => anyhow::bail!("{spec:?}: unknown cache option {part:?}"),
+        }
+    }
+    let dir = dir.ok_or_else(|| anyhow::anyhow!("{spec:?}: give {dir_key}=DIR"))?;
+    Ok((dir, max))
+}
+
 fn secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
     let mut out = BTreeMap::new();
     for spec in specs {
@@ -175,6 +200,16 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
         secrets: secrets(&args.secrets)?,
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
+        cache_from: args
+            .cache_from
+            .iter()
+            .map(|s| cache_spec(s, "src").map(|(d, _)| d))
+            .collect::<anyhow::Result<_>>()?,
+        cache_to: args
+            .cache_to
+            .as_deref()
+            .map(|s| cache_spec(s, "dest"))
+            .transpose()?,
     };
     let mode = progress::choose(args.progress, args.quiet, std::io::stderr().is_terminal());
     let quiet = mode == Mode::Quiet;
