@@ -770,6 +770,25 @@ pub(crate) struct Ctx<'a> {
     pub(crate) cache: &'a crate::cache::Cache,
 }
 
+impl Ctx<'_> {
+    /// The stage `name` means: a stage's name (any case) or its index.
+    pub(crate) fn stage_named(&self, name: &str) -> Option<usize> {
+        self.df
+            .stages
+            .iter()
+            .position(|s| {
+                s.name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            })
+            .or_else(|| {
+                name.parse::<usize>()
+                    .ok()
+                    .filter(|&i| i < self.df.stages.len())
+            })
+    }
+}
+
 /// COPY's and ADD's arguments, as one shape.
 struct CopyArgs<'a> {
     parents: bool,
@@ -1161,16 +1180,7 @@ fn copy_step(
         None => SourceRoot::Context(cx.context),
         Some(f) => {
             let f = word(f)?;
-            let stage = cx
-                .df
-                .stages
-                .iter()
-                .position(|s| {
-                    s.name
-                        .as_deref()
-                        .is_some_and(|n| n.eq_ignore_ascii_case(&f))
-                })
-                .or_else(|| f.parse::<usize>().ok().filter(|&i| i < cx.df.stages.len()));
+            let stage = cx.stage_named(&f);
             let sources: Vec<String> = req
                 .sources
                 .iter()

@@ -515,13 +515,7 @@ impl Cache {
 
     /// Stores `record` under `key` (temp file, then rename: never half a record).
     pub fn put(&self, key: &Key, record: &Record) -> Result<()> {
-        let path = self.record_path(key);
-        let dir = self.dir.join("records");
-        std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
-        let tmp = dir.join(temp_name(&key.hex()));
-        let bytes = serde_json::to_vec(record).unwrap_or_default();
-        std::fs::write(&tmp, bytes).map_err(io_err("write", &tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))
+        write_json(&self.record_path(key), record)
     }
 
     fn summary_path(&self, position: &str) -> PathBuf {
@@ -536,14 +530,7 @@ impl Cache {
     }
 
     pub fn put_summary(&self, position: &str, summary: &Summary) -> Result<()> {
-        let path = self.summary_path(position);
-        let dir = self.dir.join("steps");
-        std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        let tmp = dir.join(temp_name(&name));
-        let bytes = serde_json::to_vec(summary).unwrap_or_default();
-        std::fs::write(&tmp, bytes).map_err(io_err("write", &tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))
+        write_json(&self.summary_path(position), summary)
     }
 
     fn image_path(&self, key: &Key) -> PathBuf {
@@ -594,13 +581,7 @@ impl Cache {
     }
 
     fn write_image_record(&self, key: &Key, manifest: &Descriptor) -> Result<()> {
-        let path = self.image_path(key);
-        let dir = self.dir.join("images");
-        std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
-        let tmp = dir.join(temp_name(&key.hex()));
-        let bytes = serde_json::to_vec(manifest).unwrap_or_default();
-        std::fs::write(&tmp, bytes).map_err(io_err("write", &tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))
+        write_json(&self.image_path(key), manifest)
     }
 
     /// The sha256 of a file's content, from the memo when its inode, size, mtime and ctime
@@ -661,16 +642,22 @@ impl Cache {
         if !self.changed.lock().map(|c| *c).unwrap_or(false) {
             return Ok(());
         }
-        std::fs::create_dir_all(&self.dir).map_err(io_err("create", &self.dir))?;
-        let path = self.dir.join("files.json");
-        let tmp = self.dir.join(temp_name("files"));
-        let bytes = match self.files.lock() {
-            Ok(files) => serde_json::to_vec(&*files).unwrap_or_default(),
-            Err(_) => return Ok(()),
-        };
-        std::fs::write(&tmp, bytes).map_err(io_err("write", &tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))
+        match self.files.lock() {
+            Ok(files) => write_json(&self.dir.join("files.json"), &*files),
+            Err(_) => Ok(()),
+        }
     }
+}
+
+/// Writes `value` as JSON at `path` through a temp file and a rename: never half a file.
+fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(temp_name(&name));
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    std::fs::write(&tmp, bytes).map_err(io_err("write", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err("rename into place", path))
 }
 
 /// A temp file name no other writer uses: stages of one wave (and other builds) write at once.

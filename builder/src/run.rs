@@ -350,17 +350,7 @@ fn mount_source_identity(cx: &Ctx<'_>, m: &Mount) -> Result<String> {
     let root = match m.from.as_deref() {
         None => cx.context.root().to_path_buf(),
         Some(from) => {
-            let stage = cx
-                .df
-                .stages
-                .iter()
-                .position(|s| {
-                    s.name
-                        .as_deref()
-                        .is_some_and(|n| n.eq_ignore_ascii_case(from))
-                })
-                .or_else(|| from.parse::<usize>().ok());
-            if let Some(r) = stage.and_then(|i| cx.results.get(&i)) {
+            if let Some(r) = cx.stage_named(from).and_then(|i| cx.results.get(&i)) {
                 return Ok(format!("stage:{}:{rel}", r.key.hex()));
             }
             match cx.opts.contexts.get(from) {
@@ -651,17 +641,7 @@ fn mount_spec(
 /// The filesystem `from=` names (a stage of this build, a named context or an image in the
 /// store) and a text that identifies its contents.
 fn from_root(cx: &Ctx<'_>, from: &str, base: &Path) -> Result<(PathBuf, String)> {
-    let stage = cx
-        .df
-        .stages
-        .iter()
-        .position(|s| {
-            s.name
-                .as_deref()
-                .is_some_and(|n| n.eq_ignore_ascii_case(from))
-        })
-        .or_else(|| from.parse::<usize>().ok());
-    if let Some(i) = stage
+    if let Some(i) = cx.stage_named(from)
         && let Some(r) = cx.results.get(&i)
     {
         // A stage is known by its place in the Dockerfile: its layers differ from build to
