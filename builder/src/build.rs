@@ -951,6 +951,7 @@ pub(crate) fn use_cached(
         return Ok(false);
     };
     cx.cache.touch(key, &rec, st.index);
+    cx.cache.mark_used(key);
     if let Some(l) = rec.layer {
         st.pending.push(l.descriptor.clone());
         st.pending_dirs.extend(rec.dirs);

@@ -39,8 +39,8 @@ pub enum Command {
     Tag(TagArgs),
     /// Remove image names (the content goes with the next prune).
     Rmi(RmiArgs),
-    /// Remove everything in the store that no image name reaches.
-    Prune,
+    /// Remove what no image name reaches, except the build cache (unless told).
+    Prune(PruneArgs),
     /// Check every blob and image in the store against its digest.
     Fsck,
 }
@@ -299,4 +299,17 @@ pub struct RunArgs {
     /// The command, replacing the image's CMD.
     #[arg(value_name = "COMMAND", allow_hyphen_values = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PruneArgs {
+    /// Remove the whole build cache too.
+    #[arg(long)]
+    pub all: bool,
+    /// Keep at most this much cache (e.g. 2GB), evicting the least recently used first.
+    #[arg(long, value_name = "SIZE")]
+    pub keep_storage: Option<String>,
+    /// until=DURATION (e.g. 24h): remove cache unused for longer than that.
+    #[arg(long, value_name = "until=DURATION")]
+    pub filter: Vec<String>,
 }

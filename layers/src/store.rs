@@ -923,10 +923,21 @@ impl Store {
     /// Removes every blob no tag reaches, unpacked layers no reachable image uses, and temp
     /// files. Waits for running writers to finish first.
     pub fn prune(&self) -> Result<PruneReport> {
+        self.prune_keeping(&BTreeSet::new(), &BTreeSet::new())
+    }
+
+    /// Like [`Store::prune`], keeping also the blobs `blobs` and the unpacked forms of the
+    /// layers `diff_ids` (what the build cache still records).
+    pub fn prune_keeping(
+        &self,
+        blobs: &BTreeSet<Digest>,
+        diff_ids: &BTreeSet<Digest>,
+    ) -> Result<PruneReport> {
         let _gc = self.lock("gc.lock", true)?;
         let mut report = PruneReport::default();
-        let mut keep = BTreeSet::new();
-        let mut keep_layers = BTreeSet::new();
+        let mut keep = blobs.clone();
+        let mut keep_layers: BTreeSet<String> =
+            diff_ids.iter().map(|d| d.hex().to_owned()).collect();
         for t in self.tags()? {
             self.reachable_from(&t.manifest.digest, &mut keep)?;
             if let Ok(img) = self.image(&t.manifest) {

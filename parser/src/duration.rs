@@ -29,7 +29,7 @@ fn term(input: &str) -> IResult<&str, (&str, u64)> {
 }
 
 /// Parses a non-negative Go duration into nanoseconds.
-pub(crate) fn parse_go_duration(s: &str) -> Result<u64, String> {
+pub fn parse_go_duration(s: &str) -> Result<u64, String> {
     let bad = || format!("{s:?} is not a duration (write it as 30s, 1m30s, 1.5h or 250ms)");
     if s == "0" {
         return Ok(0);

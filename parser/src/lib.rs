@@ -23,6 +23,7 @@ pub mod stage;
 mod suggest;
 
 pub use directive::{Directive, Directives};
+pub use duration::parse_go_duration;
 pub use error::{ErrorKind, ParseError, Warning};
 pub use graph::{Edge, EdgeKind, ImageUse, StageGraph};
 pub use instruction::{Instruction, InstructionKind};

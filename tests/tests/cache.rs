@@ -317,3 +317,73 @@ fn an_exported_cache_makes_a_fresh_store_hit() {
         );
     }
 }
+
+/// Incompressible bytes, reproducibly.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// `cairn prune` keeps the build cache unless told: `--filter until=` evicts what has not
+/// been used for that long, `--keep-storage` the least recently used first, `--all`
+/// everything. What a tag reaches always stays.
+#[test]
+fn prune_keeps_the_cache_unless_told() {
+    let s = loaded_busybox();
+    let contexts: Vec<tempfile::TempDir> = (0..2u64)
+        .map(|i| {
+            let dir = tempfile::tempdir().unwrap();
+            fs::write(
+                dir.path().join("Dockerfile"),
+                format!("FROM busybox\nCOPY blob /blob{i}\nRUN wc -c /blob{i} > /size && echo ran-{i}x\n"),
+            )
+            .unwrap();
+            fs::write(dir.path().join("blob"), noise(100_000, i)).unwrap();
+            dir
+        })
+        .collect();
+    let (a, b) = (contexts[0].path(), contexts[1].path());
+    let hit_all = |p: &Progress| p.cached("COPY blob") && p.cached("RUN wc");
+    let miss_all = |p: &Progress| !p.cached("COPY blob") && !p.cached("RUN wc");
+
+    build(&s, a, &[]);
+    s.run(&["prune"]);
+    assert!(hit_all(&build(&s, a, &[])), "plain prune keeps the cache");
+    s.run(&["prune", "--filter", "until=1h"]);
+    assert!(hit_all(&build(&s, a, &[])));
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let out = s.run(&["prune", "--filter", "until=1s"]);
+    assert!(out.contains("2 cache records"), "{out}");
+    assert!(
+        miss_all(&build(&s, a, &[])),
+        "unused for over a second: gone"
+    );
+
+    // a, then b, then a again: b is the least recently used.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    build(&s, b, &[]);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert!(hit_all(&build(&s, a, &[])));
+    // Room for one COPY layer (each about 100 kB, incompressible): b's goes, being the
+    // least recently used, and its bytes with it. (b's RUN record is small and stays: it is
+    // keyed by the COPY's inputs, not its layer, so it still applies when the COPY reruns.)
+    let out = s.run(&["prune", "--keep-storage", "150k"]);
+    assert!(!out.contains("reclaimed 0B"), "{out}");
+    assert!(hit_all(&build(&s, a, &[])), "the recently used one stays");
+    let again = build(&s, b, &[]);
+    assert!(!again.cached("COPY blob"), "{}", again.stderr);
+
+    s.run(&["prune", "--all"]);
+    assert!(miss_all(&build(&s, a, &[])));
+    // The base image, named by a tag, is still there to build from.
+    assert!(s.run(&["images"]).contains("busybox"));
+}

@@ -304,14 +304,34 @@ pub fn rmi(store: &Store, args: &RmiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn prune(store: &Store) -> anyhow::Result<()> {
-    let r = store.prune()?;
+pub fn prune(store: &Store, args: &crate::args::PruneArgs) -> anyhow::Result<()> {
+    let mut policy = cairn_builder::cache::PrunePolicy {
+        all: args.all,
+        ..Default::default()
+    };
+    if let Some(size) = &args.keep_storage {
+        policy.keep_storage = Some(
+            cairn_builder::sandbox::cgroup::parse_size(size)
+                .map_err(|e| anyhow::anyhow!("--keep-storage {size:?}: {e}"))?,
+        );
+    }
+    for f in &args.filter {
+        let Some(d) = f.strip_prefix("until=") else {
+            bail!("--filter {f:?}: only until=DURATION is supported");
+        };
+        let ns = cairn_parser::parse_go_duration(d)
+            .map_err(|e| anyhow::anyhow!("--filter {f:?}: {e}"))?;
+        policy.unused_for = Some(std::time::Duration::from_nanos(ns));
+    }
+    let cache = cairn_builder::cache::Cache::open(store);
+    let r = cache.prune(store, &policy)?;
     writeln!(
         std::io::stdout().lock(),
-        "Deleted {} blobs and {} unpacked layers; reclaimed {}",
-        r.blobs,
-        r.layers,
-        human_size(r.bytes)
+        "Deleted {} blobs, {} unpacked layers and {} cache records; reclaimed {}",
+        r.store.blobs,
+        r.store.layers,
+        r.records,
+        human_size(r.store.bytes)
     )?;
     Ok(())
 }

@@ -33,13 +33,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(args) => image::inspect(&open_store(root)?, &args),
         Command::Tag(args) => image::tag(&open_store(root)?, &args),
         Command::Rmi(args) => image::rmi(&open_store(root)?, &args),
-        Command::Prune => {
+        Command::Prune(args) => {
             let mut store = open_store(root)?;
             // Layers unpacked for RUN by a rootless user belong to its subordinate ids.
             if let Ok(exe) = std::env::current_exe() {
                 store.set_remover(cairn_builder::sandbox::Sandbox::for_removal(exe).remover());
             }
-            image::prune(&store)
+            image::prune(&store, &args)
         }
         Command::Fsck => image::fsck(&open_store(root)?),
     }
