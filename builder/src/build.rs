@@ -1223,24 +1223,19 @@ fn copy_step(
                         named_dir = BuildContext::open(&dir, None)?;
                         SourceRoot::Context(&named_dir)
                     }
-                    Some(NamedContext::OciLayout { dir, tag }) => {
-                        let manifest =
-                            cairn_layers::archive::layout_image(store, &dir, tag.as_deref())
-                                .map_err(|e| fail(format!("--from={f}: {e}")))?;
-                        from_id = Some(format!("image:{}", manifest.digest));
-                        let img = store.image(&manifest)?;
-                        image_dir = st.rootfs.with_extension(format!("from-{}", img.id().hex()));
-                        if !image_dir.exists() {
-                            unpack_layers(store, &img.manifest.layers, &image_dir)?;
-                        }
-                        SourceRoot::Dir(&image_dir)
-                    }
-                    None => {
-                        let (_, manifest) = store.resolve(&f).map_err(|_| {
-                            fail(format!(
-                                "--from={f}: no such stage, build context or image in the store"
-                            ))
-                        })?;
+                    named => {
+                        // An image: from an OCI layout, or from the store.
+                        let manifest = match named {
+                            Some(NamedContext::OciLayout { dir, tag }) => {
+                                cairn_layers::archive::layout_image(store, &dir, tag.as_deref())
+                                    .map_err(|e| fail(format!("--from={f}: {e}")))?
+                            }
+                            _ => store.resolve(&f).map_err(|_| {
+                                fail(format!(
+                                    "--from={f}: no such stage, build context or image in the store"
+                                ))
+                            })?.1,
+                        };
                         from_id = Some(format!("image:{}", manifest.digest));
                         let img = store.image(&manifest)?;
                         image_dir = st.rootfs.with_extension(format!("from-{}", img.id().hex()));

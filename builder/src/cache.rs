@@ -240,7 +240,7 @@ struct Memo {
 pub struct Cache {
     dir: PathBuf,
     files: Mutex<HashMap<PathBuf, Memo>>,
-    changed: Mutex<bool>,
+    changed: std::sync::atomic::AtomicBool,
     /// Blobs of imported caches (`--cache-from`), fetched into the store when a hit needs one.
     external: Mutex<HashMap<Digest, PathBuf>>,
     /// What this build used or made, by stage, for `--cache-to`.
@@ -281,7 +281,7 @@ impl Cache {
         Cache {
             dir,
             files: Mutex::new(files),
-            changed: Mutex::new(false),
+            changed: std::sync::atomic::AtomicBool::new(false),
             external: Mutex::default(),
             touched: Mutex::default(),
             touched_image: Mutex::default(),
@@ -494,20 +494,8 @@ impl Cache {
                 .ok()?
                 .modified()
                 .ok()?;
-            if blob.modified().ok()? > recorded {
-                let mut f = std::fs::File::open(&path).ok()?;
-                let mut h = Sha256::new();
-                let mut buf = vec![0u8; 256 * 1024];
-                loop {
-                    let n = std::io::Read::read(&mut f, &mut buf).ok()?;
-                    if n == 0 {
-                        break;
-                    }
-                    h.update(&buf[..n]);
-                }
-                if hex::encode(h.finalize()) != digest.hex() {
-                    return None;
-                }
+            if blob.modified().ok()? > recorded && sha256_file(&path).ok()? != digest.hex() {
+                return None;
             }
         }
         Some(record)
@@ -611,17 +599,7 @@ impl Cache {
         {
             return Ok(m.digest.clone());
         }
-        let mut f = std::fs::File::open(path).map_err(io_err("open", path))?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = std::io::Read::read(&mut f, &mut buf).map_err(io_err("read", path))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        let digest = hex::encode(h.finalize());
+        let digest = sha256_file(path).map_err(io_err("read", path))?;
         if let Ok(mut files) = self.files.lock() {
             files.insert(
                 abs,
@@ -631,21 +609,34 @@ impl Cache {
                 },
             );
         }
-        if let Ok(mut c) = self.changed.lock() {
-            *c = true;
-        }
+        self.changed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(digest)
     }
 
     /// Writes the memo back when it learned something.
     pub fn save(&self) -> Result<()> {
-        if !self.changed.lock().map(|c| *c).unwrap_or(false) {
+        if !self.changed.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
         match self.files.lock() {
             Ok(files) => write_json(&self.dir.join("files.json"), &*files),
             Err(_) => Ok(()),
         }
+    }
+}
+
+/// The hex sha256 of a file's content.
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(h.finalize()));
+        }
+        h.update(&buf[..n]);
     }
 }
 
@@ -712,20 +703,35 @@ impl Cache {
         if let Some(limit) = policy.keep_storage {
             // Oldest first; a blob counts once however many records name it.
             records.sort_by_key(|(used, _, _)| *used);
-            let size_of = |rs: &[(std::time::SystemTime, PathBuf, Record)]| {
-                let mut seen = std::collections::BTreeMap::new();
-                for (_, _, r) in rs {
-                    if let Some(l) = &r.layer {
-                        seen.insert(l.descriptor.digest.clone(), l.descriptor.size);
+            // How many kept records name each blob, and the bytes of the blobs named at all.
+            let mut users: HashMap<Digest, (usize, u64)> = HashMap::new();
+            for (_, _, r) in &records {
+                if let Some(l) = &r.layer {
+                    users
+                        .entry(l.descriptor.digest.clone())
+                        .or_insert((0, l.descriptor.size))
+                        .0 += 1;
+                }
+            }
+            let mut total: u64 = users.values().map(|(_, size)| size).sum();
+            let mut evicted = 0;
+            for (_, path, r) in &records {
+                if total <= limit {
+                    break;
+                }
+                let _ = std::fs::remove_file(path);
+                out.records += 1;
+                evicted += 1;
+                if let Some(l) = &r.layer
+                    && let Some((n, size)) = users.get_mut(&l.descriptor.digest)
+                {
+                    *n -= 1;
+                    if *n == 0 {
+                        total -= *size;
                     }
                 }
-                seen.values().sum::<u64>()
-            };
-            while !records.is_empty() && size_of(&records) > limit {
-                let (_, path, _) = records.remove(0);
-                let _ = std::fs::remove_file(&path);
-                out.records += 1;
             }
+            records.drain(..evicted);
         }
         let mut blobs = std::collections::BTreeSet::new();
         let mut diff_ids = std::collections::BTreeSet::new();

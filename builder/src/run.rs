@@ -233,10 +233,7 @@ pub(crate) fn run_step(
         Some(NetworkMode::None) => Network::None,
         _ => Network::Host,
     };
-    let root_kind = match root {
-        RootSpec::Overlay { .. } => RootKind::Overlay,
-        RootSpec::Copy { .. } => RootKind::Copy,
-    };
+    let keep_upper = matches!(root, RootSpec::Overlay { .. }).then(|| run_dir.keep.clone());
     let spec = RunSpec {
         root,
         argv,
@@ -258,7 +255,7 @@ pub(crate) fn run_step(
         tty: false,
         console: false,
         cgroup_procs: Vec::new(),
-        keep_upper: matches!(root_kind, RootKind::Overlay).then(|| run_dir.keep.clone()),
+        keep_upper,
         cleanup: vec![base.clone()],
     };
     let tail = Tail::default();
@@ -390,11 +387,6 @@ fn mount_source_identity(cx: &Ctx<'_>, m: &Mount) -> Result<String> {
         }
     }
     Ok(key.finish().hex())
-}
-
-enum RootKind {
-    Overlay,
-    Copy,
 }
 
 /// BuildKit's history line: `RUN |N K=V ... CMD # buildkit`, naming the stage's build args.

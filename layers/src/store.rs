@@ -140,6 +140,27 @@ pub struct FsckReport {
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A temp file name unique across processes and threads.
+/// Makes a written blob durable and puts it under its digest's `path` in `blobs` (dropping it
+/// when identical content is already there: another writer won the race).
+fn place_blob(file: File, temp: &Path, path: &Path, blobs: &Path) -> Result<()> {
+    file.sync_all().at("sync", temp)?;
+    drop(file);
+    if path.exists() {
+        fs_err::remove_file(temp).map_err(|source| Error::Io {
+            action: "remove",
+            path: temp.to_path_buf(),
+            source,
+        })?;
+        return Ok(());
+    }
+    fs_err::rename(temp, path).map_err(|source| Error::Io {
+        action: "rename into place",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    sync_dir(blobs)
+}
+
 /// The directory name of a layer's unpacked form under `layers/sha256`.
 fn unpacked_name(diff_id: &Digest, key: &str) -> String {
     if key.is_empty() {
@@ -300,24 +321,12 @@ impl BlobWriter<'_> {
                     });
                 }
             }
-            file.sync_all().at("sync", &temp)?;
-            drop(file);
-            let path = store.blob_path(&digest);
-            if path.exists() {
-                // Identical content is already there (another writer won the race).
-                fs_err::remove_file(&temp).map_err(|source| Error::Io {
-                    action: "remove",
-                    path: temp.clone(),
-                    source,
-                })?;
-                return Ok(());
-            }
-            fs_err::rename(&temp, &path).map_err(|source| Error::Io {
-                action: "rename into place",
-                path: path.clone(),
-                source,
-            })?;
-            sync_dir(&store.root.join("blobs/sha256"))
+            place_blob(
+                file,
+                &temp,
+                &store.blob_path(&digest),
+                &store.root.join("blobs/sha256"),
+            )
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&temp);
@@ -383,16 +392,7 @@ impl BlobWriter<'_> {
         let key = digest.clone();
         let (slot_on_error, temp_on_error) = (slot.clone(), temp.clone());
         let work = move || {
-            let r = (|| -> Result<()> {
-                file.sync_all().at("sync", &temp)?;
-                drop(file);
-                if path.exists() {
-                    fs_err::remove_file(&temp).at("remove", &temp)?;
-                    return Ok(());
-                }
-                fs_err::rename(&temp, &path).at("rename into place", &path)?;
-                sync_dir(&blobs)
-            })();
+            let r = place_blob(file, &temp, &path, &blobs);
             if r.is_err() {
                 let _ = std::fs::remove_file(&temp);
             }

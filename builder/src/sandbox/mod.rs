@@ -467,7 +467,7 @@ impl Sandbox {
         if let Some(cg) = &cg {
             spec.cgroup_procs = cg.procs_files();
         }
-        let mut h = self.spawn_in(&Request::Run(Box::new(spec)), stdio, log_w, data_w, None)?;
+        let mut h = self.spawn(&Request::Run(Box::new(spec)), stdio, log_w, data_w)?;
         std::thread::scope(|scope| {
             let reader = log_r.map(|r| {
                 scope.spawn(move || {
@@ -540,24 +540,14 @@ impl Sandbox {
         })
     }
 
-    /// Starts the helper, sends `req`, writes the id maps and lets it go.
+    /// Starts the helper, sends `req`, writes the id maps and lets it go. (A step's cgroup is
+    /// joined by its pid 1, not here: see `RunSpec::cgroup_procs`.)
     fn spawn(
         &self,
         req: &Request,
         stdio: Stdio3,
         log: Option<OwnedFd>,
         data: Option<OwnedFd>,
-    ) -> Result<Helper> {
-        self.spawn_in(req, stdio, log, data, None)
-    }
-
-    fn spawn_in(
-        &self,
-        req: &Request,
-        stdio: Stdio3,
-        log: Option<OwnedFd>,
-        data: Option<OwnedFd>,
-        cg: Option<&cgroup::Cgroup>,
     ) -> Result<Helper> {
         let (ours, theirs) =
             UnixStream::pair().map_err(|e| Error::Sandbox(format!("socketpair: {e}")))?;
@@ -636,10 +626,6 @@ impl Sandbox {
             other => return Err(Error::Sandbox(format!("unexpected answer {other:?}"))),
         }
         self.mapping.write(h.child.id())?;
-        if let Some(cg) = cg {
-            cg.add(h.child.id())
-                .map_err(|e| Error::Sandbox(e.to_string()))?;
-        }
         proto::send(&mut h.writer, &Go)
             .map_err(|e| Error::Sandbox(format!("writing to the sandbox helper: {e}")))?;
         Ok(h)
