@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use cairn_layers::apply::{ApplyOptions, Whiteouts, apply_layer};
-use cairn_layers::compress::{self, Compression};
+use cairn_layers::compress::{self, Compression, LayerCompression};
 use cairn_layers::image::{Descriptor, History, ImageConfig, timestamp};
 use cairn_layers::layer::write_layer;
 use cairn_layers::{IdMap, Store};
@@ -40,7 +40,8 @@ pub struct BuildOptions {
     pub labels: BTreeMap<String, String>,
     /// SOURCE_DATE_EPOCH: the image's creation time, and a clamp on file times in new layers.
     pub source_date_epoch: Option<i64>,
-    pub compression: Compression,
+    /// How new layers are compressed (`--compression-format`, `--compression-level`).
+    pub compression: LayerCompression,
     /// `--build-context NAME=...`: named contexts that FROM and COPY --from may use.
     pub contexts: BTreeMap<String, NamedContext>,
     /// The RUN sandbox: the cairn binary to re-execute as its helper (no RUN without one),
@@ -1273,6 +1274,11 @@ fn copy_step(
     } else {
         &by_content
     };
+    if from_id.is_none() {
+        // Reading is most of a cold key's cost: the memo fills on every core, and describe
+        // then finds each digest there. An error here is the one describe will report.
+        let _ = crate::cache::hash_all(cx.cache, &plan.content_sources());
+    }
     plan.describe(&req, &mut key, digest_of)
         .map_err(|e| fail(inner(e)))?;
     let (key, summary) = key.finish_with_summary();

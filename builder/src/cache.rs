@@ -785,6 +785,47 @@ fn temp_name(base: &str) -> String {
     format!(".{base}.{}.{n}", std::process::id())
 }
 
+/// Fills `cache`'s memo for `files` using every core: files are taken largest first from a
+/// shared list, so one big file does not end up last on a thread. Returns the first error.
+pub fn hash_all(cache: &Cache, files: &[(&Path, &std::fs::Metadata)]) -> Result<()> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len());
+    if workers <= 1 {
+        for (p, m) in files {
+            cache.file_digest(p, m)?;
+        }
+        return Ok(());
+    }
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(files[i].1.len()));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&i) = order.get(k) else {
+                            return Ok(());
+                        };
+                        let (p, m) = files[i];
+                        cache.file_digest(p, m)?;
+                    }
+                })
+            })
+            .collect();
+        let mut first = Ok(());
+        for h in handles {
+            let r = h.join().unwrap_or(Ok(()));
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -845,3 +886,4 @@ mod tests {
         );
     }
 }
+

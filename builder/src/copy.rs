@@ -617,6 +617,16 @@ impl CopyPlan<'_> {
         write_plan(req, parents, contents, files, planned, out)
     }
 
+    /// The source files whose content the key takes (regular files and archives), for
+    /// hashing them ahead of [`CopyPlan::describe`], in parallel.
+    pub fn content_sources(&self) -> Vec<(&Path, &Metadata)> {
+        self.planned
+            .iter()
+            .filter(|p| p.archive || p.meta.file_type().is_file())
+            .map(|p| (p.src.as_path(), &p.meta))
+            .collect()
+    }
+
     /// Feeds what the layer will hold to `key`, in order: each entry's place, type, mode
     /// (after --chmod), owner, link target and content digest (from `digest_of`, which may
     /// remember files by their metadata), never a file time. Returns the paths and content

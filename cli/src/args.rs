@@ -217,6 +217,16 @@ pub struct BuildArgs {
     /// (repeatable).
     #[arg(long = "no-cache-filter", value_name = "STAGE")]
     pub no_cache_filter: Vec<String>,
+    /// How new layers are compressed: gzip, zstd or uncompressed.
+    #[arg(
+        long = "compression-format",
+        value_name = "FORMAT",
+        default_value = "gzip"
+    )]
+    pub compression_format: String,
+    /// The compression level [default: 5 for gzip (as podman and buildah), 3 for zstd].
+    #[arg(long = "compression-level", value_name = "N")]
+    pub compression_level: Option<i32>,
     /// Read cached steps from a cache that --cache-to wrote (repeatable).
     #[arg(long = "cache-from", value_name = "type=local,src=DIR")]
     pub cache_from: Vec<String>,

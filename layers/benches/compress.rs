@@ -5,7 +5,8 @@
 //! cairn replaces (`tee >(sha256sum) | pigz -p2 | sha256sum`) over the same bytes in /tmp.
 //! `-- rss [gzip|zstd|none]` instead streams 1.25 GiB of generated data (text and random in
 //! turn) and reports peak RSS.
-//! `-- file PATH [gzip|zstd|none]` compresses one file, to time against other tools.
+//! `-- file PATH [gzip|zstd|none]` compresses one file, to time against other tools
+//! (`CAIRN_BENCH_LEVEL` sets the level).
 //! `-- write [DIR]` only writes the two data sets to DIR (default /tmp), for other tools.
 //! `CAIRN_BENCH_MIB` changes the data size.
 
@@ -133,15 +134,23 @@ fn run(data: &[u8], c: Compression) -> Res<(Timing, u64)> {
 
 /// The same, reading `path` as pigz does.
 fn run_file(path: &Path, c: Compression) -> Res<Timing> {
+    let size = std::cell::Cell::new(0);
+    let mut level = 0;
     let (t, ()) = timed(false, || {
-        let mut w = LayerWriter::new(io::sink(), c);
+        level = match std::env::var("CAIRN_BENCH_LEVEL") {
+            Ok(l) => l.parse()?,
+            Err(_) => c.default_level(),
+        };
+        let mut w = LayerWriter::with_level(io::sink(), c, level);
         io::copy(
             &mut BufReader::with_capacity(64 * 1024, File::open(path)?),
             &mut w,
         )?;
-        w.finish()?;
+        let d = w.finish()?;
+        size.set(d.0.size);
         Ok(())
     })?;
+    println!("  level {level}: {} bytes", size.get());
     Ok(t)
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
-use crate::compress::{self, Compression, LayerWriter};
+use crate::compress::{self, Compression, LayerCompression, LayerWriter};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::Descriptor;
@@ -20,12 +20,17 @@ pub struct StoredLayer {
 
 /// Runs `produce` with a writer that compresses into a new blob of the store. Nothing is left
 /// under a digest unless `produce` succeeds and the blob is complete.
-pub fn write_layer<F>(store: &Store, compression: Compression, produce: F) -> Result<StoredLayer>
+pub fn write_layer<F>(
+    store: &Store,
+    compression: impl Into<LayerCompression>,
+    produce: F,
+) -> Result<StoredLayer>
 where
     F: FnOnce(&mut dyn Write) -> Result<()>,
 {
+    let LayerCompression { compression, level } = compression.into();
     let blob = store.blob_writer()?;
-    let mut w = LayerWriter::new(blob, compression);
+    let mut w = LayerWriter::with_level(blob, compression, level);
     if let Err(e) = produce(&mut w) {
         if let Ok((_, blob)) = w.finish() {
             blob.abort();

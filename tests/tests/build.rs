@@ -548,3 +548,51 @@ fn later_copies_see_directories_of_earlier_ones() {
     assert_eq!(fs::read_to_string(local.join("y")).unwrap(), "f");
     assert_eq!(fs::read_to_string(local.join("x/sub/f")).unwrap(), "f");
 }
+
+#[test]
+fn compression_format_and_level_choose_how_layers_are_written() {
+    let s = loaded_busybox();
+    let mut sizes = Vec::new();
+    for (format, level, media) in [
+        ("gzip", "1", "application/vnd.oci.image.layer.v1.tar+gzip"),
+        ("gzip", "9", "application/vnd.oci.image.layer.v1.tar+gzip"),
+        ("zstd", "3", "application/vnd.oci.image.layer.v1.tar+zstd"),
+        ("uncompressed", "0", "application/vnd.oci.image.layer.v1.tar"),
+    ] {
+        let tag = format!("site:{format}-{level}");
+        let mut c = s.cmd(&[
+            "build",
+            "-q",
+            "--no-cache",
+            "--compression-format",
+            format,
+            "--compression-level",
+            level,
+            "-t",
+            &tag,
+        ]);
+        c.arg(site()).env("SOURCE_DATE_EPOCH", "1700000000");
+        ok(c);
+        let img = s.inspect(&tag);
+        let layers = img["Layers"].as_array().unwrap();
+        let built = layers.last().unwrap();
+        assert_eq!(built["mediaType"], media, "{format}: {img}");
+        sizes.push(built["size"].as_u64().unwrap());
+        // Whatever the compression, the layer's content is the same.
+        let diff_ids = img["RootFS"]["Layers"].as_array().unwrap().clone();
+        let first = s.inspect("site:gzip-1");
+        assert_eq!(diff_ids, first["RootFS"]["Layers"].as_array().unwrap().clone());
+    }
+    assert!(sizes[1] <= sizes[0], "level 9 no larger than 1: {sizes:?}");
+    assert!(sizes[3] > sizes[0], "uncompressed larger: {sizes:?}");
+
+    for (args, says) in [
+        (["--compression-format", "lz4"], "use gzip, zstd or uncompressed"),
+        (["--compression-level", "12"], "gzip takes 0 to 9"),
+    ] {
+        let out = s.cmd(&["build"]).args(args).arg(site()).output().unwrap();
+        let (_, stderr) = texts(&out);
+        assert!(!out.status.success());
+        assert!(stderr.contains(says), "{stderr}");
+    }
+}

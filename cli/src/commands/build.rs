@@ -9,7 +9,7 @@ use cairn_builder::build::{BuildOptions, Event, NamedContext, build};
 use cairn_builder::sandbox::Limits;
 use cairn_builder::sandbox::cgroup::parse_size;
 use cairn_layers::archive::{self, SaveFormat, ToSave};
-use cairn_layers::compress::Compression;
+use cairn_layers::compress::{Compression, LayerCompression};
 use cairn_layers::{Reference, Store};
 
 use crate::args::BuildArgs;
@@ -189,7 +189,7 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
         build_args: build_args(&args.build_args),
         labels,
         source_date_epoch: source_date_epoch()?,
-        compression: Compression::Gzip,
+        compression: compression(&args.compression_format, args.compression_level)?,
         contexts,
         helper: std::env::current_exe().ok(),
         snapshotter: args
@@ -267,4 +267,25 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--compression-format` and `--compression-level`, checked against what the format accepts.
+fn compression(format: &str, level: Option<i32>) -> anyhow::Result<LayerCompression> {
+    let c = match format {
+        "gzip" => Compression::Gzip,
+        "zstd" => Compression::Zstd,
+        "uncompressed" | "none" => Compression::None,
+        other => bail!("--compression-format {other:?}: use gzip, zstd or uncompressed"),
+    };
+    if let Some(l) = level {
+        let range = LayerCompression::level_range(c);
+        if !range.contains(&l) {
+            bail!(
+                "--compression-level {l}: {format} takes {} to {}",
+                range.start(),
+                range.end()
+            );
+        }
+    }
+    Ok(LayerCompression::new(c, level))
 }
