@@ -107,6 +107,9 @@ pub enum Event {
     Cached { id: usize },
     /// Why a step's result could not come from the cache (one line).
     Miss { id: usize, reason: String },
+    /// How far a COPY or ADD has got through the bytes of its sources: sent a few times a
+    /// second while it writes its layer, the last time with `done == total`.
+    Bytes { id: usize, done: u64, total: u64 },
     /// A line a step's process wrote (RUN's output).
     Log { id: usize, line: String },
     /// Something the user should know once (the sandbox's set-up, for instance).
@@ -1286,8 +1289,16 @@ fn copy_step(
         return Ok(Outcome::Cached);
     }
     let mut dirs = Default::default();
+    let total = plan.source_bytes();
     let layer = write_layer(store, opts.compression, |w| {
-        dirs = plan.write(&req, w).map_err(|e| match e {
+        let mut w = crate::progress::Counting::new(w, total, |done| {
+            (cx.progress)(Event::Bytes {
+                id: step_id,
+                done,
+                total,
+            })
+        });
+        dirs = plan.write(&req, &mut w).map_err(|e| match e {
             Error::Layers(l) => l,
             other => cairn_layers::Error::Invalid {
                 what: ins.original.clone(),

@@ -617,6 +617,25 @@ impl CopyPlan<'_> {
         write_plan(req, parents, contents, files, planned, out)
     }
 
+    /// The bytes of the regular files, archives and downloads it will read: what a progress
+    /// bar counts towards (the layer adds tar headers and padding to it).
+    pub fn source_bytes(&self) -> u64 {
+        let planned: u64 = self
+            .planned
+            .iter()
+            .filter(|p| p.archive || p.meta.file_type().is_file())
+            .map(|p| p.meta.len())
+            .sum();
+        let contents: u64 = self.contents.iter().map(|(_, d)| d.len() as u64).sum();
+        let files: u64 = self
+            .files
+            .iter()
+            .filter_map(|(_, p, _)| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        planned + contents + files
+    }
+
     /// The source files whose content the key takes (regular files and archives), for
     /// hashing them ahead of [`CopyPlan::describe`], in parallel.
     pub fn content_sources(&self) -> Vec<(&Path, &Metadata)> {

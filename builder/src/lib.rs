@@ -12,6 +12,7 @@ pub mod error;
 pub mod ignore;
 pub mod meta;
 pub mod output;
+mod progress;
 pub mod remote;
 mod run;
 pub mod sandbox;

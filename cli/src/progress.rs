@@ -34,6 +34,9 @@ pub fn choose(progress: Progress, quiet: bool, stderr_is_tty: bool) -> Mode {
     }
 }
 
+/// Sources smaller than this copy too fast for a byte bar to be worth drawing.
+const BYTE_BAR_MIN: u64 = 16 << 20;
+
 /// A running step: its bar and the `[stage i/n] text` label its final line repeats.
 #[derive(Debug)]
 struct Running {
@@ -75,6 +78,20 @@ impl Tty {
                     let _ = write!(w, "{:.1}s", state.elapsed().as_secs_f64());
                 },
             )
+    }
+
+    /// A COPY or ADD of large sources: the bytes done of the total, and the rate.
+    fn byte_style() -> ProgressStyle {
+        ProgressStyle::with_template(
+            "{spinner:.cyan} {wide_msg} {bar:24} {bytes}/{total_bytes} {bytes_per_sec} {secs:.dim}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key(
+            "secs",
+            |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.1}s", state.elapsed().as_secs_f64());
+            },
+        )
     }
 
     /// The running steps; a panic elsewhere must not stop the bars being cleared, so a poisoned
@@ -122,6 +139,18 @@ impl Tty {
                 }
             }
             Event::Miss { .. } => {}
+            Event::Bytes { id, done, total } => {
+                if total < BYTE_BAR_MIN {
+                    return;
+                }
+                if let Some(step) = self.running().get(&id) {
+                    if step.bar.length() != Some(total) {
+                        step.bar.set_style(Self::byte_style());
+                        step.bar.set_length(total);
+                    }
+                    step.bar.set_position(done);
+                }
+            }
             Event::Log { id, line } => {
                 let _ = self.multi.println(format!("#{id} {line}"));
             }
@@ -175,6 +204,8 @@ pub fn plain(event: Event) {
         Event::Done { id, seconds } => writeln!(err, "#{id} DONE {seconds:.1}s"),
         Event::Cached { id } => writeln!(err, "#{id} CACHED"),
         Event::Miss { id, reason } => writeln!(err, "#{id} cache miss: {reason}"),
+        // A log keeps every line; a byte count a few times a second would only bury them.
+        Event::Bytes { .. } => Ok(()),
         Event::Log { id, line } => writeln!(err, "#{id} {line}"),
         Event::Warning(w) => writeln!(err, "WARNING: {w}"),
     };
@@ -204,6 +235,23 @@ mod tests {
         });
         tty.event(step(2, 2, &"RUN echo a very long command ".repeat(40)));
         tty.event(step(3, 3, "COPY . /app"));
+        tty.event(Event::Bytes {
+            id: 3,
+            done: 1 << 20,
+            total: 1 << 30,
+        });
+        {
+            let running = tty.running();
+            let bar = &running[&3].bar;
+            assert_eq!((bar.position(), bar.length()), (1 << 20, Some(1 << 30)));
+        }
+        // Small sources keep the spinner.
+        tty.event(Event::Bytes {
+            id: 2,
+            done: 10,
+            total: 100,
+        });
+        assert_eq!(tty.running()[&2].bar.length(), None);
         tty.event(Event::Done {
             id: 3,
             seconds: 0.4,

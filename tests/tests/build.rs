@@ -557,7 +557,11 @@ fn compression_format_and_level_choose_how_layers_are_written() {
         ("gzip", "1", "application/vnd.oci.image.layer.v1.tar+gzip"),
         ("gzip", "9", "application/vnd.oci.image.layer.v1.tar+gzip"),
         ("zstd", "3", "application/vnd.oci.image.layer.v1.tar+zstd"),
-        ("uncompressed", "0", "application/vnd.oci.image.layer.v1.tar"),
+        (
+            "uncompressed",
+            "0",
+            "application/vnd.oci.image.layer.v1.tar",
+        ),
     ] {
         let tag = format!("site:{format}-{level}");
         let mut c = s.cmd(&[
@@ -581,13 +585,19 @@ fn compression_format_and_level_choose_how_layers_are_written() {
         // Whatever the compression, the layer's content is the same.
         let diff_ids = img["RootFS"]["Layers"].as_array().unwrap().clone();
         let first = s.inspect("site:gzip-1");
-        assert_eq!(diff_ids, first["RootFS"]["Layers"].as_array().unwrap().clone());
+        assert_eq!(
+            diff_ids,
+            first["RootFS"]["Layers"].as_array().unwrap().clone()
+        );
     }
     assert!(sizes[1] <= sizes[0], "level 9 no larger than 1: {sizes:?}");
     assert!(sizes[3] > sizes[0], "uncompressed larger: {sizes:?}");
 
     for (args, says) in [
-        (["--compression-format", "lz4"], "use gzip, zstd or uncompressed"),
+        (
+            ["--compression-format", "lz4"],
+            "use gzip, zstd or uncompressed",
+        ),
         (["--compression-level", "12"], "gzip takes 0 to 9"),
     ] {
         let out = s.cmd(&["build"]).args(args).arg(site()).output().unwrap();
