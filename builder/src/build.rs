@@ -55,11 +55,10 @@ pub struct BuildOptions {
     /// stages (by name or index). Results are recorded either way.
     pub no_cache: bool,
     pub no_cache_filter: Vec<String>,
-    /// `--cache-from type=local,src=DIR`: caches to read records and layers from.
-    pub cache_from: Vec<PathBuf>,
-    /// `--cache-to type=local,dest=DIR[,mode=min|max]`: where to write this build's records
-    /// (`true`: every stage's, mode=max).
-    pub cache_to: Option<(PathBuf, bool)>,
+    /// `--cache-from`: caches to read records and layers from.
+    pub cache_from: Vec<crate::cache::CacheImport>,
+    /// `--cache-to`: where to write this build's records.
+    pub cache_to: Vec<crate::cache::CacheExport>,
 }
 
 /// A named build context: a directory (COPY --from reads it with its own .dockerignore; FROM
@@ -447,7 +446,18 @@ pub fn build(
     let mut results: BTreeMap<usize, StageResult> = BTreeMap::new();
     let cache = crate::cache::Cache::open(store);
     for src in &opts.cache_from {
-        cache.import(src)?;
+        use crate::cache::CacheImport;
+        match src {
+            CacheImport::Local(dir) => cache.import(dir)?,
+            CacheImport::Image(name) => {
+                if !import_image_cache(store, &cache, name)? {
+                    // A CI run's first build has no cache yet: that is no reason to fail.
+                    progress(Event::Warning(format!(
+                        "--cache-from {name}: no such image, or it has no inline cache"
+                    )));
+                }
+            }
+        }
     }
     let waves = graph.reachable(target);
     let building: std::collections::BTreeSet<usize> = waves.iter().flatten().copied().collect();
@@ -514,6 +524,8 @@ pub fn build(
         serde_json::to_vec(&config.config.labels).unwrap_or_default(),
     );
     image_key.field("epoch", format!("{epoch:?}"));
+    let inline = opts.cache_to.contains(&crate::cache::CacheExport::Inline);
+    image_key.field("inline", inline.to_string());
     let image_key = image_key.finish();
     let all_hits = results.values().all(|r| r.all_hits) && result.all_hits;
     let reused = all_hits
@@ -523,14 +535,25 @@ pub fn build(
         Some((manifest, config)) => (manifest, config),
         None => {
             config.created = Some(timestamp(epoch));
+            // A base image's cache describes how the base was built, not this image.
+            config.extra.remove(crate::cache::INLINE_FIELD);
+            config.extra.remove("moby.buildkit.cache.v0");
+            if inline {
+                config.extra.insert(
+                    crate::cache::INLINE_FIELD.into(),
+                    cache.inline(target, &image_key),
+                );
+            }
             let manifest = store.put_image(&config, result.layers)?;
             cache.put_image(&image_key, &manifest)?;
             (manifest, config)
         }
     };
     cache.save()?;
-    if let Some((dest, max)) = &opts.cache_to {
-        cache.export(store, dest, *max, target)?;
+    for dest in &opts.cache_to {
+        if let crate::cache::CacheExport::Local { dir, max } = dest {
+            cache.export(store, dir, *max, target)?;
+        }
     }
     Ok(Built {
         manifest,
@@ -539,6 +562,31 @@ pub fn build(
         pending: std::sync::Mutex::new(result.pending),
         _work: work,
     })
+}
+
+/// Imports the inline cache of `name`: an image in the store, else an archive or layout to
+/// load (untagged). Returns whether any image had one.
+fn import_image_cache(store: &Store, cache: &crate::cache::Cache, name: &str) -> Result<bool> {
+    let path = Path::new(name);
+    let manifests = if path.exists() {
+        cairn_layers::archive::load_untagged(store, path)?
+    } else {
+        match store.resolve(name) {
+            Ok((_, manifest)) => vec![manifest],
+            Err(
+                cairn_layers::Error::ImageNotFound(_)
+                | cairn_layers::Error::InvalidReference { .. },
+            ) => {
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut any = false;
+    for m in &manifests {
+        any |= cache.import_image(store, m)?;
+    }
+    Ok(any)
 }
 
 /// Builds one stage, whose needs are all in `cx.results`.

@@ -17,7 +17,7 @@ use cairn_layers::{Digest, Store};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::error::{Result, io_err};
+use crate::error::{Error, Result, io_err};
 
 /// A step's cache key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -248,6 +248,27 @@ pub struct Cache {
     touched_image: Mutex<Option<(Key, Descriptor)>>,
 }
 
+/// Where `--cache-from` reads from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheImport {
+    /// An OCI layout that `--cache-to type=local` wrote.
+    Local(PathBuf),
+    /// An image with an inline cache: a name in the store, or an archive or layout to load.
+    Image(String),
+}
+
+/// Where `--cache-to` writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheExport {
+    /// An OCI layout directory; `max` keeps every stage's steps, not just the target's.
+    Local { dir: PathBuf, max: bool },
+    /// The target stage's records in the built image's config.
+    Inline,
+}
+
+/// The image config field an inline cache lives in.
+pub const INLINE_FIELD: &str = "cairn.cache.v1";
+
 /// The media type of the config blob of an exported cache: the records, as JSON.
 pub const CACHE_CONFIG: &str = "application/vnd.cairn.cache.config.v1+json";
 
@@ -257,6 +278,10 @@ struct Exported {
     records: Vec<ExportedRecord>,
     #[serde(default)]
     images: Vec<ExportedImage>,
+    /// In an inline cache: the key of the image that carries it, which stands for that image
+    /// once imported (its manifest cannot name itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    image_key: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -362,6 +387,31 @@ impl Cache {
                 }
             }
         }
+        self.import_records(exported)
+    }
+
+    /// Reads the records an image carries in its config (`--cache-to type=inline` put them
+    /// there); its layers are the records' layers. Returns whether it had any.
+    pub fn import_image(&self, store: &Store, manifest: &Descriptor) -> Result<bool> {
+        let image = store.image(manifest)?;
+        let Some(inline) = image.config.extra.get(INLINE_FIELD) else {
+            return Ok(false);
+        };
+        let exported: Exported =
+            serde_json::from_value(inline.clone()).map_err(|e| Error::Instruction {
+                instruction: "--cache-from".into(),
+                message: format!("image {}: its inline cache is unreadable: {e}", image.id()),
+            })?;
+        if let Some(key) = exported.image_key.as_deref().and_then(Key::from_hex)
+            && !self.image_path(&key).exists()
+        {
+            self.write_image_record(&key, manifest)?;
+        }
+        self.import_records(exported)?;
+        Ok(true)
+    }
+
+    fn import_records(&self, exported: Exported) -> Result<()> {
         for r in exported.records {
             let Some(key) = Key::from_hex(&r.key) else {
                 continue;
@@ -381,9 +431,23 @@ impl Cache {
         Ok(())
     }
 
-    /// Writes what this build used or made (`max`: every stage's steps; else the target's
-    /// only) to `dest` as an OCI layout: the records in the config blob, the layers as layers.
-    pub fn export(&self, store: &Store, dest: &Path, max: bool, target: usize) -> Result<()> {
+    /// The records of the target stage's steps, for the image's config: an inline cache. Only
+    /// the target's, since their layers are the image's own; no image record, since the image
+    /// holds this very value.
+    pub fn inline(&self, target: usize, image_key: &Key) -> serde_json::Value {
+        let (mut exported, _, _) = self.collect(None, false, target);
+        exported.image_key = Some(image_key.hex());
+        serde_json::to_value(exported).unwrap_or_default()
+    }
+
+    /// What this build used or made, the layers those records name, and other blobs to keep
+    /// with them (the final image's manifest and config, given the store).
+    fn collect(
+        &self,
+        store: Option<&Store>,
+        max: bool,
+        target: usize,
+    ) -> (Exported, Vec<Descriptor>, Vec<Digest>) {
         let touched = self.touched.lock().map(|t| t.clone()).unwrap_or_default();
         let mut exported = Exported::default();
         let mut layers: Vec<Descriptor> = Vec::new();
@@ -402,7 +466,11 @@ impl Cache {
                 record,
             });
         }
-        if let Some((key, manifest)) = self.touched_image.lock().ok().and_then(|t| t.clone()) {
+        let image = match store {
+            Some(_) => self.touched_image.lock().ok().and_then(|t| t.clone()),
+            None => None,
+        };
+        if let (Some(store), Some((key, manifest))) = (store, image) {
             if let Ok(image) = store.image(&manifest) {
                 extra.push(manifest.digest.clone());
                 extra.push(image.manifest.config.digest.clone());
@@ -417,6 +485,13 @@ impl Cache {
                 manifest,
             });
         }
+        (exported, layers, extra)
+    }
+
+    /// Writes what this build used or made (`max`: every stage's steps; else the target's
+    /// only) to `dest` as an OCI layout: the records in the config blob, the layers as layers.
+    pub fn export(&self, store: &Store, dest: &Path, max: bool, target: usize) -> Result<()> {
+        let (exported, layers, extra) = self.collect(Some(store), max, target);
         let blobs = dest.join("blobs/sha256");
         std::fs::create_dir_all(&blobs).map_err(io_err("create", &blobs))?;
         let copy = |d: &Digest| -> Result<()> {

@@ -227,13 +227,18 @@ pub struct BuildArgs {
     /// The compression level [default: 5 for gzip (as podman and buildah), 3 for zstd].
     #[arg(long = "compression-level", value_name = "N")]
     pub compression_level: Option<i32>,
-    /// Read cached steps from a cache that --cache-to wrote (repeatable).
-    #[arg(long = "cache-from", value_name = "type=local,src=DIR")]
+    /// Read cached steps from a cache that --cache-to wrote, or from an image built with
+    /// --cache-to type=inline (a name in the store, or an archive) (repeatable).
+    #[arg(long = "cache-from", value_name = "type=local,src=DIR|IMAGE")]
     pub cache_from: Vec<String>,
-    /// Write this build's cached steps to a directory (an OCI layout); mode=max also keeps
-    /// the steps of stages other than the target.
-    #[arg(long = "cache-to", value_name = "type=local,dest=DIR[,mode=min|max]")]
-    pub cache_to: Option<String>,
+    /// Write this build's cached steps to a directory (an OCI layout; mode=max also keeps the
+    /// steps of stages other than the target), or into the image itself (type=inline)
+    /// (repeatable).
+    #[arg(
+        long = "cache-to",
+        value_name = "type=local,dest=DIR[,mode=min|max]|type=inline"
+    )]
+    pub cache_to: Vec<String>,
     /// How RUN steps get their filesystem: overlay, copy, or auto (overlay where it mounts).
     #[arg(long, value_name = "overlay|copy|auto", default_value = "auto")]
     pub snapshotter: String,

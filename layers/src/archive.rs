@@ -55,21 +55,33 @@ struct DockerEntry {
 /// names in the archive (the archive must then hold exactly one image).
 pub fn load(store: &Store, path: &Path, name: Option<&Reference>) -> Result<Vec<Loaded>> {
     let _writing = store.writing()?;
+    let found = find(store, path)?;
+    name_and_tag(store, found, name, path)
+}
+
+/// The images of a layout directory or an archive, their blobs put in the store.
+fn find(store: &Store, path: &Path) -> Result<Vec<Found>> {
     let meta = fs_err::metadata(path).map_err(|source| Error::Io {
         action: "read",
         path: path.to_path_buf(),
         source,
     })?;
-    let found = if meta.is_dir() {
-        load_layout_dir(store, path)?
+    if meta.is_dir() {
+        load_layout_dir(store, path)
     } else {
         let file = File::open(path).at("open", path)?;
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let head = reader.fill_buf().at("read", path)?.to_vec();
         let plain = compress::decompress(reader, Compression::detect(&head))?;
-        load_tar(store, plain, path)?
-    };
-    name_and_tag(store, found, name, path)
+        load_tar(store, plain, path)
+    }
+}
+
+/// Like [`load`], without naming anything: the manifests of the images `path` holds, now in
+/// the store (for reading a cache out of an archive, say).
+pub fn load_untagged(store: &Store, path: &Path) -> Result<Vec<Descriptor>> {
+    let _writing = store.writing()?;
+    Ok(find(store, path)?.into_iter().map(|f| f.manifest).collect())
 }
 
 /// An image found in a source, before tagging: its manifest and the names the source gives it.

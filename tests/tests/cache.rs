@@ -318,6 +318,76 @@ fn an_exported_cache_makes_a_fresh_store_hit() {
     }
 }
 
+#[test]
+fn an_inline_cache_travels_with_the_image() {
+    let s = loaded_busybox();
+    let dir = tempfile::tempdir().unwrap();
+    make_context(dir.path());
+    let out = tempfile::tempdir().unwrap();
+    let inline = ["--cache-to", "type=inline", "-t", "app:inline"];
+    let first = build(&s, dir.path(), &inline);
+    let archive = out.path().join("app.tar");
+    let mut save = s.cmd(&["save", "app:inline", "--format", "oci-archive", "-o"]);
+    save.arg(&archive);
+    ok(save);
+    let mut config = Command::new("skopeo");
+    config
+        .args(["inspect", "--config", "--raw"])
+        .arg(format!("oci-archive:{}", archive.display()));
+    let config: serde_json::Value = serde_json::from_slice(&ok(config).stdout).unwrap();
+    let records = config["cairn.cache.v1"]["records"].as_array().unwrap();
+    assert!(records.len() >= STEPS.len(), "the stage's steps: {config}");
+
+    // From the archive, into a fresh store: every step hits and the image is the same.
+    let fresh = loaded_busybox();
+    let mut with = inline.to_vec();
+    let archive_arg = archive.display().to_string();
+    with.extend(["--cache-from", &archive_arg]);
+    let second = build(&fresh, dir.path(), &with);
+    assert_eq!(hits(&second), [true; 5], "{}", second.stderr);
+    assert_eq!(second.image, first.image);
+
+    // By name, an image loaded into the store; a changed file misses from its step on.
+    let other = loaded_busybox();
+    let mut load = other.cmd(&["load", "-i"]);
+    load.arg(&archive);
+    ok(load);
+    fs::write(dir.path().join("late.txt"), "later\n").unwrap();
+    let third = build(&other, dir.path(), &["--cache-from", "app:inline"]);
+    assert_eq!(
+        hits(&third),
+        [true, true, true, false, false],
+        "{}",
+        third.stderr
+    );
+
+    // No such image yet (a CI pipeline's first run): a warning, and the build goes on.
+    let empty = loaded_busybox();
+    let fourth = build(&empty, dir.path(), &["--cache-from", "nothing-here:1"]);
+    assert_eq!(hits(&fourth), [false; 5], "{}", fourth.stderr);
+    assert!(
+        fourth
+            .stderr
+            .contains("--cache-from nothing-here:1: no such image"),
+        "{}",
+        fourth.stderr
+    );
+
+    // Without type=inline the image carries no records, even built on a base that had them.
+    let plain = build(&s, dir.path(), &["-t", "app:plain"]);
+    assert_ne!(plain.image, first.image);
+    let archive = out.path().join("plain.tar");
+    let mut save = s.cmd(&["save", "app:plain", "--format", "oci-archive", "-o"]);
+    save.arg(&archive);
+    ok(save);
+    let mut config = Command::new("skopeo");
+    config
+        .args(["inspect", "--config", "--raw"])
+        .arg(format!("oci-archive:{}", archive.display()));
+    let config: serde_json::Value = serde_json::from_slice(&ok(config).stdout).unwrap();
+    assert!(config.get("cairn.cache.v1").is_none(), "{config}");
+}
+
 /// Incompressible bytes, reproducibly.
 fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use cairn_builder::build::{BuildOptions, Event, NamedContext, build};
+use cairn_builder::cache::{CacheExport, CacheImport};
 use cairn_builder::sandbox::Limits;
 use cairn_builder::sandbox::cgroup::parse_size;
 use cairn_layers::archive::{self, SaveFormat, ToSave};
@@ -71,29 +72,104 @@ pub(crate) fn limits(a: &crate::args::LimitArgs) -> anyhow::Result<Limits> {
 }
 
 /// `--secret id=X,src=FILE|env=VAR` (docker's `type=file` and `source=` spellings too).
-/// `type=local,src|dest=DIR[,mode=min|max]` (a bare DIR is local too): the directory, and
-/// whether mode is max.
-fn cache_spec(spec: &str, dir_key: &str) -> anyhow::Result<(PathBuf, bool)> {
-    let kind = spec
-        .split(',')
-        .find_map(|p| p.strip_prefix("type="))
-        .unwrap_or("local");
-    if kind != "local" {
-        anyhow::bail!("{spec:?}: cache type {kind} is not supported yet (use type=local)");
-    }
-    let (mut dir, mut max) = (None, false);
-    for part in spec.split(',') {
+/// A `--cache-from` or `--cache-to` spec split into its type and its other fields.
+fn cache_fields(spec: &str) -> anyhow::Result<(String, BTreeMap<String, String>, Option<String>)> {
+    let (mut kind, mut fields, mut bare) = (None, BTreeMap::new(), None);
+    for part in spec.split(',').filter(|p| !p.is_empty()) {
         match part.split_once('=') {
-            Some(("type", _)) => {}
-            Some((k, v)) if k == dir_key => dir = Some(PathBuf::from(v)),
-            Some(("mode", "max")) => max = true,
-            Some(("mode", "min")) => max = false,
-            None if !part.is_empty() => dir = Some(PathBuf::from(part)),
-            _ => anyhow::bail!("{spec:?}: unknown cache option {part:?}"),
+            Some(("type", v)) => kind = Some(v.to_owned()),
+            Some((k, v)) => {
+                fields.insert(k.to_owned(), v.to_owned());
+            }
+            None if bare.is_none() => bare = Some(part.to_owned()),
+            None => bail!("{spec:?}: unknown cache option {part:?}"),
         }
     }
-    let dir = dir.ok_or_else(|| anyhow::anyhow!("{spec:?}: give {dir_key}=DIR"))?;
-    Ok((dir, max))
+    Ok((kind.unwrap_or_default(), fields, bare))
+}
+
+fn check_fields(
+    spec: &str,
+    fields: &BTreeMap<String, String>,
+    known: &[&str],
+) -> anyhow::Result<()> {
+    if let Some(k) = fields.keys().find(|k| !known.contains(&k.as_str())) {
+        bail!("{spec:?}: unknown cache option {k:?}");
+    }
+    Ok(())
+}
+
+/// `--cache-from`: `type=local,src=DIR`; a bare value is a cache directory that `--cache-to
+/// type=local` wrote, else an image (in the store, or an archive or layout to load) whose
+/// inline cache to read.
+fn cache_import(spec: &str) -> anyhow::Result<CacheImport> {
+    let (kind, fields, bare) = cache_fields(spec)?;
+    match kind.as_str() {
+        "local" => {
+            check_fields(spec, &fields, &["src"])?;
+            let dir = fields.get("src").cloned().or(bare);
+            let dir = dir.ok_or_else(|| anyhow::anyhow!("{spec:?}: give src=DIR"))?;
+            Ok(CacheImport::Local(PathBuf::from(dir)))
+        }
+        "" => {
+            check_fields(spec, &fields, &[])?;
+            let v = bare.ok_or_else(|| anyhow::anyhow!("{spec:?}: name a cache or an image"))?;
+            if Path::new(&v).join("index.json").is_file() && cache_layout(Path::new(&v)) {
+                Ok(CacheImport::Local(PathBuf::from(v)))
+            } else {
+                Ok(CacheImport::Image(v))
+            }
+        }
+        other => bail!(
+            "{spec:?}: cache type {other} is not supported (use type=local, or an image name)"
+        ),
+    }
+}
+
+/// Whether an OCI layout holds a cache that `--cache-to type=local` wrote (rather than images).
+fn cache_layout(dir: &Path) -> bool {
+    std::fs::read(dir.join("index.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| {
+            let m = v["manifests"].get(0)?["digest"].as_str()?.to_owned();
+            let hex = m.strip_prefix("sha256:")?.to_owned();
+            let bytes = std::fs::read(dir.join("blobs/sha256").join(hex)).ok()?;
+            let manifest: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+            Some(manifest["config"]["mediaType"] == cairn_builder::cache::CACHE_CONFIG)
+        })
+        .unwrap_or(false)
+}
+
+/// `--cache-to`: `type=local,dest=DIR[,mode=min|max]` (a bare DIR too), or `type=inline`.
+fn cache_export(spec: &str) -> anyhow::Result<CacheExport> {
+    let (kind, fields, bare) = cache_fields(spec)?;
+    let max = match fields.get("mode").map(String::as_str) {
+        None | Some("min") => false,
+        Some("max") => true,
+        Some(other) => bail!("{spec:?}: mode is min or max, not {other:?}"),
+    };
+    match kind.as_str() {
+        "local" | "" => {
+            check_fields(spec, &fields, &["dest", "mode"])?;
+            let dir = fields.get("dest").cloned().or(bare);
+            let dir = dir.ok_or_else(|| anyhow::anyhow!("{spec:?}: give dest=DIR"))?;
+            Ok(CacheExport::Local {
+                dir: PathBuf::from(dir),
+                max,
+            })
+        }
+        "inline" => {
+            check_fields(spec, &fields, &["mode"])?;
+            if max {
+                bail!("{spec:?}: an inline cache holds the target stage only (mode=min)");
+            }
+            Ok(CacheExport::Inline)
+        }
+        other => {
+            bail!("{spec:?}: cache type {other} is not supported (use type=local or type=inline)")
+        }
+    }
 }
 
 fn secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
@@ -203,13 +279,13 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
         cache_from: args
             .cache_from
             .iter()
-            .map(|s| cache_spec(s, "src").map(|(d, _)| d))
+            .map(|s| cache_import(s))
             .collect::<anyhow::Result<_>>()?,
         cache_to: args
             .cache_to
-            .as_deref()
-            .map(|s| cache_spec(s, "dest"))
-            .transpose()?,
+            .iter()
+            .map(|s| cache_export(s))
+            .collect::<anyhow::Result<_>>()?,
     };
     let mode = progress::choose(args.progress, args.quiet, std::io::stderr().is_terminal());
     let quiet = mode == Mode::Quiet;
