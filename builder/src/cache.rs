@@ -239,7 +239,9 @@ struct Memo {
 #[derive(Debug)]
 pub struct Cache {
     dir: PathBuf,
-    files: Mutex<HashMap<PathBuf, Memo>>,
+    /// The memo, read on a thread of its own while the build parses and walks the context.
+    files: std::sync::OnceLock<Mutex<HashMap<PathBuf, Memo>>>,
+    loading: Mutex<Option<std::thread::JoinHandle<HashMap<PathBuf, Memo>>>>,
     changed: std::sync::atomic::AtomicBool,
     /// Blobs of imported caches (`--cache-from`), fetched into the store when a hit needs one.
     external: Mutex<HashMap<Digest, PathBuf>>,
@@ -299,13 +301,23 @@ struct ExportedImage {
 impl Cache {
     pub fn open(store: &Store) -> Cache {
         let dir = store.root().join("buildcache");
-        let files = std::fs::read(dir.join("files.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let memo = dir.join("files.json");
+        let read = move || -> HashMap<PathBuf, Memo> {
+            std::fs::read(memo)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default()
+        };
+        // Reading 20,000 entries is a fifth of a no-op rebuild; nothing needs them until the
+        // first COPY has walked its sources.
+        let loading = std::thread::Builder::new()
+            .name("cairn-memo".into())
+            .spawn(read)
+            .ok();
         Cache {
             dir,
-            files: Mutex::new(files),
+            files: std::sync::OnceLock::new(),
+            loading: Mutex::new(loading),
             changed: std::sync::atomic::AtomicBool::new(false),
             external: Mutex::default(),
             touched: Mutex::default(),
@@ -668,14 +680,14 @@ impl Cache {
             (m.ino, m.size, m.mtime_ns, m.ctime_ns)
                 == (now.ino, now.size, now.mtime_ns, now.ctime_ns)
         };
-        if let Ok(files) = self.files.lock()
+        if let Ok(files) = self.files().lock()
             && let Some(m) = files.get(&abs)
             && same(m)
         {
             return Ok(m.digest.clone());
         }
         let digest = sha256_file(path).map_err(io_err("read", path))?;
-        if let Ok(mut files) = self.files.lock() {
+        if let Ok(mut files) = self.files().lock() {
             files.insert(
                 abs,
                 Memo {
@@ -689,12 +701,20 @@ impl Cache {
         Ok(digest)
     }
 
+    /// The memo, once its thread has read it (an unreadable memo is an empty one).
+    fn files(&self) -> &Mutex<HashMap<PathBuf, Memo>> {
+        self.files.get_or_init(|| {
+            let handle = self.loading.lock().ok().and_then(|mut l| l.take());
+            Mutex::new(handle.and_then(|h| h.join().ok()).unwrap_or_default())
+        })
+    }
+
     /// Writes the memo back when it learned something.
     pub fn save(&self) -> Result<()> {
         if !self.changed.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
-        match self.files.lock() {
+        match self.files().lock() {
             Ok(files) => write_json(&self.dir.join("files.json"), &*files),
             Err(_) => Ok(()),
         }

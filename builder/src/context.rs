@@ -325,9 +325,9 @@ impl BuildContext {
                 });
             }
         };
-        for name in names {
+        for (name, entry) in names {
             let path = dir_path.join(&name);
-            let metadata = match fs::symlink_metadata(&path) {
+            let metadata = match entry.metadata() {
                 Ok(metadata) => metadata,
                 // Removed since the directory was listed: it is not part of the context.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -494,14 +494,17 @@ fn push_entry(out: &mut Vec<ContextEntry>, entry: ContextEntry, valid: bool) -> 
 }
 
 /// A directory's entry names, sorted by bytes (Go's `WalkDir` order).
-fn read_dir_sorted(dir: &Path) -> io::Result<Vec<OsString>> {
+/// A directory's entries by name. Kept as entries, not names: an entry's metadata is a stat
+/// relative to the open directory, where a stat of the joined path walks every component of
+/// it again (a tenth of a no-op rebuild of a 20,000-file context).
+fn read_dir_sorted(dir: &Path) -> io::Result<Vec<(OsString, fs::DirEntry)>> {
     #[cfg(test)]
     tests::LISTED.with(|listed| listed.borrow_mut().push(dir.to_owned()));
-    let mut names = fs::read_dir(dir)?
-        .map(|entry| entry.map(|e| e.file_name()))
+    let mut entries = fs::read_dir(dir)?
+        .map(|entry| entry.map(|e| (e.file_name(), e)))
         .collect::<io::Result<Vec<_>>>()?;
-    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    Ok(names)
+    entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    Ok(entries)
 }
 
 /// A context-relative path cleaned lexically, `..` stopping at the root; `""` is the root.
