@@ -1,0 +1,1 @@
+//! End-to-end tests of the client against a real docker-registry process.
