@@ -68,6 +68,17 @@ pub enum Error {
         url: String,
         message: String,
     },
+    /// A TLS handshake failed (an unverifiable certificate, or a server that does not speak
+    /// TLS); trying again would not help.
+    #[error("{what}: {url}: TLS failed: {message}")]
+    Tls {
+        what: String,
+        url: String,
+        message: String,
+    },
+    /// No way to reach a registry worked (each way tried is in `message`).
+    #[error("cannot reach registry {registry}: {message}")]
+    Unreachable { registry: String, message: String },
     /// Authentication with a registry failed, or credentials could not be read or stored.
     #[error("authentication with {registry} failed: {message}")]
     Auth { registry: String, message: String },

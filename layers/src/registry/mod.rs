@@ -11,9 +11,6 @@ mod pull;
 mod push;
 pub mod transport;
 
-#[cfg(test)]
-mod tests;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 

@@ -506,7 +506,20 @@ impl Registry {
                 agent.run(req)
             }
         };
-        sent.map_err(|e| http_err(e.to_string()))
+        sent.map_err(|e| match e {
+            // rustls reports handshake and certificate failures as invalid data.
+            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => Error::Tls {
+                what: format!("{method} request"),
+                url: url.to_owned(),
+                message: io.to_string(),
+            },
+            ureq::Error::Tls(m) => Error::Tls {
+                what: format!("{method} request"),
+                url: url.to_owned(),
+                message: m.to_owned(),
+            },
+            e => http_err(e.to_string()),
+        })
     }
 
     /// `https://host` or `http://host`: the first that answers `GET /v2/` at all (plain HTTP
@@ -521,10 +534,12 @@ impl Registry {
         } else {
             &["https"]
         };
+        let mut failures: Vec<String> = Vec::new();
         let found = self
             .retry
             .run(&format!("connect to {}", self.domain), events, || {
-                let mut failures = Vec::new();
+                failures.clear();
+                let mut all_transient = true;
                 for scheme in schemes {
                     let b = format!("{scheme}://{}", self.host);
                     let url = format!("{b}/v2/");
@@ -537,18 +552,39 @@ impl Registry {
                             let _ = read_body(resp, 64 << 10, &url);
                             return Ok(b);
                         }
-                        Err(e) => failures.push(match e {
-                            Error::Http { message, .. } => format!("{url}: {message}"),
-                            other => other.to_string(),
-                        }),
+                        Err(e) => {
+                            all_transient &= transient(&e);
+                            failures.push(match e {
+                                Error::Http { message, .. } | Error::Tls { message, .. } => {
+                                    format!("{url}: {message}")
+                                }
+                                other => other.to_string(),
+                            });
+                        }
                     }
                 }
-                Err(Error::Http {
-                    what: format!("connect to registry {}", self.domain),
-                    url: format!("{}/v2/", self.host),
-                    message: failures.join("; "),
+                let message = failures.join("; ");
+                Err(if all_transient {
+                    Error::Http {
+                        what: "connect".into(),
+                        url: self.domain.clone(),
+                        message,
+                    }
+                } else {
+                    Error::Unreachable {
+                        registry: self.domain.clone(),
+                        message,
+                    }
                 })
-            })?;
+            });
+        // Tried enough: callers retrying their own requests should not try again.
+        let found = found.map_err(|e| match e {
+            Error::Http { message, .. } => Error::Unreachable {
+                registry: self.domain.clone(),
+                message,
+            },
+            other => other,
+        })?;
         *base = Some(found.clone());
         Ok(found)
     }

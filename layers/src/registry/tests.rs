@@ -1,1 +1,0 @@
-//! End-to-end tests of the client against a real docker-registry process.
