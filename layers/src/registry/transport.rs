@@ -544,13 +544,24 @@ impl Registry {
                     let b = format!("{scheme}://{}", self.host);
                     let url = format!("{b}/v2/");
                     match self.raw(Method::GET, &url, &[], Payload::Empty, None) {
-                        Ok(resp) => {
+                        // A registry, or something in front of it that speaks its API (a TLS server's
+                        // "plain HTTP to an HTTPS port" 400 is not).
+                        Ok(resp)
+                            if resp.status().is_success()
+                                || resp.status() == StatusCode::UNAUTHORIZED
+                                || header(&resp, "docker-distribution-api-version").is_some() =>
+                        {
                             if resp.status() == StatusCode::UNAUTHORIZED {
                                 self.learn_challenge(&resp);
                             }
                             // Drain the small body so the connection can be reused.
                             let _ = read_body(resp, 64 << 10, &url);
                             return Ok(b);
+                        }
+                        Ok(resp) => {
+                            let e = status_error("connect", &url, resp);
+                            all_transient &= transient(&e);
+                            failures.push(e.to_string());
                         }
                         Err(e) => {
                             all_transient &= transient(&e);
