@@ -729,6 +729,7 @@ impl Registry {
         if resp.status() != StatusCode::UNAUTHORIZED || !self.learn_challenge(&resp) {
             return Ok(resp);
         }
+        let req_scopes = scopes;
         let mut scopes = scopes.to_vec();
         if let Some(s) = resp
             .headers()
@@ -745,6 +746,17 @@ impl Registry {
             return Ok(resp);
         }
         drop(resp);
+        // The token with the challenge's scope serves later requests for these scopes too,
+        // without a 401 first each time.
+        if let Some(token) = retried.as_deref().and_then(|a| a.strip_prefix("Bearer ")) {
+            let mut key = req_scopes.to_vec();
+            key.sort();
+            key.dedup();
+            self.tokens
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.join(" "), token.to_owned());
+        }
         self.raw(
             req.method.clone(),
             &url,
