@@ -340,6 +340,7 @@ pub struct Registry {
     auth: Mutex<Auth>,
     /// Bearer tokens by scope set.
     tokens: Mutex<HashMap<String, String>>,
+    fetching: Mutex<()>,
     pub(crate) retry: Retry,
 }
 
@@ -431,6 +432,7 @@ impl Registry {
             base: Mutex::new(None),
             auth: Mutex::new(Auth::None),
             tokens: Mutex::new(HashMap::new()),
+            fetching: Mutex::new(()),
             retry: opts.retry,
         })
     }
@@ -631,6 +633,9 @@ impl Registry {
         sorted.sort();
         sorted.dedup();
         let key = sorted.join(" ");
+        // One fetch at a time, so threads needing the same token wait for it rather than each
+        // asking the token server.
+        let _fetching = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
         if !fresh
             && let Some(t) = self
                 .tokens
