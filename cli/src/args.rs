@@ -43,6 +43,103 @@ pub enum Command {
     Prune(PruneArgs),
     /// Check every blob and image in the store against its digest.
     Fsck,
+    /// Pull an image from a registry into the store.
+    Pull(PullArgs),
+    /// Push an image from the store to a registry.
+    Push(PushArgs),
+    /// Log in to a registry: check the credentials and store them.
+    Login(LoginArgs),
+    /// Remove a registry's stored credentials.
+    Logout(LogoutArgs),
+}
+
+/// How to reach registries: TLS and credential files.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RegistryArgs {
+    /// Require HTTPS with verified certificates (true), or accept any certificate and plain
+    /// HTTP (false) [default: verify; registries marked insecure in the config and loopback
+    /// hosts may fall back to plain HTTP]
+    #[arg(
+        long = "tls-verify",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub tls_verify: Option<bool>,
+    /// Trust the CA certificates (*.crt) and use the client certificate (*.cert, *.key) in this
+    /// directory [default: certs.d/HOST:PORT under $XDG_CONFIG_HOME/cairn, ~/.config/containers,
+    /// /etc/containers, /etc/docker]
+    #[arg(long = "cert-dir", value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+    /// The auth file to read credentials from first (login and logout write it)
+    /// [default: $REGISTRY_AUTH_FILE, else docker's config.json]
+    #[arg(long = "authfile", value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PullArgs {
+    /// The platform to pick from a multi-platform image [default: linux/<this machine's>]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// Credentials to use instead of the stored ones.
+    #[arg(long, value_name = "USER[:PASSWORD]")]
+    pub creds: Option<String>,
+    /// No progress, only the image ID.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// The image: NAME[:TAG] or NAME@DIGEST.
+    #[arg(value_name = "REF")]
+    pub reference: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PushArgs {
+    /// Credentials to use instead of the stored ones.
+    #[arg(long, value_name = "USER[:PASSWORD]")]
+    pub creds: Option<String>,
+    /// Write the pushed manifest's digest to this file too.
+    #[arg(long, value_name = "FILE")]
+    pub digestfile: Option<PathBuf>,
+    /// No progress, only the manifest digest.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// The image in the store (name, ID or digest).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Where to push it: REGISTRY/REPOSITORY[:TAG] [default: NAME]
+    #[arg(value_name = "DEST")]
+    pub dest: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LoginArgs {
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub username: Option<String>,
+    #[arg(short = 'p', long, value_name = "PASSWORD")]
+    pub password: Option<String>,
+    /// Read the password from standard input.
+    #[arg(long, conflicts_with = "password")]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// The registry: HOST[:PORT] (docker.io for Docker Hub).
+    #[arg(value_name = "REGISTRY")]
+    pub server: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogoutArgs {
+    /// The auth file to remove the credentials from
+    /// [default: $REGISTRY_AUTH_FILE, else docker's config.json]
+    #[arg(long = "authfile", value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+    #[arg(value_name = "REGISTRY")]
+    pub server: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

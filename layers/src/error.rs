@@ -52,6 +52,53 @@ pub enum Error {
     ImageNotFound(String),
     #[error("unsupported media type {0:?}")]
     MediaType(String),
+    /// A registry answered with an error: `url` is what was asked, `message` the registry's
+    /// error codes and messages (or its body).
+    #[error("{what}: {url} answered HTTP {status}: {message}")]
+    Registry {
+        what: String,
+        url: String,
+        status: u16,
+        message: String,
+    },
+    /// A registry could not be reached or the exchange broke off (connection, TLS, timeout).
+    #[error("{what}: {url}: {message}")]
+    Http {
+        what: String,
+        url: String,
+        message: String,
+    },
+    /// A TLS handshake failed (an unverifiable certificate, or a server that does not speak
+    /// TLS); trying again would not help.
+    #[error("{what}: {url}: TLS failed: {message}")]
+    Tls {
+        what: String,
+        url: String,
+        message: String,
+    },
+    /// No way to reach a registry worked (each way tried is in `message`).
+    #[error("cannot reach registry {registry}: {message}")]
+    Unreachable { registry: String, message: String },
+    /// Authentication with a registry failed, or credentials could not be read or stored.
+    #[error("authentication with {registry} failed: {message}")]
+    Auth { registry: String, message: String },
+    /// Content from a registry that is not what its digest or descriptor says; nothing of it is
+    /// kept.
+    #[error("{what} {digest} from {source_name} does not match its digest: got {actual}{detail}")]
+    RemoteMismatch {
+        what: String,
+        digest: Digest,
+        source_name: String,
+        actual: Digest,
+        /// More about the mismatch (the sizes, when they differ too), or empty.
+        detail: String,
+    },
+    /// Every place a reference could be pulled from failed (mirrors, then the location).
+    #[error("cannot pull {reference}: {errors}")]
+    PullFailed { reference: String, errors: String },
+    /// A bad configuration file (registry config, auth file).
+    #[error("invalid {}: {message}", path.display())]
+    Config { path: PathBuf, message: String },
     #[error("failed to parse {what}")]
     Json {
         what: String,

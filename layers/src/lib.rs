@@ -11,6 +11,7 @@ pub mod idmap;
 pub mod image;
 pub mod layer;
 pub mod reference;
+pub mod registry;
 pub mod store;
 pub mod whiteout;
 

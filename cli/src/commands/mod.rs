@@ -3,6 +3,7 @@
 mod build;
 pub mod image;
 pub mod parse;
+mod registry;
 mod run;
 
 use anyhow::Context;
@@ -42,5 +43,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             image::prune(&store, &args)
         }
         Command::Fsck => image::fsck(&open_store(root)?),
+        Command::Pull(args) => registry::pull(&open_store(root)?, &args),
+        Command::Push(args) => registry::push(&open_store(root)?, &args),
+        Command::Login(args) => registry::login(&args),
+        Command::Logout(args) => registry::logout(&args),
     }
 }

@@ -1,0 +1,256 @@
+//! Pushing: an image's blobs (skipped when the registry has them, mounted from another
+//! repository when the store knows one that has them, else uploaded whole or in chunks
+//! streamed from the blob file), then its manifest, byte for byte as stored.
+
+use std::sync::Mutex;
+
+use ureq::http::{Method, StatusCode};
+
+use super::transport::{Payload, Req, header, read_body, status_error};
+use super::{Client, Event, PARALLEL_BLOBS, Pushed, RegistryOptions, is_manifest, origins};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::image::{Descriptor, Manifest, OCI_MANIFEST};
+use crate::reference::Reference;
+use crate::store::Store;
+
+/// Pushes the image whose manifest `manifest` names to `dest` (a tag, or the manifest's own
+/// digest); returns the manifest digest, which is the stored one.
+pub fn push(
+    store: &Store,
+    manifest: &Descriptor,
+    dest: &Reference,
+    opts: &RegistryOptions,
+    events: &(dyn Fn(Event) + Sync),
+) -> Result<Digest> {
+    // Verifies the manifest and config against their digests.
+    let image = store.image(manifest)?;
+    let bytes = store.read_blob(&manifest.digest)?;
+    let media_type = if is_manifest(&manifest.media_type) {
+        manifest.media_type.clone()
+    } else {
+        Manifest::from_slice(&bytes, "manifest")?
+            .media_type
+            .filter(|m| is_manifest(m))
+            .unwrap_or_else(|| OCI_MANIFEST.to_owned())
+    };
+    let target = match (dest.tag(), dest.digest()) {
+        (Some(t), _) => t.to_owned(),
+        (None, Some(d)) if *d == manifest.digest => d.to_string(),
+        (None, Some(d)) => {
+            return Err(Error::InvalidReference {
+                value: dest.to_string(),
+                reason: format!("the image's manifest is {}, not {d}", manifest.digest),
+            });
+        }
+        (None, None) => crate::reference::DEFAULT_TAG.to_owned(),
+    };
+    let mut blobs = vec![image.manifest.config.clone()];
+    for l in &image.manifest.layers {
+        if !blobs.iter().any(|b| b.digest == l.digest) {
+            blobs.push(l.clone());
+        }
+    }
+    for b in &blobs {
+        if !store.has_blob(&b.digest) {
+            return Err(Error::BlobNotFound(b.digest.clone()));
+        }
+    }
+    let ep = opts
+        .config
+        .endpoints(dest, false)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::InvalidReference {
+            value: dest.to_string(),
+            reason: "no registry to push to".into(),
+        })?;
+    let client = Client::for_endpoint(&ep, opts, true)?;
+
+    // Smallest last: popped first is the largest, so the long uploads start early.
+    blobs.sort_by_key(|b| std::cmp::Reverse(b.size));
+    let queue = Mutex::new(blobs);
+    let failed: Mutex<Option<Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL_BLOBS {
+            s.spawn(|| {
+                loop {
+                    if failed.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+                        return;
+                    }
+                    let Some(b) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
+                        return;
+                    };
+                    let from =
+                        origins::mount_sources(store, &b.digest, &ep.domain, client.repository());
+                    let r = push_blob(&client, store, &b.digest, b.size, &from, opts, events);
+                    match r {
+                        Ok(outcome) => {
+                            let _ = origins::record(store, &b.digest, &client.name());
+                            events(match outcome {
+                                Pushed::Exists => Event::BlobSkipped {
+                                    digest: b.digest.clone(),
+                                    size: b.size,
+                                },
+                                Pushed::Mounted | Pushed::Uploaded => Event::BlobDone {
+                                    digest: b.digest.clone(),
+                                    size: b.size,
+                                    mounted: outcome == Pushed::Mounted,
+                                },
+                            });
+                        }
+                        Err(e) => {
+                            failed
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(e);
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    // Last, so the registry never holds a manifest whose blobs are missing.
+    let digest = client.put_manifest(&target, &bytes, &media_type, events)?;
+    let _ = origins::record(store, &digest, &client.name());
+    events(Event::ManifestPushed {
+        reference: format!("{}:{target}", client.name()),
+        digest: digest.clone(),
+    });
+    Ok(digest)
+}
+
+/// `url` with one more query parameter.
+fn with_query(url: &str, param: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{param}")
+}
+
+/// See [`Client::push_blob`]. Every attempt starts a new upload session; one a failure
+/// abandons is left for the registry to expire.
+pub(super) fn push_blob(
+    client: &Client,
+    store: &Store,
+    digest: &Digest,
+    size: u64,
+    mount_from: &[String],
+    opts: &RegistryOptions,
+    events: &(dyn Fn(Event) + Sync),
+) -> Result<Pushed> {
+    let file = store.blob_path(digest);
+    let actual = std::fs::metadata(&file)
+        .map_err(|_| Error::BlobNotFound(digest.clone()))?
+        .len();
+    if actual != size {
+        return Err(Error::SizeMismatch {
+            what: "blob in the store".into(),
+            digest: digest.clone(),
+            expected: size,
+            actual,
+        });
+    }
+    let what = format!("push blob {digest} to {}", client.name());
+    let registry = client.registry();
+    let uploads = format!("/v2/{}/blobs/uploads/", client.repo);
+    let blob_path = format!("/v2/{}/blobs/{digest}", client.repo);
+    registry.retry.run(&what, events, || {
+        let head = client.send(&Req::new(Method::HEAD, &blob_path), events)?;
+        match head.status() {
+            StatusCode::OK => return Ok(Pushed::Exists),
+            StatusCode::NOT_FOUND => {}
+            _ => {
+                return Err(status_error(
+                    &what,
+                    &registry.url(&blob_path, events)?,
+                    head,
+                ));
+            }
+        }
+        let mut location = None;
+        if let Some(from) = mount_from.first() {
+            let mut scopes = client.scopes.clone();
+            scopes.push(format!("repository:{from}:pull"));
+            let url = format!(
+                "{uploads}?mount={}&from={}",
+                digest,
+                super::transport::query_escape(from)
+            );
+            let resp = registry.send(&Req::new(Method::POST, &url), &scopes, events)?;
+            match resp.status() {
+                StatusCode::CREATED => return Ok(Pushed::Mounted),
+                StatusCode::ACCEPTED => location = header(&resp, "location").map(str::to_owned),
+                // Not allowed or not there after all: a plain upload will do.
+                _ => {}
+            }
+            let _ = read_body(resp, 64 << 10, &url);
+        }
+        let location = match location {
+            Some(l) => l,
+            None => {
+                let resp = client.send(&Req::new(Method::POST, &uploads), events)?;
+                let url = registry.url(&uploads, events)?;
+                if resp.status() != StatusCode::ACCEPTED {
+                    return Err(status_error(&what, &url, resp));
+                }
+                let l = header(&resp, "location").map(str::to_owned);
+                let _ = read_body(resp, 64 << 10, &url);
+                l.ok_or_else(|| Error::Http {
+                    what: what.clone(),
+                    url,
+                    message: "the upload session has no Location".into(),
+                })?
+            }
+        };
+        let mut location = registry.url(&location, events)?;
+        if size > opts.chunk_threshold {
+            let chunk = opts.chunk_size.max(1);
+            let mut offset = 0;
+            while offset < size {
+                let len = chunk.min(size - offset);
+                let req = Req::new(Method::PATCH, &location)
+                    .header("Content-Type", "application/octet-stream")
+                    .header("Content-Range", format!("{offset}-{}", offset + len - 1))
+                    .body(Payload::File {
+                        path: &file,
+                        offset,
+                        len,
+                    });
+                let resp = client.send(&req, events)?;
+                if resp.status() != StatusCode::ACCEPTED {
+                    return Err(status_error(&what, &location, resp));
+                }
+                let next = header(&resp, "location").map(str::to_owned);
+                let _ = read_body(resp, 64 << 10, &location);
+                if let Some(n) = next {
+                    location = registry.url(&n, events)?;
+                }
+                offset += len;
+            }
+            let url = with_query(&location, &format!("digest={digest}"));
+            let resp = client.send(&Req::new(Method::PUT, &url), events)?;
+            if resp.status() != StatusCode::CREATED {
+                return Err(status_error(&what, &url, resp));
+            }
+            let _ = read_body(resp, 64 << 10, &url);
+        } else {
+            let url = with_query(&location, &format!("digest={digest}"));
+            let req = Req::new(Method::PUT, &url)
+                .header("Content-Type", "application/octet-stream")
+                .body(Payload::File {
+                    path: &file,
+                    offset: 0,
+                    len: size,
+                });
+            let resp = client.send(&req, events)?;
+            if resp.status() != StatusCode::CREATED {
+                return Err(status_error(&what, &url, resp));
+            }
+            let _ = read_body(resp, 64 << 10, &url);
+        }
+        Ok(Pushed::Uploaded)
+    })
+}

@@ -1,0 +1,851 @@
+//! HTTP to one registry: TLS settings (system and certs.d roots, client certificates), the
+//! HTTPS-then-HTTP choice, the Basic and Bearer-token auth flows, retries, and the registry's
+//! error documents turned into errors.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use ureq::http::{self, Method, Response, StatusCode};
+use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
+use ureq::{Agent, Body, SendBody};
+
+use super::auth::{Challenge, Credentials, parse_challenges};
+use super::{Event, RegistryOptions};
+use crate::error::{Error, Result};
+
+/// Manifests may be at most this big (the distribution spec's limit is 4 MiB).
+pub(crate) const MANIFEST_LIMIT: u64 = 8 << 20;
+
+/// The registry Docker Hub's API lives on.
+const DOCKER_HUB_HOST: &str = "registry-1.docker.io";
+
+/// A request body, re-creatable for a retry after a 401.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Payload<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    /// `len` bytes of a file from `offset`, streamed rather than loaded.
+    File {
+        path: &'a Path,
+        offset: u64,
+        len: u64,
+    },
+}
+
+/// One request; `url` is a path on the registry (`/v2/...`) or an absolute URL (an upload
+/// session's `Location`).
+#[derive(Debug)]
+pub(crate) struct Req<'a> {
+    pub method: Method,
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Payload<'a>,
+}
+
+impl<'a> Req<'a> {
+    pub fn new(method: Method, url: impl Into<String>) -> Req<'a> {
+        Req {
+            method,
+            url: url.into(),
+            headers: Vec::new(),
+            body: Payload::Empty,
+        }
+    }
+
+    pub fn header(mut self, k: &'static str, v: impl Into<String>) -> Req<'a> {
+        self.headers.push((k, v.into()));
+        self
+    }
+
+    pub fn body(mut self, body: Payload<'a>) -> Req<'a> {
+        self.body = body;
+        self
+    }
+}
+
+/// The system's CA roots, loaded once per process.
+fn system_roots() -> &'static [Certificate<'static>] {
+    static ROOTS: OnceLock<Vec<Certificate<'static>>> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        rustls_native_certs::load_native_certs()
+            .certs
+            .iter()
+            .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+            .collect()
+    })
+}
+
+/// The certs.d directories for a registry host, in the order they are looked for.
+fn certs_d_dirs(domain: &str) -> Vec<PathBuf> {
+    let var = |k| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let home = var("HOME");
+    let mut out = Vec::new();
+    if let Some(c) = var("XDG_CONFIG_HOME").or_else(|| home.as_ref().map(|h| h.join(".config"))) {
+        out.push(c.join("cairn/certs.d"));
+    }
+    if let Some(h) = &home {
+        out.push(h.join(".config/containers/certs.d"));
+    }
+    out.push(PathBuf::from("/etc/containers/certs.d"));
+    out.push(PathBuf::from("/etc/docker/certs.d"));
+    out.into_iter().map(|d| d.join(domain)).collect()
+}
+
+/// The CA roots (`*.crt`) and client certificate (`*.cert` with its `*.key`) of a cert
+/// directory, as docker's certs.d and skopeo's `--cert-dir` lay them out.
+fn load_cert_dir(dir: &Path) -> Result<(Vec<Certificate<'static>>, Option<ClientCert>)> {
+    let bad = |path: &Path, message: String| Error::Config {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .and_then(|rd| rd.map(|e| e.map(|e| e.path())).collect())
+        .map_err(|source| Error::Io {
+            action: "read the cert directory",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    entries.sort();
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| Error::Io {
+            action: "read",
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    let mut roots = Vec::new();
+    let mut client = None;
+    for path in &entries {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("crt") => {
+                let pem = read(path)?;
+                for item in ureq::tls::parse_pem(&pem) {
+                    if let PemItem::Certificate(c) = item.map_err(|e| bad(path, e.to_string()))? {
+                        roots.push(c);
+                    }
+                }
+            }
+            Some("cert") => {
+                let key_path = path.with_extension("key");
+                let pem = read(path)?;
+                let chain = ureq::tls::parse_pem(&pem)
+                    .filter_map(|i| match i {
+                        Ok(PemItem::Certificate(c)) => Some(Ok(c)),
+                        Ok(_) => None,
+                        Err(e) => Some(Err(bad(path, e.to_string()))),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                if !key_path.exists() {
+                    return Err(bad(path, format!("no key {} for it", key_path.display())));
+                }
+                let key = PrivateKey::from_pem(&read(&key_path)?)
+                    .map_err(|e| bad(&key_path, e.to_string()))?;
+                client = Some(ClientCert::new_with_certs(&chain, key));
+            }
+            _ => {}
+        }
+    }
+    Ok((roots, client))
+}
+
+/// How to retry transient failures: `attempts` tries, waiting `backoff`, then twice that, ...
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub attempts: u32,
+    pub backoff: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Retry {
+        Retry {
+            attempts: 4,
+            backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Whether an error may go away by trying again: a broken connection, a 5xx or a 429.
+pub(crate) fn transient(e: &Error) -> bool {
+    match e {
+        Error::Http { .. } => true,
+        Error::Registry { status, .. } => *status >= 500 || *status == 429,
+        _ => false,
+    }
+}
+
+impl Retry {
+    /// Runs `f` until it succeeds, fails for good, or runs out of attempts; each retry is
+    /// reported.
+    pub(crate) fn run<T>(
+        &self,
+        what: &str,
+        events: &(dyn Fn(Event) + Sync),
+        mut f: impl FnMut() -> Result<T>,
+    ) -> Result<T> {
+        let mut attempt = 1;
+        loop {
+            match f() {
+                Ok(v) => return Ok(v),
+                Err(e) if transient(&e) && attempt < self.attempts.max(1) => {
+                    events(Event::Retrying {
+                        what: what.to_owned(),
+                        attempt,
+                        error: e.to_string(),
+                    });
+                    std::thread::sleep(self.backoff * 2u32.saturating_pow(attempt - 1));
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Percent-encodes a query component.
+pub(crate) fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The registry's error document (`{"errors":[{"code","message","detail"}]}`) as one line, or
+/// the start of whatever else the body says.
+pub(crate) fn error_message(status: StatusCode, body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        errors: Vec<Item>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+        #[serde(default)]
+        detail: serde_json::Value,
+    }
+    if let Ok(doc) = serde_json::from_slice::<Doc>(body)
+        && !doc.errors.is_empty()
+    {
+        return doc
+            .errors
+            .iter()
+            .map(|e| {
+                let mut s = match (e.code.is_empty(), e.message.is_empty()) {
+                    (false, false) => format!("{}: {}", e.code, e.message),
+                    (false, true) => e.code.clone(),
+                    _ => e.message.clone(),
+                };
+                match &e.detail {
+                    serde_json::Value::Null => {}
+                    serde_json::Value::String(d) if d.is_empty() => {}
+                    d => s.push_str(&format!(" ({d})")),
+                }
+                s
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    // A HEAD answer has no body: name the code the registry would have sent with one.
+    let reason = match status {
+        StatusCode::UNAUTHORIZED => "UNAUTHORIZED: authentication required",
+        StatusCode::FORBIDDEN => "DENIED: requested access to the resource is denied",
+        StatusCode::TOO_MANY_REQUESTS => "TOOMANYREQUESTS: too many requests",
+        s => s.canonical_reason().unwrap_or("error"),
+    };
+    if text.is_empty() {
+        reason.to_owned()
+    } else {
+        let short: String = text.chars().take(300).collect();
+        format!("{reason}: {short}")
+    }
+}
+
+/// A response's body read to the end (at most `limit` bytes).
+pub(crate) fn read_body(resp: Response<Body>, limit: u64, url: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    resp.into_body()
+        .into_reader()
+        .take(limit)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::Http {
+            what: "read the response".into(),
+            url: url.to_owned(),
+            message: e.to_string(),
+        })?;
+    Ok(out)
+}
+
+/// An error for an unexpected response, with the registry's own words.
+pub(crate) fn status_error(what: &str, url: &str, resp: Response<Body>) -> Error {
+    let status = resp.status();
+    let body = read_body(resp, 64 << 10, url).unwrap_or_default();
+    Error::Registry {
+        what: what.to_owned(),
+        url: url.to_owned(),
+        status: status.as_u16(),
+        message: error_message(status, &body),
+    }
+}
+
+/// A header's value as text.
+pub(crate) fn header<'r>(resp: &'r Response<Body>, name: &str) -> Option<&'r str> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// How a registry asked to be authenticated with.
+#[derive(Debug, Clone)]
+enum Auth {
+    /// Not asked (yet).
+    None,
+    Basic,
+    Bearer {
+        realm: String,
+        service: String,
+    },
+}
+
+/// One registry host: its connection settings, credentials and tokens; shared by every
+/// repository client on it.
+#[derive(Debug)]
+pub struct Registry {
+    /// The host as references spell it (`docker.io`, `127.0.0.1:5000`).
+    domain: String,
+    /// Where to connect.
+    host: String,
+    agent: Agent,
+    /// Accepts any certificate; used for HTTPS when verification is off.
+    insecure_agent: Agent,
+    verify: bool,
+    /// Plain HTTP may be tried when HTTPS fails.
+    http_fallback: bool,
+    creds: Option<Credentials>,
+    /// `https://host` or `http://host`, once a ping found which answers.
+    base: Mutex<Option<String>>,
+    auth: Mutex<Auth>,
+    /// Bearer tokens by scope set.
+    tokens: Mutex<HashMap<String, String>>,
+    fetching: Mutex<()>,
+    pub(crate) retry: Retry,
+}
+
+fn is_loopback(domain: &str) -> bool {
+    let host = match domain.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
+        _ => domain,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+impl Registry {
+    /// Settings for `domain`; `insecure` is what the config file says about it. Credentials
+    /// are `opts.creds`, else whatever the auth files hold for the domain.
+    pub fn new(domain: &str, insecure: bool, opts: &RegistryOptions) -> Result<Registry> {
+        let creds = match &opts.creds {
+            Some((u, p)) => Some(Credentials::new(u, p)),
+            None => super::auth::lookup(domain, opts.authfile.as_deref())?,
+        };
+        Self::with_credentials(domain, insecure, opts, creds)
+    }
+
+    /// Like [`Registry::new`] with the credentials given.
+    pub fn with_credentials(
+        domain: &str,
+        insecure: bool,
+        opts: &RegistryOptions,
+        creds: Option<Credentials>,
+    ) -> Result<Registry> {
+        let insecure = insecure || opts.config.host_insecure(domain);
+        let verify = match opts.tls_verify {
+            Some(v) => v,
+            None => !insecure,
+        };
+        let http_fallback = match opts.tls_verify {
+            Some(true) => false,
+            Some(false) => true,
+            None => insecure || is_loopback(domain),
+        };
+        let cert_dir = match &opts.cert_dir {
+            Some(d) => Some(d.clone()),
+            None => certs_d_dirs(domain).into_iter().find(|d| d.is_dir()),
+        };
+        let (mut roots, client) = match &cert_dir {
+            Some(d) => load_cert_dir(d)?,
+            None => (Vec::new(), None),
+        };
+        let root_certs = if roots.is_empty() && system_roots().is_empty() {
+            RootCerts::WebPki
+        } else {
+            roots.extend(system_roots().iter().cloned());
+            RootCerts::new_with_certs(&roots)
+        };
+        let tls = |disable: bool| {
+            TlsConfig::builder()
+                .root_certs(root_certs.clone())
+                .client_cert(client.clone())
+                .disable_verification(disable)
+                .build()
+        };
+        let agent = |tls: TlsConfig| -> Agent {
+            Agent::config_builder()
+                .http_status_as_error(false)
+                .tls_config(tls)
+                .timeout_connect(Some(Duration::from_secs(30)))
+                .timeout_recv_response(Some(Duration::from_secs(120)))
+                .user_agent(concat!("cairn/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .new_agent()
+        };
+        let host = if domain == crate::reference::DEFAULT_DOMAIN {
+            DOCKER_HUB_HOST.to_owned()
+        } else {
+            domain.to_owned()
+        };
+        Ok(Registry {
+            domain: domain.to_owned(),
+            host,
+            agent: agent(tls(false)),
+            insecure_agent: agent(tls(true)),
+            verify,
+            http_fallback,
+            creds,
+            base: Mutex::new(None),
+            auth: Mutex::new(Auth::None),
+            tokens: Mutex::new(HashMap::new()),
+            fetching: Mutex::new(()),
+            retry: opts.retry,
+        })
+    }
+
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    fn agent_for(&self, url: &str) -> &Agent {
+        if !self.verify && url.starts_with("https://") {
+            &self.insecure_agent
+        } else {
+            &self.agent
+        }
+    }
+
+    /// Sends one request as it is, with no auth handling.
+    fn raw(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&'static str, String)],
+        body: Payload<'_>,
+        authorization: Option<&str>,
+    ) -> Result<Response<Body>> {
+        let http_err = |message: String| Error::Http {
+            what: format!("{method} request"),
+            url: url.to_owned(),
+            message,
+        };
+        let mut b = http::Request::builder().method(method.clone()).uri(url);
+        for (k, v) in headers {
+            b = b.header(*k, v);
+        }
+        if let Some(a) = authorization {
+            b = b.header("Authorization", a);
+        }
+        let agent = self.agent_for(url);
+        let sent = match body {
+            Payload::Empty if matches!(method, Method::GET | Method::HEAD | Method::DELETE) => {
+                let req = b
+                    .body(SendBody::none())
+                    .map_err(|e| http_err(e.to_string()))?;
+                agent.run(req)
+            }
+            Payload::Empty => {
+                let req = b
+                    .header("Content-Length", "0")
+                    .body(SendBody::from_owned_reader(std::io::empty()))
+                    .map_err(|e| http_err(e.to_string()))?;
+                agent.run(req)
+            }
+            Payload::Bytes(bytes) => {
+                let req = b.body(bytes).map_err(|e| http_err(e.to_string()))?;
+                agent.run(req)
+            }
+            Payload::File { path, offset, len } => {
+                let mut f = std::fs::File::open(path).map_err(|source| Error::Io {
+                    action: "open",
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                f.seek(SeekFrom::Start(offset))
+                    .map_err(|source| Error::Io {
+                        action: "seek in",
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
+                let req = b
+                    .header("Content-Length", len.to_string())
+                    .body(SendBody::from_owned_reader(f.take(len)))
+                    .map_err(|e| http_err(e.to_string()))?;
+                agent.run(req)
+            }
+        };
+        sent.map_err(|e| match e {
+            // rustls reports handshake and certificate failures as invalid data.
+            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => Error::Tls {
+                what: format!("{method} request"),
+                url: url.to_owned(),
+                message: io.to_string(),
+            },
+            ureq::Error::Tls(m) => Error::Tls {
+                what: format!("{method} request"),
+                url: url.to_owned(),
+                message: m.to_owned(),
+            },
+            e => http_err(e.to_string()),
+        })
+    }
+
+    /// `https://host` or `http://host`: the first that answers `GET /v2/` at all (plain HTTP
+    /// only when allowed). The answer's challenge says how to authenticate.
+    pub(crate) fn base(&self, events: &(dyn Fn(Event) + Sync)) -> Result<String> {
+        let mut base = self.base.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = &*base {
+            return Ok(b.clone());
+        }
+        let schemes: &[&str] = if self.http_fallback {
+            &["https", "http"]
+        } else {
+            &["https"]
+        };
+        let mut failures: Vec<String> = Vec::new();
+        let found = self
+            .retry
+            .run(&format!("connect to {}", self.domain), events, || {
+                failures.clear();
+                let mut all_transient = true;
+                for scheme in schemes {
+                    let b = format!("{scheme}://{}", self.host);
+                    let url = format!("{b}/v2/");
+                    match self.raw(Method::GET, &url, &[], Payload::Empty, None) {
+                        // A registry, or something in front of it that speaks its API (a TLS server's
+                        // "plain HTTP to an HTTPS port" 400 is not).
+                        Ok(resp)
+                            if resp.status().is_success()
+                                || resp.status() == StatusCode::UNAUTHORIZED
+                                || header(&resp, "docker-distribution-api-version").is_some() =>
+                        {
+                            if resp.status() == StatusCode::UNAUTHORIZED {
+                                self.learn_challenge(&resp);
+                            }
+                            // Drain the small body so the connection can be reused.
+                            let _ = read_body(resp, 64 << 10, &url);
+                            return Ok(b);
+                        }
+                        Ok(resp) => {
+                            let e = status_error("connect", &url, resp);
+                            all_transient &= transient(&e);
+                            failures.push(e.to_string());
+                        }
+                        Err(e) => {
+                            all_transient &= transient(&e);
+                            failures.push(match e {
+                                Error::Http { message, .. } | Error::Tls { message, .. } => {
+                                    format!("{url}: {message}")
+                                }
+                                other => other.to_string(),
+                            });
+                        }
+                    }
+                }
+                let message = failures.join("; ");
+                Err(if all_transient {
+                    Error::Http {
+                        what: "connect".into(),
+                        url: self.domain.clone(),
+                        message,
+                    }
+                } else {
+                    Error::Unreachable {
+                        registry: self.domain.clone(),
+                        message,
+                    }
+                })
+            });
+        // Tried enough: callers retrying their own requests should not try again.
+        let found = found.map_err(|e| match e {
+            Error::Http { message, .. } => Error::Unreachable {
+                registry: self.domain.clone(),
+                message,
+            },
+            other => other,
+        })?;
+        *base = Some(found.clone());
+        Ok(found)
+    }
+
+    /// Records how a 401 answer asks to authenticate; whether it said anything usable.
+    fn learn_challenge(&self, resp: &Response<Body>) -> bool {
+        let challenges: Vec<Challenge> = resp
+            .headers()
+            .get_all("www-authenticate")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(parse_challenges)
+            .collect();
+        let bearer = challenges.iter().find(|c| c.scheme == "bearer");
+        let new = match (bearer, challenges.iter().any(|c| c.scheme == "basic")) {
+            (Some(c), _) => match c.param("realm") {
+                Some(realm) => Auth::Bearer {
+                    realm: realm.to_owned(),
+                    service: c.param("service").unwrap_or_default().to_owned(),
+                },
+                None => return false,
+            },
+            (None, true) => Auth::Basic,
+            (None, false) => return false,
+        };
+        *self.auth.lock().unwrap_or_else(|p| p.into_inner()) = new;
+        true
+    }
+
+    /// A bearer token for `scopes`, from the cache or the token server.
+    fn token(&self, realm: &str, service: &str, scopes: &[String], fresh: bool) -> Result<String> {
+        let mut sorted = scopes.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        let key = sorted.join(" ");
+        // One fetch at a time, so threads needing the same token wait for it rather than each
+        // asking the token server.
+        let _fetching = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
+        if !fresh
+            && let Some(t) = self
+                .tokens
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+        {
+            return Ok(t.clone());
+        }
+        let mut url = realm.to_owned();
+        let mut sep = if url.contains('?') { '&' } else { '?' };
+        if !service.is_empty() {
+            url.push_str(&format!("{sep}service={}", query_escape(service)));
+            sep = '&';
+        }
+        for s in &sorted {
+            url.push_str(&format!("{sep}scope={}", query_escape(s)));
+            sep = '&';
+        }
+        let auth_err = |message: String| Error::Auth {
+            registry: self.domain.clone(),
+            message,
+        };
+        let basic = self.creds.as_ref().map(Credentials::basic);
+        let resp = self
+            .raw(Method::GET, &url, &[], Payload::Empty, basic.as_deref())
+            .map_err(|e| auth_err(format!("token server {realm}: {e}")))?;
+        let status = resp.status();
+        let body = read_body(resp, 1 << 20, &url)?;
+        if !status.is_success() {
+            return Err(auth_err(format!(
+                "token server {realm} answered HTTP {}: {}",
+                status.as_u16(),
+                error_message(status, &body)
+            )));
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenDoc {
+            #[serde(default)]
+            token: String,
+            #[serde(default)]
+            access_token: String,
+        }
+        let doc: TokenDoc = serde_json::from_slice(&body)
+            .map_err(|e| auth_err(format!("token server {realm} sent bad JSON: {e}")))?;
+        let token = if doc.token.is_empty() {
+            doc.access_token
+        } else {
+            doc.token
+        };
+        if token.is_empty() {
+            return Err(auth_err(format!("token server {realm} sent no token")));
+        }
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, token.clone());
+        Ok(token)
+    }
+
+    /// The `Authorization` value for a request needing `scopes`, as the registry asked.
+    fn authorization(&self, scopes: &[String], fresh: bool) -> Result<Option<String>> {
+        let auth = self.auth.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match auth {
+            Auth::None => Ok(None),
+            Auth::Basic => Ok(self.creds.as_ref().map(Credentials::basic)),
+            Auth::Bearer { realm, service } => Ok(Some(format!(
+                "Bearer {}",
+                self.token(&realm, &service, scopes, fresh)?
+            ))),
+        }
+    }
+
+    /// Sends a request with the auth the registry asks for; on a 401 learns the challenge,
+    /// gets a fresh token (with the scope the challenge names too) and tries once more.
+    pub(crate) fn send(
+        &self,
+        req: &Req<'_>,
+        scopes: &[String],
+        events: &(dyn Fn(Event) + Sync),
+    ) -> Result<Response<Body>> {
+        let base = self.base(events)?;
+        let url = if req.url.starts_with('/') {
+            format!("{base}{}", req.url)
+        } else {
+            req.url.clone()
+        };
+        let authorization = self.authorization(scopes, false)?;
+        let resp = self.raw(
+            req.method.clone(),
+            &url,
+            &req.headers,
+            req.body,
+            authorization.as_deref(),
+        )?;
+        if resp.status() != StatusCode::UNAUTHORIZED || !self.learn_challenge(&resp) {
+            return Ok(resp);
+        }
+        let req_scopes = scopes;
+        let mut scopes = scopes.to_vec();
+        if let Some(s) = resp
+            .headers()
+            .get_all("www-authenticate")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(parse_challenges)
+            .find_map(|c| c.param("scope").map(str::to_owned))
+        {
+            scopes.extend(s.split(' ').map(str::to_owned));
+        }
+        let retried = self.authorization(&scopes, true)?;
+        if retried.is_none() || retried == authorization {
+            return Ok(resp);
+        }
+        drop(resp);
+        // The token with the challenge's scope serves later requests for these scopes too,
+        // without a 401 first each time.
+        if let Some(token) = retried.as_deref().and_then(|a| a.strip_prefix("Bearer ")) {
+            let mut key = req_scopes.to_vec();
+            key.sort();
+            key.dedup();
+            self.tokens
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.join(" "), token.to_owned());
+        }
+        self.raw(
+            req.method.clone(),
+            &url,
+            &req.headers,
+            req.body,
+            retried.as_deref(),
+        )
+    }
+
+    /// The absolute URL for a path or `Location` value.
+    pub(crate) fn url(&self, path: &str, events: &(dyn Fn(Event) + Sync)) -> Result<String> {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            Ok(path.to_owned())
+        } else {
+            Ok(format!("{}{path}", self.base(events)?))
+        }
+    }
+
+    /// Checks that the credentials are accepted: `GET /v2/` through the auth flow.
+    pub fn verify_login(&self, events: &(dyn Fn(Event) + Sync)) -> Result<()> {
+        let req = Req::new(Method::GET, "/v2/");
+        let resp = self.send(&req, &[], events)?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        let url = self.url("/v2/", events)?;
+        Err(match status_error("log in", &url, resp) {
+            Error::Registry {
+                status, message, ..
+            } => Error::Auth {
+                registry: self.domain.clone(),
+                message: format!("{url} answered HTTP {status}: {message}"),
+            },
+            other => other,
+        })
+    }
+}
+
+/// A shared registry handle.
+pub type SharedRegistry = Arc<Registry>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        let cases: &[(&str, bool)] = &[
+            ("localhost", true),
+            ("localhost:5000", true),
+            ("127.0.0.1:5000", true),
+            ("127.1.2.3", true),
+            ("[::1]:5000", true),
+            ("registry.example:5000", false),
+            ("10.0.0.1:5000", false),
+        ];
+        for (d, want) in cases {
+            assert_eq!(is_loopback(d), *want, "{d}");
+        }
+    }
+
+    #[test]
+    fn registry_error_documents() {
+        let cases: &[(&[u8], StatusCode, &str)] = &[
+            (
+                br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"x"}}]}"#,
+                StatusCode::NOT_FOUND,
+                r#"MANIFEST_UNKNOWN: manifest unknown ({"Tag":"x"})"#,
+            ),
+            (
+                br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required","detail":null}]}"#,
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED: authentication required",
+            ),
+            (b"", StatusCode::NOT_FOUND, "Not Found"),
+            (
+                b"",
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED: authentication required",
+            ),
+            (b"oops\n", StatusCode::BAD_GATEWAY, "Bad Gateway: oops"),
+        ];
+        for (body, status, want) in cases {
+            assert_eq!(error_message(*status, body), *want);
+        }
+    }
+}
