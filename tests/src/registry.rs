@@ -999,8 +999,9 @@ pub enum Fault {
     CorruptBlobs,
     /// Close the first blob download that is longer than this after this many body bytes.
     CutBlobsAfter(u64),
-    /// Forward this many bytes of the first blob upload's body, then hold it until
-    /// [`FaultProxy::release`]: the moment to kill the registry in the middle of a push.
+    /// Forward this many bytes of blob upload bodies (counted over all uploads, however a
+    /// client chunks them), then hold the upload in flight until [`FaultProxy::release`]: the
+    /// moment to kill the registry in the middle of a push. Once.
     HoldUploadsAfter(u64),
 }
 
@@ -1043,6 +1044,8 @@ struct ProxyShared {
     seen: Mutex<Vec<Seen>>,
     /// The one-shot faults have fired.
     spent: AtomicBool,
+    /// Blob upload body bytes forwarded so far, over all connections.
+    uploaded: AtomicU64,
     /// HoldUploadsAfter: (held, released).
     hold: Mutex<(bool, bool)>,
     hold_cv: Condvar,
@@ -1068,6 +1071,7 @@ impl FaultProxy {
             fault,
             seen: Mutex::new(Vec::new()),
             spent: AtomicBool::new(false),
+            uploaded: AtomicU64::new(0),
             hold: Mutex::new((false, false)),
             hold_cv: Condvar::new(),
         });
@@ -1123,29 +1127,44 @@ impl FaultProxy {
         self.shared.spent.load(Ordering::SeqCst)
     }
 
-    /// Blocks until a [`Fault::HoldUploadsAfter`] upload is being held.
-    pub fn wait_held(&self) {
+    /// Blocks until a [`Fault::HoldUploadsAfter`] upload is being held (true), or until `alive`
+    /// says the client gave up first (false), say because it failed before uploading anything.
+    pub fn wait_held(&self, mut alive: impl FnMut() -> bool) -> bool {
         let deadline = Instant::now() + PATIENCE;
-        let mut g = self.shared.hold.lock().unwrap();
-        while !g.0 {
+        loop {
+            {
+                let g = self.hold();
+                let (g, _) = self
+                    .shared
+                    .hold_cv
+                    .wait_timeout_while(g, Duration::from_millis(100), |h| !h.0)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if g.0 {
+                    return true;
+                }
+            }
+            if !alive() {
+                return false;
+            }
             assert!(
                 Instant::now() < deadline,
                 "no upload reached the hold point; requests:\n{}",
                 self.requests_text()
             );
-            g = self
-                .shared
-                .hold_cv
-                .wait_timeout(g, Duration::from_millis(200))
-                .unwrap()
-                .0;
         }
     }
 
     /// Lets a held upload go on (to wherever its upstream connection is now).
     pub fn release(&self) {
-        self.shared.hold.lock().unwrap().1 = true;
+        self.hold().1 = true;
         self.shared.hold_cv.notify_all();
+    }
+
+    fn hold(&self) -> std::sync::MutexGuard<'_, (bool, bool)> {
+        self.shared
+            .hold
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -1212,7 +1231,6 @@ fn proxy_one(mut client: TcpStream, shared: &Arc<ProxyShared>) {
         let (mut from, mut to) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
         let shared = shared.clone();
         std::thread::spawn(move || {
-            let mut sent: u64 = 0;
             let mut pending = early_body;
             let mut buf = vec![0u8; 64 * 1024];
             loop {
@@ -1223,32 +1241,32 @@ fn proxy_one(mut client: TcpStream, shared: &Arc<ProxyShared>) {
                     }
                 }
                 let mut now = pending.len();
+                let mut hold = false;
                 if let Some(limit) = hold_at
                     && !shared.spent.load(Ordering::SeqCst)
-                    && sent + now as u64 >= limit
                 {
-                    // Forward exactly up to the limit, then hold the rest (once).
-                    now = usize::try_from(limit.saturating_sub(sent)).unwrap();
-                    if to.write_all(&pending[..now]).is_err() {
-                        break;
+                    let sent = shared.uploaded.load(Ordering::SeqCst);
+                    if sent + now as u64 >= limit {
+                        // Forward exactly up to the limit, then hold the rest.
+                        now = usize::try_from(limit.saturating_sub(sent)).unwrap();
+                        hold = !shared.spent.swap(true, Ordering::SeqCst);
                     }
-                    pending.drain(..now);
-                    sent += now as u64;
-                    if !shared.spent.swap(true, Ordering::SeqCst) {
-                        let mut g = shared.hold.lock().unwrap();
-                        g.0 = true;
-                        shared.hold_cv.notify_all();
-                        while !g.1 {
-                            g = shared.hold_cv.wait(g).unwrap();
-                        }
-                    }
-                    continue;
                 }
                 if to.write_all(&pending[..now]).is_err() {
                     break;
                 }
-                pending.clear();
-                sent += now as u64;
+                pending.drain(..now);
+                if hold_at.is_some() {
+                    shared.uploaded.fetch_add(now as u64, Ordering::SeqCst);
+                }
+                if hold {
+                    let mut g = shared.hold.lock().unwrap();
+                    g.0 = true;
+                    shared.hold_cv.notify_all();
+                    while !g.1 {
+                        g = shared.hold_cv.wait(g).unwrap();
+                    }
+                }
             }
             let _ = to.shutdown(Shutdown::Write);
         })
@@ -1427,6 +1445,8 @@ pub struct LayoutImage {
     /// The image ID.
     pub config_digest: String,
     pub layer_digest: String,
+    /// The layer's uncompressed digest, as `RootFS.Layers` lists it.
+    pub diff_id: String,
 }
 
 impl LayoutImage {
@@ -1464,7 +1484,7 @@ pub fn make_layout(layout: &Path, tag: &str, arch: &str, files: &[(&str, &[u8])]
     .arg(&tar_path)
     .arg(".");
     ok(t);
-    let tar = fs::read(&tar_path).unwrap();
+    let diff_id = sha256(&fs::read(&tar_path).unwrap());
     let mut gz = Command::new("gzip");
     gz.args(["-n", "-c"]).arg(&tar_path);
     let layer = ok(gz).stdout;
@@ -1482,7 +1502,7 @@ pub fn make_layout(layout: &Path, tag: &str, arch: &str, files: &[(&str, &[u8])]
         "architecture": arch,
         "os": "linux",
         "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin"], "Cmd": ["/hello"]},
-        "rootfs": {"type": "layers", "diff_ids": [sha256(&tar)]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "cairn-e2e make_layout"}],
     });
     let (config_digest, config_size) = put(config.to_string().as_bytes());
@@ -1528,6 +1548,7 @@ pub fn make_layout(layout: &Path, tag: &str, arch: &str, files: &[(&str, &[u8])]
         manifest_digest,
         config_digest,
         layer_digest,
+        diff_id,
     }
 }
 
