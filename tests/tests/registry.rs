@@ -531,7 +531,7 @@ fn pull_picks_the_platform_from_an_index() {
         env.cairn(&Store::new(), &["pull", "--platform", "linux/s390x", &name]),
         "a pull for a missing platform",
     );
-    assert!(err.contains("linux/s390x"), "{err}");
+    assert!(err.contains("s390x"), "the error names the platform: {err}");
 }
 
 #[test]
@@ -601,8 +601,7 @@ fn basic_auth_login_logout_and_credential_helpers() {
     assert_unauthorized(&err, &addr);
 
     // A wrong password is refused at login, and nothing is written.
-    let mut c = env.cairn_bare(&["login", "-u", user, "--password-stdin", &addr]);
-    c.stdin(Stdio::piped());
+    let c = env.cairn_bare(&["login", "-u", user, "--password-stdin", &addr]);
     let out = run_with_stdin(c, b"not it\n");
     let err = fails(&out, "a login with a wrong password");
     assert_unauthorized(&err, &addr);
