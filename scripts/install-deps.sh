@@ -7,9 +7,11 @@ set -euo pipefail
 # skopeo, umoci, oci-image-tool, podman: the validators the end-to-end tests check images with.
 # jq: reading JSON in scripts; pigz: the benchmark's reference pipeline.
 # bzip2, xz-utils, zstd: the tests make ADD archives in every compression.
-# docker-registry: the registry client's tests push to and pull from a real one; apache2-utils:
-# htpasswd, for its bcrypt password files.
-packages=(uidmap busybox-static skopeo umoci oci-image-tool podman runc jq pigz bzip2 xz-utils zstd docker-registry apache2-utils)
+# docker-registry: the real registry server the registry tests push to and pull from;
+# apache2-utils: htpasswd -B for its basic-auth user file; openssl: the tests' CA, server
+# certificates and the token server's signing key and signatures.
+packages=(uidmap busybox-static skopeo umoci oci-image-tool podman runc jq pigz bzip2 xz-utils zstd
+  docker-registry apache2-utils openssl)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
+pub mod registry;
+
 /// The `cairn` binary under test: `$CAIRN_BIN`, else the one cargo built next to this test.
 pub fn cairn_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("CAIRN_BIN") {
