@@ -59,6 +59,11 @@ pub struct BuildOptions {
     pub cache_from: Vec<crate::cache::CacheImport>,
     /// `--cache-to`: where to write this build's records.
     pub cache_to: Vec<crate::cache::CacheExport>,
+    /// How to reach registries, for images the store lacks (FROM, COPY --from, RUN --mount
+    /// from=) and registry caches; `None`: the store only.
+    pub registry: Option<cairn_layers::registry::RegistryOptions>,
+    /// `--pull`: check a named image's registry even when the store has it.
+    pub pull: bool,
 }
 
 /// A named build context: a directory (COPY --from reads it with its own .dockerignore; FROM
@@ -445,10 +450,25 @@ pub fn build(
     let sandbox = std::sync::OnceLock::new();
     let mut results: BTreeMap<usize, StageResult> = BTreeMap::new();
     let cache = crate::cache::Cache::open(store);
+    let pulled = std::sync::Mutex::new(BTreeMap::new());
     for src in &opts.cache_from {
         use crate::cache::CacheImport;
         match src {
-            CacheImport::Local(dir) => cache.import(dir)?,
+            CacheImport::Local(dir) => cache.import(store, dir)?,
+            CacheImport::Registry(reference) => {
+                let Some(registry) = &opts.registry else {
+                    return Err(Error::Instruction {
+                        instruction: "--cache-from".into(),
+                        message: format!("{reference}: no registry access in this build"),
+                    });
+                };
+                if !crate::cache::import_registry(store, &cache, reference, registry, progress)? {
+                    progress(Event::Warning(format!(
+                        "--cache-from {}: no cache there yet",
+                        reference.familiar()
+                    )));
+                }
+            }
             CacheImport::Image(name) => {
                 if !import_image_cache(store, &cache, name)? {
                     // A CI run's first build has no cache yet: that is no reason to fail.
@@ -481,6 +501,7 @@ pub fn build(
                         building: &building,
                         target,
                         cache: &cache,
+                        pulled: &pulled,
                     };
                     let (graph, work, next_id) = (&graph, &work, &next_id);
                     scope.spawn(move || {
@@ -551,8 +572,23 @@ pub fn build(
     };
     cache.save()?;
     for dest in &opts.cache_to {
-        if let crate::cache::CacheExport::Local { dir, max } = dest {
-            cache.export(store, dir, *max, target)?;
+        match dest {
+            crate::cache::CacheExport::Local { dir, max } => {
+                cache.export(store, dir, *max, target)?;
+            }
+            crate::cache::CacheExport::Registry { reference, max } => {
+                let registry = opts.registry.as_ref().ok_or_else(|| Error::Instruction {
+                    instruction: "--cache-to".into(),
+                    message: format!("{reference}: no registry access in this build"),
+                })?;
+                let manifest = cache.export_to_store(store, *max, target)?;
+                cairn_layers::registry::push(store, &manifest, reference, registry, &|_| {})
+                    .map_err(|e| Error::Instruction {
+                        instruction: "--cache-to".into(),
+                        message: format!("pushing the cache to {}: {e}", reference.familiar()),
+                    })?;
+            }
+            crate::cache::CacheExport::Inline => {}
         }
     }
     Ok(Built {
@@ -660,14 +696,11 @@ fn build_stage(
                 (config, vec![layer.descriptor])
             }
             None => {
-                let (_, manifest) = store.resolve(base).map_err(|_| {
-                    at(
-                        opts,
-                        stage.span,
-                        "FROM",
-                        format!("image {base:?} is not in the store; load it first with `cairn load -i PATH -t {base}`"),
-                    )
-                })?;
+                let manifest = cx
+                    .image(base, step_id, || {
+                        format!("image {base:?} is not in the store; load it first with `cairn load -i PATH -t {base}`")
+                    })
+                    .map_err(|m| at(opts, stage.span, "FROM", m))?;
                 base_id = format!("image:{}", manifest.digest);
                 let img = store.image(&manifest)?;
                 (img.config, img.manifest.layers)
@@ -780,6 +813,23 @@ fn build_stage(
     })
 }
 
+/// A pull's progress as a step's log line: the blobs it copied and the digest it settled on.
+fn pull_line(e: &cairn_layers::registry::Event) -> Option<String> {
+    use cairn_layers::registry::Event as R;
+    Some(match e {
+        R::Resolved { reference, digest } => format!("resolved {reference} to {digest}"),
+        R::PlatformSelected { platform, digest } => format!("selected {platform}: {digest}"),
+        R::BlobDone { digest, size, .. } => format!("copied blob {digest} ({size} bytes)"),
+        R::Retrying {
+            what,
+            attempt,
+            error,
+        } => format!("retrying {what} (attempt {attempt} failed: {error})"),
+        R::MirrorFailed { endpoint, error } => format!("mirror {endpoint} failed: {error}"),
+        _ => return None,
+    })
+}
+
 /// `ARG` in a stage or before the first FROM: a build arg's value wins over the default; a
 /// redeclared global ARG without a default takes the global value.
 fn declare(
@@ -820,9 +870,55 @@ pub(crate) struct Ctx<'a> {
     pub(crate) building: &'a std::collections::BTreeSet<usize>,
     pub(crate) target: usize,
     pub(crate) cache: &'a crate::cache::Cache,
+    /// Images this build pulled, by name, so `--pull` asks each registry once.
+    pub(crate) pulled: &'a std::sync::Mutex<BTreeMap<String, Descriptor>>,
 }
 
 impl Ctx<'_> {
+    /// An image by name for FROM, COPY --from or RUN --mount from=: the store's; else, or
+    /// with `--pull` when named by tag, its registry's. `missing` words the error when there
+    /// is no registry to ask; a failed pull says what the registry said.
+    pub(crate) fn image(
+        &self,
+        name: &str,
+        step_id: usize,
+        missing: impl FnOnce() -> String,
+    ) -> std::result::Result<Descriptor, String> {
+        if let Some(d) = self.pulled.lock().ok().and_then(|p| p.get(name).cloned()) {
+            return Ok(d);
+        }
+        let stored = self.store.resolve(name).ok();
+        let reference = cairn_layers::Reference::parse(name).ok();
+        let (Some(registry), Some(reference)) = (&self.opts.registry, reference) else {
+            return stored.map(|(_, d)| d).ok_or_else(missing);
+        };
+        match stored {
+            // By ID or digest, or by tag without --pull: what the store has is the image.
+            Some((by_tag, d))
+                if !self.opts.pull || by_tag.is_none() || reference.digest().is_some() =>
+            {
+                return Ok(d);
+            }
+            _ => {}
+        }
+        let progress = self.progress;
+        progress(Event::Log {
+            id: step_id,
+            line: format!("pulling {}", reference.familiar()),
+        });
+        let events = |e: cairn_layers::registry::Event| {
+            if let Some(line) = pull_line(&e) {
+                progress(Event::Log { id: step_id, line });
+            }
+        };
+        let d = cairn_layers::registry::pull(self.store, &reference, registry, &events)
+            .map_err(|e| format!("pulling {}: {e}", reference.familiar()))?;
+        if let Ok(mut p) = self.pulled.lock() {
+            p.insert(name.to_owned(), d.clone());
+        }
+        Ok(d)
+    }
+
     /// The stage `name` means: a stage's name (any case) or its index.
     pub(crate) fn stage_named(&self, name: &str) -> Option<usize> {
         self.df
@@ -1282,11 +1378,11 @@ fn copy_step(
                                 cairn_layers::archive::layout_image(store, &dir, tag.as_deref())
                                     .map_err(|e| fail(format!("--from={f}: {e}")))?
                             }
-                            _ => store.resolve(&f).map_err(|_| {
-                                fail(format!(
-                                    "--from={f}: no such stage, build context or image in the store"
-                                ))
-                            })?.1,
+                            _ => cx
+                                .image(&f, step_id, || {
+                                    format!("--from={f}: no such stage, build context or image in the store")
+                                })
+                                .map_err(fail)?,
                         };
                         from_id = Some(format!("image:{}", manifest.digest));
                         let img = store.image(&manifest)?;

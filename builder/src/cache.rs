@@ -244,7 +244,7 @@ pub struct Cache {
     loading: Mutex<Option<std::thread::JoinHandle<HashMap<PathBuf, Memo>>>>,
     changed: std::sync::atomic::AtomicBool,
     /// Blobs of imported caches (`--cache-from`), fetched into the store when a hit needs one.
-    external: Mutex<HashMap<Digest, PathBuf>>,
+    external: Mutex<HashMap<Digest, BlobSource>>,
     /// What this build used or made, by stage, for `--cache-to`.
     touched: Mutex<Vec<(Key, Record, usize)>>,
     touched_image: Mutex<Option<(Key, Descriptor)>>,
@@ -257,6 +257,9 @@ pub enum CacheImport {
     Local(PathBuf),
     /// An image with an inline cache: a name in the store, or an archive or layout to load.
     Image(String),
+    /// A cache manifest in a registry (`--cache-to type=registry`), or an image there with an
+    /// inline cache.
+    Registry(cairn_layers::Reference),
 }
 
 /// Where `--cache-to` writes.
@@ -266,6 +269,11 @@ pub enum CacheExport {
     Local { dir: PathBuf, max: bool },
     /// The target stage's records in the built image's config.
     Inline,
+    /// A cache manifest pushed to a registry; `max` as for `Local`.
+    Registry {
+        reference: cairn_layers::Reference,
+        max: bool,
+    },
 }
 
 /// The image config field an inline cache lives in.
@@ -296,6 +304,32 @@ struct ExportedRecord {
 struct ExportedImage {
     key: String,
     manifest: Descriptor,
+    /// The image's manifest and config themselves, small enough to travel in the records, so
+    /// a cache in a registry (which holds only the blobs its manifest names) keeps them too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    manifest_json: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    config_json: Option<String>,
+}
+
+/// Where an imported cache's blob comes from when a hit needs it.
+#[derive(Clone)]
+enum BlobSource {
+    File(PathBuf),
+    /// Fetched into the store (and verified) by the caller's closure: from a registry.
+    Remote(RemoteFetch),
+}
+
+/// Puts a blob in the store from elsewhere; false when it could not.
+pub type RemoteFetch = std::sync::Arc<dyn Fn(&Store, &Digest) -> bool + Send + Sync>;
+
+impl std::fmt::Debug for BlobSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlobSource::File(p) => write!(f, "File({})", p.display()),
+            BlobSource::Remote(_) => f.write_str("Remote"),
+        }
+    }
 }
 
 impl Cache {
@@ -337,13 +371,17 @@ impl Cache {
         if store.has_blob(digest) {
             return true;
         }
-        let Some(path) = self
+        let Some(source) = self
             .external
             .lock()
             .ok()
             .and_then(|e| e.get(digest).cloned())
         else {
             return false;
+        };
+        let path = match source {
+            BlobSource::File(path) => path,
+            BlobSource::Remote(fetch) => return fetch(store, digest),
         };
         let Ok(mut src) = std::fs::File::open(&path) else {
             return false;
@@ -360,7 +398,7 @@ impl Cache {
 
     /// Reads the caches `--cache-from` names (OCI layouts that `--cache-to` wrote): their
     /// records join the store's, and their blobs are fetched only when a hit needs one.
-    pub fn import(&self, src: &Path) -> Result<()> {
+    pub fn import(&self, store: &Store, src: &Path) -> Result<()> {
         let bad = |what: String| crate::error::Error::Instruction {
             instruction: "--cache-from".into(),
             message: what,
@@ -395,11 +433,56 @@ impl Cache {
                 .map_err(io_err("read", &src.join("blobs/sha256")))?;
             for e in entries.flatten() {
                 if let Ok(d) = format!("sha256:{}", e.file_name().to_string_lossy()).parse() {
-                    ext.insert(d, e.path());
+                    ext.insert(d, BlobSource::File(e.path()));
                 }
             }
         }
-        self.import_records(exported)
+        self.import_records(store, exported)
+    }
+
+    /// Reads a cache that [`Cache::export_to_store`] made and a registry holds: `config` is
+    /// its records; `fetch` brings a layer into the store when a hit needs it.
+    pub fn import_remote(
+        &self,
+        store: &Store,
+        config: &[u8],
+        layers: &[Descriptor],
+        fetch: RemoteFetch,
+        what: &str,
+    ) -> Result<()> {
+        let exported: Exported =
+            serde_json::from_slice(config).map_err(|e| Error::Instruction {
+                instruction: "--cache-from".into(),
+                message: format!("{what}: its records are unreadable: {e}"),
+            })?;
+        if let Ok(mut ext) = self.external.lock() {
+            for l in layers {
+                ext.insert(l.digest.clone(), BlobSource::Remote(fetch.clone()));
+            }
+        }
+        self.import_records(store, exported)
+    }
+
+    /// Puts what this build used or made in the store as a manifest (the records as its
+    /// config, the layers as its layers) for pushing to a registry; returns its descriptor.
+    pub fn export_to_store(&self, store: &Store, max: bool, target: usize) -> Result<Descriptor> {
+        let (exported, layers, _) = self.collect(Some(store), max, target);
+        let config_bytes = serde_json::to_vec(&exported).unwrap_or_default();
+        let config = Descriptor {
+            media_type: CACHE_CONFIG.into(),
+            digest: store.put_blob(&config_bytes)?,
+            size: config_bytes.len() as u64,
+            platform: None,
+            annotations: Default::default(),
+        };
+        let manifest = cairn_layers::image::Manifest::new(config, layers).to_bytes();
+        Ok(Descriptor {
+            media_type: cairn_layers::image::OCI_MANIFEST.into(),
+            digest: store.put_blob(&manifest)?,
+            size: manifest.len() as u64,
+            platform: None,
+            annotations: Default::default(),
+        })
     }
 
     /// Reads the records an image carries in its config (`--cache-to type=inline` put them
@@ -419,11 +502,11 @@ impl Cache {
         {
             self.write_image_record(&key, manifest)?;
         }
-        self.import_records(exported)?;
+        self.import_records(store, exported)?;
         Ok(true)
     }
 
-    fn import_records(&self, exported: Exported) -> Result<()> {
+    fn import_records(&self, store: &Store, exported: Exported) -> Result<()> {
         for r in exported.records {
             let Some(key) = Key::from_hex(&r.key) else {
                 continue;
@@ -436,9 +519,25 @@ impl Cache {
             let Some(key) = Key::from_hex(&i.key) else {
                 continue;
             };
-            if !self.image_path(&key).exists() {
-                self.write_image_record(&key, &i.manifest)?;
+            if self.image_path(&key).exists() {
+                continue;
             }
+            // Stored only when they are what the record says; get_image checks the rest.
+            let m = i
+                .manifest_json
+                .filter(|m| Digest::of(m.as_bytes()) == i.manifest.digest);
+            if let Some(m) = m {
+                let config = cairn_layers::image::Manifest::from_slice(m.as_bytes(), "manifest")
+                    .ok()
+                    .map(|parsed| parsed.config.digest);
+                if let (Some(c), Some(want)) = (i.config_json, config)
+                    && Digest::of(c.as_bytes()) == want
+                {
+                    store.put_blob(c.as_bytes())?;
+                }
+                store.put_blob(m.as_bytes())?;
+            }
+            self.write_image_record(&key, &i.manifest)?;
         }
         Ok(())
     }
@@ -492,8 +591,20 @@ impl Cache {
                     }
                 }
             }
+            let text = |d: &Digest| {
+                store
+                    .read_blob(d)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+            };
+            let config_json = store
+                .image(&manifest)
+                .ok()
+                .and_then(|i| text(&i.manifest.config.digest));
             exported.images.push(ExportedImage {
                 key: key.hex(),
+                manifest_json: text(&manifest.digest),
+                config_json,
                 manifest,
             });
         }
@@ -878,6 +989,74 @@ fn temp_name(base: &str) -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!(".{base}.{}.{n}", std::process::id())
+}
+
+/// Reads a registry cache into `cache`: a cache manifest (its layers fetched when a hit needs
+/// them), or an image with an inline cache (pulled). False when the registry has nothing there.
+pub fn import_registry(
+    store: &Store,
+    cache: &Cache,
+    reference: &cairn_layers::Reference,
+    registry: &cairn_layers::registry::RegistryOptions,
+    progress: &(dyn Fn(crate::build::Event) + Sync),
+) -> Result<bool> {
+    use cairn_layers::registry::{self, Client};
+    let what = reference.familiar();
+    let failed = |e: cairn_layers::Error| Error::Instruction {
+        instruction: "--cache-from".into(),
+        message: format!("{what}: {e}"),
+    };
+    let quiet = |_: registry::Event| {};
+    let endpoints = registry.config.endpoints(reference, true).map_err(failed)?;
+    let Some(ep) = endpoints.into_iter().next() else {
+        return Ok(false);
+    };
+    let client = std::sync::Arc::new(Client::for_endpoint(&ep, registry, false).map_err(failed)?);
+    let target = match (reference.digest(), reference.tag()) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.to_owned(),
+        (None, None) => "latest".to_owned(),
+    };
+    let (bytes, media_type, _) = match client.get_manifest(&target, &quiet) {
+        Ok(m) => m,
+        Err(cairn_layers::Error::Registry { status: 404, .. }) => return Ok(false),
+        Err(e) => return Err(failed(e)),
+    };
+    let manifest = registry::is_manifest(&media_type)
+        .then(|| cairn_layers::image::Manifest::from_slice(&bytes, &what).ok())
+        .flatten();
+    match manifest {
+        Some(m) if m.config.media_type == CACHE_CONFIG => {
+            client
+                .fetch_blob(store, &m.config.digest, Some(m.config.size), &quiet)
+                .map_err(failed)?;
+            let config = store.read_blob(&m.config.digest)?;
+            let sizes: HashMap<Digest, u64> = m
+                .layers
+                .iter()
+                .map(|l| (l.digest.clone(), l.size))
+                .collect();
+            let remote = std::sync::Arc::clone(&client);
+            let fetch: RemoteFetch = std::sync::Arc::new(move |store: &Store, d: &Digest| {
+                remote
+                    .fetch_blob(store, d, sizes.get(d).copied(), &|_| {})
+                    .is_ok()
+            });
+            cache.import_remote(store, &config, &m.layers, fetch, &what)?;
+            Ok(true)
+        }
+        // An image: its inline cache, if it has one, and its layers with it.
+        _ => {
+            let image = registry::pull(store, reference, registry, &|_| {}).map_err(failed)?;
+            let found = cache.import_image(store, &image)?;
+            if !found {
+                progress(crate::build::Event::Warning(format!(
+                    "--cache-from {what}: the image has no inline cache"
+                )));
+            }
+            Ok(true)
+        }
+    }
 }
 
 /// Fills `cache`'s memo for `files` using every core: files are taken largest first from a

@@ -126,7 +126,7 @@ pub(crate) fn run_step(
         let m = Mount::parse_with(&m.raw, i, &expand).map_err(&fail)?;
         key.field("mount", serde_json::to_vec(&m).unwrap_or_default());
         if m.kind == MountType::Bind {
-            let identity = mount_source_identity(cx, &m).map_err(|e| match e {
+            let identity = mount_source_identity(cx, &m, step_id).map_err(|e| match e {
                 Error::Instruction { message, .. } => fail(format!("--mount {}: {message}", m.raw)),
                 other => other,
             })?;
@@ -342,7 +342,7 @@ pub(crate) fn run_step(
 
 /// What a bind mount's source is, for the cache key: a stage by its key, an image by its
 /// manifest, the context or a named context by the content below the source.
-fn mount_source_identity(cx: &Ctx<'_>, m: &Mount) -> Result<String> {
+fn mount_source_identity(cx: &Ctx<'_>, m: &Mount, step_id: usize) -> Result<String> {
     let rel = m.source.clone().unwrap_or_default();
     let root = match m.from.as_deref() {
         None => cx.context.root().to_path_buf(),
@@ -353,10 +353,14 @@ fn mount_source_identity(cx: &Ctx<'_>, m: &Mount) -> Result<String> {
             match cx.opts.contexts.get(from) {
                 Some(crate::build::NamedContext::Dir(d)) => d.clone(),
                 _ => {
-                    let (_, manifest) = cx.store.resolve(from).map_err(|_| Error::Instruction {
-                        instruction: "RUN".into(),
-                        message: format!("from={from}: no stage or image of that name"),
-                    })?;
+                    let manifest = cx
+                        .image(from, step_id, || {
+                            format!("from={from}: no stage or image of that name")
+                        })
+                        .map_err(|message| Error::Instruction {
+                            instruction: "RUN".into(),
+                            message,
+                        })?;
                     return Ok(format!("image:{}:{rel}", manifest.digest));
                 }
             }
@@ -652,10 +656,16 @@ fn from_root(cx: &Ctx<'_>, from: &str, base: &Path) -> Result<(PathBuf, String)>
     if let Some(crate::build::NamedContext::Dir(d)) = cx.opts.contexts.get(from) {
         return Ok((d.clone(), format!("dir:{}", d.display())));
     }
-    let (_, manifest) = cx.store.resolve(from).map_err(|_| Error::Instruction {
-        instruction: "RUN".into(),
-        message: format!("from={from}: no stage or image of that name"),
-    })?;
+    // The step's key has named the image already (pulling it if need be), so this finds it
+    // without a word to the step's log.
+    let manifest = cx
+        .image(from, 0, || {
+            format!("from={from}: no stage or image of that name")
+        })
+        .map_err(|message| Error::Instruction {
+            instruction: "RUN".into(),
+            message,
+        })?;
     let img = cx.store.image(&manifest)?;
     let dir = base.join(format!("from-{}", img.id().hex()));
     if !dir.exists() {

@@ -324,18 +324,30 @@ pub struct BuildArgs {
     /// The compression level [default: 5 for gzip (as podman and buildah), 3 for zstd].
     #[arg(long = "compression-level", value_name = "N")]
     pub compression_level: Option<i32>,
-    /// Read cached steps from a cache that --cache-to wrote, or from an image built with
-    /// --cache-to type=inline (a name in the store, or an archive) (repeatable).
-    #[arg(long = "cache-from", value_name = "type=local,src=DIR|IMAGE")]
-    pub cache_from: Vec<String>,
-    /// Write this build's cached steps to a directory (an OCI layout; mode=max also keeps the
-    /// steps of stages other than the target), or into the image itself (type=inline)
+    /// Read cached steps from a cache that --cache-to wrote (a directory or a registry), or
+    /// from an image built with --cache-to type=inline (a name in the store, or an archive)
     /// (repeatable).
     #[arg(
+        long = "cache-from",
+        value_name = "type=local,src=DIR|type=registry,ref=REF|IMAGE"
+    )]
+    pub cache_from: Vec<String>,
+    /// Write this build's cached steps to a directory (an OCI layout) or a registry (mode=max
+    /// also keeps the steps of stages other than the target), or into the image itself
+    /// (type=inline) (repeatable).
+    #[arg(
         long = "cache-to",
-        value_name = "type=local,dest=DIR[,mode=min|max]|type=inline"
+        value_name = "type=local,dest=DIR|type=registry,ref=REF[,mode=min|max]|type=inline"
     )]
     pub cache_to: Vec<String>,
+    /// Check the registry for every image the build names, even those in the store.
+    #[arg(long)]
+    pub pull: bool,
+    /// Push every -t name to its registry after the build.
+    #[arg(long)]
+    pub push: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// How RUN steps get their filesystem: overlay, copy, or auto (overlay where it mounts).
     #[arg(long, value_name = "overlay|copy|auto", default_value = "auto")]
     pub snapshotter: String,

@@ -26,6 +26,12 @@ enum Output {
     DockerArchive(PathBuf),
     Local(PathBuf),
     Tar(PathBuf),
+    /// Push to this reference (`type=registry,name=REF`, or `type=image,name=REF,push=true`,
+    /// which also names the image in the store).
+    Registry {
+        name: Reference,
+        tag: bool,
+    },
 }
 
 fn parse_output(spec: &str) -> anyhow::Result<Output> {
@@ -34,12 +40,24 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
     }
     let mut kind = None;
     let mut dest = None;
+    let (mut name, mut push) = (None, None);
     for field in spec.split(',') {
         match field.split_once('=') {
             Some(("type", v)) => kind = Some(v.to_owned()),
             Some(("dest", v)) => dest = Some(PathBuf::from(v)),
+            Some(("name", v)) => name = Some(v.to_owned()),
+            Some(("push", v)) => push = Some(v == "true"),
             _ => bail!("--output {spec:?}: unknown field {field:?} (use type=...,dest=...)"),
         }
+    }
+    if let Some(kind @ ("registry" | "image")) = kind.as_deref() {
+        let name = name.with_context(|| format!("--output {spec:?} needs name=REF"))?;
+        let name = Reference::parse(&name)?;
+        return match (kind, push) {
+            ("registry", None | Some(true)) => Ok(Output::Registry { name, tag: false }),
+            ("image", Some(true)) => Ok(Output::Registry { name, tag: true }),
+            _ => bail!("--output {spec:?}: type=image without push=true is what -t does"),
+        };
     }
     let dest = dest.with_context(|| format!("--output {spec:?} needs dest=PATH"))?;
     Ok(match kind.as_deref() {
@@ -49,7 +67,7 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
         Some("local") => Output::Local(dest),
         Some("tar") => Output::Tar(dest),
         Some(other) => bail!(
-            "--output type={other} is not one of oci, oci-archive, docker-archive, local, tar"
+            "--output type={other} is not one of oci, oci-archive, docker-archive, local, tar, registry"
         ),
         None => bail!("--output {spec:?} needs type=..."),
     })
@@ -105,6 +123,12 @@ fn check_fields(
 fn cache_import(spec: &str) -> anyhow::Result<CacheImport> {
     let (kind, fields, bare) = cache_fields(spec)?;
     match kind.as_str() {
+        "registry" => {
+            check_fields(spec, &fields, &["ref"])?;
+            let r = fields.get("ref").cloned().or(bare);
+            let r = r.ok_or_else(|| anyhow::anyhow!("{spec:?}: give ref=REF"))?;
+            Ok(CacheImport::Registry(Reference::parse(&r)?))
+        }
         "local" => {
             check_fields(spec, &fields, &["src"])?;
             let dir = fields.get("src").cloned().or(bare);
@@ -121,7 +145,7 @@ fn cache_import(spec: &str) -> anyhow::Result<CacheImport> {
             }
         }
         other => bail!(
-            "{spec:?}: cache type {other} is not supported (use type=local, or an image name)"
+            "{spec:?}: cache type {other} is not supported (use type=local, type=registry, or an image name)"
         ),
     }
 }
@@ -159,6 +183,15 @@ fn cache_export(spec: &str) -> anyhow::Result<CacheExport> {
                 max,
             })
         }
+        "registry" => {
+            check_fields(spec, &fields, &["ref", "mode"])?;
+            let r = fields.get("ref").cloned().or(bare);
+            let r = r.ok_or_else(|| anyhow::anyhow!("{spec:?}: give ref=REF"))?;
+            Ok(CacheExport::Registry {
+                reference: Reference::parse(&r)?,
+                max,
+            })
+        }
         "inline" => {
             check_fields(spec, &fields, &["mode"])?;
             if max {
@@ -166,9 +199,9 @@ fn cache_export(spec: &str) -> anyhow::Result<CacheExport> {
             }
             Ok(CacheExport::Inline)
         }
-        other => {
-            bail!("{spec:?}: cache type {other} is not supported (use type=local or type=inline)")
-        }
+        other => bail!(
+            "{spec:?}: cache type {other} is not supported (use type=local, type=registry or type=inline)"
+        ),
     }
 }
 
@@ -256,6 +289,10 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| PathBuf::from(&name)),
         ),
     };
+    let registry_options = crate::commands::registry::options(&args.registry, None, None)?;
+    if args.push && tags.is_empty() {
+        bail!("--push needs a name to push: give -t REGISTRY/REPOSITORY[:TAG]");
+    }
     let opts = BuildOptions {
         context: context.to_path_buf(),
         dockerfile_name: name,
@@ -286,6 +323,8 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
             .iter()
             .map(|s| cache_export(s))
             .collect::<anyhow::Result<_>>()?,
+        registry: Some(registry_options.clone()),
+        pull: args.pull,
     };
     let mode = progress::choose(args.progress, args.quiet, std::io::stderr().is_terminal());
     let quiet = mode == Mode::Quiet;
@@ -326,6 +365,17 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
             Output::DockerArchive(d) => save(SaveFormat::DockerArchive, d)?,
             Output::Local(d) => cairn_builder::output::local(store, &built, d)?,
             Output::Tar(d) => cairn_builder::output::tar(store, &built, d, opts.source_date_epoch)?,
+            Output::Registry { name, tag } => {
+                if *tag {
+                    store.tag(name, &built.manifest)?;
+                }
+                push(store, &built.manifest, name, &registry_options, quiet)?;
+            }
+        }
+    }
+    if args.push {
+        for t in &tags {
+            push(store, &built.manifest, t, &registry_options, quiet)?;
         }
     }
     if let Some(f) = &args.iidfile {
@@ -341,6 +391,27 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
         for t in &tags {
             writeln!(err, "naming to {t} done")?;
         }
+    }
+    Ok(())
+}
+
+/// Pushes the built image, its progress as plain lines unless quiet.
+fn push(
+    store: &Store,
+    manifest: &cairn_layers::image::Descriptor,
+    dest: &Reference,
+    opts: &cairn_layers::registry::RegistryOptions,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let events = crate::commands::registry::render_push(quiet);
+    let digest = cairn_layers::registry::push(store, manifest, dest, opts, &events)
+        .with_context(|| format!("failed to push {}", dest.familiar()))?;
+    if !quiet {
+        writeln!(
+            std::io::stderr().lock(),
+            "pushed {} {digest}",
+            dest.familiar()
+        )?;
     }
     Ok(())
 }

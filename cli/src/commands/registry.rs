@@ -66,7 +66,7 @@ fn prompt(label: &str, echo: bool) -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-fn options(
+pub(crate) fn options(
     args: &RegistryArgs,
     creds: Option<&str>,
     platform: Option<&str>,
@@ -166,6 +166,11 @@ fn render(op: Op, quiet: bool) -> impl Fn(Event) + Sync {
         };
         let _ = writeln!(std::io::stderr().lock(), "{line}");
     }
+}
+
+/// A push's progress lines, for `cairn build --push`.
+pub(crate) fn render_push(quiet: bool) -> impl Fn(Event) + Sync {
+    render(Op::Push, quiet)
 }
 
 pub fn pull(store: &Store, args: &PullArgs) -> anyhow::Result<()> {

@@ -23,9 +23,11 @@ pub fn push(
     opts: &RegistryOptions,
     events: &(dyn Fn(Event) + Sync),
 ) -> Result<Digest> {
-    // Verifies the manifest and config against their digests.
-    let image = store.image(manifest)?;
+    // Reading verifies the manifest and config against their digests. The config need not be
+    // an image's: a build cache's manifest names its records the same way.
     let bytes = store.read_blob(&manifest.digest)?;
+    let parsed = Manifest::from_slice(&bytes, &format!("manifest {}", manifest.digest))?;
+    store.read_blob(&parsed.config.digest)?;
     let media_type = if is_manifest(&manifest.media_type) {
         manifest.media_type.clone()
     } else {
@@ -45,8 +47,8 @@ pub fn push(
         }
         (None, None) => crate::reference::DEFAULT_TAG.to_owned(),
     };
-    let mut blobs = vec![image.manifest.config.clone()];
-    for l in &image.manifest.layers {
+    let mut blobs = vec![parsed.config.clone()];
+    for l in &parsed.layers {
         if !blobs.iter().any(|b| b.digest == l.digest) {
             blobs.push(l.clone());
         }
