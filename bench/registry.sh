@@ -19,9 +19,30 @@ BENCH_FS=${BENCH_FS:-/tmp/bench-fs}
 ctx=$BENCH_FS/ctx/$workload
 [ -f "$ctx/Dockerfile" ] || { echo "no $ctx: generate the workload first" >&2; exit 1; }
 work=$(mktemp -d "$BENCH_FS/cairn-bench-registry.XXXXXX")
-# A registry of our own on another port, so the shared one's bases are never wiped.
-export REGISTRY_ADDR=127.0.0.1:5055 REGISTRY_STATE=$work/reg-state REGISTRY_STORAGE=$work/reg
-trap '"$bench/registry.sh" stop >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+# A registry of our own on another port, so the shared one's bases are never wiped. Started
+# with no REGISTRY_* variables: distribution reads every one of them as configuration.
+addr=127.0.0.1:5055
+cat >"$work/registry.yml" <<YML
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: $work/reg
+http:
+  addr: $addr
+  secret: cairn-bench
+YML
+cat >"$work/fresh.sh" <<FRESH
+#!/bin/sh
+# Stops the bench registry, empties its storage and starts it again.
+[ -f $work/reg.pid ] && kill \$(cat $work/reg.pid) 2>/dev/null && sleep 0.5
+rm -rf $work/reg
+env \$(env | grep -o '^REGISTRY_[^=]*' | sed 's/^/-u /') setsid /usr/bin/docker-registry serve $work/registry.yml >$work/reg.log 2>&1 </dev/null &
+echo \$! >$work/reg.pid
+for _ in \$(seq 100); do curl -fsS http://$addr/v2/ >/dev/null 2>&1 && exit 0; sleep 0.1; done
+cat $work/reg.log >&2; exit 1
+FRESH
+chmod +x "$work/fresh.sh"
+trap '[ -f "$work/reg.pid" ] && kill "$(cat "$work/reg.pid")" 2>/dev/null; rm -rf "$work"' EXIT
 "$bench/make-base.sh" busybox >/dev/null
 base=${BASE_DIR:-/tmp/bench/base}/busybox
 
@@ -31,8 +52,8 @@ store=$work/store
 "$cairn" --root "$store" build -q -t "bench/$workload:1" "$ctx" >/dev/null
 "$cairn" --root "$store" save "bench/$workload:1" -o "$work/layout" --format oci-dir
 layout_ref="oci:$work/layout:$(jq -r '.manifests[0].annotations["org.opencontainers.image.ref.name"]' "$work/layout/index.json")"
-dest=$REGISTRY_ADDR/bench/$workload:1
-fresh="$bench/registry.sh wipe >/dev/null; $bench/registry.sh start >/dev/null"
+dest=$addr/bench/$workload:1
+fresh=$work/fresh.sh
 seed="$fresh; skopeo copy -q --dest-tls-verify=false $layout_ref docker://$dest"
 
 hyperfine -w 0 -r "$runs" --export-markdown "$work/push.md" \

@@ -30,8 +30,10 @@ use transport::{MANIFEST_LIMIT, Payload, Req, header, read_body, status_error};
 
 /// Blobs above this size are uploaded in chunks.
 pub const CHUNK_THRESHOLD: u64 = 32 << 20;
-/// The size of one uploaded chunk.
-pub const CHUNK_SIZE: u64 = 16 << 20;
+/// The size of one uploaded chunk. Chunks stream from the blob file, so their size costs no
+/// memory; each is a request the registry answers after storing it and its hash state, and
+/// 16 MiB chunks made a 1.25 GiB push a fifth slower than skopeo's single PATCH.
+pub const CHUNK_SIZE: u64 = 256 << 20;
 /// Blobs transferred at once.
 pub const PARALLEL_BLOBS: usize = 3;
 
