@@ -540,10 +540,17 @@ pub fn build(
     config.config.labels.extend(opts.labels.clone());
     // Every step a hit: the image the same steps made before, so its ID is the same too.
     let mut image_key = crate::cache::KeyHasher::new("IMAGE", &result.key);
+    // The steps' keys leave metadata out, so the image's covers the config it ends with: its
+    // settings (labels included), author, and what each history entry says.
     image_key.field(
-        "labels",
-        serde_json::to_vec(&config.config.labels).unwrap_or_default(),
+        "config",
+        serde_json::to_vec(&config.config).unwrap_or_default(),
     );
+    image_key.field("author", config.author.as_deref().unwrap_or(""));
+    for h in &config.history {
+        image_key.field("history", h.created_by.as_deref().unwrap_or(""));
+        image_key.field("empty", h.empty_layer.to_string());
+    }
     image_key.field("epoch", format!("{epoch:?}"));
     let inline = opts.cache_to.contains(&crate::cache::CacheExport::Inline);
     image_key.field("inline", inline.to_string());
@@ -1057,17 +1064,10 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
             push_empty(&mut st.config, ins, created);
         }
     }
-    // A metadata step: the next key covers what it did to the config. (An ARG changes no
-    // config: the steps that use its value have it in their own keys, so a changed build arg
-    // misses only those.)
-    if !matches!(ins.kind, InstructionKind::Arg { .. }) {
-        let mut key = crate::cache::KeyHasher::new("META", &st.key);
-        key.field(
-            "config",
-            serde_json::to_vec(&st.config.config).unwrap_or_default(),
-        );
-        st.key = key.finish();
-    }
+    // A metadata step leaves the chain as it is, as BuildKit does: the steps after it key
+    // what they use of the config themselves (RUN its environment, user, working directory
+    // and shell; COPY its expanded paths and owner), so a new LABEL or CMD reruns nothing. The
+    // image's own key covers the config it ends with.
     Ok(Outcome::Meta)
 }
 

@@ -388,6 +388,82 @@ fn an_inline_cache_travels_with_the_image() {
     assert!(config.get("cairn.cache.v1").is_none(), "{config}");
 }
 
+/// For every instruction: changing it re-runs exactly the later steps that use what it set,
+/// gives another image, and changing it back gives the first image again.
+#[test]
+fn every_instruction_misses_only_what_it_affects() {
+    // (instruction as first built, as changed, the later COPY hits, the later RUN hits)
+    let table: &[(&str, &str, bool, bool)] = &[
+        ("ENV A=1", "ENV A=2", true, false),
+        // A RUN has the stage's build args in its environment, as in BuildKit: whether its
+        // command names one or a script it runs reads it, a new value reruns it.
+        ("ARG A=1", "ARG A=2", true, false),
+        ("ARG B=1", "ARG B=2", true, false),
+        ("LABEL l=1", "LABEL l=2", true, true),
+        ("CMD [\"a\"]", "CMD [\"b\"]", true, true),
+        ("ENTRYPOINT [\"a\"]", "ENTRYPOINT [\"b\"]", true, true),
+        ("USER root", "USER daemon", true, false),
+        ("EXPOSE 80", "EXPOSE 81", true, true),
+        ("VOLUME /v1", "VOLUME /v2", true, true),
+        ("STOPSIGNAL SIGTERM", "STOPSIGNAL SIGINT", true, true),
+        ("HEALTHCHECK CMD true", "HEALTHCHECK CMD false", true, true),
+        (
+            "SHELL [\"/bin/sh\", \"-c\"]",
+            "SHELL [\"/bin/sh\", \"-ec\"]",
+            true,
+            false,
+        ),
+        ("MAINTAINER a", "MAINTAINER b", true, true),
+        ("ONBUILD RUN true", "ONBUILD RUN false", true, true),
+        ("WORKDIR /w1", "WORKDIR /w2", false, false),
+        ("RUN echo one", "RUN echo two", false, false),
+        ("COPY g1.txt /g", "COPY g2.txt /g", false, false),
+        ("ADD g1.txt /g", "ADD g2.txt /g", false, false),
+    ];
+    let s = loaded_busybox();
+    for (row, (first, changed, copy_hits, run_hits)) in table.iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        // Rows share the store: their own file and command keep their steps apart.
+        fs::write(dir.path().join("f.txt"), format!("row {row}\n")).unwrap();
+        fs::write(dir.path().join("g1.txt"), "g1\n").unwrap();
+        fs::write(dir.path().join("g2.txt"), "g2\n").unwrap();
+        let write = |x: &str| {
+            let df =
+                format!("FROM busybox\n{x}\nCOPY f.txt /f.txt\nRUN echo step-$((6*7)) $A {row}\n");
+            fs::write(dir.path().join("Dockerfile"), df).unwrap();
+        };
+        let steps = |p: &Progress| (p.cached("COPY f.txt"), p.cached("RUN echo step"));
+        write(first);
+        let built = build(&s, dir.path(), &[]);
+        let again = build(&s, dir.path(), &[]);
+        assert_eq!(
+            steps(&again),
+            (true, true),
+            "{first} again: {}",
+            again.stderr
+        );
+        assert_eq!(again.image, built.image, "{first} again");
+        write(changed);
+        let other = build(&s, dir.path(), &[]);
+        assert_eq!(
+            steps(&other),
+            (*copy_hits, *run_hits),
+            "{first} -> {changed}: {}",
+            other.stderr
+        );
+        assert_ne!(other.image, built.image, "{first} -> {changed}");
+        write(first);
+        let back = build(&s, dir.path(), &[]);
+        assert_eq!(
+            steps(&back),
+            (true, true),
+            "back to {first}: {}",
+            back.stderr
+        );
+        assert_eq!(back.image, built.image, "back to {first}");
+    }
+}
+
 /// Incompressible bytes, reproducibly.
 fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed
