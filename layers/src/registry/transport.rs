@@ -520,6 +520,11 @@ impl Registry {
                 url: url.to_owned(),
                 message: m.to_owned(),
             },
+            // A name that does not resolve will not a second later: no retries.
+            ureq::Error::HostNotFound => Error::Unreachable {
+                registry: url.to_owned(),
+                message: "no such host".into(),
+            },
             e => http_err(e.to_string()),
         })
     }
