@@ -918,12 +918,13 @@ impl Ctx<'_> {
                 progress(Event::Log { id: step_id, line });
             }
         };
-        let d = cairn_layers::registry::pull(self.store, &reference, registry, &events)
-            .map_err(|e| match &stored {
+        let d = cairn_layers::registry::pull(self.store, &reference, registry, &events).map_err(
+            |e| match &stored {
                 Some(_) => format!("pulling {}: {e}", reference.familiar()),
                 // Say what the store lacked too, and the way round a registry out of reach.
                 None => format!("{} (pulling it failed: {e})", missing()),
-            })?;
+            },
+        )?;
         if let Ok(mut p) = self.pulled.lock() {
             p.insert(name.to_owned(), d.clone());
         }
