@@ -318,6 +318,19 @@ fn an_exported_cache_makes_a_fresh_store_hit() {
     }
 }
 
+/// Saves `name` as an OCI archive at `archive` and reads its config as skopeo sees it, raw
+/// (fields other tools do not know included).
+fn saved_config(s: &Store, name: &str, archive: &Path) -> serde_json::Value {
+    let mut save = s.cmd(&["save", name, "--format", "oci-archive", "-o"]);
+    save.arg(archive);
+    ok(save);
+    let mut config = Command::new("skopeo");
+    config
+        .args(["inspect", "--config", "--raw"])
+        .arg(format!("oci-archive:{}", archive.display()));
+    serde_json::from_slice(&ok(config).stdout).unwrap()
+}
+
 #[test]
 fn an_inline_cache_travels_with_the_image() {
     let s = loaded_busybox();
@@ -327,14 +340,7 @@ fn an_inline_cache_travels_with_the_image() {
     let inline = ["--cache-to", "type=inline", "-t", "app:inline"];
     let first = build(&s, dir.path(), &inline);
     let archive = out.path().join("app.tar");
-    let mut save = s.cmd(&["save", "app:inline", "--format", "oci-archive", "-o"]);
-    save.arg(&archive);
-    ok(save);
-    let mut config = Command::new("skopeo");
-    config
-        .args(["inspect", "--config", "--raw"])
-        .arg(format!("oci-archive:{}", archive.display()));
-    let config: serde_json::Value = serde_json::from_slice(&ok(config).stdout).unwrap();
+    let config = saved_config(&s, "app:inline", &archive);
     let records = config["cairn.cache.v1"]["records"].as_array().unwrap();
     assert!(records.len() >= STEPS.len(), "the stage's steps: {config}");
 
@@ -376,15 +382,7 @@ fn an_inline_cache_travels_with_the_image() {
     // Without type=inline the image carries no records, even built on a base that had them.
     let plain = build(&s, dir.path(), &["-t", "app:plain"]);
     assert_ne!(plain.image, first.image);
-    let archive = out.path().join("plain.tar");
-    let mut save = s.cmd(&["save", "app:plain", "--format", "oci-archive", "-o"]);
-    save.arg(&archive);
-    ok(save);
-    let mut config = Command::new("skopeo");
-    config
-        .args(["inspect", "--config", "--raw"])
-        .arg(format!("oci-archive:{}", archive.display()));
-    let config: serde_json::Value = serde_json::from_slice(&ok(config).stdout).unwrap();
+    let config = saved_config(&s, "app:plain", &out.path().join("plain.tar"));
     assert!(config.get("cairn.cache.v1").is_none(), "{config}");
 }
 

@@ -124,6 +124,41 @@ pub enum Event {
     },
 }
 
+/// Runs `work` on each item, [`PARALLEL_BLOBS`] at a time, in the order given; after the first
+/// failure no new item starts, and that failure is returned.
+pub(crate) fn in_parallel<T: Send>(
+    items: Vec<T>,
+    work: impl Fn(T) -> Result<()> + Sync,
+) -> Result<()> {
+    let queue = std::sync::Mutex::new(items.into_iter());
+    let failed: std::sync::Mutex<Option<crate::error::Error>> = std::sync::Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL_BLOBS {
+            s.spawn(|| {
+                loop {
+                    if failed.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+                        return;
+                    }
+                    let Some(item) = queue.lock().unwrap_or_else(|p| p.into_inner()).next() else {
+                        return;
+                    };
+                    if let Err(e) = work(item) {
+                        failed
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 /// The media types a manifest request accepts.
 pub const MANIFEST_TYPES: [&str; 4] = [
     OCI_MANIFEST,

@@ -3,12 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::sync::Mutex;
 
 use ureq::http::{Method, StatusCode};
 
 use super::transport::{Req, header, status_error, transient};
-use super::{Client, Event, PARALLEL_BLOBS, RegistryOptions, is_index, is_manifest, origins};
+use super::{Client, Event, RegistryOptions, is_index, is_manifest, origins};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::{Descriptor, ImageConfig, Index, Manifest, Platform, host_architecture};
@@ -235,46 +234,21 @@ fn fetch_all(
             todo.push(b);
         }
     }
-    // Largest last: they are popped first, so the long transfers start early.
-    todo.sort_by_key(|b| b.size);
-    let queue = Mutex::new(todo);
-    let failed: Mutex<Option<Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..PARALLEL_BLOBS {
-            s.spawn(|| {
-                loop {
-                    if failed.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
-                        return;
-                    }
-                    let Some(b) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
-                        return;
-                    };
-                    events(Event::BlobStarted {
-                        digest: b.digest.clone(),
-                        size: b.size,
-                    });
-                    match fetch_blob(client, store, &b.digest, Some(b.size), events) {
-                        Ok(_) => events(Event::BlobDone {
-                            digest: b.digest.clone(),
-                            size: b.size,
-                            mounted: false,
-                        }),
-                        Err(e) => {
-                            failed
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .get_or_insert(e);
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    // Largest first, so the long transfers start early.
+    todo.sort_by_key(|b| std::cmp::Reverse(b.size));
+    super::in_parallel(todo, |b| {
+        events(Event::BlobStarted {
+            digest: b.digest.clone(),
+            size: b.size,
+        });
+        fetch_blob(client, store, &b.digest, Some(b.size), events)?;
+        events(Event::BlobDone {
+            digest: b.digest.clone(),
+            size: b.size,
+            mounted: false,
+        });
+        Ok(())
+    })
 }
 
 /// See [`Client::fetch_blob`].

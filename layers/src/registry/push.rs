@@ -2,12 +2,10 @@
 //! repository when the store knows one that has them, else uploaded whole or in chunks
 //! streamed from the blob file), then its manifest, byte for byte as stored.
 
-use std::sync::Mutex;
-
 use ureq::http::{Method, StatusCode};
 
 use super::transport::{Payload, Req, header, read_body, status_error};
-use super::{Client, Event, PARALLEL_BLOBS, Pushed, RegistryOptions, is_manifest, origins};
+use super::{Client, Event, Pushed, RegistryOptions, is_manifest, origins};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::{Descriptor, Manifest, OCI_MANIFEST};
@@ -69,53 +67,25 @@ pub fn push(
         })?;
     let client = Client::for_endpoint(&ep, opts, true)?;
 
-    // Smallest last: popped first is the largest, so the long uploads start early.
+    // Largest first, so the long uploads start early.
     blobs.sort_by_key(|b| std::cmp::Reverse(b.size));
-    let queue = Mutex::new(blobs);
-    let failed: Mutex<Option<Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..PARALLEL_BLOBS {
-            s.spawn(|| {
-                loop {
-                    if failed.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
-                        return;
-                    }
-                    let Some(b) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
-                        return;
-                    };
-                    let from =
-                        origins::mount_sources(store, &b.digest, &ep.domain, client.repository());
-                    let r = push_blob(&client, store, &b.digest, b.size, &from, opts, events);
-                    match r {
-                        Ok(outcome) => {
-                            let _ = origins::record(store, &b.digest, &client.name());
-                            events(match outcome {
-                                Pushed::Exists => Event::BlobSkipped {
-                                    digest: b.digest.clone(),
-                                    size: b.size,
-                                },
-                                Pushed::Mounted | Pushed::Uploaded => Event::BlobDone {
-                                    digest: b.digest.clone(),
-                                    size: b.size,
-                                    mounted: outcome == Pushed::Mounted,
-                                },
-                            });
-                        }
-                        Err(e) => {
-                            failed
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .get_or_insert(e);
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
-    }
+    super::in_parallel(blobs, |b| {
+        let from = origins::mount_sources(store, &b.digest, &ep.domain, client.repository());
+        let outcome = push_blob(&client, store, &b.digest, b.size, &from, opts, events)?;
+        let _ = origins::record(store, &b.digest, &client.name());
+        events(match outcome {
+            Pushed::Exists => Event::BlobSkipped {
+                digest: b.digest.clone(),
+                size: b.size,
+            },
+            Pushed::Mounted | Pushed::Uploaded => Event::BlobDone {
+                digest: b.digest.clone(),
+                size: b.size,
+                mounted: outcome == Pushed::Mounted,
+            },
+        });
+        Ok(())
+    })?;
     // Last, so the registry never holds a manifest whose blobs are missing.
     let digest = client.put_manifest(&target, &bytes, &media_type, events)?;
     let _ = origins::record(store, &digest, &client.name());
