@@ -234,11 +234,28 @@ impl Sandbox {
             }
         }
         if snapshotter != Snapshotter::Copy {
+            // Whether overlayfs mounts on this store changes only with the kernel or the user:
+            // a success is remembered until the next boot, which spares every build after the
+            // first a helper and a mount (a tenth of a one-RUN rebuild).
+            let marker = store.root().join("overlay-ok");
+            let stamp = format!(
+                "{} {}\n",
+                std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                    .unwrap_or_default()
+                    .trim(),
+                rustix::process::geteuid().as_raw()
+            );
+            let known = std::fs::read_to_string(&marker).is_ok_and(|m| m == stamp);
             let dir = store
                 .tmp_dir()
                 .join(format!("probe-{}", std::process::id()));
-            let probed = sb.probe(&dir);
-            let _ = store.remove_tree(&dir);
+            let probed = if known { Ok(()) } else { sb.probe(&dir) };
+            if !known {
+                let _ = store.remove_tree(&dir);
+                if probed.is_ok() {
+                    let _ = std::fs::write(&marker, &stamp);
+                }
+            }
             match (probed, snapshotter) {
                 (Ok(()), _) => {}
                 (Err(why), Snapshotter::Overlay) => {
