@@ -36,6 +36,8 @@ cat >"$work/fresh.sh" <<FRESH
 # Stops the bench registry, empties its storage and starts it again.
 [ -f $work/reg.pid ] && kill \$(cat $work/reg.pid) 2>/dev/null && sleep 0.5
 rm -rf $work/reg
+# Flushed now, so one run's writes are not paid for in the next one's time.
+sync
 env \$(env | grep -o '^REGISTRY_[^=]*' | sed 's/^/-u /') setsid /usr/bin/docker-registry serve $work/registry.yml >$work/reg.log 2>&1 </dev/null &
 echo \$! >$work/reg.pid
 for _ in \$(seq 100); do curl -fsS http://$addr/v2/ >/dev/null 2>&1 && exit 0; sleep 0.1; done
