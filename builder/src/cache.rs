@@ -235,6 +235,26 @@ struct Memo {
     digest: String,
 }
 
+impl Memo {
+    /// What the memo keeps of `m`, with no digest yet.
+    fn stamp(m: &std::fs::Metadata) -> Memo {
+        Memo {
+            ino: m.ino(),
+            size: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+            digest: String::new(),
+        }
+    }
+
+    /// Whether the file is as it was when its digest was taken.
+    fn matches(&self, m: &std::fs::Metadata) -> bool {
+        let now = Memo::stamp(m);
+        (self.ino, self.size, self.mtime_ns, self.ctime_ns)
+            == (now.ino, now.size, now.mtime_ns, now.ctime_ns)
+    }
+}
+
 /// The cache of one store, shared by a build's stages.
 #[derive(Debug)]
 pub struct Cache {
@@ -773,27 +793,16 @@ impl Cache {
     /// The sha256 of a file's content, from the memo when its inode, size, mtime and ctime
     /// are what they were.
     pub fn file_digest(&self, path: &Path, meta: &std::fs::Metadata) -> Result<String> {
-        let stamp = |m: &std::fs::Metadata| Memo {
-            ino: m.ino(),
-            size: m.len(),
-            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
-            digest: String::new(),
-        };
-        let now = stamp(meta);
+        let now = Memo::stamp(meta);
         // Context paths are absolute already (the context's root is canonical).
         let abs = if path.is_absolute() {
             path.to_path_buf()
         } else {
             std::env::current_dir().unwrap_or_default().join(path)
         };
-        let same = |m: &Memo| {
-            (m.ino, m.size, m.mtime_ns, m.ctime_ns)
-                == (now.ino, now.size, now.mtime_ns, now.ctime_ns)
-        };
         if let Ok(files) = self.files().lock()
             && let Some(m) = files.get(&abs)
-            && same(m)
+            && m.matches(meta)
         {
             return Ok(m.digest.clone());
         }
@@ -1062,6 +1071,17 @@ pub fn import_registry(
 /// Fills `cache`'s memo for `files` using every core: files are taken largest first from a
 /// shared list, so one big file does not end up last on a thread. Returns the first error.
 pub fn hash_all(cache: &Cache, files: &[(&Path, &std::fs::Metadata)]) -> Result<()> {
+    // On a rebuild most files are in the memo: one pass under one lock finds the rest, and
+    // only they are worth threads.
+    let files: Vec<(&Path, &std::fs::Metadata)> = match cache.files().lock() {
+        Ok(memo) => files
+            .iter()
+            .filter(|(p, m)| !memo.get(*p).is_some_and(|e| e.matches(m)))
+            .copied()
+            .collect(),
+        Err(_) => files.to_vec(),
+    };
+    let files = &files[..];
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(files.len());

@@ -726,8 +726,6 @@ enum PlainHash {
         chunks: SyncSender<Arc<Vec<u8>>>,
         done: JoinHandle<Sha256>,
     },
-    /// The thread could not be started or has gone.
-    Failed,
 }
 
 impl PlainHash {
@@ -760,7 +758,6 @@ impl PlainHash {
             PlainHash::Thread { chunks, .. } => chunks
                 .send(Arc::clone(chunk))
                 .map_err(|_| io::Error::other("the layer's hashing thread has exited"))?,
-            PlainHash::Failed => return Err(io::Error::other("no hashing thread")),
         }
         Ok(())
     }
@@ -773,7 +770,6 @@ impl PlainHash {
                 done.join()
                     .map_err(|_| io::Error::other("the layer's hashing thread panicked"))
             }
-            PlainHash::Failed => Err(io::Error::other("no hashing thread")),
         }
     }
 }
@@ -862,7 +858,8 @@ impl<W: Write> GzipWriter<W> {
         let fresh = self.spare_data.pop().unwrap_or_default();
         let data = Arc::new(mem::replace(&mut self.buf, fresh));
         if !last && matches!(self.plain, PlainHash::Here(_)) && self.workers > 0 {
-            self.plain = mem::replace(&mut self.plain, PlainHash::Failed).onto_thread();
+            let here = mem::replace(&mut self.plain, PlainHash::Here(Sha256::new()));
+            self.plain = here.onto_thread();
         }
         // On random data the stored path leaves this thread reading the sources, hashing both
         // streams and writing the blob while the workers idle: the plain stream's hash goes to

@@ -152,17 +152,14 @@ fn cache_import(spec: &str) -> anyhow::Result<CacheImport> {
 
 /// Whether an OCI layout holds a cache that `--cache-to type=local` wrote (rather than images).
 fn cache_layout(dir: &Path) -> bool {
+    let blob =
+        |d: &cairn_layers::Digest| std::fs::read(dir.join("blobs/sha256").join(d.hex())).ok();
     std::fs::read(dir.join("index.json"))
         .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| {
-            let m = v["manifests"].get(0)?["digest"].as_str()?.to_owned();
-            let hex = m.strip_prefix("sha256:")?.to_owned();
-            let bytes = std::fs::read(dir.join("blobs/sha256").join(hex)).ok()?;
-            let manifest: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-            Some(manifest["config"]["mediaType"] == cairn_builder::cache::CACHE_CONFIG)
-        })
-        .unwrap_or(false)
+        .and_then(|b| cairn_layers::image::Index::from_slice(&b, "index.json").ok())
+        .and_then(|index| blob(&index.manifests.first()?.digest))
+        .and_then(|b| cairn_layers::image::Manifest::from_slice(&b, "manifest").ok())
+        .is_some_and(|m| m.config.media_type == cairn_builder::cache::CACHE_CONFIG)
 }
 
 /// `--cache-to`: `type=local,dest=DIR[,mode=min|max]` (a bare DIR too), or `type=inline`.
