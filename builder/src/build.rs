@@ -450,6 +450,7 @@ pub fn build(
     let sandbox = std::sync::OnceLock::new();
     let mut results: BTreeMap<usize, StageResult> = BTreeMap::new();
     let cache = crate::cache::Cache::open(store);
+    cache.watch(context.root());
     let pulled = std::sync::Mutex::new(BTreeMap::new());
     for src in &opts.cache_from {
         use crate::cache::CacheImport;
@@ -1374,6 +1375,7 @@ fn copy_step(
                     Some(NamedContext::Dir(dir)) => {
                         // A named local context reads its own .dockerignore.
                         named_dir = BuildContext::open(&dir, None)?;
+                        cx.cache.watch(named_dir.root());
                         SourceRoot::Context(&named_dir)
                     }
                     named => {
@@ -1419,9 +1421,9 @@ fn copy_step(
     for e in &req.excludes {
         key.field("exclude", e);
     }
-    let by_content = |p: &Path, m: &std::fs::Metadata| cx.cache.file_digest(p, m);
-    let by_source = |_: &Path, _: &std::fs::Metadata| Ok(String::new());
-    let digest_of: &dyn Fn(&Path, &std::fs::Metadata) -> Result<String> = if from_id.is_some() {
+    let by_content = |p: &Path, m: &std::fs::Metadata| cx.cache.file_sha256(p, m).map(Some);
+    let by_source = |_: &Path, _: &std::fs::Metadata| Ok(None);
+    let digest_of: &crate::copy::DigestOf<'_> = if from_id.is_some() {
         &by_source
     } else {
         &by_content

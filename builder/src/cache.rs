@@ -5,10 +5,9 @@
 //! result depends on (see the callers in build.rs and run.rs). A record under the key holds the
 //! layer the step made and its history entry; a hit adds that layer without running the step.
 //! Records live in `<store>/buildcache/records/<key>.json`, the memo in
-//! `<store>/buildcache/files.json`.
+//! `<store>/buildcache/memo/` (see [`crate::memo`]).
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -48,6 +47,9 @@ pub struct KeyHasher {
     summary: Summary,
     /// The COPY entry the following fields describe.
     entry: Option<(String, Sha256)>,
+    /// Closed entries and their short hashes, gathered unsorted: a map insert per entry is
+    /// a tenth of a 20,000-file no-op rebuild.
+    paths: Vec<(String, String)>,
 }
 
 /// The inputs of a step, each as a short hash, by kind: what a miss is explained with.
@@ -63,7 +65,7 @@ pub struct Summary {
 }
 
 fn short(bytes: &[u8]) -> String {
-    hex::encode(&Sha256::digest(bytes)[..8])
+    crate::memo::hex(&Sha256::digest(bytes)[..8])
 }
 
 impl KeyHasher {
@@ -75,6 +77,7 @@ impl KeyHasher {
                 ..Summary::default()
             },
             entry: None,
+            paths: Vec::new(),
         };
         k.frame("cairn-cache", b"1");
         k.frame("parent", &parent.0);
@@ -102,7 +105,11 @@ impl KeyHasher {
                 self.close_entry();
                 let mut h = Sha256::new();
                 h.update(value);
-                self.entry = Some((String::from_utf8_lossy(value).into_owned(), h));
+                let path = match std::str::from_utf8(value) {
+                    Ok(p) => p.to_owned(),
+                    Err(_) => String::from_utf8_lossy(value).into_owned(),
+                };
+                self.entry = Some((path, h));
             }
             _ => match &mut self.entry {
                 Some((_, h))
@@ -122,9 +129,8 @@ impl KeyHasher {
 
     fn close_entry(&mut self) {
         if let Some((path, h)) = self.entry.take() {
-            self.summary
-                .paths
-                .insert(path, hex::encode(&h.finalize()[..8]));
+            self.paths
+                .push((path, crate::memo::hex(&h.finalize()[..8])));
         }
     }
 
@@ -134,6 +140,8 @@ impl KeyHasher {
 
     pub fn finish_with_summary(mut self) -> (Key, Summary) {
         self.close_entry();
+        // Collecting sorts once, and the last entry of a path wins, as inserting would.
+        self.summary.paths.extend(self.paths);
         (Key(self.hash.finalize().into()), self.summary)
     }
 }
@@ -224,45 +232,12 @@ pub struct LayerRecord {
     pub uncompressed_size: u64,
 }
 
-/// A file's content digest, remembered with the metadata it had (git's index does the same):
-/// an unchanged file costs a stat, not a read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Memo {
-    ino: u64,
-    size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
-    digest: String,
-}
-
-impl Memo {
-    /// What the memo keeps of `m`, with no digest yet.
-    fn stamp(m: &std::fs::Metadata) -> Memo {
-        Memo {
-            ino: m.ino(),
-            size: m.len(),
-            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
-            digest: String::new(),
-        }
-    }
-
-    /// Whether the file is as it was when its digest was taken.
-    fn matches(&self, m: &std::fs::Metadata) -> bool {
-        let now = Memo::stamp(m);
-        (self.ino, self.size, self.mtime_ns, self.ctime_ns)
-            == (now.ino, now.size, now.mtime_ns, now.ctime_ns)
-    }
-}
-
 /// The cache of one store, shared by a build's stages.
 #[derive(Debug)]
 pub struct Cache {
     dir: PathBuf,
-    /// The memo, read on a thread of its own while the build parses and walks the context.
-    files: std::sync::OnceLock<Mutex<HashMap<PathBuf, Memo>>>,
-    loading: Mutex<Option<std::thread::JoinHandle<HashMap<PathBuf, Memo>>>>,
-    changed: std::sync::atomic::AtomicBool,
+    /// Content digests of context files, by metadata.
+    memo: crate::memo::FileMemo,
     /// Blobs of imported caches (`--cache-from`), fetched into the store when a hit needs one.
     external: Mutex<HashMap<Digest, BlobSource>>,
     /// What this build used or made, by stage, for `--cache-to`.
@@ -355,24 +330,9 @@ impl std::fmt::Debug for BlobSource {
 impl Cache {
     pub fn open(store: &Store) -> Cache {
         let dir = store.root().join("buildcache");
-        let memo = dir.join("files.json");
-        let read = move || -> HashMap<PathBuf, Memo> {
-            std::fs::read(memo)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default()
-        };
-        // Reading 20,000 entries is a fifth of a no-op rebuild; nothing needs them until the
-        // first COPY has walked its sources.
-        let loading = std::thread::Builder::new()
-            .name("cairn-memo".into())
-            .spawn(read)
-            .ok();
         Cache {
+            memo: crate::memo::FileMemo::new(dir.clone()),
             dir,
-            files: std::sync::OnceLock::new(),
-            loading: Mutex::new(loading),
-            changed: std::sync::atomic::AtomicBool::new(false),
             external: Mutex::default(),
             touched: Mutex::default(),
             touched_image: Mutex::default(),
@@ -712,7 +672,9 @@ impl Cache {
                 .ok()?
                 .modified()
                 .ok()?;
-            if blob.modified().ok()? > recorded && sha256_file(&path).ok()? != digest.hex() {
+            if blob.modified().ok()? > recorded
+                && crate::memo::sha256_file(&path).ok().map(hex::encode)? != digest.hex()
+            {
                 return None;
             }
         }
@@ -790,68 +752,28 @@ impl Cache {
         write_json(&self.image_path(key), manifest)
     }
 
-    /// The sha256 of a file's content, from the memo when its inode, size, mtime and ctime
-    /// are what they were.
-    pub fn file_digest(&self, path: &Path, meta: &std::fs::Metadata) -> Result<String> {
-        let now = Memo::stamp(meta);
-        // Context paths are absolute already (the context's root is canonical).
-        let abs = if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            std::env::current_dir().unwrap_or_default().join(path)
-        };
-        if let Ok(files) = self.files().lock()
-            && let Some(m) = files.get(&abs)
-            && m.matches(meta)
-        {
-            return Ok(m.digest.clone());
-        }
-        let digest = sha256_file(path).map_err(io_err("read", path))?;
-        if let Ok(mut files) = self.files().lock() {
-            files.insert(
-                abs,
-                Memo {
-                    digest: digest.clone(),
-                    ..now
-                },
-            );
-        }
-        self.changed
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        Ok(digest)
+    /// Remembers content digests of the files under `root` (a context directory, absolute)
+    /// from build to build; reading what earlier builds learned starts now, on its own thread.
+    pub fn watch(&self, root: &Path) {
+        self.memo.watch(root);
     }
 
-    /// The memo, once its thread has read it (an unreadable memo is an empty one).
-    fn files(&self) -> &Mutex<HashMap<PathBuf, Memo>> {
-        self.files.get_or_init(|| {
-            let handle = self.loading.lock().ok().and_then(|mut l| l.take());
-            Mutex::new(handle.and_then(|h| h.join().ok()).unwrap_or_default())
-        })
+    /// The hex sha256 of a file's content, from the memo when the file is under a watched
+    /// directory and its inode, size, mtime and ctime are what they were.
+    pub fn file_digest(&self, path: &Path, meta: &std::fs::Metadata) -> Result<String> {
+        Ok(crate::memo::hex(&self.file_sha256(path, meta)?))
+    }
+
+    /// [`Cache::file_digest`] as bytes.
+    pub fn file_sha256(&self, path: &Path, meta: &std::fs::Metadata) -> Result<[u8; 32]> {
+        self.memo.digest(path, meta).map_err(io_err("read", path))
     }
 
     /// Writes the memo back when it learned something.
     pub fn save(&self) -> Result<()> {
-        if !self.changed.load(std::sync::atomic::Ordering::Relaxed) {
-            return Ok(());
-        }
-        match self.files().lock() {
-            Ok(files) => write_json(&self.dir.join("files.json"), &*files),
-            Err(_) => Ok(()),
-        }
-    }
-}
-
-/// The hex sha256 of a file's content.
-fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = std::io::Read::read(&mut f, &mut buf)?;
-        if n == 0 {
-            return Ok(hex::encode(h.finalize()));
-        }
-        h.update(&buf[..n]);
+        self.memo
+            .save()
+            .map_err(io_err("write", &self.dir.join("memo")))
     }
 }
 
@@ -1071,16 +993,9 @@ pub fn import_registry(
 /// Fills `cache`'s memo for `files` using every core: files are taken largest first from a
 /// shared list, so one big file does not end up last on a thread. Returns the first error.
 pub fn hash_all(cache: &Cache, files: &[(&Path, &std::fs::Metadata)]) -> Result<()> {
-    // On a rebuild most files are in the memo: one pass under one lock finds the rest, and
-    // only they are worth threads.
-    let files: Vec<(&Path, &std::fs::Metadata)> = match cache.files().lock() {
-        Ok(memo) => files
-            .iter()
-            .filter(|(p, m)| !memo.get(*p).is_some_and(|e| e.matches(m)))
-            .copied()
-            .collect(),
-        Err(_) => files.to_vec(),
-    };
+    // On a rebuild most files are in the memo: one pass finds the rest, and only they are
+    // worth threads.
+    let files = cache.memo.missing(files);
     let files = &files[..];
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -1160,7 +1075,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("store")).unwrap();
         let cache = Cache::open(&store);
-        let f = dir.path().join("f");
+        let ctx = dir.path().join("ctx");
+        std::fs::create_dir(&ctx).unwrap();
+        cache.watch(&ctx);
+        let f = ctx.join("f");
         std::fs::write(&f, "one").unwrap();
         let m = std::fs::metadata(&f).unwrap();
         let d1 = cache.file_digest(&f, &m).unwrap();
@@ -1174,6 +1092,7 @@ mod tests {
         );
         cache.save().unwrap();
         let again = Cache::open(&store);
+        again.watch(&ctx);
         assert_eq!(
             again.file_digest(&f, &m2).unwrap(),
             hex::encode(Sha256::digest(b"two!"))

@@ -381,6 +381,9 @@ pub fn copy_to_tar(
     plan_copy(from, req, image)?.write(req, out)
 }
 
+/// A source file's content digest for a key; None where the source is known otherwise.
+pub type DigestOf<'a> = dyn Fn(&Path, &Metadata) -> Result<Option<[u8; 32]>> + 'a;
+
 /// What a COPY or ADD will write, worked out from the sources' metadata alone (nothing is
 /// read): the cache key comes from it before any byte is copied.
 #[derive(Debug)]
@@ -648,15 +651,17 @@ impl CopyPlan<'_> {
 
     /// Feeds what the layer will hold to `key`, in order: each entry's place, type, mode
     /// (after --chmod), owner, link target and content digest (from `digest_of`, which may
-    /// remember files by their metadata), never a file time. Returns the paths and content
-    /// digests of the regular files, for explaining a later miss.
+    /// remember files by their metadata, and gives None where the source is known by other
+    /// means), never a file time.
     pub fn describe(
         &self,
         req: &CopyRequest,
         key: &mut crate::cache::KeyHasher,
-        digest_of: &dyn Fn(&Path, &Metadata) -> Result<String>,
-    ) -> Result<Vec<(String, String)>> {
-        let mut files_seen = Vec::new();
+        digest_of: &DigestOf<'_>,
+    ) -> Result<()> {
+        let digest = |p: &Path, m: &Metadata| -> Result<Vec<u8>> {
+            Ok(digest_of(p, m)?.map_or_else(Vec::new, |d| d.to_vec()))
+        };
         for p in &self.parents {
             key.field("parent-dir", p);
         }
@@ -666,11 +671,10 @@ impl CopyPlan<'_> {
         }
         for (target, path, _) in &self.files {
             let meta = std::fs::metadata(path).map_err(io_err("stat", path))?;
-            let d = digest_of(path, &meta)?;
             key.field("download", target);
-            key.field("digest", &d);
-            files_seen.push((target.clone(), d));
+            key.field("digest", digest(path, &meta)?);
         }
+        let mut mode_text = String::new();
         for p in &self.planned {
             let ft = p.meta.file_type();
             let src_mode = p.meta.permissions().mode() & 0o7777;
@@ -686,25 +690,24 @@ impl CopyPlan<'_> {
             } else {
                 mode & !0o022
             };
-            key.field("mode", keyed_mode.to_string());
+            mode_text.clear();
+            std::fmt::Write::write_fmt(&mut mode_text, format_args!("{keyed_mode}"))
+                .map_err(|_| err("formatting a mode"))?;
+            key.field("mode", &mode_text);
             if p.archive {
-                let d = digest_of(&p.src, &p.meta)?;
-                key.field("archive", &d);
-                files_seen.push((p.dest.clone(), d));
+                key.field("archive", digest(&p.src, &p.meta)?);
             } else if ft.is_dir() {
                 key.field("type", "dir");
             } else if ft.is_symlink() {
                 let target = std::fs::read_link(&p.src).map_err(io_err("read link", &p.src))?;
                 key.field("symlink", target.as_os_str().as_encoded_bytes());
             } else if ft.is_file() {
-                let d = digest_of(&p.src, &p.meta)?;
-                key.field("file", &d);
-                files_seen.push((p.dest.clone(), d));
+                key.field("file", digest(&p.src, &p.meta)?);
             } else {
                 key.field("type", "skipped");
             }
         }
-        Ok(files_seen)
+        Ok(())
     }
 }
 

@@ -10,6 +10,7 @@ pub mod context;
 pub mod copy;
 pub mod error;
 pub mod ignore;
+pub mod memo;
 pub mod meta;
 pub mod output;
 mod progress;
