@@ -11,6 +11,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // cairn re-executes itself as the RUN sandbox's helper (see cairn_builder::sandbox).
     if std::env::args_os().nth(1).as_deref()
