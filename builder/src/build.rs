@@ -178,8 +178,9 @@ pub(crate) struct StageState {
     /// Layers this stage made that are not yet applied to `rootfs`: applying is deferred until
     /// a step reads file contents, so no COPY is written to disk twice for nothing.
     pub(crate) pending: Vec<Descriptor>,
-    /// The directories the pending layers add, which is all COPY's destination rules need.
-    pub(crate) pending_dirs: std::collections::BTreeSet<String>,
+    /// The stage's directories and symlinks, which is all COPY's destination rules need:
+    /// nothing is unpacked for them.
+    pub(crate) view: StageView,
     pub(crate) args: BTreeMap<String, String>,
     pub(crate) meta: MetaState,
     /// The cache key of the last step, and whether every step so far came from the cache.
@@ -200,7 +201,6 @@ impl StageState {
         if !self.pending.is_empty() {
             unpack_layers(store, &self.pending, &self.rootfs)?;
             self.pending.clear();
-            self.pending_dirs.clear();
         }
         Ok(())
     }
@@ -225,7 +225,6 @@ impl StageState {
             unpack_layers(store, &self.pending, &self.rootfs)?;
         }
         self.pending.clear();
-        self.pending_dirs.clear();
         Ok(partial)
     }
 }
@@ -337,6 +336,80 @@ fn platform_args() -> BTreeMap<String, String> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect()
+}
+
+/// The directories and symlinks of a stage's image, put together from its layers' tar
+/// headers and the directories its COPY layers add, when a step first asks.
+#[derive(Debug, Default)]
+pub(crate) struct StageView {
+    tree: cairn_layers::listing::TreeView,
+    todo: Vec<ViewPart>,
+}
+
+#[derive(Debug)]
+enum ViewPart {
+    Dirs(Vec<String>),
+    Layer(Descriptor),
+}
+
+impl StageView {
+    /// A layer whose entries the view takes from its tar headers.
+    pub(crate) fn add_layer(&mut self, layer: &Descriptor) {
+        self.todo.push(ViewPart::Layer(layer.clone()));
+    }
+
+    /// The directories a layer adds, known without reading it.
+    pub(crate) fn add_dirs(&mut self, dirs: impl IntoIterator<Item = String>) {
+        self.todo.push(ViewPart::Dirs(dirs.into_iter().collect()));
+    }
+
+    /// The view with every layer so far in it.
+    pub(crate) fn tree(&mut self, store: &Store) -> Result<&cairn_layers::listing::TreeView> {
+        for part in std::mem::take(&mut self.todo) {
+            match part {
+                ViewPart::Dirs(dirs) => dirs.iter().for_each(|d| self.tree.add_dir(d)),
+                ViewPart::Layer(l) => self.tree.apply(&listing(store, &l)?),
+            }
+        }
+        Ok(&self.tree)
+    }
+}
+
+/// A layer's entries from its tar headers, kept in the store's cache by blob digest: an
+/// image's base is read once.
+fn listing(store: &Store, l: &Descriptor) -> Result<cairn_layers::listing::Listing> {
+    use cairn_layers::listing::Listing;
+    let file = store
+        .root()
+        .join("buildcache/listings")
+        .join(l.digest.hex());
+    if let Some(listing) = std::fs::read(&file)
+        .ok()
+        .and_then(|b| Listing::from_bytes(&b))
+    {
+        return Ok(listing);
+    }
+    let c = Compression::from_media_type(&l.media_type)
+        .ok_or_else(|| cairn_layers::Error::MediaType(l.media_type.clone()))?;
+    let listing = Listing::read(compress::decompress(store.open_blob(&l.digest)?, c)?)?;
+    // A listing that cannot be kept is read again next time.
+    let _ = write_atomic(&file, &listing.to_bytes());
+    Ok(listing)
+}
+
+/// Writes `bytes` at `path` through a temp file and a rename.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".tmp-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 /// Applies an image's layers, in order, onto `dir`.
@@ -715,7 +788,12 @@ fn build_stage(
             }
         }
     };
-    unpack_layers(store, &layers, &rootfs)?;
+    // The base stays in the store: COPY's destination rules need only its directories and
+    // symlinks, read from its tar headers; files are unpacked when a step reads them.
+    let mut view = StageView::default();
+    for l in &layers {
+        view.add_layer(l);
+    }
     let mut from_key = crate::cache::KeyHasher::new("FROM", &crate::cache::Key::root());
     from_key.field("base", &base_id);
     let no_cache = opts.no_cache
@@ -729,12 +807,13 @@ fn build_stage(
     let mut config = config;
     // A new image starts a new history only in name: the base's history stays.
     let onbuild = config.config.on_build.take();
+    let layers_pending = layers.clone();
     let mut st = StageState {
         config,
         layers,
         rootfs,
-        pending: Vec::new(),
-        pending_dirs: Default::default(),
+        pending: layers_pending,
+        view,
         args: BTreeMap::new(),
         meta: MetaState::default(),
         key: from_key.finish(),
@@ -1044,8 +1123,7 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
             if matches!(ins.kind, InstructionKind::Workdir { .. }) {
                 // The directory is created in the image when it is missing, as a layer.
                 let view = crate::copy::ImageView {
-                    root: &st.rootfs,
-                    pending_dirs: &st.pending_dirs,
+                    tree: st.view.tree(store)?,
                 };
                 let missing = missing_dirs(&view, &st.config.config.working_dir);
                 if !missing.is_empty() {
@@ -1055,15 +1133,21 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
                         key.field("dir", m);
                     }
                     let (key, summary) = key.finish_with_summary();
-                    if use_cached(cx, st, &key, &summary, step_id)? {
+                    if use_cached(cx, st, &key, summary, step_id)? {
                         return Ok(Outcome::Cached);
                     }
                     let mtime = epoch.unwrap_or_else(|| jiff::Timestamp::now().as_second());
                     let layer =
                         write_layer(store, opts.compression, |w| dirs_tar(w, &missing, mtime))?;
                     let rec = layer_record(&layer);
-                    add_layer(st, layer, missing.iter().cloned().collect(), ins, created)?;
-                    record(cx, st, key, Some(rec), missing)?;
+                    add_layer(
+                        st,
+                        layer,
+                        Some(missing.iter().cloned().collect()),
+                        ins,
+                        created,
+                    )?;
+                    record(cx, st, key, Some(rec), Some(missing))?;
                     return Ok(Outcome::Ran);
                 }
             }
@@ -1083,7 +1167,7 @@ pub(crate) fn use_cached(
     cx: &Ctx<'_>,
     st: &mut StageState,
     key: &crate::cache::Key,
-    summary: &crate::cache::Summary,
+    summary: crate::cache::SummaryParts,
     step_id: usize,
 ) -> Result<bool> {
     let found = if st.no_cache {
@@ -1092,6 +1176,7 @@ pub(crate) fn use_cached(
         cx.cache.get(cx.store, key)
     };
     let Some(rec) = found else {
+        let summary = summary.build();
         // Say why, when this step ran before with other inputs.
         if !st.no_cache
             && let Some(before) = cx.cache.last_summary(&st.position)
@@ -1101,14 +1186,18 @@ pub(crate) fn use_cached(
                 reason: summary.explain(&before, &st.args),
             });
         }
-        cx.cache.put_summary(&st.position, summary)?;
+        cx.cache.put_summary(&st.position, &summary)?;
         return Ok(false);
     };
     cx.cache.touch(key, &rec, st.index);
     cx.cache.mark_used(key);
     if let Some(l) = rec.layer {
         st.pending.push(l.descriptor.clone());
-        st.pending_dirs.extend(rec.dirs);
+        if rec.listed {
+            st.view.add_layer(&l.descriptor);
+        } else {
+            st.view.add_dirs(rec.dirs);
+        }
         st.config.rootfs.diff_ids.push(l.diff_id);
         st.layers.push(l.descriptor);
     }
@@ -1124,13 +1213,14 @@ pub(crate) fn record(
     st: &mut StageState,
     key: crate::cache::Key,
     layer: Option<crate::cache::LayerRecord>,
-    dirs: Vec<String>,
+    dirs: Option<Vec<String>>,
 ) -> Result<()> {
     let history = st.config.history.last().cloned().unwrap_or_default();
     let rec = crate::cache::Record {
         layer,
         history,
-        dirs,
+        listed: dirs.is_none(),
+        dirs: dirs.unwrap_or_default(),
     };
     cx.cache.put(&key, &rec)?;
     cx.cache.touch(&key, &rec, st.index);
@@ -1150,6 +1240,8 @@ pub(crate) fn layer_record(l: &cairn_layers::layer::StoredLayer) -> crate::cache
 fn missing_dirs(view: &crate::copy::ImageView<'_>, path: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut at = String::new();
+    // Made where symlinks lead, as `mkdir -p` would.
+    let path = view.resolve_dest(path);
     for part in path.split('/').filter(|p| !p.is_empty()) {
         at = if at.is_empty() {
             part.to_owned()
@@ -1188,12 +1280,16 @@ fn dirs_tar(w: &mut dyn std::io::Write, dirs: &[String], mtime: i64) -> cairn_la
 pub(crate) fn add_layer(
     st: &mut StageState,
     layer: cairn_layers::layer::StoredLayer,
-    dirs: std::collections::BTreeSet<String>,
+    dirs: Option<std::collections::BTreeSet<String>>,
     ins: &Instruction,
     created: String,
 ) -> Result<()> {
     st.pending.push(layer.descriptor.clone());
-    st.pending_dirs.extend(dirs);
+    // A RUN's directories are known only from its layer's tar headers.
+    match dirs {
+        Some(dirs) => st.view.add_dirs(dirs),
+        None => st.view.add_layer(&layer.descriptor),
+    }
     st.config.rootfs.diff_ids.push(layer.diff_id);
     st.layers.push(layer.descriptor);
     st.config.history.push(History {
@@ -1404,8 +1500,7 @@ fn copy_step(
         }
     };
     let view = crate::copy::ImageView {
-        root: &st.rootfs,
-        pending_dirs: &st.pending_dirs,
+        tree: st.view.tree(store)?,
     };
     let plan = plan_copy(from_root, &req, &view).map_err(|e| fail(inner(e)))?;
     // The key: the options as expanded, and what the plan will write. Files of the context
@@ -1436,7 +1531,7 @@ fn copy_step(
     plan.describe(&req, &mut key, digest_of)
         .map_err(|e| fail(inner(e)))?;
     let (key, summary) = key.finish_with_summary();
-    if use_cached(cx, st, &key, &summary, step_id)? {
+    if use_cached(cx, st, &key, summary, step_id)? {
         return Ok(Outcome::Cached);
     }
     let mut dirs = Default::default();
@@ -1463,8 +1558,8 @@ fn copy_step(
     drop(downloads);
     let rec = layer_record(&layer);
     let dir_list: Vec<String> = dirs.iter().cloned().collect();
-    add_layer(st, layer, dirs, ins, created)?;
-    record(cx, st, key, Some(rec), dir_list)?;
+    add_layer(st, layer, Some(dirs), ins, created)?;
+    record(cx, st, key, Some(rec), Some(dir_list))?;
     Ok(Outcome::Ran)
 }
 

@@ -138,11 +138,33 @@ impl KeyHasher {
         self.finish_with_summary().0
     }
 
-    pub fn finish_with_summary(mut self) -> (Key, Summary) {
+    /// The key, and its inputs for explaining a later miss (built only when asked: a hit
+    /// never needs them).
+    pub fn finish_with_summary(mut self) -> (Key, SummaryParts) {
         self.close_entry();
+        (
+            Key(self.hash.finalize().into()),
+            SummaryParts {
+                summary: self.summary,
+                paths: self.paths,
+            },
+        )
+    }
+}
+
+/// A [`Summary`] not yet put together.
+#[derive(Debug)]
+pub struct SummaryParts {
+    summary: Summary,
+    paths: Vec<(String, String)>,
+}
+
+impl SummaryParts {
+    pub fn build(self) -> Summary {
+        let mut summary = self.summary;
         // Collecting sorts once, and the last entry of a path wins, as inserting would.
-        self.summary.paths.extend(self.paths);
-        (Key(self.hash.finalize().into()), self.summary)
+        summary.paths.extend(self.paths);
+        summary
     }
 }
 
@@ -223,6 +245,9 @@ pub struct Record {
     /// The directories the layer adds (COPY's destination rules read them).
     #[serde(default)]
     pub dirs: Vec<String>,
+    /// The layer's directories are read from its own tar headers (a RUN's), not `dirs`.
+    #[serde(default)]
+    pub listed: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

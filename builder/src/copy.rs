@@ -289,10 +289,14 @@ impl SourceRoot<'_> {
 
 fn join(base: &str, name: &str) -> String {
     if base.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{base}/{name}")
+        return name.to_owned();
     }
+    // Not format!: this runs for every entry of a COPY.
+    let mut out = String::with_capacity(base.len() + 1 + name.len());
+    out.push_str(base);
+    out.push('/');
+    out.push_str(name);
+    out
 }
 
 /// Applies `--chmod` (octal or symbolic, as chmod(1) reads it) to a mode.
@@ -350,22 +354,32 @@ pub fn apply_chmod(spec: &str, mode: u32, is_dir: bool) -> Result<u32> {
     Ok(m)
 }
 
-/// The stage's filesystem as COPY sees it: the directory on disk, plus the directories that
-/// layers not yet applied to it will add.
+/// The stage's filesystem as COPY's destination rules see it: its directories and symlinks.
 #[derive(Debug, Clone, Copy)]
 pub struct ImageView<'a> {
-    pub root: &'a Path,
-    pub pending_dirs: &'a BTreeSet<String>,
+    pub tree: &'a cairn_layers::listing::TreeView,
 }
 
 impl ImageView<'_> {
-    /// Whether `rel` is a directory in the image.
+    /// Whether `rel` is a directory in the image (symlinks followed).
     pub fn is_dir(&self, rel: &str) -> bool {
-        self.pending_dirs.contains(rel)
-            || resolve_in_root(self.root, rel, true)
-                .ok()
-                .and_then(|p| p.metadata().ok())
-                .is_some_and(|m| m.is_dir())
+        self.tree.resolve(rel).is_some_and(|r| self.tree.is_dir(&r))
+    }
+
+    /// Where a destination lands: its parent directories' symlinks followed, and its own
+    /// when it names a directory through one (a link to a file, or a loop, stays as named).
+    pub fn resolve_dest(&self, rel: &str) -> String {
+        if let Some(r) = self.tree.resolve(rel).filter(|r| self.tree.is_dir(r)) {
+            return r;
+        }
+        match rel.rsplit_once('/') {
+            Some((parent, name)) => match self.tree.resolve(parent) {
+                Some(p) if p.is_empty() => name.to_owned(),
+                Some(p) => format!("{p}/{name}"),
+                None => rel.to_owned(),
+            },
+            None => rel.to_owned(),
+        }
     }
 }
 
@@ -406,12 +420,18 @@ pub fn plan_copy<'r>(
     } else {
         format!("{}/{}", req.workdir.trim_end_matches('/'), req.dest)
     };
-    let dest_parts = clean(&dest_abs);
-    let dest_rel = dest_parts.join("/");
     let trailing = req.dest.ends_with('/')
         || req.dest.ends_with("/.")
         || req.dest == "."
-        || dest_parts.is_empty();
+        || clean(&dest_abs).is_empty();
+    // Symlinks in the image are followed to where the files land, as Docker copies through
+    // them: a layer entry under a symlink's name would replace the link with a directory.
+    let dest_rel = image.resolve_dest(&clean(&dest_abs).join("/"));
+    let dest_parts: Vec<String> = dest_rel
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
     let dest_exists_dir = image.is_dir(&dest_rel);
 
     // Expand every source first: a missing one fails the step before anything is written.
@@ -538,7 +558,9 @@ pub fn plan_copy<'r>(
                     archive: false,
                 });
             }
-            for (sub, path, m) in from.below(rel, &real)? {
+            let below = from.below(rel, &real)?;
+            planned.reserve(below.len() + 1);
+            for (sub, path, m) in below {
                 if excluded(&sub)? {
                     continue;
                 }

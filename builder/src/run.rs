@@ -134,7 +134,7 @@ pub(crate) fn run_step(
         }
     }
     let (key, summary) = key.finish_with_summary();
-    if crate::build::use_cached(cx, st, &key, &summary, step_id)? {
+    if crate::build::use_cached(cx, st, &key, summary, step_id)? {
         return Ok(Outcome::Cached);
     }
     let sb = sandbox(cx).map_err(|e| fail(e.to_string()))?;
@@ -323,7 +323,7 @@ pub(crate) fn run_step(
                 let key = sb.mapping.store_key();
                 store.adopt_unpacked(&layer.diff_id, &key, &run_dir.keep)?;
             }
-            add_layer(st, layer, Default::default(), ins, created)?;
+            add_layer(st, layer, None, ins, created)?;
             if let Some(h) = st.config.history.last_mut() {
                 h.created_by = Some(created_by);
             }
@@ -336,7 +336,7 @@ pub(crate) fn run_step(
             ..History::default()
         }),
     }
-    crate::build::record(cx, st, key, recorded, Vec::new())?;
+    crate::build::record(cx, st, key, recorded, None)?;
     Ok(Outcome::Ran)
 }
 

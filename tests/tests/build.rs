@@ -550,6 +550,37 @@ fn later_copies_see_directories_of_earlier_ones() {
 }
 
 #[test]
+fn copies_follow_directories_and_symlinks_that_runs_and_the_base_made() {
+    let s = loaded_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("f"), "f").unwrap();
+    // A RUN makes /data and a link to it; the COPY and WORKDIR after it must see both
+    // without the base or the RUN's layer unpacked: `COPY f /data` puts f inside, a COPY or
+    // WORKDIR through /link lands in /data and leaves the link a link. Two COPY steps with
+    // the same result (f and ./f below) make one layer twice, which overlayfs must be given
+    // once. /bin is the base's own directory.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nRUN mkdir /data && ln -s /data /link\nCOPY f /data\nCOPY f /link/g\n\
+         WORKDIR /link/sub\nCOPY f ./\nCOPY f /bin\n\
+         RUN test -L /link && test -f /data/f && test -f /data/g && test -f /data/sub/f \\\n\
+         && test -f /bin/f && test -x /bin/busybox\n",
+    )
+    .unwrap();
+    for args in [&["--no-cache"][..], &[]] {
+        let (_dir, local, stderr) = s.build_local(args, ctx.path());
+        assert_eq!(fs::read_to_string(local.join("data/sub/f")).unwrap(), "f");
+        assert!(
+            fs::symlink_metadata(local.join("link"))
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
 fn compression_format_and_level_choose_how_layers_are_written() {
     let s = loaded_busybox();
     let mut sizes = Vec::new();

@@ -381,7 +381,13 @@ impl Sandbox {
         }
         let mut lowers = Vec::new();
         for (layer, diff_id) in layers.iter().zip(diff_ids).rev() {
-            lowers.push(self.lowerdir(store, layer, diff_id)?);
+            let lower = self.lowerdir(store, layer, diff_id)?;
+            // overlayfs refuses a lowerdir given twice (ELOOP); an image can hold one layer
+            // twice (two COPY steps that write the same files). The upper occurrence covers
+            // everything the lower one holds, so the lower one is left out.
+            if !lowers.contains(&lower) {
+                lowers.push(lower);
+            }
         }
         if lowers.is_empty() {
             let empty = dir.join("empty");

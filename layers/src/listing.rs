@@ -1,0 +1,330 @@
+//! What layers hold, by path and kind, read from tar headers alone: a view of an image's
+//! directories and symlinks that answers "is this a directory?" without unpacking a byte.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+
+use crate::error::{Error, Result};
+use crate::whiteout::{self, Name};
+
+/// One entry of a layer, by its cleaned path (relative, slash-separated, no `.` or `..`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    Symlink(String),
+    /// A regular file, hard link, device or fifo.
+    Other,
+    /// `.wh.name`: the path and everything below it are gone.
+    Whiteout,
+    /// `.wh..wh..opq`: what lower layers had below the directory is gone.
+    Opaque,
+}
+
+/// A layer's entries, in tar order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing(pub Vec<(String, Kind)>);
+
+const MAGIC: &[u8] = b"cairn-listing 1\n";
+
+impl Listing {
+    /// Reads a layer's uncompressed tar, keeping only its headers' paths and kinds. Names
+    /// that would climb above the root or are not UTF-8 are left out: applying the layer
+    /// refuses or keeps them as it must, and a view only needs the paths COPY can name.
+    pub fn read<R: Read>(tar: R) -> Result<Listing> {
+        let mut archive = tar::Archive::new(tar);
+        let bad = |e: std::io::Error| Error::stream("read layer tar headers", e);
+        let mut out = Vec::new();
+        for entry in archive.entries().map_err(bad)? {
+            let entry = entry.map_err(bad)?;
+            let raw = entry.path_bytes();
+            let Some(path) = clean(&raw) else { continue };
+            let (parent, name) = match path.rsplit_once('/') {
+                Some((p, n)) => (p, n),
+                None => ("", path.as_str()),
+            };
+            let kind = match whiteout::classify(name) {
+                Ok(Name::Opaque) => {
+                    out.push((parent.to_owned(), Kind::Opaque));
+                    continue;
+                }
+                Ok(Name::Whiteout(hidden)) => {
+                    out.push((join(parent, hidden), Kind::Whiteout));
+                    continue;
+                }
+                Ok(Name::Plain(_)) => match entry.header().entry_type() {
+                    tar::EntryType::Directory => Kind::Dir,
+                    tar::EntryType::Symlink => {
+                        let target = entry.link_name_bytes().unwrap_or_default();
+                        match std::str::from_utf8(&target) {
+                            Ok(t) => Kind::Symlink(t.to_owned()),
+                            Err(_) => Kind::Other,
+                        }
+                    }
+                    _ => Kind::Other,
+                },
+                Err(_) => continue,
+            };
+            out.push((path, kind));
+        }
+        Ok(Listing(out))
+    }
+
+    /// The listing as bytes for a file: NUL-separated, as paths may hold newlines.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        for (path, kind) in &self.0 {
+            let (tag, target) = match kind {
+                Kind::Dir => (b'd', ""),
+                Kind::Symlink(t) => (b'l', t.as_str()),
+                Kind::Other => (b'f', ""),
+                Kind::Whiteout => (b'w', ""),
+                Kind::Opaque => (b'o', ""),
+            };
+            out.push(tag);
+            out.extend_from_slice(path.as_bytes());
+            out.push(0);
+            out.extend_from_slice(target.as_bytes());
+            out.push(0);
+        }
+        out
+    }
+
+    /// Parses [`Listing::to_bytes`]; None for anything else.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Listing> {
+        let mut rest = bytes.strip_prefix(MAGIC)?;
+        let mut out = Vec::new();
+        while let Some((&tag, after)) = rest.split_first() {
+            let mut fields = after.splitn(3, |b| *b == 0);
+            let path = std::str::from_utf8(fields.next()?).ok()?.to_owned();
+            let target = std::str::from_utf8(fields.next()?).ok()?.to_owned();
+            rest = fields.next()?;
+            let kind = match tag {
+                b'd' => Kind::Dir,
+                b'l' => Kind::Symlink(target),
+                b'f' => Kind::Other,
+                b'w' => Kind::Whiteout,
+                b'o' => Kind::Opaque,
+                _ => return None,
+            };
+            out.push((path, kind));
+        }
+        Some(Listing(out))
+    }
+}
+
+/// The directories and symlinks of layers applied in order, with whiteouts honoured.
+#[derive(Debug, Clone, Default)]
+pub struct TreeView {
+    dirs: HashSet<String>,
+    links: HashMap<String, String>,
+}
+
+impl TreeView {
+    /// Applies one layer's entries on top of what the view holds.
+    pub fn apply(&mut self, listing: &Listing) {
+        for (path, kind) in &listing.0 {
+            match kind {
+                Kind::Dir => {
+                    self.links.remove(path);
+                    self.dirs.insert(path.clone());
+                }
+                Kind::Symlink(target) => {
+                    self.remove_below(path, true);
+                    self.links.insert(path.clone(), target.clone());
+                }
+                Kind::Other => self.remove_below(path, true),
+                Kind::Whiteout => self.remove_below(path, true),
+                Kind::Opaque => self.remove_below(path, false),
+            }
+        }
+    }
+
+    /// Adds a directory (a COPY layer's, known without reading its tar).
+    pub fn add_dir(&mut self, path: &str) {
+        self.links.remove(path);
+        self.dirs.insert(path.to_owned());
+    }
+
+    /// Drops what lies below `path` (and `path` itself when `and_self`).
+    fn remove_below(&mut self, path: &str, and_self: bool) {
+        let under = |p: &String| {
+            (and_self && p == path)
+                || path.is_empty()
+                || (p.len() > path.len() && p.starts_with(path) && p.as_bytes()[path.len()] == b'/')
+        };
+        self.dirs.retain(|p| !under(p));
+        self.links.retain(|p, _| !under(p));
+    }
+
+    /// Follows `rel` through the view's symlinks as a chroot would (absolute targets from
+    /// the root, `..` stopping there); None after too many links. `rel` itself is cleaned
+    /// lexically first, as Docker cleans a destination.
+    pub fn resolve(&self, rel: &str) -> Option<String> {
+        let mut cleaned: Vec<&str> = Vec::new();
+        for c in rel.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => {
+                    cleaned.pop();
+                }
+                c => cleaned.push(c),
+            }
+        }
+        let mut pending: Vec<String> = cleaned.into_iter().rev().map(str::to_owned).collect();
+        let mut done: Vec<String> = Vec::new();
+        let mut hops = 0;
+        while let Some(part) = pending.pop() {
+            if part == ".." {
+                done.pop();
+                continue;
+            }
+            done.push(part);
+            let at = done.join("/");
+            if let Some(target) = self.links.get(&at) {
+                hops += 1;
+                if hops > 40 {
+                    return None;
+                }
+                done.pop();
+                if target.starts_with('/') {
+                    done.clear();
+                }
+                pending.extend(
+                    target
+                        .split('/')
+                        .filter(|c| !c.is_empty() && *c != ".")
+                        .rev()
+                        .map(str::to_owned),
+                );
+            }
+        }
+        Some(done.join("/"))
+    }
+
+    /// Whether `rel` (already resolved) is a directory in the view.
+    pub fn is_dir(&self, rel: &str) -> bool {
+        rel.is_empty() || self.dirs.contains(rel)
+    }
+}
+
+fn join(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+/// A tar name as a clean relative path; None when it climbs above the root, is the root, or
+/// is not UTF-8.
+fn clean(raw: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(raw).ok()?;
+    let mut parts: Vec<&str> = Vec::new();
+    for part in text.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            p => parts.push(p),
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar(entries: &[(&str, char, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, target) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o755);
+            h.set_size(0);
+            match kind {
+                'd' => h.set_entry_type(tar::EntryType::Directory),
+                'l' => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_link_name(target).unwrap();
+                }
+                _ => h.set_entry_type(tar::EntryType::Regular),
+            }
+            b.append_data(&mut h, path, std::io::empty()).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn view(layers: &[Vec<u8>]) -> TreeView {
+        let mut v = TreeView::default();
+        for l in layers {
+            let listing = Listing::read(&l[..]).unwrap();
+            assert_eq!(
+                Listing::from_bytes(&listing.to_bytes()),
+                Some(listing.clone())
+            );
+            v.apply(&listing);
+        }
+        v
+    }
+
+    #[test]
+    fn directories_through_symlinks_and_whiteouts() {
+        let base = tar(&[
+            ("usr/", 'd', ""),
+            ("usr/bin/", 'd', ""),
+            ("bin", 'l', "usr/bin"),
+            ("etc/", 'd', ""),
+            ("etc/app/", 'd', ""),
+            ("etc/passwd", 'f', ""),
+            ("abs", 'l', "/etc"),
+            ("up", 'l', "../../../usr"),
+            ("loop", 'l', "loop"),
+            ("opt/", 'd', ""),
+            ("opt/a/", 'd', ""),
+            ("var/", 'd', ""),
+            ("var/x/", 'd', ""),
+        ]);
+        let top = tar(&[
+            ("etc/.wh.app", 'f', ""),
+            ("opt/.wh..wh..opq", 'f', ""),
+            ("opt/b/", 'd', ""),
+            ("var", 'f', ""),
+        ]);
+        let v = view(&[base, top]);
+        let is_dir = |p: &str| v.resolve(p).is_some_and(|r| v.is_dir(&r));
+        let cases = [
+            ("", true),
+            ("usr/bin", true),
+            ("bin", true),
+            ("/bin/", true),
+            ("abs", true),
+            ("up/bin", true),
+            ("etc", true),
+            ("etc/app", false),
+            ("etc/passwd", false),
+            ("opt", true),
+            ("opt/a", false),
+            ("opt/b", true),
+            ("var", false),
+            ("var/x", false),
+            ("missing", false),
+            ("bin/../etc", true),
+        ];
+        for (path, want) in cases {
+            assert_eq!(is_dir(path), want, "{path}");
+        }
+        assert_eq!(v.resolve("loop"), None);
+    }
+
+    #[test]
+    fn damaged_listings_are_refused() {
+        let l = Listing::read(&tar(&[("a/", 'd', ""), ("a/l", 'l', "b")])[..]).unwrap();
+        let bytes = l.to_bytes();
+        assert!(Listing::from_bytes(&bytes[..bytes.len() - 1]).is_none());
+        assert!(Listing::from_bytes(b"something else").is_none());
+        let mut wrong_tag = bytes.clone();
+        wrong_tag[MAGIC.len()] = b'?';
+        assert!(Listing::from_bytes(&wrong_tag).is_none());
+    }
+}
