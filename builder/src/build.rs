@@ -1516,19 +1516,16 @@ fn copy_step(
     for e in &req.excludes {
         key.field("exclude", e);
     }
-    let by_content = |p: &Path, m: &std::fs::Metadata| cx.cache.file_sha256(p, m).map(Some);
-    let by_source = |_: &Path, _: &std::fs::Metadata| Ok(None);
-    let digest_of: &crate::copy::DigestOf<'_> = if from_id.is_some() {
-        &by_source
-    } else {
-        &by_content
+    // Reading is most of a cold key's cost: the digests come from the memo, or are read on
+    // every core.
+    let content = match from_id {
+        None => Some(
+            crate::cache::file_digests(cx.cache, &plan.content_sources())
+                .map_err(|e| fail(inner(e)))?,
+        ),
+        Some(_) => None,
     };
-    if from_id.is_none() {
-        // Reading is most of a cold key's cost: the memo fills on every core, and describe
-        // then finds each digest there. An error here is the one describe will report.
-        let _ = crate::cache::hash_all(cx.cache, &plan.content_sources());
-    }
-    plan.describe(&req, &mut key, digest_of)
+    plan.describe(&req, &mut key, content.as_deref())
         .map_err(|e| fail(inner(e)))?;
     let (key, summary) = key.finish_with_summary();
     if use_cached(cx, st, &key, summary, step_id)? {

@@ -395,9 +395,6 @@ pub fn copy_to_tar(
     plan_copy(from, req, image)?.write(req, out)
 }
 
-/// A source file's content digest for a key; None where the source is known otherwise.
-pub type DigestOf<'a> = dyn Fn(&Path, &Metadata) -> Result<Option<[u8; 32]>> + 'a;
-
 /// What a COPY or ADD will write, worked out from the sources' metadata alone (nothing is
 /// read): the cache key comes from it before any byte is copied.
 #[derive(Debug)]
@@ -672,17 +669,25 @@ impl CopyPlan<'_> {
     }
 
     /// Feeds what the layer will hold to `key`, in order: each entry's place, type, mode
-    /// (after --chmod), owner, link target and content digest (from `digest_of`, which may
-    /// remember files by their metadata, and gives None where the source is known by other
-    /// means), never a file time.
+    /// (after --chmod), owner, link target and content digest, never a file time. `content`
+    /// holds the digests of [`CopyPlan::content_sources`], in order, where the sources are
+    /// known by their content (the context's files); None where they are known otherwise
+    /// (a stage's or image's, by its key).
     pub fn describe(
         &self,
         req: &CopyRequest,
         key: &mut crate::cache::KeyHasher,
-        digest_of: &DigestOf<'_>,
+        content: Option<&[[u8; 32]]>,
     ) -> Result<()> {
-        let digest = |p: &Path, m: &Metadata| -> Result<Vec<u8>> {
-            Ok(digest_of(p, m)?.map_or_else(Vec::new, |d| d.to_vec()))
+        let mut content = content.map(|c| c.iter());
+        let mut next_digest = || -> Result<&[u8]> {
+            match &mut content {
+                Some(c) => c
+                    .next()
+                    .map(|d| &d[..])
+                    .ok_or_else(|| err("fewer content digests than sources")),
+                None => Ok(&[]),
+            }
         };
         for p in &self.parents {
             key.field("parent-dir", p);
@@ -692,9 +697,10 @@ impl CopyPlan<'_> {
             key.field("data", data);
         }
         for (target, path, _) in &self.files {
-            let meta = std::fs::metadata(path).map_err(io_err("stat", path))?;
+            // A download lives in a temp file: nothing to remember it by.
+            let d = crate::memo::sha256_file(path).map_err(io_err("read", path))?;
             key.field("download", target);
-            key.field("digest", digest(path, &meta)?);
+            key.field("digest", crate::memo::hex(&d));
         }
         let mut mode_text = String::new();
         for p in &self.planned {
@@ -717,14 +723,14 @@ impl CopyPlan<'_> {
                 .map_err(|_| err("formatting a mode"))?;
             key.field("mode", &mode_text);
             if p.archive {
-                key.field("archive", digest(&p.src, &p.meta)?);
+                key.field("archive", next_digest()?);
             } else if ft.is_dir() {
                 key.field("type", "dir");
             } else if ft.is_symlink() {
                 let target = std::fs::read_link(&p.src).map_err(io_err("read link", &p.src))?;
                 key.field("symlink", target.as_os_str().as_encoded_bytes());
             } else if ft.is_file() {
-                key.field("file", digest(&p.src, &p.meta)?);
+                key.field("file", next_digest()?);
             } else {
                 key.field("type", "skipped");
             }

@@ -166,27 +166,27 @@ impl FileMemo {
         Ok(digest)
     }
 
-    /// The files among `files` whose digest the memo does not hold: the ones worth reading
-    /// on every core. One lock per shard for the lot.
-    pub fn missing<'a>(
-        &self,
-        files: &[(&'a Path, &'a std::fs::Metadata)],
-    ) -> Vec<(&'a Path, &'a std::fs::Metadata)> {
+    /// The remembered digest of each of `files`, in order (None where the memo has none
+    /// for the file as it is now), in one pass under one lock per shard.
+    pub fn lookup(&self, files: &[(&Path, &std::fs::Metadata)]) -> Vec<Option<[u8; 32]>> {
         let shards: Vec<Arc<Shard>> = match self.shards.lock() {
             Ok(s) => s.clone(),
-            Err(_) => return files.to_vec(),
+            Err(_) => return vec![None; files.len()],
         };
-        let tables: Vec<_> = shards.iter().map(|s| s.table().lock().ok()).collect();
+        let mut tables: Vec<_> = shards.iter().map(|s| s.table().lock().ok()).collect();
         files
             .iter()
-            .filter(|(p, m)| {
-                let found = innermost(&shards, p).and_then(|(s, rel)| {
-                    let i = shards.iter().position(|x| Arc::ptr_eq(x, s))?;
-                    tables[i].as_ref()?.entries.get(rel)
-                });
-                !found.is_some_and(|e| e.stamp == Stamp::of(m))
+            .map(|(p, m)| {
+                let (s, rel) = innermost(&shards, p)?;
+                let i = shards.iter().position(|x| Arc::ptr_eq(x, s))?;
+                let t = tables[i].as_mut()?;
+                let generation = t.generation;
+                let e = t.entries.get_mut(rel)?;
+                (e.stamp == Stamp::of(m)).then(|| {
+                    e.generation = generation;
+                    e.digest
+                })
             })
-            .copied()
             .collect()
     }
 
@@ -366,6 +366,11 @@ mod tests {
         std::fs::metadata(path).unwrap()
     }
 
+    /// How many of `files` the memo has no digest for.
+    fn unknown(memo: &FileMemo, files: &[(&Path, &std::fs::Metadata)]) -> usize {
+        memo.lookup(files).iter().filter(|d| d.is_none()).count()
+    }
+
     #[test]
     fn hex_matches_the_hex_crate() {
         for bytes in [&b""[..], b"\x00\x0f\xf0\xff", b"cairn"] {
@@ -385,7 +390,7 @@ mod tests {
         memo.watch(&ctx);
         let one: [u8; 32] = Sha256::digest(b"one").into();
         assert_eq!(memo.digest(&f, &m).unwrap(), one);
-        assert!(memo.missing(&[(&f, &m)]).is_empty());
+        assert_eq!(unknown(&memo, &[(&f, &m)]), 0);
         memo.save().unwrap();
 
         // The same metadata: the memo answers, even when the content went behind its back.
@@ -401,7 +406,7 @@ mod tests {
         let mut same = std::fs::metadata(&f).unwrap();
         // ctime moved with the write: the memo notices.
         assert_ne!(Stamp::of(&same), Stamp::of(&m));
-        assert_eq!(again.missing(&[(&f, &same)]).len(), 1);
+        assert_eq!(unknown(&again, &[(&f, &same)]), 1);
         same = old(&f);
         let six: [u8; 32] = Sha256::digest(b"six").into();
         assert_eq!(again.digest(&f, &same).unwrap(), six);
@@ -423,14 +428,14 @@ mod tests {
         let careful = FileMemo::new(dir.path().join("cache"));
         careful.watch(&ctx);
         careful.digest(&fresh, &mf).unwrap();
-        assert_eq!(careful.missing(&[(&fresh, &mf)]).len(), 1);
+        assert_eq!(unknown(&careful, &[(&fresh, &mf)]), 1);
 
         let memo = trusting(dir.path());
         memo.watch(&ctx);
         memo.digest(&fresh, &mf).unwrap();
         memo.digest(&outside, &mo).unwrap();
-        assert!(memo.missing(&[(&fresh, &mf)]).is_empty());
-        assert_eq!(memo.missing(&[(&outside, &mo)]).len(), 1);
+        assert_eq!(unknown(&memo, &[(&fresh, &mf)]), 0);
+        assert_eq!(unknown(&memo, &[(&outside, &mo)]), 1);
     }
 
     #[test]
@@ -464,7 +469,7 @@ mod tests {
         assert!(read_table(&file).is_none());
         let again = trusting(dir.path());
         again.watch(&ctx);
-        assert_eq!(again.missing(&[(&f, &m)]).len(), 1);
+        assert_eq!(unknown(&again, &[(&f, &m)]), 1);
     }
 
     #[test]
@@ -494,7 +499,7 @@ mod tests {
         }
         let memo = trusting(dir.path());
         memo.watch(&ctx);
-        assert!(memo.missing(&[(&a, &ma)]).is_empty());
-        assert_eq!(memo.missing(&[(&b, &mb)]).len(), 1);
+        assert_eq!(unknown(&memo, &[(&a, &ma)]), 0);
+        assert_eq!(unknown(&memo, &[(&b, &mb)]), 1);
     }
 }

@@ -679,11 +679,16 @@ impl Store {
         let _lock = self.lock("index.lock", true)?;
         let mut index = self.read_index()?;
         let name = reference.to_string();
+        let mut d = manifest.clone();
+        d.annotations.insert(REF_NAME.to_owned(), name.clone());
+        // Tagging what the tag names already (a rebuild that changed nothing) writes nothing:
+        // index.json's rewrite is two fsyncs.
+        if index.manifests.contains(&d) {
+            return Ok(());
+        }
         index
             .manifests
             .retain(|m| m.annotations.get(REF_NAME) != Some(&name));
-        let mut d = manifest.clone();
-        d.annotations.insert(REF_NAME.to_owned(), name);
         index.manifests.push(d);
         index.manifests.sort_by(|a, b| {
             a.annotations
