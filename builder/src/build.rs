@@ -13,7 +13,7 @@ use std::time::Instant;
 use cairn_layers::apply::{ApplyOptions, Whiteouts, apply_layer};
 use cairn_layers::compress::{self, Compression, LayerCompression};
 use cairn_layers::image::{Descriptor, History, ImageConfig, timestamp};
-use cairn_layers::layer::write_layer;
+use cairn_layers::layer::{write_layer, write_layer_reusing};
 use cairn_layers::{IdMap, Store};
 use cairn_parser::expand::Lexer;
 use cairn_parser::instruction::{ArgDef, Instruction, InstructionKind, Source};
@@ -1533,7 +1533,10 @@ fn copy_step(
     }
     let mut dirs = Default::default();
     let total = plan.source_bytes();
-    let layer = write_layer(store, opts.compression, |w| {
+    // Unchanged stretches of the layer this step made last time are copied, not deflated
+    // again (a large file that grew at its end costs its last chunks).
+    let previous = cx.cache.last_layer(&st.position);
+    let layer = write_layer_reusing(store, opts.compression, previous.as_ref(), |w| {
         let mut w = crate::progress::Counting::new(w, total, |done| {
             (cx.progress)(Event::Bytes {
                 id: step_id,
@@ -1553,6 +1556,8 @@ fn copy_step(
     .map_err(|e| fail(strip_invalid(&e)))?;
     // The layer holds the downloads now.
     drop(downloads);
+    cx.cache
+        .put_last_layer(&st.position, &layer.descriptor.digest)?;
     let rec = layer_record(&layer);
     let dir_list: Vec<String> = dirs.iter().cloned().collect();
     add_layer(st, layer, Some(dirs), ins, created)?;

@@ -740,6 +740,20 @@ impl Cache {
         write_json(&self.summary_path(position), summary)
     }
 
+    /// The blob the step at `position` made last time, to copy unchanged deflated chunks
+    /// from when it runs again.
+    pub fn last_layer(&self, position: &str) -> Option<Digest> {
+        let bytes = std::fs::read(self.summary_path(position).with_extension("layer")).ok()?;
+        serde_json::from_slice::<String>(&bytes).ok()?.parse().ok()
+    }
+
+    pub fn put_last_layer(&self, position: &str, blob: &Digest) -> Result<()> {
+        write_json(
+            &self.summary_path(position).with_extension("layer"),
+            &blob.to_string(),
+        )
+    }
+
     fn image_path(&self, key: &Key) -> PathBuf {
         self.dir.join("images").join(format!("{}.json", key.hex()))
     }

@@ -157,6 +157,101 @@ pub struct LayerDigests {
     /// sha256 of the blob as written to `out`.
     pub digest: Digest,
     pub size: u64,
+    /// Where each deflated chunk of a gzip blob lies, for a later writer to reuse
+    /// ([`ChunkReuse`]); empty for other formats.
+    pub chunks: Vec<Chunk>,
+    /// How many of them were copied from an earlier blob.
+    pub reused_chunks: usize,
+}
+
+/// One deflated chunk of a gzip blob: what it was made from (`key`), where its bytes lie in
+/// the blob, and their sha256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunk {
+    pub key: [u8; 32],
+    pub offset: u64,
+    pub len: u64,
+    pub sha256: [u8; 32],
+}
+
+const CHUNK_INDEX_MAGIC: &[u8] = b"cairn-chunks 1\n";
+
+/// Serializes a blob's chunks, ending with the sha256 of what precedes it.
+pub fn chunks_to_bytes(chunks: &[Chunk]) -> Vec<u8> {
+    let mut out = CHUNK_INDEX_MAGIC.to_vec();
+    for c in chunks {
+        out.extend_from_slice(&c.key);
+        out.extend_from_slice(&c.offset.to_le_bytes());
+        out.extend_from_slice(&c.len.to_le_bytes());
+        out.extend_from_slice(&c.sha256);
+    }
+    let sum = Sha256::digest(&out);
+    out.extend_from_slice(&sum);
+    out
+}
+
+/// Parses [`chunks_to_bytes`]; None when torn, damaged or something else.
+pub fn chunks_from_bytes(bytes: &[u8]) -> Option<Vec<Chunk>> {
+    let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
+    if Sha256::digest(body)[..] != sum[..] {
+        return None;
+    }
+    let entries = body.strip_prefix(CHUNK_INDEX_MAGIC)?;
+    if entries.len() % 80 != 0 {
+        return None;
+    }
+    entries
+        .chunks_exact(80)
+        .map(|e| {
+            Some(Chunk {
+                key: e[..32].try_into().ok()?,
+                offset: u64::from_le_bytes(e[32..40].try_into().ok()?),
+                len: u64::from_le_bytes(e[40..48].try_into().ok()?),
+                sha256: e[48..80].try_into().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// The deflated chunks of an earlier gzip blob, by what they were deflated from: a writer
+/// copies one instead of deflating again when a chunk's bytes, the 32 KiB before them and the
+/// level match (a file that grew at its end costs a chunk or two, not a deflate of all of it).
+/// The bytes copied are checked against their sha256, so a damaged blob is deflated around,
+/// never copied; and they are the bytes deflating would give, so the blob is the same.
+#[derive(Debug)]
+pub struct ChunkReuse {
+    file: std::fs::File,
+    chunks: std::collections::HashMap<[u8; 32], Chunk>,
+}
+
+impl ChunkReuse {
+    pub fn new(blob: std::fs::File, chunks: Vec<Chunk>) -> ChunkReuse {
+        ChunkReuse {
+            file: blob,
+            chunks: chunks.into_iter().map(|c| (c.key, c)).collect(),
+        }
+    }
+
+    /// The chunk's bytes, if the blob still holds them as they were.
+    fn read(&self, c: &Chunk) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; usize::try_from(c.len).ok()?];
+        self.file.read_exact_at(&mut buf, c.offset).ok()?;
+        (Sha256::digest(&buf)[..] == c.sha256[..]).then_some(buf)
+    }
+}
+
+/// What a chunk's deflated bytes depend on: the level asked for (the probe's choice follows
+/// from the bytes), whether it ends the stream, its dictionary and its bytes.
+fn chunk_key(level: u32, last: bool, dict: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"cairn-gzip-chunk 1\0");
+    h.update(level.to_le_bytes());
+    h.update([u8::from(last)]);
+    h.update((dict.len() as u64).to_le_bytes());
+    h.update(dict);
+    h.update(data);
+    h.finalize().into()
 }
 
 /// Write the plain tar into it; compressed bytes go to `out`.
@@ -202,6 +297,15 @@ impl<W: Write + Send> LayerWriter<W> {
         LayerWriter { inner }
     }
 
+    /// Lets a gzip writer copy deflated chunks from an earlier blob (see [`ChunkReuse`]);
+    /// other formats ignore it.
+    pub fn reusing(mut self, reuse: Option<Arc<ChunkReuse>>) -> Self {
+        if let Inner::Gzip(gz) = &mut self.inner {
+            gz.reuse = reuse;
+        }
+        self
+    }
+
     /// Gzip with a chosen chunk size and worker count (0 compresses on the calling thread), so
     /// tests can reach many chunks with little data and compare against the sequential path.
     #[cfg(test)]
@@ -223,6 +327,8 @@ impl<W: Write + Send> LayerWriter<W> {
                     uncompressed_size: size,
                     digest,
                     size,
+                    chunks: Vec::new(),
+                    reused_chunks: 0,
                 };
                 Ok((digests, out))
             }
@@ -245,6 +351,8 @@ impl<W: Write + Send> LayerWriter<W> {
                     uncompressed_size: plain_len,
                     digest,
                     size,
+                    chunks: Vec::new(),
+                    reused_chunks: 0,
                 };
                 Ok((digests, out))
             }
@@ -427,14 +535,22 @@ struct Job {
     last: bool,
     /// A recycled buffer for the compressed bytes.
     out: Vec<u8>,
+    /// An earlier blob's chunks to copy from.
+    reuse: Option<Arc<ChunkReuse>>,
 }
 
 struct Done {
-    /// Raw deflate, byte-aligned at both ends.
+    /// Raw deflate, byte-aligned at both ends (empty when `reused`).
     out: io::Result<Vec<u8>>,
     crc: u32,
     data: Arc<Vec<u8>>,
     dict: Vec<u8>,
+    /// The chunk's key and the sha256 of its deflated bytes, when it was deflated (stored
+    /// chunks are not worth reusing).
+    made: Option<([u8; 32], [u8; 32])>,
+    /// The earlier blob's chunk with the same key, whose bytes are to be copied.
+    reused: Option<Chunk>,
+    last: bool,
 }
 
 enum Pending {
@@ -528,24 +644,47 @@ impl Deflater {
             dict,
             last,
             mut out,
+            reuse,
         } = job;
         let crc = crc32fast::hash(&data);
         out.clear();
-        let result = self.deflate(&data, &dict, last, &mut out).map(|()| out);
+        let mut made = None;
+        let mut reused = None;
+        let result = self
+            .deflate(
+                &data,
+                &dict,
+                last,
+                &mut out,
+                reuse.as_deref(),
+                &mut made,
+                &mut reused,
+            )
+            .map(|()| out);
         Done {
             out: result,
             crc,
             data,
             dict,
+            made,
+            reused,
+            last,
         }
     }
 
+    /// Deflates `data` into `out`; with `reuse`, leaves `out` empty and names the earlier
+    /// chunk in `reused` when one was made from the same input. `made` gets the key and the
+    /// output's sha256 of a deflated (not stored) chunk.
+    #[allow(clippy::too_many_arguments)]
     fn deflate(
         &mut self,
         data: &[u8],
         dict: &[u8],
         last: bool,
         out: &mut Vec<u8>,
+        reuse: Option<&ChunkReuse>,
+        made: &mut Option<([u8; 32], [u8; 32])>,
+        reused: &mut Option<Chunk>,
     ) -> io::Result<()> {
         let worth = if self.level == 0 {
             Worth::Nothing
@@ -560,6 +699,12 @@ impl Deflater {
             Worth::Little => FAST_LEVEL.min(self.level),
             Worth::Full => self.level,
         };
+        let key = chunk_key(self.level, last, dict, data);
+        if let Some(c) = reuse.and_then(|r| r.chunks.get(&key)) {
+            *reused = Some(*c);
+            *made = Some((key, c.sha256));
+            return Ok(());
+        }
         // A fresh deflater for every chunk: `reset` on a reused one did not give byte-identical
         // output (the blob then depended on which worker had compressed what before), and a
         // blob must depend only on its input. The allocation is small next to a 1 MiB chunk.
@@ -577,6 +722,8 @@ impl Deflater {
         // overhead, so a chunk never costs more than its stored form.
         if out.len() > stored_len(data.len(), last) {
             store(data, last, out);
+        } else {
+            *made = Some((key, Sha256::digest(&out[..]).into()));
         }
         Ok(())
     }
@@ -802,6 +949,12 @@ struct GzipWriter<W: Write> {
     spare_dict: Vec<Vec<u8>>,
     /// A failed write may have left part of a chunk in `out`: nothing can follow.
     failed: bool,
+    /// An earlier blob's chunks to copy from.
+    reuse: Option<Arc<ChunkReuse>>,
+    /// Bytes written to `out` so far, and the deflated chunks among them.
+    written: u64,
+    chunks: Vec<Chunk>,
+    reused_chunks: usize,
 }
 
 impl<W: Write> GzipWriter<W> {
@@ -826,6 +979,10 @@ impl<W: Write> GzipWriter<W> {
             spare_out: Vec::new(),
             spare_dict: Vec::new(),
             failed: false,
+            reuse: None,
+            written: 0,
+            chunks: Vec::new(),
+            reused_chunks: 0,
         }
     }
 
@@ -878,6 +1035,7 @@ impl<W: Write> GzipWriter<W> {
             dict,
             last,
             out: self.spare_out.pop().unwrap_or_default(),
+            reuse: self.reuse.clone(),
         };
         if !last && self.workers > 0 && self.pool.is_none() {
             self.pool = Pool::new(mem::take(&mut self.workers), self.level);
@@ -950,21 +1108,52 @@ impl<W: Write> GzipWriter<W> {
             crc,
             data,
             dict,
+            mut made,
+            reused,
+            last,
         } = done;
-        let out = match out {
+        let mut out = match out {
             Ok(out) => out,
             Err(e) => return Err(self.fail(e)),
         };
+        if let Some(c) = reused {
+            match self.reuse.as_ref().and_then(|r| r.read(&c)) {
+                Some(bytes) => {
+                    out = bytes;
+                    self.reused_chunks += 1;
+                }
+                None => {
+                    // The earlier blob changed or went: deflate the chunk after all.
+                    let mut d = Deflater::new(self.level);
+                    made = None;
+                    let mut none = None;
+                    let r = d.deflate(&data, &dict, last, &mut out, None, &mut made, &mut none);
+                    if let Err(e) = r {
+                        return Err(self.fail(e));
+                    }
+                }
+            }
+        }
         if !self.header_written {
             let header = gzip_header(self.level);
             if let Err(e) = self.out.write_all(&header) {
                 return Err(self.fail(e));
             }
             self.header_written = true;
+            self.written += header.len() as u64;
         }
         if let Err(e) = self.out.write_all(&out) {
             return Err(self.fail(e));
         }
+        if let Some((key, sha256)) = made {
+            self.chunks.push(Chunk {
+                key,
+                offset: self.written,
+                len: out.len() as u64,
+                sha256,
+            });
+        }
+        self.written += out.len() as u64;
         self.crc.combine(&crc32fast::Hasher::new_with_initial_len(
             crc,
             data.len() as u64,
@@ -1020,6 +1209,8 @@ impl<W: Write> GzipWriter<W> {
             plain,
             plain_len,
             pool,
+            chunks,
+            reused_chunks,
             ..
         } = self;
         drop(pool);
@@ -1030,6 +1221,8 @@ impl<W: Write> GzipWriter<W> {
             uncompressed_size: plain_len,
             digest,
             size,
+            chunks,
+            reused_chunks,
         };
         Ok((digests, out))
     }
@@ -1158,8 +1351,15 @@ mod tests {
             uncompressed_size: data.len() as u64,
             digest: Digest::of(blob),
             size: blob.len() as u64,
+            chunks: digests.chunks.clone(),
+            reused_chunks: digests.reused_chunks,
         };
         assert_eq!(digests, &expected, "{name} {c:?}");
+        // Every recorded chunk is where it says, as it says.
+        for ch in &digests.chunks {
+            let bytes = &blob[ch.offset as usize..(ch.offset + ch.len) as usize];
+            assert_eq!(Sha256::digest(bytes)[..], ch.sha256[..], "{name} {c:?}: chunk");
+        }
         assert!(
             read_all(decompress(blob, c).unwrap()) == data,
             "{name} {c:?}: decompress"
@@ -1237,6 +1437,63 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn reused_chunks_give_the_same_blob() {
+        // A layer, then the same layer grown at its end, written with and without the first
+        // blob's chunks: the same bytes either way, most of them copied.
+        const C: usize = 128 * 1024;
+        let first = text(20 * C + 100, 11);
+        let mut grown = first.clone();
+        grown.extend_from_slice(&text(3 * C, 12));
+        let (a, blob_a) = compress_with(
+            LayerWriter::gzip_tuned(Vec::new(), 5, C, 2),
+            &first,
+            1 << 16,
+        );
+        assert!(a.chunks.len() > 15, "{} chunks recorded", a.chunks.len());
+        let (fresh, fresh_blob) = compress_with(
+            LayerWriter::gzip_tuned(Vec::new(), 5, C, 2),
+            &grown,
+            1 << 16,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a");
+        std::fs::write(&path, &blob_a).unwrap();
+        let reuse = || {
+            let file = std::fs::File::open(&path).unwrap();
+            Some(Arc::new(ChunkReuse::new(file, a.chunks.clone())))
+        };
+        let w = LayerWriter::gzip_tuned(Vec::new(), 5, C, 2).reusing(reuse());
+        let (b, blob_b) = compress_with(w, &grown, 1 << 16);
+        assert!(blob_b == fresh_blob, "reuse changed the blob");
+        assert_eq!((&b.digest, &b.chunks), (&fresh.digest, &fresh.chunks));
+        check("reused", Compression::Gzip, &grown, &b, &blob_b);
+        assert!(b.reused_chunks >= 19, "{} chunks reused", b.reused_chunks);
+
+        // Another level is other bytes: nothing to reuse, and still the fresh blob's bytes.
+        let w = LayerWriter::gzip_tuned(Vec::new(), 6, C, 2).reusing(reuse());
+        let (six, _) = compress_with(w, &grown, 1 << 16);
+        assert_eq!(six.reused_chunks, 0);
+
+        // A damaged earlier blob is deflated around, never copied.
+        let mut damaged = blob_a.clone();
+        let c = a.chunks[3];
+        damaged[(c.offset + c.len / 2) as usize] ^= 0x40;
+        std::fs::write(&path, &damaged).unwrap();
+        let w = LayerWriter::gzip_tuned(Vec::new(), 5, C, 2).reusing(reuse());
+        let (d, blob_d) = compress_with(w, &grown, 1 << 16);
+        assert!(blob_d == fresh_blob, "a damaged chunk was copied");
+        assert_eq!(d.reused_chunks, b.reused_chunks - 1);
+
+        // The index survives a round trip and refuses damage.
+        let bytes = chunks_to_bytes(&a.chunks);
+        assert_eq!(chunks_from_bytes(&bytes), Some(a.chunks.clone()));
+        assert_eq!(chunks_from_bytes(&bytes[..bytes.len() - 1]), None);
+        let mut flipped = bytes.clone();
+        flipped[20] ^= 1;
+        assert_eq!(chunks_from_bytes(&flipped), None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::sync::Arc;
 
 use crate::compress::{self, Compression, LayerCompression, LayerWriter};
 use crate::digest::Digest;
@@ -28,9 +29,26 @@ pub fn write_layer<F>(
 where
     F: FnOnce(&mut dyn Write) -> Result<()>,
 {
+    write_layer_reusing(store, compression, None, produce)
+}
+
+/// [`write_layer`], copying deflated chunks from the blob `previous` (an earlier version of
+/// the same layer) where the same input would be deflated again: the blob is the same, made
+/// faster. A gzip blob of more than one chunk leaves its chunk index in the store for the next
+/// writer.
+pub fn write_layer_reusing<F>(
+    store: &Store,
+    compression: impl Into<LayerCompression>,
+    previous: Option<&Digest>,
+    produce: F,
+) -> Result<StoredLayer>
+where
+    F: FnOnce(&mut dyn Write) -> Result<()>,
+{
     let LayerCompression { compression, level } = compression.into();
     let blob = store.blob_writer()?;
-    let mut w = LayerWriter::with_level(blob, compression, level);
+    let reuse = previous.and_then(|d| store.chunk_reuse(d));
+    let mut w = LayerWriter::with_level(blob, compression, level).reusing(reuse.map(Arc::new));
     if let Err(e) = produce(&mut w) {
         if let Ok((_, blob)) = w.finish() {
             blob.abort();
@@ -39,6 +57,9 @@ where
     }
     let (digests, blob) = w.finish()?;
     let (digest, size) = blob.commit_background(Some((&digests.digest, Some(digests.size))))?;
+    if digests.chunks.len() > 1 {
+        store.put_chunk_index(&digest, &digests.chunks);
+    }
     Ok(StoredLayer {
         descriptor: Descriptor {
             media_type: compression.layer_media_type().to_owned(),

@@ -674,6 +674,34 @@ impl Store {
         Ok(out)
     }
 
+    fn chunk_index_path(&self, blob: &Digest) -> PathBuf {
+        self.root.join("chunks").join(blob.hex())
+    }
+
+    /// Keeps where a gzip blob's deflated chunks lie (see [`crate::compress::ChunkReuse`]).
+    /// An index that cannot be written is only a chance lost, so nothing is reported.
+    pub fn put_chunk_index(&self, blob: &Digest, chunks: &[crate::compress::Chunk]) {
+        let path = self.chunk_index_path(blob);
+        if let Some(dir) = path.parent()
+            && fs_err::create_dir_all(dir).is_ok()
+        {
+            let tmp = dir.join(temp_name("chunks"));
+            let bytes = crate::compress::chunks_to_bytes(chunks);
+            if std::fs::write(&tmp, bytes).is_err() || std::fs::rename(&tmp, &path).is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+        }
+    }
+
+    /// The deflated chunks of blob `blob`, for a writer to copy from; None when the blob or
+    /// its index is gone or damaged.
+    pub fn chunk_reuse(&self, blob: &Digest) -> Option<crate::compress::ChunkReuse> {
+        let bytes = std::fs::read(self.chunk_index_path(blob)).ok()?;
+        let chunks = crate::compress::chunks_from_bytes(&bytes)?;
+        let file = File::open(self.blob_path(blob)).ok()?;
+        Some(crate::compress::ChunkReuse::new(file, chunks))
+    }
+
     /// Points `reference` at `manifest` (replacing what it named before).
     pub fn tag(&self, reference: &Reference, manifest: &Descriptor) -> Result<()> {
         let _lock = self.lock("index.lock", true)?;
@@ -968,6 +996,7 @@ impl Store {
                 path: entry.path(),
                 source,
             })?;
+            let _ = std::fs::remove_file(self.root.join("chunks").join(&name));
             report.blobs += 1;
             report.bytes += len;
         }
