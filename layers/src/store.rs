@@ -685,7 +685,8 @@ impl Store {
         if let Some(dir) = path.parent()
             && fs_err::create_dir_all(dir).is_ok()
         {
-            let tmp = dir.join(temp_name("chunks"));
+            // In the store's temp directory, which prune empties, should this stop halfway.
+            let tmp = self.tmp().join(temp_name("chunks"));
             let bytes = crate::compress::chunks_to_bytes(chunks);
             if std::fs::write(&tmp, bytes).is_err() || std::fs::rename(&tmp, &path).is_err() {
                 let _ = std::fs::remove_file(&tmp);
