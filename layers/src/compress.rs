@@ -1358,7 +1358,11 @@ mod tests {
         // Every recorded chunk is where it says, as it says.
         for ch in &digests.chunks {
             let bytes = &blob[ch.offset as usize..(ch.offset + ch.len) as usize];
-            assert_eq!(Sha256::digest(bytes)[..], ch.sha256[..], "{name} {c:?}: chunk");
+            assert_eq!(
+                Sha256::digest(bytes)[..],
+                ch.sha256[..],
+                "{name} {c:?}: chunk"
+            );
         }
         assert!(
             read_all(decompress(blob, c).unwrap()) == data,
