@@ -531,3 +531,117 @@ fn prune_keeps_the_cache_unless_told() {
     // The base image, named by a tag, is still there to build from.
     assert!(s.run(&["images"]).contains("busybox"));
 }
+
+/// A user of its own for [`another_user_hits_a_cache_exported_by_root`], made here if missing
+/// (only root can). Without subordinate ranges it builds with a single id, which a build whose
+/// every step hits never needs.
+fn other_user() -> &'static str {
+    const USER: &str = "cairn-peer";
+    let exists = Command::new("id")
+        .arg(USER)
+        .output()
+        .unwrap()
+        .status
+        .success();
+    if !exists {
+        let mut add = Command::new("useradd");
+        add.args(["--create-home", "--shell", "/bin/sh", USER]);
+        ok(add);
+    }
+    USER
+}
+
+/// Another user, building its own checkout of the same files (its owner, other mtimes, umask
+/// 002) in its own rootless store from a cache that root's build exported, hits every step and
+/// makes the same image. Switching users needs root, so the unprivileged pass skips this one.
+#[test]
+fn another_user_hits_a_cache_exported_by_root() {
+    if !is_root() {
+        return;
+    }
+    let user = other_user();
+    let s = loaded_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    make_context(ctx.path());
+    // Everything the user reads or writes lives under a directory it can reach.
+    let shared = tempfile::tempdir().unwrap();
+    fs::set_permissions(shared.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let cache = shared.path().join("cache");
+    let to = format!("type=local,dest={}", cache.display());
+    let first = build(&s, ctx.path(), &["--cache-to", &to]);
+    let base = shared.path().join("busybox.tar");
+    s.run(&[
+        "save",
+        "busybox",
+        "-o",
+        base.to_str().unwrap(),
+        "--format",
+        "oci-archive",
+    ]);
+    let copy = shared.path().join("checkout");
+    make_context(&copy);
+    for f in ["src/a.txt", "src/sub/b.txt", "extra.txt", "late.txt"] {
+        let p = copy.join(f);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o664)).unwrap();
+        let mut touch = Command::new("touch");
+        touch.args(["-d", "2002-03-04 05:06:07"]).arg(&p);
+        ok(touch);
+    }
+    let home = shared.path().join("home");
+    fs::create_dir(&home).unwrap();
+    for (args, path) in [(&["-R", "a+rX"][..], &cache), (&["a+r"][..], &base)] {
+        let mut chmod = Command::new("chmod");
+        chmod.args(args).arg(path);
+        ok(chmod);
+    }
+    for path in [&copy, &home] {
+        let mut chown = Command::new("chown");
+        chown.arg("-R").arg(user).arg(path);
+        ok(chown);
+    }
+    let as_user = |args: &[&str]| {
+        let mut c = Command::new("runuser");
+        c.args([
+            "-u",
+            user,
+            "--",
+            "env",
+            "-i",
+            "PATH=/usr/local/bin:/usr/bin:/bin",
+        ])
+        .arg(format!("HOME={}", home.display()))
+        .arg(cairn_e2e::cairn_bin())
+        .arg("--root")
+        .arg(home.join("store"))
+        .args(args);
+        c
+    };
+    ok(as_user(&[
+        "load",
+        "-i",
+        base.to_str().unwrap(),
+        "-t",
+        "busybox",
+    ]));
+    let from = format!("type=local,src={}", cache.display());
+    let out = ok(as_user(&[
+        "build",
+        "--progress",
+        "plain",
+        "--cache-from",
+        &from,
+        copy.to_str().unwrap(),
+    ]));
+    let stderr = texts(&out).1;
+    let second = Progress {
+        image: stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("writing image "))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no image line in\n{stderr}"))
+            .to_owned(),
+        stderr,
+    };
+    assert_eq!(hits(&second), [true; 5], "{}", second.stderr);
+    assert_eq!(second.image, first.image, "{}", second.stderr);
+}
