@@ -366,6 +366,16 @@ mod tests {
         std::fs::metadata(path).unwrap()
     }
 
+    /// A context directory under `dir` holding one old file `f` that says "one".
+    fn one_file(dir: &Path) -> (PathBuf, PathBuf, std::fs::Metadata) {
+        let ctx = dir.join("ctx");
+        std::fs::create_dir(&ctx).unwrap();
+        let f = ctx.join("f");
+        std::fs::write(&f, "one").unwrap();
+        let m = old(&f);
+        (ctx, f, m)
+    }
+
     /// How many of `files` the memo has no digest for.
     fn unknown(memo: &FileMemo, files: &[(&Path, &std::fs::Metadata)]) -> usize {
         memo.lookup(files).iter().filter(|d| d.is_none()).count()
@@ -381,11 +391,7 @@ mod tests {
     #[test]
     fn remembers_by_metadata_and_across_saves() {
         let dir = tempfile::tempdir().unwrap();
-        let ctx = dir.path().join("ctx");
-        std::fs::create_dir(&ctx).unwrap();
-        let f = ctx.join("f");
-        std::fs::write(&f, "one").unwrap();
-        let m = old(&f);
+        let (ctx, f, m) = one_file(dir.path());
         let memo = trusting(dir.path());
         memo.watch(&ctx);
         let one: [u8; 32] = Sha256::digest(b"one").into();
@@ -441,11 +447,7 @@ mod tests {
     #[test]
     fn a_damaged_memo_reads_as_empty() {
         let dir = tempfile::tempdir().unwrap();
-        let ctx = dir.path().join("ctx");
-        std::fs::create_dir(&ctx).unwrap();
-        let f = ctx.join("f");
-        std::fs::write(&f, "one").unwrap();
-        let m = old(&f);
+        let (ctx, f, m) = one_file(dir.path());
         let memo = trusting(dir.path());
         memo.watch(&ctx);
         memo.digest(&f, &m).unwrap();

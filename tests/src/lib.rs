@@ -96,6 +96,40 @@ pub fn tool(name: &str) -> Command {
     Command::new(name)
 }
 
+/// A local user named `name`, made here if it does not exist (only root can).
+pub fn ensure_user(name: &str) {
+    let exists = Command::new("id")
+        .arg(name)
+        .output()
+        .unwrap()
+        .status
+        .success();
+    if !exists {
+        let mut add = tool("useradd");
+        add.args(["--create-home", "--shell", "/bin/sh", name]);
+        ok(add);
+    }
+}
+
+/// `cairn --root STORE` run as `user` through runuser, with a clean environment and `home` as
+/// its HOME; add the command's arguments.
+pub fn cairn_as(user: &str, home: &Path, store: &Path) -> Command {
+    let mut c = tool("runuser");
+    c.args([
+        "-u",
+        user,
+        "--",
+        "env",
+        "-i",
+        "PATH=/usr/local/bin:/usr/bin:/bin",
+    ])
+    .arg(format!("HOME={}", home.display()))
+    .arg(cairn_bin())
+    .arg("--root")
+    .arg(store);
+    c
+}
+
 /// A store in its own temp dir, driven through `--root`.
 #[derive(Debug)]
 pub struct Store {

@@ -537,17 +537,7 @@ fn prune_keeps_the_cache_unless_told() {
 /// every step hits never needs.
 fn other_user() -> &'static str {
     const USER: &str = "cairn-peer";
-    let exists = Command::new("id")
-        .arg(USER)
-        .output()
-        .unwrap()
-        .status
-        .success();
-    if !exists {
-        let mut add = Command::new("useradd");
-        add.args(["--create-home", "--shell", "/bin/sh", USER]);
-        ok(add);
-    }
+    cairn_e2e::ensure_user(USER);
     USER
 }
 
@@ -600,20 +590,8 @@ fn another_user_hits_a_cache_exported_by_root() {
         ok(chown);
     }
     let as_user = |args: &[&str]| {
-        let mut c = Command::new("runuser");
-        c.args([
-            "-u",
-            user,
-            "--",
-            "env",
-            "-i",
-            "PATH=/usr/local/bin:/usr/bin:/bin",
-        ])
-        .arg(format!("HOME={}", home.display()))
-        .arg(cairn_e2e::cairn_bin())
-        .arg("--root")
-        .arg(home.join("store"))
-        .args(args);
+        let mut c = cairn_e2e::cairn_as(user, &home, &home.join("store"));
+        c.args(args);
         c
     };
     ok(as_user(&[

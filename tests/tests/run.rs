@@ -1240,17 +1240,7 @@ fn readable_context(dockerfile: &str) -> tempfile::TempDir {
 /// A user with no subordinate ranges, made (or stripped of its ranges) here: only root can.
 fn user_without_ranges() -> &'static str {
     const USER: &str = "cairn-single";
-    let exists = Command::new("id")
-        .arg(USER)
-        .output()
-        .unwrap()
-        .status
-        .success();
-    if !exists {
-        let mut add = tool("useradd");
-        add.args(["--create-home", "--shell", "/bin/sh", USER]);
-        ok(add);
-    }
+    cairn_e2e::ensure_user(USER);
     for f in ["/etc/subuid", "/etc/subgid"] {
         let text = fs::read_to_string(f).unwrap_or_default();
         let kept: String = text
@@ -1304,20 +1294,8 @@ fn a_user_without_ranges_builds_with_one_id_and_is_told_how_to_get_more() {
     });
     let store = home.join("store");
     let as_user = |args: &[&str]| {
-        let mut c = tool("runuser");
-        c.args([
-            "-u",
-            user,
-            "--",
-            "env",
-            "-i",
-            "PATH=/usr/local/bin:/usr/bin:/bin",
-        ])
-        .arg(format!("HOME={}", home.display()))
-        .arg(cairn_e2e::cairn_bin())
-        .arg("--root")
-        .arg(&store)
-        .args(args);
+        let mut c = cairn_e2e::cairn_as(user, &home, &store);
+        c.args(args);
         c
     };
     for (file, tag) in [("busybox.tar", "busybox"), ("owned.tar", "owned:1")] {
