@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use cairn_layers::image::{History, timestamp};
-use cairn_layers::layer::write_layer;
+use cairn_layers::layer::write_layer_reusing;
 use cairn_parser::instruction::{Command, Instruction, NetworkMode, Run};
 use cairn_parser::mount::{CacheSharing, Mount, MountType};
 
@@ -267,6 +267,8 @@ pub(crate) fn run_step(
             line: line.to_owned(),
         });
     };
+    // Unchanged stretches of what this step wrote last time are copied, not deflated again.
+    let previous = cx.cache.last_layer(&st.position);
     let mut sink = |r: &mut dyn std::io::Read| -> Result<Option<_>> {
         let mut first = [0u8; 1];
         let n = r
@@ -276,7 +278,7 @@ pub(crate) fn run_step(
             return Ok(None);
         }
         let mut all = std::io::Read::chain(&first[..n], r);
-        let layer = write_layer(store, opts.compression, |w| {
+        let layer = write_layer_reusing(store, opts.compression, previous.as_ref(), |w| {
             std::io::copy(&mut all, w)
                 .map(drop)
                 .map_err(|e| cairn_layers::Error::invalid("the step's changes", e.to_string()))
@@ -316,6 +318,8 @@ pub(crate) fn run_step(
         // (The copy snapshotter's diff of an unchanged tree is a bare end-of-archive.)
         Some(Some(layer)) if layer.uncompressed_size > 1024 => {
             recorded = Some(crate::build::layer_record(&layer));
+            cx.cache
+                .put_last_layer(&st.position, &layer.descriptor.digest)?;
             if run_dir.keep.is_dir() {
                 // The upper directory is this layer unpacked for overlay: the next step's
                 // lowerdir, with no second pass over the blob. (Dropping run_dir removes it
