@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
+use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
@@ -622,4 +623,72 @@ fn another_user_hits_a_cache_exported_by_root() {
     };
     assert_eq!(hits(&second), [true; 5], "{}", second.stderr);
     assert_eq!(second.image, first.image, "{}", second.stderr);
+}
+
+/// A COPY that misses after a large file grew at its end writes its layer partly by copying
+/// deflated chunks of the layer the step wrote before: the blob must be the one a store that
+/// never saw the earlier version makes from the same files.
+#[test]
+fn a_layer_written_from_the_previous_one_is_the_same_blob() {
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nCOPY big.txt /big.txt\n",
+    )
+    .unwrap();
+    // Text that deflates (so its chunks are worth recording), several 1 MiB chunks of it.
+    let mut text = String::new();
+    let mut n: u64 = 7;
+    while text.len() < 6 << 20 {
+        n = n
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        text.push_str(["alpha ", "bravo ", "charlie\n", "delta ", "echo "][(n >> 60) as usize % 5]);
+    }
+    let big = ctx.path().join("big.txt");
+    fs::write(&big, &text).unwrap();
+    let s = loaded_busybox();
+    build(&s, ctx.path(), &["-t", "big:1"]);
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&big)
+        .unwrap()
+        .write_all(b"one more line\n")
+        .unwrap();
+    build(&s, ctx.path(), &["-t", "big:1"]);
+    let fresh = loaded_busybox();
+    build(&fresh, ctx.path(), &["-t", "big:1"]);
+    let blobs = |s: &Store| -> Vec<String> {
+        let index = s.index();
+        let m = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| {
+                m["annotations"]["org.opencontainers.image.ref.name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("big:1"))
+            })
+            .unwrap()
+            .clone();
+        let hex = m["digest"].as_str().unwrap().trim_start_matches("sha256:");
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&fs::read(s.root.join("blobs/sha256").join(hex)).unwrap())
+                .unwrap();
+        manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(blobs(&s), blobs(&fresh));
+    // The store kept where the chunks of the layer lie, for the next writer.
+    let last = blobs(&s).pop().unwrap();
+    assert!(
+        s.root
+            .join("chunks")
+            .join(last.trim_start_matches("sha256:"))
+            .is_file()
+    );
 }
