@@ -1,7 +1,7 @@
 //! What layers hold, by path and kind, read from tar headers alone: a view of an image's
 //! directories and symlinks that answers "is this a directory?" without unpacking a byte.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
 use crate::error::{Error, Result};
@@ -115,8 +115,10 @@ impl Listing {
 /// The directories and symlinks of layers applied in order, with whiteouts honoured.
 #[derive(Debug, Clone, Default)]
 pub struct TreeView {
-    dirs: HashSet<String>,
-    links: HashMap<String, String>,
+    /// Ordered, so that what lies below a path is one range: a layer of many files replacing
+    /// or whiting out paths costs a lookup per entry, not a pass over the view.
+    dirs: BTreeSet<String>,
+    links: BTreeMap<String, String>,
 }
 
 impl TreeView {
@@ -147,13 +149,21 @@ impl TreeView {
 
     /// Drops what lies below `path` (and `path` itself when `and_self`).
     fn remove_below(&mut self, path: &str, and_self: bool) {
-        let under = |p: &String| {
-            (and_self && p == path)
-                || path.is_empty()
-                || (p.len() > path.len() && p.starts_with(path) && p.as_bytes()[path.len()] == b'/')
-        };
-        self.dirs.retain(|p| !under(p));
-        self.links.retain(|p, _| !under(p));
+        if path.is_empty() {
+            self.dirs.clear();
+            self.links.clear();
+            return;
+        }
+        if and_self {
+            self.dirs.remove(path);
+            self.links.remove(path);
+        }
+        // Everything from "path/" up to (not including) "path0": '0' follows '/' in ASCII.
+        let (from, to) = (format!("{path}/"), format!("{path}0"));
+        let mut below = self.dirs.split_off(&from);
+        self.dirs.append(&mut below.split_off(&to));
+        let mut below = self.links.split_off(&from);
+        self.links.append(&mut below.split_off(&to));
     }
 
     /// Follows `rel` through the view's symlinks as a chroot would (absolute targets from
@@ -284,6 +294,10 @@ mod tests {
             ("opt/a/", 'd', ""),
             ("var/", 'd', ""),
             ("var/x/", 'd', ""),
+            // Names that sort next to the ones removed below, and must stay.
+            ("opt.d/", 'd', ""),
+            ("var0/", 'd', ""),
+            ("etc/app2/", 'd', ""),
         ]);
         let top = tar(&[
             ("etc/.wh.app", 'f', ""),
@@ -308,6 +322,9 @@ mod tests {
             ("opt/b", true),
             ("var", false),
             ("var/x", false),
+            ("opt.d", true),
+            ("var0", true),
+            ("etc/app2", true),
             ("missing", false),
             ("bin/../etc", true),
         ];
