@@ -1044,46 +1044,20 @@ pub fn import_registry(
 }
 
 /// The content digests of `files`, in order: the memo's where the files are as they were,
-/// the rest read using every core (largest first from a shared list, so one big file does not
-/// end up last on a thread). Returns the first error.
+/// the rest read on every core, largest first so one big file does not end up last.
 pub fn file_digests(cache: &Cache, files: &[(&Path, &std::fs::Metadata)]) -> Result<Vec<[u8; 32]>> {
+    use rayon::prelude::*;
     let known = cache.memo.lookup(files);
-    let mut order: Vec<usize> = (0..files.len()).filter(|&i| known[i].is_none()).collect();
-    let mut out: Vec<[u8; 32]> = known.iter().map(|d| d.unwrap_or_default()).collect();
-    if order.is_empty() {
-        return Ok(out);
-    }
-    order.sort_by_key(|&i| std::cmp::Reverse(files[i].1.len()));
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(order.len());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let found = Mutex::new(&mut out);
-    let first_error = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| -> Result<()> {
-                    loop {
-                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(&i) = order.get(k) else {
-                            return Ok(());
-                        };
-                        let (p, m) = files[i];
-                        let d = cache.file_sha256(p, m)?;
-                        if let Ok(mut f) = found.lock() {
-                            f[i] = d;
-                        }
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or(Ok(())))
-            .find(Result::is_err)
-    });
-    if let Some(e) = first_error {
-        e?;
+    let mut unknown: Vec<usize> = (0..files.len()).filter(|&i| known[i].is_none()).collect();
+    unknown.sort_by_key(|&i| std::cmp::Reverse(files[i].1.len()));
+    let read: Vec<(usize, [u8; 32])> = unknown
+        .par_iter()
+        .with_max_len(1)
+        .map(|&i| Ok((i, cache.file_sha256(files[i].0, files[i].1)?)))
+        .collect::<Result<_>>()?;
+    let mut out: Vec<[u8; 32]> = known.into_iter().map(Option::unwrap_or_default).collect();
+    for (i, d) in read {
+        out[i] = d;
     }
     Ok(out)
 }

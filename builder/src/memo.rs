@@ -128,8 +128,8 @@ impl FileMemo {
     /// The shard `path` falls under, and the path relative to its root.
     fn shard_of<'p>(&self, path: &'p Path) -> Option<(Arc<Shard>, &'p [u8])> {
         let shards = self.shards.lock().ok()?;
-        let (s, rel) = innermost(&shards, path)?;
-        Some((s.clone(), rel))
+        let (i, rel) = innermost(&shards, path)?;
+        Some((shards[i].clone(), rel))
     }
 
     /// The sha256 of a file's content: remembered when its metadata is what it was, else read.
@@ -177,8 +177,7 @@ impl FileMemo {
         files
             .iter()
             .map(|(p, m)| {
-                let (s, rel) = innermost(&shards, p)?;
-                let i = shards.iter().position(|x| Arc::ptr_eq(x, s))?;
+                let (i, rel) = innermost(&shards, p)?;
                 let t = tables[i].as_mut()?;
                 let generation = t.generation;
                 let e = t.entries.get_mut(rel)?;
@@ -213,16 +212,15 @@ impl FileMemo {
     }
 }
 
-/// The innermost shard whose root holds `path`, and the path relative to it. Compared as
-/// bytes: `Path::strip_prefix` walks components, a third of a no-op rebuild's lookups.
-fn innermost<'s, 'p>(
-    shards: &'s [Arc<Shard>],
-    path: &'p Path,
-) -> Option<(&'s Arc<Shard>, &'p [u8])> {
+/// The index of the innermost shard whose root holds `path`, and the path relative to it.
+/// Compared as bytes: `Path::strip_prefix` walks components, a third of a no-op rebuild's
+/// lookups.
+fn innermost<'p>(shards: &[Arc<Shard>], path: &'p Path) -> Option<(usize, &'p [u8])> {
     let p = path.as_os_str().as_bytes();
     shards
         .iter()
-        .filter_map(|s| {
+        .enumerate()
+        .filter_map(|(i, s)| {
             let root = s.root.as_os_str().as_bytes();
             let rest = p.strip_prefix(root)?;
             let rel = if root.ends_with(b"/") {
@@ -230,9 +228,9 @@ fn innermost<'s, 'p>(
             } else {
                 rest.strip_prefix(b"/")?
             };
-            Some((s, rel))
+            Some((i, rel))
         })
-        .max_by_key(|(s, _)| s.root.as_os_str().len())
+        .max_by_key(|(i, _)| shards[*i].root.as_os_str().len())
 }
 
 /// Lower-case hex of `bytes`, by table: the `hex` crate's char iterator is a tenth of a

@@ -545,12 +545,20 @@ struct Done {
     crc: u32,
     data: Arc<Vec<u8>>,
     dict: Vec<u8>,
-    /// The chunk's key and the sha256 of its deflated bytes, when it was deflated (stored
-    /// chunks are not worth reusing).
-    made: Option<([u8; 32], [u8; 32])>,
-    /// The earlier blob's chunk with the same key, whose bytes are to be copied.
-    reused: Option<Chunk>,
+    /// What became of the chunk (with `Reused`, `out` is empty).
+    how: Deflated,
     last: bool,
+}
+
+/// What a worker did with a chunk.
+#[derive(Debug, Clone, Copy)]
+enum Deflated {
+    /// Stored: not worth reusing.
+    Stored,
+    /// Deflated: its key and the sha256 of its bytes, for the blob's chunk index.
+    Made { key: [u8; 32], sha256: [u8; 32] },
+    /// An earlier blob holds the same chunk: its bytes are to be copied.
+    Reused(Chunk),
 }
 
 enum Pending {
@@ -648,34 +656,23 @@ impl Deflater {
         } = job;
         let crc = crc32fast::hash(&data);
         out.clear();
-        let mut made = None;
-        let mut reused = None;
-        let result = self
-            .deflate(
-                &data,
-                &dict,
-                last,
-                &mut out,
-                reuse.as_deref(),
-                &mut made,
-                &mut reused,
-            )
-            .map(|()| out);
+        let how = self.deflate(&data, &dict, last, &mut out, reuse.as_deref());
+        let (out, how) = match how {
+            Ok(how) => (Ok(out), how),
+            Err(e) => (Err(e), Deflated::Stored),
+        };
         Done {
-            out: result,
+            out,
             crc,
             data,
             dict,
-            made,
-            reused,
+            how,
             last,
         }
     }
 
-    /// Deflates `data` into `out`; with `reuse`, leaves `out` empty and names the earlier
-    /// chunk in `reused` when one was made from the same input. `made` gets the key and the
-    /// output's sha256 of a deflated (not stored) chunk.
-    #[allow(clippy::too_many_arguments)]
+    /// Deflates `data` into `out`, unless `reuse` holds a chunk made from the same input
+    /// (then `out` is left empty).
     fn deflate(
         &mut self,
         data: &[u8],
@@ -683,9 +680,7 @@ impl Deflater {
         last: bool,
         out: &mut Vec<u8>,
         reuse: Option<&ChunkReuse>,
-        made: &mut Option<([u8; 32], [u8; 32])>,
-        reused: &mut Option<Chunk>,
-    ) -> io::Result<()> {
+    ) -> io::Result<Deflated> {
         let worth = if self.level == 0 {
             Worth::Nothing
         } else {
@@ -694,16 +689,14 @@ impl Deflater {
         let level = match worth {
             Worth::Nothing => {
                 store(data, last, out);
-                return Ok(());
+                return Ok(Deflated::Stored);
             }
             Worth::Little => FAST_LEVEL.min(self.level),
             Worth::Full => self.level,
         };
         let key = chunk_key(self.level, last, dict, data);
         if let Some(c) = reuse.and_then(|r| r.chunks.get(&key)) {
-            *reused = Some(*c);
-            *made = Some((key, c.sha256));
-            return Ok(());
+            return Ok(Deflated::Reused(*c));
         }
         // A fresh deflater for every chunk: `reset` on a reused one did not give byte-identical
         // output (the blob then depended on which worker had compressed what before), and a
@@ -722,10 +715,12 @@ impl Deflater {
         // overhead, so a chunk never costs more than its stored form.
         if out.len() > stored_len(data.len(), last) {
             store(data, last, out);
-        } else {
-            *made = Some((key, Sha256::digest(&out[..]).into()));
+            return Ok(Deflated::Stored);
         }
-        Ok(())
+        Ok(Deflated::Made {
+            key,
+            sha256: Sha256::digest(&out[..]).into(),
+        })
     }
 
     /// What deflating `data` would pay, from samples deflated at a fast level.
@@ -1108,30 +1103,29 @@ impl<W: Write> GzipWriter<W> {
             crc,
             data,
             dict,
-            mut made,
-            reused,
+            mut how,
             last,
         } = done;
         let mut out = match out {
             Ok(out) => out,
             Err(e) => return Err(self.fail(e)),
         };
-        if let Some(c) = reused {
+        if let Deflated::Reused(c) = how {
             match self.reuse.as_ref().and_then(|r| r.read(&c)) {
                 Some(bytes) => {
                     out = bytes;
                     self.reused_chunks += 1;
+                    how = Deflated::Made {
+                        key: c.key,
+                        sha256: c.sha256,
+                    };
                 }
-                None => {
-                    // The earlier blob changed or went: deflate the chunk after all.
-                    let mut d = Deflater::new(self.level);
-                    made = None;
-                    let mut none = None;
-                    let r = d.deflate(&data, &dict, last, &mut out, None, &mut made, &mut none);
-                    if let Err(e) = r {
-                        return Err(self.fail(e));
-                    }
-                }
+                // The earlier blob changed or went: deflate the chunk after all.
+                None => match Deflater::new(self.level).deflate(&data, &dict, last, &mut out, None)
+                {
+                    Ok(h) => how = h,
+                    Err(e) => return Err(self.fail(e)),
+                },
             }
         }
         if !self.header_written {
@@ -1145,7 +1139,7 @@ impl<W: Write> GzipWriter<W> {
         if let Err(e) = self.out.write_all(&out) {
             return Err(self.fail(e));
         }
-        if let Some((key, sha256)) = made {
+        if let Deflated::Made { key, sha256 } = how {
             self.chunks.push(Chunk {
                 key,
                 offset: self.written,
