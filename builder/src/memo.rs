@@ -270,11 +270,7 @@ pub(crate) fn sha256_file(path: &Path) -> io::Result<[u8; 32]> {
 /// Reads a memo file; None when it is missing, torn or not one.
 fn read_table(path: &Path) -> Option<Table> {
     let bytes = std::fs::read(path).ok()?;
-    let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
-    if Sha256::digest(body)[..] != sum[..] {
-        return None;
-    }
-    let mut r = body.strip_prefix(MAGIC)?;
+    let mut r = cairn_layers::digest::unseal(&bytes)?.strip_prefix(MAGIC)?;
     let mut take = |n: usize| -> Option<&[u8]> {
         let (head, rest) = r.split_at_checked(n)?;
         r = rest;
@@ -324,8 +320,7 @@ fn write_table(path: &Path, t: &Table, generation: u32) -> io::Result<()> {
         out.extend_from_slice(&e.generation.to_le_bytes());
         out.extend_from_slice(&e.digest);
     }
-    let sum = Sha256::digest(&out);
-    out.extend_from_slice(&sum);
+    let out = cairn_layers::digest::seal(out);
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(

@@ -176,7 +176,7 @@ pub struct Chunk {
 
 const CHUNK_INDEX_MAGIC: &[u8] = b"cairn-chunks 1\n";
 
-/// Serializes a blob's chunks, ending with the sha256 of what precedes it.
+/// Serializes a blob's chunks, [sealed](crate::digest::seal).
 pub fn chunks_to_bytes(chunks: &[Chunk]) -> Vec<u8> {
     let mut out = CHUNK_INDEX_MAGIC.to_vec();
     for c in chunks {
@@ -185,18 +185,12 @@ pub fn chunks_to_bytes(chunks: &[Chunk]) -> Vec<u8> {
         out.extend_from_slice(&c.len.to_le_bytes());
         out.extend_from_slice(&c.sha256);
     }
-    let sum = Sha256::digest(&out);
-    out.extend_from_slice(&sum);
-    out
+    crate::digest::seal(out)
 }
 
 /// Parses [`chunks_to_bytes`]; None when torn, damaged or something else.
 pub fn chunks_from_bytes(bytes: &[u8]) -> Option<Vec<Chunk>> {
-    let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
-    if Sha256::digest(body)[..] != sum[..] {
-        return None;
-    }
-    let entries = body.strip_prefix(CHUNK_INDEX_MAGIC)?;
+    let entries = crate::digest::unseal(bytes)?.strip_prefix(CHUNK_INDEX_MAGIC)?;
     if entries.len() % 80 != 0 {
         return None;
     }

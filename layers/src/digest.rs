@@ -93,6 +93,20 @@ impl<'de> Deserialize<'de> for Digest {
     }
 }
 
+/// `body` followed by its sha256: a file that a torn write or damage cannot pass off as whole
+/// (see [`unseal`]).
+pub fn seal(mut body: Vec<u8>) -> Vec<u8> {
+    let sum = Sha256::digest(&body);
+    body.extend_from_slice(&sum);
+    body
+}
+
+/// The body of a [`seal`]ed file; None when its sha256 does not match.
+pub fn unseal(bytes: &[u8]) -> Option<&[u8]> {
+    let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
+    (Sha256::digest(body)[..] == sum[..]).then_some(body)
+}
+
 /// A writer that hashes and counts every byte on its way to `inner`.
 #[derive(Debug)]
 pub struct HashingWriter<W> {

@@ -24,7 +24,7 @@ pub enum Kind {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Listing(pub Vec<(String, Kind)>);
 
-const MAGIC: &[u8] = b"cairn-listing 1\n";
+const MAGIC: &[u8] = b"cairn-listing 2\n";
 
 impl Listing {
     /// Reads a layer's uncompressed tar, keeping only its headers' paths and kinds. Names
@@ -69,7 +69,8 @@ impl Listing {
         Ok(Listing(out))
     }
 
-    /// The listing as bytes for a file: NUL-separated, as paths may hold newlines.
+    /// The listing as bytes for a file: NUL-separated, as paths may hold newlines, and
+    /// [sealed](crate::digest::seal).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
         for (path, kind) in &self.0 {
@@ -86,12 +87,12 @@ impl Listing {
             out.extend_from_slice(target.as_bytes());
             out.push(0);
         }
-        out
+        crate::digest::seal(out)
     }
 
     /// Parses [`Listing::to_bytes`]; None for anything else.
     pub fn from_bytes(bytes: &[u8]) -> Option<Listing> {
-        let mut rest = bytes.strip_prefix(MAGIC)?;
+        let mut rest = crate::digest::unseal(bytes)?.strip_prefix(MAGIC)?;
         let mut out = Vec::new();
         while let Some((&tag, after)) = rest.split_first() {
             let mut fields = after.splitn(3, |b| *b == 0);
@@ -339,9 +340,13 @@ mod tests {
         let l = Listing::read(&tar(&[("a/", 'd', ""), ("a/l", 'l', "b")])[..]).unwrap();
         let bytes = l.to_bytes();
         assert!(Listing::from_bytes(&bytes[..bytes.len() - 1]).is_none());
+        let mut flipped = bytes.clone();
+        flipped[MAGIC.len() + 1] ^= 1;
+        assert!(Listing::from_bytes(&flipped).is_none());
         assert!(Listing::from_bytes(b"something else").is_none());
-        let mut wrong_tag = bytes.clone();
+        // Whole, but not a listing.
+        let mut wrong_tag = crate::digest::unseal(&bytes).unwrap().to_vec();
         wrong_tag[MAGIC.len()] = b'?';
-        assert!(Listing::from_bytes(&wrong_tag).is_none());
+        assert!(Listing::from_bytes(&crate::digest::seal(wrong_tag)).is_none());
     }
 }
