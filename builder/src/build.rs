@@ -364,52 +364,19 @@ impl StageView {
     }
 
     /// The view with every layer so far in it.
-    pub(crate) fn tree(&mut self, store: &Store) -> Result<&cairn_layers::listing::TreeView> {
+    pub(crate) fn tree(
+        &mut self,
+        cache: &crate::cache::Cache,
+        store: &Store,
+    ) -> Result<&cairn_layers::listing::TreeView> {
         for part in std::mem::take(&mut self.todo) {
             match part {
                 ViewPart::Dirs(dirs) => dirs.iter().for_each(|d| self.tree.add_dir(d)),
-                ViewPart::Layer(l) => self.tree.apply(&listing(store, &l)?),
+                ViewPart::Layer(l) => self.tree.apply(&cache.layer_listing(store, &l)?),
             }
         }
         Ok(&self.tree)
     }
-}
-
-/// A layer's entries from its tar headers, kept in the store's cache by blob digest: an
-/// image's base is read once.
-fn listing(store: &Store, l: &Descriptor) -> Result<cairn_layers::listing::Listing> {
-    use cairn_layers::listing::Listing;
-    let file = store
-        .root()
-        .join("buildcache/listings")
-        .join(l.digest.hex());
-    if let Some(listing) = std::fs::read(&file)
-        .ok()
-        .and_then(|b| Listing::from_bytes(&b))
-    {
-        return Ok(listing);
-    }
-    let c = Compression::from_media_type(&l.media_type)
-        .ok_or_else(|| cairn_layers::Error::MediaType(l.media_type.clone()))?;
-    let listing = Listing::read(compress::decompress(store.open_blob(&l.digest)?, c)?)?;
-    // A listing that cannot be kept is read again next time.
-    let _ = write_atomic(&file, &listing.to_bytes());
-    Ok(listing)
-}
-
-/// Writes `bytes` at `path` through a temp file and a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".tmp-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
 }
 
 /// Applies an image's layers, in order, onto `dir`.
@@ -1123,7 +1090,7 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
             if matches!(ins.kind, InstructionKind::Workdir { .. }) {
                 // The directory is created in the image when it is missing, as a layer.
                 let view = crate::copy::ImageView {
-                    tree: st.view.tree(store)?,
+                    tree: st.view.tree(cx.cache, store)?,
                 };
                 let missing = missing_dirs(&view, &st.config.config.working_dir);
                 if !missing.is_empty() {
@@ -1500,7 +1467,7 @@ fn copy_step(
         }
     };
     let view = crate::copy::ImageView {
-        tree: st.view.tree(store)?,
+        tree: st.view.tree(cx.cache, store)?,
     };
     let plan = plan_copy(from_root, &req, &view).map_err(|e| fail(inner(e)))?;
     // The key: the options as expanded, and what the plan will write. Files of the context

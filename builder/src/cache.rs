@@ -754,6 +754,30 @@ impl Cache {
         )
     }
 
+    /// A layer's entries from its tar headers, kept here by blob digest: an image's base is
+    /// read once.
+    pub fn layer_listing(
+        &self,
+        store: &Store,
+        layer: &Descriptor,
+    ) -> Result<cairn_layers::listing::Listing> {
+        use cairn_layers::compress::{self, Compression};
+        use cairn_layers::listing::Listing;
+        let file = self.dir.join("listings").join(layer.digest.hex());
+        if let Some(listing) = std::fs::read(&file)
+            .ok()
+            .and_then(|b| Listing::from_bytes(&b))
+        {
+            return Ok(listing);
+        }
+        let c = Compression::from_media_type(&layer.media_type)
+            .ok_or_else(|| cairn_layers::Error::MediaType(layer.media_type.clone()))?;
+        let listing = Listing::read(compress::decompress(store.open_blob(&layer.digest)?, c)?)?;
+        // A listing that cannot be kept is read again next time.
+        let _ = write_atomic(&file, &listing.to_bytes());
+        Ok(listing)
+    }
+
     fn image_path(&self, key: &Key) -> PathBuf {
         self.dir.join("images").join(format!("{}.json", key.hex()))
     }
@@ -832,13 +856,22 @@ impl Cache {
 
 /// Writes `value` as JSON at `path` through a temp file and a rename: never half a file.
 fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    write_atomic(path, &bytes).map_err(io_err("write", path))
+}
+
+/// Writes `bytes` at `path` through a temp file beside it and a rename: never half a file
+/// under its name, and no temp file left when it fails.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    std::fs::create_dir_all(dir)?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(temp_name(&name));
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
-    std::fs::write(&tmp, bytes).map_err(io_err("write", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err("rename into place", path))
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
 }
 
 /// What `cairn prune` does to the build cache.

@@ -409,12 +409,12 @@ impl BuildContext {
         let mut current: Vec<ContextEntry> = Vec::new();
         for ((entry, valid, below), below_entries) in own.into_iter().zip(walked) {
             let below_entries = below_entries?;
-            let excluded = below.as_ref().is_some_and(|b| b.excluded);
+            let kept_below = below_entries.iter().any(|s| !s.is_empty());
             // An excluded directory shows only as the parent of something kept below it.
-            if !excluded || below_entries.iter().any(|s| !s.is_empty()) {
+            if kept_below || !below.as_ref().is_some_and(|b| b.excluded) {
                 push_entry(&mut current, entry, valid)?;
             }
-            if below_entries.iter().any(|s| !s.is_empty()) {
+            if kept_below {
                 out.push(std::mem::take(&mut current));
                 out.extend(below_entries);
             }

@@ -702,7 +702,6 @@ impl CopyPlan<'_> {
             key.field("download", target);
             key.field("digest", crate::memo::hex(&d));
         }
-        let mut mode_text = String::new();
         for p in &self.planned {
             let ft = p.meta.file_type();
             let src_mode = p.meta.permissions().mode() & 0o7777;
@@ -718,10 +717,7 @@ impl CopyPlan<'_> {
             } else {
                 mode & !0o022
             };
-            mode_text.clear();
-            std::fmt::Write::write_fmt(&mut mode_text, format_args!("{keyed_mode}"))
-                .map_err(|_| err("formatting a mode"))?;
-            key.field("mode", &mode_text);
+            key.field("mode", keyed_mode.to_le_bytes());
             if p.archive {
                 key.field("archive", next_digest()?);
             } else if ft.is_dir() {

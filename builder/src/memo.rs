@@ -304,7 +304,7 @@ fn read_table(path: &Path) -> Option<Table> {
     })
 }
 
-/// Writes a memo file through a temp file and a rename: never half a memo under its name.
+/// Writes a memo file, sealed, in place of the old one.
 fn write_table(path: &Path, t: &Table, generation: u32) -> io::Result<()> {
     let mut out = Vec::with_capacity(64 + t.entries.len() * 96);
     out.extend_from_slice(MAGIC);
@@ -320,19 +320,7 @@ fn write_table(path: &Path, t: &Table, generation: u32) -> io::Result<()> {
         out.extend_from_slice(&e.generation.to_le_bytes());
         out.extend_from_slice(&e.digest);
     }
-    let out = cairn_layers::digest::seal(out);
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name()
-            .map_or("memo".into(), |n| n.to_string_lossy()),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, &out)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    crate::cache::write_atomic(path, &cairn_layers::digest::seal(out))
 }
 
 #[cfg(test)]

@@ -988,7 +988,7 @@ impl Store {
         for entry in entries(&blobs)? {
             let name = entry.file_name().to_string_lossy().into_owned();
             let known = format!("sha256:{name}").parse::<Digest>().ok();
-            if known.is_some_and(|d| keep.contains(&d)) {
+            if known.as_ref().is_some_and(|d| keep.contains(d)) {
                 continue;
             }
             let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
@@ -997,7 +997,9 @@ impl Store {
                 path: entry.path(),
                 source,
             })?;
-            let _ = std::fs::remove_file(self.root.join("chunks").join(&name));
+            if let Some(d) = &known {
+                let _ = std::fs::remove_file(self.chunk_index_path(d));
+            }
             report.blobs += 1;
             report.bytes += len;
         }
