@@ -160,8 +160,17 @@ pub(crate) fn run_step(
             if single {
                 let h = &run.heredocs[0];
                 if h.content.starts_with("#!") {
-                    // A script with its own interpreter runs as a file, as BuildKit does.
-                    let script = base.join("pipes").join(&h.name);
+                    // A script with its own interpreter runs as a file, as BuildKit does. The
+                    // name is the Dockerfile's: it names the file inside only, never on the
+                    // host, where the body is kept under a name of cairn's.
+                    if !is_plain_file_name(&h.name) {
+                        return Err(fail(format!(
+                            "heredoc name {:?} cannot name a script file: use a plain word \
+                             (letters, digits, '.', '_' or '-')",
+                            h.name
+                        )));
+                    }
+                    let script = base.join("pipes").join("script");
                     std::fs::create_dir_all(base.join("pipes")).map_err(io_err("create", &base))?;
                     std::fs::write(&script, &h.content).map_err(io_err("write", &script))?;
                     set_mode(&script, 0o755)?;
@@ -410,6 +419,17 @@ fn history_line(st: &StageState, shown: &str) -> String {
     } else {
         format!("RUN |{} {} {shown} # buildkit", args.len(), args.join(" "))
     }
+}
+
+/// A heredoc name that can stand as one file name in /dev/pipes: BuildKit makes the script
+/// there under it, and fails for anything with a slash or a parent.
+fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 fn set_mode(p: &Path, mode: u32) -> Result<()> {
@@ -728,4 +748,28 @@ fn resolve_in(root: &Path, rel: &str) -> Result<PathBuf> {
         });
     }
     Ok(real)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_plain_file_name;
+
+    #[test]
+    fn heredoc_script_names() {
+        let cases = [
+            ("EOF", true),
+            ("run.sh", true),
+            ("my-script_2", true),
+            ("/tmp/pwned", false),
+            ("../../x", false),
+            ("a/b", false),
+            ("..", false),
+            (".", false),
+            ("", false),
+            ("sp ace", false),
+        ];
+        for (name, ok) in cases {
+            assert_eq!(is_plain_file_name(name), ok, "{name:?}");
+        }
+    }
 }
