@@ -201,6 +201,7 @@ pub fn run(
         tty: opts.tty,
         console: false,
         cgroup_procs: Vec::new(),
+        userns: sb.mapping.for_pid1(),
         keep_upper: None,
         cleanup,
     };

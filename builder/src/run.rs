@@ -264,6 +264,7 @@ pub(crate) fn run_step(
         tty: false,
         console: false,
         cgroup_procs: Vec::new(),
+        userns: sb.mapping.for_pid1(),
         keep_upper,
         cleanup: vec![base.clone()],
     };

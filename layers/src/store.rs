@@ -842,7 +842,19 @@ impl Store {
         diff_id: &Digest,
         opts: &ApplyOptions,
     ) -> Result<PathBuf> {
-        self.unpacked_layer_with(diff_id, "", |rootfs| {
+        self.unpacked_layer_keyed(layer, diff_id, "", opts)
+    }
+
+    /// Like [`Store::unpacked_layer`], kept apart under `key` (see
+    /// [`Store::unpacked_layer_with`]): `opts` map the owners to other host ids.
+    pub fn unpacked_layer_keyed(
+        &self,
+        layer: &Descriptor,
+        diff_id: &Digest,
+        key: &str,
+        opts: &ApplyOptions,
+    ) -> Result<PathBuf> {
+        self.unpacked_layer_with(diff_id, key, |rootfs| {
             let compression = Compression::from_media_type(&layer.media_type)
                 .ok_or_else(|| Error::MediaType(layer.media_type.clone()))?;
             let mut plain = HashingReader::new(compress::decompress(

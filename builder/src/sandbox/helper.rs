@@ -17,6 +17,7 @@ use cairn_layers::compress::{self, Compression};
 use cairn_layers::diff::{TarOptions, write_tree_diff, write_upperdir};
 use cairn_layers::digest::HashingReader;
 
+use super::idmapped;
 use super::proto::{self, Go, LayerBlob, MountSpec, Network, Reply, Request, RootSpec, RunSpec};
 use super::sys::{self, Fail};
 
@@ -82,8 +83,19 @@ fn serve(control: UnixStream) -> Result<(), Fail> {
         Request::Run(spec) => spec.cleanup.clone(),
         _ => Vec::new(),
     };
+    // Root's helper stays in the host's user namespace: it needs root's reach into the store,
+    // and its pid 1 alone enters a user namespace with the build's (unprivileged) maps.
+    let host_root = rustix::process::getuid().is_root();
     let result = (|| {
-        sys::unshare(sys::CLONE_NEWUSER)?;
+        if host_root {
+            if let Request::Run(spec) = &req
+                && spec.userns.is_none()
+            {
+                return Err("a step run by root needs an id mapping".into());
+            }
+        } else {
+            sys::unshare(sys::CLONE_NEWUSER)?;
+        }
         proto::send(&mut w, &Reply::Ready).map_err(|e| e.to_string())?;
         let _: Go = proto::recv(&mut reader)
             .map_err(|e| e.to_string())?
@@ -274,6 +286,9 @@ fn ensure(path: &Path, dir: bool, made: &mut Vec<PathBuf>) -> Result<(), Fail> {
 }
 
 fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
+    if let Some(ids) = &spec.userns {
+        idmapped::prepare(ids)?;
+    }
     let mut flags = sys::CLONE_NEWNS | sys::CLONE_NEWPID | sys::CLONE_NEWUTS | sys::CLONE_NEWIPC;
     if spec.network == Network::None {
         flags |= sys::CLONE_NEWNET;
@@ -316,6 +331,8 @@ fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
                 {
                     std::fs::create_dir_all(source)
                         .map_err(|e| format!("create {}: {e}", source.display()))?;
+                    // Container ids on disk even for root's builds: the step sees the cache
+                    // through an idmapped mount (see `idmapped`).
                     std::os::unix::fs::chown(source, Some(*uid), Some(*gid))
                         .map_err(|e| format!("chown {}: {e}", source.display()))?;
                     std::fs::set_permissions(source, std::fs::Permissions::from_mode(*mode))
@@ -374,7 +391,8 @@ fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
         // SAFETY: cairn passes the layer pipe as fd 4.
         let data = unsafe { File::from_raw_fd(DATA_FD) };
         let opts = TarOptions {
-            id_map: IdMap::identity(),
+            // Root's helper sees the mapped host ids; a user's helper sees container ids.
+            id_map: spec.userns.clone().unwrap_or_else(IdMap::identity),
             clamp_mtime: spec.clamp_mtime,
         };
         let out = std::io::BufWriter::with_capacity(1 << 20, data);
@@ -395,6 +413,34 @@ fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
     Ok(())
 }
 
+/// The host ids that stand for container ids `uid` and `gid` where the helper is (root's
+/// helper is outside the step's user namespace); ids outside the maps stay as they are.
+fn host_ids(spec: &RunSpec, uid: u32, gid: u32) -> (u32, u32) {
+    match &spec.userns {
+        Some(m) => (
+            m.uid_to_host(uid).unwrap_or(uid),
+            m.gid_to_host(gid).unwrap_or(gid),
+        ),
+        None => (uid, gid),
+    }
+}
+
+/// Two pipes for pid 1's entry into its user namespace (root's builds): pid 1 says it has
+/// unshared, the helper writes its maps and says go.
+struct UsernsSync {
+    unshared: (i32, i32),
+    go: (i32, i32),
+}
+
+fn pipe_pair() -> Result<(i32, i32), Fail> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 into a two-int array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    Ok((fds[0], fds[1]))
+}
+
 /// Forks pid 1, reports Started and Exited, and returns its exit code or signal.
 fn start_and_wait(
     spec: &RunSpec,
@@ -407,6 +453,13 @@ fn start_and_wait(
         return Err(format!("pipe: {}", std::io::Error::last_os_error()));
     }
     let (err_r, err_w) = (fds[0], fds[1]);
+    let sync = match spec.userns {
+        Some(_) => Some(UsernsSync {
+            unshared: pipe_pair()?,
+            go: pipe_pair()?,
+        }),
+        None => None,
+    };
     if CANCELLED.load(Ordering::SeqCst) {
         return Err("cancelled".into());
     }
@@ -416,7 +469,7 @@ fn start_and_wait(
         return Err(format!("fork: {}", std::io::Error::last_os_error()));
     }
     if pid == 0 {
-        let err = child(spec, root);
+        let err = child(spec, root, sync.as_ref());
         let msg = err.into_bytes();
         // SAFETY: writing to our own pipe, then leaving without running destructors.
         unsafe {
@@ -441,6 +494,24 @@ fn start_and_wait(
     // SAFETY: closing our copy of the write end; the read end becomes ours.
     unsafe {
         libc::close(err_w);
+    }
+    if let (Some(s), Some(ids)) = (&sync, &spec.userns) {
+        // SAFETY: closing the child's ends; reading and writing one byte on ours.
+        unsafe {
+            libc::close(s.unshared.1);
+            libc::close(s.go.0);
+            let mut byte = 0u8;
+            // End of file: pid 1 failed before it unshared, and says why on the error pipe.
+            if libc::read(s.unshared.0, (&raw mut byte).cast(), 1) == 1 {
+                let go: &[u8] = match super::ids::write_maps(pid as u32, ids) {
+                    Ok(()) => b"g",
+                    Err(_) => b"x",
+                };
+                libc::write(s.go.1, go.as_ptr().cast(), 1);
+            }
+            libc::close(s.unshared.0);
+            libc::close(s.go.1);
+        }
     }
     let mut setup_error = String::new();
     // SAFETY: err_r is an open descriptor owned from here on.
@@ -477,14 +548,18 @@ fn start_and_wait(
 
 /// pid 1: its own mount table, the container's mounts, pivot_root, credentials, exec.
 /// Returns only on failure, with the message.
-fn child(spec: &RunSpec, root: &Path) -> String {
-    match child_setup(spec, root) {
+fn child(spec: &RunSpec, root: &Path, sync: Option<&UsernsSync>) -> String {
+    match child_setup(spec, root, sync) {
         Ok(never) => match never {},
         Err(e) => e,
     }
 }
 
-fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, Fail> {
+fn child_setup(
+    spec: &RunSpec,
+    root: &Path,
+    sync: Option<&UsernsSync>,
+) -> Result<std::convert::Infallible, Fail> {
     sys::die_with_parent(libc::SIGKILL);
     for procs in &spec.cgroup_procs {
         std::fs::write(procs, "0")
@@ -542,6 +617,7 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
             sys::MS_BIND,
             None,
         )?;
+        idmapped::remap(&target)?;
     }
     for m in &spec.mounts {
         match m {
@@ -562,7 +638,30 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
                             std::fs::create_dir_all(d)
                                 .map_err(|e| format!("create {}: {e}", d.display()))?;
                         }
-                        mount_overlay(std::slice::from_ref(source), &upper, &work, &t)?;
+                        // overlayfs cannot itself be idmapped, but its layers can: the
+                        // source goes in through an (idmapped, for root) bind of its own.
+                        let lower = s.join("lower");
+                        std::fs::create_dir_all(&lower)
+                            .map_err(|e| format!("create {}: {e}", lower.display()))?;
+                        sys::mount(
+                            Some(&source.display().to_string()),
+                            &lower,
+                            None,
+                            sys::MS_BIND | sys::MS_REC,
+                            None,
+                        )?;
+                        idmapped::remap(&lower)?;
+                        // The merged root takes the upper directory's owner and mode: the
+                        // source's, as the step sees them.
+                        if let Ok(m) = std::fs::metadata(&lower) {
+                            use std::os::unix::fs::MetadataExt;
+                            let _ = std::os::unix::fs::chown(&upper, Some(m.uid()), Some(m.gid()));
+                            let _ = std::fs::set_permissions(
+                                &upper,
+                                std::fs::Permissions::from_mode(m.mode() & 0o7777),
+                            );
+                        }
+                        mount_overlay(std::slice::from_ref(&lower), &upper, &work, &t)?;
                     }
                     None => {
                         sys::mount(
@@ -575,6 +674,7 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
                         if *readonly {
                             sys::remount_readonly(&t)?;
                         }
+                        idmapped::remap(&t)?;
                     }
                 }
             }
@@ -594,15 +694,20 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
     sys::chdir(root)?;
     sys::pivot_root_here()?;
     sys::chdir(Path::new("/"))?;
+    if spec.console {
+        let (uid, gid) = host_ids(spec, spec.uid, spec.gid);
+        console(uid, gid)?;
+    }
+    if let Some(s) = sync {
+        enter_userns(s)?;
+    }
     let cwd = if spec.cwd.is_empty() { "/" } else { &spec.cwd };
     if std::fs::metadata(cwd).map(|m| !m.is_dir()).unwrap_or(true) {
-        // Docker creates a missing working directory for the step.
+        // Docker creates a missing working directory for the step (as the container's root,
+        // so that its owner is one the layer can hold).
         let _ = std::fs::create_dir_all(cwd);
     }
     sys::chdir(Path::new(cwd))?;
-    if spec.console {
-        console(spec.uid, spec.gid)?;
-    }
     if spec.tty || spec.console {
         // SAFETY: setsid and the controlling-terminal ioctl on stdin.
         unsafe {
@@ -621,6 +726,25 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
         );
     }
     exec(&spec.argv, &spec.env)
+}
+
+/// pid 1 of a root build leaves host root behind: a user namespace of its own, whose maps the
+/// helper writes. Its mounts stay in a mount namespace of the host's user namespace, which
+/// the step therefore cannot change.
+fn enter_userns(s: &UsernsSync) -> Result<(), Fail> {
+    sys::unshare(sys::CLONE_NEWUSER)?;
+    let mut byte = 0u8;
+    // SAFETY: one byte each way on pipes made for this.
+    let got = unsafe {
+        libc::close(s.unshared.0);
+        libc::close(s.go.1);
+        libc::write(s.unshared.1, b"u".as_ptr().cast(), 1);
+        libc::read(s.go.0, (&raw mut byte).cast(), 1)
+    };
+    if got != 1 || byte != b'g' {
+        return Err("the helper could not write the step's id maps".into());
+    }
+    Ok(())
 }
 
 /// A terminal from the container's own /dev/pts becomes the process's stdin, stdout and

@@ -4,6 +4,7 @@
 
 pub mod cgroup;
 pub mod helper;
+mod idmapped;
 pub mod ids;
 pub mod proto;
 mod sys;
@@ -21,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use cairn_layers::apply::{ApplyOptions, Whiteouts};
 use cairn_layers::image::Descriptor;
 use cairn_layers::store::RemoveFn;
-use cairn_layers::{Digest, IdMap, Store};
+use cairn_layers::{Digest, Store};
 
 use crate::error::{Error, Result, io_err};
 pub use cgroup::Limits;
@@ -210,7 +211,7 @@ impl Sandbox {
         snapshotter: Snapshotter,
         limits: Limits,
     ) -> Result<Sandbox> {
-        let (mapping, warning) = Mapping::detect();
+        let (mapping, warning) = Mapping::detect(store.root())?;
         let mut sb = Sandbox {
             helper,
             mapping,
@@ -278,15 +279,15 @@ impl Sandbox {
     }
 
     /// Just enough of a sandbox to delete trees with mapped owners (`cairn prune`).
-    pub fn for_removal(helper: PathBuf) -> Sandbox {
-        Sandbox {
+    pub fn for_removal(helper: PathBuf, store: &Store) -> Result<Sandbox> {
+        Ok(Sandbox {
             helper,
-            mapping: Mapping::detect().0,
+            mapping: Mapping::detect(store.root())?.0,
             snapshotter: Snapshotter::Overlay,
             limits: Limits::default(),
             warnings: Vec::new(),
             limits_usable: false,
-        }
+        })
     }
 
     fn probe(&self, dir: &Path) -> std::result::Result<(), String> {
@@ -339,17 +340,18 @@ impl Sandbox {
 
     /// A layer unpacked as an overlay lowerdir with its owners, shared through the store.
     pub fn lowerdir(&self, store: &Store, layer: &Descriptor, diff_id: &Digest) -> Result<PathBuf> {
+        let key = self.mapping.store_key();
         if self.mapping.kind == MappingKind::Root {
+            // Root chowns to the mapped host ids itself: no helper needed.
             let opts = ApplyOptions {
                 whiteouts: Whiteouts::Overlay {
                     opaque_xattr: helper::OPAQUE_XATTR,
                 },
-                id_map: IdMap::identity(),
+                id_map: self.mapping.ids.clone(),
                 chown: true,
             };
-            return Ok(store.unpacked_layer(layer, diff_id, &opts)?);
+            return Ok(store.unpacked_layer_keyed(layer, diff_id, &key, &opts)?);
         }
-        let key = self.mapping.store_key();
         Ok(store.unpacked_layer_with(diff_id, &key, |dir| {
             let ids = self
                 .unpack(store, std::slice::from_ref(layer), dir, true)
@@ -398,16 +400,31 @@ impl Sandbox {
         for d in [&upper, &work, &merged] {
             make(d)?;
         }
-        // The upper directory's own metadata is the container root's: not the umask's.
+        // The upper directory's own metadata is the container root's: not the umask's, and,
+        // for root's builds, not host root's.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755))
             .map_err(io_err("chmod", &upper))?;
+        self.own_as_container_root(&upper)?;
         Ok(RootSpec::Overlay {
             lowers,
             upper,
             work,
             merged,
         })
+    }
+
+    /// Gives `dir` (made by cairn) to the container's root where that is not who cairn is:
+    /// root's builds, whose mapped root could not write a directory host root owns.
+    fn own_as_container_root(&self, dir: &Path) -> Result<()> {
+        if self.mapping.kind != MappingKind::Root {
+            return Ok(());
+        }
+        let (uid, gid) = (
+            self.mapping.ids.uid_to_host(0),
+            self.mapping.ids.gid_to_host(0),
+        );
+        std::os::unix::fs::lchown(dir, uid, gid).map_err(io_err("chown", dir))
     }
 
     /// Applies layers onto `dir` with their owners (the copy snapshotter's trees); returns
@@ -421,6 +438,11 @@ impl Sandbox {
     ) -> Result<Vec<Digest>> {
         for l in layers {
             store.wait_blob(&l.digest)?;
+        }
+        if self.mapping.kind == MappingKind::Root {
+            let ids = unpack_as_root(store, layers, dir, overlay, &self.mapping.ids)?;
+            self.own_as_container_root(dir)?;
+            return Ok(ids);
         }
         let req = Request::Unpack {
             layers: layers
@@ -511,7 +533,9 @@ impl Sandbox {
             let result = (|| {
                 match h.recv()? {
                     Reply::Started => {}
-                    Reply::Failed { message } => return Err(Error::Sandbox(message)),
+                    Reply::Failed { message } => {
+                        return Err(Error::Sandbox(self.mapping.explain(message)));
+                    }
                     other => return Err(Error::Sandbox(format!("unexpected answer {other:?}"))),
                 }
                 let exit = match h.recv()? {
@@ -653,6 +677,42 @@ impl Sandbox {
             .map_err(|e| Error::Sandbox(format!("writing to the sandbox helper: {e}")))?;
         Ok(h)
     }
+}
+
+/// Root applies layers itself, owners mapped to the build's host range (see
+/// [`helper::unpack`] for a user's builds, which do it inside their namespace).
+fn unpack_as_root(
+    store: &Store,
+    layers: &[Descriptor],
+    dir: &Path,
+    overlay: bool,
+    ids: &cairn_layers::IdMap,
+) -> Result<Vec<Digest>> {
+    use cairn_layers::compress::{self, Compression};
+    let opts = ApplyOptions {
+        whiteouts: if overlay {
+            Whiteouts::Overlay {
+                opaque_xattr: helper::OPAQUE_XATTR,
+            }
+        } else {
+            Whiteouts::Apply
+        },
+        id_map: ids.clone(),
+        chown: true,
+    };
+    std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    let mut out = Vec::new();
+    for l in layers {
+        let c = Compression::from_media_type(&l.media_type)
+            .ok_or_else(|| cairn_layers::Error::MediaType(l.media_type.clone()))?;
+        let plain = compress::decompress(store.open_blob(&l.digest)?, c)?;
+        let mut r = cairn_layers::digest::HashingReader::new(plain);
+        cairn_layers::apply::apply_layer(&mut r, dir, &opts)?;
+        std::io::copy(&mut r, &mut std::io::sink())
+            .map_err(io_err("read", &store.blob_path(&l.digest)))?;
+        out.push(r.finish().0);
+    }
+    Ok(out)
 }
 
 /// A reader of the layer pipe that, at its end, collects the helper's verdict.

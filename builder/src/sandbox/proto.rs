@@ -121,6 +121,12 @@ pub struct RunSpec {
     pub cgroup_procs: Vec<PathBuf>,
     /// Removed (from inside the namespace) when the helper ends.
     pub cleanup: Vec<PathBuf>,
+    /// Root's builds: the helper works as root in the host's user namespace (it mounts, and
+    /// reads and writes the store, which the mapped ids cannot reach), and pid 1 enters a user
+    /// namespace with these maps just before it becomes the step's user, so the step never
+    /// holds host root's ids. `None` for a user's builds, where the helper is already inside.
+    #[serde(default)]
+    pub userns: Option<IdMap>,
 }
 
 /// The helper's answers.

@@ -38,7 +38,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let mut store = open_store(root)?;
             // Layers unpacked for RUN by a rootless user belong to its subordinate ids.
             if let Ok(exe) = std::env::current_exe() {
-                store.set_remover(cairn_builder::sandbox::Sandbox::for_removal(exe).remover());
+                let sandbox = cairn_builder::sandbox::Sandbox::for_removal(exe, &store)?;
+                store.set_remover(sandbox.remover());
             }
             image::prune(&store, &args)
         }

@@ -1,0 +1,155 @@
+//! Root's builds: mounts of host-owned trees (the context, secrets, /etc files, caches, other
+//! stages) shown to the step through an idmapped mount, so that what host root owns is the
+//! container root's, as a user's files are the container root's in a rootless build.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use cairn_layers::IdMap;
+
+use super::sys::Fail;
+
+/// The user namespace whose maps idmapped mounts use (-1: none, a user's build).
+static USERNS: AtomicI32 = AtomicI32::new(-1);
+
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Makes a user namespace with `ids` as its maps and keeps it for [`remap`]. Called by the
+/// helper before it unshares its pid namespace (the child it forks here would otherwise
+/// become that namespace's pid 1).
+pub fn prepare(ids: &IdMap) -> Result<(), Fail> {
+    let fd = userns_with(ids)?;
+    USERNS.store(fd.as_raw_fd(), Ordering::SeqCst);
+    // Kept open for the helper's life: pid 1 inherits it.
+    std::mem::forget(fd);
+    Ok(())
+}
+
+fn userns_with(ids: &IdMap) -> Result<OwnedFd, Fail> {
+    let mut ready = [0; 2];
+    let mut done = [0; 2];
+    // SAFETY: pipe2 into two-int arrays; fork in the single-threaded helper; the child only
+    // makes async-signal-safe calls before _exit.
+    unsafe {
+        if libc::pipe2(ready.as_mut_ptr(), libc::O_CLOEXEC) != 0
+            || libc::pipe2(done.as_mut_ptr(), libc::O_CLOEXEC) != 0
+        {
+            return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+        }
+        let pid = libc::fork();
+        if pid < 0 {
+            return Err(format!("fork: {}", std::io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            // Only the helper's end may hold `done` open: its close is this child's cue.
+            libc::close(ready[0]);
+            libc::close(done[1]);
+            let ok = libc::unshare(libc::CLONE_NEWUSER) == 0;
+            let byte: &[u8] = if ok { b"u" } else { b"x" };
+            libc::write(ready[1], byte.as_ptr().cast(), 1);
+            let mut b = 0u8;
+            libc::read(done[0], (&raw mut b).cast(), 1);
+            libc::_exit(0);
+        }
+        libc::close(ready[1]);
+        libc::close(done[0]);
+        let mut b = 0u8;
+        let got = libc::read(ready[0], (&raw mut b).cast(), 1);
+        let result = if got == 1 && b == b'u' {
+            super::ids::write_maps(pid as u32, ids)
+                .map_err(|e| format!("write the idmap namespace's maps: {e}"))
+                .and_then(|()| {
+                    std::fs::File::open(format!("/proc/{pid}/ns/user"))
+                        .map(OwnedFd::from)
+                        .map_err(|e| format!("open the idmap namespace: {e}"))
+                })
+        } else {
+            Err("the idmap namespace's process could not unshare".into())
+        };
+        libc::close(done[1]);
+        libc::close(ready[0]);
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        result
+    }
+}
+
+/// Replaces the mount at `target` by an idmapped copy of itself (and of what is mounted below
+/// it), when a root build prepared a namespace; a filesystem that cannot be idmapped keeps its
+/// plain mount, its files then owned by `nobody` in the step.
+pub fn remap(target: &Path) -> Result<(), Fail> {
+    let userns = USERNS.load(Ordering::SeqCst);
+    if userns < 0 {
+        return Ok(());
+    }
+    let c = super::sys::cstr(target)?;
+    // SAFETY: syscalls on a path we own and descriptors we open and close here.
+    unsafe {
+        let tree = libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as libc::c_uint
+                | libc::AT_RECURSIVE as libc::c_uint,
+        );
+        if tree < 0 {
+            return Err(format!(
+                "open_tree {}: {}",
+                target.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        let tree = OwnedFd::from_raw_fd(tree as RawFd);
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_IDMAP,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: userns as u64,
+        };
+        let empty = c"";
+        let r = libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        );
+        if r != 0 {
+            // EINVAL: this filesystem has no idmapped mounts; the plain mount stays.
+            return Ok(());
+        }
+        if libc::umount2(c.as_ptr(), libc::MNT_DETACH) != 0 {
+            return Err(format!(
+                "umount {}: {}",
+                target.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        let r = libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        );
+        if r != 0 {
+            return Err(format!(
+                "move_mount {}: {}",
+                target.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
+}
