@@ -6,7 +6,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
 use std::os::fd::FromRawFd;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -36,6 +36,11 @@ thread_local! {
     /// Directories that existed and got a mount point made in them: overlayfs copied them up
     /// only for that, so an empty copy is dropped from the layer afterwards.
     static TOUCHED: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The limits cgroup's `cgroup.procs` files, opened before the helper entered its user
+    /// namespace (or why not): the kernel checks a migration with the opener's credentials,
+    /// and mapped root may not write a file the host's root owns.
+    static CGROUP_PROCS: std::cell::RefCell<Vec<(PathBuf, Result<File, String>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 static CHILD: AtomicI32 = AtomicI32::new(0);
@@ -82,6 +87,21 @@ fn serve(control: UnixStream) -> Result<(), Fail> {
         Request::Run(spec) => spec.cleanup.clone(),
         _ => Vec::new(),
     };
+    if let Request::Run(spec) = &req {
+        let opened = spec
+            .cgroup_procs
+            .iter()
+            .map(|p| {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(p)
+                    .map_err(|e| e.to_string());
+                (p.clone(), f)
+            })
+            .collect();
+        CGROUP_PROCS.with(|c| *c.borrow_mut() = opened);
+    }
     let result = (|| {
         sys::unshare(sys::CLONE_NEWUSER)?;
         proto::send(&mut w, &Reply::Ready).map_err(|e| e.to_string())?;
@@ -486,10 +506,7 @@ fn child(spec: &RunSpec, root: &Path) -> String {
 
 fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, Fail> {
     sys::die_with_parent(libc::SIGKILL);
-    for procs in &spec.cgroup_procs {
-        std::fs::write(procs, "0")
-            .map_err(|e| format!("join the cgroup {}: {e}", procs.display()))?;
-    }
+    join_cgroups()?;
     // SAFETY: resetting handlers inherited from the helper.
     unsafe {
         libc::signal(libc::SIGTERM, libc::SIG_DFL);
@@ -621,6 +638,20 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
         );
     }
     exec(&spec.argv, &spec.env)
+}
+
+/// Moves pid 1 into the limits cgroup through the descriptors `serve` opened before the user
+/// namespace existed; a file that would not open then is tried by name now.
+fn join_cgroups() -> Result<(), Fail> {
+    let files = CGROUP_PROCS.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    for (path, file) in files {
+        let r = match file {
+            Ok(mut f) => f.write_all(b"0").map_err(|e| e.to_string()),
+            Err(open) => std::fs::write(&path, "0").map_err(|e| format!("{e} (open: {open})")),
+        };
+        r.map_err(|e| format!("join the cgroup {}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// A terminal from the container's own /dev/pts becomes the process's stdin, stdout and

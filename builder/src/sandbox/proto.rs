@@ -116,7 +116,9 @@ pub struct RunSpec {
     pub keep_upper: Option<PathBuf>,
     /// The limits' cgroup: pid 1 joins it (writing 0 to each file) before it sets up the
     /// container, so the limits bind the step's processes and never the helper, which the
-    /// OOM killer could otherwise pick (it is the largest process early in a step).
+    /// OOM killer could otherwise pick (it is the largest process early in a step). The
+    /// helper opens the files before it enters its user namespace and pid 1 writes to those
+    /// descriptors: the kernel judges a migration by the opener's credentials.
     #[serde(default)]
     pub cgroup_procs: Vec<PathBuf>,
     /// Removed (from inside the namespace) when the helper ends.
