@@ -506,6 +506,10 @@ fn child(spec: &RunSpec, root: &Path) -> String {
 
 fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, Fail> {
     sys::die_with_parent(libc::SIGKILL);
+    // A session of its own, never cairn's: the step must not reach the user's terminal
+    // (TIOCSTI pushes input into it) or signal cairn's process group. With -t the terminal
+    // becomes the new session's below.
+    sys::setsid()?;
     join_cgroups()?;
     // SAFETY: resetting handlers inherited from the helper.
     unsafe {
@@ -621,9 +625,8 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
         console(spec.uid, spec.gid)?;
     }
     if spec.tty || spec.console {
-        // SAFETY: setsid and the controlling-terminal ioctl on stdin.
+        // SAFETY: the controlling-terminal ioctl on stdin, for the session made above.
         unsafe {
-            libc::setsid();
             libc::ioctl(0, libc::TIOCSCTTY, 0);
         }
     }
@@ -710,7 +713,9 @@ fn console(uid: u32, gid: u32) -> Result<(), Fail> {
 }
 
 /// The host's device nodes that a container may use, bind-mounted onto a fresh tmpfs /dev
-/// (a user namespace cannot make device nodes).
+/// (a user namespace cannot make device nodes). /dev/tty stays, as runc keeps it: it is the
+/// generic node that opens the opener's controlling terminal, which after `setsid` is none
+/// (ENXIO) and with -t the container's own.
 fn mount_dev(dev: &Path) -> Result<(), Fail> {
     sys::mount(
         Some("tmpfs"),

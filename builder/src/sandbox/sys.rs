@@ -86,6 +86,17 @@ pub fn remount_readonly(target: &Path) -> Result<(), Fail> {
     mount(None, target, None, flags, None)
 }
 
+/// A session of its own, without a controlling terminal: the step can neither reach the
+/// user's terminal through /dev/tty nor signal cairn's process group.
+pub fn setsid() -> Result<(), Fail> {
+    // SAFETY: plain syscall.
+    let rc = unsafe { libc::setsid() };
+    if rc < 0 {
+        return Err(format!("setsid: {}", io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 pub fn umount_detach(target: &Path) -> Result<(), Fail> {
     let c = cstr(target)?;
     // SAFETY: valid path.
