@@ -7,10 +7,13 @@
 
 use std::fs;
 use std::io::Read;
-use std::process::Stdio;
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cairn_e2e::{cairn_bin, loaded_busybox, tool};
+use cairn_e2e::{Store, cairn_bin, loaded_busybox, texts, tool};
 
 /// A build context holding `dockerfile` and `files` (path, content), readable by every user.
 fn context(dockerfile: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
@@ -22,6 +25,24 @@ fn context(dockerfile: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
         fs::write(p, content).unwrap();
     }
     dir
+}
+
+/// `cairn build --progress plain --no-cache ARGS CONTEXT`, run.
+fn build(s: &Store, ctx: &Path, args: &[&str]) -> Output {
+    let mut c = s.cmd(&["build", "--progress", "plain", "--no-cache"]);
+    c.args(args).arg(ctx);
+    c.output().unwrap()
+}
+
+/// The step's output lines that carry `marker=` (the progress prefixes them with `#N `).
+fn marked(stderr: &str, marker: &str) -> Vec<String> {
+    let m = format!("{marker}=");
+    stderr
+        .lines()
+        .filter_map(|l| l.trim_end_matches('\r').split_once(' '))
+        .filter(|(step, rest)| step.starts_with('#') && rest.starts_with(&m))
+        .map(|(_, rest)| rest.to_owned())
+        .collect()
 }
 
 /// A static program that pushes a command into a terminal with TIOCSTI through fds 0-2 and
@@ -134,5 +155,151 @@ fn a_step_cannot_type_into_the_users_terminal() {
                 "{what}: {fd}:\n{out}"
             );
         }
+    }
+}
+
+/// Swaps `a` and `b` (one a directory, one a symlink to `/`) until told to stop.
+fn keep_swapping(dir: &Path, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let (a, b) = (dir.join("x"), dir.join("y"));
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &a,
+                rustix::fs::CWD,
+                &b,
+                rustix::fs::RenameFlags::EXCHANGE,
+            )
+            .unwrap();
+            n += 1;
+        }
+        n
+    })
+}
+
+/// Item D, the race: while the context's `x` keeps turning from a directory into a symlink to
+/// `/` and back, builds that bind `source=x` never see the host's root (the context's own path
+/// on the host is the marker). Bounded: 40 builds or 40 seconds.
+#[test]
+fn a_bind_source_swapped_for_a_symlink_never_mounts_the_host_root() {
+    let s = loaded_busybox();
+    let ctx = context(
+        "FROM busybox\nRUN --mount=type=bind,source=x,target=/m \
+         if [ -e /m$CTX/Dockerfile ]; then echo saw=host-root; \
+         elif [ -e /m/inside-x ]; then echo saw=x; \
+         elif [ -e /m/Dockerfile ]; then echo saw=context-root; else echo saw=other; ls /m; fi\n",
+        &[("x/inside-x", "")],
+    );
+    std::os::unix::fs::symlink("/", ctx.path().join("y")).unwrap();
+    let ctx_arg = format!("CTX={}", ctx.path().display());
+    // The context path reaches the step as a build arg: the Dockerfile reads it from ENV.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        fs::read_to_string(ctx.path().join("Dockerfile"))
+            .unwrap()
+            .replace("FROM busybox\n", "FROM busybox\nARG CTX\n"),
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = keep_swapping(ctx.path(), stop.clone());
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    let mut builds = 0;
+    while builds < 40 && started.elapsed() < Duration::from_secs(40) {
+        builds += 1;
+        let out = build(&s, ctx.path(), &["--build-arg", &ctx_arg]);
+        let (_, stderr) = texts(&out);
+        seen.extend(marked(&stderr, "saw"));
+        if seen.iter().any(|l| l == "saw=host-root") {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    assert!(
+        !seen.iter().any(|l| l == "saw=host-root"),
+        "the host's root was mounted ({builds} builds, {swaps} swaps): {seen:?}"
+    );
+    assert!(!seen.is_empty(), "no build ran the step in {builds} tries");
+    assert!(
+        seen.iter().all(|l| l == "saw=x" || l == "saw=context-root"),
+        "{seen:?}"
+    );
+}
+
+/// Records every entry that appears in `dirs` while it runs (the sandbox removes the mount
+/// points it made once the step ends, so an escape shows only while the step runs).
+fn watch(
+    dirs: Vec<std::path::PathBuf>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let mut seen = std::collections::BTreeSet::new();
+        while !stop.load(Ordering::Relaxed) {
+            for d in &dirs {
+                for e in fs::read_dir(d).unwrap() {
+                    seen.insert(e.unwrap().path().display().to_string());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        seen.into_iter().collect()
+    })
+}
+
+/// Item D, symlinked targets: an image whose `/evil` and `/etc` are absolute symlinks to host
+/// paths that exist. tmpfs, bind, cache and secret mounts through `/evil` and the hosts and
+/// resolv.conf binds through `/etc` land inside the container's root; nothing appears on the
+/// host, not even while the step runs.
+#[test]
+fn mount_targets_through_absolute_symlinks_stay_in_the_root() {
+    let s = loaded_busybox();
+    let host = tempfile::tempdir().unwrap();
+    let (evil, etc) = (host.path().join("evil"), host.path().join("etc"));
+    fs::create_dir(&evil).unwrap();
+    fs::create_dir(&etc).unwrap();
+    let secret = host.path().join("secret.txt");
+    fs::write(&secret, "s3cret").unwrap();
+    for snapshotter in ["overlay", "copy"] {
+        // An image without /etc, its place taken by a link: COPY keeps the context's links.
+        let ctx = context(
+            "FROM busybox AS base\n\
+             FROM scratch\n\
+             COPY --from=base /bin /bin\n\
+             COPY links/ /\n\
+             RUN --mount=type=tmpfs,target=/evil/tmpfs \
+             --mount=type=bind,source=f.txt,target=/evil/bind/f.txt \
+             --mount=type=cache,target=/evil/cache \
+             --mount=type=secret,id=s,target=/evil/secret \
+             echo seen=$(cat /evil/bind/f.txt)-$(cat /evil/secret) && touch /evil/tmpfs/t /evil/cache/c \
+             && grep -q localhost /etc/hosts && echo seen=hosts && sleep 1\n",
+            &[("f.txt", "ctx")],
+        );
+        fs::create_dir(ctx.path().join("links")).unwrap();
+        std::os::unix::fs::symlink(&evil, ctx.path().join("links/evil")).unwrap();
+        std::os::unix::fs::symlink(&etc, ctx.path().join("links/etc")).unwrap();
+        let src = format!("id=s,src={}", secret.display());
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = watch(vec![evil.clone(), etc.clone()], stop.clone());
+        let out = build(
+            &s,
+            ctx.path(),
+            &["--snapshotter", snapshotter, "--secret", &src],
+        );
+        stop.store(true, Ordering::Relaxed);
+        let appeared = watcher.join().unwrap();
+        let (_, stderr) = texts(&out);
+        assert!(
+            appeared.is_empty(),
+            "{snapshotter}: the step's mount points reached the host: {appeared:?}\n{stderr}"
+        );
+        assert!(out.status.success(), "{snapshotter}: {stderr}");
+        assert_eq!(
+            marked(&stderr, "seen"),
+            ["seen=ctx-s3cret", "seen=hosts"],
+            "{snapshotter}: {stderr}"
+        );
     }
 }

@@ -5,8 +5,9 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
+use std::os::fd::AsFd;
 use std::os::fd::FromRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -17,6 +18,7 @@ use cairn_layers::compress::{self, Compression};
 use cairn_layers::diff::{TarOptions, write_tree_diff, write_upperdir};
 use cairn_layers::digest::HashingReader;
 
+use super::confine::{self, Made};
 use super::proto::{self, Go, LayerBlob, MountSpec, Network, Reply, Request, RootSpec, RunSpec};
 use super::sys::{self, Fail};
 
@@ -33,9 +35,6 @@ pub const CONSOLE_FD: i32 = 5;
 pub const OPAQUE_XATTR: &str = "user.overlay.opaque";
 
 thread_local! {
-    /// Directories that existed and got a mount point made in them: overlayfs copied them up
-    /// only for that, so an empty copy is dropped from the layer afterwards.
-    static TOUCHED: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
     /// The limits cgroup's `cgroup.procs` files, opened before the helper entered its user
     /// namespace (or why not): the kernel checks a migration with the opener's credentials,
     /// and mapped root may not write a file the host's root owns.
@@ -266,33 +265,6 @@ fn mount_overlay_many(
     .map_err(|x| e("move_mount", x))
 }
 
-/// `rel` (absolute in the container) under `root`.
-fn inside(root: &Path, rel: &str) -> PathBuf {
-    root.join(rel.trim_start_matches('/'))
-}
-
-/// Makes `path` (and missing parents) as a directory or an empty file, recording what it made
-/// so that mount points never reach the layer.
-fn ensure(path: &Path, dir: bool, made: &mut Vec<PathBuf>) -> Result<(), Fail> {
-    if std::fs::symlink_metadata(path).is_ok() {
-        return Ok(());
-    }
-    if let Some(parent) = path.parent() {
-        if std::fs::symlink_metadata(parent).is_ok() {
-            TOUCHED.with(|t| t.borrow_mut().push(parent.to_path_buf()));
-        }
-        ensure(parent, true, made)?;
-    }
-    let r = if dir {
-        std::fs::DirBuilder::new().mode(0o755).create(path)
-    } else {
-        File::create(path).map(drop)
-    };
-    r.map_err(|e| format!("create mount point {}: {e}", path.display()))?;
-    made.push(path.to_path_buf());
-    Ok(())
-}
-
 fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
     let mut flags = sys::CLONE_NEWNS | sys::CLONE_NEWPID | sys::CLONE_NEWUTS | sys::CLONE_NEWIPC;
     if spec.network == Network::None {
@@ -316,17 +288,20 @@ fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
         }
         RootSpec::Copy { root, .. } => root.clone(),
     };
-    let mut made = Vec::new();
+    let root_fd = confine::open_host(&root)?;
+    let root_fd = root_fd.as_fd();
+    let mut made = Made::default();
     for d in ["proc", "dev", "sys"] {
-        ensure(&root.join(d), true, &mut made)?;
+        confine::ensure_in(root_fd, d, true, &mut made)?;
     }
     for (p, _) in &spec.etc_files {
-        ensure(&inside(&root, p), false, &mut made)?;
+        confine::ensure_in(root_fd, p, false, &mut made)?;
     }
     for m in &spec.mounts {
         match m {
             MountSpec::Bind {
                 source,
+                inside,
                 target,
                 create,
                 ..
@@ -341,45 +316,23 @@ fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
                     std::fs::set_permissions(source, std::fs::Permissions::from_mode(*mode))
                         .map_err(|e| format!("chmod {}: {e}", source.display()))?;
                 }
-                ensure(&inside(&root, target), source.is_dir(), &mut made)?;
+                // A type check only: pid 1 opens the source again to mount it.
+                let dir = open_source(source, inside.as_deref())
+                    .is_ok_and(|fd| confine::is_dir(fd.as_fd()));
+                confine::ensure_in(root_fd, target, dir, &mut made)?;
             }
-            MountSpec::Tmpfs { target, .. } => ensure(&inside(&root, target), true, &mut made)?,
+            MountSpec::Tmpfs { target, .. } => {
+                confine::ensure_in(root_fd, target, true, &mut made)?;
+            }
         }
     }
     let outcome = start_and_wait(spec, &root, w);
     // Mount points this step did not ask for go; a directory the process filled stays.
-    for p in made.iter().rev() {
-        let _ = std::fs::remove_dir(p).or_else(|_| {
-            if std::fs::metadata(p)
-                .map(|m| m.is_file() && m.len() == 0)
-                .unwrap_or(false)
-            {
-                std::fs::remove_file(p)
-            } else {
-                Ok(())
-            }
-        });
-    }
+    confine::remove_made(root_fd, &made.made);
     let (code, _) = outcome?;
     if let RootSpec::Overlay { merged, upper, .. } = &spec.root {
         sys::umount_detach(merged)?;
-        let mut touched = TOUCHED.with(|t| std::mem::take(&mut *t.borrow_mut()));
-        touched.sort();
-        touched.dedup();
-        for dir in touched.iter().rev() {
-            let Ok(rel) = dir.strip_prefix(merged) else {
-                continue;
-            };
-            if rel.as_os_str().is_empty() {
-                continue;
-            }
-            let copy = upper.join(rel);
-            let empty = std::fs::read_dir(&copy).is_ok_and(|mut d| d.next().is_none());
-            let opaque = rustix::fs::lgetxattr(&copy, OPAQUE_XATTR, &mut [0u8; 4]).is_ok();
-            if empty && !opaque {
-                let _ = std::fs::remove_dir(&copy);
-            }
-        }
+        confine::prune_touched(upper, &made.touched);
     }
     let ok = code == Some(0) && !CANCELLED.load(Ordering::SeqCst);
     // An overlay step that changed nothing has an empty upper directory: no tar at all, so
@@ -528,54 +481,50 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
         sys::MS_BIND | sys::MS_REC,
         None,
     )?;
+    // Opened after the bind, so the mounts below land on the tree pivot_root keeps; every
+    // mount point is found from here without following a link out of the root.
+    let root_fd = confine::open_host(root)?;
+    let root_fd = root_fd.as_fd();
+    let mut made = Made::default();
+    let proc = confine::ensure_in(root_fd, "/proc", true, &mut made)?;
     sys::mount(
         Some("proc"),
-        &root.join("proc"),
+        &sys::fd_path(proc.as_fd()),
         Some("proc"),
         sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC,
         None,
     )?;
-    mount_dev(&root.join("dev"))?;
-    // /sys: the host's, read-only, where the kernel allows it (a fresh sysfs needs a network
-    // namespace of our own).
-    let sys_dir = root.join("sys");
-    let ro = sys::MS_RDONLY | sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC;
-    let own_sysfs = spec.network == Network::None
-        && sys::mount(Some("sysfs"), &sys_dir, Some("sysfs"), ro, None).is_ok();
-    if !own_sysfs
-        && sys::mount(
-            Some("/sys"),
-            &sys_dir,
-            None,
-            sys::MS_BIND | sys::MS_REC,
-            None,
-        )
-        .is_ok()
-    {
-        let _ = sys::remount_readonly(&sys_dir);
-    }
+    let dev = confine::ensure_in(root_fd, "/dev", true, &mut made)?;
+    sys::mount(
+        Some("tmpfs"),
+        &sys::fd_path(dev.as_fd()),
+        Some("tmpfs"),
+        sys::MS_NOSUID,
+        Some("mode=755,size=65536k"),
+    )?;
+    // The fresh tmpfs, empty and ours alone: names made in it are what they say.
+    let dev = confine::open_in(root_fd, "/dev").map_err(|e| format!("open /dev: {e}"))?;
+    mount_dev(&sys::fd_path(dev.as_fd()))?;
+    mount_sys(spec, root_fd, &mut made)?;
     for (p, file) in &spec.etc_files {
-        let target = inside(root, p);
-        sys::mount(
-            Some(&file.display().to_string()),
-            &target,
-            None,
-            sys::MS_BIND,
-            None,
-        )?;
+        let source = confine::open_host(file)?;
+        let target = confine::ensure_in(root_fd, p, false, &mut made)?;
+        confine::bind(source.as_fd(), target.as_fd(), 0, p)?;
     }
     for m in &spec.mounts {
         match m {
             MountSpec::Bind {
                 source,
+                inside,
                 target,
                 readonly,
                 scratch,
                 ..
             } => {
-                let t = inside(root, target);
+                let src = open_source(source, inside.as_deref())?;
                 // Targets under /dev live in the fresh tmpfs, made only now.
-                ensure(&t, source.is_dir(), &mut Vec::new())?;
+                let t =
+                    confine::ensure_in(root_fd, target, confine::is_dir(src.as_fd()), &mut made)?;
                 match scratch {
                     Some(s) => {
                         let (upper, work) = (s.join("upper"), s.join("work"));
@@ -583,32 +532,35 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
                             std::fs::create_dir_all(d)
                                 .map_err(|e| format!("create {}: {e}", d.display()))?;
                         }
-                        mount_overlay(std::slice::from_ref(source), &upper, &work, &t)?;
+                        mount_overlay(
+                            &[sys::fd_path(src.as_fd())],
+                            &upper,
+                            &work,
+                            &sys::fd_path(t.as_fd()),
+                        )
+                        .map_err(|e| format!("--mount target={target}: {e}"))?;
                     }
                     None => {
-                        sys::mount(
-                            Some(&source.display().to_string()),
-                            &t,
-                            None,
-                            sys::MS_BIND | sys::MS_REC,
-                            None,
-                        )?;
-                        if *readonly {
-                            sys::remount_readonly(&t)?;
-                        }
+                        let attrs = if *readonly {
+                            libc::MOUNT_ATTR_RDONLY
+                        } else {
+                            0
+                        };
+                        confine::bind(src.as_fd(), t.as_fd(), attrs, target)?;
                     }
                 }
             }
             MountSpec::Tmpfs { target, size } => {
-                ensure(&inside(root, target), true, &mut Vec::new())?;
+                let t = confine::ensure_in(root_fd, target, true, &mut made)?;
                 let data = size.map(|s| format!("size={s}"));
                 sys::mount(
                     Some("tmpfs"),
-                    &inside(root, target),
+                    &sys::fd_path(t.as_fd()),
                     Some("tmpfs"),
                     sys::MS_NOSUID | sys::MS_NODEV,
                     data.as_deref(),
-                )?;
+                )
+                .map_err(|e| format!("--mount target={target}: {e}"))?;
             }
         }
     }
@@ -654,6 +606,41 @@ fn join_cgroups() -> Result<(), Fail> {
         };
         r.map_err(|e| format!("join the cgroup {}: {e}", path.display()))?;
     }
+    Ok(())
+}
+
+/// A bind mount's source: cairn's own path, or with `inside` a path below it resolved as if it
+/// were `/`. The descriptor is what gets mounted, so nothing can swap the path afterwards.
+fn open_source(source: &Path, inside: Option<&str>) -> Result<std::os::fd::OwnedFd, Fail> {
+    let Some(rel) = inside else {
+        return confine::open_host(source);
+    };
+    let base = confine::open_host(source)?;
+    confine::open_in(base.as_fd(), rel)
+        .map_err(|e| format!("open {rel} in {}: {e}", source.display()))
+}
+
+/// /sys: a fresh sysfs where the kernel allows it (a network namespace of our own), else the
+/// host's; read-only, nosuid, nodev and noexec on every mount of it, cgroup controllers
+/// included.
+fn mount_sys(
+    spec: &RunSpec,
+    root: std::os::fd::BorrowedFd<'_>,
+    made: &mut Made,
+) -> Result<(), Fail> {
+    let dir = confine::ensure_in(root, "/sys", true, made)?;
+    let target = sys::fd_path(dir.as_fd());
+    let ro = sys::MS_RDONLY | sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC;
+    if spec.network == Network::None
+        && sys::mount(Some("sysfs"), &target, Some("sysfs"), ro, None).is_ok()
+    {
+        return Ok(());
+    }
+    let Ok(host) = confine::open_host(Path::new("/sys")) else {
+        return Ok(());
+    };
+    // Without /sys the step still runs; with a writable one it could leave its cgroup.
+    let _ = confine::bind(host.as_fd(), dir.as_fd(), confine::LOCKED_DOWN, "/sys");
     Ok(())
 }
 
@@ -712,18 +699,11 @@ fn console(uid: u32, gid: u32) -> Result<(), Fail> {
     Ok(())
 }
 
-/// The host's device nodes that a container may use, bind-mounted onto a fresh tmpfs /dev
+/// The host's device nodes that a container may use, bind-mounted into the fresh tmpfs `dev`
 /// (a user namespace cannot make device nodes). /dev/tty stays, as runc keeps it: it is the
 /// generic node that opens the opener's controlling terminal, which after `setsid` is none
 /// (ENXIO) and with -t the container's own.
 fn mount_dev(dev: &Path) -> Result<(), Fail> {
-    sys::mount(
-        Some("tmpfs"),
-        dev,
-        Some("tmpfs"),
-        sys::MS_NOSUID,
-        Some("mode=755,size=65536k"),
-    )?;
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let target = dev.join(name);
         File::create(&target).map_err(|e| format!("create {}: {e}", target.display()))?;

@@ -67,7 +67,13 @@ pub enum Network {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum MountSpec {
     Bind {
+        /// The file or directory to bind, or with `inside` the root it is found in.
         source: PathBuf,
+        /// The source as a path below `source`, resolved by the helper as if `source` were `/`
+        /// (symlinks and `..` never leave it) on the descriptor it then mounts: the build
+        /// context and `from=` trees can change between cairn's checks and the mount.
+        #[serde(default)]
+        inside: Option<String>,
         /// An absolute path in the container.
         target: String,
         readonly: bool,

@@ -8,7 +8,7 @@ use std::path::Path;
 
 pub use libc::{
     CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS, MS_BIND,
-    MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT,
+    MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC,
 };
 
 /// An error message: "ACTION PATH: cause".
@@ -61,29 +61,58 @@ pub fn make_mounts_private() -> Result<(), Fail> {
     mount(None, Path::new("/"), None, MS_REC | MS_PRIVATE, None)
 }
 
-/// Makes an existing bind mount read-only, keeping the flags the kernel locks in a user
-/// namespace (nosuid, nodev, noexec, atime flags), which a remount may not clear.
-pub fn remount_readonly(target: &Path) -> Result<(), Fail> {
-    let c = cstr(target)?;
-    // SAFETY: statvfs into a zeroed struct.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    check(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, || {
-        format!("statvfs {}", target.display())
-    })?;
-    let mut flags = MS_BIND | MS_REMOUNT | MS_RDONLY;
-    for (st_flag, ms) in [
-        (libc::ST_NOSUID, libc::MS_NOSUID),
-        (libc::ST_NODEV, libc::MS_NODEV),
-        (libc::ST_NOEXEC, libc::MS_NOEXEC),
-        (libc::ST_NOATIME, libc::MS_NOATIME),
-        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (libc::ST_RELATIME, libc::MS_RELATIME),
-    ] {
-        if st.f_flag & st_flag != 0 {
-            flags |= ms;
-        }
+/// `struct mount_attr` of mount_setattr(2), which libc does not define.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Sets `attrs` (`MOUNT_ATTR_*`) on the mount `fd` is the root of and, with `recursive`, on
+/// every mount below it: a remount reaches only one mount, and a recursive bind brings
+/// submounts (cgroup controllers under /sys) that would otherwise keep their own flags.
+pub fn set_mount_attrs(
+    fd: std::os::fd::BorrowedFd<'_>,
+    recursive: bool,
+    attrs: u64,
+    what: &Path,
+) -> Result<(), Fail> {
+    let attr = MountAttr {
+        attr_set: attrs,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
     }
-    mount(None, target, None, flags, None)
+    // SAFETY: mount_setattr on a live descriptor with an empty path and a struct of the
+    // kernel's layout and size.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    check(rc as libc::c_int, || {
+        format!("set mount attributes on {}", what.display())
+    })
+}
+
+/// `/proc/self/fd/N`: the path a descriptor's file is reached by, for calls that take a path
+/// (mount(2)); the walk jumps to the descriptor's file without looking at a name again.
+pub fn fd_path(fd: std::os::fd::BorrowedFd<'_>) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd)
+    ))
 }
 
 /// A session of its own, without a controlling terminal: the step can neither reach the
