@@ -34,6 +34,14 @@ fn build(s: &Store, ctx: &Path, args: &[&str]) -> Output {
     c.output().unwrap()
 }
 
+/// Builds, insists on success, and returns the progress (standard error).
+fn build_ok(s: &Store, ctx: &Path, args: &[&str]) -> String {
+    let out = build(s, ctx, args);
+    let (_, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
 /// The step's output lines that carry `marker=` (the progress prefixes them with `#N `).
 fn marked(stderr: &str, marker: &str) -> Vec<String> {
     let m = format!("{marker}=");
@@ -43,6 +51,62 @@ fn marked(stderr: &str, marker: &str) -> Vec<String> {
         .filter(|(step, rest)| step.starts_with('#') && rest.starts_with(&m))
         .map(|(_, rest)| rest.to_owned())
         .collect()
+}
+
+/// A host sysctl that global uid 0 may write from any user namespace, read before and after.
+const SYSCTL: &str = "/proc/sys/fs/lease-break-time";
+
+/// Puts the host's sysctl back if a sandbox without the defence let a step change it.
+struct Restore(String);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        if fs::read_to_string(SYSCTL).is_ok_and(|now| now != self.0) {
+            let _ = fs::write(SYSCTL, &self.0);
+        }
+    }
+}
+
+/// Item A: /proc/sys and /proc/sysrq-trigger are read-only, the kernel's files are masked,
+/// and root in the step can neither unmount nor remount the masks nor mount a procfs of its
+/// own. The host's sysctl keeps its value.
+#[test]
+fn proc_is_masked_and_read_only_and_the_masks_stay() {
+    let s = loaded_busybox();
+    let before = fs::read_to_string(SYSCTL).unwrap();
+    let _restore = Restore(before.clone());
+    let new = if before.trim() == "44" { "43" } else { "44" };
+    let script = format!(
+        "try() {{ if ( eval \"$2\" ) 2>/dev/null; then echo \"breach=$1\"; else echo \"held=$1\"; fi; }}; \
+         try sysctl 'echo {new} > {SYSCTL}'; \
+         try sysrq ': > /proc/sysrq-trigger'; \
+         try kcore 'test -s /proc/kcore'; \
+         try keys '[ -n \"$(head -c 64 /proc/keys)\" ]'; \
+         try timer_list '[ -n \"$(head -c 64 /proc/timer_list)\" ]'; \
+         try interrupts '[ -n \"$(head -c 64 /proc/interrupts)\" ]'; \
+         try umount 'umount /proc/sys'; \
+         try umount-lazy 'umount -l /proc/sysrq-trigger'; \
+         try remount 'mount -o remount,rw /proc/sys'; \
+         try bind-remount 'mount -o remount,bind,rw /proc/sys'; \
+         try mount-proc 'mkdir -p /p && mount -t proc proc /p'; \
+         try sysctl-after 'echo {new} > {SYSCTL}'; \
+         try ro 'grep -q \" /proc/sys proc ro,\" /proc/mounts || exit 0; exit 1'; \
+         true"
+    );
+    for network in ["default", "none"] {
+        let ctx = context(
+            &format!("FROM busybox\nRUN --network={network} {script}\n"),
+            &[],
+        );
+        let stderr = build_ok(&s, ctx.path(), &[]);
+        let breaches = marked(&stderr, "breach");
+        assert!(
+            breaches.is_empty(),
+            "--network={network}: {breaches:?}\n{stderr}"
+        );
+        assert_eq!(marked(&stderr, "held").len(), 13, "{stderr}");
+        assert_eq!(fs::read_to_string(SYSCTL).unwrap(), before);
+    }
 }
 
 /// A static program that pushes a command into a terminal with TIOCSTI through fds 0-2 and

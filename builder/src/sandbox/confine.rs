@@ -1,6 +1,6 @@
 //! Paths inside a container's root resolved as if that root were `/` (no symlink or `..`
-//! leaves it), mount points made with *at calls on directory descriptors, binds of
-//! descriptors, and the cleanup of what was made.
+//! leaves it), mount points made with *at calls on directory descriptors, the masks over
+//! /proc and /sys, and the cleanup of what was made.
 //!
 //! The root's contents belong to the image and to earlier steps, so every name in it may be a
 //! symlink chosen by an attacker: a path is never joined onto the root and handed to a call
@@ -18,6 +18,33 @@ use super::sys::{self, Fail};
 
 /// Symlinks followed in one path before giving up, as the kernel's own limit.
 const MAX_LINKS: u32 = 40;
+
+/// runc's and Docker's default `maskedPaths`: files get /dev/null over them, directories an
+/// empty read-only tmpfs. Kernel memory, keys, timers and hardware details of the host.
+pub const MASKED: [&str; 12] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// runc's and Docker's default `readonlyPaths`: bound onto themselves read-only. The kernel
+/// grants writes to sysctls to global uid 0 whatever the user namespace.
+pub const READ_ONLY: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
 
 /// What [`ensure_in`] created (to remove after the step) and the existing directories it
 /// created entries in (overlayfs copied those up only for a mount point), relative to the root.
@@ -261,6 +288,36 @@ pub const LOCKED_DOWN: u64 = libc::MOUNT_ATTR_RDONLY
     | libc::MOUNT_ATTR_NOSUID
     | libc::MOUNT_ATTR_NODEV
     | libc::MOUNT_ATTR_NOEXEC;
+
+/// [`MASKED`] and [`READ_ONLY`] over the container's /proc and /sys (already mounted); a path
+/// this kernel lacks needs nothing.
+pub fn mask(root: BorrowedFd<'_>) -> Result<(), Fail> {
+    for p in READ_ONLY {
+        let Ok(fd) = open_in(root, p) else {
+            continue;
+        };
+        bind(fd.as_fd(), fd.as_fd(), LOCKED_DOWN, p)?;
+    }
+    let null = open_host(Path::new("/dev/null"))?;
+    for p in MASKED {
+        let Ok(fd) = open_in(root, p) else {
+            continue;
+        };
+        if is_dir(fd.as_fd()) {
+            sys::mount(
+                Some("tmpfs"),
+                &sys::fd_path(fd.as_fd()),
+                Some("tmpfs"),
+                sys::MS_RDONLY | sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC,
+                Some("size=0,mode=0555"),
+            )
+            .map_err(|e| format!("mask {p}: {e}"))?;
+        } else {
+            bind(null.as_fd(), fd.as_fd(), 0, p)?;
+        }
+    }
+    Ok(())
+}
 
 #[cfg(test)]
 mod tests {

@@ -506,6 +506,7 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
     let dev = confine::open_in(root_fd, "/dev").map_err(|e| format!("open /dev: {e}"))?;
     mount_dev(&sys::fd_path(dev.as_fd()))?;
     mount_sys(spec, root_fd, &mut made)?;
+    confine::mask(root_fd)?;
     for (p, file) in &spec.etc_files {
         let source = confine::open_host(file)?;
         let target = confine::ensure_in(root_fd, p, false, &mut made)?;
@@ -582,6 +583,7 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
             libc::ioctl(0, libc::TIOCSCTTY, 0);
         }
     }
+    sys::drop_capabilities()?;
     sys::set_credentials(spec.uid, spec.gid, &spec.groups)?;
     // SAFETY: marks every descriptor above stderr close-on-exec.
     unsafe {

@@ -126,6 +126,61 @@ pub fn setsid() -> Result<(), Fail> {
     Ok(())
 }
 
+/// The capabilities a step keeps: Docker's (and BuildKit's) default set. Without
+/// CAP_SYS_ADMIN among them, root in the container cannot unmount or remount what masks
+/// /proc and /sys, nor mount anything of its own.
+pub const KEPT_CAPS: [u32; 14] = [
+    0,  // CAP_CHOWN
+    1,  // CAP_DAC_OVERRIDE
+    3,  // CAP_FOWNER
+    4,  // CAP_FSETID
+    5,  // CAP_KILL
+    6,  // CAP_SETGID
+    7,  // CAP_SETUID
+    8,  // CAP_SETPCAP
+    10, // CAP_NET_BIND_SERVICE
+    13, // CAP_NET_RAW
+    18, // CAP_SYS_CHROOT
+    27, // CAP_MKNOD
+    29, // CAP_AUDIT_WRITE
+    31, // CAP_SETFCAP
+];
+
+/// Drops every capability outside [`KEPT_CAPS`] from the bounding set and the ambient and
+/// inheritable sets, so that no exec (setuid root included) can regain them.
+pub fn drop_capabilities() -> Result<(), Fail> {
+    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(40);
+    for cap in 0..=last {
+        if KEPT_CAPS.contains(&cap) {
+            continue;
+        }
+        // SAFETY: plain prctl calls.
+        let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        if rc != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+            return Err(format!(
+                "drop capability {cap}: {}",
+                io::Error::last_os_error()
+            ));
+        }
+    }
+    // SAFETY: clears the ambient set; no pointers.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
+    }
+    let mut caps = rustix::thread::capabilities(None).map_err(|e| format!("capget: {e}"))?;
+    caps.inheritable = rustix::thread::CapabilitySet::empty();
+    rustix::thread::set_capabilities(None, caps).map_err(|e| format!("capset: {e}"))
+}
+
 pub fn umount_detach(target: &Path) -> Result<(), Fail> {
     let c = cstr(target)?;
     // SAFETY: valid path.
