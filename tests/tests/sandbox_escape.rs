@@ -109,6 +109,54 @@ fn proc_is_masked_and_read_only_and_the_masks_stay() {
     }
 }
 
+/// Item B: with limits (which apply where cairn can write a cgroup: as root here), the step
+/// sees only its own cgroup (`0::/`), /sys/fs/cgroup is a read-only view without the host's
+/// hierarchies, and every write that would move it out of its limits or change them fails.
+/// The attacks write only what is there already (a pid, a limit's own value), so a sandbox
+/// without the defence is not harmed by them either.
+#[test]
+fn the_step_cannot_leave_or_change_its_cgroup() {
+    let s = loaded_busybox();
+    let script = "try() { if ( eval \"$2\" ) 2>/dev/null; then echo \"breach=$1\"; else echo \"held=$1\"; fi; }; \
+         cat /proc/self/cgroup | sed 's/^/cgroup=/'; \
+         join() { [ -f \"$1\" ] && echo $$ > \"$1\"; }; \
+         try join-root 'join /sys/fs/cgroup/cgroup.procs'; \
+         try join-v1-memory 'join /sys/fs/cgroup/memory/cgroup.procs'; \
+         try join-v1-pids 'join /sys/fs/cgroup/pids/cgroup.procs'; \
+         try join-any 'for f in $(find /sys/fs/cgroup -name cgroup.procs); do join $f && exit 0; done; exit 1'; \
+         try host-v1-visible 'test -e /sys/fs/cgroup/memory || test -e /sys/fs/cgroup/unified'; \
+         try rewrite-limit 'for f in $(find /sys/fs/cgroup -type f -name memory.max -o -type f -name memory.limit_in_bytes -o -type f -name pids.max); do v=$(cat $f) && echo $v > $f && exit 0; done; exit 1'; \
+         try mkdir 'mkdir /sys/fs/cgroup/escape-$$ && rmdir /sys/fs/cgroup/escape-$$'; \
+         try umount 'umount /sys/fs/cgroup'; \
+         try remount 'mount -o remount,rw /sys/fs/cgroup'; \
+         try remount-sys 'mount -o remount,rw /sys'; \
+         try mount-cgroup 'mkdir -p /cg && mount -t cgroup2 none /cg'; \
+         try rw-mount 'grep \" /sys/fs/cgroup \" /proc/mounts | grep -qv \" ro,\"'; \
+         true";
+    for network in ["default", "none"] {
+        let ctx = context(
+            &format!("FROM busybox\nRUN --network={network} {script}\n"),
+            &[],
+        );
+        let stderr = build_ok(&s, ctx.path(), &["--memory", "64m", "--pids-limit", "50"]);
+        let breaches = marked(&stderr, "breach");
+        assert!(
+            breaches.is_empty(),
+            "--network={network}: {breaches:?}\n{stderr}"
+        );
+        assert_eq!(marked(&stderr, "held").len(), 12, "{stderr}");
+        let cgroups = marked(&stderr, "cgroup");
+        assert!(!cgroups.is_empty(), "{stderr}");
+        for line in &cgroups {
+            assert!(
+                line.ends_with(":/"),
+                "the step sees a cgroup above its own: {cgroups:?}"
+            );
+        }
+        assert!(cgroups.iter().any(|l| l == "cgroup=0::/"), "{cgroups:?}");
+    }
+}
+
 /// A static program that pushes a command into a terminal with TIOCSTI through fds 0-2 and
 /// /dev/tty, and reports its session. Compiled here: busybox has no TIOCSTI.
 const TIOCSTI_C: &str = r#"

@@ -319,6 +319,26 @@ pub fn mask(root: BorrowedFd<'_>) -> Result<(), Fail> {
     Ok(())
 }
 
+/// /sys/fs/cgroup as the step's cgroup namespace sees it (its own cgroup at the top), read-only;
+/// an empty read-only tmpfs where cgroup2 will not mount. Never the host's tree.
+pub fn mount_cgroup(root: BorrowedFd<'_>) -> Result<(), Fail> {
+    let Ok(fd) = open_in(root, "/sys/fs/cgroup") else {
+        return Ok(());
+    };
+    let target = sys::fd_path(fd.as_fd());
+    let ro = sys::MS_RDONLY | sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC;
+    if sys::mount(Some("cgroup2"), &target, Some("cgroup2"), ro, None).is_ok() {
+        return Ok(());
+    }
+    sys::mount(
+        Some("tmpfs"),
+        &target,
+        Some("tmpfs"),
+        ro,
+        Some("size=0,mode=0555"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

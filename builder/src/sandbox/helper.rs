@@ -464,6 +464,9 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
     // becomes the new session's below.
     sys::setsid()?;
     join_cgroups()?;
+    // Its own cgroup namespace, rooted at the limits cgroup just joined: /proc/self/cgroup and
+    // the cgroup2 mount below show nothing above it, so the step cannot move out of it.
+    sys::unshare(sys::CLONE_NEWCGROUP)?;
     // SAFETY: resetting handlers inherited from the helper.
     unsafe {
         libc::signal(libc::SIGTERM, libc::SIG_DFL);
@@ -507,6 +510,7 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
     mount_dev(&sys::fd_path(dev.as_fd()))?;
     mount_sys(spec, root_fd, &mut made)?;
     confine::mask(root_fd)?;
+    confine::mount_cgroup(root_fd)?;
     for (p, file) in &spec.etc_files {
         let source = confine::open_host(file)?;
         let target = confine::ensure_in(root_fd, p, false, &mut made)?;
