@@ -111,7 +111,8 @@ fn proc_is_masked_and_read_only_and_the_masks_stay() {
 
 /// Item B: with limits (which apply where cairn can write a cgroup: as root here), the step
 /// sees only its own cgroup (`0::/`), /sys/fs/cgroup is a read-only view without the host's
-/// hierarchies, and every write that would move it out of its limits or change them fails.
+/// hierarchies (no cgroup below its top: the step's own cgroup has none), and every write
+/// that would move it out of its limits or change them fails.
 /// The attacks write only what is there already (a pid, a limit's own value), so a sandbox
 /// without the defence is not harmed by them either.
 #[test]
@@ -125,6 +126,7 @@ fn the_step_cannot_leave_or_change_its_cgroup() {
          try join-v1-pids 'join /sys/fs/cgroup/pids/cgroup.procs'; \
          try join-any 'for f in $(find /sys/fs/cgroup -name cgroup.procs); do join $f && exit 0; done; exit 1'; \
          try host-v1-visible 'test -e /sys/fs/cgroup/memory || test -e /sys/fs/cgroup/unified'; \
+         try host-tree 'find /sys/fs/cgroup -mindepth 1 -maxdepth 1 -type d | grep -q .'; \
          try rewrite-limit 'for f in $(find /sys/fs/cgroup -type f -name memory.max -o -type f -name memory.limit_in_bytes -o -type f -name pids.max); do v=$(cat $f) && echo $v > $f && exit 0; done; exit 1'; \
          try mkdir 'mkdir /sys/fs/cgroup/escape-$$ && rmdir /sys/fs/cgroup/escape-$$'; \
          try umount 'umount /sys/fs/cgroup'; \
@@ -144,7 +146,7 @@ fn the_step_cannot_leave_or_change_its_cgroup() {
             breaches.is_empty(),
             "--network={network}: {breaches:?}\n{stderr}"
         );
-        assert_eq!(marked(&stderr, "held").len(), 12, "{stderr}");
+        assert_eq!(marked(&stderr, "held").len(), 13, "{stderr}");
         let cgroups = marked(&stderr, "cgroup");
         assert!(!cgroups.is_empty(), "{stderr}");
         for line in &cgroups {

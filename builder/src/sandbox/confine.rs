@@ -319,15 +319,17 @@ pub fn mask(root: BorrowedFd<'_>) -> Result<(), Fail> {
     Ok(())
 }
 
-/// /sys/fs/cgroup as the step's cgroup namespace sees it (its own cgroup at the top), read-only;
-/// an empty read-only tmpfs where cgroup2 will not mount. Never the host's tree.
-pub fn mount_cgroup(root: BorrowedFd<'_>) -> Result<(), Fail> {
+/// /sys/fs/cgroup as the step's cgroup namespace sees it (its own cgroup at the top), read-only,
+/// when the step joined a cgroup2 cgroup of its own (`own_cgroup2`); otherwise, or where cgroup2
+/// will not mount, an empty read-only tmpfs. Never the host's tree: without a cgroup of its own
+/// (no limits, or v1 controllers) the namespace's cgroup2 root is cairn's cgroup or the host's.
+pub fn mount_cgroup(root: BorrowedFd<'_>, own_cgroup2: bool) -> Result<(), Fail> {
     let Ok(fd) = open_in(root, "/sys/fs/cgroup") else {
         return Ok(());
     };
     let target = sys::fd_path(fd.as_fd());
     let ro = sys::MS_RDONLY | sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC;
-    if sys::mount(Some("cgroup2"), &target, Some("cgroup2"), ro, None).is_ok() {
+    if own_cgroup2 && sys::mount(Some("cgroup2"), &target, Some("cgroup2"), ro, None).is_ok() {
         return Ok(());
     }
     sys::mount(

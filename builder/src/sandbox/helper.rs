@@ -463,7 +463,7 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
     // (TIOCSTI pushes input into it) or signal cairn's process group. With -t the terminal
     // becomes the new session's below.
     sys::setsid()?;
-    join_cgroups()?;
+    let own_cgroup2 = join_cgroups()?;
     // Its own cgroup namespace, rooted at the limits cgroup just joined: /proc/self/cgroup and
     // the cgroup2 mount below show nothing above it, so the step cannot move out of it.
     sys::unshare(sys::CLONE_NEWCGROUP)?;
@@ -510,7 +510,7 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
     mount_dev(&sys::fd_path(dev.as_fd()))?;
     mount_sys(spec, root_fd, &mut made)?;
     confine::mask(root_fd)?;
-    confine::mount_cgroup(root_fd)?;
+    confine::mount_cgroup(root_fd, own_cgroup2)?;
     for (p, file) in &spec.etc_files {
         let source = confine::open_host(file)?;
         let target = confine::ensure_in(root_fd, p, false, &mut made)?;
@@ -602,17 +602,27 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
 }
 
 /// Moves pid 1 into the limits cgroup through the descriptors `serve` opened before the user
-/// namespace existed; a file that would not open then is tried by name now.
-fn join_cgroups() -> Result<(), Fail> {
+/// namespace existed; a file that would not open then is tried by name now. Whether one of
+/// them was a cgroup2 cgroup: only then is the cgroup2 root of the namespace the step's own.
+fn join_cgroups() -> Result<bool, Fail> {
+    /// `CGROUP2_SUPER_MAGIC`.
+    const CGROUP2: u64 = 0x6367_7270;
     let files = CGROUP_PROCS.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    let mut v2 = false;
     for (path, file) in files {
         let r = match file {
-            Ok(mut f) => f.write_all(b"0").map_err(|e| e.to_string()),
-            Err(open) => std::fs::write(&path, "0").map_err(|e| format!("{e} (open: {open})")),
+            Ok(mut f) => {
+                v2 |= rustix::fs::fstatfs(&f).is_ok_and(|s| s.f_type as u64 == CGROUP2);
+                f.write_all(b"0").map_err(|e| e.to_string())
+            }
+            Err(open) => {
+                v2 |= rustix::fs::statfs(&path).is_ok_and(|s| s.f_type as u64 == CGROUP2);
+                std::fs::write(&path, "0").map_err(|e| format!("{e} (open: {open})"))
+            }
         };
         r.map_err(|e| format!("join the cgroup {}: {e}", path.display()))?;
     }
-    Ok(())
+    Ok(v2)
 }
 
 /// A bind mount's source: cairn's own path, or with `inside` a path below it resolved as if it
