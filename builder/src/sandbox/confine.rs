@@ -283,6 +283,34 @@ pub fn bind(
     .map_err(|e| format!("bind {what}: move_mount: {e}"))
 }
 
+/// A bind mount's source: cairn's own path, or with `inside` a path below it resolved as if it
+/// were `/`. The descriptor is what gets mounted, so nothing can swap the path afterwards.
+pub fn open_source(source: &Path, inside: Option<&str>) -> Result<OwnedFd, Fail> {
+    let Some(rel) = inside else {
+        return open_host(source);
+    };
+    let base = open_host(source)?;
+    open_in(base.as_fd(), rel).map_err(|e| format!("open {rel} in {}: {e}", source.display()))
+}
+
+/// /sys: a fresh sysfs where the kernel allows it (`own_netns`: a network namespace of our
+/// own), else the host's; read-only, nosuid, nodev and noexec on every mount of it, cgroup
+/// controllers included.
+pub fn mount_sys(root: BorrowedFd<'_>, own_netns: bool, made: &mut Made) -> Result<(), Fail> {
+    let dir = ensure_in(root, "/sys", true, made)?;
+    let target = sys::fd_path(dir.as_fd());
+    let ro = sys::MS_RDONLY | sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC;
+    if own_netns && sys::mount(Some("sysfs"), &target, Some("sysfs"), ro, None).is_ok() {
+        return Ok(());
+    }
+    let Ok(host) = open_host(Path::new("/sys")) else {
+        return Ok(());
+    };
+    // Without /sys the step still runs; with a writable one it could leave its cgroup.
+    let _ = bind(host.as_fd(), dir.as_fd(), LOCKED_DOWN, "/sys");
+    Ok(())
+}
+
 /// Read-only, nosuid, nodev, noexec.
 pub const LOCKED_DOWN: u64 = libc::MOUNT_ATTR_RDONLY
     | libc::MOUNT_ATTR_NOSUID

@@ -317,7 +317,7 @@ fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
                         .map_err(|e| format!("chmod {}: {e}", source.display()))?;
                 }
                 // A type check only: pid 1 opens the source again to mount it.
-                let dir = open_source(source, inside.as_deref())
+                let dir = confine::open_source(source, inside.as_deref())
                     .is_ok_and(|fd| confine::is_dir(fd.as_fd()));
                 confine::ensure_in(root_fd, target, dir, &mut made)?;
             }
@@ -508,7 +508,7 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
     // The fresh tmpfs, empty and ours alone: names made in it are what they say.
     let dev = confine::open_in(root_fd, "/dev").map_err(|e| format!("open /dev: {e}"))?;
     mount_dev(&sys::fd_path(dev.as_fd()))?;
-    mount_sys(spec, root_fd, &mut made)?;
+    confine::mount_sys(root_fd, spec.network == Network::None, &mut made)?;
     confine::mask(root_fd)?;
     confine::mount_cgroup(root_fd, own_cgroup2)?;
     for (p, file) in &spec.etc_files {
@@ -526,7 +526,7 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
                 scratch,
                 ..
             } => {
-                let src = open_source(source, inside.as_deref())?;
+                let src = confine::open_source(source, inside.as_deref())?;
                 // Targets under /dev live in the fresh tmpfs, made only now.
                 let t =
                     confine::ensure_in(root_fd, target, confine::is_dir(src.as_fd()), &mut made)?;
@@ -623,41 +623,6 @@ fn join_cgroups() -> Result<bool, Fail> {
         r.map_err(|e| format!("join the cgroup {}: {e}", path.display()))?;
     }
     Ok(v2)
-}
-
-/// A bind mount's source: cairn's own path, or with `inside` a path below it resolved as if it
-/// were `/`. The descriptor is what gets mounted, so nothing can swap the path afterwards.
-fn open_source(source: &Path, inside: Option<&str>) -> Result<std::os::fd::OwnedFd, Fail> {
-    let Some(rel) = inside else {
-        return confine::open_host(source);
-    };
-    let base = confine::open_host(source)?;
-    confine::open_in(base.as_fd(), rel)
-        .map_err(|e| format!("open {rel} in {}: {e}", source.display()))
-}
-
-/// /sys: a fresh sysfs where the kernel allows it (a network namespace of our own), else the
-/// host's; read-only, nosuid, nodev and noexec on every mount of it, cgroup controllers
-/// included.
-fn mount_sys(
-    spec: &RunSpec,
-    root: std::os::fd::BorrowedFd<'_>,
-    made: &mut Made,
-) -> Result<(), Fail> {
-    let dir = confine::ensure_in(root, "/sys", true, made)?;
-    let target = sys::fd_path(dir.as_fd());
-    let ro = sys::MS_RDONLY | sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC;
-    if spec.network == Network::None
-        && sys::mount(Some("sysfs"), &target, Some("sysfs"), ro, None).is_ok()
-    {
-        return Ok(());
-    }
-    let Ok(host) = confine::open_host(Path::new("/sys")) else {
-        return Ok(());
-    };
-    // Without /sys the step still runs; with a writable one it could leave its cgroup.
-    let _ = confine::bind(host.as_fd(), dir.as_fd(), confine::LOCKED_DOWN, "/sys");
-    Ok(())
 }
 
 /// A terminal from the container's own /dev/pts becomes the process's stdin, stdout and
