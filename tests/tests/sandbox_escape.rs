@@ -365,8 +365,8 @@ fn watch(
 
 /// Item D, symlinked targets: an image whose `/evil` and `/etc` are absolute symlinks to host
 /// paths that exist. tmpfs, bind, cache and secret mounts through `/evil` and the hosts and
-/// resolv.conf binds through `/etc` land inside the container's root; nothing appears on the
-/// host, not even while the step runs.
+/// resolv.conf binds through `/etc` land inside the container's root, and so do `cairn run`'s
+/// volume and binds in that image; nothing appears on the host, not even while the step runs.
 #[test]
 fn mount_targets_through_absolute_symlinks_stay_in_the_root() {
     let s = loaded_busybox();
@@ -376,6 +376,8 @@ fn mount_targets_through_absolute_symlinks_stay_in_the_root() {
     fs::create_dir(&etc).unwrap();
     let secret = host.path().join("secret.txt");
     fs::write(&secret, "s3cret").unwrap();
+    let vol = tempfile::tempdir().unwrap();
+    fs::write(vol.path().join("v.txt"), "vol\n").unwrap();
     for snapshotter in ["overlay", "copy"] {
         // An image without /etc, its place taken by a link: COPY keeps the context's links.
         let ctx = context(
@@ -397,10 +399,11 @@ fn mount_targets_through_absolute_symlinks_stay_in_the_root() {
         let src = format!("id=s,src={}", secret.display());
         let stop = Arc::new(AtomicBool::new(false));
         let watcher = watch(vec![evil.clone(), etc.clone()], stop.clone());
+        let tag = format!("links-{snapshotter}");
         let out = build(
             &s,
             ctx.path(),
-            &["--snapshotter", snapshotter, "--secret", &src],
+            &["--snapshotter", snapshotter, "--secret", &src, "-t", &tag],
         );
         stop.store(true, Ordering::Relaxed);
         let appeared = watcher.join().unwrap();
@@ -415,5 +418,24 @@ fn mount_targets_through_absolute_symlinks_stay_in_the_root() {
             ["seen=ctx-s3cret", "seen=hosts"],
             "{snapshotter}: {stderr}"
         );
+
+        // `cairn run -v` into the same image: the volume's target and the hosts bind too.
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = watch(vec![evil.clone(), etc.clone()], stop.clone());
+        let volume = format!("{}:/evil/vol", vol.path().display());
+        let out = s
+            .cmd(&["run", "--rm", "-v", &volume, &tag])
+            .args(["sh", "-c", "cat /evil/vol/v.txt && grep -c localhost /etc/hosts >/dev/null && echo hosts && sleep 1"])
+            .output()
+            .unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let appeared = watcher.join().unwrap();
+        let (stdout, stderr) = texts(&out);
+        assert!(
+            appeared.is_empty(),
+            "{snapshotter}: cairn run's mount points reached the host: {appeared:?}\n{stderr}"
+        );
+        assert!(out.status.success(), "{snapshotter}: {stderr}");
+        assert_eq!(stdout, "vol\nhosts\n", "{snapshotter}: {stderr}");
     }
 }
