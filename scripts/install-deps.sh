@@ -10,8 +10,10 @@ set -euo pipefail
 # docker-registry: the real registry server the registry tests push to and pull from;
 # apache2-utils: htpasswd -B for its basic-auth user file; openssl: the tests' CA, server
 # certificates and the token server's signing key and signatures.
+# gcc, libc6-dev: the sandbox tests compile a small static program that calls TIOCSTI, which
+# busybox cannot do.
 packages=(uidmap busybox-static skopeo umoci oci-image-tool podman runc jq pigz bzip2 xz-utils zstd
-  docker-registry apache2-utils openssl)
+  docker-registry apache2-utils openssl gcc libc6-dev)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -167,6 +167,7 @@ pub fn run(
         .iter()
         .map(|v| MountSpec::Bind {
             source: v.host.clone(),
+            inside: None,
             target: meta::clean_abs(&v.container),
             readonly: v.readonly,
             scratch: None,

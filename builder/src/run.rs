@@ -177,6 +177,7 @@ pub(crate) fn run_step(
                     let target = format!("/dev/pipes/{}", h.name);
                     mounts.push(MountSpec::Bind {
                         source: script,
+                        inside: None,
                         target: target.clone(),
                         readonly: true,
                         scratch: None,
@@ -382,7 +383,12 @@ fn mount_source_identity(cx: &Ctx<'_>, m: &Mount, step_id: usize) -> Result<Stri
     };
     let source = resolve_in(&root, &rel)?;
     let mut key = crate::cache::KeyHasher::new("TREE", &crate::cache::Key::root());
-    for e in walkdir::WalkDir::new(&source).sort_by_file_name() {
+    // Never through a link at the top: the source may have been swapped for one since it was
+    // resolved, and the walk would then read the host.
+    for e in walkdir::WalkDir::new(&source)
+        .follow_root_links(false)
+        .sort_by_file_name()
+    {
         let e = e.map_err(|e| Error::Instruction {
             instruction: "RUN".into(),
             message: format!("reading {}: {e}", source.display()),
@@ -529,6 +535,7 @@ fn mount_spec(
                 .unwrap_or_else(|| format!("/run/secrets/{id}"));
             out.push(MountSpec::Bind {
                 source: file,
+                inside: None,
                 target,
                 readonly: true,
                 scratch: None,
@@ -619,6 +626,7 @@ fn mount_spec(
             }
             out.push(MountSpec::Bind {
                 source,
+                inside: None,
                 target,
                 readonly: m.readonly,
                 scratch: None,
@@ -639,13 +647,16 @@ fn mount_spec(
                 None => cx.context.root().to_path_buf(),
                 Some(from) => from_root(cx, from, base)?.0,
             };
+            // Checked here for a clear error; the helper resolves it again below the root
+            // and mounts what it opened, since the tree may change in between.
             let source = resolve_in(&root, &source_rel)?;
             if !source.exists() {
                 return Err(bad(format!("source {source_rel:?} does not exist")));
             }
             let scratch = (!m.readonly).then(|| base.join(format!("bind-{}", out.len())));
             out.push(MountSpec::Bind {
-                source,
+                source: root,
+                inside: Some(meta::clean_abs(&format!("/{source_rel}"))),
                 target: absolute(target),
                 readonly: true,
                 scratch,

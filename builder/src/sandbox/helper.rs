@@ -5,8 +5,9 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
+use std::os::fd::AsFd;
 use std::os::fd::FromRawFd;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -17,6 +18,7 @@ use cairn_layers::compress::{self, Compression};
 use cairn_layers::diff::{TarOptions, write_tree_diff, write_upperdir};
 use cairn_layers::digest::HashingReader;
 
+use super::confine::{self, Made};
 use super::idmapped;
 use super::proto::{self, Go, LayerBlob, MountSpec, Network, Reply, Request, RootSpec, RunSpec};
 use super::sys::{self, Fail};
@@ -34,9 +36,11 @@ pub const CONSOLE_FD: i32 = 5;
 pub const OPAQUE_XATTR: &str = "user.overlay.opaque";
 
 thread_local! {
-    /// Directories that existed and got a mount point made in them: overlayfs copied them up
-    /// only for that, so an empty copy is dropped from the layer afterwards.
-    static TOUCHED: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The limits cgroup's `cgroup.procs` files, opened before the helper entered its user
+    /// namespace (or why not): the kernel checks a migration with the opener's credentials,
+    /// and mapped root may not write a file the host's root owns.
+    static CGROUP_PROCS: std::cell::RefCell<Vec<(PathBuf, Result<File, String>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 static CHILD: AtomicI32 = AtomicI32::new(0);
@@ -86,6 +90,21 @@ fn serve(control: UnixStream) -> Result<(), Fail> {
     // Root's helper stays in the host's user namespace: it needs root's reach into the store,
     // and its pid 1 alone enters a user namespace with the build's (unprivileged) maps.
     let host_root = rustix::process::getuid().is_root();
+    if let Request::Run(spec) = &req {
+        let opened = spec
+            .cgroup_procs
+            .iter()
+            .map(|p| {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(p)
+                    .map_err(|e| e.to_string());
+                (p.clone(), f)
+            })
+            .collect();
+        CGROUP_PROCS.with(|c| *c.borrow_mut() = opened);
+    }
     let result = (|| {
         if host_root {
             if let Request::Run(spec) = &req
@@ -258,33 +277,6 @@ fn mount_overlay_many(
     .map_err(|x| e("move_mount", x))
 }
 
-/// `rel` (absolute in the container) under `root`.
-fn inside(root: &Path, rel: &str) -> PathBuf {
-    root.join(rel.trim_start_matches('/'))
-}
-
-/// Makes `path` (and missing parents) as a directory or an empty file, recording what it made
-/// so that mount points never reach the layer.
-fn ensure(path: &Path, dir: bool, made: &mut Vec<PathBuf>) -> Result<(), Fail> {
-    if std::fs::symlink_metadata(path).is_ok() {
-        return Ok(());
-    }
-    if let Some(parent) = path.parent() {
-        if std::fs::symlink_metadata(parent).is_ok() {
-            TOUCHED.with(|t| t.borrow_mut().push(parent.to_path_buf()));
-        }
-        ensure(parent, true, made)?;
-    }
-    let r = if dir {
-        std::fs::DirBuilder::new().mode(0o755).create(path)
-    } else {
-        File::create(path).map(drop)
-    };
-    r.map_err(|e| format!("create mount point {}: {e}", path.display()))?;
-    made.push(path.to_path_buf());
-    Ok(())
-}
-
 fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
     if let Some(ids) = &spec.userns {
         idmapped::prepare(ids)?;
@@ -311,17 +303,20 @@ fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
         }
         RootSpec::Copy { root, .. } => root.clone(),
     };
-    let mut made = Vec::new();
+    let root_fd = confine::open_host(&root)?;
+    let root_fd = root_fd.as_fd();
+    let mut made = Made::default();
     for d in ["proc", "dev", "sys"] {
-        ensure(&root.join(d), true, &mut made)?;
+        confine::ensure_in(root_fd, d, true, &mut made)?;
     }
     for (p, _) in &spec.etc_files {
-        ensure(&inside(&root, p), false, &mut made)?;
+        confine::ensure_in(root_fd, p, false, &mut made)?;
     }
     for m in &spec.mounts {
         match m {
             MountSpec::Bind {
                 source,
+                inside,
                 target,
                 create,
                 ..
@@ -338,45 +333,23 @@ fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
                     std::fs::set_permissions(source, std::fs::Permissions::from_mode(*mode))
                         .map_err(|e| format!("chmod {}: {e}", source.display()))?;
                 }
-                ensure(&inside(&root, target), source.is_dir(), &mut made)?;
+                // A type check only: pid 1 opens the source again to mount it.
+                let dir = confine::open_source(source, inside.as_deref())
+                    .is_ok_and(|fd| confine::is_dir(fd.as_fd()));
+                confine::ensure_in(root_fd, target, dir, &mut made)?;
             }
-            MountSpec::Tmpfs { target, .. } => ensure(&inside(&root, target), true, &mut made)?,
+            MountSpec::Tmpfs { target, .. } => {
+                confine::ensure_in(root_fd, target, true, &mut made)?;
+            }
         }
     }
     let outcome = start_and_wait(spec, &root, w);
     // Mount points this step did not ask for go; a directory the process filled stays.
-    for p in made.iter().rev() {
-        let _ = std::fs::remove_dir(p).or_else(|_| {
-            if std::fs::metadata(p)
-                .map(|m| m.is_file() && m.len() == 0)
-                .unwrap_or(false)
-            {
-                std::fs::remove_file(p)
-            } else {
-                Ok(())
-            }
-        });
-    }
+    confine::remove_made(root_fd, &made.made);
     let (code, _) = outcome?;
     if let RootSpec::Overlay { merged, upper, .. } = &spec.root {
         sys::umount_detach(merged)?;
-        let mut touched = TOUCHED.with(|t| std::mem::take(&mut *t.borrow_mut()));
-        touched.sort();
-        touched.dedup();
-        for dir in touched.iter().rev() {
-            let Ok(rel) = dir.strip_prefix(merged) else {
-                continue;
-            };
-            if rel.as_os_str().is_empty() {
-                continue;
-            }
-            let copy = upper.join(rel);
-            let empty = std::fs::read_dir(&copy).is_ok_and(|mut d| d.next().is_none());
-            let opaque = rustix::fs::lgetxattr(&copy, OPAQUE_XATTR, &mut [0u8; 4]).is_ok();
-            if empty && !opaque {
-                let _ = std::fs::remove_dir(&copy);
-            }
-        }
+        confine::prune_touched(upper, &made.touched);
     }
     let ok = code == Some(0) && !CANCELLED.load(Ordering::SeqCst);
     // An overlay step that changed nothing has an empty upper directory: no tar at all, so
@@ -561,10 +534,14 @@ fn child_setup(
     sync: Option<&UsernsSync>,
 ) -> Result<std::convert::Infallible, Fail> {
     sys::die_with_parent(libc::SIGKILL);
-    for procs in &spec.cgroup_procs {
-        std::fs::write(procs, "0")
-            .map_err(|e| format!("join the cgroup {}: {e}", procs.display()))?;
-    }
+    // A session of its own, never cairn's: the step must not reach the user's terminal
+    // (TIOCSTI pushes input into it) or signal cairn's process group. With -t the terminal
+    // becomes the new session's below.
+    sys::setsid()?;
+    let own_cgroup2 = join_cgroups()?;
+    // Its own cgroup namespace, rooted at the limits cgroup just joined: /proc/self/cgroup and
+    // the cgroup2 mount below show nothing above it, so the step cannot move out of it.
+    sys::unshare(sys::CLONE_NEWCGROUP)?;
     // SAFETY: resetting handlers inherited from the helper.
     unsafe {
         libc::signal(libc::SIGTERM, libc::SIG_DFL);
@@ -582,55 +559,52 @@ fn child_setup(
         sys::MS_BIND | sys::MS_REC,
         None,
     )?;
+    // Opened after the bind, so the mounts below land on the tree pivot_root keeps; every
+    // mount point is found from here without following a link out of the root.
+    let root_fd = confine::open_host(root)?;
+    let root_fd = root_fd.as_fd();
+    let mut made = Made::default();
+    let proc = confine::ensure_in(root_fd, "/proc", true, &mut made)?;
     sys::mount(
         Some("proc"),
-        &root.join("proc"),
+        &sys::fd_path(proc.as_fd()),
         Some("proc"),
         sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC,
         None,
     )?;
-    mount_dev(&root.join("dev"))?;
-    // /sys: the host's, read-only, where the kernel allows it (a fresh sysfs needs a network
-    // namespace of our own).
-    let sys_dir = root.join("sys");
-    let ro = sys::MS_RDONLY | sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC;
-    let own_sysfs = spec.network == Network::None
-        && sys::mount(Some("sysfs"), &sys_dir, Some("sysfs"), ro, None).is_ok();
-    if !own_sysfs
-        && sys::mount(
-            Some("/sys"),
-            &sys_dir,
-            None,
-            sys::MS_BIND | sys::MS_REC,
-            None,
-        )
-        .is_ok()
-    {
-        let _ = sys::remount_readonly(&sys_dir);
-    }
+    let dev = confine::ensure_in(root_fd, "/dev", true, &mut made)?;
+    sys::mount(
+        Some("tmpfs"),
+        &sys::fd_path(dev.as_fd()),
+        Some("tmpfs"),
+        sys::MS_NOSUID,
+        Some("mode=755,size=65536k"),
+    )?;
+    // The fresh tmpfs, empty and ours alone: names made in it are what they say.
+    let dev = confine::open_in(root_fd, "/dev").map_err(|e| format!("open /dev: {e}"))?;
+    mount_dev(&sys::fd_path(dev.as_fd()))?;
+    confine::mount_sys(root_fd, spec.network == Network::None, &mut made)?;
+    confine::mask(root_fd)?;
+    confine::mount_cgroup(root_fd, own_cgroup2)?;
     for (p, file) in &spec.etc_files {
-        let target = inside(root, p);
-        sys::mount(
-            Some(&file.display().to_string()),
-            &target,
-            None,
-            sys::MS_BIND,
-            None,
-        )?;
-        idmapped::remap(&target)?;
+        let source = confine::open_host(file)?;
+        let target = confine::ensure_in(root_fd, p, false, &mut made)?;
+        confine::bind_in(source.as_fd(), target.as_fd(), 0, p)?;
     }
     for m in &spec.mounts {
         match m {
             MountSpec::Bind {
                 source,
+                inside,
                 target,
                 readonly,
                 scratch,
                 ..
             } => {
-                let t = inside(root, target);
+                let src = confine::open_source(source, inside.as_deref())?;
                 // Targets under /dev live in the fresh tmpfs, made only now.
-                ensure(&t, source.is_dir(), &mut Vec::new())?;
+                let t =
+                    confine::ensure_in(root_fd, target, confine::is_dir(src.as_fd()), &mut made)?;
                 match scratch {
                     Some(s) => {
                         let (upper, work) = (s.join("upper"), s.join("work"));
@@ -643,14 +617,8 @@ fn child_setup(
                         let lower = s.join("lower");
                         std::fs::create_dir_all(&lower)
                             .map_err(|e| format!("create {}: {e}", lower.display()))?;
-                        sys::mount(
-                            Some(&source.display().to_string()),
-                            &lower,
-                            None,
-                            sys::MS_BIND | sys::MS_REC,
-                            None,
-                        )?;
-                        idmapped::remap(&lower)?;
+                        let lower_fd = confine::open_host(&lower)?;
+                        confine::bind_in(src.as_fd(), lower_fd.as_fd(), 0, target)?;
                         // The merged root takes the upper directory's owner and mode: the
                         // source's, as the step sees them.
                         if let Ok(m) = std::fs::metadata(&lower) {
@@ -661,33 +629,35 @@ fn child_setup(
                                 std::fs::Permissions::from_mode(m.mode() & 0o7777),
                             );
                         }
-                        mount_overlay(std::slice::from_ref(&lower), &upper, &work, &t)?;
+                        mount_overlay(
+                            std::slice::from_ref(&lower),
+                            &upper,
+                            &work,
+                            &sys::fd_path(t.as_fd()),
+                        )
+                        .map_err(|e| format!("--mount target={target}: {e}"))?;
                     }
                     None => {
-                        sys::mount(
-                            Some(&source.display().to_string()),
-                            &t,
-                            None,
-                            sys::MS_BIND | sys::MS_REC,
-                            None,
-                        )?;
-                        if *readonly {
-                            sys::remount_readonly(&t)?;
-                        }
-                        idmapped::remap(&t)?;
+                        let attrs = if *readonly {
+                            libc::MOUNT_ATTR_RDONLY
+                        } else {
+                            0
+                        };
+                        confine::bind_in(src.as_fd(), t.as_fd(), attrs, target)?;
                     }
                 }
             }
             MountSpec::Tmpfs { target, size } => {
-                ensure(&inside(root, target), true, &mut Vec::new())?;
+                let t = confine::ensure_in(root_fd, target, true, &mut made)?;
                 let data = size.map(|s| format!("size={s}"));
                 sys::mount(
                     Some("tmpfs"),
-                    &inside(root, target),
+                    &sys::fd_path(t.as_fd()),
                     Some("tmpfs"),
                     sys::MS_NOSUID | sys::MS_NODEV,
                     data.as_deref(),
-                )?;
+                )
+                .map_err(|e| format!("--mount target={target}: {e}"))?;
             }
         }
     }
@@ -709,12 +679,12 @@ fn child_setup(
     }
     sys::chdir(Path::new(cwd))?;
     if spec.tty || spec.console {
-        // SAFETY: setsid and the controlling-terminal ioctl on stdin.
+        // SAFETY: the controlling-terminal ioctl on stdin, for the session made above.
         unsafe {
-            libc::setsid();
             libc::ioctl(0, libc::TIOCSCTTY, 0);
         }
     }
+    sys::drop_capabilities()?;
     sys::set_credentials(spec.uid, spec.gid, &spec.groups)?;
     // SAFETY: marks every descriptor above stderr close-on-exec.
     unsafe {
@@ -745,6 +715,30 @@ fn enter_userns(s: &UsernsSync) -> Result<(), Fail> {
         return Err("the helper could not write the step's id maps".into());
     }
     Ok(())
+}
+
+/// Moves pid 1 into the limits cgroup through the descriptors `serve` opened before the user
+/// namespace existed; a file that would not open then is tried by name now. Whether one of
+/// them was a cgroup2 cgroup: only then is the cgroup2 root of the namespace the step's own.
+fn join_cgroups() -> Result<bool, Fail> {
+    /// `CGROUP2_SUPER_MAGIC`.
+    const CGROUP2: u64 = 0x6367_7270;
+    let files = CGROUP_PROCS.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    let mut v2 = false;
+    for (path, file) in files {
+        let r = match file {
+            Ok(mut f) => {
+                v2 |= rustix::fs::fstatfs(&f).is_ok_and(|s| s.f_type as u64 == CGROUP2);
+                f.write_all(b"0").map_err(|e| e.to_string())
+            }
+            Err(open) => {
+                v2 |= rustix::fs::statfs(&path).is_ok_and(|s| s.f_type as u64 == CGROUP2);
+                std::fs::write(&path, "0").map_err(|e| format!("{e} (open: {open})"))
+            }
+        };
+        r.map_err(|e| format!("join the cgroup {}: {e}", path.display()))?;
+    }
+    Ok(v2)
 }
 
 /// A terminal from the container's own /dev/pts becomes the process's stdin, stdout and
@@ -802,16 +796,11 @@ fn console(uid: u32, gid: u32) -> Result<(), Fail> {
     Ok(())
 }
 
-/// The host's device nodes that a container may use, bind-mounted onto a fresh tmpfs /dev
-/// (a user namespace cannot make device nodes).
+/// The host's device nodes that a container may use, bind-mounted into the fresh tmpfs `dev`
+/// (a user namespace cannot make device nodes). /dev/tty stays, as runc keeps it: it is the
+/// generic node that opens the opener's controlling terminal, which after `setsid` is none
+/// (ENXIO) and with -t the container's own.
 fn mount_dev(dev: &Path) -> Result<(), Fail> {
-    sys::mount(
-        Some("tmpfs"),
-        dev,
-        Some("tmpfs"),
-        sys::MS_NOSUID,
-        Some("mode=755,size=65536k"),
-    )?;
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let target = dev.join(name);
         File::create(&target).map_err(|e| format!("create {}: {e}", target.display()))?;

@@ -2,8 +2,7 @@
 //! stages) shown to the step through an idmapped mount, so that what host root owns is the
 //! container root's, as a user's files are the container root's in a rootless build.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::Path;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use cairn_layers::IdMap;
@@ -83,73 +82,29 @@ fn userns_with(ids: &IdMap) -> Result<OwnedFd, Fail> {
     }
 }
 
-/// Replaces the mount at `target` by an idmapped copy of itself (and of what is mounted below
-/// it), when a root build prepared a namespace; a filesystem that cannot be idmapped keeps its
-/// plain mount, its files then owned by `nobody` in the step.
-pub fn remap(target: &Path) -> Result<(), Fail> {
+/// Makes a detached mount tree (from `open_tree(OPEN_TREE_CLONE)`) idmapped, when a root
+/// build prepared a namespace. A filesystem that cannot be idmapped keeps its plain ids, its
+/// files then owned by `nobody` in the step: that is the answer, not an error.
+pub fn apply(tree: BorrowedFd<'_>) {
     let userns = USERNS.load(Ordering::SeqCst);
     if userns < 0 {
-        return Ok(());
+        return;
     }
-    let c = super::sys::cstr(target)?;
-    // SAFETY: syscalls on a path we own and descriptors we open and close here.
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns as u64,
+    };
+    // SAFETY: mount_setattr on a descriptor we borrow, with a valid attribute struct.
     unsafe {
-        let tree = libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            (libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC) as libc::c_uint
-                | libc::AT_RECURSIVE as libc::c_uint,
-        );
-        if tree < 0 {
-            return Err(format!(
-                "open_tree {}: {}",
-                target.display(),
-                std::io::Error::last_os_error()
-            ));
-        }
-        let tree = OwnedFd::from_raw_fd(tree as RawFd);
-        let attr = MountAttr {
-            attr_set: MOUNT_ATTR_IDMAP,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: userns as u64,
-        };
-        let empty = c"";
-        let r = libc::syscall(
+        libc::syscall(
             libc::SYS_mount_setattr,
             tree.as_raw_fd(),
-            empty.as_ptr(),
+            c"".as_ptr(),
             (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         );
-        if r != 0 {
-            // EINVAL: this filesystem has no idmapped mounts; the plain mount stays.
-            return Ok(());
-        }
-        if libc::umount2(c.as_ptr(), libc::MNT_DETACH) != 0 {
-            return Err(format!(
-                "umount {}: {}",
-                target.display(),
-                std::io::Error::last_os_error()
-            ));
-        }
-        let r = libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::MOVE_MOUNT_F_EMPTY_PATH,
-        );
-        if r != 0 {
-            return Err(format!(
-                "move_mount {}: {}",
-                target.display(),
-                std::io::Error::last_os_error()
-            ));
-        }
     }
-    Ok(())
 }

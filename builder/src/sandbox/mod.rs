@@ -3,6 +3,7 @@
 //! with their owners, running a step and turning its changes into a layer.
 
 pub mod cgroup;
+mod confine;
 pub mod helper;
 mod idmapped;
 pub mod ids;

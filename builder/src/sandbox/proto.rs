@@ -67,7 +67,13 @@ pub enum Network {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum MountSpec {
     Bind {
+        /// The file or directory to bind, or with `inside` the root it is found in.
         source: PathBuf,
+        /// The source as a path below `source`, resolved by the helper as if `source` were `/`
+        /// (symlinks and `..` never leave it) on the descriptor it then mounts: the build
+        /// context and `from=` trees can change between cairn's checks and the mount.
+        #[serde(default)]
+        inside: Option<String>,
         /// An absolute path in the container.
         target: String,
         readonly: bool,
@@ -116,7 +122,9 @@ pub struct RunSpec {
     pub keep_upper: Option<PathBuf>,
     /// The limits' cgroup: pid 1 joins it (writing 0 to each file) before it sets up the
     /// container, so the limits bind the step's processes and never the helper, which the
-    /// OOM killer could otherwise pick (it is the largest process early in a step).
+    /// OOM killer could otherwise pick (it is the largest process early in a step). The
+    /// helper opens the files before it enters its user namespace and pid 1 writes to those
+    /// descriptors: the kernel judges a migration by the opener's credentials.
     #[serde(default)]
     pub cgroup_procs: Vec<PathBuf>,
     /// Removed (from inside the namespace) when the helper ends.

@@ -7,8 +7,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 pub use libc::{
-    CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS, MS_BIND,
-    MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT,
+    CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER,
+    CLONE_NEWUTS, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC,
 };
 
 /// An error message: "ACTION PATH: cause".
@@ -61,29 +61,124 @@ pub fn make_mounts_private() -> Result<(), Fail> {
     mount(None, Path::new("/"), None, MS_REC | MS_PRIVATE, None)
 }
 
-/// Makes an existing bind mount read-only, keeping the flags the kernel locks in a user
-/// namespace (nosuid, nodev, noexec, atime flags), which a remount may not clear.
-pub fn remount_readonly(target: &Path) -> Result<(), Fail> {
-    let c = cstr(target)?;
-    // SAFETY: statvfs into a zeroed struct.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    check(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, || {
-        format!("statvfs {}", target.display())
-    })?;
-    let mut flags = MS_BIND | MS_REMOUNT | MS_RDONLY;
-    for (st_flag, ms) in [
-        (libc::ST_NOSUID, libc::MS_NOSUID),
-        (libc::ST_NODEV, libc::MS_NODEV),
-        (libc::ST_NOEXEC, libc::MS_NOEXEC),
-        (libc::ST_NOATIME, libc::MS_NOATIME),
-        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (libc::ST_RELATIME, libc::MS_RELATIME),
-    ] {
-        if st.f_flag & st_flag != 0 {
-            flags |= ms;
+/// `struct mount_attr` of mount_setattr(2), which libc does not define.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Sets `attrs` (`MOUNT_ATTR_*`) on the mount `fd` is the root of and, with `recursive`, on
+/// every mount below it: a remount reaches only one mount, and a recursive bind brings
+/// submounts (cgroup controllers under /sys) that would otherwise keep their own flags.
+pub fn set_mount_attrs(
+    fd: std::os::fd::BorrowedFd<'_>,
+    recursive: bool,
+    attrs: u64,
+    what: &Path,
+) -> Result<(), Fail> {
+    let attr = MountAttr {
+        attr_set: attrs,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: mount_setattr on a live descriptor with an empty path and a struct of the
+    // kernel's layout and size.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    check(rc as libc::c_int, || {
+        format!("set mount attributes on {}", what.display())
+    })
+}
+
+/// `/proc/self/fd/N`: the path a descriptor's file is reached by, for calls that take a path
+/// (mount(2)); the walk jumps to the descriptor's file without looking at a name again.
+pub fn fd_path(fd: std::os::fd::BorrowedFd<'_>) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd)
+    ))
+}
+
+/// A session of its own, without a controlling terminal: the step can neither reach the
+/// user's terminal through /dev/tty nor signal cairn's process group.
+pub fn setsid() -> Result<(), Fail> {
+    // SAFETY: plain syscall.
+    let rc = unsafe { libc::setsid() };
+    if rc < 0 {
+        return Err(format!("setsid: {}", io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// The capabilities a step keeps: Docker's (and BuildKit's) default set. Without
+/// CAP_SYS_ADMIN among them, root in the container cannot unmount or remount what masks
+/// /proc and /sys, nor mount anything of its own.
+pub const KEPT_CAPS: [u32; 14] = [
+    0,  // CAP_CHOWN
+    1,  // CAP_DAC_OVERRIDE
+    3,  // CAP_FOWNER
+    4,  // CAP_FSETID
+    5,  // CAP_KILL
+    6,  // CAP_SETGID
+    7,  // CAP_SETUID
+    8,  // CAP_SETPCAP
+    10, // CAP_NET_BIND_SERVICE
+    13, // CAP_NET_RAW
+    18, // CAP_SYS_CHROOT
+    27, // CAP_MKNOD
+    29, // CAP_AUDIT_WRITE
+    31, // CAP_SETFCAP
+];
+
+/// Drops every capability outside [`KEPT_CAPS`] from the bounding set and the ambient and
+/// inheritable sets, so that no exec (setuid root included) can regain them.
+pub fn drop_capabilities() -> Result<(), Fail> {
+    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(40);
+    for cap in 0..=last {
+        if KEPT_CAPS.contains(&cap) {
+            continue;
+        }
+        // SAFETY: plain prctl calls.
+        let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        if rc != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+            return Err(format!(
+                "drop capability {cap}: {}",
+                io::Error::last_os_error()
+            ));
         }
     }
-    mount(None, target, None, flags, None)
+    // SAFETY: clears the ambient set; no pointers.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
+    }
+    let mut caps = rustix::thread::capabilities(None).map_err(|e| format!("capget: {e}"))?;
+    caps.inheritable = rustix::thread::CapabilitySet::empty();
+    rustix::thread::set_capabilities(None, caps).map_err(|e| format!("capset: {e}"))
 }
 
 pub fn umount_detach(target: &Path) -> Result<(), Fail> {
