@@ -398,6 +398,18 @@ fn host_ids(spec: &RunSpec, uid: u32, gid: u32) -> (u32, u32) {
     }
 }
 
+/// `,uid=U,gid=G` for a tmpfs root's builds mount: the container root's host ids, so the step
+/// sees the tmpfs as root's as in Docker (a user's helper mounts as the container's root).
+fn tmpfs_owner(spec: &RunSpec) -> String {
+    match &spec.userns {
+        Some(_) => {
+            let (uid, gid) = host_ids(spec, 0, 0);
+            format!(",uid={uid},gid={gid}")
+        }
+        None => String::new(),
+    }
+}
+
 /// Two pipes for pid 1's entry into its user namespace (root's builds): pid 1 says it has
 /// unshared, the helper writes its maps and says go.
 struct UsernsSync {
@@ -578,7 +590,7 @@ fn child_setup(
         &sys::fd_path(dev.as_fd()),
         Some("tmpfs"),
         sys::MS_NOSUID,
-        Some("mode=755,size=65536k"),
+        Some(&format!("mode=755,size=65536k{}", tmpfs_owner(spec))),
     )?;
     // The fresh tmpfs, empty and ours alone: names made in it are what they say.
     let dev = confine::open_in(root_fd, "/dev").map_err(|e| format!("open /dev: {e}"))?;
@@ -649,7 +661,11 @@ fn child_setup(
             }
             MountSpec::Tmpfs { target, size } => {
                 let t = confine::ensure_in(root_fd, target, true, &mut made)?;
-                let data = size.map(|s| format!("size={s}"));
+                let owner = tmpfs_owner(spec);
+                let data = match size {
+                    Some(s) => Some(format!("size={s}{owner}")),
+                    None => owner.strip_prefix(',').map(str::to_owned),
+                };
                 sys::mount(
                     Some("tmpfs"),
                     &sys::fd_path(t.as_fd()),
