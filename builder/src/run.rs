@@ -139,11 +139,7 @@ pub(crate) fn run_step(
     }
     let sb = sandbox(cx).map_err(|e| fail(e.to_string()))?;
 
-    let base = store.tmp_dir().join(format!(
-        "run-{}-{}",
-        std::process::id(),
-        jiff::Timestamp::now().as_nanosecond()
-    ));
+    let base = store.temp_path("run");
     std::fs::create_dir(&base).map_err(io_err("create", &base))?;
     let run_dir = RunDir {
         path: base.clone(),

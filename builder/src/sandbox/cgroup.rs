@@ -438,6 +438,56 @@ impl Drop for Cgroup {
     }
 }
 
+/// Removes the cgroups of cairn processes that are gone: `cairn-PID-…` (a step's) and
+/// `cairn-probe-PID…` under the `cairn` directory of every place [`Cgroup::create`] may use.
+/// A build killed outright leaves its step's cgroup behind, possibly with what the step
+/// started still in it; that is killed first. Cgroups of live processes (other builds) stay.
+/// Returns how many were removed; one that will not go is left for the next try.
+pub fn remove_stale() -> usize {
+    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
+        return 0;
+    };
+    let mounts = parse_cgroup_mounts(&text);
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let v2 = v2_candidates(&mounts, unified_path(&own))
+        .into_iter()
+        .map(|base| (Version::V2, base.join(PARENT_DIR)));
+    let v1 = mounts
+        .iter()
+        .filter(|m| m.v1_options.is_some())
+        .map(|m| (Version::V1, m.mount_point.join(PARENT_DIR)));
+    let mut removed = 0;
+    for (version, parent) in v2.chain(v1) {
+        let Ok(entries) = fs::read_dir(&parent) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !stale_name(&name) || !entry.path().is_dir() {
+                continue;
+            }
+            let dir = entry.path();
+            drop(Cgroup {
+                version,
+                dirs: vec![dir.clone()],
+                memory_dir: None,
+                memory_limit: None,
+            });
+            if !dir.exists() {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
+/// Whether a cgroup named `name` is cairn's and its creator is gone.
+fn stale_name(name: &str) -> bool {
+    cairn_layers::owner::parse(name, "cairn-probe")
+        .or_else(|| cairn_layers::owner::parse(name, "cairn"))
+        .is_some_and(cairn_layers::owner::is_gone)
+}
+
 /// A resource controller cairn sets limits with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Controller {

@@ -24,7 +24,15 @@ fn open_store(cli_root: Option<&std::path::Path>) -> anyhow::Result<Store> {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let root = cli.root.as_deref();
     match cli.command {
-        Command::Build(args) => build::run(&open_store(root)?, &args),
+        Command::Build(args) => {
+            let mut store = open_store(root)?;
+            // A build starts by removing what killed builds left, which for a rootless user
+            // holds files of its subordinate ids.
+            if let Ok(exe) = std::env::current_exe() {
+                store.set_remover(cairn_builder::sandbox::Sandbox::for_removal(exe).remover());
+            }
+            build::run(&store, &args)
+        }
         Command::Run(args) => run::run(&open_store(root)?, &args),
         Command::Parse(args) => parse::run(&args),
         Command::Load(args) => image::load(&open_store(root)?, &args),
