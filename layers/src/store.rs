@@ -977,7 +977,7 @@ impl Store {
         }
         let temp = self.tmp().join(temp_name("unpack"));
         let result = (|| {
-            fs_err::create_dir(&temp).at("create", &temp)?;
+            private_dir(&temp)?;
             let actual = unpack(&temp.join("rootfs"))?;
             if actual != *diff_id {
                 return Err(Error::DigestMismatch {
@@ -1016,7 +1016,7 @@ impl Store {
             return Ok(false);
         }
         let temp = self.tmp().join(temp_name("unpack"));
-        fs_err::create_dir(&temp).at("create", &temp)?;
+        private_dir(&temp)?;
         let rootfs = temp.join("rootfs");
         if let Err(source) = std::fs::rename(tree, &rootfs) {
             let _ = std::fs::remove_dir(&temp);
@@ -1202,6 +1202,14 @@ impl Store {
     }
 }
 
+/// Creates a directory of the store's own (not image content) that only its owner may enter.
+fn private_dir(path: &Path) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(path)
+        .at("create", path)
+}
+
 /// What to do with an existing store root, from its owner and mode and who opens it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum RootCheck {
@@ -1374,7 +1382,12 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("gave up"), "{err}");
         assert_eq!(fs_err::read_dir(s.tmp()).unwrap().count(), 0);
-        assert_eq!(fs_err::read_dir(s.root().join("blobs/sha256")).unwrap().count(), 0);
+        assert_eq!(
+            fs_err::read_dir(s.root().join("blobs/sha256"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     /// Start-up cleanup removes the scratch entries of gone processes (a pid that exited, or
@@ -1449,7 +1462,14 @@ mod tests {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let (_d, s) = store();
         let mode = |p: &Path| fs_err::metadata(p).unwrap().mode() & 0o7777;
-        for dir in ["", "blobs", "blobs/sha256", "tmp", "layers", "layers/sha256"] {
+        for dir in [
+            "",
+            "blobs",
+            "blobs/sha256",
+            "tmp",
+            "layers",
+            "layers/sha256",
+        ] {
             assert_eq!(mode(&s.root().join(dir)), 0o700, "{dir:?}");
         }
         fs_err::set_permissions(s.root(), std::fs::Permissions::from_mode(0o777)).unwrap();
