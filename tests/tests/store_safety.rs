@@ -365,10 +365,27 @@ impl Drop for SmallFs {
     }
 }
 
-/// A RUN step whose layer does not fit on the store's filesystem (its 45 MB of output fit,
-/// but not again as the blob) fails saying there is no space, leaves no partial blob or temp
-/// file, records no layer or image, and gives the space back; a smaller step then builds and
-/// fsck is clean.
+/// A build context whose one step makes a layer of about `bytes` random bytes: a RUN step as
+/// root; otherwise a COPY of a file that size, because the RUN sandbox's user namespace may
+/// not enter the namespace holding the unprivileged [`SmallFs`] (a sibling's).
+fn layer_of(bytes: u64) -> tempfile::TempDir {
+    if is_root() {
+        return context(&format!(
+            "FROM busybox\nRUN head -c {bytes} /dev/urandom > /payload\n"
+        ));
+    }
+    let ctx = context("FROM busybox\nCOPY payload /payload\n");
+    let mut head = tool("head");
+    head.args(["-c", &bytes.to_string(), "/dev/urandom"])
+        .stdout(fs::File::create(ctx.path().join("payload")).unwrap());
+    ok(head);
+    ctx
+}
+
+/// A step whose layer does not fit on the store's filesystem (as root a RUN step, whose 45 MB
+/// of output fit but not again as the blob) fails saying there is no space, leaves no partial
+/// blob or temp file, records no layer or image, and gives the space back; a smaller step then
+/// builds and fsck is clean.
 #[test]
 fn a_layer_that_does_not_fit_fails_cleanly() {
     let small = SmallFs::new(80);
@@ -382,12 +399,12 @@ fn a_layer_that_does_not_fit_fails_cleanly() {
     let index_before = fs::read(root.join("index.json")).unwrap();
     let free_before = small.available();
 
-    let big = context("FROM busybox\nRUN head -c 45000000 /dev/urandom > /big\n");
+    let big = layer_of(if is_root() { 45_000_000 } else { 100_000_000 });
     let out = build_cmd(&root, big.path(), &["-t", "big"])
         .output()
         .unwrap();
     let (_, stderr) = texts(&out);
-    assert!(!out.status.success(), "the 45 MB layer fitted: {stderr}");
+    assert!(!out.status.success(), "the layer fitted: {stderr}");
     let lower = stderr.to_lowercase();
     assert!(
         lower.contains("no space left on device") || lower.contains("enospc"),
@@ -397,13 +414,13 @@ fn a_layer_that_does_not_fit_fails_cleanly() {
     assert_eq!(names(&root.join("blobs/sha256")), blobs_before);
     assert_eq!(fs::read(root.join("index.json")).unwrap(), index_before);
     let free_after = small.available();
-    // The busybox layer unpacked for the step stays; the 45 MB do not.
+    // The busybox layer unpacked for the step stays; the big layer does not.
     assert!(
         free_after + 8_000_000 > free_before,
         "{free_before} bytes free before the build, {free_after} after"
     );
 
-    let fits = context("FROM busybox\nRUN head -c 5000000 /dev/urandom > /small\n");
+    let fits = layer_of(5_000_000);
     let out = build_cmd(&root, fits.path(), &["-t", "small"])
         .output()
         .unwrap();
