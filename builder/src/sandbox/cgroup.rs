@@ -1065,6 +1065,78 @@ mod tests {
         }
     }
 
+    /// A pid that has exited (or, rarely, been handed out again since).
+    fn dead_pid() -> u32 {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    fn stale_names() {
+        let dead = dead_pid();
+        let reused = cairn_layers::owner::start_time(dead).is_some();
+        let me = std::process::id();
+        let cases = [
+            (format!("cairn-{}-3", cairn_layers::owner::token()), false),
+            (
+                format!("cairn-probe-{}", cairn_layers::owner::token()),
+                false,
+            ),
+            (format!("cairn-{me}-3"), false),
+            (format!("cairn-{me}-s1-3"), true),
+            (format!("cairn-{dead}-s1-0"), !reused),
+            (format!("cairn-probe-{dead}"), !reused),
+            (format!("cairn-test-{dead}-0"), false),
+            ("cairn".to_owned(), false),
+            ("other-1-s1-0".to_owned(), false),
+        ];
+        for (name, stale) in cases {
+            assert_eq!(stale_name(&name), stale, "{name}");
+        }
+    }
+
+    /// As root, a cgroup left by a process that is gone, with a process still in it, is
+    /// emptied and removed; one of this live process stays.
+    #[test]
+    fn stale_cgroups_are_removed() {
+        if !is_root() {
+            return;
+        }
+        let limits = Limits {
+            pids: Some(32),
+            ..Limits::default()
+        };
+        let dead = dead_pid();
+        if cairn_layers::owner::start_time(dead).is_some() {
+            return;
+        }
+        let stale_name = format!("cairn-{dead}-s1-0");
+        let Some(stale) = Cgroup::create(&stale_name, &limits).unwrap() else {
+            return;
+        };
+        let live_name = format!("cairn-{}-999", cairn_layers::owner::token());
+        let live = Cgroup::create(&live_name, &limits).unwrap().unwrap();
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        stale.add(child.id()).unwrap();
+        let stale_paths = stale.paths().to_vec();
+        // As a SIGKILLed cairn leaves it: never dropped.
+        std::mem::forget(stale);
+
+        assert!(remove_stale() >= 1);
+        for path in &stale_paths {
+            assert!(!path.exists(), "{} still exists", path.display());
+        }
+        assert!(
+            !child.wait().unwrap().success(),
+            "the step's process was killed"
+        );
+        for path in live.paths() {
+            assert!(path.exists(), "{} was removed", path.display());
+        }
+    }
+
     #[test]
     fn empty_limits_need_no_cgroup() {
         let result = Cgroup::create("cairn-empty", &Limits::default());
