@@ -277,7 +277,10 @@ pub(crate) fn run_step(
         let layer = write_layer_reusing(store, opts.compression, previous.as_ref(), |w| {
             std::io::copy(&mut all, w)
                 .map(drop)
-                .map_err(|e| cairn_layers::Error::invalid("the step's changes", e.to_string()))
+                .map_err(|e| cairn_layers::Error::Stream {
+                    action: "copy the step's changes into the store".into(),
+                    source: e,
+                })
         })?;
         Ok(Some(layer))
     };

@@ -327,11 +327,13 @@ impl Write for Writeback {
 
 impl Write for BlobWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.out()?.write(buf)
+        let r = self.out()?.write(buf);
+        r.map_err(|e| self.named(e))
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out()?.flush()
+        let r = self.out()?.flush();
+        r.map_err(|e| self.named(e))
     }
 }
 
@@ -340,6 +342,12 @@ impl BlobWriter<'_> {
         self.out
             .as_mut()
             .ok_or_else(|| io::Error::other("blob writer used after its commit"))
+    }
+
+    /// A write error that names the file: callers see it through compressors and copies
+    /// that know nothing of the store (a full disk must say which one is full).
+    fn named(&self, e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), format!("write {}: {e}", self.temp.display()))
     }
 
     /// The bytes and the temp path, for a commit; the writer's drop then leaves the file to
