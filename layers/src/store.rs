@@ -8,8 +8,13 @@
 //!
 //! Crash safety: a blob is written to `tmp/`, fsynced, verified against its digest, renamed into
 //! place and its directory fsynced, so a blob path only ever holds complete, verified bytes.
-//! `index.json` is replaced the same way. Whatever moment a process dies at, the store is a
-//! valid layout; at worst `tmp/` holds leftovers that `prune` removes.
+//! `index.json` is replaced the same way; every write, fsync and close is checked, and a
+//! failed one removes its temp file. Whatever moment a process dies at, the store is a valid
+//! layout; at worst `tmp/` holds leftovers, named by their process ([`crate::owner`]), which
+//! the next build removes once that process is gone ([`Store::remove_stale`]), and `prune`.
+//!
+//! Privacy: the root is 0700 and cairn's own directories in it too; images' files (setuid
+//! ones included) sit below them, out of other users' reach.
 //!
 //! Locking: `index.lock` (exclusive) serialises read-modify-write of index.json; `gc.lock` is
 //! held shared by everything that adds blobs and exclusive by `prune`, so prune never deletes a
