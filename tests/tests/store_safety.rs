@@ -274,6 +274,49 @@ fn builds_killed_at_any_moment_leave_nothing_behind() {
     }
 }
 
+/// Two cairns share a store: a build that starts (and cleans up after dead builds) while
+/// another one runs a step leaves the running build's files alone, and that build then
+/// finishes and leaves nothing. (A guard for the cleanup, which must tell live from dead.)
+#[test]
+fn a_build_never_removes_a_live_builds_files() {
+    let s = loaded_busybox();
+    let tmp = s.root.join("tmp");
+    let slow = context("FROM busybox\nRUN head -c 20000000 /dev/urandom > /a && sleep 3\n");
+    let mut running = build_cmd(&s.root, slow.path(), &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = running.id();
+    let since = Instant::now();
+    while tmp_entries(&tmp, "run-").is_empty() {
+        assert!(
+            running.try_wait().unwrap().is_none(),
+            "the slow build ended"
+        );
+        assert!(since.elapsed() < HANG_GUARD, "the slow step never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Its directories for the whole build and for the step (other entries come and go).
+    let theirs: Vec<String> = names(&tmp)
+        .into_iter()
+        .filter(|n| n.contains(&format!("-{pid}-")))
+        .filter(|n| n.starts_with("build-") || n.starts_with("run-"))
+        .collect();
+    assert_eq!(theirs.len(), 2, "{:?}", names(&tmp));
+
+    let quick = context("FROM busybox\nRUN echo quick > /q\n");
+    ok(build_cmd(&s.root, quick.path(), &[]));
+    let now = names(&tmp);
+    for name in &theirs {
+        assert!(now.contains(name), "{name} was removed: {now:?}");
+    }
+    let out = running.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", texts(&out).1);
+    assert_eq!(names(&tmp), Vec::<String>::new());
+    assert_fsck_clean(&s.root);
+}
+
 /// A small filesystem of its own for a store: as root an ext4 image mounted through a loop
 /// device; otherwise a size-limited tmpfs in a user and mount namespace of its own, reached
 /// through `/proc/PID/root` of the process holding that namespace. Unmounted and removed on
