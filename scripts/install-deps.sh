@@ -10,8 +10,10 @@ set -euo pipefail
 # docker-registry: the real registry server the registry tests push to and pull from;
 # apache2-utils: htpasswd -B for its basic-auth user file; openssl: the tests' CA, server
 # certificates and the token server's signing key and signatures.
+# e2fsprogs, mount: the ENOSPC test's small ext4 filesystem (mkfs.ext4, mount -o loop) as root;
+# util-linux: unshare for its tmpfs in a user namespace otherwise, runuser for other users.
 packages=(uidmap busybox-static skopeo umoci oci-image-tool podman runc jq pigz bzip2 xz-utils zstd
-  docker-registry apache2-utils openssl)
+  docker-registry apache2-utils openssl e2fsprogs mount util-linux)
 
 missing=()
 for p in "${packages[@]}"; do

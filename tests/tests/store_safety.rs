@@ -463,6 +463,18 @@ fn a_layer_that_does_not_fit_fails_cleanly() {
         "{free_before} bytes free before the build, {free_after} after"
     );
 
+    // Nothing recorded the step: the same build runs it again, and fails the same way.
+    let again = build_cmd(&root, big.path(), &["-t", "big"])
+        .output()
+        .unwrap();
+    let (_, stderr) = texts(&again);
+    assert!(!again.status.success(), "{stderr}");
+    assert!(
+        stderr.to_lowercase().contains("no space left on device"),
+        "{stderr}"
+    );
+    assert_eq!(names(&root.join("tmp")), Vec::<String>::new(), "{stderr}");
+
     let fits = layer_of(5_000_000);
     let out = build_cmd(&root, fits.path(), &["-t", "small"])
         .output()
