@@ -12,8 +12,10 @@ set -euo pipefail
 # certificates and the token server's signing key and signatures.
 # gcc, libc6-dev: the sandbox tests compile a small static program that calls TIOCSTI, which
 # busybox cannot do.
+# e2fsprogs, mount: the ENOSPC test's small ext4 filesystem (mkfs.ext4, mount -o loop) as root;
+# util-linux: unshare for its tmpfs in a user namespace otherwise, runuser for other users.
 packages=(uidmap busybox-static skopeo umoci oci-image-tool podman runc jq pigz bzip2 xz-utils zstd
-  docker-registry apache2-utils openssl gcc libc6-dev)
+  docker-registry apache2-utils openssl gcc libc6-dev e2fsprogs mount util-linux)
 
 missing=()
 for p in "${packages[@]}"; do

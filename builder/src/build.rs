@@ -406,28 +406,6 @@ fn view_apply_options() -> ApplyOptions {
     }
 }
 
-/// Removes what builds killed outright (SIGKILL, power loss) left in the store's scratch
-/// directory: `build-PID-*` and `run-PID-*` entries whose process is gone.
-fn remove_stale(store: &Store) {
-    let Ok(entries) = std::fs::read_dir(store.tmp_dir()) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let pid = ["build-", "run-"]
-            .iter()
-            .find_map(|p| name.strip_prefix(p))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok());
-        if let Some(pid) = pid
-            && pid != std::process::id()
-            && !Path::new("/proc").join(pid.to_string()).exists()
-        {
-            let _ = store.remove_tree(&e.path());
-        }
-    }
-}
-
 /// Runs a build and returns the target stage's image, stored (not tagged).
 pub fn build(
     store: &Store,
@@ -456,12 +434,12 @@ pub fn build(
         })?;
     let context = BuildContext::open(&opts.context, opts.dockerfile_path.as_deref())?;
     let _writing = store.writing()?;
-    remove_stale(store);
-    let work_path = store.root().join("tmp").join(format!(
-        "build-{}-{}",
-        std::process::id(),
-        jiff::Timestamp::now().as_nanosecond()
-    ));
+    // What builds killed outright (SIGKILL, power loss) left: scratch files and directories
+    // (up to a whole layer each) and step cgroups, of processes that are gone. Best effort:
+    // what cannot go now is tried again by the next build, and by prune.
+    let _ = store.remove_stale();
+    crate::sandbox::cgroup::remove_stale();
+    let work_path = store.temp_path("build");
     std::fs::create_dir_all(&work_path).map_err(|source| Error::Io {
         action: "create",
         path: work_path.clone(),

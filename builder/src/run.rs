@@ -139,11 +139,7 @@ pub(crate) fn run_step(
     }
     let sb = sandbox(cx).map_err(|e| fail(e.to_string()))?;
 
-    let base = store.tmp_dir().join(format!(
-        "run-{}-{}",
-        std::process::id(),
-        jiff::Timestamp::now().as_nanosecond()
-    ));
+    let base = store.temp_path("run");
     std::fs::create_dir(&base).map_err(io_err("create", &base))?;
     let run_dir = RunDir {
         path: base.clone(),
@@ -292,7 +288,10 @@ pub(crate) fn run_step(
         let layer = write_layer_reusing(store, opts.compression, previous.as_ref(), |w| {
             std::io::copy(&mut all, w)
                 .map(drop)
-                .map_err(|e| cairn_layers::Error::invalid("the step's changes", e.to_string()))
+                .map_err(|e| cairn_layers::Error::Stream {
+                    action: "copy the step's changes into the store".into(),
+                    source: e,
+                })
         })?;
         Ok(Some(layer))
     };

@@ -46,6 +46,9 @@ pub enum Error {
         expected: u64,
         actual: u64,
     },
+    /// A store directory that another user could change under cairn (or already has).
+    #[error("refusing to use the store at {}: {reason}", path.display())]
+    UnsafeStore { path: PathBuf, reason: String },
     #[error("blob {0} is not in the store")]
     BlobNotFound(Digest),
     #[error("image {0} is not in the store")]

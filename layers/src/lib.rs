@@ -11,6 +11,7 @@ pub mod idmap;
 pub mod image;
 pub mod layer;
 pub mod listing;
+pub mod owner;
 pub mod reference;
 pub mod registry;
 pub mod store;

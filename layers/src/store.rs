@@ -8,8 +8,13 @@
 //!
 //! Crash safety: a blob is written to `tmp/`, fsynced, verified against its digest, renamed into
 //! place and its directory fsynced, so a blob path only ever holds complete, verified bytes.
-//! `index.json` is replaced the same way. Whatever moment a process dies at, the store is a
-//! valid layout; at worst `tmp/` holds leftovers that `prune` removes.
+//! `index.json` is replaced the same way; every write, fsync and close is checked, and a
+//! failed one removes its temp file. Whatever moment a process dies at, the store is a valid
+//! layout; at worst `tmp/` holds leftovers, named by their process ([`crate::owner`]), which
+//! the next build removes once that process is gone ([`Store::remove_stale`]), and `prune`.
+//!
+//! Privacy: the root is 0700 and cairn's own directories in it too; images' files (setuid
+//! ones included) sit below them, out of other users' reach.
 //!
 //! Locking: `index.lock` (exclusive) serialises read-modify-write of index.json; `gc.lock` is
 //! held shared by everything that adds blobs and exclusive by `prune`, so prune never deletes a
@@ -18,6 +23,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -28,6 +34,7 @@ use crate::compress::{self, Compression};
 use crate::digest::{Digest, HashingReader, HashingWriter};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{Descriptor, ImageConfig, Index, Manifest, OCI_MANIFEST, REF_NAME};
+use crate::owner;
 use crate::reference::Reference;
 
 const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -139,12 +146,11 @@ pub struct FsckReport {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// A temp file name unique across processes and threads.
 /// Makes a written blob durable and puts it under its digest's `path` in `blobs` (dropping it
 /// when identical content is already there: another writer won the race).
 fn place_blob(file: File, temp: &Path, path: &Path, blobs: &Path) -> Result<()> {
     file.sync_all().at("sync", temp)?;
-    drop(file);
+    close(file, temp)?;
     if path.exists() {
         fs_err::remove_file(temp).map_err(|source| Error::Io {
             action: "remove",
@@ -170,15 +176,41 @@ fn unpacked_name(diff_id: &Digest, key: &str) -> String {
     }
 }
 
+/// A temp file name unique across processes and threads: `PREFIX-PID-sSTART-N-NANOS`, so that
+/// a later cairn can tell whether the process that made it is gone ([`crate::owner`]).
 fn temp_name(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     format!(
         "{prefix}-{}-{}-{nanos}",
-        std::process::id(),
+        owner::token(),
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// The owner of an entry of `tmp/`, from its name (`WORD-PID…`); None for a name that
+/// carries none.
+fn temp_owner(name: &str) -> Option<owner::Owner> {
+    let (prefix, _) = name.split_once('-')?;
+    owner::parse(name, prefix)
+}
+
+/// Closes a written file and reports what close reports: some filesystems (network ones,
+/// and full ones) only tell there that the data did not make it.
+fn close(file: File, path: &Path) -> Result<()> {
+    use std::os::fd::IntoRawFd;
+    let fd = file.into_raw_fd();
+    // SAFETY: the descriptor was just released by its File, so it is closed exactly once.
+    if unsafe { libc::close(fd) } == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    // Linux has closed the descriptor even then; EINTR says nothing about the data.
+    if e.kind() == io::ErrorKind::Interrupted {
+        return Ok(());
+    }
+    Err(e).at("close", path)
 }
 
 /// The entries of a directory, each error naming the directory.
@@ -196,27 +228,48 @@ fn sync_dir(dir: &Path) -> Result<()> {
 /// Writes `bytes` to `path` atomically: temp file in `tmp`, fsync, rename, fsync the directory.
 fn write_atomic(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     let t = tmp.join(temp_name("write"));
-    let mut f = File::create(&t).at("create", &t)?;
-    f.write_all(bytes).at("write", &t)?;
-    f.sync_all().at("sync", &t)?;
-    drop(f);
-    fs_err::rename(&t, path).map_err(|source| Error::Io {
-        action: "rename into place",
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let written = (|| {
+        let mut f = File::create(&t).at("create", &t)?;
+        f.write_all(bytes).at("write", &t)?;
+        f.sync_all().at("sync", &t)?;
+        close(f, &t)?;
+        fs_err::rename(&t, path).map_err(|source| Error::Io {
+            action: "rename into place",
+            path: path.to_path_buf(),
+            source,
+        })
+    })();
+    if written.is_err() {
+        // A full disk must not keep the bytes that did fit.
+        let _ = std::fs::remove_file(&t);
+    }
+    written?;
     if let Some(parent) = path.parent() {
         sync_dir(parent)?;
     }
     Ok(())
 }
 
-/// A blob being written: bytes go to a temp file and are hashed on the way.
+/// A blob being written: bytes go to a temp file and are hashed on the way. Dropped without
+/// a commit (an error, a panic), it removes its temp file.
 #[derive(Debug)]
 pub struct BlobWriter<'s> {
     store: &'s Store,
     temp: PathBuf,
-    out: HashingWriter<io::BufWriter<Writeback>>,
+    /// None once a commit has taken the bytes (and with them the temp file's fate).
+    out: Option<HashingWriter<io::BufWriter<Writeback>>>,
+}
+
+impl Drop for BlobWriter<'_> {
+    fn drop(&mut self) {
+        if let Some(out) = self.out.take() {
+            // Close before removing; what the buffer still holds is not wanted.
+            let (_, _, buf) = out.finish();
+            let (file, _) = buf.into_parts();
+            drop(file);
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
 }
 
 /// A file being written that keeps the disk busy while the caller produces more: every
@@ -279,19 +332,43 @@ impl Write for Writeback {
 
 impl Write for BlobWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.out.write(buf)
+        let r = self.out()?.write(buf);
+        r.map_err(|e| self.named(e))
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        let r = self.out()?.flush();
+        r.map_err(|e| self.named(e))
     }
 }
 
 impl BlobWriter<'_> {
+    fn out(&mut self) -> io::Result<&mut HashingWriter<io::BufWriter<Writeback>>> {
+        self.out
+            .as_mut()
+            .ok_or_else(|| io::Error::other("blob writer used after its commit"))
+    }
+
+    /// A write error that names the file: callers see it through compressors and copies
+    /// that know nothing of the store (a full disk must say which one is full).
+    fn named(&self, e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), format!("write {}: {e}", self.temp.display()))
+    }
+
+    /// The bytes and the temp path, for a commit; the writer's drop then leaves the file to
+    /// the commit.
+    fn take(mut self) -> Result<(PathBuf, HashingWriter<io::BufWriter<Writeback>>)> {
+        let out = self.out.take().ok_or_else(|| {
+            Error::invalid(format!("blob {}", self.temp.display()), "committed twice")
+        })?;
+        Ok((std::mem::take(&mut self.temp), out))
+    }
+
     /// Verifies the content against `expected` (when given), then moves it into place under its
     /// digest. On a mismatch nothing is stored.
     pub fn commit(self, expected: Option<(&Digest, Option<u64>)>) -> Result<(Digest, u64)> {
-        let BlobWriter { store, temp, out } = self;
+        let store = self.store;
+        let (temp, out) = self.take()?;
         let (digest, size, buf) = out.finish();
         let result = (|| {
             let file = buf
@@ -343,7 +420,8 @@ impl BlobWriter<'_> {
         self,
         expected: Option<(&Digest, Option<u64>)>,
     ) -> Result<(Digest, u64)> {
-        let BlobWriter { store, temp, out } = self;
+        let store = self.store;
+        let (temp, out) = self.take()?;
         let (digest, size, buf) = out.finish();
         let file = match buf.into_inner() {
             Ok(w) => w.file,
@@ -423,23 +501,27 @@ impl BlobWriter<'_> {
         Ok((digest, size))
     }
 
-    /// Gives up on the blob; the temp file is removed.
-    pub fn abort(self) {
-        let _ = std::fs::remove_file(&self.temp);
-    }
+    /// Gives up on the blob; the temp file is removed (as dropping it does).
+    pub fn abort(self) {}
 }
 
 impl Store {
     /// Opens the store at `root`, creating an empty one if there is none.
+    ///
+    /// The root is private to its owner (0700): unpacked layers hold images' setuid files and
+    /// the blobs hold whatever the images hold. An existing root of this user with looser
+    /// permissions is tightened; a root another user owns is refused, since that user could
+    /// change what cairn reads, runs and writes there.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
         let root = root.into();
+        make_private_root(&root)?;
         for dir in ["blobs/sha256", "tmp", "layers/sha256"] {
             let d = root.join(dir);
-            fs_err::create_dir_all(&d).map_err(|source| Error::Io {
-                action: "create",
-                path: d.clone(),
-                source,
-            })?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&d)
+                .at("create", &d)?;
         }
         let store = Store {
             root,
@@ -499,6 +581,31 @@ impl Store {
     /// The store's scratch directory (same filesystem as the store, cleaned by prune).
     pub fn tmp_dir(&self) -> PathBuf {
         self.tmp()
+    }
+
+    /// A fresh path in the scratch directory, `tmp/PREFIX-PID-sSTART-…`, that
+    /// [`Store::remove_stale`] removes once this process is gone. `prefix` is one word
+    /// (no `-`).
+    pub fn temp_path(&self, prefix: &str) -> PathBuf {
+        self.tmp().join(temp_name(prefix))
+    }
+
+    /// Removes what processes killed outright (SIGKILL, power loss) left in the scratch
+    /// directory: every entry whose name says which process made it, when that process is
+    /// gone. Entries of live processes (other builds sharing the store) stay, and so does
+    /// everything when /proc cannot tell. Returns how many entries were removed; one that
+    /// cannot be removed is left for `prune` to report.
+    pub fn remove_stale(&self) -> Result<u64> {
+        let mut n = 0;
+        for entry in entries(&self.tmp())? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if temp_owner(&name).is_some_and(owner::is_gone)
+                && self.remove_tree(&entry.path()).is_ok()
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     fn tmp(&self) -> PathBuf {
@@ -610,7 +717,10 @@ impl Store {
         Ok(BlobWriter {
             store: self,
             temp,
-            out: HashingWriter::new(io::BufWriter::with_capacity(1 << 20, Writeback::new(file))),
+            out: Some(HashingWriter::new(io::BufWriter::with_capacity(
+                1 << 20,
+                Writeback::new(file),
+            ))),
         })
     }
 
@@ -892,7 +1002,7 @@ impl Store {
         }
         let temp = self.tmp().join(temp_name("unpack"));
         let result = (|| {
-            fs_err::create_dir(&temp).at("create", &temp)?;
+            private_dir(&temp)?;
             let actual = unpack(&temp.join("rootfs"))?;
             if actual != *diff_id {
                 return Err(Error::DigestMismatch {
@@ -909,7 +1019,8 @@ impl Store {
             sync_dir(&self.root.join("layers/sha256"))
         })();
         if let Err(e) = result {
-            self.remove_tree(&temp)?;
+            // The unpacking's error says more than a failed cleanup's (a full disk, say).
+            let _ = self.remove_tree(&temp);
             return Err(e);
         }
         Ok(rootfs)
@@ -930,7 +1041,7 @@ impl Store {
             return Ok(false);
         }
         let temp = self.tmp().join(temp_name("unpack"));
-        fs_err::create_dir(&temp).at("create", &temp)?;
+        private_dir(&temp)?;
         let rootfs = temp.join("rootfs");
         if let Err(source) = std::fs::rename(tree, &rootfs) {
             let _ = std::fs::remove_dir(&temp);
@@ -1029,12 +1140,18 @@ impl Store {
         Ok(report)
     }
 
+    /// Removes the scratch directory's entries, except those of live processes: a `cairn
+    /// run` or a build of another cairn may be using them.
     fn clean_tmp(&self) -> Result<u64> {
         let tmp = self.tmp();
         let mut n = 0;
         for entry in entries(&tmp)? {
-            self.remove_tree(&entry.path())?;
-            n += 1;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let live = temp_owner(&name).is_some_and(|o| !owner::is_gone(o));
+            if !live {
+                self.remove_tree(&entry.path())?;
+                n += 1;
+            }
         }
         Ok(n)
     }
@@ -1107,6 +1224,80 @@ impl Store {
         let tmp = self.tmp();
         report.temp_files = entries(&tmp)?.len() as u64;
         Ok(report)
+    }
+}
+
+/// Creates a directory of the store's own (not image content) that only its owner may enter.
+fn private_dir(path: &Path) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(path)
+        .at("create", path)
+}
+
+/// What to do with an existing store root, from its owner and mode and who opens it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RootCheck {
+    Private,
+    /// Ours, but group or others have permissions on it: take them away.
+    Tighten,
+    /// Not ours: why it is refused.
+    Refuse(String),
+}
+
+fn check_root(owner: u32, mode: u32, me: u32) -> RootCheck {
+    if owner != me {
+        let writable = if mode & 0o022 != 0 {
+            ", and is writable by others too"
+        } else {
+            ""
+        };
+        return RootCheck::Refuse(format!(
+            "it belongs to uid {owner}, not to this user (uid {me}){writable}; its owner could \
+             change what cairn runs and writes there: use a store of your own (--root, \
+             CAIRN_ROOT) or give this one to uid {me}"
+        ));
+    }
+    if mode & 0o077 != 0 {
+        RootCheck::Tighten
+    } else {
+        RootCheck::Private
+    }
+}
+
+/// Creates the store root 0700 (its parents as usual), or checks an existing one.
+fn make_private_root(root: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs_err::create_dir_all(parent).map_err(|source| Error::Io {
+            action: "create",
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(root) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).at("create", root),
+    }
+    let meta = std::fs::metadata(root).at("inspect", root)?;
+    if !meta.is_dir() {
+        return Err(Error::UnsafeStore {
+            path: root.to_path_buf(),
+            reason: "it is not a directory".into(),
+        });
+    }
+    let me = rustix::process::geteuid().as_raw();
+    match check_root(meta.uid(), meta.mode() & 0o7777, me) {
+        RootCheck::Private => Ok(()),
+        RootCheck::Tighten => {
+            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+                .at("make private (chmod 0700)", root)
+        }
+        RootCheck::Refuse(reason) => Err(Error::UnsafeStore {
+            path: root.to_path_buf(),
+            reason,
+        }),
     }
 }
 
@@ -1197,6 +1388,126 @@ mod tests {
         assert!(!s.has_blob(&Digest::of(b"other")));
         s.wait_blobs().unwrap();
         assert_eq!(fs_err::read_dir(s.tmp()).unwrap().count(), 0);
+    }
+
+    /// A writer dropped without a commit (an error on the way, a panic) takes its temp file
+    /// with it, and so does a layer whose producer fails.
+    #[test]
+    fn uncommitted_blobs_leave_nothing() {
+        let (_d, s) = store();
+        let mut w = s.blob_writer().unwrap();
+        w.write_all(&vec![1u8; 3 << 20]).unwrap();
+        assert_eq!(fs_err::read_dir(s.tmp()).unwrap().count(), 1);
+        drop(w);
+        assert_eq!(fs_err::read_dir(s.tmp()).unwrap().count(), 0);
+        let err = crate::layer::write_layer(&s, Compression::Gzip, |w| {
+            w.write_all(&[0u8; 4096]).unwrap();
+            Err(Error::invalid("producer", "gave up"))
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("gave up"), "{err}");
+        assert_eq!(fs_err::read_dir(s.tmp()).unwrap().count(), 0);
+        assert_eq!(
+            fs_err::read_dir(s.root().join("blobs/sha256"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
+    /// Start-up cleanup removes the scratch entries of gone processes (a pid that exited, or
+    /// one now held by another process) and keeps those of live ones, this one included;
+    /// prune also removes what names no process.
+    #[test]
+    fn stale_temps() {
+        let (_d, s) = store();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let me = std::process::id();
+        let start = owner::start_time(me).unwrap();
+        let live = s.temp_path("unpack");
+        fs_err::create_dir_all(live.join("rootfs/etc")).unwrap();
+        let cases = [
+            (format!("blob-{dead}-s1-0-0"), false),
+            (format!("unpack-{dead}-3-4"), false),
+            (format!("build-{me}-s{}-9", start + 1), false),
+            (format!("run-{me}-s{start}-1.keep"), true),
+            (format!("run-{me}-77"), true),
+            ("notes".to_owned(), true),
+        ];
+        for (name, _) in &cases {
+            fs_err::create_dir_all(s.tmp().join(name).join("sub")).unwrap();
+        }
+        // The dead pid could have been handed out again meanwhile: then its entries stay.
+        let reused = owner::start_time(dead).is_some();
+        let removed = s.remove_stale().unwrap();
+        for (name, kept) in &cases {
+            let kept = *kept || (reused && name.contains(&format!("-{dead}-")));
+            assert_eq!(s.tmp().join(name).exists(), kept, "{name}");
+        }
+        assert!(live.join("rootfs/etc").is_dir());
+        assert_eq!(removed, if reused { 1 } else { 3 });
+        let pruned = s.prune().unwrap();
+        assert!(!s.tmp().join("notes").exists());
+        assert!(live.is_dir(), "prune keeps a live process's files");
+        assert_eq!(pruned.temp_files, 1 + u64::from(reused) * 2);
+    }
+
+    #[test]
+    fn root_checks() {
+        let cases = [
+            (1000, 0o700, 1000, RootCheck::Private),
+            (1000, 0o755, 1000, RootCheck::Tighten),
+            (1000, 0o770, 1000, RootCheck::Tighten),
+            (1000, 0o1777, 1000, RootCheck::Tighten),
+            (0, 0o700, 0, RootCheck::Private),
+        ];
+        for (owner, mode, me, want) in cases {
+            assert_eq!(check_root(owner, mode, me), want, "{owner} {mode:o} {me}");
+        }
+        for (owner, mode, me, writable) in [
+            (1000, 0o700, 0, false),
+            (0, 0o777, 1000, true),
+            (1001, 0o755, 1000, false),
+            (1001, 0o720, 1000, true),
+        ] {
+            let RootCheck::Refuse(why) = check_root(owner, mode, me) else {
+                panic!("{owner} {mode:o} {me} is not refused");
+            };
+            assert!(why.contains(&format!("uid {owner}")), "{why}");
+            assert_eq!(why.contains("writable by others"), writable, "{why}");
+        }
+    }
+
+    /// A new store is private to its owner; an existing one of the same user is made so; one
+    /// of another user is refused, naming its path.
+    #[test]
+    fn the_root_is_private() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let (_d, s) = store();
+        let mode = |p: &Path| fs_err::metadata(p).unwrap().mode() & 0o7777;
+        for dir in [
+            "",
+            "blobs",
+            "blobs/sha256",
+            "tmp",
+            "layers",
+            "layers/sha256",
+        ] {
+            assert_eq!(mode(&s.root().join(dir)), 0o700, "{dir:?}");
+        }
+        fs_err::set_permissions(s.root(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        Store::open(s.root()).unwrap();
+        assert_eq!(mode(s.root()), 0o700);
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(s.root(), Some(4321), None).unwrap();
+            let err = Store::open(s.root()).unwrap_err();
+            assert!(matches!(err, Error::UnsafeStore { .. }), "{err}");
+            let text = err.to_string();
+            assert!(text.contains(&s.root().display().to_string()), "{text}");
+            assert!(text.contains("uid 4321"), "{text}");
+        }
     }
 
     #[test]

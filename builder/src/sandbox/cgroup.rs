@@ -438,6 +438,56 @@ impl Drop for Cgroup {
     }
 }
 
+/// Removes the cgroups of cairn processes that are gone: `cairn-PID-…` (a step's) and
+/// `cairn-probe-PID…` under the `cairn` directory of every place [`Cgroup::create`] may use.
+/// A build killed outright leaves its step's cgroup behind, possibly with what the step
+/// started still in it; that is killed first. Cgroups of live processes (other builds) stay.
+/// Returns how many were removed; one that will not go is left for the next try.
+pub fn remove_stale() -> usize {
+    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
+        return 0;
+    };
+    let mounts = parse_cgroup_mounts(&text);
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let v2 = v2_candidates(&mounts, unified_path(&own))
+        .into_iter()
+        .map(|base| (Version::V2, base.join(PARENT_DIR)));
+    let v1 = mounts
+        .iter()
+        .filter(|m| m.v1_options.is_some())
+        .map(|m| (Version::V1, m.mount_point.join(PARENT_DIR)));
+    let mut removed = 0;
+    for (version, parent) in v2.chain(v1) {
+        let Ok(entries) = fs::read_dir(&parent) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !stale_name(&name) || !entry.path().is_dir() {
+                continue;
+            }
+            let dir = entry.path();
+            drop(Cgroup {
+                version,
+                dirs: vec![dir.clone()],
+                memory_dir: None,
+                memory_limit: None,
+            });
+            if !dir.exists() {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
+/// Whether a cgroup named `name` is cairn's and its creator is gone.
+fn stale_name(name: &str) -> bool {
+    cairn_layers::owner::parse(name, "cairn-probe")
+        .or_else(|| cairn_layers::owner::parse(name, "cairn"))
+        .is_some_and(cairn_layers::owner::is_gone)
+}
+
 /// A resource controller cairn sets limits with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Controller {
@@ -1012,6 +1062,78 @@ mod tests {
                 matches!(result, Err(CgroupError::InvalidName { .. })),
                 "{name:?}: {result:?}"
             );
+        }
+    }
+
+    /// A pid that has exited (or, rarely, been handed out again since).
+    fn dead_pid() -> u32 {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    fn stale_names() {
+        let dead = dead_pid();
+        let reused = cairn_layers::owner::start_time(dead).is_some();
+        let me = std::process::id();
+        let cases = [
+            (format!("cairn-{}-3", cairn_layers::owner::token()), false),
+            (
+                format!("cairn-probe-{}", cairn_layers::owner::token()),
+                false,
+            ),
+            (format!("cairn-{me}-3"), false),
+            (format!("cairn-{me}-s1-3"), true),
+            (format!("cairn-{dead}-s1-0"), !reused),
+            (format!("cairn-probe-{dead}"), !reused),
+            (format!("cairn-test-{dead}-0"), false),
+            ("cairn".to_owned(), false),
+            ("other-1-s1-0".to_owned(), false),
+        ];
+        for (name, stale) in cases {
+            assert_eq!(stale_name(&name), stale, "{name}");
+        }
+    }
+
+    /// As root, a cgroup left by a process that is gone, with a process still in it, is
+    /// emptied and removed; one of this live process stays.
+    #[test]
+    fn stale_cgroups_are_removed() {
+        if !is_root() {
+            return;
+        }
+        let limits = Limits {
+            pids: Some(32),
+            ..Limits::default()
+        };
+        let dead = dead_pid();
+        if cairn_layers::owner::start_time(dead).is_some() {
+            return;
+        }
+        let stale_name = format!("cairn-{dead}-s1-0");
+        let Some(stale) = Cgroup::create(&stale_name, &limits).unwrap() else {
+            return;
+        };
+        let live_name = format!("cairn-{}-999", cairn_layers::owner::token());
+        let live = Cgroup::create(&live_name, &limits).unwrap().unwrap();
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        stale.add(child.id()).unwrap();
+        let stale_paths = stale.paths().to_vec();
+        // As a SIGKILLed cairn leaves it: never dropped.
+        std::mem::forget(stale);
+
+        assert!(remove_stale() >= 1);
+        for path in &stale_paths {
+            assert!(!path.exists(), "{} still exists", path.display());
+        }
+        assert!(
+            !child.wait().unwrap().success(),
+            "the step's process was killed"
+        );
+        for path in live.paths() {
+            assert!(path.exists(), "{} was removed", path.display());
         }
     }
 

@@ -222,8 +222,10 @@ impl Sandbox {
             limits_usable: false,
         };
         if !sb.limits.is_empty() {
-            match cgroup::Cgroup::create(&format!("cairn-probe-{}", std::process::id()), &sb.limits)
-            {
+            match cgroup::Cgroup::create(
+                &format!("cairn-probe-{}", cairn_layers::owner::token()),
+                &sb.limits,
+            ) {
                 Ok(Some(_)) => sb.limits_usable = true,
                 Ok(None) => sb.warnings.push(
                     "resource limits are not applied: cairn cannot write a cgroup here (run as \
@@ -503,7 +505,8 @@ impl Sandbox {
         } else {
             (None, None)
         };
-        let name = format!("cairn-{}-{}", std::process::id(), unique());
+        // The owner token lets a later build tell this cgroup's creator is gone.
+        let name = format!("cairn-{}-{}", cairn_layers::owner::token(), unique());
         let cg = if self.limits_usable {
             cgroup::Cgroup::create(&name, &self.limits)
                 .map_err(|e| Error::Sandbox(e.to_string()))?

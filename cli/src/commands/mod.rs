@@ -21,10 +21,24 @@ fn open_store(cli_root: Option<&std::path::Path>) -> anyhow::Result<Store> {
     Store::open(&root).with_context(|| format!("failed to open the store at {}", root.display()))
 }
 
+/// The store, deleting trees with mapped owners from inside the build's user namespace.
+fn with_remover(mut store: Store) -> anyhow::Result<Store> {
+    if let Ok(exe) = std::env::current_exe() {
+        let sandbox = cairn_builder::sandbox::Sandbox::for_removal(exe, &store)?;
+        store.set_remover(sandbox.remover());
+    }
+    Ok(store)
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let root = cli.root.as_deref();
     match cli.command {
-        Command::Build(args) => build::run(&open_store(root)?, &args),
+        Command::Build(args) => {
+            // A build starts by removing what killed builds left, which for a rootless user
+            // holds files of its subordinate ids.
+            let store = with_remover(open_store(root)?)?;
+            build::run(&store, &args)
+        }
         Command::Run(args) => run::run(&open_store(root)?, &args),
         Command::Parse(args) => parse::run(&args),
         Command::Load(args) => image::load(&open_store(root)?, &args),
@@ -35,12 +49,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tag(args) => image::tag(&open_store(root)?, &args),
         Command::Rmi(args) => image::rmi(&open_store(root)?, &args),
         Command::Prune(args) => {
-            let mut store = open_store(root)?;
             // Layers unpacked for RUN by a rootless user belong to its subordinate ids.
-            if let Ok(exe) = std::env::current_exe() {
-                let sandbox = cairn_builder::sandbox::Sandbox::for_removal(exe, &store)?;
-                store.set_remover(sandbox.remover());
-            }
+            let store = with_remover(open_store(root)?)?;
             image::prune(&store, &args)
         }
         Command::Fsck => image::fsck(&open_store(root)?),
