@@ -12,16 +12,6 @@ use super::sys::Fail;
 /// The user namespace whose maps idmapped mounts use (-1: none, a user's build).
 static USERNS: AtomicI32 = AtomicI32::new(-1);
 
-const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
 /// Makes a user namespace with `ids` as its maps and keeps it for [`remap`]. Called by the
 /// helper before it unshares its pid namespace (the child it forks here would otherwise
 /// become that namespace's pid 1).
@@ -90,21 +80,6 @@ pub fn apply(tree: BorrowedFd<'_>) {
     if userns < 0 {
         return;
     }
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: userns as u64,
-    };
-    // SAFETY: mount_setattr on a descriptor we borrow, with a valid attribute struct.
-    unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        );
-    }
+    // EINVAL: this filesystem has no idmapped mounts; its plain ids stay.
+    let _ = super::sys::set_mount_idmap(tree, userns);
 }

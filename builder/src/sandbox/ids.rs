@@ -302,9 +302,8 @@ fn root_mapping(store_root: &Path) -> Result<Mapping> {
         let count: u32 = f.next()?.parse().ok()?;
         (count == RANGE_SIZE
             && free_range(&taken, start, start.saturating_add(count), count) == Some(start)
-            && start >= RESERVE_FROM
-            && start < RESERVE_TO)
-            .then_some(start)
+            && (RESERVE_FROM..RESERVE_TO).contains(&start))
+        .then_some(start)
     });
     let start = match recorded {
         Some(start) => start,

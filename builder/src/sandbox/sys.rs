@@ -79,11 +79,32 @@ pub fn set_mount_attrs(
     attrs: u64,
     what: &Path,
 ) -> Result<(), Fail> {
+    let rc = mount_setattr(fd, recursive, attrs, 0);
+    check(rc as libc::c_int, || {
+        format!("set mount attributes on {}", what.display())
+    })
+}
+
+/// Makes the detached mount tree `fd` (and every mount below it) idmapped through the user
+/// namespace `userns`; the kernel's answer as a raw return code, since a filesystem without
+/// idmapped mounts (EINVAL) is something callers expect.
+pub fn set_mount_idmap(fd: std::os::fd::BorrowedFd<'_>, userns: std::os::fd::RawFd) -> i64 {
+    /// `MOUNT_ATTR_IDMAP`, which libc does not define.
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    mount_setattr(fd, true, MOUNT_ATTR_IDMAP, userns as u64)
+}
+
+fn mount_setattr(
+    fd: std::os::fd::BorrowedFd<'_>,
+    recursive: bool,
+    attrs: u64,
+    userns_fd: u64,
+) -> i64 {
     let attr = MountAttr {
         attr_set: attrs,
         attr_clr: 0,
         propagation: 0,
-        userns_fd: 0,
+        userns_fd,
     };
     let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
     if recursive {
@@ -91,7 +112,7 @@ pub fn set_mount_attrs(
     }
     // SAFETY: mount_setattr on a live descriptor with an empty path and a struct of the
     // kernel's layout and size.
-    let rc = unsafe {
+    unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
             std::os::fd::AsRawFd::as_raw_fd(&fd),
@@ -100,10 +121,7 @@ pub fn set_mount_attrs(
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
-    };
-    check(rc as libc::c_int, || {
-        format!("set mount attributes on {}", what.display())
-    })
+    }
 }
 
 /// `/proc/self/fd/N`: the path a descriptor's file is reached by, for calls that take a path
