@@ -110,6 +110,7 @@ fn name_and_tag(
         ));
     }
     let mut out = Vec::new();
+    let mut tags = Vec::new();
     for f in found {
         let names = match name {
             Some(n) => vec![n.clone()],
@@ -130,14 +131,14 @@ fn name_and_tag(
                 refs
             }
         };
-        for n in &names {
-            store.tag(n, &f.manifest)?;
-        }
+        tags.extend(names.iter().map(|n| (n.clone(), f.manifest.clone())));
         out.push(Loaded {
             manifest: f.manifest,
             names,
         });
     }
+    // Every name is checked before any is written, and index.json is written once.
+    store.tag_all(&tags)?;
     Ok(out)
 }
 
@@ -775,4 +776,55 @@ fn save_dir(store: &Store, images: &[ToSave], dir: &Path) -> Result<()> {
         path: index.clone(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::INDEX_WRITES;
+
+    /// A store holding one image of one uncompressed layer.
+    fn store_with_image() -> (tempfile::TempDir, Store, Descriptor) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path().join("store")).unwrap();
+        let layer = b"not really a tar, but a blob all the same";
+        let d = s.put_blob(layer).unwrap();
+        let mut config = ImageConfig::scratch();
+        config.rootfs.diff_ids.push(d.clone());
+        let manifest = s
+            .put_image(
+                &config,
+                vec![Descriptor {
+                    media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+                    digest: d,
+                    size: layer.len() as u64,
+                    platform: None,
+                    annotations: BTreeMap::new(),
+                }],
+            )
+            .unwrap();
+        (dir, s, manifest)
+    }
+
+    /// One image under 5,000 names loads with every name, and index.json is written once.
+    #[test]
+    fn load_writes_the_index_once_for_all_names() {
+        let (dir, from, manifest) = store_with_image();
+        let images: Vec<ToSave> = (0..5000)
+            .map(|i| ToSave {
+                reference: Some(Reference::parse(&format!("many/img:{i}")).unwrap()),
+                manifest: manifest.clone(),
+            })
+            .collect();
+        let layout = dir.path().join("layout");
+        save(&from, &images, SaveFormat::OciDir, &layout).unwrap();
+        let into = Store::open(dir.path().join("into")).unwrap();
+        let before = INDEX_WRITES.with(std::cell::Cell::get);
+        let loaded = load(&into, &layout, None).unwrap();
+        assert_eq!(INDEX_WRITES.with(std::cell::Cell::get) - before, 1);
+        assert_eq!(loaded.len(), 5000);
+        let tags = into.tags().unwrap();
+        assert_eq!(tags.len(), 5000);
+        assert!(tags.iter().all(|t| t.manifest.digest == manifest.digest));
+    }
 }
