@@ -9,10 +9,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
+use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use cairn_e2e::{Store, cairn_bin, texts};
+use cairn_e2e::{Store, cairn_bin, loaded_busybox, ok, texts};
 use serde_json::Value;
 
 /// `cairn --root STORE ARGS` under limits that turn a runaway into a failure: 4 GiB of address
@@ -152,6 +153,22 @@ fn tar(entries: &[Entry<'_>], end: bool) -> Vec<u8> {
     out
 }
 
+// ---- files -----------------------------------------------------------------------------
+
+/// A FIFO at `p`.
+fn mkfifo(p: &Path) {
+    ok({
+        let mut c = Command::new("mkfifo");
+        c.arg(p);
+        c
+    });
+}
+
+/// Sets `p`'s size without writing its bytes.
+fn sparse(p: &Path, size: u64) {
+    fs::File::create(p).unwrap().set_len(size).unwrap();
+}
+
 // ---- D: import ---------------------------------------------------------------------------
 
 /// Rootfs tarballs with entries that reach outside the root, or through a link they made, are
@@ -209,4 +226,77 @@ fn import_refuses_entries_outside_the_root() {
     let out = guarded(&s, &["import", path.to_str().unwrap(), "fine:import"]);
     assert!(out.status.success(), "{}", texts(&out).1);
     assert_eq!(tags(&s), ["docker.io/library/fine:import"]);
+}
+
+// ---- C: secrets --------------------------------------------------------------------------
+
+/// `--secret` sources that never end, block, or are too large are refused naming the file;
+/// a small regular file is still mounted.
+#[test]
+fn secrets_are_bounded_regular_files() {
+    let s = loaded_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nRUN --mount=type=secret,id=a cat /run/secrets/a\n",
+    )
+    .unwrap();
+    let fifo = ctx.path().join("fifo");
+    mkfifo(&fifo);
+    let big = ctx.path().join("big");
+    sparse(&big, 100 << 20);
+    let link = ctx.path().join("link-to-zero");
+    symlink("/dev/zero", &link).unwrap();
+    let cases: [(&str, &Path, &str); 4] = [
+        ("/dev/zero", Path::new("/dev/zero"), "a character device"),
+        ("a FIFO", &fifo, "a FIFO"),
+        ("a symlink to /dev/zero", &link, "a character device"),
+        ("a sparse 100 MiB file", &big, "more than the 512000 bytes"),
+    ];
+    let before = tags(&s);
+    for (case, src, why) in cases {
+        let spec = format!("id=a,src={}", src.display());
+        let out = guarded(
+            &s,
+            &[
+                "build",
+                "--progress",
+                "plain",
+                "--secret",
+                &spec,
+                ctx.path().to_str().unwrap(),
+            ],
+        );
+        let (_, stderr) = texts(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{case}: {:?}\n{stderr}",
+            out.status
+        );
+        assert!(
+            stderr.contains(&src.display().to_string()),
+            "{case}: {stderr}"
+        );
+        assert!(stderr.contains(why), "{case}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{case}: {stderr}");
+    }
+    assert_eq!(tags(&s), before);
+    let small = ctx.path().join("small");
+    fs::write(&small, "s3cret-value").unwrap();
+    let spec = format!("id=a,src={}", small.display());
+    let out = guarded(
+        &s,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--secret",
+            &spec,
+            ctx.path().to_str().unwrap(),
+        ],
+    );
+    let (_, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("s3cret-value"), "{stderr}");
 }
