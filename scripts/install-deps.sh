@@ -10,8 +10,9 @@ set -euo pipefail
 # docker-registry: the real registry server the registry tests push to and pull from;
 # apache2-utils: htpasswd -B for its basic-auth user file; openssl: the tests' CA, server
 # certificates and the token server's signing key and signatures.
+# time: /usr/bin/time -v reports cairn's peak memory in the hostile-input tests.
 packages=(uidmap busybox-static skopeo umoci oci-image-tool podman runc jq pigz bzip2 xz-utils zstd
-  docker-registry apache2-utils openssl)
+  docker-registry apache2-utils openssl time)
 
 missing=()
 for p in "${packages[@]}"; do

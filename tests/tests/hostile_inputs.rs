@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
+use std::io::Read;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -299,4 +300,84 @@ fn secrets_are_bounded_regular_files() {
     let (_, stderr) = texts(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("s3cret-value"), "{stderr}");
+}
+
+// ---- A: log lines ------------------------------------------------------------------------
+
+/// A RUN printing a 200 MB line without a newline builds, every byte of it reaches the
+/// progress output in bounded lines, and cairn's peak memory stays far below the line.
+#[test]
+fn an_endless_log_line_keeps_memory_bounded() {
+    const LINE: u64 = 200_000_000;
+    let s = loaded_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM busybox\nRUN head -c {LINE} /dev/zero | tr '\\0' a\n"),
+    )
+    .unwrap();
+    let rusage = ctx.path().join("rusage");
+    let mut c = Command::new("/usr/bin/time");
+    c.arg("-v")
+        .arg("-o")
+        .arg(&rusage)
+        .args(["timeout", "-s", "KILL", "600"])
+        .arg(cairn_bin())
+        .arg("--root")
+        .arg(&s.root)
+        .args(["build", "--progress", "plain"])
+        .arg(ctx.path())
+        .env_remove("CAIRN_ROOT")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    // Counted as it streams, never held: the longest line, the bytes of `a`, the tail.
+    let mut err = child.stderr.take().unwrap();
+    let (mut longest, mut current, mut a_bytes) = (0usize, 0usize, 0u64);
+    let mut tail: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = err.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                longest = longest.max(current);
+                current = 0;
+            } else {
+                current += 1;
+            }
+            a_bytes += u64::from(b == b'a');
+        }
+        tail.extend_from_slice(&buf[..n]);
+        if tail.len() > 8192 {
+            tail.drain(..tail.len() - 4096);
+        }
+    }
+    let status = child.wait().unwrap();
+    let tail = String::from_utf8_lossy(&tail).into_owned();
+    assert!(status.success(), "{status:?}\n{tail}");
+    // "#N " before each piece of the line; the rest of the output has few a's of its own.
+    assert!(
+        longest <= (64 << 10) + 16,
+        "a line of {longest} bytes\n{tail}"
+    );
+    assert!(
+        (LINE..LINE + 1000).contains(&a_bytes),
+        "{a_bytes} bytes of the line arrived"
+    );
+    let report = fs::read_to_string(&rusage).unwrap();
+    let max_kb: u64 = report
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .unwrap_or_else(|| panic!("no maximum RSS in {report}"))
+        .parse()
+        .unwrap();
+    assert!(max_kb < 300 * 1024, "cairn peaked at {max_kb} KiB");
 }
