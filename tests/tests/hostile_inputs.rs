@@ -9,13 +9,25 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::symlink;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use cairn_e2e::{Store, cairn_bin, loaded_busybox, ok, texts};
-use serde_json::Value;
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+/// The bound on JSON documents that cairn applies (the registry client's manifest limit).
+const DOCUMENT_LIMIT: usize = 8 << 20;
+
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
+}
 
 /// `cairn --root STORE ARGS` under limits that turn a runaway into a failure: 4 GiB of address
 /// space, no file over 2 GiB, killed after two minutes (a guard against hangs, not a timing).
@@ -380,4 +392,338 @@ fn an_endless_log_line_keeps_memory_bounded() {
         .parse()
         .unwrap();
     assert!(max_kb < 300 * 1024, "cairn peaked at {max_kb} KiB");
+}
+// ---- OCI layouts ------------------------------------------------------------------------
+
+/// An OCI image layout being made in a temp dir.
+struct Layout {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Layout {
+    fn new() -> Layout {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("layout");
+        fs::create_dir_all(root.join("blobs/sha256")).unwrap();
+        fs::write(root.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        Layout { _dir: dir, root }
+    }
+
+    fn path(&self) -> &str {
+        self.root.to_str().unwrap()
+    }
+
+    fn blob_path(&self, hex: &str) -> PathBuf {
+        self.root.join("blobs/sha256").join(hex)
+    }
+
+    /// Writes `bytes` as a blob; its descriptor.
+    fn blob(&self, media_type: &str, bytes: &[u8]) -> Value {
+        let hex = sha256(bytes);
+        fs::write(self.blob_path(&hex), bytes).unwrap();
+        json!({"mediaType": media_type, "digest": format!("sha256:{hex}"), "size": bytes.len()})
+    }
+
+    /// A manifest of one empty layer, with `pad` bytes of annotation to make it large.
+    fn manifest_bytes(&self, pad: usize) -> Vec<u8> {
+        let layer = tar(&[], true);
+        let layer_desc = self.blob(OCI_LAYER, &layer);
+        let config = json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha256(&layer))]},
+        });
+        let config_desc = self.blob(OCI_CONFIG, &serde_json::to_vec(&config).unwrap());
+        let manifest = json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": config_desc, "layers": [layer_desc],
+            "annotations": {"pad": " ".repeat(pad)},
+        });
+        serde_json::to_vec(&manifest).unwrap()
+    }
+
+    /// A whole image; the manifest's descriptor.
+    fn image(&self) -> Value {
+        let m = self.manifest_bytes(0);
+        self.blob(OCI_MANIFEST, &m)
+    }
+
+    /// index.json naming each descriptor `hostile/img:N`.
+    fn index(&self, manifests: &[Value]) {
+        let named: Vec<Value> = manifests
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let mut d = d.clone();
+                d["annotations"] = json!({"io.containerd.image.name": format!("hostile/img:{i}")});
+                d
+            })
+            .collect();
+        let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": named});
+        fs::write(
+            self.root.join("index.json"),
+            serde_json::to_vec(&index).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// The layout as an OCI archive (a plain tar) next to it.
+    fn archive(&self) -> PathBuf {
+        let mut owned: Vec<(String, Vec<u8>)> = vec![
+            (
+                "oci-layout".into(),
+                fs::read(self.root.join("oci-layout")).unwrap(),
+            ),
+            (
+                "index.json".into(),
+                fs::read(self.root.join("index.json")).unwrap(),
+            ),
+        ];
+        for name in entries(&self.root.join("blobs/sha256")) {
+            let bytes = fs::read(self.blob_path(&name)).unwrap();
+            owned.push((format!("blobs/sha256/{name}"), bytes));
+        }
+        let list: Vec<Entry<'_>> = owned.iter().map(|(n, b)| file(n, b)).collect();
+        let out = self.root.with_extension("tar");
+        fs::write(&out, tar(&list, true)).unwrap();
+        out
+    }
+}
+
+// ---- B: load -----------------------------------------------------------------------------
+
+/// Files of a layout that are not regular files inside it: refused by name, never read.
+#[test]
+fn load_reads_only_regular_files_inside_the_layout() {
+    type Spoil = fn(&Layout, &str);
+    let cases: [(&str, Spoil, &[&str]); 5] = [
+        (
+            "index.json -> /dev/zero",
+            |l, _| {
+                fs::remove_file(l.root.join("index.json")).unwrap();
+                symlink("/dev/zero", l.root.join("index.json")).unwrap();
+            },
+            &["index.json", "a symbolic link"],
+        ),
+        (
+            "index.json is a FIFO",
+            |l, _| {
+                fs::remove_file(l.root.join("index.json")).unwrap();
+                mkfifo(&l.root.join("index.json"));
+            },
+            &["index.json", "a FIFO"],
+        ),
+        (
+            "the manifest is a FIFO",
+            |l, hex| {
+                fs::remove_file(l.blob_path(hex)).unwrap();
+                mkfifo(&l.blob_path(hex));
+            },
+            &["a FIFO"],
+        ),
+        (
+            "the manifest is a symlink to /dev/zero",
+            |l, hex| {
+                fs::remove_file(l.blob_path(hex)).unwrap();
+                symlink("/dev/zero", l.blob_path(hex)).unwrap();
+            },
+            &["a symbolic link"],
+        ),
+        (
+            "blobs/sha256 is a symlink to a directory outside",
+            |l, _| {
+                let outside = l.root.with_extension("elsewhere");
+                fs::rename(l.root.join("blobs/sha256"), &outside).unwrap();
+                symlink(&outside, l.root.join("blobs/sha256")).unwrap();
+            },
+            &["sha256 is not a directory"],
+        ),
+    ];
+    for (case, spoil, wanted) in cases {
+        let l = Layout::new();
+        let m = l.image();
+        l.index(std::slice::from_ref(&m));
+        let hex = m["digest"].as_str().unwrap()[7..].to_owned();
+        spoil(&l, &hex);
+        let s = Store::new();
+        let out = guarded(&s, &["load", "-i", l.path()]);
+        assert_refused(case, &s, &out, wanted);
+        assert!(!s.root.join("blobs/sha256").join(&hex).exists(), "{case}");
+    }
+}
+
+/// Index, manifest and config are JSON documents bounded like a registry's manifests, in a
+/// layout and in an archive, whether the size is declared or only found.
+#[test]
+fn load_bounds_json_documents() {
+    let over = DOCUMENT_LIMIT + 1024;
+    type Make = fn(&Layout, usize) -> PathBuf;
+    let cases: [(&str, Make, &[&str]); 5] = [
+        (
+            "a layout whose manifest is over the limit",
+            |l, over| {
+                let m = l.manifest_bytes(over);
+                let d = l.blob(OCI_MANIFEST, &m);
+                l.index(&[d]);
+                l.root.clone()
+            },
+            &["more than the 8388608 bytes"],
+        ),
+        (
+            "an archive whose manifest is over the limit",
+            |l, over| {
+                let m = l.manifest_bytes(over);
+                let d = l.blob(OCI_MANIFEST, &m);
+                l.index(&[d]);
+                l.archive()
+            },
+            &["more than the 8388608 bytes"],
+        ),
+        (
+            "a layout whose index.json is over the limit",
+            |l, over| {
+                let d = l.image();
+                l.index(&[d]);
+                let mut f = fs::OpenOptions::new()
+                    .append(true)
+                    .open(l.root.join("index.json"))
+                    .unwrap();
+                f.write_all(&vec![b' '; over]).unwrap();
+                l.root.clone()
+            },
+            &["index.json", "more than the 8388608 bytes"],
+        ),
+        (
+            "an archive whose index.json is over the limit",
+            |l, over| {
+                let d = l.image();
+                l.index(&[d]);
+                let mut f = fs::OpenOptions::new()
+                    .append(true)
+                    .open(l.root.join("index.json"))
+                    .unwrap();
+                f.write_all(&vec![b' '; over]).unwrap();
+                l.archive()
+            },
+            &["index.json", "more than the 8388608 bytes"],
+        ),
+        (
+            "a layout whose manifest declares 1.5 GB (a sparse file)",
+            |l, _| {
+                let hex = sha256(b"never read");
+                sparse(&l.blob_path(&hex), 1_500_000_000);
+                l.index(&[json!({
+                    "mediaType": OCI_MANIFEST,
+                    "digest": format!("sha256:{hex}"),
+                    "size": 1_500_000_000u64,
+                })]);
+                l.root.clone()
+            },
+            &["1500000000 bytes", "more than the 8388608 bytes"],
+        ),
+    ];
+    for (case, make, wanted) in cases {
+        let l = Layout::new();
+        let src = make(&l, over);
+        let s = Store::new();
+        let out = guarded(&s, &["load", "-i", src.to_str().unwrap()]);
+        assert_refused(case, &s, &out, wanted);
+    }
+}
+
+/// 30,000 indexes each naming the next: refused at the depth limit, not by a stack overflow.
+#[test]
+fn load_refuses_deeply_nested_indexes() {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    // Each level names the next for this machine's platform, so that it is followed.
+    let chain = |levels: usize| {
+        let l = Layout::new();
+        let mut next = l.image();
+        for _ in 0..levels {
+            next["platform"] = json!({"os": "linux", "architecture": arch});
+            let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [next]});
+            next = l.blob(OCI_INDEX, &serde_json::to_vec(&index).unwrap());
+        }
+        l.index(&[next]);
+        l
+    };
+    let deep = chain(30_000);
+    // An archive's blobs are stored as they stream by, before any is known to be an index:
+    // a shorter chain says the same at a thousandth of the writes.
+    let archived = chain(1_000);
+    for (case, src) in [
+        ("layout", deep.root.clone()),
+        ("archive", archived.archive()),
+    ] {
+        let s = Store::new();
+        let out = guarded(&s, &["load", "-i", src.to_str().unwrap()]);
+        assert_refused(case, &s, &out, &["nested 9 levels deep", "at most 8"]);
+    }
+}
+
+/// A layer that declares a terabyte is refused before a byte of it is written.
+#[test]
+fn load_refuses_a_layer_larger_than_the_free_space() {
+    const TB: u64 = 1 << 40;
+    // A layout whose layer blob is a sparse file of a terabyte.
+    let l = Layout::new();
+    let hex = sha256(b"a terabyte");
+    sparse(&l.blob_path(&hex), TB);
+    let config = json!({"architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{hex}")]}});
+    let config = l.blob(OCI_CONFIG, &serde_json::to_vec(&config).unwrap());
+    let layer = json!({"mediaType": OCI_LAYER, "digest": format!("sha256:{hex}"), "size": TB});
+    let manifest = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": config, "layers": [layer]});
+    let manifest = l.blob(OCI_MANIFEST, &serde_json::to_vec(&manifest).unwrap());
+    l.index(&[manifest]);
+    // An archive whose blob entry's header declares a terabyte, and then ends.
+    let archive = l.root.with_extension("tar");
+    let name = format!("blobs/sha256/{hex}");
+    let mut entry = file(&name, b"");
+    entry.size = Some(TB);
+    fs::write(
+        &archive,
+        tar(
+            &[
+                file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
+                entry,
+            ],
+            false,
+        ),
+    )
+    .unwrap();
+    for (case, src) in [("layout", l.root.clone()), ("archive", archive)] {
+        let s = Store::new();
+        let out = guarded(&s, &["load", "-i", src.to_str().unwrap()]);
+        assert_refused(
+            case,
+            &s,
+            &out,
+            &[&hex, "declares 1099511627776 bytes", "free"],
+        );
+        assert!(!s.root.join("blobs/sha256").join(&hex).exists(), "{case}");
+    }
+}
+
+/// One image under 5,000 names: every name is listed after one load.
+#[test]
+fn load_names_thousands_of_images() {
+    let l = Layout::new();
+    let m = l.image();
+    l.index(&std::iter::repeat_n(m, 5000).collect::<Vec<_>>());
+    let s = Store::new();
+    let out = guarded(&s, &["load", "-i", l.path()]);
+    assert!(out.status.success(), "{}", texts(&out).1);
+    let mut names = tags(&s);
+    names.sort();
+    let mut want: Vec<String> = (0..5000)
+        .map(|i| format!("docker.io/hostile/img:{i}"))
+        .collect();
+    want.sort();
+    assert_eq!(names, want);
 }
