@@ -552,13 +552,49 @@ fn load_reads_only_regular_files_inside_the_layout() {
     }
 }
 
+/// A docker-archive of one empty layer next to `l`, its config and manifest.json padded by
+/// `config_pad` and `manifest_pad` bytes.
+fn docker_archive(l: &Layout, config_pad: usize, manifest_pad: usize) -> PathBuf {
+    let layer = tar(&[], true);
+    let config = json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha256(&layer))]},
+        "comment": " ".repeat(config_pad),
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    let mut manifest = serde_json::to_vec(
+        &json!([{"Config": "c.json", "RepoTags": ["hostile/docker:1"],
+            "Layers": ["l/layer.tar"]}]),
+    )
+    .unwrap();
+    manifest.extend(std::iter::repeat_n(b' ', manifest_pad));
+    let out = l.root.with_extension("docker.tar");
+    let list = [
+        file("c.json", &config),
+        file("l/layer.tar", &layer),
+        file("manifest.json", &manifest),
+    ];
+    fs::write(&out, tar(&list, true)).unwrap();
+    out
+}
+
 /// Index, manifest and config are JSON documents bounded like a registry's manifests, in a
 /// layout and in an archive, whether the size is declared or only found.
 #[test]
 fn load_bounds_json_documents() {
     let over = DOCUMENT_LIMIT + 1024;
     type Make = fn(&Layout, usize) -> PathBuf;
-    let cases: [(&str, Make, &[&str]); 5] = [
+    let cases: [(&str, Make, &[&str]); 7] = [
+        (
+            "a docker-archive whose config is over the limit",
+            |l, over| docker_archive(l, over, 0),
+            &["c.json", "more than the 8388608 bytes"],
+        ),
+        (
+            "a docker-archive whose manifest.json is over the limit",
+            |l, over| docker_archive(l, 0, over),
+            &["manifest.json", "more than the 8388608 bytes"],
+        ),
         (
             "a layout whose manifest is over the limit",
             |l, over| {
