@@ -14,8 +14,9 @@ set -euo pipefail
 # busybox cannot do.
 # e2fsprogs, mount: the ENOSPC test's small ext4 filesystem (mkfs.ext4, mount -o loop) as root;
 # util-linux: unshare for its tmpfs in a user namespace otherwise, runuser for other users.
+# time: /usr/bin/time -v reports cairn's peak memory in the hostile-input tests.
 packages=(uidmap busybox-static skopeo umoci oci-image-tool podman runc jq pigz bzip2 xz-utils zstd
-  docker-registry apache2-utils openssl gcc libc6-dev e2fsprogs mount util-linux)
+  docker-registry apache2-utils openssl gcc libc6-dev e2fsprogs mount util-linux time)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -20,3 +20,4 @@ pub mod sandbox;
 pub mod users;
 
 pub use error::{Error, Result};
+pub use run::SECRET_LIMIT;

@@ -28,6 +28,10 @@ const PROXY_ARGS: &[&str] = &[
     "all_proxy",
 ];
 
+/// The most a secret may hold, in bytes (BuildKit's limit): a secret is a token or a key, and
+/// each RUN that mounts one writes it to a file.
+pub const SECRET_LIMIT: u64 = 500 * 1024;
+
 /// The build's sandbox, made at its first RUN.
 fn sandbox<'a>(cx: &'a Ctx<'_>) -> Result<&'a Sandbox> {
     let made = cx.sandbox.get_or_init(|| {
@@ -518,6 +522,12 @@ fn mount_spec(
                 }
                 return Ok(());
             };
+            if value.len() as u64 > SECRET_LIMIT {
+                return Err(bad(format!(
+                    "secret {id} is {} bytes, more than the {SECRET_LIMIT} bytes a secret may have",
+                    value.len()
+                )));
+            }
             if let Some(var) = &m.env {
                 env.push(format!("{var}={}", String::from_utf8_lossy(value)));
                 if m.target.is_none() {

@@ -337,6 +337,152 @@ fn clean(raw: &[u8]) -> Result<Vec<Vec<u8>>, &'static str> {
     Ok(out)
 }
 
+/// Whether an entry makes a directory: old (pre-POSIX) tars mark directories with a trailing
+/// slash on a regular entry.
+fn is_dir_entry(kind: EntryType, raw: &[u8]) -> bool {
+    kind.is_dir()
+        || (matches!(kind, EntryType::Regular | EntryType::Continuous) && raw.ends_with(b"/"))
+}
+
+/// An entry's name as components, refused when it climbs above the root, names the root
+/// without being a directory, or misuses whiteout names.
+fn checked_name(shown: &str, raw: &[u8], is_dir: bool) -> Result<Vec<Vec<u8>>> {
+    let comps = clean(raw).map_err(|reason| Error::unsafe_entry(shown, reason))?;
+    let Some((name, parents)) = comps.split_last() else {
+        if !is_dir {
+            return Err(Error::unsafe_entry(
+                shown,
+                "only a directory entry may name the target directory itself",
+            ));
+        }
+        return Ok(comps);
+    };
+    for p in parents {
+        if !matches!(classify(p), Ok(Marker::Plain)) {
+            return Err(Error::unsafe_entry(
+                shown,
+                "a whiteout name cannot be a directory",
+            ));
+        }
+    }
+    classify(name).map_err(|reason| Error::unsafe_entry(shown, reason))?;
+    Ok(comps)
+}
+
+/// A hardlink's target as components: inside the root, and not the root itself.
+fn link_target(shown: &str, link: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let link_shown = String::from_utf8_lossy(link);
+    let src = clean(link).map_err(|reason| {
+        Error::unsafe_entry(shown, format!("hardlink target {link_shown:?}: {reason}"))
+    })?;
+    if src.is_empty() {
+        return Err(Error::unsafe_entry(
+            shown,
+            "a hardlink to the target directory itself",
+        ));
+    }
+    Ok(src)
+}
+
+/// Reads a layer tar through its last entry, refusing what [`apply_layer`] would refuse by its
+/// names alone, and more, as a rootfs tarball to import must be plain: an absolute name or
+/// hardlink target, an entry or hardlink target below a symlink the tar itself made (tar
+/// writers never write through a symlink; one that does means to escape wherever the layer is
+/// extracted less carefully than here), an entry type apply does not know. Returns the reader,
+/// just past the end-of-archive marker, for the caller to drain.
+pub fn check_layer<R: Read>(tar: R) -> Result<R> {
+    let mut archive = tar::Archive::new(tar);
+    let entries = archive
+        .entries()
+        .map_err(|e| Error::stream("read the layer tar", e))?;
+    let mut symlinks: HashSet<Vec<Vec<u8>>> = HashSet::new();
+    let mut previous: Option<String> = None;
+    for entry in entries {
+        let entry = entry.map_err(|e| {
+            let action = match &previous {
+                Some(name) => format!("read the layer tar after entry {name:?}"),
+                None => "read the layer tar".to_string(),
+            };
+            Error::stream(action, e)
+        })?;
+        let raw = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw).into_owned();
+        let kind = entry.header().entry_type();
+        if kind.is_pax_global_extensions() {
+            continue;
+        }
+        if raw.starts_with(b"/") {
+            return Err(Error::unsafe_entry(
+                &shown,
+                "an absolute name (a rootfs tarball names its files relative to its root)",
+            ));
+        }
+        let comps = checked_name(&shown, &raw, is_dir_entry(kind, &raw))?;
+        let through =
+            |comps: &[Vec<u8>]| (1..comps.len()).find(|n| symlinks.contains(&comps[..*n]));
+        if let Some(n) = through(&comps) {
+            return Err(Error::unsafe_entry(
+                &shown,
+                format!(
+                    "it lies below {:?}, a symlink the tarball made",
+                    String::from_utf8_lossy(&comps[..n].join(&b'/'))
+                ),
+            ));
+        }
+        match kind {
+            EntryType::Link => {
+                let link = entry
+                    .link_name_bytes()
+                    .map(|l| l.into_owned())
+                    .unwrap_or_default();
+                let link_shown = String::from_utf8_lossy(&link);
+                if link.starts_with(b"/") {
+                    return Err(Error::unsafe_entry(
+                        &shown,
+                        format!("hardlink target {link_shown:?} is an absolute name"),
+                    ));
+                }
+                let src = link_target(&shown, &link)?;
+                if through(&src).is_some() {
+                    return Err(Error::unsafe_entry(
+                        &shown,
+                        format!("hardlink target {link_shown:?} resolves through a symlink"),
+                    ));
+                }
+                // A hard link to a symlink is that symlink under another name.
+                if symlinks.contains(&src) {
+                    symlinks.insert(comps);
+                } else {
+                    symlinks.remove(&comps);
+                }
+            }
+            EntryType::Symlink => {
+                symlinks.insert(comps);
+            }
+            EntryType::Regular
+            | EntryType::Continuous
+            | EntryType::GNUSparse
+            | EntryType::Directory
+            | EntryType::Char
+            | EntryType::Block
+            | EntryType::Fifo => {
+                symlinks.remove(&comps);
+            }
+            other => {
+                return Err(Error::invalid(
+                    format!("layer entry {shown:?}"),
+                    format!(
+                        "unsupported tar entry type {:?}",
+                        char::from(other.as_byte())
+                    ),
+                ));
+            }
+        }
+        previous = Some(shown);
+    }
+    Ok(archive.into_inner())
+}
+
 /// What a file name means, as [`whiteout::classify`] says, for names that need not be UTF-8.
 enum Marker<'a> {
     Plain,
@@ -535,18 +681,10 @@ impl Applier<'_> {
             return Ok(());
         }
         let raw = entry.path_bytes().into_owned();
-        let comps = clean(&raw).map_err(|reason| Error::unsafe_entry(shown, reason))?;
-        // Old (pre-POSIX) tars mark directories with a trailing slash on a regular entry.
-        let is_dir = kind.is_dir()
-            || (matches!(kind, EntryType::Regular | EntryType::Continuous) && raw.ends_with(b"/"));
+        let is_dir = is_dir_entry(kind, &raw);
+        let comps = checked_name(shown, &raw, is_dir)?;
         let Some((name, parents)) = comps.split_last() else {
             // `./` or `/`: the target itself, whose metadata a directory entry may set.
-            if !is_dir {
-                return Err(Error::unsafe_entry(
-                    shown,
-                    "only a directory entry may name the target directory itself",
-                ));
-            }
             let meta = Meta::read(entry, shown)?;
             let st = rfs::fstat(&self.root).ctx("stat", self.target)?;
             self.record_dir(DirRecord {
@@ -556,14 +694,6 @@ impl Applier<'_> {
             });
             return Ok(());
         };
-        for p in parents {
-            if !matches!(classify(p), Ok(Marker::Plain)) {
-                return Err(Error::unsafe_entry(
-                    shown,
-                    "a whiteout name cannot be a directory",
-                ));
-            }
-        }
         let marker = classify(name).map_err(|reason| Error::unsafe_entry(shown, reason))?;
         if let Some(only) = self.only {
             let affected: Vec<Vec<u8>> = match &marker {
@@ -1018,14 +1148,9 @@ impl Applier<'_> {
             return Ok(());
         };
         let link_shown = String::from_utf8_lossy(link);
-        let src = clean(link).map_err(|reason| {
-            Error::unsafe_entry(shown, format!("hardlink target {link_shown:?}: {reason}"))
-        })?;
+        let src = link_target(shown, link)?;
         let Some((src_name, src_parents)) = src.split_last() else {
-            return Err(Error::unsafe_entry(
-                shown,
-                "a hardlink to the target directory itself",
-            ));
+            return Ok(());
         };
         if src == comps {
             // A link to itself (some writers emit one): the entry is already there.
@@ -2095,6 +2220,108 @@ mod tests {
                 if case.name == "symlink to a missing dir creates nothing" {
                     assert_eq!(names(&e.target), ["l"], "{label}");
                 }
+            }
+        }
+    }
+
+    /// What an import refuses by the names alone, and what it lets through; the reader comes
+    /// back past the end of the archive, whatever follows it.
+    #[test]
+    fn check_layer_table() {
+        let cases: Vec<(&str, Tar, Option<&str>)> = vec![
+            ("../x", Tar::new().file("../x", "o"), Some("climbs above")),
+            ("/abs", Tar::new().file("/abs", "o"), Some("absolute name")),
+            (
+                "a/../../x",
+                Tar::new().dir("a").file("a/../../x", "o"),
+                Some("climbs above"),
+            ),
+            (
+                "hardlink to ../x",
+                Tar::new().file("x", "i").hardlink("h", "../x"),
+                Some("hardlink target \"../x\""),
+            ),
+            (
+                "hardlink to ../",
+                Tar::new().hardlink("h", "../"),
+                Some("climbs above"),
+            ),
+            (
+                "hardlink to the root",
+                Tar::new().hardlink("h", "./"),
+                Some("target directory itself"),
+            ),
+            (
+                "hardlink to /etc/passwd",
+                Tar::new().hardlink("h", "/etc/passwd"),
+                Some("absolute name"),
+            ),
+            (
+                "l -> /etc then l/passwd",
+                Tar::new().symlink("l", "/etc").file("l/passwd", "x"),
+                Some("below \"l\""),
+            ),
+            (
+                "l -> /etc then a hardlink to l/passwd",
+                Tar::new().symlink("l", "/etc").hardlink("h", "l/passwd"),
+                Some("resolves through a symlink"),
+            ),
+            (
+                "a hardlink to a symlink, then through it",
+                Tar::new()
+                    .symlink("l", "/etc")
+                    .hardlink("m", "l")
+                    .file("m/passwd", "x"),
+                Some("below \"m\""),
+            ),
+            (
+                "a whiteout as a directory",
+                Tar::new().file(".wh.a/b", ""),
+                Some("whiteout"),
+            ),
+            (
+                "a file naming the root",
+                Tar::new().file(".", ""),
+                Some("only a directory"),
+            ),
+            (
+                "a symlink replaced by a directory",
+                Tar::new()
+                    .symlink("l", "/etc")
+                    .dir("l")
+                    .file("l/passwd", "x"),
+                None,
+            ),
+            (
+                "plain rootfs",
+                Tar::new()
+                    .dir("./")
+                    .dir("./etc")
+                    .file("./etc/passwd", "root")
+                    .symlink("./etc/mtab", "/proc/mounts")
+                    .symlink("./lib", "usr/lib")
+                    .hardlink("./etc/passwd-", "./etc/passwd")
+                    .hardlink("./lib2", "lib")
+                    .file("./.wh.gone", ""),
+                None,
+            ),
+        ];
+        for (case, tar, refusal) in cases {
+            let mut bytes = tar.build();
+            bytes.extend_from_slice(b"trailing bytes");
+            let got = check_layer(&bytes[..]);
+            match (refusal, got) {
+                (None, Ok(mut rest)) => {
+                    let mut tail = Vec::new();
+                    rest.read_to_end(&mut tail).expect("read");
+                    assert!(tail.ends_with(b"trailing bytes"), "{case}");
+                }
+                (Some(want), Err(e)) => {
+                    let msg = e.to_string();
+                    assert!(msg.contains(want), "{case}: {msg}");
+                    assert!(matches!(e, Error::UnsafeEntry { .. }), "{case}: {msg}");
+                }
+                (want, got) => panic!("{case}: wanted {want:?}, got {:?}", got.err()),
             }
         }
     }

@@ -5,7 +5,7 @@
 //! digest, and only then writes tags, so a load killed at any moment leaves a consistent store
 //! (at worst with unreferenced blobs and temp files that `prune` removes).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -19,6 +19,7 @@ use crate::image::{
     DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Descriptor, ImageConfig, Index, Manifest, OCI_CONFIG,
     OCI_INDEX, OCI_MANIFEST, REF_NAME, host_architecture,
 };
+use crate::layout::{self, LayoutDir, MAX_INDEX_DEPTH};
 use crate::reference::Reference;
 use crate::store::Store;
 
@@ -110,6 +111,7 @@ fn name_and_tag(
         ));
     }
     let mut out = Vec::new();
+    let mut tags = Vec::new();
     for f in found {
         let names = match name {
             Some(n) => vec![n.clone()],
@@ -130,24 +132,40 @@ fn name_and_tag(
                 refs
             }
         };
-        for n in &names {
-            store.tag(n, &f.manifest)?;
-        }
+        tags.extend(names.iter().map(|n| (n.clone(), f.manifest.clone())));
         out.push(Loaded {
             manifest: f.manifest,
             names,
         });
     }
+    // Every name is checked before any is written, and index.json is written once.
+    store.tag_all(&tags)?;
     Ok(out)
+}
+
+/// Refuses an index nested `depth` levels below index.json when that is too deep.
+fn check_depth(d: &Descriptor, depth: usize, what: &str) -> Result<()> {
+    if depth > MAX_INDEX_DEPTH {
+        return Err(Error::invalid(
+            what,
+            format!(
+                "index {} is nested {depth} levels deep; at most {MAX_INDEX_DEPTH} are allowed",
+                d.digest
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The manifest an index entry leads to: itself, or for a nested index, the entry for this
 /// machine's platform.
-fn pick_manifest(store: &Store, d: &Descriptor, what: &str) -> Result<Descriptor> {
+/// `depth` counts the indexes above `d`, index.json excluded.
+fn pick_manifest(store: &Store, d: &Descriptor, what: &str, depth: usize) -> Result<Descriptor> {
     match d.media_type.as_str() {
         OCI_MANIFEST | DOCKER_MANIFEST => Ok(d.clone()),
         OCI_INDEX | DOCKER_MANIFEST_LIST => {
-            let index = Index::from_slice(&store.read_blob(&d.digest)?, what)?;
+            check_depth(d, depth + 1, what)?;
+            let index = Index::from_slice(&layout::read_document(store, d, what)?, what)?;
             let arch = host_architecture();
             let chosen = index.manifests.iter().find(|m| {
                 m.platform
@@ -155,7 +173,7 @@ fn pick_manifest(store: &Store, d: &Descriptor, what: &str) -> Result<Descriptor
                     .is_some_and(|p| p.os == "linux" && p.architecture == arch)
             });
             match chosen {
-                Some(m) => pick_manifest(store, m, what),
+                Some(m) => pick_manifest(store, m, what, depth + 1),
                 None => {
                     let have: Vec<String> = index
                         .manifests
@@ -176,8 +194,8 @@ fn pick_manifest(store: &Store, d: &Descriptor, what: &str) -> Result<Descriptor
 
 /// Checks that a manifest's config and layers are all in the store now, and well-formed.
 fn check_complete(store: &Store, manifest: &Descriptor, what: &str) -> Result<()> {
-    let m = Manifest::from_slice(&store.read_blob(&manifest.digest)?, what)?;
-    let config = ImageConfig::from_slice(&store.read_blob(&m.config.digest)?, what)?;
+    let m = Manifest::from_slice(&layout::read_document(store, manifest, what)?, what)?;
+    let config = ImageConfig::from_slice(&layout::read_document(store, &m.config, what)?, what)?;
     if config.rootfs.diff_ids.len() != m.layers.len() {
         return Err(Error::invalid(
             what,
@@ -202,9 +220,21 @@ fn check_complete(store: &Store, manifest: &Descriptor, what: &str) -> Result<()
 /// The images an OCI index names, with their manifests resolved and checked.
 fn images_of_index(store: &Store, index: &Index, what: &str) -> Result<Vec<Found>> {
     let mut out = Vec::new();
+    // An index may name the same image under thousands of names: each is resolved once.
+    let mut picked: HashMap<Digest, Descriptor> = HashMap::new();
+    let mut complete: HashSet<Digest> = HashSet::new();
     for d in &index.manifests {
-        let manifest = pick_manifest(store, d, what)?;
-        check_complete(store, &manifest, what)?;
+        let manifest = match picked.get(&d.digest) {
+            Some(m) => m.clone(),
+            None => {
+                let m = pick_manifest(store, d, what, 0)?;
+                picked.insert(d.digest.clone(), m.clone());
+                m
+            }
+        };
+        if complete.insert(manifest.digest.clone()) {
+            check_complete(store, &manifest, what)?;
+        }
         let mut names = Vec::new();
         if let Some(n) = d.annotations.get(CONTAINERD_NAME) {
             names.push(n.clone());
@@ -252,40 +282,74 @@ pub fn layout_image(store: &Store, dir: &Path, tag: Option<&str>) -> Result<Desc
     }
 }
 
-/// Copies what a layout's index reaches into the store, verifying each blob.
+/// Copies what a layout's index reaches into the store, verifying each blob. Each file is read
+/// only if it is a regular file inside the layout, of the size its descriptor declares, and
+/// that size fits the store (and, for an index, manifest or config, the document limit).
 fn load_layout_dir(store: &Store, dir: &Path) -> Result<Vec<Found>> {
     let what = dir.display().to_string();
-    if !dir.join("oci-layout").is_file() {
+    let layout = LayoutDir::open(dir)?;
+    if std::fs::symlink_metadata(layout.path_of("oci-layout")).is_err() {
         return Err(Error::invalid(
             &what,
             "a directory to load must be an OCI image layout (it has no oci-layout file)",
         ));
     }
-    let index_path = dir.join("index.json");
-    let index = Index::from_slice(&fs_err::read(&index_path).at("read", &index_path)?, &what)?;
-    let blob = |d: &Digest| dir.join("blobs").join(d.algorithm()).join(d.hex());
-    // Copy every blob a descriptor reaches, depth first, verifying each.
-    let mut pending: Vec<Descriptor> = index.manifests.clone();
-    while let Some(d) = pending.pop() {
+    layout.open_regular("oci-layout")?;
+    let index = Index::from_slice(&layout.read_document("index.json")?, &what)?;
+    // Every blob a descriptor reaches, depth first, verifying each; with whether it is a JSON
+    // document and how many indexes lie above it.
+    let mut pending: Vec<(Descriptor, bool, usize)> = index
+        .manifests
+        .iter()
+        .map(|d| (d.clone(), true, 0))
+        .collect();
+    let mut seen = HashSet::new();
+    while let Some((d, document, depth)) = pending.pop() {
+        if !seen.insert(d.digest.clone()) {
+            continue;
+        }
+        let is_index = matches!(d.media_type.as_str(), OCI_INDEX | DOCKER_MANIFEST_LIST);
+        let rel = format!("blobs/{}/{}", d.digest.algorithm(), d.digest.hex());
+        let shown = layout.path_of(&rel).display().to_string();
+        if is_index {
+            check_depth(&d, depth + 1, &shown)?;
+        }
+        if document && d.size > layout::DOCUMENT_LIMIT {
+            return Err(layout::too_large(&shown, d.size));
+        }
         if !store.has_blob(&d.digest) {
-            let path = blob(&d.digest);
-            let mut f = File::open(&path).at("open", &path)?;
+            let (mut f, size) = layout.open_regular(&rel)?;
+            if size != d.size {
+                return Err(Error::SizeMismatch {
+                    what: shown,
+                    digest: d.digest.clone(),
+                    expected: d.size,
+                    actual: size,
+                });
+            }
+            layout::ensure_room(store, d.size, &shown)?;
             store.ingest(&mut f, &d.digest, Some(d.size))?;
         }
         match d.media_type.as_str() {
             OCI_INDEX | DOCKER_MANIFEST_LIST => {
-                let nested = Index::from_slice(&store.read_blob(&d.digest)?, &what)?;
+                let nested = Index::from_slice(&layout::read_document(store, &d, &what)?, &what)?;
                 let arch = host_architecture();
-                pending.extend(nested.manifests.into_iter().filter(|m| {
-                    m.platform
-                        .as_ref()
-                        .is_none_or(|p| p.os == "linux" && p.architecture == arch)
-                }));
+                pending.extend(
+                    nested
+                        .manifests
+                        .into_iter()
+                        .filter(|m| {
+                            m.platform
+                                .as_ref()
+                                .is_none_or(|p| p.os == "linux" && p.architecture == arch)
+                        })
+                        .map(|m| (m, true, depth + 1)),
+                );
             }
             OCI_MANIFEST | DOCKER_MANIFEST => {
-                let m = Manifest::from_slice(&store.read_blob(&d.digest)?, &what)?;
-                pending.push(m.config);
-                pending.extend(m.layers);
+                let m = Manifest::from_slice(&layout::read_document(store, &d, &what)?, &what)?;
+                pending.push((m.config, true, depth));
+                pending.extend(m.layers.into_iter().map(|l| (l, false, depth)));
             }
             _ => {}
         }
@@ -333,10 +397,10 @@ fn load_tar(store: &Store, plain: Box<dyn Read + '_>, path: &Path) -> Result<Vec
             continue;
         }
         let small = |entry: &mut tar::Entry<'_, _>| -> Result<Vec<u8>> {
-            if entry.size() > 64 << 20 {
-                return Err(Error::invalid(
-                    &what,
-                    format!("{name} is too large for a metadata file"),
+            if entry.size() > layout::DOCUMENT_LIMIT {
+                return Err(layout::too_large(
+                    &format!("{name} in {what}"),
+                    entry.size(),
                 ));
             }
             let mut v = Vec::new();
@@ -355,11 +419,15 @@ fn load_tar(store: &Store, plain: Box<dyn Read + '_>, path: &Path) -> Result<Vec
                     && let Ok(d) = format!("sha256:{hex}").parse::<Digest>()
                 {
                     let size = entry.size();
+                    if !store.has_blob(&d) {
+                        layout::ensure_room(store, size, &format!("{name} in {what}"))?;
+                    }
                     store.ingest(&mut entry, &d, Some(size))?;
                     files.insert(name, (d, size));
                 } else if name.ends_with("/json") || name.ends_with("/VERSION") {
                     // Docker's legacy per-layer metadata: not part of the image.
                 } else {
+                    layout::ensure_room(store, entry.size(), &format!("{name} in {what}"))?;
                     let mut w = store.blob_writer()?;
                     if let Err(e) = io::copy(&mut entry, &mut w) {
                         w.abort();
@@ -419,9 +487,17 @@ fn load_tar(store: &Store, plain: Box<dyn Read + '_>, path: &Path) -> Result<Vec
             )
         };
         let (config_digest, config_size) = lookup(&e.config).ok_or_else(|| missing(&e.config))?;
+        let config_what = format!("{} in {what}", e.config);
+        let config_desc = Descriptor {
+            media_type: OCI_CONFIG.to_owned(),
+            digest: config_digest,
+            size: config_size,
+            platform: None,
+            annotations: BTreeMap::new(),
+        };
         let config = ImageConfig::from_slice(
-            &store.read_blob(&config_digest)?,
-            &format!("{} in {what}", e.config),
+            &layout::read_document(store, &config_desc, &config_what)?,
+            &config_what,
         )?;
         if config.rootfs.diff_ids.len() != e.layers.len() {
             return Err(Error::invalid(
@@ -461,16 +537,7 @@ fn load_tar(store: &Store, plain: Box<dyn Read + '_>, path: &Path) -> Result<Vec
                 annotations: BTreeMap::new(),
             });
         }
-        let manifest = Manifest::new(
-            Descriptor {
-                media_type: OCI_CONFIG.to_owned(),
-                digest: config_digest,
-                size: config_size,
-                platform: None,
-                annotations: BTreeMap::new(),
-            },
-            layers,
-        );
+        let manifest = Manifest::new(config_desc, layers);
         let bytes = manifest.to_bytes();
         let digest = store.put_blob(&bytes)?;
         found.push(Found {
@@ -775,4 +842,55 @@ fn save_dir(store: &Store, images: &[ToSave], dir: &Path) -> Result<()> {
         path: index.clone(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::INDEX_WRITES;
+
+    /// A store holding one image of one uncompressed layer.
+    fn store_with_image() -> (tempfile::TempDir, Store, Descriptor) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path().join("store")).unwrap();
+        let layer = b"not really a tar, but a blob all the same";
+        let d = s.put_blob(layer).unwrap();
+        let mut config = ImageConfig::scratch();
+        config.rootfs.diff_ids.push(d.clone());
+        let manifest = s
+            .put_image(
+                &config,
+                vec![Descriptor {
+                    media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+                    digest: d,
+                    size: layer.len() as u64,
+                    platform: None,
+                    annotations: BTreeMap::new(),
+                }],
+            )
+            .unwrap();
+        (dir, s, manifest)
+    }
+
+    /// One image under 5,000 names loads with every name, and index.json is written once.
+    #[test]
+    fn load_writes_the_index_once_for_all_names() {
+        let (dir, from, manifest) = store_with_image();
+        let images: Vec<ToSave> = (0..5000)
+            .map(|i| ToSave {
+                reference: Some(Reference::parse(&format!("many/img:{i}")).unwrap()),
+                manifest: manifest.clone(),
+            })
+            .collect();
+        let layout = dir.path().join("layout");
+        save(&from, &images, SaveFormat::OciDir, &layout).unwrap();
+        let into = Store::open(dir.path().join("into")).unwrap();
+        let before = INDEX_WRITES.with(std::cell::Cell::get);
+        let loaded = load(&into, &layout, None).unwrap();
+        assert_eq!(INDEX_WRITES.with(std::cell::Cell::get) - before, 1);
+        assert_eq!(loaded.len(), 5000);
+        let tags = into.tags().unwrap();
+        assert_eq!(tags.len(), 5000);
+        assert!(tags.iter().all(|t| t.manifest.digest == manifest.digest));
+    }
 }

@@ -73,8 +73,8 @@ where
     })
 }
 
-/// A rootfs tarball (plain, gzip or zstd) as one layer, as `docker import` makes it; `what`
-/// names the source in errors.
+/// A rootfs tarball (plain, gzip or zstd) as one layer, as `docker import` makes it, its
+/// entries checked by [`crate::apply::check_layer`]; `what` names the source in errors.
 pub fn import_tarball(
     store: &Store,
     source: impl Read,
@@ -83,7 +83,27 @@ pub fn import_tarball(
 ) -> Result<StoredLayer> {
     let (_, mut plain) = compress::decompress_detected(source)?;
     write_layer(store, compression, |w| {
-        std::io::copy(&mut plain, w).map_err(|e| Error::stream(format!("read {what}"), e))?;
+        // Checked as it streams into the layer: a refused entry stores nothing.
+        let mut rest = crate::apply::check_layer(Tee {
+            inner: &mut plain,
+            out: w,
+        })?;
+        std::io::copy(&mut rest, &mut std::io::sink())
+            .map_err(|e| Error::stream(format!("read {what}"), e))?;
         Ok(())
     })
+}
+
+/// A reader that writes what it reads to `out` as well.
+struct Tee<'a, R> {
+    inner: R,
+    out: &'a mut dyn Write,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.out.write_all(&buf[..n])?;
+        Ok(n)
+    }
 }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod idmap;
 pub mod image;
 pub mod layer;
+pub mod layout;
 pub mod listing;
 pub mod owner;
 pub mod reference;

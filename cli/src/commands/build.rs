@@ -5,6 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use cairn_builder::SECRET_LIMIT;
 use cairn_builder::build::{BuildOptions, Event, NamedContext, build};
 use cairn_builder::cache::{CacheExport, CacheImport};
 use cairn_builder::sandbox::Limits;
@@ -89,7 +90,6 @@ pub(crate) fn limits(a: &crate::args::LimitArgs) -> anyhow::Result<Limits> {
     })
 }
 
-/// `--secret id=X,src=FILE|env=VAR` (docker's `type=file` and `source=` spellings too).
 /// A `--cache-from` or `--cache-to` spec split into its type and its other fields.
 fn cache_fields(spec: &str) -> anyhow::Result<(String, BTreeMap<String, String>, Option<String>)> {
     let (mut kind, mut fields, mut bare) = (None, BTreeMap::new(), None);
@@ -202,6 +202,65 @@ fn cache_export(spec: &str) -> anyhow::Result<CacheExport> {
     }
 }
 
+/// The kind of a file that is not a regular file, as refusals name it.
+fn file_kind(t: rustix::fs::FileType) -> &'static str {
+    use rustix::fs::FileType;
+    match t {
+        FileType::RegularFile => "a regular file",
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symbolic link",
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        FileType::Unknown => "a file of unknown type",
+    }
+}
+
+/// A secret's source file: a regular file (a FIFO would block the build before it starts, a
+/// device like `/dev/zero` never ends) of at most [`SECRET_LIMIT`] bytes.
+fn read_secret(id: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let shown = path.display();
+    let check = |st: &rustix::fs::Stat| -> anyhow::Result<u64> {
+        let kind = FileType::from_raw_mode(st.st_mode);
+        if kind != FileType::RegularFile {
+            bail!(
+                "--secret {id}: {shown} is {}; a secret must be a regular file",
+                file_kind(kind)
+            );
+        }
+        let size = st.st_size as u64;
+        if size > SECRET_LIMIT {
+            bail!(
+                "--secret {id}: {shown} is {size} bytes, more than the {SECRET_LIMIT} bytes a secret may have"
+            );
+        }
+        Ok(size)
+    };
+    // Looked at before it is opened: opening a FIFO blocks, opening a device may act.
+    check(&rustix::fs::stat(path).with_context(|| format!("--secret {id}: cannot read {shown}"))?)?;
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("--secret {id}: cannot read {shown}"))?;
+    // It may have been replaced between the look and the open.
+    check(&rustix::fs::fstat(&fd).with_context(|| format!("--secret {id}: cannot read {shown}"))?)?;
+    let mut value = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::from(fd), SECRET_LIMIT + 1),
+        &mut value,
+    )
+    .with_context(|| format!("--secret {id}: cannot read {shown}"))?;
+    if value.len() as u64 > SECRET_LIMIT {
+        bail!("--secret {id}: {shown} grew past the {SECRET_LIMIT} bytes a secret may have");
+    }
+    Ok(value)
+}
+
+/// `--secret id=X,src=FILE|env=VAR` (docker's `type=file` and `source=` spellings too).
 fn secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
     let mut out = BTreeMap::new();
     for spec in specs {
@@ -219,8 +278,7 @@ fn secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
             .or_else(|| env.clone())
             .with_context(|| format!("--secret {spec:?} needs id=ID"))?;
         let value = match (src, env) {
-            (Some(f), _) => std::fs::read(&f)
-                .with_context(|| format!("--secret {id}: cannot read {}", f.display()))?,
+            (Some(f), _) => read_secret(&id, &f)?,
             (None, Some(var)) => std::env::var(&var)
                 .with_context(|| format!("--secret {id}: environment variable {var} is not set"))?
                 .into_bytes(),
@@ -229,6 +287,12 @@ fn secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
                 Err(_) => bail!("--secret {spec:?} needs src=FILE or env=VAR"),
             },
         };
+        if value.len() as u64 > SECRET_LIMIT {
+            bail!(
+                "--secret {id}: {} bytes, more than the {SECRET_LIMIT} bytes a secret may have",
+                value.len()
+            );
+        }
         out.insert(id, value);
     }
     Ok(out)

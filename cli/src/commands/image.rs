@@ -69,11 +69,13 @@ pub fn import(store: &Store, args: &ImportArgs) -> anyhow::Result<()> {
             std::io::stdin().lock(),
             "standard input",
             Compression::Gzip,
-        )?
+        )
+        .context("failed to import standard input")?
     } else {
         let f =
             std::fs::File::open(&args.rootfs).with_context(|| format!("failed to open {what}"))?;
-        layer::import_tarball(store, f, &what, Compression::Gzip)?
+        layer::import_tarball(store, f, &what, Compression::Gzip)
+            .with_context(|| format!("failed to import {what}"))?
     };
     config.rootfs.diff_ids.push(layer.diff_id.clone());
     config.history.push(History {
