@@ -10,8 +10,10 @@ set -euo pipefail
 # docker-registry: the real registry server the registry tests push to and pull from;
 # apache2-utils: htpasswd -B for its basic-auth user file; openssl: the tests' CA, server
 # certificates and the token server's signing key and signatures.
+# passt (pasta) and slirp4netns: RUN's user-mode network, pasta preferred; the network tests
+# run a step with each.
 packages=(uidmap busybox-static skopeo umoci oci-image-tool podman runc jq pigz bzip2 xz-utils zstd
-  docker-registry apache2-utils openssl)
+  docker-registry apache2-utils openssl passt slirp4netns)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -82,8 +82,17 @@ fn serve(control: UnixStream) -> Result<(), Fail> {
         Request::Run(spec) => spec.cleanup.clone(),
         _ => Vec::new(),
     };
+    // A step with a network of its own gets its network namespace together with the user
+    // namespace: cairn attaches pasta or slirp4netns to it after writing the id maps, before
+    // its go-ahead, so the step starts with its network ready.
+    let userns = match &req {
+        Request::Run(spec) if spec.network == Network::Private => {
+            sys::CLONE_NEWUSER | sys::CLONE_NEWNET
+        }
+        _ => sys::CLONE_NEWUSER,
+    };
     let result = (|| {
-        sys::unshare(sys::CLONE_NEWUSER)?;
+        sys::unshare(userns)?;
         proto::send(&mut w, &Reply::Ready).map_err(|e| e.to_string())?;
         let _: Go = proto::recv(&mut reader)
             .map_err(|e| e.to_string())?
@@ -274,6 +283,7 @@ fn ensure(path: &Path, dir: bool, made: &mut Vec<PathBuf>) -> Result<(), Fail> {
 }
 
 fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
+    // Network::Private's namespace already exists (see `serve`); only `none` is made here.
     let mut flags = sys::CLONE_NEWNS | sys::CLONE_NEWPID | sys::CLONE_NEWUTS | sys::CLONE_NEWIPC;
     if spec.network == Network::None {
         flags |= sys::CLONE_NEWNET;
@@ -281,7 +291,7 @@ fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
     sys::unshare(flags)?;
     sys::make_mounts_private()?;
     sys::sethostname(&spec.hostname)?;
-    if spec.network == Network::None {
+    if spec.network != Network::Host {
         sys::loopback_up()?;
     }
     let root = match &spec.root {
@@ -519,7 +529,7 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
     // namespace of our own).
     let sys_dir = root.join("sys");
     let ro = sys::MS_RDONLY | sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC;
-    let own_sysfs = spec.network == Network::None
+    let own_sysfs = spec.network != Network::Host
         && sys::mount(Some("sysfs"), &sys_dir, Some("sysfs"), ro, None).is_ok();
     if !own_sysfs
         && sys::mount(
