@@ -15,6 +15,13 @@ set -euo pipefail
 packages=(uidmap busybox-static skopeo umoci oci-image-tool podman runc jq pigz bzip2 xz-utils zstd
   docker-registry apache2-utils openssl passt slirp4netns)
 
+# pasta and slirp4netns open /dev/net/tun as the building user: udev gives it mode 0666 on an
+# ordinary system, but a bare container or VM image may leave it root's only, and then no
+# rootless RUN step gets a network.
+if [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
+  if [ "$(id -u)" -eq 0 ]; then chmod 0666 /dev/net/tun; else sudo -n chmod 0666 /dev/net/tun; fi
+fi
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

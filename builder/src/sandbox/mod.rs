@@ -175,6 +175,9 @@ struct Helper {
 impl Drop for Helper {
     fn drop(&mut self) {
         let pid = self.child.id();
+        // A helper still waiting for a message (cairn failed between its steps) must see the
+        // socket end, or it would wait for cairn while cairn waits for it.
+        let _ = self.writer.shutdown(std::net::Shutdown::Both);
         let _ = self.child.wait();
         if let Ok(mut set) = HELPERS.lock() {
             set.remove(&pid);
@@ -575,6 +578,11 @@ impl Sandbox {
         log: Option<OwnedFd>,
         data: Option<OwnedFd>,
     ) -> Result<Helper> {
+        // Known before the helper starts: a missing tool costs no helper.
+        let net_tools = match req {
+            Request::Run(spec) if spec.network == Network::Private => Some(net::Tool::available()?),
+            _ => None,
+        };
         let (ours, theirs) =
             UnixStream::pair().map_err(|e| Error::Sandbox(format!("socketpair: {e}")))?;
         let mut cmd = Command::new(&self.helper);
@@ -653,12 +661,10 @@ impl Sandbox {
             other => return Err(Error::Sandbox(format!("unexpected answer {other:?}"))),
         }
         self.mapping.write(h.child.id())?;
-        if let Request::Run(spec) = req
-            && spec.network == Network::Private
-        {
+        if let Some(tools) = &net_tools {
             // The helper made its network namespace with its user namespace; the step starts
             // (at Go) only once the namespace is configured.
-            h._net = Some(net::attach(&net::Tool::find()?, h.child.id())?);
+            h._net = Some(net::attach_any(tools, h.child.id())?);
         }
         proto::send(&mut h.writer, &Go)
             .map_err(|e| Error::Sandbox(format!("writing to the sandbox helper: {e}")))?;

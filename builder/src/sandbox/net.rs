@@ -35,30 +35,40 @@ pub enum Tool {
 }
 
 impl Tool {
-    /// pasta if installed, else slirp4netns; an error naming both packages otherwise (never a
-    /// silent fallback to the host's network).
-    pub fn find() -> Result<Tool> {
-        static FOUND: OnceLock<Option<Tool>> = OnceLock::new();
-        FOUND
-            .get_or_init(|| {
-                let path = std::env::var_os("PATH").unwrap_or_default();
-                let dirs: Vec<PathBuf> = std::env::split_paths(&path)
-                    .chain(["/usr/bin", "/usr/sbin", "/usr/local/bin"].map(PathBuf::from))
-                    .collect();
-                let find =
-                    |name: &str| dirs.iter().map(|d| d.join(name)).find(|p| is_executable(p));
-                find("pasta")
-                    .map(Tool::Pasta)
-                    .or_else(|| find("slirp4netns").map(Tool::Slirp4netns))
-            })
-            .clone()
-            .ok_or_else(|| {
-                Error::Sandbox(
-                    "a RUN step's network needs pasta (Debian package passt) or slirp4netns, \
-                     and neither is installed; install one, or use --network=none"
-                        .into(),
-                )
-            })
+    /// The tools installed here, pasta first; `CAIRN_USERNET=pasta|slirp4netns` keeps only
+    /// that one. An error naming both packages when there is none (never a silent fallback to
+    /// the host's network).
+    pub fn available() -> Result<Vec<Tool>> {
+        static FOUND: OnceLock<Vec<Tool>> = OnceLock::new();
+        let found = FOUND.get_or_init(|| {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let dirs: Vec<PathBuf> = std::env::split_paths(&path)
+                .chain(["/usr/bin", "/usr/sbin", "/usr/local/bin"].map(PathBuf::from))
+                .collect();
+            let find = |name: &str| dirs.iter().map(|d| d.join(name)).find(|p| is_executable(p));
+            let only = std::env::var("CAIRN_USERNET").ok();
+            let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
+            let mut tools = Vec::new();
+            if wanted("pasta")
+                && let Some(p) = find("pasta")
+            {
+                tools.push(Tool::Pasta(p));
+            }
+            if wanted("slirp4netns")
+                && let Some(p) = find("slirp4netns")
+            {
+                tools.push(Tool::Slirp4netns(p));
+            }
+            tools
+        });
+        if found.is_empty() {
+            return Err(Error::Sandbox(
+                "a RUN step's network needs pasta (Debian package passt) or slirp4netns, \
+                 and neither is installed; install one, or use --network=none"
+                    .into(),
+            ));
+        }
+        Ok(found.clone())
     }
 
     fn name(&self) -> &'static str {
@@ -67,6 +77,30 @@ impl Tool {
             Tool::Slirp4netns(_) => "slirp4netns",
         }
     }
+}
+
+/// Starts the first of `tools` that works on the network namespace of `pid`. pasta needs a
+/// host interface with a route (it derives its setup from one); slirp4netns does not, so an
+/// offline machine falls back to it. A tool that failed once is not tried again.
+pub fn attach_any(tools: &[Tool], pid: u32) -> Result<Net> {
+    static FAILED: std::sync::Mutex<Vec<Tool>> = std::sync::Mutex::new(Vec::new());
+    let mut errors = Vec::new();
+    for tool in tools {
+        let failed = FAILED.lock().map(|f| f.contains(tool)).unwrap_or(false);
+        if failed && tool != tools.last().unwrap_or(tool) {
+            continue;
+        }
+        match attach(tool, pid) {
+            Ok(net) => return Ok(net),
+            Err(e) => {
+                if let Ok(mut f) = FAILED.lock() {
+                    f.push(tool.clone());
+                }
+                errors.push(e.to_string());
+            }
+        }
+    }
+    Err(Error::Sandbox(errors.join("; ")))
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -105,7 +139,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 
 /// Starts `tool` on the network namespace of `pid` (the helper, inside its user namespace)
 /// and waits until the namespace is configured.
-pub fn attach(tool: &Tool, pid: u32) -> Result<Net> {
+fn attach(tool: &Tool, pid: u32) -> Result<Net> {
     let (ready_r, ready_w) = pipe()?;
     let ready_fd = ready_w.as_raw_fd();
     let mut keep = vec![ready_fd];
