@@ -357,3 +357,290 @@ fn no_networking_tool_is_an_error_naming_them() {
     c.env("CAIRN_USERNET", "no-such-tool");
     ok(c);
 }
+
+/// An HTTP/1.0 server on `ip` whose `route` answers each request's path with the response's
+/// bytes; it records each request's path. It serves until the test process ends.
+struct Http {
+    addr: SocketAddr,
+    hits: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Http {
+    fn start(ip: IpAddr, route: impl Fn(&str) -> String + Send + Sync + 'static) -> Http {
+        let l = TcpListener::bind((ip, 0)).unwrap();
+        let addr = l.local_addr().unwrap();
+        let hits = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let h = hits.clone();
+        let route = Arc::new(route);
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(c) = c else { break };
+                let (h, route) = (h.clone(), route.clone());
+                std::thread::spawn(move || {
+                    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let mut r = BufReader::new(&c);
+                    let mut first = String::new();
+                    let _ = r.read_line(&mut first);
+                    let mut line = String::new();
+                    while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                        line.clear();
+                    }
+                    let path = first.split_whitespace().nth(1).unwrap_or("").to_owned();
+                    h.lock().unwrap().push(path.clone());
+                    let _ = (&c).write_all(route(&path).as_bytes());
+                });
+            }
+        });
+        Http { addr, hits }
+    }
+
+    fn url(&self, path: &str) -> String {
+        match self.addr {
+            SocketAddr::V6(a) => format!("http://[{}]:{}{path}", a.ip(), a.port()),
+            SocketAddr::V4(a) => format!("http://{a}{path}"),
+        }
+    }
+
+    fn hits(&self, path: &str) -> usize {
+        self.hits
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| *p == path)
+            .count()
+    }
+}
+
+fn ok_response(body: &str) -> String {
+    format!(
+        "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn redirect(to: &str) -> String {
+    format!("HTTP/1.0 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\n\r\n")
+}
+
+/// `cairn build -q` of `dockerfile` into a local directory, with `env`.
+fn add_build(
+    s: &Store,
+    dockerfile: &str,
+    env: &[(&str, &str)],
+) -> (std::process::Output, tempfile::TempDir) {
+    let ctx = context(dockerfile);
+    let out = tempfile::tempdir().unwrap();
+    let mut c = s.cmd(&["build", "-q", "-o"]);
+    c.arg(format!(
+        "type=local,dest={}",
+        out.path().join("o").display()
+    ))
+    .arg(ctx.path());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    (c.output().unwrap(), out)
+}
+
+#[test]
+fn add_refuses_a_redirect_to_the_hosts_loopback() {
+    let local = Http::start("127.0.0.1".parse().unwrap(), |_| ok_response(SECRET));
+    let secret_url = local.url("/secret");
+    let (ip, _dummy) = outside_address();
+    let to = secret_url.clone();
+    let outside = Arc::new(std::sync::Mutex::new(String::new()));
+    let o = outside.clone();
+    let remote = Http::start(ip, move |path| match path {
+        "/to-loopback" => redirect(&to),
+        "/to-localhost" => redirect(&to.replace("127.0.0.1", "localhost")),
+        "/to-metadata" => redirect("http://169.254.169.254/latest/meta-data"),
+        "/to-zero" => redirect(&to.replace("127.0.0.1", "0.0.0.0")),
+        "/to-here" => redirect(&format!("{}/plain", o.lock().unwrap())),
+        "/plain" => ok_response("outside\n"),
+        _ => "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n".into(),
+    });
+    *outside.lock().unwrap() = remote.url("");
+    let s = Store::new();
+    for path in ["/to-loopback", "/to-localhost", "/to-metadata", "/to-zero"] {
+        let from = remote.url(path);
+        let (out, _dir) = add_build(&s, &format!("FROM scratch\nADD {from} /got\n"), &[]);
+        let (_, stderr) = texts(&out);
+        assert!(!out.status.success(), "{path}: {stderr}");
+        assert!(
+            stderr.contains(&from) && stderr.contains("redirect"),
+            "{path}: the error names the redirecting URL: {stderr}"
+        );
+    }
+    let (out, _dir) = add_build(
+        &s,
+        &format!("FROM scratch\nADD {} /got\n", remote.url("/to-loopback")),
+        &[],
+    );
+    assert!(texts(&out).1.contains(&secret_url), "{}", texts(&out).1);
+    assert_eq!(local.hits("/secret"), 0, "the loopback service was fetched");
+
+    // A redirect between outside addresses is followed; so is one from loopback to loopback
+    // (the Dockerfile asked for this host itself).
+    let (out, dir) = add_build(
+        &s,
+        &format!("FROM scratch\nADD {} /got\n", remote.url("/to-here")),
+        &[],
+    );
+    assert!(out.status.success(), "{}", texts(&out).1);
+    assert_eq!(
+        fs::read_to_string(dir.path().join("o/got")).unwrap(),
+        "outside\n"
+    );
+    let hop = Http::start("127.0.0.1".parse().unwrap(), {
+        let to = secret_url.clone();
+        move |_| redirect(&to)
+    });
+    let (out, dir) = add_build(
+        &s,
+        &format!("FROM scratch\nADD {} /got\n", hop.url("/x")),
+        &[],
+    );
+    assert!(out.status.success(), "{}", texts(&out).1);
+    assert_eq!(
+        fs::read_to_string(dir.path().join("o/got")).unwrap(),
+        SECRET
+    );
+}
+
+/// A TCP server that accepts connections and never says a word.
+fn silent_server() -> (SocketAddr, Arc<AtomicBool>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    l.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while !st.load(Ordering::SeqCst) {
+            match l.accept() {
+                Ok((c, _)) => held.push(c),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    (addr, stop)
+}
+
+/// Runs `cmd` to its end, or kills it after `limit` (a bound against a hang, not a timing):
+/// its output, or `None` when it had to be killed.
+fn output_within(mut cmd: Command, limit: Duration) -> Option<std::process::Output> {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let watchdog = std::thread::spawn(move || {
+        let deadline = Instant::now() + limit;
+        while !d.load(Ordering::SeqCst) {
+            if Instant::now() > deadline {
+                let _ = tool("kill").args(["-KILL", &pid.to_string()]).status();
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    });
+    let out = child.wait_with_output().unwrap();
+    done.store(true, Ordering::SeqCst);
+    (!watchdog.join().unwrap()).then_some(out)
+}
+
+#[test]
+fn a_silent_server_times_out_pull_and_add() {
+    let (addr, stop) = silent_server();
+    let s = Store::new();
+    let mut pull = s.cmd(&["pull", &format!("{addr}/silent/img:1")]);
+    pull.env("CAIRN_NET_TIMEOUT", "2");
+    let out = output_within(pull, Duration::from_secs(60))
+        .expect("cairn pull still waiting on a silent registry after 60 s");
+    let (_, stderr) = texts(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&addr.to_string()) && stderr.contains("2 s"),
+        "the error names the registry and the timeout: {stderr}"
+    );
+
+    let url = format!("http://{addr}/file");
+    let ctx = context(&format!("FROM scratch\nADD {url} /got\n"));
+    let mut build = s.cmd(&["build", "-q"]);
+    build.env("CAIRN_NET_TIMEOUT", "2").arg(ctx.path());
+    let out = output_within(build, Duration::from_secs(60))
+        .expect("ADD still waiting on a silent server after 60 s");
+    let (_, stderr) = texts(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&url) && stderr.contains("2 s"),
+        "the error names the URL and the timeout: {stderr}"
+    );
+    stop.store(true, Ordering::SeqCst);
+}
+
+#[test]
+fn sigterm_stops_an_endless_add() {
+    // A server that streams zeros for as long as anyone reads.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let n = sent.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { break };
+            let n = n.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                let _ = std::io::Read::read(&mut c, &mut buf);
+                let _ = c.write_all(b"HTTP/1.0 200 OK\r\n\r\n");
+                let chunk = vec![0u8; 64 << 10];
+                while c.write_all(&chunk).is_ok() {
+                    n.fetch_add(chunk.len(), Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let s = Store::new();
+    let ctx = context(&format!("FROM scratch\nADD http://{addr}/endless /got\n"));
+    let child = Killed(
+        s.cmd(&["build", "-q"])
+            .arg(ctx.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Under way: some megabytes have gone out.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sent.load(Ordering::SeqCst) < 8 << 20 {
+        assert!(Instant::now() < deadline, "the download never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut term = tool("kill");
+    term.args(["-TERM", &child.0.id().to_string()]);
+    ok(term);
+    let mut child = child;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cairn still downloading 20 s after SIGTERM ({} bytes sent)",
+            sent.load(Ordering::SeqCst)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let tmp = s.root.join("tmp");
+    let left: Vec<_> = fs::read_dir(&tmp)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in {}: {left:?}", tmp.display());
+}
