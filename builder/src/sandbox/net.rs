@@ -108,19 +108,28 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// A running networking process, killed and reaped when dropped (it also dies with cairn: its
-/// parent-death signal is SIGKILL).
+/// A running networking process, killed when dropped and reaped on a thread of its own (it
+/// also dies with cairn: its parent-death signal is SIGKILL).
 #[derive(Debug)]
 pub struct Net {
-    child: Child,
+    child: Option<Child>,
     /// slirp4netns exits when this closes.
     _exit: Option<OwnedFd>,
 }
 
 impl Drop for Net {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            // Its tap device goes with it, which takes the kernel tens of milliseconds: the
+            // next step need not wait for that.
+            // (Without a thread to spare, the zombie is gone when cairn exits.)
+            let _ = std::thread::Builder::new()
+                .name("cairn-net-reap".into())
+                .spawn(move || {
+                    let _ = child.wait();
+                });
+        }
     }
 }
 
@@ -229,15 +238,15 @@ fn attach(tool: &Tool, pid: u32) -> Result<Net> {
         None => (None, None),
     };
     drop(exit_r);
-    let mut net = Net {
-        child,
-        _exit: exit_w,
-    };
-    match wait_ready(&ready_r, &mut net.child) {
-        Ok(()) => Ok(net),
+    let mut child = child;
+    match wait_ready(&ready_r, &mut child) {
+        Ok(()) => Ok(Net {
+            child: Some(child),
+            _exit: exit_w,
+        }),
         Err(why) => {
-            let _ = net.child.kill();
-            let _ = net.child.wait();
+            let _ = child.kill();
+            let _ = child.wait();
             let mut text = String::new();
             let mut buf = vec![0u8; 4096];
             if let Ok(n) = log.read_at(&mut buf, 0) {
