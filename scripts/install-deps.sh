@@ -15,8 +15,17 @@ set -euo pipefail
 # e2fsprogs, mount: the ENOSPC test's small ext4 filesystem (mkfs.ext4, mount -o loop) as root;
 # util-linux: unshare for its tmpfs in a user namespace otherwise, runuser for other users.
 # time: /usr/bin/time -v reports cairn's peak memory in the hostile-input tests.
+# passt (pasta) and slirp4netns: RUN's user-mode network; the network tests run a step with each.
 packages=(uidmap busybox-static skopeo umoci oci-image-tool podman runc jq pigz bzip2 xz-utils zstd
-  docker-registry apache2-utils openssl gcc libc6-dev e2fsprogs mount util-linux time)
+  docker-registry apache2-utils openssl gcc libc6-dev e2fsprogs mount util-linux time passt
+  slirp4netns)
+
+# pasta and slirp4netns open /dev/net/tun as the building user: udev gives it mode 0666 on an
+# ordinary system, but a bare container or VM image may leave it root's only, and then no
+# rootless RUN step gets a network.
+if [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
+  if [ "$(id -u)" -eq 0 ]; then chmod 0666 /dev/net/tun; else sudo -n chmod 0666 /dev/net/tun; fi
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -64,6 +64,10 @@ pub struct BuildOptions {
     pub registry: Option<cairn_layers::registry::RegistryOptions>,
     /// `--pull`: check a named image's registry even when the store has it.
     pub pull: bool,
+    /// `--network`: RUN's network where the Dockerfile leaves it at `default`.
+    pub network: crate::sandbox::Network,
+    /// `--allow network.host`: RUN may use the host's network.
+    pub allow_network_host: bool,
 }
 
 /// A named build context: a directory (COPY --from reads it with its own .dockerignore; FROM

@@ -161,7 +161,9 @@ pub fn run(
     if opts.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
         env.push("TERM=xterm".into());
     }
-    let etc_files = sandbox::etc_files(&dir, &short)?;
+    // A namespace of the container's own, as docker's bridge, unless asked for the host's.
+    let network = opts.network.unwrap_or(Network::Private);
+    let etc_files = sandbox::etc_files(&dir, &short, network)?;
     let mounts = opts
         .volumes
         .iter()
@@ -194,7 +196,7 @@ pub fn run(
         gid: user.gid,
         groups: user.groups,
         hostname: short.clone(),
-        network: opts.network.unwrap_or(Network::Host),
+        network,
         etc_files,
         mounts,
         diff: false,

@@ -2,7 +2,10 @@
 //! against `--checksum` while it streams in.
 
 use std::io::{Read, Write};
+use std::net::{IpAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+
+use cairn_layers::registry::NetTimeouts;
 
 use sha2::{Digest as _, Sha256, Sha384, Sha512};
 
@@ -101,8 +104,92 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Downloads `url` (following redirects) to `to` and checks it against `checksum`
-/// (`ALGO:HEX`). The file is removed again on any failure.
+/// The most redirects one download follows.
+const MAX_REDIRECTS: usize = 10;
+
+/// The host and port of an http(s) URL.
+fn host_port(url: &str) -> Option<(String, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let default = if scheme.eq_ignore_ascii_case("https") {
+        443
+    } else {
+        80
+    };
+    if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
+        return Some((host.to_owned(), port.unwrap_or(default)));
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) => Some((h.to_owned(), p.parse().ok()?)),
+        None => Some((authority.to_owned(), default)),
+    }
+}
+
+/// Addresses a build's host-side fetch must not be sent to by someone else's redirect: the
+/// host's own (loopback, unspecified) and its link's (link-local, where cloud metadata lives).
+fn is_local(ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_unspecified() || v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Whether `url`'s host is, or resolves to, a local address (see [`is_local`]).
+fn points_local(url: &str) -> bool {
+    let Some((host, port)) = host_port(url) else {
+        return false;
+    };
+    if host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost") {
+        return true;
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return is_local(ip);
+    }
+    (host.as_str(), port)
+        .to_socket_addrs()
+        .is_ok_and(|mut addrs| addrs.any(|a| is_local(a.ip())))
+}
+
+/// A redirect's `Location` made absolute against the URL that answered with it.
+fn resolve_location(base: &str, location: &str) -> String {
+    if location.contains("://") {
+        return location.to_owned();
+    }
+    let (scheme, rest) = base.split_once("://").unwrap_or(("http", base));
+    if let Some(net) = location.strip_prefix("//") {
+        return format!("{scheme}://{net}");
+    }
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let origin = format!("{scheme}://{}", &rest[..authority_end]);
+    if location.starts_with('/') {
+        return format!("{origin}{location}");
+    }
+    let path = rest[authority_end..].split(['?', '#']).next().unwrap_or("");
+    let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+    format!("{origin}{dir}/{location}")
+}
+
+fn http_error(url: &str, e: ureq::Error, t: &NetTimeouts) -> String {
+    match e {
+        ureq::Error::StatusCode(code) => format!("failed to download {url}: HTTP status {code}"),
+        ureq::Error::Timeout(kind) => format!("failed to download {url}: {}", t.describe(kind)),
+        other => format!("failed to download {url}: {other}"),
+    }
+}
+
+/// Downloads `url` (following redirects, but never from elsewhere to this host's or its
+/// link's addresses) to `to` and checks it against `checksum` (`ALGO:HEX`). Every read times
+/// out (see [`NetTimeouts`]) and a cancelled build stops the transfer. The file is removed
+/// again on any failure.
 pub fn download(url: &str, to: &Path, checksum: Option<&str>) -> Result<Download, String> {
     let mut expected = None;
     if let Some(c) = checksum {
@@ -116,10 +203,62 @@ pub fn download(url: &str, to: &Path, checksum: Option<&str>) -> Result<Download
         })?;
         expected = Some((algo, hex.to_ascii_lowercase(), hasher));
     }
-    let mut resp = ureq::get(url).call().map_err(|e| match e {
-        ureq::Error::StatusCode(code) => format!("failed to download {url}: HTTP status {code}"),
-        other => format!("failed to download {url}: {other}"),
-    })?;
+    let cancelled = || format!("download of {url} cancelled");
+    let timeouts = NetTimeouts::from_env();
+    // Redirects are followed here, one at a time, so each target is checked before it is
+    // asked for.
+    let agent = timeouts
+        .apply(ureq::Agent::config_builder())
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let local_origin = points_local(url);
+    let mut current = url.to_owned();
+    let mut hops = 0;
+    let mut resp = loop {
+        if crate::sandbox::cancelled() {
+            return Err(cancelled());
+        }
+        let resp = agent
+            .get(&current)
+            .call()
+            .map_err(|e| http_error(&current, e, &timeouts))?;
+        let status = resp.status();
+        if !status.is_redirection() || status.as_u16() == 304 {
+            if !status.is_success() {
+                return Err(format!(
+                    "failed to download {current}: HTTP status {}",
+                    status.as_u16()
+                ));
+            }
+            break resp;
+        }
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| format!("{current} redirects (HTTP {status}) without a Location"))?;
+        let next = resolve_location(&current, location);
+        if !is_url(&next) {
+            return Err(format!(
+                "{current} redirects to {next}, which is not http(s)"
+            ));
+        }
+        if !local_origin && points_local(&next) {
+            return Err(format!(
+                "refusing the redirect of {current} to {next}: it points at a loopback, \
+                 link-local or unspecified address (ADD of {url})"
+            ));
+        }
+        hops += 1;
+        if hops > MAX_REDIRECTS {
+            return Err(format!(
+                "failed to download {url}: more than {MAX_REDIRECTS} redirects"
+            ));
+        }
+        current = next;
+    };
     let last_modified = resp
         .headers()
         .get("last-modified")
@@ -137,11 +276,21 @@ pub fn download(url: &str, to: &Path, checksum: Option<&str>) -> Result<Download
     let mut body = resp.body_mut().as_reader();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
+        // An endless body must not outlive a SIGINT/SIGTERM to cairn.
+        if crate::sandbox::cancelled() {
+            return Err(cancelled());
+        }
         let n = match body.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("failed to download {url}: {e}")),
+            Err(e) => {
+                let why = match NetTimeouts::timeout_in(&e) {
+                    Some(t) => timeouts.describe(t),
+                    None => e.to_string(),
+                };
+                return Err(format!("failed to download {current}: {why}"));
+            }
         };
         if let Some((_, _, h)) = &mut expected {
             h.update(&buf[..n]);
@@ -171,5 +320,42 @@ mod tests {
         assert_eq!(file_name("https://h/dir/"), "");
         assert_eq!(file_name("https://h"), "");
         assert_eq!(file_name("https://h/%2E%2E"), "");
+    }
+
+    #[test]
+    fn local_addresses() {
+        let cases = [
+            ("http://127.0.0.1:8080/x", true),
+            ("http://127.8.9.10/", true),
+            ("http://[::1]:80/", true),
+            ("http://0.0.0.0:9/", true),
+            ("http://[::]/", true),
+            ("http://169.254.169.254/latest/meta-data", true),
+            ("http://[fe80::1]/", true),
+            ("http://[::ffff:127.0.0.1]/", true),
+            ("http://localhost:5000/a", true),
+            ("http://a.localhost/", true),
+            ("http://user:pw@127.0.0.1/", true),
+            ("http://192.0.2.7/", false),
+            ("https://[2001:db8::1]:8443/", false),
+            ("http://10.1.2.3/", false),
+        ];
+        for (url, local) in cases {
+            assert_eq!(points_local(url), local, "{url}");
+        }
+    }
+
+    #[test]
+    fn locations_resolve_against_the_url() {
+        let cases = [
+            ("http://h:1/a/b?q", "http://x/y", "http://x/y"),
+            ("https://h/a/b", "//x:2/y", "https://x:2/y"),
+            ("http://h:1/a/b?q", "/c", "http://h:1/c"),
+            ("http://h:1/a/b?q", "c/d", "http://h:1/a/c/d"),
+            ("http://h", "c", "http://h/c"),
+        ];
+        for (base, loc, want) in cases {
+            assert_eq!(resolve_location(base, loc), want, "{base} + {loc}");
+        }
     }
 }

@@ -111,6 +111,22 @@ pub(crate) fn run_step(
     words_env.extend(meta::env_map(&st.config));
     let expand = |w: &str| lexer.process_word(w, &words_env).map_err(|e| e.to_string());
 
+    // The network: a namespace of the step's own unless the Dockerfile says otherwise; the
+    // host's only with the entitlement, as BuildKit rules (a Dockerfile is not the builder's
+    // to trust with the host's local services).
+    let network = match run.network {
+        Some(NetworkMode::None) => Network::None,
+        Some(NetworkMode::Host) => Network::Host,
+        Some(NetworkMode::Default) | None => opts.network,
+    };
+    if network == Network::Host && !opts.allow_network_host {
+        return Err(fail(
+            "--network=host is not allowed: it needs the network.host entitlement, granted \
+             with `cairn build --allow network.host`"
+                .into(),
+        ));
+    }
+
     // The cache key: the command as written with its heredocs, everything the process sees
     // (environment, so the stage's ARGs; working directory; user; shell; network) and its
     // mounts as expanded, with the content behind a bind mount of the context.
@@ -125,7 +141,7 @@ pub(crate) fn run_step(
     key.field("workdir", &st.config.config.working_dir)
         .field("user", &st.config.config.user)
         .field("shell", meta::shell_of(&st.config).join("\0"))
-        .field("network", format!("{:?}", run.network));
+        .field("network", format!("{network:?}"));
     for (i, m) in run.mounts.iter().enumerate() {
         let m = Mount::parse_with(&m.raw, i, &expand).map_err(&fail)?;
         key.field("mount", serde_json::to_vec(&m).unwrap_or_default());
@@ -218,7 +234,7 @@ pub(crate) fn run_step(
         .map_err(|e| fail(format!("USER {}: {}", st.config.config.user, e.0)))?;
 
     let hostname = "cairn";
-    let etc_files = sandbox::etc_files(&base, hostname)?;
+    let etc_files = sandbox::etc_files(&base, hostname, network)?;
 
     // RUN --mount.
     let mut locks = Vec::new();
@@ -239,10 +255,6 @@ pub(crate) fn run_step(
         })?;
     }
 
-    let network = match run.network {
-        Some(NetworkMode::None) => Network::None,
-        _ => Network::Host,
-    };
     let keep_upper = matches!(root, RootSpec::Overlay { .. }).then(|| run_dir.keep.clone());
     let spec = RunSpec {
         root,

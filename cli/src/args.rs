@@ -351,6 +351,13 @@ pub struct BuildArgs {
     /// How RUN steps get their filesystem: overlay, copy, or auto (overlay where it mounts).
     #[arg(long, value_name = "overlay|copy|auto", default_value = "auto")]
     pub snapshotter: String,
+    /// RUN's network where the Dockerfile does not choose: default (a namespace of its own
+    /// with user-mode networking), none (only loopback) or host (needs --allow network.host).
+    #[arg(long, value_name = "default|none|host")]
+    pub network: Option<String>,
+    /// Grant an entitlement: network.host lets RUN use the host's network (repeatable).
+    #[arg(long = "allow", value_name = "network.host")]
+    pub allow: Vec<String>,
     #[command(flatten)]
     pub limits: LimitArgs,
     /// The build context directory; `-` reads a tar of it from standard input.
@@ -406,8 +413,9 @@ pub struct RunArgs {
     /// The user (name or uid[:gid]) to run as.
     #[arg(short = 'u', long = "user", value_name = "USER")]
     pub user: Option<String>,
-    /// none (only loopback) or host.
-    #[arg(long, value_name = "none|host")]
+    /// default (a namespace of its own with user-mode networking), none (only loopback) or
+    /// host (the host's network, its loopback services included).
+    #[arg(long, value_name = "default|none|host")]
     pub network: Option<String>,
     /// A name for the container.
     #[arg(long)]

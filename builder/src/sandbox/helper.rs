@@ -112,8 +112,18 @@ fn serve(control: UnixStream) -> Result<(), Fail> {
             {
                 return Err("a step run by root needs an id mapping".into());
             }
-        } else {
-            sys::unshare(sys::CLONE_NEWUSER)?;
+        }
+        // A step with a network of its own gets its network namespace here, with the user
+        // namespace where the helper makes one: cairn attaches pasta or slirp4netns to it
+        // before its go-ahead, so the step starts with its network ready.
+        let mut flags = if host_root { 0 } else { sys::CLONE_NEWUSER };
+        if let Request::Run(spec) = &req
+            && spec.network == Network::Private
+        {
+            flags |= sys::CLONE_NEWNET;
+        }
+        if flags != 0 {
+            sys::unshare(flags)?;
         }
         proto::send(&mut w, &Reply::Ready).map_err(|e| e.to_string())?;
         let _: Go = proto::recv(&mut reader)
@@ -281,6 +291,7 @@ fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
     if let Some(ids) = &spec.userns {
         idmapped::prepare(ids)?;
     }
+    // Network::Private's namespace already exists (see `serve`); only `none` is made here.
     let mut flags = sys::CLONE_NEWNS | sys::CLONE_NEWPID | sys::CLONE_NEWUTS | sys::CLONE_NEWIPC;
     if spec.network == Network::None {
         flags |= sys::CLONE_NEWNET;
@@ -288,7 +299,7 @@ fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
     sys::unshare(flags)?;
     sys::make_mounts_private()?;
     sys::sethostname(&spec.hostname)?;
-    if spec.network == Network::None {
+    if spec.network != Network::Host {
         sys::loopback_up()?;
     }
     let root = match &spec.root {
@@ -595,7 +606,7 @@ fn child_setup(
     // The fresh tmpfs, empty and ours alone: names made in it are what they say.
     let dev = confine::open_in(root_fd, "/dev").map_err(|e| format!("open /dev: {e}"))?;
     mount_dev(&sys::fd_path(dev.as_fd()))?;
-    confine::mount_sys(root_fd, spec.network == Network::None, &mut made)?;
+    confine::mount_sys(root_fd, spec.network != Network::Host, &mut made)?;
     confine::mask(root_fd)?;
     confine::mount_cgroup(root_fd, own_cgroup2)?;
     for (p, file) in &spec.etc_files {

@@ -7,6 +7,7 @@ mod confine;
 pub mod helper;
 mod idmapped;
 pub mod ids;
+pub mod net;
 pub mod proto;
 mod sys;
 
@@ -169,11 +170,16 @@ struct Helper {
     child: Child,
     writer: UnixStream,
     reader: BufReader<UnixStream>,
+    /// The step's user-mode networking, stopped after the helper has ended (field drop order).
+    _net: Option<net::Net>,
 }
 
 impl Drop for Helper {
     fn drop(&mut self) {
         let pid = self.child.id();
+        // A helper still waiting for a message (cairn failed between its steps) must see the
+        // socket end, or it would wait for cairn while cairn waits for it.
+        let _ = self.writer.shutdown(std::net::Shutdown::Both);
         let _ = self.child.wait();
         if let Ok(mut set) = HELPERS.lock() {
             set.remove(&pid);
@@ -587,6 +593,11 @@ impl Sandbox {
         log: Option<OwnedFd>,
         data: Option<OwnedFd>,
     ) -> Result<Helper> {
+        // Known before the helper starts: a missing tool costs no helper.
+        let net_tools = match req {
+            Request::Run(spec) if spec.network == Network::Private => Some(net::Tool::available()?),
+            _ => None,
+        };
         let (ours, theirs) =
             UnixStream::pair().map_err(|e| Error::Sandbox(format!("socketpair: {e}")))?;
         let mut cmd = Command::new(&self.helper);
@@ -651,6 +662,7 @@ impl Sandbox {
             child,
             writer: ours,
             reader,
+            _net: None,
         };
         proto::send(&mut h.writer, req)
             .map_err(|e| Error::Sandbox(format!("writing to the sandbox helper: {e}")))?;
@@ -664,6 +676,11 @@ impl Sandbox {
             other => return Err(Error::Sandbox(format!("unexpected answer {other:?}"))),
         }
         self.mapping.write(h.child.id())?;
+        if let Some(tools) = &net_tools {
+            // The helper made its network namespace with its user namespace; the step starts
+            // (at Go) only once the namespace is configured.
+            h._net = Some(net::attach_any(tools, h.child.id())?);
+        }
         proto::send(&mut h.writer, &Go)
             .map_err(|e| Error::Sandbox(format!("writing to the sandbox helper: {e}")))?;
         Ok(h)
@@ -731,13 +748,16 @@ impl Read for Checked<'_> {
 
 /// Copies of the host's /etc/hosts (plus a line for `hostname`) and /etc/resolv.conf under
 /// `dir`, to be bind-mounted over the container's: a process can neither change the host's
-/// files nor leave them in its layer.
-pub fn etc_files(dir: &Path, hostname: &str) -> Result<Vec<(String, PathBuf)>> {
+/// files nor leave them in its layer. With a network of its own, the nameserver is the DNS
+/// forwarder of its user-mode networking.
+pub fn etc_files(dir: &Path, hostname: &str, network: Network) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     for name in ["hosts", "resolv.conf"] {
         let mut text = std::fs::read_to_string(Path::new("/etc").join(name)).unwrap_or_default();
         if name == "hosts" {
             text.push_str(&format!("127.0.0.1\t{hostname}\n"));
+        } else if network == Network::Private {
+            text = net::resolv_conf(&text);
         }
         let copy = dir.join(name);
         std::fs::write(&copy, text).map_err(io_err("write", &copy))?;

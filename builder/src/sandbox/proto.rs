@@ -57,7 +57,11 @@ pub enum RootSpec {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Network {
-    /// The host's network (`default` and `host`).
+    /// A network namespace of the step's own, reaching the outside through user-mode
+    /// networking (pasta or slirp4netns, see `sandbox::net`) but never the host's loopback or
+    /// its abstract unix sockets (`default`).
+    Private,
+    /// The host's network (`host`, only when asked for).
     Host,
     /// A network namespace with only loopback.
     None,

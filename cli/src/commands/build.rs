@@ -8,8 +8,8 @@ use anyhow::{Context, bail};
 use cairn_builder::SECRET_LIMIT;
 use cairn_builder::build::{BuildOptions, Event, NamedContext, build};
 use cairn_builder::cache::{CacheExport, CacheImport};
-use cairn_builder::sandbox::Limits;
 use cairn_builder::sandbox::cgroup::parse_size;
+use cairn_builder::sandbox::{Limits, Network};
 use cairn_layers::archive::{self, SaveFormat, ToSave};
 use cairn_layers::compress::{Compression, LayerCompression};
 use cairn_layers::{Reference, Store};
@@ -354,6 +354,22 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
     if args.push && tags.is_empty() {
         bail!("--push needs a name to push: give -t REGISTRY/REPOSITORY[:TAG]");
     }
+    let mut allow_network_host = false;
+    for a in &args.allow {
+        match a.as_str() {
+            "network.host" => allow_network_host = true,
+            other => bail!("--allow {other:?}: unknown entitlement (cairn knows network.host)"),
+        }
+    }
+    let network = match args.network.as_deref() {
+        None | Some("default" | "bridge" | "private") => Network::Private,
+        Some("none") => Network::None,
+        Some("host") if allow_network_host => Network::Host,
+        Some("host") => {
+            bail!("--network host needs the network.host entitlement: add --allow network.host")
+        }
+        Some(other) => bail!("--network {other:?}: expected default, none or host"),
+    };
     let opts = BuildOptions {
         context: context.to_path_buf(),
         dockerfile_name: name,
@@ -386,6 +402,8 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?,
         registry: Some(registry_options.clone()),
         pull: args.pull,
+        network,
+        allow_network_host,
     };
     let mode = progress::choose(args.progress, args.quiet, std::io::stderr().is_terminal());
     let quiet = mode == Mode::Quiet;

@@ -20,9 +20,10 @@ fn dup(fd: impl AsFd) -> anyhow::Result<OwnedFd> {
 
 pub fn run(store: &Store, args: &RunArgs) -> anyhow::Result<()> {
     let network = match args.network.as_deref() {
-        None | Some("host" | "default" | "bridge") => None,
+        None | Some("default" | "bridge" | "private") => None,
+        Some("host") => Some(Network::Host),
         Some("none") => Some(Network::None),
-        Some(other) => bail!("--network {other:?}: cairn run supports none and host"),
+        Some(other) => bail!("--network {other:?}: cairn run supports default, none and host"),
     };
     let env = args
         .env

@@ -20,7 +20,7 @@ pub use auth::Credentials;
 pub use config::{Endpoint, RegistryConfig};
 pub use pull::{pull, select_platform};
 pub use push::push;
-pub use transport::{Registry, Retry};
+pub use transport::{NetTimeouts, Registry, Retry};
 
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 
 use ureq::http::{Method, StatusCode};
 
-use super::transport::{Req, header, status_error, transient};
+use super::transport::{NetTimeouts, Req, header, status_error, transient};
 use super::{Client, Event, RegistryOptions, is_index, is_manifest, origins};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -323,10 +323,14 @@ pub(super) fn fetch_blob(
                     Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => {
+                        let why = match NetTimeouts::timeout_in(&e) {
+                            Some(t) => client.registry.timeouts.describe(t),
+                            None => e.to_string(),
+                        };
                         return Err(Error::Http {
                             what: what.clone(),
                             url: url.clone(),
-                            message: format!("transfer broke off after {got} bytes: {e}"),
+                            message: format!("transfer broke off after {got} bytes: {why}"),
                         });
                     }
                 };

@@ -155,6 +155,100 @@ fn load_cert_dir(dir: &Path) -> Result<(Vec<Certificate<'static>>, Option<Client
     Ok((roots, client))
 }
 
+/// The connect and read timeouts of every network transfer (registries and ADD of a URL):
+/// `CAIRN_NET_TIMEOUT` seconds for both, else 30 s each. A read times out when no byte arrives
+/// for that long, however long the whole transfer takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetTimeouts {
+    pub connect: Duration,
+    pub read: Duration,
+}
+
+impl Default for NetTimeouts {
+    fn default() -> NetTimeouts {
+        NetTimeouts {
+            connect: Duration::from_secs(30),
+            read: Duration::from_secs(30),
+        }
+    }
+}
+
+impl NetTimeouts {
+    pub const ENV: &'static str = "CAIRN_NET_TIMEOUT";
+
+    /// From the environment; a value that is not a positive number of seconds is ignored.
+    pub fn from_env() -> NetTimeouts {
+        Self::parse(std::env::var(Self::ENV).ok().as_deref())
+    }
+
+    fn parse(v: Option<&str>) -> NetTimeouts {
+        match v
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
+        {
+            Some(secs) => NetTimeouts {
+                connect: Duration::from_secs_f64(secs),
+                read: Duration::from_secs_f64(secs),
+            },
+            None => NetTimeouts::default(),
+        }
+    }
+
+    /// Sets these timeouts on an agent's configuration.
+    pub fn apply(
+        &self,
+        b: ureq::config::ConfigBuilder<ureq::typestate::AgentScope>,
+    ) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+        b.timeout_resolve(Some(self.connect))
+            .timeout_connect(Some(self.connect))
+            .timeout_per_read(Some(self.read))
+            .timeout_per_write(Some(self.read))
+    }
+
+    /// What timed out, and after how long, for an error message.
+    pub fn describe(&self, kind: ureq::Timeout) -> String {
+        let secs = |d: Duration| {
+            let s = d.as_secs_f64();
+            if s.fract() == 0.0 {
+                format!("{s:.0} s")
+            } else {
+                format!("{s} s")
+            }
+        };
+        match kind {
+            ureq::Timeout::Resolve | ureq::Timeout::Connect => format!(
+                "timed out: no connection within {} ({})",
+                secs(self.connect),
+                Self::ENV
+            ),
+            ureq::Timeout::PerRead | ureq::Timeout::PerWrite => format!(
+                "timed out: nothing sent or received for {} ({})",
+                secs(self.read),
+                Self::ENV
+            ),
+            other => format!("timed out ({other})"),
+        }
+    }
+
+    /// The timeout in an error from ureq, or in an I/O error a response body's reader gave.
+    pub fn timeout_in(e: &(dyn std::error::Error + 'static)) -> Option<ureq::Timeout> {
+        let mut cur = Some(e);
+        while let Some(err) = cur {
+            if let Some(ureq::Error::Timeout(t)) = err.downcast_ref::<ureq::Error>() {
+                return Some(*t);
+            }
+            if let Some(io) = err.downcast_ref::<std::io::Error>()
+                && let Some(inner) = io.get_ref()
+                && let Some(ureq::Error::Timeout(t)) = inner.downcast_ref::<ureq::Error>()
+            {
+                return Some(*t);
+            }
+            cur = err.source();
+        }
+        None
+    }
+}
+
 /// How to retry transient failures: `attempts` tries, waiting `backoff`, then twice that, ...
 #[derive(Debug, Clone, Copy)]
 pub struct Retry {
@@ -286,7 +380,10 @@ pub(crate) fn read_body(resp: Response<Body>, limit: u64, url: &str) -> Result<V
         .map_err(|e| Error::Http {
             what: "read the response".into(),
             url: url.to_owned(),
-            message: e.to_string(),
+            message: match NetTimeouts::timeout_in(&e) {
+                Some(t) => NetTimeouts::from_env().describe(t),
+                None => e.to_string(),
+            },
         })?;
     Ok(out)
 }
@@ -342,6 +439,7 @@ pub struct Registry {
     tokens: Mutex<HashMap<String, String>>,
     fetching: Mutex<()>,
     pub(crate) retry: Retry,
+    pub(crate) timeouts: NetTimeouts,
 }
 
 fn is_loopback(domain: &str) -> bool {
@@ -406,11 +504,12 @@ impl Registry {
                 .disable_verification(disable)
                 .build()
         };
+        let timeouts = NetTimeouts::from_env();
         let agent = |tls: TlsConfig| -> Agent {
-            Agent::config_builder()
+            timeouts
+                .apply(Agent::config_builder())
                 .http_status_as_error(false)
                 .tls_config(tls)
-                .timeout_connect(Some(Duration::from_secs(30)))
                 .timeout_recv_response(Some(Duration::from_secs(120)))
                 .user_agent(concat!("cairn/", env!("CARGO_PKG_VERSION")))
                 .build()
@@ -434,6 +533,7 @@ impl Registry {
             tokens: Mutex::new(HashMap::new()),
             fetching: Mutex::new(()),
             retry: opts.retry,
+            timeouts,
         })
     }
 
@@ -509,6 +609,21 @@ impl Registry {
             }
         };
         sent.map_err(|e| match e {
+            // A server that accepts and then says nothing would say nothing to a retry either;
+            // the error names the URL and the timeout.
+            ureq::Error::Timeout(kind) => Error::Unreachable {
+                registry: url.to_owned(),
+                message: format!("{method} request {}", self.timeouts.describe(kind)),
+            },
+            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                Error::Unreachable {
+                    registry: url.to_owned(),
+                    message: format!(
+                        "{method} request {}",
+                        self.timeouts.describe(ureq::Timeout::PerRead)
+                    ),
+                }
+            }
             // rustls reports handshake and certificate failures as invalid data.
             ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => Error::Tls {
                 what: format!("{method} request"),
@@ -573,7 +688,9 @@ impl Registry {
                         Err(e) => {
                             all_transient &= transient(&e);
                             failures.push(match e {
-                                Error::Http { message, .. } | Error::Tls { message, .. } => {
+                                Error::Http { message, .. }
+                                | Error::Tls { message, .. }
+                                | Error::Unreachable { message, .. } => {
                                     format!("{url}: {message}")
                                 }
                                 other => other.to_string(),
@@ -811,6 +928,33 @@ pub type SharedRegistry = Arc<Registry>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn net_timeouts_from_the_environment() {
+        let secs = |n: f64| Duration::from_secs_f64(n);
+        let cases = [
+            (None, 30.0),
+            (Some("2"), 2.0),
+            (Some(" 0.5 "), 0.5),
+            (Some("0"), 30.0),
+            (Some("-3"), 30.0),
+            (Some("soon"), 30.0),
+            (Some("inf"), 30.0),
+            (Some("NaN"), 30.0),
+        ];
+        for (v, want) in cases {
+            let t = NetTimeouts::parse(v);
+            assert_eq!((t.connect, t.read), (secs(want), secs(want)), "{v:?}");
+        }
+        let t = NetTimeouts::parse(Some("2"));
+        assert!(t.describe(ureq::Timeout::PerRead).contains("2 s"));
+        assert!(t.describe(ureq::Timeout::Connect).contains("2 s"));
+        assert!(
+            NetTimeouts::parse(Some("1.5"))
+                .describe(ureq::Timeout::PerRead)
+                .contains("1.5 s")
+        );
+    }
 
     #[test]
     fn loopback_hosts() {
