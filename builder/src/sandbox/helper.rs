@@ -106,12 +106,11 @@ fn serve(control: UnixStream) -> Result<(), Fail> {
         CGROUP_PROCS.with(|c| *c.borrow_mut() = opened);
     }
     let result = (|| {
-        if host_root {
-            if let Request::Run(spec) = &req
-                && spec.userns.is_none()
-            {
-                return Err("a step run by root needs an id mapping".into());
-            }
+        if host_root
+            && let Request::Run(spec) = &req
+            && spec.userns.is_none()
+        {
+            return Err("a step run by root needs an id mapping".into());
         }
         // A step with a network of its own gets its network namespace here, with the user
         // namespace where the helper makes one: cairn attaches pasta or slirp4netns to it
