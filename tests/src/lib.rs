@@ -189,6 +189,23 @@ impl Store {
     }
 }
 
+/// A build context holding `dockerfile` and `files` (path, content).
+pub fn context_with(dockerfile: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
+    for (path, content) in files {
+        let p = dir.path().join(path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, content).unwrap();
+    }
+    dir
+}
+
+/// A build context holding only `dockerfile`.
+pub fn context(dockerfile: &str) -> tempfile::TempDir {
+    context_with(dockerfile, &[])
+}
+
 /// The busybox fixture, built once per test process into a temp dir.
 pub fn busybox_layout() -> &'static Path {
     static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();

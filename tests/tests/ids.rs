@@ -7,14 +7,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use cairn_e2e::{Store, is_root, loaded_busybox, texts};
-
-/// A build context holding only `dockerfile`.
-fn context(dockerfile: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
-    dir
-}
+use cairn_e2e::{Store, context, is_root, loaded_busybox, texts};
 
 fn build(s: &Store, ctx: &Path) -> std::process::Output {
     let mut c = s.cmd(&["build", "--progress", "plain", "--no-cache"]);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cairn_e2e::{Store, is_root, loaded_busybox, ok, texts, tool};
+use cairn_e2e::{Store, context, is_root, loaded_busybox, ok, texts, tool};
 
 /// The user-mode networking tools cairn uses here; every reachability test runs under each.
 /// pasta refuses to work as root, so root's builds have slirp4netns alone.
@@ -26,13 +26,6 @@ fn tools() -> Vec<&'static str> {
 
 /// What a host-side server answers, so a step's output shows whether it got through.
 const SECRET: &str = "host-secret-7f3a";
-
-/// A build context holding `dockerfile`.
-fn context(dockerfile: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
-    dir
-}
 
 /// `cairn build --progress plain --no-cache ARGS CONTEXT` with `CAIRN_USERNET=tool`.
 fn build_cmd(s: &Store, usernet: &str, ctx: &Path, args: &[&str]) -> Command {

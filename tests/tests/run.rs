@@ -10,22 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use cairn_e2e::{Store, is_root, loaded_busybox, ok, texts, tool, umoci_unpack};
+use cairn_e2e::{
+    Store, context_with as context, is_root, loaded_busybox, ok, texts, tool, umoci_unpack,
+};
 
 /// Both ways a RUN step gets its filesystem; every filesystem-shaped test runs under each.
 const SNAPSHOTTERS: [&str; 2] = ["overlay", "copy"];
-
-/// A build context holding `dockerfile` and `files` (path, content).
-fn context(dockerfile: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
-    for (path, content) in files {
-        let p = dir.path().join(path);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, content).unwrap();
-    }
-    dir
-}
 
 /// `cairn build --progress plain ARGS CONTEXT`, not yet run.
 fn build_cmd(s: &Store, ctx: &Path, args: &[&str]) -> Command {

@@ -13,19 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cairn_e2e::{Store, cairn_bin, loaded_busybox, texts, tool};
-
-/// A build context holding `dockerfile` and `files` (path, content), readable by every user.
-fn context(dockerfile: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
-    for (path, content) in files {
-        let p = dir.path().join(path);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, content).unwrap();
-    }
-    dir
-}
+use cairn_e2e::{Store, cairn_bin, context_with as context, loaded_busybox, texts, tool};
 
 /// `cairn build --progress plain --no-cache ARGS CONTEXT`, run.
 fn build(s: &Store, ctx: &Path, args: &[&str]) -> Output {

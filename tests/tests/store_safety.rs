@@ -11,20 +11,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cairn_e2e::{busybox_layout, cairn, ensure_user, is_root, loaded_busybox, ok, texts, tool};
+use cairn_e2e::{
+    busybox_layout, cairn, context, ensure_user, is_root, loaded_busybox, ok, texts, tool,
+};
 
 /// Another local user, for what it must not reach (made here: only root can).
 const OTHER: &str = "cairn-other";
 
 /// How long a build may take to reach a moment of the kill test: a guard against hangs.
 const HANG_GUARD: Duration = Duration::from_secs(600);
-
-/// A build context holding `dockerfile`.
-fn context(dockerfile: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
-    dir
-}
 
 /// `cairn --root ROOT build --progress plain ARGS CONTEXT`, not yet run.
 fn build_cmd(root: &Path, ctx: &Path, args: &[&str]) -> Command {
