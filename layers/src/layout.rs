@@ -35,8 +35,8 @@ pub(crate) struct LayoutDir {
     fd: OwnedFd,
 }
 
-/// A file type, as said in refusals.
-fn kind_name(t: FileType) -> &'static str {
+/// A file type, as said in refusals (of layout files here, of secret sources in the CLI).
+pub fn kind_name(t: FileType) -> &'static str {
     match t {
         FileType::RegularFile => "a regular file",
         FileType::Directory => "a directory",

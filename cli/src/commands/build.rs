@@ -202,21 +202,6 @@ fn cache_export(spec: &str) -> anyhow::Result<CacheExport> {
     }
 }
 
-/// The kind of a file that is not a regular file, as refusals name it.
-fn file_kind(t: rustix::fs::FileType) -> &'static str {
-    use rustix::fs::FileType;
-    match t {
-        FileType::RegularFile => "a regular file",
-        FileType::Directory => "a directory",
-        FileType::Symlink => "a symbolic link",
-        FileType::Fifo => "a FIFO",
-        FileType::Socket => "a socket",
-        FileType::CharacterDevice => "a character device",
-        FileType::BlockDevice => "a block device",
-        FileType::Unknown => "a file of unknown type",
-    }
-}
-
 /// A secret's source file: a regular file (a FIFO would block the build before it starts, a
 /// device like `/dev/zero` never ends) of at most [`SECRET_LIMIT`] bytes.
 fn read_secret(id: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -227,7 +212,7 @@ fn read_secret(id: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
         if kind != FileType::RegularFile {
             bail!(
                 "--secret {id}: {shown} is {}; a secret must be a regular file",
-                file_kind(kind)
+                cairn_layers::layout::kind_name(kind)
             );
         }
         let size = st.st_size as u64;
