@@ -1076,18 +1076,34 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
                 };
                 let missing = missing_dirs(&view, &st.config.config.working_dir);
                 if !missing.is_empty() {
+                    // BuildKit makes them as the USER (its mkdir's `WithUser`), names looked
+                    // up in the image's own files.
+                    let user = st.config.config.user.clone();
+                    let owner = if user.is_empty() {
+                        users::Owner { uid: 0, gid: 0 }
+                    } else {
+                        if user.bytes().any(|b| !b.is_ascii_digit() && b != b':') {
+                            st.settle(store)?;
+                        }
+                        users::resolve_file_owner(&user, &st.rootfs)
+                            .map_err(|e| fail(format!("USER {user}: {}", e.0)))?
+                    };
                     let mut key = crate::cache::KeyHasher::new("WORKDIR", &st.key);
                     key.field("instruction", &ins.original);
                     for m in &missing {
                         key.field("dir", m);
+                    }
+                    if owner != (users::Owner { uid: 0, gid: 0 }) {
+                        key.field("owner", format!("{}:{}", owner.uid, owner.gid));
                     }
                     let (key, summary) = key.finish_with_summary();
                     if use_cached(cx, st, &key, summary, step_id)? {
                         return Ok(Outcome::Cached);
                     }
                     let mtime = epoch.unwrap_or_else(|| jiff::Timestamp::now().as_second());
-                    let layer =
-                        write_layer(store, opts.compression, |w| dirs_tar(w, &missing, mtime))?;
+                    let layer = write_layer(store, opts.compression, |w| {
+                        dirs_tar(w, &missing, owner, mtime)
+                    })?;
                     let rec = layer_record(&layer);
                     add_layer(
                         st,
@@ -1204,8 +1220,13 @@ fn missing_dirs(view: &crate::copy::ImageView<'_>, path: &str) -> Vec<String> {
     out
 }
 
-/// A layer tar of root-owned 0755 directories.
-fn dirs_tar(w: &mut dyn std::io::Write, dirs: &[String], mtime: i64) -> cairn_layers::Result<()> {
+/// A layer tar of 0755 directories owned by `owner`.
+fn dirs_tar(
+    w: &mut dyn std::io::Write,
+    dirs: &[String],
+    owner: users::Owner,
+    mtime: i64,
+) -> cairn_layers::Result<()> {
     let bad = |what: &str, e: std::io::Error| cairn_layers::Error::Invalid {
         what: what.to_owned(),
         reason: e.to_string(),
@@ -1215,8 +1236,8 @@ fn dirs_tar(w: &mut dyn std::io::Write, dirs: &[String], mtime: i64) -> cairn_la
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(tar::EntryType::Directory);
         h.set_mode(0o755);
-        h.set_uid(0);
-        h.set_gid(0);
+        h.set_uid(u64::from(owner.uid));
+        h.set_gid(u64::from(owner.gid));
         h.set_mtime(mtime.max(0) as u64);
         h.set_size(0);
         tar.append_data(&mut h, format!("{d}/"), std::io::empty())

@@ -164,18 +164,14 @@ pub fn apply(
             }
         }
         InstructionKind::Workdir { path } => {
+            // BuildKit's NormalizeWorkdir: an absolute path is recorded as written (`/app/`
+            // stays), a relative one is joined to the current directory and cleaned.
             let p = word("WORKDIR", path)?;
-            let joined = if p.starts_with('/') {
+            c.working_dir = if p.starts_with('/') {
                 p
             } else {
-                let base = if c.working_dir.is_empty() {
-                    "/"
-                } else {
-                    c.working_dir.as_str()
-                };
-                format!("{base}/{p}")
+                clean_abs(&format!("/{}/{p}", c.working_dir))
             };
-            c.working_dir = clean_abs(&joined);
         }
         InstructionKind::User { user } => c.user = word("USER", user)?,
         InstructionKind::Expose { ports } => {
@@ -334,6 +330,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.config.cmd, None);
+    }
+
+    #[test]
+    fn workdir_spelling() {
+        let cases = [
+            ("WORKDIR /app/\n", "/app/"),
+            ("WORKDIR /a/./b\n", "/a/./b"),
+            ("WORKDIR rel/\n", "/rel"),
+            ("WORKDIR /app/\nWORKDIR x/../y/\n", "/app/y"),
+        ];
+        for (lines, want) in cases {
+            assert_eq!(run(lines).config.working_dir, want, "{lines}");
+        }
     }
 
     #[test]
