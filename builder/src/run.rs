@@ -232,6 +232,13 @@ pub(crate) fn run_step(
     };
     let user = users::resolve_exec(&st.config.config.user, &read_file)
         .map_err(|e| fail(format!("USER {}: {}", st.config.config.user, e.0)))?;
+    // HOME as runc sets it for BuildKit's steps: the user's passwd entry, else `/`, unless
+    // the environment has one. The step's key needs no field for it: it follows from the
+    // user (keyed) and the image's files (the chain).
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        let home = user.home.clone().filter(|h| !h.is_empty());
+        env.push(format!("HOME={}", home.as_deref().unwrap_or("/")));
+    }
 
     let hostname = "cairn";
     let etc_files = sandbox::etc_files(&base, hostname, network)?;
