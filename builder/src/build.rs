@@ -697,7 +697,10 @@ fn build_stage(
         (r.config.clone(), r.layers.clone())
     } else if base.eq_ignore_ascii_case("scratch") {
         base_id = "scratch".into();
-        (ImageConfig::scratch(), Vec::new())
+        // BuildKit's emptyImage: working directory `/` (PATH is added below).
+        let mut config = ImageConfig::scratch();
+        config.config.working_dir = "/".into();
+        (config, Vec::new())
     } else {
         let named = opts.contexts.get(base.as_str()).cloned().or_else(|| {
             base.starts_with("oci-layout://")
@@ -754,6 +757,14 @@ fn build_stage(
                 || f.parse::<usize>().ok() == Some(index)
         });
     let mut config = config;
+    // BuildKit makes sure every non-Windows stage has a PATH: a base without one (scratch, a
+    // bare image) gets the default, after its own variables.
+    if config.os != "windows" && !meta::env_map(&config).contains_key("PATH") {
+        config
+            .config
+            .env
+            .push(format!("PATH={}", crate::sandbox::DEFAULT_PATH));
+    }
     // A new image starts a new history only in name: the base's history stays.
     let onbuild = config.config.on_build.take();
     let layers_pending = layers.clone();
