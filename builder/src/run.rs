@@ -240,7 +240,9 @@ pub(crate) fn run_step(
         env.push(format!("HOME={}", home.as_deref().unwrap_or("/")));
     }
 
-    let hostname = "cairn";
+    // BuildKit's name for every step's sandbox: packages that record the hostname in their
+    // configs write the same thing under both builders.
+    let hostname = "buildkitsandbox";
     let etc_files = sandbox::etc_files(&base, hostname, network)?;
 
     // RUN --mount.
