@@ -887,16 +887,30 @@ fn declare(
     lexer: &Lexer,
 ) -> std::result::Result<(), String> {
     for def in defs {
-        let value = match (build_args.get(&def.name), &def.default) {
-            (Some(v), _) => Some(v.clone()),
-            (None, Some(d)) => Some(lexer.process_word(d, &*into).map_err(|e| e.to_string())?),
-            (None, None) => globals.get(&def.name).cloned(),
-        };
-        match value {
-            Some(v) => into.insert(def.name.clone(), v),
-            None => into.remove(&def.name),
-        };
+        let words = into.clone();
+        declare_one(into, def, globals, build_args, lexer, &words)?;
     }
+    Ok(())
+}
+
+/// One `ARG` definition; a default expands with `words`.
+fn declare_one(
+    into: &mut BTreeMap<String, String>,
+    def: &ArgDef,
+    globals: &BTreeMap<String, String>,
+    build_args: &BTreeMap<String, String>,
+    lexer: &Lexer,
+    words: &BTreeMap<String, String>,
+) -> std::result::Result<(), String> {
+    let value = match (build_args.get(&def.name), &def.default) {
+        (Some(v), _) => Some(v.clone()),
+        (None, Some(d)) => Some(lexer.process_word(d, words).map_err(|e| e.to_string())?),
+        (None, None) => globals.get(&def.name).cloned(),
+    };
+    match value {
+        Some(v) => into.insert(def.name.clone(), v),
+        None => into.remove(&def.name),
+    };
     Ok(())
 }
 
@@ -1028,7 +1042,19 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
     let created = timestamp(epoch);
     match &ins.kind {
         InstructionKind::Arg { args } => {
-            declare(&mut st.args, args, globals, &opts.build_args, lexer).map_err(fail)?;
+            // One at a time: a default expands with the ENV and the ARGs before it, and an
+            // ARG with a value then wins over an inherited ENV of its name (BuildKit's
+            // dispatchArg adds it to the state's environment).
+            for def in args {
+                let words = meta::words_env(&st.config, &st.args, &st.meta);
+                declare_one(&mut st.args, def, globals, &opts.build_args, lexer, &words)
+                    .map_err(fail)?;
+                if st.args.contains_key(&def.name) {
+                    st.meta.args_over_env.insert(def.name.clone());
+                } else {
+                    st.meta.args_over_env.remove(&def.name);
+                }
+            }
         }
         InstructionKind::Run(run) => return crate::run::run_step(cx, st, ins, run, step_id),
         InstructionKind::Copy(c) => {
@@ -1299,9 +1325,8 @@ fn copy_step(
 
     let kw = ins.keyword();
     let fail = |m: String| at(opts, ins.span, kw, m);
-    // Words expand with the stage's ARGs, overridden by its ENV, as in Docker.
-    let mut env = st.args.clone();
-    env.extend(meta::env_map(&st.config));
+    // Words expand with the stage's ARGs and ENV, as BuildKit's state holds them.
+    let env = meta::words_env(&st.config, &st.args, &st.meta);
     let word = |w: &str| lexer.process_word(w, &env).map_err(|e| fail(e.to_string()));
     let created = timestamp(epoch);
     let CopyArgs {
