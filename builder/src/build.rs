@@ -697,7 +697,10 @@ fn build_stage(
         (r.config.clone(), r.layers.clone())
     } else if base.eq_ignore_ascii_case("scratch") {
         base_id = "scratch".into();
-        (ImageConfig::scratch(), Vec::new())
+        // BuildKit's emptyImage: working directory `/` (PATH is added below).
+        let mut config = ImageConfig::scratch();
+        config.config.working_dir = "/".into();
+        (config, Vec::new())
     } else {
         let named = opts.contexts.get(base.as_str()).cloned().or_else(|| {
             base.starts_with("oci-layout://")
@@ -754,6 +757,14 @@ fn build_stage(
                 || f.parse::<usize>().ok() == Some(index)
         });
     let mut config = config;
+    // BuildKit makes sure every non-Windows stage has a PATH: a base without one (scratch, a
+    // bare image) gets the default, after its own variables.
+    if config.os != "windows" && !meta::env_map(&config).contains_key("PATH") {
+        config
+            .config
+            .env
+            .push(format!("PATH={}", crate::sandbox::DEFAULT_PATH));
+    }
     // A new image starts a new history only in name: the base's history stays.
     let onbuild = config.config.on_build.take();
     let layers_pending = layers.clone();
@@ -876,16 +887,30 @@ fn declare(
     lexer: &Lexer,
 ) -> std::result::Result<(), String> {
     for def in defs {
-        let value = match (build_args.get(&def.name), &def.default) {
-            (Some(v), _) => Some(v.clone()),
-            (None, Some(d)) => Some(lexer.process_word(d, &*into).map_err(|e| e.to_string())?),
-            (None, None) => globals.get(&def.name).cloned(),
-        };
-        match value {
-            Some(v) => into.insert(def.name.clone(), v),
-            None => into.remove(&def.name),
-        };
+        let words = into.clone();
+        declare_one(into, def, globals, build_args, lexer, &words)?;
     }
+    Ok(())
+}
+
+/// One `ARG` definition; a default expands with `words`.
+fn declare_one(
+    into: &mut BTreeMap<String, String>,
+    def: &ArgDef,
+    globals: &BTreeMap<String, String>,
+    build_args: &BTreeMap<String, String>,
+    lexer: &Lexer,
+    words: &BTreeMap<String, String>,
+) -> std::result::Result<(), String> {
+    let value = match (build_args.get(&def.name), &def.default) {
+        (Some(v), _) => Some(v.clone()),
+        (None, Some(d)) => Some(lexer.process_word(d, words).map_err(|e| e.to_string())?),
+        (None, None) => globals.get(&def.name).cloned(),
+    };
+    match value {
+        Some(v) => into.insert(def.name.clone(), v),
+        None => into.remove(&def.name),
+    };
     Ok(())
 }
 
@@ -1017,7 +1042,19 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
     let created = timestamp(epoch);
     match &ins.kind {
         InstructionKind::Arg { args } => {
-            declare(&mut st.args, args, globals, &opts.build_args, lexer).map_err(fail)?;
+            // One at a time: a default expands with the ENV and the ARGs before it, and an
+            // ARG with a value then wins over an inherited ENV of its name (BuildKit's
+            // dispatchArg adds it to the state's environment).
+            for def in args {
+                let words = meta::words_env(&st.config, &st.args, &st.meta);
+                declare_one(&mut st.args, def, globals, &opts.build_args, lexer, &words)
+                    .map_err(fail)?;
+                if st.args.contains_key(&def.name) {
+                    st.meta.args_over_env.insert(def.name.clone());
+                } else {
+                    st.meta.args_over_env.remove(&def.name);
+                }
+            }
         }
         InstructionKind::Run(run) => return crate::run::run_step(cx, st, ins, run, step_id),
         InstructionKind::Copy(c) => {
@@ -1076,18 +1113,34 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
                 };
                 let missing = missing_dirs(&view, &st.config.config.working_dir);
                 if !missing.is_empty() {
+                    // BuildKit makes them as the USER (its mkdir's `WithUser`), names looked
+                    // up in the image's own files.
+                    let user = st.config.config.user.clone();
+                    let owner = if user.is_empty() {
+                        users::Owner { uid: 0, gid: 0 }
+                    } else {
+                        if user.bytes().any(|b| !b.is_ascii_digit() && b != b':') {
+                            st.settle(store)?;
+                        }
+                        users::resolve_file_owner(&user, &st.rootfs)
+                            .map_err(|e| fail(format!("USER {user}: {}", e.0)))?
+                    };
                     let mut key = crate::cache::KeyHasher::new("WORKDIR", &st.key);
                     key.field("instruction", &ins.original);
                     for m in &missing {
                         key.field("dir", m);
+                    }
+                    if owner != (users::Owner { uid: 0, gid: 0 }) {
+                        key.field("owner", format!("{}:{}", owner.uid, owner.gid));
                     }
                     let (key, summary) = key.finish_with_summary();
                     if use_cached(cx, st, &key, summary, step_id)? {
                         return Ok(Outcome::Cached);
                     }
                     let mtime = epoch.unwrap_or_else(|| jiff::Timestamp::now().as_second());
-                    let layer =
-                        write_layer(store, opts.compression, |w| dirs_tar(w, &missing, mtime))?;
+                    let layer = write_layer(store, opts.compression, |w| {
+                        dirs_tar(w, &missing, owner, mtime)
+                    })?;
                     let rec = layer_record(&layer);
                     add_layer(
                         st,
@@ -1204,8 +1257,13 @@ fn missing_dirs(view: &crate::copy::ImageView<'_>, path: &str) -> Vec<String> {
     out
 }
 
-/// A layer tar of root-owned 0755 directories.
-fn dirs_tar(w: &mut dyn std::io::Write, dirs: &[String], mtime: i64) -> cairn_layers::Result<()> {
+/// A layer tar of 0755 directories owned by `owner`.
+fn dirs_tar(
+    w: &mut dyn std::io::Write,
+    dirs: &[String],
+    owner: users::Owner,
+    mtime: i64,
+) -> cairn_layers::Result<()> {
     let bad = |what: &str, e: std::io::Error| cairn_layers::Error::Invalid {
         what: what.to_owned(),
         reason: e.to_string(),
@@ -1215,8 +1273,8 @@ fn dirs_tar(w: &mut dyn std::io::Write, dirs: &[String], mtime: i64) -> cairn_la
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(tar::EntryType::Directory);
         h.set_mode(0o755);
-        h.set_uid(0);
-        h.set_gid(0);
+        h.set_uid(u64::from(owner.uid));
+        h.set_gid(u64::from(owner.gid));
         h.set_mtime(mtime.max(0) as u64);
         h.set_size(0);
         tar.append_data(&mut h, format!("{d}/"), std::io::empty())
@@ -1267,9 +1325,8 @@ fn copy_step(
 
     let kw = ins.keyword();
     let fail = |m: String| at(opts, ins.span, kw, m);
-    // Words expand with the stage's ARGs, overridden by its ENV, as in Docker.
-    let mut env = st.args.clone();
-    env.extend(meta::env_map(&st.config));
+    // Words expand with the stage's ARGs and ENV, as BuildKit's state holds them.
+    let env = meta::words_env(&st.config, &st.args, &st.meta);
     let word = |w: &str| lexer.process_word(w, &env).map_err(|e| fail(e.to_string()));
     let created = timestamp(epoch);
     let CopyArgs {

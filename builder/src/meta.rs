@@ -1,7 +1,7 @@
 //! Metadata instructions applied to an image config, with Docker's effects: ENV, LABEL, CMD,
 //! ENTRYPOINT, WORKDIR, USER, EXPOSE, VOLUME, STOPSIGNAL, HEALTHCHECK, SHELL, MAINTAINER, ONBUILD.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use cairn_layers::image::{Empty, HealthConfig, ImageConfig};
 use cairn_parser::expand::Lexer;
@@ -14,6 +14,27 @@ use crate::error::{Error, Result};
 pub struct MetaState {
     /// CMD was set in this stage: a later ENTRYPOINT keeps it (Docker resets an inherited one).
     pub cmd_set: bool,
+    /// Build args declared with a value after the stage's last ENV of the same name: BuildKit's
+    /// ARG sets the step environment, so such an ARG wins over an inherited ENV until an ENV
+    /// sets the name again.
+    pub args_over_env: BTreeSet<String>,
+}
+
+/// The environment words expand with and RUN sees, as BuildKit's state holds it: the
+/// stage's ARGs, overridden by its ENV, except for ARGs declared after that ENV.
+pub fn words_env(
+    config: &ImageConfig,
+    args: &BTreeMap<String, String>,
+    state: &MetaState,
+) -> BTreeMap<String, String> {
+    let mut env = args.clone();
+    env.extend(env_map(config));
+    for k in &state.args_over_env {
+        if let Some(v) = args.get(k) {
+            env.insert(k.clone(), v.clone());
+        }
+    }
+    env
 }
 
 /// The config's environment as name → value (later entries win), for expansion.
@@ -124,8 +145,7 @@ pub fn apply(
     lexer: &Lexer,
     state: &mut MetaState,
 ) -> Result<()> {
-    let mut env = args.clone();
-    env.extend(env_map(config));
+    let env = words_env(config, args, state);
     let word = |kw: &str, w: &str| {
         lexer
             .process_word(w, &env)
@@ -135,16 +155,13 @@ pub fn apply(
     let c = &mut config.config;
     match ins {
         InstructionKind::Env { vars } => {
-            let mut env = env.clone();
+            // Every pair expands with the environment before the instruction, as BuildKit
+            // expands the whole command first: `ENV a=two b=$a` gives b the old a.
             for kv in vars {
-                let v = lexer
-                    .process_word(&kv.value, &env)
-                    .map_err(|e| err("ENV", e.to_string()))?;
-                let k = lexer
-                    .process_word(&kv.key, &env)
-                    .map_err(|e| err("ENV", e.to_string()))?;
+                let v = word("ENV", &kv.value)?;
+                let k = word("ENV", &kv.key)?;
                 set_env(&mut c.env, &k, &v);
-                env.insert(k, v);
+                state.args_over_env.remove(&k);
             }
         }
         InstructionKind::Label { labels } => {
@@ -164,18 +181,14 @@ pub fn apply(
             }
         }
         InstructionKind::Workdir { path } => {
+            // BuildKit's NormalizeWorkdir: an absolute path is recorded as written (`/app/`
+            // stays), a relative one is joined to the current directory and cleaned.
             let p = word("WORKDIR", path)?;
-            let joined = if p.starts_with('/') {
+            c.working_dir = if p.starts_with('/') {
                 p
             } else {
-                let base = if c.working_dir.is_empty() {
-                    "/"
-                } else {
-                    c.working_dir.as_str()
-                };
-                format!("{base}/{p}")
+                clean_abs(&format!("/{}/{p}", c.working_dir))
             };
-            c.working_dir = clean_abs(&joined);
         }
         InstructionKind::User { user } => c.user = word("USER", user)?,
         InstructionKind::Expose { ports } => {
@@ -334,6 +347,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.config.cmd, None);
+    }
+
+    #[test]
+    fn workdir_spelling() {
+        let cases = [
+            ("WORKDIR /app/\n", "/app/"),
+            ("WORKDIR /a/./b\n", "/a/./b"),
+            ("WORKDIR rel/\n", "/rel"),
+            ("WORKDIR /app/\nWORKDIR x/../y/\n", "/app/y"),
+        ];
+        for (lines, want) in cases {
+            assert_eq!(run(lines).config.working_dir, want, "{lines}");
+        }
+    }
+
+    #[test]
+    fn env_expands_with_the_environment_before_it() {
+        let c = run("ENV a=one\nENV a=two b=$a c=${a}x\n");
+        assert_eq!(c.config.env, ["a=two", "b=one", "c=onex"]);
     }
 
     #[test]

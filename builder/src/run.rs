@@ -90,13 +90,16 @@ pub(crate) fn run_step(
     } = *cx;
     let fail = |m: String| at(opts, ins.span, "RUN", m);
 
-    // The environment: the image's ENV, then the stage's ARGs where ENV does not set them.
+    // The environment: the image's ENV, then the stage's ARGs where ENV does not set them
+    // or where they were declared after it (BuildKit's ARG sets the state's environment).
     let mut env = st.config.config.env.clone();
     let env_names: std::collections::BTreeSet<String> =
         meta::env_map(&st.config).into_keys().collect();
     for (k, v) in &st.args {
         if !env_names.contains(k) {
             env.push(format!("{k}={v}"));
+        } else if st.meta.args_over_env.contains(k) {
+            meta::set_env(&mut env, k, v);
         }
     }
     for k in PROXY_ARGS {
@@ -107,8 +110,7 @@ pub(crate) fn run_step(
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push(format!("PATH={}", sandbox::DEFAULT_PATH));
     }
-    let mut words_env = st.args.clone();
-    words_env.extend(meta::env_map(&st.config));
+    let words_env = meta::words_env(&st.config, &st.args, &st.meta);
     let expand = |w: &str| lexer.process_word(w, &words_env).map_err(|e| e.to_string());
 
     // The network: a namespace of the step's own unless the Dockerfile says otherwise; the
@@ -232,8 +234,17 @@ pub(crate) fn run_step(
     };
     let user = users::resolve_exec(&st.config.config.user, &read_file)
         .map_err(|e| fail(format!("USER {}: {}", st.config.config.user, e.0)))?;
+    // HOME as runc sets it for BuildKit's steps: the user's passwd entry, else `/`, unless
+    // the environment has one. The step's key needs no field for it: it follows from the
+    // user (keyed) and the image's files (the chain).
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        let home = user.home.clone().filter(|h| !h.is_empty());
+        env.push(format!("HOME={}", home.as_deref().unwrap_or("/")));
+    }
 
-    let hostname = "cairn";
+    // BuildKit's name for every step's sandbox: packages that record the hostname in their
+    // configs write the same thing under both builders.
+    let hostname = "buildkitsandbox";
     let etc_files = sandbox::etc_files(&base, hostname, network)?;
 
     // RUN --mount.

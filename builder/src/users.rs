@@ -69,6 +69,22 @@ pub fn resolve(spec: &str, rootfs: &Path) -> Result<Owner, LookupError> {
     Ok(Owner { uid, gid })
 }
 
+/// Resolves `USER` for the directories BuildKit makes as that user (WORKDIR's mkdir, its
+/// `llb.WithUser`): a name takes its uid and primary gid from /etc/passwd, a number stands for
+/// itself and, without a group, for the gid too; a group is looked up as for `resolve`.
+pub fn resolve_file_owner(spec: &str, rootfs: &Path) -> Result<Owner, LookupError> {
+    let owner = resolve(spec, rootfs)?;
+    let user = spec.split_once(':').map_or(spec, |(u, _)| u);
+    if spec.contains(':') || user.parse::<u32>().is_ok() {
+        return Ok(owner);
+    }
+    let passwd = read(rootfs, "etc/passwd");
+    let gid = find(&passwd, user)
+        .and_then(|f| f.get(3).and_then(|g| g.parse().ok()))
+        .ok_or_else(|| LookupError(format!("/etc/passwd has a bad gid for {user}")))?;
+    Ok(Owner { gid, ..owner })
+}
+
 /// The credentials a process runs with (`USER` for RUN and `cairn run -u`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecUser {
@@ -185,6 +201,29 @@ mod tests {
                 Ok((u, g)) => assert_eq!(got, Ok(Owner { uid: *u, gid: *g }), "{spec}"),
                 Err(msg) => assert!(got.unwrap_err().0.contains(msg), "{spec}"),
             }
+        }
+    }
+
+    #[test]
+    fn file_owners_take_the_primary_group_of_a_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "app:x:1000:1001::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("etc/group"), "staff:x:50:\n").unwrap();
+        let cases: &[(&str, Option<(u32, u32)>)] = &[
+            ("app", Some((1000, 1001))),
+            ("app:staff", Some((1000, 50))),
+            ("4242", Some((4242, 4242))),
+            ("4242:7", Some((4242, 7))),
+            ("nobody", None),
+        ];
+        for (spec, want) in cases {
+            let got = resolve_file_owner(spec, dir.path()).ok();
+            assert_eq!(got, want.map(|(uid, gid)| Owner { uid, gid }), "{spec}");
         }
     }
 

@@ -603,6 +603,24 @@ mod tests {
     }
 
     #[test]
+    fn json_form_is_the_whole_rest_of_the_line() {
+        // BuildKit's parseMaybeJSON hands the whole rest to json.Unmarshal: trailing text (a
+        // "comment" is not one mid-line) makes it shell form; trailing blanks do not.
+        let cases: &[(&str, &str)] = &[
+            (
+                "ENTRYPOINT [\"x\"] # comment",
+                r#"(entrypoint "[\"x\"] # comment")"#,
+            ),
+            ("ENTRYPOINT [\"x\"]   ", r#"(entrypoint "x")"#),
+            ("CMD [\"a\", \"b\"]\t", r#"(cmd "a" "b")"#),
+            ("CMD [\"a\"] extra", r#"(cmd "[\"a\"] extra")"#),
+        ];
+        for &(src, want) in cases {
+            assert_eq!(dump_of(src).trim_end(), want, "{src:?}");
+        }
+    }
+
+    #[test]
     fn dumps() {
         let cases: &[(&str, &str)] = &[
             ("FROM a AS b", r#"(from "a" "AS" "b")"#),

@@ -528,7 +528,7 @@ fn the_step_is_pid_1_on_host_cairn_and_sees_no_host_process() {
     );
     let stderr = build(&s, ctx.path(), &[]);
     let out = step_output(&stderr, "RUN echo \"pid:");
-    assert_eq!(out[..2], ["pid:1", "host:cairn"], "{stderr}");
+    assert_eq!(out[..2], ["pid:1", "host:buildkitsandbox"], "{stderr}");
     let procs: Vec<&String> = out.iter().filter(|l| l.starts_with("proc:")).collect();
     assert!(
         procs.iter().any(|l| l.starts_with("proc:1:/bin/sh -c ")),
