@@ -923,7 +923,12 @@ impl Ctx<'_> {
         if let Some(d) = self.pulled.lock().ok().and_then(|p| p.get(name).cloned()) {
             return Ok(d);
         }
-        let stored = self.store.resolve(name).ok();
+        let stored = match self.store.resolve(name) {
+            Ok(found) => Some(found),
+            // An ID prefix of several images: saying "not in the store" would mislead.
+            Err(e @ cairn_layers::Error::Invalid { .. }) => return Err(e.to_string()),
+            Err(_) => None,
+        };
         let reference = cairn_layers::Reference::parse(name).ok();
         let (Some(registry), Some(reference)) = (&self.opts.registry, reference) else {
             return stored.map(|(_, d)| d).ok_or_else(missing);

@@ -39,7 +39,8 @@ pub enum Command {
     Tag(TagArgs),
     /// Remove image names (the content goes with the next prune).
     Rmi(RmiArgs),
-    /// Remove what no image name reaches, except the build cache (unless told).
+    /// Remove dangling (untagged) images and what no image name reaches, except the build
+    /// cache (unless told).
     Prune(PruneArgs),
     /// Check every blob and image in the store against its digest.
     Fsck,

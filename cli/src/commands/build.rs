@@ -429,6 +429,12 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
     for t in &tags {
         store.tag(t, &built.manifest)?;
     }
+    if tags.is_empty() && outputs.is_empty() {
+        // docker's build without -t leaves a dangling image that its ID names: kept so, it
+        // is listed, usable by ID (`cairn run $(cairn build -q .)`) and not pruned by a
+        // build's housekeeping.
+        store.keep_untagged(&built.manifest)?;
+    }
     for o in &outputs {
         let save = |format, dest: &Path| {
             let images = [ToSave {
