@@ -111,3 +111,60 @@ fn prune_removes_dangling_images() {
     // Named images stay.
     s.inspect("busybox");
 }
+
+#[test]
+fn a_platform_the_base_lacks_is_an_error() {
+    let s = loaded_busybox();
+    let found = s.inspect("busybox")["Architecture"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let wanted = if found == "arm64" { "amd64" } else { "arm64" };
+    let ctx = context(&format!(
+        "FROM --platform=linux/{wanted} busybox\nLABEL x=1\n"
+    ));
+    let out = build(&s, &[], ctx.path());
+    let (_, stderr) = texts(&out);
+    assert!(
+        !out.status.success(),
+        "built for the wrong platform:\n{stderr}"
+    );
+    assert!(stderr.contains(&format!("linux/{wanted}")), "{stderr}");
+    assert!(stderr.contains(&format!("linux/{found}")), "{stderr}");
+
+    // `cairn build --platform` likewise.
+    let ctx = context("FROM busybox\nLABEL x=1\n");
+    let other = format!("linux/{wanted}");
+    let out = build(&s, &["--platform", &other], ctx.path());
+    let (_, stderr) = texts(&out);
+    assert!(
+        !out.status.success(),
+        "built for the wrong platform:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&other) && stderr.contains(&format!("linux/{found}")),
+        "{stderr}"
+    );
+    let own = format!("linux/{found}");
+    let out = build(&s, &["--platform", &own], ctx.path());
+    assert!(out.status.success(), "{}", texts(&out).1);
+
+    // The build's own platform is fine, spelled by its build arg too.
+    let ctx = context("FROM --platform=$BUILDPLATFORM busybox\nLABEL x=1\n");
+    let out = build(&s, &[], ctx.path());
+    assert!(out.status.success(), "{}", texts(&out).1);
+}
+
+#[test]
+fn ssh_is_said_to_be_unsupported() {
+    let s = Store::new();
+    let ctx = context("FROM scratch\n");
+    let out = build(&s, &["--ssh", "default"], ctx.path());
+    let (_, stderr) = texts(&out);
+    assert!(!out.status.success());
+    assert!(!stderr.contains("--snapshotter"), "{stderr}");
+    assert!(
+        stderr.contains("--ssh") && stderr.contains("not supported"),
+        "{stderr}"
+    );
+}
