@@ -695,6 +695,17 @@ fn build_stage(
         let r = &results[&dep];
         base_id = format!("stage:{}", r.key.hex());
         (r.config.clone(), r.layers.clone())
+    } else if base.is_empty() {
+        // BuildKit: "base name (${UNSET}) should not be blank".
+        return Err(at(
+            opts,
+            stage.span,
+            "FROM",
+            format!(
+                "base name ({}) should not be blank: it expanded to an empty string",
+                stage.base
+            ),
+        ));
     } else if base.eq_ignore_ascii_case("scratch") {
         base_id = "scratch".into();
         (ImageConfig::scratch(), Vec::new())

@@ -156,6 +156,20 @@ fn a_platform_the_base_lacks_is_an_error() {
 }
 
 #[test]
+fn an_empty_base_name_names_its_variable() {
+    let s = loaded_busybox();
+    let ctx = context("ARG UNSET\nFROM ${UNSET}\n");
+    let out = build(&s, &[], ctx.path());
+    let (_, stderr) = texts(&out);
+    assert!(!out.status.success());
+    assert!(!stderr.contains("image \"\""), "{stderr}");
+    assert!(
+        stderr.contains("${UNSET}") && stderr.contains("empty"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn ssh_is_said_to_be_unsupported() {
     let s = Store::new();
     let ctx = context("FROM scratch\n");
