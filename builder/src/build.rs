@@ -1255,6 +1255,7 @@ pub(crate) fn record(
         dirs: dirs.unwrap_or_default(),
     };
     cx.cache.put(&key, &rec)?;
+    cx.cache.confirm_summary(&st.position)?;
     cx.cache.touch(&key, &rec, st.index);
     st.key = key;
     Ok(())

@@ -182,3 +182,15 @@ fn ssh_is_said_to_be_unsupported() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_step_that_never_succeeded_has_no_earlier_result() {
+    let s = loaded_busybox();
+    let ctx = context("FROM busybox\nRUN exit 3\n");
+    for _ in 0..2 {
+        let out = build(&s, &[], ctx.path());
+        let (_, stderr) = texts(&out);
+        assert!(!out.status.success());
+        assert!(!stderr.contains("earlier result"), "{stderr}");
+    }
+}
