@@ -1278,17 +1278,26 @@ impl Store {
             }
             present.insert(expected);
         }
-        for t in self.tags()? {
+        // Named images by name, dangling ones by manifest digest.
+        let images = self
+            .tags()?
+            .into_iter()
+            .map(|t| (t.reference.to_string(), t.manifest))
+            .chain(
+                self.untagged()?
+                    .into_iter()
+                    .map(|m| (format!("untagged image {}", m.digest), m)),
+            );
+        for (name, manifest) in images {
             report.images += 1;
-            let name = t.reference.to_string();
-            if !present.contains(&t.manifest.digest) {
+            if !present.contains(&manifest.digest) {
                 report.problems.push(format!(
                     "{name}: manifest {} is missing or corrupt",
-                    t.manifest.digest
+                    manifest.digest
                 ));
                 continue;
             }
-            match self.image(&t.manifest) {
+            match self.image(&manifest) {
                 Err(e) => report.problems.push(format!("{name}: {e}")),
                 Ok(img) => {
                     let wanted = std::iter::once(&img.manifest.config).chain(&img.manifest.layers);
@@ -1698,6 +1707,7 @@ mod tests {
         assert!(s.untagged().unwrap().is_empty());
         s.untag(&named).unwrap();
         s.keep_untagged(&a).unwrap();
+        assert_eq!(s.fsck().unwrap().images, 1, "fsck checks dangling images");
         let gone = s.remove_untagged(|m| m.digest == a.digest).unwrap();
         assert_eq!(gone.len(), 1);
         assert_eq!(s.prune().unwrap().blobs, 3);
