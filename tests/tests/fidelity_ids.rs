@@ -194,3 +194,28 @@ fn a_step_that_never_succeeded_has_no_earlier_result() {
         assert!(!stderr.contains("earlier result"), "{stderr}");
     }
 }
+
+#[test]
+fn a_dangling_image_whose_blobs_are_gone_does_not_break_images() {
+    let s = loaded_busybox();
+    let id = build_untagged(&s, "FROM busybox\nLABEL made=half-pruned\n");
+    // What an older cairn's prune, which did not know dangling images, leaves: the entry
+    // without its manifest.
+    let index = s.index();
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m.get("annotations").is_none())
+        .unwrap_or_else(|| panic!("no untagged entry: {index}"));
+    let digest = entry["digest"].as_str().unwrap();
+    fs::remove_file(
+        s.root
+            .join("blobs/sha256")
+            .join(digest.strip_prefix("sha256:").unwrap()),
+    )
+    .unwrap();
+    let list = s.run(&["images"]);
+    assert!(list.contains("busybox"), "{list}");
+    assert!(!list.contains(&id["sha256:".len()..][..12]), "{list}");
+}
