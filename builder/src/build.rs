@@ -695,6 +695,17 @@ fn build_stage(
         let r = &results[&dep];
         base_id = format!("stage:{}", r.key.hex());
         (r.config.clone(), r.layers.clone())
+    } else if base.is_empty() {
+        // BuildKit: "base name (${UNSET}) should not be blank".
+        return Err(at(
+            opts,
+            stage.span,
+            "FROM",
+            format!(
+                "base name ({}) should not be blank: it expanded to an empty string",
+                stage.base
+            ),
+        ));
     } else if base.eq_ignore_ascii_case("scratch") {
         base_id = "scratch".into();
         // BuildKit's emptyImage: working directory `/` (PATH is added below).
@@ -712,6 +723,7 @@ fn build_stage(
                     .map_err(|e| at(opts, stage.span, "FROM", e.to_string()))?;
                 base_id = format!("image:{}", manifest.digest);
                 let img = store.image(&manifest)?;
+                check_platform(cx, stage, base, &img.config)?;
                 (img.config, img.manifest.layers)
             }
             Some(NamedContext::Dir(dir)) => {
@@ -736,6 +748,7 @@ fn build_stage(
                     .map_err(|m| at(opts, stage.span, "FROM", m))?;
                 base_id = format!("image:{}", manifest.digest);
                 let img = store.image(&manifest)?;
+                check_platform(cx, stage, base, &img.config)?;
                 (img.config, img.manifest.layers)
             }
         }
@@ -914,6 +927,71 @@ fn declare_one(
     Ok(())
 }
 
+/// An `os/arch[/variant]` (or a bare arch, on linux) as containerd normalises it: arch aliases
+/// to their Go names, arm64's default variant v8 dropped.
+fn normal_platform(spec: &str) -> (String, String, Option<String>) {
+    let parts: Vec<String> = spec.split('/').map(str::to_ascii_lowercase).collect();
+    let (os, arch, variant) = match parts.as_slice() {
+        [arch] => ("linux".to_owned(), arch.clone(), None),
+        [os, arch] => (os.clone(), arch.clone(), None),
+        [os, arch, variant, ..] => (os.clone(), arch.clone(), Some(variant.clone())),
+        [] => (String::new(), String::new(), None),
+    };
+    let arch = match arch.as_str() {
+        "x86_64" | "x86-64" => "amd64".to_owned(),
+        "aarch64" => "arm64".to_owned(),
+        "i386" | "i686" => "386".to_owned(),
+        "armhf" => return (os, "arm".to_owned(), Some("v7".to_owned())),
+        "armel" => return (os, "arm".to_owned(), Some("v6".to_owned())),
+        _ => arch,
+    };
+    let variant = variant.filter(|v| !(v.is_empty() || arch == "arm64" && v == "v8"));
+    (os, arch, variant)
+}
+
+/// `FROM --platform=P`: until cairn builds for other platforms, a base of another platform is
+/// an error naming both, not an image silently built for the base's.
+fn check_platform(
+    cx: &Ctx<'_>,
+    stage: &cairn_parser::Stage,
+    base: &str,
+    config: &ImageConfig,
+) -> Result<()> {
+    let Some(raw) = &stage.platform else {
+        return Ok(());
+    };
+    let wanted = cx.lexer.process_word(raw, cx.globals).map_err(|e| {
+        at(
+            cx.opts,
+            stage.span,
+            "FROM",
+            format!("--platform={raw}: {e}"),
+        )
+    })?;
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let (os, arch, variant) = normal_platform(&wanted);
+    let found = match &config.variant {
+        Some(v) if !v.is_empty() => format!("{}/{}/{v}", config.os, config.architecture),
+        _ => format!("{}/{}", config.os, config.architecture),
+    };
+    let (f_os, f_arch, f_variant) = normal_platform(&found);
+    let variant_differs = matches!((&variant, &f_variant), (Some(a), Some(b)) if a != b);
+    if os != f_os || arch != f_arch || variant_differs {
+        return Err(at(
+            cx.opts,
+            stage.span,
+            "FROM",
+            format!(
+                "--platform={wanted}: the base image {base:?} is {found}, not {wanted} \
+                 (cairn cannot build for another platform yet)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// What every step of a build reads.
 pub(crate) struct Ctx<'a> {
     pub(crate) store: &'a Store,
@@ -948,7 +1026,12 @@ impl Ctx<'_> {
         if let Some(d) = self.pulled.lock().ok().and_then(|p| p.get(name).cloned()) {
             return Ok(d);
         }
-        let stored = self.store.resolve(name).ok();
+        let stored = match self.store.resolve(name) {
+            Ok(found) => Some(found),
+            // An ID prefix of several images: saying "not in the store" would mislead.
+            Err(e @ cairn_layers::Error::Invalid { .. }) => return Err(e.to_string()),
+            Err(_) => None,
+        };
         let reference = cairn_layers::Reference::parse(name).ok();
         let (Some(registry), Some(reference)) = (&self.opts.registry, reference) else {
             return stored.map(|(_, d)| d).ok_or_else(missing);
@@ -1225,6 +1308,7 @@ pub(crate) fn record(
         dirs: dirs.unwrap_or_default(),
     };
     cx.cache.put(&key, &rec)?;
+    cx.cache.confirm_summary(&st.position)?;
     cx.cache.touch(&key, &rec, st.index);
     st.key = key;
     Ok(())
@@ -1642,6 +1726,32 @@ mod partial_tests {
             let readers: Vec<&cairn_parser::Edge> =
                 graph.edges.iter().filter(|e| e.needs == 0).collect();
             assert_eq!(copy_prefixes(&df, &readers), None, "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normal_platform;
+
+    #[test]
+    fn platforms_normalise_as_containerd_does() {
+        let p = |os: &str, arch: &str, v: Option<&str>| {
+            (os.to_owned(), arch.to_owned(), v.map(str::to_owned))
+        };
+        let cases = [
+            ("linux/amd64", p("linux", "amd64", None)),
+            ("amd64", p("linux", "amd64", None)),
+            ("linux/x86_64", p("linux", "amd64", None)),
+            ("Linux/AMD64", p("linux", "amd64", None)),
+            ("linux/aarch64", p("linux", "arm64", None)),
+            ("linux/arm64/v8", p("linux", "arm64", None)),
+            ("linux/arm/v7", p("linux", "arm", Some("v7"))),
+            ("linux/armhf", p("linux", "arm", Some("v7"))),
+            ("windows/amd64", p("windows", "amd64", None)),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(normal_platform(spec), want, "{spec}");
         }
     }
 }

@@ -736,8 +736,29 @@ impl Cache {
         serde_json::from_slice(&bytes).ok()
     }
 
+    /// Keeps the inputs of the step at `position`, which is about to run; they become its
+    /// last summary only when [`Cache::confirm_summary`] says it succeeded. A step that
+    /// failed has no earlier result to explain a miss against.
     pub fn put_summary(&self, position: &str, summary: &Summary) -> Result<()> {
-        write_json(&self.summary_path(position), summary)
+        write_json(
+            &self.summary_path(position).with_extension("pending"),
+            summary,
+        )
+    }
+
+    /// The step at `position` succeeded: the inputs [`Cache::put_summary`] kept are its
+    /// last ones now.
+    pub fn confirm_summary(&self, position: &str) -> Result<()> {
+        let path = self.summary_path(position);
+        match std::fs::rename(path.with_extension("pending"), &path) {
+            // A hit, or a step run again by another build meanwhile: nothing to confirm.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r.map_err(|source| Error::Io {
+                action: "rename",
+                path,
+                source,
+            }),
+        }
     }
 
     /// The blob the step at `position` made last time, to copy unchanged deflated chunks

@@ -39,7 +39,8 @@ pub enum Command {
     Tag(TagArgs),
     /// Remove image names (the content goes with the next prune).
     Rmi(RmiArgs),
-    /// Remove what no image name reaches, except the build cache (unless told).
+    /// Remove dangling (untagged) images and what no image name reaches, except the build
+    /// cache (unless told).
     Prune(PruneArgs),
     /// Check every blob and image in the store against its digest.
     Fsck,
@@ -351,6 +352,14 @@ pub struct BuildArgs {
     /// How RUN steps get their filesystem: overlay, copy, or auto (overlay where it mounts).
     #[arg(long, value_name = "overlay|copy|auto", default_value = "auto")]
     pub snapshotter: String,
+    /// The platform to build for: only this machine's (linux/<arch>) until cairn builds for
+    /// others.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// BuildKit's SSH agent forwarding, which cairn does not support: taken only to say so
+    /// (clap would suggest an unrelated flag).
+    #[arg(long, hide = true, value_name = "SPEC")]
+    pub ssh: Vec<String>,
     /// RUN's network where the Dockerfile does not choose: default (a namespace of its own
     /// with user-mode networking), none (only loopback) or host (needs --allow network.host).
     #[arg(long, value_name = "default|none|host")]

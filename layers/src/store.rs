@@ -790,6 +790,48 @@ impl Store {
         Ok(out)
     }
 
+    /// The images no tag names (docker's dangling `<none>:<none>`: a build without `-t`, a
+    /// load of an image without a name), in the order of index.json.
+    pub fn untagged(&self) -> Result<Vec<Descriptor>> {
+        let index = self.read_index()?;
+        Ok(index
+            .manifests
+            .into_iter()
+            .filter(|m| !m.annotations.contains_key(REF_NAME))
+            .collect())
+    }
+
+    /// Keeps `manifest` as an image without a name, so lookups by ID, listings and prune know
+    /// it, until a tag names it, `rmi` removes it, or a prune of dangling images does. An
+    /// image some entry records already is left as it is.
+    pub fn keep_untagged(&self, manifest: &Descriptor) -> Result<()> {
+        let _lock = self.lock("index.lock", true)?;
+        let mut index = self.read_index()?;
+        if index.manifests.iter().any(|m| m.digest == manifest.digest) {
+            return Ok(());
+        }
+        let mut d = manifest.clone();
+        d.annotations.remove(REF_NAME);
+        index.manifests.push(d);
+        self.write_index(&index)
+    }
+
+    /// Forgets the untagged images `which` picks; returns the manifests it removed. Their
+    /// blobs go with the next prune.
+    pub fn remove_untagged(&self, which: impl Fn(&Descriptor) -> bool) -> Result<Vec<Descriptor>> {
+        let _lock = self.lock("index.lock", true)?;
+        let mut index = self.read_index()?;
+        let (gone, kept): (Vec<Descriptor>, Vec<Descriptor>) = index
+            .manifests
+            .into_iter()
+            .partition(|m| !m.annotations.contains_key(REF_NAME) && which(m));
+        index.manifests = kept;
+        if !gone.is_empty() {
+            self.write_index(&index)?;
+        }
+        Ok(gone)
+    }
+
     fn chunk_index_path(&self, blob: &Digest) -> PathBuf {
         self.root.join("chunks").join(blob.hex())
     }
@@ -844,6 +886,8 @@ impl Store {
             }
         }
         let before: Vec<Descriptor> = unnamed.iter().chain(named.values()).cloned().collect();
+        // A named image is no longer a dangling one.
+        unnamed.retain(|u| !tags.iter().any(|(_, m)| m.digest == u.digest));
         for (reference, manifest) in tags {
             let name = reference.to_string();
             let mut d = manifest.clone();
@@ -901,31 +945,38 @@ impl Store {
                 return Ok((None, t.manifest.clone()));
             }
         }
+        // docker's rule: `sha256:` optional, then 4 to 64 lowercase hex digits.
         let hex = name.strip_prefix("sha256:").unwrap_or(name);
-        if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let mut found: Option<&Tagged> = None;
-            for t in &tags {
+        if (4..=64).contains(&hex.len())
+            && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            let untagged = self.untagged()?;
+            let mut found: Option<&Descriptor> = None;
+            for m in tags.iter().map(|t| &t.manifest).chain(&untagged) {
                 let config = self
-                    .read_blob(&t.manifest.digest)
+                    .read_blob(&m.digest)
                     .ok()
                     .and_then(|b| Manifest::from_slice(&b, "manifest").ok())
                     .map(|m| m.config.digest);
-                let matches = t.manifest.digest.hex().starts_with(hex)
+                let matches = m.digest.hex().starts_with(hex)
                     || config.is_some_and(|c| c.hex().starts_with(hex));
                 if matches {
                     if let Some(f) = found
-                        && f.manifest.digest != t.manifest.digest
+                        && f.digest != m.digest
                     {
                         return Err(Error::invalid(
                             format!("image ID {name}"),
-                            "it matches more than one image; give more digits",
+                            format!(
+                                "ambiguous: it matches more than one image ({} and {}); give more digits",
+                                f.digest, m.digest
+                            ),
                         ));
                     }
-                    found = Some(t);
+                    found = Some(m);
                 }
             }
-            if let Some(t) = found {
-                return Ok((None, t.manifest.clone()));
+            if let Some(m) = found {
+                return Ok((None, m.clone()));
             }
         }
         Err(Error::ImageNotFound(name.to_owned()))
@@ -1126,9 +1177,15 @@ impl Store {
         let mut keep = blobs.clone();
         let mut keep_layers: BTreeSet<String> =
             diff_ids.iter().map(|d| d.hex().to_owned()).collect();
-        for t in self.tags()? {
-            self.reachable_from(&t.manifest.digest, &mut keep)?;
-            if let Ok(img) = self.image(&t.manifest) {
+        // Dangling images stay until they are removed (docker keeps them until `image prune`).
+        let manifests = self
+            .tags()?
+            .into_iter()
+            .map(|t| t.manifest)
+            .chain(self.untagged()?);
+        for m in manifests {
+            self.reachable_from(&m.digest, &mut keep)?;
+            if let Ok(img) = self.image(&m) {
                 keep_layers.extend(
                     img.config
                         .rootfs
@@ -1221,17 +1278,26 @@ impl Store {
             }
             present.insert(expected);
         }
-        for t in self.tags()? {
+        // Named images by name, dangling ones by manifest digest.
+        let images = self
+            .tags()?
+            .into_iter()
+            .map(|t| (t.reference.to_string(), t.manifest))
+            .chain(
+                self.untagged()?
+                    .into_iter()
+                    .map(|m| (format!("untagged image {}", m.digest), m)),
+            );
+        for (name, manifest) in images {
             report.images += 1;
-            let name = t.reference.to_string();
-            if !present.contains(&t.manifest.digest) {
+            if !present.contains(&manifest.digest) {
                 report.problems.push(format!(
                     "{name}: manifest {} is missing or corrupt",
-                    t.manifest.digest
+                    manifest.digest
                 ));
                 continue;
             }
-            match self.image(&t.manifest) {
+            match self.image(&manifest) {
                 Err(e) => report.problems.push(format!("{name}: {e}")),
                 Ok(img) => {
                     let wanted = std::iter::once(&img.manifest.config).chain(&img.manifest.layers);
@@ -1612,6 +1678,60 @@ mod tests {
         assert!(s.untag(&busybox).unwrap().is_none());
         let r = s.prune().unwrap();
         assert_eq!(r.blobs, 0, "app:1 still holds b");
+    }
+
+    #[test]
+    fn untagged_images_resolve_by_id_and_survive_prune() {
+        let (_d, s) = store();
+        let a = image(&s, b"untagged a");
+        s.keep_untagged(&a).unwrap();
+        s.keep_untagged(&a).unwrap();
+        assert_eq!(s.untagged().unwrap().len(), 1, "kept once");
+        assert!(s.tags().unwrap().is_empty());
+        let id = s.image(&a).unwrap().id().clone();
+        for name in [
+            id.to_string(),
+            id.hex().to_owned(),
+            id.hex()[..4].to_owned(),
+        ] {
+            assert_eq!(s.resolve(&name).unwrap().1.digest, a.digest, "{name}");
+        }
+        // Too short, or not lowercase hex: not an ID.
+        for name in [&id.hex()[..3], &id.hex()[..12].to_uppercase()] {
+            assert!(s.resolve(name).is_err(), "{name}");
+        }
+        assert_eq!(s.prune().unwrap().blobs, 0, "a dangling image is kept");
+        // Named, it is no longer dangling.
+        let named = Reference::parse("named").unwrap();
+        s.tag(&named, &a).unwrap();
+        assert!(s.untagged().unwrap().is_empty());
+        s.untag(&named).unwrap();
+        s.keep_untagged(&a).unwrap();
+        assert_eq!(s.fsck().unwrap().images, 1, "fsck checks dangling images");
+        let gone = s.remove_untagged(|m| m.digest == a.digest).unwrap();
+        assert_eq!(gone.len(), 1);
+        assert_eq!(s.prune().unwrap().blobs, 3);
+    }
+
+    #[test]
+    fn an_id_prefix_of_several_images_is_ambiguous() {
+        let (_d, s) = store();
+        // Manifests that are not in the store: only their digests are compared.
+        let fake = |hex: &str| Descriptor {
+            media_type: OCI_MANIFEST.to_owned(),
+            digest: format!("sha256:{hex}").parse().unwrap(),
+            size: 1,
+            platform: None,
+            annotations: BTreeMap::new(),
+        };
+        let one = fake(&format!("abcd1{}", "0".repeat(59)));
+        let two = fake(&format!("abcd2{}", "0".repeat(59)));
+        s.tag(&Reference::parse("one").unwrap(), &one).unwrap();
+        s.keep_untagged(&two).unwrap();
+        let e = s.resolve("abcd").unwrap_err().to_string();
+        assert!(e.contains("ambiguous") && e.contains("abcd"), "{e}");
+        assert_eq!(s.resolve("abcd1").unwrap().1.digest, one.digest);
+        assert_eq!(s.resolve("sha256:abcd2").unwrap().1.digest, two.digest);
     }
 
     #[test]

@@ -284,6 +284,12 @@ fn secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
 }
 
 pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
+    if let Some(spec) = args.ssh.first() {
+        bail!("--ssh {spec}: not supported: cairn cannot forward SSH agents or keys to RUN");
+    }
+    if let Some(p) = &args.platform {
+        check_platform(p)?;
+    }
     let tags = args
         .tags
         .iter()
@@ -414,6 +420,12 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
     for t in &tags {
         store.tag(t, &built.manifest)?;
     }
+    if tags.is_empty() && outputs.is_empty() {
+        // docker's build without -t leaves a dangling image that its ID names: kept so, it
+        // is listed, usable by ID (`cairn run $(cairn build -q .)`) and not pruned by a
+        // build's housekeeping.
+        store.keep_untagged(&built.manifest)?;
+    }
     for o in &outputs {
         let save = |format, dest: &Path| {
             let images = [ToSave {
@@ -455,6 +467,31 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
         for t in &tags {
             writeln!(err, "naming to {t} done")?;
         }
+    }
+    Ok(())
+}
+
+/// `--platform`: this machine's platform (`linux/amd64`, or `amd64`), the only one cairn builds
+/// for; any other is an error naming both rather than an image of the wrong platform.
+fn check_platform(spec: &str) -> anyhow::Result<()> {
+    let host = cairn_layers::image::host_architecture();
+    let mut parts = spec.split('/');
+    let (os, arch) = match (parts.next(), parts.next()) {
+        (Some(arch), None) => ("linux", arch),
+        (Some(os), Some(arch)) => (os, arch),
+        _ => ("", ""),
+    };
+    let arch = match arch {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    let variant = parts.next().filter(|v| !(arch == "arm64" && *v == "v8"));
+    if os != "linux" || arch != host || variant.is_some() {
+        bail!(
+            "--platform {spec}: cairn builds for this machine's platform, linux/{host}, only \
+             (building for another platform is not supported yet)"
+        );
     }
     Ok(())
 }

@@ -36,6 +36,8 @@ pub fn load(store: &Store, args: &LoadArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     for l in loaded {
         if l.names.is_empty() {
+            // Kept as docker keeps it: a dangling image, reachable by its ID.
+            store.keep_untagged(&l.manifest)?;
             writeln!(out, "Loaded image ID: {}", store.image(&l.manifest)?.id())?;
         }
         for n in l.names {
@@ -166,12 +168,20 @@ fn human_size(n: u64) -> String {
 }
 
 pub fn images(store: &Store, args: &ImagesArgs) -> anyhow::Result<()> {
-    let mut rows = Vec::new();
+    let mut rows: Vec<(Option<Reference>, Image)> = Vec::new();
     for t in store.tags()? {
         let img = store
             .image(&t.manifest)
             .with_context(|| format!("image {}", t.reference.familiar()))?;
-        rows.push((t.reference, img));
+        rows.push((Some(t.reference), img));
+    }
+    // Dangling images, as docker lists them: `<none>` for repository and tag.
+    // One whose blobs are gone (an older cairn's prune did not know them) is not listed: it
+    // names nothing, and the next prune forgets it.
+    for m in store.untagged()? {
+        if let Ok(img) = store.image(&m) {
+            rows.push((None, img));
+        }
     }
     let mut out = std::io::stdout().lock();
     match args.format {
@@ -180,9 +190,9 @@ pub fn images(store: &Store, args: &ImagesArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|(r, img)| {
                     json!({
-                        "repository": r.familiar_repository(),
-                        "tag": r.tag(),
-                        "name": r.to_string(),
+                        "repository": r.as_ref().map_or_else(|| "<none>".to_owned(), Reference::familiar_repository),
+                        "tag": r.as_ref().and_then(Reference::tag),
+                        "name": r.as_ref().map(Reference::to_string),
                         "id": img.id(),
                         "digest": img.manifest_descriptor.digest,
                         "created": img.config.created,
@@ -198,8 +208,12 @@ pub fn images(store: &Store, args: &ImagesArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|(r, img)| {
                     [
-                        r.familiar_repository(),
-                        r.tag().unwrap_or("<none>").to_owned(),
+                        r.as_ref()
+                            .map_or_else(|| "<none>".to_owned(), Reference::familiar_repository),
+                        r.as_ref()
+                            .and_then(Reference::tag)
+                            .unwrap_or("<none>")
+                            .to_owned(),
                         img.id().short().to_owned(),
                         ago(img.config.created.as_deref()),
                         human_size(img.size()),
@@ -288,6 +302,13 @@ pub fn rmi(store: &Store, args: &RmiArgs) -> anyhow::Result<()> {
                     .filter(|t| t.manifest.digest == manifest.digest)
                     .map(|t| t.reference)
                     .collect();
+                if all.is_empty() {
+                    // A dangling image: removing it is deleting it, as docker says.
+                    let id = store.image(&manifest)?.id().clone();
+                    store.remove_untagged(|m| m.digest == manifest.digest)?;
+                    writeln!(out, "Deleted: {id}")?;
+                    continue;
+                }
                 if all.len() > 1 && !args.force {
                     let names: Vec<String> = all.iter().map(Reference::familiar).collect();
                     bail!(
@@ -325,10 +346,19 @@ pub fn prune(store: &Store, args: &crate::args::PruneArgs) -> anyhow::Result<()>
             .map_err(|e| anyhow::anyhow!("--filter {f:?}: {e}"))?;
         policy.unused_for = Some(std::time::Duration::from_nanos(ns));
     }
+    // Dangling images go first, as docker's system prune removes them: what they alone
+    // reach is then reclaimed with the rest.
+    let mut out = std::io::stdout().lock();
+    for m in store.remove_untagged(|_| true)? {
+        match store.image(&m) {
+            Ok(img) => writeln!(out, "Deleted: {}", img.id())?,
+            Err(_) => writeln!(out, "Deleted: manifest {}", m.digest)?,
+        }
+    }
     let cache = cairn_builder::cache::Cache::open(store);
     let r = cache.prune(store, &policy)?;
     writeln!(
-        std::io::stdout().lock(),
+        out,
         "Deleted {} blobs, {} unpacked layers and {} cache records; reclaimed {}",
         r.store.blobs,
         r.store.layers,
