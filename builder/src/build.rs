@@ -14,6 +14,7 @@ use cairn_layers::apply::{ApplyOptions, Whiteouts, apply_layer};
 use cairn_layers::compress::{self, Compression, LayerCompression};
 use cairn_layers::image::{Descriptor, History, ImageConfig, timestamp};
 use cairn_layers::layer::{write_layer, write_layer_reusing};
+use cairn_layers::listing::DirMeta;
 use cairn_layers::{IdMap, Store};
 use cairn_parser::expand::Lexer;
 use cairn_parser::instruction::{ArgDef, Instruction, InstructionKind, Source};
@@ -352,7 +353,7 @@ pub(crate) struct StageView {
 
 #[derive(Debug)]
 enum ViewPart {
-    Dirs(Vec<String>),
+    Dirs(Vec<(String, DirMeta)>),
     Layer(Descriptor),
 }
 
@@ -363,7 +364,7 @@ impl StageView {
     }
 
     /// The directories a layer adds, known without reading it.
-    pub(crate) fn add_dirs(&mut self, dirs: impl IntoIterator<Item = String>) {
+    pub(crate) fn add_dirs(&mut self, dirs: impl IntoIterator<Item = (String, DirMeta)>) {
         self.todo.push(ViewPart::Dirs(dirs.into_iter().collect()));
     }
 
@@ -375,7 +376,7 @@ impl StageView {
     ) -> Result<&cairn_layers::listing::TreeView> {
         for part in std::mem::take(&mut self.todo) {
             match part {
-                ViewPart::Dirs(dirs) => dirs.iter().for_each(|d| self.tree.add_dir(d)),
+                ViewPart::Dirs(dirs) => dirs.iter().for_each(|(d, m)| self.tree.add_dir(d, *m)),
                 ViewPart::Layer(l) => self.tree.apply(&cache.layer_listing(store, &l)?),
             }
         }
@@ -1089,14 +1090,18 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
                     let layer =
                         write_layer(store, opts.compression, |w| dirs_tar(w, &missing, mtime))?;
                     let rec = layer_record(&layer);
-                    add_layer(
-                        st,
-                        layer,
-                        Some(missing.iter().cloned().collect()),
-                        ins,
-                        created,
-                    )?;
-                    record(cx, st, key, Some(rec), Some(missing))?;
+                    // As dirs_tar writes them.
+                    let meta = DirMeta {
+                        mode: 0o755,
+                        uid: 0,
+                        gid: 0,
+                        mtime: mtime.max(0) as u64,
+                    };
+                    let dirs: BTreeMap<String, DirMeta> =
+                        missing.iter().map(|d| (d.clone(), meta)).collect();
+                    let dir_list = dirs.clone().into_iter().collect();
+                    add_layer(st, layer, Some(dirs), ins, created)?;
+                    record(cx, st, key, Some(rec), Some(dir_list))?;
                     return Ok(Outcome::Ran);
                 }
             }
@@ -1162,7 +1167,7 @@ pub(crate) fn record(
     st: &mut StageState,
     key: crate::cache::Key,
     layer: Option<crate::cache::LayerRecord>,
-    dirs: Option<Vec<String>>,
+    dirs: Option<Vec<(String, DirMeta)>>,
 ) -> Result<()> {
     let history = st.config.history.last().cloned().unwrap_or_default();
     let rec = crate::cache::Record {
@@ -1229,7 +1234,7 @@ fn dirs_tar(w: &mut dyn std::io::Write, dirs: &[String], mtime: i64) -> cairn_la
 pub(crate) fn add_layer(
     st: &mut StageState,
     layer: cairn_layers::layer::StoredLayer,
-    dirs: Option<std::collections::BTreeSet<String>>,
+    dirs: Option<BTreeMap<String, DirMeta>>,
     ins: &Instruction,
     created: String,
 ) -> Result<()> {
@@ -1508,7 +1513,7 @@ fn copy_step(
     cx.cache
         .put_last_layer(&st.position, &layer.descriptor.digest)?;
     let rec = layer_record(&layer);
-    let dir_list: Vec<String> = dirs.iter().cloned().collect();
+    let dir_list: Vec<(String, DirMeta)> = dirs.clone().into_iter().collect();
     add_layer(st, layer, Some(dirs), ins, created)?;
     record(cx, st, key, Some(rec), Some(dir_list))?;
     Ok(Outcome::Ran)
