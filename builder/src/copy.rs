@@ -462,6 +462,7 @@ pub fn plan_copy<'r>(
         .map(str::to_owned)
         .collect();
     let dest_exists_dir = image.is_dir(&dest_rel);
+    let dest_top = dest_rel.clone();
 
     // Expand every source first: a missing one fails the step before anything is written.
     let mut expanded: Vec<(String, bool)> = Vec::new();
@@ -577,9 +578,12 @@ pub fn plan_copy<'r>(
             dest_rel.clone()
         };
         if meta.is_dir() {
-            // A directory source copies its contents.
+            // A directory source copies its contents. A destination directory the image has
+            // keeps its metadata (BuildKit copies a source's onto a directory it makes only);
+            // it is written with the parents.
             let dest_rel = base;
-            if req.parents && !dest_rel.is_empty() {
+            let kept = dest_exists_dir && dest_rel == dest_top;
+            if req.parents && !dest_rel.is_empty() && !kept {
                 planned.push(Planned {
                     dest: dest_rel.clone(),
                     src: real.clone(),
@@ -600,7 +604,7 @@ pub fn plan_copy<'r>(
                     archive: false,
                 });
             }
-            if !dest_rel.is_empty() {
+            if !dest_rel.is_empty() && !kept {
                 planned.insert(
                     0,
                     Planned {

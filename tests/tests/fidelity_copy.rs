@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use cairn_e2e::{Store, loaded_busybox, ok};
@@ -124,5 +125,49 @@ fn copy_layers_carry_the_existing_parents() {
         for (name, meta) in want {
             assert_eq!(layer.get(*name), Some(meta), "{name} in {layer:?}");
         }
+    }
+}
+
+#[test]
+fn copy_into_an_existing_directory_keeps_its_owner_and_mode() {
+    let s = loaded_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::create_dir(ctx.path().join("d")).unwrap();
+    fs::write(ctx.path().join("d/a"), "a").unwrap();
+    fs::set_permissions(ctx.path().join("d"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(ctx.path().join("d/a"), fs::Permissions::from_mode(0o644)).unwrap();
+    // BuildKit leaves a destination directory that exists as it is, whether named by the
+    // working directory, with a trailing slash or without, and with --chown or --chmod; a
+    // directory it makes takes the source's mode.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\n\
+         RUN mkdir /app /x /y /z && chown 1000:1000 /app /x /y /z && chmod 750 /app /x \
+         && chmod 700 /y /z\n\
+         WORKDIR /app\n\
+         COPY . .\n\
+         COPY d/ /x/\n\
+         COPY --chown=2000:2000 d /y\n\
+         COPY --chmod=777 d /z\n\
+         COPY d /new\n\
+         RUN stat -c '%n %a %u:%g' /app /x /y /z /new /y/a > /stat.txt\n",
+    )
+    .unwrap();
+    let (layers, out) = build(&s, ctx.path());
+    let stat = fs::read_to_string(out.path().join("local/stat.txt")).unwrap();
+    assert_eq!(
+        stat,
+        "/app 750 1000:1000\n/x 750 1000:1000\n/y 700 1000:1000\n/z 700 1000:1000\n\
+         /new 755 0:0\n/y/a 644 2000:2000\n"
+    );
+    let want: [(&str, Meta); 4] = [
+        ("app", (0o750, 1000, 1000, EPOCH)),
+        ("x", (0o750, 1000, 1000, EPOCH)),
+        ("y", (0o700, 1000, 1000, EPOCH)),
+        ("z", (0o700, 1000, 1000, EPOCH)),
+    ];
+    // Layers: busybox, the RUN, then COPY . . and the three into /x, /y, /z.
+    for (layer, (name, meta)) in layers[2..6].iter().zip(want) {
+        assert_eq!(layer.get(name), Some(&meta), "{name} in {layer:?}");
     }
 }
