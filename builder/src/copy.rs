@@ -419,7 +419,8 @@ pub struct CopyPlan<'r> {
 /// RUN's overlay, a runtime's) keeps their metadata instead of making them 0755 root.
 #[derive(Debug)]
 enum Parent {
-    /// Missing: made 0755, owned by the --chown user, as BuildKit's `MkdirAll` makes it.
+    /// Missing: made 0755 (or an octal --chmod's mode), owned by the --chown user, as
+    /// BuildKit's `MkdirAll` makes it.
     Made(String),
     /// In the image: written with its mode and owner. `touched` for the deepest one, which the
     /// copy adds entries to and so dates now; the ones above keep their time.
@@ -463,6 +464,7 @@ pub fn plan_copy<'r>(
         .collect();
     let dest_exists_dir = image.is_dir(&dest_rel);
     let dest_top = dest_rel.clone();
+    let mut top_is_parent = false;
 
     // Expand every source first: a missing one fails the step before anything is written.
     let mut expanded: Vec<(String, bool)> = Vec::new();
@@ -578,11 +580,14 @@ pub fn plan_copy<'r>(
             dest_rel.clone()
         };
         if meta.is_dir() {
-            // A directory source copies its contents. A destination directory the image has
-            // keeps its metadata (BuildKit copies a source's onto a directory it makes only);
-            // it is written with the parents.
+            // A directory source copies its contents. BuildKit makes a missing destination
+            // with the parents (MkdirAll) before copying, and copies the source's metadata
+            // onto a directory only when the copy itself made it: so the destination is made
+            // as a parent is, and one the image has keeps its own. Both are written with
+            // the parents.
             let dest_rel = base;
-            let kept = dest_exists_dir && dest_rel == dest_top;
+            let kept = dest_rel == dest_top;
+            top_is_parent |= kept;
             if req.parents && !dest_rel.is_empty() && !kept {
                 planned.push(Planned {
                     dest: dest_rel.clone(),
@@ -640,11 +645,11 @@ pub fn plan_copy<'r>(
         }
     }
 
-    // The destination's parents: missing ones are made owned by the --chown user, 0755;
+    // The destination's parents: missing ones are made owned by the --chown user;
     // existing ones are written as they are (the root never: no layer names it).
     let mut parents = Vec::new();
     let mut parent = String::new();
-    let dest_for_parents: Vec<String> = if into_dir {
+    let dest_for_parents: Vec<String> = if into_dir || top_is_parent {
         dest_parts.clone()
     } else {
         dest_parts[..dest_parts.len().saturating_sub(1)].to_vec()
@@ -812,10 +817,17 @@ fn write_plan(
         .clamp_mtime
         .unwrap_or_else(|| jiff::Timestamp::now().as_second());
     let mut written: BTreeMap<String, DirMeta> = BTreeMap::new();
+    // BuildKit hands MkdirAll an octal --chmod (not a symbolic one) as the mode.
+    let made_mode = match req.chmod.as_deref() {
+        Some(spec) if !spec.is_empty() && spec.bytes().all(|b| (b'0'..=b'7').contains(&b)) => {
+            apply_chmod(spec, 0o755, true)?
+        }
+        _ => 0o755,
+    };
     for parent in &parents {
         let meta = match parent {
             Parent::Made(_) => DirMeta {
-                mode: 0o755,
+                mode: made_mode,
                 uid: req.owner.uid.into(),
                 gid: req.owner.gid.into(),
                 mtime: mtime(now),

@@ -134,11 +134,12 @@ fn copy_into_an_existing_directory_keeps_its_owner_and_mode() {
     let ctx = tempfile::tempdir().unwrap();
     fs::create_dir(ctx.path().join("d")).unwrap();
     fs::write(ctx.path().join("d/a"), "a").unwrap();
-    fs::set_permissions(ctx.path().join("d"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(ctx.path().join("d"), fs::Permissions::from_mode(0o750)).unwrap();
     fs::set_permissions(ctx.path().join("d/a"), fs::Permissions::from_mode(0o644)).unwrap();
     // BuildKit leaves a destination directory that exists as it is, whether named by the
-    // working directory, with a trailing slash or without, and with --chown or --chmod; a
-    // directory it makes takes the source's mode.
+    // working directory, with a trailing slash or without, and with --chown or --chmod. One
+    // it makes is made before the copy, as the parents are: 0755 (or an octal --chmod's
+    // mode) and owned by --chown's user, never the source directory's mode.
     fs::write(
         ctx.path().join("Dockerfile"),
         "FROM busybox\n\
@@ -150,7 +151,9 @@ fn copy_into_an_existing_directory_keeps_its_owner_and_mode() {
          COPY --chown=2000:2000 d /y\n\
          COPY --chmod=777 d /z\n\
          COPY d /new\n\
-         RUN stat -c '%n %a %u:%g' /app /x /y /z /new /y/a > /stat.txt\n",
+         COPY --chmod=700 --chown=3000:3000 d /new2/deep/\n\
+         RUN stat -c '%n %a %u:%g' /app /x /y /z /new /y/a /new2 /new2/deep /new2/deep/a \
+         > /stat.txt\n",
     )
     .unwrap();
     let (layers, out) = build(&s, ctx.path());
@@ -158,7 +161,8 @@ fn copy_into_an_existing_directory_keeps_its_owner_and_mode() {
     assert_eq!(
         stat,
         "/app 750 1000:1000\n/x 750 1000:1000\n/y 700 1000:1000\n/z 700 1000:1000\n\
-         /new 755 0:0\n/y/a 644 2000:2000\n"
+         /new 755 0:0\n/y/a 644 2000:2000\n/new2 700 3000:3000\n/new2/deep 700 3000:3000\n\
+         /new2/deep/a 700 3000:3000\n"
     );
     let want: [(&str, Meta); 4] = [
         ("app", (0o750, 1000, 1000, EPOCH)),
