@@ -419,9 +419,13 @@ pub struct CopyPlan<'r> {
 /// RUN's overlay, a runtime's) keeps their metadata instead of making them 0755 root.
 #[derive(Debug)]
 enum Parent {
-    /// Missing: made 0755 (or an octal --chmod's mode), owned by the --chown user, as
-    /// BuildKit's `MkdirAll` makes it.
-    Made(String),
+    /// Missing: made 0755, owned by the --chown user, as BuildKit's `MkdirAll` makes it.
+    /// `chmod` for a directory source's destination, which takes an octal --chmod's mode
+    /// as BuildKit gives it (moby/buildkit#4945). BuildKit now gives that mode to every
+    /// parent it makes, leaving `COPY --chmod=640 f /new/` a directory no one can enter
+    /// (moby/buildkit#5943, open): the other parents stay 0755, as Docker gave them
+    /// before.
+    Made { path: String, chmod: bool },
     /// In the image: written with its mode and owner. `touched` for the deepest one, which the
     /// copy adds entries to and so dates now; the ones above keep their time.
     Kept {
@@ -434,7 +438,7 @@ enum Parent {
 impl Parent {
     fn path(&self) -> &str {
         match self {
-            Parent::Made(p) | Parent::Kept { path: p, .. } => p,
+            Parent::Made { path: p, .. } | Parent::Kept { path: p, .. } => p,
         }
     }
 }
@@ -665,7 +669,10 @@ pub fn plan_copy<'r>(
                 meta,
                 touched: false,
             }),
-            _ => parents.push(Parent::Made(parent.clone())),
+            _ => parents.push(Parent::Made {
+                path: parent.clone(),
+                chmod: top_is_parent && *parent == dest_top,
+            }),
         }
     }
     // Below the deepest existing one everything is made; that one gets the new entries.
@@ -752,7 +759,7 @@ impl CopyPlan<'_> {
         };
         for p in &self.parents {
             match p {
-                Parent::Made(path) => key.field("parent-dir", path),
+                Parent::Made { path, .. } => key.field("parent-dir", path),
                 // Its time is not keyed: the base's is fixed by the chain, the new one is now.
                 Parent::Kept { path, meta, .. } => key.field(
                     "kept-dir",
@@ -818,7 +825,7 @@ fn write_plan(
         .unwrap_or_else(|| jiff::Timestamp::now().as_second());
     let mut written: BTreeMap<String, DirMeta> = BTreeMap::new();
     // BuildKit hands MkdirAll an octal --chmod (not a symbolic one) as the mode.
-    let made_mode = match req.chmod.as_deref() {
+    let chmod_mode = match req.chmod.as_deref() {
         Some(spec) if !spec.is_empty() && spec.bytes().all(|b| (b'0'..=b'7').contains(&b)) => {
             apply_chmod(spec, 0o755, true)?
         }
@@ -826,8 +833,8 @@ fn write_plan(
     };
     for parent in &parents {
         let meta = match parent {
-            Parent::Made(_) => DirMeta {
-                mode: made_mode,
+            Parent::Made { chmod, .. } => DirMeta {
+                mode: if *chmod { chmod_mode } else { 0o755 },
                 uid: req.owner.uid.into(),
                 gid: req.owner.gid.into(),
                 mtime: mtime(now),
