@@ -1077,28 +1077,50 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
                 };
                 let missing = missing_dirs(&view, &st.config.config.working_dir);
                 if !missing.is_empty() {
+                    let mtime = epoch.unwrap_or_else(|| jiff::Timestamp::now().as_second());
+                    let mtime = mtime.max(0) as u64;
+                    let made = DirMeta {
+                        mode: 0o755,
+                        uid: 0,
+                        gid: 0,
+                        mtime,
+                    };
+                    // The existing parents go in the layer as the image has them, as a COPY's
+                    // do (see copy.rs): the one the first made directory is added to is
+                    // dated now.
+                    let mut dirs: Vec<(String, DirMeta)> = Vec::new();
+                    let first = &missing[0];
+                    let mut at = String::new();
+                    for part in first.split('/').take(first.split('/').count() - 1) {
+                        at = if at.is_empty() {
+                            part.to_owned()
+                        } else {
+                            format!("{at}/{part}")
+                        };
+                        if let Some(meta) = view.dir(&at) {
+                            dirs.push((at.clone(), meta));
+                        }
+                    }
+                    if let Some((_, last)) = dirs.last_mut() {
+                        last.mtime = mtime;
+                    }
+                    for (_, m) in &mut dirs {
+                        m.mtime = m.mtime.min(epoch.map_or(u64::MAX, |e| e.max(0) as u64));
+                    }
+                    dirs.extend(missing.iter().map(|d| (d.clone(), made)));
                     let mut key = crate::cache::KeyHasher::new("WORKDIR", &st.key);
                     key.field("instruction", &ins.original);
-                    for m in &missing {
-                        key.field("dir", m);
+                    for (d, m) in &dirs {
+                        // A kept parent's time is not keyed: the chain fixes it, or it is now.
+                        key.field("dir", format!("{d}\0{:o} {}:{}", m.mode, m.uid, m.gid));
                     }
                     let (key, summary) = key.finish_with_summary();
                     if use_cached(cx, st, &key, summary, step_id)? {
                         return Ok(Outcome::Cached);
                     }
-                    let mtime = epoch.unwrap_or_else(|| jiff::Timestamp::now().as_second());
-                    let layer =
-                        write_layer(store, opts.compression, |w| dirs_tar(w, &missing, mtime))?;
+                    let layer = write_layer(store, opts.compression, |w| dirs_tar(w, &dirs))?;
                     let rec = layer_record(&layer);
-                    // As dirs_tar writes them.
-                    let meta = DirMeta {
-                        mode: 0o755,
-                        uid: 0,
-                        gid: 0,
-                        mtime: mtime.max(0) as u64,
-                    };
-                    let dirs: BTreeMap<String, DirMeta> =
-                        missing.iter().map(|d| (d.clone(), meta)).collect();
+                    let dirs: BTreeMap<String, DirMeta> = dirs.into_iter().collect();
                     let dir_list = dirs.clone().into_iter().collect();
                     add_layer(st, layer, Some(dirs), ins, created)?;
                     record(cx, st, key, Some(rec), Some(dir_list))?;
@@ -1209,20 +1231,20 @@ fn missing_dirs(view: &crate::copy::ImageView<'_>, path: &str) -> Vec<String> {
     out
 }
 
-/// A layer tar of root-owned 0755 directories.
-fn dirs_tar(w: &mut dyn std::io::Write, dirs: &[String], mtime: i64) -> cairn_layers::Result<()> {
+/// A layer tar of directories, in order.
+fn dirs_tar(w: &mut dyn std::io::Write, dirs: &[(String, DirMeta)]) -> cairn_layers::Result<()> {
     let bad = |what: &str, e: std::io::Error| cairn_layers::Error::Invalid {
         what: what.to_owned(),
         reason: e.to_string(),
     };
     let mut tar = tar::Builder::new(w);
-    for d in dirs {
+    for (d, m) in dirs {
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(tar::EntryType::Directory);
-        h.set_mode(0o755);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(mtime.max(0) as u64);
+        h.set_mode(m.mode);
+        h.set_uid(m.uid);
+        h.set_gid(m.gid);
+        h.set_mtime(m.mtime);
         h.set_size(0);
         tar.append_data(&mut h, format!("{d}/"), std::io::empty())
             .map_err(|e| bad(d, e))?;

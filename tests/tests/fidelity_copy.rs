@@ -176,3 +176,20 @@ fn copy_into_an_existing_directory_keeps_its_owner_and_mode() {
         assert_eq!(layer.get(name), Some(&meta), "{name} in {layer:?}");
     }
 }
+
+#[test]
+fn workdir_layers_carry_the_existing_parents() {
+    let s = loaded_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    // WORKDIR makes a missing directory as a layer; like a COPY's, the layer holds the
+    // parents as the image has them, so the next step still sees /tmp 1777.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nWORKDIR /tmp/w/x\nRUN stat -c '%n %a %u:%g' /tmp /tmp/w > /stat.txt\n",
+    )
+    .unwrap();
+    let (layers, out) = build(&s, ctx.path());
+    let stat = fs::read_to_string(out.path().join("local/stat.txt")).unwrap();
+    assert_eq!(stat, "/tmp 1777 0:0\n/tmp/w 755 0:0\n");
+    assert_eq!(layers[1].get("tmp"), Some(&(0o1777, 0, 0, EPOCH)));
+}
