@@ -14,6 +14,7 @@ use cairn_layers::apply::{ApplyOptions, Whiteouts, apply_layer};
 use cairn_layers::compress::{self, Compression, LayerCompression};
 use cairn_layers::image::{Descriptor, History, ImageConfig, timestamp};
 use cairn_layers::layer::{write_layer, write_layer_reusing};
+use cairn_layers::listing::DirMeta;
 use cairn_layers::{IdMap, Store};
 use cairn_parser::expand::Lexer;
 use cairn_parser::instruction::{ArgDef, Instruction, InstructionKind, Source};
@@ -352,7 +353,7 @@ pub(crate) struct StageView {
 
 #[derive(Debug)]
 enum ViewPart {
-    Dirs(Vec<String>),
+    Dirs(Vec<(String, DirMeta)>),
     Layer(Descriptor),
 }
 
@@ -363,7 +364,7 @@ impl StageView {
     }
 
     /// The directories a layer adds, known without reading it.
-    pub(crate) fn add_dirs(&mut self, dirs: impl IntoIterator<Item = String>) {
+    pub(crate) fn add_dirs(&mut self, dirs: impl IntoIterator<Item = (String, DirMeta)>) {
         self.todo.push(ViewPart::Dirs(dirs.into_iter().collect()));
     }
 
@@ -375,7 +376,7 @@ impl StageView {
     ) -> Result<&cairn_layers::listing::TreeView> {
         for part in std::mem::take(&mut self.todo) {
             match part {
-                ViewPart::Dirs(dirs) => dirs.iter().for_each(|d| self.tree.add_dir(d)),
+                ViewPart::Dirs(dirs) => dirs.iter().for_each(|(d, m)| self.tree.add_dir(d, *m)),
                 ViewPart::Layer(l) => self.tree.apply(&cache.layer_listing(store, &l)?),
             }
         }
@@ -1196,6 +1197,31 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
                 };
                 let missing = missing_dirs(&view, &st.config.config.working_dir);
                 if !missing.is_empty() {
+                    let mtime = epoch.unwrap_or_else(|| jiff::Timestamp::now().as_second());
+                    let mtime = mtime.max(0) as u64;
+                    // The existing parents go in the layer as the image has them, as a COPY's
+                    // do (see copy.rs): the one the first made directory is added to is
+                    // dated now.
+                    let mut dirs: Vec<(String, DirMeta)> = Vec::new();
+                    let first = &missing[0];
+                    let mut at = String::new();
+                    for part in first.split('/').take(first.split('/').count() - 1) {
+                        at = if at.is_empty() {
+                            part.to_owned()
+                        } else {
+                            format!("{at}/{part}")
+                        };
+                        if let Some(meta) = view.dir(&at) {
+                            dirs.push((at.clone(), meta));
+                        }
+                    }
+                    if let Some((_, last)) = dirs.last_mut() {
+                        last.mtime = mtime;
+                    }
+                    for (_, m) in &mut dirs {
+                        m.mtime = m.mtime.min(epoch.map_or(u64::MAX, |e| e.max(0) as u64));
+                    }
+                    // (The view is not used past here: the owner may need the stage's files.)
                     // BuildKit makes them as the USER (its mkdir's `WithUser`), names looked
                     // up in the image's own files.
                     let user = st.config.config.user.clone();
@@ -1208,31 +1234,29 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
                         users::resolve_file_owner(&user, &st.rootfs)
                             .map_err(|e| fail(format!("USER {user}: {}", e.0)))?
                     };
+                    let made = DirMeta {
+                        mode: 0o755,
+                        uid: u64::from(owner.uid),
+                        gid: u64::from(owner.gid),
+                        mtime,
+                    };
+                    dirs.extend(missing.iter().map(|d| (d.clone(), made)));
                     let mut key = crate::cache::KeyHasher::new("WORKDIR", &st.key);
                     key.field("instruction", &ins.original);
-                    for m in &missing {
-                        key.field("dir", m);
-                    }
-                    if owner != (users::Owner { uid: 0, gid: 0 }) {
-                        key.field("owner", format!("{}:{}", owner.uid, owner.gid));
+                    for (d, m) in &dirs {
+                        // A kept parent's time is not keyed: the chain fixes it, or it is now.
+                        key.field("dir", format!("{d}\0{:o} {}:{}", m.mode, m.uid, m.gid));
                     }
                     let (key, summary) = key.finish_with_summary();
                     if use_cached(cx, st, &key, summary, step_id)? {
                         return Ok(Outcome::Cached);
                     }
-                    let mtime = epoch.unwrap_or_else(|| jiff::Timestamp::now().as_second());
-                    let layer = write_layer(store, opts.compression, |w| {
-                        dirs_tar(w, &missing, owner, mtime)
-                    })?;
+                    let layer = write_layer(store, opts.compression, |w| dirs_tar(w, &dirs))?;
                     let rec = layer_record(&layer);
-                    add_layer(
-                        st,
-                        layer,
-                        Some(missing.iter().cloned().collect()),
-                        ins,
-                        created,
-                    )?;
-                    record(cx, st, key, Some(rec), Some(missing))?;
+                    let dirs: BTreeMap<String, DirMeta> = dirs.into_iter().collect();
+                    let dir_list = dirs.clone().into_iter().collect();
+                    add_layer(st, layer, Some(dirs), ins, created)?;
+                    record(cx, st, key, Some(rec), Some(dir_list))?;
                     return Ok(Outcome::Ran);
                 }
             }
@@ -1298,7 +1322,7 @@ pub(crate) fn record(
     st: &mut StageState,
     key: crate::cache::Key,
     layer: Option<crate::cache::LayerRecord>,
-    dirs: Option<Vec<String>>,
+    dirs: Option<Vec<(String, DirMeta)>>,
 ) -> Result<()> {
     let history = st.config.history.last().cloned().unwrap_or_default();
     let rec = crate::cache::Record {
@@ -1341,25 +1365,20 @@ fn missing_dirs(view: &crate::copy::ImageView<'_>, path: &str) -> Vec<String> {
     out
 }
 
-/// A layer tar of 0755 directories owned by `owner`.
-fn dirs_tar(
-    w: &mut dyn std::io::Write,
-    dirs: &[String],
-    owner: users::Owner,
-    mtime: i64,
-) -> cairn_layers::Result<()> {
+/// A layer tar of directories, in order.
+fn dirs_tar(w: &mut dyn std::io::Write, dirs: &[(String, DirMeta)]) -> cairn_layers::Result<()> {
     let bad = |what: &str, e: std::io::Error| cairn_layers::Error::Invalid {
         what: what.to_owned(),
         reason: e.to_string(),
     };
     let mut tar = tar::Builder::new(w);
-    for d in dirs {
+    for (d, m) in dirs {
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(tar::EntryType::Directory);
-        h.set_mode(0o755);
-        h.set_uid(u64::from(owner.uid));
-        h.set_gid(u64::from(owner.gid));
-        h.set_mtime(mtime.max(0) as u64);
+        h.set_mode(m.mode);
+        h.set_uid(m.uid);
+        h.set_gid(m.gid);
+        h.set_mtime(m.mtime);
         h.set_size(0);
         tar.append_data(&mut h, format!("{d}/"), std::io::empty())
             .map_err(|e| bad(d, e))?;
@@ -1371,7 +1390,7 @@ fn dirs_tar(
 pub(crate) fn add_layer(
     st: &mut StageState,
     layer: cairn_layers::layer::StoredLayer,
-    dirs: Option<std::collections::BTreeSet<String>>,
+    dirs: Option<BTreeMap<String, DirMeta>>,
     ins: &Instruction,
     created: String,
 ) -> Result<()> {
@@ -1649,7 +1668,7 @@ fn copy_step(
     cx.cache
         .put_last_layer(&st.position, &layer.descriptor.digest)?;
     let rec = layer_record(&layer);
-    let dir_list: Vec<String> = dirs.iter().cloned().collect();
+    let dir_list: Vec<(String, DirMeta)> = dirs.clone().into_iter().collect();
     add_layer(st, layer, Some(dirs), ins, created)?;
     record(cx, st, key, Some(rec), Some(dir_list))?;
     Ok(Outcome::Ran)

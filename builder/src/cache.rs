@@ -256,9 +256,11 @@ impl Summary {
 pub struct Record {
     pub layer: Option<LayerRecord>,
     pub history: History,
-    /// The directories the layer adds (COPY's destination rules read them).
+    /// The directories the layer adds, with their metadata (COPY's destination rules and
+    /// the parents it writes read them). A record from before they had metadata does not
+    /// parse, and is a miss.
     #[serde(default)]
-    pub dirs: Vec<String>,
+    pub dirs: Vec<(String, cairn_layers::listing::DirMeta)>,
     /// The layer's directories are read from its own tar headers (a RUN's), not `dirs`.
     #[serde(default)]
     pub listed: bool,

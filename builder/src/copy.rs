@@ -1,11 +1,13 @@
 //! COPY and ADD: Docker's source and destination rules, streamed from the sources straight
 //! into a layer tar (owners, modes and times set in the headers, so no chown is ever needed).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fs::Metadata;
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+
+use cairn_layers::listing::DirMeta;
 
 use crate::context::BuildContext;
 use crate::error::{Error, Result};
@@ -381,6 +383,11 @@ impl ImageView<'_> {
             None => rel.to_owned(),
         }
     }
+
+    /// The metadata of the directory `rel` (resolved, as [`ImageView::resolve_dest`] gives).
+    pub fn dir(&self, rel: &str) -> Option<DirMeta> {
+        self.tree.dir(rel).copied()
+    }
 }
 
 /// Writes one COPY or ADD as a layer tar to `out`, and returns the directories it holds.
@@ -391,7 +398,7 @@ pub fn copy_to_tar(
     req: &CopyRequest,
     image: &ImageView<'_>,
     out: &mut dyn Write,
-) -> Result<BTreeSet<String>> {
+) -> Result<BTreeMap<String, DirMeta>> {
     plan_copy(from, req, image)?.write(req, out)
 }
 
@@ -399,11 +406,41 @@ pub fn copy_to_tar(
 /// read): the cache key comes from it before any byte is copied.
 #[derive(Debug)]
 pub struct CopyPlan<'r> {
-    /// Missing directories above the destination, made owned by the --chown user.
-    parents: Vec<String>,
+    /// The directories above the destination (and the destination itself when it is one),
+    /// from the root down.
+    parents: Vec<Parent>,
     contents: Vec<(String, &'r [u8])>,
     files: Vec<(String, &'r Path, i64)>,
     planned: Vec<Planned>,
+}
+
+/// A directory above what a COPY writes, which its layer holds as BuildKit's does: its
+/// differ writes every parent of a changed path, so that whoever stacks the layers (the next
+/// RUN's overlay, a runtime's) keeps their metadata instead of making them 0755 root.
+#[derive(Debug)]
+enum Parent {
+    /// Missing: made 0755, owned by the --chown user, as BuildKit's `MkdirAll` makes it.
+    /// `chmod` for a directory source's destination, which takes an octal --chmod's mode
+    /// as BuildKit gives it (moby/buildkit#4945). BuildKit now gives that mode to every
+    /// parent it makes, leaving `COPY --chmod=640 f /new/` a directory no one can enter
+    /// (moby/buildkit#5943, open): the other parents stay 0755, as Docker gave them
+    /// before.
+    Made { path: String, chmod: bool },
+    /// In the image: written with its mode and owner. `touched` for the deepest one, which the
+    /// copy adds entries to and so dates now; the ones above keep their time.
+    Kept {
+        path: String,
+        meta: DirMeta,
+        touched: bool,
+    },
+}
+
+impl Parent {
+    fn path(&self) -> &str {
+        match self {
+            Parent::Made { path: p, .. } | Parent::Kept { path: p, .. } => p,
+        }
+    }
 }
 
 /// Plans a COPY or ADD: every source expanded and checked, every entry's place decided.
@@ -430,6 +467,8 @@ pub fn plan_copy<'r>(
         .map(str::to_owned)
         .collect();
     let dest_exists_dir = image.is_dir(&dest_rel);
+    let dest_top = dest_rel.clone();
+    let mut top_is_parent = false;
 
     // Expand every source first: a missing one fails the step before anything is written.
     let mut expanded: Vec<(String, bool)> = Vec::new();
@@ -545,9 +584,15 @@ pub fn plan_copy<'r>(
             dest_rel.clone()
         };
         if meta.is_dir() {
-            // A directory source copies its contents.
+            // A directory source copies its contents. BuildKit makes a missing destination
+            // with the parents (MkdirAll) before copying, and copies the source's metadata
+            // onto a directory only when the copy itself made it: so the destination is made
+            // as a parent is, and one the image has keeps its own. Both are written with
+            // the parents.
             let dest_rel = base;
-            if req.parents && !dest_rel.is_empty() {
+            let kept = dest_rel == dest_top;
+            top_is_parent |= kept;
+            if req.parents && !dest_rel.is_empty() && !kept {
                 planned.push(Planned {
                     dest: dest_rel.clone(),
                     src: real.clone(),
@@ -568,7 +613,7 @@ pub fn plan_copy<'r>(
                     archive: false,
                 });
             }
-            if !dest_rel.is_empty() {
+            if !dest_rel.is_empty() && !kept {
                 planned.insert(
                     0,
                     Planned {
@@ -604,20 +649,39 @@ pub fn plan_copy<'r>(
         }
     }
 
-    // Missing parents of the destination are created owned by the --chown user, 0755.
+    // The destination's parents: missing ones are made owned by the --chown user;
+    // existing ones are written as they are (the root never: no layer names it).
     let mut parents = Vec::new();
     let mut parent = String::new();
-    let dest_for_parents: Vec<String> = if into_dir {
+    let dest_for_parents: Vec<String> = if into_dir || top_is_parent {
         dest_parts.clone()
     } else {
         dest_parts[..dest_parts.len().saturating_sub(1)].to_vec()
     };
     for part in &dest_for_parents {
         parent = join(&parent, part);
-        let exists = image.is_dir(&parent);
-        if !exists && !planned.iter().any(|p| p.dest == parent) {
-            parents.push(parent.clone());
+        if planned.iter().any(|p| p.dest == parent) {
+            continue;
         }
+        match image.dir(&parent) {
+            Some(meta) if image.is_dir(&parent) => parents.push(Parent::Kept {
+                path: parent.clone(),
+                meta,
+                touched: false,
+            }),
+            _ => parents.push(Parent::Made {
+                path: parent.clone(),
+                chmod: top_is_parent && *parent == dest_top,
+            }),
+        }
+    }
+    // Below the deepest existing one everything is made; that one gets the new entries.
+    if let Some(Parent::Kept { touched, .. }) = parents
+        .iter_mut()
+        .rev()
+        .find(|p| matches!(p, Parent::Kept { .. }))
+    {
+        *touched = true;
     }
     Ok(CopyPlan {
         parents,
@@ -628,8 +692,12 @@ pub fn plan_copy<'r>(
 }
 
 impl CopyPlan<'_> {
-    /// Writes the planned entries as a layer tar; returns the directories it adds.
-    pub fn write(self, req: &CopyRequest, out: &mut dyn Write) -> Result<BTreeSet<String>> {
+    /// Writes the planned entries as a layer tar; returns the directories it holds.
+    pub fn write(
+        self,
+        req: &CopyRequest,
+        out: &mut dyn Write,
+    ) -> Result<BTreeMap<String, DirMeta>> {
         let CopyPlan {
             parents,
             contents,
@@ -690,7 +758,14 @@ impl CopyPlan<'_> {
             }
         };
         for p in &self.parents {
-            key.field("parent-dir", p);
+            match p {
+                Parent::Made { path, .. } => key.field("parent-dir", path),
+                // Its time is not keyed: the base's is fixed by the chain, the new one is now.
+                Parent::Kept { path, meta, .. } => key.field(
+                    "kept-dir",
+                    format!("{path}\0{:o} {}:{}", meta.mode, meta.uid, meta.gid),
+                ),
+            };
         }
         for (target, data) in &self.contents {
             key.field("content", target);
@@ -737,22 +812,43 @@ impl CopyPlan<'_> {
 
 fn write_plan(
     req: &CopyRequest,
-    parents: Vec<String>,
+    parents: Vec<Parent>,
     contents: Vec<(String, &[u8])>,
     files: Vec<(String, &Path, i64)>,
     planned: Vec<Planned>,
     out: &mut dyn Write,
-) -> Result<BTreeSet<String>> {
+) -> Result<BTreeMap<String, DirMeta>> {
     let mut tar = tar::Builder::new(out);
     let mtime = |t: i64| req.clamp_mtime.map_or(t, |c| t.min(c)).max(0) as u64;
     let now = req
         .clamp_mtime
         .unwrap_or_else(|| jiff::Timestamp::now().as_second());
-    let mut written: BTreeSet<String> = BTreeSet::new();
-    for parent in parents {
-        let mut h = header(tar::EntryType::Directory, 0o755, req.owner, mtime(now), 0);
-        append(&mut tar, &mut h, &format!("{parent}/"), std::io::empty())?;
-        written.insert(parent);
+    let mut written: BTreeMap<String, DirMeta> = BTreeMap::new();
+    // BuildKit hands MkdirAll an octal --chmod (not a symbolic one) as the mode.
+    let chmod_mode = match req.chmod.as_deref() {
+        Some(spec) if !spec.is_empty() && spec.bytes().all(|b| (b'0'..=b'7').contains(&b)) => {
+            apply_chmod(spec, 0o755, true)?
+        }
+        _ => 0o755,
+    };
+    for parent in &parents {
+        let meta = match parent {
+            Parent::Made { chmod, .. } => DirMeta {
+                mode: if *chmod { chmod_mode } else { 0o755 },
+                uid: req.owner.uid.into(),
+                gid: req.owner.gid.into(),
+                mtime: mtime(now),
+            },
+            Parent::Kept { meta, touched, .. } => DirMeta {
+                mtime: if *touched {
+                    mtime(now)
+                } else {
+                    mtime(meta.mtime.try_into().unwrap_or(i64::MAX))
+                },
+                ..*meta
+            },
+        };
+        append_dir(&mut tar, &mut written, parent.path(), meta)?;
     }
     for (target, data) in contents {
         let mode = match &req.chmod {
@@ -780,7 +876,9 @@ fn write_plan(
     }
     for p in planned {
         if p.archive {
-            append_archive(&mut tar, &p.src, &p.dest, req, &mut written)?;
+            append_archive(&mut tar, &p.src, &p.dest, req, &mut |path, meta| {
+                written.insert(path, meta);
+            })?;
             continue;
         }
         let ft = p.meta.file_type();
@@ -791,9 +889,13 @@ fn write_plan(
         };
         let t = mtime(p.meta.mtime());
         if ft.is_dir() {
-            let mut h = header(tar::EntryType::Directory, chmod(true)?, req.owner, t, 0);
-            append(&mut tar, &mut h, &format!("{}/", p.dest), std::io::empty())?;
-            written.insert(p.dest.clone());
+            let meta = DirMeta {
+                mode: chmod(true)?,
+                uid: req.owner.uid.into(),
+                gid: req.owner.gid.into(),
+                mtime: t,
+            };
+            append_dir(&mut tar, &mut written, &p.dest, meta)?;
         } else if ft.is_symlink() {
             let target = std::fs::read_link(&p.src).map_err(io_err("read link", &p.src))?;
             let mut h = header(tar::EntryType::Symlink, 0o777, req.owner, t, 0);
@@ -821,6 +923,25 @@ fn header(kind: tar::EntryType, mode: u32, owner: Owner, mtime: u64, size: u64) 
     h.set_mtime(mtime);
     h.set_size(size);
     h
+}
+
+/// A directory entry, remembered in `written` for the stage's view.
+fn append_dir<W: Write>(
+    tar: &mut tar::Builder<W>,
+    written: &mut BTreeMap<String, DirMeta>,
+    path: &str,
+    meta: DirMeta,
+) -> Result<()> {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(meta.mode);
+    h.set_uid(meta.uid);
+    h.set_gid(meta.gid);
+    h.set_mtime(meta.mtime);
+    h.set_size(0);
+    append(tar, &mut h, &format!("{path}/"), std::io::empty())?;
+    written.insert(path.to_owned(), meta);
+    Ok(())
 }
 
 fn append<W: Write>(
@@ -875,7 +996,7 @@ fn append_archive<W: Write>(
     path: &Path,
     dest_rel: &str,
     req: &CopyRequest,
-    dirs: &mut BTreeSet<String>,
+    dirs: &mut dyn FnMut(String, DirMeta),
 ) -> Result<()> {
     let mut archive = tar::Archive::new(open_archive(path)?);
     let bad = |e: std::io::Error| err(format!("failed to read archive {}: {e}", path.display()));
@@ -911,7 +1032,15 @@ fn append_archive<W: Write>(
                 .map_err(|e| err(format!("failed to write {target} to the layer: {e}")))?;
         } else if kind.is_dir() || kind.is_file() {
             if kind.is_dir() {
-                dirs.insert(target.clone());
+                dirs(
+                    target.clone(),
+                    DirMeta {
+                        mode: h.mode().map_err(bad)? & 0o7777,
+                        uid: h.uid().map_err(bad)?,
+                        gid: h.gid().map_err(bad)?,
+                        mtime: h.mtime().map_err(bad)?,
+                    },
+                );
             }
             let path = if kind.is_dir() {
                 format!("{target}/")

@@ -1,16 +1,30 @@
 //! What layers hold, by path and kind, read from tar headers alone: a view of an image's
-//! directories and symlinks that answers "is this a directory?" without unpacking a byte.
+//! directories (with their modes, owners and times) and symlinks that answers "is this a
+//! directory, and whose?" without unpacking a byte.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Read;
 
 use crate::error::{Error, Result};
 use crate::whiteout::{self, Name};
 
+/// A directory's metadata as its tar header gives it: a COPY writes the directories above
+/// its destination into its layer with these, as BuildKit does, so that whoever stacks the
+/// layers keeps them (a 1777 /tmp, a 0700 home).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DirMeta {
+    /// Permission bits with setuid, setgid and sticky (`& 0o7777`).
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    /// Seconds since the epoch.
+    pub mtime: u64,
+}
+
 /// One entry of a layer, by its cleaned path (relative, slash-separated, no `.` or `..`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
-    Dir,
+    Dir(DirMeta),
     Symlink(String),
     /// A regular file, hard link, device or fifo.
     Other,
@@ -24,7 +38,8 @@ pub enum Kind {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Listing(pub Vec<(String, Kind)>);
 
-const MAGIC: &[u8] = b"cairn-listing 2\n";
+// 3: directories carry their mode, owner and time.
+const MAGIC: &[u8] = b"cairn-listing 3\n";
 
 impl Listing {
     /// Reads a layer's uncompressed tar, keeping only its headers' paths and kinds. Names
@@ -52,7 +67,16 @@ impl Listing {
                     continue;
                 }
                 Ok(Name::Plain(_)) => match entry.header().entry_type() {
-                    tar::EntryType::Directory => Kind::Dir,
+                    tar::EntryType::Directory => {
+                        let h = entry.header();
+                        // A field that does not parse is what a tar reader would make of it.
+                        Kind::Dir(DirMeta {
+                            mode: h.mode().unwrap_or(0o755) & 0o7777,
+                            uid: h.uid().unwrap_or(0),
+                            gid: h.gid().unwrap_or(0),
+                            mtime: h.mtime().unwrap_or(0),
+                        })
+                    }
                     tar::EntryType::Symlink => {
                         let target = entry.link_name_bytes().unwrap_or_default();
                         match std::str::from_utf8(&target) {
@@ -74,8 +98,12 @@ impl Listing {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
         for (path, kind) in &self.0 {
+            let dir;
             let (tag, target) = match kind {
-                Kind::Dir => (b'd', ""),
+                Kind::Dir(m) => {
+                    dir = format!("{:o} {} {} {}", m.mode, m.uid, m.gid, m.mtime);
+                    (b'd', dir.as_str())
+                }
                 Kind::Symlink(t) => (b'l', t.as_str()),
                 Kind::Other => (b'f', ""),
                 Kind::Whiteout => (b'w', ""),
@@ -100,7 +128,19 @@ impl Listing {
             let target = std::str::from_utf8(fields.next()?).ok()?.to_owned();
             rest = fields.next()?;
             let kind = match tag {
-                b'd' => Kind::Dir,
+                b'd' => {
+                    let mut f = target.split(' ');
+                    let meta = DirMeta {
+                        mode: u32::from_str_radix(f.next()?, 8).ok()?,
+                        uid: f.next()?.parse().ok()?,
+                        gid: f.next()?.parse().ok()?,
+                        mtime: f.next()?.parse().ok()?,
+                    };
+                    if f.next().is_some() {
+                        return None;
+                    }
+                    Kind::Dir(meta)
+                }
                 b'l' => Kind::Symlink(target),
                 b'f' => Kind::Other,
                 b'w' => Kind::Whiteout,
@@ -118,7 +158,7 @@ impl Listing {
 pub struct TreeView {
     /// Ordered, so that what lies below a path is one range: a layer of many files replacing
     /// or whiting out paths costs a lookup per entry, not a pass over the view.
-    dirs: BTreeSet<String>,
+    dirs: BTreeMap<String, DirMeta>,
     links: BTreeMap<String, String>,
 }
 
@@ -127,9 +167,9 @@ impl TreeView {
     pub fn apply(&mut self, listing: &Listing) {
         for (path, kind) in &listing.0 {
             match kind {
-                Kind::Dir => {
+                Kind::Dir(meta) => {
                     self.links.remove(path);
-                    self.dirs.insert(path.clone());
+                    self.dirs.insert(path.clone(), *meta);
                 }
                 Kind::Symlink(target) => {
                     self.remove_below(path, true);
@@ -143,9 +183,9 @@ impl TreeView {
     }
 
     /// Adds a directory (a COPY layer's, known without reading its tar).
-    pub fn add_dir(&mut self, path: &str) {
+    pub fn add_dir(&mut self, path: &str, meta: DirMeta) {
         self.links.remove(path);
-        self.dirs.insert(path.to_owned());
+        self.dirs.insert(path.to_owned(), meta);
     }
 
     /// Drops what lies below `path` (and `path` itself when `and_self`).
@@ -214,7 +254,13 @@ impl TreeView {
 
     /// Whether `rel` (already resolved) is a directory in the view.
     pub fn is_dir(&self, rel: &str) -> bool {
-        rel.is_empty() || self.dirs.contains(rel)
+        rel.is_empty() || self.dirs.contains_key(rel)
+    }
+
+    /// The metadata of the directory `rel` (already resolved; not the root, which no layer
+    /// entry names).
+    pub fn dir(&self, rel: &str) -> Option<&DirMeta> {
+        self.dirs.get(rel)
     }
 }
 
@@ -252,6 +298,17 @@ mod tests {
         for (path, kind, target) in entries {
             let mut h = tar::Header::new_gnu();
             h.set_mode(0o755);
+            // `tmp` and `home/dev` as a base has them, so their metadata shows in the view.
+            match *path {
+                "tmp/" => h.set_mode(0o41777),
+                "home/dev/" => {
+                    h.set_mode(0o700);
+                    h.set_uid(1000);
+                    h.set_gid(1001);
+                    h.set_mtime(1_700_000_000);
+                }
+                _ => {}
+            }
             h.set_size(0);
             match kind {
                 'd' => h.set_entry_type(tar::EntryType::Directory),
@@ -336,8 +393,45 @@ mod tests {
     }
 
     #[test]
+    fn directories_keep_their_mode_owner_and_time() {
+        let base = tar(&[
+            ("tmp/", 'd', ""),
+            ("home/", 'd', ""),
+            ("home/dev/", 'd', ""),
+            ("gone/", 'd', ""),
+        ]);
+        // A later layer's header for a directory is the one that counts.
+        let top = tar(&[("home/", 'd', ""), ("gone", 'f', ""), ("gone/", 'd', "")]);
+        let mut v = view(&[base]);
+        let meta = |mode, uid, gid, mtime| DirMeta {
+            mode,
+            uid,
+            gid,
+            mtime,
+        };
+        let cases = [
+            ("tmp", Some(meta(0o1777, 0, 0, 0))),
+            ("home/dev", Some(meta(0o700, 1000, 1001, 1_700_000_000))),
+            ("home", Some(meta(0o755, 0, 0, 0))),
+            ("", None),
+            ("missing", None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(v.dir(path).copied(), want, "{path}");
+        }
+        v.apply(&Listing::read(&top[..]).unwrap());
+        assert_eq!(v.dir("gone").copied(), Some(meta(0o755, 0, 0, 0)));
+        v.add_dir("home", meta(0o750, 5, 6, 7));
+        assert_eq!(v.dir("home").copied(), Some(meta(0o750, 5, 6, 7)));
+        assert_eq!(v.dir("home/dev").map(|m| m.uid), Some(1000));
+    }
+
+    #[test]
     fn damaged_listings_are_refused() {
         let l = Listing::read(&tar(&[("a/", 'd', ""), ("a/l", 'l', "b")])[..]).unwrap();
+        // A directory whose metadata field is cut short.
+        let short = crate::digest::seal([MAGIC, b"da\x00755 0 0\x00"].concat());
+        assert!(Listing::from_bytes(&short).is_none());
         let bytes = l.to_bytes();
         assert!(Listing::from_bytes(&bytes[..bytes.len() - 1]).is_none());
         let mut flipped = bytes.clone();

@@ -1,0 +1,195 @@
+//! COPY and ADD against what BuildKit gives: the parent directories a COPY layer carries and
+//! the metadata of a destination directory that already exists.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use cairn_e2e::{Store, loaded_busybox, ok};
+
+/// A directory or file entry of a layer: (mode, uid, gid, mtime).
+type Meta = (u32, u64, u64, u64);
+
+/// Builds `ctx` into an OCI layout with uncompressed layers and returns, per layer, its
+/// entries by name (none for the base's); plus the local output of the same build.
+fn build(s: &Store, ctx: &Path) -> (Vec<BTreeMap<String, Meta>>, tempfile::TempDir) {
+    let out = tempfile::tempdir().unwrap();
+    let layout = out.path().join("oci");
+    let mut c = s.cmd(&[
+        "build",
+        "-q",
+        "--compression-format",
+        "uncompressed",
+        "-o",
+        &format!("type=oci,dest={}", layout.display()),
+    ]);
+    c.arg(ctx).env("SOURCE_DATE_EPOCH", "1700000000");
+    ok(c);
+    let json =
+        |p: &Path| -> serde_json::Value { serde_json::from_slice(&fs::read(p).unwrap()).unwrap() };
+    let blob = |d: &serde_json::Value| {
+        let d = d["digest"].as_str().unwrap().replace(':', "/");
+        layout.join("blobs").join(d)
+    };
+    let index = json(&layout.join("index.json"));
+    let manifest = json(&blob(&index["manifests"][0]));
+    let mut layers = Vec::new();
+    for l in manifest["layers"].as_array().unwrap() {
+        let mut entries = BTreeMap::new();
+        // The base's layers keep their compression; only the built ones are read.
+        if !l["mediaType"].as_str().unwrap().ends_with(".tar") {
+            layers.push(entries);
+            continue;
+        }
+        let mut a = tar::Archive::new(fs::File::open(blob(l)).unwrap());
+        for e in a.entries().unwrap() {
+            let e = e.unwrap();
+            let h = e.header();
+            let name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+            let meta = (
+                h.mode().unwrap() & 0o7777,
+                h.uid().unwrap(),
+                h.gid().unwrap(),
+                h.mtime().unwrap(),
+            );
+            // Named without `./` or a trailing slash, whichever way the writer spelled them.
+            let name = name.trim_start_matches("./").trim_end_matches('/');
+            entries.insert(name.to_owned(), meta);
+        }
+        layers.push(entries);
+    }
+    let local = out.path().join("local");
+    let mut c = s.cmd(&[
+        "build",
+        "-q",
+        "-o",
+        &format!("type=local,dest={}", local.display()),
+    ]);
+    c.arg(ctx).env("SOURCE_DATE_EPOCH", "1700000000");
+    ok(c);
+    (layers, out)
+}
+
+const EPOCH: u64 = 1_700_000_000;
+
+#[test]
+fn copy_layers_carry_the_existing_parents() {
+    let s = loaded_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("f"), "f").unwrap();
+    // As BuildKit: every parent of what a COPY writes is in its layer with the metadata it
+    // has (so whoever stacks the layers keeps /tmp 1777 and a home 0700 owned by its user);
+    // the directory an entry is made in is modified now, the ones above keep their time.
+    // Missing parents are made 0755, owned by --chown's user.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\n\
+         RUN mkdir -p /home/dev && chown 1000:1000 /home/dev && chmod 700 /home/dev\n\
+         COPY f /tmp/f\n\
+         COPY f /home/dev/f\n\
+         COPY --chown=1000:1000 f /opt/new/deep/f\n\
+         COPY f /usr/bin/\n\
+         RUN stat -c '%n %a %u:%g' /tmp /home /home/dev /opt /opt/new /opt/new/deep /usr \
+         /usr/bin > /stat.txt\n\
+         USER 1000\n\
+         RUN mkdir /home/dev/made && touch /opt/new/deep/g /tmp/g\n",
+    )
+    .unwrap();
+    let (layers, out) = build(&s, ctx.path());
+    let stat = fs::read_to_string(out.path().join("local/stat.txt")).unwrap();
+    assert_eq!(
+        stat,
+        "/tmp 1777 0:0\n/home 755 0:0\n/home/dev 700 1000:1000\n/opt 755 1000:1000\n\
+         /opt/new 755 1000:1000\n/opt/new/deep 755 1000:1000\n/usr 755 0:0\n/usr/bin 755 0:0\n"
+    );
+    // Layers: busybox, the RUN, then the four COPY steps.
+    let copies = &layers[2..6];
+    let want: [&[(&str, Meta)]; 4] = [
+        &[("tmp", (0o1777, 0, 0, EPOCH))],
+        // /home as the RUN left it, time and all.
+        &[
+            ("home", layers[1]["home"]),
+            ("home/dev", (0o700, 1000, 1000, EPOCH)),
+        ],
+        &[
+            ("opt", (0o755, 1000, 1000, EPOCH)),
+            ("opt/new", (0o755, 1000, 1000, EPOCH)),
+            ("opt/new/deep", (0o755, 1000, 1000, EPOCH)),
+        ],
+        // The base's /usr, untouched: its time is the base's.
+        &[("usr", (0o755, 0, 0, 0)), ("usr/bin", (0o755, 0, 0, EPOCH))],
+    ];
+    for (layer, want) in copies.iter().zip(want) {
+        for (name, meta) in want {
+            assert_eq!(layer.get(*name), Some(meta), "{name} in {layer:?}");
+        }
+    }
+}
+
+#[test]
+fn copy_into_an_existing_directory_keeps_its_owner_and_mode() {
+    let s = loaded_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::create_dir(ctx.path().join("d")).unwrap();
+    fs::write(ctx.path().join("d/a"), "a").unwrap();
+    fs::set_permissions(ctx.path().join("d"), fs::Permissions::from_mode(0o750)).unwrap();
+    fs::set_permissions(ctx.path().join("d/a"), fs::Permissions::from_mode(0o644)).unwrap();
+    // BuildKit leaves a destination directory that exists as it is, whether named by the
+    // working directory, with a trailing slash or without, and with --chown or --chmod. One
+    // it makes is made before the copy, as the parents are: 0755 (or an octal --chmod's
+    // mode) and owned by --chown's user, never the source directory's mode. (Its parents
+    // stay 0755 with --chmod, where BuildKit now gives them the mode: see copy.rs.)
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\n\
+         RUN mkdir /app /x /y /z && chown 1000:1000 /app /x /y /z && chmod 750 /app /x \
+         && chmod 700 /y /z\n\
+         WORKDIR /app\n\
+         COPY . .\n\
+         COPY d/ /x/\n\
+         COPY --chown=2000:2000 d /y\n\
+         COPY --chmod=777 d /z\n\
+         COPY d /new\n\
+         COPY --chmod=700 --chown=3000:3000 d /new2/deep/\n\
+         RUN stat -c '%n %a %u:%g' /app /x /y /z /new /y/a /new2/deep /new2/deep/a \
+         > /stat.txt\n",
+    )
+    .unwrap();
+    let (layers, out) = build(&s, ctx.path());
+    let stat = fs::read_to_string(out.path().join("local/stat.txt")).unwrap();
+    assert_eq!(
+        stat,
+        "/app 750 1000:1000\n/x 750 1000:1000\n/y 700 1000:1000\n/z 700 1000:1000\n\
+         /new 755 0:0\n/y/a 644 2000:2000\n/new2/deep 700 3000:3000\n\
+         /new2/deep/a 700 3000:3000\n"
+    );
+    let want: [(&str, Meta); 4] = [
+        ("app", (0o750, 1000, 1000, EPOCH)),
+        ("x", (0o750, 1000, 1000, EPOCH)),
+        ("y", (0o700, 1000, 1000, EPOCH)),
+        ("z", (0o700, 1000, 1000, EPOCH)),
+    ];
+    // Layers: busybox, the RUN, then COPY . . and the three into /x, /y, /z.
+    for (layer, (name, meta)) in layers[2..6].iter().zip(want) {
+        assert_eq!(layer.get(name), Some(&meta), "{name} in {layer:?}");
+    }
+}
+
+#[test]
+fn workdir_layers_carry_the_existing_parents() {
+    let s = loaded_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    // WORKDIR makes a missing directory as a layer; like a COPY's, the layer holds the
+    // parents as the image has them, so the next step still sees /tmp 1777.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nWORKDIR /tmp/w/x\nRUN stat -c '%n %a %u:%g' /tmp /tmp/w > /stat.txt\n",
+    )
+    .unwrap();
+    let (layers, out) = build(&s, ctx.path());
+    let stat = fs::read_to_string(out.path().join("local/stat.txt")).unwrap();
+    assert_eq!(stat, "/tmp 1777 0:0\n/tmp/w 755 0:0\n");
+    assert_eq!(layers[1].get("tmp"), Some(&(0o1777, 0, 0, EPOCH)));
+}
