@@ -195,7 +195,10 @@ fn probe(dir: &Path) -> Result<(), String> {
     sys::umount_detach(&sub("merged"))
 }
 
-fn unpack(
+/// Applies layer blobs onto `target` in order, owners through `ids` (container ids to the ids
+/// this process sees: itself inside the namespace, the mapped host range for root outside);
+/// returns each layer's diff_id.
+pub(super) fn unpack(
     layers: &[LayerBlob],
     target: &Path,
     overlay: bool,
@@ -209,7 +212,6 @@ fn unpack(
         } else {
             Whiteouts::Apply
         },
-        // Inside the namespace, container ids are the ids this process sees.
         id_map: ids.clone(),
         chown: true,
     };

@@ -448,19 +448,39 @@ impl Sandbox {
         for l in layers {
             store.wait_blob(&l.digest)?;
         }
-        if self.mapping.kind == MappingKind::Root {
-            let ids = unpack_as_root(store, layers, dir, overlay, &self.mapping.ids)?;
+        let blobs: Vec<LayerBlob> = layers
+            .iter()
+            .map(|l| LayerBlob {
+                path: store.blob_path(&l.digest),
+                media_type: l.media_type.clone(),
+            })
+            .collect();
+        let ids = if self.mapping.kind == MappingKind::Root {
+            // Root chowns to the mapped host ids itself, with the helper's own unpacking.
+            let ids = helper::unpack(&blobs, dir, overlay, &self.mapping.ids)
+                .map_err(|m| Error::Sandbox(self.mapping.explain(m)))?;
             self.own_as_container_root(dir)?;
-            return Ok(ids);
-        }
+            ids
+        } else {
+            self.unpack_in_namespace(blobs, dir, overlay)?
+        };
+        ids.iter()
+            .map(|d| {
+                d.parse::<Digest>()
+                    .map_err(|e| Error::Sandbox(format!("bad digest from the helper: {e}")))
+            })
+            .collect()
+    }
+
+    /// [`Sandbox::unpack`] by a helper inside the user namespace (a user's builds).
+    fn unpack_in_namespace(
+        &self,
+        blobs: Vec<LayerBlob>,
+        dir: &Path,
+        overlay: bool,
+    ) -> Result<Vec<String>> {
         let req = Request::Unpack {
-            layers: layers
-                .iter()
-                .map(|l| LayerBlob {
-                    path: store.blob_path(&l.digest),
-                    media_type: l.media_type.clone(),
-                })
-                .collect(),
+            layers: blobs,
             target: dir.to_path_buf(),
             overlay,
             ids: self.mapping.ids.inside(),
@@ -474,12 +494,7 @@ impl Sandbox {
             other => return Err(Error::Sandbox(format!("unexpected answer {other:?}"))),
         };
         h.finish()?;
-        ids.iter()
-            .map(|d| {
-                d.parse::<Digest>()
-                    .map_err(|e| Error::Sandbox(format!("bad digest from the helper: {e}")))
-            })
-            .collect()
+        Ok(ids)
     }
 
     /// Runs a container. `on_line` gets each line of output (with `Stdio3::Capture`);
@@ -685,42 +700,6 @@ impl Sandbox {
             .map_err(|e| Error::Sandbox(format!("writing to the sandbox helper: {e}")))?;
         Ok(h)
     }
-}
-
-/// Root applies layers itself, owners mapped to the build's host range (see
-/// [`helper::unpack`] for a user's builds, which do it inside their namespace).
-fn unpack_as_root(
-    store: &Store,
-    layers: &[Descriptor],
-    dir: &Path,
-    overlay: bool,
-    ids: &cairn_layers::IdMap,
-) -> Result<Vec<Digest>> {
-    use cairn_layers::compress::{self, Compression};
-    let opts = ApplyOptions {
-        whiteouts: if overlay {
-            Whiteouts::Overlay {
-                opaque_xattr: helper::OPAQUE_XATTR,
-            }
-        } else {
-            Whiteouts::Apply
-        },
-        id_map: ids.clone(),
-        chown: true,
-    };
-    std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
-    let mut out = Vec::new();
-    for l in layers {
-        let c = Compression::from_media_type(&l.media_type)
-            .ok_or_else(|| cairn_layers::Error::MediaType(l.media_type.clone()))?;
-        let plain = compress::decompress(store.open_blob(&l.digest)?, c)?;
-        let mut r = cairn_layers::digest::HashingReader::new(plain);
-        cairn_layers::apply::apply_layer(&mut r, dir, &opts)?;
-        std::io::copy(&mut r, &mut std::io::sink())
-            .map_err(io_err("read", &store.blob_path(&l.digest)))?;
-        out.push(r.finish().0);
-    }
-    Ok(out)
 }
 
 /// A reader of the layer pipe that, at its end, collects the helper's verdict.
