@@ -1373,13 +1373,7 @@ fn dirs_tar(w: &mut dyn std::io::Write, dirs: &[(String, DirMeta)]) -> cairn_lay
     };
     let mut tar = tar::Builder::new(w);
     for (d, m) in dirs {
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_mode(m.mode);
-        h.set_uid(m.uid);
-        h.set_gid(m.gid);
-        h.set_mtime(m.mtime);
-        h.set_size(0);
+        let mut h = crate::copy::dir_header(m);
         tar.append_data(&mut h, format!("{d}/"), std::io::empty())
             .map_err(|e| bad(d, e))?;
     }

@@ -932,6 +932,14 @@ fn append_dir<W: Write>(
     path: &str,
     meta: DirMeta,
 ) -> Result<()> {
+    let mut h = dir_header(&meta);
+    append(tar, &mut h, &format!("{path}/"), std::io::empty())?;
+    written.insert(path.to_owned(), meta);
+    Ok(())
+}
+
+/// The tar header of a directory with `meta` (COPY's and WORKDIR's layers).
+pub(crate) fn dir_header(meta: &DirMeta) -> tar::Header {
     let mut h = tar::Header::new_ustar();
     h.set_entry_type(tar::EntryType::Directory);
     h.set_mode(meta.mode);
@@ -939,9 +947,7 @@ fn append_dir<W: Write>(
     h.set_gid(meta.gid);
     h.set_mtime(meta.mtime);
     h.set_size(0);
-    append(tar, &mut h, &format!("{path}/"), std::io::empty())?;
-    written.insert(path.to_owned(), meta);
-    Ok(())
+    h
 }
 
 fn append<W: Write>(
