@@ -372,32 +372,30 @@ struct HttpServer {
 
 impl HttpServer {
     fn start(dir: &Path) -> HttpServer {
-        // Asking the kernel for a free port and releasing it leaves a small race with other
-        // processes, which a test on loopback can afford.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("python3")
-            .args(["-m", "http.server", "--bind", "127.0.0.1"])
-            .arg(port.to_string())
+        use std::io::BufRead;
+        // Port 0: the server takes a free port itself and says which (a port picked here and
+        // released could be taken by another process before the server binds it).
+        let mut child = std::process::Command::new("python3")
+            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
             .arg("--directory")
             .arg(dir)
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let server = HttpServer { child, port };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the HTTP server did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        server
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        // "Serving HTTP on 127.0.0.1 port N (http://127.0.0.1:N/) ..."
+        let port = line
+            .split_whitespace()
+            .skip_while(|w| *w != "port")
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the HTTP server said {line:?}"));
+        HttpServer { child, port }
     }
 }
 
