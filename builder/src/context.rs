@@ -235,6 +235,26 @@ impl BuildContext {
         Ok(ignored)
     }
 
+    /// Whether a walk from the root sends `rel`: it is not ignored, or it is an excluded
+    /// directory that is entered for an exception and keeps something below it (fsutil sends
+    /// such a directory as the parent of what it keeps, so `COPY dir` finds it).
+    ///
+    /// `rel` is cleaned as [`BuildContext::is_ignored`] does. A symlink is an entry of its
+    /// own, never entered (its parents are resolved inside the context to look at it).
+    pub fn is_sent(&self, rel: &str) -> Result<bool> {
+        let rel = clean_rel(rel);
+        if !self.is_ignored(&rel)? {
+            return Ok(true);
+        }
+        if !self.matcher.has_exceptions() {
+            return Ok(false);
+        }
+        let (parent, name) = rel.rsplit_once('/').unwrap_or(("", &rel));
+        let path = self.resolve(parent)?.join(name);
+        let is_dir = fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+        Ok(is_dir && !self.walk(&rel)?.is_empty())
+    }
+
     /// Walks the context once, in sorted order (a directory before its children, siblings by
     /// name bytes), yielding the entries that are not ignored, never following symlinks, never
     /// reading ignored files, pruning ignored directories unless `may_include_below` says an
@@ -938,6 +958,53 @@ secret/
             rels(&context.walk("").unwrap()),
             ["a", "a/b", "a/b/c", "a/b/c/main.go", "z", "z/inside"]
         );
+    }
+
+    #[test]
+    fn is_sent_is_what_the_walk_yields() {
+        let tmp = tempfile::tempdir().unwrap();
+        tree(
+            tmp.path(),
+            &[
+                (".dockerignore", "*\n!dir/**\n!a/b/**/*.go\n!empty/none\n"),
+                ("dir/sub/f", ""),
+                ("a/b/c/main.go", ""),
+                ("a/b/d/e.txt", ""),
+                ("empty/other", ""),
+                ("file", ""),
+            ],
+        );
+        fs::create_dir(tmp.path().join("bare")).unwrap();
+        symlink("dir", tmp.path().join("link")).unwrap();
+        let context = BuildContext::open(tmp.path(), None).unwrap();
+        // (path, sent): an excluded directory is sent when the walk keeps something below
+        // it; the walk never follows the symlink, so `link` is not sent though `dir` is.
+        let cases = [
+            ("", true),
+            ("dir", true),
+            ("./dir/", true),
+            ("dir/sub", true),
+            ("dir/sub/f", true),
+            ("a", true),
+            ("a/b/c", true),
+            ("a/b/d", false),
+            ("a/b/d/e.txt", false),
+            ("empty", false),
+            ("bare", false),
+            ("file", false),
+            ("link", false),
+            ("missing", false),
+        ];
+        let walked = context.walk("").unwrap();
+        for (rel, want) in cases {
+            assert_eq!(context.is_sent(rel).unwrap(), want, "{rel:?}");
+            let clean = clean_rel(rel);
+            assert_eq!(
+                clean.is_empty() || walked.iter().any(|e| e.rel == clean),
+                want,
+                "walk: {rel:?}"
+            );
+        }
     }
 
     #[test]

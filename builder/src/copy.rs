@@ -203,9 +203,10 @@ impl SourceRoot<'_> {
         }
     }
 
+    /// Whether `rel` is left out of the context (a stage's files are all there).
     fn ignored(&self, rel: &str) -> Result<bool> {
         match self {
-            SourceRoot::Context(c) => c.is_ignored(rel),
+            SourceRoot::Context(c) => Ok(!c.is_sent(rel)?),
             SourceRoot::Dir(_) => Ok(false),
         }
     }
@@ -540,7 +541,7 @@ pub fn plan_copy<'r>(
     for rel in &paths {
         // Both the name given and the path it resolves to must be kept by .dockerignore.
         let resolved_ignored = match from {
-            SourceRoot::Context(c) if !rel.is_empty() => c.is_ignored(&c.resolve_rel(rel)?)?,
+            SourceRoot::Context(c) if !rel.is_empty() => !c.is_sent(&c.resolve_rel(rel)?)?,
             _ => false,
         };
         if !rel.is_empty() && (from.ignored(rel)? || resolved_ignored) {
