@@ -7,6 +7,7 @@ pub mod build;
 pub mod cache;
 pub mod container;
 pub mod context;
+mod context_mount;
 pub mod copy;
 pub mod error;
 pub mod ignore;

@@ -9,6 +9,7 @@ use cairn_parser::instruction::{Command, Instruction, NetworkMode, Run};
 use cairn_parser::mount::{CacheSharing, Mount, MountType};
 
 use crate::build::{Ctx, Event, Outcome, StageState, add_layer, at};
+use crate::context_mount::ContextMount;
 use crate::error::{Error, Result, io_err};
 use crate::meta;
 use crate::sandbox::{self, MountSpec, Network, RootSpec, RunSpec, Sandbox, Stdio3, Tail};
@@ -407,6 +408,21 @@ fn mount_source_identity(cx: &Ctx<'_>, m: &Mount, step_id: usize) -> Result<Stri
             }
         }
     };
+    // The context as the step sees it: what .dockerignore keeps (the mount is checked for a
+    // clear error when it is set up).
+    if m.from.is_none() && !cx.context.matcher().is_empty() {
+        let plan = ContextMount::plan(cx.context, &rel)?.map_err(|message| Error::Instruction {
+            instruction: "RUN".into(),
+            message,
+        })?;
+        if plan.filtered() {
+            let mut key = crate::cache::KeyHasher::new("TREE", &crate::cache::Key::root());
+            for (sub, path, meta) in plan.keyed_entries(cx.context) {
+                hash_tree_entry(cx, &mut key, sub.as_bytes(), &path, &meta)?;
+            }
+            return Ok(key.finish().hex());
+        }
+    }
     let source = resolve_in(&root, &rel)?;
     let mut key = crate::cache::KeyHasher::new("TREE", &crate::cache::Key::root());
     // Never through a link at the top: the source may have been swapped for one since it was
@@ -424,19 +440,37 @@ fn mount_source_identity(cx: &Ctx<'_>, m: &Mount, step_id: usize) -> Result<Stri
             .symlink_metadata()
             .map_err(io_err("stat", e.path()))?;
         let rel = e.path().strip_prefix(&source).unwrap_or(e.path());
-        use std::os::unix::fs::PermissionsExt;
-        key.field("path", rel.as_os_str().as_encoded_bytes())
-            .field("mode", (meta.permissions().mode() & 0o7777).to_string());
-        if meta.is_file() {
-            key.field("file", cx.cache.file_digest(e.path(), &meta)?);
-        } else if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(e.path()).map_err(io_err("read link", e.path()))?;
-            key.field("link", target.as_os_str().as_encoded_bytes());
-        } else if meta.is_dir() {
-            key.field("type", "dir");
-        }
+        hash_tree_entry(
+            cx,
+            &mut key,
+            rel.as_os_str().as_encoded_bytes(),
+            e.path(),
+            &meta,
+        )?;
     }
     Ok(key.finish().hex())
+}
+
+/// One entry of a bind mount's source in its cache key: path, mode and content.
+fn hash_tree_entry(
+    cx: &Ctx<'_>,
+    key: &mut crate::cache::KeyHasher,
+    rel: &[u8],
+    path: &Path,
+    meta: &std::fs::Metadata,
+) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    key.field("path", rel)
+        .field("mode", (meta.permissions().mode() & 0o7777).to_string());
+    if meta.is_file() {
+        key.field("file", cx.cache.file_digest(path, meta)?);
+    } else if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(path).map_err(io_err("read link", path))?;
+        key.field("link", target.as_os_str().as_encoded_bytes());
+    } else if meta.is_dir() {
+        key.field("type", "dir");
+    }
+    Ok(())
 }
 
 /// BuildKit's history line: `RUN |N K=V ... CMD # buildkit`, naming the stage's build args.
@@ -675,20 +709,26 @@ fn mount_spec(
                 .as_deref()
                 .ok_or_else(|| bad("bind needs a target".into()))?;
             let source_rel = m.source.clone().unwrap_or_default();
-            let root = match m.from.as_deref() {
-                None => cx.context.root().to_path_buf(),
-                Some(from) => from_root(cx, from, base)?.0,
+            let (root, inside) = match m.from.as_deref() {
+                // The context as BuildKit sends it: without what .dockerignore leaves out.
+                None => ContextMount::plan(cx.context, &source_rel)?
+                    .map_err(bad)?
+                    .mount_source(cx.context, &base.join(format!("context-{}", out.len())))?,
+                Some(from) => {
+                    let root = from_root(cx, from, base)?.0;
+                    // Checked here for a clear error; the helper resolves it again below the
+                    // root and mounts what it opened, since the tree may change in between.
+                    let source = resolve_in(&root, &source_rel)?;
+                    if !source.exists() {
+                        return Err(bad(format!("source {source_rel:?} does not exist")));
+                    }
+                    (root, meta::clean_abs(&format!("/{source_rel}")))
+                }
             };
-            // Checked here for a clear error; the helper resolves it again below the root
-            // and mounts what it opened, since the tree may change in between.
-            let source = resolve_in(&root, &source_rel)?;
-            if !source.exists() {
-                return Err(bad(format!("source {source_rel:?} does not exist")));
-            }
             let scratch = (!m.readonly).then(|| base.join(format!("bind-{}", out.len())));
             out.push(MountSpec::Bind {
                 source: root,
-                inside: Some(meta::clean_abs(&format!("/{source_rel}"))),
+                inside: Some(inside),
                 target: absolute(target),
                 readonly: true,
                 scratch,

@@ -3,9 +3,10 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
+use std::os::unix::fs::symlink;
 use std::path::Path;
 
-use cairn_e2e::{Store, texts};
+use cairn_e2e::{Store, loaded_busybox, texts};
 
 /// Writes `files` (path, content; a path ending in `/` is a directory) under `root`.
 fn tree(root: &Path, files: &[(&str, &str)]) {
@@ -156,4 +157,120 @@ fn exceptions_with_wildcards_keep_what_buildkit_keeps() {
         let (_tmp, out) = build(&s, ctx.path()).unwrap();
         assert_eq!(listing(&out), want, "{ignore:?}");
     }
+}
+
+#[test]
+fn a_bind_mount_of_the_context_leaves_out_ignored_files() {
+    let s = loaded_busybox();
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("host-secret"), "host").unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    tree(
+        ctx.path(),
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\n\
+                 RUN --mount=type=bind,target=/ctx cd /ctx && find . | sort > /whole.txt \
+                 && cat sub/kept.txt > /kept.txt && readlink esc > /link.txt \
+                 && { test -e esc/host-secret && echo leaked || echo confined; } > /esc.txt\n\
+                 RUN --mount=type=bind,source=sub,target=/s,rw cd /s && echo new > made \
+                 && echo changed > kept.txt && find . | sort > /sub.txt\n\
+                 RUN --mount=type=bind,source=sub/deep,target=/d stat -c %i /d > /inode.txt\n\
+                 RUN --mount=type=bind,target=/c2,source=. test ! -e /c2/secret.key\n",
+            ),
+            (".dockerignore", "*.key\nsub/*.log\nnode_modules\n"),
+            ("secret.key", "k"),
+            ("sub/kept.txt", "kept"),
+            ("sub/debug.log", "log"),
+            (
+                "sub/deep/x.key",
+                "not ignored: *.key is anchored at the root",
+            ),
+            ("node_modules/m/index.js", ""),
+        ],
+    );
+    // A symlink in the context stays a symlink: it resolves inside the container, never on
+    // the host.
+    symlink(outside.path(), ctx.path().join("esc")).unwrap();
+    let (_tmp, out) = build(&s, ctx.path()).unwrap();
+    let read = |name: &str| fs::read_to_string(out.join(name)).unwrap();
+    assert_eq!(
+        read("whole.txt"),
+        ".\n./.dockerignore\n./Dockerfile\n./esc\n./sub\n./sub/deep\n./sub/deep/x.key\n\
+         ./sub/kept.txt\n"
+    );
+    assert_eq!(read("kept.txt"), "kept");
+    assert_eq!(read("link.txt"), format!("{}\n", outside.path().display()));
+    assert_eq!(read("esc.txt"), "confined\n");
+    assert_eq!(
+        read("sub.txt"),
+        ".\n./deep\n./deep/x.key\n./kept.txt\n./made\n"
+    );
+    // A writable mount writes to a scratch layer, never to the context.
+    assert!(!ctx.path().join("sub/made").exists());
+    assert_eq!(
+        fs::read_to_string(ctx.path().join("sub/kept.txt")).unwrap(),
+        "kept"
+    );
+    // Nothing is left out below sub/deep: the context itself is mounted, not a copy.
+    use std::os::unix::fs::MetadataExt;
+    let inode = fs::metadata(ctx.path().join("sub/deep")).unwrap().ino();
+    assert_eq!(read("inode.txt"), format!("{inode}\n"));
+
+    // An ignored source is not in the context.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nRUN --mount=type=bind,source=secret.key,target=/k cat /k\n",
+    )
+    .unwrap();
+    let err = build(&s, ctx.path()).unwrap_err();
+    assert!(err.contains("secret.key"), "{err}");
+    assert!(err.contains(".dockerignore"), "{err}");
+}
+
+#[test]
+fn a_bind_mount_is_keyed_by_the_filtered_context() {
+    // Changing an ignored file does not change what the step sees, so it stays cached.
+    let s = loaded_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    tree(
+        ctx.path(),
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nRUN --mount=type=bind,target=/ctx ls /ctx > /ls.txt\n",
+            ),
+            (".dockerignore", "*.log\n"),
+            ("a.txt", "a"),
+            ("b.log", "1"),
+        ],
+    );
+    let (_t1, out) = build(&s, ctx.path()).unwrap();
+    assert_eq!(
+        fs::read_to_string(out.join("ls.txt")).unwrap(),
+        "Dockerfile\na.txt\n"
+    );
+    fs::write(ctx.path().join("b.log"), "2").unwrap();
+    let mut c = s.cmd(&["build", "--progress", "plain", "-o"]);
+    let dir = tempfile::tempdir().unwrap();
+    c.arg(format!(
+        "type=local,dest={}",
+        dir.path().join("o").display()
+    ))
+    .arg(ctx.path());
+    let o = c.output().unwrap();
+    let (_, stderr) = texts(&o);
+    assert!(o.status.success(), "{stderr}");
+    // Plain progress: `#N [stage i/n] RUN ...`, then `#N CACHED`.
+    let id = stderr
+        .lines()
+        .find(|l| l.contains("] RUN --mount=type=bind"))
+        .and_then(|l| l.split_once(' '))
+        .map(|(id, _)| id.to_owned())
+        .unwrap_or_else(|| panic!("no RUN step in\n{stderr}"));
+    assert!(
+        stderr.lines().any(|l| l == format!("{id} CACHED")),
+        "{stderr}"
+    );
 }
