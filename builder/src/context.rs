@@ -1008,6 +1008,115 @@ secret/
     }
 
     #[test]
+    fn wildcard_exceptions_walk_as_fsutil_does() {
+        // Traced through fsutil's filterFS.Walk: each path is matched with
+        // MatchesUsingParentResults from its parent's results, and every excluded directory is
+        // entered once an exception has a wildcard. (ignore file, what the walk sends, and the
+        // sent files that MatchesOrParentMatches still excludes: filterFS.Open refuses those,
+        // so BuildKit's sender sends their stat with no data, and they arrive empty.)
+        let files = [
+            "keep.txt",
+            "r.md",
+            "a/keep.txt",
+            "a/o",
+            "a/r.md",
+            "a/b/keep.txt",
+            "a/b/r.md",
+            "x.md/in",
+            "docs/r.md",
+        ];
+        let cases: &[(&str, &[&str], &[&str])] = &[
+            // `*/keep.txt` is anchored one level down.
+            ("*\n!*/keep.txt\n", &["a", "a/keep.txt"], &[]),
+            // `**/*.md` at any depth; a pattern that matched `x.md` counts for `x.md/in`.
+            (
+                "*\n!**/*.md\n",
+                &[
+                    "a",
+                    "a/b",
+                    "a/b/r.md",
+                    "a/r.md",
+                    "docs",
+                    "docs/r.md",
+                    "r.md",
+                    "x.md",
+                    "x.md/in",
+                ],
+                &[],
+            ),
+            // Only `a` is excluded: `!*/b` keeps `a/b` and all below it.
+            (
+                "a\n!*/b\n",
+                &[
+                    ".dockerignore",
+                    "a",
+                    "a/b",
+                    "a/b/keep.txt",
+                    "a/b/r.md",
+                    "docs",
+                    "docs/r.md",
+                    "keep.txt",
+                    "r.md",
+                    "x.md",
+                    "x.md/in",
+                ],
+                &[],
+            ),
+            // `docs` after the exception is skipped at `docs` (already excluded by `*`), so
+            // the walk never records it there and keeps docs/r.md; the whole-path check
+            // matches `docs` as an ancestor and excludes it.
+            (
+                "*\n!**/*.md\ndocs\n",
+                &[
+                    "a",
+                    "a/b",
+                    "a/b/r.md",
+                    "a/r.md",
+                    "docs",
+                    "docs/r.md",
+                    "r.md",
+                    "x.md",
+                    "x.md/in",
+                ],
+                &["docs/r.md"],
+            ),
+            // Not a wildcard once `/**` is taken off: only `a` is entered.
+            (
+                "*\n!a/**\n",
+                &[
+                    "a",
+                    "a/b",
+                    "a/b/keep.txt",
+                    "a/b/r.md",
+                    "a/keep.txt",
+                    "a/o",
+                    "a/r.md",
+                ],
+                &[],
+            ),
+        ];
+        for (ignore, want, withheld) in cases {
+            let tmp = tempfile::tempdir().unwrap();
+            let mut entries: Vec<(&str, &str)> = files.iter().map(|f| (*f, "")).collect();
+            entries.push((".dockerignore", ignore));
+            tree(tmp.path(), &entries);
+            let context = BuildContext::open(tmp.path(), None).unwrap();
+            let walked = context.walk("").unwrap();
+            assert_eq!(rels(&walked), *want, "{ignore:?}");
+            let refused: Vec<&str> = walked
+                .iter()
+                .filter(|e| e.file_type.is_file())
+                .filter(|e| context.matcher().excluded(&e.rel).unwrap())
+                .map(|e| e.rel.as_str())
+                .collect();
+            assert_eq!(refused, *withheld, "{ignore:?}");
+            for rel in *want {
+                assert!(context.is_sent(rel).unwrap(), "{ignore:?} {rel}");
+            }
+        }
+    }
+
+    #[test]
     fn walk_does_not_follow_symlinks() {
         let tmp = tempfile::tempdir().unwrap();
         tree(tmp.path(), &[("sub/f", ""), ("keep", "")]);
