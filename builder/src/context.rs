@@ -63,6 +63,9 @@ pub struct ContextEntry {
     pub file_type: FileType,
     /// `lstat` of the entry.
     pub metadata: Metadata,
+    /// A regular file BuildKit sends without its content ([`BuildContext::withholds`]): it
+    /// is in the context, empty.
+    pub withheld: bool,
 }
 
 impl BuildContext {
@@ -235,6 +238,21 @@ impl BuildContext {
         Ok(ignored)
     }
 
+    /// Whether BuildKit sends the file `rel` (one the walk keeps) without its content.
+    ///
+    /// fsutil's sender reads a file's data through `filterFS.Open`, which asks the whole-path
+    /// `MatchesOrParentMatches` ([`Matcher::excluded`]) rather than the walk's incremental
+    /// match; where they disagree (a pattern after an exception, skipped at the directory
+    /// that matches it) Open refuses, the data packet is sent empty and the file arrives with
+    /// its stat and no bytes. A pattern failing to match refuses too. They agree whenever
+    /// there is no exception.
+    pub fn withholds(&self, rel: &str) -> bool {
+        if !self.matcher.has_exceptions() {
+            return false;
+        }
+        self.matcher.excluded(&clean_rel(rel)).unwrap_or(true)
+    }
+
     /// Whether a walk from the root sends `rel`: it is not ignored, or it is an excluded
     /// directory that is entered for an exception and keeps something below it (fsutil sends
     /// such a directory as the parent of what it keeps, so `COPY dir` finds it).
@@ -295,11 +313,13 @@ impl BuildContext {
             })?;
             if !metadata.is_dir() {
                 if !excluded {
+                    let withheld = metadata.is_file() && self.withholds(&start);
                     out.push(ContextEntry {
                         rel: start,
                         path,
                         file_type: metadata.file_type(),
                         metadata,
+                        withheld,
                     });
                 }
                 return Ok(out);
@@ -402,17 +422,20 @@ impl BuildContext {
                         path,
                         file_type: metadata.file_type(),
                         metadata,
+                        withheld: false,
                     };
                     own.push((entry, valid, Some(below)));
                 }
                 continue;
             }
             let below = is_dir.then(|| below(false));
+            let withheld = metadata.is_file() && self.withholds(&rel);
             let entry = ContextEntry {
                 rel,
                 path,
                 file_type: metadata.file_type(),
                 metadata,
+                withheld,
             };
             own.push((entry, valid, below));
         }
@@ -1110,6 +1133,12 @@ secret/
                 .map(|e| e.rel.as_str())
                 .collect();
             assert_eq!(refused, *withheld, "{ignore:?}");
+            let marked: Vec<&str> = walked
+                .iter()
+                .filter(|e| e.withheld)
+                .map(|e| e.rel.as_str())
+                .collect();
+            assert_eq!(marked, *withheld, "{ignore:?}");
             for rel in *want {
                 assert!(context.is_sent(rel).unwrap(), "{ignore:?} {rel}");
             }

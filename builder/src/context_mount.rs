@@ -3,7 +3,8 @@
 //! BuildKit mounts the context it was sent, so ignored files are absent from the mount as from
 //! a COPY. When nothing below the mount's source is left out (no patterns, or none that match
 //! there) the context itself is mounted, which costs a walk; otherwise the entries the walk
-//! keeps are put together in a directory of the step's own: files hard-linked where the
+//! keeps are put together in a directory of the step's own (a file whose content BuildKit
+//! withholds made empty, see [`BuildContext::withholds`]): files hard-linked where the
 //! filesystem allows it (else copied), directories and symlinks made anew with the owners,
 //! modes and times of the originals. Symlinks are entries like any other, never followed, so
 //! nothing outside the context gets into the copy; the mount is read-only (a `rw` mount writes
@@ -74,9 +75,9 @@ impl ContextMount {
                 .into_iter()
                 .filter(Result::is_ok)
                 .count();
-            all == entries.len()
+            all == entries.len() && !entries.iter().any(|e| e.withheld)
         } else {
-            true
+            !entries.iter().any(|e| e.withheld)
         };
         Ok(Ok(ContextMount {
             start,
@@ -95,11 +96,17 @@ impl ContextMount {
 
     /// The source and what is kept below it, each with its path relative to the source (`""`
     /// for the source), in walk order: what the step's cache key hashes.
-    pub(crate) fn keyed_entries(&self, context: &BuildContext) -> Vec<(String, PathBuf, Metadata)> {
+    /// Each with whether its content is withheld ([`BuildContext::withholds`]).
+    pub(crate) fn keyed_entries(
+        &self,
+        context: &BuildContext,
+    ) -> Vec<(String, PathBuf, Metadata, bool)> {
+        let withheld = |e: Option<&ContextEntry>| e.is_some_and(|e| e.withheld);
         let mut out = vec![(
             String::new(),
             context.root().join(&self.start),
             self.metadata.clone(),
+            !self.metadata.is_dir() && withheld(self.entries.first()),
         )];
         if self.metadata.is_dir() {
             for e in &self.entries {
@@ -107,6 +114,7 @@ impl ContextMount {
                     self.below(&e.rel).to_owned(),
                     e.path.clone(),
                     e.metadata.clone(),
+                    e.withheld,
                 ));
             }
         }
@@ -127,8 +135,16 @@ impl ContextMount {
                 crate::meta::clean_abs(&format!("/{}", self.start)),
             ));
         }
-        let mut dirs = vec![(copy.to_path_buf(), self.metadata.clone())];
         fs::create_dir(copy).map_err(io_err("create", copy))?;
+        if !self.metadata.is_dir() {
+            // A single file whose content is withheld: an empty one in a directory of its own.
+            let name = self.start.rsplit('/').next().unwrap_or(&self.start);
+            let dest = copy.join(name);
+            fs::File::create_new(&dest).map_err(io_err("create", &dest))?;
+            set_meta(&dest, &self.metadata)?;
+            return Ok((copy.to_path_buf(), format!("/{name}")));
+        }
+        let mut dirs = vec![(copy.to_path_buf(), self.metadata.clone())];
         let mut try_link = true;
         for e in &self.entries {
             let dest = copy.join(self.below(&e.rel));
@@ -136,6 +152,9 @@ impl ContextMount {
             if kind.is_dir() {
                 fs::create_dir(&dest).map_err(io_err("create", &dest))?;
                 dirs.push((dest, e.metadata.clone()));
+            } else if kind.is_file() && e.withheld {
+                fs::File::create_new(&dest).map_err(io_err("create", &dest))?;
+                set_meta(&dest, &e.metadata)?;
             } else if kind.is_file() {
                 if try_link {
                     match fs::hard_link(&e.path, &dest) {
@@ -305,6 +324,27 @@ mod tests {
         assert_eq!(fs::read_to_string(out.path().join("y")).unwrap(), "k");
         for d in [&copy, &tmp.path().join("a")] {
             fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+
+    #[test]
+    fn withheld_files_are_mounted_empty() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir(tmp.path().join("docs")).unwrap();
+        fs::write(tmp.path().join("docs/r.md"), "content").unwrap();
+        fs::write(tmp.path().join(".dockerignore"), "*\n!**/*.md\ndocs\n").unwrap();
+        let ctx = BuildContext::open(tmp.path(), None).unwrap();
+        // (source, path of the file in the copy, what the mount shows)
+        for (source, file, inside) in [("docs", "r.md", "/"), ("docs/r.md", "r.md", "/r.md")] {
+            let plan = ContextMount::plan(&ctx, source).unwrap().unwrap();
+            let out = tempfile::tempdir().unwrap();
+            let copy = out.path().join("c");
+            assert_eq!(
+                plan.mount_source(&ctx, &copy).unwrap(),
+                (copy.clone(), inside.to_owned())
+            );
+            assert_eq!(fs::read(copy.join(file)).unwrap(), b"", "{source}");
+            assert!(plan.keyed_entries(&ctx).iter().any(|e| e.3), "{source}");
         }
     }
 

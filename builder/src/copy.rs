@@ -193,6 +193,8 @@ struct Planned {
     src: PathBuf,
     meta: Metadata,
     archive: bool,
+    /// A context file BuildKit sends without its content: written empty.
+    empty: bool,
 }
 
 impl SourceRoot<'_> {
@@ -248,8 +250,9 @@ impl SourceRoot<'_> {
         Ok(found)
     }
 
-    /// Everything below the directory `rel`, sorted, ignored entries left out.
-    fn below(&self, rel: &str, real: &Path) -> Result<Vec<(String, PathBuf, Metadata)>> {
+    /// Everything below the directory `rel`, sorted, ignored entries left out; each with
+    /// whether its content is withheld ([`BuildContext::withholds`]).
+    fn below(&self, rel: &str, real: &Path) -> Result<Vec<(String, PathBuf, Metadata, bool)>> {
         match self {
             SourceRoot::Context(c) => {
                 // Entries are named by the real path, which differs when `rel` is a symlink.
@@ -263,7 +266,7 @@ impl SourceRoot<'_> {
                             .unwrap_or(&e.rel)
                             .trim_start_matches('/')
                             .to_owned();
-                        (!sub.is_empty()).then_some((sub, e.path, e.metadata))
+                        (!sub.is_empty()).then_some((sub, e.path, e.metadata, e.withheld))
                     })
                     .collect())
             }
@@ -282,7 +285,7 @@ impl SourceRoot<'_> {
                         .unwrap_or(e.path())
                         .to_string_lossy()
                         .into_owned();
-                    out.push((sub, e.path().to_path_buf(), meta));
+                    out.push((sub, e.path().to_path_buf(), meta, false));
                 }
                 Ok(out)
             }
@@ -574,6 +577,7 @@ pub fn plan_copy<'r>(
                     src: real_dir,
                     meta: m,
                     archive: false,
+                    empty: false,
                 });
             }
             if meta.is_dir() {
@@ -599,11 +603,12 @@ pub fn plan_copy<'r>(
                     src: real.clone(),
                     meta: meta.clone(),
                     archive: false,
+                    empty: false,
                 });
             }
             let below = from.below(rel, &real)?;
             planned.reserve(below.len() + 1);
-            for (sub, path, m) in below {
+            for (sub, path, m, empty) in below {
                 if excluded(&sub)? {
                     continue;
                 }
@@ -612,6 +617,7 @@ pub fn plan_copy<'r>(
                     src: path,
                     meta: m,
                     archive: false,
+                    empty,
                 });
             }
             if !dest_rel.is_empty() && !kept {
@@ -622,6 +628,7 @@ pub fn plan_copy<'r>(
                         src: real.clone(),
                         meta,
                         archive: false,
+                        empty: false,
                     },
                 );
             }
@@ -632,12 +639,17 @@ pub fn plan_copy<'r>(
             } else {
                 dest_rel.clone()
             };
-            if req.unpack_archives && is_archive(&real)? {
+            let empty = match from {
+                SourceRoot::Context(c) => meta.is_file() && c.withholds(&c.resolve_rel(rel)?),
+                SourceRoot::Dir(_) => false,
+            };
+            if req.unpack_archives && !empty && is_archive(&real)? {
                 planned.push(Planned {
                     dest: dest_rel.clone(),
                     src: real,
                     meta,
                     archive: true,
+                    empty: false,
                 });
                 continue;
             }
@@ -646,6 +658,7 @@ pub fn plan_copy<'r>(
                 src: real,
                 meta,
                 archive: false,
+                empty,
             });
         }
     }
@@ -714,7 +727,7 @@ impl CopyPlan<'_> {
         let planned: u64 = self
             .planned
             .iter()
-            .filter(|p| p.archive || p.meta.file_type().is_file())
+            .filter(|p| p.archive || p.meta.file_type().is_file() && !p.empty)
             .map(|p| p.meta.len())
             .sum();
         let contents: u64 = self.contents.iter().map(|(_, d)| d.len() as u64).sum();
@@ -732,7 +745,7 @@ impl CopyPlan<'_> {
     pub fn content_sources(&self) -> Vec<(&Path, &Metadata)> {
         self.planned
             .iter()
-            .filter(|p| p.archive || p.meta.file_type().is_file())
+            .filter(|p| p.archive || p.meta.file_type().is_file() && !p.empty)
             .map(|p| (p.src.as_path(), &p.meta))
             .collect()
     }
@@ -801,6 +814,8 @@ impl CopyPlan<'_> {
             } else if ft.is_symlink() {
                 let target = std::fs::read_link(&p.src).map_err(io_err("read link", &p.src))?;
                 key.field("symlink", target.as_os_str().as_encoded_bytes());
+            } else if ft.is_file() && p.empty {
+                key.field("type", "withheld");
             } else if ft.is_file() {
                 key.field("file", next_digest()?);
             } else {
@@ -902,6 +917,9 @@ fn write_plan(
             let mut h = header(tar::EntryType::Symlink, 0o777, req.owner, t, 0);
             tar.append_link(&mut h, &p.dest, &target)
                 .map_err(|e| err(format!("failed to write {} to the layer: {e}", p.dest)))?;
+        } else if ft.is_file() && p.empty {
+            let mut h = header(tar::EntryType::Regular, chmod(false)?, req.owner, t, 0);
+            append(&mut tar, &mut h, &p.dest, std::io::empty())?;
         } else if ft.is_file() {
             let f = std::fs::File::open(&p.src).map_err(io_err("open", &p.src))?;
             let size = p.meta.len();

@@ -417,7 +417,14 @@ fn mount_source_identity(cx: &Ctx<'_>, m: &Mount, step_id: usize) -> Result<Stri
         })?;
         if plan.filtered() {
             let mut key = crate::cache::KeyHasher::new("TREE", &crate::cache::Key::root());
-            for (sub, path, meta) in plan.keyed_entries(cx.context) {
+            for (sub, path, meta, withheld) in plan.keyed_entries(cx.context) {
+                if withheld {
+                    use std::os::unix::fs::PermissionsExt;
+                    // Empty as the step sees it, whatever the file holds.
+                    key.field("path", sub.as_bytes())
+                        .field("withheld", (meta.permissions().mode() & 0o7777).to_string());
+                    continue;
+                }
                 hash_tree_entry(cx, &mut key, sub.as_bytes(), &path, &meta)?;
             }
             return Ok(key.finish().hex());

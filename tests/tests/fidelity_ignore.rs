@@ -160,6 +160,41 @@ fn exceptions_with_wildcards_keep_what_buildkit_keeps() {
 }
 
 #[test]
+fn files_the_whole_path_check_excludes_arrive_empty() {
+    // fsutil's walk sends docs/r.md (`docs` is skipped at `docs`, already excluded by `*`,
+    // so only the file itself is tried against it), but its data is read through
+    // filterFS.Open, whose whole-path check matches `docs` as an ancestor and refuses: the
+    // file arrives with its mode and no content. In a COPY and in a bind mount alike.
+    let s = loaded_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    tree(
+        ctx.path(),
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox
+COPY . /ctx
+COPY docs/r.md /one.md
+\
+                 RUN --mount=type=bind,target=/m stat -c '%s %n' /m/r.md /m/docs/r.md > /mount.txt
+",
+            ),
+            (".dockerignore", "*\n!**/*.md\ndocs\n"),
+            ("r.md", "root"),
+            ("docs/r.md", "docs"),
+            ("docs/o.txt", "o"),
+        ],
+    );
+    let (_tmp, out) = build(&s, ctx.path()).unwrap();
+    let read = |name: &str| fs::read_to_string(out.join(name)).unwrap();
+    assert_eq!(listing(&out.join("ctx")), ["docs/", "docs/r.md", "r.md"]);
+    assert_eq!(read("ctx/r.md"), "root");
+    assert_eq!(read("ctx/docs/r.md"), "");
+    assert_eq!(read("one.md"), "");
+    assert_eq!(read("mount.txt"), "4 /m/r.md\n0 /m/docs/r.md\n");
+}
+
+#[test]
 fn a_bind_mount_of_the_context_leaves_out_ignored_files() {
     let s = loaded_busybox();
     let outside = tempfile::tempdir().unwrap();
