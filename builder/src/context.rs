@@ -14,7 +14,13 @@
 //! ([`Matcher::excluded_with_parent`]). An excluded directory is not entered unless an exception
 //! might re-include something below it ([`Matcher::may_include_below`]); a kept path inside an
 //! excluded directory is sent with its parent directories. [`BuildContext::is_ignored`] answers
-//! the same question for one path, so a walk and a single lookup never disagree.
+//! the same question for one path, so a walk and a single lookup never disagree;
+//! [`BuildContext::is_sent`] also counts an excluded directory sent as such a parent (a COPY
+//! source may name it).
+//!
+//! A sent file can still arrive empty: fsutil reads file data through a whole-path check
+//! (`MatchesOrParentMatches`) that can refuse what the incremental walk kept
+//! ([`BuildContext::withholds`], [`ContextEntry::withheld`]).
 //!
 //! # Symlinks
 //!
