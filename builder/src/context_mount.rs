@@ -94,9 +94,9 @@ impl ContextMount {
         !self.entries.is_empty() || !self.complete
     }
 
-    /// The source and what is kept below it, each with its path relative to the source (`""`
-    /// for the source), in walk order: what the step's cache key hashes.
-    /// Each with whether its content is withheld ([`BuildContext::withholds`]).
+    /// The source and what is kept below it, in walk order, each with its path relative to
+    /// the source (`""` for the source) and whether its content is withheld
+    /// ([`BuildContext::withholds`]): what the step's cache key hashes.
     pub(crate) fn keyed_entries(
         &self,
         context: &BuildContext,
