@@ -301,59 +301,10 @@ fn join(base: &str, name: &str) -> String {
     out
 }
 
-/// Applies `--chmod` (octal or symbolic, as chmod(1) reads it) to a mode.
+/// Applies `--chmod` (octal, or symbolic as BuildKit reads it) to a mode.
 pub fn apply_chmod(spec: &str, mode: u32, is_dir: bool) -> Result<u32> {
-    if spec.bytes().all(|b| (b'0'..=b'7').contains(&b)) && !spec.is_empty() {
-        return u32::from_str_radix(spec, 8).map_err(|_| err(format!("invalid --chmod {spec:?}")));
-    }
-    let mut m = mode & 0o7777;
-    for clause in spec.split(',') {
-        let who_end = clause
-            .find(['+', '-', '='])
-            .ok_or_else(|| err(format!("invalid --chmod {spec:?}")))?;
-        let who = &clause[..who_end];
-        let mask = if who.is_empty() || who.contains('a') {
-            0o7777
-        } else {
-            let mut k = 0;
-            for c in who.chars() {
-                k |= match c {
-                    'u' => 0o4700,
-                    'g' => 0o2070,
-                    'o' => 0o1007,
-                    _ => return Err(err(format!("invalid --chmod {spec:?}"))),
-                };
-            }
-            k
-        };
-        let mut rest = &clause[who_end..];
-        while let Some(op) = rest.chars().next() {
-            let perms_end = rest[1..]
-                .find(['+', '-', '='])
-                .map_or(rest.len(), |i| i + 1);
-            let mut bits = 0;
-            for c in rest[1..perms_end].chars() {
-                bits |= match c {
-                    'r' => 0o444,
-                    'w' => 0o222,
-                    'x' => 0o111,
-                    'X' if is_dir || m & 0o111 != 0 => 0o111,
-                    'X' => 0,
-                    's' => 0o6000,
-                    't' => 0o1000,
-                    _ => return Err(err(format!("invalid --chmod {spec:?}"))),
-                };
-            }
-            let bits = bits & mask;
-            match op {
-                '+' => m |= bits,
-                '-' => m &= !bits,
-                _ => m = (m & !mask) | bits,
-            }
-            rest = &rest[perms_end..];
-        }
-    }
-    Ok(m)
+    let m = cairn_parser::chmod::Mode::parse(spec).map_err(|e| err(e.to_string()))?;
+    Ok(m.apply(mode, is_dir))
 }
 
 /// The stage's filesystem as COPY's destination rules see it: its directories and symlinks.
