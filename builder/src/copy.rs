@@ -210,14 +210,24 @@ impl SourceRoot<'_> {
         }
     }
 
-    /// The context-relative paths matching a (possibly wildcard) source.
+    /// The context-relative paths matching a (possibly wildcard) source, in order.
+    ///
+    /// As BuildKit's ResolveWildcards: the directories before the first wildcard must exist
+    /// (its walk of them fails otherwise); below them only what exists and is not ignored
+    /// matches, so a plain file where a directory is wanted simply does not, and a wildcard
+    /// may match nothing.
     fn expand(&self, src: &str) -> Result<Vec<String>> {
         let parts = clean(src);
         if !has_wildcard(src) {
             return Ok(vec![parts.join("/")]);
         }
-        let mut found = vec![String::new()];
-        for part in &parts {
+        let literal = parts.iter().take_while(|p| !has_wildcard(p)).count();
+        let prefix = parts[..literal].join("/");
+        if !prefix.is_empty() && !self.exists(&prefix)? {
+            return Err(self.not_found(&prefix));
+        }
+        let mut found = vec![prefix];
+        for part in &parts[literal..] {
             let pat: Vec<char> = part.chars().collect();
             let mut next = Vec::new();
             for base in &found {
@@ -244,7 +254,30 @@ impl SourceRoot<'_> {
             }
             found = next;
         }
-        Ok(found)
+        let mut out = Vec::with_capacity(found.len());
+        for rel in found {
+            if self.exists(&rel)? && !self.ignored(&rel)? {
+                out.push(rel);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether `rel` names something (a dangling symlink too), its parents' symlinks followed.
+    fn exists(&self, rel: &str) -> Result<bool> {
+        let real = resolve_in_root(self.root(), rel, false)?;
+        Ok(real.symlink_metadata().is_ok())
+    }
+
+    fn not_found(&self, rel: &str) -> Error {
+        err(format!(
+            "{}: not found{}",
+            if rel.is_empty() { "." } else { rel },
+            match self {
+                SourceRoot::Context(_) => " in the build context",
+                SourceRoot::Dir(_) => " in the stage",
+            }
+        ))
     }
 
     /// Everything below the directory `rel`, sorted, ignored entries left out.
