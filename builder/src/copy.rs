@@ -13,6 +13,8 @@ use crate::context::BuildContext;
 use crate::error::{Error, Result};
 use crate::users::Owner;
 
+mod sources;
+
 /// Where COPY reads from: the build context (with .dockerignore) or another stage's rootfs.
 #[derive(Debug, Clone, Copy)]
 pub enum SourceRoot<'a> {
@@ -454,42 +456,21 @@ pub fn plan_copy<'r>(
     let dest_top = dest_rel.clone();
     let mut top_is_parent = false;
 
-    // Expand every source first: a missing one fails the step before anything is written.
-    let mut expanded: Vec<(String, bool)> = Vec::new();
-    // The paths in the source root among them, kept apart so a heredoc or download of the
-    // same name is never mistaken for one.
-    let mut paths: Vec<String> = Vec::new();
+    // BuildKit copies each source on its own, in order (heredocs after the paths), to the
+    // destination as written: where each lands depends on what the ones before it made.
+    let mut dest = sources::Dest::new(
+        dest_rel.clone(),
+        format!("/{}", clean(&dest_abs).join("/")),
+        trailing || dest_exists_dir || req.parents,
+    );
     let mut planned: Vec<Planned> = Vec::new();
     let mut contents: Vec<(String, &[u8])> = Vec::new();
     let mut files: Vec<(String, &Path, i64)> = Vec::new();
-    for src in &req.sources {
-        match src {
-            CopySource::Content { name, .. } | CopySource::File { name, .. } => {
-                expanded.push((name.clone(), false))
-            }
-            CopySource::Path(p) => {
-                let matches = from.expand(p)?;
-                if matches.is_empty() {
-                    return Err(err(format!(
-                        "no source files were specified: {p:?} matches nothing"
-                    )));
-                }
-                let wild = has_wildcard(p);
-                for m in matches {
-                    paths.push(m.clone());
-                    expanded.push((m, wild));
-                }
-            }
-        }
-    }
-    let many = expanded.len() > 1 || expanded.iter().any(|(_, wild)| *wild);
-    let into_dir = trailing || dest_exists_dir || many;
-    if many && !trailing && !dest_exists_dir {
-        return Err(err(format!(
-            "with more than one source file, the destination must be a directory and end with a /: {}",
-            req.dest
-        )));
-    }
+    // Whether any source named something: with none (wildcards that matched nothing) the
+    // step changes nothing, not even the destination's directories.
+    let mut any = false;
+    // The directories --parents has planned above its matches.
+    let mut parent_dirs = std::collections::HashSet::new();
     let exclude =
         crate::ignore::Matcher::new(&req.excludes).map_err(|e| err(format!("--exclude: {e}")))?;
     let excluded = |path: &str| -> Result<bool> {
@@ -500,138 +481,169 @@ pub fn plan_copy<'r>(
             .excluded(path)
             .map_err(|e| err(format!("--exclude: {e}")))
     };
-    let target_for = |name: &str| -> Result<String> {
-        if !into_dir {
-            Ok(dest_rel.clone())
-        } else if name.is_empty() {
-            Err(err(format!(
-                "the source gives no file name: name the file in the destination, not {}",
-                req.dest
-            )))
-        } else {
-            Ok(join(&dest_rel, name))
-        }
-    };
     for src in &req.sources {
-        match src {
-            CopySource::Content { name, data } => contents.push((target_for(name)?, data)),
+        let p = match src {
+            CopySource::Content { .. } => continue,
             CopySource::File { name, path, mtime } => {
-                files.push((target_for(name)?, path, *mtime));
-            }
-            CopySource::Path(_) => {}
-        }
-    }
-    for rel in &paths {
-        // Both the name given and the path it resolves to must be kept by .dockerignore.
-        let resolved_ignored = match from {
-            SourceRoot::Context(c) if !rel.is_empty() => c.is_ignored(&c.resolve_rel(rel)?)?,
-            _ => false,
-        };
-        if !rel.is_empty() && (from.ignored(rel)? || resolved_ignored) {
-            return Err(err(format!("{rel}: excluded by .dockerignore")));
-        }
-        let real = resolve_in_root(from.root(), rel, true)?;
-        let meta = real.metadata().map_err(|_| {
-            err(format!(
-                "{}: not found{}",
-                if rel.is_empty() { "." } else { rel },
-                match from {
-                    SourceRoot::Context(_) => " in the build context",
-                    SourceRoot::Dir(_) => " in the stage",
+                any = true;
+                let (target, replaces) = dest.file(name)?;
+                if replaces {
+                    drop_target(&target, &mut planned, &mut contents, &mut files);
                 }
-            ))
-        })?;
-        if excluded(rel)? {
-            continue;
-        }
-        // With --parents a source keeps its directories under the destination.
-        let base = if req.parents && !rel.is_empty() {
-            let mut at = String::new();
-            let dirs: Vec<&str> = rel.split('/').collect();
-            for d in &dirs[..dirs.len() - 1] {
-                at = join(&at, d);
-                let real_dir = resolve_in_root(from.root(), &at, true)?;
-                let m = real_dir.metadata().map_err(io_err("stat", &real_dir))?;
-                planned.push(Planned {
-                    dest: join(&dest_rel, &at),
-                    src: real_dir,
-                    meta: m,
-                    archive: false,
-                });
+                files.push((target, path, *mtime));
+                continue;
             }
-            if meta.is_dir() {
-                join(&dest_rel, rel)
-            } else {
-                join(&dest_rel, &at)
-            }
+            CopySource::Path(p) => p,
+        };
+        let matches = if req.parents {
+            sources::expand_parents(&from, p)?
         } else {
-            dest_rel.clone()
+            from.expand(p)?
+                .into_iter()
+                .map(|rel| sources::Kept {
+                    rel,
+                    pivot: String::new(),
+                })
+                .collect()
         };
-        if meta.is_dir() {
-            // A directory source copies its contents. BuildKit makes a missing destination
-            // with the parents (MkdirAll) before copying, and copies the source's metadata
-            // onto a directory only when the copy itself made it: so the destination is made
-            // as a parent is, and one the image has keeps its own. Both are written with
-            // the parents.
-            let dest_rel = base;
-            let kept = dest_rel == dest_top;
-            top_is_parent |= kept;
-            if req.parents && !dest_rel.is_empty() && !kept {
-                planned.push(Planned {
-                    dest: dest_rel.clone(),
-                    src: real.clone(),
-                    meta: meta.clone(),
-                    archive: false,
-                });
+        for m in &matches {
+            any = true;
+            let rel = m.rel.as_str();
+            // Both the name given and the path it resolves to must be kept by .dockerignore.
+            let resolved_ignored = match from {
+                SourceRoot::Context(c) if !rel.is_empty() => c.is_ignored(&c.resolve_rel(rel)?)?,
+                _ => false,
+            };
+            if !rel.is_empty() && (from.ignored(rel)? || resolved_ignored) {
+                return Err(err(format!("{rel}: excluded by .dockerignore")));
             }
-            let below = from.below(rel, &real)?;
-            planned.reserve(below.len() + 1);
-            for (sub, path, m) in below {
-                if excluded(&sub)? {
-                    continue;
-                }
-                planned.push(Planned {
-                    dest: join(&dest_rel, &sub),
-                    src: path,
-                    meta: m,
-                    archive: false,
-                });
+            let real = resolve_in_root(from.root(), rel, true)?;
+            let meta = real.metadata().map_err(|_| from.not_found(rel))?;
+            if excluded(rel)? {
+                continue;
             }
-            if !dest_rel.is_empty() && !kept {
-                planned.insert(
-                    0,
-                    Planned {
-                        dest: dest_rel.clone(),
-                        src: real.clone(),
-                        meta,
+            // With --parents a source keeps its directories below the pivot.
+            let base = if req.parents {
+                let kept = m.kept();
+                let mut at = String::new();
+                let dirs: Vec<&str> = kept.split('/').filter(|d| !d.is_empty()).collect();
+                for d in &dirs[..dirs.len().saturating_sub(1)] {
+                    at = join(&at, d);
+                    let dest_at = join(&dest_rel, &at);
+                    if !parent_dirs.insert(dest_at.clone()) {
+                        continue;
+                    }
+                    let real_dir = resolve_in_root(from.root(), &join(&m.pivot, &at), true)?;
+                    let md = real_dir.metadata().map_err(io_err("stat", &real_dir))?;
+                    planned.push(Planned {
+                        dest: dest_at,
+                        src: real_dir,
+                        meta: md,
                         archive: false,
-                    },
-                );
-            }
-        } else {
-            let name = rel.rsplit('/').next().unwrap_or(rel).to_owned();
-            let target = if into_dir || req.parents {
-                join(&base, &name)
+                    });
+                }
+                if meta.is_dir() {
+                    join(&dest_rel, kept)
+                } else {
+                    join(&dest_rel, &at)
+                }
             } else {
                 dest_rel.clone()
             };
-            if req.unpack_archives && is_archive(&real)? {
+            if meta.is_dir() {
+                dest.dir()?;
+                // A directory source copies its contents. BuildKit makes a missing
+                // destination with the parents (MkdirAll) before copying, and copies the
+                // source's metadata onto a directory only when the copy itself made it: so
+                // the destination is made as a parent is, and one the image has keeps its
+                // own. Both are written with the parents.
+                let dest_rel = base;
+                let is_top = dest_rel == dest_top;
+                top_is_parent |= is_top;
+                if req.parents && !dest_rel.is_empty() && !is_top {
+                    planned.push(Planned {
+                        dest: dest_rel.clone(),
+                        src: real.clone(),
+                        meta: meta.clone(),
+                        archive: false,
+                    });
+                }
+                let below = from.below(rel, &real)?;
+                planned.reserve(below.len() + 1);
+                for (sub, path, m) in below {
+                    if excluded(&sub)? {
+                        continue;
+                    }
+                    planned.push(Planned {
+                        dest: join(&dest_rel, &sub),
+                        src: path,
+                        meta: m,
+                        archive: false,
+                    });
+                }
+                if !dest_rel.is_empty() && !is_top {
+                    planned.insert(
+                        0,
+                        Planned {
+                            dest: dest_rel.clone(),
+                            src: real.clone(),
+                            meta,
+                            archive: false,
+                        },
+                    );
+                }
+            } else {
+                if req.unpack_archives && is_archive(&real)? {
+                    dest.dir()?;
+                    planned.push(Planned {
+                        dest: dest_rel.clone(),
+                        src: real,
+                        meta,
+                        archive: true,
+                    });
+                    continue;
+                }
+                let name = rel.rsplit('/').next().unwrap_or(rel);
+                let target = if req.parents {
+                    join(&base, name)
+                } else {
+                    let (target, replaces) = dest.file(name)?;
+                    if replaces {
+                        drop_target(&target, &mut planned, &mut contents, &mut files);
+                    }
+                    target
+                };
                 planned.push(Planned {
-                    dest: dest_rel.clone(),
+                    dest: target,
                     src: real,
                     meta,
-                    archive: true,
+                    archive: false,
                 });
-                continue;
             }
-            planned.push(Planned {
-                dest: target,
-                src: real,
-                meta,
-                archive: false,
-            });
         }
     }
+    for src in &req.sources {
+        if let CopySource::Content { name, data } = src {
+            any = true;
+            let (target, replaces) = dest.file(name)?;
+            if replaces {
+                drop_target(&target, &mut planned, &mut contents, &mut files);
+            }
+            contents.push((target, data));
+        }
+    }
+    // Several --parents matches share directories: each is written once, first.
+    let mut seen_dirs = std::collections::HashSet::new();
+    planned.retain(|p| p.archive || !p.meta.is_dir() || seen_dirs.insert(p.dest.clone()));
+    if !any {
+        return Ok(CopyPlan {
+            parents: Vec::new(),
+            contents,
+            files,
+            planned,
+        });
+    }
+    let into_dir = dest.is_dir();
 
     // The destination's parents: missing ones are made owned by the --chown user;
     // existing ones are written as they are (the root never: no layer names it).
@@ -792,6 +804,18 @@ impl CopyPlan<'_> {
         }
         Ok(())
     }
+}
+
+/// Forgets what earlier sources planned at `target`, which a later one replaces.
+fn drop_target(
+    target: &str,
+    planned: &mut Vec<Planned>,
+    contents: &mut Vec<(String, &[u8])>,
+    files: &mut Vec<(String, &Path, i64)>,
+) {
+    planned.retain(|p| p.dest != target);
+    contents.retain(|(t, _)| t != target);
+    files.retain(|(t, _, _)| t != target);
 }
 
 fn write_plan(
