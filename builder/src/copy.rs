@@ -195,6 +195,40 @@ struct Planned {
     src: PathBuf,
     meta: Metadata,
     archive: bool,
+    /// `dest` as bytes when a name in it is not UTF-8 (`dest` has U+FFFD there): what the
+    /// layer holds, as Docker copies such names.
+    raw: Option<PathBuf>,
+}
+
+impl Planned {
+    /// The path the layer entry gets.
+    fn name(&self) -> &Path {
+        self.raw.as_deref().unwrap_or(Path::new(&self.dest))
+    }
+}
+
+/// An entry below a directory source: its path below it (with U+FFFD for bytes that are not
+/// UTF-8, and then `raw` with the bytes), where it is, and its lstat.
+struct Below {
+    sub: String,
+    raw: Option<PathBuf>,
+    path: PathBuf,
+    meta: Metadata,
+}
+
+impl Below {
+    fn new(sub: &Path, path: PathBuf, meta: Metadata) -> Below {
+        let (sub, raw) = match sub.to_str() {
+            Some(s) => (s.to_owned(), None),
+            None => (sub.to_string_lossy().into_owned(), Some(sub.to_path_buf())),
+        };
+        Below {
+            sub,
+            raw,
+            path,
+            meta,
+        }
+    }
 }
 
 impl SourceRoot<'_> {
@@ -283,21 +317,16 @@ impl SourceRoot<'_> {
     }
 
     /// Everything below the directory `rel`, sorted, ignored entries left out.
-    fn below(&self, rel: &str, real: &Path) -> Result<Vec<(String, PathBuf, Metadata)>> {
+    fn below(&self, rel: &str, real: &Path) -> Result<Vec<Below>> {
         match self {
             SourceRoot::Context(c) => {
                 // Entries are named by the real path, which differs when `rel` is a symlink.
-                let base = c.resolve_rel(rel)?;
+                let base = c.resolve(rel)?;
                 Ok(c.walk(rel)?
                     .into_iter()
                     .filter_map(|e| {
-                        let sub = e
-                            .rel
-                            .strip_prefix(base.as_str())
-                            .unwrap_or(&e.rel)
-                            .trim_start_matches('/')
-                            .to_owned();
-                        (!sub.is_empty()).then_some((sub, e.path, e.metadata))
+                        let sub = e.path.strip_prefix(&base).ok()?.to_path_buf();
+                        (!sub.as_os_str().is_empty()).then(|| Below::new(&sub, e.path, e.metadata))
                     })
                     .collect())
             }
@@ -310,13 +339,8 @@ impl SourceRoot<'_> {
                         .path()
                         .symlink_metadata()
                         .map_err(io_err("stat", e.path()))?;
-                    let sub = e
-                        .path()
-                        .strip_prefix(real)
-                        .unwrap_or(e.path())
-                        .to_string_lossy()
-                        .into_owned();
-                    out.push((sub, e.path().to_path_buf(), meta));
+                    let sub = e.path().strip_prefix(real).unwrap_or(e.path());
+                    out.push(Below::new(sub, e.path().to_path_buf(), meta));
                 }
                 Ok(out)
             }
@@ -540,6 +564,7 @@ pub fn plan_copy<'r>(
                         src: real_dir,
                         meta: md,
                         archive: false,
+                        raw: None,
                     });
                 }
                 if meta.is_dir() {
@@ -566,19 +591,21 @@ pub fn plan_copy<'r>(
                         src: real.clone(),
                         meta: meta.clone(),
                         archive: false,
+                        raw: None,
                     });
                 }
                 let below = from.below(rel, &real)?;
                 planned.reserve(below.len() + 1);
-                for (sub, path, m) in below {
-                    if excluded(&sub)? {
+                for b in below {
+                    if excluded(&b.sub)? {
                         continue;
                     }
                     planned.push(Planned {
-                        dest: join(&dest_rel, &sub),
-                        src: path,
-                        meta: m,
+                        dest: join(&dest_rel, &b.sub),
+                        src: b.path,
+                        meta: b.meta,
                         archive: false,
+                        raw: b.raw.map(|r| Path::new(&dest_rel).join(r)),
                     });
                 }
                 if !dest_rel.is_empty() && !is_top {
@@ -589,6 +616,7 @@ pub fn plan_copy<'r>(
                             src: real.clone(),
                             meta,
                             archive: false,
+                            raw: None,
                         },
                     );
                 }
@@ -600,6 +628,7 @@ pub fn plan_copy<'r>(
                         src: real,
                         meta,
                         archive: true,
+                        raw: None,
                     });
                     continue;
                 }
@@ -618,6 +647,7 @@ pub fn plan_copy<'r>(
                     src: real,
                     meta,
                     archive: false,
+                    raw: None,
                 });
             }
         }
@@ -780,7 +810,7 @@ impl CopyPlan<'_> {
                 Some(spec) => apply_chmod(spec, src_mode, ft.is_dir())?,
                 None => src_mode,
             };
-            key.field("entry", &p.dest);
+            key.field("entry", p.name().as_os_str().as_encoded_bytes());
             // Without --chmod, group and other write bits are left out: they are what a
             // checkout's umask decides (022 or 002), and the same checkout should hit.
             let keyed_mode = if req.chmod.is_some() {
@@ -856,7 +886,7 @@ fn write_plan(
                 ..*meta
             },
         };
-        append_dir(&mut tar, &mut written, parent.path(), meta)?;
+        append_dir(&mut tar, &mut written, parent.path(), None, meta)?;
     }
     for (target, data) in contents {
         let mode = match &req.chmod {
@@ -870,7 +900,7 @@ fn write_plan(
             mtime(now),
             data.len() as u64,
         );
-        append(&mut tar, &mut h, &target, data)?;
+        append(&mut tar, &mut h, Path::new(&target), data)?;
     }
     for (target, path, t) in files {
         let mode = match &req.chmod {
@@ -880,7 +910,7 @@ fn write_plan(
         let f = std::fs::File::open(path).map_err(io_err("open", path))?;
         let size = f.metadata().map_err(io_err("stat", path))?.len();
         let mut h = header(tar::EntryType::Regular, mode, req.owner, mtime(t), size);
-        append(&mut tar, &mut h, &target, f.take(size))?;
+        append(&mut tar, &mut h, Path::new(&target), f.take(size))?;
     }
     for p in planned {
         if p.archive {
@@ -903,17 +933,17 @@ fn write_plan(
                 gid: req.owner.gid.into(),
                 mtime: t,
             };
-            append_dir(&mut tar, &mut written, &p.dest, meta)?;
+            append_dir(&mut tar, &mut written, &p.dest, p.raw.as_deref(), meta)?;
         } else if ft.is_symlink() {
             let target = std::fs::read_link(&p.src).map_err(io_err("read link", &p.src))?;
             let mut h = header(tar::EntryType::Symlink, 0o777, req.owner, t, 0);
-            tar.append_link(&mut h, &p.dest, &target)
+            tar.append_link(&mut h, p.name(), &target)
                 .map_err(|e| err(format!("failed to write {} to the layer: {e}", p.dest)))?;
         } else if ft.is_file() {
             let f = std::fs::File::open(&p.src).map_err(io_err("open", &p.src))?;
             let size = p.meta.len();
             let mut h = header(tar::EntryType::Regular, chmod(false)?, req.owner, t, size);
-            append(&mut tar, &mut h, &p.dest, f.take(size))?;
+            append(&mut tar, &mut h, p.name(), f.take(size))?;
         }
         // Sockets, fifos and devices in a context are not copied, as in Docker.
     }
@@ -934,14 +964,18 @@ fn header(kind: tar::EntryType, mode: u32, owner: Owner, mtime: u64, size: u64) 
 }
 
 /// A directory entry, remembered in `written` for the stage's view.
+/// `raw` is the name's bytes when they are not UTF-8 (`path` has U+FFFD there).
 fn append_dir<W: Write>(
     tar: &mut tar::Builder<W>,
     written: &mut BTreeMap<String, DirMeta>,
     path: &str,
+    raw: Option<&Path>,
     meta: DirMeta,
 ) -> Result<()> {
     let mut h = dir_header(&meta);
-    append(tar, &mut h, &format!("{path}/"), std::io::empty())?;
+    let mut name = raw.unwrap_or(Path::new(path)).as_os_str().to_owned();
+    name.push("/");
+    append(tar, &mut h, Path::new(&name), std::io::empty())?;
     written.insert(path.to_owned(), meta);
     Ok(())
 }
@@ -958,14 +992,19 @@ pub(crate) fn dir_header(meta: &DirMeta) -> tar::Header {
     h
 }
 
+/// Appends an entry; `path`'s bytes are the name, whether UTF-8 or not.
 fn append<W: Write>(
     tar: &mut tar::Builder<W>,
     h: &mut tar::Header,
-    path: &str,
+    path: &Path,
     data: impl Read,
 ) -> Result<()> {
-    tar.append_data(h, path, data)
-        .map_err(|e| err(format!("failed to write {path} to the layer: {e}")))
+    tar.append_data(h, path, data).map_err(|e| {
+        err(format!(
+            "failed to write {} to the layer: {e}",
+            path.display()
+        ))
+    })
 }
 
 /// A local file's bytes, decompressed when it is gzip, bzip2, xz or zstd (sniffed from its

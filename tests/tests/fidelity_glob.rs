@@ -367,3 +367,37 @@ fn copy_parents_keeps_what_is_below_the_pivot() {
     let err = build_fails(&s, ctx.path());
     assert!(err.contains("test/nonexistent: not found"), "{err}");
 }
+
+#[test]
+fn names_that_are_not_utf8_are_copied_byte_for_byte() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let s = Store::new();
+    // Docker sends such names in the context and BuildKit writes their bytes to the layer;
+    // a directory with one is walked too, and a stage's are copied the same way.
+    let ctx = context(
+        "FROM scratch AS s\nCOPY . /in/\nFROM scratch\nCOPY d /d/\nCOPY --from=s /in/ /x/\n",
+        &[("d/plain", "p")],
+    );
+    let odd = OsStr::from_bytes(b"caf\xe9");
+    fs::write(ctx.path().join("d").join(odd), "latin1").unwrap();
+    fs::create_dir(ctx.path().join("d").join(OsStr::from_bytes(b"dir\xff"))).unwrap();
+    fs::write(
+        ctx.path()
+            .join("d")
+            .join(OsStr::from_bytes(b"dir\xff"))
+            .join("inner"),
+        "inner",
+    )
+    .unwrap();
+    let (_d, out) = build(&s, ctx.path());
+    for top in ["d", "x/d"] {
+        let d = out.join(top);
+        assert_eq!(fs::read_to_string(d.join(odd)).unwrap(), "latin1", "{top}");
+        assert_eq!(
+            fs::read_to_string(d.join(OsStr::from_bytes(b"dir\xff")).join("inner")).unwrap(),
+            "inner",
+            "{top}"
+        );
+    }
+}

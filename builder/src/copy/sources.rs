@@ -74,8 +74,8 @@ pub(super) fn expand_parents(from: &SourceRoot<'_>, src: &str) -> Result<Vec<Kep
         }
         // A walk is parents first, so what is below a matched directory follows it.
         let mut matched_dir: Option<String> = None;
-        for (sub, _, meta) in from.below(&start, &real)? {
-            let rel = join(&prefix, &sub);
+        for b in from.below(&start, &real)? {
+            let (rel, meta) = (join(&prefix, &b.sub), b.meta);
             if let Some(d) = &matched_dir
                 && rel.len() > d.len()
                 && rel.starts_with(d.as_str())
