@@ -520,7 +520,9 @@ pub fn plan_copy<'r>(
             CopySource::Path(p) => p,
         };
         let matches = if req.parents {
-            sources::expand_parents(&from, p)?
+            let (matches, pivot_found) = sources::expand_parents(&from, p)?;
+            any |= pivot_found;
+            matches
         } else {
             from.expand(p)?
                 .into_iter()

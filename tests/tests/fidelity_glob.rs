@@ -271,7 +271,8 @@ fn copy_parents_keeps_what_is_below_the_pivot() {
          COPY --from=base --parents /test/a/b/c*/./d/**/baz /test/a/b*/./c/**/bar /inputs/\n\
          COPY --from=base --parents /test/a/b3*/c /none/\n\
          COPY --from=base --parents /test/a/b/./c3* /afterpivot/\n\
-         COPY --from=base --parents /test/a/*/c/d/foo /nested/\n",
+         COPY --from=base --parents /test/a/*/c/d/foo /nested/\n\
+         COPY --from=base --parents /test/x*/./c /nopivot/\n",
         &[],
     );
     let (_d, out) = build(&s, ctx.path());
@@ -346,8 +347,13 @@ fn copy_parents_keeps_what_is_below_the_pivot() {
             "d/e2/baz"
         ]
     );
+    // The pivot exists, so the destination is made even though nothing matched.
     assert!(under("none").is_empty(), "{got:?}");
     assert!(under("afterpivot").is_empty(), "{got:?}");
+    assert!(got.iter().any(|p| p == "none/"), "{got:?}");
+    assert!(got.iter().any(|p| p == "afterpivot/"), "{got:?}");
+    // No pivot matched: BuildKit's empty wildcard copies nothing, makes nothing.
+    assert!(!got.iter().any(|p| p.starts_with("nopivot")), "{got:?}");
     assert_eq!(
         under("nested"),
         [

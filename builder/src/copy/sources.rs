@@ -34,19 +34,24 @@ fn split_pivot(src: &str) -> (String, String) {
 /// directories, a directory that matches brings everything below it, and a pattern with a
 /// wildcard may match nothing. A literal one is returned as it is, for the caller's "not
 /// found" (BuildKit's required path).
-pub(super) fn expand_parents(from: &SourceRoot<'_>, src: &str) -> Result<Vec<Kept>> {
+///
+/// Also says whether a pivot exists: BuildKit's copy of it then makes the destination even
+/// when the pattern matches nothing.
+pub(super) fn expand_parents(from: &SourceRoot<'_>, src: &str) -> Result<(Vec<Kept>, bool)> {
     let (pivot, pattern) = split_pivot(src);
     let pivots = if has_wildcard(&pivot) {
         from.expand(&pivot)?
     } else {
         vec![pivot.clone()]
     };
+    let found = !pivots.is_empty();
     if !has_wildcard(&pattern) {
         if !has_wildcard(&pivot) {
-            return Ok(vec![Kept {
+            let kept = Kept {
                 rel: join(&pivot, &pattern),
                 pivot,
-            }]);
+            };
+            return Ok((vec![kept], true));
         }
         let mut out = Vec::new();
         for p in pivots {
@@ -55,7 +60,7 @@ pub(super) fn expand_parents(from: &SourceRoot<'_>, src: &str) -> Result<Vec<Kep
                 out.push(Kept { rel, pivot: p });
             }
         }
-        return Ok(out);
+        return Ok((out, found));
     }
     let matcher = crate::ignore::Matcher::new(std::slice::from_ref(&pattern))
         .map_err(|e| err(format!("{src}: {e}")))?;
@@ -97,7 +102,7 @@ pub(super) fn expand_parents(from: &SourceRoot<'_>, src: &str) -> Result<Vec<Kep
             }
         }
     }
-    Ok(out)
+    Ok((out, found))
 }
 
 /// The destination as the sources of one COPY leave it, one after the other: a directory
