@@ -61,7 +61,8 @@ pub struct BuildContext {
 /// A path of the context that a walk yields.
 #[derive(Debug, Clone)]
 pub struct ContextEntry {
-    /// Context-relative, slash-separated, without a leading `./`.
+    /// Context-relative, slash-separated, without a leading `./`. A name that is not UTF-8
+    /// has U+FFFD here, as Go's matching sees it; `path` has its bytes.
     pub rel: String,
     /// The absolute path on disk.
     pub path: PathBuf,
@@ -335,7 +336,12 @@ impl BuildContext {
             }
         }
         let mut segments = Vec::new();
-        self.walk_dir(&start, true, &info, excluded, &mut segments)?;
+        let start_path = if start.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(&start)
+        };
+        self.walk_dir(&start, &start_path, &info, excluded, &mut segments)?;
         out.reserve_exact(segments.iter().map(Vec::len).sum());
         for s in segments {
             out.extend(s);
@@ -349,22 +355,18 @@ impl BuildContext {
     ///
     /// An excluded directory is walked only when an exception may re-include something
     /// below it, and is then yielded just before the first entry kept below it (nothing
-    /// when nothing is kept). `dir_valid` says whether the names so far are UTF-8.
+    /// when nothing is kept). `dir_path` is the directory on disk: `dir_rel` names it for
+    /// matching, with U+FFFD for bytes that are not UTF-8.
     fn walk_dir(
         &self,
         dir_rel: &str,
-        dir_valid: bool,
+        dir_path: &Path,
         info: &MatchInfo,
         dir_excluded: bool,
         out: &mut Vec<Vec<ContextEntry>>,
     ) -> Result<()> {
         use rayon::prelude::*;
-        let dir_path = if dir_rel.is_empty() {
-            self.root.clone()
-        } else {
-            self.root.join(dir_rel)
-        };
-        let names = match read_dir_sorted(&dir_path) {
+        let names = match read_dir_sorted(dir_path) {
             Ok(names) => names,
             // fsutil skips an excluded directory it cannot read: nothing in it could be sent
             // without reading it, and nothing in it was asked for explicitly.
@@ -374,13 +376,13 @@ impl BuildContext {
             Err(source) => {
                 return Err(Error::Io {
                     action: "read directory",
-                    path: dir_path,
+                    path: dir_path.to_owned(),
                     source,
                 });
             }
         };
         // This directory's entries, each with what it needs walked below it.
-        let mut own: Vec<(ContextEntry, bool, Option<Below>)> = Vec::new();
+        let mut own: Vec<(ContextEntry, Option<Below>)> = Vec::new();
         for (name, entry) in names {
             let path = dir_path.join(&name);
             let metadata = match entry.metadata() {
@@ -395,12 +397,9 @@ impl BuildContext {
                     });
                 }
             };
-            // A name that is not UTF-8 can still be matched (Go would see U+FFFD too) and be
-            // ignored; only yielding it is an error.
-            let (name, valid) = match name.to_str() {
-                Some(name) => (name.to_owned(), dir_valid),
-                None => (name.to_string_lossy().into_owned(), false),
-            };
+            // A name that is not UTF-8 is matched as Go sees it (with U+FFFD) and copied
+            // with its bytes, from `path`, as Docker sends it.
+            let name = name.to_string_lossy().into_owned();
             let rel = if dir_rel.is_empty() {
                 name
             } else {
@@ -417,6 +416,7 @@ impl BuildContext {
             let is_dir = metadata.is_dir();
             let below = |excluded| Below {
                 rel: rel.clone(),
+                path: path.clone(),
                 info: child_info,
                 excluded,
             };
@@ -430,7 +430,7 @@ impl BuildContext {
                         metadata,
                         withheld: false,
                     };
-                    own.push((entry, valid, Some(below)));
+                    own.push((entry, Some(below)));
                 }
                 continue;
             }
@@ -443,25 +443,25 @@ impl BuildContext {
                 metadata,
                 withheld,
             };
-            own.push((entry, valid, below));
+            own.push((entry, below));
         }
         let walked: Vec<Result<Vec<Vec<ContextEntry>>>> = own
             .par_iter()
-            .map(|(_, valid, below)| {
+            .map(|(_, below)| {
                 let mut segments = Vec::new();
                 if let Some(b) = below {
-                    self.walk_dir(&b.rel, *valid, &b.info, b.excluded, &mut segments)?;
+                    self.walk_dir(&b.rel, &b.path, &b.info, b.excluded, &mut segments)?;
                 }
                 Ok(segments)
             })
             .collect();
         let mut current: Vec<ContextEntry> = Vec::new();
-        for ((entry, valid, below), below_entries) in own.into_iter().zip(walked) {
+        for ((entry, below), below_entries) in own.into_iter().zip(walked) {
             let below_entries = below_entries?;
             let kept_below = below_entries.iter().any(|s| !s.is_empty());
             // An excluded directory shows only as the parent of something kept below it.
             if kept_below || !below.as_ref().is_some_and(|b| b.excluded) {
-                push_entry(&mut current, entry, valid)?;
+                current.push(entry);
             }
             if kept_below {
                 out.push(std::mem::take(&mut current));
@@ -574,21 +574,10 @@ pub fn context_from_tar<R: Read>(tar: R, into: &Path) -> Result<()> {
 /// What a walk does below a directory entry.
 struct Below {
     rel: String,
+    path: PathBuf,
     info: MatchInfo,
     /// The directory itself is excluded; it is walked for re-included entries only.
     excluded: bool,
-}
-
-/// Appends a walked entry, refusing a name that is not UTF-8.
-fn push_entry(out: &mut Vec<ContextEntry>, entry: ContextEntry, valid: bool) -> Result<()> {
-    if !valid {
-        return Err(Error::Context {
-            path: entry.path,
-            reason: "file name is not valid UTF-8".to_owned(),
-        });
-    }
-    out.push(entry);
-    Ok(())
 }
 
 /// A directory's entry names, sorted by bytes (Go's `WalkDir` order).
@@ -1282,7 +1271,7 @@ secret/
     }
 
     #[test]
-    fn non_utf8_names_are_fine_when_ignored() {
+    fn non_utf8_names_are_walked_with_their_bytes() {
         let tmp = tempfile::tempdir().unwrap();
         tree(
             tmp.path(),
@@ -1293,8 +1282,9 @@ secret/
         let context = BuildContext::open(tmp.path(), None).unwrap();
         assert_eq!(rels(&context.walk("").unwrap()), [".dockerignore", "ok"]);
         fs::write(tmp.path().join(odd), "").unwrap();
-        let err = context.walk("").unwrap_err();
-        assert!(err.to_string().contains("not valid UTF-8"), "{err}");
+        let entries = context.walk("").unwrap();
+        let odd_entry = entries.iter().find(|e| e.rel == "bad\u{fffd}name").unwrap();
+        assert_eq!(odd_entry.path, tmp.path().canonicalize().unwrap().join(odd));
     }
 
     #[test]

@@ -13,6 +13,8 @@ use crate::context::BuildContext;
 use crate::error::{Error, Result};
 use crate::users::Owner;
 
+mod sources;
+
 /// Where COPY reads from: the build context (with .dockerignore) or another stage's rootfs.
 #[derive(Debug, Clone, Copy)]
 pub enum SourceRoot<'a> {
@@ -193,8 +195,45 @@ struct Planned {
     src: PathBuf,
     meta: Metadata,
     archive: bool,
+    /// `dest` as bytes when a name in it is not UTF-8 (`dest` has U+FFFD there): what the
+    /// layer holds, as Docker copies such names.
+    raw: Option<PathBuf>,
     /// A context file BuildKit sends without its content: written empty.
     empty: bool,
+}
+
+impl Planned {
+    /// The path the layer entry gets.
+    fn name(&self) -> &Path {
+        self.raw.as_deref().unwrap_or(Path::new(&self.dest))
+    }
+}
+
+/// An entry below a directory source: its path below it (with U+FFFD for bytes that are not
+/// UTF-8, and then `raw` with the bytes), where it is, and its lstat.
+struct Below {
+    sub: String,
+    raw: Option<PathBuf>,
+    path: PathBuf,
+    meta: Metadata,
+    /// Its content is withheld ([`BuildContext::withholds`]): written empty.
+    withheld: bool,
+}
+
+impl Below {
+    fn new(sub: &Path, path: PathBuf, meta: Metadata, withheld: bool) -> Below {
+        let (sub, raw) = match sub.to_str() {
+            Some(s) => (s.to_owned(), None),
+            None => (sub.to_string_lossy().into_owned(), Some(sub.to_path_buf())),
+        };
+        Below {
+            sub,
+            raw,
+            path,
+            meta,
+            withheld,
+        }
+    }
 }
 
 impl SourceRoot<'_> {
@@ -205,7 +244,6 @@ impl SourceRoot<'_> {
         }
     }
 
-    /// Whether `rel` is left out of the context (a stage's files are all there).
     fn ignored(&self, rel: &str) -> Result<bool> {
         match self {
             SourceRoot::Context(c) => Ok(!c.is_sent(rel)?),
@@ -213,14 +251,24 @@ impl SourceRoot<'_> {
         }
     }
 
-    /// The context-relative paths matching a (possibly wildcard) source.
+    /// The context-relative paths matching a (possibly wildcard) source, in order.
+    ///
+    /// As BuildKit's ResolveWildcards: the directories before the first wildcard must exist
+    /// (its walk of them fails otherwise); below them only what exists and is not ignored
+    /// matches, so a plain file where a directory is wanted simply does not, and a wildcard
+    /// may match nothing.
     fn expand(&self, src: &str) -> Result<Vec<String>> {
         let parts = clean(src);
         if !has_wildcard(src) {
             return Ok(vec![parts.join("/")]);
         }
-        let mut found = vec![String::new()];
-        for part in &parts {
+        let literal = parts.iter().take_while(|p| !has_wildcard(p)).count();
+        let prefix = parts[..literal].join("/");
+        if !prefix.is_empty() && !self.exists(&prefix)? {
+            return Err(self.not_found(&prefix));
+        }
+        let mut found = vec![prefix];
+        for part in &parts[literal..] {
             let pat: Vec<char> = part.chars().collect();
             let mut next = Vec::new();
             for base in &found {
@@ -247,26 +295,44 @@ impl SourceRoot<'_> {
             }
             found = next;
         }
-        Ok(found)
+        let mut out = Vec::with_capacity(found.len());
+        for rel in found {
+            if self.exists(&rel)? && !self.ignored(&rel)? {
+                out.push(rel);
+            }
+        }
+        Ok(out)
     }
 
-    /// Everything below the directory `rel`, sorted, ignored entries left out; each with
-    /// whether its content is withheld ([`BuildContext::withholds`]).
-    fn below(&self, rel: &str, real: &Path) -> Result<Vec<(String, PathBuf, Metadata, bool)>> {
+    /// Whether `rel` names something (a dangling symlink too), its parents' symlinks followed.
+    fn exists(&self, rel: &str) -> Result<bool> {
+        let real = resolve_in_root(self.root(), rel, false)?;
+        Ok(real.symlink_metadata().is_ok())
+    }
+
+    fn not_found(&self, rel: &str) -> Error {
+        err(format!(
+            "{}: not found{}",
+            if rel.is_empty() { "." } else { rel },
+            match self {
+                SourceRoot::Context(_) => " in the build context",
+                SourceRoot::Dir(_) => " in the stage",
+            }
+        ))
+    }
+
+    /// Everything below the directory `rel`, sorted, ignored entries left out.
+    fn below(&self, rel: &str, real: &Path) -> Result<Vec<Below>> {
         match self {
             SourceRoot::Context(c) => {
                 // Entries are named by the real path, which differs when `rel` is a symlink.
-                let base = c.resolve_rel(rel)?;
+                let base = c.resolve(rel)?;
                 Ok(c.walk(rel)?
                     .into_iter()
                     .filter_map(|e| {
-                        let sub = e
-                            .rel
-                            .strip_prefix(base.as_str())
-                            .unwrap_or(&e.rel)
-                            .trim_start_matches('/')
-                            .to_owned();
-                        (!sub.is_empty()).then_some((sub, e.path, e.metadata, e.withheld))
+                        let sub = e.path.strip_prefix(&base).ok()?.to_path_buf();
+                        (!sub.as_os_str().is_empty())
+                            .then(|| Below::new(&sub, e.path, e.metadata, e.withheld))
                     })
                     .collect())
             }
@@ -279,13 +345,8 @@ impl SourceRoot<'_> {
                         .path()
                         .symlink_metadata()
                         .map_err(io_err("stat", e.path()))?;
-                    let sub = e
-                        .path()
-                        .strip_prefix(real)
-                        .unwrap_or(e.path())
-                        .to_string_lossy()
-                        .into_owned();
-                    out.push((sub, e.path().to_path_buf(), meta, false));
+                    let sub = e.path().strip_prefix(real).unwrap_or(e.path());
+                    out.push(Below::new(sub, e.path().to_path_buf(), meta, false));
                 }
                 Ok(out)
             }
@@ -305,59 +366,10 @@ fn join(base: &str, name: &str) -> String {
     out
 }
 
-/// Applies `--chmod` (octal or symbolic, as chmod(1) reads it) to a mode.
+/// Applies `--chmod` (octal, or symbolic as BuildKit reads it) to a mode.
 pub fn apply_chmod(spec: &str, mode: u32, is_dir: bool) -> Result<u32> {
-    if spec.bytes().all(|b| (b'0'..=b'7').contains(&b)) && !spec.is_empty() {
-        return u32::from_str_radix(spec, 8).map_err(|_| err(format!("invalid --chmod {spec:?}")));
-    }
-    let mut m = mode & 0o7777;
-    for clause in spec.split(',') {
-        let who_end = clause
-            .find(['+', '-', '='])
-            .ok_or_else(|| err(format!("invalid --chmod {spec:?}")))?;
-        let who = &clause[..who_end];
-        let mask = if who.is_empty() || who.contains('a') {
-            0o7777
-        } else {
-            let mut k = 0;
-            for c in who.chars() {
-                k |= match c {
-                    'u' => 0o4700,
-                    'g' => 0o2070,
-                    'o' => 0o1007,
-                    _ => return Err(err(format!("invalid --chmod {spec:?}"))),
-                };
-            }
-            k
-        };
-        let mut rest = &clause[who_end..];
-        while let Some(op) = rest.chars().next() {
-            let perms_end = rest[1..]
-                .find(['+', '-', '='])
-                .map_or(rest.len(), |i| i + 1);
-            let mut bits = 0;
-            for c in rest[1..perms_end].chars() {
-                bits |= match c {
-                    'r' => 0o444,
-                    'w' => 0o222,
-                    'x' => 0o111,
-                    'X' if is_dir || m & 0o111 != 0 => 0o111,
-                    'X' => 0,
-                    's' => 0o6000,
-                    't' => 0o1000,
-                    _ => return Err(err(format!("invalid --chmod {spec:?}"))),
-                };
-            }
-            let bits = bits & mask;
-            match op {
-                '+' => m |= bits,
-                '-' => m &= !bits,
-                _ => m = (m & !mask) | bits,
-            }
-            rest = &rest[perms_end..];
-        }
-    }
-    Ok(m)
+    let m = cairn_parser::chmod::Mode::parse(spec).map_err(|e| err(e.to_string()))?;
+    Ok(m.apply(mode, is_dir))
 }
 
 /// The stage's filesystem as COPY's destination rules see it: its directories and symlinks.
@@ -474,42 +486,21 @@ pub fn plan_copy<'r>(
     let dest_top = dest_rel.clone();
     let mut top_is_parent = false;
 
-    // Expand every source first: a missing one fails the step before anything is written.
-    let mut expanded: Vec<(String, bool)> = Vec::new();
-    // The paths in the source root among them, kept apart so a heredoc or download of the
-    // same name is never mistaken for one.
-    let mut paths: Vec<String> = Vec::new();
+    // BuildKit copies each source on its own, in order (heredocs after the paths), to the
+    // destination as written: where each lands depends on what the ones before it made.
+    let mut dest = sources::Dest::new(
+        dest_rel.clone(),
+        format!("/{}", clean(&dest_abs).join("/")),
+        trailing || dest_exists_dir || req.parents,
+    );
     let mut planned: Vec<Planned> = Vec::new();
     let mut contents: Vec<(String, &[u8])> = Vec::new();
     let mut files: Vec<(String, &Path, i64)> = Vec::new();
-    for src in &req.sources {
-        match src {
-            CopySource::Content { name, .. } | CopySource::File { name, .. } => {
-                expanded.push((name.clone(), false))
-            }
-            CopySource::Path(p) => {
-                let matches = from.expand(p)?;
-                if matches.is_empty() {
-                    return Err(err(format!(
-                        "no source files were specified: {p:?} matches nothing"
-                    )));
-                }
-                let wild = has_wildcard(p);
-                for m in matches {
-                    paths.push(m.clone());
-                    expanded.push((m, wild));
-                }
-            }
-        }
-    }
-    let many = expanded.len() > 1 || expanded.iter().any(|(_, wild)| *wild);
-    let into_dir = trailing || dest_exists_dir || many;
-    if many && !trailing && !dest_exists_dir {
-        return Err(err(format!(
-            "with more than one source file, the destination must be a directory and end with a /: {}",
-            req.dest
-        )));
-    }
+    // Whether any source named something: with none (wildcards that matched nothing) the
+    // step changes nothing, not even the destination's directories.
+    let mut any = false;
+    // The directories --parents has planned above its matches.
+    let mut parent_dirs = std::collections::HashSet::new();
     let exclude =
         crate::ignore::Matcher::new(&req.excludes).map_err(|e| err(format!("--exclude: {e}")))?;
     let excluded = |path: &str| -> Result<bool> {
@@ -520,148 +511,187 @@ pub fn plan_copy<'r>(
             .excluded(path)
             .map_err(|e| err(format!("--exclude: {e}")))
     };
-    let target_for = |name: &str| -> Result<String> {
-        if !into_dir {
-            Ok(dest_rel.clone())
-        } else if name.is_empty() {
-            Err(err(format!(
-                "the source gives no file name: name the file in the destination, not {}",
-                req.dest
-            )))
-        } else {
-            Ok(join(&dest_rel, name))
-        }
-    };
     for src in &req.sources {
-        match src {
-            CopySource::Content { name, data } => contents.push((target_for(name)?, data)),
+        let p = match src {
+            CopySource::Content { .. } => continue,
             CopySource::File { name, path, mtime } => {
-                files.push((target_for(name)?, path, *mtime));
-            }
-            CopySource::Path(_) => {}
-        }
-    }
-    for rel in &paths {
-        // Both the name given and the path it resolves to must be kept by .dockerignore.
-        let resolved_ignored = match from {
-            SourceRoot::Context(c) if !rel.is_empty() => !c.is_sent(&c.resolve_rel(rel)?)?,
-            _ => false,
-        };
-        if !rel.is_empty() && (from.ignored(rel)? || resolved_ignored) {
-            return Err(err(format!("{rel}: excluded by .dockerignore")));
-        }
-        let real = resolve_in_root(from.root(), rel, true)?;
-        let meta = real.metadata().map_err(|_| {
-            err(format!(
-                "{}: not found{}",
-                if rel.is_empty() { "." } else { rel },
-                match from {
-                    SourceRoot::Context(_) => " in the build context",
-                    SourceRoot::Dir(_) => " in the stage",
+                any = true;
+                let (target, replaces) = dest.file(name)?;
+                if replaces {
+                    drop_target(&target, &mut planned, &mut contents, &mut files);
                 }
-            ))
-        })?;
-        if excluded(rel)? {
-            continue;
-        }
-        // With --parents a source keeps its directories under the destination.
-        let base = if req.parents && !rel.is_empty() {
-            let mut at = String::new();
-            let dirs: Vec<&str> = rel.split('/').collect();
-            for d in &dirs[..dirs.len() - 1] {
-                at = join(&at, d);
-                let real_dir = resolve_in_root(from.root(), &at, true)?;
-                let m = real_dir.metadata().map_err(io_err("stat", &real_dir))?;
-                planned.push(Planned {
-                    dest: join(&dest_rel, &at),
-                    src: real_dir,
-                    meta: m,
-                    archive: false,
-                    empty: false,
-                });
+                files.push((target, path, *mtime));
+                continue;
             }
-            if meta.is_dir() {
-                join(&dest_rel, rel)
-            } else {
-                join(&dest_rel, &at)
-            }
+            CopySource::Path(p) => p,
+        };
+        let matches = if req.parents {
+            let (matches, pivot_found) = sources::expand_parents(&from, p)?;
+            any |= pivot_found;
+            matches
         } else {
-            dest_rel.clone()
+            from.expand(p)?
+                .into_iter()
+                .map(|rel| sources::Kept {
+                    rel,
+                    pivot: String::new(),
+                })
+                .collect()
         };
-        if meta.is_dir() {
-            // A directory source copies its contents. BuildKit makes a missing destination
-            // with the parents (MkdirAll) before copying, and copies the source's metadata
-            // onto a directory only when the copy itself made it: so the destination is made
-            // as a parent is, and one the image has keeps its own. Both are written with
-            // the parents.
-            let dest_rel = base;
-            let kept = dest_rel == dest_top;
-            top_is_parent |= kept;
-            if req.parents && !dest_rel.is_empty() && !kept {
-                planned.push(Planned {
-                    dest: dest_rel.clone(),
-                    src: real.clone(),
-                    meta: meta.clone(),
-                    archive: false,
-                    empty: false,
-                });
+        for m in &matches {
+            any = true;
+            let rel = m.rel.as_str();
+            // Both the name given and the path it resolves to must be kept by .dockerignore.
+            let resolved_ignored = match from {
+                SourceRoot::Context(c) if !rel.is_empty() => !c.is_sent(&c.resolve_rel(rel)?)?,
+                _ => false,
+            };
+            if !rel.is_empty() && (from.ignored(rel)? || resolved_ignored) {
+                return Err(err(format!("{rel}: excluded by .dockerignore")));
             }
-            let below = from.below(rel, &real)?;
-            planned.reserve(below.len() + 1);
-            for (sub, path, m, empty) in below {
-                if excluded(&sub)? {
-                    continue;
-                }
-                planned.push(Planned {
-                    dest: join(&dest_rel, &sub),
-                    src: path,
-                    meta: m,
-                    archive: false,
-                    empty,
-                });
+            let real = resolve_in_root(from.root(), rel, true)?;
+            let meta = real.metadata().map_err(|_| from.not_found(rel))?;
+            if excluded(rel)? {
+                continue;
             }
-            if !dest_rel.is_empty() && !kept {
-                planned.insert(
-                    0,
-                    Planned {
-                        dest: dest_rel.clone(),
-                        src: real.clone(),
-                        meta,
+            // With --parents a source keeps its directories below the pivot.
+            let base = if req.parents {
+                let kept = m.kept();
+                let mut at = String::new();
+                let dirs: Vec<&str> = kept.split('/').filter(|d| !d.is_empty()).collect();
+                for d in &dirs[..dirs.len().saturating_sub(1)] {
+                    at = join(&at, d);
+                    let dest_at = join(&dest_rel, &at);
+                    if !parent_dirs.insert(dest_at.clone()) {
+                        continue;
+                    }
+                    let real_dir = resolve_in_root(from.root(), &join(&m.pivot, &at), true)?;
+                    let md = real_dir.metadata().map_err(io_err("stat", &real_dir))?;
+                    planned.push(Planned {
+                        dest: dest_at,
+                        src: real_dir,
+                        meta: md,
                         archive: false,
+                        raw: None,
                         empty: false,
-                    },
-                );
-            }
-        } else {
-            let name = rel.rsplit('/').next().unwrap_or(rel).to_owned();
-            let target = if into_dir || req.parents {
-                join(&base, &name)
+                    });
+                }
+                if meta.is_dir() {
+                    join(&dest_rel, kept)
+                } else {
+                    join(&dest_rel, &at)
+                }
             } else {
                 dest_rel.clone()
             };
-            let empty = match from {
-                SourceRoot::Context(c) => meta.is_file() && c.withholds(&c.resolve_rel(rel)?),
-                SourceRoot::Dir(_) => false,
-            };
-            if req.unpack_archives && !empty && is_archive(&real)? {
+            if meta.is_dir() {
+                dest.dir()?;
+                // A directory source copies its contents. BuildKit makes a missing
+                // destination with the parents (MkdirAll) before copying, and copies the
+                // source's metadata onto a directory only when the copy itself made it: so
+                // the destination is made as a parent is, and one the image has keeps its
+                // own. Both are written with the parents.
+                let dest_rel = base;
+                let is_top = dest_rel == dest_top;
+                top_is_parent |= is_top;
+                if req.parents && !dest_rel.is_empty() && !is_top {
+                    planned.push(Planned {
+                        dest: dest_rel.clone(),
+                        src: real.clone(),
+                        meta: meta.clone(),
+                        archive: false,
+                        raw: None,
+                        empty: false,
+                    });
+                }
+                let below = from.below(rel, &real)?;
+                planned.reserve(below.len() + 1);
+                for b in below {
+                    if excluded(&b.sub)? {
+                        continue;
+                    }
+                    planned.push(Planned {
+                        dest: join(&dest_rel, &b.sub),
+                        src: b.path,
+                        meta: b.meta,
+                        archive: false,
+                        raw: b.raw.map(|r| Path::new(&dest_rel).join(r)),
+                        empty: b.withheld,
+                    });
+                }
+                if !dest_rel.is_empty() && !is_top {
+                    planned.insert(
+                        0,
+                        Planned {
+                            dest: dest_rel.clone(),
+                            src: real.clone(),
+                            meta,
+                            archive: false,
+                            raw: None,
+                            empty: false,
+                        },
+                    );
+                }
+            } else {
+                let empty = match from {
+                    SourceRoot::Context(c) => meta.is_file() && c.withholds(&c.resolve_rel(rel)?),
+                    SourceRoot::Dir(_) => false,
+                };
+                if req.unpack_archives && !empty && is_archive(&real)? {
+                    dest.dir()?;
+                    planned.push(Planned {
+                        dest: dest_rel.clone(),
+                        src: real,
+                        meta,
+                        archive: true,
+                        raw: None,
+                        empty: false,
+                    });
+                    continue;
+                }
+                let name = rel.rsplit('/').next().unwrap_or(rel);
+                let target = if req.parents {
+                    join(&base, name)
+                } else {
+                    let (target, replaces) = dest.file(name)?;
+                    if replaces {
+                        drop_target(&target, &mut planned, &mut contents, &mut files);
+                    }
+                    target
+                };
                 planned.push(Planned {
-                    dest: dest_rel.clone(),
+                    dest: target,
                     src: real,
                     meta,
-                    archive: true,
-                    empty: false,
+                    archive: false,
+                    raw: None,
+                    empty,
                 });
-                continue;
             }
-            planned.push(Planned {
-                dest: target,
-                src: real,
-                meta,
-                archive: false,
-                empty,
-            });
         }
     }
+    for src in &req.sources {
+        if let CopySource::Content { name, data } = src {
+            any = true;
+            let (target, replaces) = dest.file(name)?;
+            if replaces {
+                drop_target(&target, &mut planned, &mut contents, &mut files);
+            }
+            contents.push((target, data));
+        }
+    }
+    // Several --parents matches share directories: each is written once, first.
+    let mut seen_dirs = std::collections::HashSet::new();
+    planned.retain(|p| p.archive || !p.meta.is_dir() || seen_dirs.insert(p.dest.clone()));
+    if !any {
+        return Ok(CopyPlan {
+            parents: Vec::new(),
+            contents,
+            files,
+            planned,
+        });
+    }
+    let into_dir = dest.is_dir();
 
     // The destination's parents: missing ones are made owned by the --chown user;
     // existing ones are written as they are (the root never: no layer names it).
@@ -798,7 +828,7 @@ impl CopyPlan<'_> {
                 Some(spec) => apply_chmod(spec, src_mode, ft.is_dir())?,
                 None => src_mode,
             };
-            key.field("entry", &p.dest);
+            key.field("entry", p.name().as_os_str().as_encoded_bytes());
             // Without --chmod, group and other write bits are left out: they are what a
             // checkout's umask decides (022 or 002), and the same checkout should hit.
             let keyed_mode = if req.chmod.is_some() {
@@ -824,6 +854,18 @@ impl CopyPlan<'_> {
         }
         Ok(())
     }
+}
+
+/// Forgets what earlier sources planned at `target`, which a later one replaces.
+fn drop_target(
+    target: &str,
+    planned: &mut Vec<Planned>,
+    contents: &mut Vec<(String, &[u8])>,
+    files: &mut Vec<(String, &Path, i64)>,
+) {
+    planned.retain(|p| p.dest != target);
+    contents.retain(|(t, _)| t != target);
+    files.retain(|(t, _, _)| t != target);
 }
 
 fn write_plan(
@@ -864,7 +906,7 @@ fn write_plan(
                 ..*meta
             },
         };
-        append_dir(&mut tar, &mut written, parent.path(), meta)?;
+        append_dir(&mut tar, &mut written, parent.path(), None, meta)?;
     }
     for (target, data) in contents {
         let mode = match &req.chmod {
@@ -878,7 +920,7 @@ fn write_plan(
             mtime(now),
             data.len() as u64,
         );
-        append(&mut tar, &mut h, &target, data)?;
+        append(&mut tar, &mut h, Path::new(&target), data)?;
     }
     for (target, path, t) in files {
         let mode = match &req.chmod {
@@ -888,7 +930,7 @@ fn write_plan(
         let f = std::fs::File::open(path).map_err(io_err("open", path))?;
         let size = f.metadata().map_err(io_err("stat", path))?.len();
         let mut h = header(tar::EntryType::Regular, mode, req.owner, mtime(t), size);
-        append(&mut tar, &mut h, &target, f.take(size))?;
+        append(&mut tar, &mut h, Path::new(&target), f.take(size))?;
     }
     for p in planned {
         if p.archive {
@@ -911,20 +953,20 @@ fn write_plan(
                 gid: req.owner.gid.into(),
                 mtime: t,
             };
-            append_dir(&mut tar, &mut written, &p.dest, meta)?;
+            append_dir(&mut tar, &mut written, &p.dest, p.raw.as_deref(), meta)?;
         } else if ft.is_symlink() {
             let target = std::fs::read_link(&p.src).map_err(io_err("read link", &p.src))?;
             let mut h = header(tar::EntryType::Symlink, 0o777, req.owner, t, 0);
-            tar.append_link(&mut h, &p.dest, &target)
+            tar.append_link(&mut h, p.name(), &target)
                 .map_err(|e| err(format!("failed to write {} to the layer: {e}", p.dest)))?;
         } else if ft.is_file() && p.empty {
             let mut h = header(tar::EntryType::Regular, chmod(false)?, req.owner, t, 0);
-            append(&mut tar, &mut h, &p.dest, std::io::empty())?;
+            append(&mut tar, &mut h, p.name(), std::io::empty())?;
         } else if ft.is_file() {
             let f = std::fs::File::open(&p.src).map_err(io_err("open", &p.src))?;
             let size = p.meta.len();
             let mut h = header(tar::EntryType::Regular, chmod(false)?, req.owner, t, size);
-            append(&mut tar, &mut h, &p.dest, f.take(size))?;
+            append(&mut tar, &mut h, p.name(), f.take(size))?;
         }
         // Sockets, fifos and devices in a context are not copied, as in Docker.
     }
@@ -945,14 +987,18 @@ fn header(kind: tar::EntryType, mode: u32, owner: Owner, mtime: u64, size: u64) 
 }
 
 /// A directory entry, remembered in `written` for the stage's view.
+/// `raw` is the name's bytes when they are not UTF-8 (`path` has U+FFFD there).
 fn append_dir<W: Write>(
     tar: &mut tar::Builder<W>,
     written: &mut BTreeMap<String, DirMeta>,
     path: &str,
+    raw: Option<&Path>,
     meta: DirMeta,
 ) -> Result<()> {
     let mut h = dir_header(&meta);
-    append(tar, &mut h, &format!("{path}/"), std::io::empty())?;
+    let mut name = raw.unwrap_or(Path::new(path)).as_os_str().to_owned();
+    name.push("/");
+    append(tar, &mut h, Path::new(&name), std::io::empty())?;
     written.insert(path.to_owned(), meta);
     Ok(())
 }
@@ -969,14 +1015,19 @@ pub(crate) fn dir_header(meta: &DirMeta) -> tar::Header {
     h
 }
 
+/// Appends an entry; `path`'s bytes are the name, whether UTF-8 or not.
 fn append<W: Write>(
     tar: &mut tar::Builder<W>,
     h: &mut tar::Header,
-    path: &str,
+    path: &Path,
     data: impl Read,
 ) -> Result<()> {
-    tar.append_data(h, path, data)
-        .map_err(|e| err(format!("failed to write {path} to the layer: {e}")))
+    tar.append_data(h, path, data).map_err(|e| {
+        err(format!(
+            "failed to write {} to the layer: {e}",
+            path.display()
+        ))
+    })
 }
 
 /// A local file's bytes, decompressed when it is gzip, bzip2, xz or zstd (sniffed from its

@@ -596,8 +596,8 @@ fn sources_and_dest(node: &Node) -> Result<(Vec<Source>, String), ParseError> {
     Ok((sources, dest.clone()))
 }
 
-/// `--chmod`: octal (`755`, `0644`) or symbolic (`u+x,go-w`); values with variables are left
-/// to the builder.
+/// `--chmod`: octal (`755`, `0644`) or symbolic (`u+x,go-w`, `go=u`, `a=rX`), read as
+/// BuildKit reads it ([`crate::chmod::Mode`]); values with variables are left to the builder.
 fn check_chmod(f: &Flags) -> Result<(), ParseError> {
     let Some(v) = f.get("chmod") else {
         return Ok(());
@@ -606,31 +606,15 @@ fn check_chmod(f: &Flags) -> Result<(), ParseError> {
     if s.contains('$') {
         return Ok(());
     }
-    let octal = !s.is_empty() && s.len() <= 4 && s.bytes().all(|b| (b'0'..=b'7').contains(&b));
-    let symbolic = !s.is_empty()
-        && s.split(',').all(|clause| {
-            let who = clause.trim_start_matches(['u', 'g', 'o', 'a']);
-            let mut rest = who;
-            let mut ops = 0;
-            while let Some(r) = rest.strip_prefix(['+', '-', '=']) {
-                rest = r.trim_start_matches(['r', 'w', 'x', 'X', 's', 't']);
-                ops += 1;
-            }
-            ops > 0 && rest.is_empty()
-        });
-    if octal || symbolic {
-        Ok(())
-    } else {
-        Err(ParseError::new(
+    crate::chmod::Mode::parse(s).map(|_| ()).map_err(|e| {
+        ParseError::new(
             ErrorKind::FlagValue {
                 flag: "chmod".into(),
-                message: format!(
-                    "{s:?} is neither an octal mode (0755) nor a symbolic one (u+x,go-w)"
-                ),
+                message: e.to_string(),
             },
             v.span,
-        ))
-    }
+        )
+    })
 }
 
 /// `--checksum=ALGO:HEX` for ADD (sha256, sha384 or sha512), unless it holds variables.

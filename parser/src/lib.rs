@@ -8,6 +8,7 @@
 //! links the stages. [`expand`] is the shell-word expansion the builder applies at dispatch
 //! time with each stage's environment.
 
+pub mod chmod;
 pub mod directive;
 mod duration;
 pub mod error;

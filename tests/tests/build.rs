@@ -232,8 +232,8 @@ fn errors_point_at_the_dockerfile_line() {
             "Dockerfile:2:1: RUN process \"/bin/sh -c echo hi\" could not run: exec /bin/sh: No such file or directory",
         ),
         (
-            "FROM scratch\nCOPY a.txt b.txt /dst\n",
-            "the destination must be a directory and end with a /",
+            "FROM scratch\nCOPY a.txt . /dst\n",
+            "cannot copy to non-directory: /dst",
         ),
         (
             "FROM scratch\nCOPY ignored.txt /\n",
