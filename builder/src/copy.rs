@@ -75,7 +75,7 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> E
 }
 
 /// Lexically cleans a path into its components, `..` clamped at the root.
-fn clean(path: &str) -> Vec<String> {
+pub(crate) fn clean(path: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for c in Path::new(path).components() {
         match c {
@@ -289,7 +289,7 @@ impl SourceRoot<'_> {
     }
 }
 
-fn join(base: &str, name: &str) -> String {
+pub(crate) fn join(base: &str, name: &str) -> String {
     if base.is_empty() {
         return name.to_owned();
     }
@@ -412,6 +412,15 @@ pub struct CopyPlan<'r> {
     contents: Vec<(String, &'r [u8])>,
     files: Vec<(String, &'r Path, i64)>,
     planned: Vec<Planned>,
+    /// What the step writes besides the plan's own entries.
+    extra: Extra,
+}
+
+/// What a plan carries for its archives.
+#[derive(Debug, Default)]
+struct Extra {
+    /// ADD: where archives are extracted, as the image has it.
+    archive_root: Option<crate::add_archive::ArchiveRoot>,
 }
 
 /// A directory above what a COPY writes, which its layer holds as BuildKit's does: its
@@ -683,11 +692,20 @@ pub fn plan_copy<'r>(
     {
         *touched = true;
     }
+    let archive_root = planned
+        .iter()
+        .any(|p| p.archive)
+        .then(|| crate::add_archive::ArchiveRoot {
+            view: image.tree.below(&dest_rel),
+            exists: image.is_dir(&dest_rel),
+            dest: dest_rel.clone(),
+        });
     Ok(CopyPlan {
         parents,
         contents,
         files,
         planned,
+        extra: Extra { archive_root },
     })
 }
 
@@ -703,8 +721,9 @@ impl CopyPlan<'_> {
             contents,
             files,
             planned,
+            extra,
         } = self;
-        write_plan(req, parents, contents, files, planned, out)
+        write_plan(req, parents, contents, files, planned, extra, out)
     }
 
     /// The bytes of the regular files, archives and downloads it will read: what a progress
@@ -816,8 +835,10 @@ fn write_plan(
     contents: Vec<(String, &[u8])>,
     files: Vec<(String, &Path, i64)>,
     planned: Vec<Planned>,
+    extra: Extra,
     out: &mut dyn Write,
 ) -> Result<BTreeMap<String, DirMeta>> {
+    let Extra { mut archive_root } = extra;
     let mut tar = tar::Builder::new(out);
     let mtime = |t: i64| req.clamp_mtime.map_or(t, |c| t.min(c)).max(0) as u64;
     let now = req
@@ -876,9 +897,19 @@ fn write_plan(
     }
     for p in planned {
         if p.archive {
-            append_archive(&mut tar, &p.src, &p.dest, req, &mut |path, meta| {
-                written.insert(path, meta);
-            })?;
+            let root = archive_root
+                .as_mut()
+                .ok_or_else(|| err("an archive planned without its destination"))?;
+            let reader = open_archive(&p.src)?;
+            crate::add_archive::append_archive(
+                &mut tar,
+                reader,
+                &p.src,
+                root,
+                req,
+                mtime(now),
+                &mut written,
+            )?;
             continue;
         }
         let ft = p.meta.file_type();
@@ -926,7 +957,7 @@ fn header(kind: tar::EntryType, mode: u32, owner: Owner, mtime: u64, size: u64) 
 }
 
 /// A directory entry, remembered in `written` for the stage's view.
-fn append_dir<W: Write>(
+pub(crate) fn append_dir<W: Write>(
     tar: &mut tar::Builder<W>,
     written: &mut BTreeMap<String, DirMeta>,
     path: &str,
@@ -993,69 +1024,4 @@ fn is_archive(path: &Path) -> Result<bool> {
         }
     }
     Ok(filled == block.len() && &block[257..262] == b"ustar")
-}
-
-/// ADD of a local archive: its entries go under the destination directory, as Docker
-/// extracts them, with their owners unless --chown gives one.
-fn append_archive<W: Write>(
-    tar: &mut tar::Builder<W>,
-    path: &Path,
-    dest_rel: &str,
-    req: &CopyRequest,
-    dirs: &mut dyn FnMut(String, DirMeta),
-) -> Result<()> {
-    let mut archive = tar::Archive::new(open_archive(path)?);
-    let bad = |e: std::io::Error| err(format!("failed to read archive {}: {e}", path.display()));
-    for entry in archive.entries().map_err(bad)? {
-        let mut entry = entry.map_err(bad)?;
-        let name = entry.path().map_err(bad)?.to_string_lossy().into_owned();
-        let rel = clean(&name).join("/");
-        if rel.is_empty() {
-            continue;
-        }
-        let mut h = entry.header().clone();
-        if req.owner != (Owner { uid: 0, gid: 0 }) {
-            h.set_uid(req.owner.uid.into());
-            h.set_gid(req.owner.gid.into());
-        }
-        if let Some(c) = req.clamp_mtime {
-            h.set_mtime(h.mtime().unwrap_or(0).min(c.max(0) as u64));
-        }
-        let target = join(dest_rel, &rel);
-        let kind = h.entry_type();
-        if kind.is_symlink() || kind.is_hard_link() {
-            let link = entry
-                .link_name()
-                .map_err(bad)?
-                .map(|l| l.into_owned())
-                .unwrap_or_default();
-            let link = if kind.is_hard_link() {
-                PathBuf::from(join(dest_rel, &clean(&link.to_string_lossy()).join("/")))
-            } else {
-                link
-            };
-            tar.append_link(&mut h, &target, &link)
-                .map_err(|e| err(format!("failed to write {target} to the layer: {e}")))?;
-        } else if kind.is_dir() || kind.is_file() {
-            if kind.is_dir() {
-                dirs(
-                    target.clone(),
-                    DirMeta {
-                        mode: h.mode().map_err(bad)? & 0o7777,
-                        uid: h.uid().map_err(bad)?,
-                        gid: h.gid().map_err(bad)?,
-                        mtime: h.mtime().map_err(bad)?,
-                    },
-                );
-            }
-            let path = if kind.is_dir() {
-                format!("{target}/")
-            } else {
-                target.clone()
-            };
-            tar.append_data(&mut h, &path, &mut entry)
-                .map_err(|e| err(format!("failed to write {target} to the layer: {e}")))?;
-        }
-    }
-    Ok(())
 }

@@ -3,6 +3,7 @@
 //! ([`build`]), RUN in its sandbox ([`sandbox`]), the build cache ([`cache`]) and outputs
 //! ([`output`]).
 
+mod add_archive;
 pub mod build;
 pub mod cache;
 pub mod container;

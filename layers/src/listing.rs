@@ -188,6 +188,28 @@ impl TreeView {
         self.dirs.insert(path.to_owned(), meta);
     }
 
+    /// What lies below the directory `rel` (already resolved), named relative to it: the
+    /// view a process chrooted there would have (ADD extracts an archive that way).
+    pub fn below(&self, rel: &str) -> TreeView {
+        if rel.is_empty() {
+            return self.clone();
+        }
+        let (from, to) = (format!("{rel}/"), format!("{rel}0"));
+        let strip = |k: &String| k[from.len()..].to_owned();
+        TreeView {
+            dirs: self
+                .dirs
+                .range(from.clone()..to.clone())
+                .map(|(k, v)| (strip(k), *v))
+                .collect(),
+            links: self
+                .links
+                .range(from.clone()..to)
+                .map(|(k, v)| (strip(k), v.clone()))
+                .collect(),
+        }
+    }
+
     /// Drops what lies below `path` (and `path` itself when `and_self`).
     fn remove_below(&mut self, path: &str, and_self: bool) {
         if path.is_empty() {
