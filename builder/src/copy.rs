@@ -416,11 +416,14 @@ pub struct CopyPlan<'r> {
     extra: Extra,
 }
 
-/// What a plan carries for its archives.
+/// What a plan carries for its archives and its stage sources.
 #[derive(Debug, Default)]
 struct Extra {
     /// ADD: where archives are extracted, as the image has it.
     archive_root: Option<crate::add_archive::ArchiveRoot>,
+    /// COPY --from without --chown: the sources' owners and xattrs, kept as BuildKit's copy
+    /// keeps them, and their hard links within the copied set.
+    kept: Option<crate::from_meta::SourceMeta>,
 }
 
 /// A directory above what a COPY writes, which its layer holds as BuildKit's does: its
@@ -705,7 +708,10 @@ pub fn plan_copy<'r>(
         contents,
         files,
         planned,
-        extra: Extra { archive_root },
+        extra: Extra {
+            archive_root,
+            kept: None,
+        },
     })
 }
 
@@ -724,6 +730,12 @@ impl CopyPlan<'_> {
             extra,
         } = self;
         write_plan(req, parents, contents, files, planned, extra, out)
+    }
+
+    /// Gives the entries from a stage or image the owners and xattrs `meta` has for them
+    /// (instead of --chown's default, root), and writes their hard links as hard links.
+    pub fn keep_source_meta(&mut self, meta: crate::from_meta::SourceMeta) {
+        self.extra.kept = Some(meta);
     }
 
     /// The bytes of the regular files, archives and downloads it will read: what a progress
@@ -838,8 +850,13 @@ fn write_plan(
     extra: Extra,
     out: &mut dyn Write,
 ) -> Result<BTreeMap<String, DirMeta>> {
-    let Extra { mut archive_root } = extra;
+    let Extra {
+        mut archive_root,
+        kept,
+    } = extra;
     let mut tar = tar::Builder::new(out);
+    // The first destination of each multiply linked source inode, for its other names.
+    let mut links: std::collections::HashMap<(u64, u64), String> = Default::default();
     let mtime = |t: i64| req.clamp_mtime.map_or(t, |c| t.min(c)).max(0) as u64;
     let now = req
         .clamp_mtime
@@ -919,23 +936,62 @@ fn write_plan(
             None => Ok(src_mode),
         };
         let t = mtime(p.meta.mtime());
+        // From a stage or image without --chown: the owner and xattrs its layers give.
+        let source = kept.as_ref().and_then(|k| k.get(&p.src));
+        let owner = match (&kept, source) {
+            (Some(_), Some(e)) => Owner {
+                uid: u32::try_from(e.uid)
+                    .map_err(|_| err(format!("{}: uid out of range", p.dest)))?,
+                gid: u32::try_from(e.gid)
+                    .map_err(|_| err(format!("{}: gid out of range", p.dest)))?,
+            },
+            (Some(_), None) => Owner { uid: 0, gid: 0 },
+            (None, _) => req.owner,
+        };
+        let xattrs = source.map_or(&[][..], |e| &e.xattrs[..]);
+        let pax = |tar: &mut tar::Builder<&mut dyn Write>| -> Result<()> {
+            if xattrs.is_empty() {
+                return Ok(());
+            }
+            tar.append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+                .map_err(|e| err(format!("failed to write {} to the layer: {e}", p.dest)))
+        };
         if ft.is_dir() {
             let meta = DirMeta {
                 mode: chmod(true)?,
-                uid: req.owner.uid.into(),
-                gid: req.owner.gid.into(),
+                uid: owner.uid.into(),
+                gid: owner.gid.into(),
                 mtime: t,
             };
+            pax(&mut tar)?;
             append_dir(&mut tar, &mut written, &p.dest, meta)?;
         } else if ft.is_symlink() {
             let target = std::fs::read_link(&p.src).map_err(io_err("read link", &p.src))?;
-            let mut h = header(tar::EntryType::Symlink, 0o777, req.owner, t, 0);
+            let mut h = header(tar::EntryType::Symlink, 0o777, owner, t, 0);
+            pax(&mut tar)?;
             tar.append_link(&mut h, &p.dest, &target)
                 .map_err(|e| err(format!("failed to write {} to the layer: {e}", p.dest)))?;
         } else if ft.is_file() {
+            // Names of one inode within what a stage source copies stay one inode, as in
+            // BuildKit's copy: the first name holds the data, the others link to it.
+            if kept.is_some() && p.meta.nlink() > 1 {
+                match links.entry((p.meta.dev(), p.meta.ino())) {
+                    std::collections::hash_map::Entry::Occupied(first) => {
+                        let mut h = header(tar::EntryType::Link, chmod(false)?, owner, t, 0);
+                        tar.append_link(&mut h, &p.dest, first.get()).map_err(|e| {
+                            err(format!("failed to write {} to the layer: {e}", p.dest))
+                        })?;
+                        continue;
+                    }
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(p.dest.clone());
+                    }
+                }
+            }
             let f = std::fs::File::open(&p.src).map_err(io_err("open", &p.src))?;
             let size = p.meta.len();
-            let mut h = header(tar::EntryType::Regular, chmod(false)?, req.owner, t, size);
+            let mut h = header(tar::EntryType::Regular, chmod(false)?, owner, t, size);
+            pax(&mut tar)?;
             append(&mut tar, &mut h, &p.dest, f.take(size))?;
         }
         // Sockets, fifos and devices in a context are not copied, as in Docker.

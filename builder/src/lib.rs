@@ -10,6 +10,7 @@ pub mod container;
 pub mod context;
 pub mod copy;
 pub mod error;
+pub mod from_meta;
 pub mod ignore;
 pub mod memo;
 pub mod meta;

@@ -1,4 +1,5 @@
-//! ADD of local archives against what BuildKit gives: an archive extracted as if its
+//! COPY --from and ADD of local archives against what BuildKit gives: a stage's or image's
+//! owners, file capabilities and hard links kept, and an archive extracted as if its
 //! destination were the root (symlinks and `..` confined there, implied directories made).
 #![allow(clippy::unwrap_used)]
 
@@ -152,6 +153,105 @@ impl Archive {
 
     fn write(self, path: &Path) {
         fs::write(path, self.0.into_inner().unwrap()).unwrap();
+    }
+}
+
+/// `cap_net_bind_service+ep` as a VFS_CAP_REVISION_2 `security.capability` value.
+const CAP: &[u8] = &[1, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+/// A context whose `caps.tar` holds a file with a file capability, owned 1000:1000.
+fn caps_context(dockerfile: &str) -> tempfile::TempDir {
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    Archive::new()
+        .raw(
+            "capped",
+            tar::EntryType::Regular,
+            "",
+            0o755,
+            1000,
+            b"#!/bin/sh\n",
+            &[("security.capability", CAP)],
+        )
+        .write(&ctx.path().join("caps.tar"));
+    ctx
+}
+
+/// The stage both COPY --from tests read: a file owned by 1000:1000 with a second hard link
+/// to it, and a file with a capability (from an archive: busybox has no setcap).
+const SOURCE_STAGE: &str = "RUN mkdir -p /opt/app && echo hi > /opt/app/owned \
+     && chown 1000:1000 /opt/app/owned && ln /opt/app/owned /opt/app/linked\n\
+     ADD caps.tar /opt/app/\n";
+
+/// What a COPY --from of that stage's /opt/app to /app must hold, as BuildKit's copy keeps
+/// it: owners (no --chown given), the capability and the hard link within the copied set.
+fn assert_kept(layer: &BTreeMap<String, Entry>, stat: &str) {
+    let capped = &layer["app/capped"];
+    assert_eq!((capped.uid, capped.gid, capped.mode), (1000, 1000, 0o755));
+    assert_eq!(
+        capped.xattrs.get("security.capability").map(Vec::as_slice),
+        Some(CAP),
+        "{layer:?}"
+    );
+    let (linked, owned) = (&layer["app/linked"], &layer["app/owned"]);
+    assert_eq!((linked.uid, linked.gid), (1000, 1000), "{layer:?}");
+    // Written in name order: the first name is the file, the second links to it.
+    assert_eq!(linked.kind, b'0', "{layer:?}");
+    assert_eq!(
+        (owned.kind, owned.link.as_str()),
+        (b'1', "app/linked"),
+        "{layer:?}"
+    );
+    assert_eq!(
+        stat,
+        "/app/owned 1000:1000 2\n/app/linked 1000:1000 2\n/app/capped 1000:1000 1\n"
+    );
+}
+
+#[test]
+fn copy_from_a_stage_keeps_owners_capabilities_and_hard_links() {
+    let s = loaded_busybox();
+    let ctx = caps_context(&format!(
+        "FROM busybox AS src\n{SOURCE_STAGE}\
+         FROM busybox\n\
+         COPY --from=src /opt/app /app\n\
+         RUN stat -c '%n %u:%g %h' /app/owned /app/linked /app/capped > /stat.txt\n"
+    ));
+    let (layers, out) = build(&s, ctx.path(), &[]);
+    let stat = fs::read_to_string(out.path().join("local/stat.txt")).unwrap();
+    // Layers: busybox, the COPY, the RUN.
+    assert_kept(&layers[1], &stat);
+}
+
+#[test]
+fn copy_from_an_image_keeps_owners_capabilities_and_hard_links() {
+    let s = loaded_busybox();
+    let src = caps_context(&format!("FROM busybox\n{SOURCE_STAGE}"));
+    let mut c = s.cmd(&["build", "-q", "-t", "capsrc"]);
+    c.arg(src.path());
+    ok(c);
+    let ctx = caps_context(
+        "FROM busybox\n\
+         COPY --from=capsrc /opt/app /app\n\
+         RUN stat -c '%n %u:%g %h' /app/owned /app/linked /app/capped > /stat.txt\n",
+    );
+    let (layers, out) = build(&s, ctx.path(), &[]);
+    let stat = fs::read_to_string(out.path().join("local/stat.txt")).unwrap();
+    assert_kept(&layers[1], &stat);
+}
+
+#[test]
+fn copy_from_with_chown_still_gives_its_owner() {
+    let s = loaded_busybox();
+    let ctx = caps_context(&format!(
+        "FROM busybox AS src\n{SOURCE_STAGE}\
+         FROM busybox\n\
+         COPY --from=src --chown=2000:2000 /opt/app /app\n"
+    ));
+    let (layers, _out) = build(&s, ctx.path(), &[]);
+    for name in ["app/owned", "app/linked", "app/capped"] {
+        let e = &layers[1][name];
+        assert_eq!((e.uid, e.gid), (2000, 2000), "{name}: {e:?}");
     }
 }
 
