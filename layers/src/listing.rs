@@ -465,4 +465,29 @@ mod tests {
         wrong_tag[MAGIC.len()] = b'?';
         assert!(Listing::from_bytes(&crate::digest::seal(wrong_tag)).is_none());
     }
+
+    #[test]
+    fn below_is_the_view_from_a_directory() {
+        let meta = DirMeta {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        };
+        let mut v = TreeView::default();
+        for d in ["opt", "opt/x", "opt/x/etc", "opt/xy", "usr"] {
+            v.add_dir(d, meta);
+        }
+        v.apply(&Listing(vec![(
+            "opt/x/up".into(),
+            Kind::Symlink("/".into()),
+        )]));
+        let b = v.below("opt/x");
+        // Named from opt/x, nothing beside it (opt/xy) or above it.
+        assert!(b.is_dir("etc") && !b.is_dir("opt") && !b.is_dir("usr"));
+        assert!(!b.is_dir("y"));
+        // Its links resolve with opt/x as the root.
+        assert_eq!(b.resolve("up/etc").as_deref(), Some("etc"));
+        assert_eq!(v.below("").resolve("opt/x/up/usr").as_deref(), Some("usr"));
+    }
 }
