@@ -132,20 +132,13 @@ pub(crate) fn append_archive<W: Write>(
         if kind.is_symlink() {
             let link = entry
                 .link_name_bytes()
-                .map(|l| String::from_utf8_lossy(&l).into_owned())
+                .map(|l| l.into_owned())
                 .unwrap_or_default();
+            let shown = String::from_utf8_lossy(&link).into_owned();
             root.view
-                .apply(&Listing(vec![(rel.clone(), Kind::Symlink(link.clone()))]));
+                .apply(&Listing(vec![(rel.clone(), Kind::Symlink(shown))]));
             pax(tar)?;
-            // As written: the tar crate's path handling would respell `/` as `//`.
-            if link.len() <= 100 {
-                h.set_link_name_literal(&link)
-                    .map_err(|e| write_err(&target, e))?;
-                tar.append_data(&mut h, &target, std::io::empty())
-            } else {
-                tar.append_link(&mut h, &target, &link)
-            }
-            .map_err(|e| write_err(&target, e))?;
+            crate::copy::append_symlink(tar, &mut h, &target, &link)?;
         } else if kind.is_hard_link() {
             // The link's target is an entry already extracted, named from the root too.
             let link = entry

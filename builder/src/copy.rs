@@ -969,8 +969,12 @@ fn write_plan(
             let target = std::fs::read_link(&p.src).map_err(io_err("read link", &p.src))?;
             let mut h = header(tar::EntryType::Symlink, 0o777, owner, t, 0);
             pax(&mut tar)?;
-            tar.append_link(&mut h, &p.dest, &target)
-                .map_err(|e| err(format!("failed to write {} to the layer: {e}", p.dest)))?;
+            append_symlink(
+                &mut tar,
+                &mut h,
+                &p.dest,
+                target.as_os_str().as_encoded_bytes(),
+            )?;
         } else if ft.is_file() {
             // Names of one inode within what a stage source copies stay one inode, as in
             // BuildKit's copy: the first name holds the data, the others link to it.
@@ -999,6 +1003,27 @@ fn write_plan(
     tar.finish()
         .map_err(|e| err(format!("failed to finish the layer: {e}")))?;
     Ok(written)
+}
+
+/// A symlink entry whose target is written as the link has it: the tar crate's path
+/// handling would respell `/` as `//` and drop an empty or `.` component, where BuildKit's
+/// layers keep the target as the kernel returns it.
+pub(crate) fn append_symlink<W: Write>(
+    tar: &mut tar::Builder<W>,
+    h: &mut tar::Header,
+    path: &str,
+    target: &[u8],
+) -> Result<()> {
+    let failed = |e| err(format!("failed to write {path} to the layer: {e}"));
+    if target.len() <= 100 && !target.contains(&0) {
+        h.set_link_name_literal(target).map_err(failed)?;
+        tar.append_data(h, path, std::io::empty()).map_err(failed)
+    } else {
+        // Longer ones go in a GNU long-link record, which the crate writes as given.
+        use std::os::unix::ffi::OsStrExt;
+        tar.append_link(h, path, std::ffi::OsStr::from_bytes(target))
+            .map_err(failed)
+    }
 }
 
 fn header(kind: tar::EntryType, mode: u32, owner: Owner, mtime: u64, size: u64) -> tar::Header {

@@ -74,7 +74,7 @@ fn build(
                 mode: h.mode().unwrap() & 0o7777,
                 uid: h.uid().unwrap(),
                 gid: h.gid().unwrap(),
-                link: link.trim_start_matches("./").to_owned(),
+                link,
                 xattrs,
             };
             // Named without `./` or a trailing slash, whichever way the writer spelled them.
@@ -180,7 +180,8 @@ fn caps_context(dockerfile: &str) -> tempfile::TempDir {
 /// The stage both COPY --from tests read: a file owned by 1000:1000 with a second hard link
 /// to it, and a file with a capability (from an archive: busybox has no setcap).
 const SOURCE_STAGE: &str = "RUN mkdir -p /opt/app && echo hi > /opt/app/owned \
-     && chown 1000:1000 /opt/app/owned && ln /opt/app/owned /opt/app/linked\n\
+     && chown 1000:1000 /opt/app/owned && ln /opt/app/owned /opt/app/linked \
+     && ln -s / /opt/app/root && ln -s .//bin/../etc /opt/app/odd\n\
      ADD caps.tar /opt/app/\n";
 
 /// What a COPY --from of that stage's /opt/app to /app must hold, as BuildKit's copy keeps
@@ -202,6 +203,9 @@ fn assert_kept(layer: &BTreeMap<String, Entry>, stat: &str) {
         (b'1', "app/linked"),
         "{layer:?}"
     );
+    // Link targets as written, `/` and odd spellings too.
+    assert_eq!(layer["app/root"].link, "/", "{layer:?}");
+    assert_eq!(layer["app/odd"].link, ".//bin/../etc", "{layer:?}");
     assert_eq!(
         stat,
         "/app/owned 1000:1000 2\n/app/linked 1000:1000 2\n/app/capped 1000:1000 1\n"
