@@ -1611,7 +1611,12 @@ fn copy_step(
         tree: st.view.tree(cx.cache, store)?,
     };
     let mut plan = plan_copy(from_root, &req, &view).map_err(|e| fail(inner(e)))?;
-    // Without --chown, a stage's or image's files keep their owners, xattrs and hard links.
+    // A stage's or image's hard links stay hard links; without --chown, its files keep
+    // their owners and xattrs too.
+    let from_source = from_layers.is_some();
+    if from_source {
+        plan.keep_hard_links();
+    }
     let keep = if chown.is_none() { from_layers } else { None };
     // The key: the options as expanded, and what the plan will write. Files of the context
     // are known by their content (remembered by metadata); a stage's or an image's files by
@@ -1623,9 +1628,12 @@ fn copy_step(
         .field("chmod", req.chmod.as_deref().unwrap_or(""))
         .field("parents", req.parents.to_string())
         .field("from", from_id.as_deref().unwrap_or("context"));
+    // Layers written before owners, xattrs and hard links were kept must not be taken
+    // for these.
     if keep.is_some() {
-        // Layers written before the owners were kept must not be taken for these.
         key.field("source-meta", "owners xattrs hardlinks");
+    } else if from_source {
+        key.field("source-meta", "hardlinks");
     }
     for e in &req.excludes {
         key.field("exclude", e);

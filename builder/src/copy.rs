@@ -422,8 +422,10 @@ struct Extra {
     /// ADD: where archives are extracted, as the image has it.
     archive_root: Option<crate::add_archive::ArchiveRoot>,
     /// COPY --from without --chown: the sources' owners and xattrs, kept as BuildKit's copy
-    /// keeps them, and their hard links within the copied set.
+    /// keeps them.
     kept: Option<crate::from_meta::SourceMeta>,
+    /// COPY --from: the names of one source inode within the copied set stay hard links.
+    link_inodes: bool,
 }
 
 /// A directory above what a COPY writes, which its layer holds as BuildKit's does: its
@@ -710,7 +712,7 @@ pub fn plan_copy<'r>(
         planned,
         extra: Extra {
             archive_root,
-            kept: None,
+            ..Extra::default()
         },
     })
 }
@@ -733,9 +735,15 @@ impl CopyPlan<'_> {
     }
 
     /// Gives the entries from a stage or image the owners and xattrs `meta` has for them
-    /// (instead of --chown's default, root), and writes their hard links as hard links.
+    /// (instead of --chown's default, root).
     pub fn keep_source_meta(&mut self, meta: crate::from_meta::SourceMeta) {
         self.extra.kept = Some(meta);
+    }
+
+    /// Writes the names of one source inode after the first as hard links to it, as
+    /// BuildKit's copy from a stage or image does.
+    pub fn keep_hard_links(&mut self) {
+        self.extra.link_inodes = true;
     }
 
     /// The bytes of the regular files, archives and downloads it will read: what a progress
@@ -853,6 +861,7 @@ fn write_plan(
     let Extra {
         mut archive_root,
         kept,
+        link_inodes,
     } = extra;
     let mut tar = tar::Builder::new(out);
     // The first destination of each multiply linked source inode, for its other names.
@@ -978,7 +987,7 @@ fn write_plan(
         } else if ft.is_file() {
             // Names of one inode within what a stage source copies stay one inode, as in
             // BuildKit's copy: the first name holds the data, the others link to it.
-            if kept.is_some() && p.meta.nlink() > 1 {
+            if link_inodes && p.meta.nlink() > 1 {
                 match links.entry((p.meta.dev(), p.meta.ino())) {
                     std::collections::hash_map::Entry::Occupied(first) => {
                         let mut h = header(tar::EntryType::Link, chmod(false)?, owner, t, 0);

@@ -245,7 +245,7 @@ fn copy_from_an_image_keeps_owners_capabilities_and_hard_links() {
 }
 
 #[test]
-fn copy_from_with_chown_still_gives_its_owner() {
+fn copy_from_with_chown_gives_its_owner_and_keeps_hard_links() {
     let s = loaded_busybox();
     let ctx = caps_context(&format!(
         "FROM busybox AS src\n{SOURCE_STAGE}\
@@ -257,6 +257,9 @@ fn copy_from_with_chown_still_gives_its_owner() {
         let e = &layers[1][name];
         assert_eq!((e.uid, e.gid), (2000, 2000), "{name}: {e:?}");
     }
+    // BuildKit's copy links the names of one inode whoever the owner is.
+    let owned = &layers[1]["app/owned"];
+    assert_eq!((owned.kind, owned.link.as_str()), (b'1', "app/linked"));
 }
 
 /// Every entry of `layer` lies at or below `dest` (or is one of its parents).
