@@ -288,6 +288,15 @@ fn add_confines_an_archives_symlinks_to_the_destination() {
         .file("abs/etc/planted2", "abs")
         .symlink("deep", "../../../etc")
         .file("deep/planted3", "deep")
+        .raw(
+            "hl",
+            tar::EntryType::Link,
+            "up/etc/planted",
+            0o644,
+            0,
+            b"",
+            &[],
+        )
         .write(&ctx.path().join("evil.tar"));
     fs::write(
         ctx.path().join("Dockerfile"),
@@ -310,6 +319,8 @@ fn add_confines_an_archives_symlinks_to_the_destination() {
     }
     assert_eq!(layer["opt/x/up"].link, "../..");
     assert_eq!(layer["opt/x/abs"].link, "/");
+    // A hard link's target is found the same way.
+    assert_eq!(layer["opt/x/hl"].link, "opt/x/etc/planted");
     let seen = fs::read_to_string(out.path().join("local/seen.txt")).unwrap();
     assert_eq!(seen, "upabsdeep");
     let etc = fs::read_to_string(out.path().join("local/etc.txt")).unwrap();
