@@ -1530,6 +1530,8 @@ fn copy_step(
     let image_dir;
     let named_dir;
     let mut from_id: Option<String> = None;
+    // A stage's or image's layers, for the owners and xattrs of what is copied from it.
+    let mut from_layers: Option<(Vec<Descriptor>, PathBuf)> = None;
     let from_root = match from {
         None => SourceRoot::Context(cx.context),
         Some(f) => {
@@ -1551,6 +1553,7 @@ fn copy_step(
                     if r.pending.is_empty()
                         && r.partial.as_ref().is_none_or(|p| covered(p, &sources)) =>
                 {
+                    from_layers = Some((r.layers.clone(), r.rootfs.clone()));
                     SourceRoot::Dir(&r.rootfs)
                 }
                 Some(r) => {
@@ -1562,6 +1565,7 @@ fn copy_step(
                     if !image_dir.exists() {
                         unpack_layers(store, &r.layers, &image_dir)?;
                     }
+                    from_layers = Some((r.layers.clone(), image_dir.clone()));
                     SourceRoot::Dir(&image_dir)
                 }
                 None if stage.is_some() => {
@@ -1596,6 +1600,7 @@ fn copy_step(
                         if !image_dir.exists() {
                             unpack_layers(store, &img.manifest.layers, &image_dir)?;
                         }
+                        from_layers = Some((img.manifest.layers.clone(), image_dir.clone()));
                         SourceRoot::Dir(&image_dir)
                     }
                 },
@@ -1605,7 +1610,14 @@ fn copy_step(
     let view = crate::copy::ImageView {
         tree: st.view.tree(cx.cache, store)?,
     };
-    let plan = plan_copy(from_root, &req, &view).map_err(|e| fail(inner(e)))?;
+    let mut plan = plan_copy(from_root, &req, &view).map_err(|e| fail(inner(e)))?;
+    // A stage's or image's hard links stay hard links; without --chown, its files keep
+    // their owners and xattrs too.
+    let from_source = from_layers.is_some();
+    if from_source {
+        plan.keep_hard_links();
+    }
+    let keep = if chown.is_none() { from_layers } else { None };
     // The key: the options as expanded, and what the plan will write. Files of the context
     // are known by their content (remembered by metadata); a stage's or an image's files by
     // that stage's key or image, which fix their content.
@@ -1616,6 +1628,13 @@ fn copy_step(
         .field("chmod", req.chmod.as_deref().unwrap_or(""))
         .field("parents", req.parents.to_string())
         .field("from", from_id.as_deref().unwrap_or("context"));
+    // Layers written before owners, xattrs and hard links were kept must not be taken
+    // for these.
+    if keep.is_some() {
+        key.field("source-meta", "owners xattrs hardlinks");
+    } else if from_source {
+        key.field("source-meta", "hardlinks");
+    }
     for e in &req.excludes {
         key.field("exclude", e);
     }
@@ -1633,6 +1652,11 @@ fn copy_step(
     let (key, summary) = key.finish_with_summary();
     if use_cached(cx, st, &key, summary, step_id)? {
         return Ok(Outcome::Cached);
+    }
+    if let Some((layers, root)) = keep {
+        let meta = crate::from_meta::SourceMeta::read(store, &layers, &root)
+            .map_err(|e| fail(inner(e)))?;
+        plan.keep_source_meta(meta);
     }
     let mut dirs = Default::default();
     let total = plan.source_bytes();

@@ -77,7 +77,7 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> E
 }
 
 /// Lexically cleans a path into its components, `..` clamped at the root.
-fn clean(path: &str) -> Vec<String> {
+pub(crate) fn clean(path: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for c in Path::new(path).components() {
         match c {
@@ -354,7 +354,7 @@ impl SourceRoot<'_> {
     }
 }
 
-fn join(base: &str, name: &str) -> String {
+pub(crate) fn join(base: &str, name: &str) -> String {
     if base.is_empty() {
         return name.to_owned();
     }
@@ -428,6 +428,20 @@ pub struct CopyPlan<'r> {
     contents: Vec<(String, &'r [u8])>,
     files: Vec<(String, &'r Path, i64)>,
     planned: Vec<Planned>,
+    /// What the step writes besides the plan's own entries.
+    extra: Extra,
+}
+
+/// What a plan carries for its archives and its stage sources.
+#[derive(Debug, Default)]
+struct Extra {
+    /// ADD: where archives are extracted, as the image has it.
+    archive_root: Option<crate::add_archive::ArchiveRoot>,
+    /// COPY --from without --chown: the sources' owners and xattrs, kept as BuildKit's copy
+    /// keeps them.
+    kept: Option<crate::from_meta::SourceMeta>,
+    /// COPY --from: the names of one source inode within the copied set stay hard links.
+    link_inodes: bool,
 }
 
 /// A directory above what a COPY writes, which its layer holds as BuildKit's does: its
@@ -689,6 +703,7 @@ pub fn plan_copy<'r>(
             contents,
             files,
             planned,
+            extra: Extra::default(),
         });
     }
     let into_dir = dest.is_dir();
@@ -727,11 +742,23 @@ pub fn plan_copy<'r>(
     {
         *touched = true;
     }
+    let archive_root = planned
+        .iter()
+        .any(|p| p.archive)
+        .then(|| crate::add_archive::ArchiveRoot {
+            view: image.tree.below(&dest_rel),
+            exists: image.is_dir(&dest_rel),
+            dest: dest_rel.clone(),
+        });
     Ok(CopyPlan {
         parents,
         contents,
         files,
         planned,
+        extra: Extra {
+            archive_root,
+            ..Extra::default()
+        },
     })
 }
 
@@ -747,8 +774,21 @@ impl CopyPlan<'_> {
             contents,
             files,
             planned,
+            extra,
         } = self;
-        write_plan(req, parents, contents, files, planned, out)
+        write_plan(req, parents, contents, files, planned, extra, out)
+    }
+
+    /// Gives the entries from a stage or image the owners and xattrs `meta` has for them
+    /// (instead of --chown's default, root).
+    pub fn keep_source_meta(&mut self, meta: crate::from_meta::SourceMeta) {
+        self.extra.kept = Some(meta);
+    }
+
+    /// Writes the names of one source inode after the first as hard links to it, as
+    /// BuildKit's copy from a stage or image does.
+    pub fn keep_hard_links(&mut self) {
+        self.extra.link_inodes = true;
     }
 
     /// The bytes of the regular files, archives and downloads it will read: what a progress
@@ -874,9 +914,17 @@ fn write_plan(
     contents: Vec<(String, &[u8])>,
     files: Vec<(String, &Path, i64)>,
     planned: Vec<Planned>,
+    extra: Extra,
     out: &mut dyn Write,
 ) -> Result<BTreeMap<String, DirMeta>> {
+    let Extra {
+        mut archive_root,
+        kept,
+        link_inodes,
+    } = extra;
     let mut tar = tar::Builder::new(out);
+    // The first destination of each multiply linked source inode, for its other names.
+    let mut links: std::collections::HashMap<(u64, u64), String> = Default::default();
     let mtime = |t: i64| req.clamp_mtime.map_or(t, |c| t.min(c)).max(0) as u64;
     let now = req
         .clamp_mtime
@@ -934,9 +982,19 @@ fn write_plan(
     }
     for p in planned {
         if p.archive {
-            append_archive(&mut tar, &p.src, &p.dest, req, &mut |path, meta| {
-                written.insert(path, meta);
-            })?;
+            let root = archive_root
+                .as_mut()
+                .ok_or_else(|| err("an archive planned without its destination"))?;
+            let reader = open_archive(&p.src)?;
+            crate::add_archive::append_archive(
+                &mut tar,
+                reader,
+                &p.src,
+                root,
+                req,
+                mtime(now),
+                &mut written,
+            )?;
             continue;
         }
         let ft = p.meta.file_type();
@@ -946,26 +1004,71 @@ fn write_plan(
             None => Ok(src_mode),
         };
         let t = mtime(p.meta.mtime());
+        // From a stage or image without --chown: the owner and xattrs its layers give.
+        let source = kept.as_ref().and_then(|k| k.get(&p.src));
+        let owner = match (&kept, source) {
+            (Some(_), Some(e)) => Owner {
+                uid: u32::try_from(e.uid)
+                    .map_err(|_| err(format!("{}: uid out of range", p.dest)))?,
+                gid: u32::try_from(e.gid)
+                    .map_err(|_| err(format!("{}: gid out of range", p.dest)))?,
+            },
+            (Some(_), None) => Owner { uid: 0, gid: 0 },
+            (None, _) => req.owner,
+        };
+        let xattrs = source.map_or(&[][..], |e| &e.xattrs[..]);
+        let pax = |tar: &mut tar::Builder<&mut dyn Write>| -> Result<()> {
+            if xattrs.is_empty() {
+                return Ok(());
+            }
+            tar.append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+                .map_err(|e| err(format!("failed to write {} to the layer: {e}", p.dest)))
+        };
         if ft.is_dir() {
             let meta = DirMeta {
                 mode: chmod(true)?,
-                uid: req.owner.uid.into(),
-                gid: req.owner.gid.into(),
+                uid: owner.uid.into(),
+                gid: owner.gid.into(),
                 mtime: t,
             };
+            pax(&mut tar)?;
             append_dir(&mut tar, &mut written, &p.dest, p.raw.as_deref(), meta)?;
         } else if ft.is_symlink() {
             let target = std::fs::read_link(&p.src).map_err(io_err("read link", &p.src))?;
-            let mut h = header(tar::EntryType::Symlink, 0o777, req.owner, t, 0);
-            tar.append_link(&mut h, p.name(), &target)
-                .map_err(|e| err(format!("failed to write {} to the layer: {e}", p.dest)))?;
+            let mut h = header(tar::EntryType::Symlink, 0o777, owner, t, 0);
+            pax(&mut tar)?;
+            append_symlink(
+                &mut tar,
+                &mut h,
+                p.name(),
+                target.as_os_str().as_encoded_bytes(),
+            )?;
         } else if ft.is_file() && p.empty {
-            let mut h = header(tar::EntryType::Regular, chmod(false)?, req.owner, t, 0);
+            let mut h = header(tar::EntryType::Regular, chmod(false)?, owner, t, 0);
+            pax(&mut tar)?;
             append(&mut tar, &mut h, p.name(), std::io::empty())?;
         } else if ft.is_file() {
+            // Names of one inode within what a stage source copies stay one inode, as in
+            // BuildKit's copy: the first name holds the data, the others link to it.
+            if link_inodes && p.meta.nlink() > 1 {
+                match links.entry((p.meta.dev(), p.meta.ino())) {
+                    std::collections::hash_map::Entry::Occupied(first) => {
+                        let mut h = header(tar::EntryType::Link, chmod(false)?, owner, t, 0);
+                        tar.append_link(&mut h, p.name(), first.get())
+                            .map_err(|e| {
+                                err(format!("failed to write {} to the layer: {e}", p.dest))
+                            })?;
+                        continue;
+                    }
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(p.dest.clone());
+                    }
+                }
+            }
             let f = std::fs::File::open(&p.src).map_err(io_err("open", &p.src))?;
             let size = p.meta.len();
-            let mut h = header(tar::EntryType::Regular, chmod(false)?, req.owner, t, size);
+            let mut h = header(tar::EntryType::Regular, chmod(false)?, owner, t, size);
+            pax(&mut tar)?;
             append(&mut tar, &mut h, p.name(), f.take(size))?;
         }
         // Sockets, fifos and devices in a context are not copied, as in Docker.
@@ -973,6 +1076,32 @@ fn write_plan(
     tar.finish()
         .map_err(|e| err(format!("failed to finish the layer: {e}")))?;
     Ok(written)
+}
+
+/// A symlink entry whose target is written as the link has it: the tar crate's path
+/// handling would respell `/` as `//` and drop an empty or `.` component, where BuildKit's
+/// layers keep the target as the kernel returns it.
+pub(crate) fn append_symlink<W: Write>(
+    tar: &mut tar::Builder<W>,
+    h: &mut tar::Header,
+    path: &Path,
+    target: &[u8],
+) -> Result<()> {
+    let failed = |e| {
+        err(format!(
+            "failed to write {} to the layer: {e}",
+            path.display()
+        ))
+    };
+    if target.len() <= 100 && !target.contains(&0) {
+        h.set_link_name_literal(target).map_err(failed)?;
+        tar.append_data(h, path, std::io::empty()).map_err(failed)
+    } else {
+        // Longer ones go in a GNU long-link record, which the crate writes as given.
+        use std::os::unix::ffi::OsStrExt;
+        tar.append_link(h, path, std::ffi::OsStr::from_bytes(target))
+            .map_err(failed)
+    }
 }
 
 fn header(kind: tar::EntryType, mode: u32, owner: Owner, mtime: u64, size: u64) -> tar::Header {
@@ -988,7 +1117,7 @@ fn header(kind: tar::EntryType, mode: u32, owner: Owner, mtime: u64, size: u64) 
 
 /// A directory entry, remembered in `written` for the stage's view.
 /// `raw` is the name's bytes when they are not UTF-8 (`path` has U+FFFD there).
-fn append_dir<W: Write>(
+pub(crate) fn append_dir<W: Write>(
     tar: &mut tar::Builder<W>,
     written: &mut BTreeMap<String, DirMeta>,
     path: &str,
@@ -1063,69 +1192,4 @@ fn is_archive(path: &Path) -> Result<bool> {
         }
     }
     Ok(filled == block.len() && &block[257..262] == b"ustar")
-}
-
-/// ADD of a local archive: its entries go under the destination directory, as Docker
-/// extracts them, with their owners unless --chown gives one.
-fn append_archive<W: Write>(
-    tar: &mut tar::Builder<W>,
-    path: &Path,
-    dest_rel: &str,
-    req: &CopyRequest,
-    dirs: &mut dyn FnMut(String, DirMeta),
-) -> Result<()> {
-    let mut archive = tar::Archive::new(open_archive(path)?);
-    let bad = |e: std::io::Error| err(format!("failed to read archive {}: {e}", path.display()));
-    for entry in archive.entries().map_err(bad)? {
-        let mut entry = entry.map_err(bad)?;
-        let name = entry.path().map_err(bad)?.to_string_lossy().into_owned();
-        let rel = clean(&name).join("/");
-        if rel.is_empty() {
-            continue;
-        }
-        let mut h = entry.header().clone();
-        if req.owner != (Owner { uid: 0, gid: 0 }) {
-            h.set_uid(req.owner.uid.into());
-            h.set_gid(req.owner.gid.into());
-        }
-        if let Some(c) = req.clamp_mtime {
-            h.set_mtime(h.mtime().unwrap_or(0).min(c.max(0) as u64));
-        }
-        let target = join(dest_rel, &rel);
-        let kind = h.entry_type();
-        if kind.is_symlink() || kind.is_hard_link() {
-            let link = entry
-                .link_name()
-                .map_err(bad)?
-                .map(|l| l.into_owned())
-                .unwrap_or_default();
-            let link = if kind.is_hard_link() {
-                PathBuf::from(join(dest_rel, &clean(&link.to_string_lossy()).join("/")))
-            } else {
-                link
-            };
-            tar.append_link(&mut h, &target, &link)
-                .map_err(|e| err(format!("failed to write {target} to the layer: {e}")))?;
-        } else if kind.is_dir() || kind.is_file() {
-            if kind.is_dir() {
-                dirs(
-                    target.clone(),
-                    DirMeta {
-                        mode: h.mode().map_err(bad)? & 0o7777,
-                        uid: h.uid().map_err(bad)?,
-                        gid: h.gid().map_err(bad)?,
-                        mtime: h.mtime().map_err(bad)?,
-                    },
-                );
-            }
-            let path = if kind.is_dir() {
-                format!("{target}/")
-            } else {
-                target.clone()
-            };
-            tar.append_data(&mut h, &path, &mut entry)
-                .map_err(|e| err(format!("failed to write {target} to the layer: {e}")))?;
-        }
-    }
-    Ok(())
 }

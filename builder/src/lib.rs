@@ -3,6 +3,7 @@
 //! ([`build`]), RUN in its sandbox ([`sandbox`]), the build cache ([`cache`]) and outputs
 //! ([`output`]).
 
+mod add_archive;
 pub mod build;
 pub mod cache;
 pub mod container;
@@ -10,6 +11,7 @@ pub mod context;
 mod context_mount;
 pub mod copy;
 pub mod error;
+pub mod from_meta;
 pub mod ignore;
 pub mod memo;
 pub mod meta;

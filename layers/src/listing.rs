@@ -188,6 +188,28 @@ impl TreeView {
         self.dirs.insert(path.to_owned(), meta);
     }
 
+    /// What lies below the directory `rel` (already resolved), named relative to it: the
+    /// view a process chrooted there would have (ADD extracts an archive that way).
+    pub fn below(&self, rel: &str) -> TreeView {
+        if rel.is_empty() {
+            return self.clone();
+        }
+        let (from, to) = (format!("{rel}/"), format!("{rel}0"));
+        let strip = |k: &String| k[from.len()..].to_owned();
+        TreeView {
+            dirs: self
+                .dirs
+                .range(from.clone()..to.clone())
+                .map(|(k, v)| (strip(k), *v))
+                .collect(),
+            links: self
+                .links
+                .range(from.clone()..to)
+                .map(|(k, v)| (strip(k), v.clone()))
+                .collect(),
+        }
+    }
+
     /// Drops what lies below `path` (and `path` itself when `and_self`).
     fn remove_below(&mut self, path: &str, and_self: bool) {
         if path.is_empty() {
@@ -442,5 +464,30 @@ mod tests {
         let mut wrong_tag = crate::digest::unseal(&bytes).unwrap().to_vec();
         wrong_tag[MAGIC.len()] = b'?';
         assert!(Listing::from_bytes(&crate::digest::seal(wrong_tag)).is_none());
+    }
+
+    #[test]
+    fn below_is_the_view_from_a_directory() {
+        let meta = DirMeta {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        };
+        let mut v = TreeView::default();
+        for d in ["opt", "opt/x", "opt/x/etc", "opt/xy", "usr"] {
+            v.add_dir(d, meta);
+        }
+        v.apply(&Listing(vec![(
+            "opt/x/up".into(),
+            Kind::Symlink("/".into()),
+        )]));
+        let b = v.below("opt/x");
+        // Named from opt/x, nothing beside it (opt/xy) or above it.
+        assert!(b.is_dir("etc") && !b.is_dir("opt") && !b.is_dir("usr"));
+        assert!(!b.is_dir("y"));
+        // Its links resolve with opt/x as the root.
+        assert_eq!(b.resolve("up/etc").as_deref(), Some("etc"));
+        assert_eq!(v.below("").resolve("opt/x/up/usr").as_deref(), Some("usr"));
     }
 }

@@ -1,0 +1,206 @@
+//! ADD of a local archive: its entries written into the step's layer where BuildKit's untar
+//! puts them. BuildKit extracts chrooted at the destination, so the destination is the root
+//! for every entry: `..` stops at it, symlinks (the archive's own and the image's below the
+//! destination) resolve inside it, and the directories an entry implies are made 0755 root.
+//! Nothing is written to the host here: this only decides the layer's names.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use cairn_layers::listing::{DirMeta, Kind, Listing, TreeView};
+
+use crate::copy::{CopyRequest, append_dir, clean, join};
+use crate::error::{Error, Result};
+use crate::users::Owner;
+
+/// The destination archives are extracted into, as the image has it before the step.
+#[derive(Debug)]
+pub(crate) struct ArchiveRoot {
+    /// Its path in the image (relative, resolved).
+    pub(crate) dest: String,
+    /// The image's directories and symlinks below it, named from it; what the archives write
+    /// is added as it is written, so a later entry (or archive) sees an earlier one's links.
+    pub(crate) view: TreeView,
+    /// The image has it as a directory.
+    pub(crate) exists: bool,
+}
+
+fn err(message: impl Into<String>) -> Error {
+    Error::Instruction {
+        instruction: "ADD".into(),
+        message: message.into(),
+    }
+}
+
+/// Where an archive's entry `comps` lands, relative to the destination: its parents
+/// resolved in the destination's view as a chroot there would (its own name not followed:
+/// the entry replaces what is there).
+fn place(view: &TreeView, comps: &[String], shown: &str) -> Result<(String, String)> {
+    let (last, parents) = comps
+        .split_last()
+        .ok_or_else(|| err(format!("{shown}: names the destination itself")))?;
+    let parent = view
+        .resolve(&parents.join("/"))
+        .ok_or_else(|| err(format!("{shown}: too many levels of symbolic links")))?;
+    Ok((parent.clone(), join(&parent, last)))
+}
+
+/// Writes one archive's entries under `root`, with their owners unless --chown gives one;
+/// the directories written go to `written`. `now` dates the directories it makes.
+pub(crate) fn append_archive<W: Write>(
+    tar: &mut tar::Builder<W>,
+    reader: Box<dyn Read>,
+    path: &Path,
+    root: &mut ArchiveRoot,
+    req: &CopyRequest,
+    now: u64,
+    written: &mut BTreeMap<String, DirMeta>,
+) -> Result<()> {
+    let bad = |e: std::io::Error| err(format!("failed to read archive {}: {e}", path.display()));
+    let write_err = |target: &str, e: std::io::Error| {
+        err(format!("failed to write {target} to the layer: {e}"))
+    };
+    // BuildKit makes a missing destination first, as a COPY's parents are made.
+    if !root.dest.is_empty() && !root.exists {
+        root.exists = true;
+        if !written.contains_key(&root.dest) {
+            let meta = DirMeta {
+                mode: 0o755,
+                uid: req.owner.uid.into(),
+                gid: req.owner.gid.into(),
+                mtime: now,
+            };
+            append_dir(tar, written, &root.dest, None, meta)?;
+        }
+    }
+    let chown = req.owner != (Owner { uid: 0, gid: 0 });
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let comps = clean(&name);
+        if comps.is_empty() {
+            continue;
+        }
+        // Extended attributes, kept as BuildKit keeps them (best effort when unpacking).
+        let mut xattrs: Vec<(String, Vec<u8>)> = Vec::new();
+        if let Some(pax) = entry.pax_extensions().map_err(bad)? {
+            for r in pax {
+                let r = r.map_err(bad)?;
+                if let Ok(k) = r.key()
+                    && k.starts_with("SCHILY.xattr.")
+                {
+                    xattrs.push((k.to_owned(), r.value_bytes().to_vec()));
+                }
+            }
+        }
+        let (parent, rel) = place(&root.view, &comps, &name)?;
+        // Missing directories above the entry: made by the untar 0755 and owned by root,
+        // --chown or not (it is for the archive's entries).
+        let mut at = String::new();
+        for part in parent.split('/').filter(|p| !p.is_empty()) {
+            at = join(&at, part);
+            if !root.view.is_dir(&at) {
+                let meta = DirMeta {
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                    mtime: now,
+                };
+                root.view.add_dir(&at, meta);
+                append_dir(tar, written, &join(&root.dest, &at), None, meta)?;
+            }
+        }
+        let target = join(&root.dest, &rel);
+        let mut h = entry.header().clone();
+        if chown {
+            h.set_uid(req.owner.uid.into());
+            h.set_gid(req.owner.gid.into());
+        }
+        if let Some(c) = req.clamp_mtime {
+            h.set_mtime(h.mtime().unwrap_or(0).min(c.max(0) as u64));
+        }
+        let kind = h.entry_type();
+        let pax = |tar: &mut tar::Builder<W>| -> Result<()> {
+            if xattrs.is_empty() {
+                return Ok(());
+            }
+            tar.append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+                .map_err(|e| write_err(&target, e))
+        };
+        if kind.is_symlink() {
+            let link = entry
+                .link_name_bytes()
+                .map(|l| l.into_owned())
+                .unwrap_or_default();
+            let shown = String::from_utf8_lossy(&link).into_owned();
+            root.view
+                .apply(&Listing(vec![(rel.clone(), Kind::Symlink(shown))]));
+            pax(tar)?;
+            crate::copy::append_symlink(tar, &mut h, Path::new(&target), &link)?;
+        } else if kind.is_hard_link() {
+            // The link's target is an entry already extracted, named from the root too.
+            let link = entry
+                .link_name_bytes()
+                .map(|l| String::from_utf8_lossy(&l).into_owned())
+                .unwrap_or_default();
+            let (_, link_rel) = place(&root.view, &clean(&link), &link)?;
+            root.view.apply(&Listing(vec![(rel.clone(), Kind::Other)]));
+            tar.append_link(&mut h, &target, join(&root.dest, &link_rel))
+                .map_err(|e| write_err(&target, e))?;
+        } else if kind.is_dir() {
+            let meta = DirMeta {
+                mode: h.mode().map_err(bad)? & 0o7777,
+                uid: h.uid().map_err(bad)?,
+                gid: h.gid().map_err(bad)?,
+                mtime: h.mtime().map_err(bad)?,
+            };
+            root.view.add_dir(&rel, meta);
+            written.insert(target.clone(), meta);
+            pax(tar)?;
+            tar.append_data(&mut h, format!("{target}/"), std::io::empty())
+                .map_err(|e| write_err(&target, e))?;
+        } else if kind.is_file() {
+            root.view.apply(&Listing(vec![(rel.clone(), Kind::Other)]));
+            pax(tar)?;
+            tar.append_data(&mut h, &target, &mut entry)
+                .map_err(|e| write_err(&target, e))?;
+        }
+        // Devices and fifos are left out, as before: a rootless build cannot make them.
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_resolve_with_the_destination_as_root() {
+        let mut view = TreeView::default();
+        let dir = DirMeta {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        };
+        view.add_dir("etc", dir);
+        for (path, target) in [("up", "../.."), ("abs", "/"), ("deep", "../../../etc")] {
+            view.apply(&Listing(vec![(path.into(), Kind::Symlink(target.into()))]));
+        }
+        let cases = [
+            ("up/etc/planted", "etc/planted"),
+            ("abs/etc/x", "etc/x"),
+            ("deep/x", "etc/x"),
+            ("../../x", "x"),
+            ("a/../../b", "b"),
+            // The entry's own name is not followed: it replaces the link.
+            ("up", "up"),
+        ];
+        for (name, want) in cases {
+            let (_, got) = place(&view, &clean(name), name).unwrap();
+            assert_eq!(got, want, "{name}");
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! COPY --from and ADD of local archives against what BuildKit gives: a stage's or image's
+//! owners, file capabilities and hard links kept, and an archive extracted as if its
+//! destination were the root (symlinks and `..` confined there, implied directories made).
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use cairn_e2e::{Store, loaded_busybox, ok};
+
+/// One entry of a built layer, as its tar header (and PAX records) give it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    kind: u8,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    link: String,
+    xattrs: BTreeMap<String, Vec<u8>>,
+}
+
+/// Builds `ctx` (with `args`) into an OCI layout with uncompressed layers and returns, per
+/// layer, its entries by name (none for the base's); plus the local output of the same build.
+fn build(
+    s: &Store,
+    ctx: &Path,
+    args: &[&str],
+) -> (Vec<BTreeMap<String, Entry>>, tempfile::TempDir) {
+    let out = tempfile::tempdir().unwrap();
+    let layout = out.path().join("oci");
+    let mut c = s.cmd(&["build", "-q", "--compression-format", "uncompressed"]);
+    c.args(args)
+        .arg("-o")
+        .arg(format!("type=oci,dest={}", layout.display()));
+    c.arg(ctx);
+    ok(c);
+    let json =
+        |p: &Path| -> serde_json::Value { serde_json::from_slice(&fs::read(p).unwrap()).unwrap() };
+    let blob = |d: &serde_json::Value| {
+        let d = d["digest"].as_str().unwrap().replace(':', "/");
+        layout.join("blobs").join(d)
+    };
+    let index = json(&layout.join("index.json"));
+    let manifest = json(&blob(&index["manifests"][0]));
+    let mut layers = Vec::new();
+    for l in manifest["layers"].as_array().unwrap() {
+        let mut entries = BTreeMap::new();
+        // The base's layers keep their compression; only the built ones are read.
+        if !l["mediaType"].as_str().unwrap().ends_with(".tar") {
+            layers.push(entries);
+            continue;
+        }
+        let mut a = tar::Archive::new(fs::File::open(blob(l)).unwrap());
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let mut xattrs = BTreeMap::new();
+            if let Some(pax) = e.pax_extensions().unwrap() {
+                for r in pax {
+                    let r = r.unwrap();
+                    if let Some(k) = r.key().unwrap().strip_prefix("SCHILY.xattr.") {
+                        xattrs.insert(k.to_owned(), r.value_bytes().to_vec());
+                    }
+                }
+            }
+            let h = e.header();
+            let name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+            let link = e
+                .link_name_bytes()
+                .map(|l| String::from_utf8(l.into_owned()).unwrap())
+                .unwrap_or_default();
+            let entry = Entry {
+                kind: h.entry_type().as_byte(),
+                mode: h.mode().unwrap() & 0o7777,
+                uid: h.uid().unwrap(),
+                gid: h.gid().unwrap(),
+                link,
+                xattrs,
+            };
+            // Named without `./` or a trailing slash, whichever way the writer spelled them.
+            let name = name.trim_start_matches("./").trim_end_matches('/');
+            entries.insert(name.to_owned(), entry);
+        }
+        layers.push(entries);
+    }
+    let local = out.path().join("local");
+    let mut c = s.cmd(&["build", "-q"]);
+    c.args(args)
+        .arg("-o")
+        .arg(format!("type=local,dest={}", local.display()));
+    c.arg(ctx);
+    ok(c);
+    (layers, out)
+}
+
+/// A tar archive written entry by entry, names taken as given (`..` and all).
+struct Archive(tar::Builder<Vec<u8>>);
+
+impl Archive {
+    fn new() -> Archive {
+        Archive(tar::Builder::new(Vec::new()))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn raw(
+        mut self,
+        name: &str,
+        kind: tar::EntryType,
+        link: &str,
+        mode: u32,
+        owner: u64,
+        data: &[u8],
+        xattrs: &[(&str, &[u8])],
+    ) -> Archive {
+        if !xattrs.is_empty() {
+            let records: Vec<(String, &[u8])> = xattrs
+                .iter()
+                .map(|(k, v)| (format!("SCHILY.xattr.{k}"), *v))
+                .collect();
+            self.0
+                .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))
+                .unwrap();
+        }
+        let mut h = tar::Header::new_ustar();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(owner);
+        h.set_gid(owner);
+        h.set_mtime(1_600_000_000);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        self.0.append(&h, data).unwrap();
+        self
+    }
+
+    fn file(self, name: &str, data: &str) -> Archive {
+        self.raw(
+            name,
+            tar::EntryType::Regular,
+            "",
+            0o644,
+            0,
+            data.as_bytes(),
+            &[],
+        )
+    }
+
+    fn symlink(self, name: &str, target: &str) -> Archive {
+        self.raw(name, tar::EntryType::Symlink, target, 0o777, 0, b"", &[])
+    }
+
+    fn write(self, path: &Path) {
+        fs::write(path, self.0.into_inner().unwrap()).unwrap();
+    }
+}
+
+/// `cap_net_bind_service+ep` as a VFS_CAP_REVISION_2 `security.capability` value.
+const CAP: &[u8] = &[1, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+/// A context whose `caps.tar` holds a file with a file capability, owned 1000:1000.
+fn caps_context(dockerfile: &str) -> tempfile::TempDir {
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    Archive::new()
+        .raw(
+            "capped",
+            tar::EntryType::Regular,
+            "",
+            0o755,
+            1000,
+            b"#!/bin/sh\n",
+            &[("security.capability", CAP)],
+        )
+        .write(&ctx.path().join("caps.tar"));
+    ctx
+}
+
+/// The stage both COPY --from tests read: a file owned by 1000:1000 with a second hard link
+/// to it, and a file with a capability (from an archive: busybox has no setcap).
+const SOURCE_STAGE: &str = "RUN mkdir -p /opt/app && echo hi > /opt/app/owned \
+     && chown 1000:1000 /opt/app/owned && ln /opt/app/owned /opt/app/linked \
+     && ln -s / /opt/app/root && ln -s .//bin/../etc /opt/app/odd\n\
+     ADD caps.tar /opt/app/\n";
+
+/// What a COPY --from of that stage's /opt/app to /app must hold, as BuildKit's copy keeps
+/// it: owners (no --chown given), the capability and the hard link within the copied set.
+fn assert_kept(layer: &BTreeMap<String, Entry>, stat: &str) {
+    let capped = &layer["app/capped"];
+    assert_eq!((capped.uid, capped.gid, capped.mode), (1000, 1000, 0o755));
+    assert_eq!(
+        capped.xattrs.get("security.capability").map(Vec::as_slice),
+        Some(CAP),
+        "{layer:?}"
+    );
+    let (linked, owned) = (&layer["app/linked"], &layer["app/owned"]);
+    assert_eq!((linked.uid, linked.gid), (1000, 1000), "{layer:?}");
+    // Written in name order: the first name is the file, the second links to it.
+    assert_eq!(linked.kind, b'0', "{layer:?}");
+    assert_eq!(
+        (owned.kind, owned.link.as_str()),
+        (b'1', "app/linked"),
+        "{layer:?}"
+    );
+    // Link targets as written, `/` and odd spellings too.
+    assert_eq!(layer["app/root"].link, "/", "{layer:?}");
+    assert_eq!(layer["app/odd"].link, ".//bin/../etc", "{layer:?}");
+    assert_eq!(
+        stat,
+        "/app/owned 1000:1000 2\n/app/linked 1000:1000 2\n/app/capped 1000:1000 1\n"
+    );
+}
+
+#[test]
+fn copy_from_a_stage_keeps_owners_capabilities_and_hard_links() {
+    let s = loaded_busybox();
+    let ctx = caps_context(&format!(
+        "FROM busybox AS src\n{SOURCE_STAGE}\
+         FROM busybox\n\
+         COPY --from=src /opt/app /app\n\
+         RUN stat -c '%n %u:%g %h' /app/owned /app/linked /app/capped > /stat.txt\n"
+    ));
+    let (layers, out) = build(&s, ctx.path(), &[]);
+    let stat = fs::read_to_string(out.path().join("local/stat.txt")).unwrap();
+    // Layers: busybox, the COPY, the RUN.
+    assert_kept(&layers[1], &stat);
+}
+
+#[test]
+fn copy_from_an_image_keeps_owners_capabilities_and_hard_links() {
+    let s = loaded_busybox();
+    let src = caps_context(&format!("FROM busybox\n{SOURCE_STAGE}"));
+    let mut c = s.cmd(&["build", "-q", "-t", "capsrc"]);
+    c.arg(src.path());
+    ok(c);
+    let ctx = caps_context(
+        "FROM busybox\n\
+         COPY --from=capsrc /opt/app /app\n\
+         RUN stat -c '%n %u:%g %h' /app/owned /app/linked /app/capped > /stat.txt\n",
+    );
+    let (layers, out) = build(&s, ctx.path(), &[]);
+    let stat = fs::read_to_string(out.path().join("local/stat.txt")).unwrap();
+    assert_kept(&layers[1], &stat);
+}
+
+#[test]
+fn copy_from_with_chown_gives_its_owner_and_keeps_hard_links() {
+    let s = loaded_busybox();
+    let ctx = caps_context(&format!(
+        "FROM busybox AS src\n{SOURCE_STAGE}\
+         FROM busybox\n\
+         COPY --from=src --chown=2000:2000 /opt/app /app\n"
+    ));
+    let (layers, _out) = build(&s, ctx.path(), &[]);
+    for name in ["app/owned", "app/linked", "app/capped"] {
+        let e = &layers[1][name];
+        assert_eq!((e.uid, e.gid), (2000, 2000), "{name}: {e:?}");
+    }
+    // BuildKit's copy links the names of one inode whoever the owner is.
+    let owned = &layers[1]["app/owned"];
+    assert_eq!((owned.kind, owned.link.as_str()), (b'1', "app/linked"));
+}
+
+/// Every entry of `layer` lies at or below `dest` (or is one of its parents).
+fn assert_confined(layer: &BTreeMap<String, Entry>, dest: &str) {
+    for name in layer.keys() {
+        assert!(
+            name == dest
+                || name.starts_with(&format!("{dest}/"))
+                || dest.starts_with(&format!("{name}/")),
+            "{name} lies outside {dest}: {layer:?}"
+        );
+    }
+}
+
+#[test]
+fn add_confines_an_archives_symlinks_to_the_destination() {
+    let s = loaded_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    // The attack: a symlink climbing out, then entries through it. BuildKit extracts in a
+    // chroot at the destination: the links stay as written, and what goes through them lands
+    // inside the destination (`..` stops at it, `/` is it).
+    Archive::new()
+        .symlink("up", "../..")
+        .file("up/etc/planted", "up")
+        .symlink("abs", "/")
+        .file("abs/etc/planted2", "abs")
+        .symlink("deep", "../../../etc")
+        .file("deep/planted3", "deep")
+        .raw(
+            "hl",
+            tar::EntryType::Link,
+            "up/etc/planted",
+            0o644,
+            0,
+            b"",
+            &[],
+        )
+        .write(&ctx.path().join("evil.tar"));
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\n\
+         ADD evil.tar /opt/x/\n\
+         RUN test ! -e /etc/planted && test ! -e /etc/planted2 && test ! -e /etc/planted3 \
+         && cat /opt/x/etc/planted /opt/x/etc/planted2 /opt/x/etc/planted3 > /seen.txt \
+         && ls /etc > /etc.txt\n",
+    )
+    .unwrap();
+    let (layers, out) = build(&s, ctx.path(), &[]);
+    let layer = &layers[1];
+    assert_confined(layer, "opt/x");
+    for name in [
+        "opt/x/etc/planted",
+        "opt/x/etc/planted2",
+        "opt/x/etc/planted3",
+    ] {
+        assert_eq!(layer[name].kind, b'0', "{name}: {layer:?}");
+    }
+    assert_eq!(layer["opt/x/up"].link, "../..");
+    assert_eq!(layer["opt/x/abs"].link, "/");
+    // A hard link's target is found the same way.
+    assert_eq!(layer["opt/x/hl"].link, "opt/x/etc/planted");
+    let seen = fs::read_to_string(out.path().join("local/seen.txt")).unwrap();
+    assert_eq!(seen, "upabsdeep");
+    let etc = fs::read_to_string(out.path().join("local/etc.txt")).unwrap();
+    assert!(!etc.contains("planted"), "{etc}");
+    assert!(!out.path().join("local/etc/planted").exists());
+}
+
+#[test]
+fn add_clamps_an_archives_dot_dot_entries_at_the_destination() {
+    let s = loaded_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    // BuildKit's untar runs chrooted at the destination: `../` cannot climb above it.
+    Archive::new()
+        .file("../../outside", "o")
+        .file("in/../../f", "f")
+        .file("/abs", "a")
+        .raw(
+            "../hl",
+            tar::EntryType::Link,
+            "../../outside",
+            0o644,
+            0,
+            b"",
+            &[],
+        )
+        .write(&ctx.path().join("dots.tar"));
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nADD dots.tar /opt/x/\n\
+         RUN cat /opt/x/outside /opt/x/f /opt/x/abs > /seen.txt && stat -c %h /opt/x/hl >> /seen.txt\n",
+    )
+    .unwrap();
+    let (layers, out) = build(&s, ctx.path(), &[]);
+    assert_confined(&layers[1], "opt/x");
+    let seen = fs::read_to_string(out.path().join("local/seen.txt")).unwrap();
+    assert_eq!(seen, "ofa2\n");
+    assert_eq!(layers[1]["opt/x/hl"].link, "opt/x/outside");
+}
+
+#[test]
+fn add_makes_the_directories_an_archive_implies() {
+    let s = loaded_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    // Only `a/b/c`: BuildKit's untar makes `a` and `a/b` 0755, owned by root even with
+    // --chown (which is for the archive's own entries), and the differ puts them in the layer.
+    Archive::new()
+        .file("a/b/c", "c")
+        .write(&ctx.path().join("implied.tar"));
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\n\
+         ADD implied.tar /opt/y/\n\
+         ADD --chown=1000:1000 implied.tar /opt/z\n\
+         RUN stat -c '%n %a %u:%g' /opt/y/a /opt/y/a/b /opt/y/a/b/c /opt/z /opt/z/a /opt/z/a/b \
+         /opt/z/a/b/c > /stat.txt\n",
+    )
+    .unwrap();
+    let (layers, out) = build(&s, ctx.path(), &[]);
+    let dir = |layer: &BTreeMap<String, Entry>, name: &str| {
+        let e = layer
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing from {layer:?}"));
+        (e.kind, e.mode, e.uid, e.gid)
+    };
+    assert_eq!(dir(&layers[1], "opt/y/a"), (b'5', 0o755, 0, 0));
+    assert_eq!(dir(&layers[1], "opt/y/a/b"), (b'5', 0o755, 0, 0));
+    assert_eq!(dir(&layers[2], "opt/z"), (b'5', 0o755, 1000, 1000));
+    assert_eq!(dir(&layers[2], "opt/z/a"), (b'5', 0o755, 0, 0));
+    assert_eq!(dir(&layers[2], "opt/z/a/b"), (b'5', 0o755, 0, 0));
+    let stat = fs::read_to_string(out.path().join("local/stat.txt")).unwrap();
+    assert_eq!(
+        stat,
+        "/opt/y/a 755 0:0\n/opt/y/a/b 755 0:0\n/opt/y/a/b/c 644 0:0\n/opt/z 755 1000:1000\n\
+         /opt/z/a 755 0:0\n/opt/z/a/b 755 0:0\n/opt/z/a/b/c 644 1000:1000\n"
+    );
+}
