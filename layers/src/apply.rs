@@ -1416,7 +1416,12 @@ impl Applier<'_> {
         }
         // After chown, which clears security.capability.
         for (name, value) in &meta.xattrs {
-            self.set_xattr(node, name, value, path)?;
+            if self.opts.chown && name == crate::vfscap::NAME {
+                let value = crate::vfscap::to_disk(value, &self.opts.id_map);
+                self.set_xattr(node, name, &value, path)?;
+            } else {
+                self.set_xattr(node, name, value, path)?;
+            }
         }
         if let Some(t) = meta.mtime {
             let times = Timestamps {

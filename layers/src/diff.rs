@@ -656,6 +656,20 @@ impl<'o, W: Write> TarWriter<'o, W> {
     /// One file, directory, link, device or fifo at `rel` in the tar.
     fn node(&mut self, rel: &[u8], path: &Path, st: &Stat, xattrs: &XattrList) -> Result<()> {
         let ids = &self.opts.id_map;
+        // Capabilities name their root by host uid on disk; the layer names the container's.
+        let translated: XattrList;
+        let xattrs = if xattrs.iter().any(|(n, _)| n == crate::vfscap::NAME) {
+            translated = xattrs
+                .iter()
+                .map(|(n, v)| match n == crate::vfscap::NAME {
+                    true => (n.clone(), crate::vfscap::to_layer(v, ids)),
+                    false => (n.clone(), v.clone()),
+                })
+                .collect();
+            &translated
+        } else {
+            xattrs
+        };
         let uid = ids
             .uid_to_container(st.uid)
             .ok_or_else(|| unmapped(path, "uid", st.uid))?;

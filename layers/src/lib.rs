@@ -16,6 +16,7 @@ pub mod owner;
 pub mod reference;
 pub mod registry;
 pub mod store;
+pub mod vfscap;
 pub mod whiteout;
 
 pub use digest::Digest;
