@@ -1231,8 +1231,15 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
                         if user.bytes().any(|b| !b.is_ascii_digit() && b != b':') {
                             st.settle(store)?;
                         }
-                        users::resolve_file_owner(&user, &st.rootfs)
-                            .map_err(|e| fail(format!("USER {user}: {}", e.0)))?
+                        let (owner, missing) = users::resolve_file_owner(&user, &st.rootfs)
+                            .map_err(|e| fail(format!("USER {user}: {}", e.0)))?;
+                        for m in missing {
+                            (cx.progress)(Event::Warning(format!(
+                                "{}:{}: WORKDIR made as USER {user}: the image has no {m}, so id 0 is used, as BuildKit does",
+                                opts.dockerfile_name, ins.span.start
+                            )));
+                        }
+                        owner
                     };
                     let made = DirMeta {
                         mode: 0o755,
@@ -1503,7 +1510,15 @@ fn copy_step(
             if spec.bytes().any(|b| !b.is_ascii_digit() && b != b':') {
                 st.settle(store)?;
             }
-            users::resolve(&spec, &st.rootfs).map_err(|e| fail(format!("--chown: {}", e.0)))?
+            let (owner, missing) = users::resolve_file_owner(&spec, &st.rootfs)
+                .map_err(|e| fail(format!("--chown: {}", e.0)))?;
+            for m in missing {
+                (cx.progress)(Event::Warning(format!(
+                    "{}:{}: --chown={spec}: the image has no {m}, so id 0 is used, as BuildKit does",
+                    opts.dockerfile_name, ins.span.start
+                )));
+            }
+            owner
         }
         None => users::Owner { uid: 0, gid: 0 },
     };

@@ -26,10 +26,13 @@ fn read(rootfs: &Path, file: &str) -> String {
     std::fs::read_to_string(rootfs.join(file)).unwrap_or_default()
 }
 
-/// Resolves `user[:group]` as Docker's COPY --chown does: numbers as they are, names through
-/// the image's files; "a username without groupname or a UID without GID will use the same
-/// numeric UID as the GID" (Dockerfile reference, COPY --chown).
-pub fn resolve(spec: &str, rootfs: &Path) -> Result<Owner, LookupError> {
+/// Resolves `user[:group]` for the files BuildKit's file operations own (COPY/ADD `--chown`,
+/// WORKDIR's mkdir as the USER), as its `readUser` does: a number stands for the uid and,
+/// without a group, the gid too; a name takes its uid and primary gid from the image's
+/// /etc/passwd; a group replaces the gid, by number or through /etc/group. A name the files
+/// lack (or a missing file) leaves the ids as they were, 0 for a user: BuildKit does not fail
+/// there, so the names not found are returned for a warning.
+pub fn resolve_file_owner(spec: &str, rootfs: &Path) -> Result<(Owner, Vec<String>), LookupError> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -37,52 +40,40 @@ pub fn resolve(spec: &str, rootfs: &Path) -> Result<Owner, LookupError> {
     if user.is_empty() {
         return Err(LookupError(format!("{spec:?} names no user")));
     }
-    let passwd = read(rootfs, "etc/passwd");
-    let uid: u32 = match user.parse::<u32>() {
-        Ok(n) => n,
-        Err(_) => {
-            let f = find(&passwd, user).ok_or_else(|| {
-                LookupError(format!(
-                    "unable to find user {user}: no matching entries in /etc/passwd"
-                ))
-            })?;
-            f[2].parse()
-                .map_err(|_| LookupError(format!("/etc/passwd has a bad uid for {user}")))?
-        }
-    };
-    let gid = match group {
-        None => uid,
-        Some(g) => match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => {
-                let groups = read(rootfs, "etc/group");
-                let f = find(&groups, g).ok_or_else(|| {
-                    LookupError(format!(
-                        "unable to find group {g}: no matching entries in /etc/group"
-                    ))
-                })?;
-                f[2].parse()
-                    .map_err(|_| LookupError(format!("/etc/group has a bad gid for {g}")))?
+    let mut owner = Owner { uid: 0, gid: 0 };
+    let mut missing = Vec::new();
+    match user.parse::<u32>() {
+        Ok(n) => owner = Owner { uid: n, gid: n },
+        Err(_) => match find(&read(rootfs, "etc/passwd"), user) {
+            Some(f) => {
+                let id = |i: usize| {
+                    f.get(i).and_then(|v| v.parse::<u32>().ok()).ok_or_else(|| {
+                        LookupError(format!("/etc/passwd has a bad entry for {user}"))
+                    })
+                };
+                owner = Owner {
+                    uid: id(2)?,
+                    gid: id(3)?,
+                };
             }
+            None => missing.push(format!("user {user}")),
         },
-    };
-    Ok(Owner { uid, gid })
-}
-
-/// Resolves `USER` for the directories BuildKit makes as that user (WORKDIR's mkdir, its
-/// `llb.WithUser`): a name takes its uid and primary gid from /etc/passwd, a number stands for
-/// itself and, without a group, for the gid too; a group is looked up as for `resolve`.
-pub fn resolve_file_owner(spec: &str, rootfs: &Path) -> Result<Owner, LookupError> {
-    let owner = resolve(spec, rootfs)?;
-    let user = spec.split_once(':').map_or(spec, |(u, _)| u);
-    if spec.contains(':') || user.parse::<u32>().is_ok() {
-        return Ok(owner);
     }
-    let passwd = read(rootfs, "etc/passwd");
-    let gid = find(&passwd, user)
-        .and_then(|f| f.get(3).and_then(|g| g.parse().ok()))
-        .ok_or_else(|| LookupError(format!("/etc/passwd has a bad gid for {user}")))?;
-    Ok(Owner { gid, ..owner })
+    match group {
+        None => {}
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => owner.gid = n,
+            Err(_) => match find(&read(rootfs, "etc/group"), g) {
+                Some(f) => {
+                    owner.gid = f[2]
+                        .parse()
+                        .map_err(|_| LookupError(format!("/etc/group has a bad gid for {g}")))?
+                }
+                None => missing.push(format!("group {g}")),
+            },
+        },
+    }
+    Ok((owner, missing))
 }
 
 /// The credentials a process runs with (`USER` for RUN and `cairn run -u`).
@@ -173,7 +164,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lookups() {
+    fn file_owners_are_resolved_as_buildkits_read_user() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("etc")).unwrap();
         std::fs::write(
@@ -182,49 +173,41 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
-        type Want = Result<(u32, u32), &'static str>;
+        type Want = Result<(u32, u32, &'static [&'static str]), &'static str>;
         let cases: &[(&str, Want)] = &[
-            ("0", Ok((0, 0))),
-            ("1000", Ok((1000, 1000))),
-            ("4242", Ok((4242, 4242))),
-            ("app", Ok((1000, 1000))),
-            ("app:staff", Ok((1000, 50))),
-            ("app:7", Ok((1000, 7))),
-            ("5:staff", Ok((5, 50))),
-            ("nobody", Err("unable to find user nobody")),
-            ("app:nogroup", Err("unable to find group nogroup")),
+            ("0", Ok((0, 0, &[]))),
+            ("4242", Ok((4242, 4242, &[]))),
+            ("app", Ok((1000, 1001, &[]))),
+            ("app:staff", Ok((1000, 50, &[]))),
+            ("app:7", Ok((1000, 7, &[]))),
+            ("5:staff", Ok((5, 50, &[]))),
+            ("4242:7", Ok((4242, 7, &[]))),
+            ("nobody", Ok((0, 0, &["user nobody"]))),
+            ("app:nogroup", Ok((1000, 1001, &["group nogroup"]))),
+            ("7:nogroup", Ok((7, 7, &["group nogroup"]))),
             ("", Err("names no user")),
         ];
         for (spec, want) in cases {
-            let got = resolve(spec, dir.path());
+            let got = resolve_file_owner(spec, dir.path());
             match want {
-                Ok((u, g)) => assert_eq!(got, Ok(Owner { uid: *u, gid: *g }), "{spec}"),
+                Ok((u, g, missing)) => {
+                    let (owner, m) = got.unwrap();
+                    assert_eq!(
+                        (owner.uid, owner.gid, m.as_slice()),
+                        (*u, *g, *missing),
+                        "{spec}"
+                    );
+                }
                 Err(msg) => assert!(got.unwrap_err().0.contains(msg), "{spec}"),
             }
         }
     }
 
     #[test]
-    fn file_owners_take_the_primary_group_of_a_name() {
+    fn without_files_names_are_root() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("etc")).unwrap();
-        std::fs::write(
-            dir.path().join("etc/passwd"),
-            "app:x:1000:1001::/home/app:/bin/sh\n",
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("etc/group"), "staff:x:50:\n").unwrap();
-        let cases: &[(&str, Option<(u32, u32)>)] = &[
-            ("app", Some((1000, 1001))),
-            ("app:staff", Some((1000, 50))),
-            ("4242", Some((4242, 4242))),
-            ("4242:7", Some((4242, 7))),
-            ("nobody", None),
-        ];
-        for (spec, want) in cases {
-            let got = resolve_file_owner(spec, dir.path()).ok();
-            assert_eq!(got, want.map(|(uid, gid)| Owner { uid, gid }), "{spec}");
-        }
+        let (owner, missing) = resolve_file_owner("root", dir.path()).unwrap();
+        assert_eq!((owner, missing.len()), (Owner { uid: 0, gid: 0 }, 1));
     }
 
     #[test]
