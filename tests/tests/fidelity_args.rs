@@ -1,0 +1,108 @@
+//! ARG, history and RUN-mount parity with BuildKit, through the real binary: build args in
+//! scope, the history entries a build writes, cache mounts' owners, the mount points a RUN
+//! leaves in its layer, tags moving between images, and very long Dockerfiles.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use cairn_e2e::{Store, loaded_busybox, ok, texts};
+
+/// A build context holding only `dockerfile`.
+fn context(dockerfile: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
+    dir
+}
+
+/// Builds `ctx` with `args`, tagged `img`, plain progress; returns the progress.
+fn build(s: &Store, args: &[&str], ctx: &Path) -> String {
+    let mut c = s.cmd(&["build", "--progress", "plain", "-t", "img"]);
+    c.args(args).arg(ctx);
+    texts(&ok(c)).1
+}
+
+/// The lines RUN steps printed after `marker` (`echo marker...`), without the step prefixes.
+fn printed(progress: &str, marker: &str) -> Vec<String> {
+    progress
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest))
+        .filter(|l| l.starts_with(marker))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A layer entry: (mode, uid, gid).
+type Meta = (u32, u64, u64);
+
+/// Builds `ctx` into an OCI layout with uncompressed layers and returns, per layer, its
+/// entries by name (none for the base's).
+fn layers(s: &Store, ctx: &Path) -> Vec<BTreeMap<String, Meta>> {
+    let out = tempfile::tempdir().unwrap();
+    let layout = out.path().join("oci");
+    let mut c = s.cmd(&[
+        "build",
+        "-q",
+        "--compression-format",
+        "uncompressed",
+        "-o",
+        &format!("type=oci,dest={}", layout.display()),
+    ]);
+    c.arg(ctx);
+    ok(c);
+    let json =
+        |p: &Path| -> serde_json::Value { serde_json::from_slice(&fs::read(p).unwrap()).unwrap() };
+    let blob = |d: &serde_json::Value| {
+        let d = d["digest"].as_str().unwrap().replace(':', "/");
+        layout.join("blobs").join(d)
+    };
+    let index = json(&layout.join("index.json"));
+    let manifest = json(&blob(&index["manifests"][0]));
+    let mut layers = Vec::new();
+    for l in manifest["layers"].as_array().unwrap() {
+        let mut entries = BTreeMap::new();
+        if !l["mediaType"].as_str().unwrap().ends_with(".tar") {
+            layers.push(entries);
+            continue;
+        }
+        let mut a = tar::Archive::new(fs::File::open(blob(l)).unwrap());
+        for e in a.entries().unwrap() {
+            let e = e.unwrap();
+            let h = e.header();
+            let name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+            let meta = (
+                h.mode().unwrap() & 0o7777,
+                h.uid().unwrap(),
+                h.gid().unwrap(),
+            );
+            let name = name.trim_start_matches("./").trim_end_matches('/');
+            entries.insert(name.to_owned(), meta);
+        }
+        layers.push(entries);
+    }
+    layers
+}
+
+#[test]
+fn a_run_on_scratch_leaves_the_dirs_runc_mounts_on_and_no_stubs() {
+    let s = loaded_busybox();
+    // runc makes /proc, /dev and /sys (0755, root's) to mount on and they stay in the upper
+    // directory; BuildKit's MountStubsCleaner (recursive for LLB execs) removes only the
+    // empty /etc/hosts and /etc/resolv.conf it bound, the --mount targets, and the parents
+    // it made for them that are empty again.
+    let ctx = context(
+        "FROM busybox AS b\n\
+         FROM scratch\n\
+         RUN --mount=from=b,target=/b/x [\"/b/x/bin/busybox\", \"true\"]\n\
+         RUN --mount=from=b,target=/b/x [\"/b/x/bin/busybox\", \"mkdir\", \"/b/kept\"]\n",
+    );
+    let layers = layers(&s, ctx.path());
+    let names = |l: &BTreeMap<String, Meta>| l.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(layers.len(), 2, "{layers:?}");
+    assert_eq!(names(&layers[0]), ["dev", "proc", "sys"], "{layers:?}");
+    for meta in layers[0].values() {
+        assert_eq!(*meta, (0o755, 0, 0), "{layers:?}");
+    }
+    assert_eq!(names(&layers[1]), ["b", "b/kept"], "{layers:?}");
+}
