@@ -604,6 +604,16 @@ fn mount_spec(
                 h.update(b"\0from\0");
                 h.update(identity.as_bytes());
             }
+            // BuildKit's base for a cache with uid, gid or mode is `mkdir /cache` with them,
+            // and the cache is keyed by its base: each owner and mode is a cache of its own.
+            let owner = (
+                m.uid.unwrap_or(0),
+                m.gid.unwrap_or(0),
+                m.mode.unwrap_or(0o755),
+            );
+            if m.uid.is_some() || m.gid.is_some() || m.mode.is_some() {
+                h.update(format!("\0owner\0{}:{}:{:o}", owner.0, owner.1, owner.2).as_bytes());
+            }
             let key = hex::encode(&h.finalize()[..16]);
             let dir = cx.store.root().join("cache");
             std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
@@ -662,11 +672,7 @@ fn mount_spec(
                 target,
                 readonly: m.readonly,
                 scratch: None,
-                create: Some((
-                    m.uid.unwrap_or(0),
-                    m.gid.unwrap_or(0),
-                    m.mode.unwrap_or(0o755),
-                )),
+                create: Some(owner),
             });
         }
         MountType::Bind => {

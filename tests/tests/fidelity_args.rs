@@ -106,3 +106,40 @@ fn a_run_on_scratch_leaves_the_dirs_runc_mounts_on_and_no_stubs() {
     }
     assert_eq!(names(&layers[1]), ["b", "b/kept"], "{layers:?}");
 }
+
+#[test]
+fn a_cache_mounts_uid_gid_and_mode_make_a_cache_of_their_own() {
+    let s = loaded_busybox();
+    // BuildKit mounts /cache of `scratch + mkdir /cache (mode, uid:gid)` (default 0755, 0:0)
+    // as the cache's base: the cache's key carries that base, so other owners or modes are
+    // another cache, even under the same id.
+    let ctx = context(
+        "FROM busybox\n\
+         RUN --mount=type=cache,target=/c,uid=1000,gid=1000,mode=0700 \
+         stat -c 'c1=%u:%g %a' /c && touch /c/one\n\
+         RUN --mount=type=cache,target=/c stat -c 'c2=%u:%g %a' /c && ls /c\n\
+         RUN --mount=type=cache,target=/c,uid=2000,mode=0750 stat -c 'c3=%u:%g %a' /c && ls /c\n\
+         RUN --mount=type=cache,target=/c,gid=1000,mode=0700,uid=1000 \
+         stat -c 'c4=%u:%g %a' /c && ls /c\n\
+         RUN --mount=type=cache,id=same,target=/d,uid=1 touch /d/f\n\
+         RUN --mount=type=cache,id=same,target=/d,uid=2 stat -c 'c5=%u:%g %a' /d && ls /d\n",
+    );
+    let progress = build(&s, &[], ctx.path());
+    let lines: Vec<String> = progress
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest.to_owned()))
+        .filter(|l| l.starts_with('c') && l.contains('=') || l == "one" || l == "f")
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "c1=1000:1000 700",
+            "c2=0:0 755",
+            "c3=2000:0 750",
+            "c4=1000:1000 700",
+            "one",
+            "c5=2:0 755"
+        ],
+        "{progress}"
+    );
+}
