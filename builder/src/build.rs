@@ -299,6 +299,9 @@ pub(crate) struct StageResult {
     pub(crate) partial: Option<Vec<String>>,
     pub(crate) key: crate::cache::Key,
     pub(crate) all_hits: bool,
+    /// The stage's build args and their state, which `FROM <stage>` starts from.
+    pub(crate) args: BTreeMap<String, String>,
+    pub(crate) meta: MetaState,
 }
 
 fn is_root() -> bool {
@@ -692,9 +695,20 @@ fn build_stage(
         .find(|e| e.stage == index && e.kind == cairn_parser::EdgeKind::From)
         .map(|e| e.needs);
     let base_id: String;
+    // BuildKit's FROM <stage> starts from the stage's state: its environment holds the
+    // stage's ARG values, and its list of build args goes on (dispatchState.init).
+    let mut inherited = (BTreeMap::new(), MetaState::default());
     let (config, layers) = if let Some(dep) = from_stage {
         let r = &results[&dep];
         base_id = format!("stage:{}", r.key.hex());
+        inherited = (
+            r.args.clone(),
+            MetaState {
+                args_over_env: r.meta.args_over_env.clone(),
+                arg_decls: r.meta.arg_decls.clone(),
+                ..MetaState::default()
+            },
+        );
         (r.config.clone(), r.layers.clone())
     } else if base.is_empty() {
         // BuildKit: "base name (${UNSET}) should not be blank".
@@ -788,8 +802,8 @@ fn build_stage(
         rootfs,
         pending: layers_pending,
         view,
-        args: BTreeMap::new(),
-        meta: MetaState::default(),
+        args: inherited.0,
+        meta: inherited.1,
         key: from_key.finish(),
         all_hits: true,
         no_cache,
@@ -871,6 +885,8 @@ fn build_stage(
         partial,
         key: st.key,
         all_hits: st.all_hits,
+        args: st.args,
+        meta: st.meta,
     })
 }
 
@@ -892,7 +908,8 @@ fn pull_line(e: &cairn_layers::registry::Event) -> Option<String> {
 }
 
 /// `ARG` in a stage or before the first FROM: a build arg's value wins over the default; a
-/// redeclared global ARG without a default takes the global value.
+/// redeclared global ARG without a default takes the global value; a bare name nothing gives
+/// a value keeps the value it has (BuildKit adds nothing to the environment for it).
 fn declare(
     into: &mut BTreeMap<String, String>,
     defs: &[ArgDef],
@@ -907,7 +924,7 @@ fn declare(
     Ok(())
 }
 
-/// One `ARG` definition; a default expands with `words`.
+/// One `ARG` definition; a default expands with `words`. Returns the value it got.
 fn declare_one(
     into: &mut BTreeMap<String, String>,
     def: &ArgDef,
@@ -915,17 +932,16 @@ fn declare_one(
     build_args: &BTreeMap<String, String>,
     lexer: &Lexer,
     words: &BTreeMap<String, String>,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<Option<String>, String> {
     let value = match (build_args.get(&def.name), &def.default) {
         (Some(v), _) => Some(v.clone()),
         (None, Some(d)) => Some(lexer.process_word(d, words).map_err(|e| e.to_string())?),
         (None, None) => globals.get(&def.name).cloned(),
     };
-    match value {
-        Some(v) => into.insert(def.name.clone(), v),
-        None => into.remove(&def.name),
-    };
-    Ok(())
+    if let Some(v) = &value {
+        into.insert(def.name.clone(), v.clone());
+    }
+    Ok(value)
 }
 
 /// An `os/arch[/variant]` (or a bare arch, on linux) as containerd normalises it: arch aliases
@@ -1129,16 +1145,27 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
             // One at a time: a default expands with the ENV and the ARGs before it, and an
             // ARG with a value then wins over an inherited ENV of its name (BuildKit's
             // dispatchArg adds it to the state's environment).
+            let mut decls = Vec::new();
             for def in args {
                 let words = meta::words_env(&st.config, &st.args, &st.meta);
-                declare_one(&mut st.args, def, globals, &opts.build_args, lexer, &words)
-                    .map_err(fail)?;
-                if st.args.contains_key(&def.name) {
+                let value =
+                    declare_one(&mut st.args, def, globals, &opts.build_args, lexer, &words)
+                        .map_err(fail)?;
+                if value.is_some() {
                     st.meta.args_over_env.insert(def.name.clone());
-                } else {
-                    st.meta.args_over_env.remove(&def.name);
                 }
+                decls.push((def.name.clone(), value));
             }
+            // BuildKit's dispatchArg commits "ARG k=v ..." as an empty layer, without the
+            // "# buildkit" of steps with a state.
+            st.config.history.push(History {
+                created: Some(created),
+                created_by: Some(crate::history::arg_line(&decls)),
+                comment: Some("buildkit.dockerfile.v0".into()),
+                empty_layer: true,
+                ..History::default()
+            });
+            st.meta.arg_decls.extend(decls);
         }
         InstructionKind::Run(run) => return crate::run::run_step(cx, st, ins, run, step_id),
         InstructionKind::Copy(c) => {

@@ -1,5 +1,5 @@
 //! cairn-builder executes the stage graph: the build context and .dockerignore ([`context`],
-//! [`ignore`]), COPY/ADD ([`copy`]), metadata instructions ([`meta`]), stages in order
+//! [`ignore`]), COPY/ADD ([`copy`]), metadata instructions ([`meta`]), history lines ([`history`]), stages in order
 //! ([`build`]), RUN in its sandbox ([`sandbox`]), the build cache ([`cache`]) and outputs
 //! ([`output`]).
 
@@ -9,6 +9,7 @@ pub mod container;
 pub mod context;
 pub mod copy;
 pub mod error;
+mod history;
 pub mod ignore;
 pub mod memo;
 pub mod meta;

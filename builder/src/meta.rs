@@ -18,6 +18,9 @@ pub struct MetaState {
     /// ARG sets the step environment, so such an ARG wins over an inherited ENV until an ENV
     /// sets the name again.
     pub args_over_env: BTreeSet<String>,
+    /// The stage's ARG declarations in order (BuildKit's `buildArgs`): what a RUN's history
+    /// line lists, inherited by `FROM <stage>` with the values.
+    pub arg_decls: Vec<(String, Option<String>)>,
 }
 
 /// The environment words expand with and RUN sees, as BuildKit's state holds it: the

@@ -144,6 +144,12 @@ pub(crate) fn run_step(
         .field("user", &st.config.config.user)
         .field("shell", meta::shell_of(&st.config).join("\0"))
         .field("network", format!("{network:?}"));
+    // The history line lists the stage's ARGs as declared, which the environment alone does
+    // not fix (order, names without a value); keyed only when there are any.
+    let args_prefix = crate::history::run_prefix(&st.meta.arg_decls, &env);
+    if !args_prefix.is_empty() {
+        key.field("history-args", &args_prefix);
+    }
     for (i, m) in run.mounts.iter().enumerate() {
         let m = Mount::parse_with(&m.raw, i, &expand).map_err(&fail)?;
         key.field("mount", serde_json::to_vec(&m).unwrap_or_default());
@@ -348,7 +354,7 @@ pub(crate) fn run_step(
         return Err(fail(msg));
     }
     let created = timestamp(epoch);
-    let created_by = history_line(st, &shown);
+    let created_by = history_line(&args_prefix, &shown);
     let mut recorded = None;
     match layer {
         // A step that changed nothing adds no layer, as BuildKit's exporter does.
@@ -440,17 +446,12 @@ fn mount_source_identity(cx: &Ctx<'_>, m: &Mount, step_id: usize) -> Result<Stri
 }
 
 /// BuildKit's history line: `RUN |N K=V ... CMD # buildkit`, naming the stage's build args.
-fn history_line(st: &StageState, shown: &str) -> String {
-    let args: Vec<String> = st
-        .args
-        .iter()
-        .filter(|(k, _)| !PROXY_ARGS.contains(&k.as_str()))
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    if args.is_empty() {
+/// BuildKit's `RUN |N k=v ... argv # buildkit` (see [`crate::history::run_prefix`]).
+fn history_line(prefix: &str, shown: &str) -> String {
+    if prefix.is_empty() {
         format!("RUN {shown} # buildkit")
     } else {
-        format!("RUN |{} {} {shown} # buildkit", args.len(), args.join(" "))
+        format!("RUN {prefix} {shown} # buildkit")
     }
 }
 

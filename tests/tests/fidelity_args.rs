@@ -143,3 +143,128 @@ fn a_cache_mounts_uid_gid_and_mode_make_a_cache_of_their_own() {
         "{progress}"
     );
 }
+
+/// The history of the image tagged `img`, read from its config in the store.
+fn history(s: &Store) -> Vec<serde_json::Value> {
+    let id = s.inspect("img")["Id"].as_str().unwrap().to_owned();
+    let blob = s.root.join("blobs").join(id.replace(':', "/"));
+    let config: serde_json::Value = serde_json::from_slice(&fs::read(blob).unwrap()).unwrap();
+    config["history"].as_array().unwrap().clone()
+}
+
+/// The `created_by` of each history entry from the first that starts with `first` on.
+fn created_by_from(history: &[serde_json::Value], first: &str) -> Vec<String> {
+    let at = history
+        .iter()
+        .position(|h| h["created_by"].as_str().unwrap().starts_with(first))
+        .unwrap_or_else(|| panic!("no {first:?} in {history:#?}"));
+    history[at..]
+        .iter()
+        .map(|h| h["created_by"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn arg_steps_are_in_the_history_and_runs_list_the_args_in_scope() {
+    let s = loaded_busybox();
+    // BuildKit's dispatchArg commits "ARG k=v" (the value it resolved; the bare name when
+    // nothing gave one) as an empty layer, and a RUN's line is prefixed `|N k=v ...`: the
+    // stage's ARGs in the order first declared, each with the value the step environment
+    // has for it (an ENV's too), else the declared one, else empty
+    // (testExportedHistoryFlattenArgs).
+    let ctx = context(
+        "FROM busybox\n\
+         ARG foo=bar\n\
+         ARG bar=123\n\
+         ARG foo=bar2\n\
+         ARG bare\n\
+         ENV bar=env\n\
+         RUN ls /etc/\n\
+         ARG given=default\n\
+         RUN [\"true\"]\n",
+    );
+    build(&s, &["--build-arg", "given=cli"], ctx.path());
+    let history = history(&s);
+    let lines = created_by_from(&history, "ARG foo=bar");
+    assert_eq!(
+        lines,
+        [
+            "ARG foo=bar",
+            "ARG bar=123",
+            "ARG foo=bar2",
+            "ARG bare",
+            lines[4].as_str(),
+            "RUN |3 foo=bar2 bar=env bare= /bin/sh -c ls /etc/ # buildkit",
+            "ARG given=cli",
+            "RUN |4 foo=bar2 bar=env bare= given=cli true # buildkit",
+        ],
+        "{history:#?}"
+    );
+    let arg = history
+        .iter()
+        .find(|h| h["created_by"] == "ARG bare")
+        .unwrap();
+    assert_eq!(arg["empty_layer"], true, "{arg}");
+    assert_eq!(arg["comment"], "buildkit.dockerfile.v0", "{arg}");
+}
+
+#[test]
+fn a_child_stage_inherits_its_parent_stages_args() {
+    let s = loaded_busybox();
+    // FROM <stage> starts from the stage's state, its environment with the ARGs' values in
+    // it, and its list of build args (dispatchState.init); the image config keeps only ENV.
+    // A bare ARG that nothing gives a value leaves the value in the environment.
+    let ctx = context(
+        "FROM busybox AS a\n\
+         ARG X=1\n\
+         ENV E=e\n\
+         FROM a\n\
+         RUN echo \"x=$X e=$E\"\n\
+         ARG X\n\
+         RUN echo \"again=$X\"\n\
+         LABEL x=$X\n",
+    );
+    let progress = build(&s, &[], ctx.path());
+    assert_eq!(printed(&progress, "x="), ["x=1 e=e"], "{progress}");
+    assert_eq!(printed(&progress, "again="), ["again=1"], "{progress}");
+    let config = &s.inspect("img")["Config"];
+    assert_eq!(config["Labels"]["x"], "1");
+    let env = config["Env"].as_array().unwrap();
+    assert!(
+        !env.iter().any(|e| e.as_str().unwrap().starts_with("X=")),
+        "{env:?}"
+    );
+    let lines = created_by_from(&history(&s), "ARG X=1");
+    assert_eq!(
+        lines,
+        [
+            "ARG X=1",
+            lines[1].as_str(),
+            "RUN |1 X=1 /bin/sh -c echo \"x=$X e=$E\" # buildkit",
+            "ARG X",
+            "RUN |1 X=1 /bin/sh -c echo \"again=$X\" # buildkit",
+            lines[5].as_str(),
+        ]
+    );
+}
+
+#[test]
+fn an_arg_name_is_never_expanded_and_a_default_is() {
+    let s = loaded_busybox();
+    // BuildKit expands neither a stage ARG's name (dispatch skips ARG's Expand) nor a global
+    // one's (buildMetaArgs): `${name}` is the name. A default expands unless a build arg
+    // gives the value, which is taken as it is.
+    let ctx = context(
+        "FROM busybox\n\
+         ARG name=foo\n\
+         ARG ${name}=x b=${name}-d c=${name}-d\n\
+         RUN [\"env\"]\n",
+    );
+    let progress = build(&s, &["--build-arg", "b=z$name"], ctx.path());
+    assert_eq!(printed(&progress, "${name}="), ["${name}=x"], "{progress}");
+    assert_eq!(printed(&progress, "b="), ["b=z$name"], "{progress}");
+    assert_eq!(printed(&progress, "c="), ["c=foo-d"], "{progress}");
+    assert!(printed(&progress, "foo=").is_empty(), "{progress}");
+    let lines = created_by_from(&history(&s), "ARG ${name}");
+    assert_eq!(lines[0], "ARG ${name}=x b=z$name c=foo-d");
+}

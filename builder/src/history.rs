@@ -1,0 +1,83 @@
+//! The history lines BuildKit's dockerfile2llb writes for ARG and RUN steps: `ARG k=v ...`
+//! (dispatchArg) and the `|N k=v ...` prefix of a RUN (runCommandString).
+
+use std::collections::HashMap;
+
+/// One ARG declaration of a stage, as BuildKit keeps it in `buildArgs`: the name and the value
+/// it resolved to (a build arg's, the expanded default, or the global's), none for a bare name
+/// nothing gave a value.
+pub type ArgDecl = (String, Option<String>);
+
+/// `ARG k=v k2 ...` for the declarations of one ARG instruction.
+pub fn arg_line(decls: &[ArgDecl]) -> String {
+    let parts: Vec<String> = decls
+        .iter()
+        .map(|(k, v)| match v {
+            Some(v) => format!("{k}={v}"),
+            None => k.clone(),
+        })
+        .collect();
+    format!("ARG {}", parts.join(" "))
+}
+
+/// `|N k=v ...` for a RUN (empty when the stage declared no ARG): each name once, where it
+/// was first declared, with the value the step environment `env` (`k=v` entries) has for it,
+/// else the last declared value, else empty.
+pub fn run_prefix(decls: &[ArgDecl], env: &[String]) -> String {
+    if decls.is_empty() {
+        return String::new();
+    }
+    let env: HashMap<&str, &str> = env
+        .iter()
+        .map(|e| e.split_once('=').unwrap_or((e.as_str(), "")))
+        .collect();
+    let mut order: Vec<&str> = Vec::new();
+    let mut values: HashMap<&str, &str> = HashMap::new();
+    for (k, v) in decls {
+        let value = env
+            .get(k.as_str())
+            .copied()
+            .unwrap_or_else(|| v.as_deref().unwrap_or(""));
+        if values.insert(k, value).is_none() {
+            order.push(k);
+        }
+    }
+    let mut out = format!("|{}", order.len());
+    for k in order {
+        out.push(' ');
+        out.push_str(k);
+        out.push('=');
+        out.push_str(values[k]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(k: &str, v: Option<&str>) -> ArgDecl {
+        (k.to_owned(), v.map(str::to_owned))
+    }
+
+    #[test]
+    fn lines_are_buildkits() {
+        let decls = [
+            d("foo", Some("bar")),
+            d("bar", Some("123")),
+            d("foo", Some("bar2")),
+            d("bare", None),
+        ];
+        let env = ["PATH=/bin".to_owned(), "bar=env".to_owned()];
+        let cases: [(&[ArgDecl], &[String], &str); 4] = [
+            (&decls, &env, "|3 foo=bar2 bar=env bare="),
+            (&decls[..1], &[], "|1 foo=bar"),
+            (&[], &env, ""),
+            (&[d("a", None)], &["a=x".to_owned()], "|1 a=x"),
+        ];
+        for (decls, env, want) in cases {
+            assert_eq!(run_prefix(decls, env), want, "{decls:?} {env:?}");
+        }
+        assert_eq!(arg_line(&decls[2..]), "ARG foo=bar2 bare");
+    }
+}
