@@ -268,3 +268,47 @@ fn an_arg_name_is_never_expanded_and_a_default_is() {
     let lines = created_by_from(&history(&s), "ARG ${name}");
     assert_eq!(lines[0], "ARG ${name}=x b=z$name c=foo-d");
 }
+
+#[test]
+fn an_image_whose_last_tag_moves_away_is_dangling() {
+    let s = loaded_busybox();
+    // As in docker: building `-t x` again with other content moves the tag, and the image it
+    // named, named no more, is listed as `<none>` and goes with a prune of dangling images.
+    // One that another tag still names stays named.
+    let build_q = |tags: &[&str], label: &str| {
+        let ctx = context(&format!("FROM busybox\nLABEL v={label}\n"));
+        let mut c = s.cmd(&["build", "-q"]);
+        for t in tags {
+            c.args(["-t", t]);
+        }
+        c.arg(ctx.path());
+        texts(&ok(c)).0.trim().to_owned()
+    };
+    let ids = [build_q(&["x", "keep"], "one"), build_q(&["x"], "two")];
+    let three = build_q(&["x"], "three");
+    let short = |id: &str| id["sha256:".len()..][..12].to_owned();
+    let list = s.run(&["images"]);
+    let row = |id: &str| {
+        list.lines()
+            .filter(|l| l.contains(&short(id)))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    // "one" is still `keep`; "two" lost its only tag; "three" is `x`.
+    assert_eq!(row(&ids[0]).len(), 1, "{list}");
+    assert!(row(&ids[0])[0].starts_with("keep"), "{list}");
+    assert_eq!(row(&ids[1]).len(), 1, "{list}");
+    assert!(row(&ids[1])[0].starts_with("<none>"), "{list}");
+    assert!(row(&three)[0].starts_with("x "), "{list}");
+    assert_eq!(s.inspect(&ids[1])["Config"]["Labels"]["v"], "two");
+    s.run(&["prune"]);
+    assert!(
+        !s.cmd(&["inspect", &ids[1]])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    assert_eq!(s.inspect(&ids[0])["Config"]["Labels"]["v"], "one");
+    assert_eq!(s.inspect("x")["Id"], three.as_str());
+}
