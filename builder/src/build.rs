@@ -918,30 +918,26 @@ fn declare(
     lexer: &Lexer,
 ) -> std::result::Result<(), String> {
     for def in defs {
-        let words = into.clone();
-        declare_one(into, def, globals, build_args, lexer, &words)?;
+        if let Some(v) = arg_value(def, globals, build_args, lexer, &*into)? {
+            into.insert(def.name.clone(), v);
+        }
     }
     Ok(())
 }
 
-/// One `ARG` definition; a default expands with `words`. Returns the value it got.
-fn declare_one(
-    into: &mut BTreeMap<String, String>,
+/// The value one `ARG` definition gives its name (a default expands with `words`), if any.
+fn arg_value(
     def: &ArgDef,
     globals: &BTreeMap<String, String>,
     build_args: &BTreeMap<String, String>,
     lexer: &Lexer,
-    words: &BTreeMap<String, String>,
+    words: &(impl cairn_parser::expand::Env + ?Sized),
 ) -> std::result::Result<Option<String>, String> {
-    let value = match (build_args.get(&def.name), &def.default) {
+    Ok(match (build_args.get(&def.name), &def.default) {
         (Some(v), _) => Some(v.clone()),
         (None, Some(d)) => Some(lexer.process_word(d, words).map_err(|e| e.to_string())?),
         (None, None) => globals.get(&def.name).cloned(),
-    };
-    if let Some(v) = &value {
-        into.insert(def.name.clone(), v.clone());
-    }
-    Ok(value)
+    })
 }
 
 /// An `os/arch[/variant]` (or a bare arch, on linux) as containerd normalises it: arch aliases
@@ -1147,11 +1143,17 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
             // dispatchArg adds it to the state's environment).
             let mut decls = Vec::new();
             for def in args {
-                let words = meta::words_env(&st.config, &st.args, &st.meta);
+                st.meta.env_index.sync(&st.config.config.env);
+                let words = crate::envindex::Words {
+                    env: &st.config.config.env,
+                    index: &st.meta.env_index,
+                    args: &st.args,
+                    over: &st.meta.args_over_env,
+                };
                 let value =
-                    declare_one(&mut st.args, def, globals, &opts.build_args, lexer, &words)
-                        .map_err(fail)?;
-                if value.is_some() {
+                    arg_value(def, globals, &opts.build_args, lexer, &words).map_err(fail)?;
+                if let Some(v) = &value {
+                    st.args.insert(def.name.clone(), v.clone());
                     st.meta.args_over_env.insert(def.name.clone());
                 }
                 decls.push((def.name.clone(), value));

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod container;
 pub mod context;
 pub mod copy;
+pub mod envindex;
 pub mod error;
 mod history;
 pub mod ignore;

@@ -7,6 +7,7 @@ use cairn_layers::image::{Empty, HealthConfig, ImageConfig};
 use cairn_parser::expand::Lexer;
 use cairn_parser::instruction::{Command, Healthcheck, InstructionKind};
 
+use crate::envindex::{EnvIndex, Words};
 use crate::error::{Error, Result};
 
 /// What a stage has done so far that changes how later instructions apply.
@@ -21,6 +22,9 @@ pub struct MetaState {
     /// The stage's ARG declarations in order (BuildKit's `buildArgs`): what a RUN's history
     /// line lists, inherited by `FROM <stage>` with the values.
     pub arg_decls: Vec<(String, Option<String>)>,
+    /// Where each name of the config's environment is, so a step looks a name up rather than
+    /// copying the whole environment (see `envindex`).
+    pub env_index: EnvIndex,
 }
 
 /// The environment words expand with and RUN sees, as BuildKit's state holds it: the
@@ -148,14 +152,44 @@ pub fn apply(
     lexer: &Lexer,
     state: &mut MetaState,
 ) -> Result<()> {
-    let env = words_env(config, args, state);
+    // The environment is looked up in place, not copied: a stage of many ENV lines would
+    // copy it once a line. It is out of the config while the words expand.
+    state.env_index.sync(&config.config.env);
+    let mut env = std::mem::take(&mut config.config.env);
+    let words = Words {
+        env: &env,
+        index: &state.env_index,
+        args,
+        over: &state.args_over_env,
+    };
+    let set = apply_with(config, ins, original, &words, lexer, &mut state.cmd_set);
+    if let Ok(pairs) = &set {
+        for (k, v) in pairs {
+            state.env_index.set(&mut env, k, v);
+            state.args_over_env.remove(k);
+        }
+    }
+    config.config.env = env;
+    set.map(drop)
+}
+
+/// [`apply`] with the words to expand with; returns the ENV pairs to set.
+fn apply_with(
+    config: &mut ImageConfig,
+    ins: &InstructionKind,
+    original: &str,
+    env: &Words<'_>,
+    lexer: &Lexer,
+    cmd_set: &mut bool,
+) -> Result<Vec<(String, String)>> {
     let word = |kw: &str, w: &str| {
         lexer
-            .process_word(w, &env)
+            .process_word(w, env)
             .map_err(|e| err(kw, e.to_string()))
     };
     let shell = shell_of(config);
     let c = &mut config.config;
+    let mut set = Vec::new();
     match ins {
         InstructionKind::Env { vars } => {
             // Every pair expands with the environment before the instruction, as BuildKit
@@ -163,8 +197,7 @@ pub fn apply(
             for kv in vars {
                 let v = word("ENV", &kv.value)?;
                 let k = word("ENV", &kv.key)?;
-                set_env(&mut c.env, &k, &v);
-                state.args_over_env.remove(&k);
+                set.push((k, v));
             }
         }
         InstructionKind::Label { labels } => {
@@ -175,11 +208,11 @@ pub fn apply(
         }
         InstructionKind::Cmd { command } => {
             c.cmd = Some(argv(command, &shell));
-            state.cmd_set = true;
+            *cmd_set = true;
         }
         InstructionKind::Entrypoint { command } => {
             c.entrypoint = Some(argv(command, &shell));
-            if !state.cmd_set {
+            if !*cmd_set {
                 c.cmd = None;
             }
         }
@@ -255,7 +288,7 @@ pub fn apply(
             return Err(err(kw, "is not a metadata instruction"));
         }
     }
-    Ok(())
+    Ok(set)
 }
 
 /// Applies a run of metadata instructions in order (`cairn import --change`, ONBUILD-free

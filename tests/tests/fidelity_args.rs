@@ -312,3 +312,38 @@ fn an_image_whose_last_tag_moves_away_is_dangling() {
     assert_eq!(s.inspect(&ids[0])["Config"]["Labels"]["v"], "one");
     assert_eq!(s.inspect("x")["Id"], three.as_str());
 }
+
+#[test]
+fn twenty_thousand_env_lines_build_right() {
+    let s = Store::new();
+    // The size once quadratic in the number of ENV lines (an environment copied for every
+    // step); bench/env-lines.sh and `cargo bench -p cairn-builder --bench env_lines` time it.
+    const N: usize = 20_000;
+    let mut df = String::from("FROM scratch\n");
+    for i in 0..N {
+        df.push_str(&format!("ENV V{i}=value{i}\n"));
+    }
+    df.push_str(&format!(
+        "ENV LAST=$V0-$V{}\nARG A=$V10\nENV V5=again\nLABEL l=$LAST a=$A v5=$V5\n",
+        N - 1
+    ));
+    let ctx = context(&df);
+    build(&s, &[], ctx.path());
+    let config = &s.inspect("img")["Config"];
+    let env: Vec<&str> = config["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(env.len(), N + 2);
+    assert!(env[0].starts_with("PATH="), "{:?}", &env[..3]);
+    assert_eq!(env[1], "V0=value0");
+    assert_eq!(env[6], "V5=again", "set in place");
+    assert_eq!(env[N], format!("V{}=value{}", N - 1, N - 1));
+    assert_eq!(env[N + 1], format!("LAST=value0-value{}", N - 1));
+    let labels = &config["Labels"];
+    assert_eq!(labels["l"], format!("value0-value{}", N - 1).as_str());
+    assert_eq!(labels["a"], "value10");
+    assert_eq!(labels["v5"], "again");
+}
