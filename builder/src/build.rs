@@ -1219,6 +1219,11 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
                 &mut st.meta,
             )
             .map_err(|e| fail(inner(e)))?;
+            if matches!(ins.kind, InstructionKind::Cmd { .. }) {
+                // BuildKit's dispatchCmd marks the config ArgsEscaped for either form and on
+                // every platform (docker's import --change, meta::apply_all's user, does not).
+                st.config.config.args_escaped = Some(true);
+            }
             if matches!(ins.kind, InstructionKind::Workdir { .. }) {
                 // The directory is created in the image when it is missing, as a layer.
                 let view = crate::copy::ImageView {

@@ -144,12 +144,16 @@ fn a_cache_mounts_uid_gid_and_mode_make_a_cache_of_their_own() {
     );
 }
 
-/// The history of the image tagged `img`, read from its config in the store.
-fn history(s: &Store) -> Vec<serde_json::Value> {
+/// The config blob of the image tagged `img`, as the store holds it.
+fn config_blob(s: &Store) -> serde_json::Value {
     let id = s.inspect("img")["Id"].as_str().unwrap().to_owned();
     let blob = s.root.join("blobs").join(id.replace(':', "/"));
-    let config: serde_json::Value = serde_json::from_slice(&fs::read(blob).unwrap()).unwrap();
-    config["history"].as_array().unwrap().clone()
+    serde_json::from_slice(&fs::read(blob).unwrap()).unwrap()
+}
+
+/// The history of the image tagged `img`, read from its config in the store.
+fn history(s: &Store) -> Vec<serde_json::Value> {
+    config_blob(s)["history"].as_array().unwrap().clone()
 }
 
 /// The `created_by` of each history entry from the first that starts with `first` on.
@@ -346,4 +350,29 @@ fn twenty_thousand_env_lines_build_right() {
     assert_eq!(labels["l"], format!("value0-value{}", N - 1).as_str());
     assert_eq!(labels["a"], "value10");
     assert_eq!(labels["v5"], "again");
+}
+
+#[test]
+fn cmd_sets_args_escaped_as_buildkit_does_on_linux_too() {
+    let s = loaded_busybox();
+    // dispatchCmd sets the config's ArgsEscaped for either form, on every platform; nothing
+    // else sets or clears it, so it stays through a later ENTRYPOINT and into FROM <stage>.
+    let cases = [
+        ("FROM busybox\nLABEL a=1\n", None),
+        ("FROM busybox\nENTRYPOINT [\"x\"]\n", None),
+        ("FROM busybox\nCMD echo hi\n", Some(true)),
+        (
+            "FROM busybox\nCMD [\"a\"]\nENTRYPOINT [\"e\"]\n",
+            Some(true),
+        ),
+        (
+            "FROM busybox AS a\nCMD [\"a\"]\nFROM a\nLABEL b=1\n",
+            Some(true),
+        ),
+    ];
+    for (df, want) in cases {
+        build(&s, &[], context(df).path());
+        let got = config_blob(&s)["config"]["ArgsEscaped"].as_bool();
+        assert_eq!(got, want, "{df}");
+    }
 }
