@@ -23,6 +23,7 @@ use cairn_parser::{Dockerfile, ErrorKind, ParseError, Span, StageGraph};
 use crate::context::BuildContext;
 use crate::copy::{CopyRequest, CopySource, SourceRoot, plan_copy};
 use crate::error::{Error, Result};
+use crate::history::MetaLine;
 use crate::meta::{self, MetaState};
 use crate::sandbox::{Limits, Sandbox, Snapshotter};
 use crate::users;
@@ -1210,7 +1211,7 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
         }
         InstructionKind::From(_) => return Err(fail("FROM inside a stage".into())),
         _ => {
-            meta::apply(
+            let line = meta::apply(
                 &mut st.config,
                 &ins.kind,
                 &ins.original,
@@ -1290,11 +1291,25 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
                     let dirs: BTreeMap<String, DirMeta> = dirs.into_iter().collect();
                     let dir_list = dirs.clone().into_iter().collect();
                     add_layer(st, layer, Some(dirs), ins, created)?;
+                    if let (MetaLine::Line(l), Some(h)) = (&line, st.config.history.last_mut()) {
+                        h.created_by = Some(l.clone());
+                    }
                     record(cx, st, key, Some(rec), Some(dir_list))?;
                     return Ok(Outcome::Ran);
                 }
             }
-            push_empty(&mut st.config, ins, created);
+            match line {
+                MetaLine::AsWritten => push_empty(&mut st.config, ins, created),
+                MetaLine::Line(l) => st.config.history.push(History {
+                    created: Some(created),
+                    created_by: Some(l),
+                    comment: Some("buildkit.dockerfile.v0".into()),
+                    empty_layer: true,
+                    ..History::default()
+                }),
+                // BuildKit's dispatchOnbuild commits no history.
+                MetaLine::Nothing => {}
+            }
         }
     }
     // A metadata step leaves the chain as it is, as BuildKit does: the steps after it key

@@ -1,5 +1,6 @@
-//! The history lines BuildKit's dockerfile2llb writes for ARG and RUN steps: `ARG k=v ...`
-//! (dispatchArg) and the `|N k=v ...` prefix of a RUN (runCommandString).
+//! The history lines BuildKit's dockerfile2llb writes: `ARG k=v ...` (dispatchArg), the
+//! `|N k=v ...` prefix of a RUN (runCommandString), and the metadata instructions' lines, built
+//! with Go's `%v` and `%q` of the values they set.
 
 use std::collections::HashMap;
 
@@ -52,6 +53,54 @@ pub fn run_prefix(decls: &[ArgDecl], env: &[String]) -> String {
     out
 }
 
+/// The history entry a metadata instruction gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetaLine {
+    /// The instruction as written, with BuildKit's ` # buildkit` (EXPOSE, HEALTHCHECK).
+    AsWritten,
+    /// BuildKit's own line for it.
+    Line(String),
+    /// No entry: BuildKit's dispatchOnbuild commits none.
+    Nothing,
+}
+
+/// Go's `%v` of a string slice: `[a b c]`.
+pub fn go_list(items: &[String]) -> String {
+    format!("[{}]", items.join(" "))
+}
+
+/// Go's `%q` of a string slice: `["a" "b"]`, each as strconv.Quote writes it.
+pub fn go_quoted_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| go_quote(s)).collect();
+    format!("[{}]", quoted.join(" "))
+}
+
+/// strconv.Quote: `"` and `\` escaped, control characters as Go escapes them, the rest kept.
+pub fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\u{b}' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +128,16 @@ mod tests {
             assert_eq!(run_prefix(decls, env), want, "{decls:?} {env:?}");
         }
         assert_eq!(arg_line(&decls[2..]), "ARG foo=bar2 bare");
+    }
+
+    #[test]
+    fn go_formats() {
+        let v = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            go_quoted_list(&v(&["/bin/sh", "-c", "echo \"hi\"\\n\tx\u{1}é"])),
+            r#"["/bin/sh" "-c" "echo \"hi\"\\n\tx\x01é"]"#
+        );
+        assert_eq!(go_list(&v(&["/bin/bash", "-c"])), "[/bin/bash -c]");
+        assert_eq!(go_list(&[]), "[]");
     }
 }

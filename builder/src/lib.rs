@@ -10,7 +10,7 @@ pub mod context;
 pub mod copy;
 pub mod envindex;
 pub mod error;
-mod history;
+pub mod history;
 pub mod ignore;
 pub mod memo;
 pub mod meta;

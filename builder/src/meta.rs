@@ -9,6 +9,7 @@ use cairn_parser::instruction::{Command, Healthcheck, InstructionKind};
 
 use crate::envindex::{EnvIndex, Words};
 use crate::error::{Error, Result};
+use crate::history::{MetaLine, go_list, go_quoted_list};
 
 /// What a stage has done so far that changes how later instructions apply.
 #[derive(Debug, Default, Clone)]
@@ -141,9 +142,9 @@ fn expose_ports(spec: &str) -> Result<Vec<String>> {
     Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
 }
 
-/// Applies one metadata instruction to `config`. `lexer` expands words with the config's
-/// environment plus `args` (the stage's build args); instructions that are not metadata
-/// (FROM, RUN, COPY, ADD, ARG) are refused.
+/// Applies one metadata instruction to `config` and returns the history entry BuildKit gives
+/// it. `lexer` expands words with the config's environment plus `args` (the stage's build
+/// args); instructions that are not metadata (FROM, RUN, COPY, ADD, ARG) are refused.
 pub fn apply(
     config: &mut ImageConfig,
     ins: &InstructionKind,
@@ -151,7 +152,7 @@ pub fn apply(
     args: &BTreeMap<String, String>,
     lexer: &Lexer,
     state: &mut MetaState,
-) -> Result<()> {
+) -> Result<MetaLine> {
     // The environment is looked up in place, not copied: a stage of many ENV lines would
     // copy it once a line. It is out of the config while the words expand.
     state.env_index.sync(&config.config.env);
@@ -163,17 +164,17 @@ pub fn apply(
         over: &state.args_over_env,
     };
     let set = apply_with(config, ins, original, &words, lexer, &mut state.cmd_set);
-    if let Ok(pairs) = &set {
+    if let Ok((pairs, _)) = &set {
         for (k, v) in pairs {
             state.env_index.set(&mut env, k, v);
             state.args_over_env.remove(k);
         }
     }
     config.config.env = env;
-    set.map(drop)
+    set.map(|(_, line)| line)
 }
 
-/// [`apply`] with the words to expand with; returns the ENV pairs to set.
+/// [`apply`] with the words to expand with; returns the ENV pairs to set and the line.
 fn apply_with(
     config: &mut ImageConfig,
     ins: &InstructionKind,
@@ -181,7 +182,7 @@ fn apply_with(
     env: &Words<'_>,
     lexer: &Lexer,
     cmd_set: &mut bool,
-) -> Result<Vec<(String, String)>> {
+) -> Result<(Vec<(String, String)>, MetaLine)> {
     let word = |kw: &str, w: &str| {
         lexer
             .process_word(w, env)
@@ -190,7 +191,9 @@ fn apply_with(
     let shell = shell_of(config);
     let c = &mut config.config;
     let mut set = Vec::new();
-    match ins {
+    // BuildKit's commit messages: the values as set, expanded, in Go's formats.
+    let line = |l: String| MetaLine::Line(l);
+    let line = match ins {
         InstructionKind::Env { vars } => {
             // Every pair expands with the environment before the instruction, as BuildKit
             // expands the whole command first: `ENV a=two b=$a` gives b the old a.
@@ -199,22 +202,33 @@ fn apply_with(
                 let k = word("ENV", &kv.key)?;
                 set.push((k, v));
             }
+            let pairs: Vec<String> = set.iter().map(|(k, v)| format!(" {k}={v}")).collect();
+            line(format!("ENV{}", pairs.concat()))
         }
         InstructionKind::Label { labels } => {
+            let mut msg = String::from("LABEL");
             for kv in labels {
-                c.labels
-                    .insert(word("LABEL", &kv.key)?, word("LABEL", &kv.value)?);
+                let (k, v) = (word("LABEL", &kv.key)?, word("LABEL", &kv.value)?);
+                msg.push_str(&format!(" {k}={v}"));
+                c.labels.insert(k, v);
             }
+            line(msg)
         }
         InstructionKind::Cmd { command } => {
-            c.cmd = Some(argv(command, &shell));
+            let args = argv(command, &shell);
+            let msg = format!("CMD {}", go_quoted_list(&args));
+            c.cmd = Some(args);
             *cmd_set = true;
+            line(msg)
         }
         InstructionKind::Entrypoint { command } => {
-            c.entrypoint = Some(argv(command, &shell));
+            let args = argv(command, &shell);
+            let msg = format!("ENTRYPOINT {}", go_quoted_list(&args));
+            c.entrypoint = Some(args);
             if !*cmd_set {
                 c.cmd = None;
             }
+            line(msg)
         }
         InstructionKind::Workdir { path } => {
             // BuildKit's NormalizeWorkdir: an absolute path is recorded as written (`/app/`
@@ -225,25 +239,36 @@ fn apply_with(
             } else {
                 clean_abs(&format!("/{}/{p}", c.working_dir))
             };
+            line(format!("WORKDIR {}", c.working_dir))
         }
-        InstructionKind::User { user } => c.user = word("USER", user)?,
+        InstructionKind::User { user } => {
+            c.user = word("USER", user)?;
+            line(format!("USER {}", c.user))
+        }
         InstructionKind::Expose { ports } => {
             for p in ports {
                 for port in expose_ports(&word("EXPOSE", p)?)? {
                     c.exposed_ports.insert(port, Empty {});
                 }
             }
+            MetaLine::AsWritten
         }
         InstructionKind::Volume { paths } => {
+            let mut volumes = Vec::new();
             for p in paths {
                 let v = word("VOLUME", p)?;
                 if v.trim().is_empty() {
                     return Err(err("VOLUME", "a volume path can not be empty"));
                 }
+                volumes.push(v.clone());
                 c.volumes.insert(v, Empty {});
             }
+            line(format!("VOLUME {}", go_list(&volumes)))
         }
-        InstructionKind::StopSignal { signal } => c.stop_signal = word("STOPSIGNAL", signal)?,
+        InstructionKind::StopSignal { signal } => {
+            c.stop_signal = word("STOPSIGNAL", signal)?;
+            line(format!("STOPSIGNAL {}", c.stop_signal))
+        }
         InstructionKind::Healthcheck(h) => {
             c.healthcheck = Some(match h {
                 Healthcheck::None => HealthConfig {
@@ -270,14 +295,22 @@ fn apply_with(
                     start_interval: start_interval.unwrap_or(0) as i64,
                     retries: i64::from(retries.unwrap_or(0)),
                 },
-            })
+            });
+            MetaLine::AsWritten
         }
-        InstructionKind::Shell { shell } => c.shell = Some(shell.clone()),
-        InstructionKind::Maintainer { name } => config.author = Some(name.clone()),
+        InstructionKind::Shell { shell } => {
+            c.shell = Some(shell.clone());
+            line(format!("SHELL {}", go_list(shell)))
+        }
+        InstructionKind::Maintainer { name } => {
+            config.author = Some(name.clone());
+            line(format!("MAINTAINER {name}"))
+        }
         InstructionKind::Onbuild { trigger } => {
             c.on_build
                 .get_or_insert_with(Vec::new)
                 .push(trigger.original.clone());
+            MetaLine::Nothing
         }
         InstructionKind::From(_)
         | InstructionKind::Run(_)
@@ -287,8 +320,8 @@ fn apply_with(
             let kw = original.split_whitespace().next().unwrap_or("instruction");
             return Err(err(kw, "is not a metadata instruction"));
         }
-    }
-    Ok(set)
+    };
+    Ok((set, line))
 }
 
 /// Applies a run of metadata instructions in order (`cairn import --change`, ONBUILD-free

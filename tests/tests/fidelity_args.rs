@@ -376,3 +376,44 @@ fn cmd_sets_args_escaped_as_buildkit_does_on_linux_too() {
         assert_eq!(got, want, "{df}");
     }
 }
+
+#[test]
+fn metadata_steps_have_buildkits_history_lines() {
+    let s = loaded_busybox();
+    // dispatchEnv, dispatchLabel, ...: "KEYWORD" and the values set, expanded, in Go's %v
+    // (lists as `[a b]`) or %q (CMD and ENTRYPOINT, `["a" "b"]`), and without the
+    // " # buildkit" of steps with a state; ONBUILD commits no entry.
+    let ctx = context(
+        "FROM busybox\n\
+         ENV A=1 B=\"two words\"\n\
+         LABEL l=$A m=\"x y\"\n\
+         MAINTAINER me\n\
+         USER daemon\n\
+         WORKDIR /tmp\n\
+         VOLUME /v1 /v2\n\
+         STOPSIGNAL SIGINT\n\
+         ONBUILD RUN echo hi\n\
+         SHELL [\"/bin/sh\", \"-ec\"]\n\
+         CMD echo \"$A\"\n\
+         ENTRYPOINT [\"/bin/echo\", \"x\"]\n",
+    );
+    build(&s, &[], ctx.path());
+    let history = history(&s);
+    let lines = created_by_from(&history, "ENV A=1");
+    assert_eq!(
+        lines,
+        [
+            "ENV A=1 B=two words",
+            "LABEL l=1 m=x y",
+            "MAINTAINER me",
+            "USER daemon",
+            "WORKDIR /tmp",
+            "VOLUME [/v1 /v2]",
+            "STOPSIGNAL SIGINT",
+            "SHELL [/bin/sh -ec]",
+            r#"CMD ["/bin/sh" "-ec" "echo \"$A\""]"#,
+            r#"ENTRYPOINT ["/bin/echo" "x"]"#,
+        ],
+        "{history:#?}"
+    );
+}
