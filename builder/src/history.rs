@@ -101,6 +101,44 @@ pub fn go_quote(s: &str) -> String {
     out
 }
 
+/// Go's `time.Duration.String` of `nanos`: `0s`, `500ns`, `1.5µs`, `100ms`, `1m30s`, `2h0m0s`.
+pub fn go_duration(nanos: i64) -> String {
+    /// `n / div` with its remainder as trimmed decimals.
+    fn frac(n: u64, div: u64) -> String {
+        let (int, rem) = (n / div, n % div);
+        if rem == 0 {
+            return int.to_string();
+        }
+        let width = div.ilog10() as usize;
+        let digits = format!("{rem:0width$}");
+        format!("{int}.{}", digits.trim_end_matches('0'))
+    }
+    if nanos == 0 {
+        return "0s".into();
+    }
+    let sign = if nanos < 0 { "-" } else { "" };
+    let u = nanos.unsigned_abs();
+    let body = if u < 1_000 {
+        format!("{u}ns")
+    } else if u < 1_000_000 {
+        format!("{}µs", frac(u, 1_000))
+    } else if u < 1_000_000_000 {
+        format!("{}ms", frac(u, 1_000_000))
+    } else {
+        let secs = u / 1_000_000_000;
+        let sec = frac(secs % 60 * 1_000_000_000 + u % 1_000_000_000, 1_000_000_000);
+        let (h, m) = (secs / 3600, secs / 60 % 60);
+        if h > 0 {
+            format!("{h}h{m}m{sec}s")
+        } else if m > 0 {
+            format!("{m}m{sec}s")
+        } else {
+            format!("{sec}s")
+        }
+    };
+    format!("{sign}{body}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +177,19 @@ mod tests {
         );
         assert_eq!(go_list(&v(&["/bin/bash", "-c"])), "[/bin/bash -c]");
         assert_eq!(go_list(&[]), "[]");
+        let durations = [
+            (0, "0s"),
+            (500, "500ns"),
+            (1_500, "1.5µs"),
+            (100_000_000, "100ms"),
+            (1_000_000_000, "1s"),
+            (1_500_000_000, "1.5s"),
+            (90_000_000_000, "1m30s"),
+            (7_200_000_000_000, "2h0m0s"),
+            (-3_000_000_000, "-3s"),
+        ];
+        for (n, want) in durations {
+            assert_eq!(go_duration(n), want, "{n}");
+        }
     }
 }

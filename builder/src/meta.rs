@@ -9,7 +9,7 @@ use cairn_parser::instruction::{Command, Healthcheck, InstructionKind};
 
 use crate::envindex::{EnvIndex, Words};
 use crate::error::{Error, Result};
-use crate::history::{MetaLine, go_list, go_quoted_list};
+use crate::history::{MetaLine, go_duration, go_list, go_quoted_list};
 
 /// What a stage has done so far that changes how later instructions apply.
 #[derive(Debug, Default, Clone)]
@@ -246,12 +246,14 @@ fn apply_with(
             line(format!("USER {}", c.user))
         }
         InstructionKind::Expose { ports } => {
+            let mut all = Vec::new();
             for p in ports {
                 for port in expose_ports(&word("EXPOSE", p)?)? {
+                    all.push(port.clone());
                     c.exposed_ports.insert(port, Empty {});
                 }
             }
-            MetaLine::AsWritten
+            line(format!("EXPOSE {}", go_list(&all)))
         }
         InstructionKind::Volume { paths } => {
             let mut volumes = Vec::new();
@@ -296,7 +298,20 @@ fn apply_with(
                     retries: i64::from(retries.unwrap_or(0)),
                 },
             });
-            MetaLine::AsWritten
+            // Go's %+v of BuildKit's HealthcheckConfig.
+            let h = c.healthcheck.as_ref().map(|h| {
+                format!(
+                    "HEALTHCHECK {{Test:{} Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} \
+                     Retries:{}}}",
+                    go_list(&h.test),
+                    go_duration(h.interval),
+                    go_duration(h.timeout),
+                    go_duration(h.start_period),
+                    go_duration(h.start_interval),
+                    h.retries
+                )
+            });
+            h.map_or(MetaLine::AsWritten, MetaLine::Line)
         }
         InstructionKind::Shell { shell } => {
             c.shell = Some(shell.clone());

@@ -381,8 +381,8 @@ fn cmd_sets_args_escaped_as_buildkit_does_on_linux_too() {
 fn metadata_steps_have_buildkits_history_lines() {
     let s = loaded_busybox();
     // dispatchEnv, dispatchLabel, ...: "KEYWORD" and the values set, expanded, in Go's %v
-    // (lists as `[a b]`) or %q (CMD and ENTRYPOINT, `["a" "b"]`), and without the
-    // " # buildkit" of steps with a state; ONBUILD commits no entry.
+    // (lists as `[a b]`, HEALTHCHECK's struct as %+v) or %q (CMD and ENTRYPOINT, `["a" "b"]`),
+    // and without the " # buildkit" of steps with a state; ONBUILD commits no entry.
     let ctx = context(
         "FROM busybox\n\
          ENV A=1 B=\"two words\"\n\
@@ -392,6 +392,8 @@ fn metadata_steps_have_buildkits_history_lines() {
          WORKDIR /tmp\n\
          VOLUME /v1 /v2\n\
          STOPSIGNAL SIGINT\n\
+         EXPOSE 5000 1234/udp 2375\n\
+         HEALTHCHECK --interval=5s --start-interval=100ms CMD [\"true\"]\n\
          ONBUILD RUN echo hi\n\
          SHELL [\"/bin/sh\", \"-ec\"]\n\
          CMD echo \"$A\"\n\
@@ -410,6 +412,9 @@ fn metadata_steps_have_buildkits_history_lines() {
             "WORKDIR /tmp",
             "VOLUME [/v1 /v2]",
             "STOPSIGNAL SIGINT",
+            "EXPOSE [5000/tcp 1234/udp 2375/tcp]",
+            "HEALTHCHECK {Test:[CMD true] Interval:5s Timeout:0s StartPeriod:0s \
+             StartInterval:100ms Retries:0}",
             "SHELL [/bin/sh -ec]",
             r#"CMD ["/bin/sh" "-ec" "echo \"$A\""]"#,
             r#"ENTRYPOINT ["/bin/echo" "x"]"#,
