@@ -707,6 +707,7 @@ fn build_stage(
             MetaState {
                 args_over_env: r.meta.args_over_env.clone(),
                 arg_decls: r.meta.arg_decls.clone(),
+                env_seq: r.meta.env_seq.clone(),
                 ..MetaState::default()
             },
         );
@@ -1156,6 +1157,7 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
                 if let Some(v) = &value {
                     st.args.insert(def.name.clone(), v.clone());
                     st.meta.args_over_env.insert(def.name.clone());
+                    st.meta.env_seq.push(def.name.clone());
                 }
                 decls.push((def.name.clone(), value));
             }

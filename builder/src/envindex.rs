@@ -97,6 +97,39 @@ impl Env for Words<'_> {
     }
 }
 
+/// The environment a RUN gets, ordered as BuildKit's EnvList orders it: the base's names
+/// no step set, in the config's order, then each name the stage set (`seq`: ENV pairs and
+/// ARG values in turn) where it was set last; values as `words` has them. Names of `extra`
+/// (the stage's args) not met on the way follow, which only an inconsistent `seq` leaves.
+pub fn ordered_env<'a>(
+    config_env: &'a [String],
+    seq: &'a [String],
+    extra: impl Iterator<Item = &'a String>,
+    words: &Words<'_>,
+) -> Vec<String> {
+    use std::collections::HashSet;
+    let set: HashSet<&str> = seq.iter().map(String::as_str).collect();
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut names: Vec<&str> = config_env
+        .iter()
+        .map(|e| key_of(e))
+        .filter(|k| !set.contains(k) && seen.insert(k))
+        .collect();
+    let mut last: Vec<&str> = seq
+        .iter()
+        .rev()
+        .map(String::as_str)
+        .filter(|k| seen.insert(k))
+        .collect();
+    last.reverse();
+    names.extend(last);
+    names.extend(extra.map(String::as_str).filter(|k| seen.insert(k)));
+    names
+        .into_iter()
+        .filter_map(|k| words.lookup(k).map(|v| format!("{k}={v}")))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +174,27 @@ mod tests {
         for (name, v) in want {
             assert_eq!(w.lookup(name), v, "{name}");
         }
+    }
+
+    #[test]
+    fn a_runs_environment_is_ordered_by_the_last_set() {
+        let v = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        // FROM (PATH, BASE) / ENV A=1 / ARG B=2 / ENV C=3 / ENV A=4 / ENV BASE=x
+        let env = v(&["PATH=/bin", "BASE=x", "A=4", "C=3"]);
+        let seq = v(&["A", "B", "C", "A", "BASE"]);
+        let args: BTreeMap<String, String> = [("B".to_owned(), "2".to_owned())].into();
+        let mut ix = EnvIndex::default();
+        ix.sync(&env);
+        let over = BTreeSet::new();
+        let w = Words {
+            env: &env,
+            index: &ix,
+            args: &args,
+            over: &over,
+        };
+        assert_eq!(
+            ordered_env(&env, &seq, args.keys(), &w),
+            ["PATH=/bin", "B=2", "C=3", "A=4", "BASE=x"]
+        );
     }
 }

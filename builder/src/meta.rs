@@ -26,6 +26,9 @@ pub struct MetaState {
     /// Where each name of the config's environment is, so a step looks a name up rather than
     /// copying the whole environment (see `envindex`).
     pub env_index: EnvIndex,
+    /// The names ENV pairs and ARG values set, in turn (inherited by `FROM <stage>`): the
+    /// order of a RUN's environment (see `envindex::ordered_env`).
+    pub env_seq: Vec<String>,
 }
 
 /// The environment words expand with and RUN sees, as BuildKit's state holds it: the
@@ -168,6 +171,7 @@ pub fn apply(
         for (k, v) in pairs {
             state.env_index.set(&mut env, k, v);
             state.args_over_env.remove(k);
+            state.env_seq.push(k.clone());
         }
     }
     config.config.env = env;

@@ -90,18 +90,21 @@ pub(crate) fn run_step(
     } = *cx;
     let fail = |m: String| at(opts, ins.span, "RUN", m);
 
-    // The environment: the image's ENV, then the stage's ARGs where ENV does not set them
-    // or where they were declared after it (BuildKit's ARG sets the state's environment).
-    let mut env = st.config.config.env.clone();
-    let env_names: std::collections::BTreeSet<String> =
-        meta::env_map(&st.config).into_keys().collect();
-    for (k, v) in &st.args {
-        if !env_names.contains(k) {
-            env.push(format!("{k}={v}"));
-        } else if st.meta.args_over_env.contains(k) {
-            meta::set_env(&mut env, k, v);
-        }
-    }
+    // The environment: the image's ENV and the stage's ARGs, an ARG declared after an ENV of
+    // its name winning (BuildKit's ARG sets the state's environment), in the order BuildKit's
+    // state keeps them.
+    st.meta.env_index.sync(&st.config.config.env);
+    let mut env = crate::envindex::ordered_env(
+        &st.config.config.env,
+        &st.meta.env_seq,
+        st.args.keys(),
+        &crate::envindex::Words {
+            env: &st.config.config.env,
+            index: &st.meta.env_index,
+            args: &st.args,
+            over: &st.meta.args_over_env,
+        },
+    );
     for k in PROXY_ARGS {
         if let (Some(v), false) = (opts.build_args.get(*k), st.args.contains_key(*k)) {
             env.push(format!("{k}={v}"));

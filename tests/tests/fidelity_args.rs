@@ -422,3 +422,37 @@ fn metadata_steps_have_buildkits_history_lines() {
         "{history:#?}"
     );
 }
+
+#[test]
+fn a_run_sees_its_environment_in_the_order_names_were_last_set() {
+    let s = loaded_busybox();
+    // BuildKit's state environment is an EnvList: the base image's variables, then each ENV
+    // pair and ARG value in turn, a name set again moving to where it was set last; the
+    // config's Env replaces in place instead.
+    let ctx = context(
+        "FROM busybox\n\
+         ENV A=1\n\
+         ARG B=2\n\
+         ENV C=3\n\
+         ENV A=4\n\
+         RUN [\"env\"]\n",
+    );
+    let progress = build(&s, &[], ctx.path());
+    let step: Vec<String> = progress
+        .lines()
+        .filter(|l| l.starts_with("#") && l.contains('='))
+        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest.to_owned()))
+        .filter(|l| !l.starts_with("RUN") && !l.starts_with("ENV") && !l.starts_with("ARG"))
+        .filter(|l| !l.starts_with('[') && !l.starts_with("FROM"))
+        .map(|l| l.split('=').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(step, ["PATH", "B", "C", "A", "HOME"], "{progress}");
+    let env = s.inspect("img")["Config"]["Env"].clone();
+    let keys: Vec<&str> = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().split('=').next().unwrap())
+        .collect();
+    assert_eq!(keys, ["PATH", "A", "C"]);
+}
