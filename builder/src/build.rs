@@ -23,6 +23,7 @@ use cairn_parser::{Dockerfile, ErrorKind, ParseError, Span, StageGraph};
 use crate::context::BuildContext;
 use crate::copy::{CopyRequest, CopySource, SourceRoot, plan_copy};
 use crate::error::{Error, Result};
+use crate::history::MetaLine;
 use crate::meta::{self, MetaState};
 use crate::sandbox::{Limits, Sandbox, Snapshotter};
 use crate::users;
@@ -299,6 +300,9 @@ pub(crate) struct StageResult {
     pub(crate) partial: Option<Vec<String>>,
     pub(crate) key: crate::cache::Key,
     pub(crate) all_hits: bool,
+    /// The stage's build args and their state, which `FROM <stage>` starts from.
+    pub(crate) args: BTreeMap<String, String>,
+    pub(crate) meta: MetaState,
 }
 
 fn is_root() -> bool {
@@ -692,9 +696,21 @@ fn build_stage(
         .find(|e| e.stage == index && e.kind == cairn_parser::EdgeKind::From)
         .map(|e| e.needs);
     let base_id: String;
+    // BuildKit's FROM <stage> starts from the stage's state: its environment holds the
+    // stage's ARG values, and its list of build args goes on (dispatchState.init).
+    let mut inherited = (BTreeMap::new(), MetaState::default());
     let (config, layers) = if let Some(dep) = from_stage {
         let r = &results[&dep];
         base_id = format!("stage:{}", r.key.hex());
+        inherited = (
+            r.args.clone(),
+            MetaState {
+                args_over_env: r.meta.args_over_env.clone(),
+                arg_decls: r.meta.arg_decls.clone(),
+                env_seq: r.meta.env_seq.clone(),
+                ..MetaState::default()
+            },
+        );
         (r.config.clone(), r.layers.clone())
     } else if base.is_empty() {
         // BuildKit: "base name (${UNSET}) should not be blank".
@@ -788,8 +804,8 @@ fn build_stage(
         rootfs,
         pending: layers_pending,
         view,
-        args: BTreeMap::new(),
-        meta: MetaState::default(),
+        args: inherited.0,
+        meta: inherited.1,
         key: from_key.finish(),
         all_hits: true,
         no_cache,
@@ -871,6 +887,8 @@ fn build_stage(
         partial,
         key: st.key,
         all_hits: st.all_hits,
+        args: st.args,
+        meta: st.meta,
     })
 }
 
@@ -892,7 +910,8 @@ fn pull_line(e: &cairn_layers::registry::Event) -> Option<String> {
 }
 
 /// `ARG` in a stage or before the first FROM: a build arg's value wins over the default; a
-/// redeclared global ARG without a default takes the global value.
+/// redeclared global ARG without a default takes the global value; a bare name nothing gives
+/// a value keeps the value it has (BuildKit adds nothing to the environment for it).
 fn declare(
     into: &mut BTreeMap<String, String>,
     defs: &[ArgDef],
@@ -901,31 +920,26 @@ fn declare(
     lexer: &Lexer,
 ) -> std::result::Result<(), String> {
     for def in defs {
-        let words = into.clone();
-        declare_one(into, def, globals, build_args, lexer, &words)?;
+        if let Some(v) = arg_value(def, globals, build_args, lexer, &*into)? {
+            into.insert(def.name.clone(), v);
+        }
     }
     Ok(())
 }
 
-/// One `ARG` definition; a default expands with `words`.
-fn declare_one(
-    into: &mut BTreeMap<String, String>,
+/// The value one `ARG` definition gives its name (a default expands with `words`), if any.
+fn arg_value(
     def: &ArgDef,
     globals: &BTreeMap<String, String>,
     build_args: &BTreeMap<String, String>,
     lexer: &Lexer,
-    words: &BTreeMap<String, String>,
-) -> std::result::Result<(), String> {
-    let value = match (build_args.get(&def.name), &def.default) {
+    words: &(impl cairn_parser::expand::Env + ?Sized),
+) -> std::result::Result<Option<String>, String> {
+    Ok(match (build_args.get(&def.name), &def.default) {
         (Some(v), _) => Some(v.clone()),
         (None, Some(d)) => Some(lexer.process_word(d, words).map_err(|e| e.to_string())?),
         (None, None) => globals.get(&def.name).cloned(),
-    };
-    match value {
-        Some(v) => into.insert(def.name.clone(), v),
-        None => into.remove(&def.name),
-    };
-    Ok(())
+    })
 }
 
 /// An `os/arch[/variant]` (or a bare arch, on linux) as containerd normalises it: arch aliases
@@ -1129,16 +1143,34 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
             // One at a time: a default expands with the ENV and the ARGs before it, and an
             // ARG with a value then wins over an inherited ENV of its name (BuildKit's
             // dispatchArg adds it to the state's environment).
+            let mut decls = Vec::new();
             for def in args {
-                let words = meta::words_env(&st.config, &st.args, &st.meta);
-                declare_one(&mut st.args, def, globals, &opts.build_args, lexer, &words)
-                    .map_err(fail)?;
-                if st.args.contains_key(&def.name) {
+                st.meta.env_index.sync(&st.config.config.env);
+                let words = crate::envindex::Words {
+                    env: &st.config.config.env,
+                    index: &st.meta.env_index,
+                    args: &st.args,
+                    over: &st.meta.args_over_env,
+                };
+                let value =
+                    arg_value(def, globals, &opts.build_args, lexer, &words).map_err(fail)?;
+                if let Some(v) = &value {
+                    st.args.insert(def.name.clone(), v.clone());
                     st.meta.args_over_env.insert(def.name.clone());
-                } else {
-                    st.meta.args_over_env.remove(&def.name);
+                    st.meta.env_seq.push(def.name.clone());
                 }
+                decls.push((def.name.clone(), value));
             }
+            // BuildKit's dispatchArg commits "ARG k=v ..." as an empty layer, without the
+            // "# buildkit" of steps with a state.
+            st.config.history.push(History {
+                created: Some(created),
+                created_by: Some(crate::history::arg_line(&decls)),
+                comment: Some("buildkit.dockerfile.v0".into()),
+                empty_layer: true,
+                ..History::default()
+            });
+            st.meta.arg_decls.extend(decls);
         }
         InstructionKind::Run(run) => return crate::run::run_step(cx, st, ins, run, step_id),
         InstructionKind::Copy(c) => {
@@ -1181,7 +1213,7 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
         }
         InstructionKind::From(_) => return Err(fail("FROM inside a stage".into())),
         _ => {
-            meta::apply(
+            let line = meta::apply(
                 &mut st.config,
                 &ins.kind,
                 &ins.original,
@@ -1190,6 +1222,11 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
                 &mut st.meta,
             )
             .map_err(|e| fail(inner(e)))?;
+            if matches!(ins.kind, InstructionKind::Cmd { .. }) {
+                // BuildKit's dispatchCmd marks the config ArgsEscaped for either form and on
+                // every platform (docker's import --change, meta::apply_all's user, does not).
+                st.config.config.args_escaped = Some(true);
+            }
             if matches!(ins.kind, InstructionKind::Workdir { .. }) {
                 // The directory is created in the image when it is missing, as a layer.
                 let view = crate::copy::ImageView {
@@ -1263,11 +1300,25 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
                     let dirs: BTreeMap<String, DirMeta> = dirs.into_iter().collect();
                     let dir_list = dirs.clone().into_iter().collect();
                     add_layer(st, layer, Some(dirs), ins, created)?;
+                    if let (MetaLine::Line(l), Some(h)) = (&line, st.config.history.last_mut()) {
+                        h.created_by = Some(l.clone());
+                    }
                     record(cx, st, key, Some(rec), Some(dir_list))?;
                     return Ok(Outcome::Ran);
                 }
             }
-            push_empty(&mut st.config, ins, created);
+            match line {
+                MetaLine::AsWritten => push_empty(&mut st.config, ins, created),
+                MetaLine::Line(l) => st.config.history.push(History {
+                    created: Some(created),
+                    created_by: Some(l),
+                    comment: Some("buildkit.dockerfile.v0".into()),
+                    empty_layer: true,
+                    ..History::default()
+                }),
+                // BuildKit's dispatchOnbuild commits no history.
+                MetaLine::Nothing => {}
+            }
         }
     }
     // A metadata step leaves the chain as it is, as BuildKit does: the steps after it key

@@ -1,5 +1,5 @@
 //! cairn-builder executes the stage graph: the build context and .dockerignore ([`context`],
-//! [`ignore`]), COPY/ADD ([`copy`]), metadata instructions ([`meta`]), stages in order
+//! [`ignore`]), COPY/ADD ([`copy`]), metadata instructions ([`meta`]), history lines ([`history`]), stages in order
 //! ([`build`]), RUN in its sandbox ([`sandbox`]), the build cache ([`cache`]) and outputs
 //! ([`output`]).
 
@@ -10,8 +10,10 @@ pub mod container;
 pub mod context;
 mod context_mount;
 pub mod copy;
+pub mod envindex;
 pub mod error;
 pub mod from_meta;
+pub mod history;
 pub mod ignore;
 pub mod memo;
 pub mod meta;

@@ -7,7 +7,9 @@ use cairn_layers::image::{Empty, HealthConfig, ImageConfig};
 use cairn_parser::expand::Lexer;
 use cairn_parser::instruction::{Command, Healthcheck, InstructionKind};
 
+use crate::envindex::{EnvIndex, Words};
 use crate::error::{Error, Result};
+use crate::history::{MetaLine, go_duration, go_list, go_quoted_list};
 
 /// What a stage has done so far that changes how later instructions apply.
 #[derive(Debug, Default, Clone)]
@@ -18,6 +20,15 @@ pub struct MetaState {
     /// ARG sets the step environment, so such an ARG wins over an inherited ENV until an ENV
     /// sets the name again.
     pub args_over_env: BTreeSet<String>,
+    /// The stage's ARG declarations in order (BuildKit's `buildArgs`): what a RUN's history
+    /// line lists, inherited by `FROM <stage>` with the values.
+    pub arg_decls: Vec<(String, Option<String>)>,
+    /// Where each name of the config's environment is, so a step looks a name up rather than
+    /// copying the whole environment (see `envindex`).
+    pub env_index: EnvIndex,
+    /// The names ENV pairs and ARG values set, in turn (inherited by `FROM <stage>`): the
+    /// order of a RUN's environment (see `envindex::ordered_env`).
+    pub env_seq: Vec<String>,
 }
 
 /// The environment words expand with and RUN sees, as BuildKit's state holds it: the
@@ -134,9 +145,9 @@ fn expose_ports(spec: &str) -> Result<Vec<String>> {
     Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
 }
 
-/// Applies one metadata instruction to `config`. `lexer` expands words with the config's
-/// environment plus `args` (the stage's build args); instructions that are not metadata
-/// (FROM, RUN, COPY, ADD, ARG) are refused.
+/// Applies one metadata instruction to `config` and returns the history entry BuildKit gives
+/// it. `lexer` expands words with the config's environment plus `args` (the stage's build
+/// args); instructions that are not metadata (FROM, RUN, COPY, ADD, ARG) are refused.
 pub fn apply(
     config: &mut ImageConfig,
     ins: &InstructionKind,
@@ -144,41 +155,84 @@ pub fn apply(
     args: &BTreeMap<String, String>,
     lexer: &Lexer,
     state: &mut MetaState,
-) -> Result<()> {
-    let env = words_env(config, args, state);
+) -> Result<MetaLine> {
+    // The environment is looked up in place, not copied: a stage of many ENV lines would
+    // copy it once a line. It is out of the config while the words expand.
+    state.env_index.sync(&config.config.env);
+    let mut env = std::mem::take(&mut config.config.env);
+    let words = Words {
+        env: &env,
+        index: &state.env_index,
+        args,
+        over: &state.args_over_env,
+    };
+    let set = apply_with(config, ins, original, &words, lexer, &mut state.cmd_set);
+    if let Ok((pairs, _)) = &set {
+        for (k, v) in pairs {
+            state.env_index.set(&mut env, k, v);
+            state.args_over_env.remove(k);
+            state.env_seq.push(k.clone());
+        }
+    }
+    config.config.env = env;
+    set.map(|(_, line)| line)
+}
+
+/// [`apply`] with the words to expand with; returns the ENV pairs to set and the line.
+fn apply_with(
+    config: &mut ImageConfig,
+    ins: &InstructionKind,
+    original: &str,
+    env: &Words<'_>,
+    lexer: &Lexer,
+    cmd_set: &mut bool,
+) -> Result<(Vec<(String, String)>, MetaLine)> {
     let word = |kw: &str, w: &str| {
         lexer
-            .process_word(w, &env)
+            .process_word(w, env)
             .map_err(|e| err(kw, e.to_string()))
     };
     let shell = shell_of(config);
     let c = &mut config.config;
-    match ins {
+    let mut set = Vec::new();
+    // BuildKit's commit messages: the values as set, expanded, in Go's formats.
+    let line = |l: String| MetaLine::Line(l);
+    let line = match ins {
         InstructionKind::Env { vars } => {
             // Every pair expands with the environment before the instruction, as BuildKit
             // expands the whole command first: `ENV a=two b=$a` gives b the old a.
             for kv in vars {
                 let v = word("ENV", &kv.value)?;
                 let k = word("ENV", &kv.key)?;
-                set_env(&mut c.env, &k, &v);
-                state.args_over_env.remove(&k);
+                set.push((k, v));
             }
+            let pairs: Vec<String> = set.iter().map(|(k, v)| format!(" {k}={v}")).collect();
+            line(format!("ENV{}", pairs.concat()))
         }
         InstructionKind::Label { labels } => {
+            let mut msg = String::from("LABEL");
             for kv in labels {
-                c.labels
-                    .insert(word("LABEL", &kv.key)?, word("LABEL", &kv.value)?);
+                let (k, v) = (word("LABEL", &kv.key)?, word("LABEL", &kv.value)?);
+                msg.push_str(&format!(" {k}={v}"));
+                c.labels.insert(k, v);
             }
+            line(msg)
         }
         InstructionKind::Cmd { command } => {
-            c.cmd = Some(argv(command, &shell));
-            state.cmd_set = true;
+            let args = argv(command, &shell);
+            let msg = format!("CMD {}", go_quoted_list(&args));
+            c.cmd = Some(args);
+            *cmd_set = true;
+            line(msg)
         }
         InstructionKind::Entrypoint { command } => {
-            c.entrypoint = Some(argv(command, &shell));
-            if !state.cmd_set {
+            let args = argv(command, &shell);
+            let msg = format!("ENTRYPOINT {}", go_quoted_list(&args));
+            c.entrypoint = Some(args);
+            if !*cmd_set {
                 c.cmd = None;
             }
+            line(msg)
         }
         InstructionKind::Workdir { path } => {
             // BuildKit's NormalizeWorkdir: an absolute path is recorded as written (`/app/`
@@ -189,25 +243,38 @@ pub fn apply(
             } else {
                 clean_abs(&format!("/{}/{p}", c.working_dir))
             };
+            line(format!("WORKDIR {}", c.working_dir))
         }
-        InstructionKind::User { user } => c.user = word("USER", user)?,
+        InstructionKind::User { user } => {
+            c.user = word("USER", user)?;
+            line(format!("USER {}", c.user))
+        }
         InstructionKind::Expose { ports } => {
+            let mut all = Vec::new();
             for p in ports {
                 for port in expose_ports(&word("EXPOSE", p)?)? {
+                    all.push(port.clone());
                     c.exposed_ports.insert(port, Empty {});
                 }
             }
+            line(format!("EXPOSE {}", go_list(&all)))
         }
         InstructionKind::Volume { paths } => {
+            let mut volumes = Vec::new();
             for p in paths {
                 let v = word("VOLUME", p)?;
                 if v.trim().is_empty() {
                     return Err(err("VOLUME", "a volume path can not be empty"));
                 }
+                volumes.push(v.clone());
                 c.volumes.insert(v, Empty {});
             }
+            line(format!("VOLUME {}", go_list(&volumes)))
         }
-        InstructionKind::StopSignal { signal } => c.stop_signal = word("STOPSIGNAL", signal)?,
+        InstructionKind::StopSignal { signal } => {
+            c.stop_signal = word("STOPSIGNAL", signal)?;
+            line(format!("STOPSIGNAL {}", c.stop_signal))
+        }
         InstructionKind::Healthcheck(h) => {
             c.healthcheck = Some(match h {
                 Healthcheck::None => HealthConfig {
@@ -234,14 +301,35 @@ pub fn apply(
                     start_interval: start_interval.unwrap_or(0) as i64,
                     retries: i64::from(retries.unwrap_or(0)),
                 },
-            })
+            });
+            // Go's %+v of BuildKit's HealthcheckConfig.
+            let h = c.healthcheck.as_ref().map(|h| {
+                format!(
+                    "HEALTHCHECK {{Test:{} Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} \
+                     Retries:{}}}",
+                    go_list(&h.test),
+                    go_duration(h.interval),
+                    go_duration(h.timeout),
+                    go_duration(h.start_period),
+                    go_duration(h.start_interval),
+                    h.retries
+                )
+            });
+            h.map_or(MetaLine::AsWritten, MetaLine::Line)
         }
-        InstructionKind::Shell { shell } => c.shell = Some(shell.clone()),
-        InstructionKind::Maintainer { name } => config.author = Some(name.clone()),
+        InstructionKind::Shell { shell } => {
+            c.shell = Some(shell.clone());
+            line(format!("SHELL {}", go_list(shell)))
+        }
+        InstructionKind::Maintainer { name } => {
+            config.author = Some(name.clone());
+            line(format!("MAINTAINER {name}"))
+        }
         InstructionKind::Onbuild { trigger } => {
             c.on_build
                 .get_or_insert_with(Vec::new)
                 .push(trigger.original.clone());
+            MetaLine::Nothing
         }
         InstructionKind::From(_)
         | InstructionKind::Run(_)
@@ -251,8 +339,8 @@ pub fn apply(
             let kw = original.split_whitespace().next().unwrap_or("instruction");
             return Err(err(kw, "is not a metadata instruction"));
         }
-    }
-    Ok(())
+    };
+    Ok((set, line))
 }
 
 /// Applies a run of metadata instructions in order (`cairn import --change`, ONBUILD-free

@@ -91,18 +91,21 @@ pub(crate) fn run_step(
     } = *cx;
     let fail = |m: String| at(opts, ins.span, "RUN", m);
 
-    // The environment: the image's ENV, then the stage's ARGs where ENV does not set them
-    // or where they were declared after it (BuildKit's ARG sets the state's environment).
-    let mut env = st.config.config.env.clone();
-    let env_names: std::collections::BTreeSet<String> =
-        meta::env_map(&st.config).into_keys().collect();
-    for (k, v) in &st.args {
-        if !env_names.contains(k) {
-            env.push(format!("{k}={v}"));
-        } else if st.meta.args_over_env.contains(k) {
-            meta::set_env(&mut env, k, v);
-        }
-    }
+    // The environment: the image's ENV and the stage's ARGs, an ARG declared after an ENV of
+    // its name winning (BuildKit's ARG sets the state's environment), in the order BuildKit's
+    // state keeps them.
+    st.meta.env_index.sync(&st.config.config.env);
+    let mut env = crate::envindex::ordered_env(
+        &st.config.config.env,
+        &st.meta.env_seq,
+        st.args.keys(),
+        &crate::envindex::Words {
+            env: &st.config.config.env,
+            index: &st.meta.env_index,
+            args: &st.args,
+            over: &st.meta.args_over_env,
+        },
+    );
     for k in PROXY_ARGS {
         if let (Some(v), false) = (opts.build_args.get(*k), st.args.contains_key(*k)) {
             env.push(format!("{k}={v}"));
@@ -145,6 +148,12 @@ pub(crate) fn run_step(
         .field("user", &st.config.config.user)
         .field("shell", meta::shell_of(&st.config).join("\0"))
         .field("network", format!("{network:?}"));
+    // The history line lists the stage's ARGs as declared, which the environment alone does
+    // not fix (order, names without a value); keyed only when there are any.
+    let args_prefix = crate::history::run_prefix(&st.meta.arg_decls, &env);
+    if !args_prefix.is_empty() {
+        key.field("history-args", &args_prefix);
+    }
     for (i, m) in run.mounts.iter().enumerate() {
         let m = Mount::parse_with(&m.raw, i, &expand).map_err(&fail)?;
         key.field("mount", serde_json::to_vec(&m).unwrap_or_default());
@@ -349,7 +358,7 @@ pub(crate) fn run_step(
         return Err(fail(msg));
     }
     let created = timestamp(epoch);
-    let created_by = history_line(st, &shown);
+    let created_by = history_line(&args_prefix, &shown);
     let mut recorded = None;
     match layer {
         // A step that changed nothing adds no layer, as BuildKit's exporter does.
@@ -481,17 +490,12 @@ fn hash_tree_entry(
 }
 
 /// BuildKit's history line: `RUN |N K=V ... CMD # buildkit`, naming the stage's build args.
-fn history_line(st: &StageState, shown: &str) -> String {
-    let args: Vec<String> = st
-        .args
-        .iter()
-        .filter(|(k, _)| !PROXY_ARGS.contains(&k.as_str()))
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    if args.is_empty() {
+/// BuildKit's `RUN |N k=v ... argv # buildkit` (see [`crate::history::run_prefix`]).
+fn history_line(prefix: &str, shown: &str) -> String {
+    if prefix.is_empty() {
         format!("RUN {shown} # buildkit")
     } else {
-        format!("RUN |{} {} {shown} # buildkit", args.len(), args.join(" "))
+        format!("RUN {prefix} {shown} # buildkit")
     }
 }
 
@@ -645,6 +649,16 @@ fn mount_spec(
                 h.update(b"\0from\0");
                 h.update(identity.as_bytes());
             }
+            // BuildKit's base for a cache with uid, gid or mode is `mkdir /cache` with them,
+            // and the cache is keyed by its base: each owner and mode is a cache of its own.
+            let owner = (
+                m.uid.unwrap_or(0),
+                m.gid.unwrap_or(0),
+                m.mode.unwrap_or(0o755),
+            );
+            if m.uid.is_some() || m.gid.is_some() || m.mode.is_some() {
+                h.update(format!("\0owner\0{}:{}:{:o}", owner.0, owner.1, owner.2).as_bytes());
+            }
             let key = hex::encode(&h.finalize()[..16]);
             let dir = cx.store.root().join("cache");
             std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
@@ -703,11 +717,7 @@ fn mount_spec(
                 target,
                 readonly: m.readonly,
                 scratch: None,
-                create: Some((
-                    m.uid.unwrap_or(0),
-                    m.gid.unwrap_or(0),
-                    m.mode.unwrap_or(0o755),
-                )),
+                create: Some(owner),
             });
         }
         MountType::Bind => {

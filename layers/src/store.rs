@@ -888,11 +888,25 @@ impl Store {
         let before: Vec<Descriptor> = unnamed.iter().chain(named.values()).cloned().collect();
         // A named image is no longer a dangling one.
         unnamed.retain(|u| !tags.iter().any(|(_, m)| m.digest == u.digest));
+        let mut moved = Vec::new();
         for (reference, manifest) in tags {
             let name = reference.to_string();
             let mut d = manifest.clone();
             d.annotations.insert(REF_NAME.to_owned(), name.clone());
-            named.insert(name, d);
+            if let Some(old) = named.insert(name, d)
+                && old.digest != manifest.digest
+            {
+                moved.push(old);
+            }
+        }
+        // As in docker, an image whose last name moved to another is dangling, not gone: it
+        // stays by its ID until a prune of dangling images.
+        for mut old in moved {
+            let still_named = named.values().any(|m| m.digest == old.digest);
+            if !still_named && !unnamed.iter().any(|u| u.digest == old.digest) {
+                old.annotations.remove(REF_NAME);
+                unnamed.push(old);
+            }
         }
         // Unnamed entries first, in their order, then by name: what one tag at a time gave.
         unnamed.extend(named.into_values());
@@ -1668,9 +1682,19 @@ mod tests {
             s.resolve("nope").unwrap_err(),
             Error::ImageNotFound(_)
         ));
-        // Retag busybox to b: a becomes unreachable and prune collects exactly its 3 blobs.
+        // Retag busybox to b: a, named no more, is dangling (kept by prune) until removed;
+        // then prune collects exactly its 3 blobs.
         s.tag(&busybox, &b).unwrap();
         assert_eq!(s.tags().unwrap().len(), 2);
+        let dangling = s.untagged().unwrap();
+        assert_eq!(dangling.len(), 1);
+        assert_eq!(dangling[0].digest, a.digest);
+        assert!(!dangling[0].annotations.contains_key(REF_NAME));
+        assert_eq!(s.prune().unwrap().blobs, 0, "a dangling image is kept");
+        // Tagging b again, or a name onto b that b has, leaves no second dangling entry.
+        s.tag(&busybox, &b).unwrap();
+        assert_eq!(s.untagged().unwrap().len(), 1);
+        assert_eq!(s.remove_untagged(|_| true).unwrap().len(), 1);
         let r = s.prune().unwrap();
         assert_eq!(r.blobs, 3);
         assert!(s.fsck().unwrap().problems.is_empty());

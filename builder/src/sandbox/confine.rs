@@ -199,6 +199,26 @@ fn open_beneath(base: BorrowedFd<'_>, rel: &Path, flags: OFlags) -> Result<Owned
     )
 }
 
+/// Gives what [`ensure_in`] made to the container's root (`uid`, `gid` on the host): root's
+/// helper makes them as host root, which the step, in its user namespace, could not write
+/// into. A name the step can have swapped is never followed.
+pub fn chown_made(root: BorrowedFd<'_>, made: &[PathBuf], uid: u32, gid: u32) -> Result<(), Fail> {
+    let (uid, gid) = (
+        rustix::fs::Uid::from_raw(uid),
+        rustix::fs::Gid::from_raw(gid),
+    );
+    for p in made {
+        let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+            continue;
+        };
+        let dir = open_beneath(root, parent, OFlags::PATH | OFlags::DIRECTORY)
+            .map_err(|e| format!("open /{}: {e}", parent.display()))?;
+        rustix::fs::chownat(&dir, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| format!("chown /{}: {e}", p.display()))?;
+    }
+    Ok(())
+}
+
 /// Removes the mount points [`ensure_in`] made, last first: an empty directory, or an empty
 /// regular file; whatever the step put there stays.
 pub fn remove_made(root: BorrowedFd<'_>, made: &[PathBuf]) {

@@ -317,10 +317,13 @@ fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
     };
     let root_fd = confine::open_host(&root)?;
     let root_fd = root_fd.as_fd();
-    let mut made = Made::default();
+    // runc's mount points for /proc, /dev and /sys stay in the layer, as BuildKit leaves them
+    // (its stub cleaner removes only the /etc files and the --mount targets it bound).
+    let mut kept = Made::default();
     for d in ["proc", "dev", "sys"] {
-        confine::ensure_in(root_fd, d, true, &mut made)?;
+        confine::ensure_in(root_fd, d, true, &mut kept)?;
     }
+    let mut made = Made::default();
     for (p, _) in &spec.etc_files {
         confine::ensure_in(root_fd, p, false, &mut made)?;
     }
@@ -354,6 +357,11 @@ fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
                 confine::ensure_in(root_fd, target, true, &mut made)?;
             }
         }
+    }
+    if spec.userns.is_some() {
+        let (uid, gid) = host_ids(spec, 0, 0);
+        confine::chown_made(root_fd, &kept.made, uid, gid)?;
+        confine::chown_made(root_fd, &made.made, uid, gid)?;
     }
     let outcome = start_and_wait(spec, &root, w);
     // Mount points this step did not ask for go; a directory the process filled stays.
