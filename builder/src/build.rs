@@ -1451,12 +1451,6 @@ fn copy_step(
                     let to = st
                         .rootfs
                         .with_extension(format!("download-{}", downloads.len()));
-                    // Checked before downloading, so a wrong Dockerfile costs no transfer.
-                    if crate::remote::file_name(&p).is_empty() && dest.ends_with('/') {
-                        return Err(fail(format!(
-                            "{p} gives no file name: name the file in the destination, not {dest}"
-                        )));
-                    }
                     let dl = crate::remote::download(&p, &to, checksum.as_deref()).map_err(fail)?;
                     // Docker dates the file by Last-Modified; without it, like new content.
                     let mtime = dl
