@@ -193,8 +193,11 @@ pub fn apply(
         InstructionKind::User { user } => c.user = word("USER", user)?,
         InstructionKind::Expose { ports } => {
             for p in ports {
-                for port in expose_ports(&word("EXPOSE", p)?)? {
-                    c.exposed_ports.insert(port, Empty {});
+                // A variable may hold several ports: BuildKit splits the expanded words.
+                for spec in word("EXPOSE", p)?.split_whitespace() {
+                    for port in expose_ports(spec)? {
+                        c.exposed_ports.insert(port, Empty {});
+                    }
                 }
             }
         }
