@@ -310,7 +310,14 @@ impl StageGraph {
         match t.parse::<usize>() {
             Ok(i) if i < df.stages.len() => Ok(i),
             _ => Err(ParseError::new(
-                ErrorKind::UnknownTarget(t.to_owned()),
+                ErrorKind::UnknownTarget {
+                    target: t.to_owned(),
+                    suggestion: crate::suggest::nearest(
+                        t,
+                        self.names.iter().flatten().map(String::as_str),
+                    )
+                    .map(str::to_owned),
+                },
                 Span::default(),
             )),
         }
