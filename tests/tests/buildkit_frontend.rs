@@ -51,6 +51,10 @@ struct Case {
     dockerfile: &'static str,
     /// The Dockerfile's name; another name than `Dockerfile` gets a `Dockerfile` symlink to it.
     dockerfile_name: &'static str,
+    /// Whether `Dockerfile` is made a symlink to another `dockerfile_name`.
+    dockerfile_link: bool,
+    /// Entries of a first context, built (and required to build) before the case's own.
+    before: Vec<Entry>,
     entries: Vec<Entry>,
     flags: Vec<&'static str>,
     checks: Vec<Check>,
@@ -64,6 +68,8 @@ fn case(name: &'static str, dockerfile: &'static str) -> Case {
         name,
         dockerfile,
         dockerfile_name: "Dockerfile",
+        dockerfile_link: true,
+        before: Vec::new(),
         entries: Vec::new(),
         flags: Vec::new(),
         checks: Vec::new(),
@@ -95,6 +101,19 @@ impl Case {
     }
     fn mtime(mut self, path: &'static str, secs: u64) -> Case {
         self.checks.push(Check::MTime(path, secs));
+        self
+    }
+    /// The Dockerfile goes under this name, with no `Dockerfile` beside it.
+    fn dockerfile_only_at(mut self, name: &'static str) -> Case {
+        self.dockerfile_name = name;
+        self.dockerfile_link = false;
+        self
+    }
+    /// First builds the context with these entries (with `file`'s defaults) in the same store.
+    fn first_with(mut self, files: &[(&'static str, &'static str)]) -> Case {
+        for (p, content) in files {
+            self.before.push(Entry::File(p, content, 0o644));
+        }
         self
     }
     fn socket(mut self, path: &'static str) -> Case {
@@ -147,13 +166,30 @@ impl Case {
     fn run(&self, store: &Store, tag: &str, url: &str) -> Result<(), String> {
         let ctx = tempfile::tempdir().unwrap();
         let root = ctx.path().join("ctx");
-        fs::create_dir(&root).unwrap();
+        if !self.before.is_empty() {
+            self.write_context(&root, &self.before, url);
+            let mut cmd = store.cmd(&["build", "--progress", "plain", "-t", tag]);
+            let result = cmd.arg(&root).output().unwrap();
+            if !result.status.success() {
+                return Err(format!("the first build failed:\n{}", texts(&result).1));
+            }
+            fs::remove_dir_all(&root).unwrap();
+        }
+        self.write_context(&root, &self.entries, url);
+        self.build_and_check(store, tag, &root, &ctx.path().join("out"))
+    }
+
+    /// Makes the context directory `root`: the Dockerfile and `entries`.
+    fn write_context(&self, root: &Path, entries: &[Entry], url: &str) {
+        fs::create_dir(root).unwrap();
         let dockerfile = self.dockerfile.replace("{url}", url);
-        fs::write(root.join(self.dockerfile_name), dockerfile).unwrap();
-        if self.dockerfile_name != "Dockerfile" {
+        let at = root.join(self.dockerfile_name);
+        fs::create_dir_all(at.parent().unwrap()).unwrap();
+        fs::write(at, dockerfile).unwrap();
+        if self.dockerfile_name != "Dockerfile" && self.dockerfile_link {
             std::os::unix::fs::symlink(self.dockerfile_name, root.join("Dockerfile")).unwrap();
         }
-        for e in &self.entries {
+        for e in entries {
             match *e {
                 Entry::File(p, content, mode) => {
                     let p = root.join(p);
@@ -177,7 +213,16 @@ impl Case {
                 }
             }
         }
-        let out = ctx.path().join("out");
+    }
+
+    /// Builds the context at `root` (locally exported to `out` when a check reads files).
+    fn build_and_check(
+        &self,
+        store: &Store,
+        tag: &str,
+        root: &Path,
+        out: &Path,
+    ) -> Result<(), String> {
         let mut cmd = store.cmd(&["build", "--progress", "plain", "-t", tag]);
         let ctx_text = root.to_str().unwrap();
         for f in &self.flags {
@@ -367,6 +412,7 @@ fn cases() -> Vec<Case> {
     let mut all = Vec::new();
     all.extend(copy_cases());
     all.extend(add_cases());
+    all.extend(core_cases());
     all
 }
 
@@ -718,6 +764,136 @@ fn add_cases() -> Vec<Case> {
             .fails(""),
     ]
 }
+
+fn core_cases() -> Vec<Case> {
+    vec![
+        case(
+            "testDockerfileDirs",
+            "FROM busybox\nCOPY foo /foo2\nCOPY foo /\nRUN echo -n bar > foo3\nRUN test -f foo\n\
+             RUN cmp -s foo foo2\nRUN cmp -s foo foo3\n",
+        )
+        .file("foo", "bar"),
+        // The Dockerfile and the context in different directories.
+        case(
+            "testDockerfileDirs",
+            "FROM busybox\nCOPY foo /foo2\nRUN cmp -s /foo2 /foo2\nRUN [ \"$(cat /foo2)\" = bar ]\n",
+        )
+        .dockerfile_only_at("df/Dockerfile")
+        .file("foo", "bar")
+        .flags(&["-f", "{ctx}/df/Dockerfile"]),
+        case("testSymlinkedDockerfile", "FROM scratch\nENV foo bar\n")
+            .dockerfile_at("Dockerfile.web")
+            .config(
+                "/Config/Env",
+                r#"["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin","foo=bar"]"#,
+            ),
+        case("testSymlinkDestination", "FROM scratch\nADD t.tar /\nCOPY foo /symlink/\n")
+            .file("foo", "content0")
+            .tar("t.tar", &[("symlink", "-> ../tmp/symlink-target")])
+            .has("tmp/symlink-target/foo", "content0")
+            .known(
+                "COPY to a destination that is a symlink in the image replaces the link with a \
+                 directory, where BuildKit follows it (within the root)",
+            ),
+        // A context path that was a directory in an earlier build is a file now.
+        case("testContextChangeDirToFile", "FROM scratch\nCOPY foo /\n")
+            .first_with(&[("foo/bar", "contents")])
+            .file("foo", "contents2")
+            .has("foo", "contents2"),
+        case(
+            "testExposeExpansion",
+            "FROM scratch\nARG PORTS=\"3000 4000/udp\"\nEXPOSE $PORTS\nEXPOSE 5000\n",
+        )
+        .config(
+            "/Config/ExposedPorts",
+            r#"{"3000/tcp":{},"4000/udp":{},"5000/tcp":{}}"#,
+        ),
+        case("testDockerfileLowercase", "FROM scratch\nENV a=b\n").dockerfile_only_at("dockerfile"),
+        case("testLabels", "FROM scratch\nLABEL foo=bar\n")
+            .flags(&["--label", "bar=baz"])
+            .config("/Config/Labels", r#"{"foo":"bar","bar":"baz"}"#),
+        case("testUser", TEST_USER)
+            .has("rootuser", "root\n")
+            .has("daemonuser", "daemon\n")
+            .config("/Config/User", r#""nobody""#),
+        case(
+            "testUserAdditionalGids",
+            "FROM busybox\nRUN echo wheel:x:10:root >> /etc/group\n\
+             SHELL [\"/bin/sh\", \"-euxc\"]\n\
+             RUN [ \"$(id)\" = \"uid=0(root) gid=0(root) groups=0(root),10(wheel)\" ]\n\
+             USER 1234\nRUN [ \"$(id)\" = \"uid=1234 gid=0(root) groups=0(root)\" ]\n\
+             USER 1234:1234\nRUN [ \"$(id)\" = \"uid=1234 gid=1234 groups=1234\" ]\n\
+             USER daemon\nRUN [ \"$(id)\" = \"uid=1(daemon) gid=1(daemon) groups=1(daemon)\" ]\n",
+        ),
+        // The build argument form; BuildKit's hostname frontend option has no cairn flag.
+        case(
+            "testDockerfileCheckHostname",
+            "FROM busybox\nRUN cat /etc/hosts | grep foo\nRUN echo $HOSTNAME | grep foo\n\
+             RUN echo $(hostname) | grep foo\n",
+        )
+        .flags(&["--build-arg", "BUILDKIT_SANDBOX_HOSTNAME=foo"])
+        .known("the BUILDKIT_SANDBOX_HOSTNAME build argument is not honoured"),
+        case(
+            "testStepNames",
+            "FROM busybox AS base\nWORKDIR /out\nRUN echo \"base\" > base\nFROM scratch\n\
+             COPY --from=base --chmod=0644 /out /out\n",
+        )
+        .says("[base 3/3] RUN echo \"base\" > base")
+        .says("[stage-1 1/1] COPY --from=base --chmod=0644 /out /out")
+        .known(
+            "progress names an unnamed stage by its index ([1 2/2]), not stage-1, and counts \
+             FROM scratch as a step",
+        ),
+        case(
+            "testTargetMistype",
+            "FROM scratch AS build\nCOPY Dockerfile /out\nFROM scratch\nCOPY --from=build /out /\n",
+        )
+        .flags(&["--target", "bulid"])
+        .fails("did you mean build"),
+    ]
+}
+
+/// testUser's Dockerfile; root is in group wheel in the busybox image, not in the fixture.
+const TEST_USER: &str = r#"FROM busybox AS base
+RUN echo wheel:x:10:root >> /etc/group
+RUN mkdir -m 0777 /out
+RUN id -un > /out/rootuser
+RUN [ "$(id -u):$(id -g)/$(id -un):$(id -gn)" = '0:0/root:root' ]
+USER root
+RUN [ "$(id -G):$(id -Gn)" = '0 10:root wheel' ]
+RUN echo 'dockerio:x:1001:1001::/bin:/bin/false' >> /etc/passwd &&  echo 'dockerio:x:1001:' >> /etc/group
+USER dockerio
+RUN [ "$(id -u):$(id -g)/$(id -un):$(id -gn)/$(id -G):$(id -Gn)" = '1001:1001/dockerio:dockerio/1001:dockerio' ]
+USER root
+RUN [ "$(id -u):$(id -g)/$(id -un):$(id -gn)/$(id -G):$(id -Gn)" = '0:0/root:root/0 10:root wheel' ] &&  echo 'supplementary:x:1002:dockerio' >> /etc/group
+USER dockerio
+RUN [ "$(id -u):$(id -g)/$(id -un):$(id -gn)/$(id -G):$(id -Gn)" = '1001:1001/dockerio:dockerio/1001 1002:dockerio supplementary' ]
+USER 1001
+RUN [ "$(id -u):$(id -g)/$(id -un):$(id -gn)/$(id -G):$(id -Gn)" = '1001:1001/dockerio:dockerio/1001 1002:dockerio supplementary' ]
+USER dockerio:dockerio
+RUN [ "$(id -u):$(id -g)/$(id -un):$(id -gn)/$(id -G):$(id -Gn)" = '1001:1001/dockerio:dockerio/1001:dockerio' ]
+USER 1001:dockerio
+RUN [ "$(id -u):$(id -g)/$(id -un):$(id -gn)/$(id -G):$(id -Gn)" = '1001:1001/dockerio:dockerio/1001:dockerio' ]
+USER dockerio:1001
+RUN [ "$(id -u):$(id -g)/$(id -un):$(id -gn)/$(id -G):$(id -Gn)" = '1001:1001/dockerio:dockerio/1001:dockerio' ]
+USER 1001:1001
+RUN [ "$(id -u):$(id -g)/$(id -un):$(id -gn)/$(id -G):$(id -Gn)" = '1001:1001/dockerio:dockerio/1001:dockerio' ]
+USER dockerio:supplementary
+RUN [ "$(id -u):$(id -g)/$(id -un):$(id -gn)/$(id -G):$(id -Gn)" = '1001:1002/dockerio:supplementary/1002:supplementary' ]
+USER dockerio:1002
+RUN [ "$(id -u):$(id -g)/$(id -un):$(id -gn)/$(id -G):$(id -Gn)" = '1001:1002/dockerio:supplementary/1002:supplementary' ]
+USER 1001:supplementary
+RUN [ "$(id -u):$(id -g)/$(id -un):$(id -gn)/$(id -G):$(id -Gn)" = '1001:1002/dockerio:supplementary/1002:supplementary' ]
+USER 1001:1002
+RUN [ "$(id -u):$(id -g)/$(id -un):$(id -gn)/$(id -G):$(id -Gn)" = '1001:1002/dockerio:supplementary/1002:supplementary' ]
+USER 1042:1043
+RUN [ "$(id -u):$(id -g)/$(id -un):$(id -gn)/$(id -G):$(id -Gn)" = '1042:1043/1042:1043/1043:1043' ]
+USER daemon
+RUN id -un > /out/daemonuser
+FROM scratch
+COPY --from=base /out /
+USER nobody
+"#;
 
 const UNPACK: &str = "ADD --unpack is not followed (local archives are always extracted, \
      remote ones never): being fixed in issue 15 (ADD local archive extraction)";
