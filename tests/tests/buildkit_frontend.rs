@@ -34,6 +34,10 @@ enum Check {
     Says(&'static str),
     /// The local output has a regular file here with this content.
     Has(&'static str, &'static str),
+    /// The local output has a file here whose content contains this.
+    Contains(&'static str, &'static str),
+    /// The local output has a file here whose content does not contain this.
+    Lacks(&'static str, &'static str),
     /// The local output has nothing here.
     No(&'static str),
     /// The local output has a symlink here pointing at this.
@@ -55,6 +59,8 @@ struct Case {
     dockerfile_link: bool,
     /// Entries of a first context, built (and required to build) before the case's own.
     before: Vec<Entry>,
+    /// Flags of a first build of the case's context, made before the one checked.
+    before_flags: Option<Vec<&'static str>>,
     entries: Vec<Entry>,
     flags: Vec<&'static str>,
     checks: Vec<Check>,
@@ -70,6 +76,7 @@ fn case(name: &'static str, dockerfile: &'static str) -> Case {
         dockerfile_name: "Dockerfile",
         dockerfile_link: true,
         before: Vec::new(),
+        before_flags: None,
         entries: Vec::new(),
         flags: Vec::new(),
         checks: Vec::new(),
@@ -116,6 +123,11 @@ impl Case {
         }
         self
     }
+    /// First builds the same context with these flags, in the same store.
+    fn first_flags(mut self, flags: &[&'static str]) -> Case {
+        self.before_flags = Some(flags.to_vec());
+        self
+    }
     fn socket(mut self, path: &'static str) -> Case {
         self.entries.push(Entry::Socket(path));
         self
@@ -139,6 +151,14 @@ impl Case {
     }
     fn has(mut self, path: &'static str, content: &'static str) -> Case {
         self.checks.push(Check::Has(path, content));
+        self
+    }
+    fn contains(mut self, path: &'static str, text: &'static str) -> Case {
+        self.checks.push(Check::Contains(path, text));
+        self
+    }
+    fn lacks(mut self, path: &'static str, text: &'static str) -> Case {
+        self.checks.push(Check::Lacks(path, text));
         self
     }
     fn no(mut self, path: &'static str) -> Case {
@@ -166,9 +186,17 @@ impl Case {
     fn run(&self, store: &Store, tag: &str, url: &str) -> Result<(), String> {
         let ctx = tempfile::tempdir().unwrap();
         let root = ctx.path().join("ctx");
-        if !self.before.is_empty() {
-            self.write_context(&root, &self.before, url);
+        if !self.before.is_empty() || self.before_flags.is_some() {
+            let entries = if self.before.is_empty() {
+                &self.entries
+            } else {
+                &self.before
+            };
+            self.write_context(&root, entries, url);
             let mut cmd = store.cmd(&["build", "--progress", "plain", "-t", tag]);
+            for f in self.before_flags.iter().flatten() {
+                cmd.arg(f.replace("{ctx}", root.to_str().unwrap()));
+            }
             let result = cmd.arg(&root).output().unwrap();
             if !result.status.success() {
                 return Err(format!("the first build failed:\n{}", texts(&result).1));
@@ -232,6 +260,8 @@ impl Case {
             matches!(
                 c,
                 Check::Has(..)
+                    | Check::Contains(..)
+                    | Check::Lacks(..)
                     | Check::No(_)
                     | Check::LinkTo(..)
                     | Check::Mode(..)
@@ -277,6 +307,15 @@ impl Case {
                     }
                     Err(e) => return Err(format!("{p}: {e}")),
                 },
+                Check::Contains(p, text) | Check::Lacks(p, text) => {
+                    let got = fs::read_to_string(out.join(p)).map_err(|e| format!("{p}: {e}"))?;
+                    let want = matches!(check, Check::Contains(..));
+                    if got.contains(text) != want {
+                        return Err(format!(
+                            "{p} holds {got:?}: contains {text:?} is not {want}"
+                        ));
+                    }
+                }
                 Check::No(p) => {
                     if fs::symlink_metadata(out.join(p)).is_ok() {
                         return Err(format!("{p} is there; it should not be"));
@@ -413,6 +452,7 @@ fn cases() -> Vec<Case> {
     all.extend(copy_cases());
     all.extend(add_cases());
     all.extend(core_cases());
+    all.extend(args_cases());
     all
 }
 
@@ -853,6 +893,111 @@ fn core_cases() -> Vec<Case> {
     ]
 }
 
+fn args_cases() -> Vec<Case> {
+    let target_stage = "FROM busybox AS base\nWORKDIR /out\n\
+        RUN echo -n \"value:$TARGETSTAGE\" > /out/first\nARG TARGETSTAGE\n\
+        RUN echo -n \"value:$TARGETSTAGE\" > /out/second\n\
+        FROM scratch AS foo\nCOPY --from=base /out/ /\nFROM scratch\nCOPY --from=base /out/ /\n";
+    let builtin = "FROM busybox AS build\nARG FOO\nARG BAR\nARG BAZ=bazcontent\n\
+        RUN echo -n $HTTP_PROXY::$NO_PROXY::$FOO::$BAR::$BAZ > /out\n\
+        FROM scratch\nCOPY --from=build /out /\n";
+    let builtin_flags = &[
+        "--build-arg",
+        "FOO=foocontents",
+        "--build-arg",
+        "http_proxy=hpvalue",
+        "--build-arg",
+        "NO_PROXY=npvalue",
+    ];
+    let default_env = "ARG image=idlebox\nFROM busy${image#idle} AS build\nARG my_arg\n\
+        ENV my_arg \"my_arg=${my_arg:-def_val}\"\nENV my_trimmed_arg \"${my_arg%%e*}\"\n\
+        COPY myscript.sh myscript.sh\nRUN ./myscript.sh $my_arg $my_trimmed_arg\n\
+        FROM scratch\nCOPY --from=build /out /out\n";
+    // The fixture has no /usr/bin/env: sh is named directly.
+    let script = "#!/bin/sh\necho -n $my_arg $* > /out\n";
+    vec![
+        case("testGlobalArg", "ARG tag=nosuchtag\nFROM busybox:${tag}\n")
+            .flags(&["--build-arg", "tag=latest"]),
+        case("testGlobalArgErrors", "ARG FOO=${FOO:?\"custom error\"}\nFROM busybox\n")
+            .fails("FOO: custom error"),
+        case("testGlobalArgErrors", "ARG FOO=${FOO:?\"custom error\"}\nFROM busybox\n")
+            .flags(&["--build-arg", "FOO=bar"]),
+        case("testArgDefaultExpansion", "FROM scratch\nARG FOO\nARG BAR=${FOO:?\"foo missing\"}\n")
+            .fails("FOO: foo missing"),
+        case("testArgDefaultExpansion", "FROM scratch\nARG FOO\nARG BAR=${FOO:?\"foo missing\"}\n")
+            .flags(&["--build-arg", "FOO=123"]),
+        case("testArgDefaultExpansion", "FROM scratch\nARG FOO\nARG BAR=${FOO:?\"foo missing\"}\n")
+            .flags(&["--build-arg", "BAR=123"]),
+        case(
+            "testMultiArgs",
+            "ARG a1=\"foo bar\" a2=box\nARG a3=\"$a2-foo\"\nFROM busy$a2 AS build\n\
+             ARG a3 a4=\"123 456\" a1\nRUN echo -n \"$a1:$a3:$a4\" > /out\n\
+             FROM scratch\nCOPY --from=build /out .\n",
+        )
+        .has("out", "foo bar:box-foo:123 456"),
+        case(
+            "testQuotedMetaArgs",
+            "ARG a1=\"box\"\nARG a2=\"$a1-foo\"\nFROM busy$a1 AS build\nARG a2\n\
+             ARG a3=\"bar-$a2\"\nRUN echo -n $a3 > /out\nFROM scratch\nCOPY --from=build /out .\n",
+        )
+        .has("out", "bar-box-foo"),
+        case("testTargetStageNameArg", target_stage)
+            .flags(&["--target", "foo"])
+            .has("first", "value:")
+            .has("second", "value:foo")
+            .known(TARGETSTAGE),
+        case("testTargetStageNameArg", target_stage)
+            .has("first", "value:")
+            .has("second", "value:default")
+            .known(TARGETSTAGE),
+        case(
+            "testTargetStageNameArg",
+            "FROM busybox AS base\nWORKDIR /out\n\
+             RUN echo -n \"value:$TARGETSTAGE\" > /out/first\nARG TARGETSTAGE\n\
+             RUN echo -n \"value:$TARGETSTAGE\" > /out/second\n\
+             FROM scratch AS foo\nCOPY --from=base /out/ /\nFROM scratch\nCOPY --from=base /out/ /\n\
+             FROM scratch AS final\nCOPY --from=base /out/ /\n",
+        )
+        .has("first", "value:")
+        .has("second", "value:final")
+            .known(TARGETSTAGE),
+        case("testBuiltinArgs", builtin)
+            .flags(builtin_flags)
+            .has("out", "hpvalue::npvalue::foocontents::::bazcontent"),
+        // A changed proxy argument alone keeps the cached step.
+        case("testBuiltinArgs", builtin)
+            .first_flags(builtin_flags)
+            .flags(&["--build-arg", "FOO=foocontents", "--build-arg", "http_proxy=hpvalue2"])
+            .has("out", "hpvalue::npvalue::foocontents::::bazcontent"),
+        case("testBuiltinArgs", builtin)
+            .first_flags(builtin_flags)
+            .flags(&["--build-arg", "FOO=foocontents2", "--build-arg", "http_proxy=hpvalue2"])
+            .has("out", "hpvalue2::::foocontents2::::bazcontent"),
+        case("testDefaultEnvWithArgs", default_env)
+            .file_mode("myscript.sh", script, 0o700)
+            .has("out", "my_arg=def_val my_arg=def_val my_arg=d"),
+        case("testDefaultEnvWithArgs", default_env)
+            .file_mode("myscript.sh", script, 0o700)
+            .flags(&["--build-arg", "my_arg="])
+            .has("out", "my_arg=def_val my_arg=def_val my_arg=d"),
+        case("testDefaultEnvWithArgs", default_env)
+            .file_mode("myscript.sh", script, 0o700)
+            .flags(&["--build-arg", "my_arg=override"])
+            .has("out", "my_arg=override my_arg=override my_arg=ov"),
+        case(
+            "testEmptyStringArgInEnv",
+            "FROM busybox AS build\nARG FOO\nARG BAR=\nRUN env > env.txt\n\
+             FROM scratch\nCOPY --from=build env.txt .\n",
+        )
+        .contains("env.txt", "BAR=")
+        .lacks("env.txt", "FOO="),
+        case(
+            "testEnvEmptyFormatting",
+            "FROM busybox AS build\nENV myenv foo%sbar\nRUN [ \"$myenv\" = 'foo%sbar' ]\n",
+        ),
+    ]
+}
+
 /// testUser's Dockerfile; root is in group wheel in the busybox image, not in the fixture.
 const TEST_USER: &str = r#"FROM busybox AS base
 RUN echo wheel:x:10:root >> /etc/group
@@ -894,6 +1039,8 @@ FROM scratch
 COPY --from=base /out /
 USER nobody
 "#;
+
+const TARGETSTAGE: &str = "the TARGETSTAGE built-in argument is not set (ARG, issue 15)";
 
 const UNPACK: &str = "ADD --unpack is not followed (local archives are always extracted, \
      remote ones never): being fixed in issue 15 (ADD local archive extraction)";
