@@ -278,13 +278,19 @@ impl Case {
             let lines: Vec<&str> = stderr.lines().collect();
             lines[lines.len().saturating_sub(15)..].join("\n")
         };
-        let expect_failure = self.checks.iter().find_map(|c| match c {
-            Check::Fails(e) => Some(*e),
-            _ => None,
-        });
-        match (expect_failure, result.status.success()) {
+        let errors: Vec<&str> = self
+            .checks
+            .iter()
+            .filter_map(|c| match c {
+                Check::Fails(e) => Some(*e),
+                _ => None,
+            })
+            .collect();
+        let missing = errors.iter().find(|e| !stderr.contains(**e));
+        match (errors.first(), result.status.success()) {
             (Some(_), true) => return Err("the build succeeded; it should fail".into()),
-            (Some(e), false) if !stderr.contains(e) => {
+            (Some(_), false) if missing.is_some() => {
+                let e = missing.unwrap();
                 return Err(format!("the build failed without {e:?}:\n{}", tail()));
             }
             (Some(_), false) => return Ok(()),
@@ -453,6 +459,7 @@ fn cases() -> Vec<Case> {
     all.extend(add_cases());
     all.extend(core_cases());
     all.extend(args_cases());
+    all.extend(workdir_and_cmd_cases());
     all
 }
 
@@ -995,6 +1002,79 @@ fn args_cases() -> Vec<Case> {
             "testEnvEmptyFormatting",
             "FROM busybox AS build\nENV myenv foo%sbar\nRUN [ \"$myenv\" = 'foo%sbar' ]\n",
         ),
+    ]
+}
+
+fn workdir_and_cmd_cases() -> Vec<Case> {
+    vec![
+        case(
+            "testWorkdirCreatesDir",
+            "FROM scratch\nWORKDIR /foo\nWORKDIR /\n",
+        )
+        .mode("foo", 0o755),
+        case(
+            "testWorkdirUser",
+            "FROM busybox\nRUN echo user:x:1000:1000::/home/user:/bin/sh >> /etc/passwd && \
+             echo user:x:1000: >> /etc/group\nUSER user\nWORKDIR /mydir\n\
+             RUN [ \"$(stat -c \"%U %G\" /mydir)\" == \"user user\" ]\n",
+        ),
+        case(
+            "testWorkdirCopyIgnoreRelative",
+            "FROM scratch AS base\nWORKDIR /foo\nCOPY Dockerfile /\nFROM scratch\n\
+             COPY --from=base Dockerfile .\n",
+        ),
+        case(
+            "testWorkdirExists",
+            "FROM busybox\nRUN echo user:x:1000:1000::/home/user:/bin/sh >> /etc/passwd && \
+             echo user:x:1000: >> /etc/group\nRUN mkdir /mydir && chown user:user /mydir\n\
+             WORKDIR /mydir\nRUN [ \"$(stat -c \"%U %G\" /mydir)\" == \"user user\" ]\n",
+        ),
+        // BuildKit builds the base as an image of its own; a stage stands in for it.
+        case(
+            "testCmdShell",
+            "FROM scratch AS base\nCMD [\"test\"]\nFROM base\nSHELL [\"ls\"]\n\
+             ENTRYPOINT my entrypoint\n",
+        )
+        .config("/Config/Cmd", "null")
+        .config("/Config/Entrypoint", r#"["ls","my entrypoint"]"#),
+        case(
+            "testDefaultShellAndPath",
+            "FROM scratch\nENTRYPOINT foo bar\nCOPY Dockerfile .\n",
+        )
+        .config("/Config/Entrypoint", r#"["/bin/sh","-c","foo bar"]"#)
+        .config(
+            "/Config/Env",
+            r#"["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]"#,
+        ),
+        case(
+            "testIgnoreEntrypoint",
+            "FROM busybox\nENTRYPOINT [\"/nosuchcmd\"]\nRUN [\"ls\"]\n",
+        ),
+        case(
+            "testInvalidJSONCommands",
+            "FROM busybox\nRUN [\"echo\", \"hello\"]this is invalid\n",
+        )
+        .fails("this is invalid"),
+        case(
+            "testInvalidJSONCommands",
+            "FROM busybox\nENTRYPOINT []random string\n",
+        )
+        .config(
+            "/Config/Entrypoint",
+            r#"["/bin/sh","-c","[]random string"]"#,
+        ),
+        case(
+            "testDockerfileInvalidCommand",
+            "FROM busybox\nRUN invalidcmd\n",
+        )
+        .fails("/bin/sh -c invalidcmd")
+        .fails("did not complete successfully"),
+        case(
+            "testDockerfileInvalidInstruction",
+            "FROM scratch\nFNTRYPOINT [\"/bin/sh\", \"-c\", \"echo invalidinstruction\"]\n",
+        )
+        .fails("unknown instruction: FNTRYPOINT")
+        .fails("did you mean ENTRYPOINT?"),
     ]
 }
 
