@@ -38,6 +38,8 @@ enum Check {
     Contains(&'static str, &'static str),
     /// The local output has a file here whose content does not contain this.
     Lacks(&'static str, &'static str),
+    /// The local output's file here is (true) or is not (false) as the first build made it.
+    Unchanged(&'static str, bool),
     /// The local output has nothing here.
     No(&'static str),
     /// The local output has a symlink here pointing at this.
@@ -59,6 +61,8 @@ struct Case {
     dockerfile_link: bool,
     /// Entries of a first context, built (and required to build) before the case's own.
     before: Vec<Entry>,
+    /// Whether the case gets a store of its own (for cache mounts no other case touched).
+    own_store: bool,
     /// Flags of a first build of the case's context, made before the one checked.
     before_flags: Option<Vec<&'static str>>,
     entries: Vec<Entry>,
@@ -77,6 +81,7 @@ fn case(name: &'static str, dockerfile: &'static str) -> Case {
         dockerfile_link: true,
         before: Vec::new(),
         before_flags: None,
+        own_store: false,
         entries: Vec::new(),
         flags: Vec::new(),
         checks: Vec::new(),
@@ -126,6 +131,20 @@ impl Case {
     /// First builds the same context with these flags, in the same store.
     fn first_flags(mut self, flags: &[&'static str]) -> Case {
         self.before_flags = Some(flags.to_vec());
+        self
+    }
+    fn own_store(mut self) -> Case {
+        self.own_store = true;
+        self
+    }
+    /// The file is the same as the first build's (see `first_with`, `first_flags`).
+    fn unchanged(mut self, path: &'static str) -> Case {
+        self.checks.push(Check::Unchanged(path, true));
+        self
+    }
+    /// The file differs from the first build's.
+    fn changed(mut self, path: &'static str) -> Case {
+        self.checks.push(Check::Unchanged(path, false));
         self
     }
     fn socket(mut self, path: &'static str) -> Case {
@@ -183,7 +202,10 @@ impl Case {
     }
 
     /// Builds the case in `store` as image `tag` and checks it; the error says what differed.
-    fn run(&self, store: &Store, tag: &str, url: &str) -> Result<(), String> {
+    fn run(&self, shared: &Store, tag: &str, url: &str) -> Result<(), String> {
+        // Cache mounts are the store's: a case that relies on theirs being fresh has its own.
+        let own = self.own_store.then(loaded_busybox);
+        let store = own.as_ref().unwrap_or(shared);
         let ctx = tempfile::tempdir().unwrap();
         let root = ctx.path().join("ctx");
         if !self.before.is_empty() || self.before_flags.is_some() {
@@ -197,6 +219,9 @@ impl Case {
             for f in self.before_flags.iter().flatten() {
                 cmd.arg(f.replace("{ctx}", root.to_str().unwrap()));
             }
+            let first = ctx.path().join("first");
+            cmd.arg("-o")
+                .arg(format!("type=local,dest={}", first.display()));
             let result = cmd.arg(&root).output().unwrap();
             if !result.status.success() {
                 return Err(format!("the first build failed:\n{}", texts(&result).1));
@@ -260,6 +285,7 @@ impl Case {
             matches!(
                 c,
                 Check::Has(..)
+                    | Check::Unchanged(..)
                     | Check::Contains(..)
                     | Check::Lacks(..)
                     | Check::No(_)
@@ -320,6 +346,16 @@ impl Case {
                         return Err(format!(
                             "{p} holds {got:?}: contains {text:?} is not {want}"
                         ));
+                    }
+                }
+                Check::Unchanged(p, same) => {
+                    let first = out.with_file_name("first").join(p);
+                    let (a, b) = (fs::read(first), fs::read(out.join(p)));
+                    let (Ok(a), Ok(b)) = (a, b) else {
+                        return Err(format!("{p} is missing from a build"));
+                    };
+                    if (a == b) != same {
+                        return Err(format!("{p} unchanged is not {same}: {a:?} then {b:?}"));
                     }
                 }
                 Check::No(p) => {
@@ -460,6 +496,7 @@ fn cases() -> Vec<Case> {
     all.extend(core_cases());
     all.extend(args_cases());
     all.extend(workdir_and_cmd_cases());
+    all.extend(mount_cases());
     all
 }
 
@@ -470,7 +507,7 @@ fn copy_cases() -> Vec<Case> {
             "FROM scratch\nCOPY --from=$FOO . .\n",
         )
         .fails("variable expansion is not supported for --from")
-        .known("COPY --from=$FOO expands the variable (to nothing) instead of refusing it"),
+        .known(FROM_EXPANDS),
         case(
             "testEmptyDestDir",
             "FROM busybox\nENV empty=\"\"\nCOPY testfile $empty\n\
@@ -1078,6 +1115,136 @@ fn workdir_and_cmd_cases() -> Vec<Case> {
     ]
 }
 
+fn mount_cases() -> Vec<Case> {
+    let rw_cache = "from busybox AS build\ncopy cachebust /\nrun mkdir out && echo foo > out/foo\n\
+        from busybox as second\n\
+        RUN --mount=from=build,src=out,target=/out,rw touch /out/bar && \
+        cat /dev/urandom | head -c 100 | sha256sum > /unique\n\
+        from scratch\nCOPY --from=second /unique /unique\n";
+    let duplicate = "FROM busybox AS base\nRUN --mount=source=.,target=/tmp/test \\\n\
+        --mount=source=b.txt,target=/tmp/b.txt \\\n\
+        cat /tmp/test/a.txt /tmp/b.txt > /combined.txt\n\
+        FROM scratch\nCOPY --from=base /combined.txt /\n";
+    vec![
+        case(
+            "testMountContext",
+            "FROM busybox\nRUN --mount=target=/context [ \"$(cat /context/testfile)\" == \"contents0\" ]\n",
+        )
+        .file("testfile", "contents0"),
+        case(
+            "testMountTmpfs",
+            "FROM busybox\nRUN --mount=target=/mytmp,type=tmpfs touch /mytmp/foo\nRUN [ ! -f /mytmp/foo ]\n",
+        ),
+        case("testMountInvalid", "FROM scratch\nRUN --mont=target=/mytmp,type=tmpfs /bin/true\n")
+            .fails("unknown flag: --mont")
+            .fails("did you mean mount?")
+            .known("the suggestion is spelled --mount, where BuildKit says mount"),
+        case("testMountInvalid", "FROM scratch\nRUN --mount=typ=tmpfs /bin/true\n")
+            .fails("unexpected key 'typ'")
+            .fails("did you mean type?"),
+        case("testMountInvalid", "FROM scratch\nRUN --mount=type=tmp /bin/true\n")
+            .fails("unsupported mount type \"tmp\"")
+            .fails("did you mean tmpfs?")
+            .known("an unknown mount type gets no suggestion (BuildKit suggests tmpfs for tmp)"),
+        // A changed context file that gives the same mounted content keeps the cached RUN.
+        case("testMountRWCache", rw_cache)
+            .first_with(&[("cachebust", "0")])
+            .file("cachebust", "1")
+            .unchanged("unique")
+            .known(
+                "RUN --mount=from=STAGE is keyed on the stage's steps, not the mounted \
+                 content, so an equivalent rebuilt stage runs it again",
+            ),
+        case(
+            "testCacheMountUser",
+            "FROM busybox\nRUN --mount=type=cache,target=/mycache,uid=1001,gid=1002,mode=0751 \
+             [ \"$(stat -c \"%u %g %f\" /mycache)\" == \"1001 1002 41e9\" ]\n",
+        )
+        .own_store(),
+        case(
+            "testCacheMountDefaultID",
+            "FROM busybox\nRUN --mount=type=cache,target=/mycache touch /mycache/foo\n\
+             RUN --mount=type=cache,target=/mycache2 [ ! -f /mycache2/foo ]\n\
+             RUN --mount=type=cache,target=/mycache [ -f /mycache/foo ]\n",
+        )
+        .own_store(),
+        case(
+            "testMountEnvVar",
+            "FROM busybox\nENV SOME_PATH=/mycache\nRUN --mount=type=cache,target=/mycache touch /mycache/foo\n\
+             RUN --mount=type=cache,target=$SOME_PATH [ -f $SOME_PATH/foo ]\n",
+        )
+        .own_store(),
+        case(
+            "testMountArg",
+            "FROM busybox\nARG MNT_TYPE=cache\nRUN --mount=type=$MNT_TYPE,target=/mycache2 touch /mycache2/foo\n\
+             RUN --mount=type=cache,target=/mycache2 [ -f /mycache2/foo ]\n",
+        )
+        .own_store(),
+        case(
+            "testMountEnvAcrossStages",
+            "FROM busybox as stage1\nENV MNT_ID=mycache\nENV MNT_TYPE2=cache\n\
+             RUN --mount=type=cache,id=mycache,target=/abcabc touch /abcabc/foo\n\
+             RUN --mount=type=$MNT_TYPE2,id=$MNT_ID,target=/cbacba [ -f /cbacba/foo ]\n\
+             FROM stage1\nRUN --mount=type=$MNT_TYPE2,id=$MNT_ID,target=/whatever [ -f /whatever/foo ]\n",
+        )
+        .own_store(),
+        case(
+            "testMountMetaArg",
+            "ARG META_PATH=/tmp/meta\nFROM busybox\nARG META_PATH\n\
+             RUN --mount=type=cache,id=mycache,target=/tmp/meta touch /tmp/meta/foo\n\
+             RUN --mount=type=cache,id=mycache,target=$META_PATH [ -f /tmp/meta/foo ]\n",
+        )
+        .own_store(),
+        case(
+            "testMountFromError",
+            "FROM busybox as test\nRUN touch /tmp/test\nFROM busybox\nENV ttt=test\n\
+             RUN --mount=from=$ttt,type=cache,target=/tmp ls\n",
+        )
+        .fails("'from' doesn't support variable expansion, define alias stage instead")
+        .known(FROM_EXPANDS),
+        case(
+            "testMountTmpfsSize",
+            "FROM busybox AS base\nRUN --mount=type=tmpfs,target=/dev/shm,size=128m \
+             mount | grep /dev/shm > /tmpfssize\nFROM scratch\nCOPY --from=base /tmpfssize /\n",
+        )
+        .contains("tmpfssize", "size=131072k"),
+        case("testMountDuplicate", duplicate)
+            .file("a.txt", "foo\n")
+            .file("b.txt", "bar\n")
+            .has("combined.txt", "foo\nbar\n"),
+        // A second build in the same store sees the changed a.txt.
+        case("testMountDuplicate", duplicate)
+            .first_with(&[("a.txt", "foo\n"), ("b.txt", "bar\n")])
+            .file("a.txt", "updated\n")
+            .file("b.txt", "bar\n")
+            .has("combined.txt", "updated\nbar\n"),
+        // Once, not BuildKit's twenty times; busybox for alpine.
+        case(
+            "testCacheMountParallel",
+            "FROM busybox AS b1\nRUN --mount=type=cache,target=/foo/bar --mount=type=cache,target=/foo/bar/baz echo 1\n\
+             FROM busybox AS b2\nRUN --mount=type=cache,target=/foo/bar --mount=type=cache,target=/foo/bar/baz echo 2\n\
+             FROM scratch\nCOPY --from=b1 /etc/passwd p1\nCOPY --from=b2 /etc/passwd p2\n",
+        )
+        .own_store()
+        .known(
+            "nested cache mounts (/foo/bar and /foo/bar/baz) fail to make the inner mount \
+             point (EOVERFLOW): cache mounts are being worked on in issue 15",
+        ),
+        // A cache mount's source= that resolves through a symlink out of the cache fails.
+        case(
+            "testCacheMountSourceEscape",
+            "FROM busybox AS init\nRUN --mount=type=cache,id=sourceescape,target=/cache mkdir -p /cache/sel && \
+             echo benign > /cache/sel/benign.txt\n\
+             FROM init AS link\nRUN --mount=type=cache,id=sourceescape,target=/cache rm -rf /cache/sel && \
+             ln -s /etc /cache/sel\n\
+             FROM link AS victim\nRUN --mount=type=cache,id=sourceescape,source=sel,target=/victim cat /victim/hostname\n\
+             FROM scratch\nCOPY --from=victim /etc/hostname /hostname\n",
+        )
+        .own_store()
+        .fails(""),
+    ]
+}
+
 /// testUser's Dockerfile; root is in group wheel in the busybox image, not in the fixture.
 const TEST_USER: &str = r#"FROM busybox AS base
 RUN echo wheel:x:10:root >> /etc/group
@@ -1121,6 +1288,9 @@ USER nobody
 "#;
 
 const TARGETSTAGE: &str = "the TARGETSTAGE built-in argument is not set (ARG, issue 15)";
+
+const FROM_EXPANDS: &str = "cairn expands variables in COPY --from and RUN --mount from= \
+     (deliberately: parser/src/graph.rs build_args_rename_bases), where BuildKit refuses them";
 
 const UNPACK: &str = "ADD --unpack is not followed (local archives are always extracted, \
      remote ones never): being fixed in issue 15 (ADD local archive extraction)";
