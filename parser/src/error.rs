@@ -66,6 +66,10 @@ pub enum ErrorKind {
     DuplicateStageName { name: String, first_line: u32 },
     #[error("stage index {index} is out of range: this Dockerfile has stages 0 to {max}")]
     StageIndexOutOfRange { index: usize, max: usize },
+    #[error(
+        "cannot copy from stage {from:?}, it needs to be defined before current stage {current:?}"
+    )]
+    CopyFromLaterStage { from: String, current: String },
     #[error("circular dependency between stages: {0}")]
     StageCycle(String),
     #[error(
