@@ -61,6 +61,9 @@ struct Case {
     dockerfile_link: bool,
     /// Entries of a first context, built (and required to build) before the case's own.
     before: Vec<Entry>,
+    /// Images built (from a context holding only this Dockerfile) and tagged before the case,
+    /// each also written as an OCI layout to `{tmp}/NAME`.
+    images: Vec<(&'static str, &'static str)>,
     /// Whether the case gets a store of its own (for cache mounts no other case touched).
     own_store: bool,
     /// Flags of a first build of the case's context, made before the one checked.
@@ -82,6 +85,7 @@ fn case(name: &'static str, dockerfile: &'static str) -> Case {
         before: Vec::new(),
         before_flags: None,
         own_store: false,
+        images: Vec::new(),
         entries: Vec::new(),
         flags: Vec::new(),
         checks: Vec::new(),
@@ -131,6 +135,11 @@ impl Case {
     /// First builds the same context with these flags, in the same store.
     fn first_flags(mut self, flags: &[&'static str]) -> Case {
         self.before_flags = Some(flags.to_vec());
+        self
+    }
+    /// First builds `dockerfile` as image `name` (use names no other case uses).
+    fn image_first(mut self, name: &'static str, dockerfile: &'static str) -> Case {
+        self.images.push((name, dockerfile));
         self
     }
     fn own_store(mut self) -> Case {
@@ -208,6 +217,18 @@ impl Case {
         let store = own.as_ref().unwrap_or(shared);
         let ctx = tempfile::tempdir().unwrap();
         let root = ctx.path().join("ctx");
+        let tmp = ctx.path().to_str().unwrap();
+        for (name, dockerfile) in &self.images {
+            let dir = ctx.path().join(format!("{name}.ctx"));
+            fs::create_dir(&dir).unwrap();
+            fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+            let layout = format!("type=oci,dest={tmp}/{name}");
+            let mut cmd = store.cmd(&["build", "-q", "-t", name, "-o", &layout]);
+            let result = cmd.arg(&dir).output().unwrap();
+            if !result.status.success() {
+                return Err(format!("building {name} failed:\n{}", texts(&result).1));
+            }
+        }
         if !self.before.is_empty() || self.before_flags.is_some() {
             let entries = if self.before.is_empty() {
                 &self.entries
@@ -229,7 +250,7 @@ impl Case {
             fs::remove_dir_all(&root).unwrap();
         }
         self.write_context(&root, &self.entries, url);
-        self.build_and_check(store, tag, &root, &ctx.path().join("out"))
+        self.build_and_check(store, tag, &root, &ctx.path().join("out"), tmp)
     }
 
     /// Makes the context directory `root`: the Dockerfile and `entries`.
@@ -275,11 +296,12 @@ impl Case {
         tag: &str,
         root: &Path,
         out: &Path,
+        tmp: &str,
     ) -> Result<(), String> {
         let mut cmd = store.cmd(&["build", "--progress", "plain", "-t", tag]);
         let ctx_text = root.to_str().unwrap();
         for f in &self.flags {
-            cmd.arg(f.replace("{ctx}", ctx_text));
+            cmd.arg(f.replace("{ctx}", ctx_text).replace("{tmp}", tmp));
         }
         let wants_fs = self.checks.iter().any(|c| {
             matches!(
@@ -497,6 +519,7 @@ fn cases() -> Vec<Case> {
     all.extend(args_cases());
     all.extend(workdir_and_cmd_cases());
     all.extend(mount_cases());
+    all.extend(multistage_and_onbuild_cases());
     all
 }
 
@@ -1245,6 +1268,137 @@ fn mount_cases() -> Vec<Case> {
     ]
 }
 
+fn multistage_and_onbuild_cases() -> Vec<Case> {
+    let out_of_order = |src: &'static str| {
+        let df = if src == "/" {
+            "FROM busybox AS target\nCOPY --from=build / /out\nFROM busybox AS build\n\
+             COPY /Dockerfile /d2\nFROM target\n"
+        } else {
+            "FROM busybox AS target\nCOPY --from=build /d2 /out\nFROM busybox AS build\n\
+             COPY /Dockerfile /d2\nFROM target\n"
+        };
+        case("testOutOfOrderStage", df)
+            .fails("cannot copy from stage")
+            .fails("needs to be defined before current stage")
+    };
+    vec![
+        case("testMultiStageImplicitFrom", "FROM scratch\nCOPY --from=busybox /etc/passwd test\n")
+            .contains("test", "root"),
+        case(
+            "testMultiStageImplicitFrom",
+            "FROM busybox AS golang\nRUN mkdir -p /usr/bin && echo -n foo > /usr/bin/go\n\
+             FROM scratch\nCOPY --from=golang /usr/bin/go go\n",
+        )
+        .has("go", "foo"),
+        case(
+            "testMultiStageCaseInsensitive",
+            "FROM scratch AS STAge0\nCOPY foo bar\nFROM scratch AS staGE1\n\
+             COPY --from=staGE0 bar baz\nFROM scratch\nCOPY --from=stage1 baz bax\n",
+        )
+        .file("foo", "foo-contents")
+        .flags(&["--target", "Stage1"])
+        .has("baz", "foo-contents"),
+        out_of_order("/"),
+        out_of_order("/d2"),
+        case("testEmptyStages", "ARG foo=bar")
+            .fails("dockerfile contains no stages to build")
+            .known("the error says \"FROM is missing: a Dockerfile needs at least one stage\""),
+        // Images BuildKit pushes to a registry are tagged in the store here.
+        case(
+            "testOnBuildCleared",
+            "FROM bk-onbuild-cleared-child AS base\nFROM scratch\nCOPY --from=base /out /\n",
+        )
+        .image_first(
+            "bk-onbuild-cleared-base",
+            "FROM busybox\nONBUILD RUN mkdir -p /out && echo -n 11 >> /out/foo\n",
+        )
+        .image_first("bk-onbuild-cleared-child", "FROM bk-onbuild-cleared-base\n")
+        .has("foo", "11"),
+        case(
+            "testOnBuildWithChildStage",
+            "FROM bk-onbuild-child-base AS base\nRUN [ -f /out/didrun ] && touch /step1\n\
+             RUN rm /out/didrun\nRUN [ ! -f /out/didrun ] && touch /step2\n\
+             FROM base AS child\nRUN [ ! -f /out/didrun ] && touch /step3\n\
+             FROM scratch\nCOPY --from=child /step* /\n",
+        )
+        .image_first(
+            "bk-onbuild-child-base",
+            "FROM busybox\nONBUILD RUN mkdir -p /out && echo -n yes >> /out/didrun\n",
+        )
+        .has("step1", "")
+        .has("step2", "")
+        .has("step3", ""),
+        case(
+            "testOnBuildNamedContext",
+            "FROM busybox AS otherstage\nRUN echo -n \"hello\" > /testfile\n\
+             FROM base AS inputstage\nFROM scratch\nCOPY --from=inputstage /out/foo /bar\n",
+        )
+        .image_first(
+            "bk-onbuild-named-context",
+            "FROM busybox:latest\nONBUILD COPY --from=otherstage /testfile /out/foo\n",
+        )
+        .flags(&["--build-context", "base=oci-layout://{tmp}/bk-onbuild-named-context"])
+        .has("bar", "hello")
+        .known(ONBUILD_DEPS),
+        case(
+            "testOnBuildInheritedStageRun",
+            "FROM busybox AS base\nONBUILD RUN mkdir -p /out && echo -n 11 >> /out/foo\n\
+             FROM base AS mid\nRUN cp /out/foo /out/bar\nFROM scratch\nCOPY --from=mid /out/bar /\n",
+        )
+        .has("bar", "11"),
+        case(
+            "testOnBuildInheritedStageWithFrom",
+            "FROM busybox AS src\nRUN mkdir -p /in && echo -n 12 > /in/file\n\
+             FROM busybox AS base\nONBUILD COPY --from=src /in/file /out/foo\n\
+             FROM base AS mid\nRUN cp /out/foo /out/bar\nFROM scratch\nCOPY --from=mid /out/bar /\n",
+        )
+        .has("bar", "12")
+        .known(ONBUILD_DEPS),
+        // busybox's /etc/passwd stands in for alpine's /etc/alpine-release.
+        case(
+            "testOnBuildNewDeps",
+            "FROM bk-onbuild-deps-base AS base\nRUN cat /out/passwd2 > /out/passwd3\n\
+             FROM scratch\nCOPY --from=base /out /\n",
+        )
+        .image_first(
+            "bk-onbuild-deps-base",
+            "FROM busybox\nONBUILD COPY --from=busybox /etc/passwd /out/passwd2\n",
+        )
+        .contains("passwd3", "root:x:0:0"),
+        case(
+            "testOnBuildNewDeps",
+            "FROM bk-onbuild-deps-base2 AS inputstage\nRUN cat /out/passwd2 > /out/passwd4\n\
+             RUN echo -n foo > /foo\nFROM bk-onbuild-deps-base3 AS base\n\
+             RUN echo -n bar3 > /out/bar3\nFROM scratch\nCOPY --from=base /out /\n",
+        )
+        .image_first(
+            "bk-onbuild-deps-base2",
+            "FROM busybox\nONBUILD COPY --from=busybox /etc/passwd /out/passwd2\n",
+        )
+        .image_first(
+            "bk-onbuild-deps-base3",
+            "FROM busybox\nONBUILD RUN --mount=type=bind,target=/in,from=inputstage mkdir /out && \
+             cat /in/foo > /out/bar && cat /in/out/passwd2 > /out/bar2\n",
+        )
+        .has("bar", "foo")
+        .contains("bar2", "root:x:0:0")
+        .has("bar3", "bar3")
+        .known(ONBUILD_DEPS),
+        case(
+            "testOnBuildWithCacheMount",
+            "FROM bk-onbuild-cache-base\n\
+             RUN --mount=type=cache,target=/cache [ \"$(cat /cache/foo)\" = \"42\" ] && \
+             [ \"$(cat /bar)\" = \"11\" ]\n",
+        )
+        .image_first(
+            "bk-onbuild-cache-base",
+            "FROM busybox\nONBUILD RUN --mount=type=cache,target=/cache echo -n 42 >> /cache/foo && \
+             echo -n 11 >> /bar\n",
+        )
+        .own_store(),
+    ]
+}
+
 /// testUser's Dockerfile; root is in group wheel in the busybox image, not in the fixture.
 const TEST_USER: &str = r#"FROM busybox AS base
 RUN echo wheel:x:10:root >> /etc/group
@@ -1291,6 +1445,9 @@ const TARGETSTAGE: &str = "the TARGETSTAGE built-in argument is not set (ARG, is
 
 const FROM_EXPANDS: &str = "cairn expands variables in COPY --from and RUN --mount from= \
      (deliberately: parser/src/graph.rs build_args_rename_bases), where BuildKit refuses them";
+
+const ONBUILD_DEPS: &str = "a stage an ONBUILD trigger reads (COPY --from, --mount from=) is \
+     not added to the stage graph, so it is not built first";
 
 const UNPACK: &str = "ADD --unpack is not followed (local archives are always extracted, \
      remote ones never): being fixed in issue 15 (ADD local archive extraction)";
