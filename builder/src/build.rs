@@ -1479,7 +1479,12 @@ fn copy_step(
             }
             Source::Heredoc(h) => {
                 let data = if h.expand {
-                    word(&h.content)?
+                    // As BuildKit: variables expand, quotes stay as written, and the escape
+                    // is the backslash whatever the Dockerfile's escape directive says.
+                    Lexer::new('\\')
+                        .skip_process_quotes(true)
+                        .process_word(&h.content, &env)
+                        .map_err(|e| fail(e.to_string()))?
                 } else {
                     h.content.clone()
                 };
