@@ -520,6 +520,7 @@ fn cases() -> Vec<Case> {
     all.extend(workdir_and_cmd_cases());
     all.extend(mount_cases());
     all.extend(multistage_and_onbuild_cases());
+    all.extend(dockerignore_and_heredoc_cases());
     all
 }
 
@@ -1398,6 +1399,309 @@ fn multistage_and_onbuild_cases() -> Vec<Case> {
         .own_store(),
     ]
 }
+
+fn dockerignore_and_heredoc_cases() -> Vec<Case> {
+    let heredoc_files = |c: Case, files: &[(&'static str, &'static str)]| {
+        files.iter().fold(c, |c, (p, content)| c.has(p, content))
+    };
+    vec![
+        case("testDockerignore", "FROM scratch\nCOPY . .\n")
+            .file("foo", "foo-contents")
+            .file("bar", "bar-contents")
+            .file("baz", "baz-contents")
+            .file("bay", "bay-contents")
+            .file(".dockerignore", "ba*\nDockerfile\n!bay\n.dockerignore\n")
+            .has("foo", "foo-contents")
+            .no(".dockerignore")
+            .no("Dockerfile")
+            .no("bar")
+            .no("baz")
+            .has("bay", "bay-contents"),
+        case("testDockerignoreInvalid", "FROM scratch\nCOPY . .\n")
+            .file(".dockerignore", "!\n")
+            .fails(""),
+        // NAME.dockerignore beside the Dockerfile NAME wins over .dockerignore.
+        case(
+            "testDockerignoreOverride",
+            "FROM busybox\nCOPY . .\nRUN [ -f foo ] && [ ! -f bar ]\n",
+        )
+        .file("Dockerfile.dockerignore", "bar\n")
+        .file("Dockerfile2", "FROM busybox\nCOPY . .\nRUN [ ! -f foo ] && [ -f bar ]\n")
+        .file("Dockerfile2.dockerignore", "foo\n")
+        .file("foo", "contents0")
+        .file("bar", "contents0"),
+        case(
+            "testDockerignoreOverride",
+            "FROM busybox\nCOPY . .\nRUN [ -f foo ] && [ ! -f bar ]\n",
+        )
+        .file("Dockerfile.dockerignore", "bar\n")
+        .file("Dockerfile2", "FROM busybox\nCOPY . .\nRUN [ ! -f foo ] && [ -f bar ]\n")
+        .file("Dockerfile2.dockerignore", "foo\n")
+        .file("foo", "contents0")
+        .file("bar", "contents0")
+        .flags(&["-f", "{ctx}/Dockerfile2"]),
+        heredoc_files(
+            case("testCopyHeredoc", COPY_HEREDOC),
+            &[
+                ("single", "single file\n"),
+                ("double/EOF", "first file\n"),
+                ("double/EOF2", "second file\n"),
+                ("perms", "0777\n0644\nuser:user\n"),
+            ],
+        ),
+        heredoc_files(
+            case("testCopyHeredocSpecialSymbols", COPY_HEREDOC_SYMBOLS),
+            &[
+                ("quotefile", "\"quotes in file\"\n"),
+                ("slashfile1", "\n"),
+                ("slashfile2", "\\\n"),
+                ("slashfile3", "$\n"),
+                ("rawslashfile1", "\\\n"),
+                ("rawslashfile2", "\\\\\n"),
+                ("rawslashfile3", "\\$\n"),
+            ],
+        ),
+        case(
+            "testRunBasicHeredoc",
+            "FROM busybox AS build\nRUN <<EOF\necho \"i am\" >> /dest\nwhoami >> /dest\nEOF\n\
+             FROM scratch\nCOPY --from=build /dest /dest\n",
+        )
+        .has("dest", "i am\nroot\n"),
+        case(
+            "testRunFakeHeredoc",
+            "FROM busybox AS build\nSHELL [\"/bin/awk\"]\nRUN <<EOF\nBEGIN {\n\tprint \"foo\" > \"/dest\"\n}\nEOF\n\
+             FROM scratch\nCOPY --from=build /dest /dest\n",
+        )
+        .has("dest", "foo\n"),
+        heredoc_files(
+            case("testRunShebangHeredoc", RUN_SHEBANG_HEREDOC),
+            &[("out1", "hello\nworld\n"), ("out2", "hello\nworld\n")],
+        ),
+        heredoc_files(
+            case("testRunComplexHeredoc", RUN_COMPLEX_HEREDOC),
+            &[
+                ("out1", "hello world\n"),
+                ("out2", "HELLO WORLD\n"),
+                ("fd3", "hello world\n"),
+                ("fd4", "HELLO WORLD\n"),
+            ],
+        ),
+        heredoc_files(
+            case("testHeredocIndent", HEREDOC_INDENT),
+            &[
+                ("foo-copy", "\tfoo\n"),
+                ("foo-run", "\n\tfoo\n"),
+                ("foo2-run", "\n\tfoo\n"),
+                ("foo3-run", "\n\tfoo\n"),
+                ("bar-copy", "bar\n"),
+                ("bar-run", "\nbar\n"),
+                ("bar2-run", "\nbar\n"),
+                ("bar3-run", "\nbar\n"),
+            ],
+        ),
+        heredoc_files(
+            case("testHeredocVarSubstitution", HEREDOC_VARS),
+            &[
+                ("c1", "Hello world!\n"),
+                ("c2", "Hello ${name}!\n"),
+                ("c3", "Hello ${name}!\n"),
+                ("q1", "Hello 'world'!\n"),
+                ("q2", "Hello \"world\"!\n"),
+                ("qsingle1", "Hello '${name}'!\n"),
+                ("qsingle2", "Hello \"${name}\"!\n"),
+                ("qdouble1", "Hello '${name}'!\n"),
+                ("qdouble2", "Hello \"${name}\"!\n"),
+                ("r1", "Hello world!\n"),
+                ("r2", "Hello new world!\n"),
+            ],
+        ),
+        case(
+            "testOnBuildHeredoc",
+            "FROM bk-onbuild-heredoc-base AS base\nFROM scratch\nCOPY --from=base /dest /dest\n",
+        )
+        .image_first(
+            "bk-onbuild-heredoc-base",
+            "FROM busybox\nONBUILD RUN <<EOF\necho \"hello world\" >> /dest\nEOF\n",
+        )
+        .has("dest", "hello world\n")
+        .known("an ONBUILD heredoc trigger keeps only its first line, so its body is lost"),
+    ]
+}
+
+/// testCopyHeredoc's Dockerfile (the user written into passwd: no adduser in the fixture).
+const COPY_HEREDOC: &str = r#"FROM busybox AS build
+RUN echo user:x:1000:1000::/home/user:/bin/sh >> /etc/passwd && echo user:x:1000: >> /etc/group
+WORKDIR /dest
+COPY <<EOF single
+single file
+EOF
+COPY <<EOF <<EOF2 double/
+first file
+EOF
+second file
+EOF2
+RUN mkdir -p /permfiles
+COPY --chmod=777 <<EOF /permfiles/all
+dummy content
+EOF
+COPY --chmod=0644 <<EOF /permfiles/rw
+dummy content
+EOF
+COPY --chown=user:user <<EOF /permfiles/owned
+dummy content
+EOF
+RUN stat -c "%04a" /permfiles/all >> perms && \
+	stat -c "%04a" /permfiles/rw >> perms && \
+	stat -c "%U:%G" /permfiles/owned >> perms
+FROM scratch
+COPY --from=build /dest /
+"#;
+
+const COPY_HEREDOC_SYMBOLS: &str = r#"FROM scratch
+COPY <<EOF quotefile
+"quotes in file"
+EOF
+COPY <<EOF slashfile1
+\
+EOF
+COPY <<EOF slashfile2
+\\
+EOF
+COPY <<EOF slashfile3
+\$
+EOF
+COPY <<"EOF" rawslashfile1
+\
+EOF
+COPY <<"EOF" rawslashfile2
+\\
+EOF
+COPY <<"EOF" rawslashfile3
+\$
+EOF
+"#;
+
+const RUN_SHEBANG_HEREDOC: &str = "FROM busybox AS build
+WORKDIR /dest
+RUN <<EOF
+#!/bin/awk -f
+BEGIN {
+\tprint \"hello\" >> \"./out1\"
+\tprint \"world\" >> \"./out1\"
+}
+EOF
+RUN <<-EOF
+\t#!/bin/awk -f
+\tBEGIN {
+\t\tprint \"hello\" >> \"./out2\"
+\t\tprint \"world\" >> \"./out2\"
+\t}
+EOF
+FROM scratch
+COPY --from=build /dest /
+";
+
+const RUN_COMPLEX_HEREDOC: &str = "FROM busybox AS build
+WORKDIR /dest
+RUN cat <<EOF1 | tr '[:upper:]' '[:lower:]' > ./out1; \\
+\tcat <<EOF2 | tr '[:lower:]' '[:upper:]' > ./out2
+hello WORLD
+EOF1
+HELLO world
+EOF2
+RUN <<EOF 3<<IN1 4<<IN2 awk -f -
+BEGIN {
+\twhile ((getline line < \"/proc/self/fd/3\") > 0)
+\t\tprint tolower(line) > \"./fd3\"
+\twhile ((getline line < \"/proc/self/fd/4\") > 0)
+\t\tprint toupper(line) > \"./fd4\"
+}
+EOF
+hello WORLD
+IN1
+HELLO world
+IN2
+FROM scratch
+COPY --from=build /dest /
+";
+
+const HEREDOC_INDENT: &str = "FROM busybox AS build
+COPY <<EOF /dest/foo-copy
+\tfoo
+EOF
+COPY <<-EOF /dest/bar-copy
+\tbar
+EOF
+RUN <<EOF
+echo \"
+\tfoo\" > /dest/foo-run
+EOF
+RUN <<-EOF
+echo \"
+\tbar\" > /dest/bar-run
+EOF
+RUN <<EOF
+#!/bin/sh
+echo \"
+\tfoo\" > /dest/foo2-run
+EOF
+RUN <<-EOF
+#!/bin/sh
+echo \"
+\tbar\" > /dest/bar2-run
+EOF
+RUN <<EOF sh > /dest/foo3-run
+echo \"
+\tfoo\"
+EOF
+RUN <<-EOF sh > /dest/bar3-run
+echo \"
+\tbar\"
+EOF
+FROM scratch
+COPY --from=build /dest /
+";
+
+const HEREDOC_VARS: &str = r#"FROM busybox as build
+ARG name=world
+COPY <<EOF /dest/c1
+Hello ${name}!
+EOF
+COPY <<'EOF' /dest/c2
+Hello ${name}!
+EOF
+COPY <<"EOF" /dest/c3
+Hello ${name}!
+EOF
+COPY <<EOF /dest/q1
+Hello '${name}'!
+EOF
+COPY <<EOF /dest/q2
+Hello "${name}"!
+EOF
+COPY <<'EOF' /dest/qsingle1
+Hello '${name}'!
+EOF
+COPY <<'EOF' /dest/qsingle2
+Hello "${name}"!
+EOF
+COPY <<"EOF" /dest/qdouble1
+Hello '${name}'!
+EOF
+COPY <<"EOF" /dest/qdouble2
+Hello "${name}"!
+EOF
+RUN <<EOF
+greeting="Hello"
+echo "${greeting} ${name}!" > /dest/r1
+EOF
+RUN <<EOF
+name="new world"
+echo "Hello ${name}!" > /dest/r2
+EOF
+FROM scratch
+COPY --from=build /dest /
+"#;
 
 /// testUser's Dockerfile; root is in group wheel in the busybox image, not in the fixture.
 const TEST_USER: &str = r#"FROM busybox AS base
