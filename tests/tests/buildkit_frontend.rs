@@ -538,6 +538,7 @@ fn cases() -> Vec<Case> {
     all.extend(multistage_and_onbuild_cases());
     all.extend(dockerignore_and_heredoc_cases());
     all.extend(parents_history_image_cases());
+    all.extend(secrets_and_platform_cases());
     all
 }
 
@@ -1873,6 +1874,51 @@ FROM busybox AS wildcard-afterpivot
 COPY --from=base --parents /test/a/b/./c2* /out/
 RUN set -ex; [ -d /out ]; [ ! -d /out/a ]; [ ! -d /out/c* ]
 ";
+
+fn secrets_and_platform_cases() -> Vec<Case> {
+    let secret = &["--secret", "id=mysecret,src={ctx}/pw.txt"];
+    vec![
+        case(
+            "testSecretFileParams",
+            "FROM busybox\nRUN --mount=type=secret,required=false,mode=741,uid=100,gid=102,target=/mysecret \
+             [ \"$(stat -c \"%u %g %f\" /mysecret)\" = \"100 102 81e1\" ]\n\
+             RUN [ ! -f /mysecret ] # check no stub left behind\n",
+        )
+        .file("pw.txt", "pw")
+        .flags(secret)
+        .known(
+            "a secret mounted by target with mode=741,uid=100,gid=102 is not stat 100 102 81e1 \
+             in the step",
+        ),
+        case("testSecretRequiredWithoutValue", "FROM busybox\nRUN --mount=type=secret,required,id=mysecret foo\n")
+            .fails("secret mysecret: not found")
+            .known("the error says \"secret mysecret is required but was not given\""),
+        // BuildKit also checks the step's name masks the value; that half is not ported.
+        case(
+            "testSecretAsEnviron",
+            "FROM busybox\nENV SECRET_ENV=foo\nRUN --mount=type=secret,id=mysecret,env=SECRET_ENV \
+             [ \"$SECRET_ENV\" == \"pw\" ] && [ ! -f /run/secrets/mysecret ] || false\n",
+        )
+        .file("pw.txt", "pw")
+        .flags(secret),
+        case(
+            "testSecretAsEnvironWithFileMount",
+            "FROM busybox\nRUN --mount=type=secret,id=mysecret,target=/run/secrets/secret,env=SECRET_ENV \
+             [ \"$SECRET_ENV\" == \"pw\" ] && [ -f /run/secrets/secret ] || false\n",
+        )
+        .file("pw.txt", "pw")
+        .flags(secret),
+        case(
+            "testPlatformArgsImplicit",
+            "FROM scratch AS build-linux\nCOPY foo bar\nFROM build-${TARGETOS}\nCOPY foo2 bar2\n",
+        )
+        .file("foo", "d0")
+        .file("foo2", "d1")
+        .has("bar", "d0")
+        .has("bar2", "d1")
+        .known("TARGETOS and the other platform args are not set for FROM in the global scope"),
+    ]
+}
 
 /// testUser's Dockerfile; root is in group wheel in the busybox image, not in the fixture.
 const TEST_USER: &str = r#"FROM busybox AS base
