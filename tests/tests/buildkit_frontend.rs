@@ -539,6 +539,7 @@ fn cases() -> Vec<Case> {
     all.extend(dockerignore_and_heredoc_cases());
     all.extend(parents_history_image_cases());
     all.extend(secrets_and_platform_cases());
+    all.extend(errors_exclude_run_cases());
     all
 }
 
@@ -583,6 +584,27 @@ fn copy_cases() -> Vec<Case> {
         case("testCopyChownExistingDir", COPY_CHOWN_EXISTING_DIR)
             .dockerfile_at("Dockerfile.web")
             .flags(&["--target", "copy_from_chowned"]),
+        // A changed file copied after the RUN keeps it cached; one copied before runs it again.
+        case("testCopyWildcardCache", WILDCARD_CACHE)
+            .first_with(&[
+                ("foo1", "foo1-data"),
+                ("foo2", "foo2-data"),
+                ("bar", "bar-data"),
+            ])
+            .file("foo1", "foo1-data")
+            .file("foo2", "foo2-data")
+            .file("bar", "bar-data-mod")
+            .unchanged("unique"),
+        case("testCopyWildcardCache", WILDCARD_CACHE)
+            .first_with(&[
+                ("foo1", "foo1-data"),
+                ("foo2", "foo2-data"),
+                ("bar", "bar-data"),
+            ])
+            .file("foo1", "foo1-data")
+            .file("foo2", "foo2-data-mod")
+            .file("bar", "bar-data")
+            .changed("unique"),
         case("testEmptyWildcard", "FROM scratch\nCOPY foo nomatch* /\n")
             .file("foo", "contents0")
             .has("foo", "contents0")
@@ -1920,6 +1942,146 @@ fn secrets_and_platform_cases() -> Vec<Case> {
     ]
 }
 
+fn errors_exclude_run_cases() -> Vec<Case> {
+    let mut exclude = case("testExcludedFilesOnCopy", EXCLUDED_FILES)
+        .dir("dir1", 0o777)
+        .dir("dir2", 0o777)
+        .dir("dir3", 0o777)
+        .dir("dir4", 0o777)
+        .link("dir4/file-402.txt", "file-401.txt")
+        .link("dir4/file-403.txt", "file-404.txt");
+    for (p, content) in [
+        ("dir1/file-101.png", "2"),
+        ("dir1/file-102.txt", "3"),
+        ("dir1/file-103.jpeg", "4"),
+        ("dir2/file-201.pdf", "6"),
+        ("dir2/file-202.jpeg", "7"),
+        ("dir2/file-203.png", "8"),
+        ("dir3/file-301.mp3", "9"),
+        ("dir3/file-302.mpeg", "10"),
+        ("dir4/file-401.txt", "11"),
+    ] {
+        exclude = exclude.file_mode(p, content, 0o600);
+    }
+    // What each builder keeps (content, or a symlink's target) and leaves out.
+    let kept: &[(&str, &str)] = &[
+        ("builder1/1/dir1/file-102.txt", "3"),
+        ("builder1/1/dir2/file-201.pdf", "6"),
+        ("builder1/1/dir3/file-301.mp3", "9"),
+        ("builder1/1/dir3/file-302.mpeg", "10"),
+        ("builder1/1/dir4/file-401.txt", "11"),
+        ("builder2/2/dir1/file-101.png", "2"),
+        ("builder2/2/dir1/file-103.jpeg", "4"),
+        ("builder2/2/dir2/file-202.jpeg", "7"),
+        ("builder2/2/dir2/file-203.png", "8"),
+        ("builder2/2/dir3/file-301.mp3", "9"),
+        ("builder2/2/dir3/file-302.mpeg", "10"),
+        ("builder3/3/file-302.mpeg", "10"),
+        ("builder4/4/file-302.mpeg", "10"),
+        ("builder5/5/file-102.txt", "3"),
+        ("builder5/5/file-401.txt", "11"),
+    ];
+    let links: &[(&str, &str)] = &[
+        ("builder1/1/dir4/file-402.txt", "file-401.txt"),
+        ("builder1/1/dir4/file-403.txt", "file-404.txt"),
+        ("builder5/5/file-402.txt", "file-401.txt"),
+        ("builder5/5/file-403.txt", "file-404.txt"),
+    ];
+    let left_out: &[&str] = &[
+        "builder1/1/dir1/file-101.png",
+        "builder1/1/dir1/file-103.jpeg",
+        "builder1/1/dir2/file-202.jpeg",
+        "builder1/1/dir2/file-203.png",
+        "builder2/2/dir1/file-102.txt",
+        "builder2/2/dir2/file-201.pdf",
+        "builder2/2/dir4/file-401.txt",
+        "builder2/2/dir4/file-402.txt",
+        "builder2/2/dir4/file-403.txt",
+        "builder3/3/file-301.mp3",
+        "builder4/4/file-101.png",
+        "builder4/4/file-102.txt",
+        "builder4/4/file-103.jpeg",
+        "builder4/4/file-201.pdf",
+        "builder4/4/file-202.jpeg",
+        "builder4/4/file-203.png",
+        "builder4/4/file-301.mp3",
+        "builder4/4/dir4/file-401.txt",
+        "builder4/4/dir4/file-402.txt",
+        "builder4/4/dir4/file-403.txt",
+        "builder5/5/file-101.png",
+        "builder5/5/file-103.jpeg",
+        "builder5/5/file-201.pdf",
+        "builder5/5/file-202.jpeg",
+        "builder5/5/file-203.png",
+        "builder5/5/file-301.mp3",
+        "builder5/5/file-302.mpeg",
+        "builder6/6/file-101.png",
+        "builder6/6/file-401.txt",
+    ];
+    for (p, content) in kept {
+        exclude = exclude.has(p, content);
+    }
+    for (p, target) in links {
+        exclude = exclude.link_to(p, target);
+    }
+    for p in left_out {
+        exclude = exclude.no(p);
+    }
+    // BuildKit checks the error's source range; cairn's error names the file and line.
+    let source_map = |df: &'static str, at: &'static str| case("testErrorsSourceMap", df).fails(at);
+    vec![
+        source_map("from busybox\nenv", "Dockerfile:2:"),
+        source_map("#syntax=foobar\nfrom busybox", "Dockerfile:1:")
+            .known("a # syntax= directive naming another frontend is not an error"),
+        source_map("from scratch\nenv foo=bar\nrun what", "Dockerfile:3:"),
+        source_map(
+            "from scratch\nenv foo=bar\ncopy foo bar\nenv bar=baz",
+            "Dockerfile:3:",
+        ),
+        source_map(
+            "from scratch\nenv foo=bar\ncopy --foo=bar / /\nenv bar=baz",
+            "Dockerfile:3:",
+        ),
+        source_map("from scratch\nrun wh\\\nat\nenv bar=baz", "Dockerfile:2:"),
+        exclude.known(WILDCARD_SOURCES),
+        case(
+            "testRunNoNetwork",
+            "FROM busybox\nRUN --network=none ! ip link show eth0\n",
+        ),
+        case(
+            "testRunSecuritySandbox",
+            "FROM busybox\nRUN --security=sandbox [ \"$(cat /proc/self/status | grep CapBnd)\" == \
+             \"CapBnd:\t00000000a80425fb\" ]\n",
+        ),
+        case(
+            "testRunSecurityDefault",
+            "FROM busybox\nRUN [ \"$(cat /proc/self/status | grep CapBnd)\" == \"CapBnd:\t00000000a80425fb\" ]\n",
+        ),
+    ]
+}
+
+/// testExcludedFilesOnCopy's Dockerfile (the local-context half).
+const EXCLUDED_FILES: &str = "FROM scratch as builder1
+COPY --exclude=*/*.png --exclude=*/*.jpeg . /1
+FROM scratch as builder2
+COPY --exclude=*/*.pdf --exclude=*/*.txt . /2
+FROM scratch as builder3
+ADD --exclude=*.mp3 dir3/ /3/
+FROM scratch as builder4
+COPY --exclude=*.mp3 --exclude=*.jpeg --exclude=*.png --exclude=*.pdf --exclude=*.txt dir* /4/
+FROM scratch as builder5
+ADD --exclude=*.mp* --exclude=*.jpeg --exclude=*.png --exclude=*.pdf dir* /5
+FROM scratch as builder6
+ADD --exclude=* dir* /6
+FROM scratch
+COPY --from=builder1 / /builder1
+COPY --from=builder2 / /builder2
+COPY --from=builder3 / /builder3
+COPY --from=builder4 / /builder4
+COPY --from=builder5 / /builder5
+COPY --from=builder6 / /builder6
+";
+
 /// testUser's Dockerfile; root is in group wheel in the busybox image, not in the fixture.
 const TEST_USER: &str = r#"FROM busybox AS base
 RUN echo wheel:x:10:root >> /etc/group
@@ -1976,6 +2138,10 @@ const UNPACK: &str = "ADD --unpack is not followed (local archives are always ex
 const WILDCARD_SOURCES: &str = "a wildcard counts as many sources, so with more than one match \
      a destination without a trailing / is refused (BuildKit counts the pattern): being fixed \
      in issue 15 (wildcards)";
+
+const WILDCARD_CACHE: &str = "FROM busybox AS base\nCOPY foo* files/\n\
+    RUN cat /dev/urandom | head -c 100 | sha256sum > unique\nCOPY bar files/\n\
+    FROM scratch\nCOPY --from=base unique /\n";
 
 const FROM_OWNERS: &str = "COPY --from gives what it makes 0:0, not the source's owners: being fixed in issue 15 \
      (COPY --from owners)";
