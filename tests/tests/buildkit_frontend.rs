@@ -2044,6 +2044,22 @@ fn errors_exclude_run_cases() -> Vec<Case> {
         ),
         source_map("from scratch\nrun wh\\\nat\nenv bar=baz", "Dockerfile:2:"),
         exclude.known(WILDCARD_SOURCES),
+        case("testNoCache", NO_CACHE)
+            .own_store()
+            .first_flags(&[])
+            .flags(&["--no-cache"])
+            .changed("unique")
+            .changed("unique2"),
+        case("testNoCache", NO_CACHE)
+            .own_store()
+            .first_flags(&[])
+            .flags(&["--no-cache-filter", "s1"])
+            .unchanged("unique")
+            .changed("unique2")
+            .known(
+                "--no-cache-filter s1 runs s1's RUN again, but COPY --from=s1 is keyed on s1's \
+                 steps, not its files, so it comes from the cache with the old unique2",
+            ),
         case(
             "testRunNoNetwork",
             "FROM busybox\nRUN --network=none ! ip link show eth0\n",
@@ -2059,6 +2075,10 @@ fn errors_exclude_run_cases() -> Vec<Case> {
         ),
     ]
 }
+
+const NO_CACHE: &str = "FROM busybox AS s0\nRUN cat /dev/urandom | head -c 100 | sha256sum | tee unique\n\
+    FROM busybox AS s1\nRUN cat /dev/urandom | head -c 100 | sha256sum | tee unique2\n\
+    FROM scratch\nCOPY --from=s0 unique /\nCOPY --from=s1 unique2 /\n";
 
 /// testExcludedFilesOnCopy's Dockerfile (the local-context half).
 const EXCLUDED_FILES: &str = "FROM scratch as builder1
