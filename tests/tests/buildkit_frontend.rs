@@ -326,7 +326,7 @@ impl Case {
             cmd.arg("-o")
                 .arg(format!("type=local,dest={}", out.display()));
         }
-        let result = cmd.arg(&root).output().unwrap();
+        let result = cmd.arg(root).output().unwrap();
         let (_, stderr) = texts(&result);
         let tail = || -> String {
             let lines: Vec<&str> = stderr.lines().collect();
@@ -790,7 +790,20 @@ fn copy_cases() -> Vec<Case> {
         .flags(&["--build-context", "base={ctx}/basedir"])
         .has("out1", "contents1")
         .has("out2", "contents2")
-        .known("a named context does not replace the stage of the same name"),
+        .known(NAMED_STAGE),
+        // The named context reads its own .dockerignore.
+        case(
+            "testNamedLocalContext",
+            "FROM busybox AS base\nRUN cat /etc/alpine-release > /out\nFROM scratch\n\
+             COPY --from=base /o* /\n",
+        )
+        .file("basedir/out", "first")
+        .file("basedir/out2", "second")
+        .file("basedir/.dockerignore", "out2\n")
+        .flags(&["--build-context", "base={ctx}/basedir"])
+        .has("out", "first")
+        .no("out2")
+        .known(NAMED_STAGE),
     ]
 }
 
@@ -2162,6 +2175,8 @@ const WILDCARD_SOURCES: &str = "a wildcard counts as many sources, so with more 
 const WILDCARD_CACHE: &str = "FROM busybox AS base\nCOPY foo* files/\n\
     RUN cat /dev/urandom | head -c 100 | sha256sum > unique\nCOPY bar files/\n\
     FROM scratch\nCOPY --from=base unique /\n";
+
+const NAMED_STAGE: &str = "a named context does not replace the stage of the same name";
 
 const FROM_OWNERS: &str = "COPY --from gives what it makes 0:0, not the source's owners: being fixed in issue 15 \
      (COPY --from owners)";
