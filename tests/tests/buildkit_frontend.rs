@@ -2071,6 +2071,29 @@ fn errors_exclude_run_cases() -> Vec<Case> {
         ),
         source_map("from scratch\nrun wh\\\nat\nenv bar=baz", "Dockerfile:2:"),
         exclude.known(WILDCARD_SOURCES),
+        // A wildcard's match renamed: the cached copy is not reused, so the RUN fails.
+        case(
+            "testWildcardRenameCache",
+            "FROM busybox\nCOPY file* /files/\nRUN ls /files/file1\n",
+        )
+        .first_with(&[("file1", "foo")])
+        .file("file2", "foo")
+        .fails("did not complete successfully"),
+        // --no-cache starts cache mounts afresh; a later build sees what they kept.
+        case("testCacheMountModeNoCache", CACHE_MOUNT_MODE)
+            .own_store()
+            .first_flags(&[])
+            .flags(&["--no-cache", "--build-arg", "FOO=def"])
+            .has("out", "2\n")
+            .known(
+                "--no-cache keeps what cache mounts hold, where BuildKit starts them empty: \
+                 cache mounts are being worked on in issue 15",
+            ),
+        case("testCacheMountModeNoCache", CACHE_MOUNT_MODE)
+            .own_store()
+            .first_flags(&["--no-cache", "--build-arg", "FOO=def"])
+            .flags(&["--build-arg", "FOO=ghi"])
+            .has("out", "3\n"),
         case("testNoCache", NO_CACHE)
             .own_store()
             .first_flags(&[])
@@ -2102,6 +2125,10 @@ fn errors_exclude_run_cases() -> Vec<Case> {
         ),
     ]
 }
+
+const CACHE_MOUNT_MODE: &str = "FROM busybox AS base\nARG FOO=abc\n\
+    RUN --mount=type=cache,target=/cache,mode=0773 touch /cache/$FOO && ls -l /cache | wc -l > /out\n\
+    FROM scratch\nCOPY --from=base /out /\n";
 
 const NO_CACHE: &str = "FROM busybox AS s0\nRUN cat /dev/urandom | head -c 100 | sha256sum | tee unique\n\
     FROM busybox AS s1\nRUN cat /dev/urandom | head -c 100 | sha256sum | tee unique2\n\
