@@ -1509,12 +1509,6 @@ fn copy_step(
                     let to = st
                         .rootfs
                         .with_extension(format!("download-{}", downloads.len()));
-                    // Checked before downloading, so a wrong Dockerfile costs no transfer.
-                    if crate::remote::file_name(&p).is_empty() && dest.ends_with('/') {
-                        return Err(fail(format!(
-                            "{p} gives no file name: name the file in the destination, not {dest}"
-                        )));
-                    }
                     let dl = crate::remote::download(&p, &to, checksum.as_deref()).map_err(fail)?;
                     // Docker dates the file by Last-Modified; without it, like new content.
                     let mtime = dl
@@ -1543,7 +1537,12 @@ fn copy_step(
             }
             Source::Heredoc(h) => {
                 let data = if h.expand {
-                    word(&h.content)?
+                    // As BuildKit: variables expand, quotes stay as written, and the escape
+                    // is the backslash whatever the Dockerfile's escape directive says.
+                    Lexer::new('\\')
+                        .skip_process_quotes(true)
+                        .process_word(&h.content, &env)
+                        .map_err(|e| fail(e.to_string()))?
                 } else {
                     h.content.clone()
                 };

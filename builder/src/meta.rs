@@ -252,9 +252,12 @@ fn apply_with(
         InstructionKind::Expose { ports } => {
             let mut all = Vec::new();
             for p in ports {
-                for port in expose_ports(&word("EXPOSE", p)?)? {
-                    all.push(port.clone());
-                    c.exposed_ports.insert(port, Empty {});
+                // A variable may hold several ports: BuildKit splits the expanded words.
+                for spec in word("EXPOSE", p)?.split_whitespace() {
+                    for port in expose_ports(spec)? {
+                        all.push(port.clone());
+                        c.exposed_ports.insert(port, Empty {});
+                    }
                 }
             }
             line(format!("EXPOSE {}", go_list(&all)))

@@ -66,16 +66,17 @@ impl Hasher {
     }
 }
 
-/// The file name a URL gives: its path's last segment, as Docker names an ADD download.
+/// The file name a URL gives, as BuildKit names an ADD download: its path's last segment
+/// (trailing slashes aside), else `__unnamed__`.
 pub fn file_name(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let rest = rest.split(['?', '#']).next().unwrap_or("");
     let path = rest.find('/').map_or("", |i| &rest[i..]);
-    let last = path.rsplit('/').next().unwrap_or("");
+    let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
     let name = percent_decode(last);
     // A segment that decodes to a path of its own is no file name.
-    if name == "." || name == ".." || name.contains('/') {
-        String::new()
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+        "__unnamed__".to_owned()
     } else {
         name
     }
@@ -317,9 +318,10 @@ mod tests {
     fn names_come_from_the_url_path() {
         assert_eq!(file_name("http://h:8/a/b/file.txt?x=1#y"), "file.txt");
         assert_eq!(file_name("https://h/a%20b.tar.gz"), "a b.tar.gz");
-        assert_eq!(file_name("https://h/dir/"), "");
-        assert_eq!(file_name("https://h"), "");
-        assert_eq!(file_name("https://h/%2E%2E"), "");
+        assert_eq!(file_name("https://h/dir/"), "dir");
+        assert_eq!(file_name("https://h/"), "__unnamed__");
+        assert_eq!(file_name("https://h"), "__unnamed__");
+        assert_eq!(file_name("https://h/%2E%2E"), "__unnamed__");
     }
 
     #[test]

@@ -15,20 +15,6 @@ use crate::meta;
 use crate::sandbox::{self, MountSpec, Network, RootSpec, RunSpec, Sandbox, Stdio3, Tail};
 use crate::users;
 
-/// The proxy build args Docker predefines: passed to RUN, never written to the history.
-const PROXY_ARGS: &[&str] = &[
-    "HTTP_PROXY",
-    "http_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "FTP_PROXY",
-    "ftp_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-];
-
 /// The most a secret may hold, in bytes (BuildKit's limit): a secret is a token or a key, and
 /// each RUN that mounts one writes it to a file.
 pub const SECRET_LIMIT: u64 = 500 * 1024;
@@ -106,9 +92,26 @@ pub(crate) fn run_step(
             over: &st.meta.args_over_env,
         },
     );
-    for k in PROXY_ARGS {
-        if let (Some(v), false) = (opts.build_args.get(*k), st.args.contains_key(*k)) {
-            env.push(format!("{k}={v}"));
+    // Proxy build args reach the process under both spellings, as BuildKit's ProxyEnv gives
+    // them, and stay out of the step's key: a changed proxy keeps the cached result.
+    let mut proxy_env = Vec::new();
+    for lower in [
+        "http_proxy",
+        "https_proxy",
+        "ftp_proxy",
+        "no_proxy",
+        "all_proxy",
+    ] {
+        let upper = lower.to_ascii_uppercase();
+        // BuildKit reads the args in sorted order, so the lowercase spelling wins.
+        let Some(v) = opts.build_args.get(lower).or(opts.build_args.get(&upper)) else {
+            continue;
+        };
+        for k in [upper.as_str(), lower] {
+            // One declared by ARG is the stage's, already in the environment and the key.
+            if !st.args.contains_key(k) {
+                proxy_env.push(format!("{k}={v}"));
+            }
         }
     }
     if !env.iter().any(|e| e.starts_with("PATH=")) {
@@ -247,6 +250,7 @@ pub(crate) fn run_step(
     // HOME as runc sets it for BuildKit's steps: the user's passwd entry, else `/`, unless
     // the environment has one. The step's key needs no field for it: it follows from the
     // user (keyed) and the image's files (the chain).
+    env.extend(proxy_env);
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         let home = user.home.clone().filter(|h| !h.is_empty());
         env.push(format!("HOME={}", home.as_deref().unwrap_or("/")));

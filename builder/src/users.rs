@@ -88,7 +88,7 @@ pub struct ExecUser {
 
 /// Resolves `USER` as runc does for a container: a name or uid from /etc/passwd (whose entry
 /// gives the primary gid and home; a uid without an entry gets gid 0), an optional group by
-/// name or number, and the supplementary groups of the user's name. `read` returns a file of
+/// name or number, and, without one, the supplementary groups of the user's name. `read` returns a file of
 /// the image (`etc/passwd`, `etc/group`), or "" when it is missing.
 pub fn resolve_exec(spec: &str, read: &dyn Fn(&str) -> String) -> Result<ExecUser, LookupError> {
     let spec = if spec.is_empty() { "0" } else { spec };
@@ -142,7 +142,8 @@ pub fn resolve_exec(spec: &str, read: &dyn Fn(&str) -> String) -> Result<ExecUse
         };
     }
     let mut groups = vec![gid];
-    if let Some(name) = &name {
+    // As runc's GetExecUser: a group named in USER replaces the supplementary groups.
+    if let (Some(name), None) = (&name, group) {
         for f in groups_of(&|f| f.len() >= 4 && f[3].split(',').any(|m| m == name)) {
             if let Ok(n) = f[2].parse::<u32>()
                 && !groups.contains(&n)
@@ -228,7 +229,8 @@ mod tests {
             ("app", Ok((1000, 1001, &[1001, 10]))),
             ("1000", Ok((1000, 1001, &[1001, 10]))),
             ("4242", Ok((4242, 0, &[0]))),
-            ("app:staff", Ok((1000, 50, &[50, 10]))),
+            ("app:staff", Ok((1000, 50, &[50]))),
+            ("1000:1001", Ok((1000, 1001, &[1001]))),
             ("4242:7", Ok((4242, 7, &[7]))),
             ("nobody", Err("unable to find user nobody")),
             ("app:nogroup", Err("unable to find group nogroup")),

@@ -66,15 +66,26 @@ pub enum ErrorKind {
     DuplicateStageName { name: String, first_line: u32 },
     #[error("stage index {index} is out of range: this Dockerfile has stages 0 to {max}")]
     StageIndexOutOfRange { index: usize, max: usize },
+    #[error(
+        "cannot copy from stage {from:?}, it needs to be defined before current stage {current:?}"
+    )]
+    CopyFromLaterStage { from: String, current: String },
     #[error("circular dependency between stages: {0}")]
     StageCycle(String),
-    #[error("target stage {0:?} could not be found")]
-    UnknownTarget(String),
+    #[error(
+        "target stage {target:?} could not be found{}",
+        suggestion_suffix(&.suggestion.as_deref())
+    )]
+    UnknownTarget {
+        target: String,
+        /// A stage name close enough to be what was meant, as BuildKit suggests it.
+        suggestion: Option<String>,
+    },
     #[error("{0}")]
     Expand(#[from] ExpandError),
 }
 
-fn suggestion_suffix(s: &Option<&'static str>) -> String {
+fn suggestion_suffix(s: &Option<&str>) -> String {
     match s {
         Some(s) => format!(" (did you mean {s}?)"),
         None => String::new(),

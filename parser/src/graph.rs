@@ -168,6 +168,21 @@ impl StageGraph {
                 if let Some(from) = &copy.from {
                     let from = expand(from, env)?;
                     self.reference(stage, &from, EdgeKind::CopyFrom, ins.span, df)?;
+                    // As BuildKit: a stage is copied from only once it is built, and stages
+                    // are built in the order written.
+                    if let Some(e) = self.edges.last().filter(|e| {
+                        e.stage == stage && e.kind == EdgeKind::CopyFrom && e.needs >= stage
+                    }) {
+                        let name =
+                            |i: usize| self.names[i].clone().unwrap_or_else(|| i.to_string());
+                        return Err(ParseError::new(
+                            ErrorKind::CopyFromLaterStage {
+                                from: name(e.needs),
+                                current: name(stage),
+                            },
+                            ins.span,
+                        ));
+                    }
                 }
             }
             InstructionKind::Run(run) => {
@@ -310,7 +325,14 @@ impl StageGraph {
         match t.parse::<usize>() {
             Ok(i) if i < df.stages.len() => Ok(i),
             _ => Err(ParseError::new(
-                ErrorKind::UnknownTarget(t.to_owned()),
+                ErrorKind::UnknownTarget {
+                    target: t.to_owned(),
+                    suggestion: crate::suggest::nearest(
+                        t,
+                        self.names.iter().flatten().map(String::as_str),
+                    )
+                    .map(str::to_owned),
+                },
                 Span::default(),
             )),
         }
@@ -439,11 +461,15 @@ COPY --from=right /y /y
         let cases: &[(&str, &str)] = &[
             (
                 "FROM a AS x\nCOPY --from=y / /\nFROM b AS y\nCOPY --from=x / /\n",
-                "circular dependency between stages: x -> y -> x",
+                "cannot copy from stage \"y\", it needs to be defined before current stage \"x\"",
             ),
             (
                 "FROM a\nCOPY --from=0 / /\n",
-                "circular dependency between stages: 0 -> 0",
+                "cannot copy from stage \"0\", it needs to be defined before current stage \"0\"",
+            ),
+            (
+                "FROM a AS x\nRUN --mount=from=y,target=/y true\nFROM b AS y\nRUN --mount=from=x,target=/x true\n",
+                "circular dependency between stages: x -> y -> x",
             ),
             (
                 "FROM a\nCOPY --from=3 / /\n",

@@ -206,6 +206,8 @@ impl Mount {
                     .map_err(|_| format!("invalid value for {key}: {value:?}"))
             };
             match key.as_str() {
+                // The type is known once expanded (the run parses it again then).
+                "type" if deferred => {}
                 "type" => {
                     m.kind = match value.to_ascii_lowercase().as_str() {
                         "bind" => MountType::Bind,
@@ -398,6 +400,11 @@ mod tests {
         assert_eq!(m.size, Some(64 << 20));
         let m = Mount::parse("type=cache,target=/c,uid=$UID", 0).unwrap();
         assert_eq!(m.uid, None, "deferred until expanded");
+        let m = Mount::parse("type=$T,target=/c", 0).unwrap();
+        assert_eq!(m.target.as_deref(), Some("/c"), "the type is deferred too");
+        let expand = |v: &str| Ok(v.replace("$T", "cache"));
+        let m = Mount::parse_with("type=$T,target=/c", 0, &expand).unwrap();
+        assert_eq!(m.kind, MountType::Cache);
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub fn read_dockerfile(file: Option<&Path>, context: &Path) -> anyhow::Result<(S
             Ok((p.display().to_string(), bytes))
         }
         None => {
-            let candidates: Vec<PathBuf> = ["Dockerfile", "Containerfile"]
+            // BuildKit falls back to a lowercase `dockerfile`; podman to `Containerfile`.
+            let candidates: Vec<PathBuf> = ["Dockerfile", "dockerfile", "Containerfile"]
                 .iter()
                 .map(|n| context.join(n))
                 .collect();
@@ -62,9 +63,10 @@ pub fn read_dockerfile(file: Option<&Path>, context: &Path) -> anyhow::Result<(S
                 }
             }
             bail!(
-                "no Dockerfile found: neither {} nor {} exists (use -f FILE)",
+                "no Dockerfile found: none of {}, {} or {} exists (use -f FILE)",
                 candidates[0].display(),
-                candidates[1].display()
+                candidates[1].display(),
+                candidates[2].display()
             )
         }
     }
