@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cairn_layers::image::{History, timestamp};
+use cairn_layers::image::timestamp;
 use cairn_layers::layer::write_layer_reusing;
 use cairn_parser::instruction::{Command, Instruction, NetworkMode, Run};
 use cairn_parser::mount::{CacheSharing, Mount, MountType};
@@ -363,10 +363,8 @@ pub(crate) fn run_step(
     }
     let created = timestamp(epoch);
     let created_by = history_line(&args_prefix, &shown);
-    let mut recorded = None;
+    let recorded;
     match layer {
-        // A step that changed nothing adds no layer, as BuildKit's exporter does.
-        // (The copy snapshotter's diff of an unchanged tree is a bare end-of-archive.)
         Some(Some(layer)) if layer.uncompressed_size > 1024 => {
             recorded = Some(crate::build::layer_record(&layer));
             cx.cache
@@ -383,13 +381,20 @@ pub(crate) fn run_step(
                 h.created_by = Some(created_by);
             }
         }
-        _ => st.config.history.push(History {
-            created: Some(created),
-            created_by: Some(created_by),
-            comment: Some("buildkit.dockerfile.v0".into()),
-            empty_layer: true,
-            ..History::default()
-        }),
+        // A step that changed nothing still adds a layer, an empty one, as BuildKit's
+        // does (its history test has `RUN ls` as a layer): the image then has one layer
+        // per RUN, which tools that count them expect. (The diff of an unchanged tree is
+        // nothing, or a bare end-of-archive.)
+        _ => {
+            let layer = cairn_layers::layer::write_layer(store, opts.compression, |w| {
+                crate::build::dirs_tar(w, &[])
+            })?;
+            recorded = Some(crate::build::layer_record(&layer));
+            add_layer(st, layer, None, ins, created)?;
+            if let Some(h) = st.config.history.last_mut() {
+                h.created_by = Some(created_by);
+            }
+        }
     }
     crate::build::record(cx, st, key, recorded, None)?;
     Ok(Outcome::Ran)
