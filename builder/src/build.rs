@@ -1228,19 +1228,21 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
                 st.config.config.args_escaped = Some(true);
             }
             if matches!(ins.kind, InstructionKind::Workdir { .. }) {
-                // The directory is created in the image when it is missing, as a layer.
+                // BuildKit's WORKDIR other than / is a mkdir -p as a layer of its own, empty
+                // when the directory exists (its history test: `RUN ls` and such are layers).
                 let view = crate::copy::ImageView {
                     tree: st.view.tree(cx.cache, store)?,
                 };
                 let missing = missing_dirs(&view, &st.config.config.working_dir);
-                if !missing.is_empty() {
+                if !missing.is_empty() || !st.config.config.working_dir.trim_matches('/').is_empty()
+                {
                     let mtime = epoch.unwrap_or_else(|| jiff::Timestamp::now().as_second());
                     let mtime = mtime.max(0) as u64;
                     // The existing parents go in the layer as the image has them, as a COPY's
                     // do (see copy.rs): the one the first made directory is added to is
                     // dated now.
                     let mut dirs: Vec<(String, DirMeta)> = Vec::new();
-                    let first = &missing[0];
+                    let first = missing.first().map_or("", String::as_str);
                     let mut at = String::new();
                     for part in first.split('/').take(first.split('/').count() - 1) {
                         at = if at.is_empty() {
@@ -1262,7 +1264,7 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
                     // BuildKit makes them as the USER (its mkdir's `WithUser`), names looked
                     // up in the image's own files.
                     let user = st.config.config.user.clone();
-                    let owner = if user.is_empty() {
+                    let owner = if user.is_empty() || missing.is_empty() {
                         users::Owner { uid: 0, gid: 0 }
                     } else {
                         if user.bytes().any(|b| !b.is_ascii_digit() && b != b':') {
@@ -1424,7 +1426,10 @@ fn missing_dirs(view: &crate::copy::ImageView<'_>, path: &str) -> Vec<String> {
 }
 
 /// A layer tar of directories, in order.
-fn dirs_tar(w: &mut dyn std::io::Write, dirs: &[(String, DirMeta)]) -> cairn_layers::Result<()> {
+pub(crate) fn dirs_tar(
+    w: &mut dyn std::io::Write,
+    dirs: &[(String, DirMeta)],
+) -> cairn_layers::Result<()> {
     let bad = |what: &str, e: std::io::Error| cairn_layers::Error::Invalid {
         what: what.to_owned(),
         reason: e.to_string(),
@@ -1501,10 +1506,14 @@ fn copy_step(
     // file when this step ends, failed or not.
     let mut downloads: Vec<crate::remote::Download> = Vec::new();
     let mut srcs = Vec::new();
+    // BuildKit's history line names the sources as expanded, heredocs after the paths.
+    let mut line_paths = Vec::new();
+    let mut line_docs = Vec::new();
     for s in sources {
         srcs.push(match s {
             Source::Path(p) => {
                 let p = word(p)?;
+                line_paths.push(p.clone());
                 if is_add && crate::remote::is_url(&p) {
                     let to = st
                         .rootfs
@@ -1536,6 +1545,7 @@ fn copy_step(
                 }
             }
             Source::Heredoc(h) => {
+                line_docs.push(format!("<<{}", h.name));
                 let data = if h.expand {
                     // As BuildKit: variables expand, quotes stay as written, and the escape
                     // is the backslash whatever the Dockerfile's escape directive says.
@@ -1553,9 +1563,10 @@ fn copy_step(
             }
         });
     }
-    let owner = match chown {
-        Some(c) => {
-            let spec = word(c)?;
+    let chown_word = chown.map(word).transpose()?;
+    let owner = match &chown_word {
+        Some(spec) => {
+            let spec = spec.clone();
             // Names are looked up in the image's /etc/passwd and /etc/group: settle first.
             if spec.bytes().any(|b| !b.is_ascii_digit() && b != b':') {
                 st.settle(store)?;
@@ -1573,6 +1584,15 @@ fn copy_step(
         None => users::Owner { uid: 0, gid: 0 },
     };
     let chmod = chmod.map(word).transpose()?;
+    let history_line = crate::history::copy_line(&crate::history::CopyLine {
+        is_add,
+        parents,
+        chown: chown_word.as_deref(),
+        chmod: chmod.as_deref(),
+        paths: &line_paths,
+        docs: &line_docs,
+        dest: &dest,
+    });
     let req = CopyRequest {
         sources: srcs,
         dest,
@@ -1753,6 +1773,9 @@ fn copy_step(
     let rec = layer_record(&layer);
     let dir_list: Vec<(String, DirMeta)> = dirs.clone().into_iter().collect();
     add_layer(st, layer, Some(dirs), ins, created)?;
+    if let Some(h) = st.config.history.last_mut() {
+        h.created_by = Some(history_line);
+    }
     record(cx, st, key, Some(rec), Some(dir_list))?;
     Ok(Outcome::Ran)
 }

@@ -53,6 +53,46 @@ pub fn run_prefix(decls: &[ArgDecl], env: &[String]) -> String {
     out
 }
 
+/// What BuildKit's COPY/ADD history line names.
+#[derive(Debug)]
+pub struct CopyLine<'a> {
+    pub is_add: bool,
+    pub parents: bool,
+    pub chown: Option<&'a str>,
+    pub chmod: Option<&'a str>,
+    /// Source paths and URLs, expanded.
+    pub paths: &'a [String],
+    /// Heredoc sources as `<<NAME`.
+    pub docs: &'a [String],
+    pub dest: &'a str,
+}
+
+/// BuildKit's COPY/ADD line (dispatchCopy's commit message): the keyword, `--parents`,
+/// `--chown=`, `--chmod=`, the sources and the destination as expanded, and no other flag
+/// (`--from`, `--link`, `--exclude` are not named).
+pub fn copy_line(c: &CopyLine<'_>) -> String {
+    let mut out = String::from(if c.is_add { "ADD" } else { "COPY" });
+    if c.parents {
+        out.push_str(" --parents");
+    }
+    if let Some(u) = c.chown.filter(|u| !u.is_empty()) {
+        out.push_str(" --chown=");
+        out.push_str(u);
+    }
+    if let Some(m) = c.chmod.filter(|m| !m.is_empty()) {
+        out.push_str(" --chmod=");
+        out.push_str(m);
+    }
+    for p in c.paths.iter().chain(c.docs) {
+        out.push(' ');
+        out.push_str(p);
+    }
+    out.push(' ');
+    out.push_str(c.dest);
+    out.push_str(" # buildkit");
+    out
+}
+
 /// The history entry a metadata instruction gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetaLine {

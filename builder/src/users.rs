@@ -193,6 +193,7 @@ mod tests {
             match want {
                 Ok((u, g, missing)) => {
                     let (owner, m) = got.unwrap();
+                    let m: Vec<&str> = m.iter().map(String::as_str).collect();
                     assert_eq!(
                         (owner.uid, owner.gid, m.as_slice()),
                         (*u, *g, *missing),
