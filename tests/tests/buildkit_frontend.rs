@@ -596,8 +596,7 @@ fn copy_cases() -> Vec<Case> {
         // and --chown applies to what the copy makes only. Built by target, Dockerfile a link.
         case("testCopyChownExistingDir", COPY_CHOWN_EXISTING_DIR)
             .dockerfile_at("Dockerfile.web")
-            .flags(&["--target", "copy_from"])
-            .known(FROM_OWNERS),
+            .flags(&["--target", "copy_from"]),
         case("testCopyChownExistingDir", COPY_CHOWN_EXISTING_DIR)
             .dockerfile_at("Dockerfile.web")
             .flags(&["--target", "copy_from_chowned"]),
@@ -624,11 +623,7 @@ fn copy_cases() -> Vec<Case> {
             .changed("unique"),
         case("testEmptyWildcard", "FROM scratch\nCOPY foo nomatch* /\n")
             .file("foo", "contents0")
-            .has("foo", "contents0")
-            .known(
-                "a wildcard source matching nothing beside other sources fails the build: \
-                 being fixed in issue 15 (wildcards)",
-            ),
+            .has("foo", "contents0"),
         case(
             "testCopyChownCreateDest",
             "FROM busybox\nARG group\nENV owner user01\nRUN echo user:x:1000:1000::/:/bin/sh \
@@ -768,8 +763,7 @@ fn copy_cases() -> Vec<Case> {
         .has("all/foo.go", "foo-contents")
         .has("subdest4/dir2/foo", "foo-contents")
         .has("subdest5/dir2/foo", "foo-contents")
-        .has("subdest6/dir2/foo", "foo-contents")
-        .known(WILDCARD_SOURCES),
+        .has("subdest6/dir2/foo", "foo-contents"),
         case(
             "testCopyRelative",
             "FROM busybox\nWORKDIR /test1\nWORKDIR test2\n\
@@ -893,17 +887,12 @@ fn add_cases() -> Vec<Case> {
              RUN [ \"$(stat -c %u:%g /out /out/foo | tr '\\n' ' ')\" = '100:200 100:200 ' ]\n\
              RUN [ \"$(cat /out/foo)\" = content0 ]\n",
         )
-        .tar("t.tar", FOO_TAR)
-        .known(
-            "ADD --chown does not own what an archive extracts to: being fixed in issue 15 \
-             (ADD local archive extraction)",
-        ),
+        .tar("t.tar", FOO_TAR),
         case("testDockerfileAddArchiveWildcard", "FROM scratch\nADD *.tar /dest\n")
             .tar("t.tar", FOO_TAR)
             .tar("b.tar", &[("bar", "content1")])
             .has("dest/foo", "content0")
-            .has("dest/bar", "content1")
-            .known(WILDCARD_SOURCES),
+            .has("dest/bar", "content1"),
         case(
             "testDockerfileAddChownExpand",
             "FROM busybox\nRUN sed -i s/^nogroup:/nobody:/ /etc/group\nARG group\n\
@@ -1800,18 +1789,18 @@ fn parents_history_image_cases() -> Vec<Case> {
         .has("foo1/foo2/bar", "testing")
         .has("test/foo1/foo2/bar", "testing")
         .has("test/foo1/foo2/baz", "testing2"),
-        relative("middle").known(PARENTS),
+        relative("middle"),
         relative("end"),
         relative("start"),
-        relative("double").known(PARENTS),
-        relative("wildcard").known(PARENTS),
-        relative("doublewildcard").known(PARENTS),
-        relative("doubleinputs").known(PARENTS),
+        relative("double"),
+        relative("wildcard"),
+        relative("doublewildcard"),
+        relative("doubleinputs"),
         missing("normal"),
-        missing("withpivot").known(PARENTS),
+        missing("withpivot"),
         missing("nonexistentfile").fails("/test/nonexistent-file"),
-        missing("wildcard-nonexistent").known(PARENTS),
-        missing("wildcard-afterpivot").known(PARENTS),
+        missing("wildcard-nonexistent"),
+        missing("wildcard-afterpivot"),
         // The history as `cairn inspect` shows it: busybox's one entry, then the stage's.
         case(
             "testExportedHistory",
@@ -1848,11 +1837,7 @@ fn parents_history_image_cases() -> Vec<Case> {
         .config_has("/History/3/created_by", "ARG foo=bar2")
         .config_has("/History/4/created_by", "RUN |2 foo=bar2 bar=123 ")
         .config_has("/History/4/created_by", "ls /etc/")
-        .config("/History/5", "null")
-        .known(
-            "ARG instructions get no history entries of their own: history is being worked on \
-             in issue 15",
-        ),
+        .config("/History/5", "null"),
         // BuildKit pushes the first image to a registry; here it is tagged in the store.
         case(
             "testPullScratch",
@@ -1874,9 +1859,6 @@ fn parents_history_image_cases() -> Vec<Case> {
             .config("/Config/WorkingDir", r#""/""#),
     ]
 }
-
-const PARENTS: &str = "COPY --parents does not follow the ./ pivot (or a wildcard with it): \
-     being fixed in issue 15 (--parents)";
 
 /// testCopyRelativeParents' Dockerfile, busybox for alpine; built by target.
 const COPY_RELATIVE_PARENTS: &str = "FROM busybox AS base
@@ -2082,7 +2064,7 @@ fn errors_exclude_run_cases() -> Vec<Case> {
             "Dockerfile:3:",
         ),
         source_map("from scratch\nrun wh\\\nat\nenv bar=baz", "Dockerfile:2:"),
-        exclude.known(WILDCARD_SOURCES),
+        exclude,
         // A wildcard's match renamed: the cached copy is not reused, so the RUN fails.
         case(
             "testWildcardRenameCache",
@@ -2221,18 +2203,11 @@ const ONBUILD_DEPS: &str = "a stage an ONBUILD trigger reads (COPY --from, --mou
 const UNPACK: &str = "ADD --unpack is not followed (local archives are always extracted, \
      remote ones never): being fixed in issue 15 (ADD local archive extraction)";
 
-const WILDCARD_SOURCES: &str = "a wildcard counts as many sources, so with more than one match \
-     a destination without a trailing / is refused (BuildKit counts the pattern): being fixed \
-     in issue 15 (wildcards)";
-
 const WILDCARD_CACHE: &str = "FROM busybox AS base\nCOPY foo* files/\n\
     RUN cat /dev/urandom | head -c 100 | sha256sum > unique\nCOPY bar files/\n\
     FROM scratch\nCOPY --from=base unique /\n";
 
 const NAMED_STAGE: &str = "a named context does not replace the stage of the same name";
-
-const FROM_OWNERS: &str = "COPY --from gives what it makes 0:0, not the source's owners: being fixed in issue 15 \
-     (COPY --from owners)";
 
 const COPY_CHOWN_EXISTING_DIR: &str = "\
 FROM busybox AS source
