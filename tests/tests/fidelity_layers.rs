@@ -9,15 +9,12 @@ use std::path::Path;
 
 use cairn_e2e::{Store, loaded_busybox, ok, texts, tool};
 
+/// Per layer, its entries' xattrs by entry name.
+type Layers = Vec<BTreeMap<String, BTreeMap<String, Vec<u8>>>>;
+
 /// Builds `ctx` into an OCI layout with uncompressed layers: the image config, and per layer
 /// its entries' xattrs by name (the base's compressed layers read as empty).
-fn build(
-    s: &Store,
-    ctx: &Path,
-) -> (
-    serde_json::Value,
-    Vec<BTreeMap<String, BTreeMap<String, Vec<u8>>>>,
-) {
+fn build(s: &Store, ctx: &Path) -> (serde_json::Value, Layers) {
     let out = tempfile::tempdir().unwrap();
     let layout = out.path().join("oci");
     let mut c = s.cmd(&["build", "-q", "--compression-format", "uncompressed"]);
