@@ -78,6 +78,11 @@ pub(crate) fn append_archive<W: Write>(
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
+        // A pax global header ('g', as git archive writes) is metadata, not a file: its name
+        // (e.g. /tmp/GlobalHead.1.1) must not make directories.
+        if entry.header().entry_type() == tar::EntryType::XGlobalHeader {
+            continue;
+        }
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let comps = clean(&name);
         if comps.is_empty() {

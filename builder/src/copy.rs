@@ -719,7 +719,8 @@ pub fn plan_copy<'r>(
     };
     for part in &dest_for_parents {
         parent = join(&parent, part);
-        if planned.iter().any(|p| p.dest == parent) {
+        // An archive's entry names where it is extracted, which it does not write itself.
+        if planned.iter().any(|p| p.dest == parent && !p.archive) {
             continue;
         }
         match image.dir(&parent) {

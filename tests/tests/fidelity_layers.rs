@@ -203,3 +203,82 @@ fn chown_names_resolve_as_buildkits_file_operations_do() {
         assert!(err.contains(w), "no warning {w:?} in:\n{err}");
     }
 }
+
+/// A tar with a pax global header (as `git archive` writes first) and the files `f`, `sub/g`.
+fn archive_with_global_header() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let comment = b"52 comment=90545012b8e958182def816788248cf32c4e2e93\n";
+    let mut g = tar::Header::new_ustar();
+    g.set_entry_type(tar::EntryType::XGlobalHeader);
+    g.set_path("tmp/GlobalHead.1.1").unwrap();
+    g.set_size(comment.len() as u64);
+    g.set_mode(0o644);
+    g.set_cksum();
+    b.append(&g, &comment[..]).unwrap();
+    for (name, data) in [("f", "hi\n"), ("sub/g", "x\n")] {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(name).unwrap();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append(&h, data.as_bytes()).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn add_of_an_archive_writes_its_existing_destination_and_no_global_header() {
+    let s = loaded_busybox();
+    let ctx = cairn_e2e::context(
+        "FROM busybox\nRUN mkdir -m 0700 /target\nADD a.tar /target/\nFROM scratch\nADD a.tar /\n",
+    );
+    fs::write(ctx.path().join("a.tar"), archive_with_global_header()).unwrap();
+    let (_, layers) = build(&s, ctx.path());
+    // The scratch stage: the files only, no directory named by the global header.
+    let names: Vec<&String> = layers[0].keys().collect();
+    assert_eq!(names, ["f", "sub", "sub/g"], "{layers:?}");
+    let mut c = s.cmd(&[
+        "build",
+        "-q",
+        "--target",
+        "0",
+        "--compression-format",
+        "uncompressed",
+    ]);
+    let out = tempfile::tempdir().unwrap();
+    c.arg("-o")
+        .arg(format!(
+            "type=oci,dest={}",
+            out.path().join("oci").display()
+        ))
+        .arg(ctx.path());
+    ok(c);
+    // The first stage: /target (0700) is in the layer, as BuildKit writes a written-into
+    // directory, so that stacking the layers keeps its mode.
+    let layout = out.path().join("oci");
+    let json =
+        |p: &Path| -> serde_json::Value { serde_json::from_slice(&fs::read(p).unwrap()).unwrap() };
+    let blob = |d: &serde_json::Value| {
+        layout
+            .join("blobs")
+            .join(d["digest"].as_str().unwrap().replace(':', "/"))
+    };
+    let index = json(&layout.join("index.json"));
+    let manifest = json(&blob(&index["manifests"][0]));
+    let last = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    let mut a = tar::Archive::new(fs::File::open(blob(&last)).unwrap());
+    let mut target_mode = None;
+    for e in a.entries().unwrap() {
+        let e = e.unwrap();
+        let name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+        if name.trim_end_matches('/') == "target" {
+            target_mode = Some(e.header().mode().unwrap() & 0o7777);
+        }
+    }
+    assert_eq!(target_mode, Some(0o700));
+}
