@@ -309,3 +309,114 @@ fn a_bind_mount_is_keyed_by_the_filtered_context() {
         "{stderr}"
     );
 }
+
+#[test]
+fn buildah_conformance_cases_give_what_todays_buildkit_sends() {
+    // The .dockerignore cases of buildah's conformance suite where docker 20.10 (BuildKit 0.8)
+    // gives another image. Its fsutil walker sent an excluded directory itself when a literal
+    // exception lay below it (`folder/`), and skipped any excluded directory when an exception
+    // had a wildcard. Today's filterFS enters those directories without sending them, and sends
+    // them only as the parents of a path an exception keeps; the results below are its.
+    let s = Store::new();
+    let deep = [
+        ("subdir-e/file-a.txt", ""),
+        ("subdir-e/subdir-f/file-a.txt", ""),
+        ("subdir-e/subdir-f/subdir-g/subdir-b", ""),
+    ];
+    let both = "FROM scratch\nCOPY . dot/\nCOPY * star/\n";
+    // (Dockerfile, .dockerignore, files, wanted listing)
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: [Case<'_>; 5] = [
+        // allowlist-subsubdir-nofile/-nosubdir: `folder` is walked, nothing kept, not sent.
+        (
+            "FROM scratch\nADD . .\n",
+            "**\n!folder/subfolder/file\n!keep\n",
+            &[("folder/file", ""), ("keep", "")],
+            &["keep"],
+        ),
+        // exceptions-skip
+        (
+            "FROM scratch\nCOPY ./ ./\n",
+            "volume/\n!**/oneline.txt\n",
+            &[("volume/data/oneline.txt", "")],
+            &[
+                ".dockerignore",
+                "Dockerfile",
+                "volume/",
+                "volume/data/",
+                "volume/data/oneline.txt",
+            ],
+        ),
+        // exceptions-weirdness-1
+        (
+            "FROM scratch\nCOPY ./ /newdir\n",
+            "subdir\n!*/sub1*\n",
+            &[("subdir/sub1.txt", ""), ("subdir/sub2.txt", "")],
+            &[
+                "newdir/",
+                "newdir/.dockerignore",
+                "newdir/Dockerfile",
+                "newdir/subdir/",
+                "newdir/subdir/sub1.txt",
+            ],
+        ),
+        // exclude-deep-subdir-dot-2 and -star-2
+        (
+            both,
+            "**/subdir-f\n!**/subdir-g",
+            &deep,
+            &[
+                "dot/",
+                "dot/.dockerignore",
+                "dot/Dockerfile",
+                "dot/subdir-e/",
+                "dot/subdir-e/file-a.txt",
+                "dot/subdir-e/subdir-f/",
+                "dot/subdir-e/subdir-f/subdir-g/",
+                "dot/subdir-e/subdir-f/subdir-g/subdir-b",
+                "star/",
+                "star/.dockerignore",
+                "star/Dockerfile",
+                "star/file-a.txt",
+                "star/subdir-f/",
+                "star/subdir-f/subdir-g/",
+                "star/subdir-f/subdir-g/subdir-b",
+            ],
+        ),
+        // exclude-kind-of-deep-subdir-dot and -star
+        (
+            both,
+            "**/subdir-e\n!**/subdir-f",
+            &deep,
+            &[
+                "dot/",
+                "dot/.dockerignore",
+                "dot/Dockerfile",
+                "dot/subdir-e/",
+                "dot/subdir-e/subdir-f/",
+                "dot/subdir-e/subdir-f/file-a.txt",
+                "dot/subdir-e/subdir-f/subdir-g/",
+                "dot/subdir-e/subdir-f/subdir-g/subdir-b",
+                "star/",
+                "star/.dockerignore",
+                "star/Dockerfile",
+                "star/subdir-f/",
+                "star/subdir-f/file-a.txt",
+                "star/subdir-f/subdir-g/",
+                "star/subdir-f/subdir-g/subdir-b",
+            ],
+        ),
+    ];
+    for (dockerfile, ignore, files, want) in cases {
+        let ctx = tempfile::tempdir().unwrap();
+        tree(
+            ctx.path(),
+            &[("Dockerfile", dockerfile), (".dockerignore", ignore)],
+        );
+        tree(ctx.path(), files);
+        let (_tmp, out) = build(&s, ctx.path()).unwrap();
+        let mut want = want.to_vec();
+        want.sort_unstable();
+        assert_eq!(listing(&out), want, "{ignore:?}");
+    }
+}
