@@ -787,6 +787,13 @@ fn build_stage(
                 || f.parse::<usize>().ok() == Some(index)
         });
     let mut config = config;
+    // BuildKit's FROM re-applies a base's working directory as a WORKDIR of itself, so a
+    // relative one (a malformed image) is joined to itself from the root: `relwd` becomes
+    // `/relwd/relwd` (dispatchWorkdir with NormalizeWorkdir(wd, wd)).
+    let wd = &config.config.working_dir;
+    if !wd.is_empty() && !wd.starts_with('/') {
+        config.config.working_dir = meta::clean_abs(&format!("/{wd}/{wd}"));
+    }
     // BuildKit makes sure every non-Windows stage has a PATH: a base without one (scratch, a
     // bare image) gets the default, after its own variables.
     if config.os != "windows" && !meta::env_map(&config).contains_key("PATH") {

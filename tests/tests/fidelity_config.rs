@@ -159,3 +159,61 @@ fn env_is_atomic_and_a_later_arg_beats_an_inherited_env() {
     assert!(env.contains(&"b=one"), "{env:?}");
     assert!(env.contains(&"V=env-again"), "{env:?}");
 }
+
+/// A copy of the busybox layout whose image config says `WorkingDir: relwd`, as a malformed
+/// image may (kaniko's mz725 case): config blob, manifest and index rewritten.
+fn layout_with_relative_workdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = cairn_e2e::busybox_layout();
+    let layout = dir.path().join("l");
+    ok({
+        let mut c = cairn_e2e::tool("cp");
+        c.arg("-a").arg(src).arg(&layout);
+        c
+    });
+    let json =
+        |p: &Path| -> serde_json::Value { serde_json::from_slice(&fs::read(p).unwrap()).unwrap() };
+    let blob = |d: &str| layout.join("blobs").join(d.replace(':', "/"));
+    let put = |v: &serde_json::Value| -> (String, usize) {
+        let bytes = serde_json::to_vec(v).unwrap();
+        let d = cairn_e2e::registry::sha256(&bytes);
+        fs::write(blob(&d), &bytes).unwrap();
+        (d, bytes.len())
+    };
+    let mut index = json(&layout.join("index.json"));
+    let mut manifest = json(&blob(index["manifests"][0]["digest"].as_str().unwrap()));
+    let mut config = json(&blob(manifest["config"]["digest"].as_str().unwrap()));
+    config["config"]["WorkingDir"] = "relwd".into();
+    let (d, n) = put(&config);
+    manifest["config"]["digest"] = d.into();
+    manifest["config"]["size"] = n.into();
+    let (d, n) = put(&manifest);
+    index["manifests"][0]["digest"] = d.into();
+    index["manifests"][0]["size"] = n.into();
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn a_relative_base_workdir_is_joined_to_itself_as_buildkits_from_does() {
+    let s = Store::new();
+    let l = layout_with_relative_workdir();
+    s.run(&[
+        "load",
+        "-i",
+        l.path().join("l").to_str().unwrap(),
+        "-t",
+        "malformed",
+    ]);
+    let ctx = context("FROM malformed\nWORKDIR sub\nRUN pwd\n");
+    let progress = build(&s, ctx.path());
+    assert_eq!(
+        s.inspect("img")["Config"]["WorkingDir"],
+        "/relwd/relwd/sub",
+        "{progress}"
+    );
+}
