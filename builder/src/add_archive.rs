@@ -119,6 +119,18 @@ pub(crate) fn append_archive<W: Write>(
         }
         let target = join(&root.dest, &rel);
         let mut h = entry.header().clone();
+        // Numeric fields are written anew: an archive may leave them blank, which Go's tar
+        // reads as 0 (an extraction then writes 0), and the layer must hold numbers.
+        let (mode, uid, gid, mtime) = (
+            h.mode().unwrap_or(0),
+            h.uid().unwrap_or(0),
+            h.gid().unwrap_or(0),
+            h.mtime().unwrap_or(0),
+        );
+        h.set_mode(mode);
+        h.set_uid(uid);
+        h.set_gid(gid);
+        h.set_mtime(mtime);
         if chown {
             h.set_uid(req.owner.uid.into());
             h.set_gid(req.owner.gid.into());
