@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
+pub mod layout;
 pub mod registry;
 
 /// The `cairn` binary under test: `$CAIRN_BIN`, else the one cargo built next to this test.

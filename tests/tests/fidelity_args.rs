@@ -51,36 +51,15 @@ fn layers(s: &Store, ctx: &Path) -> Vec<BTreeMap<String, Meta>> {
     ]);
     c.arg(ctx);
     ok(c);
-    let json =
-        |p: &Path| -> serde_json::Value { serde_json::from_slice(&fs::read(p).unwrap()).unwrap() };
-    let blob = |d: &serde_json::Value| {
-        let d = d["digest"].as_str().unwrap().replace(':', "/");
-        layout.join("blobs").join(d)
-    };
-    let index = json(&layout.join("index.json"));
-    let manifest = json(&blob(&index["manifests"][0]));
-    let mut layers = Vec::new();
-    for l in manifest["layers"].as_array().unwrap() {
-        let mut entries = BTreeMap::new();
-        if !l["mediaType"].as_str().unwrap().ends_with(".tar") {
-            layers.push(entries);
-            continue;
-        }
-        let mut a = tar::Archive::new(fs::File::open(blob(l)).unwrap());
-        for e in a.entries().unwrap() {
-            let e = e.unwrap();
-            let h = e.header();
-            let name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
-            let meta = (
-                h.mode().unwrap() & 0o7777,
-                h.uid().unwrap(),
-                h.gid().unwrap(),
-            );
-            let name = name.trim_start_matches("./").trim_end_matches('/');
-            entries.insert(name.to_owned(), meta);
-        }
-        layers.push(entries);
-    }
+    let layers: Vec<BTreeMap<String, (u32, u64, u64)>> = cairn_e2e::layout::read(&layout)
+        .layers
+        .into_iter()
+        .map(|l| {
+            l.into_iter()
+                .map(|(k, e)| (k, (e.mode, e.uid, e.gid)))
+                .collect()
+        })
+        .collect();
     layers
 }
 

@@ -27,39 +27,15 @@ fn build(s: &Store, ctx: &Path) -> (Vec<BTreeMap<String, Meta>>, tempfile::TempD
     ]);
     c.arg(ctx).env("SOURCE_DATE_EPOCH", "1700000000");
     ok(c);
-    let json =
-        |p: &Path| -> serde_json::Value { serde_json::from_slice(&fs::read(p).unwrap()).unwrap() };
-    let blob = |d: &serde_json::Value| {
-        let d = d["digest"].as_str().unwrap().replace(':', "/");
-        layout.join("blobs").join(d)
-    };
-    let index = json(&layout.join("index.json"));
-    let manifest = json(&blob(&index["manifests"][0]));
-    let mut layers = Vec::new();
-    for l in manifest["layers"].as_array().unwrap() {
-        let mut entries = BTreeMap::new();
-        // The base's layers keep their compression; only the built ones are read.
-        if !l["mediaType"].as_str().unwrap().ends_with(".tar") {
-            layers.push(entries);
-            continue;
-        }
-        let mut a = tar::Archive::new(fs::File::open(blob(l)).unwrap());
-        for e in a.entries().unwrap() {
-            let e = e.unwrap();
-            let h = e.header();
-            let name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
-            let meta = (
-                h.mode().unwrap() & 0o7777,
-                h.uid().unwrap(),
-                h.gid().unwrap(),
-                h.mtime().unwrap(),
-            );
-            // Named without `./` or a trailing slash, whichever way the writer spelled them.
-            let name = name.trim_start_matches("./").trim_end_matches('/');
-            entries.insert(name.to_owned(), meta);
-        }
-        layers.push(entries);
-    }
+    let layers: Vec<BTreeMap<String, Meta>> = cairn_e2e::layout::read(&layout)
+        .layers
+        .into_iter()
+        .map(|l| {
+            l.into_iter()
+                .map(|(k, e)| (k, (e.mode, e.uid, e.gid, e.mtime)))
+                .collect()
+        })
+        .collect();
     let local = out.path().join("local");
     let mut c = s.cmd(&[
         "build",

@@ -35,54 +35,25 @@ fn build(
         .arg(format!("type=oci,dest={}", layout.display()));
     c.arg(ctx);
     ok(c);
-    let json =
-        |p: &Path| -> serde_json::Value { serde_json::from_slice(&fs::read(p).unwrap()).unwrap() };
-    let blob = |d: &serde_json::Value| {
-        let d = d["digest"].as_str().unwrap().replace(':', "/");
-        layout.join("blobs").join(d)
-    };
-    let index = json(&layout.join("index.json"));
-    let manifest = json(&blob(&index["manifests"][0]));
-    let mut layers = Vec::new();
-    for l in manifest["layers"].as_array().unwrap() {
-        let mut entries = BTreeMap::new();
-        // The base's layers keep their compression; only the built ones are read.
-        if !l["mediaType"].as_str().unwrap().ends_with(".tar") {
-            layers.push(entries);
-            continue;
-        }
-        let mut a = tar::Archive::new(fs::File::open(blob(l)).unwrap());
-        for e in a.entries().unwrap() {
-            let mut e = e.unwrap();
-            let mut xattrs = BTreeMap::new();
-            if let Some(pax) = e.pax_extensions().unwrap() {
-                for r in pax {
-                    let r = r.unwrap();
-                    if let Some(k) = r.key().unwrap().strip_prefix("SCHILY.xattr.") {
-                        xattrs.insert(k.to_owned(), r.value_bytes().to_vec());
-                    }
-                }
-            }
-            let h = e.header();
-            let name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
-            let link = e
-                .link_name_bytes()
-                .map(|l| String::from_utf8(l.into_owned()).unwrap())
-                .unwrap_or_default();
-            let entry = Entry {
-                kind: h.entry_type().as_byte(),
-                mode: h.mode().unwrap() & 0o7777,
-                uid: h.uid().unwrap(),
-                gid: h.gid().unwrap(),
-                link,
-                xattrs,
-            };
-            // Named without `./` or a trailing slash, whichever way the writer spelled them.
-            let name = name.trim_start_matches("./").trim_end_matches('/');
-            entries.insert(name.to_owned(), entry);
-        }
-        layers.push(entries);
-    }
+    let layers: Vec<BTreeMap<String, Entry>> = cairn_e2e::layout::read(&layout)
+        .layers
+        .into_iter()
+        .map(|l| {
+            l.into_iter()
+                .map(|(k, e)| {
+                    let entry = Entry {
+                        kind: e.kind,
+                        mode: e.mode,
+                        uid: e.uid,
+                        gid: e.gid,
+                        link: e.link,
+                        xattrs: e.xattrs,
+                    };
+                    (k, entry)
+                })
+                .collect()
+        })
+        .collect();
     let local = out.path().join("local");
     let mut c = s.cmd(&["build", "-q"]);
     c.args(args)

@@ -22,42 +22,13 @@ fn build(s: &Store, ctx: &Path) -> (serde_json::Value, Layers) {
         .arg(format!("type=oci,dest={}", layout.display()))
         .arg(ctx);
     ok(c);
-    let json =
-        |p: &Path| -> serde_json::Value { serde_json::from_slice(&fs::read(p).unwrap()).unwrap() };
-    let blob = |d: &serde_json::Value| {
-        let d = d["digest"].as_str().unwrap().replace(':', "/");
-        layout.join("blobs").join(d)
-    };
-    let index = json(&layout.join("index.json"));
-    let manifest = json(&blob(&index["manifests"][0]));
-    let config = json(&blob(&manifest["config"]));
-    let mut layers = Vec::new();
-    for l in manifest["layers"].as_array().unwrap() {
-        let mut entries = BTreeMap::new();
-        if l["mediaType"].as_str().unwrap().ends_with(".tar") {
-            let mut a = tar::Archive::new(fs::File::open(blob(l)).unwrap());
-            for e in a.entries().unwrap() {
-                let mut e = e.unwrap();
-                let mut xattrs = BTreeMap::new();
-                if let Some(pax) = e.pax_extensions().unwrap() {
-                    for r in pax {
-                        let r = r.unwrap();
-                        if let Some(k) = r.key().unwrap().strip_prefix("SCHILY.xattr.") {
-                            xattrs.insert(k.to_owned(), r.value_bytes().to_vec());
-                        }
-                    }
-                }
-                let name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
-                let name = name
-                    .trim_start_matches("./")
-                    .trim_end_matches('/')
-                    .to_owned();
-                entries.insert(name, xattrs);
-            }
-        }
-        layers.push(entries);
-    }
-    (config, layers)
+    let image = cairn_e2e::layout::read(&layout);
+    let layers = image
+        .layers
+        .into_iter()
+        .map(|l| l.into_iter().map(|(k, e)| (k, e.xattrs)).collect())
+        .collect();
+    (image.config, layers)
 }
 
 fn history(config: &serde_json::Value) -> Vec<(String, bool)> {
@@ -255,30 +226,7 @@ fn add_of_an_archive_writes_its_existing_destination_and_no_global_header() {
     ok(c);
     // The first stage: /target (0700) is in the layer, as BuildKit writes a written-into
     // directory, so that stacking the layers keeps its mode.
-    let layout = out.path().join("oci");
-    let json =
-        |p: &Path| -> serde_json::Value { serde_json::from_slice(&fs::read(p).unwrap()).unwrap() };
-    let blob = |d: &serde_json::Value| {
-        layout
-            .join("blobs")
-            .join(d["digest"].as_str().unwrap().replace(':', "/"))
-    };
-    let index = json(&layout.join("index.json"));
-    let manifest = json(&blob(&index["manifests"][0]));
-    let last = manifest["layers"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
-    let mut a = tar::Archive::new(fs::File::open(blob(&last)).unwrap());
-    let mut target_mode = None;
-    for e in a.entries().unwrap() {
-        let e = e.unwrap();
-        let name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
-        if name.trim_end_matches('/') == "target" {
-            target_mode = Some(e.header().mode().unwrap() & 0o7777);
-        }
-    }
+    let image = cairn_e2e::layout::read(&out.path().join("oci"));
+    let target_mode = image.layers.last().unwrap().get("target").map(|e| e.mode);
     assert_eq!(target_mode, Some(0o700));
 }
