@@ -89,17 +89,7 @@ pub(crate) fn append_archive<W: Write>(
             continue;
         }
         // Extended attributes, kept as BuildKit keeps them (best effort when unpacking).
-        let mut xattrs: Vec<(String, Vec<u8>)> = Vec::new();
-        if let Some(pax) = entry.pax_extensions().map_err(bad)? {
-            for r in pax {
-                let r = r.map_err(bad)?;
-                if let Ok(k) = r.key()
-                    && k.starts_with("SCHILY.xattr.")
-                {
-                    xattrs.push((k.to_owned(), r.value_bytes().to_vec()));
-                }
-            }
-        }
+        let xattrs = crate::from_meta::pax_xattrs(&mut entry).map_err(bad)?;
         let (parent, rel) = place(&root.view, &comps, &name)?;
         // Missing directories above the entry: made by the untar 0755 and owned by root,
         // --chown or not (it is for the archive's entries).

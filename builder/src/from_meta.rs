@@ -49,17 +49,7 @@ impl SourceMeta {
             for entry in archive.entries().map_err(bad)? {
                 let mut entry = entry.map_err(bad)?;
                 let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-                let mut xattrs = Vec::new();
-                if let Some(pax) = entry.pax_extensions().map_err(bad)? {
-                    for r in pax {
-                        let r = r.map_err(bad)?;
-                        if let Ok(k) = r.key()
-                            && k.starts_with("SCHILY.xattr.")
-                        {
-                            xattrs.push((k.to_owned(), r.value_bytes().to_vec()));
-                        }
-                    }
-                }
+                let xattrs = pax_xattrs(&mut entry).map_err(bad)?;
                 let h = entry.header();
                 let link = h
                     .entry_type()
@@ -120,6 +110,25 @@ impl SourceMeta {
         let rel = src.strip_prefix(&self.root).ok()?;
         self.entries.get(rel.to_str()?)
     }
+}
+
+/// An entry's `SCHILY.xattr.*` PAX records, keys as written: what a layer or archive holds
+/// of its extended attributes.
+pub(crate) fn pax_xattrs<R: std::io::Read>(
+    entry: &mut tar::Entry<'_, R>,
+) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    let mut xattrs = Vec::new();
+    if let Some(pax) = entry.pax_extensions()? {
+        for r in pax {
+            let r = r?;
+            if let Ok(k) = r.key()
+                && k.starts_with("SCHILY.xattr.")
+            {
+                xattrs.push((k.to_owned(), r.value_bytes().to_vec()));
+            }
+        }
+    }
+    Ok(xattrs)
 }
 
 #[cfg(test)]
