@@ -1284,18 +1284,8 @@ fn step(cx: &Ctx<'_>, st: &mut StageState, ins: &Instruction, step_id: usize) ->
                     let owner = if user.is_empty() || missing.is_empty() {
                         users::Owner { uid: 0, gid: 0 }
                     } else {
-                        if user.bytes().any(|b| !b.is_ascii_digit() && b != b':') {
-                            st.settle(store)?;
-                        }
-                        let (owner, missing) = users::resolve_file_owner(&user, &st.rootfs)
-                            .map_err(|e| fail(format!("USER {user}: {}", e.0)))?;
-                        for m in missing {
-                            (cx.progress)(Event::Warning(format!(
-                                "{}:{}: WORKDIR made as USER {user}: the image has no {m}, so id 0 is used, as BuildKit does",
-                                opts.dockerfile_name, ins.span.start
-                            )));
-                        }
-                        owner
+                        let what = format!("WORKDIR made as USER {user}");
+                        file_owner(cx, st, ins, &user, &what)?
                     };
                     let made = DirMeta {
                         mode: 0o755,
@@ -1460,6 +1450,30 @@ pub(crate) fn dirs_tar(
     tar.finish().map_err(|e| bad("layer", e))
 }
 
+/// The owner a file operation gives as `spec` (`--chown`, WORKDIR's USER), names looked up in
+/// the stage's own /etc/passwd and /etc/group (settled first); a name the image lacks is id 0,
+/// as in BuildKit, and a warning naming `what` and the Dockerfile line.
+fn file_owner(
+    cx: &Ctx<'_>,
+    st: &mut StageState,
+    ins: &Instruction,
+    spec: &str,
+    what: &str,
+) -> Result<users::Owner> {
+    if spec.bytes().any(|b| !b.is_ascii_digit() && b != b':') {
+        st.settle(cx.store)?;
+    }
+    let (owner, missing) = users::resolve_file_owner(spec, &st.rootfs)
+        .map_err(|e| at(cx.opts, ins.span, ins.keyword(), format!("{what}: {}", e.0)))?;
+    for m in missing {
+        (cx.progress)(Event::Warning(format!(
+            "{}:{}: {what}: the image has no {m}, so id 0 is used, as BuildKit does",
+            cx.opts.dockerfile_name, ins.span.start
+        )));
+    }
+    Ok(owner)
+}
+
 /// Records a new layer in the stage: applied to its filesystem, added to its image.
 pub(crate) fn add_layer(
     st: &mut StageState,
@@ -1582,22 +1596,7 @@ fn copy_step(
     }
     let chown_word = chown.map(word).transpose()?;
     let owner = match &chown_word {
-        Some(spec) => {
-            let spec = spec.clone();
-            // Names are looked up in the image's /etc/passwd and /etc/group: settle first.
-            if spec.bytes().any(|b| !b.is_ascii_digit() && b != b':') {
-                st.settle(store)?;
-            }
-            let (owner, missing) = users::resolve_file_owner(&spec, &st.rootfs)
-                .map_err(|e| fail(format!("--chown: {}", e.0)))?;
-            for m in missing {
-                (cx.progress)(Event::Warning(format!(
-                    "{}:{}: --chown={spec}: the image has no {m}, so id 0 is used, as BuildKit does",
-                    opts.dockerfile_name, ins.span.start
-                )));
-            }
-            owner
-        }
+        Some(spec) => file_owner(cx, st, ins, spec, &format!("--chown={spec}"))?,
         None => users::Owner { uid: 0, gid: 0 },
     };
     let chmod = chmod.map(word).transpose()?;
