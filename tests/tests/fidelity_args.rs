@@ -7,14 +7,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use cairn_e2e::{Store, loaded_busybox, ok, texts};
-
-/// A build context holding only `dockerfile`.
-fn context(dockerfile: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
-    dir
-}
+use cairn_e2e::{Store, context, loaded_busybox, ok, texts};
 
 /// Builds `ctx` with `args`, tagged `img`, plain progress; returns the progress.
 fn build(s: &Store, args: &[&str], ctx: &Path) -> String {

@@ -5,14 +5,7 @@
 use std::fs;
 use std::path::Path;
 
-use cairn_e2e::{Store, loaded_busybox, ok, texts};
-
-/// A build context holding only `dockerfile`.
-fn context(dockerfile: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
-    dir
-}
+use cairn_e2e::{Store, context, loaded_busybox, ok, texts};
 
 /// Builds `ctx` tagged `img` with plain progress; returns the progress (standard error).
 fn build(s: &Store, ctx: &Path) -> String {
