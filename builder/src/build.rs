@@ -305,16 +305,6 @@ pub(crate) struct StageResult {
     pub(crate) meta: MetaState,
 }
 
-impl StageResult {
-    /// What a COPY --from or a mount from= this stage reads is keyed on: its layers, not its
-    /// steps' keys, so a stage that ran again (`--no-cache-filter`) with other output is read
-    /// again, as BuildKit's content-keyed file selectors do.
-    pub(crate) fn content_id(&self) -> String {
-        let digests: Vec<String> = self.layers.iter().map(|l| l.digest.to_string()).collect();
-        format!("stage-layers:{}", digests.join(","))
-    }
-}
-
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
@@ -1647,7 +1637,7 @@ fn copy_step(
                 })
                 .collect();
             if let Some(r) = stage.and_then(|i| cx.results.get(&i)) {
-                from_id = Some(r.content_id());
+                from_id = Some(format!("stage:{}", r.key.hex()));
             }
             match stage.and_then(|i| cx.results.get(&i)) {
                 Some(r)

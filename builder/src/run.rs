@@ -408,7 +408,7 @@ fn mount_source_identity(cx: &Ctx<'_>, m: &Mount, step_id: usize) -> Result<Stri
         None => cx.context.root().to_path_buf(),
         Some(from) => {
             if let Some(r) = cx.stage_named(from).and_then(|i| cx.results.get(&i)) {
-                return Ok(format!("{}:{rel}", r.content_id()));
+                return Ok(format!("stage:{}:{rel}", r.key.hex()));
             }
             match cx.opts.contexts.get(from) {
                 Some(crate::build::NamedContext::Dir(d)) => d.clone(),

@@ -2099,7 +2099,11 @@ fn errors_exclude_run_cases() -> Vec<Case> {
             .first_flags(&[])
             .flags(&["--no-cache-filter", "s1"])
             .unchanged("unique")
-            .changed("unique2"),
+            .changed("unique2")
+            .known(
+                "--no-cache-filter s1 runs s1's RUN again, but COPY --from=s1 is keyed on s1's \
+                 steps, not its files, so it comes from the cache with the old unique2",
+            ),
         case(
             "testRunNoNetwork",
             "FROM busybox\nRUN --network=none ! ip link show eth0\n",
