@@ -294,8 +294,8 @@ fn join(parent: &str, name: &str) -> String {
     }
 }
 
-/// A tar name as a clean relative path; None when it climbs above the root, is the root, or
-/// is not UTF-8.
+/// A tar name as a clean relative path, `..` stopping at the root as it does when the layer is
+/// applied (see `apply`); None when it is the root or is not UTF-8.
 fn clean(raw: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(raw).ok()?;
     let mut parts: Vec<&str> = Vec::new();
@@ -303,7 +303,7 @@ fn clean(raw: &[u8]) -> Option<String> {
         match part {
             "" | "." => {}
             ".." => {
-                parts.pop()?;
+                parts.pop();
             }
             p => parts.push(p),
         }

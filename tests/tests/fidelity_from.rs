@@ -368,3 +368,112 @@ fn add_makes_the_directories_an_archive_implies() {
          /opt/z/a 755 0:0\n/opt/z/a/b 755 0:0\n/opt/z/a/b/c 644 1000:1000\n"
     );
 }
+
+/// Appends the uncompressed layer `tar` to the single image of the OCI layout at `layout`,
+/// rewriting its config, manifest and index with their new digests.
+fn append_layer(layout: &Path, tar: &[u8]) {
+    use sha2::Digest as _;
+    let blob = |bytes: &[u8]| {
+        let hex = hex::encode(sha2::Sha256::digest(bytes));
+        fs::write(layout.join("blobs/sha256").join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let read = |digest: &str| -> serde_json::Value {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        serde_json::from_slice(&fs::read(layout.join("blobs/sha256").join(hex)).unwrap()).unwrap()
+    };
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mut manifest = read(index["manifests"][0]["digest"].as_str().unwrap());
+    let mut config = read(manifest["config"]["digest"].as_str().unwrap());
+    let (layer, size) = blob(tar);
+    config["rootfs"]["diff_ids"]
+        .as_array_mut()
+        .unwrap()
+        .push(layer.clone().into());
+    config["history"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"created_by": "crafted"}));
+    let (digest, csize) = blob(&serde_json::to_vec(&config).unwrap());
+    manifest["config"]["digest"] = digest.into();
+    manifest["config"]["size"] = csize.into();
+    manifest["layers"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": layer,
+            "size": size,
+        }));
+    let (digest, msize) = blob(&serde_json::to_vec(&manifest).unwrap());
+    index["manifests"][0]["digest"] = digest.into();
+    index["manifests"][0]["size"] = msize.into();
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+}
+
+/// A base image's layer whose names climb above the root (kaniko's path-traversal image writes
+/// `../../../tini`) is applied as containerd applies it for BuildKit: `..` stops at the root,
+/// so the file lands at `/tini` and nothing is written beside the store. The build succeeds
+/// where it used to be refused; `cairn import` still refuses such names, as `docker import` does.
+#[test]
+fn a_base_layers_dot_dot_names_stop_at_the_root() {
+    let s = loaded_busybox();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("base");
+    s.run(&[
+        "save",
+        "--format",
+        "oci-dir",
+        "-o",
+        layout.to_str().unwrap(),
+        "busybox",
+    ]);
+    let mut layer = Archive::new()
+        .file("../../../tini", "tini")
+        .file("a/../../x", "x")
+        .raw("../h", tar::EntryType::Link, "../../x", 0o644, 0, b"", &[]);
+    layer = layer.raw(
+        "../../etc/",
+        tar::EntryType::Directory,
+        "",
+        0o755,
+        0,
+        b"",
+        &[],
+    );
+    let bytes = layer.0.into_inner().unwrap();
+    append_layer(&layout, &bytes);
+    s.run(&["load", "-i", layout.to_str().unwrap(), "-t", "traversal:1"]);
+    let ctx = cairn_e2e::context(
+        "FROM traversal:1\nRUN cat /tini /x /h > /seen && stat -c %h /x >> /seen\n",
+    );
+    let out = tempfile::tempdir().unwrap();
+    let mut c = s.cmd(&["build", "-q", "-o"]);
+    c.arg(format!("type=local,dest={}", out.path().display()))
+        .arg(ctx.path());
+    ok(c);
+    assert_eq!(
+        fs::read_to_string(out.path().join("seen")).unwrap(),
+        "tinixx2\n"
+    );
+    let beside: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(beside, ["base"], "written beside the layout");
+    for name in ["tini", "x", "h"] {
+        assert!(
+            !s.root.join(name).exists(),
+            "{name} beside the store's files"
+        );
+        assert!(
+            !s.root.parent().unwrap().join(name).exists(),
+            "{name} beside the store"
+        );
+    }
+}
