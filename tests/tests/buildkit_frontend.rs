@@ -914,7 +914,7 @@ fn add_cases() -> Vec<Case> {
         .has("run/act/actions/broad/.git/HEAD.link", "ref: refs/heads/main\n")
         .known(
             "a hard link in an ADDed archive whose path crosses a symlink of the image is \
-             refused as unsafe: being fixed in issue 15 (ADD local archive extraction)",
+             refused as unsafe (a follow-up of issue 15)",
         ),
         // BuildKit reads the owners from a tar export; a RUN reads them here.
         case(
@@ -2237,7 +2237,7 @@ const ONBUILD_DEPS: &str = "a stage an ONBUILD trigger reads (COPY --from, --mou
      not added to the stage graph, so it is not built first";
 
 const UNPACK: &str = "ADD --unpack is not followed (local archives are always extracted, \
-     remote ones never): being fixed in issue 15 (ADD local archive extraction)";
+     remote ones never; a follow-up of issue 15)";
 
 const WILDCARD_CACHE: &str = "FROM busybox AS base\nCOPY foo* files/\n\
     RUN cat /dev/urandom | head -c 100 | sha256sum > unique\nCOPY bar files/\n\
