@@ -15,6 +15,7 @@ pub mod listing;
 pub mod owner;
 pub mod reference;
 pub mod registry;
+pub mod rootfs;
 pub mod store;
 pub mod vfscap;
 pub mod whiteout;
