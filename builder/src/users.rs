@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use cairn_layers::rootfs::{Found, read_in_root};
+
 /// A resolved `user[:group]`: container uid and gid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Owner {
@@ -21,9 +23,18 @@ fn find(text: &str, name: &str) -> Option<Vec<String>> {
         .find(|f| f.len() >= 3 && f[0] == name)
 }
 
-fn read(rootfs: &Path, file: &str) -> String {
-    // A missing file means no names resolve; numbers still work, as in Docker.
-    std::fs::read_to_string(rootfs.join(file)).unwrap_or_default()
+/// The most of /etc/passwd or /etc/group read: far above any real image's, far below harm.
+pub const ETC_FILE_LIMIT: u64 = 16 << 20;
+
+/// An image file as the step would see it: through [`read_in_root`], so a symlink to a host
+/// file resolves inside `rootfs` and a FIFO is not waited on. A missing file, or anything but a
+/// regular file, means no names resolve; numbers still work, as in Docker.
+fn read(rootfs: &Path, file: &str) -> Result<String, LookupError> {
+    match read_in_root(rootfs, file, ETC_FILE_LIMIT) {
+        Ok(Found::File(bytes)) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+        Ok(Found::Missing | Found::NotAFile(_)) => Ok(String::new()),
+        Err(e) => Err(LookupError(format!("/{file}: {e}"))),
+    }
 }
 
 /// Resolves `user[:group]` for the files BuildKit's file operations own (COPY/ADD `--chown`,
@@ -44,7 +55,7 @@ pub fn resolve_file_owner(spec: &str, rootfs: &Path) -> Result<(Owner, Vec<Strin
     let mut missing = Vec::new();
     match user.parse::<u32>() {
         Ok(n) => owner = Owner { uid: n, gid: n },
-        Err(_) => match find(&read(rootfs, "etc/passwd"), user) {
+        Err(_) => match find(&read(rootfs, "etc/passwd")?, user) {
             Some(f) => {
                 let id = |i: usize| {
                     f.get(i).and_then(|v| v.parse::<u32>().ok()).ok_or_else(|| {
@@ -63,7 +74,7 @@ pub fn resolve_file_owner(spec: &str, rootfs: &Path) -> Result<(Owner, Vec<Strin
         None => {}
         Some(g) => match g.parse::<u32>() {
             Ok(n) => owner.gid = n,
-            Err(_) => match find(&read(rootfs, "etc/group"), g) {
+            Err(_) => match find(&read(rootfs, "etc/group")?, g) {
                 Some(f) => {
                     owner.gid = f[2]
                         .parse()

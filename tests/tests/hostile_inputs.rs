@@ -763,3 +763,108 @@ fn load_names_thousands_of_images() {
     want.sort();
     assert_eq!(names, want);
 }
+
+// ---- E: an image's /etc files ------------------------------------------------------------
+
+/// `cairn build` of `dockerfile` (with a file `f` beside it) with `flags`, guarded; and the
+/// local output.
+fn build_guarded(s: &Store, dockerfile: &str, flags: &[&str]) -> (Output, tempfile::TempDir) {
+    let ctx = cairn_e2e::context_with(dockerfile, &[("f", "f")]);
+    let out = tempfile::tempdir().unwrap();
+    let dest = format!("type=local,dest={}", out.path().display());
+    let args = ["build", "--progress", "plain", "--no-cache", "-o", &dest];
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend_from_slice(flags);
+    all.push(ctx.path().to_str().unwrap());
+    (guarded(s, &all), out)
+}
+
+/// USER and `--chown` names come from the image's /etc/passwd and /etc/group as the step
+/// would see them: a symlink to a host file resolves inside the image (where nothing is), so
+/// the host's entries never decide an owner; a FIFO in their place is not waited on.
+#[test]
+fn user_names_are_read_inside_the_image_never_through_it() {
+    let s = loaded_busybox();
+    // Host files the links point at, readable by whoever runs cairn.
+    let host = tempfile::tempdir().unwrap();
+    fs::write(
+        host.path().join("passwd"),
+        "evil:x:4242:4343::/evil:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(host.path().join("group"), "evilgrp:x:4444:\n").unwrap();
+    for (p, mode) in [
+        (host.path().to_path_buf(), 0o755),
+        (host.path().join("passwd"), 0o644),
+    ] {
+        fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    }
+    fs::set_permissions(
+        host.path().join("group"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let h = host.path().display();
+    let links = format!("RUN ln -sf {h}/passwd /etc/passwd && ln -sf {h}/group /etc/group\n");
+
+    // --chown: names not found leave 0:0 (BuildKit warns), never the host's 4242:4444.
+    let (out, local) = build_guarded(
+        &s,
+        &format!(
+            "FROM busybox\n{links}COPY --chown=evil:evilgrp f /f\n\
+             RUN stat -c %u:%g /f > /owner\n"
+        ),
+        &[],
+    );
+    let (_, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        fs::read_to_string(local.path().join("owner")).unwrap(),
+        "0:0\n"
+    );
+
+    // USER: a name the image lacks is an error, as runc makes it.
+    let (out, _) = build_guarded(
+        &s,
+        &format!("FROM busybox\n{links}USER evil\nRUN id -u\n"),
+        &[],
+    );
+    let (_, stderr) = texts(&out);
+    assert!(
+        !out.status.success(),
+        "USER evil resolved through the host:\n{stderr}"
+    );
+    assert!(stderr.contains("evil"), "{stderr}");
+
+    // A link to a file of the image resolves as in the step, across the layers below it.
+    for snapshotter in ["overlay", "copy"] {
+        let (out, local) = build_guarded(
+            &s,
+            "FROM busybox\nRUN mkdir -p /usr/lib && cp /etc/passwd /usr/lib/passwd && \
+                 echo app:x:1234:1235::/:/bin/sh >> /usr/lib/passwd\n\
+                 RUN ln -sf ../usr/lib/passwd /etc/passwd\nRUN ln -sf /etc/passwd /etc/pw\n\
+                 USER app\nRUN id -u > /tmp/uid\n",
+            &["--snapshotter", snapshotter],
+        );
+        let (_, stderr) = texts(&out);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(
+            fs::read_to_string(local.path().join("tmp/uid")).unwrap(),
+            "1234\n"
+        );
+    }
+
+    // A FIFO as /etc/group: COPY --chown and RUN's USER read it without blocking.
+    let (out, local) = build_guarded(
+        &s,
+        "FROM busybox\nRUN rm /etc/group && mkfifo /etc/group\n\
+         COPY --chown=0:staff f /f\nUSER 0:0\nRUN stat -c %u:%g /f > /owner\n",
+        &[],
+    );
+    let (_, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        fs::read_to_string(local.path().join("owner")).unwrap(),
+        "0:0\n"
+    );
+}
