@@ -1038,7 +1038,7 @@ pub fn import_registry(
     cache: &Cache,
     reference: &cairn_layers::Reference,
     registry: &cairn_layers::registry::RegistryOptions,
-    progress: &(dyn Fn(crate::build::Event) + Sync),
+    progress: &(dyn Fn(crate::progress::Event) + Sync),
 ) -> Result<bool> {
     use cairn_layers::registry::{self, Client};
     let what = reference.familiar();
@@ -1090,7 +1090,7 @@ pub fn import_registry(
             let image = registry::pull(store, reference, registry, &|_| {}).map_err(failed)?;
             let found = cache.import_image(store, &image)?;
             if !found {
-                progress(crate::build::Event::Warning(format!(
+                progress(crate::progress::Event::Warning(format!(
                     "--cache-from {what}: the image has no inline cache"
                 )));
             }
