@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result, io_err};
+use crate::fsutil::{temp_name, write_atomic};
 
 /// A step's cache key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -883,20 +884,6 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     write_atomic(path, &bytes).map_err(io_err("write", path))
 }
 
-/// Writes `bytes` at `path` through a temp file beside it and a rename: never half a file
-/// under its name, and no temp file left when it fails.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(temp_name(&name));
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
-}
-
 /// What `cairn prune` does to the build cache.
 #[derive(Debug, Clone, Default)]
 pub struct PrunePolicy {
@@ -1022,13 +1009,6 @@ impl Cache {
             let _ = f.set_modified(std::time::SystemTime::now());
         }
     }
-}
-
-/// A temp file name no other writer uses: stages of one wave (and other builds) write at once.
-fn temp_name(base: &str) -> String {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!(".{base}.{}.{n}", std::process::id())
 }
 
 /// Reads a registry cache into `cache`: a cache manifest (its layers fetched when a hit needs

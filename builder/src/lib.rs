@@ -13,6 +13,7 @@ pub mod copy;
 pub mod envindex;
 pub mod error;
 pub mod from_meta;
+mod fsutil;
 pub mod history;
 pub mod ignore;
 pub mod memo;

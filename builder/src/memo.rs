@@ -320,7 +320,7 @@ fn write_table(path: &Path, t: &Table, generation: u32) -> io::Result<()> {
         out.extend_from_slice(&e.generation.to_le_bytes());
         out.extend_from_slice(&e.digest);
     }
-    crate::cache::write_atomic(path, &cairn_layers::digest::seal(out))
+    crate::fsutil::write_atomic(path, &cairn_layers::digest::seal(out))
 }
 
 #[cfg(test)]
