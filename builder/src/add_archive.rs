@@ -10,7 +10,8 @@ use std::path::Path;
 
 use cairn_layers::listing::{DirMeta, Kind, Listing, TreeView};
 
-use crate::copy::{CopyRequest, append_dir, clean, join};
+use crate::copy::entry::{append_dir, append_symlink};
+use crate::copy::path::{clean, join};
 use crate::error::{Error, Result};
 use crate::users::Owner;
 
@@ -46,14 +47,17 @@ fn place(view: &TreeView, comps: &[String], shown: &str) -> Result<(String, Stri
     Ok((parent.clone(), join(&parent, last)))
 }
 
-/// Writes one archive's entries under `root`, with their owners unless --chown gives one;
-/// the directories written go to `written`. `now` dates the directories it makes.
+/// Writes one archive's entries under `root`, with their owners unless --chown gives one
+/// (`owner`; root is none), times no later than `clamp_mtime` (SOURCE_DATE_EPOCH); the
+/// directories written go to `written`. `now` dates the directories it makes.
+#[allow(clippy::too_many_arguments)] // Until it opens the archive itself.
 pub(crate) fn append_archive<W: Write>(
     tar: &mut tar::Builder<W>,
     reader: Box<dyn Read>,
     path: &Path,
     root: &mut ArchiveRoot,
-    req: &CopyRequest,
+    owner: Owner,
+    clamp_mtime: Option<i64>,
     now: u64,
     written: &mut BTreeMap<String, DirMeta>,
 ) -> Result<()> {
@@ -67,14 +71,14 @@ pub(crate) fn append_archive<W: Write>(
         if !written.contains_key(&root.dest) {
             let meta = DirMeta {
                 mode: 0o755,
-                uid: req.owner.uid.into(),
-                gid: req.owner.gid.into(),
+                uid: owner.uid.into(),
+                gid: owner.gid.into(),
                 mtime: now,
             };
             append_dir(tar, written, &root.dest, None, meta)?;
         }
     }
-    let chown = req.owner != (Owner { uid: 0, gid: 0 });
+    let chown = owner != (Owner { uid: 0, gid: 0 });
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
@@ -122,10 +126,10 @@ pub(crate) fn append_archive<W: Write>(
         h.set_gid(gid);
         h.set_mtime(mtime);
         if chown {
-            h.set_uid(req.owner.uid.into());
-            h.set_gid(req.owner.gid.into());
+            h.set_uid(owner.uid.into());
+            h.set_gid(owner.gid.into());
         }
-        if let Some(c) = req.clamp_mtime {
+        if let Some(c) = clamp_mtime {
             h.set_mtime(h.mtime().unwrap_or(0).min(c.max(0) as u64));
         }
         let kind = h.entry_type();
@@ -145,7 +149,7 @@ pub(crate) fn append_archive<W: Write>(
             root.view
                 .apply(&Listing(vec![(rel.clone(), Kind::Symlink(shown))]));
             pax(tar)?;
-            crate::copy::append_symlink(tar, &mut h, Path::new(&target), &link)?;
+            append_symlink(tar, &mut h, Path::new(&target), &link)?;
         } else if kind.is_hard_link() {
             // The link's target is an entry already extracted, named from the root too.
             let link = entry

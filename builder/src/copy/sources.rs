@@ -2,7 +2,9 @@
 //! sources with their `/./` pivot and `**` include patterns, and the destination decided
 //! source by source (BuildKit copies each source on its own to the destination as written).
 
-use super::{SourceRoot, clean, err, has_wildcard, join, resolve_in_root};
+use super::SourceRoot;
+use super::error::err;
+use super::path::{clean, has_wildcard, join, resolve_in_root};
 use crate::error::Result;
 
 /// A path a `--parents` source matched: `rel` in the source root, of which what follows

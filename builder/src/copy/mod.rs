@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fs::Metadata;
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use cairn_layers::listing::DirMeta;
 
@@ -13,7 +13,16 @@ use crate::context::BuildContext;
 use crate::error::{Error, Result};
 use crate::users::Owner;
 
+pub(crate) mod entry;
+mod error;
+pub(crate) mod path;
 mod sources;
+
+pub(crate) use entry::dir_header;
+use entry::{append, append_dir, append_symlink, header};
+use error::{err, io_err};
+pub use path::resolve_in_root;
+use path::{clean, glob_component, has_wildcard, join};
 
 /// Where COPY reads from: the build context (with .dockerignore) or another stage's rootfs.
 #[derive(Debug, Clone, Copy)]
@@ -58,133 +67,6 @@ pub struct CopyRequest {
     /// `--exclude`: .dockerignore-style patterns, matched against paths below each source and
     /// against each source itself.
     pub excludes: Vec<String>,
-}
-
-fn err(message: impl Into<String>) -> Error {
-    Error::Instruction {
-        instruction: "COPY".into(),
-        message: message.into(),
-    }
-}
-
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error + use<> {
-    let path = path.to_path_buf();
-    move |source| Error::Io {
-        action,
-        path,
-        source,
-    }
-}
-
-/// Lexically cleans a path into its components, `..` clamped at the root.
-pub(crate) fn clean(path: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for c in Path::new(path).components() {
-        match c {
-            Component::Normal(s) => out.push(s.to_string_lossy().into_owned()),
-            Component::ParentDir => {
-                out.pop();
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
-/// Follows `rel` inside `root` as a chroot would: symlinks are resolved with absolute targets
-/// taken from `root` and `..` stopping at it, so the result never leaves `root`.
-pub fn resolve_in_root(root: &Path, rel: &str, follow_last: bool) -> Result<PathBuf> {
-    let mut pending: Vec<String> = clean(rel).into_iter().rev().collect();
-    let mut done: Vec<String> = Vec::new();
-    let mut hops = 0;
-    while let Some(part) = pending.pop() {
-        let candidate: PathBuf = root.join(done.iter().collect::<PathBuf>()).join(&part);
-        let is_last = pending.is_empty();
-        match std::fs::symlink_metadata(&candidate) {
-            Ok(m) if m.file_type().is_symlink() && (!is_last || follow_last) => {
-                hops += 1;
-                if hops > 40 {
-                    return Err(err(format!("too many levels of symbolic links in {rel}")));
-                }
-                let target =
-                    std::fs::read_link(&candidate).map_err(io_err("read link", &candidate))?;
-                let target = target.to_string_lossy().into_owned();
-                if target.starts_with('/') {
-                    done.clear();
-                }
-                let mut parts: Vec<String> = Vec::new();
-                for c in target.split('/') {
-                    match c {
-                        "" | "." => {}
-                        ".." => {
-                            if parts.pop().is_none() {
-                                // `..` above what the link added climbs from where it stands.
-                                parts.push("..".into());
-                            }
-                        }
-                        c => parts.push(c.to_owned()),
-                    }
-                }
-                for p in parts.into_iter().rev() {
-                    pending.push(p);
-                }
-            }
-            _ => {
-                if part == ".." {
-                    done.pop();
-                } else {
-                    done.push(part);
-                }
-            }
-        }
-    }
-    Ok(root.join(done.iter().collect::<PathBuf>()))
-}
-
-/// Go's `filepath.Match` for one path component: `*`, `?`, `[...]` (with `^` negation), `\`.
-fn glob_component(pattern: &[char], name: &[char]) -> bool {
-    match pattern.first() {
-        None => name.is_empty(),
-        Some('*') => (0..=name.len()).any(|i| glob_component(&pattern[1..], &name[i..])),
-        Some('?') => !name.is_empty() && glob_component(&pattern[1..], &name[1..]),
-        Some('[') => {
-            let Some(c) = name.first() else { return false };
-            let mut i = 1;
-            let negate = pattern.get(1) == Some(&'^');
-            if negate {
-                i += 1;
-            }
-            let mut matched = false;
-            let start = i;
-            while i < pattern.len() && (pattern[i] != ']' || i == start) {
-                let lo = pattern[i];
-                if pattern.get(i + 1) == Some(&'-') && pattern.get(i + 2).is_some_and(|&h| h != ']')
-                {
-                    if lo <= *c && *c <= pattern[i + 2] {
-                        matched = true;
-                    }
-                    i += 3;
-                } else {
-                    if lo == *c {
-                        matched = true;
-                    }
-                    i += 1;
-                }
-            }
-            if i >= pattern.len() {
-                return false;
-            }
-            matched != negate && glob_component(&pattern[i + 1..], &name[1..])
-        }
-        Some('\\') if pattern.len() > 1 => {
-            name.first() == Some(&pattern[1]) && glob_component(&pattern[2..], &name[1..])
-        }
-        Some(p) => name.first() == Some(p) && glob_component(&pattern[1..], &name[1..]),
-    }
-}
-
-fn has_wildcard(s: &str) -> bool {
-    s.contains(['*', '?', '['])
 }
 
 /// An entry to write: where it goes in the image and where its bytes come from; or a local
@@ -352,18 +234,6 @@ impl SourceRoot<'_> {
             }
         }
     }
-}
-
-pub(crate) fn join(base: &str, name: &str) -> String {
-    if base.is_empty() {
-        return name.to_owned();
-    }
-    // Not format!: this runs for every entry of a COPY.
-    let mut out = String::with_capacity(base.len() + 1 + name.len());
-    out.push_str(base);
-    out.push('/');
-    out.push_str(name);
-    out
 }
 
 /// Applies `--chmod` (octal, or symbolic as BuildKit reads it) to a mode.
@@ -992,7 +862,8 @@ fn write_plan(
                 reader,
                 &p.src,
                 root,
-                req,
+                req.owner,
+                req.clamp_mtime,
                 mtime(now),
                 &mut written,
             )?;
@@ -1077,87 +948,6 @@ fn write_plan(
     tar.finish()
         .map_err(|e| err(format!("failed to finish the layer: {e}")))?;
     Ok(written)
-}
-
-/// A symlink entry whose target is written as the link has it: the tar crate's path
-/// handling would respell `/` as `//` and drop an empty or `.` component, where BuildKit's
-/// layers keep the target as the kernel returns it.
-pub(crate) fn append_symlink<W: Write>(
-    tar: &mut tar::Builder<W>,
-    h: &mut tar::Header,
-    path: &Path,
-    target: &[u8],
-) -> Result<()> {
-    let failed = |e| {
-        err(format!(
-            "failed to write {} to the layer: {e}",
-            path.display()
-        ))
-    };
-    if target.len() <= 100 && !target.contains(&0) {
-        h.set_link_name_literal(target).map_err(failed)?;
-        tar.append_data(h, path, std::io::empty()).map_err(failed)
-    } else {
-        // Longer ones go in a GNU long-link record, which the crate writes as given.
-        use std::os::unix::ffi::OsStrExt;
-        tar.append_link(h, path, std::ffi::OsStr::from_bytes(target))
-            .map_err(failed)
-    }
-}
-
-fn header(kind: tar::EntryType, mode: u32, owner: Owner, mtime: u64, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_uid(owner.uid.into());
-    h.set_gid(owner.gid.into());
-    h.set_mtime(mtime);
-    h.set_size(size);
-    h
-}
-
-/// A directory entry, remembered in `written` for the stage's view.
-/// `raw` is the name's bytes when they are not UTF-8 (`path` has U+FFFD there).
-pub(crate) fn append_dir<W: Write>(
-    tar: &mut tar::Builder<W>,
-    written: &mut BTreeMap<String, DirMeta>,
-    path: &str,
-    raw: Option<&Path>,
-    meta: DirMeta,
-) -> Result<()> {
-    let mut h = dir_header(&meta);
-    let mut name = raw.unwrap_or(Path::new(path)).as_os_str().to_owned();
-    name.push("/");
-    append(tar, &mut h, Path::new(&name), std::io::empty())?;
-    written.insert(path.to_owned(), meta);
-    Ok(())
-}
-
-/// The tar header of a directory with `meta` (COPY's and WORKDIR's layers).
-pub(crate) fn dir_header(meta: &DirMeta) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(tar::EntryType::Directory);
-    h.set_mode(meta.mode);
-    h.set_uid(meta.uid);
-    h.set_gid(meta.gid);
-    h.set_mtime(meta.mtime);
-    h.set_size(0);
-    h
-}
-
-/// Appends an entry; `path`'s bytes are the name, whether UTF-8 or not.
-fn append<W: Write>(
-    tar: &mut tar::Builder<W>,
-    h: &mut tar::Header,
-    path: &Path,
-    data: impl Read,
-) -> Result<()> {
-    tar.append_data(h, path, data).map_err(|e| {
-        err(format!(
-            "failed to write {} to the layer: {e}",
-            path.display()
-        ))
-    })
 }
 
 /// A local file's bytes, decompressed when it is gzip, bzip2, xz or zstd (sniffed from its
