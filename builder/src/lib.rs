@@ -16,7 +16,6 @@ pub mod from_meta;
 mod fsutil;
 pub mod history;
 pub mod ignore;
-pub mod memo;
 pub mod meta;
 pub mod output;
 mod progress;

@@ -728,9 +728,9 @@ impl CopyPlan<'_> {
         }
         for (target, path, _) in &self.files {
             // A download lives in a temp file: nothing to remember it by.
-            let d = crate::memo::sha256_file(path).map_err(io_err("read", path))?;
+            let d = crate::cache::memo::sha256_file(path).map_err(io_err("read", path))?;
             key.field("download", target);
-            key.field("digest", crate::memo::hex(&d));
+            key.field("digest", crate::cache::memo::hex(&d));
         }
         for p in &self.planned {
             let ft = p.meta.file_type();
