@@ -69,7 +69,7 @@ impl KeyHasher {
             names: Vec::new(),
             paths: Vec::new(),
         };
-        k.frame("cairn-cache", b"1");
+        k.frame("cairn-cache", super::schema::VERSION.as_bytes());
         k.frame("parent", &parent.0);
         k.field("kind", kind);
         k

@@ -2,19 +2,20 @@
 //! content digests keyed by file metadata.
 //!
 //! A step's key hashes its parent step's key and, framed field by field, everything the step's
-//! result depends on (see the callers in build.rs and run.rs). A record under the key holds the
+//! result depends on (see [`schema`] for every field). A record under the key holds the
 //! layer the step made and its history entry; a hit adds that layer without running the step.
 //! Records live in `<store>/buildcache/records/<key>.json`, the memo in
 //! `<store>/buildcache/memo/` (see [`memo`]).
 //!
-//! `key.rs` makes keys and explains misses; `records.rs` holds the [`Cache`] and what it keeps on
-//! disk; `transfer.rs` imports and exports caches (`--cache-from`, `--cache-to`); `prune.rs`
-//! evicts.
+//! [`schema`] lists every field of every kind of step's key; `key.rs` makes keys and explains
+//! misses; `records.rs` holds the [`Cache`] and what it keeps on disk; `transfer.rs` imports
+//! and exports caches (`--cache-from`, `--cache-to`); `prune.rs` evicts.
 
 mod key;
 pub mod memo;
 mod prune;
 mod records;
+pub mod schema;
 mod transfer;
 
 pub use key::{Key, KeyHasher, Summary, SummaryParts};
