@@ -239,6 +239,7 @@ impl Summary {
 
 #[cfg(test)]
 mod tests {
+    use super::super::schema::{HEAD, SCHEMA};
     use super::*;
 
     #[test]
@@ -270,5 +271,124 @@ mod tests {
             h.finish()
         };
         assert_ne!(other_parent, k(&[("a", "b")]));
+    }
+
+    fn key(kind: &str, parent: &Key, fields: &[(&str, String)]) -> Key {
+        let mut k = KeyHasher::new(kind, parent);
+        for (name, value) in fields {
+            k.field(name, value);
+        }
+        k.finish()
+    }
+
+    #[test]
+    fn each_field_moves_the_key() {
+        let root = Key::root();
+        let other_parent = key("FROM", &root, &[("base", "scratch".into())]);
+        for step in SCHEMA {
+            let kind = step.kind;
+            let base: Vec<(&str, String)> = step
+                .fields
+                .iter()
+                .map(|f| (f.name, "v".to_owned()))
+                .collect();
+            let k = key(kind, &root, &base);
+            assert_eq!(k, key(kind, &root, &base), "{kind}: the same inputs");
+            assert_ne!(k, key(kind, &other_parent, &base), "{kind}: another parent");
+            for other in SCHEMA.iter().filter(|o| o.kind != kind) {
+                assert_ne!(k, key(other.kind, &root, &base), "{kind} vs {}", other.kind);
+            }
+            for (i, f) in step.fields.iter().enumerate() {
+                let mut changed = base.clone();
+                changed[i].1 = "w".into();
+                assert_ne!(k, key(kind, &root, &changed), "{kind} {}: changed", f.name);
+                let mut emptied = base.clone();
+                emptied[i].1.clear();
+                assert_ne!(k, key(kind, &root, &emptied), "{kind} {}: empty", f.name);
+                let mut dropped = base.clone();
+                dropped.remove(i);
+                assert_ne!(k, key(kind, &root, &dropped), "{kind} {}: left out", f.name);
+            }
+        }
+    }
+
+    /// Keys computed by hand from the framing (u64 little-endian length, then bytes, for the
+    /// name and then the value): existing caches must keep hitting, so these never change.
+    #[test]
+    fn keys_keep_their_values() {
+        let from = key("FROM", &Key::root(), &[("base", "scratch".into())]);
+        assert_eq!(
+            from.hex(),
+            "10cf2fa148bb99715a6fe89b5d476a58131e3caf9f1f31322b6f8374968d7a3a"
+        );
+        let run = key(
+            "RUN",
+            &from,
+            &[
+                ("instruction", "RUN make".into()),
+                ("env", "A=1".into()),
+                ("workdir", "/src".into()),
+            ],
+        );
+        assert_eq!(
+            run.hex(),
+            "e2cca7e718b20cfa5bf3c6cd9c14d7b4f018710edab41754399f9f6df9f8c64a"
+        );
+    }
+
+    /// The string literals at the start of `text`, up to the first `stop` byte outside one.
+    fn literals(text: &str, stop: u8) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = text;
+        loop {
+            let next = rest.bytes().position(|b| b == b'"' || b == stop);
+            match next {
+                Some(i) if rest.as_bytes()[i] == b'"' => {
+                    let tail = &rest[i + 1..];
+                    let end = tail.find('"').unwrap_or(tail.len());
+                    out.push(tail[..end].to_owned());
+                    rest = &tail[(end + 1).min(tail.len())..];
+                }
+                _ => return out,
+            }
+        }
+    }
+
+    /// The schema lists what the builder keys, no more and no less: the kinds given to
+    /// `KeyHasher::new` and the literal field names given to `field`, in every production
+    /// source file of the crate.
+    #[test]
+    fn the_schema_lists_every_field_the_builder_keys() {
+        let mut kinds = std::collections::BTreeSet::new();
+        let mut names = std::collections::BTreeSet::new();
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        for e in walkdir::WalkDir::new(&src) {
+            let e = e.unwrap();
+            if e.path().extension().is_none_or(|x| x != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            let text = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for (i, _) in text.match_indices("KeyHasher::new(") {
+                let args = &text[i + "KeyHasher::new(".len()..];
+                kinds.extend(literals(args, b'&'));
+            }
+            for (i, _) in text.match_indices(".field(") {
+                let args = text[i + ".field(".len()..].trim_start();
+                if args.starts_with('"') {
+                    names.extend(literals(args, b','));
+                }
+            }
+        }
+        let listed_kinds: std::collections::BTreeSet<String> =
+            SCHEMA.iter().map(|s| s.kind.to_owned()).collect();
+        assert_eq!(kinds, listed_kinds, "kinds keyed vs kinds in SCHEMA");
+        let listed: std::collections::BTreeSet<String> = SCHEMA
+            .iter()
+            .flat_map(|s| s.fields)
+            .chain(HEAD.iter().filter(|f| f.name == "kind"))
+            .map(|f| f.name.to_owned())
+            .collect();
+        assert_eq!(names, listed, "fields keyed vs fields in SCHEMA and HEAD");
     }
 }
