@@ -10,8 +10,9 @@ use std::path::Path;
 
 use cairn_layers::listing::{DirMeta, Kind, Listing, TreeView};
 
-use crate::copy::entry::{append_dir, append_symlink};
-use crate::copy::path::{clean, join};
+use super::entry::{append_dir, append_symlink};
+use super::error::io_err;
+use super::path::{clean, join};
 use crate::error::{Error, Result};
 use crate::users::Owner;
 
@@ -93,7 +94,7 @@ pub(crate) fn append_archive<W: Write>(
             continue;
         }
         // Extended attributes, kept as BuildKit keeps them (best effort when unpacking).
-        let xattrs = crate::from_meta::pax_xattrs(&mut entry).map_err(bad)?;
+        let xattrs = super::from_meta::pax_xattrs(&mut entry).map_err(bad)?;
         let (parent, rel) = place(&root.view, &comps, &name)?;
         // Missing directories above the entry: made by the untar 0755 and owned by root,
         // --chown or not (it is for the archive's entries).
@@ -181,6 +182,41 @@ pub(crate) fn append_archive<W: Write>(
         // Devices and fifos are left out, as before: a rootless build cannot make them.
     }
     Ok(())
+}
+
+/// A local file's bytes, decompressed when it is gzip, bzip2, xz or zstd (sniffed from its
+/// first bytes, as Docker's ADD does).
+pub(super) fn open_archive(path: &Path) -> Result<Box<dyn Read>> {
+    let mut f = std::fs::File::open(path).map_err(io_err("open", path))?;
+    let mut head = [0u8; 6];
+    let n = f.read(&mut head).map_err(io_err("read", path))?;
+    let f = std::fs::File::open(path).map_err(io_err("open", path))?;
+    let head = &head[..n];
+    Ok(if head.starts_with(b"BZh") {
+        Box::new(bzip2::read::MultiBzDecoder::new(std::io::BufReader::new(f)))
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Box::new(liblzma::read::XzDecoder::new_multi_decoder(
+            std::io::BufReader::new(f),
+        ))
+    } else {
+        cairn_layers::compress::decompress_detected(f)?.1
+    })
+}
+
+/// Whether a local file is a tar archive (plain or compressed), which ADD unpacks.
+pub(super) fn is_archive(path: &Path) -> Result<bool> {
+    let mut plain = open_archive(path)?;
+    let mut block = [0u8; 512];
+    let mut filled = 0;
+    while filled < block.len() {
+        match plain.read(&mut block[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            // A corrupt compressed stream is not an archive; ADD copies the file as it is.
+            Err(_) => return Ok(false),
+        }
+    }
+    Ok(filled == block.len() && &block[257..262] == b"ustar")
 }
 
 #[cfg(test)]

@@ -1,0 +1,121 @@
+//! Where a COPY lands: the stage's filesystem as COPY's destination rules see it, and the
+//! destination decided source by source (BuildKit copies each source on its own to the
+//! destination as written).
+
+use cairn_layers::listing::DirMeta;
+
+use super::error::err;
+use super::path::join;
+use crate::error::Result;
+
+/// The stage's filesystem as COPY's destination rules see it: its directories and symlinks.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageView<'a> {
+    pub tree: &'a cairn_layers::listing::TreeView,
+}
+
+impl ImageView<'_> {
+    /// Whether `rel` is a directory in the image (symlinks followed).
+    pub fn is_dir(&self, rel: &str) -> bool {
+        self.tree.resolve(rel).is_some_and(|r| self.tree.is_dir(&r))
+    }
+
+    /// Where a destination lands: its parent directories' symlinks followed, and its own
+    /// when it names a directory through one (a link to a file, or a loop, stays as named).
+    pub fn resolve_dest(&self, rel: &str) -> String {
+        if let Some(r) = self.tree.resolve(rel).filter(|r| self.tree.is_dir(r)) {
+            return r;
+        }
+        match rel.rsplit_once('/') {
+            Some((parent, name)) => match self.tree.resolve(parent) {
+                Some(p) if p.is_empty() => name.to_owned(),
+                Some(p) => format!("{p}/{name}"),
+                None => rel.to_owned(),
+            },
+            None => rel.to_owned(),
+        }
+    }
+
+    /// The metadata of the directory `rel` (resolved, as [`ImageView::resolve_dest`] gives).
+    pub fn dir(&self, rel: &str) -> Option<DirMeta> {
+        self.tree.dir(rel).copied()
+    }
+}
+
+/// The destination as the sources of one COPY leave it, one after the other: a directory
+/// (written with a trailing slash, one in the image, or made by a directory source) takes
+/// each file by its name; otherwise a file source becomes the destination itself, and a
+/// later one replaces it.
+#[derive(Debug)]
+pub(super) struct Dest {
+    /// Its place in the image (symlinks resolved), and as written, for errors.
+    rel: String,
+    shown: String,
+    is_dir: bool,
+    /// A file source was copied as the destination itself.
+    is_file: bool,
+}
+
+impl Dest {
+    pub fn new(rel: String, shown: String, is_dir: bool) -> Dest {
+        Dest {
+            rel,
+            shown,
+            is_dir,
+            is_file: false,
+        }
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.is_dir
+    }
+
+    /// Where a file source named `name` lands, and whether it replaces the destination file
+    /// an earlier source wrote.
+    pub fn file(&mut self, name: &str) -> Result<(String, bool)> {
+        if self.is_dir {
+            if name.is_empty() {
+                return Err(err(format!(
+                    "the source gives no file name: name the file in the destination, not {}",
+                    self.shown
+                )));
+            }
+            return Ok((join(&self.rel, name), false));
+        }
+        let replaces = self.is_file;
+        self.is_file = true;
+        Ok((self.rel.clone(), replaces))
+    }
+
+    /// A directory source (or an archive ADD unpacks) fills the destination as a directory:
+    /// onto a file an earlier source wrote it fails, as fsutil's copy does.
+    pub fn dir(&mut self) -> Result<()> {
+        if self.is_file {
+            return Err(err(format!("cannot copy to non-directory: {}", self.shown)));
+        }
+        self.is_dir = true;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_destination_follows_the_sources_in_order() {
+        let mut d = Dest::new("f".into(), "/f".into(), false);
+        assert_eq!(d.file("a").unwrap(), ("f".to_owned(), false));
+        assert_eq!(d.file("b").unwrap(), ("f".to_owned(), true));
+        assert!(
+            d.dir()
+                .unwrap_err()
+                .to_string()
+                .contains("non-directory: /f")
+        );
+        let mut d = Dest::new("m".into(), "/m".into(), false);
+        d.dir().unwrap();
+        assert_eq!(d.file("a").unwrap(), ("m/a".to_owned(), false));
+        assert!(d.file("").is_err());
+    }
+}
