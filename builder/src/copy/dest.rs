@@ -5,7 +5,7 @@
 use cairn_layers::listing::DirMeta;
 
 use super::error::err;
-use super::path::join;
+use super::path::{clean, join};
 use crate::error::Result;
 
 /// The stage's filesystem as COPY's destination rules see it: its directories and symlinks.
@@ -40,6 +40,20 @@ impl ImageView<'_> {
     pub fn dir(&self, rel: &str) -> Option<DirMeta> {
         self.tree.dir(rel).copied()
     }
+}
+
+/// The destination as written, made absolute (below `workdir` unless it starts with `/`) and
+/// cleaned lexically (`..` stops at the root), not yet through the image's symlinks; and
+/// whether its form names a directory: a trailing `/` or `/.`, `.`, or the root.
+pub(super) fn written_dest(dest: &str, workdir: &str) -> (String, bool) {
+    let dest_abs = if dest.starts_with('/') {
+        dest.to_owned()
+    } else {
+        format!("{}/{}", workdir.trim_end_matches('/'), dest)
+    };
+    let cleaned = clean(&dest_abs);
+    let trailing = dest.ends_with('/') || dest.ends_with("/.") || dest == "." || cleaned.is_empty();
+    (cleaned.join("/"), trailing)
 }
 
 /// The destination as the sources of one COPY leave it, one after the other: a directory

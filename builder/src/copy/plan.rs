@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use cairn_layers::listing::DirMeta;
 
 use super::archive::{ArchiveRoot, is_archive};
-use super::dest::{Dest, ImageView};
+use super::dest::{Dest, ImageView, written_dest};
 use super::error::{err, io_err};
 use super::from_meta::SourceMeta;
-use super::path::{clean, join, resolve_in_root};
+use super::path::{join, resolve_in_root};
 use super::request::{CopyRequest, CopySource, apply_chmod};
 use super::root::SourceRoot;
 use super::sources;
@@ -101,18 +101,10 @@ pub fn plan_copy<'r>(
     req: &'r CopyRequest,
     image: &ImageView<'_>,
 ) -> Result<CopyPlan<'r>> {
-    let dest_abs = if req.dest.starts_with('/') {
-        req.dest.clone()
-    } else {
-        format!("{}/{}", req.workdir.trim_end_matches('/'), req.dest)
-    };
-    let trailing = req.dest.ends_with('/')
-        || req.dest.ends_with("/.")
-        || req.dest == "."
-        || clean(&dest_abs).is_empty();
+    let (written, trailing) = written_dest(&req.dest, &req.workdir);
     // Symlinks in the image are followed to where the files land, as Docker copies through
     // them: a layer entry under a symlink's name would replace the link with a directory.
-    let dest_rel = image.resolve_dest(&clean(&dest_abs).join("/"));
+    let dest_rel = image.resolve_dest(&written);
     let dest_parts: Vec<String> = dest_rel
         .split('/')
         .filter(|p| !p.is_empty())
@@ -126,7 +118,7 @@ pub fn plan_copy<'r>(
     // destination as written: where each lands depends on what the ones before it made.
     let mut dest = Dest::new(
         dest_rel.clone(),
-        format!("/{}", clean(&dest_abs).join("/")),
+        format!("/{written}"),
         trailing || dest_exists_dir || req.parents,
     );
     let mut planned: Vec<Planned> = Vec::new();
