@@ -114,7 +114,112 @@ impl Dest {
 
 #[cfg(test)]
 mod tests {
+    use cairn_layers::listing::{Kind, Listing, TreeView};
+
     use super::*;
+
+    #[test]
+    fn the_destination_as_written_is_made_absolute() {
+        // (dest, workdir) -> (path below the root, names a directory by its form)
+        let cases = [
+            ("/app/", "/", ("app", true)),
+            ("/app", "/", ("app", false)),
+            ("app", "/src", ("src/app", false)),
+            ("app/", "/src/", ("src/app", true)),
+            ("a/b", "/w", ("w/a/b", false)),
+            (".", "/src", ("src", true)),
+            ("./", "/src", ("src", true)),
+            ("x/.", "/", ("x", true)),
+            ("/", "/w", ("", true)),
+            ("/..", "/w", ("", true)),
+            ("../../etc/f", "/w", ("etc/f", false)),
+            ("f", "", ("f", false)),
+            ("/abs/f", "/ignored", ("abs/f", false)),
+        ];
+        for (dest, workdir, (rel, dir)) in cases {
+            assert_eq!(
+                written_dest(dest, workdir),
+                (rel.to_owned(), dir),
+                "{dest} in {workdir}"
+            );
+        }
+    }
+
+    fn view() -> TreeView {
+        let meta = DirMeta {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        };
+        let mut tree = TreeView::default();
+        for d in ["app", "data", "data/sub"] {
+            tree.add_dir(d, meta);
+        }
+        let links = [
+            ("link", "app"),
+            ("abs", "/data"),
+            ("up", "../../data/sub"),
+            ("file-link", "app/f"),
+            ("loop", "loop"),
+        ];
+        for (path, target) in links {
+            tree.apply(&Listing(vec![(path.into(), Kind::Symlink(target.into()))]));
+        }
+        tree
+    }
+
+    #[test]
+    fn destinations_land_through_the_image_symlinks() {
+        let tree = view();
+        let image = ImageView { tree: &tree };
+        // (destination, where it lands, a directory there)
+        let cases = [
+            ("app", "app", true),
+            ("app/f", "app/f", false),
+            ("new/f", "new/f", false),
+            ("", "", true),
+            // A link to a directory is followed, as a parent or as the destination itself.
+            ("link", "app", true),
+            ("link/f", "app/f", false),
+            ("abs/x", "data/x", false),
+            ("abs/sub", "data/sub", true),
+            ("up/f", "data/sub/f", false),
+            // A link to a file, or a loop, stays as named: the copy replaces it.
+            ("file-link", "file-link", false),
+            ("loop", "loop", false),
+            ("link/../data", "data", true),
+        ];
+        for (dest, lands, is_dir) in cases {
+            assert_eq!(image.resolve_dest(dest), lands, "{dest}");
+            assert_eq!(image.is_dir(dest), is_dir, "{dest}");
+        }
+        assert_eq!(image.dir("app").map(|m| m.mode), Some(0o755));
+        assert_eq!(image.dir("link"), None);
+    }
+
+    #[test]
+    fn file_sources_land_by_the_destination_form() {
+        // (destination is a directory, file names in order) -> where each lands
+        type Case<'a> = (bool, &'a [&'a str], &'a [(&'a str, bool)]);
+        let cases: &[Case<'_>] = &[
+            // A directory (trailing slash, or one the image has) takes each by its name.
+            (true, &["a", "b"], &[("d/a", false), ("d/b", false)]),
+            // A file destination is the first source, then each later one replaces it.
+            (false, &["a"], &[("d", false)]),
+            (false, &["a", "b"], &[("d", false), ("d", true)]),
+        ];
+        for (is_dir, names, want) in cases {
+            let mut d = Dest::new("d".into(), "/d".into(), *is_dir);
+            let got: Vec<(String, bool)> = names.iter().map(|n| d.file(n).unwrap()).collect();
+            let want: Vec<(String, bool)> = want.iter().map(|(p, r)| (p.to_string(), *r)).collect();
+            assert_eq!(got, want, "{is_dir} {names:?}");
+            assert_eq!(d.is_dir(), *is_dir);
+        }
+        let err = |d: &mut Dest, name: &str| d.file(name).unwrap_err().to_string();
+        let mut d = Dest::new("d".into(), "/d/".into(), true);
+        assert!(err(&mut d, "").contains("name the file in the destination, not /d/"));
+    }
 
     #[test]
     fn the_destination_follows_the_sources_in_order() {
