@@ -128,3 +128,107 @@ pub(crate) fn glob_component(pattern: &[char], name: &[char]) -> bool {
 pub(crate) fn has_wildcard(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_clean_lexically_and_stop_at_the_root() {
+        let cases: &[(&str, &[&str])] = &[
+            ("a/b", &["a", "b"]),
+            ("/a/./b/", &["a", "b"]),
+            ("a//b", &["a", "b"]),
+            ("a/../b", &["b"]),
+            ("a/../../b", &["b"]),
+            ("../..", &[]),
+            ("/", &[]),
+            ("", &[]),
+            (".", &[]),
+        ];
+        for (path, want) in cases {
+            assert_eq!(clean(path), *want, "{path}");
+        }
+        assert_eq!(join("", "f"), "f");
+        assert_eq!(join("a/b", "f"), "a/b/f");
+    }
+
+    #[test]
+    fn wildcards_match_as_go_filepath_match() {
+        let cases = [
+            ("*", "", true),
+            ("*", "any.thing", true),
+            ("*.txt", "a.txt", true),
+            ("*.txt", "a.md", false),
+            ("*.txt", ".txt", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+            ("?", "a", true),
+            ("?", "", false),
+            ("?", "ab", false),
+            ("[abc]", "b", true),
+            ("[abc]", "d", false),
+            ("[^abc]", "b", false),
+            ("[^abc]", "d", true),
+            ("[a-c]x", "bx", true),
+            ("[a-c]x", "dx", false),
+            ("[]a]", "]", true),
+            // An unterminated class matches nothing.
+            ("[ab", "a", false),
+            // `\` takes the next character literally.
+            ("\\*", "*", true),
+            ("\\*", "a", false),
+            ("\\[x]", "[x]", true),
+        ];
+        for (pattern, name, want) in cases {
+            let p: Vec<char> = pattern.chars().collect();
+            let n: Vec<char> = name.chars().collect();
+            assert_eq!(glob_component(&p, &n), want, "{pattern} on {name:?}");
+        }
+        for (s, want) in [("a*", true), ("a?", true), ("[a]", true), ("a/b", false)] {
+            assert_eq!(has_wildcard(s), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn paths_resolve_inside_their_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("etc/sub")).unwrap();
+        std::fs::write(root.join("etc/f"), "").unwrap();
+        let links = [
+            ("abs", "/etc"),
+            ("up", "../../../etc"),
+            ("rel", "etc/sub"),
+            ("file", "etc/f"),
+            ("loop", "loop"),
+        ];
+        for (name, target) in links {
+            std::os::unix::fs::symlink(target, root.join(name)).unwrap();
+        }
+        // (path, follow the last link, where it resolves below the root)
+        let cases = [
+            ("etc/f", true, "etc/f"),
+            ("abs/f", true, "etc/f"),
+            ("up/sub", true, "etc/sub"),
+            ("rel", true, "etc/sub"),
+            ("rel", false, "rel"),
+            ("file", true, "etc/f"),
+            ("../../etc", true, "etc"),
+            ("missing/x", true, "missing/x"),
+        ];
+        for (rel, follow, want) in cases {
+            assert_eq!(
+                resolve_in_root(root, rel, follow).unwrap(),
+                root.join(want),
+                "{rel} {follow}"
+            );
+        }
+        let looped = resolve_in_root(root, "loop", true).unwrap_err();
+        assert!(
+            looped
+                .to_string()
+                .contains("too many levels of symbolic links")
+        );
+    }
+}
