@@ -503,3 +503,300 @@ fn drop_target(
     contents.retain(|(t, _)| t != target);
     files.retain(|(t, _, _)| t != target);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use cairn_layers::listing::{Kind, Listing, TreeView};
+
+    use super::*;
+    use crate::cache::{Key, KeyHasher};
+    use crate::users::Owner;
+
+    /// A source tree: files `f`, `a.txt`, `b.txt`, `c.md`; a directory `d` holding `x`,
+    /// `notes.md`, `sub/y` and `link -> x`; and `p/q/r/f`. Files are 0644.
+    fn sources(root: &Path) {
+        for d in ["d/sub", "p/q/r"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for f in [
+            "f",
+            "a.txt",
+            "b.txt",
+            "c.md",
+            "d/x",
+            "d/notes.md",
+            "d/sub/y",
+            "p/q/r/f",
+        ] {
+            let path = root.join(f);
+            std::fs::write(&path, f).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        symlink("x", root.join("d/link")).unwrap();
+    }
+
+    /// The image before the step: directories `app` and `existing`, and `to-app -> app`.
+    fn image() -> TreeView {
+        let meta = DirMeta {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        };
+        let mut tree = TreeView::default();
+        tree.add_dir("app", meta);
+        tree.add_dir("existing", meta);
+        tree.apply(&Listing(vec![(
+            "to-app".into(),
+            Kind::Symlink("app".into()),
+        )]));
+        tree
+    }
+
+    fn request(sources: &[&str], dest: &str) -> CopyRequest {
+        CopyRequest {
+            sources: sources
+                .iter()
+                .map(|s| CopySource::Path(s.to_string()))
+                .collect(),
+            dest: dest.into(),
+            workdir: "/".into(),
+            owner: Owner { uid: 0, gid: 0 },
+            chmod: None,
+            clamp_mtime: None,
+            unpack_archives: false,
+            parents: false,
+            excludes: Vec::new(),
+        }
+    }
+
+    /// What a plan writes, in order: the destination's parents (`+` made, `=` the image's),
+    /// then each entry: `path/` a directory, `path -> target` a symlink, `path` a file.
+    fn entries(plan: &CopyPlan<'_>) -> Vec<String> {
+        let parents = plan.parents.iter().map(|p| match p {
+            Parent::Made { path, .. } => format!("+{path}/"),
+            Parent::Kept { path, .. } => format!("={path}/"),
+        });
+        let planned = plan.planned.iter().map(|p| {
+            let ft = p.meta.file_type();
+            if ft.is_dir() {
+                format!("{}/", p.dest)
+            } else if ft.is_symlink() {
+                let target = std::fs::read_link(&p.src).unwrap();
+                format!("{} -> {}", p.dest, target.display())
+            } else {
+                p.dest.clone()
+            }
+        });
+        parents.chain(planned).collect()
+    }
+
+    /// Plans `req` from the source tree onto the image; the entries, or the error.
+    fn plan(req: &CopyRequest) -> std::result::Result<Vec<String>, String> {
+        let dir = tempfile::tempdir().unwrap();
+        sources(dir.path());
+        let tree = image();
+        let image = ImageView { tree: &tree };
+        plan_copy(SourceRoot::Dir(dir.path()), req, &image)
+            .map(|p| entries(&p))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn sources_land_by_docker_rules() {
+        let with = |f: fn(&mut CopyRequest), mut req: CopyRequest| {
+            f(&mut req);
+            req
+        };
+        let cases: Vec<(&str, CopyRequest, &[&str])> = vec![
+            (
+                "a directory copies its contents, not itself",
+                request(&["d"], "/out/"),
+                &[
+                    "+out/",
+                    "out/link -> x",
+                    "out/notes.md",
+                    "out/sub/",
+                    "out/sub/y",
+                    "out/x",
+                ],
+            ),
+            (
+                "a trailing slash: into the directory",
+                request(&["f"], "/out/"),
+                &["+out/", "out/f"],
+            ),
+            (
+                "no trailing slash: the file itself",
+                request(&["f"], "/out/g"),
+                &["+out/", "out/g"],
+            ),
+            (
+                "a directory the image has: into it",
+                request(&["f"], "/existing"),
+                &["=existing/", "existing/f"],
+            ),
+            (
+                "relative to WORKDIR",
+                with(|r| r.workdir = "/app".into(), request(&["f"], "rel/")),
+                &["=app/", "+app/rel/", "app/rel/f"],
+            ),
+            (
+                "through a symlink in the image",
+                request(&["f"], "/to-app/"),
+                &["=app/", "app/f"],
+            ),
+            (
+                "a wildcard",
+                request(&["*.txt"], "/out/"),
+                &["+out/", "out/a.txt", "out/b.txt"],
+            ),
+            (
+                "a wildcard matching nothing changes nothing",
+                request(&["*.none"], "/out/"),
+                &[],
+            ),
+            (
+                "a symlink named as the source is followed",
+                request(&["d/link"], "/out/"),
+                &["+out/", "out/link"],
+            ),
+            (
+                "--parents keeps the source's directories",
+                with(|r| r.parents = true, request(&["p/q/r/f"], "/out/")),
+                &["+out/", "out/p/", "out/p/q/", "out/p/q/r/", "out/p/q/r/f"],
+            ),
+            (
+                "--parents keeps those below the /./ pivot",
+                with(|r| r.parents = true, request(&["p/./q/r/f"], "/out/")),
+                &["+out/", "out/q/", "out/q/r/", "out/q/r/f"],
+            ),
+            (
+                "--exclude leaves out what matches below a source",
+                with(
+                    |r| r.excludes = vec!["*.md".into()],
+                    request(&["d"], "/out/"),
+                ),
+                &["+out/", "out/link -> x", "out/sub/", "out/sub/y", "out/x"],
+            ),
+            (
+                "--exclude leaves out a matching source",
+                with(
+                    |r| r.excludes = vec!["*.md".into()],
+                    request(&["*.txt", "c.md"], "/out/"),
+                ),
+                &["+out/", "out/a.txt", "out/b.txt"],
+            ),
+        ];
+        for (what, req, want) in cases {
+            assert_eq!(plan(&req).unwrap(), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn sources_that_cannot_land_fail() {
+        let cases = [
+            (request(&["nope"], "/out/"), "nope: not found in the stage"),
+            (
+                request(&["f", "d"], "/out"),
+                "cannot copy to non-directory: /out",
+            ),
+        ];
+        for (req, want) in cases {
+            let e = plan(&req).unwrap_err();
+            assert!(e.contains(want), "{e}");
+        }
+    }
+
+    /// The key of copying `d` from `root` to `/out/`, as a context COPY makes it.
+    fn copy_key(root: &Path) -> Key {
+        let req = request(&["d"], "/out/");
+        let tree = TreeView::default();
+        let image = ImageView { tree: &tree };
+        let plan = plan_copy(SourceRoot::Dir(root), &req, &image).unwrap();
+        let digests: Vec<[u8; 32]> = plan
+            .content_sources()
+            .iter()
+            .map(|(p, _)| crate::cache::memo::sha256_file(p).unwrap())
+            .collect();
+        let mut key = KeyHasher::new("COPY", &Key::root());
+        plan.describe(&req, &mut key, Some(&digests)).unwrap();
+        key.finish()
+    }
+
+    #[test]
+    fn the_copy_key_follows_what_the_layer_holds() {
+        fn mode(p: &Path, m: u32) {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        }
+        type Change = fn(&Path);
+        let cases: &[(&str, Change, bool)] = &[
+            ("nothing", |_| {}, false),
+            (
+                "content",
+                |d| std::fs::write(d.join("d/x"), "other").unwrap(),
+                true,
+            ),
+            (
+                "same content rewritten",
+                |d| std::fs::write(d.join("d/x"), "d/x").unwrap(),
+                false,
+            ),
+            (
+                "mtime",
+                |d| {
+                    let f = std::fs::File::options()
+                        .write(true)
+                        .open(d.join("d/x"))
+                        .unwrap();
+                    f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+                },
+                false,
+            ),
+            ("executable", |d| mode(&d.join("d/x"), 0o755), true),
+            // Group and other write bits are the checkout's umask.
+            ("group writable", |d| mode(&d.join("d/x"), 0o664), false),
+            (
+                "symlink target",
+                |d| {
+                    std::fs::remove_file(d.join("d/link")).unwrap();
+                    symlink("sub/y", d.join("d/link")).unwrap();
+                },
+                true,
+            ),
+            (
+                "a new file",
+                |d| std::fs::write(d.join("d/new"), "").unwrap(),
+                true,
+            ),
+            (
+                "a new directory",
+                |d| std::fs::create_dir(d.join("d/new")).unwrap(),
+                true,
+            ),
+            (
+                "a rename",
+                |d| std::fs::rename(d.join("d/x"), d.join("d/x2")).unwrap(),
+                true,
+            ),
+            (
+                "a removal",
+                |d| std::fs::remove_file(d.join("d/notes.md")).unwrap(),
+                true,
+            ),
+        ];
+        let base = {
+            let dir = tempfile::tempdir().unwrap();
+            sources(dir.path());
+            copy_key(dir.path())
+        };
+        for (what, change, moves) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            sources(dir.path());
+            change(dir.path());
+            assert_eq!(copy_key(dir.path()) != base, *moves, "{what}");
+        }
+    }
+}
