@@ -338,32 +338,48 @@ pub fn file_digests(cache: &Cache, files: &[(&Path, &std::fs::Metadata)]) -> Res
 mod tests {
     use super::*;
 
+    /// A cache whose memo trusts files changed a moment ago (the test's files all are).
+    fn trusting(store: &Store) -> Cache {
+        let mut cache = Cache::open(store);
+        cache.memo = super::super::memo::FileMemo::trusting(cache.dir.clone());
+        cache
+    }
+
     #[test]
     fn the_memo_reads_a_file_only_when_it_changed() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("store")).unwrap();
-        let cache = Cache::open(&store);
         let ctx = dir.path().join("ctx");
         std::fs::create_dir(&ctx).unwrap();
-        cache.watch(&ctx);
         let f = ctx.join("f");
         std::fs::write(&f, "one").unwrap();
         let m = std::fs::metadata(&f).unwrap();
-        let d1 = cache.file_digest(&f, &m).unwrap();
-        assert_eq!(d1, hex::encode(Sha256::digest(b"one")));
-        assert_eq!(cache.file_digest(&f, &m).unwrap(), d1);
+        let one: [u8; 32] = Sha256::digest(b"one").into();
+        let cache = trusting(&store);
+        cache.watch(&ctx);
+        assert_eq!(cache.file_digest(&f, &m).unwrap(), hex::encode(one));
+        cache.save().unwrap();
+
+        // The next build: the file's metadata is what it was, so the memo answers, without
+        // reading the file (which is not even there to read any more).
+        let moved = ctx.join("moved");
+        std::fs::rename(&f, &moved).unwrap();
+        let again = trusting(&store);
+        again.watch(&ctx);
+        assert_eq!(again.file_digest(&f, &m).unwrap(), hex::encode(one));
+        assert_eq!(file_digests(&again, &[(&f, &m)]).unwrap(), [one]);
+
+        // Changed: its metadata is not what it was, so it is read.
+        std::fs::rename(&moved, &f).unwrap();
         std::fs::write(&f, "two!").unwrap();
         let m2 = std::fs::metadata(&f).unwrap();
-        assert_eq!(
-            cache.file_digest(&f, &m2).unwrap(),
-            hex::encode(Sha256::digest(b"two!"))
-        );
-        cache.save().unwrap();
-        let again = Cache::open(&store);
-        again.watch(&ctx);
         assert_eq!(
             again.file_digest(&f, &m2).unwrap(),
             hex::encode(Sha256::digest(b"two!"))
         );
+        // A memo that is not watching the context reads every time.
+        let unwatched = trusting(&store);
+        std::fs::remove_file(&f).unwrap();
+        assert!(unwatched.file_digest(&f, &m2).is_err());
     }
 }
