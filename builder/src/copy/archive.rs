@@ -48,13 +48,12 @@ fn place(view: &TreeView, comps: &[String], shown: &str) -> Result<(String, Stri
     Ok((parent.clone(), join(&parent, last)))
 }
 
-/// Writes one archive's entries under `root`, with their owners unless --chown gives one
-/// (`owner`; root is none), times no later than `clamp_mtime` (SOURCE_DATE_EPOCH); the
-/// directories written go to `written`. `now` dates the directories it makes.
-#[allow(clippy::too_many_arguments)] // Until it opens the archive itself.
+/// Writes the entries of the archive at `path` under `root`, with their owners unless
+/// --chown gives one (`owner`; root is none), times no later than `clamp_mtime`
+/// (SOURCE_DATE_EPOCH); the directories written go to `written`. `now` dates the directories
+/// it makes.
 pub(crate) fn append_archive<W: Write>(
     tar: &mut tar::Builder<W>,
-    reader: Box<dyn Read>,
     path: &Path,
     root: &mut ArchiveRoot,
     owner: Owner,
@@ -62,6 +61,7 @@ pub(crate) fn append_archive<W: Write>(
     now: u64,
     written: &mut BTreeMap<String, DirMeta>,
 ) -> Result<()> {
+    let reader = open_archive(path)?;
     let bad = |e: std::io::Error| err(format!("failed to read archive {}: {e}", path.display()));
     let write_err = |target: &str, e: std::io::Error| {
         err(format!("failed to write {target} to the layer: {e}"))
@@ -186,7 +186,7 @@ pub(crate) fn append_archive<W: Write>(
 
 /// A local file's bytes, decompressed when it is gzip, bzip2, xz or zstd (sniffed from its
 /// first bytes, as Docker's ADD does).
-pub(super) fn open_archive(path: &Path) -> Result<Box<dyn Read>> {
+fn open_archive(path: &Path) -> Result<Box<dyn Read>> {
     let mut f = std::fs::File::open(path).map_err(io_err("open", path))?;
     let mut head = [0u8; 6];
     let n = f.read(&mut head).map_err(io_err("read", path))?;

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use cairn_layers::listing::DirMeta;
 
-use super::archive::{append_archive, open_archive};
+use super::archive::append_archive;
 use super::entry::{append, append_dir, append_symlink, header};
 use super::error::{err, io_err};
 use super::plan::{CopyPlan, Extra, Parent, Planned};
@@ -111,10 +111,8 @@ fn write_plan(
             let root = archive_root
                 .as_mut()
                 .ok_or_else(|| err("an archive planned without its destination"))?;
-            let reader = open_archive(&p.src)?;
             append_archive(
                 &mut tar,
-                reader,
                 &p.src,
                 root,
                 req.owner,
