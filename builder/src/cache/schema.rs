@@ -1,10 +1,11 @@
 //! The cache key schema: every field that goes into a step's key, by kind of step, and why.
 //!
 //! A key is sha256 over length-prefixed (name, value) frames ([`super::KeyHasher`]), in the
-//! order the builder feeds them. This table is where the fields are written down; a test
-//! checks that the builder feeds no field this table does not list, and that each listed one
-//! moves the key. Changing what a field holds, its name or its order changes every key of
-//! that kind: existing caches then miss, so bump [`VERSION`] only on purpose.
+//! order the builder feeds them. This table is where the fields are written down; tests in
+//! key.rs check that the builder feeds exactly the kinds and field names listed here, that
+//! each one moves the key, and that known keys keep their values. Changing what a field
+//! holds, its name or its order changes every key of that kind and existing caches miss: do
+//! it only on purpose (and bump [`VERSION`] when the framing itself changes).
 
 /// The value of the first frame, `cairn-cache`: the key format's version. A record made under
 /// another version is never found.

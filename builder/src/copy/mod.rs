@@ -15,10 +15,10 @@ use crate::error::Result;
 
 mod archive;
 mod dest;
-pub(crate) mod entry;
+mod entry;
 mod error;
 pub mod from_meta;
-pub(crate) mod path;
+mod path;
 mod plan;
 mod request;
 mod root;
