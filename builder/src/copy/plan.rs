@@ -682,6 +682,14 @@ mod tests {
                 &["+out/", "out/link -> x", "out/sub/", "out/sub/y", "out/x"],
             ),
             (
+                "--exclude leaves out a directory and what is below it",
+                with(
+                    |r| r.excludes = vec!["sub".into()],
+                    request(&["d"], "/out/"),
+                ),
+                &["+out/", "out/link -> x", "out/notes.md", "out/x"],
+            ),
+            (
                 "--exclude leaves out a matching source",
                 with(
                     |r| r.excludes = vec!["*.md".into()],

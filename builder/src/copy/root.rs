@@ -160,3 +160,42 @@ impl SourceRoot<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_expand_as_buildkit_resolves_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("d/sub")).unwrap();
+        for f in ["f", "a.txt", "b.txt", "c.md", "d/x", "d/sub/y"] {
+            std::fs::write(root.join(f), "").unwrap();
+        }
+        std::os::unix::fs::symlink("x", root.join("d/link")).unwrap();
+        let from = SourceRoot::Dir(root);
+        let cases: &[(&str, &[&str])] = &[
+            // A literal source is itself, found or not (the caller says "not found").
+            ("missing", &["missing"]),
+            ("a.txt", &["a.txt"]),
+            ("./d/../a.txt", &["a.txt"]),
+            // Matches in name order.
+            ("*.txt", &["a.txt", "b.txt"]),
+            ("[ab].txt", &["a.txt", "b.txt"]),
+            ("d/*", &["d/link", "d/sub", "d/x"]),
+            ("d/s?b", &["d/sub"]),
+            ("*/sub/y", &["d/sub/y"]),
+            // A file where a directory is wanted does not match; nor does nothing.
+            ("f/*", &[]),
+            ("*.none", &[]),
+        ];
+        for (src, want) in cases {
+            let got = from.expand(src).unwrap();
+            assert_eq!(got, *want, "{src}");
+        }
+        // The directories before the first wildcard must exist.
+        let e = from.expand("nope/*").unwrap_err().to_string();
+        assert!(e.contains("nope: not found in the stage"), "{e}");
+    }
+}
