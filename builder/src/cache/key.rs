@@ -391,4 +391,110 @@ mod tests {
             .collect();
         assert_eq!(names, listed, "fields keyed vs fields in SCHEMA and HEAD");
     }
+
+    /// The summary of a COPY key with `fields` (name, value), built as a step builds it.
+    fn summary(parent: &Key, fields: &[(&str, &str)]) -> Summary {
+        let mut k = KeyHasher::new("COPY", parent);
+        for (name, value) in fields {
+            k.field(name, value);
+        }
+        k.finish_with_summary().1.build()
+    }
+
+    #[test]
+    fn a_miss_says_what_changed() {
+        let root = Key::root();
+        let other = KeyHasher::new("FROM", &root).finish();
+        let before: &[(&str, &str)] = &[
+            ("dest", "/app/"),
+            ("env", "A=1"),
+            ("entry", "app/a"),
+            ("file", "1"),
+            ("entry", "app/b"),
+            ("mode", "644"),
+            ("file", "2"),
+        ];
+        let with = |i: usize, field: (&'static str, &'static str)| {
+            let mut f = before.to_vec();
+            f[i] = field;
+            f
+        };
+        let files = |n: usize| -> Vec<(&str, &str)> {
+            let mut f = before[..2].to_vec();
+            let names = ["app/1", "app/2"];
+            for name in &names[..n] {
+                f.extend([("entry", *name), ("file", "new")]);
+            }
+            f
+        };
+        // What changes, the parent, the fields, and the line that says so.
+        type Case<'a> = (&'a str, Key, Vec<(&'a str, &'a str)>, &'a str);
+        let cases: Vec<Case<'_>> = vec![
+            ("the parent", other, before.to_vec(), "parent step changed"),
+            (
+                "a file's content",
+                root,
+                with(6, ("file", "3")),
+                "1 file changed (app/b)",
+            ),
+            (
+                "a file's mode",
+                root,
+                with(5, ("mode", "755")),
+                "1 file changed (app/b)",
+            ),
+            (
+                "files added and removed",
+                root,
+                files(1),
+                "3 files changed (app/1, app/a, app/b)",
+            ),
+            (
+                "more than three",
+                root,
+                files(2),
+                "4 files changed (app/1, app/2, app/a, …)",
+            ),
+            (
+                "a variable",
+                root,
+                with(1, ("env", "A=2")),
+                "build arg A changed",
+            ),
+            (
+                "a new variable in place of one",
+                root,
+                with(1, ("env", "B=1")),
+                "environment variable B changed",
+            ),
+            (
+                "another field",
+                root,
+                with(0, ("dest", "/srv/")),
+                "dest changed",
+            ),
+            (
+                "nothing",
+                root,
+                before.to_vec(),
+                "the earlier result is gone from the store",
+            ),
+        ];
+        let before = summary(&root, before);
+        let args = std::collections::BTreeMap::from([("A".to_owned(), "1".to_owned())]);
+        for (what, parent, fields, want) in cases {
+            assert_eq!(
+                summary(&parent, &fields).explain(&before, &args),
+                want,
+                "{what}"
+            );
+        }
+        let env_only = summary(&root, &[("env", "A=2")]);
+        let no_args = std::collections::BTreeMap::new();
+        let env_before = summary(&root, &[("env", "A=1")]);
+        assert_eq!(
+            env_only.explain(&env_before, &no_args),
+            "environment variable A changed"
+        );
+    }
 }
