@@ -3,7 +3,6 @@
 //! ([`build`]), RUN in its sandbox ([`sandbox`]), the build cache ([`cache`]) and outputs
 //! ([`output`]).
 
-mod add_archive;
 pub mod build;
 pub mod cache;
 pub mod container;
@@ -12,10 +11,9 @@ mod context_mount;
 pub mod copy;
 pub mod envindex;
 pub mod error;
-pub mod from_meta;
+mod fsutil;
 pub mod history;
 pub mod ignore;
-pub mod memo;
 pub mod meta;
 pub mod output;
 mod progress;
@@ -24,5 +22,6 @@ mod run;
 pub mod sandbox;
 pub mod users;
 
+pub use copy::from_meta;
 pub use error::{Error, Result};
 pub use run::SECRET_LIMIT;

@@ -1,8 +1,9 @@
-//! Which paths a COPY source names and where each lands, as BuildKit decides: `--parents`
-//! sources with their `/./` pivot and `**` include patterns, and the destination decided
-//! source by source (BuildKit copies each source on its own to the destination as written).
+//! Which paths a `--parents` COPY source names, as BuildKit decides: the `/./` pivot and `**`
+//! include patterns.
 
-use super::{SourceRoot, clean, err, has_wildcard, join, resolve_in_root};
+use super::error::err;
+use super::path::{clean, has_wildcard, join, resolve_in_root};
+use super::root::SourceRoot;
 use crate::error::Result;
 
 /// A path a `--parents` source matched: `rel` in the source root, of which what follows
@@ -105,62 +106,6 @@ pub(super) fn expand_parents(from: &SourceRoot<'_>, src: &str) -> Result<(Vec<Ke
     Ok((out, found))
 }
 
-/// The destination as the sources of one COPY leave it, one after the other: a directory
-/// (written with a trailing slash, one in the image, or made by a directory source) takes
-/// each file by its name; otherwise a file source becomes the destination itself, and a
-/// later one replaces it.
-#[derive(Debug)]
-pub(super) struct Dest {
-    /// Its place in the image (symlinks resolved), and as written, for errors.
-    rel: String,
-    shown: String,
-    is_dir: bool,
-    /// A file source was copied as the destination itself.
-    is_file: bool,
-}
-
-impl Dest {
-    pub fn new(rel: String, shown: String, is_dir: bool) -> Dest {
-        Dest {
-            rel,
-            shown,
-            is_dir,
-            is_file: false,
-        }
-    }
-
-    pub fn is_dir(&self) -> bool {
-        self.is_dir
-    }
-
-    /// Where a file source named `name` lands, and whether it replaces the destination file
-    /// an earlier source wrote.
-    pub fn file(&mut self, name: &str) -> Result<(String, bool)> {
-        if self.is_dir {
-            if name.is_empty() {
-                return Err(err(format!(
-                    "the source gives no file name: name the file in the destination, not {}",
-                    self.shown
-                )));
-            }
-            return Ok((join(&self.rel, name), false));
-        }
-        let replaces = self.is_file;
-        self.is_file = true;
-        Ok((self.rel.clone(), replaces))
-    }
-
-    /// A directory source (or an archive ADD unpacks) fills the destination as a directory:
-    /// onto a file an earlier source wrote it fails, as fsutil's copy does.
-    pub fn dir(&mut self) -> Result<()> {
-        if self.is_file {
-            return Err(err(format!("cannot copy to non-directory: {}", self.shown)));
-        }
-        self.is_dir = true;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,22 +126,5 @@ mod tests {
                 "{src}"
             );
         }
-    }
-
-    #[test]
-    fn the_destination_follows_the_sources_in_order() {
-        let mut d = Dest::new("f".into(), "/f".into(), false);
-        assert_eq!(d.file("a").unwrap(), ("f".to_owned(), false));
-        assert_eq!(d.file("b").unwrap(), ("f".to_owned(), true));
-        assert!(
-            d.dir()
-                .unwrap_err()
-                .to_string()
-                .contains("non-directory: /f")
-        );
-        let mut d = Dest::new("m".into(), "/m".into(), false);
-        d.dir().unwrap();
-        assert_eq!(d.file("a").unwrap(), ("m/a".to_owned(), false));
-        assert!(d.file("").is_err());
     }
 }

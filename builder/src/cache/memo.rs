@@ -100,6 +100,15 @@ impl FileMemo {
         }
     }
 
+    /// A memo that trusts files changed a moment ago: a test's files all are.
+    #[cfg(test)]
+    pub(crate) fn trusting(dir: PathBuf) -> FileMemo {
+        FileMemo {
+            racy_ns: 0,
+            ..FileMemo::new(dir)
+        }
+    }
+
     /// Remembers digests for files under `root` (absolute), starting to read what earlier
     /// builds learned about it on a thread of its own. Files elsewhere are hashed each time.
     pub fn watch(&self, root: &Path) {
@@ -320,7 +329,7 @@ fn write_table(path: &Path, t: &Table, generation: u32) -> io::Result<()> {
         out.extend_from_slice(&e.generation.to_le_bytes());
         out.extend_from_slice(&e.digest);
     }
-    crate::cache::write_atomic(path, &cairn_layers::digest::seal(out))
+    crate::fsutil::write_atomic(path, &cairn_layers::digest::seal(out))
 }
 
 #[cfg(test)]

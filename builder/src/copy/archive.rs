@@ -10,7 +10,9 @@ use std::path::Path;
 
 use cairn_layers::listing::{DirMeta, Kind, Listing, TreeView};
 
-use crate::copy::{CopyRequest, append_dir, clean, join};
+use super::entry::{append_dir, append_symlink};
+use super::error::io_err;
+use super::path::{clean, join};
 use crate::error::{Error, Result};
 use crate::users::Owner;
 
@@ -46,17 +48,20 @@ fn place(view: &TreeView, comps: &[String], shown: &str) -> Result<(String, Stri
     Ok((parent.clone(), join(&parent, last)))
 }
 
-/// Writes one archive's entries under `root`, with their owners unless --chown gives one;
-/// the directories written go to `written`. `now` dates the directories it makes.
+/// Writes the entries of the archive at `path` under `root`, with their owners unless
+/// --chown gives one (`owner`; root is none), times no later than `clamp_mtime`
+/// (SOURCE_DATE_EPOCH); the directories written go to `written`. `now` dates the directories
+/// it makes.
 pub(crate) fn append_archive<W: Write>(
     tar: &mut tar::Builder<W>,
-    reader: Box<dyn Read>,
     path: &Path,
     root: &mut ArchiveRoot,
-    req: &CopyRequest,
+    owner: Owner,
+    clamp_mtime: Option<i64>,
     now: u64,
     written: &mut BTreeMap<String, DirMeta>,
 ) -> Result<()> {
+    let reader = open_archive(path)?;
     let bad = |e: std::io::Error| err(format!("failed to read archive {}: {e}", path.display()));
     let write_err = |target: &str, e: std::io::Error| {
         err(format!("failed to write {target} to the layer: {e}"))
@@ -67,14 +72,14 @@ pub(crate) fn append_archive<W: Write>(
         if !written.contains_key(&root.dest) {
             let meta = DirMeta {
                 mode: 0o755,
-                uid: req.owner.uid.into(),
-                gid: req.owner.gid.into(),
+                uid: owner.uid.into(),
+                gid: owner.gid.into(),
                 mtime: now,
             };
             append_dir(tar, written, &root.dest, None, meta)?;
         }
     }
-    let chown = req.owner != (Owner { uid: 0, gid: 0 });
+    let chown = owner != (Owner { uid: 0, gid: 0 });
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
@@ -89,7 +94,7 @@ pub(crate) fn append_archive<W: Write>(
             continue;
         }
         // Extended attributes, kept as BuildKit keeps them (best effort when unpacking).
-        let xattrs = crate::from_meta::pax_xattrs(&mut entry).map_err(bad)?;
+        let xattrs = super::from_meta::pax_xattrs(&mut entry).map_err(bad)?;
         let (parent, rel) = place(&root.view, &comps, &name)?;
         // Missing directories above the entry: made by the untar 0755 and owned by root,
         // --chown or not (it is for the archive's entries).
@@ -122,10 +127,10 @@ pub(crate) fn append_archive<W: Write>(
         h.set_gid(gid);
         h.set_mtime(mtime);
         if chown {
-            h.set_uid(req.owner.uid.into());
-            h.set_gid(req.owner.gid.into());
+            h.set_uid(owner.uid.into());
+            h.set_gid(owner.gid.into());
         }
-        if let Some(c) = req.clamp_mtime {
+        if let Some(c) = clamp_mtime {
             h.set_mtime(h.mtime().unwrap_or(0).min(c.max(0) as u64));
         }
         let kind = h.entry_type();
@@ -145,7 +150,7 @@ pub(crate) fn append_archive<W: Write>(
             root.view
                 .apply(&Listing(vec![(rel.clone(), Kind::Symlink(shown))]));
             pax(tar)?;
-            crate::copy::append_symlink(tar, &mut h, Path::new(&target), &link)?;
+            append_symlink(tar, &mut h, Path::new(&target), &link)?;
         } else if kind.is_hard_link() {
             // The link's target is an entry already extracted, named from the root too.
             let link = entry
@@ -177,6 +182,41 @@ pub(crate) fn append_archive<W: Write>(
         // Devices and fifos are left out, as before: a rootless build cannot make them.
     }
     Ok(())
+}
+
+/// A local file's bytes, decompressed when it is gzip, bzip2, xz or zstd (sniffed from its
+/// first bytes, as Docker's ADD does).
+fn open_archive(path: &Path) -> Result<Box<dyn Read>> {
+    let mut f = std::fs::File::open(path).map_err(io_err("open", path))?;
+    let mut head = [0u8; 6];
+    let n = f.read(&mut head).map_err(io_err("read", path))?;
+    let f = std::fs::File::open(path).map_err(io_err("open", path))?;
+    let head = &head[..n];
+    Ok(if head.starts_with(b"BZh") {
+        Box::new(bzip2::read::MultiBzDecoder::new(std::io::BufReader::new(f)))
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Box::new(liblzma::read::XzDecoder::new_multi_decoder(
+            std::io::BufReader::new(f),
+        ))
+    } else {
+        cairn_layers::compress::decompress_detected(f)?.1
+    })
+}
+
+/// Whether a local file is a tar archive (plain or compressed), which ADD unpacks.
+pub(super) fn is_archive(path: &Path) -> Result<bool> {
+    let mut plain = open_archive(path)?;
+    let mut block = [0u8; 512];
+    let mut filled = 0;
+    while filled < block.len() {
+        match plain.read(&mut block[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            // A corrupt compressed stream is not an archive; ADD copies the file as it is.
+            Err(_) => return Ok(false),
+        }
+    }
+    Ok(filled == block.len() && &block[257..262] == b"ustar")
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use cairn_layers::compress::{self, Compression};
 use cairn_layers::image::Descriptor;
 use cairn_layers::whiteout::{self, Name};
 
-use crate::copy::{clean, join};
+use super::path::{clean, join};
 use crate::error::{Error, Result};
 
 /// A path's owner and extended attributes (PAX `SCHILY.xattr.*` records, key and value).

@@ -1,0 +1,24 @@
+//! The build cache: chained step keys, the records of what a step made, and the memo of file
+//! content digests keyed by file metadata.
+//!
+//! A step's key hashes its parent step's key and, framed field by field, everything the step's
+//! result depends on (see [`schema`] for every field). A record under the key holds the
+//! layer the step made and its history entry; a hit adds that layer without running the step.
+//! Records live in `<store>/buildcache/records/<key>.json`, the memo in
+//! `<store>/buildcache/memo/` (see [`memo`]).
+//!
+//! [`schema`] lists every field of every kind of step's key; `key.rs` makes keys and explains
+//! misses; `records.rs` holds the [`Cache`] and what it keeps on disk; `transfer.rs` imports
+//! and exports caches (`--cache-from`, `--cache-to`); `prune.rs` evicts.
+
+mod key;
+pub mod memo;
+mod prune;
+mod records;
+pub mod schema;
+mod transfer;
+
+pub use key::{Key, KeyHasher, Summary, SummaryParts};
+pub use prune::{CachePruned, PrunePolicy};
+pub use records::{Cache, LayerRecord, Record, RemoteFetch, file_digests};
+pub use transfer::{CACHE_CONFIG, CacheExport, CacheImport, INLINE_FIELD, import_registry};

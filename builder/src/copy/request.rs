@@ -1,0 +1,51 @@
+//! What a COPY or ADD asks for, its words expanded: sources, destination, options.
+
+use std::path::PathBuf;
+
+use super::error::err;
+use crate::error::Result;
+use crate::users::Owner;
+
+/// One thing to copy: a path in the source root, literal content (a heredoc), or a file from
+/// outside the source root (ADD's download), written as a regular file named `name`.
+#[derive(Debug, Clone)]
+pub enum CopySource {
+    Path(String),
+    Content {
+        name: String,
+        data: Vec<u8>,
+    },
+    /// Mode 0600 before `--chmod`, as Docker gives an ADD from a URL; `mtime` in seconds.
+    File {
+        name: String,
+        path: PathBuf,
+        mtime: i64,
+    },
+}
+
+/// A COPY or ADD, its words already expanded.
+#[derive(Debug, Clone)]
+pub struct CopyRequest {
+    pub sources: Vec<CopySource>,
+    /// As written (relative to `workdir` unless absolute); a trailing `/` means a directory.
+    pub dest: String,
+    pub workdir: String,
+    pub owner: Owner,
+    /// `--chmod`, octal or symbolic.
+    pub chmod: Option<String>,
+    /// SOURCE_DATE_EPOCH: no mtime later than this.
+    pub clamp_mtime: Option<i64>,
+    /// ADD: unpack local tar archives into the destination.
+    pub unpack_archives: bool,
+    /// `--parents`: keep each source's directories (`a/b/f` lands at `DEST/a/b/f`).
+    pub parents: bool,
+    /// `--exclude`: .dockerignore-style patterns, matched against paths below each source and
+    /// against each source itself.
+    pub excludes: Vec<String>,
+}
+
+/// Applies `--chmod` (octal, or symbolic as BuildKit reads it) to a mode.
+pub fn apply_chmod(spec: &str, mode: u32, is_dir: bool) -> Result<u32> {
+    let m = cairn_parser::chmod::Mode::parse(spec).map_err(|e| err(e.to_string()))?;
+    Ok(m.apply(mode, is_dir))
+}
