@@ -17,11 +17,15 @@ pub mod history;
 pub mod ignore;
 pub mod memo;
 pub mod meta;
+mod options;
 pub mod output;
+mod plan;
 mod progress;
 pub mod remote;
 mod run;
 pub mod sandbox;
+mod stage;
+mod step;
 pub mod users;
 
 pub use error::{Error, Result};

@@ -1,7 +1,34 @@
-//! Byte counting for steps that stream their sources into a layer, reported a few times a second.
+//! Progress of a build: the events the CLI renders, and byte counting for steps that stream
+//! their sources into a layer, reported a few times a second.
 
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
+
+/// Progress of a build, for the CLI to render.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A step starts: `id` numbers steps across the build; `stage` names its stage.
+    Step {
+        id: usize,
+        stage: String,
+        index: usize,
+        total: usize,
+        text: String,
+    },
+    /// A step finished after `seconds`.
+    Done { id: usize, seconds: f64 },
+    /// A step's result came from the cache.
+    Cached { id: usize },
+    /// Why a step's result could not come from the cache (one line).
+    Miss { id: usize, reason: String },
+    /// How far a COPY or ADD has got through the bytes of its sources: sent a few times a
+    /// second while it writes its layer, the last time with `done == total`.
+    Bytes { id: usize, done: u64, total: u64 },
+    /// A line a step's process wrote (RUN's output).
+    Log { id: usize, line: String },
+    /// Something the user should know once (the sandbox's set-up, for instance).
+    Warning(String),
+}
 
 /// How often a step reports its bytes: enough for a bar to move smoothly, few enough events that
 /// a 1 GiB COPY sends tens, not thousands.

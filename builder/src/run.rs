@@ -8,11 +8,13 @@ use cairn_layers::layer::write_layer_reusing;
 use cairn_parser::instruction::{Command, Instruction, NetworkMode, Run};
 use cairn_parser::mount::{CacheSharing, Mount, MountType};
 
-use crate::build::{Ctx, Event, Outcome, StageState, add_layer, at};
 use crate::context_mount::ContextMount;
 use crate::error::{Error, Result, io_err};
 use crate::meta;
+use crate::progress::Event;
 use crate::sandbox::{self, MountSpec, Network, RootSpec, RunSpec, Sandbox, Stdio3, Tail};
+use crate::stage::StageState;
+use crate::step::ctx::{Ctx, Outcome, add_layer, at};
 use crate::users;
 
 /// The most a secret may hold, in bytes (BuildKit's limit): a secret is a token or a key, and
@@ -169,7 +171,7 @@ pub(crate) fn run_step(
         }
     }
     let (key, summary) = key.finish_with_summary();
-    if crate::build::use_cached(cx, st, &key, summary, step_id)? {
+    if crate::step::ctx::use_cached(cx, st, &key, summary, step_id)? {
         return Ok(Outcome::Cached);
     }
     let sb = sandbox(cx).map_err(|e| fail(e.to_string()))?;
@@ -366,7 +368,7 @@ pub(crate) fn run_step(
     let recorded;
     match layer {
         Some(Some(layer)) if layer.uncompressed_size > 1024 => {
-            recorded = Some(crate::build::layer_record(&layer));
+            recorded = Some(crate::step::ctx::layer_record(&layer));
             cx.cache
                 .put_last_layer(&st.position, &layer.descriptor.digest)?;
             if run_dir.keep.is_dir() {
@@ -387,16 +389,16 @@ pub(crate) fn run_step(
         // nothing, or a bare end-of-archive.)
         _ => {
             let layer = cairn_layers::layer::write_layer(store, opts.compression, |w| {
-                crate::build::dirs_tar(w, &[])
+                crate::step::workdir::dirs_tar(w, &[])
             })?;
-            recorded = Some(crate::build::layer_record(&layer));
+            recorded = Some(crate::step::ctx::layer_record(&layer));
             add_layer(st, layer, None, ins, created)?;
             if let Some(h) = st.config.history.last_mut() {
                 h.created_by = Some(created_by);
             }
         }
     }
-    crate::build::record(cx, st, key, recorded, None)?;
+    crate::step::ctx::record(cx, st, key, recorded, None)?;
     Ok(Outcome::Ran)
 }
 
@@ -411,7 +413,7 @@ fn mount_source_identity(cx: &Ctx<'_>, m: &Mount, step_id: usize) -> Result<Stri
                 return Ok(format!("stage:{}:{rel}", r.key.hex()));
             }
             match cx.opts.contexts.get(from) {
-                Some(crate::build::NamedContext::Dir(d)) => d.clone(),
+                Some(crate::options::NamedContext::Dir(d)) => d.clone(),
                 _ => {
                     let manifest = cx
                         .image(from, step_id, || {
@@ -783,11 +785,11 @@ fn from_root(cx: &Ctx<'_>, from: &str, base: &Path) -> Result<(PathBuf, String)>
         // A stage whose last layers are not applied yet: its files, complete, in a copy.
         let dir = base.join(format!("from-stage-{i}"));
         if !dir.exists() {
-            crate::build::unpack_layers(cx.store, &r.layers, &dir)?;
+            crate::stage::unpack_layers(cx.store, &r.layers, &dir)?;
         }
         return Ok((dir, identity));
     }
-    if let Some(crate::build::NamedContext::Dir(d)) = cx.opts.contexts.get(from) {
+    if let Some(crate::options::NamedContext::Dir(d)) = cx.opts.contexts.get(from) {
         return Ok((d.clone(), format!("dir:{}", d.display())));
     }
     // The step's key has named the image already (pulling it if need be), so this finds it
@@ -803,7 +805,7 @@ fn from_root(cx: &Ctx<'_>, from: &str, base: &Path) -> Result<(PathBuf, String)>
     let img = cx.store.image(&manifest)?;
     let dir = base.join(format!("from-{}", img.id().hex()));
     if !dir.exists() {
-        crate::build::unpack_layers(cx.store, &img.manifest.layers, &dir)?;
+        crate::stage::unpack_layers(cx.store, &img.manifest.layers, &dir)?;
     }
     Ok((dir, format!("image:{}", img.id())))
 }

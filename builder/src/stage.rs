@@ -1,0 +1,215 @@
+//! A stage's state while it is built (config, layers, a lazily applied filesystem and a view of
+//! its directories), its result once it is, and the built image.
+//!
+//! Each stage keeps a flattened copy of its filesystem in a private work directory (the copy
+//! snapshotter's view), used to decide COPY destinations, to look up `--chown` names and as
+//! the source of `COPY --from`. The work directory goes away when the build ends, whatever way.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use cairn_layers::apply::{ApplyOptions, Whiteouts, apply_layer};
+use cairn_layers::compress::{self, Compression};
+use cairn_layers::image::{Descriptor, ImageConfig};
+use cairn_layers::listing::DirMeta;
+use cairn_layers::{IdMap, Store};
+
+use crate::error::{Error, Result};
+use crate::meta::MetaState;
+
+/// The built image.
+#[derive(Debug)]
+pub struct Built {
+    pub manifest: Descriptor,
+    pub config: ImageConfig,
+    /// The target stage's filesystem, until the build value is dropped; see [`Built::rootfs`].
+    pub(crate) rootfs: PathBuf,
+    /// Layers not yet applied to `rootfs`.
+    pub(crate) pending: std::sync::Mutex<Vec<Descriptor>>,
+    pub(crate) _work: std::sync::Arc<WorkDir>,
+}
+
+impl Built {
+    /// The target stage's complete filesystem (applying its last layers now if needed).
+    pub fn rootfs(&self, store: &Store) -> Result<&Path> {
+        let mut pending = self.pending.lock().map_err(|_| Error::Instruction {
+            instruction: "build".into(),
+            message: "the build's state was poisoned by a panic".into(),
+        })?;
+        if !pending.is_empty() {
+            unpack_layers(store, &pending, &self.rootfs)?;
+            pending.clear();
+        }
+        Ok(&self.rootfs)
+    }
+}
+
+/// A directory removed when dropped.
+#[derive(Debug)]
+pub(crate) struct WorkDir(pub(crate) PathBuf);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = make_writable_and_remove(&self.0);
+    }
+}
+
+pub(crate) fn make_writable_and_remove(path: &Path) -> std::io::Result<()> {
+    if std::fs::remove_dir_all(path).is_ok() || !path.exists() {
+        return Ok(());
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for e in walkdir::WalkDir::new(path).into_iter().flatten() {
+        if e.file_type().is_dir() {
+            let _ = std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o700));
+        }
+    }
+    std::fs::remove_dir_all(path)
+}
+
+/// One stage's state while it is built.
+pub(crate) struct StageState {
+    pub(crate) config: ImageConfig,
+    pub(crate) layers: Vec<Descriptor>,
+    pub(crate) rootfs: PathBuf,
+    /// Layers this stage made that are not yet applied to `rootfs`: applying is deferred until
+    /// a step reads file contents, so no COPY is written to disk twice for nothing.
+    pub(crate) pending: Vec<Descriptor>,
+    /// The stage's directories and symlinks, which is all COPY's destination rules need:
+    /// nothing is unpacked for them.
+    pub(crate) view: StageView,
+    pub(crate) args: BTreeMap<String, String>,
+    pub(crate) meta: MetaState,
+    /// The cache key of the last step, and whether every step so far came from the cache.
+    pub(crate) key: crate::cache::Key,
+    pub(crate) all_hits: bool,
+    /// `--no-cache` or `--no-cache-filter` names this stage.
+    pub(crate) no_cache: bool,
+    /// Where the current step is (Dockerfile, stage, step), to explain a miss by what changed
+    /// since the step last ran.
+    pub(crate) position: String,
+    /// The stage's index in the Dockerfile.
+    pub(crate) index: usize,
+}
+
+impl StageState {
+    /// Brings `rootfs` up to date with every layer of the stage.
+    pub(crate) fn settle(&mut self, store: &Store) -> Result<()> {
+        if !self.pending.is_empty() {
+            unpack_layers(store, &self.pending, &self.rootfs)?;
+            self.pending.clear();
+        }
+        Ok(())
+    }
+
+    /// Brings `rootfs` up to date at `prefixes` only (see `apply_layer_under`); true when
+    /// that is what happened, false when it had to apply everything after all.
+    pub(crate) fn settle_under(&mut self, store: &Store, prefixes: &[String]) -> Result<bool> {
+        let opts = view_apply_options();
+        let mut partial = true;
+        for l in &self.pending {
+            let c = Compression::from_media_type(&l.media_type)
+                .ok_or_else(|| cairn_layers::Error::MediaType(l.media_type.clone()))?;
+            let plain = compress::decompress(store.open_blob(&l.digest)?, c)?;
+            if cairn_layers::apply::apply_layer_under(plain, &self.rootfs, &opts, prefixes)?
+                .is_none()
+            {
+                partial = false;
+                break;
+            }
+        }
+        if !partial {
+            unpack_layers(store, &self.pending, &self.rootfs)?;
+        }
+        self.pending.clear();
+        Ok(partial)
+    }
+}
+
+/// The built form of a finished stage, for FROM and COPY --from.
+#[derive(Clone)]
+pub(crate) struct StageResult {
+    pub(crate) config: ImageConfig,
+    pub(crate) layers: Vec<Descriptor>,
+    pub(crate) rootfs: PathBuf,
+    pub(crate) pending: Vec<Descriptor>,
+    /// `rootfs` is complete only at these paths (the ones the build's COPY --from name).
+    pub(crate) partial: Option<Vec<String>>,
+    pub(crate) key: crate::cache::Key,
+    pub(crate) all_hits: bool,
+    /// The stage's build args and their state, which `FROM <stage>` starts from.
+    pub(crate) args: BTreeMap<String, String>,
+    pub(crate) meta: MetaState,
+}
+
+pub(crate) fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// The directories and symlinks of a stage's image, put together from its layers' tar
+/// headers and the directories its COPY layers add, when a step first asks.
+#[derive(Debug, Default)]
+pub(crate) struct StageView {
+    tree: cairn_layers::listing::TreeView,
+    todo: Vec<ViewPart>,
+}
+
+#[derive(Debug)]
+pub(crate) enum ViewPart {
+    Dirs(Vec<(String, DirMeta)>),
+    Layer(Descriptor),
+}
+
+impl StageView {
+    /// A layer whose entries the view takes from its tar headers.
+    pub(crate) fn add_layer(&mut self, layer: &Descriptor) {
+        self.todo.push(ViewPart::Layer(layer.clone()));
+    }
+
+    /// The directories a layer adds, known without reading it.
+    pub(crate) fn add_dirs(&mut self, dirs: impl IntoIterator<Item = (String, DirMeta)>) {
+        self.todo.push(ViewPart::Dirs(dirs.into_iter().collect()));
+    }
+
+    /// The view with every layer so far in it.
+    pub(crate) fn tree(
+        &mut self,
+        cache: &crate::cache::Cache,
+        store: &Store,
+    ) -> Result<&cairn_layers::listing::TreeView> {
+        for part in std::mem::take(&mut self.todo) {
+            match part {
+                ViewPart::Dirs(dirs) => dirs.iter().for_each(|(d, m)| self.tree.add_dir(d, *m)),
+                ViewPart::Layer(l) => self.tree.apply(&cache.layer_listing(store, &l)?),
+            }
+        }
+        Ok(&self.tree)
+    }
+}
+
+/// Applies an image's layers, in order, onto `dir`.
+pub(crate) fn unpack_layers(store: &Store, layers: &[Descriptor], dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        action: "create",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let opts = view_apply_options();
+    for l in layers {
+        let c = Compression::from_media_type(&l.media_type)
+            .ok_or_else(|| cairn_layers::Error::MediaType(l.media_type.clone()))?;
+        let plain = compress::decompress(store.open_blob(&l.digest)?, c)?;
+        apply_layer(plain, dir, &opts)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn view_apply_options() -> ApplyOptions {
+    ApplyOptions {
+        whiteouts: Whiteouts::Apply,
+        id_map: IdMap::identity(),
+        // Owners matter in the layers, which carry them in their headers; this view is only
+        // read, so a rootless build keeps its own uid here.
+        chown: is_root(),
+    }
+}

@@ -1,0 +1,219 @@
+//! What every step reads ([`Ctx`]) and what they share: the cache hit or record of a step,
+//! a new layer joining the stage, a file owner, and errors pointing at the instruction.
+
+use std::collections::BTreeMap;
+
+use cairn_layers::Store;
+use cairn_layers::image::{Descriptor, History, ImageConfig};
+use cairn_layers::listing::DirMeta;
+use cairn_parser::expand::Lexer;
+use cairn_parser::instruction::Instruction;
+use cairn_parser::{Dockerfile, ErrorKind, ParseError, Span};
+
+use crate::context::BuildContext;
+use crate::error::{Error, Result};
+use crate::options::BuildOptions;
+use crate::progress::Event;
+use crate::sandbox::Sandbox;
+use crate::stage::{StageResult, StageState};
+use crate::users;
+
+/// What every step of a build reads.
+pub(crate) struct Ctx<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) opts: &'a BuildOptions,
+    pub(crate) context: &'a BuildContext,
+    pub(crate) df: &'a Dockerfile,
+    pub(crate) globals: &'a BTreeMap<String, String>,
+    pub(crate) results: &'a BTreeMap<usize, StageResult>,
+    pub(crate) lexer: &'a Lexer,
+    pub(crate) epoch: Option<i64>,
+    /// Made at the first RUN and shared by the rest of the build.
+    pub(crate) sandbox: &'a std::sync::OnceLock<std::result::Result<Sandbox, String>>,
+    pub(crate) progress: &'a (dyn Fn(Event) + Sync),
+    /// The stages this build runs, and the one whose image it makes.
+    pub(crate) building: &'a std::collections::BTreeSet<usize>,
+    pub(crate) target: usize,
+    pub(crate) cache: &'a crate::cache::Cache,
+    /// Images this build pulled, by name, so `--pull` asks each registry once.
+    pub(crate) pulled: &'a std::sync::Mutex<BTreeMap<String, Descriptor>>,
+}
+
+/// How a step got its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// It ran (and its result is recorded in the cache).
+    Ran,
+    /// Its recorded result was used.
+    Cached,
+    /// A metadata step: worked out again every time, it costs nothing.
+    Meta,
+}
+
+/// Where an instruction's error points: its span in the Dockerfile, with the caret.
+pub(crate) fn at(
+    opts: &BuildOptions,
+    span: Span,
+    instruction: &str,
+    message: impl Into<String>,
+) -> Error {
+    let e = ParseError {
+        kind: Box::new(ErrorKind::Instruction {
+            instruction: instruction.to_owned(),
+            message: message.into(),
+        }),
+        file: String::new(),
+        span,
+        line_text: String::new(),
+    };
+    Error::Parse(e.with_source(&opts.dockerfile_name, &opts.dockerfile))
+}
+
+/// A hit for `key` (unless the stage runs uncached): the recorded layer and history entry
+/// join the stage, and the chain moves on to `key`.
+pub(crate) fn use_cached(
+    cx: &Ctx<'_>,
+    st: &mut StageState,
+    key: &crate::cache::Key,
+    summary: crate::cache::SummaryParts,
+    step_id: usize,
+) -> Result<bool> {
+    let found = if st.no_cache {
+        None
+    } else {
+        cx.cache.get(cx.store, key)
+    };
+    let Some(rec) = found else {
+        let summary = summary.build();
+        // Say why, when this step ran before with other inputs.
+        if !st.no_cache
+            && let Some(before) = cx.cache.last_summary(&st.position)
+        {
+            (cx.progress)(Event::Miss {
+                id: step_id,
+                reason: summary.explain(&before, &st.args),
+            });
+        }
+        cx.cache.put_summary(&st.position, &summary)?;
+        return Ok(false);
+    };
+    cx.cache.touch(key, &rec, st.index);
+    cx.cache.mark_used(key);
+    if let Some(l) = rec.layer {
+        st.pending.push(l.descriptor.clone());
+        if rec.listed {
+            st.view.add_layer(&l.descriptor);
+        } else {
+            st.view.add_dirs(rec.dirs);
+        }
+        st.config.rootfs.diff_ids.push(l.diff_id);
+        st.layers.push(l.descriptor);
+    }
+    st.config.history.push(rec.history);
+    st.key = *key;
+    Ok(true)
+}
+
+/// What the step that just ran made, recorded under `key`: its layer (if any) and the last
+/// history entry.
+pub(crate) fn record(
+    cx: &Ctx<'_>,
+    st: &mut StageState,
+    key: crate::cache::Key,
+    layer: Option<crate::cache::LayerRecord>,
+    dirs: Option<Vec<(String, DirMeta)>>,
+) -> Result<()> {
+    let history = st.config.history.last().cloned().unwrap_or_default();
+    let rec = crate::cache::Record {
+        layer,
+        history,
+        listed: dirs.is_none(),
+        dirs: dirs.unwrap_or_default(),
+    };
+    cx.cache.put(&key, &rec)?;
+    cx.cache.confirm_summary(&st.position)?;
+    cx.cache.touch(&key, &rec, st.index);
+    st.key = key;
+    Ok(())
+}
+
+pub(crate) fn layer_record(l: &cairn_layers::layer::StoredLayer) -> crate::cache::LayerRecord {
+    crate::cache::LayerRecord {
+        descriptor: l.descriptor.clone(),
+        diff_id: l.diff_id.clone(),
+        uncompressed_size: l.uncompressed_size,
+    }
+}
+
+/// Records a new layer in the stage: applied to its filesystem, added to its image.
+pub(crate) fn add_layer(
+    st: &mut StageState,
+    layer: cairn_layers::layer::StoredLayer,
+    dirs: Option<BTreeMap<String, DirMeta>>,
+    ins: &Instruction,
+    created: String,
+) -> Result<()> {
+    st.pending.push(layer.descriptor.clone());
+    // A RUN's directories are known only from its layer's tar headers.
+    match dirs {
+        Some(dirs) => st.view.add_dirs(dirs),
+        None => st.view.add_layer(&layer.descriptor),
+    }
+    st.config.rootfs.diff_ids.push(layer.diff_id);
+    st.layers.push(layer.descriptor);
+    st.config.history.push(History {
+        created: Some(created),
+        created_by: Some(format!("{} # buildkit", ins.original)),
+        comment: Some("buildkit.dockerfile.v0".into()),
+        ..History::default()
+    });
+    Ok(())
+}
+
+/// The owner a file operation gives as `spec` (`--chown`, WORKDIR's USER), names looked up in
+/// the stage's own /etc/passwd and /etc/group (settled first); a name the image lacks is id 0,
+/// as in BuildKit, and a warning naming `what` and the Dockerfile line.
+pub(crate) fn file_owner(
+    cx: &Ctx<'_>,
+    st: &mut StageState,
+    ins: &Instruction,
+    spec: &str,
+    what: &str,
+) -> Result<users::Owner> {
+    if spec.bytes().any(|b| !b.is_ascii_digit() && b != b':') {
+        st.settle(cx.store)?;
+    }
+    let (owner, missing) = users::resolve_file_owner(spec, &st.rootfs)
+        .map_err(|e| at(cx.opts, ins.span, ins.keyword(), format!("{what}: {}", e.0)))?;
+    for m in missing {
+        (cx.progress)(Event::Warning(format!(
+            "{}:{}: {what}: the image has no {m}, so id 0 is used, as BuildKit does",
+            cx.opts.dockerfile_name, ins.span.start
+        )));
+    }
+    Ok(owner)
+}
+
+pub(crate) fn push_empty(config: &mut ImageConfig, ins: &Instruction, created: String) {
+    config.history.push(History {
+        created: Some(created),
+        created_by: Some(format!("{} # buildkit", ins.original)),
+        comment: Some("buildkit.dockerfile.v0".into()),
+        empty_layer: true,
+        ..History::default()
+    });
+}
+
+pub(crate) fn inner(e: Error) -> String {
+    match e {
+        Error::Instruction { message, .. } => message,
+        other => other.to_string(),
+    }
+}
+
+pub(crate) fn strip_invalid(e: &cairn_layers::Error) -> String {
+    match e {
+        cairn_layers::Error::Invalid { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,97 @@
+//! What a name in FROM, COPY --from or RUN --mount from= stands for: a stage of this build, or
+//! an image from the store or, when it lacks one or `--pull` says so, from its registry.
+
+use cairn_layers::image::Descriptor;
+
+use super::ctx::Ctx;
+use crate::progress::Event;
+
+impl Ctx<'_> {
+    /// An image by name for FROM, COPY --from or RUN --mount from=: the store's; else, or
+    /// with `--pull` when named by tag, its registry's. `missing` words the error when there
+    /// is no registry to ask; a failed pull says what the registry said.
+    pub(crate) fn image(
+        &self,
+        name: &str,
+        step_id: usize,
+        missing: impl FnOnce() -> String,
+    ) -> std::result::Result<Descriptor, String> {
+        if let Some(d) = self.pulled.lock().ok().and_then(|p| p.get(name).cloned()) {
+            return Ok(d);
+        }
+        let stored = match self.store.resolve(name) {
+            Ok(found) => Some(found),
+            // An ID prefix of several images: saying "not in the store" would mislead.
+            Err(e @ cairn_layers::Error::Invalid { .. }) => return Err(e.to_string()),
+            Err(_) => None,
+        };
+        let reference = cairn_layers::Reference::parse(name).ok();
+        let (Some(registry), Some(reference)) = (&self.opts.registry, reference) else {
+            return stored.map(|(_, d)| d).ok_or_else(missing);
+        };
+        match stored {
+            // By ID or digest, or by tag without --pull: what the store has is the image.
+            Some((by_tag, d))
+                if !self.opts.pull || by_tag.is_none() || reference.digest().is_some() =>
+            {
+                return Ok(d);
+            }
+            _ => {}
+        }
+        let progress = self.progress;
+        progress(Event::Log {
+            id: step_id,
+            line: format!("pulling {}", reference.familiar()),
+        });
+        let events = |e: cairn_layers::registry::Event| {
+            if let Some(line) = pull_line(&e) {
+                progress(Event::Log { id: step_id, line });
+            }
+        };
+        let d = cairn_layers::registry::pull(self.store, &reference, registry, &events).map_err(
+            |e| match &stored {
+                Some(_) => format!("pulling {}: {e}", reference.familiar()),
+                // Say what the store lacked too, and the way round a registry out of reach.
+                None => format!("{} (pulling it failed: {e})", missing()),
+            },
+        )?;
+        if let Ok(mut p) = self.pulled.lock() {
+            p.insert(name.to_owned(), d.clone());
+        }
+        Ok(d)
+    }
+
+    /// The stage `name` means: a stage's name (any case) or its index.
+    pub(crate) fn stage_named(&self, name: &str) -> Option<usize> {
+        self.df
+            .stages
+            .iter()
+            .position(|s| {
+                s.name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            })
+            .or_else(|| {
+                name.parse::<usize>()
+                    .ok()
+                    .filter(|&i| i < self.df.stages.len())
+            })
+    }
+}
+
+/// A pull's progress as a step's log line: the blobs it copied and the digest it settled on.
+pub(crate) fn pull_line(e: &cairn_layers::registry::Event) -> Option<String> {
+    use cairn_layers::registry::Event as R;
+    Some(match e {
+        R::Resolved { reference, digest } => format!("resolved {reference} to {digest}"),
+        R::PlatformSelected { platform, digest } => format!("selected {platform}: {digest}"),
+        R::BlobDone { digest, size, .. } => format!("copied blob {digest} ({size} bytes)"),
+        R::Retrying {
+            what,
+            attempt,
+            error,
+        } => format!("retrying {what} (attempt {attempt} failed: {error})"),
+        R::MirrorFailed { endpoint, error } => format!("mirror {endpoint} failed: {error}"),
+        _ => return None,
+    })
+}
