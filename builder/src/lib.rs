@@ -22,11 +22,10 @@ pub mod output;
 mod plan;
 mod progress;
 pub mod remote;
-mod run;
 pub mod sandbox;
 mod stage;
 mod step;
 pub mod users;
 
 pub use error::{Error, Result};
-pub use run::SECRET_LIMIT;
+pub use step::run::SECRET_LIMIT;

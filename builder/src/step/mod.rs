@@ -4,6 +4,7 @@ pub(crate) mod args;
 pub(crate) mod copy;
 pub(crate) mod ctx;
 pub(crate) mod from;
+pub(crate) mod run;
 pub(crate) mod source;
 pub(crate) mod workdir;
 
@@ -76,7 +77,7 @@ pub(crate) fn step(
             });
             st.meta.arg_decls.extend(decls);
         }
-        InstructionKind::Run(run) => return crate::run::run_step(cx, st, ins, run, step_id),
+        InstructionKind::Run(run) => return run::run_step(cx, st, ins, run, step_id),
         InstructionKind::Copy(c) => {
             return copy_step(
                 cx,

@@ -8,13 +8,13 @@ use cairn_layers::layer::write_layer_reusing;
 use cairn_parser::instruction::{Command, Instruction, NetworkMode, Run};
 use cairn_parser::mount::{CacheSharing, Mount, MountType};
 
+use super::ctx::{Ctx, Outcome, add_layer, at};
 use crate::context_mount::ContextMount;
 use crate::error::{Error, Result, io_err};
 use crate::meta;
 use crate::progress::Event;
 use crate::sandbox::{self, MountSpec, Network, RootSpec, RunSpec, Sandbox, Stdio3, Tail};
 use crate::stage::StageState;
-use crate::step::ctx::{Ctx, Outcome, add_layer, at};
 use crate::users;
 
 /// The most a secret may hold, in bytes (BuildKit's limit): a secret is a token or a key, and
@@ -171,7 +171,7 @@ pub(crate) fn run_step(
         }
     }
     let (key, summary) = key.finish_with_summary();
-    if crate::step::ctx::use_cached(cx, st, &key, summary, step_id)? {
+    if super::ctx::use_cached(cx, st, &key, summary, step_id)? {
         return Ok(Outcome::Cached);
     }
     let sb = sandbox(cx).map_err(|e| fail(e.to_string()))?;
@@ -368,7 +368,7 @@ pub(crate) fn run_step(
     let recorded;
     match layer {
         Some(Some(layer)) if layer.uncompressed_size > 1024 => {
-            recorded = Some(crate::step::ctx::layer_record(&layer));
+            recorded = Some(super::ctx::layer_record(&layer));
             cx.cache
                 .put_last_layer(&st.position, &layer.descriptor.digest)?;
             if run_dir.keep.is_dir() {
@@ -389,16 +389,16 @@ pub(crate) fn run_step(
         // nothing, or a bare end-of-archive.)
         _ => {
             let layer = cairn_layers::layer::write_layer(store, opts.compression, |w| {
-                crate::step::workdir::dirs_tar(w, &[])
+                super::workdir::dirs_tar(w, &[])
             })?;
-            recorded = Some(crate::step::ctx::layer_record(&layer));
+            recorded = Some(super::ctx::layer_record(&layer));
             add_layer(st, layer, None, ins, created)?;
             if let Some(h) = st.config.history.last_mut() {
                 h.created_by = Some(created_by);
             }
         }
     }
-    crate::step::ctx::record(cx, st, key, recorded, None)?;
+    super::ctx::record(cx, st, key, recorded, None)?;
     Ok(Outcome::Ran)
 }
 
