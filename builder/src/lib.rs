@@ -28,4 +28,4 @@ mod step;
 pub mod users;
 
 pub use error::{Error, Result};
-pub use step::run::SECRET_LIMIT;
+pub use step::mount::SECRET_LIMIT;

@@ -4,6 +4,7 @@ pub(crate) mod args;
 pub(crate) mod copy;
 pub(crate) mod ctx;
 pub(crate) mod from;
+pub(crate) mod mount;
 pub(crate) mod run;
 pub(crate) mod source;
 pub(crate) mod workdir;
