@@ -2,8 +2,13 @@
 
 use std::collections::BTreeMap;
 
+use cairn_layers::image::{History, timestamp};
 use cairn_parser::expand::Lexer;
-use cairn_parser::instruction::ArgDef;
+use cairn_parser::instruction::{ArgDef, Instruction};
+
+use super::ctx::{Ctx, Outcome, at};
+use crate::error::Result;
+use crate::stage::StageState;
 
 /// The build args BuildKit defines for every build (TARGETPLATFORM and friends).
 pub(crate) fn platform_args() -> BTreeMap<String, String> {
@@ -55,4 +60,54 @@ pub(crate) fn arg_value(
         (None, Some(d)) => Some(lexer.process_word(d, words).map_err(|e| e.to_string())?),
         (None, None) => globals.get(&def.name).cloned(),
     })
+}
+
+/// ARG in a stage: each name's value joins the stage's args (and its environment, for the
+/// steps after it), with an empty history entry.
+pub(crate) fn step(
+    cx: &Ctx<'_>,
+    st: &mut StageState,
+    ins: &Instruction,
+    args: &[ArgDef],
+) -> Result<Outcome> {
+    let Ctx {
+        opts,
+        globals,
+        lexer,
+        epoch,
+        ..
+    } = *cx;
+    let fail = |m: String| at(opts, ins.span, ins.keyword(), m);
+    let created = timestamp(epoch);
+    // One at a time: a default expands with the ENV and the ARGs before it, and an
+    // ARG with a value then wins over an inherited ENV of its name (BuildKit's
+    // dispatchArg adds it to the state's environment).
+    let mut decls = Vec::new();
+    for def in args {
+        st.meta.env_index.sync(&st.config.config.env);
+        let words = crate::envindex::Words {
+            env: &st.config.config.env,
+            index: &st.meta.env_index,
+            args: &st.args,
+            over: &st.meta.args_over_env,
+        };
+        let value = arg_value(def, globals, &opts.build_args, lexer, &words).map_err(fail)?;
+        if let Some(v) = &value {
+            st.args.insert(def.name.clone(), v.clone());
+            st.meta.args_over_env.insert(def.name.clone());
+            st.meta.env_seq.push(def.name.clone());
+        }
+        decls.push((def.name.clone(), value));
+    }
+    // BuildKit's dispatchArg commits "ARG k=v ..." as an empty layer, without the
+    // "# buildkit" of steps with a state.
+    st.config.history.push(History {
+        created: Some(created),
+        created_by: Some(crate::history::arg_line(&decls)),
+        comment: Some("buildkit.dockerfile.v0".into()),
+        empty_layer: true,
+        ..History::default()
+    });
+    st.meta.arg_decls.extend(decls);
+    Ok(Outcome::Meta)
 }

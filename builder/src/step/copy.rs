@@ -7,7 +7,7 @@ use cairn_layers::image::{Descriptor, timestamp};
 use cairn_layers::layer::write_layer_reusing;
 use cairn_layers::listing::DirMeta;
 use cairn_parser::expand::Lexer;
-use cairn_parser::instruction::{Instruction, Source};
+use cairn_parser::instruction::{Add, Copy, Instruction, Source};
 
 use super::ctx::{
     Ctx, Outcome, add_layer, at, file_owner, inner, layer_record, record, strip_invalid, use_cached,
@@ -34,6 +34,36 @@ pub(crate) struct CopyArgs<'a> {
     /// ADD `--checksum=ALGO:HEX`, for URL sources.
     pub(crate) checksum: Option<&'a str>,
     pub(crate) is_add: bool,
+}
+
+impl<'a> CopyArgs<'a> {
+    pub(crate) fn copy(c: &'a Copy) -> Self {
+        CopyArgs {
+            parents: c.parents,
+            excludes: &c.excludes,
+            sources: &c.sources,
+            dest: &c.dest,
+            from: c.from.as_deref(),
+            chown: c.chown.as_deref(),
+            chmod: c.chmod.as_deref(),
+            checksum: None,
+            is_add: false,
+        }
+    }
+
+    pub(crate) fn add(a: &'a Add) -> Self {
+        CopyArgs {
+            parents: false,
+            excludes: &a.excludes,
+            sources: &a.sources,
+            dest: &a.dest,
+            from: None,
+            chown: a.chown.as_deref(),
+            chmod: a.chmod.as_deref(),
+            checksum: a.checksum.as_deref(),
+            is_add: true,
+        }
+    }
 }
 
 pub(crate) fn copy_step(

@@ -1,6 +1,102 @@
 //! WORKDIR's layer: the directories of the new working directory that the image lacks.
 
+use std::collections::BTreeMap;
+
+use cairn_layers::image::timestamp;
+use cairn_layers::layer::write_layer;
 use cairn_layers::listing::DirMeta;
+use cairn_parser::instruction::Instruction;
+
+use super::ctx::{Ctx, Outcome, add_layer, file_owner, layer_record, record, use_cached};
+use crate::error::Result;
+use crate::history::MetaLine;
+use crate::stage::StageState;
+use crate::users;
+
+/// WORKDIR's directories as a layer of their own (with `line` as its history), when it
+/// needs one; `None` leaves the step a metadata step.
+pub(crate) fn layer(
+    cx: &Ctx<'_>,
+    st: &mut StageState,
+    ins: &Instruction,
+    line: &MetaLine,
+    step_id: usize,
+) -> Result<Option<Outcome>> {
+    let Ctx {
+        store, opts, epoch, ..
+    } = *cx;
+    let created = timestamp(epoch);
+    // BuildKit's WORKDIR other than / is a mkdir -p as a layer of its own, empty
+    // when the directory exists (its history test: `RUN ls` and such are layers).
+    let view = crate::copy::ImageView {
+        tree: st.view.tree(cx.cache, store)?,
+    };
+    let missing = missing_dirs(&view, &st.config.config.working_dir);
+    if !missing.is_empty() || !st.config.config.working_dir.trim_matches('/').is_empty() {
+        let mtime = epoch.unwrap_or_else(|| jiff::Timestamp::now().as_second());
+        let mtime = mtime.max(0) as u64;
+        // The existing parents go in the layer as the image has them, as a COPY's
+        // do (see copy.rs): the one the first made directory is added to is
+        // dated now.
+        let mut dirs: Vec<(String, DirMeta)> = Vec::new();
+        let first = missing.first().map_or("", String::as_str);
+        let mut at = String::new();
+        for part in first.split('/').take(first.split('/').count() - 1) {
+            at = if at.is_empty() {
+                part.to_owned()
+            } else {
+                format!("{at}/{part}")
+            };
+            if let Some(meta) = view.dir(&at) {
+                dirs.push((at.clone(), meta));
+            }
+        }
+        if let Some((_, last)) = dirs.last_mut() {
+            last.mtime = mtime;
+        }
+        for (_, m) in &mut dirs {
+            m.mtime = m.mtime.min(epoch.map_or(u64::MAX, |e| e.max(0) as u64));
+        }
+        // (The view is not used past here: the owner may need the stage's files.)
+        // BuildKit makes them as the USER (its mkdir's `WithUser`), names looked
+        // up in the image's own files.
+        let user = st.config.config.user.clone();
+        let owner = if user.is_empty() || missing.is_empty() {
+            users::Owner { uid: 0, gid: 0 }
+        } else {
+            let what = format!("WORKDIR made as USER {user}");
+            file_owner(cx, st, ins, &user, &what)?
+        };
+        let made = DirMeta {
+            mode: 0o755,
+            uid: u64::from(owner.uid),
+            gid: u64::from(owner.gid),
+            mtime,
+        };
+        dirs.extend(missing.iter().map(|d| (d.clone(), made)));
+        let mut key = crate::cache::KeyHasher::new("WORKDIR", &st.key);
+        key.field("instruction", &ins.original);
+        for (d, m) in &dirs {
+            // A kept parent's time is not keyed: the chain fixes it, or it is now.
+            key.field("dir", format!("{d}\0{:o} {}:{}", m.mode, m.uid, m.gid));
+        }
+        let (key, summary) = key.finish_with_summary();
+        if use_cached(cx, st, &key, summary, step_id)? {
+            return Ok(Some(Outcome::Cached));
+        }
+        let layer = write_layer(store, opts.compression, |w| dirs_tar(w, &dirs))?;
+        let rec = layer_record(&layer);
+        let dirs: BTreeMap<String, DirMeta> = dirs.into_iter().collect();
+        let dir_list = dirs.clone().into_iter().collect();
+        add_layer(st, layer, Some(dirs), ins, created)?;
+        if let (MetaLine::Line(l), Some(h)) = (line, st.config.history.last_mut()) {
+            h.created_by = Some(l.clone());
+        }
+        record(cx, st, key, Some(rec), Some(dir_list))?;
+        return Ok(Some(Outcome::Ran));
+    }
+    Ok(None)
+}
 
 /// The directories of `path` (from the root down) that the image does not have.
 pub(crate) fn missing_dirs(view: &crate::copy::ImageView<'_>, path: &str) -> Vec<String> {
