@@ -17,7 +17,7 @@ use crate::context::BuildContext;
 use crate::error::{Error, Result};
 use crate::meta::{self, MetaState};
 use crate::plan::copy_prefixes;
-use crate::stage::{StageResult, StageState, StageView, WorkDir};
+use crate::stage::{StageResult, StageState, WorkDir};
 use crate::step::args::{declare, platform_args};
 use crate::step::ctx::{Ctx, Outcome, at};
 use crate::step::from::check_platform;
@@ -382,12 +382,6 @@ fn build_stage(
             }
         }
     };
-    // The base stays in the store: COPY's destination rules need only its directories and
-    // symlinks, read from its tar headers; files are unpacked when a step reads them.
-    let mut view = StageView::default();
-    for l in &layers {
-        view.add_layer(l);
-    }
     let mut from_key = crate::cache::KeyHasher::new("FROM", &crate::cache::Key::root());
     from_key.field("base", &base_id);
     let no_cache = opts.no_cache
@@ -416,21 +410,15 @@ fn build_stage(
     }
     // A new image starts a new history only in name: the base's history stays.
     let onbuild = config.config.on_build.take();
-    let layers_pending = layers.clone();
-    let mut st = StageState {
+    let mut st = StageState::new(
         config,
         layers,
         rootfs,
-        pending: layers_pending,
-        view,
-        args: inherited.0,
-        meta: inherited.1,
-        key: from_key.finish(),
-        all_hits: true,
+        inherited,
+        from_key.finish(),
         no_cache,
-        position: String::new(),
         index,
-    };
+    );
     progress(Event::Done {
         id: step_id,
         seconds: started.elapsed().as_secs_f64(),
@@ -498,15 +486,5 @@ fn build_stage(
             None => st.settle(store)?,
         }
     }
-    Ok(StageResult {
-        config: st.config,
-        layers: st.layers,
-        rootfs: st.rootfs,
-        pending: st.pending,
-        partial,
-        key: st.key,
-        all_hits: st.all_hits,
-        args: st.args,
-        meta: st.meta,
-    })
+    Ok(st.finish(partial))
 }

@@ -70,14 +70,14 @@ pub(crate) fn make_writable_and_remove(path: &Path) -> std::io::Result<()> {
 /// One stage's state while it is built.
 pub(crate) struct StageState {
     pub(crate) config: ImageConfig,
-    pub(crate) layers: Vec<Descriptor>,
-    pub(crate) rootfs: PathBuf,
+    layers: Vec<Descriptor>,
+    rootfs: PathBuf,
     /// Layers this stage made that are not yet applied to `rootfs`: applying is deferred until
     /// a step reads file contents, so no COPY is written to disk twice for nothing.
-    pub(crate) pending: Vec<Descriptor>,
+    pending: Vec<Descriptor>,
     /// The stage's directories and symlinks, which is all COPY's destination rules need:
     /// nothing is unpacked for them.
-    pub(crate) view: StageView,
+    view: StageView,
     pub(crate) args: BTreeMap<String, String>,
     pub(crate) meta: MetaState,
     /// The cache key of the last step, and whether every step so far came from the cache.
@@ -93,6 +93,93 @@ pub(crate) struct StageState {
 }
 
 impl StageState {
+    /// A stage on its base's config and layers, to be built in `rootfs`; it starts from
+    /// `inherited` build args (FROM a stage) and the chain at `key`.
+    ///
+    /// The base stays in the store: COPY's destination rules need only its directories and
+    /// symlinks, read from its tar headers; files are unpacked when a step reads them.
+    pub(crate) fn new(
+        config: ImageConfig,
+        layers: Vec<Descriptor>,
+        rootfs: PathBuf,
+        inherited: (BTreeMap<String, String>, MetaState),
+        key: crate::cache::Key,
+        no_cache: bool,
+        index: usize,
+    ) -> StageState {
+        let mut view = StageView::default();
+        for l in &layers {
+            view.add_layer(l);
+        }
+        StageState {
+            config,
+            pending: layers.clone(),
+            layers,
+            rootfs,
+            view,
+            args: inherited.0,
+            meta: inherited.1,
+            key,
+            all_hits: true,
+            no_cache,
+            position: String::new(),
+            index,
+        }
+    }
+
+    /// A layer joins the stage: its image's layers and diff IDs, the filesystem (when next
+    /// settled) and the view, which takes `dirs` as the directories it adds or, without them,
+    /// reads the layer's tar headers (a RUN's directories are known only from those).
+    pub(crate) fn push_layer(
+        &mut self,
+        descriptor: Descriptor,
+        diff_id: cairn_layers::Digest,
+        dirs: Option<Vec<(String, DirMeta)>>,
+    ) {
+        self.pending.push(descriptor.clone());
+        match dirs {
+            Some(dirs) => self.view.add_dirs(dirs),
+            None => self.view.add_layer(&descriptor),
+        }
+        self.config.rootfs.diff_ids.push(diff_id);
+        self.layers.push(descriptor);
+    }
+
+    /// The stage's layers so far, base first.
+    pub(crate) fn layers(&self) -> &[Descriptor] {
+        &self.layers
+    }
+
+    /// Where the stage's filesystem is applied (up to date only once settled).
+    pub(crate) fn rootfs(&self) -> &Path {
+        &self.rootfs
+    }
+
+    /// The stage's directories and symlinks, with every layer so far in them.
+    pub(crate) fn tree(
+        &mut self,
+        cache: &crate::cache::Cache,
+        store: &Store,
+    ) -> Result<&cairn_layers::listing::TreeView> {
+        self.view.tree(cache, store)
+    }
+
+    /// The finished stage, its filesystem complete or, with `partial`, complete at those
+    /// paths only.
+    pub(crate) fn finish(self, partial: Option<Vec<String>>) -> StageResult {
+        StageResult {
+            config: self.config,
+            layers: self.layers,
+            rootfs: self.rootfs,
+            pending: self.pending,
+            partial,
+            key: self.key,
+            all_hits: self.all_hits,
+            args: self.args,
+            meta: self.meta,
+        }
+    }
+
     /// Brings `rootfs` up to date with every layer of the stage.
     pub(crate) fn settle(&mut self, store: &Store) -> Result<()> {
         if !self.pending.is_empty() {

@@ -114,7 +114,7 @@ pub(crate) fn copy_step(
                 line_paths.push(p.clone());
                 if is_add && crate::remote::is_url(&p) {
                     let to = st
-                        .rootfs
+                        .rootfs()
                         .with_extension(format!("download-{}", downloads.len()));
                     let dl = crate::remote::download(&p, &to, checksum.as_deref()).map_err(fail)?;
                     // Docker dates the file by Last-Modified; without it, like new content.
@@ -228,7 +228,7 @@ pub(crate) fn copy_step(
                     // A stage the graph did not see this step read (a --from that only
                     // expansion at this point names): its files, complete, in a copy of its own.
                     image_dir = st
-                        .rootfs
+                        .rootfs()
                         .with_extension(format!("from-stage-{}", stage.unwrap_or(0)));
                     if !image_dir.exists() {
                         unpack_layers(store, &r.layers, &image_dir)?;
@@ -264,7 +264,9 @@ pub(crate) fn copy_step(
                         };
                         from_id = Some(format!("image:{}", manifest.digest));
                         let img = store.image(&manifest)?;
-                        image_dir = st.rootfs.with_extension(format!("from-{}", img.id().hex()));
+                        image_dir = st
+                            .rootfs()
+                            .with_extension(format!("from-{}", img.id().hex()));
                         if !image_dir.exists() {
                             unpack_layers(store, &img.manifest.layers, &image_dir)?;
                         }
@@ -276,7 +278,7 @@ pub(crate) fn copy_step(
         }
     };
     let view = crate::copy::ImageView {
-        tree: st.view.tree(cx.cache, store)?,
+        tree: st.tree(cx.cache, store)?,
     };
     let mut plan = plan_copy(from_root, &req, &view).map_err(|e| fail(inner(e)))?;
     // A stage's or image's hard links stay hard links; without --chown, its files keep
@@ -355,10 +357,7 @@ pub(crate) fn copy_step(
         .put_last_layer(&st.position, &layer.descriptor.digest)?;
     let rec = layer_record(&layer);
     let dir_list: Vec<(String, DirMeta)> = dirs.clone().into_iter().collect();
-    add_layer(st, layer, Some(dirs), ins, created)?;
-    if let Some(h) = st.config.history.last_mut() {
-        h.created_by = Some(history_line);
-    }
+    add_layer(st, layer, Some(dirs), created, history_line);
     record(cx, st, key, Some(rec), Some(dir_list))?;
     Ok(Outcome::Ran)
 }

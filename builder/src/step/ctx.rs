@@ -100,14 +100,7 @@ pub(crate) fn use_cached(
     cx.cache.touch(key, &rec, st.index);
     cx.cache.mark_used(key);
     if let Some(l) = rec.layer {
-        st.pending.push(l.descriptor.clone());
-        if rec.listed {
-            st.view.add_layer(&l.descriptor);
-        } else {
-            st.view.add_dirs(rec.dirs);
-        }
-        st.config.rootfs.diff_ids.push(l.diff_id);
-        st.layers.push(l.descriptor);
+        st.push_layer(l.descriptor, l.diff_id, (!rec.listed).then_some(rec.dirs));
     }
     st.config.history.push(rec.history);
     st.key = *key;
@@ -145,29 +138,26 @@ pub(crate) fn layer_record(l: &cairn_layers::layer::StoredLayer) -> crate::cache
     }
 }
 
-/// Records a new layer in the stage: applied to its filesystem, added to its image.
+/// Records a new layer in the stage, with its history entry: applied to its filesystem, added
+/// to its image.
 pub(crate) fn add_layer(
     st: &mut StageState,
     layer: cairn_layers::layer::StoredLayer,
     dirs: Option<BTreeMap<String, DirMeta>>,
-    ins: &Instruction,
     created: String,
-) -> Result<()> {
-    st.pending.push(layer.descriptor.clone());
-    // A RUN's directories are known only from its layer's tar headers.
-    match dirs {
-        Some(dirs) => st.view.add_dirs(dirs),
-        None => st.view.add_layer(&layer.descriptor),
-    }
-    st.config.rootfs.diff_ids.push(layer.diff_id);
-    st.layers.push(layer.descriptor);
+    created_by: String,
+) {
+    st.push_layer(
+        layer.descriptor,
+        layer.diff_id,
+        dirs.map(|d| d.into_iter().collect()),
+    );
     st.config.history.push(History {
         created: Some(created),
-        created_by: Some(format!("{} # buildkit", ins.original)),
+        created_by: Some(created_by),
         comment: Some("buildkit.dockerfile.v0".into()),
         ..History::default()
     });
-    Ok(())
 }
 
 /// The owner a file operation gives as `spec` (`--chown`, WORKDIR's USER), names looked up in
@@ -183,7 +173,7 @@ pub(crate) fn file_owner(
     if spec.bytes().any(|b| !b.is_ascii_digit() && b != b':') {
         st.settle(cx.store)?;
     }
-    let (owner, missing) = users::resolve_file_owner(spec, &st.rootfs)
+    let (owner, missing) = users::resolve_file_owner(spec, st.rootfs())
         .map_err(|e| at(cx.opts, ins.span, ins.keyword(), format!("{what}: {}", e.0)))?;
     for m in missing {
         (cx.progress)(Event::Warning(format!(

@@ -234,7 +234,7 @@ pub(crate) fn run_step(
     // The filesystem.
     let diff_ids = st.config.rootfs.diff_ids.clone();
     let root = sb
-        .prepare_root(store, &st.layers, &diff_ids, &base)
+        .prepare_root(store, st.layers(), &diff_ids, &base)
         .map_err(|e| match e {
             Error::Sandbox(m) => fail(m),
             other => other,
@@ -374,10 +374,7 @@ pub(crate) fn run_step(
                 let key = sb.mapping.store_key();
                 store.adopt_unpacked(&layer.diff_id, &key, &run_dir.keep)?;
             }
-            add_layer(st, layer, None, ins, created)?;
-            if let Some(h) = st.config.history.last_mut() {
-                h.created_by = Some(created_by);
-            }
+            add_layer(st, layer, None, created, created_by);
         }
         // A step that changed nothing still adds a layer, an empty one, as BuildKit's
         // does (its history test has `RUN ls` as a layer): the image then has one layer
@@ -388,10 +385,7 @@ pub(crate) fn run_step(
                 super::workdir::dirs_tar(w, &[])
             })?;
             recorded = Some(super::ctx::layer_record(&layer));
-            add_layer(st, layer, None, ins, created)?;
-            if let Some(h) = st.config.history.last_mut() {
-                h.created_by = Some(created_by);
-            }
+            add_layer(st, layer, None, created, created_by);
         }
     }
     super::ctx::record(cx, st, key, recorded, None)?;

@@ -28,11 +28,12 @@ pub(crate) fn layer(
     let created = timestamp(epoch);
     // BuildKit's WORKDIR other than / is a mkdir -p as a layer of its own, empty
     // when the directory exists (its history test: `RUN ls` and such are layers).
+    let working_dir = st.config.config.working_dir.clone();
     let view = crate::copy::ImageView {
-        tree: st.view.tree(cx.cache, store)?,
+        tree: st.tree(cx.cache, store)?,
     };
-    let missing = missing_dirs(&view, &st.config.config.working_dir);
-    if !missing.is_empty() || !st.config.config.working_dir.trim_matches('/').is_empty() {
+    let missing = missing_dirs(&view, &working_dir);
+    if !missing.is_empty() || !working_dir.trim_matches('/').is_empty() {
         let mtime = epoch.unwrap_or_else(|| jiff::Timestamp::now().as_second());
         let mtime = mtime.max(0) as u64;
         // The existing parents go in the layer as the image has them, as a COPY's
@@ -88,10 +89,11 @@ pub(crate) fn layer(
         let rec = layer_record(&layer);
         let dirs: BTreeMap<String, DirMeta> = dirs.into_iter().collect();
         let dir_list = dirs.clone().into_iter().collect();
-        add_layer(st, layer, Some(dirs), ins, created)?;
-        if let (MetaLine::Line(l), Some(h)) = (line, st.config.history.last_mut()) {
-            h.created_by = Some(l.clone());
-        }
+        let created_by = match line {
+            MetaLine::Line(l) => l.clone(),
+            _ => format!("{} # buildkit", ins.original),
+        };
+        add_layer(st, layer, Some(dirs), created, created_by);
         record(cx, st, key, Some(rec), Some(dir_list))?;
         return Ok(Some(Outcome::Ran));
     }
