@@ -12,6 +12,7 @@ use cairn_parser::instruction::{Add, Copy, Instruction, Source};
 use super::ctx::{
     Ctx, Outcome, add_layer, at, file_owner, inner, layer_record, record, strip_invalid, use_cached,
 };
+use super::source::{Named, image_root, stage_root};
 use crate::context::BuildContext;
 use crate::copy::{CopyRequest, CopySource, SourceRoot, plan_copy};
 use crate::error::{Error, Result};
@@ -19,7 +20,7 @@ use crate::meta;
 use crate::options::NamedContext;
 use crate::plan::covered;
 use crate::progress::Event;
-use crate::stage::{StageState, unpack_layers};
+use crate::stage::StageState;
 use crate::users;
 
 /// COPY's and ADD's arguments, as one shape.
@@ -204,7 +205,6 @@ pub(crate) fn copy_step(
         None => SourceRoot::Context(cx.context),
         Some(f) => {
             let f = word(f)?;
-            let stage = cx.stage_named(&f);
             let sources: Vec<String> = req
                 .sources
                 .iter()
@@ -213,67 +213,50 @@ pub(crate) fn copy_step(
                     _ => None,
                 })
                 .collect();
-            if let Some(r) = stage.and_then(|i| cx.results.get(&i)) {
-                from_id = Some(format!("stage:{}", r.key.hex()));
-            }
-            match stage.and_then(|i| cx.results.get(&i)) {
-                Some(r)
-                    if r.pending.is_empty()
-                        && r.partial.as_ref().is_none_or(|p| covered(p, &sources)) =>
-                {
-                    from_layers = Some((r.layers.clone(), r.rootfs.clone()));
-                    SourceRoot::Dir(&r.rootfs)
-                }
-                Some(r) => {
+            match cx.source(&f) {
+                Named::Stage(i, Some(r)) => {
+                    from_id = Some(format!("stage:{}", r.key.hex()));
                     // A stage the graph did not see this step read (a --from that only
                     // expansion at this point names): its files, complete, in a copy of its own.
-                    image_dir = st
-                        .rootfs()
-                        .with_extension(format!("from-stage-{}", stage.unwrap_or(0)));
-                    if !image_dir.exists() {
-                        unpack_layers(store, &r.layers, &image_dir)?;
-                    }
+                    let complete = r.pending.is_empty()
+                        && r.partial.as_ref().is_none_or(|p| covered(p, &sources));
+                    let copy = st.rootfs().with_extension(format!("from-stage-{i}"));
+                    image_dir = stage_root(store, r, complete, copy)?;
                     from_layers = Some((r.layers.clone(), image_dir.clone()));
                     SourceRoot::Dir(&image_dir)
                 }
-                None if stage.is_some() => {
+                Named::Stage(_, None) => {
                     return Err(fail(format!("stage {f} was not built before this step")));
                 }
-                None => match opts.contexts.get(f.as_str()).cloned().or_else(|| {
-                    f.starts_with("oci-layout://")
-                        .then(|| NamedContext::parse(&f))
-                }) {
-                    Some(NamedContext::Dir(dir)) => {
-                        // A named local context reads its own .dockerignore.
-                        named_dir = BuildContext::open(&dir, None)?;
-                        cx.cache.watch(named_dir.root());
-                        SourceRoot::Context(&named_dir)
-                    }
-                    named => {
-                        // An image: from an OCI layout, or from the store.
-                        let manifest = match named {
-                            Some(NamedContext::OciLayout { dir, tag }) => {
-                                cairn_layers::archive::layout_image(store, &dir, tag.as_deref())
-                                    .map_err(|e| fail(format!("--from={f}: {e}")))?
-                            }
-                            _ => cx
-                                .image(&f, step_id, || {
-                                    format!("--from={f}: no such stage, build context or image in the store")
-                                })
-                                .map_err(fail)?,
-                        };
-                        from_id = Some(format!("image:{}", manifest.digest));
-                        let img = store.image(&manifest)?;
-                        image_dir = st
-                            .rootfs()
-                            .with_extension(format!("from-{}", img.id().hex()));
-                        if !image_dir.exists() {
-                            unpack_layers(store, &img.manifest.layers, &image_dir)?;
+                Named::Context(NamedContext::Dir(dir)) => {
+                    // A named local context reads its own .dockerignore.
+                    named_dir = BuildContext::open(&dir, None)?;
+                    cx.cache.watch(named_dir.root());
+                    SourceRoot::Context(&named_dir)
+                }
+                named => {
+                    // An image: from an OCI layout, or from the store.
+                    let manifest = match named {
+                        Named::Context(NamedContext::OciLayout { dir, tag }) => {
+                            cairn_layers::archive::layout_image(store, &dir, tag.as_deref())
+                                .map_err(|e| fail(format!("--from={f}: {e}")))?
                         }
-                        from_layers = Some((img.manifest.layers.clone(), image_dir.clone()));
-                        SourceRoot::Dir(&image_dir)
-                    }
-                },
+                        _ => cx
+                            .image(&f, step_id, || {
+                                format!(
+                                    "--from={f}: no such stage, build context or image in the store"
+                                )
+                            })
+                            .map_err(fail)?,
+                    };
+                    from_id = Some(format!("image:{}", manifest.digest));
+                    let (img, dir) = image_root(store, &manifest, |id| {
+                        st.rootfs().with_extension(format!("from-{id}"))
+                    })?;
+                    image_dir = dir;
+                    from_layers = Some((img.manifest.layers, image_dir.clone()));
+                    SourceRoot::Dir(&image_dir)
+                }
             }
         }
     };

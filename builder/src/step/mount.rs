@@ -3,13 +3,17 @@
 
 use std::path::{Path, PathBuf};
 
+use cairn_layers::image::Descriptor;
 use cairn_parser::mount::{CacheSharing, Mount, MountType};
 
 use super::ctx::Ctx;
+use super::source::{Named, image_root, stage_root};
 use crate::context_mount::ContextMount;
 use crate::error::{Error, Result, io_err};
 use crate::meta;
+use crate::options::NamedContext;
 use crate::sandbox::MountSpec;
+use crate::stage::StageResult;
 
 /// The most a secret may hold, in bytes (BuildKit's limit): a secret is a token or a key, and
 /// each RUN that mounts one writes it to a file.
@@ -21,25 +25,14 @@ pub(crate) fn mount_source_identity(cx: &Ctx<'_>, m: &Mount, step_id: usize) -> 
     let rel = m.source.clone().unwrap_or_default();
     let root = match m.from.as_deref() {
         None => cx.context.root().to_path_buf(),
-        Some(from) => {
-            if let Some(r) = cx.stage_named(from).and_then(|i| cx.results.get(&i)) {
-                return Ok(format!("stage:{}:{rel}", r.key.hex()));
+        Some(from) => match mount_from(cx, from) {
+            MountFrom::Stage(_, r) => return Ok(format!("stage:{}:{rel}", r.key.hex())),
+            MountFrom::Dir(d) => d,
+            MountFrom::Image => {
+                let manifest = mount_image(cx, from, step_id)?;
+                return Ok(format!("image:{}:{rel}", manifest.digest));
             }
-            match cx.opts.contexts.get(from) {
-                Some(crate::options::NamedContext::Dir(d)) => d.clone(),
-                _ => {
-                    let manifest = cx
-                        .image(from, step_id, || {
-                            format!("from={from}: no stage or image of that name")
-                        })
-                        .map_err(|message| Error::Instruction {
-                            instruction: "RUN".into(),
-                            message,
-                        })?;
-                    return Ok(format!("image:{}:{rel}", manifest.digest));
-                }
-            }
-        }
+        },
     };
     // The context as the step sees it: what .dockerignore keeps (the mount is checked for a
     // clear error when it is set up).
@@ -340,44 +333,67 @@ pub(crate) fn mount_spec(
     Ok(())
 }
 
+/// What `from=` names for a mount: a stage this build has built, a directory context, or
+/// an image.
+enum MountFrom<'a> {
+    Stage(usize, &'a StageResult),
+    Dir(PathBuf),
+    Image,
+}
+
+fn mount_from<'a>(cx: &'a Ctx<'_>, from: &str) -> MountFrom<'a> {
+    match cx.source(from) {
+        Named::Stage(i, Some(r)) => MountFrom::Stage(i, r),
+        Named::Context(NamedContext::Dir(d)) => MountFrom::Dir(d),
+        // A stage not built by now (one only expansion at this step names): a directory
+        // context of that name, else an image.
+        Named::Stage(_, None) => match cx.opts.contexts.get(from) {
+            Some(NamedContext::Dir(d)) => MountFrom::Dir(d.clone()),
+            _ => MountFrom::Image,
+        },
+        // A mount reads no OCI layout: the name is looked up as an image's.
+        Named::Context(NamedContext::OciLayout { .. }) | Named::Image => MountFrom::Image,
+    }
+}
+
+/// The image `from=` names (see [`Ctx::image`]).
+fn mount_image(cx: &Ctx<'_>, from: &str, step_id: usize) -> Result<Descriptor> {
+    cx.image(from, step_id, || {
+        format!("from={from}: no stage or image of that name")
+    })
+    .map_err(|message| Error::Instruction {
+        instruction: "RUN".into(),
+        message,
+    })
+}
+
 /// The filesystem `from=` names (a stage of this build, a named context or an image in the
 /// store) and a text that identifies its contents.
 pub(crate) fn from_root(cx: &Ctx<'_>, from: &str, base: &Path) -> Result<(PathBuf, String)> {
-    if let Some(i) = cx.stage_named(from)
-        && let Some(r) = cx.results.get(&i)
-    {
-        // A stage is known by its place in the Dockerfile: its layers differ from build to
-        // build (file times), and a cache is seeded only when it is new anyway.
-        let identity = format!("stage:{i}");
-        if r.pending.is_empty() && r.partial.is_none() {
-            return Ok((r.rootfs.clone(), identity));
+    match mount_from(cx, from) {
+        MountFrom::Stage(i, r) => {
+            // A stage is known by its place in the Dockerfile: its layers differ from build to
+            // build (file times), and a cache is seeded only when it is new anyway. One whose
+            // last layers are not applied yet: its files, complete, in a copy.
+            let complete = r.pending.is_empty() && r.partial.is_none();
+            let copy = base.join(format!("from-stage-{i}"));
+            Ok((
+                stage_root(cx.store, r, complete, copy)?,
+                format!("stage:{i}"),
+            ))
         }
-        // A stage whose last layers are not applied yet: its files, complete, in a copy.
-        let dir = base.join(format!("from-stage-{i}"));
-        if !dir.exists() {
-            crate::stage::unpack_layers(cx.store, &r.layers, &dir)?;
+        MountFrom::Dir(d) => {
+            let identity = format!("dir:{}", d.display());
+            Ok((d, identity))
         }
-        return Ok((dir, identity));
+        MountFrom::Image => {
+            // The step's key has named the image already (pulling it if need be), so this
+            // finds it without a word to the step's log.
+            let manifest = mount_image(cx, from, 0)?;
+            let (img, dir) = image_root(cx.store, &manifest, |id| base.join(format!("from-{id}")))?;
+            Ok((dir, format!("image:{}", img.id())))
+        }
     }
-    if let Some(crate::options::NamedContext::Dir(d)) = cx.opts.contexts.get(from) {
-        return Ok((d.clone(), format!("dir:{}", d.display())));
-    }
-    // The step's key has named the image already (pulling it if need be), so this finds it
-    // without a word to the step's log.
-    let manifest = cx
-        .image(from, 0, || {
-            format!("from={from}: no stage or image of that name")
-        })
-        .map_err(|message| Error::Instruction {
-            instruction: "RUN".into(),
-            message,
-        })?;
-    let img = cx.store.image(&manifest)?;
-    let dir = base.join(format!("from-{}", img.id().hex()));
-    if !dir.exists() {
-        crate::stage::unpack_layers(cx.store, &img.manifest.layers, &dir)?;
-    }
-    Ok((dir, format!("image:{}", img.id())))
 }
 
 /// A new cache directory holding a copy of `seed`, made in scratch space and renamed into place

@@ -1,10 +1,18 @@
-//! What a name in FROM, COPY --from or RUN --mount from= stands for: a stage of this build, or
-//! an image from the store or, when it lacks one or `--pull` says so, from its registry.
+//! What a name in FROM, COPY --from or RUN --mount from= stands for (a stage of this build, a
+//! named context, an image from the store or its registry) and its files as a directory.
 
+use std::path::PathBuf;
+
+use cairn_layers::Store;
 use cairn_layers::image::Descriptor;
+use cairn_layers::store::Image;
+use cairn_parser::Dockerfile;
 
 use super::ctx::Ctx;
+use crate::error::Result;
+use crate::options::{BuildOptions, NamedContext};
 use crate::progress::Event;
+use crate::stage::{StageResult, unpack_layers};
 
 impl Ctx<'_> {
     /// An image by name for FROM, COPY --from or RUN --mount from=: the store's; else, or
@@ -61,22 +69,80 @@ impl Ctx<'_> {
         Ok(d)
     }
 
-    /// The stage `name` means: a stage's name (any case) or its index.
-    pub(crate) fn stage_named(&self, name: &str) -> Option<usize> {
-        self.df
-            .stages
-            .iter()
-            .position(|s| {
-                s.name
-                    .as_deref()
-                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
-            })
-            .or_else(|| {
-                name.parse::<usize>()
-                    .ok()
-                    .filter(|&i| i < self.df.stages.len())
-            })
+    /// What `name` (a COPY --from or RUN --mount from=, expanded) stands for, in the order
+    /// BuildKit looks: a stage of this Dockerfile, a named context, else an image.
+    pub(crate) fn source(&self, name: &str) -> Named<'_> {
+        if let Some(i) = stage_named(self.df, name) {
+            return Named::Stage(i, self.results.get(&i));
+        }
+        match named_context(self.opts, name) {
+            Some(c) => Named::Context(c),
+            None => Named::Image,
+        }
     }
+}
+
+/// What a name in COPY --from or RUN --mount from= stands for (see [`Ctx::source`]).
+pub(crate) enum Named<'a> {
+    /// A stage, by index, with its result once it is built.
+    Stage(usize, Option<&'a StageResult>),
+    /// A `--build-context`, or an `oci-layout://` name given in place.
+    Context(NamedContext),
+    /// Any other name: an image, by reference or ID (see [`Ctx::image`]).
+    Image,
+}
+
+/// The stage `name` means: a stage's name (any case) or its index.
+pub(crate) fn stage_named(df: &Dockerfile, name: &str) -> Option<usize> {
+    df.stages
+        .iter()
+        .position(|s| {
+            s.name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+        .or_else(|| name.parse::<usize>().ok().filter(|&i| i < df.stages.len()))
+}
+
+/// The named context `name` means: a `--build-context` of that name, or an `oci-layout://`
+/// name given in place of one.
+pub(crate) fn named_context(opts: &BuildOptions, name: &str) -> Option<NamedContext> {
+    opts.contexts.get(name).cloned().or_else(|| {
+        name.starts_with("oci-layout://")
+            .then(|| NamedContext::parse(name))
+    })
+}
+
+/// A finished stage's files as a directory: its own when `complete` (settled, at least where
+/// the reader looks), else a complete copy of its own at `copy`, made once.
+pub(crate) fn stage_root(
+    store: &Store,
+    r: &StageResult,
+    complete: bool,
+    copy: PathBuf,
+) -> Result<PathBuf> {
+    if complete {
+        return Ok(r.rootfs.clone());
+    }
+    if !copy.exists() {
+        unpack_layers(store, &r.layers, &copy)?;
+    }
+    Ok(copy)
+}
+
+/// An image's files, unpacked once into the directory `dir` names after the image's ID: the
+/// image and that directory.
+pub(crate) fn image_root(
+    store: &Store,
+    manifest: &Descriptor,
+    dir: impl FnOnce(&str) -> PathBuf,
+) -> Result<(Image, PathBuf)> {
+    let img = store.image(manifest)?;
+    let dir = dir(img.id().hex());
+    if !dir.exists() {
+        unpack_layers(store, &img.manifest.layers, &dir)?;
+    }
+    Ok((img, dir))
 }
 
 /// A pull's progress as a step's log line: the blobs it copied and the digest it settled on.
