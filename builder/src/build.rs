@@ -6,21 +6,19 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use cairn_layers::image::{ImageConfig, timestamp};
-use cairn_layers::layer::write_layer;
-use cairn_layers::{IdMap, Store};
+use cairn_layers::Store;
+use cairn_layers::image::timestamp;
 use cairn_parser::expand::Lexer;
 use cairn_parser::instruction::InstructionKind;
 use cairn_parser::{Dockerfile, StageGraph};
 
 use crate::context::BuildContext;
 use crate::error::{Error, Result};
-use crate::meta::{self, MetaState};
 use crate::plan::copy_prefixes;
-use crate::stage::{StageResult, StageState, WorkDir};
+use crate::stage::{StageResult, WorkDir};
 use crate::step::args::{declare, platform_args};
 use crate::step::ctx::{Ctx, Outcome, at};
-use crate::step::from::check_platform;
+use crate::step::from;
 use crate::step::step;
 
 pub use crate::options::{BuildOptions, NamedContext};
@@ -282,12 +280,7 @@ fn build_stage(
     progress: &(dyn Fn(Event) + Sync),
 ) -> Result<StageResult> {
     let Ctx {
-        store,
-        opts,
-        df,
-        results,
-        epoch,
-        ..
+        store, opts, df, ..
     } = *cx;
     let stage = &df.stages[index];
     let stage_name = stage.display_name();
@@ -301,124 +294,7 @@ fn build_stage(
         total: stage.instructions.len() + 1,
         text: stage.original.clone(),
     });
-    let base = &graph.bases[index];
-    let from_stage = graph
-        .edges
-        .iter()
-        .find(|e| e.stage == index && e.kind == cairn_parser::EdgeKind::From)
-        .map(|e| e.needs);
-    let base_id: String;
-    // BuildKit's FROM <stage> starts from the stage's state: its environment holds the
-    // stage's ARG values, and its list of build args goes on (dispatchState.init).
-    let mut inherited = (BTreeMap::new(), MetaState::default());
-    let (config, layers) = if let Some(dep) = from_stage {
-        let r = &results[&dep];
-        base_id = format!("stage:{}", r.key.hex());
-        inherited = (
-            r.args.clone(),
-            MetaState {
-                args_over_env: r.meta.args_over_env.clone(),
-                arg_decls: r.meta.arg_decls.clone(),
-                env_seq: r.meta.env_seq.clone(),
-                ..MetaState::default()
-            },
-        );
-        (r.config.clone(), r.layers.clone())
-    } else if base.is_empty() {
-        // BuildKit: "base name (${UNSET}) should not be blank".
-        return Err(at(
-            opts,
-            stage.span,
-            "FROM",
-            format!(
-                "base name ({}) should not be blank: it expanded to an empty string",
-                stage.base
-            ),
-        ));
-    } else if base.eq_ignore_ascii_case("scratch") {
-        base_id = "scratch".into();
-        // BuildKit's emptyImage: working directory `/` (PATH is added below).
-        let mut config = ImageConfig::scratch();
-        config.config.working_dir = "/".into();
-        (config, Vec::new())
-    } else {
-        let named = opts.contexts.get(base.as_str()).cloned().or_else(|| {
-            base.starts_with("oci-layout://")
-                .then(|| NamedContext::parse(base))
-        });
-        match named {
-            Some(NamedContext::OciLayout { dir, tag }) => {
-                let manifest = cairn_layers::archive::layout_image(store, &dir, tag.as_deref())
-                    .map_err(|e| at(opts, stage.span, "FROM", e.to_string()))?;
-                base_id = format!("image:{}", manifest.digest);
-                let img = store.image(&manifest)?;
-                check_platform(cx, stage, base, &img.config)?;
-                (img.config, img.manifest.layers)
-            }
-            Some(NamedContext::Dir(dir)) => {
-                // A directory as a base: an image with one layer holding the directory.
-                let layer = write_layer(store, opts.compression, |w| {
-                    let tar_opts = cairn_layers::diff::TarOptions {
-                        id_map: IdMap::identity(),
-                        clamp_mtime: epoch,
-                    };
-                    cairn_layers::diff::write_dir(&dir, w, &tar_opts).map(|_| ())
-                })?;
-                let mut config = ImageConfig::scratch();
-                base_id = format!("layer:{}", layer.diff_id);
-                config.rootfs.diff_ids.push(layer.diff_id);
-                (config, vec![layer.descriptor])
-            }
-            None => {
-                let manifest = cx
-                    .image(base, step_id, || {
-                        format!("image {base:?} is not in the store; load it first with `cairn load -i PATH -t {base}`")
-                    })
-                    .map_err(|m| at(opts, stage.span, "FROM", m))?;
-                base_id = format!("image:{}", manifest.digest);
-                let img = store.image(&manifest)?;
-                check_platform(cx, stage, base, &img.config)?;
-                (img.config, img.manifest.layers)
-            }
-        }
-    };
-    let mut from_key = crate::cache::KeyHasher::new("FROM", &crate::cache::Key::root());
-    from_key.field("base", &base_id);
-    let no_cache = opts.no_cache
-        || opts.no_cache_filter.iter().any(|f| {
-            stage
-                .name
-                .as_deref()
-                .is_some_and(|n| n.eq_ignore_ascii_case(f))
-                || f.parse::<usize>().ok() == Some(index)
-        });
-    let mut config = config;
-    // BuildKit's FROM re-applies a base's working directory as a WORKDIR of itself, so a
-    // relative one (a malformed image) is joined to itself from the root: `relwd` becomes
-    // `/relwd/relwd` (dispatchWorkdir with NormalizeWorkdir(wd, wd)).
-    let wd = &config.config.working_dir;
-    if !wd.is_empty() && !wd.starts_with('/') {
-        config.config.working_dir = meta::clean_abs(&format!("/{wd}/{wd}"));
-    }
-    // BuildKit makes sure every non-Windows stage has a PATH: a base without one (scratch, a
-    // bare image) gets the default, after its own variables.
-    if config.os != "windows" && !meta::env_map(&config).contains_key("PATH") {
-        config
-            .config
-            .env
-            .push(format!("PATH={}", crate::sandbox::DEFAULT_PATH));
-    }
-    // A new image starts a new history only in name: the base's history stays.
-    let onbuild = config.config.on_build.take();
-    let mut st = StageState::new(
-        config,
-        layers,
-        rootfs,
-        inherited,
-        from_key.finish(),
-        no_cache,
-        index,
-    );
+    let (mut st, onbuild) = from::start(cx, graph, index, rootfs, step_id)?;
     progress(Event::Done {
         id: step_id,
         seconds: started.elapsed().as_secs_f64(),
