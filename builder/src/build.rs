@@ -14,7 +14,7 @@ use cairn_parser::{Dockerfile, StageGraph};
 
 use crate::context::BuildContext;
 use crate::error::{Error, Result};
-use crate::plan::copy_prefixes;
+use crate::plan::{Plan, Settle};
 use crate::stage::{StageResult, WorkDir};
 use crate::step::args::{declare, platform_args};
 use crate::step::ctx::{Ctx, Outcome, at};
@@ -117,10 +117,9 @@ pub fn build(
             }
         }
     }
-    let waves = graph.reachable(target);
-    let building: std::collections::BTreeSet<usize> = waves.iter().flatten().copied().collect();
+    let plan = Plan::new(&df, &graph, target);
     // Stages of one wave need nothing from each other: they run in parallel.
-    for wave in waves {
+    for wave in &plan.waves {
         let finished: Vec<(usize, Result<StageResult>)> = std::thread::scope(|scope| {
             let handles: Vec<_> = wave
                 .iter()
@@ -136,16 +135,14 @@ pub fn build(
                         epoch,
                         sandbox: &sandbox,
                         progress,
-                        building: &building,
-                        target,
                         cache: &cache,
                         pulled: &pulled,
                     };
-                    let (graph, work, next_id) = (&graph, &work, &next_id);
+                    let (graph, plan, work, next_id) = (&graph, &plan, &work, &next_id);
                     scope.spawn(move || {
                         (
                             index,
-                            build_stage(&cx, graph, &work.0, index, next_id, progress),
+                            build_stage(&cx, graph, plan, &work.0, index, next_id, progress),
                         )
                     })
                 })
@@ -274,6 +271,7 @@ fn import_image_cache(store: &Store, cache: &crate::cache::Cache, name: &str) ->
 fn build_stage(
     cx: &Ctx<'_>,
     graph: &StageGraph,
+    plan: &Plan,
     work: &Path,
     index: usize,
     next_id: &AtomicUsize,
@@ -339,28 +337,13 @@ fn build_stage(
             }
         }
     }
-    // Another stage of this build reads this one's files (COPY --from, RUN --mount from=):
-    // settle now, only the paths its COPY --from names when they are plain paths. FROM builds
-    // its own filesystem from the layers, and the target settles on demand.
-    let readers: Vec<&cairn_parser::Edge> = graph
-        .edges
-        .iter()
-        .filter(|e| {
-            e.needs == index
-                && e.kind != cairn_parser::EdgeKind::From
-                && cx.building.contains(&e.stage)
-        })
-        .collect();
-    let mut partial = None;
-    if !readers.is_empty() {
-        match copy_prefixes(cx.df, &readers).filter(|_| index != cx.target) {
-            Some(prefixes) => {
-                if st.settle_under(store, &prefixes)? {
-                    partial = Some(prefixes);
-                }
-            }
-            None => st.settle(store)?,
+    let partial = match plan.settle(index) {
+        Settle::Nothing => None,
+        Settle::All => {
+            st.settle(store)?;
+            None
         }
-    }
+        Settle::Under(prefixes) => st.settle_under(store, prefixes)?.then(|| prefixes.clone()),
+    };
     Ok(st.finish(partial))
 }

@@ -31,9 +31,6 @@ pub(crate) struct Ctx<'a> {
     /// Made at the first RUN and shared by the rest of the build.
     pub(crate) sandbox: &'a std::sync::OnceLock<std::result::Result<Sandbox, String>>,
     pub(crate) progress: &'a (dyn Fn(Event) + Sync),
-    /// The stages this build runs, and the one whose image it makes.
-    pub(crate) building: &'a std::collections::BTreeSet<usize>,
-    pub(crate) target: usize,
     pub(crate) cache: &'a crate::cache::Cache,
     /// Images this build pulled, by name, so `--pull` asks each registry once.
     pub(crate) pulled: &'a std::sync::Mutex<BTreeMap<String, Descriptor>>,
