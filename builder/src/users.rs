@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use crate::sandbox::RootSpec;
+
 /// A resolved `user[:group]`: container uid and gid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Owner {
@@ -158,6 +160,28 @@ pub fn resolve_exec(spec: &str, read: &dyn Fn(&str) -> String) -> Result<ExecUse
         groups,
         home,
     })
+}
+
+/// A file of the image below a step (etc/passwd), read through the layers top first: overlay
+/// lowers hold whiteouts as 0/0 character devices.
+pub(crate) fn read_image_file(root: &RootSpec, rel: &str) -> String {
+    use std::os::unix::fs::FileTypeExt;
+    match root {
+        RootSpec::Copy { lower, .. } => {
+            std::fs::read_to_string(lower.join(rel)).unwrap_or_default()
+        }
+        RootSpec::Overlay { lowers, .. } => {
+            for l in lowers {
+                let p = l.join(rel);
+                match std::fs::symlink_metadata(&p) {
+                    Ok(m) if m.file_type().is_char_device() => return String::new(),
+                    Ok(_) => return std::fs::read_to_string(&p).unwrap_or_default(),
+                    Err(_) => {}
+                }
+            }
+            String::new()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -241,7 +241,7 @@ pub(crate) fn run_step(
         })?;
     let read_file = {
         let root = root.clone();
-        move |rel: &str| -> String { read_image_file(&root, rel) }
+        move |rel: &str| -> String { users::read_image_file(&root, rel) }
     };
     let user = users::resolve_exec(&st.config.config.user, &read_file)
         .map_err(|e| fail(format!("USER {}: {}", st.config.config.user, e.0)))?;
@@ -411,28 +411,6 @@ fn is_plain_file_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
-
-/// A file of the image below a step (etc/passwd), read through the layers top first: overlay
-/// lowers hold whiteouts as 0/0 character devices.
-pub(crate) fn read_image_file(root: &RootSpec, rel: &str) -> String {
-    use std::os::unix::fs::FileTypeExt;
-    match root {
-        RootSpec::Copy { lower, .. } => {
-            std::fs::read_to_string(lower.join(rel)).unwrap_or_default()
-        }
-        RootSpec::Overlay { lowers, .. } => {
-            for l in lowers {
-                let p = l.join(rel);
-                match std::fs::symlink_metadata(&p) {
-                    Ok(m) if m.file_type().is_char_device() => return String::new(),
-                    Ok(_) => return std::fs::read_to_string(&p).unwrap_or_default(),
-                    Err(_) => {}
-                }
-            }
-            String::new()
-        }
-    }
 }
 
 #[cfg(test)]
