@@ -1,6 +1,7 @@
-//! cairn-builder executes the stage graph: the build context and .dockerignore ([`context`],
-//! [`ignore`]), COPY/ADD ([`copy`]), metadata instructions ([`meta`]), history lines ([`history`]), stages in order
-//! ([`build`]), RUN in its sandbox ([`sandbox`]), the build cache ([`cache`]) and outputs
+//! cairn-builder executes the stage graph: [`build`] runs the stages (planned by `plan`, each
+//! instruction a `step` on its `stage`), over the build context and .dockerignore ([`context`],
+//! [`ignore`]), COPY/ADD ([`copy`]), metadata instructions ([`meta`]), history lines
+//! ([`history`]), RUN in its sandbox ([`sandbox`]), the build cache ([`cache`]) and outputs
 //! ([`output`]).
 
 mod add_archive;
