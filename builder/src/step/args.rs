@@ -1,4 +1,5 @@
-//! Build args: the ones BuildKit defines, and the value an ARG gives its name (for ARG steps and the ARGs before the first FROM).
+//! ARG: the build args BuildKit defines, and the value an ARG gives its name, in a stage or
+//! before the first FROM.
 
 use std::collections::BTreeMap;
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use cairn_layers::Store;
-use cairn_layers::image::{Descriptor, History, ImageConfig};
+use cairn_layers::image::{Descriptor, History};
 use cairn_layers::listing::DirMeta;
 use cairn_parser::expand::Lexer;
 use cairn_parser::instruction::Instruction;
@@ -179,16 +179,6 @@ pub(crate) fn file_owner(
         )));
     }
     Ok(owner)
-}
-
-pub(crate) fn push_empty(config: &mut ImageConfig, ins: &Instruction, created: String) {
-    config.history.push(History {
-        created: Some(created),
-        created_by: Some(format!("{} # buildkit", ins.original)),
-        comment: Some("buildkit.dockerfile.v0".into()),
-        empty_layer: true,
-        ..History::default()
-    });
 }
 
 pub(crate) fn inner(e: Error) -> String {

@@ -1,10 +1,10 @@
 //! The metadata instructions (ENV, LABEL, CMD, USER, WORKDIR and the rest): the stage's config
 //! changes and gets a history entry; only WORKDIR may add a layer (see [`super::workdir`]).
 
-use cairn_layers::image::{History, timestamp};
+use cairn_layers::image::{History, ImageConfig, timestamp};
 use cairn_parser::instruction::{Instruction, InstructionKind};
 
-use super::ctx::{Ctx, Outcome, at, inner, push_empty};
+use super::ctx::{Ctx, Outcome, at, inner};
 use crate::error::Result;
 use crate::history::MetaLine;
 use crate::stage::StageState;
@@ -57,4 +57,15 @@ pub(crate) fn step(
     // and shell; COPY its expanded paths and owner), so a new LABEL or CMD reruns nothing. The
     // image's own key covers the config it ends with.
     Ok(Outcome::Meta)
+}
+
+/// The empty-layer history entry of an instruction as written.
+fn push_empty(config: &mut ImageConfig, ins: &Instruction, created: String) {
+    config.history.push(History {
+        created: Some(created),
+        created_by: Some(format!("{} # buildkit", ins.original)),
+        comment: Some("buildkit.dockerfile.v0".into()),
+        empty_layer: true,
+        ..History::default()
+    });
 }
