@@ -75,7 +75,7 @@ pub(crate) fn start(
         config.config.working_dir = "/".into();
         (config, Vec::new())
     } else {
-        let named = named_context(opts, base);
+        let named = named_context(&opts.contexts, base);
         match named {
             Some(NamedContext::OciLayout { dir, tag }) => {
                 let manifest = cairn_layers::archive::layout_image(store, &dir, tag.as_deref())

@@ -1,6 +1,7 @@
 //! What a name in FROM, COPY --from or RUN --mount from= stands for (a stage of this build, a
 //! named context, an image from the store or its registry) and its files as a directory.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use cairn_layers::Store;
@@ -10,7 +11,7 @@ use cairn_parser::Dockerfile;
 
 use super::ctx::Ctx;
 use crate::error::Result;
-use crate::options::{BuildOptions, NamedContext};
+use crate::options::NamedContext;
 use crate::progress::Event;
 use crate::stage::{StageResult, unpack_layers};
 
@@ -75,7 +76,7 @@ impl Ctx<'_> {
         if let Some(i) = stage_named(self.df, name) {
             return Named::Stage(i, self.results.get(&i));
         }
-        match named_context(self.opts, name) {
+        match named_context(&self.opts.contexts, name) {
             Some(c) => Named::Context(c),
             None => Named::Image,
         }
@@ -106,8 +107,11 @@ pub(crate) fn stage_named(df: &Dockerfile, name: &str) -> Option<usize> {
 
 /// The named context `name` means: a `--build-context` of that name, or an `oci-layout://`
 /// name given in place of one.
-pub(crate) fn named_context(opts: &BuildOptions, name: &str) -> Option<NamedContext> {
-    opts.contexts.get(name).cloned().or_else(|| {
+pub(crate) fn named_context(
+    contexts: &BTreeMap<String, NamedContext>,
+    name: &str,
+) -> Option<NamedContext> {
+    contexts.get(name).cloned().or_else(|| {
         name.starts_with("oci-layout://")
             .then(|| NamedContext::parse(name))
     })
@@ -160,4 +164,55 @@ pub(crate) fn pull_line(e: &cairn_layers::registry::Event) -> Option<String> {
         R::MirrorFailed { endpoint, error } => format!("mirror {endpoint} failed: {error}"),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use super::*;
+
+    #[test]
+    fn stages_by_name_or_index() {
+        let df = cairn_parser::parse(
+            "Dockerfile",
+            "FROM busybox AS Build\nFROM busybox AS test\nFROM busybox\n",
+        )
+        .unwrap();
+        let cases = [
+            ("build", Some(0)),
+            ("BUILD", Some(0)),
+            ("test", Some(1)),
+            ("2", Some(2)),
+            ("+1", Some(1)),
+            ("3", None),
+            ("busybox", None),
+            ("", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(stage_named(&df, name), want, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn named_contexts_and_layouts() {
+        let mut contexts = BTreeMap::new();
+        contexts.insert("src".into(), NamedContext::Dir(PathBuf::from("/ctx/src")));
+        let layout = |dir: &str, tag: Option<&str>| NamedContext::OciLayout {
+            dir: PathBuf::from(dir),
+            tag: tag.map(str::to_owned),
+        };
+        let cases = [
+            ("src", Some(NamedContext::Dir(PathBuf::from("/ctx/src")))),
+            ("SRC", None),
+            ("alpine", None),
+            ("oci-layout:///img", Some(layout("/img", None))),
+            ("oci-layout:///img:v1", Some(layout("/img", Some("v1")))),
+            ("oci-layout://a:b/img", Some(layout("a:b/img", None))),
+        ];
+        for (name, want) in cases {
+            assert_eq!(named_context(&contexts, name), want, "{name:?}");
+        }
+    }
 }
