@@ -337,6 +337,7 @@ fn build_stage(
             }
         }
     }
+    // Settled now as far as the stages that read its files need (see `Settle`).
     let partial = match plan.settle(index) {
         Settle::Nothing => None,
         Settle::All => {
