@@ -195,14 +195,9 @@ pub(crate) fn copy_step(
             .map(|e| word(e))
             .collect::<Result<Vec<_>>>()?,
     };
-    // --from: a stage (by name or index), or an image from the store.
-    let image_dir;
-    let named_dir;
-    let mut from_id: Option<String> = None;
-    // A stage's or image's layers, for the owners and xattrs of what is copied from it.
-    let mut from_layers: Option<(Vec<Descriptor>, PathBuf)> = None;
-    let from_root = match from {
-        None => SourceRoot::Context(cx.context),
+    // --from: a stage (by name or index), a named context, or an image.
+    let from = match from {
+        None => CopyFrom::Context,
         Some(f) => {
             let f = word(f)?;
             let sources: Vec<String> = req
@@ -213,52 +208,17 @@ pub(crate) fn copy_step(
                     _ => None,
                 })
                 .collect();
-            match cx.source(&f) {
-                Named::Stage(i, Some(r)) => {
-                    from_id = Some(format!("stage:{}", r.key.hex()));
-                    // A stage the graph did not see this step read (a --from that only
-                    // expansion at this point names): its files, complete, in a copy of its own.
-                    let complete = r.pending.is_empty()
-                        && r.partial.as_ref().is_none_or(|p| covered(p, &sources));
-                    let copy = st.rootfs().with_extension(format!("from-stage-{i}"));
-                    image_dir = stage_root(store, r, complete, copy)?;
-                    from_layers = Some((r.layers.clone(), image_dir.clone()));
-                    SourceRoot::Dir(&image_dir)
-                }
-                Named::Stage(_, None) => {
-                    return Err(fail(format!("stage {f} was not built before this step")));
-                }
-                Named::Context(NamedContext::Dir(dir)) => {
-                    // A named local context reads its own .dockerignore.
-                    named_dir = BuildContext::open(&dir, None)?;
-                    cx.cache.watch(named_dir.root());
-                    SourceRoot::Context(&named_dir)
-                }
-                named => {
-                    // An image: from an OCI layout, or from the store.
-                    let manifest = match named {
-                        Named::Context(NamedContext::OciLayout { dir, tag }) => {
-                            cairn_layers::archive::layout_image(store, &dir, tag.as_deref())
-                                .map_err(|e| fail(format!("--from={f}: {e}")))?
-                        }
-                        _ => cx
-                            .image(&f, step_id, || {
-                                format!(
-                                    "--from={f}: no such stage, build context or image in the store"
-                                )
-                            })
-                            .map_err(fail)?,
-                    };
-                    from_id = Some(format!("image:{}", manifest.digest));
-                    let (img, dir) = image_root(store, &manifest, |id| {
-                        st.rootfs().with_extension(format!("from-{id}"))
-                    })?;
-                    image_dir = dir;
-                    from_layers = Some((img.manifest.layers, image_dir.clone()));
-                    SourceRoot::Dir(&image_dir)
-                }
-            }
+            resolve_from(cx, st, ins, &f, &sources, step_id)?
         }
+    };
+    let (from_root, from_id, from_layers) = match &from {
+        CopyFrom::Context => (SourceRoot::Context(cx.context), None, None),
+        CopyFrom::Named(context) => (SourceRoot::Context(context), None, None),
+        CopyFrom::Dir { dir, layers, id } => (
+            SourceRoot::Dir(dir),
+            Some(id.clone()),
+            Some((layers.clone(), dir.clone())),
+        ),
     };
     let view = crate::copy::ImageView {
         tree: st.tree(cx.cache, store)?,
@@ -343,4 +303,76 @@ pub(crate) fn copy_step(
     add_layer(st, layer, Some(dirs), created, history_line);
     record(cx, st, key, Some(rec), Some(dir_list))?;
     Ok(Outcome::Ran)
+}
+
+/// What a COPY reads from.
+enum CopyFrom {
+    /// The build context.
+    Context,
+    /// A named context that is a directory, with its own .dockerignore.
+    Named(BuildContext),
+    /// A stage's or an image's files: where they are, its layers (for the owners and xattrs
+    /// of what is copied) and what fixes their content, for the key.
+    Dir {
+        dir: PathBuf,
+        layers: Vec<Descriptor>,
+        id: String,
+    },
+}
+
+/// The source `--from=f` names, for a COPY of `sources`.
+fn resolve_from(
+    cx: &Ctx<'_>,
+    st: &StageState,
+    ins: &Instruction,
+    f: &str,
+    sources: &[String],
+    step_id: usize,
+) -> Result<CopyFrom> {
+    let store = cx.store;
+    let fail = |m: String| at(cx.opts, ins.span, ins.keyword(), m);
+    Ok(match cx.source(f) {
+        Named::Stage(i, Some(r)) => {
+            // A stage the graph did not see this step read (a --from that only expansion at
+            // this point names): its files, complete, in a copy of its own.
+            let complete =
+                r.pending.is_empty() && r.partial.as_ref().is_none_or(|p| covered(p, sources));
+            let copy = st.rootfs().with_extension(format!("from-stage-{i}"));
+            CopyFrom::Dir {
+                dir: stage_root(store, r, complete, copy)?,
+                layers: r.layers.clone(),
+                id: format!("stage:{}", r.key.hex()),
+            }
+        }
+        Named::Stage(_, None) => {
+            return Err(fail(format!("stage {f} was not built before this step")));
+        }
+        Named::Context(NamedContext::Dir(dir)) => {
+            let context = BuildContext::open(&dir, None)?;
+            cx.cache.watch(context.root());
+            CopyFrom::Named(context)
+        }
+        named => {
+            // An image: from an OCI layout, or from the store.
+            let manifest = match named {
+                Named::Context(NamedContext::OciLayout { dir, tag }) => {
+                    cairn_layers::archive::layout_image(store, &dir, tag.as_deref())
+                        .map_err(|e| fail(format!("--from={f}: {e}")))?
+                }
+                _ => cx
+                    .image(f, step_id, || {
+                        format!("--from={f}: no such stage, build context or image in the store")
+                    })
+                    .map_err(fail)?,
+            };
+            let (img, dir) = image_root(store, &manifest, |id| {
+                st.rootfs().with_extension(format!("from-{id}"))
+            })?;
+            CopyFrom::Dir {
+                dir,
+                layers: img.manifest.layers,
+                id: format!("image:{}", manifest.digest),
+            }
+        }
+    })
 }
