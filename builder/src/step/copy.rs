@@ -1,6 +1,7 @@
 //! COPY and ADD: sources expanded and resolved (context, named context, stage, image, URL,
 //! heredoc), planned onto the stage's directories, keyed, and written as one layer.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use cairn_layers::image::{Descriptor, timestamp};
@@ -103,65 +104,12 @@ pub(crate) fn copy_step(
     let dest = word(dest)?;
     // Downloads live next to the stage's rootfs in the work directory; each guard removes its
     // file when this step ends, failed or not.
-    let mut downloads: Vec<crate::remote::Download> = Vec::new();
-    let mut srcs = Vec::new();
-    // BuildKit's history line names the sources as expanded, heredocs after the paths.
-    let mut line_paths = Vec::new();
-    let mut line_docs = Vec::new();
-    for s in sources {
-        srcs.push(match s {
-            Source::Path(p) => {
-                let p = word(p)?;
-                line_paths.push(p.clone());
-                if is_add && crate::remote::is_url(&p) {
-                    let to = st
-                        .rootfs()
-                        .with_extension(format!("download-{}", downloads.len()));
-                    let dl = crate::remote::download(&p, &to, checksum.as_deref()).map_err(fail)?;
-                    // Docker dates the file by Last-Modified; without it, like new content.
-                    let mtime = dl
-                        .last_modified
-                        .or(epoch)
-                        .unwrap_or_else(|| jiff::Timestamp::now().as_second());
-                    let src = CopySource::File {
-                        name: dl.name.clone(),
-                        path: dl.path.clone(),
-                        mtime,
-                    };
-                    downloads.push(dl);
-                    src
-                } else if is_add && p.starts_with("git@") {
-                    return Err(fail(format!(
-                        "git sources ({p}) are not supported by this version of cairn"
-                    )));
-                } else if checksum.is_some() {
-                    // As in Docker: a local source has no download to verify.
-                    return Err(fail(format!(
-                        "--checksum can't be specified for non-HTTP(S) sources ({p})"
-                    )));
-                } else {
-                    CopySource::Path(p)
-                }
-            }
-            Source::Heredoc(h) => {
-                line_docs.push(format!("<<{}", h.name));
-                let data = if h.expand {
-                    // As BuildKit: variables expand, quotes stay as written, and the escape
-                    // is the backslash whatever the Dockerfile's escape directive says.
-                    Lexer::new('\\')
-                        .skip_process_quotes(true)
-                        .process_word(&h.content, &env)
-                        .map_err(|e| fail(e.to_string()))?
-                } else {
-                    h.content.clone()
-                };
-                CopySource::Content {
-                    name: h.name.clone(),
-                    data: data.into_bytes(),
-                }
-            }
-        });
-    }
+    let Expanded {
+        sources: srcs,
+        paths: line_paths,
+        docs: line_docs,
+        downloads,
+    } = expand_sources(cx, st, ins, sources, is_add, checksum.as_deref(), &env)?;
     let chown_word = chown.map(word).transpose()?;
     let owner = match &chown_word {
         Some(spec) => file_owner(cx, st, ins, spec, &format!("--chown={spec}"))?,
@@ -303,6 +251,100 @@ pub(crate) fn copy_step(
     add_layer(st, layer, Some(dirs), created, history_line);
     record(cx, st, key, Some(rec), Some(dir_list))?;
     Ok(Outcome::Ran)
+}
+
+/// COPY's or ADD's sources expanded: what the plan copies, and the paths and heredoc names the
+/// history line shows. A download stays on disk until its guard is dropped.
+struct Expanded {
+    sources: Vec<CopySource>,
+    paths: Vec<String>,
+    docs: Vec<String>,
+    downloads: Vec<crate::remote::Download>,
+}
+
+/// Expands `sources` with the stage's words (`env`); ADD fetches its URLs (next to the
+/// stage's rootfs) and checks them against `checksum`.
+fn expand_sources(
+    cx: &Ctx<'_>,
+    st: &StageState,
+    ins: &Instruction,
+    sources: &[Source],
+    is_add: bool,
+    checksum: Option<&str>,
+    env: &BTreeMap<String, String>,
+) -> Result<Expanded> {
+    let epoch = cx.epoch;
+    let fail = |m: String| at(cx.opts, ins.span, ins.keyword(), m);
+    let word = |w: &str| {
+        cx.lexer
+            .process_word(w, env)
+            .map_err(|e| fail(e.to_string()))
+    };
+    let mut downloads: Vec<crate::remote::Download> = Vec::new();
+    let mut srcs = Vec::new();
+    // BuildKit's history line names the sources as expanded, heredocs after the paths.
+    let mut line_paths = Vec::new();
+    let mut line_docs = Vec::new();
+    for s in sources {
+        srcs.push(match s {
+            Source::Path(p) => {
+                let p = word(p)?;
+                line_paths.push(p.clone());
+                if is_add && crate::remote::is_url(&p) {
+                    let to = st
+                        .rootfs()
+                        .with_extension(format!("download-{}", downloads.len()));
+                    let dl = crate::remote::download(&p, &to, checksum).map_err(fail)?;
+                    // Docker dates the file by Last-Modified; without it, like new content.
+                    let mtime = dl
+                        .last_modified
+                        .or(epoch)
+                        .unwrap_or_else(|| jiff::Timestamp::now().as_second());
+                    let src = CopySource::File {
+                        name: dl.name.clone(),
+                        path: dl.path.clone(),
+                        mtime,
+                    };
+                    downloads.push(dl);
+                    src
+                } else if is_add && p.starts_with("git@") {
+                    return Err(fail(format!(
+                        "git sources ({p}) are not supported by this version of cairn"
+                    )));
+                } else if checksum.is_some() {
+                    // As in Docker: a local source has no download to verify.
+                    return Err(fail(format!(
+                        "--checksum can't be specified for non-HTTP(S) sources ({p})"
+                    )));
+                } else {
+                    CopySource::Path(p)
+                }
+            }
+            Source::Heredoc(h) => {
+                line_docs.push(format!("<<{}", h.name));
+                let data = if h.expand {
+                    // As BuildKit: variables expand, quotes stay as written, and the escape
+                    // is the backslash whatever the Dockerfile's escape directive says.
+                    Lexer::new('\\')
+                        .skip_process_quotes(true)
+                        .process_word(&h.content, &env)
+                        .map_err(|e| fail(e.to_string()))?
+                } else {
+                    h.content.clone()
+                };
+                CopySource::Content {
+                    name: h.name.clone(),
+                    data: data.into_bytes(),
+                }
+            }
+        });
+    }
+    Ok(Expanded {
+        sources: srcs,
+        paths: line_paths,
+        docs: line_docs,
+        downloads,
+    })
 }
 
 /// What a COPY reads from.
