@@ -317,18 +317,18 @@ fn build_stage(
         if crate::sandbox::cancelled() {
             return Err(Error::Cancelled);
         }
-        st.position = format!(
+        st.start_step(format!(
             "{}\0{}\0{index}\0{i}",
             std::fs::canonicalize(&opts.context)
                 .unwrap_or_else(|_| opts.context.clone())
                 .display(),
             opts.dockerfile_name
-        );
+        ));
         match step(cx, &mut st, ins, step_id)? {
             Outcome::Cached => progress(Event::Cached { id: step_id }),
             outcome => {
                 if outcome == Outcome::Ran {
-                    st.all_hits = false;
+                    st.ran();
                 }
                 progress(Event::Done {
                     id: step_id,

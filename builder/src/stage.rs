@@ -1,5 +1,5 @@
-//! A stage's state while it is built (config, layers, a lazily applied filesystem and a view of
-//! its directories), its result once it is, and the built image.
+//! A stage's state while it is built (config, layers, a lazily applied filesystem, a view of its
+//! directories, the chain of its steps' cache keys), its result once it is, and the built image.
 //!
 //! Each stage keeps a flattened copy of its filesystem in a private work directory (the copy
 //! snapshotter's view), used to decide COPY destinations, to look up `--chown` names and as
@@ -14,8 +14,10 @@ use cairn_layers::image::{Descriptor, ImageConfig};
 use cairn_layers::listing::DirMeta;
 use cairn_layers::{IdMap, Store};
 
+use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::meta::MetaState;
+use crate::progress::Event;
 
 /// The built image.
 #[derive(Debug)]
@@ -81,15 +83,15 @@ pub(crate) struct StageState {
     pub(crate) args: BTreeMap<String, String>,
     pub(crate) meta: MetaState,
     /// The cache key of the last step, and whether every step so far came from the cache.
-    pub(crate) key: crate::cache::Key,
-    pub(crate) all_hits: bool,
+    key: crate::cache::Key,
+    all_hits: bool,
     /// `--no-cache` or `--no-cache-filter` names this stage.
-    pub(crate) no_cache: bool,
+    no_cache: bool,
     /// Where the current step is (Dockerfile, stage, step), to explain a miss by what changed
     /// since the step last ran.
-    pub(crate) position: String,
+    position: String,
     /// The stage's index in the Dockerfile.
-    pub(crate) index: usize,
+    index: usize,
 }
 
 impl StageState {
@@ -145,6 +147,89 @@ impl StageState {
         self.layers.push(descriptor);
     }
 
+    /// The cache key of the last step: the next step's key is chained on it.
+    pub(crate) fn key(&self) -> &crate::cache::Key {
+        &self.key
+    }
+
+    /// Where the current step is (see the field), for the cache's per-step notes.
+    pub(crate) fn position(&self) -> &str {
+        &self.position
+    }
+
+    /// A step at `position` starts.
+    pub(crate) fn start_step(&mut self, position: String) {
+        self.position = position;
+    }
+
+    /// A step ran: the stage's result is no longer all from the cache.
+    pub(crate) fn ran(&mut self) {
+        self.all_hits = false;
+    }
+
+    /// A hit for `key` (unless the stage runs uncached): the recorded layer and history entry
+    /// join the stage, and the chain moves on to `key`.
+    pub(crate) fn use_cached(
+        &mut self,
+        cache: &Cache,
+        store: &Store,
+        progress: &(dyn Fn(Event) + Sync),
+        key: &crate::cache::Key,
+        summary: crate::cache::SummaryParts,
+        step_id: usize,
+    ) -> Result<bool> {
+        let found = if self.no_cache {
+            None
+        } else {
+            cache.get(store, key)
+        };
+        let Some(rec) = found else {
+            let summary = summary.build();
+            // Say why, when this step ran before with other inputs.
+            if !self.no_cache
+                && let Some(before) = cache.last_summary(&self.position)
+            {
+                progress(Event::Miss {
+                    id: step_id,
+                    reason: summary.explain(&before, &self.args),
+                });
+            }
+            cache.put_summary(&self.position, &summary)?;
+            return Ok(false);
+        };
+        cache.touch(key, &rec, self.index);
+        cache.mark_used(key);
+        if let Some(l) = rec.layer {
+            self.push_layer(l.descriptor, l.diff_id, (!rec.listed).then_some(rec.dirs));
+        }
+        self.config.history.push(rec.history);
+        self.key = *key;
+        Ok(true)
+    }
+
+    /// What the step that just ran made, recorded under `key`: its layer (if any) and the last
+    /// history entry.
+    pub(crate) fn record(
+        &mut self,
+        cache: &Cache,
+        key: crate::cache::Key,
+        layer: Option<crate::cache::LayerRecord>,
+        dirs: Option<Vec<(String, DirMeta)>>,
+    ) -> Result<()> {
+        let history = self.config.history.last().cloned().unwrap_or_default();
+        let rec = crate::cache::Record {
+            layer,
+            history,
+            listed: dirs.is_none(),
+            dirs: dirs.unwrap_or_default(),
+        };
+        cache.put(&key, &rec)?;
+        cache.confirm_summary(&self.position)?;
+        cache.touch(&key, &rec, self.index);
+        self.key = key;
+        Ok(())
+    }
+
     /// The stage's layers so far, base first.
     pub(crate) fn layers(&self) -> &[Descriptor] {
         &self.layers
@@ -158,7 +243,7 @@ impl StageState {
     /// The stage's directories and symlinks, with every layer so far in them.
     pub(crate) fn tree(
         &mut self,
-        cache: &crate::cache::Cache,
+        cache: &Cache,
         store: &Store,
     ) -> Result<&cairn_layers::listing::TreeView> {
         self.view.tree(cache, store)
@@ -261,7 +346,7 @@ impl StageView {
     /// The view with every layer so far in it.
     pub(crate) fn tree(
         &mut self,
-        cache: &crate::cache::Cache,
+        cache: &Cache,
         store: &Store,
     ) -> Result<&cairn_layers::listing::TreeView> {
         for part in std::mem::take(&mut self.todo) {

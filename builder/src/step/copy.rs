@@ -10,9 +10,7 @@ use cairn_layers::listing::DirMeta;
 use cairn_parser::expand::Lexer;
 use cairn_parser::instruction::{Add, Copy, Instruction, Source};
 
-use super::ctx::{
-    Ctx, Outcome, add_layer, at, file_owner, inner, layer_record, record, strip_invalid, use_cached,
-};
+use super::ctx::{Ctx, Outcome, add_layer, at, file_owner, inner, layer_record, strip_invalid};
 use super::source::{Named, image_root, stage_root};
 use crate::context::BuildContext;
 use crate::copy::{CopyRequest, CopySource, SourceRoot, plan_copy};
@@ -182,7 +180,7 @@ pub(crate) fn copy_step(
     // The key: the options as expanded, and what the plan will write. Files of the context
     // are known by their content (remembered by metadata); a stage's or an image's files by
     // that stage's key or image, which fix their content.
-    let mut key = crate::cache::KeyHasher::new(if is_add { "ADD" } else { "COPY" }, &st.key);
+    let mut key = crate::cache::KeyHasher::new(if is_add { "ADD" } else { "COPY" }, st.key());
     key.field("dest", &req.dest)
         .field("workdir", &req.workdir)
         .field("owner", format!("{}:{}", req.owner.uid, req.owner.gid))
@@ -211,7 +209,7 @@ pub(crate) fn copy_step(
     plan.describe(&req, &mut key, content.as_deref())
         .map_err(|e| fail(inner(e)))?;
     let (key, summary) = key.finish_with_summary();
-    if use_cached(cx, st, &key, summary, step_id)? {
+    if st.use_cached(cx.cache, cx.store, cx.progress, &key, summary, step_id)? {
         return Ok(Outcome::Cached);
     }
     if let Some((layers, root)) = keep {
@@ -223,7 +221,7 @@ pub(crate) fn copy_step(
     let total = plan.source_bytes();
     // Unchanged stretches of the layer this step made last time are copied, not deflated
     // again (a large file that grew at its end costs its last chunks).
-    let previous = cx.cache.last_layer(&st.position);
+    let previous = cx.cache.last_layer(st.position());
     let layer = write_layer_reusing(store, opts.compression, previous.as_ref(), |w| {
         let mut w = crate::progress::Counting::new(w, total, |done| {
             (cx.progress)(Event::Bytes {
@@ -245,11 +243,11 @@ pub(crate) fn copy_step(
     // The layer holds the downloads now.
     drop(downloads);
     cx.cache
-        .put_last_layer(&st.position, &layer.descriptor.digest)?;
+        .put_last_layer(st.position(), &layer.descriptor.digest)?;
     let rec = layer_record(&layer);
     let dir_list: Vec<(String, DirMeta)> = dirs.clone().into_iter().collect();
     add_layer(st, layer, Some(dirs), created, history_line);
-    record(cx, st, key, Some(rec), Some(dir_list))?;
+    st.record(cx.cache, key, Some(rec), Some(dir_list))?;
     Ok(Outcome::Ran)
 }
 

@@ -1,5 +1,5 @@
-//! What every step reads ([`Ctx`]) and what they share: the cache hit or record of a step,
-//! a new layer joining the stage, a file owner, and errors pointing at the instruction.
+//! What every step reads ([`Ctx`]) and what they share: a new layer joining the stage, a file
+//! owner, and errors pointing at the instruction.
 
 use std::collections::BTreeMap;
 
@@ -64,67 +64,6 @@ pub(crate) fn at(
         line_text: String::new(),
     };
     Error::Parse(e.with_source(&opts.dockerfile_name, &opts.dockerfile))
-}
-
-/// A hit for `key` (unless the stage runs uncached): the recorded layer and history entry
-/// join the stage, and the chain moves on to `key`.
-pub(crate) fn use_cached(
-    cx: &Ctx<'_>,
-    st: &mut StageState,
-    key: &crate::cache::Key,
-    summary: crate::cache::SummaryParts,
-    step_id: usize,
-) -> Result<bool> {
-    let found = if st.no_cache {
-        None
-    } else {
-        cx.cache.get(cx.store, key)
-    };
-    let Some(rec) = found else {
-        let summary = summary.build();
-        // Say why, when this step ran before with other inputs.
-        if !st.no_cache
-            && let Some(before) = cx.cache.last_summary(&st.position)
-        {
-            (cx.progress)(Event::Miss {
-                id: step_id,
-                reason: summary.explain(&before, &st.args),
-            });
-        }
-        cx.cache.put_summary(&st.position, &summary)?;
-        return Ok(false);
-    };
-    cx.cache.touch(key, &rec, st.index);
-    cx.cache.mark_used(key);
-    if let Some(l) = rec.layer {
-        st.push_layer(l.descriptor, l.diff_id, (!rec.listed).then_some(rec.dirs));
-    }
-    st.config.history.push(rec.history);
-    st.key = *key;
-    Ok(true)
-}
-
-/// What the step that just ran made, recorded under `key`: its layer (if any) and the last
-/// history entry.
-pub(crate) fn record(
-    cx: &Ctx<'_>,
-    st: &mut StageState,
-    key: crate::cache::Key,
-    layer: Option<crate::cache::LayerRecord>,
-    dirs: Option<Vec<(String, DirMeta)>>,
-) -> Result<()> {
-    let history = st.config.history.last().cloned().unwrap_or_default();
-    let rec = crate::cache::Record {
-        layer,
-        history,
-        listed: dirs.is_none(),
-        dirs: dirs.unwrap_or_default(),
-    };
-    cx.cache.put(&key, &rec)?;
-    cx.cache.confirm_summary(&st.position)?;
-    cx.cache.touch(&key, &rec, st.index);
-    st.key = key;
-    Ok(())
 }
 
 pub(crate) fn layer_record(l: &cairn_layers::layer::StoredLayer) -> crate::cache::LayerRecord {

@@ -137,7 +137,7 @@ pub(crate) fn run_step(
     // The cache key: the command as written with its heredocs, everything the process sees
     // (environment, so the stage's ARGs; working directory; user; shell; network) and its
     // mounts as expanded, with the content behind a bind mount of the context.
-    let mut key = crate::cache::KeyHasher::new("RUN", &st.key);
+    let mut key = crate::cache::KeyHasher::new("RUN", st.key());
     key.field("instruction", &ins.original);
     for h in &run.heredocs {
         key.field("heredoc", &h.name).field("body", &h.content);
@@ -167,7 +167,7 @@ pub(crate) fn run_step(
         }
     }
     let (key, summary) = key.finish_with_summary();
-    if super::ctx::use_cached(cx, st, &key, summary, step_id)? {
+    if st.use_cached(cx.cache, cx.store, cx.progress, &key, summary, step_id)? {
         return Ok(Outcome::Cached);
     }
     let sb = sandbox(cx).map_err(|e| fail(e.to_string()))?;
@@ -314,7 +314,7 @@ pub(crate) fn run_step(
         });
     };
     // Unchanged stretches of what this step wrote last time are copied, not deflated again.
-    let previous = cx.cache.last_layer(&st.position);
+    let previous = cx.cache.last_layer(st.position());
     let mut sink = |r: &mut dyn std::io::Read| -> Result<Option<_>> {
         let mut first = [0u8; 1];
         let n = r
@@ -366,7 +366,7 @@ pub(crate) fn run_step(
         Some(Some(layer)) if layer.uncompressed_size > 1024 => {
             recorded = Some(super::ctx::layer_record(&layer));
             cx.cache
-                .put_last_layer(&st.position, &layer.descriptor.digest)?;
+                .put_last_layer(st.position(), &layer.descriptor.digest)?;
             if run_dir.keep.is_dir() {
                 // The upper directory is this layer unpacked for overlay: the next step's
                 // lowerdir, with no second pass over the blob. (Dropping run_dir removes it
@@ -388,7 +388,7 @@ pub(crate) fn run_step(
             add_layer(st, layer, None, created, created_by);
         }
     }
-    super::ctx::record(cx, st, key, recorded, None)?;
+    st.record(cx.cache, key, recorded, None)?;
     Ok(Outcome::Ran)
 }
 

@@ -7,7 +7,7 @@ use cairn_layers::layer::write_layer;
 use cairn_layers::listing::DirMeta;
 use cairn_parser::instruction::Instruction;
 
-use super::ctx::{Ctx, Outcome, add_layer, file_owner, layer_record, record, use_cached};
+use super::ctx::{Ctx, Outcome, add_layer, file_owner, layer_record};
 use crate::error::Result;
 use crate::history::MetaLine;
 use crate::stage::StageState;
@@ -75,14 +75,14 @@ pub(crate) fn layer(
             mtime,
         };
         dirs.extend(missing.iter().map(|d| (d.clone(), made)));
-        let mut key = crate::cache::KeyHasher::new("WORKDIR", &st.key);
+        let mut key = crate::cache::KeyHasher::new("WORKDIR", st.key());
         key.field("instruction", &ins.original);
         for (d, m) in &dirs {
             // A kept parent's time is not keyed: the chain fixes it, or it is now.
             key.field("dir", format!("{d}\0{:o} {}:{}", m.mode, m.uid, m.gid));
         }
         let (key, summary) = key.finish_with_summary();
-        if use_cached(cx, st, &key, summary, step_id)? {
+        if st.use_cached(cx.cache, cx.store, cx.progress, &key, summary, step_id)? {
             return Ok(Some(Outcome::Cached));
         }
         let layer = write_layer(store, opts.compression, |w| dirs_tar(w, &dirs))?;
@@ -94,7 +94,7 @@ pub(crate) fn layer(
             _ => format!("{} # buildkit", ins.original),
         };
         add_layer(st, layer, Some(dirs), created, created_by);
-        record(cx, st, key, Some(rec), Some(dir_list))?;
+        st.record(cx.cache, key, Some(rec), Some(dir_list))?;
         return Ok(Some(Outcome::Ran));
     }
     Ok(None)
