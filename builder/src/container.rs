@@ -117,7 +117,7 @@ pub fn run(
     let root = sb.prepare_root(store, layers, diff_ids, &dir)?;
     let read_file = {
         let root = root.clone();
-        move |rel: &str| crate::run::read_image_file(&root, rel)
+        move |rel: &str| users::read_image_file(&root, rel)
     };
     let user_spec = opts.user.clone().unwrap_or_else(|| config.user.clone());
     let user = users::resolve_exec(&user_spec, &read_file).map_err(|e| Error::Instruction {

@@ -1,6 +1,7 @@
-//! cairn-builder executes the stage graph: the build context and .dockerignore ([`context`],
-//! [`ignore`]), COPY/ADD ([`copy`]), metadata instructions ([`meta`]), history lines ([`history`]), stages in order
-//! ([`build`]), RUN in its sandbox ([`sandbox`]), the build cache ([`cache`]) and outputs
+//! cairn-builder executes the stage graph: [`build`] runs the stages (planned by `plan`, each
+//! instruction a `step` on its `stage`), over the build context and .dockerignore ([`context`],
+//! [`ignore`]), COPY/ADD ([`copy`]), metadata instructions ([`meta`]), history lines
+//! ([`history`]), RUN in its sandbox ([`sandbox`]), the build cache ([`cache`]) and outputs
 //! ([`output`]).
 
 pub mod build;
@@ -15,13 +16,16 @@ mod fsutil;
 pub mod history;
 pub mod ignore;
 pub mod meta;
+mod options;
 pub mod output;
+mod plan;
 mod progress;
 pub mod remote;
-mod run;
 pub mod sandbox;
+mod stage;
+mod step;
 pub mod users;
 
 pub use copy::from_meta;
 pub use error::{Error, Result};
-pub use run::SECRET_LIMIT;
+pub use step::mount::SECRET_LIMIT;

@@ -6,8 +6,8 @@ use cairn_layers::Store;
 use cairn_layers::diff::{TarOptions, write_dir};
 use cairn_layers::idmap::{IdMap, IdRange};
 
-use crate::build::Built;
 use crate::error::{Error, Result};
+use crate::stage::Built;
 
 /// `--output type=local,dest=DIR`: the image's filesystem, its layers applied in order into a
 /// fresh (or empty) directory.
@@ -23,7 +23,7 @@ pub fn local(store: &Store, built: &Built, dest: &Path) -> Result<()> {
         });
     }
     let img = store.image(&built.manifest)?;
-    crate::build::unpack_layers(store, &img.manifest.layers, dest)
+    crate::stage::unpack_layers(store, &img.manifest.layers, dest)
 }
 
 /// `--output type=tar,dest=FILE`: the filesystem as one tar, owners as the image has them.

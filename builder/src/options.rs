@@ -1,0 +1,80 @@
+//! What a build is asked to do: its [`BuildOptions`] and the named contexts of `--build-context`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use cairn_layers::compress::LayerCompression;
+
+use crate::sandbox::{Limits, Snapshotter};
+
+/// What to build and how.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub context: PathBuf,
+    /// The Dockerfile's name for messages, its text, and its path (for `<name>.dockerignore`).
+    pub dockerfile_name: String,
+    pub dockerfile: String,
+    pub dockerfile_path: Option<PathBuf>,
+    pub target: Option<String>,
+    pub build_args: BTreeMap<String, String>,
+    /// `--label`: added to the final image.
+    pub labels: BTreeMap<String, String>,
+    /// SOURCE_DATE_EPOCH: the image's creation time, and a clamp on file times in new layers.
+    pub source_date_epoch: Option<i64>,
+    /// How new layers are compressed (`--compression-format`, `--compression-level`).
+    pub compression: LayerCompression,
+    /// `--build-context NAME=...`: named contexts that FROM and COPY --from may use.
+    pub contexts: BTreeMap<String, NamedContext>,
+    /// The RUN sandbox: the cairn binary to re-execute as its helper (no RUN without one),
+    /// the snapshotter and the resource limits.
+    pub helper: Option<PathBuf>,
+    pub snapshotter: Snapshotter,
+    pub limits: Limits,
+    /// `--secret id=...`: secret id → its bytes, for `RUN --mount=type=secret`.
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    /// `--no-cache`: run every step; `--no-cache-filter STAGE`: run every step of these
+    /// stages (by name or index). Results are recorded either way.
+    pub no_cache: bool,
+    pub no_cache_filter: Vec<String>,
+    /// `--cache-from`: caches to read records and layers from.
+    pub cache_from: Vec<crate::cache::CacheImport>,
+    /// `--cache-to`: where to write this build's records.
+    pub cache_to: Vec<crate::cache::CacheExport>,
+    /// How to reach registries, for images the store lacks (FROM, COPY --from, RUN --mount
+    /// from=) and registry caches; `None`: the store only.
+    pub registry: Option<cairn_layers::registry::RegistryOptions>,
+    /// `--pull`: check a named image's registry even when the store has it.
+    pub pull: bool,
+    /// `--network`: RUN's network where the Dockerfile leaves it at `default`.
+    pub network: crate::sandbox::Network,
+    /// `--allow network.host`: RUN may use the host's network.
+    pub allow_network_host: bool,
+}
+
+/// A named build context: a directory (COPY --from reads it with its own .dockerignore; FROM
+/// makes an image of it) or an image in an OCI layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    Dir(PathBuf),
+    OciLayout { dir: PathBuf, tag: Option<String> },
+}
+
+impl NamedContext {
+    /// `oci-layout://DIR[:TAG]`, or a directory path.
+    pub fn parse(spec: &str) -> NamedContext {
+        match spec.strip_prefix("oci-layout://") {
+            Some(rest) => {
+                // A `:TAG` after the last `/`; a colon earlier belongs to the path.
+                let (dir, tag) = match rest.rsplit_once(':') {
+                    Some((d, t)) if !t.contains('/') && !t.is_empty() => (d, Some(t.to_owned())),
+                    _ => (rest, None),
+                };
+                NamedContext::OciLayout {
+                    dir: PathBuf::from(dir),
+                    tag,
+                }
+            }
+            None => NamedContext::Dir(PathBuf::from(spec)),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! What every step reads ([`Ctx`]) and what they share: a new layer joining the stage, a file
+//! owner, and errors pointing at the instruction.
+
+use std::collections::BTreeMap;
+
+use cairn_layers::Store;
+use cairn_layers::image::{Descriptor, History};
+use cairn_layers::listing::DirMeta;
+use cairn_parser::expand::Lexer;
+use cairn_parser::instruction::Instruction;
+use cairn_parser::{Dockerfile, ErrorKind, ParseError, Span};
+
+use crate::context::BuildContext;
+use crate::error::{Error, Result};
+use crate::options::BuildOptions;
+use crate::progress::Event;
+use crate::sandbox::Sandbox;
+use crate::stage::{StageResult, StageState};
+use crate::users;
+
+/// What every step of a build reads.
+pub(crate) struct Ctx<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) opts: &'a BuildOptions,
+    pub(crate) context: &'a BuildContext,
+    pub(crate) df: &'a Dockerfile,
+    pub(crate) globals: &'a BTreeMap<String, String>,
+    pub(crate) results: &'a BTreeMap<usize, StageResult>,
+    pub(crate) lexer: &'a Lexer,
+    pub(crate) epoch: Option<i64>,
+    /// Made at the first RUN and shared by the rest of the build.
+    pub(crate) sandbox: &'a std::sync::OnceLock<std::result::Result<Sandbox, String>>,
+    pub(crate) progress: &'a (dyn Fn(Event) + Sync),
+    pub(crate) cache: &'a crate::cache::Cache,
+    /// Images this build pulled, by name, so `--pull` asks each registry once.
+    pub(crate) pulled: &'a std::sync::Mutex<BTreeMap<String, Descriptor>>,
+}
+
+/// How a step got its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// It ran (and its result is recorded in the cache).
+    Ran,
+    /// Its recorded result was used.
+    Cached,
+    /// A metadata step: worked out again every time, it costs nothing.
+    Meta,
+}
+
+/// Where an instruction's error points: its span in the Dockerfile, with the caret.
+pub(crate) fn at(
+    opts: &BuildOptions,
+    span: Span,
+    instruction: &str,
+    message: impl Into<String>,
+) -> Error {
+    let e = ParseError {
+        kind: Box::new(ErrorKind::Instruction {
+            instruction: instruction.to_owned(),
+            message: message.into(),
+        }),
+        file: String::new(),
+        span,
+        line_text: String::new(),
+    };
+    Error::Parse(e.with_source(&opts.dockerfile_name, &opts.dockerfile))
+}
+
+pub(crate) fn layer_record(l: &cairn_layers::layer::StoredLayer) -> crate::cache::LayerRecord {
+    crate::cache::LayerRecord {
+        descriptor: l.descriptor.clone(),
+        diff_id: l.diff_id.clone(),
+        uncompressed_size: l.uncompressed_size,
+    }
+}
+
+/// Records a new layer in the stage, with its history entry: applied to its filesystem, added
+/// to its image.
+pub(crate) fn add_layer(
+    st: &mut StageState,
+    layer: cairn_layers::layer::StoredLayer,
+    dirs: Option<BTreeMap<String, DirMeta>>,
+    created: String,
+    created_by: String,
+) {
+    st.push_layer(
+        layer.descriptor,
+        layer.diff_id,
+        dirs.map(|d| d.into_iter().collect()),
+    );
+    st.config.history.push(History {
+        created: Some(created),
+        created_by: Some(created_by),
+        comment: Some("buildkit.dockerfile.v0".into()),
+        ..History::default()
+    });
+}
+
+/// The owner a file operation gives as `spec` (`--chown`, WORKDIR's USER), names looked up in
+/// the stage's own /etc/passwd and /etc/group (settled first); a name the image lacks is id 0,
+/// as in BuildKit, and a warning naming `what` and the Dockerfile line.
+pub(crate) fn file_owner(
+    cx: &Ctx<'_>,
+    st: &mut StageState,
+    ins: &Instruction,
+    spec: &str,
+    what: &str,
+) -> Result<users::Owner> {
+    if spec.bytes().any(|b| !b.is_ascii_digit() && b != b':') {
+        st.settle(cx.store)?;
+    }
+    let (owner, missing) = users::resolve_file_owner(spec, st.rootfs())
+        .map_err(|e| at(cx.opts, ins.span, ins.keyword(), format!("{what}: {}", e.0)))?;
+    for m in missing {
+        (cx.progress)(Event::Warning(format!(
+            "{}:{}: {what}: the image has no {m}, so id 0 is used, as BuildKit does",
+            cx.opts.dockerfile_name, ins.span.start
+        )));
+    }
+    Ok(owner)
+}
+
+pub(crate) fn inner(e: Error) -> String {
+    match e {
+        Error::Instruction { message, .. } => message,
+        other => other.to_string(),
+    }
+}
+
+pub(crate) fn strip_invalid(e: &cairn_layers::Error) -> String {
+    match e {
+        cairn_layers::Error::Invalid { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    }
+}

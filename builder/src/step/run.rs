@@ -1,0 +1,438 @@
+//! The RUN step: its command line (shell, exec and heredoc forms), environment, user and
+//! mounts, executed in the sandbox over the stage's layers; its changes become one layer.
+
+use std::path::PathBuf;
+
+use cairn_layers::image::timestamp;
+use cairn_layers::layer::write_layer_reusing;
+use cairn_parser::instruction::{Command, Instruction, NetworkMode, Run};
+use cairn_parser::mount::{Mount, MountType};
+
+use super::ctx::{Ctx, Outcome, add_layer, at};
+use super::mount::{mount_source_identity, mount_spec, set_mode};
+use crate::error::{Error, Result, io_err};
+use crate::meta;
+use crate::progress::Event;
+use crate::sandbox::{self, MountSpec, Network, RootSpec, RunSpec, Sandbox, Stdio3, Tail};
+use crate::stage::StageState;
+use crate::users;
+
+/// The build's sandbox, made at its first RUN.
+fn sandbox<'a>(cx: &'a Ctx<'_>) -> Result<&'a Sandbox> {
+    let made = cx.sandbox.get_or_init(|| {
+        let helper = cx.opts.helper.clone().ok_or_else(|| {
+            "this build has no sandbox helper, so it cannot run RUN steps".to_owned()
+        })?;
+        let sb = Sandbox::new(
+            helper,
+            cx.store,
+            cx.opts.snapshotter,
+            cx.opts.limits.clone(),
+        )
+        .map_err(|e| e.to_string())?;
+        for w in &sb.warnings {
+            (cx.progress)(Event::Warning(w.clone()));
+        }
+        Ok(sb)
+    });
+    made.as_ref().map_err(|e| Error::Sandbox(e.clone()))
+}
+
+/// A run directory in the store's scratch space: the upper and work directories (or the
+/// copy snapshotter's trees), the step's /etc files, secrets and heredoc scripts.
+struct RunDir {
+    path: PathBuf,
+    /// Where the helper leaves the overlay upper directory for the store to adopt.
+    keep: PathBuf,
+    sandbox: Sandbox,
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        // The helper already removed what the container wrote; this is the rest, or everything
+        // after a failure before the helper ran, and an upper directory the store did not take.
+        for p in [&self.path, &self.keep] {
+            if std::fs::remove_dir_all(p).is_err() && p.exists() {
+                let _ = self.sandbox.remove(std::slice::from_ref(p));
+            }
+        }
+    }
+}
+
+pub(crate) fn run_step(
+    cx: &Ctx<'_>,
+    st: &mut StageState,
+    ins: &Instruction,
+    run: &Run,
+    step_id: usize,
+) -> Result<Outcome> {
+    let Ctx {
+        store,
+        opts,
+        lexer,
+        epoch,
+        ..
+    } = *cx;
+    let fail = |m: String| at(opts, ins.span, "RUN", m);
+
+    // The environment: the image's ENV and the stage's ARGs, an ARG declared after an ENV of
+    // its name winning (BuildKit's ARG sets the state's environment), in the order BuildKit's
+    // state keeps them.
+    st.meta.env_index.sync(&st.config.config.env);
+    let mut env = crate::envindex::ordered_env(
+        &st.config.config.env,
+        &st.meta.env_seq,
+        st.args.keys(),
+        &crate::envindex::Words {
+            env: &st.config.config.env,
+            index: &st.meta.env_index,
+            args: &st.args,
+            over: &st.meta.args_over_env,
+        },
+    );
+    // Proxy build args reach the process under both spellings, as BuildKit's ProxyEnv gives
+    // them, and stay out of the step's key: a changed proxy keeps the cached result.
+    let mut proxy_env = Vec::new();
+    for lower in [
+        "http_proxy",
+        "https_proxy",
+        "ftp_proxy",
+        "no_proxy",
+        "all_proxy",
+    ] {
+        let upper = lower.to_ascii_uppercase();
+        // BuildKit reads the args in sorted order, so the lowercase spelling wins.
+        let Some(v) = opts.build_args.get(lower).or(opts.build_args.get(&upper)) else {
+            continue;
+        };
+        for k in [upper.as_str(), lower] {
+            // One declared by ARG is the stage's, already in the environment and the key.
+            if !st.args.contains_key(k) {
+                proxy_env.push(format!("{k}={v}"));
+            }
+        }
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push(format!("PATH={}", sandbox::DEFAULT_PATH));
+    }
+    let words_env = meta::words_env(&st.config, &st.args, &st.meta);
+    let expand = |w: &str| lexer.process_word(w, &words_env).map_err(|e| e.to_string());
+
+    // The network: a namespace of the step's own unless the Dockerfile says otherwise; the
+    // host's only with the entitlement, as BuildKit rules (a Dockerfile is not the builder's
+    // to trust with the host's local services).
+    let network = match run.network {
+        Some(NetworkMode::None) => Network::None,
+        Some(NetworkMode::Host) => Network::Host,
+        Some(NetworkMode::Default) | None => opts.network,
+    };
+    if network == Network::Host && !opts.allow_network_host {
+        return Err(fail(
+            "--network=host is not allowed: it needs the network.host entitlement, granted \
+             with `cairn build --allow network.host`"
+                .into(),
+        ));
+    }
+
+    // The cache key: the command as written with its heredocs, everything the process sees
+    // (environment, so the stage's ARGs; working directory; user; shell; network) and its
+    // mounts as expanded, with the content behind a bind mount of the context.
+    let mut key = crate::cache::KeyHasher::new("RUN", st.key());
+    key.field("instruction", &ins.original);
+    for h in &run.heredocs {
+        key.field("heredoc", &h.name).field("body", &h.content);
+    }
+    for e in &env {
+        key.field("env", e);
+    }
+    key.field("workdir", &st.config.config.working_dir)
+        .field("user", &st.config.config.user)
+        .field("shell", meta::shell_of(&st.config).join("\0"))
+        .field("network", format!("{network:?}"));
+    // The history line lists the stage's ARGs as declared, which the environment alone does
+    // not fix (order, names without a value); keyed only when there are any.
+    let args_prefix = crate::history::run_prefix(&st.meta.arg_decls, &env);
+    if !args_prefix.is_empty() {
+        key.field("history-args", &args_prefix);
+    }
+    for (i, m) in run.mounts.iter().enumerate() {
+        let m = Mount::parse_with(&m.raw, i, &expand).map_err(&fail)?;
+        key.field("mount", serde_json::to_vec(&m).unwrap_or_default());
+        if m.kind == MountType::Bind {
+            let identity = mount_source_identity(cx, &m, step_id).map_err(|e| match e {
+                Error::Instruction { message, .. } => fail(format!("--mount {}: {message}", m.raw)),
+                other => other,
+            })?;
+            key.field("source", identity);
+        }
+    }
+    let (key, summary) = key.finish_with_summary();
+    if st.use_cached(cx.cache, cx.store, cx.progress, &key, summary, step_id)? {
+        return Ok(Outcome::Cached);
+    }
+    let sb = sandbox(cx).map_err(|e| fail(e.to_string()))?;
+
+    let base = store.temp_path("run");
+    std::fs::create_dir(&base).map_err(io_err("create", &base))?;
+    let run_dir = RunDir {
+        path: base.clone(),
+        keep: base.with_extension("keep"),
+        sandbox: sb.clone(),
+    };
+
+    // The command, heredocs included.
+    let shell = meta::shell_of(&st.config);
+    let mut mounts = Vec::new();
+    let argv = match &run.command {
+        Command::Shell(line) if !run.heredocs.is_empty() => {
+            let single = run.heredocs.len() == 1 && cairn_parser::raw::is_heredoc_word(line.trim());
+            if single {
+                let h = &run.heredocs[0];
+                if h.content.starts_with("#!") {
+                    // A script with its own interpreter runs as a file, as BuildKit does. The
+                    // name is the Dockerfile's: it names the file inside only, never on the
+                    // host, where the body is kept under a name of cairn's.
+                    if !is_plain_file_name(&h.name) {
+                        return Err(fail(format!(
+                            "heredoc name {:?} cannot name a script file: use a plain word \
+                             (letters, digits, '.', '_' or '-')",
+                            h.name
+                        )));
+                    }
+                    let script = base.join("pipes").join("script");
+                    std::fs::create_dir_all(base.join("pipes")).map_err(io_err("create", &base))?;
+                    std::fs::write(&script, &h.content).map_err(io_err("write", &script))?;
+                    set_mode(&script, 0o755)?;
+                    let target = format!("/dev/pipes/{}", h.name);
+                    mounts.push(MountSpec::Bind {
+                        source: script,
+                        inside: None,
+                        target: target.clone(),
+                        readonly: true,
+                        scratch: None,
+                        create: None,
+                    });
+                    vec![target]
+                } else {
+                    meta::argv(&Command::Shell(h.content.clone()), &shell)
+                }
+            } else {
+                // The shell reads the heredocs itself, as they stand in the Dockerfile.
+                let mut script = line.clone();
+                for h in &run.heredocs {
+                    script.push('\n');
+                    script.push_str(&h.content);
+                    script.push_str(&h.name);
+                }
+                meta::argv(&Command::Shell(script), &shell)
+            }
+        }
+        c => meta::argv(c, &shell),
+    };
+    let shown = argv.join(" ");
+
+    // The filesystem.
+    let diff_ids = st.config.rootfs.diff_ids.clone();
+    let root = sb
+        .prepare_root(store, st.layers(), &diff_ids, &base)
+        .map_err(|e| match e {
+            Error::Sandbox(m) => fail(m),
+            other => other,
+        })?;
+    let read_file = {
+        let root = root.clone();
+        move |rel: &str| -> String { users::read_image_file(&root, rel) }
+    };
+    let user = users::resolve_exec(&st.config.config.user, &read_file)
+        .map_err(|e| fail(format!("USER {}: {}", st.config.config.user, e.0)))?;
+    // HOME as runc sets it for BuildKit's steps: the user's passwd entry, else `/`, unless
+    // the environment has one. The step's key needs no field for it: it follows from the
+    // user (keyed) and the image's files (the chain).
+    env.extend(proxy_env);
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        let home = user.home.clone().filter(|h| !h.is_empty());
+        env.push(format!("HOME={}", home.as_deref().unwrap_or("/")));
+    }
+
+    // BuildKit's name for every step's sandbox: packages that record the hostname in their
+    // configs write the same thing under both builders.
+    let hostname = "buildkitsandbox";
+    let etc_files = sandbox::etc_files(&base, hostname, network)?;
+
+    // RUN --mount.
+    let mut locks = Vec::new();
+    for (i, m) in run.mounts.iter().enumerate() {
+        let m = Mount::parse_with(&m.raw, i, &expand).map_err(&fail)?;
+        mount_spec(
+            cx,
+            &st.config.config.working_dir,
+            &m,
+            &base,
+            &mut mounts,
+            &mut env,
+            &mut locks,
+        )
+        .map_err(|e| match e {
+            Error::Instruction { message, .. } => fail(format!("--mount {}: {message}", m.raw)),
+            other => other,
+        })?;
+    }
+
+    let keep_upper = matches!(root, RootSpec::Overlay { .. }).then(|| run_dir.keep.clone());
+    let spec = RunSpec {
+        root,
+        argv,
+        env,
+        cwd: if st.config.config.working_dir.is_empty() {
+            "/".into()
+        } else {
+            st.config.config.working_dir.clone()
+        },
+        uid: user.uid,
+        gid: user.gid,
+        groups: user.groups,
+        hostname: hostname.into(),
+        network,
+        etc_files,
+        mounts,
+        diff: true,
+        clamp_mtime: epoch,
+        tty: false,
+        console: false,
+        cgroup_procs: Vec::new(),
+        userns: sb.mapping.for_pid1(),
+        keep_upper,
+        cleanup: vec![base.clone()],
+    };
+    let tail = Tail::default();
+    let progress = cx.progress;
+    let on_line = |line: &str| {
+        tail.push(line);
+        progress(Event::Log {
+            id: step_id,
+            line: line.to_owned(),
+        });
+    };
+    // Unchanged stretches of what this step wrote last time are copied, not deflated again.
+    let previous = cx.cache.last_layer(st.position());
+    let mut sink = |r: &mut dyn std::io::Read| -> Result<Option<_>> {
+        let mut first = [0u8; 1];
+        let n = r
+            .read(&mut first)
+            .map_err(io_err("read the step's changes", &base))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let mut all = std::io::Read::chain(&first[..n], r);
+        let layer = write_layer_reusing(store, opts.compression, previous.as_ref(), |w| {
+            std::io::copy(&mut all, w)
+                .map(drop)
+                .map_err(|e| cairn_layers::Error::Stream {
+                    action: "copy the step's changes into the store".into(),
+                    source: e,
+                })
+        })?;
+        Ok(Some(layer))
+    };
+    let (exit, layer) = sb
+        .run(spec, Stdio3::Capture, &on_line, Some(&mut sink))
+        .map_err(|e| match e {
+            Error::Sandbox(m) => fail(format!("process \"{shown}\" could not run: {m}")),
+            other => other,
+        })?;
+    drop(locks);
+    if !exit.success() {
+        let mut msg = format!(
+            "process \"{shown}\" did not complete successfully: exit code: {}",
+            exit.status()
+        );
+        if exit.oom_killed {
+            msg.push_str(" (killed by the kernel for going over the memory limit)");
+        }
+        let lines = tail.lines();
+        if !lines.is_empty() {
+            msg.push_str("\n  last output:");
+            for l in lines {
+                msg.push_str("\n  | ");
+                msg.push_str(&l);
+            }
+        }
+        return Err(fail(msg));
+    }
+    let created = timestamp(epoch);
+    let created_by = history_line(&args_prefix, &shown);
+    let recorded;
+    match layer {
+        Some(Some(layer)) if layer.uncompressed_size > 1024 => {
+            recorded = Some(super::ctx::layer_record(&layer));
+            cx.cache
+                .put_last_layer(st.position(), &layer.descriptor.digest)?;
+            if run_dir.keep.is_dir() {
+                // The upper directory is this layer unpacked for overlay: the next step's
+                // lowerdir, with no second pass over the blob. (Dropping run_dir removes it
+                // if the store already had one.)
+                let key = sb.mapping.store_key();
+                store.adopt_unpacked(&layer.diff_id, &key, &run_dir.keep)?;
+            }
+            add_layer(st, layer, None, created, created_by);
+        }
+        // A step that changed nothing still adds a layer, an empty one, as BuildKit's
+        // does (its history test has `RUN ls` as a layer): the image then has one layer
+        // per RUN, which tools that count them expect. (The diff of an unchanged tree is
+        // nothing, or a bare end-of-archive.)
+        _ => {
+            let layer = cairn_layers::layer::write_layer(store, opts.compression, |w| {
+                super::workdir::dirs_tar(w, &[])
+            })?;
+            recorded = Some(super::ctx::layer_record(&layer));
+            add_layer(st, layer, None, created, created_by);
+        }
+    }
+    st.record(cx.cache, key, recorded, None)?;
+    Ok(Outcome::Ran)
+}
+
+/// BuildKit's history line: `RUN |N K=V ... CMD # buildkit`, naming the stage's build args.
+/// BuildKit's `RUN |N k=v ... argv # buildkit` (see [`crate::history::run_prefix`]).
+fn history_line(prefix: &str, shown: &str) -> String {
+    if prefix.is_empty() {
+        format!("RUN {shown} # buildkit")
+    } else {
+        format!("RUN {prefix} {shown} # buildkit")
+    }
+}
+
+/// A heredoc name that can stand as one file name in /dev/pipes: BuildKit makes the script
+/// there under it, and fails for anything with a slash or a parent.
+fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_plain_file_name;
+
+    #[test]
+    fn heredoc_script_names() {
+        let cases = [
+            ("EOF", true),
+            ("run.sh", true),
+            ("my-script_2", true),
+            ("/tmp/pwned", false),
+            ("../../x", false),
+            ("a/b", false),
+            ("..", false),
+            (".", false),
+            ("", false),
+            ("sp ace", false),
+        ];
+        for (name, ok) in cases {
+            assert_eq!(is_plain_file_name(name), ok, "{name:?}");
+        }
+    }
+}

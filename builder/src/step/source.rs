@@ -1,0 +1,218 @@
+//! What a name in FROM, COPY --from or RUN --mount from= stands for (a stage of this build, a
+//! named context, an image from the store or its registry) and its files as a directory.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use cairn_layers::Store;
+use cairn_layers::image::Descriptor;
+use cairn_layers::store::Image;
+use cairn_parser::Dockerfile;
+
+use super::ctx::Ctx;
+use crate::error::Result;
+use crate::options::NamedContext;
+use crate::progress::Event;
+use crate::stage::{StageResult, unpack_layers};
+
+impl Ctx<'_> {
+    /// An image by name for FROM, COPY --from or RUN --mount from=: the store's; else, or
+    /// with `--pull` when named by tag, its registry's. `missing` words the error when there
+    /// is no registry to ask; a failed pull says what the registry said.
+    pub(crate) fn image(
+        &self,
+        name: &str,
+        step_id: usize,
+        missing: impl FnOnce() -> String,
+    ) -> std::result::Result<Descriptor, String> {
+        if let Some(d) = self.pulled.lock().ok().and_then(|p| p.get(name).cloned()) {
+            return Ok(d);
+        }
+        let stored = match self.store.resolve(name) {
+            Ok(found) => Some(found),
+            // An ID prefix of several images: saying "not in the store" would mislead.
+            Err(e @ cairn_layers::Error::Invalid { .. }) => return Err(e.to_string()),
+            Err(_) => None,
+        };
+        let reference = cairn_layers::Reference::parse(name).ok();
+        let (Some(registry), Some(reference)) = (&self.opts.registry, reference) else {
+            return stored.map(|(_, d)| d).ok_or_else(missing);
+        };
+        match stored {
+            // By ID or digest, or by tag without --pull: what the store has is the image.
+            Some((by_tag, d))
+                if !self.opts.pull || by_tag.is_none() || reference.digest().is_some() =>
+            {
+                return Ok(d);
+            }
+            _ => {}
+        }
+        let progress = self.progress;
+        progress(Event::Log {
+            id: step_id,
+            line: format!("pulling {}", reference.familiar()),
+        });
+        let events = |e: cairn_layers::registry::Event| {
+            if let Some(line) = pull_line(&e) {
+                progress(Event::Log { id: step_id, line });
+            }
+        };
+        let d = cairn_layers::registry::pull(self.store, &reference, registry, &events).map_err(
+            |e| match &stored {
+                Some(_) => format!("pulling {}: {e}", reference.familiar()),
+                // Say what the store lacked too, and the way round a registry out of reach.
+                None => format!("{} (pulling it failed: {e})", missing()),
+            },
+        )?;
+        if let Ok(mut p) = self.pulled.lock() {
+            p.insert(name.to_owned(), d.clone());
+        }
+        Ok(d)
+    }
+
+    /// What `name` (a COPY --from or RUN --mount from=, expanded) stands for, in the order
+    /// BuildKit looks: a stage of this Dockerfile, a named context, else an image.
+    pub(crate) fn source(&self, name: &str) -> Named<'_> {
+        if let Some(i) = stage_named(self.df, name) {
+            return Named::Stage(i, self.results.get(&i));
+        }
+        match named_context(&self.opts.contexts, name) {
+            Some(c) => Named::Context(c),
+            None => Named::Image,
+        }
+    }
+}
+
+/// What a name in COPY --from or RUN --mount from= stands for (see [`Ctx::source`]).
+pub(crate) enum Named<'a> {
+    /// A stage, by index, with its result once it is built.
+    Stage(usize, Option<&'a StageResult>),
+    /// A `--build-context`, or an `oci-layout://` name given in place.
+    Context(NamedContext),
+    /// Any other name: an image, by reference or ID (see [`Ctx::image`]).
+    Image,
+}
+
+/// The stage `name` means: a stage's name (any case) or its index.
+pub(crate) fn stage_named(df: &Dockerfile, name: &str) -> Option<usize> {
+    df.stages
+        .iter()
+        .position(|s| {
+            s.name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+        .or_else(|| name.parse::<usize>().ok().filter(|&i| i < df.stages.len()))
+}
+
+/// The named context `name` means: a `--build-context` of that name, or an `oci-layout://`
+/// name given in place of one.
+pub(crate) fn named_context(
+    contexts: &BTreeMap<String, NamedContext>,
+    name: &str,
+) -> Option<NamedContext> {
+    contexts.get(name).cloned().or_else(|| {
+        name.starts_with("oci-layout://")
+            .then(|| NamedContext::parse(name))
+    })
+}
+
+/// A finished stage's files as a directory: its own when `complete` (settled, at least where
+/// the reader looks), else a complete copy of its own at `copy`, made once.
+pub(crate) fn stage_root(
+    store: &Store,
+    r: &StageResult,
+    complete: bool,
+    copy: PathBuf,
+) -> Result<PathBuf> {
+    if complete {
+        return Ok(r.rootfs.clone());
+    }
+    if !copy.exists() {
+        unpack_layers(store, &r.layers, &copy)?;
+    }
+    Ok(copy)
+}
+
+/// An image's files, unpacked once into the directory `dir` names after the image's ID: the
+/// image and that directory.
+pub(crate) fn image_root(
+    store: &Store,
+    manifest: &Descriptor,
+    dir: impl FnOnce(&str) -> PathBuf,
+) -> Result<(Image, PathBuf)> {
+    let img = store.image(manifest)?;
+    let dir = dir(img.id().hex());
+    if !dir.exists() {
+        unpack_layers(store, &img.manifest.layers, &dir)?;
+    }
+    Ok((img, dir))
+}
+
+/// A pull's progress as a step's log line: the blobs it copied and the digest it settled on.
+pub(crate) fn pull_line(e: &cairn_layers::registry::Event) -> Option<String> {
+    use cairn_layers::registry::Event as R;
+    Some(match e {
+        R::Resolved { reference, digest } => format!("resolved {reference} to {digest}"),
+        R::PlatformSelected { platform, digest } => format!("selected {platform}: {digest}"),
+        R::BlobDone { digest, size, .. } => format!("copied blob {digest} ({size} bytes)"),
+        R::Retrying {
+            what,
+            attempt,
+            error,
+        } => format!("retrying {what} (attempt {attempt} failed: {error})"),
+        R::MirrorFailed { endpoint, error } => format!("mirror {endpoint} failed: {error}"),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use super::*;
+
+    #[test]
+    fn stages_by_name_or_index() {
+        let df = cairn_parser::parse(
+            "Dockerfile",
+            "FROM busybox AS Build\nFROM busybox AS test\nFROM busybox\n",
+        )
+        .unwrap();
+        let cases = [
+            ("build", Some(0)),
+            ("BUILD", Some(0)),
+            ("test", Some(1)),
+            ("2", Some(2)),
+            ("+1", Some(1)),
+            ("3", None),
+            ("busybox", None),
+            ("", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(stage_named(&df, name), want, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn named_contexts_and_layouts() {
+        let mut contexts = BTreeMap::new();
+        contexts.insert("src".into(), NamedContext::Dir(PathBuf::from("/ctx/src")));
+        let layout = |dir: &str, tag: Option<&str>| NamedContext::OciLayout {
+            dir: PathBuf::from(dir),
+            tag: tag.map(str::to_owned),
+        };
+        let cases = [
+            ("src", Some(NamedContext::Dir(PathBuf::from("/ctx/src")))),
+            ("SRC", None),
+            ("alpine", None),
+            ("oci-layout:///img", Some(layout("/img", None))),
+            ("oci-layout:///img:v1", Some(layout("/img", Some("v1")))),
+            ("oci-layout://a:b/img", Some(layout("a:b/img", None))),
+        ];
+        for (name, want) in cases {
+            assert_eq!(named_context(&contexts, name), want, "{name:?}");
+        }
+    }
+}
