@@ -44,11 +44,16 @@ pub enum Found {
 /// most `limit` bytes. Opening never blocks (`O_NONBLOCK` until the type is known), so a FIFO
 /// is reported, not waited on.
 pub fn read_in_root(root: &Path, rel: &str, limit: u64) -> io::Result<Found> {
-    let dir = rustix::fs::open(
+    // A root not made yet (a stage FROM scratch before anything is written) holds nothing.
+    let dir = match rustix::fs::open(
         root,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
-    )?;
+    ) {
+        Ok(dir) => dir,
+        Err(Errno::NOENT) => return Ok(Found::Missing),
+        Err(e) => return Err(e.into()),
+    };
     let fd = match open_in_root(
         dir.as_fd(),
         rel,
@@ -117,6 +122,10 @@ mod tests {
         )
         .unwrap();
         symlink("/proc/self/root/host-secret", root.join("etc/magic")).unwrap();
+        assert_eq!(
+            read_in_root(&tmp.path().join("none"), "etc/passwd", 64).unwrap(),
+            Found::Missing
+        );
         let file = |s: &str| Found::File(s.as_bytes().to_vec());
         let cases: [(&str, Option<Found>); 10] = [
             ("etc/passwd", Some(file("root:x:0:0::/root:/bin/sh\n"))),
