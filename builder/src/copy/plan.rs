@@ -142,8 +142,25 @@ pub fn plan_copy<'r>(
     for src in &req.sources {
         let p = match src {
             CopySource::Content { .. } => continue,
-            CopySource::File { name, path, mtime } => {
+            CopySource::File {
+                name,
+                path,
+                mtime,
+                unpack,
+            } => {
                 any = true;
+                if *unpack && is_archive(path)? {
+                    dest.dir()?;
+                    planned.push(Planned {
+                        dest: dest_rel.clone(),
+                        src: path.clone(),
+                        meta: path.metadata().map_err(io_err("stat", path))?,
+                        archive: true,
+                        raw: None,
+                        empty: false,
+                    });
+                    continue;
+                }
                 let (target, replaces) = dest.file(name)?;
                 if replaces {
                     drop_target(&target, &mut planned, &mut contents, &mut files);

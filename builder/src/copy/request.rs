@@ -16,10 +16,12 @@ pub enum CopySource {
         data: Vec<u8>,
     },
     /// Mode 0600 before `--chmod`, as Docker gives an ADD from a URL; `mtime` in seconds.
+    /// `unpack`: an archive is extracted into the destination instead (`ADD --unpack=true`).
     File {
         name: String,
         path: PathBuf,
         mtime: i64,
+        unpack: bool,
     },
 }
 
@@ -35,7 +37,7 @@ pub struct CopyRequest {
     pub chmod: Option<String>,
     /// SOURCE_DATE_EPOCH: no mtime later than this.
     pub clamp_mtime: Option<i64>,
-    /// ADD: unpack local tar archives into the destination.
+    /// ADD: unpack local tar archives into the destination (unless `--unpack=false`).
     pub unpack_archives: bool,
     /// `--parents`: keep each source's directories (`a/b/f` lands at `DEST/a/b/f`).
     pub parents: bool,

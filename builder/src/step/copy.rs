@@ -34,6 +34,8 @@ pub(crate) struct CopyArgs<'a> {
     /// ADD `--checksum=ALGO:HEX`, for URL sources.
     pub(crate) checksum: Option<&'a str>,
     pub(crate) is_add: bool,
+    /// ADD `--unpack`: None extracts local archives and leaves downloads whole.
+    pub(crate) unpack: Option<bool>,
 }
 
 impl<'a> CopyArgs<'a> {
@@ -48,6 +50,7 @@ impl<'a> CopyArgs<'a> {
             chmod: c.chmod.as_deref(),
             checksum: None,
             is_add: false,
+            unpack: None,
         }
     }
 
@@ -62,6 +65,7 @@ impl<'a> CopyArgs<'a> {
             chmod: a.chmod.as_deref(),
             checksum: a.checksum.as_deref(),
             is_add: true,
+            unpack: a.unpack,
         }
     }
 }
@@ -97,6 +101,7 @@ pub(crate) fn copy_step(
         chmod,
         checksum,
         is_add,
+        unpack,
     } = args;
     let checksum = checksum.map(word).transpose()?;
     let dest = word(dest)?;
@@ -107,7 +112,18 @@ pub(crate) fn copy_step(
         paths: line_paths,
         docs: line_docs,
         downloads,
-    } = expand_sources(cx, st, ins, sources, is_add, checksum.as_deref(), &env)?;
+    } = expand_sources(
+        cx,
+        st,
+        ins,
+        sources,
+        AddFlags {
+            is_add,
+            unpack,
+            checksum: checksum.as_deref(),
+        },
+        &env,
+    )?;
     let chown_word = chown.map(word).transpose()?;
     let owner = match &chown_word {
         Some(spec) => file_owner(cx, st, ins, spec, &format!("--chown={spec}"))?,
@@ -134,7 +150,7 @@ pub(crate) fn copy_step(
         owner,
         chmod,
         clamp_mtime: epoch,
-        unpack_archives: is_add,
+        unpack_archives: is_add && unpack != Some(false),
         parents,
         excludes: excludes
             .iter()
@@ -262,15 +278,26 @@ struct Expanded {
 
 /// Expands `sources` with the stage's words (`env`); ADD fetches its URLs (next to the
 /// stage's rootfs) and checks them against `checksum`.
+/// What ADD adds to COPY's handling of a source: URLs, `--unpack`, `--checksum`.
+struct AddFlags<'a> {
+    is_add: bool,
+    unpack: Option<bool>,
+    checksum: Option<&'a str>,
+}
+
 fn expand_sources(
     cx: &Ctx<'_>,
     st: &StageState,
     ins: &Instruction,
     sources: &[Source],
-    is_add: bool,
-    checksum: Option<&str>,
+    add: AddFlags<'_>,
     env: &BTreeMap<String, String>,
 ) -> Result<Expanded> {
+    let AddFlags {
+        is_add,
+        unpack,
+        checksum,
+    } = add;
     let epoch = cx.epoch;
     let fail = |m: String| at(cx.opts, ins.span, ins.keyword(), m);
     let word = |w: &str| {
@@ -302,6 +329,7 @@ fn expand_sources(
                         name: dl.name.clone(),
                         path: dl.path.clone(),
                         mtime,
+                        unpack: unpack == Some(true),
                     };
                     downloads.push(dl);
                     src
