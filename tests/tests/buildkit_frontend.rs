@@ -909,11 +909,7 @@ fn add_cases() -> Vec<Case> {
             ],
         )
         .has("run/act/actions/broad/.git/HEAD", "ref: refs/heads/main\n")
-        .has("run/act/actions/broad/.git/HEAD.link", "ref: refs/heads/main\n")
-        .known(
-            "a hard link in an ADDed archive whose path crosses a symlink of the image is \
-             refused as unsafe (a follow-up of issue 15)",
-        ),
+        .has("run/act/actions/broad/.git/HEAD.link", "ref: refs/heads/main\n"),
         // BuildKit reads the owners from a tar export; a RUN reads them here.
         case(
             "testDockerfileAddChownArchive",

@@ -171,3 +171,23 @@ fn workdir_layers_carry_the_existing_parents() {
     assert_eq!(stat, "/tmp 1777 0:0\n/tmp/w 755 0:0\n");
     assert_eq!(layers[1].get("tmp"), Some(&(0o1777, 0, 0, EPOCH)));
 }
+
+/// A symlink a COPY wrote is followed by a later COPY's destination, as the step's own
+/// filesystem would follow it (BuildKit copies into the snapshot the earlier step left).
+#[test]
+fn a_later_copy_follows_a_symlink_an_earlier_copy_wrote() {
+    let s = loaded_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("f"), "f").unwrap();
+    fs::create_dir(ctx.path().join("d")).unwrap();
+    std::os::unix::fs::symlink("/srv", ctx.path().join("d/lnk")).unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nRUN mkdir /srv\nCOPY d/ /opt/\nCOPY f /opt/lnk/f\n\
+         RUN test -f /srv/f && test -L /opt/lnk\n",
+    )
+    .unwrap();
+    let mut c = s.cmd(&["build", "-q", "--no-cache"]);
+    c.arg(ctx.path());
+    ok(c);
+}

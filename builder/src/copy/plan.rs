@@ -423,6 +423,15 @@ impl CopyPlan<'_> {
         planned + contents + files
     }
 
+    /// Whether the layer may hold symlinks (an archive's, or a source's): a later step's paths
+    /// must then be resolved through them, which the directories [`CopyPlan::write`] returns
+    /// cannot tell; the stage reads the layer's own listing instead.
+    pub fn may_write_symlinks(&self) -> bool {
+        self.planned
+            .iter()
+            .any(|p| p.archive || p.meta.file_type().is_symlink())
+    }
+
     /// The source files whose content the key takes (regular files and archives), for
     /// hashing them ahead of [`CopyPlan::describe`], in parallel.
     pub fn content_sources(&self) -> Vec<(&Path, &Metadata)> {

@@ -235,6 +235,7 @@ pub(crate) fn copy_step(
     }
     let mut dirs = Default::default();
     let total = plan.source_bytes();
+    let listed = plan.may_write_symlinks();
     // Unchanged stretches of the layer this step made last time are copied, not deflated
     // again (a large file that grew at its end costs its last chunks).
     let previous = cx.cache.last_layer(st.position());
@@ -261,9 +262,14 @@ pub(crate) fn copy_step(
     cx.cache
         .put_last_layer(st.position(), &layer.descriptor.digest)?;
     let rec = layer_record(&layer);
-    let dir_list: Vec<(String, DirMeta)> = dirs.clone().into_iter().collect();
-    add_layer(st, layer, Some(dirs), created, history_line);
-    st.record(cx.cache, key, Some(rec), Some(dir_list))?;
+    let (dirs, dir_list) = if listed {
+        (None, None)
+    } else {
+        let list: Vec<(String, DirMeta)> = dirs.clone().into_iter().collect();
+        (Some(dirs), Some(list))
+    };
+    add_layer(st, layer, dirs, created, history_line);
+    st.record(cx.cache, key, Some(rec), dir_list)?;
     Ok(Outcome::Ran)
 }
 
