@@ -217,7 +217,7 @@ pub fn run(
             image_id: img.id().to_string(),
             command: argv,
             exit_code: result.as_ref().ok().map(|(e, _)| e.status()),
-            snapshotter: format!("{:?}", sb.snapshotter).to_lowercase(),
+            snapshotter: format!("{:?}", sb.snapshotter()).to_lowercase(),
         };
         let path = dir.join("container.json");
         let json = serde_json::to_vec_pretty(&record).unwrap_or_default();

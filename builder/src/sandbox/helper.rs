@@ -15,12 +15,13 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use cairn_layers::IdMap;
 use cairn_layers::apply::{ApplyOptions, Whiteouts, apply_layer};
 use cairn_layers::compress::{self, Compression};
-use cairn_layers::diff::{TarOptions, write_tree_diff, write_upperdir};
+use cairn_layers::diff::TarOptions;
 use cairn_layers::digest::HashingReader;
 
 use super::confine::{self, Made};
 use super::idmapped;
-use super::proto::{self, Go, LayerBlob, MountSpec, Network, Reply, Request, RootSpec, RunSpec};
+use super::proto::{self, Go, LayerBlob, MountSpec, Network, Reply, Request, RunSpec};
+use super::snapshot::overlay;
 use super::sys::{self, Fail};
 
 /// The hidden first argument that makes the cairn binary act as the helper.
@@ -130,7 +131,7 @@ fn serve(control: UnixStream) -> Result<(), Fail> {
             .ok_or("cairn went away before writing the id maps")?;
         match &req {
             Request::Probe { dir } => {
-                let overlay = probe(dir);
+                let overlay = overlay::probe(dir);
                 let _ = std::fs::remove_dir_all(dir);
                 proto::send(&mut w, &Reply::Probed { overlay }).map_err(|e| e.to_string())
             }
@@ -154,10 +155,8 @@ fn serve(control: UnixStream) -> Result<(), Fail> {
     })();
     // A step stopped early may still have its overlay mounted under the run directory:
     // detach it first, or removing the directory would reach into the mount.
-    if let Request::Run(spec) = &req
-        && let RootSpec::Overlay { merged, .. } = &spec.root
-    {
-        let _ = sys::umount_detach(merged);
+    if let Request::Run(spec) = &req {
+        spec.root.open().detach();
     }
     for p in &cleanup {
         let _ = remove(p);
@@ -180,19 +179,6 @@ fn remove(p: &Path) -> Result<(), Fail> {
         }
         Ok(_) => std::fs::remove_file(p).map_err(|e| format!("remove {}: {e}", p.display())),
     }
-}
-
-fn probe(dir: &Path) -> Result<(), String> {
-    let sub = |n: &str| dir.join(n);
-    for n in ["lower", "upper", "work", "merged"] {
-        std::fs::create_dir_all(sub(n)).map_err(|e| format!("create {}: {e}", sub(n).display()))?;
-    }
-    sys::unshare(sys::CLONE_NEWNS)?;
-    mount_overlay(&[sub("lower")], &sub("upper"), &sub("work"), &sub("merged"))?;
-    // A whiteout is a 0/0 character device: the upper filesystem must let us make one.
-    std::fs::create_dir(sub("merged/d")).map_err(|e| format!("mkdir in overlay: {e}"))?;
-    std::fs::remove_dir(sub("merged/d")).map_err(|e| format!("rmdir in overlay: {e}"))?;
-    sys::umount_detach(&sub("merged"))
 }
 
 /// Applies layer blobs onto `target` in order, owners through `ids` (container ids to the ids
@@ -231,63 +217,6 @@ pub(super) fn unpack(
     Ok(out)
 }
 
-/// overlayfs with user-namespace attributes; no redirects or metacopy, so the upper directory
-/// is a plain layer.
-fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, merged: &Path) -> Result<(), Fail> {
-    let lower: Vec<String> = lowers
-        .iter()
-        .map(|p| {
-            p.display()
-                .to_string()
-                .replace('\\', "\\\\")
-                .replace(':', "\\:")
-        })
-        .collect();
-    let data = format!(
-        "lowerdir={},upperdir={},workdir={},userxattr",
-        lower.join(":"),
-        upper.display(),
-        work.display()
-    );
-    if data.len() < 4000 {
-        return sys::mount(Some("overlay"), merged, Some("overlay"), 0, Some(&data));
-    }
-    mount_overlay_many(lowers, upper, work, merged)
-}
-
-/// Too many lowers for one page of mount options: the new mount API, one `lowerdir+` each.
-fn mount_overlay_many(
-    lowers: &[PathBuf],
-    upper: &Path,
-    work: &Path,
-    merged: &Path,
-) -> Result<(), Fail> {
-    use rustix::mount::{
-        FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create,
-        fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount,
-    };
-    let e = |what: &str, err: rustix::io::Errno| format!("overlay {what}: {err}");
-    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|x| e("fsopen", x))?;
-    for l in lowers {
-        fsconfig_set_string(&fs, "lowerdir+", l.as_path())
-            .map_err(|x| e(&format!("lowerdir+ {}", l.display()), x))?;
-    }
-    fsconfig_set_string(&fs, "upperdir", upper).map_err(|x| e("upperdir", x))?;
-    fsconfig_set_string(&fs, "workdir", work).map_err(|x| e("workdir", x))?;
-    fsconfig_set_flag(&fs, "userxattr").map_err(|x| e("userxattr", x))?;
-    fsconfig_create(&fs).map_err(|x| e("create", x))?;
-    let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
-        .map_err(|x| e("fsmount", x))?;
-    move_mount(
-        &mnt,
-        "",
-        rustix::fs::CWD,
-        merged,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-    )
-    .map_err(|x| e("move_mount", x))
-}
-
 fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
     if let Some(ids) = &spec.userns {
         idmapped::prepare(ids)?;
@@ -303,18 +232,8 @@ fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
     if spec.network != Network::Host {
         sys::loopback_up()?;
     }
-    let root = match &spec.root {
-        RootSpec::Overlay {
-            lowers,
-            upper,
-            work,
-            merged,
-        } => {
-            mount_overlay(lowers, upper, work, merged)?;
-            merged.clone()
-        }
-        RootSpec::Copy { root, .. } => root.clone(),
-    };
+    let snapshot = spec.root.open();
+    let root = snapshot.mount()?;
     let root_fd = confine::open_host(&root)?;
     let root_fd = root_fd.as_fd();
     // runc's mount points for /proc, /dev and /sys stay in the layer, as BuildKit leaves them
@@ -367,20 +286,9 @@ fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
     // Mount points this step did not ask for go; a directory the process filled stays.
     confine::remove_made(root_fd, &made.made);
     let (code, _) = outcome?;
-    if let RootSpec::Overlay { merged, upper, .. } = &spec.root {
-        sys::umount_detach(merged)?;
-        confine::prune_touched(upper, &made.touched);
-    }
+    snapshot.unmount(&made.touched)?;
     let ok = code == Some(0) && !CANCELLED.load(Ordering::SeqCst);
-    // An overlay step that changed nothing has an empty upper directory: no tar at all, so
-    // cairn neither compresses nor stores an empty layer.
-    let unchanged = match &spec.root {
-        RootSpec::Overlay { upper, .. } => {
-            std::fs::read_dir(upper).is_ok_and(|mut d| d.next().is_none())
-        }
-        RootSpec::Copy { .. } => false,
-    };
-    if spec.diff && ok && !unchanged {
+    if spec.diff && ok && !snapshot.unchanged() {
         // SAFETY: cairn passes the layer pipe as fd 4.
         let data = unsafe { File::from_raw_fd(DATA_FD) };
         let opts = TarOptions {
@@ -388,19 +296,16 @@ fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
             id_map: spec.userns.clone().unwrap_or_else(IdMap::identity),
             clamp_mtime: spec.clamp_mtime,
         };
-        let out = std::io::BufWriter::with_capacity(1 << 20, data);
-        let out = match &spec.root {
-            RootSpec::Overlay { upper, .. } => write_upperdir(upper, out, &opts),
-            RootSpec::Copy { lower, root } => write_tree_diff(lower, root, out, &opts),
-        }
-        .map_err(|e| format!("diff: {e}"))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, data);
+        snapshot
+            .write_diff(&mut out, &opts)
+            .map_err(|e| format!("diff: {e}"))?;
         out.into_inner()
             .map_err(|e| format!("write the layer: {}", e.error()))?
             .flush()
             .map_err(|e| format!("write the layer: {e}"))?;
-        if let (RootSpec::Overlay { upper, .. }, Some(keep)) = (&spec.root, &spec.keep_upper) {
-            // Best effort: without it cairn unpacks the layer from its blob when needed.
-            let _ = std::fs::rename(upper, keep);
+        if let Some(keep) = &spec.keep_upper {
+            snapshot.keep(keep);
         }
     }
     Ok(())
@@ -661,7 +566,7 @@ fn child_setup(
                                 std::fs::Permissions::from_mode(m.mode() & 0o7777),
                             );
                         }
-                        mount_overlay(
+                        overlay::mount(
                             std::slice::from_ref(&lower),
                             &upper,
                             &work,

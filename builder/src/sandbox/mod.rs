@@ -9,6 +9,7 @@ mod idmapped;
 pub mod ids;
 pub mod net;
 pub mod proto;
+mod snapshot;
 mod sys;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -21,7 +22,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use cairn_layers::apply::{ApplyOptions, Whiteouts};
 use cairn_layers::image::Descriptor;
 use cairn_layers::store::RemoveFn;
 use cairn_layers::{Digest, Store};
@@ -31,6 +31,7 @@ pub use cgroup::Limits;
 pub use ids::{Mapping, MappingKind};
 use proto::{Go, LayerBlob, Reply, Request};
 pub use proto::{MountSpec, Network, RootSpec, RunSpec};
+use snapshot::Snapshot;
 
 /// Docker's PATH for a container whose image sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -87,8 +88,8 @@ pub fn cancelled() -> bool {
 pub struct Sandbox {
     helper: PathBuf,
     pub mapping: Mapping,
-    /// Overlay or Copy (Auto is resolved when the sandbox is made).
-    pub snapshotter: Snapshotter,
+    /// Overlay or copy, resolved from the option when the sandbox is made.
+    snapshot: &'static dyn Snapshot,
     pub limits: Limits,
     /// Said once, for the CLI to show (single-id mapping, limits not applied, copy fallback).
     pub warnings: Vec<String>,
@@ -222,7 +223,7 @@ impl Sandbox {
         let mut sb = Sandbox {
             helper,
             mapping,
-            snapshotter: Snapshotter::Overlay,
+            snapshot: snapshot::unused(),
             limits,
             warnings: warning.into_iter().collect(),
             limits_usable: false,
@@ -243,48 +244,15 @@ impl Sandbox {
                     .push(format!("resource limits are not applied: {e}")),
             }
         }
-        if snapshotter != Snapshotter::Copy {
-            // Whether overlayfs mounts on this store changes only with the kernel or the user:
-            // a success is remembered until the next boot, which spares every build after the
-            // first a helper and a mount (a tenth of a one-RUN rebuild).
-            let marker = store.root().join("overlay-ok");
-            let stamp = format!(
-                "{} {}\n",
-                std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-                    .unwrap_or_default()
-                    .trim(),
-                rustix::process::geteuid().as_raw()
-            );
-            let known = std::fs::read_to_string(&marker).is_ok_and(|m| m == stamp);
-            let dir = store
-                .tmp_dir()
-                .join(format!("probe-{}", std::process::id()));
-            let probed = if known { Ok(()) } else { sb.probe(&dir) };
-            if !known {
-                let _ = store.remove_tree(&dir);
-                if probed.is_ok() {
-                    let _ = std::fs::write(&marker, &stamp);
-                }
-            }
-            match (probed, snapshotter) {
-                (Ok(()), _) => {}
-                (Err(why), Snapshotter::Overlay) => {
-                    return Err(Error::Sandbox(format!(
-                        "the overlay snapshotter cannot be used here: {why}"
-                    )));
-                }
-                (Err(why), _) => {
-                    sb.warnings.push(format!(
-                        "overlayfs cannot be mounted on the store ({why}); using the copy \
-                         snapshotter"
-                    ));
-                    sb.snapshotter = Snapshotter::Copy;
-                }
-            }
-        } else {
-            sb.snapshotter = Snapshotter::Copy;
-        }
+        let (chosen, warning) = snapshot::choose(&sb, store, snapshotter)?;
+        sb.snapshot = chosen;
+        sb.warnings.extend(warning);
         Ok(sb)
+    }
+
+    /// The snapshotter this sandbox uses: overlay or copy (`auto` resolved).
+    pub fn snapshotter(&self) -> Snapshotter {
+        self.snapshot.kind()
     }
 
     /// Just enough of a sandbox to delete trees with mapped owners (`cairn prune`).
@@ -292,31 +260,11 @@ impl Sandbox {
         Ok(Sandbox {
             helper,
             mapping: Mapping::detect(store.root())?.0,
-            snapshotter: Snapshotter::Overlay,
+            snapshot: snapshot::unused(),
             limits: Limits::default(),
             warnings: Vec::new(),
             limits_usable: false,
         })
-    }
-
-    fn probe(&self, dir: &Path) -> std::result::Result<(), String> {
-        let mut h = self
-            .spawn(
-                &Request::Probe {
-                    dir: dir.to_path_buf(),
-                },
-                Stdio3::Inherit,
-                None,
-                None,
-            )
-            .map_err(|e| e.to_string())?;
-        let r = match h.recv().map_err(|e| e.to_string())? {
-            Reply::Probed { overlay } => overlay,
-            Reply::Failed { message } => Err(message),
-            other => Err(format!("unexpected answer {other:?}")),
-        };
-        let _ = h.finish();
-        r
     }
 
     /// A remover for the store: trees with mapped owners are deleted inside the namespace.
@@ -347,32 +295,6 @@ impl Sandbox {
         h.finish()
     }
 
-    /// A layer unpacked as an overlay lowerdir with its owners, shared through the store.
-    pub fn lowerdir(&self, store: &Store, layer: &Descriptor, diff_id: &Digest) -> Result<PathBuf> {
-        let key = self.mapping.store_key();
-        if self.mapping.kind == MappingKind::Root {
-            // Root chowns to the mapped host ids itself: no helper needed.
-            let opts = ApplyOptions {
-                whiteouts: Whiteouts::Overlay {
-                    opaque_xattr: helper::OPAQUE_XATTR,
-                },
-                id_map: self.mapping.ids.clone(),
-                chown: true,
-            };
-            return Ok(store.unpacked_layer_keyed(layer, diff_id, &key, &opts)?);
-        }
-        Ok(store.unpacked_layer_with(diff_id, &key, |dir| {
-            let ids = self
-                .unpack(store, std::slice::from_ref(layer), dir, true)
-                .map_err(|e| {
-                    cairn_layers::Error::invalid(format!("layer {diff_id}"), e.to_string())
-                })?;
-            ids.into_iter().next().ok_or_else(|| {
-                cairn_layers::Error::invalid(format!("layer {diff_id}"), "nothing unpacked")
-            })
-        })?)
-    }
-
     /// A container's root filesystem over an image's layers, its working directories made
     /// under `dir`: overlay lowers from the store (an empty one for an image without layers),
     /// or the copy snapshotter's two trees.
@@ -383,44 +305,7 @@ impl Sandbox {
         diff_ids: &[Digest],
         dir: &Path,
     ) -> Result<RootSpec> {
-        let make = |p: &Path| std::fs::create_dir_all(p).map_err(io_err("create", p));
-        if self.snapshotter == Snapshotter::Copy {
-            let (lower, root) = (dir.join("lower"), dir.join("root"));
-            self.unpack(store, layers, &lower, false)?;
-            self.unpack(store, layers, &root, false)?;
-            return Ok(RootSpec::Copy { lower, root });
-        }
-        let mut lowers = Vec::new();
-        for (layer, diff_id) in layers.iter().zip(diff_ids).rev() {
-            let lower = self.lowerdir(store, layer, diff_id)?;
-            // overlayfs refuses a lowerdir given twice (ELOOP); an image can hold one layer
-            // twice (two COPY steps that write the same files). The upper occurrence covers
-            // everything the lower one holds, so the lower one is left out.
-            if !lowers.contains(&lower) {
-                lowers.push(lower);
-            }
-        }
-        if lowers.is_empty() {
-            let empty = dir.join("empty");
-            make(&empty)?;
-            lowers.push(empty);
-        }
-        let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("merged"));
-        for d in [&upper, &work, &merged] {
-            make(d)?;
-        }
-        // The upper directory's own metadata is the container root's: not the umask's, and,
-        // for root's builds, not host root's.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755))
-            .map_err(io_err("chmod", &upper))?;
-        self.own_as_container_root(&upper)?;
-        Ok(RootSpec::Overlay {
-            lowers,
-            upper,
-            work,
-            merged,
-        })
+        self.snapshot.prepare(self, store, layers, diff_ids, dir)
     }
 
     /// Gives `dir` (made by cairn) to the container's root where that is not who cairn is:

@@ -1,0 +1,104 @@
+//! How a step's root filesystem is made from its image's layers and turned back into a layer:
+//! one [`Snapshot`] per build, chosen when the sandbox is made; its helper-side half is the
+//! [`Root`] a [`RootSpec`] describes.
+
+mod copy;
+pub(super) mod overlay;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use cairn_layers::diff::TarOptions;
+use cairn_layers::image::Descriptor;
+use cairn_layers::{Digest, Store};
+
+use super::proto::RootSpec;
+use super::sys::Fail;
+use super::{Sandbox, Snapshotter};
+use crate::error::{Error, Result};
+
+/// cairn's side of a snapshotter: chosen once per build ([`choose`]).
+pub(super) trait Snapshot: std::fmt::Debug + Send + Sync {
+    /// The option this is (never [`Snapshotter::Auto`]).
+    fn kind(&self) -> Snapshotter;
+
+    /// A container's root filesystem over an image's layers, its working directories made
+    /// under `dir`.
+    fn prepare(
+        &self,
+        sb: &Sandbox,
+        store: &Store,
+        layers: &[Descriptor],
+        diff_ids: &[Digest],
+        dir: &Path,
+    ) -> Result<RootSpec>;
+}
+
+/// The helper's side: the root filesystem a step runs on, as cairn prepared it. The helper is
+/// another process, so it follows the [`RootSpec`] it is sent rather than choosing again.
+pub(super) trait Root {
+    /// Makes the root ready (mounts it); the directory that becomes the step's `/`.
+    fn mount(&self) -> Result<PathBuf, Fail>;
+    /// After the step: takes the root down again; `touched` are directories the helper made
+    /// mount points in, which do not belong in the diff when the step left them alone.
+    fn unmount(&self, touched: &[PathBuf]) -> Result<(), Fail>;
+    /// Best effort, for a step stopped early: nothing of the root stays mounted, so its run
+    /// directory can be removed without reaching into a mount.
+    fn detach(&self);
+    /// Known to hold no change at all (no layer is written then).
+    fn unchanged(&self) -> bool;
+    /// Writes the step's changes as a layer tar.
+    fn write_diff(&self, out: &mut dyn Write, opts: &TarOptions) -> cairn_layers::Result<()>;
+    /// Hands the diff's directory to cairn at `to` where it can be used as the new layer's
+    /// unpacked form (best effort).
+    fn keep(&self, to: &Path);
+}
+
+impl RootSpec {
+    /// The helper's handle on this root.
+    pub(super) fn open(&self) -> Box<dyn Root + '_> {
+        match self {
+            RootSpec::Overlay {
+                lowers,
+                upper,
+                work,
+                merged,
+            } => Box::new(overlay::OverlayRoot {
+                lowers,
+                upper,
+                work,
+                merged,
+            }),
+            RootSpec::Copy { lower, root } => Box::new(copy::CopyRoot { lower, root }),
+        }
+    }
+}
+
+/// The build's snapshot, for the requested option: copy when asked; overlay when asked, or
+/// for `auto` when overlayfs mounts on this store (else copy, with a warning).
+pub(super) fn choose(
+    sb: &Sandbox,
+    store: &Store,
+    requested: Snapshotter,
+) -> Result<(&'static dyn Snapshot, Option<String>)> {
+    if requested == Snapshotter::Copy {
+        return Ok((&copy::COPY, None));
+    }
+    match (overlay::usable(sb, store), requested) {
+        (Ok(()), _) => Ok((&overlay::OVERLAY, None)),
+        (Err(why), Snapshotter::Overlay) => Err(Error::Sandbox(format!(
+            "the overlay snapshotter cannot be used here: {why}"
+        ))),
+        (Err(why), _) => Ok((
+            &copy::COPY,
+            Some(format!(
+                "overlayfs cannot be mounted on the store ({why}); using the copy snapshotter"
+            )),
+        )),
+    }
+}
+
+/// The snapshot of a sandbox that never runs a step (`cairn prune`'s).
+pub(super) fn unused() -> &'static dyn Snapshot {
+    &overlay::OVERLAY
+}
