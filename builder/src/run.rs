@@ -239,6 +239,7 @@ pub(crate) fn run_step(
         .prepare_root(store, &st.layers, &diff_ids, &base)
         .map_err(|e| match e {
             Error::Sandbox(m) => fail(m),
+            Error::SandboxFailed(e) => fail(e.report()),
             other => other,
         })?;
     let read_file = {
@@ -340,6 +341,9 @@ pub(crate) fn run_step(
         .run(spec, Stdio3::Capture, &on_line, Some(&mut sink))
         .map_err(|e| match e {
             Error::Sandbox(m) => fail(format!("process \"{shown}\" could not run: {m}")),
+            Error::SandboxFailed(e) => {
+                fail(format!("process \"{shown}\" could not run: {}", e.report()))
+            }
             other => other,
         })?;
     drop(locks);

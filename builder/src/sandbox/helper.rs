@@ -22,7 +22,7 @@ use super::confine::{self, Made};
 use super::idmapped;
 use super::proto::{self, Go, LayerBlob, MountSpec, Network, Reply, Request, RunSpec};
 use super::snapshot::overlay;
-use super::sys::{self, Fail};
+use super::sys::{self, HelperError};
 
 /// The hidden first argument that makes the cairn binary act as the helper.
 pub const ARG: &str = "__sandbox";
@@ -40,7 +40,7 @@ thread_local! {
     /// The limits cgroup's `cgroup.procs` files, opened before the helper entered its user
     /// namespace (or why not): the kernel checks a migration with the opener's credentials,
     /// and mapped root may not write a file the host's root owns.
-    static CGROUP_PROCS: std::cell::RefCell<Vec<(PathBuf, Result<File, String>)>> =
+    static CGROUP_PROCS: std::cell::RefCell<Vec<(PathBuf, std::io::Result<File>)>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -78,11 +78,15 @@ pub fn main() -> ! {
     std::process::exit(code)
 }
 
-fn serve(control: UnixStream) -> Result<(), Fail> {
-    let mut reader = BufReader::new(control.try_clone().map_err(|e| e.to_string())?);
+fn serve(control: UnixStream) -> Result<(), HelperError> {
+    let mut reader = BufReader::new(
+        control
+            .try_clone()
+            .map_err(HelperError::call("dup the control socket"))?,
+    );
     let mut w = control;
     let req: Request = proto::recv(&mut reader)
-        .map_err(|e| e.to_string())?
+        .map_err(HelperError::call("read the request"))?
         .ok_or("no request")?;
     let cleanup = match &req {
         Request::Run(spec) => spec.cleanup.clone(),
@@ -99,8 +103,7 @@ fn serve(control: UnixStream) -> Result<(), Fail> {
                 let f = std::fs::OpenOptions::new()
                     .write(true)
                     .custom_flags(libc::O_CLOEXEC)
-                    .open(p)
-                    .map_err(|e| e.to_string());
+                    .open(p);
                 (p.clone(), f)
             })
             .collect();
@@ -125,15 +128,16 @@ fn serve(control: UnixStream) -> Result<(), Fail> {
         if flags != 0 {
             sys::unshare(flags)?;
         }
-        proto::send(&mut w, &Reply::Ready).map_err(|e| e.to_string())?;
+        proto::send(&mut w, &Reply::Ready).map_err(HelperError::call("answer cairn"))?;
         let _: Go = proto::recv(&mut reader)
-            .map_err(|e| e.to_string())?
+            .map_err(HelperError::call("read cairn's go-ahead"))?
             .ok_or("cairn went away before writing the id maps")?;
         match &req {
             Request::Probe { dir } => {
-                let overlay = overlay::probe(dir);
+                let overlay = overlay::probe(dir).map_err(|e| e.report());
                 let _ = std::fs::remove_dir_all(dir);
-                proto::send(&mut w, &Reply::Probed { overlay }).map_err(|e| e.to_string())
+                proto::send(&mut w, &Reply::Probed { overlay })
+                    .map_err(HelperError::call("answer cairn"))
             }
             Request::Unpack {
                 layers,
@@ -142,7 +146,8 @@ fn serve(control: UnixStream) -> Result<(), Fail> {
                 ids,
             } => {
                 let diff_ids = unpack(layers, target, *overlay, ids)?;
-                proto::send(&mut w, &Reply::Unpacked { diff_ids }).map_err(|e| e.to_string())
+                proto::send(&mut w, &Reply::Unpacked { diff_ids })
+                    .map_err(HelperError::call("answer cairn"))
             }
             Request::Remove { paths } => {
                 for p in paths {
@@ -163,21 +168,20 @@ fn serve(control: UnixStream) -> Result<(), Fail> {
     }
     let reply = match &result {
         Ok(()) => Reply::Done,
-        Err(message) => Reply::Failed {
-            message: message.clone(),
+        // Text: the error crosses to another process as a line of JSON.
+        Err(e) => Reply::Failed {
+            message: e.report(),
         },
     };
     let _ = proto::send(&mut w, &reply);
     result
 }
 
-fn remove(p: &Path) -> Result<(), Fail> {
+fn remove(p: &Path) -> Result<(), HelperError> {
     match std::fs::symlink_metadata(p) {
         Err(_) => Ok(()),
-        Ok(m) if m.is_dir() => {
-            std::fs::remove_dir_all(p).map_err(|e| format!("remove {}: {e}", p.display()))
-        }
-        Ok(_) => std::fs::remove_file(p).map_err(|e| format!("remove {}: {e}", p.display())),
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p).map_err(HelperError::at("remove", p)),
+        Ok(_) => std::fs::remove_file(p).map_err(HelperError::at("remove", p)),
     }
 }
 
@@ -189,7 +193,7 @@ pub(super) fn unpack(
     target: &Path,
     overlay: bool,
     ids: &IdMap,
-) -> Result<Vec<String>, Fail> {
+) -> Result<Vec<String>, HelperError> {
     let opts = ApplyOptions {
         whiteouts: if overlay {
             Whiteouts::Overlay {
@@ -201,23 +205,26 @@ pub(super) fn unpack(
         id_map: ids.clone(),
         chown: true,
     };
-    std::fs::create_dir_all(target).map_err(|e| format!("create {}: {e}", target.display()))?;
+    std::fs::create_dir_all(target).map_err(HelperError::at("create", target))?;
     let mut out = Vec::new();
     for l in layers {
-        let c = Compression::from_media_type(&l.media_type)
-            .ok_or_else(|| format!("layer media type {} is not supported", l.media_type))?;
-        let blob = File::open(&l.path).map_err(|e| format!("open {}: {e}", l.path.display()))?;
-        let plain = compress::decompress(blob, c).map_err(|e| e.to_string())?;
+        let c = Compression::from_media_type(&l.media_type).ok_or_else(|| {
+            HelperError::Refused(format!(
+                "layer media type {} is not supported",
+                l.media_type
+            ))
+        })?;
+        let blob = File::open(&l.path).map_err(HelperError::at("open", &l.path))?;
+        let plain = compress::decompress(blob, c)?;
         let mut r = HashingReader::new(plain);
-        apply_layer(&mut r, target, &opts).map_err(|e| e.to_string())?;
-        std::io::copy(&mut r, &mut std::io::sink())
-            .map_err(|e| format!("read {}: {e}", l.path.display()))?;
+        apply_layer(&mut r, target, &opts)?;
+        std::io::copy(&mut r, &mut std::io::sink()).map_err(HelperError::at("read", &l.path))?;
         out.push(r.finish().0.to_string());
     }
     Ok(out)
 }
 
-fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
+fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), HelperError> {
     if let Some(ids) = &spec.userns {
         idmapped::prepare(ids)?;
     }
@@ -258,14 +265,13 @@ fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
                 if let Some((uid, gid, mode)) = create
                     && !source.exists()
                 {
-                    std::fs::create_dir_all(source)
-                        .map_err(|e| format!("create {}: {e}", source.display()))?;
+                    std::fs::create_dir_all(source).map_err(HelperError::at("create", source))?;
                     // Container ids on disk even for root's builds: the step sees the cache
                     // through an idmapped mount (see `idmapped`).
                     std::os::unix::fs::chown(source, Some(*uid), Some(*gid))
-                        .map_err(|e| format!("chown {}: {e}", source.display()))?;
+                        .map_err(HelperError::at("chown", source))?;
                     std::fs::set_permissions(source, std::fs::Permissions::from_mode(*mode))
-                        .map_err(|e| format!("chmod {}: {e}", source.display()))?;
+                        .map_err(HelperError::at("chmod", source))?;
                 }
                 // A type check only: pid 1 opens the source again to mount it.
                 let dir = confine::open_source(source, inside.as_deref())
@@ -299,11 +305,11 @@ fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), Fail> {
         let mut out = std::io::BufWriter::with_capacity(1 << 20, data);
         snapshot
             .write_diff(&mut out, &opts)
-            .map_err(|e| format!("diff: {e}"))?;
+            .map_err(|e| HelperError::from(e).context("diff"))?;
         out.into_inner()
-            .map_err(|e| format!("write the layer: {}", e.error()))?
+            .map_err(|e| HelperError::call("write the layer")(e.into_error()))?
             .flush()
-            .map_err(|e| format!("write the layer: {e}"))?;
+            .map_err(HelperError::call("write the layer"))?;
         if let Some(keep) = &spec.keep_upper {
             snapshot.keep(keep);
         }
@@ -342,11 +348,11 @@ struct UsernsSync {
     go: (i32, i32),
 }
 
-fn pipe_pair() -> Result<(i32, i32), Fail> {
+fn pipe_pair() -> Result<(i32, i32), HelperError> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 into a two-int array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+        return Err(HelperError::call("pipe")(std::io::Error::last_os_error()));
     }
     Ok((fds[0], fds[1]))
 }
@@ -356,11 +362,11 @@ fn start_and_wait(
     spec: &RunSpec,
     root: &Path,
     w: &mut UnixStream,
-) -> Result<(Option<i32>, Option<i32>), Fail> {
+) -> Result<(Option<i32>, Option<i32>), HelperError> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 into a two-int array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+        return Err(HelperError::call("pipe")(std::io::Error::last_os_error()));
     }
     let (err_r, err_w) = (fds[0], fds[1]);
     let sync = match spec.userns {
@@ -376,7 +382,7 @@ fn start_and_wait(
     // SAFETY: the helper is single-threaded, so the child may do anything before exec.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+        return Err(HelperError::call("fork")(std::io::Error::last_os_error()));
     }
     if pid == 0 {
         let err = child(spec, root, sync.as_ref());
@@ -427,7 +433,7 @@ fn start_and_wait(
     // SAFETY: err_r is an open descriptor owned from here on.
     let _ = unsafe { File::from_raw_fd(err_r) }.read_to_string(&mut setup_error);
     if setup_error.is_empty() {
-        proto::send(w, &Reply::Started).map_err(|e| e.to_string())?;
+        proto::send(w, &Reply::Started).map_err(HelperError::call("answer cairn"))?;
     }
     let mut status = 0;
     loop {
@@ -437,19 +443,20 @@ fn start_and_wait(
             break;
         }
         if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return Err(format!("wait: {}", std::io::Error::last_os_error()));
+            return Err(HelperError::call("wait")(std::io::Error::last_os_error()));
         }
     }
     CHILD.store(0, Ordering::SeqCst);
     if !setup_error.is_empty() {
-        return Err(setup_error);
+        // pid 1's own report, as it wrote it on the error pipe.
+        return Err(HelperError::Refused(setup_error));
     }
     let (code, signal) = if libc::WIFEXITED(status) {
         (Some(libc::WEXITSTATUS(status)), None)
     } else {
         (None, Some(libc::WTERMSIG(status)))
     };
-    proto::send(w, &Reply::Exited { code, signal }).map_err(|e| e.to_string())?;
+    proto::send(w, &Reply::Exited { code, signal }).map_err(HelperError::call("answer cairn"))?;
     if CANCELLED.load(Ordering::SeqCst) {
         return Err("cancelled".into());
     }
@@ -461,7 +468,7 @@ fn start_and_wait(
 fn child(spec: &RunSpec, root: &Path, sync: Option<&UsernsSync>) -> String {
     match child_setup(spec, root, sync) {
         Ok(never) => match never {},
-        Err(e) => e,
+        Err(e) => e.report(),
     }
 }
 
@@ -469,7 +476,7 @@ fn child_setup(
     spec: &RunSpec,
     root: &Path,
     sync: Option<&UsernsSync>,
-) -> Result<std::convert::Infallible, Fail> {
+) -> Result<std::convert::Infallible, HelperError> {
     sys::die_with_parent(libc::SIGKILL);
     // A session of its own, never cairn's: the step must not reach the user's terminal
     // (TIOCSTI pushes input into it) or signal cairn's process group. With -t the terminal
@@ -518,7 +525,7 @@ fn child_setup(
         Some(&format!("mode=755,size=65536k{}", tmpfs_owner(spec))),
     )?;
     // The fresh tmpfs, empty and ours alone: names made in it are what they say.
-    let dev = confine::open_in(root_fd, "/dev").map_err(|e| format!("open /dev: {e}"))?;
+    let dev = confine::open_in(root_fd, "/dev").map_err(HelperError::call("open /dev"))?;
     mount_dev(&sys::fd_path(dev.as_fd()))?;
     confine::mount_sys(root_fd, spec.network != Network::Host, &mut made)?;
     confine::mask(root_fd)?;
@@ -546,14 +553,13 @@ fn child_setup(
                     Some(s) => {
                         let (upper, work) = (s.join("upper"), s.join("work"));
                         for d in [&upper, &work] {
-                            std::fs::create_dir_all(d)
-                                .map_err(|e| format!("create {}: {e}", d.display()))?;
+                            std::fs::create_dir_all(d).map_err(HelperError::at("create", d))?;
                         }
                         // overlayfs cannot itself be idmapped, but its layers can: the
                         // source goes in through an (idmapped, for root) bind of its own.
                         let lower = s.join("lower");
                         std::fs::create_dir_all(&lower)
-                            .map_err(|e| format!("create {}: {e}", lower.display()))?;
+                            .map_err(HelperError::at("create", &lower))?;
                         let lower_fd = confine::open_host(&lower)?;
                         confine::bind_in(src.as_fd(), lower_fd.as_fd(), 0, target)?;
                         // The merged root takes the upper directory's owner and mode: the
@@ -572,7 +578,7 @@ fn child_setup(
                             &work,
                             &sys::fd_path(t.as_fd()),
                         )
-                        .map_err(|e| format!("--mount target={target}: {e}"))?;
+                        .map_err(|e| e.context(format!("--mount target={target}")))?;
                     }
                     None => {
                         let attrs = if *readonly {
@@ -598,7 +604,7 @@ fn child_setup(
                     sys::MS_NOSUID | sys::MS_NODEV,
                     data.as_deref(),
                 )
-                .map_err(|e| format!("--mount target={target}: {e}"))?;
+                .map_err(|e| e.context(format!("--mount target={target}")))?;
             }
         }
     }
@@ -642,7 +648,7 @@ fn child_setup(
 /// pid 1 of a root build leaves host root behind: a user namespace of its own, whose maps the
 /// helper writes. Its mounts stay in a mount namespace of the host's user namespace, which
 /// the step therefore cannot change.
-fn enter_userns(s: &UsernsSync) -> Result<(), Fail> {
+fn enter_userns(s: &UsernsSync) -> Result<(), HelperError> {
     sys::unshare(sys::CLONE_NEWUSER)?;
     let mut byte = 0u8;
     // SAFETY: one byte each way on pipes made for this.
@@ -661,7 +667,7 @@ fn enter_userns(s: &UsernsSync) -> Result<(), Fail> {
 /// Moves pid 1 into the limits cgroup through the descriptors `serve` opened before the user
 /// namespace existed; a file that would not open then is tried by name now. Whether one of
 /// them was a cgroup2 cgroup: only then is the cgroup2 root of the namespace the step's own.
-fn join_cgroups() -> Result<bool, Fail> {
+fn join_cgroups() -> Result<bool, HelperError> {
     /// `CGROUP2_SUPER_MAGIC`.
     const CGROUP2: u64 = 0x6367_7270;
     let files = CGROUP_PROCS.with(|c| std::mem::take(&mut *c.borrow_mut()));
@@ -670,25 +676,29 @@ fn join_cgroups() -> Result<bool, Fail> {
         let r = match file {
             Ok(mut f) => {
                 v2 |= rustix::fs::fstatfs(&f).is_ok_and(|s| s.f_type as u64 == CGROUP2);
-                f.write_all(b"0").map_err(|e| e.to_string())
+                f.write_all(b"0")
             }
             Err(open) => {
                 v2 |= rustix::fs::statfs(&path).is_ok_and(|s| s.f_type as u64 == CGROUP2);
-                std::fs::write(&path, "0").map_err(|e| format!("{e} (open: {open})"))
+                std::fs::write(&path, "0")
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("{e} (open: {open})")))
             }
         };
-        r.map_err(|e| format!("join the cgroup {}: {e}", path.display()))?;
+        r.map_err(HelperError::call(format!(
+            "join the cgroup {}",
+            path.display()
+        )))?;
     }
     Ok(v2)
 }
 
 /// A terminal from the container's own /dev/pts becomes the process's stdin, stdout and
 /// stderr; its master goes to cairn over `CONSOLE_FD`. Inside, `tty` names /dev/pts/N.
-fn console(uid: u32, gid: u32) -> Result<(), Fail> {
+fn console(uid: u32, gid: u32) -> Result<(), HelperError> {
     use rustix::fs::{Mode, OFlags};
     use rustix::pty::OpenptFlags;
     let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
-    let err = |what: &str, e: rustix::io::Errno| format!("console: {what}: {e}");
+    let err = |what: &str, e: rustix::io::Errno| HelperError::call(format!("console: {what}"))(e);
     // /dev/ptmx is the link to this devpts instance's pts/ptmx.
     let master = rustix::pty::openpt(flags).map_err(|e| err("open /dev/ptmx", e))?;
     rustix::pty::unlockpt(&master).map_err(|e| err("unlockpt", e))?;
@@ -728,9 +738,8 @@ fn console(uid: u32, gid: u32) -> Result<(), Fail> {
     for fd in 0..3 {
         // SAFETY: dup2 of an open descriptor onto the standard ones.
         if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&slave), fd) } < 0 {
-            return Err(format!(
-                "console: dup2: {}",
-                std::io::Error::last_os_error()
+            return Err(HelperError::call("console: dup2")(
+                std::io::Error::last_os_error(),
             ));
         }
     }
@@ -741,10 +750,10 @@ fn console(uid: u32, gid: u32) -> Result<(), Fail> {
 /// (a user namespace cannot make device nodes). /dev/tty stays, as runc keeps it: it is the
 /// generic node that opens the opener's controlling terminal, which after `setsid` is none
 /// (ENXIO) and with -t the container's own.
-fn mount_dev(dev: &Path) -> Result<(), Fail> {
+fn mount_dev(dev: &Path) -> Result<(), HelperError> {
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let target = dev.join(name);
-        File::create(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
+        File::create(&target).map_err(HelperError::at("create", &target))?;
         sys::mount(
             Some(&format!("/dev/{name}")),
             &target,
@@ -754,7 +763,7 @@ fn mount_dev(dev: &Path) -> Result<(), Fail> {
         )?;
     }
     for d in ["pts", "shm", "mqueue"] {
-        std::fs::create_dir(dev.join(d)).map_err(|e| format!("create /dev/{d}: {e}"))?;
+        std::fs::create_dir(dev.join(d)).map_err(HelperError::call(format!("create /dev/{d}")))?;
     }
     sys::mount(
         Some("devpts"),
@@ -786,13 +795,13 @@ fn mount_dev(dev: &Path) -> Result<(), Fail> {
         ("core", "/proc/kcore"),
     ] {
         std::os::unix::fs::symlink(to, dev.join(link))
-            .map_err(|e| format!("symlink /dev/{link}: {e}"))?;
+            .map_err(HelperError::call(format!("symlink /dev/{link}")))?;
     }
     Ok(())
 }
 
 /// execve with a PATH search in the container (the process's own PATH, else Docker's default).
-fn exec(argv: &[String], env: &[String]) -> Result<std::convert::Infallible, Fail> {
+fn exec(argv: &[String], env: &[String]) -> Result<std::convert::Infallible, HelperError> {
     let prog = argv.first().ok_or("no command to run")?;
     let path_var = env
         .iter()
@@ -812,11 +821,13 @@ fn exec(argv: &[String], env: &[String]) -> Result<std::convert::Infallible, Fai
             .collect()
     };
     let Some(path) = candidates.first() else {
-        return Err(format!(
+        return Err(HelperError::Refused(format!(
             "exec: {prog:?}: executable file not found in $PATH"
-        ));
+        )));
     };
-    let c = |s: &str| CString::new(s).map_err(|_| format!("{s:?} has a NUL byte"));
+    let c = |s: &str| {
+        CString::new(s).map_err(|_| HelperError::Refused(format!("{s:?} has a NUL byte")))
+    };
     let args = argv.iter().map(|a| c(a)).collect::<Result<Vec<_>, _>>()?;
     let envs = env.iter().map(|a| c(a)).collect::<Result<Vec<_>, _>>()?;
     let mut argp: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
@@ -828,9 +839,7 @@ fn exec(argv: &[String], env: &[String]) -> Result<std::convert::Infallible, Fai
     unsafe {
         libc::execve(p.as_ptr(), argp.as_ptr(), envp.as_ptr());
     }
-    Err(format!(
-        "exec {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
+    Err(HelperError::at("exec", path)(
+        std::io::Error::last_os_error(),
     ))
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use cairn_layers::IdMap;
 
-use super::sys::Fail;
+use super::sys::HelperError;
 
 /// The user namespace whose maps idmapped mounts use (-1: none, a user's build).
 static USERNS: AtomicI32 = AtomicI32::new(-1);
@@ -15,7 +15,7 @@ static USERNS: AtomicI32 = AtomicI32::new(-1);
 /// Makes a user namespace with `ids` as its maps and keeps it for [`remap`]. Called by the
 /// helper before it unshares its pid namespace (the child it forks here would otherwise
 /// become that namespace's pid 1).
-pub fn prepare(ids: &IdMap) -> Result<(), Fail> {
+pub fn prepare(ids: &IdMap) -> Result<(), HelperError> {
     let fd = userns_with(ids)?;
     USERNS.store(fd.as_raw_fd(), Ordering::SeqCst);
     // Kept open for the helper's life: pid 1 inherits it.
@@ -23,7 +23,7 @@ pub fn prepare(ids: &IdMap) -> Result<(), Fail> {
     Ok(())
 }
 
-fn userns_with(ids: &IdMap) -> Result<OwnedFd, Fail> {
+fn userns_with(ids: &IdMap) -> Result<OwnedFd, HelperError> {
     let mut ready = [0; 2];
     let mut done = [0; 2];
     // SAFETY: pipe2 into two-int arrays; fork in the single-threaded helper; the child only
@@ -32,11 +32,11 @@ fn userns_with(ids: &IdMap) -> Result<OwnedFd, Fail> {
         if libc::pipe2(ready.as_mut_ptr(), libc::O_CLOEXEC) != 0
             || libc::pipe2(done.as_mut_ptr(), libc::O_CLOEXEC) != 0
         {
-            return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+            return Err(HelperError::call("pipe")(std::io::Error::last_os_error()));
         }
         let pid = libc::fork();
         if pid < 0 {
-            return Err(format!("fork: {}", std::io::Error::last_os_error()));
+            return Err(HelperError::call("fork")(std::io::Error::last_os_error()));
         }
         if pid == 0 {
             // Only the helper's end may hold `done` open: its close is this child's cue.
@@ -55,11 +55,11 @@ fn userns_with(ids: &IdMap) -> Result<OwnedFd, Fail> {
         let got = libc::read(ready[0], (&raw mut b).cast(), 1);
         let result = if got == 1 && b == b'u' {
             super::ids::write_maps(pid as u32, ids)
-                .map_err(|e| format!("write the idmap namespace's maps: {e}"))
+                .map_err(HelperError::call("write the idmap namespace's maps"))
                 .and_then(|()| {
                     std::fs::File::open(format!("/proc/{pid}/ns/user"))
                         .map(OwnedFd::from)
-                        .map_err(|e| format!("open the idmap namespace: {e}"))
+                        .map_err(HelperError::call("open the idmap namespace"))
                 })
         } else {
             Err("the idmap namespace's process could not unshare".into())

@@ -4,6 +4,7 @@
 
 pub mod cgroup;
 mod confine;
+pub mod error;
 pub mod helper;
 mod idmapped;
 pub mod ids;
@@ -28,6 +29,7 @@ use cairn_layers::{Digest, Store};
 
 use crate::error::{Error, Result, io_err};
 pub use cgroup::Limits;
+pub use error::{Error as SandboxError, HelperError};
 pub use ids::{Mapping, MappingKind};
 use proto::{Go, LayerBlob, Reply, Request};
 pub use proto::{MountSpec, Network, RootSpec, RunSpec};
@@ -193,10 +195,12 @@ impl Helper {
         match proto::recv::<Reply>(&mut self.reader) {
             Ok(Some(r)) => Ok(r),
             Ok(None) if cancelled() => Err(Error::Cancelled),
-            Ok(None) => Err(Error::Sandbox(
-                "the sandbox helper ended without an answer".into(),
-            )),
-            Err(e) => Err(Error::Sandbox(format!("reading the sandbox helper: {e}"))),
+            Ok(None) => Err(SandboxError::HelperGone.into()),
+            Err(source) => Err(SandboxError::Helper {
+                action: "read the answer of",
+                source,
+            }
+            .into()),
         }
     }
 
@@ -206,7 +210,7 @@ impl Helper {
             Reply::Done => Ok(()),
             Reply::Failed { .. } if cancelled() => Err(Error::Cancelled),
             Reply::Failed { message } => Err(Error::Sandbox(message)),
-            other => Err(Error::Sandbox(format!("unexpected answer {other:?}"))),
+            other => Err(SandboxError::Unexpected(format!("{other:?}")).into()),
         }
     }
 }
@@ -343,7 +347,7 @@ impl Sandbox {
         let ids = if self.mapping.kind == MappingKind::Root {
             // Root chowns to the mapped host ids itself, with the helper's own unpacking.
             let ids = helper::unpack(&blobs, dir, overlay, &self.mapping.ids)
-                .map_err(|m| Error::Sandbox(self.mapping.explain(m)))?;
+                .map_err(|e| Error::Sandbox(self.mapping.explain(e.report())))?;
             self.own_as_container_root(dir)?;
             ids
         } else {
@@ -352,7 +356,7 @@ impl Sandbox {
         ids.iter()
             .map(|d| {
                 d.parse::<Digest>()
-                    .map_err(|e| Error::Sandbox(format!("bad digest from the helper: {e}")))
+                    .map_err(|e| SandboxError::BadDigest(Box::new(e)).into())
             })
             .collect()
     }
@@ -376,7 +380,7 @@ impl Sandbox {
             Reply::Failed { message } => {
                 return Err(Error::Sandbox(self.mapping.explain(message)));
             }
-            other => return Err(Error::Sandbox(format!("unexpected answer {other:?}"))),
+            other => return Err(SandboxError::Unexpected(format!("{other:?}")).into()),
         };
         h.finish()?;
         Ok(ids)
@@ -399,14 +403,14 @@ impl Sandbox {
         let capture = matches!(stdio, Stdio3::Capture);
         let (log_r, log_w) = if capture {
             let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-                .map_err(|e| Error::Sandbox(format!("pipe: {e}")))?;
+                .map_err(SandboxError::os("make a pipe"))?;
             (Some(r), Some(w))
         } else {
             (None, None)
         };
         let (data_r, data_w) = if spec.diff {
             let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-                .map_err(|e| Error::Sandbox(format!("pipe: {e}")))?;
+                .map_err(SandboxError::os("make a pipe"))?;
             (Some(r), Some(w))
         } else {
             (None, None)
@@ -414,8 +418,7 @@ impl Sandbox {
         // The owner token lets a later build tell this cgroup's creator is gone.
         let name = format!("cairn-{}-{}", cairn_layers::owner::token(), unique());
         let cg = if self.limits_usable {
-            cgroup::Cgroup::create(&name, &self.limits)
-                .map_err(|e| Error::Sandbox(e.to_string()))?
+            cgroup::Cgroup::create(&name, &self.limits).map_err(SandboxError::Cgroup)?
         } else {
             None
         };
@@ -433,7 +436,7 @@ impl Sandbox {
                     Reply::Failed { message } => {
                         return Err(Error::Sandbox(self.mapping.explain(message)));
                     }
-                    other => return Err(Error::Sandbox(format!("unexpected answer {other:?}"))),
+                    other => return Err(SandboxError::Unexpected(format!("{other:?}")).into()),
                 }
                 let exit = match h.recv()? {
                     Reply::Exited { code, signal } => Exit {
@@ -443,7 +446,7 @@ impl Sandbox {
                     },
                     Reply::Failed { .. } if cancelled() => return Err(Error::Cancelled),
                     Reply::Failed { message } => return Err(Error::Sandbox(message)),
-                    other => return Err(Error::Sandbox(format!("unexpected answer {other:?}"))),
+                    other => return Err(SandboxError::Unexpected(format!("{other:?}")).into()),
                 };
                 let exit = Exit {
                     oom_killed: !exit.success() && cg.as_ref().is_some_and(|c| c.oom_killed()),
@@ -498,17 +501,16 @@ impl Sandbox {
             Request::Run(spec) if spec.network == Network::Private => Some(net::Tool::available()?),
             _ => None,
         };
-        let (ours, theirs) =
-            UnixStream::pair().map_err(|e| Error::Sandbox(format!("socketpair: {e}")))?;
+        let (ours, theirs) = UnixStream::pair().map_err(SandboxError::os("make a socket pair"))?;
         let mut cmd = Command::new(&self.helper);
         cmd.arg(helper::ARG);
         let mut console = None;
         match stdio {
             Stdio3::Capture => {
-                let w = log.ok_or_else(|| Error::Sandbox("no log pipe".into()))?;
+                let w = log.ok_or_else(|| SandboxError::Unexpected("no log pipe".into()))?;
                 let w2 = w
                     .try_clone()
-                    .map_err(|e| Error::Sandbox(format!("dup: {e}")))?;
+                    .map_err(SandboxError::os("copy a descriptor"))?;
                 cmd.stdin(Stdio::null()).stdout(w).stderr(w2);
             }
             Stdio3::Inherit => {}
@@ -556,7 +558,7 @@ impl Sandbox {
         }
         let reader = BufReader::new(
             ours.try_clone()
-                .map_err(|e| Error::Sandbox(format!("dup: {e}")))?,
+                .map_err(SandboxError::os("copy a descriptor"))?,
         );
         let mut h = Helper {
             child,
@@ -564,8 +566,10 @@ impl Sandbox {
             reader,
             _net: None,
         };
-        proto::send(&mut h.writer, req)
-            .map_err(|e| Error::Sandbox(format!("writing to the sandbox helper: {e}")))?;
+        proto::send(&mut h.writer, req).map_err(|source| SandboxError::Helper {
+            action: "write to",
+            source,
+        })?;
         match h.recv()? {
             Reply::Ready => {}
             Reply::Failed { message } => {
@@ -573,7 +577,7 @@ impl Sandbox {
                     "cannot create a user namespace: {message}"
                 )));
             }
-            other => return Err(Error::Sandbox(format!("unexpected answer {other:?}"))),
+            other => return Err(SandboxError::Unexpected(format!("{other:?}")).into()),
         }
         self.mapping.write(h.child.id())?;
         if let Some(tools) = &net_tools {
@@ -581,8 +585,10 @@ impl Sandbox {
             // (at Go) only once the namespace is configured.
             h._net = Some(net::attach_any(tools, h.child.id())?);
         }
-        proto::send(&mut h.writer, &Go)
-            .map_err(|e| Error::Sandbox(format!("writing to the sandbox helper: {e}")))?;
+        proto::send(&mut h.writer, &Go).map_err(|source| SandboxError::Helper {
+            action: "write to",
+            source,
+        })?;
         Ok(h)
     }
 }

@@ -12,7 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use super::SandboxError;
+use crate::error::Result;
 
 /// The step's address, its gateway and its DNS forwarder: slirp4netns's fixed ones, given to
 /// pasta too, so that the host's own addresses stay outside addresses for the step (pasta
@@ -65,11 +66,12 @@ impl Tool {
             tools
         });
         if found.is_empty() {
-            return Err(Error::Sandbox(
+            return Err(SandboxError::Host(
                 "a RUN step's network needs pasta (Debian package passt) or slirp4netns, \
                  and neither is installed; install one, or use --network=none"
                     .into(),
-            ));
+            )
+            .into());
         }
         Ok(found.clone())
     }
@@ -102,7 +104,7 @@ pub fn attach_any(tools: &[Tool], pid: u32) -> Result<Net> {
             }
         }
     }
-    Err(Error::Sandbox(errors.join("; ")))
+    Err(SandboxError::Networks(errors).into())
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -145,7 +147,7 @@ fn host_has_ipv6_route() -> bool {
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| Error::Sandbox(format!("pipe: {e}")))
+        .map_err(|e| SandboxError::os("make a pipe")(e).into())
 }
 
 /// Starts `tool` on the network namespace of `pid` (the helper, inside its user namespace)
@@ -195,14 +197,14 @@ fn attach(tool: &Tool, pid: u32) -> Result<Net> {
     // Its messages go to a memory file, read only when it fails: a pipe nobody reads could
     // fill and stall it mid-build.
     let log = rustix::fs::memfd_create("cairn-net-log", rustix::fs::MemfdFlags::CLOEXEC)
-        .map_err(|e| Error::Sandbox(format!("memfd_create: {e}")))?;
+        .map_err(SandboxError::os("make the network tool's log file"))?;
     let log = std::fs::File::from(log);
     let log_out = log
         .try_clone()
-        .map_err(|e| Error::Sandbox(format!("dup: {e}")))?;
+        .map_err(SandboxError::os("copy a descriptor"))?;
     let log_err = log
         .try_clone()
-        .map_err(|e| Error::Sandbox(format!("dup: {e}")))?;
+        .map_err(SandboxError::os("copy a descriptor"))?;
     cmd.stdin(Stdio::null()).stdout(log_out).stderr(log_err);
     // SAFETY: only fcntl and prctl between fork and exec.
     unsafe {
@@ -227,11 +229,9 @@ fn attach(tool: &Tool, pid: u32) -> Result<Net> {
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| {
-        Error::Sandbox(format!(
-            "cannot start {} for the step's network: {e}",
-            tool.name()
-        ))
+    let child = cmd.spawn().map_err(|source| SandboxError::NetworkStart {
+        tool: tool.name(),
+        source,
     })?;
     drop(cmd);
     drop(ready_w);
@@ -259,10 +259,12 @@ fn attach(tool: &Tool, pid: u32) -> Result<Net> {
             } else {
                 format!(": {}", text.replace('\n', "; "))
             };
-            Err(Error::Sandbox(format!(
-                "{} could not set up the step's network ({why}){said}",
-                tool.name()
-            )))
+            Err(SandboxError::Network {
+                tool: tool.name(),
+                why,
+                said,
+            }
+            .into())
         }
     }
 }

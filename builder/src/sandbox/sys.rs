@@ -11,22 +11,25 @@ pub use libc::{
     CLONE_NEWUTS, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC,
 };
 
-/// An error message: "ACTION PATH: cause".
-pub type Fail = String;
+pub use super::error::HelperError;
 
-pub fn cstr(p: &Path) -> Result<CString, Fail> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| format!("{} has a NUL byte", p.display()))
+pub fn cstr(p: &Path) -> Result<CString, HelperError> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| HelperError::Refused(format!("{} has a NUL byte", p.display())))
 }
 
-fn check(rc: libc::c_int, what: impl FnOnce() -> String) -> Result<(), Fail> {
+fn check(rc: libc::c_int, what: impl FnOnce() -> String) -> Result<(), HelperError> {
     if rc == 0 {
         Ok(())
     } else {
-        Err(format!("{}: {}", what(), io::Error::last_os_error()))
+        Err(HelperError::Call {
+            what: what(),
+            source: io::Error::last_os_error(),
+        })
     }
 }
 
-pub fn unshare(flags: libc::c_int) -> Result<(), Fail> {
+pub fn unshare(flags: libc::c_int) -> Result<(), HelperError> {
     // SAFETY: plain syscall; the helper is single-threaded.
     check(unsafe { libc::unshare(flags) }, || {
         format!("unshare({flags:#x})")
@@ -39,7 +42,7 @@ pub fn mount(
     fstype: Option<&str>,
     flags: libc::c_ulong,
     data: Option<&str>,
-) -> Result<(), Fail> {
+) -> Result<(), HelperError> {
     let to_c = |s: Option<&str>| s.map(|s| CString::new(s).unwrap_or_default());
     let (src, fs, dat) = (to_c(source), to_c(fstype), to_c(data));
     let tgt = cstr(target)?;
@@ -57,7 +60,7 @@ pub fn mount(
 }
 
 /// Stops mount events crossing into or out of a fresh mount namespace.
-pub fn make_mounts_private() -> Result<(), Fail> {
+pub fn make_mounts_private() -> Result<(), HelperError> {
     mount(None, Path::new("/"), None, MS_REC | MS_PRIVATE, None)
 }
 
@@ -78,7 +81,7 @@ pub fn set_mount_attrs(
     recursive: bool,
     attrs: u64,
     what: &Path,
-) -> Result<(), Fail> {
+) -> Result<(), HelperError> {
     let rc = mount_setattr(fd, recursive, attrs, 0);
     check(rc as libc::c_int, || {
         format!("set mount attributes on {}", what.display())
@@ -135,11 +138,11 @@ pub fn fd_path(fd: std::os::fd::BorrowedFd<'_>) -> std::path::PathBuf {
 
 /// A session of its own, without a controlling terminal: the step can neither reach the
 /// user's terminal through /dev/tty nor signal cairn's process group.
-pub fn setsid() -> Result<(), Fail> {
+pub fn setsid() -> Result<(), HelperError> {
     // SAFETY: plain syscall.
     let rc = unsafe { libc::setsid() };
     if rc < 0 {
-        return Err(format!("setsid: {}", io::Error::last_os_error()));
+        return Err(HelperError::call("setsid")(io::Error::last_os_error()));
     }
     Ok(())
 }
@@ -166,7 +169,7 @@ pub const KEPT_CAPS: [u32; 14] = [
 
 /// Drops every capability outside [`KEPT_CAPS`] from the bounding set and the ambient and
 /// inheritable sets, so that no exec (setuid root included) can regain them.
-pub fn drop_capabilities() -> Result<(), Fail> {
+pub fn drop_capabilities() -> Result<(), HelperError> {
     let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
@@ -178,9 +181,8 @@ pub fn drop_capabilities() -> Result<(), Fail> {
         // SAFETY: plain prctl calls.
         let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
         if rc != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
-            return Err(format!(
-                "drop capability {cap}: {}",
-                io::Error::last_os_error()
+            return Err(HelperError::call(format!("drop capability {cap}"))(
+                io::Error::last_os_error(),
             ));
         }
     }
@@ -194,12 +196,12 @@ pub fn drop_capabilities() -> Result<(), Fail> {
             0,
         );
     }
-    let mut caps = rustix::thread::capabilities(None).map_err(|e| format!("capget: {e}"))?;
+    let mut caps = rustix::thread::capabilities(None).map_err(HelperError::call("capget"))?;
     caps.inheritable = rustix::thread::CapabilitySet::empty();
-    rustix::thread::set_capabilities(None, caps).map_err(|e| format!("capset: {e}"))
+    rustix::thread::set_capabilities(None, caps).map_err(HelperError::call("capset"))
 }
 
-pub fn umount_detach(target: &Path) -> Result<(), Fail> {
+pub fn umount_detach(target: &Path) -> Result<(), HelperError> {
     let c = cstr(target)?;
     // SAFETY: valid path.
     check(
@@ -208,7 +210,7 @@ pub fn umount_detach(target: &Path) -> Result<(), Fail> {
     )
 }
 
-pub fn pivot_root_here() -> Result<(), Fail> {
+pub fn pivot_root_here() -> Result<(), HelperError> {
     let dot = c".";
     // SAFETY: raw syscall with valid strings; pivot_root(".", ".") stacks the old root on the
     // new one, and the detach below drops it.
@@ -221,7 +223,7 @@ pub fn pivot_root_here() -> Result<(), Fail> {
     )
 }
 
-pub fn chdir(p: &Path) -> Result<(), Fail> {
+pub fn chdir(p: &Path) -> Result<(), HelperError> {
     let c = cstr(p)?;
     // SAFETY: valid path.
     check(unsafe { libc::chdir(c.as_ptr()) }, || {
@@ -229,7 +231,7 @@ pub fn chdir(p: &Path) -> Result<(), Fail> {
     })
 }
 
-pub fn sethostname(name: &str) -> Result<(), Fail> {
+pub fn sethostname(name: &str) -> Result<(), HelperError> {
     // SAFETY: pointer and length of a live string.
     check(
         unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) },
@@ -238,15 +240,14 @@ pub fn sethostname(name: &str) -> Result<(), Fail> {
 }
 
 /// Sets supplementary groups, gid and uid (in that order, while still privileged).
-pub fn set_credentials(uid: u32, gid: u32, groups: &[u32]) -> Result<(), Fail> {
+pub fn set_credentials(uid: u32, gid: u32, groups: &[u32]) -> Result<(), HelperError> {
     // SAFETY: pointer and length of a live slice.
     let rc = unsafe { libc::setgroups(groups.len(), groups.as_ptr()) };
     // With a single-id mapping setgroups is denied; when the only group is the primary one
     // (all that mapping can offer) there is nothing to lose.
     if rc != 0 && groups.iter().any(|g| *g != gid) {
-        return Err(format!(
-            "setgroups {groups:?}: {}",
-            io::Error::last_os_error()
+        return Err(HelperError::call(format!("setgroups {groups:?}"))(
+            io::Error::last_os_error(),
         ));
     }
     // SAFETY: plain syscalls.
@@ -259,12 +260,12 @@ pub fn set_credentials(uid: u32, gid: u32, groups: &[u32]) -> Result<(), Fail> {
 }
 
 /// Brings up `lo` in a fresh network namespace.
-pub fn loopback_up() -> Result<(), Fail> {
+pub fn loopback_up() -> Result<(), HelperError> {
     // SAFETY: a socket for the ioctl, closed below; ifreq zeroed then named.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
         if fd < 0 {
-            return Err(format!("socket: {}", io::Error::last_os_error()));
+            return Err(HelperError::call("socket")(io::Error::last_os_error()));
         }
         let mut req: libc::ifreq = std::mem::zeroed();
         for (i, b) in b"lo\0".iter().enumerate() {
@@ -278,7 +279,7 @@ pub fn loopback_up() -> Result<(), Fail> {
         let err = io::Error::last_os_error();
         libc::close(fd);
         if rc != 0 {
-            return Err(format!("bring up lo: {err}"));
+            return Err(HelperError::call("bring up lo")(err));
         }
     }
     Ok(())

@@ -11,7 +11,7 @@ use cairn_layers::{Digest, Store};
 use super::{Root, Snapshot};
 use crate::error::Result;
 use crate::sandbox::proto::RootSpec;
-use crate::sandbox::sys::Fail;
+use crate::sandbox::sys::HelperError;
 use crate::sandbox::{Sandbox, Snapshotter};
 
 #[derive(Debug)]
@@ -46,11 +46,11 @@ pub(super) struct CopyRoot<'a> {
 }
 
 impl Root for CopyRoot<'_> {
-    fn mount(&self) -> Result<PathBuf, Fail> {
+    fn mount(&self) -> Result<PathBuf, HelperError> {
         Ok(self.root.to_path_buf())
     }
 
-    fn unmount(&self, _touched: &[PathBuf]) -> Result<(), Fail> {
+    fn unmount(&self, _touched: &[PathBuf]) -> Result<(), HelperError> {
         Ok(())
     }
 

@@ -13,9 +13,9 @@ use cairn_layers::image::Descriptor;
 use cairn_layers::{Digest, Store};
 
 use super::proto::RootSpec;
-use super::sys::Fail;
-use super::{Sandbox, Snapshotter};
-use crate::error::{Error, Result};
+use super::sys::HelperError;
+use super::{Sandbox, SandboxError, Snapshotter};
+use crate::error::Result;
 
 /// cairn's side of a snapshotter: chosen once per build ([`choose`]).
 pub(super) trait Snapshot: std::fmt::Debug + Send + Sync {
@@ -38,10 +38,10 @@ pub(super) trait Snapshot: std::fmt::Debug + Send + Sync {
 /// another process, so it follows the [`RootSpec`] it is sent rather than choosing again.
 pub(super) trait Root {
     /// Makes the root ready (mounts it); the directory that becomes the step's `/`.
-    fn mount(&self) -> Result<PathBuf, Fail>;
+    fn mount(&self) -> Result<PathBuf, HelperError>;
     /// After the step: takes the root down again; `touched` are directories the helper made
     /// mount points in, which do not belong in the diff when the step left them alone.
-    fn unmount(&self, touched: &[PathBuf]) -> Result<(), Fail>;
+    fn unmount(&self, touched: &[PathBuf]) -> Result<(), HelperError>;
     /// Best effort, for a step stopped early: nothing of the root stays mounted, so its run
     /// directory can be removed without reaching into a mount.
     fn detach(&self);
@@ -86,9 +86,7 @@ pub(super) fn choose(
     }
     match (overlay::usable(sb, store), requested) {
         (Ok(()), _) => Ok((&overlay::OVERLAY, None)),
-        (Err(why), Snapshotter::Overlay) => Err(Error::Sandbox(format!(
-            "the overlay snapshotter cannot be used here: {why}"
-        ))),
+        (Err(why), Snapshotter::Overlay) => Err(SandboxError::OverlayUnusable(why).into()),
         (Err(why), _) => Ok((
             &copy::COPY,
             Some(format!(

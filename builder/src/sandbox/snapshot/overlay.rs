@@ -13,7 +13,7 @@ use super::{Root, Snapshot};
 use crate::error::{Result, io_err};
 use crate::sandbox::helper::OPAQUE_XATTR;
 use crate::sandbox::proto::{Reply, Request, RootSpec};
-use crate::sandbox::sys::{self, Fail};
+use crate::sandbox::sys::{self, HelperError};
 use crate::sandbox::{MappingKind, Sandbox, Snapshotter, Stdio3, confine};
 
 #[derive(Debug)]
@@ -143,16 +143,16 @@ fn probe_with_helper(sb: &Sandbox, dir: &Path) -> std::result::Result<(), String
 }
 
 /// The helper's half of [`usable`]: an overlay mounted and written to under `dir`.
-pub(in crate::sandbox) fn probe(dir: &Path) -> Result<(), String> {
+pub(in crate::sandbox) fn probe(dir: &Path) -> Result<(), HelperError> {
     let sub = |n: &str| dir.join(n);
     for n in ["lower", "upper", "work", "merged"] {
-        std::fs::create_dir_all(sub(n)).map_err(|e| format!("create {}: {e}", sub(n).display()))?;
+        std::fs::create_dir_all(sub(n)).map_err(HelperError::at("create", &sub(n)))?;
     }
     sys::unshare(sys::CLONE_NEWNS)?;
     mount(&[sub("lower")], &sub("upper"), &sub("work"), &sub("merged"))?;
     // A whiteout is a 0/0 character device: the upper filesystem must let us make one.
-    std::fs::create_dir(sub("merged/d")).map_err(|e| format!("mkdir in overlay: {e}"))?;
-    std::fs::remove_dir(sub("merged/d")).map_err(|e| format!("rmdir in overlay: {e}"))?;
+    std::fs::create_dir(sub("merged/d")).map_err(HelperError::call("mkdir in overlay"))?;
+    std::fs::remove_dir(sub("merged/d")).map_err(HelperError::call("rmdir in overlay"))?;
     sys::umount_detach(&sub("merged"))
 }
 
@@ -163,7 +163,7 @@ pub(in crate::sandbox) fn mount(
     upper: &Path,
     work: &Path,
     merged: &Path,
-) -> Result<(), Fail> {
+) -> Result<(), HelperError> {
     let lower: Vec<String> = lowers
         .iter()
         .map(|p| {
@@ -186,12 +186,17 @@ pub(in crate::sandbox) fn mount(
 }
 
 /// Too many lowers for one page of mount options: the new mount API, one `lowerdir+` each.
-fn mount_many(lowers: &[PathBuf], upper: &Path, work: &Path, merged: &Path) -> Result<(), Fail> {
+fn mount_many(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    merged: &Path,
+) -> Result<(), HelperError> {
     use rustix::mount::{
         FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create,
         fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount,
     };
-    let e = |what: &str, err: rustix::io::Errno| format!("overlay {what}: {err}");
+    let e = |what: &str, err: rustix::io::Errno| HelperError::call(format!("overlay {what}"))(err);
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|x| e("fsopen", x))?;
     for l in lowers {
         fsconfig_set_string(&fs, "lowerdir+", l.as_path())
@@ -222,12 +227,12 @@ pub(super) struct OverlayRoot<'a> {
 }
 
 impl Root for OverlayRoot<'_> {
-    fn mount(&self) -> Result<PathBuf, Fail> {
+    fn mount(&self) -> Result<PathBuf, HelperError> {
         mount(self.lowers, self.upper, self.work, self.merged)?;
         Ok(self.merged.to_path_buf())
     }
 
-    fn unmount(&self, touched: &[PathBuf]) -> Result<(), Fail> {
+    fn unmount(&self, touched: &[PathBuf]) -> Result<(), HelperError> {
         sys::umount_detach(self.merged)?;
         confine::prune_touched(self.upper, touched);
         Ok(())
