@@ -356,7 +356,7 @@ pub fn mount_sys(
     let dir = ensure_in(root, "/sys", true, made)?;
     let target = sys::fd_path(dir.as_fd());
     let ro = sys::MS_RDONLY | sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC;
-    if own_netns && sys::mount(Some("sysfs"), &target, Some("sysfs"), ro, None).is_ok() {
+    if own_netns && sys::mount("sysfs", &target, "sysfs", ro, None).is_ok() {
         return Ok(());
     }
     let Ok(host) = open_host(Path::new("/sys")) else {
@@ -389,9 +389,9 @@ pub fn mask(root: BorrowedFd<'_>) -> Result<(), HelperError> {
         };
         if is_dir(fd.as_fd()) {
             sys::mount(
-                Some("tmpfs"),
+                "tmpfs",
                 &sys::fd_path(fd.as_fd()),
-                Some("tmpfs"),
+                "tmpfs",
                 sys::MS_RDONLY | sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC,
                 Some("size=0,mode=0555"),
             )
@@ -413,16 +413,10 @@ pub fn mount_cgroup(root: BorrowedFd<'_>, own_cgroup2: bool) -> Result<(), Helpe
     };
     let target = sys::fd_path(fd.as_fd());
     let ro = sys::MS_RDONLY | sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC;
-    if own_cgroup2 && sys::mount(Some("cgroup2"), &target, Some("cgroup2"), ro, None).is_ok() {
+    if own_cgroup2 && sys::mount("cgroup2", &target, "cgroup2", ro, None).is_ok() {
         return Ok(());
     }
-    sys::mount(
-        Some("tmpfs"),
-        &target,
-        Some("tmpfs"),
-        ro,
-        Some("size=0,mode=0555"),
-    )
+    sys::mount("tmpfs", &target, "tmpfs", ro, Some("size=0,mode=0555"))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
 use std::os::fd::AsFd;
-use std::os::fd::FromRawFd;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -23,6 +23,7 @@ use super::idmapped;
 use super::proto::{self, Go, LayerBlob, MountSpec, Network, Reply, Request, RunSpec};
 use super::snapshot::overlay;
 use super::sys::{self, HelperError};
+use rustix::process::Signal;
 
 /// The hidden first argument that makes the cairn binary act as the helper.
 pub const ARG: &str = "__sandbox";
@@ -50,26 +51,26 @@ static CANCELLED: AtomicBool = AtomicBool::new(false);
 extern "C" fn on_term(_: libc::c_int) {
     CANCELLED.store(true, Ordering::SeqCst);
     let pid = CHILD.load(Ordering::SeqCst);
-    if pid > 0 {
-        // SAFETY: kill is async-signal-safe. Killing pid 1 of the container's pid namespace
-        // kills every process in it.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-        }
+    // kill is async-signal-safe (rustix makes the bare system call). Killing pid 1 of the
+    // container's pid namespace kills every process in it.
+    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(pid, Signal::KILL);
     }
 }
 
 /// The helper's whole life; the cairn binary calls this when its first argument is [`ARG`].
 pub fn main() -> ! {
     // Killed or interrupted cairn: stop the step and clean up rather than linger.
-    sys::die_with_parent(libc::SIGTERM);
-    // SAFETY: installing a handler that only touches atomics and calls kill.
+    sys::die_with_parent(Signal::TERM);
+    // SAFETY: `on_term` only touches atomics and calls kill, both async-signal-safe; SIG_IGN
+    // for SIGPIPE makes a closed pipe an EPIPE error instead. rustix has no signal handlers.
     unsafe {
         libc::signal(libc::SIGTERM, on_term as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, on_term as *const () as libc::sighandler_t);
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
-    // SAFETY: cairn passes the control socket as fd 3.
+    // SAFETY: cairn passes the control socket as fd 3 (`CONTROL_FD`, placed before exec), and
+    // nothing else in the helper claims it.
     let control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
     let code = match serve(control) {
         Ok(()) => 0,
@@ -295,7 +296,8 @@ fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), HelperError> {
     snapshot.unmount(&made.touched)?;
     let ok = code == Some(0) && !CANCELLED.load(Ordering::SeqCst);
     if spec.diff && ok && !snapshot.unchanged() {
-        // SAFETY: cairn passes the layer pipe as fd 4.
+        // SAFETY: cairn places the layer pipe on fd 4 (`DATA_FD`) for a Run with `diff`, and
+        // this is its only owner in the helper.
         let data = unsafe { File::from_raw_fd(DATA_FD) };
         let opts = TarOptions {
             // Root's helper sees the mapped host ids; a user's helper sees container ids.
@@ -342,19 +344,27 @@ fn tmpfs_owner(spec: &RunSpec) -> String {
 }
 
 /// Two pipes for pid 1's entry into its user namespace (root's builds): pid 1 says it has
-/// unshared, the helper writes its maps and says go.
+/// unshared, the helper writes its maps and says go. Each side closes the other's ends, so
+/// either sees the end of its pipe when the other is gone.
 struct UsernsSync {
-    unshared: (i32, i32),
-    go: (i32, i32),
+    unshared: (OwnedFd, OwnedFd),
+    go: (OwnedFd, OwnedFd),
 }
 
-fn pipe_pair() -> Result<(i32, i32), HelperError> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 into a two-int array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(HelperError::call("pipe")(std::io::Error::last_os_error()));
+fn pipe() -> Result<(OwnedFd, OwnedFd), HelperError> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(HelperError::call("pipe"))
+}
+
+/// Reads one byte, or none at the end of the pipe.
+fn read_byte(fd: &OwnedFd) -> Option<u8> {
+    let mut byte = [0u8];
+    loop {
+        match rustix::io::read(fd, &mut byte) {
+            Ok(1) => return Some(byte[0]),
+            Err(rustix::io::Errno::INTR) => continue,
+            _ => return None,
+        }
     }
-    Ok((fds[0], fds[1]))
 }
 
 /// Forks pid 1, reports Started and Exited, and returns its exit code or signal.
@@ -363,98 +373,80 @@ fn start_and_wait(
     root: &Path,
     w: &mut UnixStream,
 ) -> Result<(Option<i32>, Option<i32>), HelperError> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 into a two-int array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(HelperError::call("pipe")(std::io::Error::last_os_error()));
-    }
-    let (err_r, err_w) = (fds[0], fds[1]);
+    use rustix::process::{Pid, WaitOptions};
+    let (err_r, err_w) = pipe()?;
     let sync = match spec.userns {
         Some(_) => Some(UsernsSync {
-            unshared: pipe_pair()?,
-            go: pipe_pair()?,
+            unshared: pipe()?,
+            go: pipe()?,
         }),
         None => None,
     };
     if CANCELLED.load(Ordering::SeqCst) {
         return Err("cancelled".into());
     }
-    // SAFETY: the helper is single-threaded, so the child may do anything before exec.
+    // SAFETY: the helper is single-threaded, so the child may do anything before exec; it
+    // leaves only through exec or _exit. rustix's fork is not public.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(HelperError::call("fork")(std::io::Error::last_os_error()));
     }
     if pid == 0 {
-        let err = child(spec, root, sync.as_ref());
-        let msg = err.into_bytes();
-        // SAFETY: writing to our own pipe, then leaving without running destructors.
-        unsafe {
-            libc::write(err_w, msg.as_ptr().cast(), msg.len());
-            libc::_exit(127);
-        }
+        drop(err_r);
+        let err = child(spec, root, sync);
+        let _ = rustix::io::write(&err_w, err.as_bytes());
+        // SAFETY: leaving the forked child without running the helper's destructors or exit
+        // handlers, which belong to the parent.
+        unsafe { libc::_exit(127) }
     }
     CHILD.store(pid, Ordering::SeqCst);
+    let child_pid = Pid::from_raw(pid).ok_or("fork returned pid 0 to the parent")?;
     if spec.console {
         // Only pid 1 sends on it; cairn sees the end of the socket once pid 1 has let go.
-        // SAFETY: closing our copy of a descriptor we were given.
-        unsafe {
-            libc::close(CONSOLE_FD);
-        }
+        // SAFETY: CONSOLE_FD was placed for this request and only pid 1 (which has its own
+        // copy) uses it; the helper's copy is closed here, once.
+        drop(unsafe { OwnedFd::from_raw_fd(CONSOLE_FD) });
     }
     if CANCELLED.load(Ordering::SeqCst) {
-        // SAFETY: kill our own child.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-        }
+        let _ = rustix::process::kill_process(child_pid, Signal::KILL);
     }
-    // SAFETY: closing our copy of the write end; the read end becomes ours.
-    unsafe {
-        libc::close(err_w);
-    }
-    if let (Some(s), Some(ids)) = (&sync, &spec.userns) {
-        // SAFETY: closing the child's ends; reading and writing one byte on ours.
-        unsafe {
-            libc::close(s.unshared.1);
-            libc::close(s.go.0);
-            let mut byte = 0u8;
-            // End of file: pid 1 failed before it unshared, and says why on the error pipe.
-            if libc::read(s.unshared.0, (&raw mut byte).cast(), 1) == 1 {
-                let go: &[u8] = match super::ids::write_maps(pid as u32, ids) {
-                    Ok(()) => b"g",
-                    Err(_) => b"x",
-                };
-                libc::write(s.go.1, go.as_ptr().cast(), 1);
-            }
-            libc::close(s.unshared.0);
-            libc::close(s.go.1);
+    drop(err_w);
+    if let (Some(s), Some(ids)) = (sync, &spec.userns) {
+        let UsernsSync {
+            unshared: (unshared_r, unshared_w),
+            go: (go_r, go_w),
+        } = s;
+        drop(unshared_w);
+        drop(go_r);
+        // End of file: pid 1 failed before it unshared, and says why on the error pipe.
+        if read_byte(&unshared_r).is_some() {
+            let go: &[u8] = match super::ids::write_maps(pid as u32, ids) {
+                Ok(()) => b"g",
+                Err(_) => b"x",
+            };
+            let _ = rustix::io::write(&go_w, go);
         }
     }
     let mut setup_error = String::new();
-    // SAFETY: err_r is an open descriptor owned from here on.
-    let _ = unsafe { File::from_raw_fd(err_r) }.read_to_string(&mut setup_error);
+    let _ = File::from(err_r).read_to_string(&mut setup_error);
     if setup_error.is_empty() {
         proto::send(w, &Reply::Started).map_err(HelperError::call("answer cairn"))?;
     }
-    let mut status = 0;
-    loop {
-        // SAFETY: waiting for our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            break;
+    let status = loop {
+        match rustix::process::waitpid(Some(child_pid), WaitOptions::empty()) {
+            Ok(Some((_, status))) => break status,
+            Ok(None) | Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(HelperError::call("wait")(e)),
         }
-        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return Err(HelperError::call("wait")(std::io::Error::last_os_error()));
-        }
-    }
+    };
     CHILD.store(0, Ordering::SeqCst);
     if !setup_error.is_empty() {
         // pid 1's own report, as it wrote it on the error pipe.
         return Err(HelperError::Refused(setup_error));
     }
-    let (code, signal) = if libc::WIFEXITED(status) {
-        (Some(libc::WEXITSTATUS(status)), None)
-    } else {
-        (None, Some(libc::WTERMSIG(status)))
+    let (code, signal) = match status.exit_status() {
+        Some(code) => (Some(code), None),
+        None => (None, status.terminating_signal()),
     };
     proto::send(w, &Reply::Exited { code, signal }).map_err(HelperError::call("answer cairn"))?;
     if CANCELLED.load(Ordering::SeqCst) {
@@ -465,7 +457,7 @@ fn start_and_wait(
 
 /// pid 1: its own mount table, the container's mounts, pivot_root, credentials, exec.
 /// Returns only on failure, with the message.
-fn child(spec: &RunSpec, root: &Path, sync: Option<&UsernsSync>) -> String {
+fn child(spec: &RunSpec, root: &Path, sync: Option<UsernsSync>) -> String {
     match child_setup(spec, root, sync) {
         Ok(never) => match never {},
         Err(e) => e.report(),
@@ -475,9 +467,9 @@ fn child(spec: &RunSpec, root: &Path, sync: Option<&UsernsSync>) -> String {
 fn child_setup(
     spec: &RunSpec,
     root: &Path,
-    sync: Option<&UsernsSync>,
+    sync: Option<UsernsSync>,
 ) -> Result<std::convert::Infallible, HelperError> {
-    sys::die_with_parent(libc::SIGKILL);
+    sys::die_with_parent(Signal::KILL);
     // A session of its own, never cairn's: the step must not reach the user's terminal
     // (TIOCSTI pushes input into it) or signal cairn's process group. With -t the terminal
     // becomes the new session's below.
@@ -486,7 +478,8 @@ fn child_setup(
     // Its own cgroup namespace, rooted at the limits cgroup just joined: /proc/self/cgroup and
     // the cgroup2 mount below show nothing above it, so the step cannot move out of it.
     sys::unshare(sys::CLONE_NEWCGROUP)?;
-    // SAFETY: resetting handlers inherited from the helper.
+    // SAFETY: back to the default dispositions for the step (no handler of the helper's runs
+    // in pid 1). rustix has no signal handlers.
     unsafe {
         libc::signal(libc::SIGTERM, libc::SIG_DFL);
         libc::signal(libc::SIGINT, libc::SIG_DFL);
@@ -496,13 +489,7 @@ fn child_setup(
     // helper must keep its view to diff the step afterwards.
     sys::unshare(sys::CLONE_NEWNS)?;
     sys::make_mounts_private()?;
-    sys::mount(
-        Some(&root.display().to_string()),
-        root,
-        None,
-        sys::MS_BIND | sys::MS_REC,
-        None,
-    )?;
+    sys::bind(root, root, true)?;
     // Opened after the bind, so the mounts below land on the tree pivot_root keeps; every
     // mount point is found from here without following a link out of the root.
     let root_fd = confine::open_host(root)?;
@@ -510,17 +497,17 @@ fn child_setup(
     let mut made = Made::default();
     let proc = confine::ensure_in(root_fd, "/proc", true, &mut made)?;
     sys::mount(
-        Some("proc"),
+        "proc",
         &sys::fd_path(proc.as_fd()),
-        Some("proc"),
+        "proc",
         sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC,
         None,
     )?;
     let dev = confine::ensure_in(root_fd, "/dev", true, &mut made)?;
     sys::mount(
-        Some("tmpfs"),
+        "tmpfs",
         &sys::fd_path(dev.as_fd()),
-        Some("tmpfs"),
+        "tmpfs",
         sys::MS_NOSUID,
         Some(&format!("mode=755,size=65536k{}", tmpfs_owner(spec))),
     )?;
@@ -598,9 +585,9 @@ fn child_setup(
                     None => owner.strip_prefix(',').map(str::to_owned),
                 };
                 sys::mount(
-                    Some("tmpfs"),
+                    "tmpfs",
                     &sys::fd_path(t.as_fd()),
-                    Some("tmpfs"),
+                    "tmpfs",
                     sys::MS_NOSUID | sys::MS_NODEV,
                     data.as_deref(),
                 )
@@ -626,14 +613,13 @@ fn child_setup(
     }
     sys::chdir(Path::new(cwd))?;
     if spec.tty || spec.console {
-        // SAFETY: the controlling-terminal ioctl on stdin, for the session made above.
-        unsafe {
-            libc::ioctl(0, libc::TIOCSCTTY, 0);
-        }
+        let _ = rustix::process::ioctl_tiocsctty(std::io::stdin());
     }
     sys::drop_capabilities()?;
     sys::set_credentials(spec.uid, spec.gid, &spec.groups)?;
-    // SAFETY: marks every descriptor above stderr close-on-exec.
+    // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC closes nothing: it marks every
+    // descriptor above stderr close-on-exec, so exec drops the helper's. rustix has no
+    // close_range.
     unsafe {
         libc::syscall(
             libc::SYS_close_range,
@@ -648,17 +634,16 @@ fn child_setup(
 /// pid 1 of a root build leaves host root behind: a user namespace of its own, whose maps the
 /// helper writes. Its mounts stay in a mount namespace of the host's user namespace, which
 /// the step therefore cannot change.
-fn enter_userns(s: &UsernsSync) -> Result<(), HelperError> {
+fn enter_userns(s: UsernsSync) -> Result<(), HelperError> {
+    let UsernsSync {
+        unshared: (unshared_r, unshared_w),
+        go: (go_r, go_w),
+    } = s;
+    drop(unshared_r);
+    drop(go_w);
     sys::unshare(sys::CLONE_NEWUSER)?;
-    let mut byte = 0u8;
-    // SAFETY: one byte each way on pipes made for this.
-    let got = unsafe {
-        libc::close(s.unshared.0);
-        libc::close(s.go.1);
-        libc::write(s.unshared.1, b"u".as_ptr().cast(), 1);
-        libc::read(s.go.0, (&raw mut byte).cast(), 1)
-    };
-    if got != 1 || byte != b'g' {
+    let _ = rustix::io::write(&unshared_w, b"u");
+    if read_byte(&go_r) != Some(b'g') {
         return Err("the helper could not write the step's id maps".into());
     }
     Ok(())
@@ -720,7 +705,8 @@ fn console(uid: u32, gid: u32) -> Result<(), HelperError> {
         Some(rustix::fs::Uid::from_raw(uid)),
         Some(rustix::fs::Gid::from_raw(gid)),
     );
-    // SAFETY: CONSOLE_FD was placed for this request (spec.console); it is ours from here.
+    // SAFETY: CONSOLE_FD was placed for this request (spec.console) and pid 1 owns its copy
+    // (the helper closed its own after the fork); it is taken once, here.
     let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(CONSOLE_FD) };
     let fds = [std::os::fd::AsFd::as_fd(&master)];
     let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
@@ -735,14 +721,10 @@ fn console(uid: u32, gid: u32) -> Result<(), HelperError> {
     .map_err(|e| err("send the terminal to cairn", e))?;
     drop(sock);
     drop(master);
-    for fd in 0..3 {
-        // SAFETY: dup2 of an open descriptor onto the standard ones.
-        if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&slave), fd) } < 0 {
-            return Err(HelperError::call("console: dup2")(
-                std::io::Error::last_os_error(),
-            ));
-        }
-    }
+    rustix::stdio::dup2_stdin(&slave)
+        .and_then(|()| rustix::stdio::dup2_stdout(&slave))
+        .and_then(|()| rustix::stdio::dup2_stderr(&slave))
+        .map_err(HelperError::call("console: dup2"))?;
     Ok(())
 }
 
@@ -754,35 +736,29 @@ fn mount_dev(dev: &Path) -> Result<(), HelperError> {
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let target = dev.join(name);
         File::create(&target).map_err(HelperError::at("create", &target))?;
-        sys::mount(
-            Some(&format!("/dev/{name}")),
-            &target,
-            None,
-            sys::MS_BIND,
-            None,
-        )?;
+        sys::bind(&Path::new("/dev").join(name), &target, false)?;
     }
     for d in ["pts", "shm", "mqueue"] {
         std::fs::create_dir(dev.join(d)).map_err(HelperError::call(format!("create /dev/{d}")))?;
     }
     sys::mount(
-        Some("devpts"),
+        "devpts",
         &dev.join("pts"),
-        Some("devpts"),
+        "devpts",
         sys::MS_NOSUID | sys::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620"),
     )?;
     sys::mount(
-        Some("shm"),
+        "shm",
         &dev.join("shm"),
-        Some("tmpfs"),
+        "tmpfs",
         sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC,
         Some("mode=1777,size=65536k"),
     )?;
     let _ = sys::mount(
-        Some("mqueue"),
+        "mqueue",
         &dev.join("mqueue"),
-        Some("mqueue"),
+        "mqueue",
         sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC,
         None,
     );
@@ -835,7 +811,8 @@ fn exec(argv: &[String], env: &[String]) -> Result<std::convert::Infallible, Hel
     let mut envp: Vec<*const libc::c_char> = envs.iter().map(|a| a.as_ptr()).collect();
     envp.push(std::ptr::null());
     let p = sys::cstr(path)?;
-    // SAFETY: NUL-terminated arrays of valid strings, alive across the call.
+    // SAFETY: NUL-terminated arrays of pointers to NUL-terminated strings, all alive across
+    // the call. rustix's execve is not public.
     unsafe {
         libc::execve(p.as_ptr(), argp.as_ptr(), envp.as_ptr());
     }

@@ -72,10 +72,7 @@ pub fn cancel() {
     CANCELLED.store(true, Ordering::SeqCst);
     if let Ok(pids) = HELPERS.lock() {
         for &pid in pids.iter() {
-            // SAFETY: signalling a child we spawned and still track.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGTERM);
-            }
+            terminate(pid);
         }
     }
 }
@@ -474,10 +471,7 @@ impl Sandbox {
                 Ok((exit, out))
             })();
             if result.is_err() {
-                // SAFETY: signalling our own child.
-                unsafe {
-                    libc::kill(h.child.id() as libc::pid_t, libc::SIGTERM);
-                }
+                terminate(h.child.id());
             }
             drop(h);
             if let Some(r) = reader {
@@ -531,7 +525,8 @@ impl Sandbox {
         let control = theirs.as_raw_fd();
         let data_fd = data.as_ref().map(|d| d.as_raw_fd());
         let console_fd = console.as_ref().map(|c| c.as_raw_fd());
-        // SAFETY: only dup2/fcntl between fork and exec.
+        // SAFETY: the closure runs between fork and exec, where only async-signal-safe calls
+        // are allowed: `place_fd` makes only fcntl and dup2, and allocates nothing.
         unsafe {
             cmd.pre_exec(move || {
                 place_fd(control, helper::CONTROL_FD)?;
@@ -646,9 +641,22 @@ pub fn etc_files(dir: &Path, hostname: &str, network: Network) -> Result<Vec<(St
     Ok(out)
 }
 
+/// SIGTERM to a helper cairn spawned and still tracks (not yet waited for, so its pid is
+/// still its own).
+fn terminate(pid: u32) {
+    if let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+}
+
 /// dup2 `fd` onto `to`, clearing close-on-exec even when they are the same descriptor.
 fn place_fd(fd: i32, to: i32) -> std::io::Result<()> {
-    // SAFETY: fcntl/dup2 on descriptors we own, async-signal-safe.
+    // SAFETY: fcntl and dup2 on descriptors the parent keeps open until after the spawn
+    // (`theirs`, `data`, `console`); raw calls, since the pre-exec child may not allocate and
+    // rustix's dup2 would need an owned target.
     unsafe {
         if fd == to {
             let flags = libc::fcntl(fd, libc::F_GETFD);

@@ -206,7 +206,8 @@ fn attach(tool: &Tool, pid: u32) -> Result<Net> {
         .try_clone()
         .map_err(SandboxError::os("copy a descriptor"))?;
     cmd.stdin(Stdio::null()).stdout(log_out).stderr(log_err);
-    // SAFETY: only fcntl and prctl between fork and exec.
+    // SAFETY: the closure runs between fork and exec: it only calls fcntl on descriptors
+    // this function keeps open until after the spawn, and prctl: both async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
             for &fd in &keep {
@@ -216,16 +217,7 @@ fn attach(tool: &Tool, pid: u32) -> Result<Net> {
                 }
             }
             // Dies with cairn even when cairn is killed outright.
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
             Ok(())
         });
     }

@@ -8,6 +8,7 @@ use cairn_layers::apply::{ApplyOptions, Whiteouts};
 use cairn_layers::diff::{TarOptions, write_upperdir};
 use cairn_layers::image::Descriptor;
 use cairn_layers::{Digest, Store};
+use rustix::mount::MountFlags;
 
 use super::{Root, Snapshot};
 use crate::error::{Result, io_err};
@@ -180,7 +181,13 @@ pub(in crate::sandbox) fn mount(
         work.display()
     );
     if data.len() < 4000 {
-        return sys::mount(Some("overlay"), merged, Some("overlay"), 0, Some(&data));
+        return sys::mount(
+            "overlay",
+            merged,
+            "overlay",
+            MountFlags::empty(),
+            Some(&data),
+        );
     }
     mount_many(lowers, upper, work, merged)
 }
