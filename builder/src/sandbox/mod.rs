@@ -5,21 +5,20 @@
 pub mod cgroup;
 mod confine;
 pub mod error;
+mod etc;
 pub mod helper;
 mod idmapped;
 pub mod ids;
 pub mod net;
 pub mod proto;
 mod snapshot;
+mod spawn;
+mod stdio;
 mod sys;
 
-use std::collections::{BTreeSet, VecDeque};
-use std::io::{BufRead, BufReader, Read};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
+use std::collections::BTreeSet;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -30,10 +29,14 @@ use cairn_layers::{Digest, Store};
 use crate::error::{Error, Result, io_err};
 pub use cgroup::Limits;
 pub use error::{Error as SandboxError, HelperError};
+pub use etc::{etc_files, hosts_file};
 pub use ids::{Mapping, MappingKind};
-use proto::{Go, LayerBlob, Reply, Request};
+use proto::{LayerBlob, Reply, Request};
 pub use proto::{MountSpec, Network, RootSpec, RunSpec};
 use snapshot::Snapshot;
+use spawn::{Checked, terminate};
+use stdio::read_lines;
+pub use stdio::{MAX_LINE, Stdio3, Tail, receive_console};
 
 /// Docker's PATH for a container whose image sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -115,100 +118,6 @@ impl Exit {
     /// The exit code a shell would report (128 + signal for a killed process).
     pub fn status(&self) -> i32 {
         self.code.unwrap_or_else(|| 128 + self.signal.unwrap_or(0))
-    }
-}
-
-/// The standard streams of a step's process.
-#[derive(Debug)]
-pub enum Stdio3 {
-    /// stdin from /dev/null; stdout and stderr merged and handed line by line to a callback.
-    Capture,
-    /// cairn's own streams (`cairn run`).
-    Inherit,
-    /// Given descriptors.
-    Fds {
-        stdin: OwnedFd,
-        stdout: OwnedFd,
-        stderr: OwnedFd,
-    },
-    /// A terminal of the container's own (`cairn run -t`): its master arrives on this Unix
-    /// socket (SCM_RIGHTS, see [`receive_console`]) once the container has made it.
-    Console(OwnedFd),
-}
-
-/// Waits on the socket given as [`Stdio3::Console`] for the container terminal's master;
-/// `None` when the container ended without making one.
-pub fn receive_console(sock: &OwnedFd) -> std::io::Result<Option<OwnedFd>> {
-    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
-    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut anc = RecvAncillaryBuffer::new(&mut space);
-    let mut byte = [0u8; 1];
-    loop {
-        let r = rustix::net::recvmsg(
-            sock,
-            &mut [std::io::IoSliceMut::new(&mut byte)],
-            &mut anc,
-            RecvFlags::CMSG_CLOEXEC,
-        );
-        match r {
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-            Ok(_) => break,
-        }
-    }
-    for msg in anc.drain() {
-        if let RecvAncillaryMessage::ScmRights(mut fds) = msg
-            && let Some(fd) = fds.next()
-        {
-            return Ok(Some(fd));
-        }
-    }
-    Ok(None)
-}
-
-struct Helper {
-    child: Child,
-    writer: UnixStream,
-    reader: BufReader<UnixStream>,
-    /// The step's user-mode networking, stopped after the helper has ended (field drop order).
-    _net: Option<net::Net>,
-}
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        let pid = self.child.id();
-        // A helper still waiting for a message (cairn failed between its steps) must see the
-        // socket end, or it would wait for cairn while cairn waits for it.
-        let _ = self.writer.shutdown(std::net::Shutdown::Both);
-        let _ = self.child.wait();
-        if let Ok(mut set) = HELPERS.lock() {
-            set.remove(&pid);
-        }
-    }
-}
-
-impl Helper {
-    fn recv(&mut self) -> Result<Reply> {
-        match proto::recv::<Reply>(&mut self.reader) {
-            Ok(Some(r)) => Ok(r),
-            Ok(None) if cancelled() => Err(Error::Cancelled),
-            Ok(None) => Err(SandboxError::HelperGone.into()),
-            Err(source) => Err(SandboxError::Helper {
-                action: "read the answer of",
-                source,
-            }
-            .into()),
-        }
-    }
-
-    /// The final answer: Done, or Failed as an error.
-    fn finish(&mut self) -> Result<()> {
-        match self.recv()? {
-            Reply::Done => Ok(()),
-            Reply::Failed { .. } if cancelled() => Err(Error::Cancelled),
-            Reply::Failed { message } => Err(Error::Sandbox(message)),
-            other => Err(SandboxError::Unexpected(format!("{other:?}")).into()),
-        }
     }
 }
 
@@ -480,325 +389,9 @@ impl Sandbox {
             result
         })
     }
-
-    /// Starts the helper, sends `req`, writes the id maps and lets it go. (A step's cgroup is
-    /// joined by its pid 1, not here: see `RunSpec::cgroup_procs`.)
-    fn spawn(
-        &self,
-        req: &Request,
-        stdio: Stdio3,
-        log: Option<OwnedFd>,
-        data: Option<OwnedFd>,
-    ) -> Result<Helper> {
-        // Known before the helper starts: a missing tool costs no helper.
-        let net_tools = match req {
-            Request::Run(spec) if spec.network == Network::Private => Some(net::Tool::available()?),
-            _ => None,
-        };
-        let (ours, theirs) = UnixStream::pair().map_err(SandboxError::os("make a socket pair"))?;
-        let mut cmd = Command::new(&self.helper);
-        cmd.arg(helper::ARG);
-        let mut console = None;
-        match stdio {
-            Stdio3::Capture => {
-                let w = log.ok_or_else(|| SandboxError::Unexpected("no log pipe".into()))?;
-                let w2 = w
-                    .try_clone()
-                    .map_err(SandboxError::os("copy a descriptor"))?;
-                cmd.stdin(Stdio::null()).stdout(w).stderr(w2);
-            }
-            Stdio3::Inherit => {}
-            Stdio3::Fds {
-                stdin,
-                stdout,
-                stderr,
-            } => {
-                cmd.stdin(stdin).stdout(stdout).stderr(stderr);
-            }
-            Stdio3::Console(sock) => {
-                cmd.stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null());
-                console = Some(sock);
-            }
-        }
-        let control = theirs.as_raw_fd();
-        let data_fd = data.as_ref().map(|d| d.as_raw_fd());
-        let console_fd = console.as_ref().map(|c| c.as_raw_fd());
-        // SAFETY: the closure runs between fork and exec, where only async-signal-safe calls
-        // are allowed: `place_fd` makes only fcntl and dup2, and allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                place_fd(control, helper::CONTROL_FD)?;
-                if let Some(d) = data_fd {
-                    place_fd(d, helper::DATA_FD)?;
-                }
-                if let Some(c) = console_fd {
-                    place_fd(c, helper::CONSOLE_FD)?;
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().map_err(|source| Error::Io {
-            action: "start the sandbox helper",
-            path: self.helper.clone(),
-            source,
-        })?;
-        drop(theirs);
-        drop(data);
-        drop(console);
-        drop(cmd);
-        if let Ok(mut set) = HELPERS.lock() {
-            set.insert(child.id());
-        }
-        let reader = BufReader::new(
-            ours.try_clone()
-                .map_err(SandboxError::os("copy a descriptor"))?,
-        );
-        let mut h = Helper {
-            child,
-            writer: ours,
-            reader,
-            _net: None,
-        };
-        proto::send(&mut h.writer, req).map_err(|source| SandboxError::Helper {
-            action: "write to",
-            source,
-        })?;
-        match h.recv()? {
-            Reply::Ready => {}
-            Reply::Failed { message } => {
-                return Err(Error::Sandbox(format!(
-                    "cannot create a user namespace: {message}"
-                )));
-            }
-            other => return Err(SandboxError::Unexpected(format!("{other:?}")).into()),
-        }
-        self.mapping.write(h.child.id())?;
-        if let Some(tools) = &net_tools {
-            // The helper made its network namespace with its user namespace; the step starts
-            // (at Go) only once the namespace is configured.
-            h._net = Some(net::attach_any(tools, h.child.id())?);
-        }
-        proto::send(&mut h.writer, &Go).map_err(|source| SandboxError::Helper {
-            action: "write to",
-            source,
-        })?;
-        Ok(h)
-    }
-}
-
-/// A reader of the layer pipe that, at its end, collects the helper's verdict.
-struct Checked<'a> {
-    inner: &'a mut std::fs::File,
-    helper: &'a mut Helper,
-    verdict: Option<Result<()>>,
-}
-
-impl Read for Checked<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n == 0 && !buf.is_empty() && self.verdict.is_none() {
-            let v = self.helper.finish();
-            if let Err(e) = &v {
-                let msg = e.to_string();
-                self.verdict = Some(v);
-                return Err(std::io::Error::other(msg));
-            }
-            self.verdict = Some(v);
-        }
-        Ok(n)
-    }
-}
-
-/// BuildKit's hosts file for a step (its `initHostsFile`): loopback names only, so no entry
-/// of the host's own file reaches the step or its layer.
-pub fn hosts_file(hostname: &str) -> String {
-    format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
-}
-
-/// The container's /etc/hosts (BuildKit's minimal file) and a copy of the host's
-/// /etc/resolv.conf under `dir`, to be bind-mounted over the container's: a process can neither
-/// change the host's files nor leave them in its layer. With a network of its own, the
-/// nameserver is the DNS forwarder of its user-mode networking.
-pub fn etc_files(dir: &Path, hostname: &str, network: Network) -> Result<Vec<(String, PathBuf)>> {
-    let mut out = Vec::new();
-    for name in ["hosts", "resolv.conf"] {
-        let text = if name == "hosts" {
-            hosts_file(hostname)
-        } else {
-            let text = std::fs::read_to_string(Path::new("/etc").join(name)).unwrap_or_default();
-            if network == Network::Private {
-                net::resolv_conf(&text)
-            } else {
-                text
-            }
-        };
-        let copy = dir.join(name);
-        std::fs::write(&copy, text).map_err(io_err("write", &copy))?;
-        out.push((format!("/etc/{name}"), copy));
-    }
-    Ok(out)
-}
-
-/// SIGTERM to a helper cairn spawned and still tracks (not yet waited for, so its pid is
-/// still its own).
-fn terminate(pid: u32) {
-    if let Some(pid) = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-    }
-}
-
-/// dup2 `fd` onto `to`, clearing close-on-exec even when they are the same descriptor.
-fn place_fd(fd: i32, to: i32) -> std::io::Result<()> {
-    // SAFETY: fcntl and dup2 on descriptors the parent keeps open until after the spawn
-    // (`theirs`, `data`, `console`); raw calls, since the pre-exec child may not allocate and
-    // rustix's dup2 would need an owned target.
-    unsafe {
-        if fd == to {
-            let flags = libc::fcntl(fd, libc::F_GETFD);
-            if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        } else if libc::dup2(fd, to) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 fn unique() -> u64 {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
-}
-
-/// The longest piece of output passed on as one line: a process that prints an endless line
-/// must not make cairn hold it whole.
-pub const MAX_LINE: usize = 64 << 10;
-
-/// Passes each line of `r` to `on_line` without its line ending; a line longer than
-/// `max` bytes is passed on in pieces of at most that many, cut between characters.
-fn read_lines(r: impl Read, max: usize, on_line: &(dyn Fn(&str) + Sync)) {
-    let mut lines = BufReader::new(r);
-    let mut buf = Vec::with_capacity(max);
-    loop {
-        let room = (max - buf.len()) as u64;
-        match (&mut lines).take(room).read_until(b'\n', &mut buf) {
-            Ok(0) | Err(_) => {
-                if !buf.is_empty() {
-                    on_line(&String::from_utf8_lossy(&buf));
-                }
-                break;
-            }
-            Ok(_) if buf.ends_with(b"\n") => {
-                let text = String::from_utf8_lossy(&buf);
-                on_line(text.trim_end_matches(['\n', '\r']));
-                buf.clear();
-            }
-            Ok(_) if buf.len() < max => {}
-            Ok(_) => {
-                // Cut before a character split at the bound; its bytes start the next piece.
-                let cut = utf8_cut(&buf);
-                on_line(&String::from_utf8_lossy(&buf[..cut]));
-                buf.drain(..cut);
-                // A line of exactly the bound ends here, not in an empty piece after it.
-                if buf.is_empty() && lines.fill_buf().is_ok_and(|b| b.first() == Some(&b'\n')) {
-                    lines.consume(1);
-                }
-            }
-        }
-    }
-}
-
-/// Where to cut `buf` so that no UTF-8 character is split: before a sequence that its last
-/// bytes start but do not finish, else at its end.
-fn utf8_cut(buf: &[u8]) -> usize {
-    for back in 1..=buf.len().min(3) {
-        let b = buf[buf.len() - back];
-        if b & 0xC0 != 0x80 {
-            let need = match b {
-                0xC0..=0xDF => 2,
-                0xE0..=0xEF => 3,
-                0xF0..=0xF7 => 4,
-                _ => 1,
-            };
-            // A piece is never empty, or the reader would make no progress.
-            return if need > back && buf.len() > back {
-                buf.len() - back
-            } else {
-                buf.len()
-            };
-        }
-    }
-    buf.len()
-}
-
-/// The last `n` lines of output, kept for the error message of a failed step.
-#[derive(Debug, Default)]
-pub struct Tail {
-    lines: Mutex<VecDeque<String>>,
-}
-
-impl Tail {
-    pub const KEEP: usize = 10;
-
-    pub fn push(&self, line: &str) {
-        if let Ok(mut l) = self.lines.lock() {
-            if l.len() == Self::KEEP {
-                l.pop_front();
-            }
-            l.push_back(line.to_owned());
-        }
-    }
-
-    pub fn lines(&self) -> Vec<String> {
-        self.lines
-            .lock()
-            .map(|l| l.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utf8_cuts_between_characters() {
-        let cases: [(&[u8], usize); 8] = [
-            (b"abc", 3),
-            (b"ab\xC3", 2),
-            ("aé".as_bytes(), 3),
-            (b"a\xE2\x82", 1),
-            (b"a\xF0\x9F\x98", 1),
-            ("a😀".as_bytes(), 5),
-            (b"\xC3", 1),
-            (b"\x80\x80\x80\x80", 4),
-        ];
-        for (buf, want) in cases {
-            assert_eq!(utf8_cut(buf), want, "{buf:?}");
-        }
-    }
-
-    #[test]
-    fn long_lines_come_in_bounded_pieces() {
-        let cases: [(&[u8], &[&str]); 8] = [
-            (b"", &[]),
-            (b"one\ntwo\r\n", &["one", "two"]),
-            (b"no newline", &["no newl", "ine"]),
-            (b"abcdefghijklmnopq\nr", &["abcdefg", "hijklmn", "opq", "r"]),
-            (b"1234567\n", &["1234567"]),
-            (b"1234567\n\nx", &["1234567", "", "x"]),
-            ("abcdeé€x".as_bytes(), &["abcdeé", "€x"]),
-            (b"abcdef\xE2\x82\xAC\n", &["abcdef", "€"]),
-        ];
-        for (input, want) in cases {
-            let got = Mutex::new(Vec::new());
-            read_lines(input, 7, &|l: &str| got.lock().unwrap().push(l.to_owned()));
-            assert_eq!(got.into_inner().unwrap(), want, "{input:?}");
-        }
-    }
 }
