@@ -184,7 +184,7 @@ fn names(p: &Path) -> Vec<OsString> {
 
 /// A directory below `base` by a real path, refusing any symlink on the way: what the step
 /// left in place of a made path is never followed.
-fn open_beneath(base: BorrowedFd<'_>, rel: &Path, flags: OFlags) -> Result<OwnedFd, Errno> {
+pub fn open_beneath(base: BorrowedFd<'_>, rel: &Path, flags: OFlags) -> Result<OwnedFd, Errno> {
     let r = if rel.as_os_str().is_empty() {
         Path::new(".")
     } else {
@@ -243,36 +243,6 @@ pub fn remove_made(root: BorrowedFd<'_>, made: &[PathBuf]) {
             });
         if empty_file {
             let _ = rustix::fs::unlinkat(&dir, name, AtFlags::empty());
-        }
-    }
-}
-
-/// Drops the copies overlayfs made in `upper` of directories that only got a mount point:
-/// empty and not opaque means the step changed nothing in them.
-pub fn prune_touched(upper: &Path, touched: &[PathBuf]) {
-    let Ok(base) = open_host(upper) else {
-        return;
-    };
-    let mut touched = touched.to_vec();
-    touched.sort();
-    touched.dedup();
-    for rel in touched.iter().rev() {
-        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
-            continue;
-        };
-        let Ok(copy) = open_beneath(base.as_fd(), rel, OFlags::RDONLY | OFlags::DIRECTORY) else {
-            continue;
-        };
-        let empty = rustix::fs::Dir::read_from(&copy).is_ok_and(|mut d| {
-            d.all(|e| e.is_ok_and(|e| matches!(e.file_name().to_bytes(), b"." | b"..")))
-        });
-        let opaque =
-            rustix::fs::fgetxattr(&copy, super::helper::OPAQUE_XATTR, &mut [0u8; 4]).is_ok();
-        if empty
-            && !opaque
-            && let Ok(dir) = open_beneath(base.as_fd(), parent, OFlags::PATH | OFlags::DIRECTORY)
-        {
-            let _ = rustix::fs::unlinkat(&dir, name, AtFlags::REMOVEDIR);
         }
     }
 }

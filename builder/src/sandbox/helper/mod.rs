@@ -33,9 +33,6 @@ pub const DATA_FD: i32 = 4;
 /// The socket that receives the container terminal's master (Run with `console`).
 pub const CONSOLE_FD: i32 = 5;
 
-/// The opaque-directory attribute overlayfs uses inside a user namespace (`userxattr`).
-pub const OPAQUE_XATTR: &str = "user.overlay.opaque";
-
 thread_local! {
     /// The limits cgroup's `cgroup.procs` files, opened before the helper entered its user
     /// namespace (or why not): the kernel checks a migration with the opener's credentials,
@@ -197,7 +194,7 @@ pub(super) fn unpack(
     let opts = ApplyOptions {
         whiteouts: if overlay {
             Whiteouts::Overlay {
-                opaque_xattr: OPAQUE_XATTR,
+                opaque_xattr: overlay::OPAQUE_XATTR,
             }
         } else {
             Whiteouts::Apply

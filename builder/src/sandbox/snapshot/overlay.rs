@@ -2,20 +2,24 @@
 //! store; the upper directory is the step's diff.
 
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use cairn_layers::apply::{ApplyOptions, Whiteouts};
 use cairn_layers::diff::{TarOptions, write_upperdir};
 use cairn_layers::image::Descriptor;
 use cairn_layers::{Digest, Store};
+use rustix::fs::{AtFlags, OFlags};
 use rustix::mount::MountFlags;
 
 use super::{Root, Snapshot};
 use crate::error::{Result, io_err};
-use crate::sandbox::helper::OPAQUE_XATTR;
 use crate::sandbox::proto::{Reply, Request, RootSpec};
 use crate::sandbox::sys::{self, HelperError};
 use crate::sandbox::{MappingKind, Sandbox, Snapshotter, Stdio3, confine};
+
+/// The opaque-directory attribute overlayfs uses inside a user namespace (`userxattr`).
+pub(crate) const OPAQUE_XATTR: &str = "user.overlay.opaque";
 
 #[derive(Debug)]
 pub(super) struct Overlay;
@@ -241,7 +245,7 @@ impl Root for OverlayRoot<'_> {
 
     fn unmount(&self, touched: &[PathBuf]) -> Result<(), HelperError> {
         sys::umount_detach(self.merged)?;
-        confine::prune_touched(self.upper, touched);
+        prune_touched(self.upper, touched);
         Ok(())
     }
 
@@ -264,5 +268,36 @@ impl Root for OverlayRoot<'_> {
     fn keep(&self, to: &Path) {
         // Best effort: without it cairn unpacks the layer from its blob when needed.
         let _ = std::fs::rename(self.upper, to);
+    }
+}
+
+/// Drops the copies overlayfs made in `upper` of directories that only got a mount point:
+/// empty and not opaque means the step changed nothing in them.
+fn prune_touched(upper: &Path, touched: &[PathBuf]) {
+    let Ok(base) = confine::open_host(upper) else {
+        return;
+    };
+    let mut touched = touched.to_vec();
+    touched.sort();
+    touched.dedup();
+    for rel in touched.iter().rev() {
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+            continue;
+        };
+        let Ok(copy) = confine::open_beneath(base.as_fd(), rel, OFlags::RDONLY | OFlags::DIRECTORY)
+        else {
+            continue;
+        };
+        let empty = rustix::fs::Dir::read_from(&copy).is_ok_and(|mut d| {
+            d.all(|e| e.is_ok_and(|e| matches!(e.file_name().to_bytes(), b"." | b"..")))
+        });
+        let opaque = rustix::fs::fgetxattr(&copy, OPAQUE_XATTR, &mut [0u8; 4]).is_ok();
+        if empty
+            && !opaque
+            && let Ok(dir) =
+                confine::open_beneath(base.as_fd(), parent, OFlags::PATH | OFlags::DIRECTORY)
+        {
+            let _ = rustix::fs::unlinkat(&dir, name, AtFlags::REMOVEDIR);
+        }
     }
 }
