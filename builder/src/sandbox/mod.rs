@@ -1,6 +1,25 @@
 //! RUN's sandbox, cairn's side: the build's id mapping and snapshotter, chosen once; the
 //! helper process (cairn re-executed, see [`helper`]) spawned per operation; unpacking layers
 //! with their owners, running a step and turning its changes into a layer.
+//!
+//! Where each concern lives, cairn's side first:
+//!
+//! | file | owns |
+//! |---|---|
+//! | `mod.rs` | [`Sandbox`]: made once per build; unpack, remove, prepare a root, run a step |
+//! | `ids.rs` | the id mapping and the `uid_map`/`gid_map` writes |
+//! | `snapshot/` | overlay and copy: the root over the layers, the diff after the step |
+//! | `spawn.rs` | starting a helper, its descriptors, answers and the layer pipe's verdict |
+//! | `stdio.rs` | a step's streams, the container terminal, bounded output lines |
+//! | `etc.rs` | the step's /etc/hosts and /etc/resolv.conf |
+//! | `cgroup.rs` | resource limits |
+//! | `net.rs` | the step's user-mode network (pasta, slirp4netns) |
+//! | `proto.rs` | the messages between cairn and the helper |
+//! | `error.rs` | the errors of both sides |
+//! | `helper/` | the helper: its request loop, a step's Run, pid 1 until exec |
+//! | `confine.rs` | paths resolved inside the container's root, mount points, masks |
+//! | `idmapped.rs` | root's idmapped mounts of host-owned trees |
+//! | `sys.rs` | the system calls the helper makes, with their errors |
 
 pub mod cgroup;
 mod confine;
