@@ -168,7 +168,9 @@ impl From<&str> for HelperError {
     }
 }
 
-fn report(e: &dyn std::error::Error) -> String {
+/// An error and its causes on one line, `what: cause: cause`, for a message that has no room
+/// for a chain (a warning, a step's error, an `io::Error` made from it).
+pub(crate) fn report(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

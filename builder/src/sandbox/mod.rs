@@ -201,7 +201,7 @@ impl Sandbox {
         let sb = self.clone();
         Arc::new(move |path: &Path| {
             sb.remove(&[path.to_path_buf()])
-                .map_err(|e| std::io::Error::other(e.to_string()))
+                .map_err(|e| std::io::Error::other(error::report(&e)))
         })
     }
 

@@ -100,7 +100,7 @@ pub fn attach_any(tools: &[Tool], pid: u32) -> Result<Net> {
                 if let Ok(mut f) = FAILED.lock() {
                     f.push(tool.clone());
                 }
-                errors.push(e.to_string());
+                errors.push(super::error::report(&e));
             }
         }
     }

@@ -178,7 +178,7 @@ impl Read for Checked<'_> {
         if n == 0 && !buf.is_empty() && self.verdict.is_none() {
             let v = self.helper.finish();
             if let Err(e) = &v {
-                let msg = e.to_string();
+                let msg = super::error::report(e);
                 self.verdict = Some(v);
                 return Err(std::io::Error::other(msg));
             }

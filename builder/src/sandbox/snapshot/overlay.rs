@@ -14,6 +14,7 @@ use rustix::mount::MountFlags;
 
 use super::{Root, Snapshot};
 use crate::error::{Result, io_err};
+use crate::sandbox::error::report;
 use crate::sandbox::proto::{Reply, Request, RootSpec};
 use crate::sandbox::sys::{self, HelperError};
 use crate::sandbox::{MappingKind, Sandbox, Snapshotter, Stdio3, confine};
@@ -92,7 +93,7 @@ fn lowerdir(sb: &Sandbox, store: &Store, layer: &Descriptor, diff_id: &Digest) -
     Ok(store.unpacked_layer_with(diff_id, &key, |dir| {
         let ids = sb
             .unpack(store, std::slice::from_ref(layer), dir, true)
-            .map_err(|e| cairn_layers::Error::invalid(format!("layer {diff_id}"), e.to_string()))?;
+            .map_err(|e| cairn_layers::Error::invalid(format!("layer {diff_id}"), report(&e)))?;
         ids.into_iter().next().ok_or_else(|| {
             cairn_layers::Error::invalid(format!("layer {diff_id}"), "nothing unpacked")
         })
@@ -137,8 +138,8 @@ fn probe_with_helper(sb: &Sandbox, dir: &Path) -> std::result::Result<(), String
             None,
             None,
         )
-        .map_err(|e| e.to_string())?;
-    let r = match h.recv().map_err(|e| e.to_string())? {
+        .map_err(|e| report(&e))?;
+    let r = match h.recv().map_err(|e| report(&e))? {
         Reply::Probed { overlay } => overlay,
         Reply::Failed { message } => Err(message),
         other => Err(format!("unexpected answer {other:?}")),
