@@ -281,7 +281,7 @@ pub(crate) fn run_step(
         })?;
     }
 
-    let keep_upper = matches!(root, RootSpec::Overlay { .. }).then(|| run_dir.keep.clone());
+    let keep_upper = root.keeps_diff().then(|| run_dir.keep.clone());
     let spec = RunSpec {
         root,
         argv,
@@ -531,23 +531,7 @@ fn set_mode(p: &Path, mode: u32) -> Result<()> {
 /// A file of the image below a step (etc/passwd), read through the layers top first: overlay
 /// lowers hold whiteouts as 0/0 character devices.
 pub(crate) fn read_image_file(root: &RootSpec, rel: &str) -> String {
-    use std::os::unix::fs::FileTypeExt;
-    match root {
-        RootSpec::Copy { lower, .. } => {
-            std::fs::read_to_string(lower.join(rel)).unwrap_or_default()
-        }
-        RootSpec::Overlay { lowers, .. } => {
-            for l in lowers {
-                let p = l.join(rel);
-                match std::fs::symlink_metadata(&p) {
-                    Ok(m) if m.file_type().is_char_device() => return String::new(),
-                    Ok(_) => return std::fs::read_to_string(&p).unwrap_or_default(),
-                    Err(_) => {}
-                }
-            }
-            String::new()
-        }
-    }
+    root.read_image_file(rel)
 }
 
 /// One `--mount` as the sandbox's mount, its environment and its locks.

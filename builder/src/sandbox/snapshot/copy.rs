@@ -46,6 +46,18 @@ pub(super) struct CopyRoot<'a> {
 }
 
 impl Root for CopyRoot<'_> {
+    fn read_image_file(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.lower.join(rel)).unwrap_or_default()
+    }
+
+    fn keeps_diff(&self) -> bool {
+        false
+    }
+
+    fn scratch(&self) -> Option<&Path> {
+        None
+    }
+
     fn mount(&self) -> Result<PathBuf, HelperError> {
         Ok(self.root.to_path_buf())
     }

@@ -34,9 +34,18 @@ pub(super) trait Snapshot: std::fmt::Debug + Send + Sync {
     ) -> Result<RootSpec>;
 }
 
-/// The helper's side: the root filesystem a step runs on, as cairn prepared it. The helper is
-/// another process, so it follows the [`RootSpec`] it is sent rather than choosing again.
+/// The root filesystem a step runs on, as cairn prepared it: mounted, diffed and kept by the
+/// helper, which is another process and so follows the [`RootSpec`] it is sent rather than
+/// choosing again; read and cleaned up after by cairn.
 pub(super) trait Root {
+    /// A file of the image below the step (`etc/passwd`), read from its layers; empty when
+    /// it is missing.
+    fn read_image_file(&self, rel: &str) -> String;
+    /// Whether the diff's directory can become the new layer's unpacked form ([`Root::keep`]).
+    fn keeps_diff(&self) -> bool;
+    /// A directory that only mounting needed, removed after the step even when the root is
+    /// kept (`cairn run` without `--rm`).
+    fn scratch(&self) -> Option<&Path>;
     /// Makes the root ready (mounts it); the directory that becomes the step's `/`.
     fn mount(&self) -> Result<PathBuf, HelperError>;
     /// After the step: takes the root down again; `touched` are directories the helper made
@@ -55,7 +64,25 @@ pub(super) trait Root {
 }
 
 impl RootSpec {
-    /// The helper's handle on this root.
+    /// A file of the image below the step (`etc/passwd`), read from its layers; empty when
+    /// it is missing.
+    pub fn read_image_file(&self, rel: &str) -> String {
+        self.open().read_image_file(rel)
+    }
+
+    /// Whether the helper can hand the diff's directory over as the new layer unpacked
+    /// (`RunSpec::keep_upper`).
+    pub fn keeps_diff(&self) -> bool {
+        self.open().keeps_diff()
+    }
+
+    /// A directory that only mounting needed, to remove after the step even when the root
+    /// is kept.
+    pub fn scratch(&self) -> Option<PathBuf> {
+        self.open().scratch().map(Path::to_path_buf)
+    }
+
+    /// The handle on this root.
     pub(super) fn open(&self) -> Box<dyn Root + '_> {
         match self {
             RootSpec::Overlay {

@@ -239,6 +239,28 @@ pub(super) struct OverlayRoot<'a> {
 }
 
 impl Root for OverlayRoot<'_> {
+    /// Through the lowers top first: they hold whiteouts as 0/0 character devices.
+    fn read_image_file(&self, rel: &str) -> String {
+        use std::os::unix::fs::FileTypeExt;
+        for l in self.lowers {
+            let p = l.join(rel);
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_char_device() => return String::new(),
+                Ok(_) => return std::fs::read_to_string(&p).unwrap_or_default(),
+                Err(_) => {}
+            }
+        }
+        String::new()
+    }
+
+    fn keeps_diff(&self) -> bool {
+        true
+    }
+
+    fn scratch(&self) -> Option<&Path> {
+        Some(self.work)
+    }
+
     fn mount(&self) -> Result<PathBuf, HelperError> {
         mount(self.lowers, self.upper, self.work, self.merged)?;
         Ok(self.merged.to_path_buf())
