@@ -180,3 +180,43 @@ pub(crate) fn report(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_carry_every_cause() {
+        let enoent = || io::Error::from_raw_os_error(libc::ENOENT);
+        let cases: [(HelperError, &str); 4] = [
+            (
+                HelperError::at("create", Path::new("/x"))(enoent()),
+                "create /x: No such file or directory (os error 2)",
+            ),
+            (
+                HelperError::call("pipe")(rustix::io::Errno::MFILE),
+                "pipe: Too many open files (os error 24)",
+            ),
+            (
+                HelperError::call("mount tmpfs on /t (tmpfs)")(enoent())
+                    .context("--mount target=/t"),
+                "--mount target=/t: mount tmpfs on /t (tmpfs): No such file or directory (os error 2)",
+            ),
+            (HelperError::from("no request"), "no request"),
+        ];
+        for (err, want) in cases {
+            assert_eq!(err.report(), want);
+        }
+    }
+
+    #[test]
+    fn cairn_side_errors_keep_their_cause_as_source() {
+        let e = Error::os("make a pipe")(io::Error::from_raw_os_error(libc::EMFILE));
+        assert_eq!(e.to_string(), "failed to make a pipe");
+        assert!(std::error::Error::source(&e).is_some());
+        assert_eq!(
+            e.report(),
+            "failed to make a pipe: Too many open files (os error 24)"
+        );
+    }
+}

@@ -127,3 +127,47 @@ pub(super) fn choose(
 pub(super) fn unused() -> &'static dyn Snapshot {
     &overlay::OVERLAY
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn image_files_are_read_from_the_layers_below_the_step() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = |n: &str| {
+            let d = t.path().join(n);
+            std::fs::create_dir_all(d.join("etc")).unwrap();
+            d
+        };
+        let (top, bottom, root) = (dir("top"), dir("bottom"), dir("root"));
+        std::fs::write(bottom.join("etc/passwd"), "bottom").unwrap();
+        std::fs::write(bottom.join("etc/group"), "bottom").unwrap();
+        std::fs::write(top.join("etc/passwd"), "top").unwrap();
+        std::fs::write(root.join("etc/passwd"), "changed by the step").unwrap();
+        let overlay = RootSpec::Overlay {
+            lowers: vec![top.clone(), bottom.clone()],
+            upper: root.clone(),
+            work: t.path().join("work"),
+            merged: t.path().join("merged"),
+        };
+        let copy = RootSpec::Copy {
+            lower: top.clone(),
+            root: root.clone(),
+        };
+        let cases = [
+            (&overlay, "etc/passwd", "top"),
+            (&overlay, "etc/group", "bottom"),
+            (&overlay, "etc/shadow", ""),
+            (&copy, "etc/passwd", "top"),
+            (&copy, "etc/group", ""),
+        ];
+        for (spec, rel, want) in cases {
+            assert_eq!(spec.read_image_file(rel), want, "{spec:?} {rel}");
+        }
+        assert!(overlay.keeps_diff() && !copy.keeps_diff());
+        assert_eq!(overlay.scratch(), Some(t.path().join("work")));
+        assert_eq!(copy.scratch(), None);
+    }
+}
