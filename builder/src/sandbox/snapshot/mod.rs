@@ -1,6 +1,6 @@
 //! How a step's root filesystem is made from its image's layers and turned back into a layer:
-//! one [`Snapshot`] per build, chosen when the sandbox is made; its helper-side half is the
-//! [`Root`] a [`RootSpec`] describes.
+//! one [`Snapshot`] per build, chosen when the sandbox is made, prepares each root; the root
+//! itself is a [`Root`], opened from the [`RootSpec`] that describes it.
 
 mod copy;
 pub(super) mod overlay;
