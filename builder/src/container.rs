@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, io_err};
 use crate::meta;
-use crate::sandbox::{self, Exit, MountSpec, Network, RootSpec, RunSpec, Sandbox, Stdio3};
+use crate::sandbox::{self, Exit, MountSpec, Network, RunSpec, Sandbox, Stdio3};
 use crate::users;
 
 /// What `cairn run` asks for.
@@ -184,8 +184,8 @@ pub fn run(
     let mut cleanup = Vec::new();
     if opts.remove {
         cleanup.push(dir.clone());
-    } else if let RootSpec::Overlay { work, .. } = &root {
-        cleanup.push(work.clone());
+    } else if let Some(work) = root.scratch() {
+        cleanup.push(work);
     }
     let spec = RunSpec {
         root,
@@ -217,7 +217,7 @@ pub fn run(
             image_id: img.id().to_string(),
             command: argv,
             exit_code: result.as_ref().ok().map(|(e, _)| e.status()),
-            snapshotter: format!("{:?}", sb.snapshotter).to_lowercase(),
+            snapshotter: format!("{:?}", sb.snapshotter()).to_lowercase(),
         };
         let path = dir.join("container.json");
         let json = serde_json::to_vec_pretty(&record).unwrap_or_default();

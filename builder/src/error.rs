@@ -31,6 +31,10 @@ pub enum Error {
     /// The RUN sandbox could not be set up or failed outside the step's own process.
     #[error("sandbox: {0}")]
     Sandbox(String),
+    /// cairn's side of the sandbox failed: starting or talking to its helper, or what a step
+    /// needs from the host.
+    #[error(transparent)]
+    SandboxFailed(#[from] crate::sandbox::SandboxError),
     /// The build was interrupted (SIGINT or SIGTERM).
     #[error("build cancelled")]
     Cancelled,

@@ -1,10 +1,10 @@
 //! User and group names to ids, from an image's /etc/passwd and /etc/group (`--chown`, `USER`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cairn_layers::rootfs::{Found, read_in_root};
 
-use crate::sandbox::RootSpec;
+use crate::sandbox::{IMAGE_FILE_LIMIT, RootSpec};
 
 /// A resolved `user[:group]`: container uid and gid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,14 +25,11 @@ fn find(text: &str, name: &str) -> Option<Vec<String>> {
         .find(|f| f.len() >= 3 && f[0] == name)
 }
 
-/// The most of /etc/passwd or /etc/group read: far above any real image's, far below harm.
-pub const ETC_FILE_LIMIT: u64 = 16 << 20;
-
 /// An image file as the step would see it: through [`read_in_root`], so a symlink to a host
 /// file resolves inside `rootfs` and a FIFO is not waited on. A missing file, or anything but a
 /// regular file, means no names resolve; numbers still work, as in Docker.
 fn read(rootfs: &Path, file: &str) -> Result<String, LookupError> {
-    match read_in_root(rootfs, file, ETC_FILE_LIMIT) {
+    match read_in_root(rootfs, file, IMAGE_FILE_LIMIT) {
         Ok(Found::File(bytes)) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
         Ok(Found::Missing | Found::NotAFile(_)) => Ok(String::new()),
         Err(e) => Err(LookupError(format!("/{file}: {e}"))),
@@ -173,81 +170,9 @@ pub fn resolve_exec(spec: &str, read: &dyn Fn(&str) -> String) -> Result<ExecUse
     })
 }
 
-/// A file of the image below a step (etc/passwd), read through the layers top first: overlay
-/// lowers hold whiteouts as 0/0 character devices.
+/// A file of the image below a step (etc/passwd), as the step would read it.
 pub(crate) fn read_image_file(root: &RootSpec, rel: &str) -> String {
-    match root {
-        RootSpec::Copy { lower, .. } => read_lower(lower, rel).unwrap_or_default(),
-        RootSpec::Overlay { lowers, .. } => read_lowers(lowers, rel, 0),
-    }
-}
-
-/// `rel` in one unpacked tree, inside it: Some("") for what is not a regular file (a whiteout
-/// among them: the file was deleted), None when nothing is there.
-fn read_lower(lower: &Path, rel: &str) -> Option<String> {
-    match read_in_root(lower, rel, ETC_FILE_LIMIT) {
-        Ok(Found::File(bytes)) => Some(String::from_utf8_lossy(&bytes).into_owned()),
-        Ok(Found::Missing) => None,
-        Ok(Found::NotAFile(_)) | Err(_) => Some(String::new()),
-    }
-}
-
-/// `rel` in the stack of unpacked layers `lowers` (top first) as overlayfs merges them: the
-/// topmost layer that has the name decides. A symlink there that leads nowhere in its own
-/// layer is followed again through the whole stack (a link to a file of a lower layer), at
-/// most 40 times, as the kernel does.
-fn read_lowers(lowers: &[PathBuf], rel: &str, hops: u32) -> String {
-    for l in lowers {
-        if let Some(text) = read_lower(l, rel) {
-            return text;
-        }
-        let Some(target) = link_in(l, rel) else {
-            continue;
-        };
-        if hops >= 40 {
-            return String::new();
-        }
-        // Relative to the link's directory, cleaned here: a lower layer may lack the
-        // directories the kernel would walk `..` through, which the merged view has.
-        let mut next: Vec<&str> = Vec::new();
-        if !target.starts_with('/') {
-            next.extend(rel.split('/').filter(|c| !c.is_empty()));
-            next.pop();
-        }
-        for c in target.split('/') {
-            match c {
-                "" | "." => {}
-                ".." => {
-                    next.pop();
-                }
-                c => next.push(c),
-            }
-        }
-        return read_lowers(lowers, &next.join("/"), hops + 1);
-    }
-    String::new()
-}
-
-/// The target of `rel` in `lower` when it is a symlink, read inside `lower`.
-fn link_in(lower: &Path, rel: &str) -> Option<String> {
-    use rustix::fs::{Mode, OFlags};
-    let rel = Path::new(rel.trim_start_matches('/'));
-    let name = rel.file_name()?;
-    let parent = rel.parent().map(|p| p.to_string_lossy().into_owned());
-    let root = rustix::fs::open(
-        lower,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()?;
-    let dir = cairn_layers::rootfs::open_in_root(
-        std::os::fd::AsFd::as_fd(&root),
-        parent.as_deref().unwrap_or(""),
-        OFlags::PATH | OFlags::DIRECTORY,
-    )
-    .ok()?;
-    let target = rustix::fs::readlinkat(&dir, name, Vec::new()).ok()?;
-    Some(target.to_string_lossy().into_owned())
+    root.read_image_file(rel)
 }
 
 #[cfg(test)]

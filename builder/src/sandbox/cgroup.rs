@@ -206,7 +206,7 @@ pub struct Cgroup {
 }
 
 impl Cgroup {
-    /// Creates a fresh cgroup named `name` (e.g. "cairn-<pid>-<n>") with `limits` written,
+    /// Creates a fresh cgroup named `name` (e.g. `cairn-<pid>-<n>`) with `limits` written,
     /// where this process can: cgroup v2 in a subtree it may write, else the cgroup v1
     /// hierarchies of the controllers the limits need.
     ///

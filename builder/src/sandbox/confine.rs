@@ -14,7 +14,7 @@ use std::path::{Component, Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-use super::sys::{self, Fail};
+use super::sys::{self, HelperError};
 
 /// Symlinks followed in one path before giving up, as the kernel's own limit.
 const MAX_LINKS: u32 = 40;
@@ -55,9 +55,9 @@ pub struct Made {
 }
 
 /// A host path cairn chose (a root, a scratch directory, a file it wrote), opened `O_PATH`.
-pub fn open_host(path: &Path) -> Result<OwnedFd, Fail> {
+pub fn open_host(path: &Path) -> Result<OwnedFd, HelperError> {
     rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| format!("open {}: {e}", path.display()))
+        .map_err(HelperError::at("open", path))
 }
 
 /// `rel` (absolute in the container, or relative to its root) opened `O_PATH` below `root`,
@@ -87,9 +87,9 @@ pub fn ensure_in(
     rel: &str,
     dir: bool,
     made: &mut Made,
-) -> Result<OwnedFd, Fail> {
+) -> Result<OwnedFd, HelperError> {
     let fail = |what: &str, at: &Path, e: Errno| {
-        format!("{what} mount point {rel} (at /{}): {e}", at.display())
+        HelperError::call(format!("{what} mount point {rel} (at /{})", at.display()))(e)
     };
     // Names still to walk, the next one last.
     let mut todo: Vec<OsString> = names(Path::new(rel));
@@ -184,7 +184,7 @@ fn names(p: &Path) -> Vec<OsString> {
 
 /// A directory below `base` by a real path, refusing any symlink on the way: what the step
 /// left in place of a made path is never followed.
-fn open_beneath(base: BorrowedFd<'_>, rel: &Path, flags: OFlags) -> Result<OwnedFd, Errno> {
+pub fn open_beneath(base: BorrowedFd<'_>, rel: &Path, flags: OFlags) -> Result<OwnedFd, Errno> {
     let r = if rel.as_os_str().is_empty() {
         Path::new(".")
     } else {
@@ -202,7 +202,12 @@ fn open_beneath(base: BorrowedFd<'_>, rel: &Path, flags: OFlags) -> Result<Owned
 /// Gives what [`ensure_in`] made to the container's root (`uid`, `gid` on the host): root's
 /// helper makes them as host root, which the step, in its user namespace, could not write
 /// into. A name the step can have swapped is never followed.
-pub fn chown_made(root: BorrowedFd<'_>, made: &[PathBuf], uid: u32, gid: u32) -> Result<(), Fail> {
+pub fn chown_made(
+    root: BorrowedFd<'_>,
+    made: &[PathBuf],
+    uid: u32,
+    gid: u32,
+) -> Result<(), HelperError> {
     let (uid, gid) = (
         rustix::fs::Uid::from_raw(uid),
         rustix::fs::Gid::from_raw(gid),
@@ -212,9 +217,9 @@ pub fn chown_made(root: BorrowedFd<'_>, made: &[PathBuf], uid: u32, gid: u32) ->
             continue;
         };
         let dir = open_beneath(root, parent, OFlags::PATH | OFlags::DIRECTORY)
-            .map_err(|e| format!("open /{}: {e}", parent.display()))?;
+            .map_err(HelperError::call(format!("open /{}", parent.display())))?;
         rustix::fs::chownat(&dir, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| format!("chown /{}: {e}", p.display()))?;
+            .map_err(HelperError::call(format!("chown /{}", p.display())))?;
     }
     Ok(())
 }
@@ -242,36 +247,6 @@ pub fn remove_made(root: BorrowedFd<'_>, made: &[PathBuf]) {
     }
 }
 
-/// Drops the copies overlayfs made in `upper` of directories that only got a mount point:
-/// empty and not opaque means the step changed nothing in them.
-pub fn prune_touched(upper: &Path, touched: &[PathBuf]) {
-    let Ok(base) = open_host(upper) else {
-        return;
-    };
-    let mut touched = touched.to_vec();
-    touched.sort();
-    touched.dedup();
-    for rel in touched.iter().rev() {
-        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
-            continue;
-        };
-        let Ok(copy) = open_beneath(base.as_fd(), rel, OFlags::RDONLY | OFlags::DIRECTORY) else {
-            continue;
-        };
-        let empty = rustix::fs::Dir::read_from(&copy).is_ok_and(|mut d| {
-            d.all(|e| e.is_ok_and(|e| matches!(e.file_name().to_bytes(), b"." | b"..")))
-        });
-        let opaque =
-            rustix::fs::fgetxattr(&copy, super::helper::OPAQUE_XATTR, &mut [0u8; 4]).is_ok();
-        if empty
-            && !opaque
-            && let Ok(dir) = open_beneath(base.as_fd(), parent, OFlags::PATH | OFlags::DIRECTORY)
-        {
-            let _ = rustix::fs::unlinkat(&dir, name, AtFlags::REMOVEDIR);
-        }
-    }
-}
-
 /// Binds the file or directory `source` (with the mounts below it) onto `target`, setting
 /// `attrs` (`MOUNT_ATTR_*`) on every mount of the copy before it becomes visible.
 pub fn bind(
@@ -279,7 +254,7 @@ pub fn bind(
     target: BorrowedFd<'_>,
     attrs: u64,
     what: &str,
-) -> Result<(), Fail> {
+) -> Result<(), HelperError> {
     bind_with(source, target, attrs, false, what)
 }
 
@@ -290,7 +265,7 @@ pub fn bind_in(
     target: BorrowedFd<'_>,
     attrs: u64,
     what: &str,
-) -> Result<(), Fail> {
+) -> Result<(), HelperError> {
     bind_with(source, target, attrs, true, what)
 }
 
@@ -300,7 +275,7 @@ fn bind_with(
     attrs: u64,
     idmap: bool,
     what: &str,
-) -> Result<(), Fail> {
+) -> Result<(), HelperError> {
     use rustix::mount::{MoveMountFlags, OpenTreeFlags, move_mount, open_tree};
     let tree = open_tree(
         source,
@@ -310,7 +285,7 @@ fn bind_with(
             | OpenTreeFlags::AT_EMPTY_PATH
             | OpenTreeFlags::AT_RECURSIVE,
     )
-    .map_err(|e| format!("bind {what}: open_tree: {e}"))?;
+    .map_err(HelperError::call(format!("bind {what}: open_tree")))?;
     if attrs != 0 {
         sys::set_mount_attrs(tree.as_fd(), true, attrs, Path::new(what))?;
     }
@@ -324,27 +299,34 @@ fn bind_with(
         "",
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
     )
-    .map_err(|e| format!("bind {what}: move_mount: {e}"))
+    .map_err(HelperError::call(format!("bind {what}: move_mount")))
 }
 
 /// A bind mount's source: cairn's own path, or with `inside` a path below it resolved as if it
 /// were `/`. The descriptor is what gets mounted, so nothing can swap the path afterwards.
-pub fn open_source(source: &Path, inside: Option<&str>) -> Result<OwnedFd, Fail> {
+pub fn open_source(source: &Path, inside: Option<&str>) -> Result<OwnedFd, HelperError> {
     let Some(rel) = inside else {
         return open_host(source);
     };
     let base = open_host(source)?;
-    open_in(base.as_fd(), rel).map_err(|e| format!("open {rel} in {}: {e}", source.display()))
+    open_in(base.as_fd(), rel).map_err(HelperError::call(format!(
+        "open {rel} in {}",
+        source.display()
+    )))
 }
 
 /// /sys: a fresh sysfs where the kernel allows it (`own_netns`: a network namespace of our
 /// own), else the host's; read-only, nosuid, nodev and noexec on every mount of it, cgroup
 /// controllers included.
-pub fn mount_sys(root: BorrowedFd<'_>, own_netns: bool, made: &mut Made) -> Result<(), Fail> {
+pub fn mount_sys(
+    root: BorrowedFd<'_>,
+    own_netns: bool,
+    made: &mut Made,
+) -> Result<(), HelperError> {
     let dir = ensure_in(root, "/sys", true, made)?;
     let target = sys::fd_path(dir.as_fd());
     let ro = sys::MS_RDONLY | sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC;
-    if own_netns && sys::mount(Some("sysfs"), &target, Some("sysfs"), ro, None).is_ok() {
+    if own_netns && sys::mount("sysfs", &target, "sysfs", ro, None).is_ok() {
         return Ok(());
     }
     let Ok(host) = open_host(Path::new("/sys")) else {
@@ -363,7 +345,7 @@ pub const LOCKED_DOWN: u64 = libc::MOUNT_ATTR_RDONLY
 
 /// [`MASKED`] and [`READ_ONLY`] over the container's /proc and /sys (already mounted); a path
 /// this kernel lacks needs nothing.
-pub fn mask(root: BorrowedFd<'_>) -> Result<(), Fail> {
+pub fn mask(root: BorrowedFd<'_>) -> Result<(), HelperError> {
     for p in READ_ONLY {
         let Ok(fd) = open_in(root, p) else {
             continue;
@@ -377,13 +359,13 @@ pub fn mask(root: BorrowedFd<'_>) -> Result<(), Fail> {
         };
         if is_dir(fd.as_fd()) {
             sys::mount(
-                Some("tmpfs"),
+                "tmpfs",
                 &sys::fd_path(fd.as_fd()),
-                Some("tmpfs"),
+                "tmpfs",
                 sys::MS_RDONLY | sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC,
                 Some("size=0,mode=0555"),
             )
-            .map_err(|e| format!("mask {p}: {e}"))?;
+            .map_err(|e| e.context(format!("mask {p}")))?;
         } else {
             bind(null.as_fd(), fd.as_fd(), 0, p)?;
         }
@@ -395,22 +377,16 @@ pub fn mask(root: BorrowedFd<'_>) -> Result<(), Fail> {
 /// when the step joined a cgroup2 cgroup of its own (`own_cgroup2`); otherwise, or where cgroup2
 /// will not mount, an empty read-only tmpfs. Never the host's tree: without a cgroup of its own
 /// (no limits, or v1 controllers) the namespace's cgroup2 root is cairn's cgroup or the host's.
-pub fn mount_cgroup(root: BorrowedFd<'_>, own_cgroup2: bool) -> Result<(), Fail> {
+pub fn mount_cgroup(root: BorrowedFd<'_>, own_cgroup2: bool) -> Result<(), HelperError> {
     let Ok(fd) = open_in(root, "/sys/fs/cgroup") else {
         return Ok(());
     };
     let target = sys::fd_path(fd.as_fd());
     let ro = sys::MS_RDONLY | sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC;
-    if own_cgroup2 && sys::mount(Some("cgroup2"), &target, Some("cgroup2"), ro, None).is_ok() {
+    if own_cgroup2 && sys::mount("cgroup2", &target, "cgroup2", ro, None).is_ok() {
         return Ok(());
     }
-    sys::mount(
-        Some("tmpfs"),
-        &target,
-        Some("tmpfs"),
-        ro,
-        Some("size=0,mode=0555"),
-    )
+    sys::mount("tmpfs", &target, "tmpfs", ro, Some("size=0,mode=0555"))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::process::Command;
 
 use cairn_layers::{IdMap, IdRange};
 
+use super::SandboxError;
 use crate::error::{Error, Result};
 
 /// How container ids reach host ids.
@@ -310,7 +311,7 @@ fn root_mapping(store_root: &Path) -> Result<Mapping> {
         None => {
             let start =
                 free_range(&taken, RESERVE_FROM, RESERVE_TO, RANGE_SIZE).ok_or_else(|| {
-                    Error::Sandbox(
+                    SandboxError::Host(
                         "no free range of 65536 ids is left for root's builds; add a \
                          `root:START:65536` line to /etc/subuid and /etc/subgid"
                             .into(),
@@ -399,11 +400,12 @@ fn run_map_tool(tool: &str, pid: u32, ranges: &[IdRange]) -> Result<()> {
         source,
     })?;
     if !out.status.success() {
-        return Err(Error::Sandbox(format!(
-            "{tool} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(SandboxError::MapTool {
+            tool: tool.to_owned(),
+            status: out.status,
+            said: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        }
+        .into());
     }
     Ok(())
 }

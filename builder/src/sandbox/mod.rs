@@ -1,36 +1,62 @@
 //! RUN's sandbox, cairn's side: the build's id mapping and snapshotter, chosen once; the
 //! helper process (cairn re-executed, see [`helper`]) spawned per operation; unpacking layers
 //! with their owners, running a step and turning its changes into a layer.
+//!
+//! Where each concern lives, cairn's side first:
+//!
+//! | file | owns |
+//! |---|---|
+//! | `mod.rs` | [`Sandbox`]: made once per build; unpack, remove, prepare a root, run a step |
+//! | `ids.rs` | the id mapping and the `uid_map`/`gid_map` writes |
+//! | `snapshot/` | overlay and copy: the root over the layers, the diff after the step |
+//! | `spawn.rs` | starting a helper, its descriptors, answers and the layer pipe's verdict |
+//! | `stdio.rs` | a step's streams, the container terminal, bounded output lines |
+//! | `etc.rs` | the step's /etc/hosts and /etc/resolv.conf |
+//! | `cgroup.rs` | resource limits |
+//! | `net.rs` | the step's user-mode network (pasta, slirp4netns) |
+//! | `proto.rs` | the messages between cairn and the helper |
+//! | `error.rs` | the errors of both sides |
+//! | `helper/` | the helper: its request loop, a step's Run, pid 1 until exec |
+//! | `confine.rs` | paths resolved inside the container's root, mount points, masks |
+//! | `idmapped.rs` | root's idmapped mounts of host-owned trees |
+//! | `sys.rs` | the system calls the helper makes, with their errors |
 
 pub mod cgroup;
 mod confine;
+pub mod error;
+mod etc;
 pub mod helper;
 mod idmapped;
 pub mod ids;
 pub mod net;
 pub mod proto;
+mod snapshot;
+mod spawn;
+mod stdio;
 mod sys;
 
-use std::collections::{BTreeSet, VecDeque};
-use std::io::{BufRead, BufReader, Read};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
+use std::collections::BTreeSet;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use cairn_layers::apply::{ApplyOptions, Whiteouts};
 use cairn_layers::image::Descriptor;
 use cairn_layers::store::RemoveFn;
 use cairn_layers::{Digest, Store};
 
 use crate::error::{Error, Result, io_err};
 pub use cgroup::Limits;
+pub use error::{Error as SandboxError, HelperError};
+pub use etc::{etc_files, hosts_file};
 pub use ids::{Mapping, MappingKind};
-use proto::{Go, LayerBlob, Reply, Request};
+use proto::{LayerBlob, Reply, Request};
 pub use proto::{MountSpec, Network, RootSpec, RunSpec};
+pub use snapshot::IMAGE_FILE_LIMIT;
+use snapshot::Snapshot;
+use spawn::{Checked, terminate};
+use stdio::read_lines;
+pub use stdio::{MAX_LINE, Stdio3, Tail, receive_console};
 
 /// Docker's PATH for a container whose image sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -69,10 +95,7 @@ pub fn cancel() {
     CANCELLED.store(true, Ordering::SeqCst);
     if let Ok(pids) = HELPERS.lock() {
         for &pid in pids.iter() {
-            // SAFETY: signalling a child we spawned and still track.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGTERM);
-            }
+            terminate(pid);
         }
     }
 }
@@ -87,8 +110,8 @@ pub fn cancelled() -> bool {
 pub struct Sandbox {
     helper: PathBuf,
     pub mapping: Mapping,
-    /// Overlay or Copy (Auto is resolved when the sandbox is made).
-    pub snapshotter: Snapshotter,
+    /// Overlay or copy, resolved from the option when the sandbox is made.
+    snapshot: &'static dyn Snapshot,
     pub limits: Limits,
     /// Said once, for the CLI to show (single-id mapping, limits not applied, copy fallback).
     pub warnings: Vec<String>,
@@ -118,98 +141,6 @@ impl Exit {
     }
 }
 
-/// The standard streams of a step's process.
-#[derive(Debug)]
-pub enum Stdio3 {
-    /// stdin from /dev/null; stdout and stderr merged and handed line by line to a callback.
-    Capture,
-    /// cairn's own streams (`cairn run`).
-    Inherit,
-    /// Given descriptors.
-    Fds {
-        stdin: OwnedFd,
-        stdout: OwnedFd,
-        stderr: OwnedFd,
-    },
-    /// A terminal of the container's own (`cairn run -t`): its master arrives on this Unix
-    /// socket (SCM_RIGHTS, see [`receive_console`]) once the container has made it.
-    Console(OwnedFd),
-}
-
-/// Waits on the socket given as [`Stdio3::Console`] for the container terminal's master;
-/// `None` when the container ended without making one.
-pub fn receive_console(sock: &OwnedFd) -> std::io::Result<Option<OwnedFd>> {
-    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
-    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut anc = RecvAncillaryBuffer::new(&mut space);
-    let mut byte = [0u8; 1];
-    loop {
-        let r = rustix::net::recvmsg(
-            sock,
-            &mut [std::io::IoSliceMut::new(&mut byte)],
-            &mut anc,
-            RecvFlags::CMSG_CLOEXEC,
-        );
-        match r {
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-            Ok(_) => break,
-        }
-    }
-    for msg in anc.drain() {
-        if let RecvAncillaryMessage::ScmRights(mut fds) = msg
-            && let Some(fd) = fds.next()
-        {
-            return Ok(Some(fd));
-        }
-    }
-    Ok(None)
-}
-
-struct Helper {
-    child: Child,
-    writer: UnixStream,
-    reader: BufReader<UnixStream>,
-    /// The step's user-mode networking, stopped after the helper has ended (field drop order).
-    _net: Option<net::Net>,
-}
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        let pid = self.child.id();
-        // A helper still waiting for a message (cairn failed between its steps) must see the
-        // socket end, or it would wait for cairn while cairn waits for it.
-        let _ = self.writer.shutdown(std::net::Shutdown::Both);
-        let _ = self.child.wait();
-        if let Ok(mut set) = HELPERS.lock() {
-            set.remove(&pid);
-        }
-    }
-}
-
-impl Helper {
-    fn recv(&mut self) -> Result<Reply> {
-        match proto::recv::<Reply>(&mut self.reader) {
-            Ok(Some(r)) => Ok(r),
-            Ok(None) if cancelled() => Err(Error::Cancelled),
-            Ok(None) => Err(Error::Sandbox(
-                "the sandbox helper ended without an answer".into(),
-            )),
-            Err(e) => Err(Error::Sandbox(format!("reading the sandbox helper: {e}"))),
-        }
-    }
-
-    /// The final answer: Done, or Failed as an error.
-    fn finish(&mut self) -> Result<()> {
-        match self.recv()? {
-            Reply::Done => Ok(()),
-            Reply::Failed { .. } if cancelled() => Err(Error::Cancelled),
-            Reply::Failed { message } => Err(Error::Sandbox(message)),
-            other => Err(Error::Sandbox(format!("unexpected answer {other:?}"))),
-        }
-    }
-}
-
 impl Sandbox {
     /// Chooses the build's mapping and snapshotter. `helper` is the cairn binary.
     pub fn new(
@@ -222,7 +153,7 @@ impl Sandbox {
         let mut sb = Sandbox {
             helper,
             mapping,
-            snapshotter: Snapshotter::Overlay,
+            snapshot: snapshot::unused(),
             limits,
             warnings: warning.into_iter().collect(),
             limits_usable: false,
@@ -243,48 +174,15 @@ impl Sandbox {
                     .push(format!("resource limits are not applied: {e}")),
             }
         }
-        if snapshotter != Snapshotter::Copy {
-            // Whether overlayfs mounts on this store changes only with the kernel or the user:
-            // a success is remembered until the next boot, which spares every build after the
-            // first a helper and a mount (a tenth of a one-RUN rebuild).
-            let marker = store.root().join("overlay-ok");
-            let stamp = format!(
-                "{} {}\n",
-                std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-                    .unwrap_or_default()
-                    .trim(),
-                rustix::process::geteuid().as_raw()
-            );
-            let known = std::fs::read_to_string(&marker).is_ok_and(|m| m == stamp);
-            let dir = store
-                .tmp_dir()
-                .join(format!("probe-{}", std::process::id()));
-            let probed = if known { Ok(()) } else { sb.probe(&dir) };
-            if !known {
-                let _ = store.remove_tree(&dir);
-                if probed.is_ok() {
-                    let _ = std::fs::write(&marker, &stamp);
-                }
-            }
-            match (probed, snapshotter) {
-                (Ok(()), _) => {}
-                (Err(why), Snapshotter::Overlay) => {
-                    return Err(Error::Sandbox(format!(
-                        "the overlay snapshotter cannot be used here: {why}"
-                    )));
-                }
-                (Err(why), _) => {
-                    sb.warnings.push(format!(
-                        "overlayfs cannot be mounted on the store ({why}); using the copy \
-                         snapshotter"
-                    ));
-                    sb.snapshotter = Snapshotter::Copy;
-                }
-            }
-        } else {
-            sb.snapshotter = Snapshotter::Copy;
-        }
+        let (chosen, warning) = snapshot::choose(&sb, store, snapshotter)?;
+        sb.snapshot = chosen;
+        sb.warnings.extend(warning);
         Ok(sb)
+    }
+
+    /// The snapshotter this sandbox uses: overlay or copy (`auto` resolved).
+    pub fn snapshotter(&self) -> Snapshotter {
+        self.snapshot.kind()
     }
 
     /// Just enough of a sandbox to delete trees with mapped owners (`cairn prune`).
@@ -292,31 +190,11 @@ impl Sandbox {
         Ok(Sandbox {
             helper,
             mapping: Mapping::detect(store.root())?.0,
-            snapshotter: Snapshotter::Overlay,
+            snapshot: snapshot::unused(),
             limits: Limits::default(),
             warnings: Vec::new(),
             limits_usable: false,
         })
-    }
-
-    fn probe(&self, dir: &Path) -> std::result::Result<(), String> {
-        let mut h = self
-            .spawn(
-                &Request::Probe {
-                    dir: dir.to_path_buf(),
-                },
-                Stdio3::Inherit,
-                None,
-                None,
-            )
-            .map_err(|e| e.to_string())?;
-        let r = match h.recv().map_err(|e| e.to_string())? {
-            Reply::Probed { overlay } => overlay,
-            Reply::Failed { message } => Err(message),
-            other => Err(format!("unexpected answer {other:?}")),
-        };
-        let _ = h.finish();
-        r
     }
 
     /// A remover for the store: trees with mapped owners are deleted inside the namespace.
@@ -324,7 +202,7 @@ impl Sandbox {
         let sb = self.clone();
         Arc::new(move |path: &Path| {
             sb.remove(&[path.to_path_buf()])
-                .map_err(|e| std::io::Error::other(e.to_string()))
+                .map_err(|e| std::io::Error::other(error::report(&e)))
         })
     }
 
@@ -347,32 +225,6 @@ impl Sandbox {
         h.finish()
     }
 
-    /// A layer unpacked as an overlay lowerdir with its owners, shared through the store.
-    pub fn lowerdir(&self, store: &Store, layer: &Descriptor, diff_id: &Digest) -> Result<PathBuf> {
-        let key = self.mapping.store_key();
-        if self.mapping.kind == MappingKind::Root {
-            // Root chowns to the mapped host ids itself: no helper needed.
-            let opts = ApplyOptions {
-                whiteouts: Whiteouts::Overlay {
-                    opaque_xattr: helper::OPAQUE_XATTR,
-                },
-                id_map: self.mapping.ids.clone(),
-                chown: true,
-            };
-            return Ok(store.unpacked_layer_keyed(layer, diff_id, &key, &opts)?);
-        }
-        Ok(store.unpacked_layer_with(diff_id, &key, |dir| {
-            let ids = self
-                .unpack(store, std::slice::from_ref(layer), dir, true)
-                .map_err(|e| {
-                    cairn_layers::Error::invalid(format!("layer {diff_id}"), e.to_string())
-                })?;
-            ids.into_iter().next().ok_or_else(|| {
-                cairn_layers::Error::invalid(format!("layer {diff_id}"), "nothing unpacked")
-            })
-        })?)
-    }
-
     /// A container's root filesystem over an image's layers, its working directories made
     /// under `dir`: overlay lowers from the store (an empty one for an image without layers),
     /// or the copy snapshotter's two trees.
@@ -383,44 +235,7 @@ impl Sandbox {
         diff_ids: &[Digest],
         dir: &Path,
     ) -> Result<RootSpec> {
-        let make = |p: &Path| std::fs::create_dir_all(p).map_err(io_err("create", p));
-        if self.snapshotter == Snapshotter::Copy {
-            let (lower, root) = (dir.join("lower"), dir.join("root"));
-            self.unpack(store, layers, &lower, false)?;
-            self.unpack(store, layers, &root, false)?;
-            return Ok(RootSpec::Copy { lower, root });
-        }
-        let mut lowers = Vec::new();
-        for (layer, diff_id) in layers.iter().zip(diff_ids).rev() {
-            let lower = self.lowerdir(store, layer, diff_id)?;
-            // overlayfs refuses a lowerdir given twice (ELOOP); an image can hold one layer
-            // twice (two COPY steps that write the same files). The upper occurrence covers
-            // everything the lower one holds, so the lower one is left out.
-            if !lowers.contains(&lower) {
-                lowers.push(lower);
-            }
-        }
-        if lowers.is_empty() {
-            let empty = dir.join("empty");
-            make(&empty)?;
-            lowers.push(empty);
-        }
-        let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("merged"));
-        for d in [&upper, &work, &merged] {
-            make(d)?;
-        }
-        // The upper directory's own metadata is the container root's: not the umask's, and,
-        // for root's builds, not host root's.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755))
-            .map_err(io_err("chmod", &upper))?;
-        self.own_as_container_root(&upper)?;
-        Ok(RootSpec::Overlay {
-            lowers,
-            upper,
-            work,
-            merged,
-        })
+        self.snapshot.prepare(self, store, layers, diff_ids, dir)
     }
 
     /// Gives `dir` (made by cairn) to the container's root where that is not who cairn is:
@@ -458,7 +273,7 @@ impl Sandbox {
         let ids = if self.mapping.kind == MappingKind::Root {
             // Root chowns to the mapped host ids itself, with the helper's own unpacking.
             let ids = helper::unpack(&blobs, dir, overlay, &self.mapping.ids)
-                .map_err(|m| Error::Sandbox(self.mapping.explain(m)))?;
+                .map_err(|e| Error::Sandbox(self.mapping.explain(e.report())))?;
             self.own_as_container_root(dir)?;
             ids
         } else {
@@ -467,7 +282,7 @@ impl Sandbox {
         ids.iter()
             .map(|d| {
                 d.parse::<Digest>()
-                    .map_err(|e| Error::Sandbox(format!("bad digest from the helper: {e}")))
+                    .map_err(|e| SandboxError::BadDigest(Box::new(e)).into())
             })
             .collect()
     }
@@ -491,7 +306,7 @@ impl Sandbox {
             Reply::Failed { message } => {
                 return Err(Error::Sandbox(self.mapping.explain(message)));
             }
-            other => return Err(Error::Sandbox(format!("unexpected answer {other:?}"))),
+            other => return Err(SandboxError::Unexpected(format!("{other:?}")).into()),
         };
         h.finish()?;
         Ok(ids)
@@ -514,14 +329,14 @@ impl Sandbox {
         let capture = matches!(stdio, Stdio3::Capture);
         let (log_r, log_w) = if capture {
             let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-                .map_err(|e| Error::Sandbox(format!("pipe: {e}")))?;
+                .map_err(SandboxError::os("make a pipe"))?;
             (Some(r), Some(w))
         } else {
             (None, None)
         };
         let (data_r, data_w) = if spec.diff {
             let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-                .map_err(|e| Error::Sandbox(format!("pipe: {e}")))?;
+                .map_err(SandboxError::os("make a pipe"))?;
             (Some(r), Some(w))
         } else {
             (None, None)
@@ -529,8 +344,7 @@ impl Sandbox {
         // The owner token lets a later build tell this cgroup's creator is gone.
         let name = format!("cairn-{}-{}", cairn_layers::owner::token(), unique());
         let cg = if self.limits_usable {
-            cgroup::Cgroup::create(&name, &self.limits)
-                .map_err(|e| Error::Sandbox(e.to_string()))?
+            cgroup::Cgroup::create(&name, &self.limits).map_err(SandboxError::Cgroup)?
         } else {
             None
         };
@@ -548,7 +362,7 @@ impl Sandbox {
                     Reply::Failed { message } => {
                         return Err(Error::Sandbox(self.mapping.explain(message)));
                     }
-                    other => return Err(Error::Sandbox(format!("unexpected answer {other:?}"))),
+                    other => return Err(SandboxError::Unexpected(format!("{other:?}")).into()),
                 }
                 let exit = match h.recv()? {
                     Reply::Exited { code, signal } => Exit {
@@ -558,7 +372,7 @@ impl Sandbox {
                     },
                     Reply::Failed { .. } if cancelled() => return Err(Error::Cancelled),
                     Reply::Failed { message } => return Err(Error::Sandbox(message)),
-                    other => return Err(Error::Sandbox(format!("unexpected answer {other:?}"))),
+                    other => return Err(SandboxError::Unexpected(format!("{other:?}")).into()),
                 };
                 let exit = Exit {
                     oom_killed: !exit.success() && cg.as_ref().is_some_and(|c| c.oom_killed()),
@@ -586,10 +400,7 @@ impl Sandbox {
                 Ok((exit, out))
             })();
             if result.is_err() {
-                // SAFETY: signalling our own child.
-                unsafe {
-                    libc::kill(h.child.id() as libc::pid_t, libc::SIGTERM);
-                }
+                terminate(h.child.id());
             }
             drop(h);
             if let Some(r) = reader {
@@ -598,308 +409,9 @@ impl Sandbox {
             result
         })
     }
-
-    /// Starts the helper, sends `req`, writes the id maps and lets it go. (A step's cgroup is
-    /// joined by its pid 1, not here: see `RunSpec::cgroup_procs`.)
-    fn spawn(
-        &self,
-        req: &Request,
-        stdio: Stdio3,
-        log: Option<OwnedFd>,
-        data: Option<OwnedFd>,
-    ) -> Result<Helper> {
-        // Known before the helper starts: a missing tool costs no helper.
-        let net_tools = match req {
-            Request::Run(spec) if spec.network == Network::Private => Some(net::Tool::available()?),
-            _ => None,
-        };
-        let (ours, theirs) =
-            UnixStream::pair().map_err(|e| Error::Sandbox(format!("socketpair: {e}")))?;
-        let mut cmd = Command::new(&self.helper);
-        cmd.arg(helper::ARG);
-        let mut console = None;
-        match stdio {
-            Stdio3::Capture => {
-                let w = log.ok_or_else(|| Error::Sandbox("no log pipe".into()))?;
-                let w2 = w
-                    .try_clone()
-                    .map_err(|e| Error::Sandbox(format!("dup: {e}")))?;
-                cmd.stdin(Stdio::null()).stdout(w).stderr(w2);
-            }
-            Stdio3::Inherit => {}
-            Stdio3::Fds {
-                stdin,
-                stdout,
-                stderr,
-            } => {
-                cmd.stdin(stdin).stdout(stdout).stderr(stderr);
-            }
-            Stdio3::Console(sock) => {
-                cmd.stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null());
-                console = Some(sock);
-            }
-        }
-        let control = theirs.as_raw_fd();
-        let data_fd = data.as_ref().map(|d| d.as_raw_fd());
-        let console_fd = console.as_ref().map(|c| c.as_raw_fd());
-        // SAFETY: only dup2/fcntl between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                place_fd(control, helper::CONTROL_FD)?;
-                if let Some(d) = data_fd {
-                    place_fd(d, helper::DATA_FD)?;
-                }
-                if let Some(c) = console_fd {
-                    place_fd(c, helper::CONSOLE_FD)?;
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().map_err(|source| Error::Io {
-            action: "start the sandbox helper",
-            path: self.helper.clone(),
-            source,
-        })?;
-        drop(theirs);
-        drop(data);
-        drop(console);
-        drop(cmd);
-        if let Ok(mut set) = HELPERS.lock() {
-            set.insert(child.id());
-        }
-        let reader = BufReader::new(
-            ours.try_clone()
-                .map_err(|e| Error::Sandbox(format!("dup: {e}")))?,
-        );
-        let mut h = Helper {
-            child,
-            writer: ours,
-            reader,
-            _net: None,
-        };
-        proto::send(&mut h.writer, req)
-            .map_err(|e| Error::Sandbox(format!("writing to the sandbox helper: {e}")))?;
-        match h.recv()? {
-            Reply::Ready => {}
-            Reply::Failed { message } => {
-                return Err(Error::Sandbox(format!(
-                    "cannot create a user namespace: {message}"
-                )));
-            }
-            other => return Err(Error::Sandbox(format!("unexpected answer {other:?}"))),
-        }
-        self.mapping.write(h.child.id())?;
-        if let Some(tools) = &net_tools {
-            // The helper made its network namespace with its user namespace; the step starts
-            // (at Go) only once the namespace is configured.
-            h._net = Some(net::attach_any(tools, h.child.id())?);
-        }
-        proto::send(&mut h.writer, &Go)
-            .map_err(|e| Error::Sandbox(format!("writing to the sandbox helper: {e}")))?;
-        Ok(h)
-    }
-}
-
-/// A reader of the layer pipe that, at its end, collects the helper's verdict.
-struct Checked<'a> {
-    inner: &'a mut std::fs::File,
-    helper: &'a mut Helper,
-    verdict: Option<Result<()>>,
-}
-
-impl Read for Checked<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n == 0 && !buf.is_empty() && self.verdict.is_none() {
-            let v = self.helper.finish();
-            if let Err(e) = &v {
-                let msg = e.to_string();
-                self.verdict = Some(v);
-                return Err(std::io::Error::other(msg));
-            }
-            self.verdict = Some(v);
-        }
-        Ok(n)
-    }
-}
-
-/// BuildKit's hosts file for a step (its `initHostsFile`): loopback names only, so no entry
-/// of the host's own file reaches the step or its layer.
-pub fn hosts_file(hostname: &str) -> String {
-    format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
-}
-
-/// The container's /etc/hosts (BuildKit's minimal file) and a copy of the host's
-/// /etc/resolv.conf under `dir`, to be bind-mounted over the container's: a process can neither
-/// change the host's files nor leave them in its layer. With a network of its own, the
-/// nameserver is the DNS forwarder of its user-mode networking.
-pub fn etc_files(dir: &Path, hostname: &str, network: Network) -> Result<Vec<(String, PathBuf)>> {
-    let mut out = Vec::new();
-    for name in ["hosts", "resolv.conf"] {
-        let text = if name == "hosts" {
-            hosts_file(hostname)
-        } else {
-            let text = std::fs::read_to_string(Path::new("/etc").join(name)).unwrap_or_default();
-            if network == Network::Private {
-                net::resolv_conf(&text)
-            } else {
-                text
-            }
-        };
-        let copy = dir.join(name);
-        std::fs::write(&copy, text).map_err(io_err("write", &copy))?;
-        out.push((format!("/etc/{name}"), copy));
-    }
-    Ok(out)
-}
-
-/// dup2 `fd` onto `to`, clearing close-on-exec even when they are the same descriptor.
-fn place_fd(fd: i32, to: i32) -> std::io::Result<()> {
-    // SAFETY: fcntl/dup2 on descriptors we own, async-signal-safe.
-    unsafe {
-        if fd == to {
-            let flags = libc::fcntl(fd, libc::F_GETFD);
-            if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        } else if libc::dup2(fd, to) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 fn unique() -> u64 {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
-}
-
-/// The longest piece of output passed on as one line: a process that prints an endless line
-/// must not make cairn hold it whole.
-pub const MAX_LINE: usize = 64 << 10;
-
-/// Passes each line of `r` to `on_line` without its line ending; a line longer than
-/// `max` bytes is passed on in pieces of at most that many, cut between characters.
-fn read_lines(r: impl Read, max: usize, on_line: &(dyn Fn(&str) + Sync)) {
-    let mut lines = BufReader::new(r);
-    let mut buf = Vec::with_capacity(max);
-    loop {
-        let room = (max - buf.len()) as u64;
-        match (&mut lines).take(room).read_until(b'\n', &mut buf) {
-            Ok(0) | Err(_) => {
-                if !buf.is_empty() {
-                    on_line(&String::from_utf8_lossy(&buf));
-                }
-                break;
-            }
-            Ok(_) if buf.ends_with(b"\n") => {
-                let text = String::from_utf8_lossy(&buf);
-                on_line(text.trim_end_matches(['\n', '\r']));
-                buf.clear();
-            }
-            Ok(_) if buf.len() < max => {}
-            Ok(_) => {
-                // Cut before a character split at the bound; its bytes start the next piece.
-                let cut = utf8_cut(&buf);
-                on_line(&String::from_utf8_lossy(&buf[..cut]));
-                buf.drain(..cut);
-                // A line of exactly the bound ends here, not in an empty piece after it.
-                if buf.is_empty() && lines.fill_buf().is_ok_and(|b| b.first() == Some(&b'\n')) {
-                    lines.consume(1);
-                }
-            }
-        }
-    }
-}
-
-/// Where to cut `buf` so that no UTF-8 character is split: before a sequence that its last
-/// bytes start but do not finish, else at its end.
-fn utf8_cut(buf: &[u8]) -> usize {
-    for back in 1..=buf.len().min(3) {
-        let b = buf[buf.len() - back];
-        if b & 0xC0 != 0x80 {
-            let need = match b {
-                0xC0..=0xDF => 2,
-                0xE0..=0xEF => 3,
-                0xF0..=0xF7 => 4,
-                _ => 1,
-            };
-            // A piece is never empty, or the reader would make no progress.
-            return if need > back && buf.len() > back {
-                buf.len() - back
-            } else {
-                buf.len()
-            };
-        }
-    }
-    buf.len()
-}
-
-/// The last `n` lines of output, kept for the error message of a failed step.
-#[derive(Debug, Default)]
-pub struct Tail {
-    lines: Mutex<VecDeque<String>>,
-}
-
-impl Tail {
-    pub const KEEP: usize = 10;
-
-    pub fn push(&self, line: &str) {
-        if let Ok(mut l) = self.lines.lock() {
-            if l.len() == Self::KEEP {
-                l.pop_front();
-            }
-            l.push_back(line.to_owned());
-        }
-    }
-
-    pub fn lines(&self) -> Vec<String> {
-        self.lines
-            .lock()
-            .map(|l| l.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utf8_cuts_between_characters() {
-        let cases: [(&[u8], usize); 8] = [
-            (b"abc", 3),
-            (b"ab\xC3", 2),
-            ("aé".as_bytes(), 3),
-            (b"a\xE2\x82", 1),
-            (b"a\xF0\x9F\x98", 1),
-            ("a😀".as_bytes(), 5),
-            (b"\xC3", 1),
-            (b"\x80\x80\x80\x80", 4),
-        ];
-        for (buf, want) in cases {
-            assert_eq!(utf8_cut(buf), want, "{buf:?}");
-        }
-    }
-
-    #[test]
-    fn long_lines_come_in_bounded_pieces() {
-        let cases: [(&[u8], &[&str]); 8] = [
-            (b"", &[]),
-            (b"one\ntwo\r\n", &["one", "two"]),
-            (b"no newline", &["no newl", "ine"]),
-            (b"abcdefghijklmnopq\nr", &["abcdefg", "hijklmn", "opq", "r"]),
-            (b"1234567\n", &["1234567"]),
-            (b"1234567\n\nx", &["1234567", "", "x"]),
-            ("abcdeé€x".as_bytes(), &["abcdeé", "€x"]),
-            (b"abcdef\xE2\x82\xAC\n", &["abcdef", "€"]),
-        ];
-        for (input, want) in cases {
-            let got = Mutex::new(Vec::new());
-            read_lines(input, 7, &|l: &str| got.lock().unwrap().push(l.to_owned()));
-            assert_eq!(got.into_inner().unwrap(), want, "{input:?}");
-        }
-    }
 }

@@ -12,7 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use super::SandboxError;
+use crate::error::Result;
 
 /// The step's address, its gateway and its DNS forwarder: slirp4netns's fixed ones, given to
 /// pasta too, so that the host's own addresses stay outside addresses for the step (pasta
@@ -65,11 +66,12 @@ impl Tool {
             tools
         });
         if found.is_empty() {
-            return Err(Error::Sandbox(
+            return Err(SandboxError::Host(
                 "a RUN step's network needs pasta (Debian package passt) or slirp4netns, \
                  and neither is installed; install one, or use --network=none"
                     .into(),
-            ));
+            )
+            .into());
         }
         Ok(found.clone())
     }
@@ -98,11 +100,11 @@ pub fn attach_any(tools: &[Tool], pid: u32) -> Result<Net> {
                 if let Ok(mut f) = FAILED.lock() {
                     f.push(tool.clone());
                 }
-                errors.push(e.to_string());
+                errors.push(super::error::report(&e));
             }
         }
     }
-    Err(Error::Sandbox(errors.join("; ")))
+    Err(SandboxError::Networks(errors).into())
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -145,7 +147,7 @@ fn host_has_ipv6_route() -> bool {
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| Error::Sandbox(format!("pipe: {e}")))
+        .map_err(|e| SandboxError::os("make a pipe")(e).into())
 }
 
 /// Starts `tool` on the network namespace of `pid` (the helper, inside its user namespace)
@@ -195,16 +197,17 @@ fn attach(tool: &Tool, pid: u32) -> Result<Net> {
     // Its messages go to a memory file, read only when it fails: a pipe nobody reads could
     // fill and stall it mid-build.
     let log = rustix::fs::memfd_create("cairn-net-log", rustix::fs::MemfdFlags::CLOEXEC)
-        .map_err(|e| Error::Sandbox(format!("memfd_create: {e}")))?;
+        .map_err(SandboxError::os("make the network tool's log file"))?;
     let log = std::fs::File::from(log);
     let log_out = log
         .try_clone()
-        .map_err(|e| Error::Sandbox(format!("dup: {e}")))?;
+        .map_err(SandboxError::os("copy a descriptor"))?;
     let log_err = log
         .try_clone()
-        .map_err(|e| Error::Sandbox(format!("dup: {e}")))?;
+        .map_err(SandboxError::os("copy a descriptor"))?;
     cmd.stdin(Stdio::null()).stdout(log_out).stderr(log_err);
-    // SAFETY: only fcntl and prctl between fork and exec.
+    // SAFETY: the closure runs between fork and exec: it only calls fcntl on descriptors
+    // this function keeps open until after the spawn, and prctl: both async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
             for &fd in &keep {
@@ -214,24 +217,13 @@ fn attach(tool: &Tool, pid: u32) -> Result<Net> {
                 }
             }
             // Dies with cairn even when cairn is killed outright.
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| {
-        Error::Sandbox(format!(
-            "cannot start {} for the step's network: {e}",
-            tool.name()
-        ))
+    let child = cmd.spawn().map_err(|source| SandboxError::NetworkStart {
+        tool: tool.name(),
+        source,
     })?;
     drop(cmd);
     drop(ready_w);
@@ -259,10 +251,12 @@ fn attach(tool: &Tool, pid: u32) -> Result<Net> {
             } else {
                 format!(": {}", text.replace('\n', "; "))
             };
-            Err(Error::Sandbox(format!(
-                "{} could not set up the step's network ({why}){said}",
-                tool.name()
-            )))
+            Err(SandboxError::Network {
+                tool: tool.name(),
+                why,
+                said,
+            }
+            .into())
         }
     }
 }

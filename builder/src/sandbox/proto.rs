@@ -159,7 +159,9 @@ pub enum Reply {
     },
     /// Everything asked is done (for Run with `diff`, the tar on fd 4 is complete).
     Done,
-    /// The request failed; nothing more follows.
+    /// The request failed; nothing more follows. The helper's typed error travels as its
+    /// report (`what: cause: cause`): an `io::Error` or `Errno` does not serialize, and cairn
+    /// only shows it (adding the id mapping's hint where it applies).
     Failed { message: String },
 }
 

@@ -6,59 +6,74 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+
 pub use libc::{
     CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER,
-    CLONE_NEWUTS, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC,
+    CLONE_NEWUTS,
 };
 
-/// An error message: "ACTION PATH: cause".
-pub type Fail = String;
+pub use super::error::HelperError;
 
-pub fn cstr(p: &Path) -> Result<CString, Fail> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| format!("{} has a NUL byte", p.display()))
+pub const MS_NODEV: MountFlags = MountFlags::NODEV;
+pub const MS_NOEXEC: MountFlags = MountFlags::NOEXEC;
+pub const MS_NOSUID: MountFlags = MountFlags::NOSUID;
+pub const MS_RDONLY: MountFlags = MountFlags::RDONLY;
+
+pub fn cstr(p: &Path) -> Result<CString, HelperError> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| HelperError::Refused(format!("{} has a NUL byte", p.display())))
 }
 
-fn check(rc: libc::c_int, what: impl FnOnce() -> String) -> Result<(), Fail> {
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(format!("{}: {}", what(), io::Error::last_os_error()))
+pub fn unshare(flags: libc::c_int) -> Result<(), HelperError> {
+    // SAFETY: unshare(2) is unsafe only for CLONE_FILES and CLONE_FS pulling state from under
+    // other threads (which is why rustix's is `unshare_unsafe`); cairn never passes those, and
+    // the helper and its pid 1 are single-threaded.
+    if unsafe { libc::unshare(flags) } != 0 {
+        return Err(HelperError::call(format!("unshare({flags:#x})"))(
+            io::Error::last_os_error(),
+        ));
     }
+    Ok(())
 }
 
-pub fn unshare(flags: libc::c_int) -> Result<(), Fail> {
-    // SAFETY: plain syscall; the helper is single-threaded.
-    check(unsafe { libc::unshare(flags) }, || {
-        format!("unshare({flags:#x})")
-    })
-}
-
+/// Mounts a filesystem of type `fstype` (not a bind: see [`bind`]).
 pub fn mount(
-    source: Option<&str>,
+    source: &str,
     target: &Path,
-    fstype: Option<&str>,
-    flags: libc::c_ulong,
+    fstype: &str,
+    flags: MountFlags,
     data: Option<&str>,
-) -> Result<(), Fail> {
-    let to_c = |s: Option<&str>| s.map(|s| CString::new(s).unwrap_or_default());
-    let (src, fs, dat) = (to_c(source), to_c(fstype), to_c(data));
-    let tgt = cstr(target)?;
-    let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
-    // SAFETY: every pointer is a valid NUL-terminated string or null.
-    let rc = unsafe { libc::mount(ptr(&src), tgt.as_ptr(), ptr(&fs), flags, ptr(&dat).cast()) };
-    check(rc, || {
-        format!(
-            "mount {} on {} ({})",
-            source.unwrap_or("none"),
-            target.display(),
-            fstype.unwrap_or("bind")
-        )
-    })
+) -> Result<(), HelperError> {
+    let data = data
+        .map(|d| CString::new(d).map_err(|_| HelperError::Refused(format!("{d:?} has a NUL byte"))))
+        .transpose()?;
+    rustix::mount::mount(source, target, fstype, flags, data.as_deref()).map_err(HelperError::call(
+        format!("mount {source} on {} ({fstype})", target.display()),
+    ))
+}
+
+/// Binds `source` on `target`; `recursive` brings the mounts below `source` along.
+pub fn bind(source: &Path, target: &Path, recursive: bool) -> Result<(), HelperError> {
+    let r = if recursive {
+        rustix::mount::mount_bind_recursive(source, target)
+    } else {
+        rustix::mount::mount_bind(source, target)
+    };
+    r.map_err(HelperError::call(format!(
+        "mount {} on {} (bind)",
+        source.display(),
+        target.display()
+    )))
 }
 
 /// Stops mount events crossing into or out of a fresh mount namespace.
-pub fn make_mounts_private() -> Result<(), Fail> {
-    mount(None, Path::new("/"), None, MS_REC | MS_PRIVATE, None)
+pub fn make_mounts_private() -> Result<(), HelperError> {
+    rustix::mount::mount_change(
+        "/",
+        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+    )
+    .map_err(HelperError::call("mount none on / (bind)"))
 }
 
 /// `struct mount_attr` of mount_setattr(2), which libc does not define.
@@ -78,11 +93,14 @@ pub fn set_mount_attrs(
     recursive: bool,
     attrs: u64,
     what: &Path,
-) -> Result<(), Fail> {
-    let rc = mount_setattr(fd, recursive, attrs, 0);
-    check(rc as libc::c_int, || {
-        format!("set mount attributes on {}", what.display())
-    })
+) -> Result<(), HelperError> {
+    if mount_setattr(fd, recursive, attrs, 0) != 0 {
+        return Err(HelperError::call(format!(
+            "set mount attributes on {}",
+            what.display()
+        ))(io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// Makes the detached mount tree `fd` (and every mount below it) idmapped through the user
@@ -111,7 +129,7 @@ fn mount_setattr(
         flags |= libc::AT_RECURSIVE as libc::c_uint;
     }
     // SAFETY: mount_setattr on a live descriptor with an empty path and a struct of the
-    // kernel's layout and size.
+    // kernel's layout and size, which the kernel only reads. Neither libc nor rustix wraps it.
     unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
@@ -135,13 +153,10 @@ pub fn fd_path(fd: std::os::fd::BorrowedFd<'_>) -> std::path::PathBuf {
 
 /// A session of its own, without a controlling terminal: the step can neither reach the
 /// user's terminal through /dev/tty nor signal cairn's process group.
-pub fn setsid() -> Result<(), Fail> {
-    // SAFETY: plain syscall.
-    let rc = unsafe { libc::setsid() };
-    if rc < 0 {
-        return Err(format!("setsid: {}", io::Error::last_os_error()));
-    }
-    Ok(())
+pub fn setsid() -> Result<(), HelperError> {
+    rustix::process::setsid()
+        .map(drop)
+        .map_err(HelperError::call("setsid"))
 }
 
 /// The capabilities a step keeps: Docker's (and BuildKit's) default set. Without
@@ -166,106 +181,82 @@ pub const KEPT_CAPS: [u32; 14] = [
 
 /// Drops every capability outside [`KEPT_CAPS`] from the bounding set and the ambient and
 /// inheritable sets, so that no exec (setuid root included) can regain them.
-pub fn drop_capabilities() -> Result<(), Fail> {
+pub fn drop_capabilities() -> Result<(), HelperError> {
+    use rustix::thread::CapabilitySet;
     let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
         .unwrap_or(40);
-    for cap in 0..=last {
-        if KEPT_CAPS.contains(&cap) {
-            continue;
-        }
-        // SAFETY: plain prctl calls.
-        let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
-        if rc != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
-            return Err(format!(
-                "drop capability {cap}: {}",
-                io::Error::last_os_error()
-            ));
+    // A set of one bit names a capability by number, so one the kernel knows and rustix
+    // does not yet is dropped too.
+    for cap in (0..=last.min(63)).filter(|c| !KEPT_CAPS.contains(c)) {
+        match rustix::thread::remove_capability_from_bounding_set(CapabilitySet::from_bits_retain(
+            1 << cap,
+        )) {
+            Ok(()) | Err(rustix::io::Errno::INVAL) => {}
+            Err(e) => return Err(HelperError::call(format!("drop capability {cap}"))(e)),
         }
     }
-    // SAFETY: clears the ambient set; no pointers.
-    unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        );
-    }
-    let mut caps = rustix::thread::capabilities(None).map_err(|e| format!("capget: {e}"))?;
-    caps.inheritable = rustix::thread::CapabilitySet::empty();
-    rustix::thread::set_capabilities(None, caps).map_err(|e| format!("capset: {e}"))
+    let _ = rustix::thread::clear_ambient_capability_set();
+    let mut caps = rustix::thread::capabilities(None).map_err(HelperError::call("capget"))?;
+    caps.inheritable = CapabilitySet::empty();
+    rustix::thread::set_capabilities(None, caps).map_err(HelperError::call("capset"))
 }
 
-pub fn umount_detach(target: &Path) -> Result<(), Fail> {
-    let c = cstr(target)?;
-    // SAFETY: valid path.
-    check(
-        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) },
-        || format!("unmount {}", target.display()),
-    )
+pub fn umount_detach(target: &Path) -> Result<(), HelperError> {
+    rustix::mount::unmount(target, UnmountFlags::DETACH)
+        .map_err(HelperError::call(format!("unmount {}", target.display())))
 }
 
-pub fn pivot_root_here() -> Result<(), Fail> {
-    let dot = c".";
-    // SAFETY: raw syscall with valid strings; pivot_root(".", ".") stacks the old root on the
-    // new one, and the detach below drops it.
-    let rc = unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) };
-    check(rc as libc::c_int, || "pivot_root".into())?;
-    // SAFETY: valid string.
-    check(
-        unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) },
-        || "detach the old root".into(),
-    )
+pub fn pivot_root_here() -> Result<(), HelperError> {
+    // pivot_root(".", ".") stacks the old root on the new one, and the detach below drops it.
+    rustix::process::pivot_root(".", ".").map_err(HelperError::call("pivot_root"))?;
+    rustix::mount::unmount(".", UnmountFlags::DETACH)
+        .map_err(HelperError::call("detach the old root"))
 }
 
-pub fn chdir(p: &Path) -> Result<(), Fail> {
-    let c = cstr(p)?;
-    // SAFETY: valid path.
-    check(unsafe { libc::chdir(c.as_ptr()) }, || {
-        format!("chdir {}", p.display())
-    })
+pub fn chdir(p: &Path) -> Result<(), HelperError> {
+    rustix::process::chdir(p).map_err(HelperError::call(format!("chdir {}", p.display())))
 }
 
-pub fn sethostname(name: &str) -> Result<(), Fail> {
-    // SAFETY: pointer and length of a live string.
-    check(
-        unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) },
-        || format!("sethostname {name}"),
-    )
+pub fn sethostname(name: &str) -> Result<(), HelperError> {
+    rustix::system::sethostname(name.as_bytes())
+        .map_err(HelperError::call(format!("sethostname {name}")))
 }
 
-/// Sets supplementary groups, gid and uid (in that order, while still privileged).
-pub fn set_credentials(uid: u32, gid: u32, groups: &[u32]) -> Result<(), Fail> {
-    // SAFETY: pointer and length of a live slice.
-    let rc = unsafe { libc::setgroups(groups.len(), groups.as_ptr()) };
+/// Sets supplementary groups, gid and uid (in that order, while still privileged). The
+/// calls are the thread's, which here is the process's: pid 1 is single-threaded until exec.
+pub fn set_credentials(uid: u32, gid: u32, groups: &[u32]) -> Result<(), HelperError> {
+    use rustix::process::{Gid, Uid};
+    let list: Vec<Gid> = groups.iter().map(|g| Gid::from_raw(*g)).collect();
     // With a single-id mapping setgroups is denied; when the only group is the primary one
     // (all that mapping can offer) there is nothing to lose.
-    if rc != 0 && groups.iter().any(|g| *g != gid) {
-        return Err(format!(
-            "setgroups {groups:?}: {}",
-            io::Error::last_os_error()
-        ));
+    if let Err(e) = rustix::thread::set_thread_groups(&list)
+        && groups.iter().any(|g| *g != gid)
+    {
+        return Err(HelperError::call(format!("setgroups {groups:?}"))(e));
     }
-    // SAFETY: plain syscalls.
-    check(unsafe { libc::setresgid(gid, gid, gid) }, || {
-        format!("setgid {gid}")
-    })?;
-    check(unsafe { libc::setresuid(uid, uid, uid) }, || {
-        format!("setuid {uid}")
-    })
+    let g = Gid::from_raw(gid);
+    rustix::thread::set_thread_res_gid(g, g, g)
+        .map_err(HelperError::call(format!("setgid {gid}")))?;
+    let u = Uid::from_raw(uid);
+    rustix::thread::set_thread_res_uid(u, u, u).map_err(HelperError::call(format!("setuid {uid}")))
 }
 
 /// Brings up `lo` in a fresh network namespace.
-pub fn loopback_up() -> Result<(), Fail> {
-    // SAFETY: a socket for the ioctl, closed below; ifreq zeroed then named.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(format!("socket: {}", io::Error::last_os_error()));
-        }
+pub fn loopback_up() -> Result<(), HelperError> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let sock = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(HelperError::call("socket"))?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    // SAFETY: an interface request zeroed, then named; both ioctls read or write only that
+    // struct, on a socket that stays open across them. rustix has no SIOC*IFFLAGS.
+    let rc = unsafe {
         let mut req: libc::ifreq = std::mem::zeroed();
         for (i, b) in b"lo\0".iter().enumerate() {
             req.ifr_name[i] = *b as libc::c_char;
@@ -275,19 +266,15 @@ pub fn loopback_up() -> Result<(), Fail> {
             req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
             rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
         }
-        let err = io::Error::last_os_error();
-        libc::close(fd);
-        if rc != 0 {
-            return Err(format!("bring up lo: {err}"));
-        }
+        rc
+    };
+    if rc != 0 {
+        return Err(HelperError::call("bring up lo")(io::Error::last_os_error()));
     }
     Ok(())
 }
 
 /// Dies with `sig` when the parent exits.
-pub fn die_with_parent(sig: libc::c_int) {
-    // SAFETY: plain prctl.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0);
-    }
+pub fn die_with_parent(sig: rustix::process::Signal) {
+    let _ = rustix::process::set_parent_process_death_signal(Some(sig));
 }

@@ -13,7 +13,7 @@ use super::mount::{mount_source_identity, mount_spec, set_mode};
 use crate::error::{Error, Result, io_err};
 use crate::meta;
 use crate::progress::Event;
-use crate::sandbox::{self, MountSpec, Network, RootSpec, RunSpec, Sandbox, Stdio3, Tail};
+use crate::sandbox::{self, MountSpec, Network, RunSpec, Sandbox, Stdio3, Tail};
 use crate::stage::StageState;
 use crate::users;
 
@@ -237,6 +237,7 @@ pub(crate) fn run_step(
         .prepare_root(store, st.layers(), &diff_ids, &base)
         .map_err(|e| match e {
             Error::Sandbox(m) => fail(m),
+            Error::SandboxFailed(e) => fail(e.report()),
             other => other,
         })?;
     let read_file = {
@@ -278,7 +279,7 @@ pub(crate) fn run_step(
         })?;
     }
 
-    let keep_upper = matches!(root, RootSpec::Overlay { .. }).then(|| run_dir.keep.clone());
+    let keep_upper = root.keeps_diff().then(|| run_dir.keep.clone());
     let spec = RunSpec {
         root,
         argv,
@@ -338,6 +339,9 @@ pub(crate) fn run_step(
         .run(spec, Stdio3::Capture, &on_line, Some(&mut sink))
         .map_err(|e| match e {
             Error::Sandbox(m) => fail(format!("process \"{shown}\" could not run: {m}")),
+            Error::SandboxFailed(e) => {
+                fail(format!("process \"{shown}\" could not run: {}", e.report()))
+            }
             other => other,
         })?;
     drop(locks);

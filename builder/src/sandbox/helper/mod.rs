@@ -1,0 +1,222 @@
+//! The sandbox helper: cairn re-executed inside the build's user namespace, where it unpacks
+//! layers with their real owners, mounts a container's root filesystem, runs the step's
+//! process as pid 1 of fresh namespaces, and writes the step's changes as a layer tar.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::os::fd::FromRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+use cairn_layers::IdMap;
+use cairn_layers::apply::{ApplyOptions, Whiteouts, apply_layer};
+use cairn_layers::compress::{self, Compression};
+use cairn_layers::digest::HashingReader;
+
+use super::proto::{self, Go, LayerBlob, Network, Reply, Request};
+use super::snapshot::overlay;
+use super::sys::{self, HelperError};
+use rustix::process::Signal;
+
+mod pid1;
+mod run;
+use run::run;
+
+/// The hidden first argument that makes the cairn binary act as the helper.
+pub const ARG: &str = "__sandbox";
+/// The control socket's descriptor in the helper.
+pub const CONTROL_FD: i32 = 3;
+/// The layer tar's descriptor in the helper (Run with `diff`).
+pub const DATA_FD: i32 = 4;
+/// The socket that receives the container terminal's master (Run with `console`).
+pub const CONSOLE_FD: i32 = 5;
+
+thread_local! {
+    /// The limits cgroup's `cgroup.procs` files, opened before the helper entered its user
+    /// namespace (or why not): the kernel checks a migration with the opener's credentials,
+    /// and mapped root may not write a file the host's root owns.
+    static CGROUP_PROCS: std::cell::RefCell<Vec<(PathBuf, std::io::Result<File>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+static CHILD: AtomicI32 = AtomicI32::new(0);
+static CANCELLED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_term(_: libc::c_int) {
+    CANCELLED.store(true, Ordering::SeqCst);
+    let pid = CHILD.load(Ordering::SeqCst);
+    // kill is async-signal-safe (rustix makes the bare system call). Killing pid 1 of the
+    // container's pid namespace kills every process in it.
+    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::kill_process(pid, Signal::KILL);
+    }
+}
+
+/// The helper's whole life; the cairn binary calls this when its first argument is [`ARG`].
+pub fn main() -> ! {
+    // Killed or interrupted cairn: stop the step and clean up rather than linger.
+    sys::die_with_parent(Signal::TERM);
+    // SAFETY: `on_term` only touches atomics and calls kill, both async-signal-safe; SIG_IGN
+    // for SIGPIPE makes a closed pipe an EPIPE error instead. rustix has no signal handlers.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_term as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_term as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    // SAFETY: cairn passes the control socket as fd 3 (`CONTROL_FD`, placed before exec), and
+    // nothing else in the helper claims it.
+    let control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
+    let code = match serve(control) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    };
+    std::process::exit(code)
+}
+
+fn serve(control: UnixStream) -> Result<(), HelperError> {
+    let mut reader = BufReader::new(
+        control
+            .try_clone()
+            .map_err(HelperError::call("dup the control socket"))?,
+    );
+    let mut w = control;
+    let req: Request = proto::recv(&mut reader)
+        .map_err(HelperError::call("read the request"))?
+        .ok_or("no request")?;
+    let cleanup = match &req {
+        Request::Run(spec) => spec.cleanup.clone(),
+        _ => Vec::new(),
+    };
+    // Root's helper stays in the host's user namespace: it needs root's reach into the store,
+    // and its pid 1 alone enters a user namespace with the build's (unprivileged) maps.
+    let host_root = rustix::process::getuid().is_root();
+    if let Request::Run(spec) = &req {
+        let opened = spec
+            .cgroup_procs
+            .iter()
+            .map(|p| {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(p);
+                (p.clone(), f)
+            })
+            .collect();
+        CGROUP_PROCS.with(|c| *c.borrow_mut() = opened);
+    }
+    let result = (|| {
+        if host_root
+            && let Request::Run(spec) = &req
+            && spec.userns.is_none()
+        {
+            return Err("a step run by root needs an id mapping".into());
+        }
+        // A step with a network of its own gets its network namespace here, with the user
+        // namespace where the helper makes one: cairn attaches pasta or slirp4netns to it
+        // before its go-ahead, so the step starts with its network ready.
+        let mut flags = if host_root { 0 } else { sys::CLONE_NEWUSER };
+        if let Request::Run(spec) = &req
+            && spec.network == Network::Private
+        {
+            flags |= sys::CLONE_NEWNET;
+        }
+        if flags != 0 {
+            sys::unshare(flags)?;
+        }
+        proto::send(&mut w, &Reply::Ready).map_err(HelperError::call("answer cairn"))?;
+        let _: Go = proto::recv(&mut reader)
+            .map_err(HelperError::call("read cairn's go-ahead"))?
+            .ok_or("cairn went away before writing the id maps")?;
+        match &req {
+            Request::Probe { dir } => {
+                let overlay = overlay::probe(dir).map_err(|e| e.report());
+                let _ = std::fs::remove_dir_all(dir);
+                proto::send(&mut w, &Reply::Probed { overlay })
+                    .map_err(HelperError::call("answer cairn"))
+            }
+            Request::Unpack {
+                layers,
+                target,
+                overlay,
+                ids,
+            } => {
+                let diff_ids = unpack(layers, target, *overlay, ids)?;
+                proto::send(&mut w, &Reply::Unpacked { diff_ids })
+                    .map_err(HelperError::call("answer cairn"))
+            }
+            Request::Remove { paths } => {
+                for p in paths {
+                    remove(p)?;
+                }
+                Ok(())
+            }
+            Request::Run(spec) => run(spec, &mut w),
+        }
+    })();
+    // A step stopped early may still have its overlay mounted under the run directory:
+    // detach it first, or removing the directory would reach into the mount.
+    if let Request::Run(spec) = &req {
+        spec.root.open().detach();
+    }
+    for p in &cleanup {
+        let _ = remove(p);
+    }
+    let reply = match &result {
+        Ok(()) => Reply::Done,
+        // Text: the error crosses to another process as a line of JSON.
+        Err(e) => Reply::Failed {
+            message: e.report(),
+        },
+    };
+    let _ = proto::send(&mut w, &reply);
+    result
+}
+
+fn remove(p: &Path) -> Result<(), HelperError> {
+    match std::fs::symlink_metadata(p) {
+        Err(_) => Ok(()),
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p).map_err(HelperError::at("remove", p)),
+        Ok(_) => std::fs::remove_file(p).map_err(HelperError::at("remove", p)),
+    }
+}
+
+/// Applies layer blobs onto `target` in order, owners through `ids` (container ids to the ids
+/// this process sees: itself inside the namespace, the mapped host range for root outside);
+/// returns each layer's diff_id.
+pub(super) fn unpack(
+    layers: &[LayerBlob],
+    target: &Path,
+    overlay: bool,
+    ids: &IdMap,
+) -> Result<Vec<String>, HelperError> {
+    let opts = ApplyOptions {
+        whiteouts: if overlay {
+            Whiteouts::Overlay {
+                opaque_xattr: overlay::OPAQUE_XATTR,
+            }
+        } else {
+            Whiteouts::Apply
+        },
+        id_map: ids.clone(),
+        chown: true,
+    };
+    std::fs::create_dir_all(target).map_err(HelperError::at("create", target))?;
+    let mut out = Vec::new();
+    for l in layers {
+        let c = Compression::from_media_type(&l.media_type).ok_or_else(|| {
+            HelperError::Refused(format!(
+                "layer media type {} is not supported",
+                l.media_type
+            ))
+        })?;
+        let blob = File::open(&l.path).map_err(HelperError::at("open", &l.path))?;
+        let plain = compress::decompress(blob, c)?;
+        let mut r = HashingReader::new(plain);
+        apply_layer(&mut r, target, &opts)?;
+        std::io::copy(&mut r, &mut std::io::sink()).map_err(HelperError::at("read", &l.path))?;
+        out.push(r.finish().0.to_string());
+    }
+    Ok(out)
+}
