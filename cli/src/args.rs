@@ -1,4 +1,7 @@
 //! The command line, as clap parses it: commands, flags and their docker-compatible spellings.
+// The doc comments here are clap's help text, written in docker's usage notation
+// (`NAME[:TAG]`, `linux/<arch>`), which rustdoc would otherwise read as links and HTML.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 use std::path::PathBuf;
 
