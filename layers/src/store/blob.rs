@@ -50,6 +50,8 @@ pub(super) fn temp_owner(name: &str) -> Option<owner::Owner> {
 pub(super) fn close(file: File, path: &Path) -> Result<()> {
     use std::os::fd::IntoRawFd;
     let fd = file.into_raw_fd();
+    // libc, not rustix: rustix::io::close drops close's error, which is the point here, and its
+    // try_close is an opt-in feature its authors ask people not to rely on.
     // SAFETY: the descriptor was just released by its File, so it is closed exactly once.
     if unsafe { libc::close(fd) } == 0 {
         return Ok(());
@@ -143,7 +145,8 @@ impl Writeback {
         use std::os::fd::AsRawFd;
         let fd = self.file.as_raw_fd();
         let (start, len) = (self.started, self.written - self.started);
-        // Best effort: errors surface at the fsync in commit.
+        // Best effort: errors surface at the fsync in commit. libc, as rustix has no
+        // sync_file_range.
         // SAFETY: sync_file_range on our own open descriptor, plain integers.
         unsafe {
             libc::sync_file_range(
