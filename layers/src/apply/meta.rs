@@ -1,6 +1,16 @@
 //! An entry's owner, mode, times and xattrs: read from its headers, set on the node written.
 
-use super::*;
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use rustix::fs as rfs;
+use rustix::fs::{AtFlags, FileType, Gid, Mode, Timespec, Timestamps, Uid, XattrFlags};
+use rustix::io::Errno;
+
+use crate::error::{Error, Result};
+
+use super::{Applier, ErrnoContext, IMPLICIT_DIR_MODE, Node, OVERLAY_PRIVATE, OWNERSHIP, os};
 
 /// Parses a PAX time (`sec[.frac]`, possibly negative).
 pub(super) fn parse_pax_time(value: &[u8]) -> Option<Timespec> {

@@ -36,24 +36,20 @@
 //! `AT_SYMLINK_FOLLOW`, `unlinkat`, `fchownat`/`utimensat` with `AT_SYMLINK_NOFOLLOW`): an
 //! existing node is removed before a new one is created, never opened through.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{
-    self as rfs, AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Stat, Timespec, Timestamps,
-    Uid, XattrFlags,
-};
+use rustix::fs::{self as rfs, FileType, Mode, OFlags, ResolveFlags, Stat};
 use rustix::io::Errno;
 use tar::EntryType;
 
 use crate::error::{Error, IoContext, Result};
 use crate::idmap::IdMap;
-use crate::whiteout::{self, Name, OVERLAY_OPAQUE_XATTRS, PREFIX};
+use crate::whiteout::OVERLAY_OPAQUE_XATTRS;
 
 mod meta;
 mod name;
@@ -64,8 +60,6 @@ mod whiteouts;
 use meta::*;
 pub use name::check_layer;
 use name::*;
-use resolve::*;
-use whiteouts::*;
 
 /// What to do with OCI whiteout entries (image-spec layer.md, "Whiteouts").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,12 @@
 //! Entry names and hardlink targets, cleaned and checked before anything touches the target.
 
-use super::*;
+use std::collections::HashSet;
+use std::io::Read;
+
+use tar::EntryType;
+
+use crate::error::{Error, Result};
+use crate::whiteout::{self, Name, PREFIX};
 
 /// What a `..` above the root means: refused in a rootfs tarball to import, the root itself in
 /// a layer to apply (see the module docs).

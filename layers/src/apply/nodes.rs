@@ -1,6 +1,23 @@
 //! The nodes an entry creates: directories, files, symlinks, hardlinks, devices and fifos.
 
-use super::*;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use rustix::fs as rfs;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::error::{Error, IoContext, Result};
+
+use super::meta::Meta;
+use super::name::{Dots, link_target};
+use super::whiteouts::remove_tree;
+use super::{
+    Applier, DIR_CREATE_MODE, DirRecord, ErrnoContext, FILE_CREATE_MODE, Follow, Key, Node, ident,
+    is_dir, key, os,
+};
 
 impl Applier<'_> {
     pub(super) fn record_dir(&mut self, rec: DirRecord) {

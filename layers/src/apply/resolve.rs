@@ -1,6 +1,20 @@
 //! Parent directories opened inside the target with chroot semantics (openat2, or a manual walk).
 
-use super::*;
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use rustix::fs as rfs;
+use rustix::fs::{FileType, Mode, OFlags, ResolveFlags, Stat};
+use rustix::io::Errno;
+
+use crate::error::Result;
+
+use super::meta::Meta;
+use super::{
+    Applier, DIR_CREATE_MODE, DirRecord, ErrnoContext, Follow, MAX_SYMLINKS, Strategy, ident, key,
+    os,
+};
 
 impl Applier<'_> {
     /// Opens the directory `comps` names, inside the root (see the module docs); with `create`,

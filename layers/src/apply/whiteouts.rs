@@ -1,6 +1,16 @@
 //! Whiteouts and opaque directories: what a layer deletes from the layers below it.
 
-use super::*;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use rustix::fs as rfs;
+use rustix::fs::{AtFlags, FileType, Mode, XattrFlags};
+use rustix::io::Errno;
+
+use crate::error::{Error, Result};
+
+use super::resolve::open_dir;
+use super::{Applier, ErrnoContext, Follow, Whiteouts, is_dir, key, os};
 
 impl Applier<'_> {
     pub(super) fn whiteout(&mut self, parents: &[Vec<u8>], name: &[u8]) -> Result<()> {
