@@ -1,6 +1,6 @@
 //! A gzip blob's chunk index, and the reuse of unchanged chunks when a layer is compressed again.
 
-use super::*;
+use sha2::{Digest as _, Sha256};
 
 /// One deflated chunk of a gzip blob: what it was made from (`key`), where its bytes lie in
 /// the blob, and their sha256.

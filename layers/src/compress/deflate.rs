@@ -1,6 +1,15 @@
 //! The deflate workers behind parallel gzip: a chunk each, primed with the window before it.
 
-use super::*;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+
+use flate2::{Compress, FlushCompress, Status};
+use sha2::{Digest as _, Sha256};
+
+use super::chunks::{Chunk, ChunkReuse, chunk_key};
 
 /// Plain bytes per chunk. Speed measured the same from 128 KiB to 2 MiB (within the noise of a
 /// shared machine) and the ratio equal to three digits; 1 MiB keeps the fixed costs per chunk

@@ -1,6 +1,19 @@
 //! Parallel (pigz-style) gzip: chunks deflated on a pool, written in order, digests on the way.
 
-use super::*;
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::mem;
+use std::sync::Arc;
+use std::sync::mpsc::{self, SyncSender, TryRecvError};
+use std::thread::{self, JoinHandle};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::{Digest, HashingWriter};
+
+use super::LayerDigests;
+use super::chunks::{Chunk, ChunkReuse};
+use super::deflate::{Deflated, Deflater, Done, Job, Pending, Pool, WINDOW, gzip_header};
 
 /// The sha256 of the plain stream: on the calling thread for a layer of one chunk, else on a
 /// thread fed the chunks in order.

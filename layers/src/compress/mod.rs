@@ -1,15 +1,9 @@
 //! Layer blob compression and decompression, with diff_id, digest and size from one streaming pass.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::mem;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::sync::Arc;
 
-use flate2::{Compress, FlushCompress, Status};
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::{Digest, HashingWriter};
@@ -19,7 +13,6 @@ mod chunks;
 mod deflate;
 mod gzip;
 
-use chunks::*;
 pub use chunks::{Chunk, ChunkReuse, chunks_from_bytes, chunks_to_bytes};
 use deflate::*;
 use gzip::*;
