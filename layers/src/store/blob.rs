@@ -1,6 +1,15 @@
 //! Blob writes: temp file, fsync, verify, rename into place; and each gzip blob's chunk index.
 
-use super::*;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::digest::{Digest, HashingWriter};
+use crate::error::{Error, IoContext, Result};
+use crate::owner;
+
+use super::{Slot, Store};
 
 pub(super) static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 

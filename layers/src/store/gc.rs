@@ -1,6 +1,16 @@
 //! prune (what no tag reaches) and fsck (what no longer matches its digest).
 
-use super::*;
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io;
+
+use crate::digest::{Digest, HashingWriter};
+use crate::error::{Error, Result};
+use crate::image::Manifest;
+use crate::owner;
+
+use super::blob::temp_owner;
+use super::{FsckReport, PruneReport, Store, entries};
 
 impl Store {
     /// The blobs an image manifest reaches: itself, its config and its layers.

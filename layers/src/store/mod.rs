@@ -20,20 +20,17 @@
 //! held shared by everything that adds blobs and exclusive by `prune`, so prune never deletes a
 //! blob that a running load or build is about to reference.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use crate::apply::{ApplyOptions, apply_layer};
-use crate::compress::{self, Compression};
-use crate::digest::{Digest, HashingReader, HashingWriter};
+use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::image::{Descriptor, ImageConfig, Index, Manifest, OCI_MANIFEST, REF_NAME};
+use crate::image::{Descriptor, ImageConfig, Index, Manifest, OCI_MANIFEST};
 use crate::owner;
 use crate::reference::Reference;
 
@@ -419,6 +416,11 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+
+    use crate::apply::ApplyOptions;
+    use crate::compress::Compression;
+    use crate::image::REF_NAME;
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,10 @@
 //! The store root's privacy: created 0700, refused when another user could change it.
 
-use super::*;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+
+use crate::error::{Error, IoContext, Result};
 
 /// Creates a directory of the store's own (not image content) that only its owner may enter.
 pub(super) fn private_dir(path: &Path) -> Result<()> {

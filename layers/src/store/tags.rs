@@ -1,6 +1,15 @@
 //! index.json: tags, untagged manifests kept for the cache, and name resolution.
 
-use super::*;
+use std::collections::BTreeMap;
+
+use crate::error::{Error, Result};
+use crate::image::{Descriptor, Index, Manifest, REF_NAME};
+use crate::reference::Reference;
+
+#[cfg(test)]
+use super::INDEX_WRITES;
+use super::blob::write_atomic;
+use super::{Store, Tagged};
 
 impl Store {
     pub(super) fn read_index(&self) -> Result<Index> {

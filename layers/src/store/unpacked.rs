@@ -1,6 +1,17 @@
 //! Unpacked layers under `layers/sha256/<diff_id>`, shared by every build.
 
-use super::*;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::apply::{ApplyOptions, apply_layer};
+use crate::compress::{self, Compression};
+use crate::digest::{Digest, HashingReader};
+use crate::error::{Error, Result};
+use crate::image::Descriptor;
+
+use super::Store;
+use super::blob::{sync_dir, temp_name};
+use super::root::private_dir;
 
 /// The directory name of a layer's unpacked form under `layers/sha256`.
 pub(super) fn unpacked_name(diff_id: &Digest, key: &str) -> String {
