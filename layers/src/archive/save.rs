@@ -1,6 +1,18 @@
 //! Saving images as an OCI layout directory, an OCI archive or a docker-archive, deterministically.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::compress::{self, Compression};
+use crate::digest::{Digest, HashingWriter};
+use crate::error::{Error, IoContext, Result};
+use crate::image::{Descriptor, Index, REF_NAME};
+use crate::reference::Reference;
+use crate::store::Store;
+
+use super::{CONTAINERD_NAME, DockerEntry, SaveFormat};
 
 /// An image to save, with the name to give it in the output.
 #[derive(Debug, Clone)]

@@ -1,6 +1,17 @@
 //! Whether a node in the upper tree is the same as the lower tree's: metadata, then content.
 
-use super::*;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use rustix::fs::{Mode, OFlags};
+
+use crate::error::{Error, IoContext, Result};
+
+use super::xattrs::{XattrList, read_xattrs};
+use super::{Child, Kind, Stat};
 
 /// Reusable buffers for content comparison.
 #[derive(Default)]

@@ -34,21 +34,15 @@
 //   `system.*` (POSIX ACLs) is not kept.
 
 use std::collections::BTreeMap;
-use std::collections::HashMap;
-use std::collections::hash_map::Entry as MapEntry;
-use std::ffi::OsStr;
-use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::fs::{self};
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags};
-use rustix::io::Errno;
-
 use crate::error::{Error, IoContext, Result};
 use crate::idmap::IdMap;
-use crate::whiteout::{OPAQUE, OVERLAY_OPAQUE_XATTRS, PREFIX};
+use crate::whiteout::{OPAQUE, PREFIX};
 
 mod compare;
 mod ustar;
@@ -466,7 +460,11 @@ mod tests {
     use rustix::fs::{AtFlags, CWD, FileType, Timespec, Timestamps, XattrFlags};
 
     use super::*;
+    use std::io::{self, Read};
+
     use crate::idmap::IdRange;
+    use rustix::fs::Mode;
+    use rustix::io::Errno;
 
     const T0: i64 = 1_600_000_000;
 

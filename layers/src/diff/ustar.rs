@@ -1,6 +1,18 @@
 //! The tar stream: entries in order, ustar headers, PAX records only where ustar falls short.
 
-use super::*;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry as MapEntry;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::error::{Error, IoContext, Result};
+
+use super::compare::{changed, open_file, read_full, read_link};
+use super::xattrs::XattrList;
+use super::{Kind, Stat, TarOptions};
 
 pub(super) const BLOCK: usize = 512;
 

@@ -1,6 +1,12 @@
 //! Which extended attributes a layer keeps, and reading them without following symlinks.
 
-use super::*;
+use std::io;
+use std::path::Path;
+
+use rustix::io::Errno;
+
+use crate::error::{IoContext, Result};
+use crate::whiteout::OVERLAY_OPAQUE_XATTRS;
 
 pub(super) type XattrList = Vec<(Vec<u8>, Vec<u8>)>;
 

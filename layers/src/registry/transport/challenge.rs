@@ -1,6 +1,13 @@
 //! The auth flows a 401 asks for: Basic, or a Bearer token fetched for the scopes needed.
 
-use super::*;
+use ureq::Body;
+use ureq::http::{Method, Response};
+
+use crate::error::{Error, Result};
+use crate::registry::auth::{Challenge, Credentials, parse_challenges};
+
+use super::responses::{error_message, read_body};
+use super::{Auth, Payload, Registry, query_escape};
 
 impl Registry {
     /// Records how a 401 answer asks to authenticate; whether it said anything usable.

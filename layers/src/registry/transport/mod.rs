@@ -4,15 +4,15 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ureq::http::{self, Method, Response, StatusCode};
-use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
+use ureq::tls::{RootCerts, TlsConfig};
 use ureq::{Agent, Body, SendBody};
 
-use super::auth::{Challenge, Credentials, parse_challenges};
+use super::auth::{Credentials, parse_challenges};
 use super::{Event, RegistryOptions};
 use crate::error::{Error, Result};
 
@@ -21,7 +21,7 @@ mod responses;
 mod retry;
 mod tls;
 
-pub(crate) use responses::{error_message, header, read_body, status_error};
+pub(crate) use responses::{header, read_body, status_error};
 pub(crate) use retry::transient;
 pub use retry::{NetTimeouts, Retry};
 use tls::*;
@@ -505,6 +505,7 @@ pub type SharedRegistry = Arc<Registry>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use responses::error_message;
 
     #[test]
     fn net_timeouts_from_the_environment() {

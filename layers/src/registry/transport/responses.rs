@@ -1,6 +1,13 @@
 //! Registry responses: bodies read within a limit, error documents turned into messages.
 
-use super::*;
+use std::io::Read;
+
+use ureq::Body;
+use ureq::http::{Response, StatusCode};
+
+use crate::error::{Error, Result};
+
+use super::retry::NetTimeouts;
 
 /// The registry's error document (`{"errors":[{"code","message","detail"}]}`) as one line, or
 /// the start of whatever else the body says.

@@ -1,6 +1,9 @@
 //! Timeouts and retries: how long a slow or failing registry is given, and what is tried again.
 
-use super::*;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::registry::Event;
 
 /// The connect and read timeouts of every network transfer (registries and ADD of a URL):
 /// `CAIRN_NET_TIMEOUT` seconds for both, else 30 s each. A read times out when no byte arrives

@@ -1,6 +1,11 @@
 //! TLS trust for a registry: the system's roots, and certs.d's CAs and client certificates.
 
-use super::*;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey};
+
+use crate::error::{Error, Result};
 
 /// The system's CA roots, loaded once per process.
 pub(super) fn system_roots() -> &'static [Certificate<'static>] {
