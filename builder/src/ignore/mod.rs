@@ -29,14 +29,11 @@
 //! `MatchesUsingParentResults` that buildkit's context transfer (fsutil) walks with, which the
 //! build context uses so that a single-path question and a walk always agree.
 
-use std::iter::Peekable;
-use std::str::Chars;
-
 mod regexp;
 mod syntax;
 
-use regexp::*;
-use syntax::*;
+use regexp::Program;
+use syntax::{check_syntax, translate};
 
 /// Why a pattern list cannot be read, compiled or matched. Messages name the pattern.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,6 +1,7 @@
 //! The small part of Go's regexp that translated patterns use: parsed, compiled, run as a Pike VM.
 
-use super::*;
+use std::iter::Peekable;
+use std::str::Chars;
 
 // ---- the regexp engine: Go RE2 syntax (Perl flags) for translated patterns ----
 //

@@ -1,6 +1,7 @@
 //! A pattern's syntax, checked as Go's `filepath.Match` checks it, and its translation to a regexp.
 
-use super::*;
+use super::Kind;
+use super::regexp::Program;
 
 // ---- compile-time syntax: Go's filepath.Match ----
 //

@@ -8,8 +8,6 @@ use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCa
 mod modifiers;
 mod pattern;
 
-use pattern::*;
-
 /// The deepest nesting of `${…}` operands accepted (`${A:-${B:-x}}` nests two). BuildKit has no
 /// limit, but every level recurses here, so a long enough word would overflow the stack.
 const MAX_NESTING: usize = 32;
@@ -550,6 +548,7 @@ fn is_special_parameter(ch: char) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::pattern::reverse_pattern;
     use super::*;
 
     fn env() -> Vec<(String, String)> {

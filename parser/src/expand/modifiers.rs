@@ -1,6 +1,7 @@
 //! The `${VAR…}` modifiers: defaults (`:-`, `:+`, `:?`), trims (`#`, `%`) and replacements (`/`).
 
-use super::*;
+use super::pattern::{Glob, expand_template, reverse_pattern};
+use super::{Env, ExpandError, Expander};
 
 impl<'a, E: Env + ?Sized> Expander<'a, E> {
     /// `${NAME<op>word}` for `-`, `+`, `?`, `#`, `##`, `%`, `%%` and their `:` forms, with the

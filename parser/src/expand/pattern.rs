@@ -1,6 +1,6 @@
 //! Shell patterns for trims and replacements: `*`, `?`, `[…]` matched as BuildKit matches them.
 
-use super::*;
+use super::{MAX_EXPANSION_LEN, is_name_char};
 
 /// Reverses a pattern while keeping each `\x` pair in order, so that it still escapes `x`.
 pub(super) fn reverse_pattern(pattern: &str) -> String {
