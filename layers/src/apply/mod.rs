@@ -57,9 +57,10 @@ mod nodes;
 mod resolve;
 mod whiteouts;
 
-use meta::*;
 pub use name::check_layer;
-use name::*;
+
+use meta::Meta;
+use name::{Dots, Marker, checked_name, classify, clean, is_dir_entry};
 
 /// What to do with OCI whiteout entries (image-spec layer.md, "Whiteouts").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -512,6 +513,7 @@ impl Applier<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::meta::{XattrPolicy, parse_pax_time, xattr_policy};
     use super::*;
     use std::fs;
     use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};

@@ -13,9 +13,10 @@ mod chunks;
 mod deflate;
 mod gzip;
 
+use deflate::{CHUNK, default_workers};
+use gzip::GzipWriter;
+
 pub use chunks::{Chunk, ChunkReuse, chunks_from_bytes, chunks_to_bytes};
-use deflate::*;
-use gzip::*;
 
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -389,6 +390,9 @@ pub fn decompress_detected<'a, R: Read + 'a>(
 
 #[cfg(test)]
 mod tests {
+    use super::deflate::{
+        Deflater, FLAT_BITS, SAMPLE_LEN, SAMPLES, STORED_MAX, Worth, order0_bits, store, stored_len,
+    };
     use super::*;
     use std::process::{Command, Stdio};
 

@@ -48,9 +48,9 @@ mod compare;
 mod ustar;
 mod xattrs;
 
-use compare::*;
-use ustar::*;
-use xattrs::*;
+use compare::{Compare, same};
+use ustar::TarWriter;
+use xattrs::{XattrList, Xattrs, read_xattrs};
 
 /// How file metadata becomes tar header fields.
 #[derive(Debug, Clone)]
@@ -459,6 +459,8 @@ mod tests {
 
     use rustix::fs::{AtFlags, CWD, FileType, Timespec, Timestamps, XattrFlags};
 
+    use super::ustar::{BLOCK, Header, encode, pax_record};
+    use super::xattrs::{get_xattr, keep_xattr};
     use super::*;
     use std::io::{self, Read};
 

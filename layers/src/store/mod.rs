@@ -41,8 +41,9 @@ mod tags;
 mod unpacked;
 
 pub use blob::BlobWriter;
-use blob::*;
-use root::*;
+
+use blob::{temp_name, temp_owner, write_atomic};
+use root::{make_private_root, remove_tree};
 
 const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
 
@@ -415,6 +416,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::blob::WRITEBACK_WINDOW;
+    use super::root::{RootCheck, check_root};
     use super::*;
     use std::io::Write;
 

@@ -21,10 +21,11 @@ mod responses;
 mod retry;
 mod tls;
 
+use tls::{certs_d_dirs, load_cert_dir, system_roots};
+
 pub(crate) use responses::{header, read_body, status_error};
 pub(crate) use retry::transient;
 pub use retry::{NetTimeouts, Retry};
-use tls::*;
 
 /// Manifests may be at most this big (the distribution spec's limit is 4 MiB).
 pub(crate) const MANIFEST_LIMIT: u64 = 8 << 20;
