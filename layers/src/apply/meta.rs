@@ -274,3 +274,38 @@ impl Applier<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apply_pax_time_parsing() {
+        let t = |s: &str| parse_pax_time(s.as_bytes()).map(|t| (t.tv_sec, t.tv_nsec));
+        assert_eq!(t("12"), Some((12, 0)));
+        assert_eq!(t("12.5"), Some((12, 500_000_000)));
+        assert_eq!(t("12.1234567891"), Some((12, 123_456_789)));
+        assert_eq!(t("-1.5"), Some((-2, 500_000_000)));
+        assert_eq!(t("-3"), Some((-3, 0)));
+        assert_eq!(t("x"), None);
+        assert_eq!(t(""), None);
+        assert_eq!(t("1.-5"), None);
+    }
+
+    #[test]
+    fn apply_xattr_policy() {
+        let cases: &[(&str, bool, XattrPolicy)] = &[
+            ("user.overlay.opaque", true, XattrPolicy::Drop),
+            ("trusted.overlay.redirect", false, XattrPolicy::Drop),
+            ("trusted.foo", true, XattrPolicy::BestEffort),
+            ("security.selinux", true, XattrPolicy::BestEffort),
+            ("security.capability", true, XattrPolicy::Required),
+            ("security.capability", false, XattrPolicy::BestEffort),
+            ("user.foo", false, XattrPolicy::Required),
+            ("system.posix_acl_access", false, XattrPolicy::Required),
+        ];
+        for (name, chown, want) in cases {
+            assert_eq!(xattr_policy(name.as_bytes(), *chown), *want, "{name}");
+        }
+    }
+}

@@ -513,7 +513,6 @@ impl Applier<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::meta::{XattrPolicy, parse_pax_time, xattr_policy};
     use super::*;
     use std::fs;
     use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -1886,36 +1885,6 @@ mod tests {
         assert_eq!(stats.bytes, data.len() as u64);
         assert!(fs::read(e.t("big"))? == data);
         Ok(())
-    }
-
-    #[test]
-    fn apply_pax_time_parsing() {
-        let t = |s: &str| parse_pax_time(s.as_bytes()).map(|t| (t.tv_sec, t.tv_nsec));
-        assert_eq!(t("12"), Some((12, 0)));
-        assert_eq!(t("12.5"), Some((12, 500_000_000)));
-        assert_eq!(t("12.1234567891"), Some((12, 123_456_789)));
-        assert_eq!(t("-1.5"), Some((-2, 500_000_000)));
-        assert_eq!(t("-3"), Some((-3, 0)));
-        assert_eq!(t("x"), None);
-        assert_eq!(t(""), None);
-        assert_eq!(t("1.-5"), None);
-    }
-
-    #[test]
-    fn apply_xattr_policy() {
-        let cases: &[(&str, bool, XattrPolicy)] = &[
-            ("user.overlay.opaque", true, XattrPolicy::Drop),
-            ("trusted.overlay.redirect", false, XattrPolicy::Drop),
-            ("trusted.foo", true, XattrPolicy::BestEffort),
-            ("security.selinux", true, XattrPolicy::BestEffort),
-            ("security.capability", true, XattrPolicy::Required),
-            ("security.capability", false, XattrPolicy::BestEffort),
-            ("user.foo", false, XattrPolicy::Required),
-            ("system.posix_acl_access", false, XattrPolicy::Required),
-        ];
-        for (name, chown, want) in cases {
-            assert_eq!(xattr_policy(name.as_bytes(), *chown), *want, "{name}");
-        }
     }
 
     /// What a partial apply writes: the prefixes, what is below them and the directories on

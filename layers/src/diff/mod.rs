@@ -460,7 +460,7 @@ mod tests {
     use rustix::fs::{AtFlags, CWD, FileType, Timespec, Timestamps, XattrFlags};
 
     use super::ustar::{BLOCK, Header, encode, pax_record};
-    use super::xattrs::{get_xattr, keep_xattr};
+    use super::xattrs::get_xattr;
     use super::*;
     use std::io::{self, Read};
 
@@ -979,25 +979,6 @@ mod tests {
         assert_eq!(r[4].1, "d/PaxHeaders.0/".to_owned() + &long[..85]);
         // Never GNU long-name entries.
         assert!(r.iter().all(|(f, _, _)| *f != b'L' && *f != b'K'));
-    }
-
-    #[test]
-    fn diff_xattr_filter() {
-        let cases: &[(&str, bool)] = &[
-            ("security.capability", true),
-            ("security.ima", true),
-            ("security.selinux", false),
-            ("user.mime_type", true),
-            ("user.overlay.opaque", false),
-            ("user.overlayfoo", true),
-            ("trusted.md5", true),
-            ("trusted.overlay.origin", false),
-            ("system.posix_acl_access", false),
-            ("btrfs.compression", false),
-        ];
-        for &(name, keep) in cases {
-            assert_eq!(keep_xattr(name.as_bytes()), keep, "{name}");
-        }
     }
 
     #[test]

@@ -88,3 +88,27 @@ pub(super) fn with_growing_buffer(
 
 // ---------------------------------------------------------------------------------------------
 // Tar writing
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_xattr_filter() {
+        let cases: &[(&str, bool)] = &[
+            ("security.capability", true),
+            ("security.ima", true),
+            ("security.selinux", false),
+            ("user.mime_type", true),
+            ("user.overlay.opaque", false),
+            ("user.overlayfoo", true),
+            ("trusted.md5", true),
+            ("trusted.overlay.origin", false),
+            ("system.posix_acl_access", false),
+            ("btrfs.compression", false),
+        ];
+        for &(name, keep) in cases {
+            assert_eq!(keep_xattr(name.as_bytes()), keep, "{name}");
+        }
+    }
+}

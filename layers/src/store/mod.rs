@@ -417,7 +417,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::blob::WRITEBACK_WINDOW;
-    use super::root::{RootCheck, check_root};
     use super::*;
     use std::io::Write;
 
@@ -535,32 +534,6 @@ mod tests {
         assert!(!s.tmp().join("notes").exists());
         assert!(live.is_dir(), "prune keeps a live process's files");
         assert_eq!(pruned.temp_files, 1 + u64::from(reused) * 2);
-    }
-
-    #[test]
-    fn root_checks() {
-        let cases = [
-            (1000, 0o700, 1000, RootCheck::Private),
-            (1000, 0o755, 1000, RootCheck::Tighten),
-            (1000, 0o770, 1000, RootCheck::Tighten),
-            (1000, 0o1777, 1000, RootCheck::Tighten),
-            (0, 0o700, 0, RootCheck::Private),
-        ];
-        for (owner, mode, me, want) in cases {
-            assert_eq!(check_root(owner, mode, me), want, "{owner} {mode:o} {me}");
-        }
-        for (owner, mode, me, writable) in [
-            (1000, 0o700, 0, false),
-            (0, 0o777, 1000, true),
-            (1001, 0o755, 1000, false),
-            (1001, 0o720, 1000, true),
-        ] {
-            let RootCheck::Refuse(why) = check_root(owner, mode, me) else {
-                panic!("{owner} {mode:o} {me} is not refused");
-            };
-            assert!(why.contains(&format!("uid {owner}")), "{why}");
-            assert_eq!(why.contains("writable by others"), writable, "{why}");
-        }
     }
 
     /// A new store is private to its owner; an existing one of the same user is made so; one

@@ -116,3 +116,34 @@ pub(super) fn remove_tree(path: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_checks() {
+        let cases = [
+            (1000, 0o700, 1000, RootCheck::Private),
+            (1000, 0o755, 1000, RootCheck::Tighten),
+            (1000, 0o770, 1000, RootCheck::Tighten),
+            (1000, 0o1777, 1000, RootCheck::Tighten),
+            (0, 0o700, 0, RootCheck::Private),
+        ];
+        for (owner, mode, me, want) in cases {
+            assert_eq!(check_root(owner, mode, me), want, "{owner} {mode:o} {me}");
+        }
+        for (owner, mode, me, writable) in [
+            (1000, 0o700, 0, false),
+            (0, 0o777, 1000, true),
+            (1001, 0o755, 1000, false),
+            (1001, 0o720, 1000, true),
+        ] {
+            let RootCheck::Refuse(why) = check_root(owner, mode, me) else {
+                panic!("{owner} {mode:o} {me} is not refused");
+            };
+            assert!(why.contains(&format!("uid {owner}")), "{why}");
+            assert_eq!(why.contains("writable by others"), writable, "{why}");
+        }
+    }
+}
