@@ -88,7 +88,7 @@ pub(super) fn link_target(shown: &str, link: &[u8], dots: Dots) -> Result<Vec<Ve
     Ok(src)
 }
 
-/// Reads a layer tar through its last entry, refusing what [`apply_layer`] would refuse by its
+/// Reads a layer tar through its last entry, refusing what [`apply_layer`](super::apply_layer) would refuse by its
 /// names alone, and more, as a rootfs tarball to import must be plain: an absolute name or
 /// hardlink target, an entry or hardlink target below a symlink the tar itself made (tar
 /// writers never write through a symlink; one that does means to escape wherever the layer is
