@@ -12,7 +12,7 @@ use std::str::Chars;
 // with `$`.
 
 #[derive(Debug, Clone)]
-pub(super) enum Node {
+enum Node {
     Char(char),
     AnyNotNl,
     Class(Class),
@@ -22,14 +22,14 @@ pub(super) enum Node {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Rep {
+enum Rep {
     Star,
     Plus,
     Quest,
 }
 
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Look {
+enum Look {
     Start,
     End,
     WordBoundary,
@@ -37,7 +37,7 @@ pub(super) enum Look {
 }
 
 impl Look {
-    pub(super) fn holds(self, prev: Option<char>, next: Option<char>) -> bool {
+    fn holds(self, prev: Option<char>, next: Option<char>) -> bool {
         let word = |c: Option<char>| c.is_some_and(is_word);
         match self {
             Look::Start => prev.is_none(),
@@ -49,20 +49,20 @@ impl Look {
 }
 
 #[derive(Debug, Clone)]
-pub(super) struct Class {
-    pub(super) negated: bool,
-    pub(super) items: Vec<ClassItem>,
+struct Class {
+    negated: bool,
+    items: Vec<ClassItem>,
 }
 
 #[derive(Debug, Clone)]
-pub(super) enum ClassItem {
+enum ClassItem {
     Range(char, char),
     /// A Perl (`\d`) or POSIX (`[:alpha:]`) class: all ASCII in Go; `true` negates it.
     Ascii(fn(char) -> bool, bool),
 }
 
 impl Class {
-    pub(super) fn matches(&self, c: char) -> bool {
+    fn matches(&self, c: char) -> bool {
         let hit = self.items.iter().any(|item| match *item {
             ClassItem::Range(lo, hi) => lo <= c && c <= hi,
             ClassItem::Ascii(test, negated) => test(c) != negated,
@@ -71,12 +71,12 @@ impl Class {
     }
 }
 
-pub(super) fn is_word(c: char) -> bool {
+fn is_word(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
 }
 
 /// Go's `\d \s \w` and their negations (`\s` is `[\t\n\f\r ]`).
-pub(super) fn perl_class(letter: char) -> Option<ClassItem> {
+fn perl_class(letter: char) -> Option<ClassItem> {
     Some(match letter {
         'd' => ClassItem::Ascii(|c| c.is_ascii_digit(), false),
         'D' => ClassItem::Ascii(|c| c.is_ascii_digit(), true),
@@ -89,7 +89,7 @@ pub(super) fn perl_class(letter: char) -> Option<ClassItem> {
 }
 
 /// Go's POSIX classes (`[:alpha:]`, `[:^alpha:]`, ...).
-pub(super) fn posix_class(name: &str) -> Option<ClassItem> {
+fn posix_class(name: &str) -> Option<ClassItem> {
     let (negated, name) = match name.strip_prefix('^') {
         Some(rest) => (true, rest),
         None => (false, name),
@@ -114,28 +114,28 @@ pub(super) fn posix_class(name: &str) -> Option<ClassItem> {
     Some(ClassItem::Ascii(test, negated))
 }
 
-pub(super) struct Parser<'a> {
-    pub(super) chars: Peekable<Chars<'a>>,
+struct Parser<'a> {
+    chars: Peekable<Chars<'a>>,
     /// The regexp, for error messages.
-    pub(super) source: &'a str,
+    source: &'a str,
 }
 
 impl Parser<'_> {
-    pub(super) fn peek(&mut self) -> Option<char> {
+    fn peek(&mut self) -> Option<char> {
         self.chars.peek().copied()
     }
 
-    pub(super) fn rest(&self) -> String {
+    fn rest(&self) -> String {
         self.chars.clone().collect()
     }
 
-    pub(super) fn starts_with(&self, prefix: &str) -> bool {
+    fn starts_with(&self, prefix: &str) -> bool {
         let mut ahead = self.chars.clone();
         prefix.chars().all(|p| ahead.next() == Some(p))
     }
 
     /// A concatenation, up to the end or (inside a group) the closing `)`.
-    pub(super) fn sequence(&mut self, depth: usize) -> Result<Vec<Node>, String> {
+    fn sequence(&mut self, depth: usize) -> Result<Vec<Node>, String> {
         let mut nodes: Vec<Node> = Vec::new();
         let mut last_was_repeat = false;
         while let Some(c) = self.peek() {
@@ -210,7 +210,7 @@ impl Parser<'_> {
     }
 
     /// Whether a `{` starts `{n}`, `{n,}` or `{n,m}` (otherwise Go takes it literally).
-    pub(super) fn counted_repetition_ahead(&self) -> bool {
+    fn counted_repetition_ahead(&self) -> bool {
         let rest = self.rest();
         let Some(inner) = rest.strip_prefix('{').and_then(|r| r.split_once('}')) else {
             return false;
@@ -223,7 +223,7 @@ impl Parser<'_> {
     }
 
     /// An escape outside a class: anchors, `\Q...\E`, Perl classes, then single characters.
-    pub(super) fn escape(&mut self) -> Result<Node, String> {
+    fn escape(&mut self) -> Result<Node, String> {
         let mut ahead = self.chars.clone();
         ahead.next();
         let look = match ahead.next() {
@@ -268,7 +268,7 @@ impl Parser<'_> {
     }
 
     /// Go's `parseEscape`, at a `\`: punctuation, octal, hex and C escapes.
-    pub(super) fn single_escape(&mut self) -> Result<char, String> {
+    fn single_escape(&mut self) -> Result<char, String> {
         self.chars.next();
         let Some(c) = self.chars.next() else {
             return Err("trailing backslash at end of expression".to_owned());
@@ -306,7 +306,7 @@ impl Parser<'_> {
     }
 
     /// After `\x`: two hex digits, or any number in braces.
-    pub(super) fn hex_escape(&mut self) -> Result<char, String> {
+    fn hex_escape(&mut self) -> Result<char, String> {
         let bad = || format!("invalid escape sequence: `\\x` in `{}`", self.source);
         let first = self.chars.next().ok_or_else(bad)?;
         let value = if first == '{' {
@@ -341,7 +341,7 @@ impl Parser<'_> {
     }
 
     /// Go's `parseClass`, at a `[`.
-    pub(super) fn class(&mut self) -> Result<Node, String> {
+    fn class(&mut self) -> Result<Node, String> {
         let whole = self.rest();
         let missing = || format!("missing closing ]: `{whole}`");
         self.chars.next();
@@ -410,7 +410,7 @@ impl Parser<'_> {
     }
 
     /// Go's `parseClassChar`; `Err(None)` is "missing closing ]".
-    pub(super) fn class_char(&mut self) -> Result<char, Option<String>> {
+    fn class_char(&mut self) -> Result<char, Option<String>> {
         match self.peek() {
             None => Err(None),
             Some('\\') => self.single_escape().map_err(Some),
@@ -423,7 +423,7 @@ impl Parser<'_> {
 }
 
 #[derive(Debug, Clone)]
-pub(super) enum Inst {
+enum Inst {
     Char(char),
     AnyNotNl,
     Class(Class),
@@ -435,7 +435,7 @@ pub(super) enum Inst {
 
 #[derive(Debug, Clone)]
 pub(super) struct Program {
-    pub(super) insts: Vec<Inst>,
+    insts: Vec<Inst>,
 }
 
 impl Program {
@@ -492,7 +492,7 @@ impl Program {
     }
 
     /// Adds `pc` and everything reachable from it without consuming a character.
-    pub(super) fn add(
+    fn add(
         &self,
         list: &mut Vec<usize>,
         seen: &mut [bool],
@@ -523,7 +523,7 @@ impl Program {
     }
 }
 
-pub(super) fn emit(node: &Node, insts: &mut Vec<Inst>) {
+fn emit(node: &Node, insts: &mut Vec<Inst>) {
     match node {
         Node::Char(c) => insts.push(Inst::Char(*c)),
         Node::AnyNotNl => insts.push(Inst::AnyNotNl),

@@ -20,7 +20,7 @@ pub(super) fn check_syntax(pattern: &str) -> Result<(), &'static str> {
 }
 
 /// Go's `scanChunk`: skips leading stars, then takes bytes up to the next star outside `[...]`.
-pub(super) fn scan_chunk(mut pattern: &[u8]) -> (&[u8], &[u8]) {
+fn scan_chunk(mut pattern: &[u8]) -> (&[u8], &[u8]) {
     while let [b'*', rest @ ..] = pattern {
         pattern = rest;
     }
@@ -40,7 +40,7 @@ pub(super) fn scan_chunk(mut pattern: &[u8]) -> (&[u8], &[u8]) {
 }
 
 /// The syntax half of Go's `matchChunk`.
-pub(super) fn check_chunk(mut chunk: &[u8]) -> Result<(), &'static str> {
+fn check_chunk(mut chunk: &[u8]) -> Result<(), &'static str> {
     while let Some(&b) = chunk.first() {
         match b {
             b'[' => {
@@ -74,7 +74,7 @@ pub(super) fn check_chunk(mut chunk: &[u8]) -> Result<(), &'static str> {
 }
 
 /// Go's `getEsc`: one class character (maybe escaped), which must be followed by more pattern.
-pub(super) fn class_char(chunk: &[u8]) -> Result<&[u8], &'static str> {
+fn class_char(chunk: &[u8]) -> Result<&[u8], &'static str> {
     let chunk = match chunk {
         [] => return Err("unterminated character class"),
         [b'-', ..] => return Err("character range without a start"),

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use super::{Applier, ErrnoContext, IMPLICIT_DIR_MODE, Node, OVERLAY_PRIVATE, OWNERSHIP, os};
 
 /// Parses a PAX time (`sec[.frac]`, possibly negative).
-pub(super) fn parse_pax_time(value: &[u8]) -> Option<Timespec> {
+fn parse_pax_time(value: &[u8]) -> Option<Timespec> {
     let text = std::str::from_utf8(value).ok()?;
     let (negative, text) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
@@ -44,14 +44,14 @@ pub(super) fn parse_pax_time(value: &[u8]) -> Option<Timespec> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum XattrPolicy {
+enum XattrPolicy {
     Drop,
     BestEffort,
     Required,
 }
 
 /// See [`apply_layer`].
-pub(super) fn xattr_policy(name: &[u8], chown: bool) -> XattrPolicy {
+fn xattr_policy(name: &[u8], chown: bool) -> XattrPolicy {
     if OVERLAY_PRIVATE.iter().any(|p| name.starts_with(p)) {
         XattrPolicy::Drop
     } else if name == b"security.capability" {
@@ -143,7 +143,7 @@ impl Meta {
 }
 
 impl Applier<'_> {
-    pub(super) fn host_ids(&self, meta: &Meta, path: &Path) -> Result<(Uid, Gid)> {
+    fn host_ids(&self, meta: &Meta, path: &Path) -> Result<(Uid, Gid)> {
         let unmapped = |what: &str, id: u32| {
             Error::invalid(
                 format!("layer entry {}", path.display()),
@@ -226,13 +226,7 @@ impl Applier<'_> {
         Ok(())
     }
 
-    pub(super) fn set_xattr(
-        &self,
-        node: Node<'_>,
-        name: &[u8],
-        value: &[u8],
-        path: &Path,
-    ) -> Result<()> {
+    fn set_xattr(&self, node: Node<'_>, name: &[u8], value: &[u8], path: &Path) -> Result<()> {
         let mut policy = xattr_policy(name, self.opts.chown);
         if policy == XattrPolicy::Drop {
             return Ok(());

@@ -37,13 +37,7 @@ impl Applier<'_> {
     // ---- entries ----------------------------------------------------------------------------
 
     /// Removes whatever is at `name` in `dir` before a new node takes the name.
-    pub(super) fn clear_name(
-        &mut self,
-        dir: &OwnedFd,
-        name: &[u8],
-        key: &Key,
-        path: &Path,
-    ) -> Result<bool> {
+    fn clear_name(&mut self, dir: &OwnedFd, name: &[u8], key: &Key, path: &Path) -> Result<bool> {
         let was_whiteout = self.whiteout_devs.remove(key);
         remove_tree(dir, name, path)?;
         Ok(was_whiteout)
@@ -119,7 +113,7 @@ impl Applier<'_> {
 
     /// Streams an entry's data into `file`, in fixed-size chunks: nothing is allocated from the
     /// header's size, and a tar that ends early is an error rather than a short file.
-    pub(super) fn copy_data<R: Read>(
+    fn copy_data<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
         file: &mut File,

@@ -35,7 +35,7 @@ impl Applier<'_> {
         }
     }
 
-    pub(super) fn open_in_root(&self, path: &[u8], follow: Follow) -> rustix::io::Result<OwnedFd> {
+    fn open_in_root(&self, path: &[u8], follow: Follow) -> rustix::io::Result<OwnedFd> {
         let mut how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
         if follow == Follow::Refuse {
             how |= ResolveFlags::NO_SYMLINKS;
@@ -57,7 +57,7 @@ impl Applier<'_> {
         }
     }
 
-    pub(super) fn resolve_openat2(
+    fn resolve_openat2(
         &mut self,
         comps: &[Vec<u8>],
         create: bool,
@@ -83,7 +83,7 @@ impl Applier<'_> {
         Ok(cur)
     }
 
-    pub(super) fn resolve_manual(
+    fn resolve_manual(
         &mut self,
         comps: &[Vec<u8>],
         create: bool,
@@ -168,7 +168,7 @@ impl Applier<'_> {
     }
 
     /// Creates a missing directory `name` in `parent` (`path` from the root) for an entry below.
-    pub(super) fn mkdir_implicit(
+    fn mkdir_implicit(
         &mut self,
         parent: &OwnedFd,
         name: &[u8],

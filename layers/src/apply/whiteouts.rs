@@ -112,7 +112,7 @@ impl Applier<'_> {
     /// Apply mode's opaque directory: removes from `dir` (open for reading) everything this
     /// layer did not put there, recursing into directories it kept (which may be lower
     /// directories this layer merged into).
-    pub(super) fn prune(&self, dir: &OwnedFd, path: &Path) -> Result<()> {
+    fn prune(&self, dir: &OwnedFd, path: &Path) -> Result<()> {
         let st = rfs::fstat(dir).ctx("stat", path)?;
         for name in list_dir(dir, path)? {
             let child = path.join(os(&name));
@@ -134,12 +134,12 @@ impl Applier<'_> {
     // ---- metadata ---------------------------------------------------------------------------
 }
 
-pub(super) fn set_opaque(dir: &OwnedFd, xattr: &str, path: &Path) -> Result<()> {
+fn set_opaque(dir: &OwnedFd, xattr: &str, path: &Path) -> Result<()> {
     rfs::fsetxattr(dir, xattr, b"y", XattrFlags::empty())
         .ctx("set the overlay opaque xattr on", path)
 }
 
-pub(super) fn list_dir(dir: &OwnedFd, path: &Path) -> Result<Vec<Vec<u8>>> {
+fn list_dir(dir: &OwnedFd, path: &Path) -> Result<Vec<Vec<u8>>> {
     let mut reader = rfs::Dir::read_from(dir).ctx("read directory", path)?;
     let mut names = Vec::new();
     while let Some(entry) = reader.read() {

@@ -22,7 +22,7 @@ pub struct ToSave {
 }
 
 /// Deterministic tar headers: owned by root, dated the epoch.
-pub(super) fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     let mut h = tar::Header::new_ustar();
     h.set_entry_type(kind);
     h.set_mode(mode);
@@ -35,7 +35,7 @@ pub(super) fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header 
 
 /// The index.json of a saved layout: each image named by its tag (`ref.name`, as skopeo's
 /// `oci:DIR:TAG` looks it up) and by its full name (containerd's annotation, as docker writes).
-pub(super) fn saved_index(images: &[ToSave]) -> Index {
+fn saved_index(images: &[ToSave]) -> Index {
     Index::new(
         images
             .iter()
@@ -63,7 +63,7 @@ pub(super) fn saved_index(images: &[ToSave]) -> Index {
 }
 
 /// Every blob the images reach, without repeats, in a stable order.
-pub(super) fn blobs_of(store: &Store, images: &[ToSave]) -> Result<Vec<(Digest, u64)>> {
+fn blobs_of(store: &Store, images: &[ToSave]) -> Result<Vec<(Digest, u64)>> {
     let mut seen = BTreeMap::new();
     for i in images {
         let img = store.image(&i.manifest)?;
@@ -118,23 +118,19 @@ pub fn save(store: &Store, images: &[ToSave], format: SaveFormat, out: &Path) ->
     }
 }
 
-pub(super) fn append_bytes<W: Write>(
-    tar: &mut tar::Builder<W>,
-    path: &str,
-    bytes: &[u8],
-) -> Result<()> {
+fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, path: &str, bytes: &[u8]) -> Result<()> {
     let mut h = header(tar::EntryType::Regular, 0o644, bytes.len() as u64);
     tar.append_data(&mut h, path, bytes)
         .map_err(|e| Error::stream(format!("write {path} to the archive"), e))
 }
 
-pub(super) fn append_dir<W: Write>(tar: &mut tar::Builder<W>, path: &str) -> Result<()> {
+fn append_dir<W: Write>(tar: &mut tar::Builder<W>, path: &str) -> Result<()> {
     let mut h = header(tar::EntryType::Directory, 0o755, 0);
     tar.append_data(&mut h, path, io::empty())
         .map_err(|e| Error::stream(format!("write {path} to the archive"), e))
 }
 
-pub(super) fn append_blob<W: Write>(
+fn append_blob<W: Write>(
     store: &Store,
     tar: &mut tar::Builder<W>,
     path: &str,
@@ -147,7 +143,7 @@ pub(super) fn append_blob<W: Write>(
         .map_err(|e| Error::stream(format!("write blob {d} to the archive"), e))
 }
 
-pub(super) fn write_oci_archive<W: Write>(store: &Store, images: &[ToSave], w: W) -> Result<()> {
+fn write_oci_archive<W: Write>(store: &Store, images: &[ToSave], w: W) -> Result<()> {
     let mut tar = tar::Builder::new(w);
     append_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     append_bytes(&mut tar, "index.json", &saved_index(images).to_bytes())?;
@@ -168,7 +164,7 @@ pub(super) fn write_oci_archive<W: Write>(store: &Store, images: &[ToSave], w: W
         .map_err(|e| Error::stream("finish the archive", e))
 }
 
-pub(super) fn write_docker_archive<W: Write>(store: &Store, images: &[ToSave], w: W) -> Result<()> {
+fn write_docker_archive<W: Write>(store: &Store, images: &[ToSave], w: W) -> Result<()> {
     let mut tar = tar::Builder::new(w);
     let mut entries = Vec::new();
     let mut written = std::collections::BTreeSet::new();
@@ -213,7 +209,7 @@ pub(super) fn write_docker_archive<W: Write>(store: &Store, images: &[ToSave], w
 
 /// A tar entry's size must be known up front, so the layer is decompressed to a temp file in
 /// the store first (and checked against its diff_id on the way).
-pub(super) fn append_decompressed<W: Write>(
+fn append_decompressed<W: Write>(
     store: &Store,
     tar: &mut tar::Builder<W>,
     path: &str,
@@ -250,7 +246,7 @@ pub(super) fn append_decompressed<W: Write>(
     result
 }
 
-pub(super) fn save_dir(store: &Store, images: &[ToSave], dir: &Path) -> Result<()> {
+fn save_dir(store: &Store, images: &[ToSave], dir: &Path) -> Result<()> {
     let blobs = dir.join("blobs/sha256");
     fs_err::create_dir_all(&blobs).map_err(|source| Error::Io {
         action: "create",

@@ -12,7 +12,7 @@ pub struct Chunk {
     pub sha256: [u8; 32],
 }
 
-pub(super) const CHUNK_INDEX_MAGIC: &[u8] = b"cairn-chunks 1\n";
+const CHUNK_INDEX_MAGIC: &[u8] = b"cairn-chunks 1\n";
 
 /// Serializes a blob's chunks, [sealed](crate::digest::seal).
 pub fn chunks_to_bytes(chunks: &[Chunk]) -> Vec<u8> {
@@ -52,7 +52,7 @@ pub fn chunks_from_bytes(bytes: &[u8]) -> Option<Vec<Chunk>> {
 /// never copied; and they are the bytes deflating would give, so the blob is the same.
 #[derive(Debug)]
 pub struct ChunkReuse {
-    pub(super) file: std::fs::File,
+    file: std::fs::File,
     pub(super) chunks: std::collections::HashMap<[u8; 32], Chunk>,
 }
 

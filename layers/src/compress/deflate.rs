@@ -25,15 +25,15 @@ pub(super) const SAMPLES: usize = 8;
 pub(super) const SAMPLE_LEN: usize = 8 * 1024;
 /// deflate level used on the samples (zlib-rs level 1 only emits fixed Huffman codes, which
 /// cannot tell base64 or other small-alphabet data from random; level 2 builds dynamic trees).
-pub(super) const PROBE_LEVEL: u32 = 2;
+const PROBE_LEVEL: u32 = 2;
 /// A sample is incompressible when level-2 deflate saves less than this percentage of it.
-pub(super) const PROBE_MIN_SAVING_PCT: usize = 2;
+const PROBE_MIN_SAVING_PCT: usize = 2;
 /// A chunk whose samples save less than this percentage together (random data with tar
 /// headers and padding, for instance) is deflated at `FAST_LEVEL`: the configured level's
 /// effort buys a few percent of little there (level 6 is 2.6x slower than level 1 on a tar of
 /// random files for 5% less output), while text and code save far more than this.
-pub(super) const PROBE_LOW_GAIN_PCT: usize = 22;
-pub(super) const FAST_LEVEL: u32 = 1;
+const PROBE_LOW_GAIN_PCT: usize = 22;
+const FAST_LEVEL: u32 = 1;
 
 /// What the probe found a chunk to be worth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +102,7 @@ pub(super) enum Pending {
     Running(Receiver<Done>),
 }
 
-pub(super) type JobQueue = Arc<Mutex<Receiver<(Job, SyncSender<Done>)>>>;
+type JobQueue = Arc<Mutex<Receiver<(Job, SyncSender<Done>)>>>;
 
 /// Deflate worker threads fed from one queue, so slow (compressible) and fast (stored) chunks
 /// balance across them. Dropping it closes the queue and joins them.
@@ -110,7 +110,7 @@ pub(super) struct Pool {
     pub(super) jobs: Option<Sender<(Job, SyncSender<Done>)>>,
     pub(super) threads: Vec<JoinHandle<()>>,
     /// Set when the writer is dropped unfinished, so queued chunks are skipped, not deflated.
-    pub(super) abandoned: Arc<AtomicBool>,
+    abandoned: Arc<AtomicBool>,
 }
 
 impl Pool {
@@ -148,7 +148,7 @@ impl Drop for Pool {
     }
 }
 
-pub(super) fn worker(rx: &JobQueue, abandoned: &AtomicBool, level: u32) {
+fn worker(rx: &JobQueue, abandoned: &AtomicBool, level: u32) {
     let mut deflater = Deflater::new(level);
     loop {
         let next = match rx.lock() {
@@ -166,10 +166,10 @@ pub(super) fn worker(rx: &JobQueue, abandoned: &AtomicBool, level: u32) {
 
 /// One worker's deflate state, reused across chunks.
 pub(super) struct Deflater {
-    pub(super) level: u32,
-    pub(super) main: Compress,
-    pub(super) probe: Compress,
-    pub(super) scratch: Vec<u8>,
+    level: u32,
+    main: Compress,
+    probe: Compress,
+    scratch: Vec<u8>,
 }
 
 impl Deflater {
@@ -335,7 +335,7 @@ pub(super) fn order0_bits(data: &[u8]) -> f64 {
 }
 
 /// Deflates all of `data` into `out` and completes `flush` (Sync or Finish).
-pub(super) fn deflate_all(
+fn deflate_all(
     c: &mut Compress,
     data: &[u8],
     flush: FlushCompress,

@@ -17,7 +17,7 @@ use super::deflate::{Deflated, Deflater, Done, Job, Pending, Pool, WINDOW, gzip_
 
 /// The sha256 of the plain stream: on the calling thread for a layer of one chunk, else on a
 /// thread fed the chunks in order.
-pub(super) enum PlainHash {
+enum PlainHash {
     Here(Sha256),
     Thread {
         chunks: SyncSender<Arc<Vec<u8>>>,
@@ -28,7 +28,7 @@ pub(super) enum PlainHash {
 impl PlainHash {
     /// Moves the hashing to a thread, carrying over what was hashed so far; stays here when no
     /// thread can be had.
-    pub(super) fn onto_thread(self) -> PlainHash {
+    fn onto_thread(self) -> PlainHash {
         let PlainHash::Here(sha) = self else {
             return self;
         };
@@ -49,7 +49,7 @@ impl PlainHash {
         }
     }
 
-    pub(super) fn update(&mut self, chunk: &Arc<Vec<u8>>) -> io::Result<()> {
+    fn update(&mut self, chunk: &Arc<Vec<u8>>) -> io::Result<()> {
         match self {
             PlainHash::Here(sha) => sha.update(&chunk[..]),
             PlainHash::Thread { chunks, .. } => chunks
@@ -74,37 +74,37 @@ impl PlainHash {
 /// The calling thread's side: cuts chunks, hashes the plain bytes, writes the compressed ones in
 /// order. `out` is not `'static`, so it stays here and only owned buffers go to the workers.
 pub(super) struct GzipWriter<W: Write> {
-    pub(super) out: HashingWriter<W>,
-    pub(super) level: u32,
-    pub(super) chunk: usize,
+    out: HashingWriter<W>,
+    level: u32,
+    chunk: usize,
     /// The chunk being filled.
     pub(super) buf: Vec<u8>,
     /// The last WINDOW plain bytes before `buf`: its dictionary.
-    pub(super) tail: Vec<u8>,
-    pub(super) plain: PlainHash,
+    tail: Vec<u8>,
+    plain: PlainHash,
     pub(super) plain_len: u64,
-    pub(super) crc: crc32fast::Hasher,
-    pub(super) header_written: bool,
-    pub(super) pending: VecDeque<Pending>,
+    crc: crc32fast::Hasher,
+    header_written: bool,
+    pending: VecDeque<Pending>,
     /// At most this many chunks in flight, so memory is bounded if `out` or the workers lag.
-    pub(super) depth: usize,
+    depth: usize,
     /// Threads to start at the second chunk: a layer that fits in one chunk (most small layers
     /// do) is deflated on this thread and costs no thread.
-    pub(super) workers: usize,
-    pub(super) pool: Option<Pool>,
+    workers: usize,
+    pool: Option<Pool>,
     /// Compresses on this thread when there are no workers.
-    pub(super) local: Option<Deflater>,
-    pub(super) spare_data: Vec<Vec<u8>>,
-    pub(super) spare_out: Vec<Vec<u8>>,
-    pub(super) spare_dict: Vec<Vec<u8>>,
+    local: Option<Deflater>,
+    spare_data: Vec<Vec<u8>>,
+    spare_out: Vec<Vec<u8>>,
+    spare_dict: Vec<Vec<u8>>,
     /// A failed write may have left part of a chunk in `out`: nothing can follow.
-    pub(super) failed: bool,
+    failed: bool,
     /// An earlier blob's chunks to copy from.
     pub(super) reuse: Option<Arc<ChunkReuse>>,
     /// Bytes written to `out` so far, and the deflated chunks among them.
-    pub(super) written: u64,
-    pub(super) chunks: Vec<Chunk>,
-    pub(super) reused_chunks: usize,
+    written: u64,
+    chunks: Vec<Chunk>,
+    reused_chunks: usize,
 }
 
 impl<W: Write> GzipWriter<W> {
@@ -136,7 +136,7 @@ impl<W: Write> GzipWriter<W> {
         }
     }
 
-    pub(super) fn check(&self) -> io::Result<()> {
+    fn check(&self) -> io::Result<()> {
         if self.failed {
             return Err(io::Error::other(
                 "an earlier write to the gzip layer failed",
@@ -161,7 +161,7 @@ impl<W: Write> GzipWriter<W> {
         Ok(())
     }
 
-    pub(super) fn dispatch(&mut self, last: bool) -> io::Result<()> {
+    fn dispatch(&mut self, last: bool) -> io::Result<()> {
         let fresh = self.spare_data.pop().unwrap_or_default();
         let data = Arc::new(mem::replace(&mut self.buf, fresh));
         if !last && matches!(self.plain, PlainHash::Here(_)) && self.workers > 0 {
@@ -219,7 +219,7 @@ impl<W: Write> GzipWriter<W> {
     }
 
     /// Writes the chunks that are already compressed, in order, without waiting.
-    pub(super) fn write_finished(&mut self) -> io::Result<()> {
+    fn write_finished(&mut self) -> io::Result<()> {
         loop {
             let ready = match self.pending.front_mut() {
                 Some(Pending::Ready(_)) => true,
@@ -244,7 +244,7 @@ impl<W: Write> GzipWriter<W> {
     }
 
     /// Waits for the oldest chunk and writes it.
-    pub(super) fn write_oldest(&mut self) -> io::Result<()> {
+    fn write_oldest(&mut self) -> io::Result<()> {
         let done = match self.pending.pop_front() {
             None => return Ok(()),
             Some(Pending::Ready(done)) => done,
@@ -311,7 +311,7 @@ impl<W: Write> GzipWriter<W> {
         Ok(())
     }
 
-    pub(super) fn recycle(&mut self, data: Arc<Vec<u8>>, out: Vec<u8>, dict: Vec<u8>) {
+    fn recycle(&mut self, data: Arc<Vec<u8>>, out: Vec<u8>, dict: Vec<u8>) {
         // Keep at most one buffer per in-flight chunk, and only chunk-sized ones; a chunk the
         // hashing thread still holds is simply let go.
         if let Ok(mut data) = Arc::try_unwrap(data)
@@ -329,7 +329,7 @@ impl<W: Write> GzipWriter<W> {
         }
     }
 
-    pub(super) fn fail(&mut self, e: io::Error) -> io::Error {
+    fn fail(&mut self, e: io::Error) -> io::Error {
         self.failed = true;
         e
     }
@@ -378,7 +378,7 @@ impl<W: Write> GzipWriter<W> {
 }
 
 /// Keeps `tail` as the last WINDOW bytes of everything pushed through it.
-pub(super) fn push_tail(tail: &mut Vec<u8>, data: &[u8]) {
+fn push_tail(tail: &mut Vec<u8>, data: &[u8]) {
     if data.len() >= WINDOW {
         tail.clear();
         tail.extend_from_slice(&data[data.len() - WINDOW..]);

@@ -16,8 +16,8 @@ use super::{Child, Kind, Stat};
 /// Reusable buffers for content comparison.
 #[derive(Default)]
 pub(super) struct Compare {
-    pub(super) a: Vec<u8>,
-    pub(super) b: Vec<u8>,
+    a: Vec<u8>,
+    b: Vec<u8>,
 }
 
 /// Whether `up` is unchanged from `lo` (see `write_tree_diff` for what is compared).
@@ -46,7 +46,7 @@ pub(super) fn same(
     Ok(same_data && read_xattrs(&lo.path)?.kept == *up_xattrs)
 }
 
-pub(super) fn same_content(lo: &Child, up: &Child, cmp: &mut Compare) -> Result<bool> {
+fn same_content(lo: &Child, up: &Child, cmp: &mut Compare) -> Result<bool> {
     const CHUNK: usize = 64 * 1024;
     let mut a = open_file(&lo.path, &lo.stat)?;
     let mut b = open_file(&up.path, &up.stat)?;

@@ -20,11 +20,11 @@ pub(super) const BLOCK: usize = 512;
 pub(super) struct TarWriter<'o, W: Write> {
     // Headers are 512-byte writes; buffer them whatever `W` is (large content writes bypass
     // the buffer).
-    pub(super) out: BufWriter<W>,
-    pub(super) opts: &'o TarOptions,
+    out: BufWriter<W>,
+    opts: &'o TarOptions,
     /// (dev, ino) of each multiply-linked non-directory emitted → its path in the tar.
-    pub(super) links: HashMap<(u64, u64), Vec<u8>>,
-    pub(super) buf: Vec<u8>,
+    links: HashMap<(u64, u64), Vec<u8>>,
+    buf: Vec<u8>,
 }
 
 impl<'o, W: Write> TarWriter<'o, W> {
@@ -37,7 +37,7 @@ impl<'o, W: Write> TarWriter<'o, W> {
         }
     }
 
-    pub(super) fn mtime(&self, t: i64) -> i64 {
+    fn mtime(&self, t: i64) -> i64 {
         self.opts.clamp_mtime.map_or(t, |c| t.min(c))
     }
 
@@ -144,14 +144,14 @@ impl<'o, W: Write> TarWriter<'o, W> {
         self.header(&h, Path::new(OsStr::from_bytes(rel)))
     }
 
-    pub(super) fn header(&mut self, h: &Header<'_>, path: &Path) -> Result<()> {
+    fn header(&mut self, h: &Header<'_>, path: &Path) -> Result<()> {
         let bytes = encode(h).map_err(|reason| {
             Error::invalid(format!("layer entry for {}", path.display()), reason)
         })?;
         self.write(&bytes)
     }
 
-    pub(super) fn write(&mut self, bytes: &[u8]) -> Result<()> {
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.out
             .write_all(bytes)
             .map_err(|e| Error::stream("write the layer tar", e))
@@ -159,7 +159,7 @@ impl<'o, W: Write> TarWriter<'o, W> {
 
     /// Streams exactly `size` bytes of `f` and the padding; a file that shrank or grew since
     /// it was listed is an error, as its header already holds the size.
-    pub(super) fn content(&mut self, mut f: File, path: &Path, size: u64) -> Result<()> {
+    fn content(&mut self, mut f: File, path: &Path, size: u64) -> Result<()> {
         let mut left = size;
         while left > 0 {
             let want = usize::try_from(left)
@@ -195,14 +195,14 @@ impl<'o, W: Write> TarWriter<'o, W> {
     }
 }
 
-pub(super) fn unmapped(path: &Path, what: &str, id: u32) -> Error {
+fn unmapped(path: &Path, what: &str, id: u32) -> Error {
     Error::invalid(
         format!("owner of {}", path.display()),
         format!("host {what} {id} is not mapped into the build's user namespace"),
     )
 }
 
-pub(super) fn padding(size: u64) -> usize {
+fn padding(size: u64) -> usize {
     // The remainder is below 512, so the cast cannot truncate.
     (BLOCK - (size % BLOCK as u64) as usize) % BLOCK
 }
@@ -224,26 +224,26 @@ pub(super) struct Header<'a> {
 }
 
 // ustar field offsets and lengths.
-pub(super) const NAME: (usize, usize) = (0, 100);
-pub(super) const MODE: (usize, usize) = (100, 8);
-pub(super) const UID: (usize, usize) = (108, 8);
-pub(super) const GID: (usize, usize) = (116, 8);
-pub(super) const SIZE: (usize, usize) = (124, 12);
-pub(super) const MTIME: (usize, usize) = (136, 12);
-pub(super) const CHKSUM: (usize, usize) = (148, 8);
-pub(super) const TYPEFLAG: usize = 156;
-pub(super) const LINKNAME: (usize, usize) = (157, 100);
-pub(super) const MAGIC: (usize, usize) = (257, 8);
-pub(super) const DEVMAJOR: (usize, usize) = (329, 8);
-pub(super) const DEVMINOR: (usize, usize) = (337, 8);
-pub(super) const PREFIX_FIELD: (usize, usize) = (345, 155);
+const NAME: (usize, usize) = (0, 100);
+const MODE: (usize, usize) = (100, 8);
+const UID: (usize, usize) = (108, 8);
+const GID: (usize, usize) = (116, 8);
+const SIZE: (usize, usize) = (124, 12);
+const MTIME: (usize, usize) = (136, 12);
+const CHKSUM: (usize, usize) = (148, 8);
+const TYPEFLAG: usize = 156;
+const LINKNAME: (usize, usize) = (157, 100);
+const MAGIC: (usize, usize) = (257, 8);
+const DEVMAJOR: (usize, usize) = (329, 8);
+const DEVMINOR: (usize, usize) = (337, 8);
+const PREFIX_FIELD: (usize, usize) = (345, 155);
 
-pub(super) fn field(block: &mut [u8; BLOCK], (at, len): (usize, usize)) -> &mut [u8] {
+fn field(block: &mut [u8; BLOCK], (at, len): (usize, usize)) -> &mut [u8] {
     &mut block[at..at + len]
 }
 
 /// Zero-padded octal with a NUL terminator; false (and zero) when `v` does not fit.
-pub(super) fn octal(dst: &mut [u8], v: u64) -> bool {
+fn octal(dst: &mut [u8], v: u64) -> bool {
     let digits = dst.len() - 1;
     let s = format!("{v:0digits$o}");
     if s.len() > digits {
@@ -256,14 +256,14 @@ pub(super) fn octal(dst: &mut [u8], v: u64) -> bool {
 }
 
 /// Copies as much of `src` as fits (the rest is in a PAX record or the field is exact).
-pub(super) fn bytes_into(dst: &mut [u8], src: &[u8]) {
+fn bytes_into(dst: &mut [u8], src: &[u8]) {
     let n = src.len().min(dst.len());
     dst[..n].copy_from_slice(&src[..n]);
 }
 
 /// Splits a path longer than 100 bytes into ustar's prefix (≤ 155) and name (≤ 100) at a
 /// `/`, as Go's archive/tar does; `None` if it cannot be split.
-pub(super) fn split_ustar(p: &[u8]) -> Option<(&[u8], &[u8])> {
+fn split_ustar(p: &[u8]) -> Option<(&[u8], &[u8])> {
     if p.len() <= NAME.1 {
         return Some((&[], p));
     }
@@ -296,7 +296,7 @@ pub(super) fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     out.push(b'\n');
 }
 
-pub(super) fn checksum(block: &mut [u8; BLOCK]) {
+fn checksum(block: &mut [u8; BLOCK]) {
     field(block, CHKSUM).fill(b' ');
     let sum: u32 = block.iter().map(|&b| u32::from(b)).sum();
     // At most 512 * 255, six octal digits.
@@ -304,7 +304,7 @@ pub(super) fn checksum(block: &mut [u8; BLOCK]) {
     field(block, CHKSUM).copy_from_slice(s.as_bytes());
 }
 
-pub(super) fn ustar_block(flag: u8) -> [u8; BLOCK] {
+fn ustar_block(flag: u8) -> [u8; BLOCK] {
     let mut block = [0u8; BLOCK];
     block[TYPEFLAG] = flag;
     field(&mut block, MAGIC).copy_from_slice(b"ustar\x0000");
@@ -392,7 +392,7 @@ pub(super) fn encode(h: &Header<'_>) -> std::result::Result<Vec<u8>, String> {
 }
 
 /// `dir/PaxHeaders.0/name` for the entry at `dir/name`, ASCII only, at most 100 bytes.
-pub(super) fn pax_header_name(path: &[u8]) -> Vec<u8> {
+fn pax_header_name(path: &[u8]) -> Vec<u8> {
     let trimmed = path.strip_suffix(b"/").unwrap_or(path);
     let (dir, file) = match trimmed.iter().rposition(|&b| b == b'/') {
         Some(i) => (&trimmed[..=i], &trimmed[i + 1..]),

@@ -19,12 +19,12 @@ pub(super) struct Xattrs {
     pub(super) overlay_feature: Option<String>,
 }
 
-pub(super) const OVERLAY_PREFIXES: [&[u8]; 2] = [b"trusted.overlay.", b"user.overlay."];
-pub(super) const KEPT_PREFIXES: [&[u8]; 3] = [b"user.", b"security.", b"trusted."];
-pub(super) const NOT_KEPT: [&[u8]; 1] = [b"security.selinux"];
-pub(super) const OVERLAY_FEATURES: [&[u8]; 2] = [b"redirect", b"metacopy"];
+const OVERLAY_PREFIXES: [&[u8]; 2] = [b"trusted.overlay.", b"user.overlay."];
+const KEPT_PREFIXES: [&[u8]; 3] = [b"user.", b"security.", b"trusted."];
+const NOT_KEPT: [&[u8]; 1] = [b"security.selinux"];
+const OVERLAY_FEATURES: [&[u8]; 2] = [b"redirect", b"metacopy"];
 
-pub(super) fn keep_xattr(name: &[u8]) -> bool {
+fn keep_xattr(name: &[u8]) -> bool {
     KEPT_PREFIXES.iter().any(|p| name.starts_with(p))
         && !OVERLAY_PREFIXES.iter().any(|p| name.starts_with(p))
         && !NOT_KEPT.contains(&name)
@@ -53,7 +53,7 @@ pub(super) fn read_xattrs(path: &Path) -> Result<Xattrs> {
 
 /// The NUL-separated xattr names of `path` (not following a symlink); none where the
 /// filesystem has no xattrs.
-pub(super) fn list_xattrs(path: &Path) -> Result<Vec<u8>> {
+fn list_xattrs(path: &Path) -> Result<Vec<u8>> {
     match with_growing_buffer(|buf| rustix::fs::llistxattr(path, buf)) {
         Err(Errno::OPNOTSUPP) => Ok(Vec::new()),
         r => r.map_err(io::Error::from).at("list the xattrs of", path),
@@ -69,7 +69,7 @@ pub(super) fn get_xattr(path: &Path, name: &[u8]) -> Result<Vec<u8>> {
 /// Calls `f` with a buffer that doubles while it is too small (ERANGE), up to the kernel's
 /// 64 KiB limit on xattr lists and values. (No size query first: most lists are short, and
 /// rustix treats a zero-length buffer specially.)
-pub(super) fn with_growing_buffer(
+fn with_growing_buffer(
     mut f: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
 ) -> rustix::io::Result<Vec<u8>> {
     const MAX: usize = 64 * 1024;

@@ -11,11 +11,11 @@ use crate::owner;
 
 use super::{Slot, Store};
 
-pub(super) static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Makes a written blob durable and puts it under its digest's `path` in `blobs` (dropping it
 /// when identical content is already there: another writer won the race).
-pub(super) fn place_blob(file: File, temp: &Path, path: &Path, blobs: &Path) -> Result<()> {
+fn place_blob(file: File, temp: &Path, path: &Path, blobs: &Path) -> Result<()> {
     file.sync_all().at("sync", temp)?;
     close(file, temp)?;
     if path.exists() {
@@ -56,7 +56,7 @@ pub(super) fn temp_owner(name: &str) -> Option<owner::Owner> {
 
 /// Closes a written file and reports what close reports: some filesystems (network ones,
 /// and full ones) only tell there that the data did not make it.
-pub(super) fn close(file: File, path: &Path) -> Result<()> {
+fn close(file: File, path: &Path) -> Result<()> {
     use std::os::fd::IntoRawFd;
     let fd = file.into_raw_fd();
     // libc, not rustix: rustix::io::close drops close's error, which is the point here, and its
@@ -107,10 +107,10 @@ pub(super) fn write_atomic(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<()> 
 /// a commit (an error, a panic), it removes its temp file.
 #[derive(Debug)]
 pub struct BlobWriter<'s> {
-    pub(super) store: &'s Store,
-    pub(super) temp: PathBuf,
+    store: &'s Store,
+    temp: PathBuf,
     /// None once a commit has taken the bytes (and with them the temp file's fate).
-    pub(super) out: Option<HashingWriter<io::BufWriter<Writeback>>>,
+    out: Option<HashingWriter<io::BufWriter<Writeback>>>,
 }
 
 impl Drop for BlobWriter<'_> {
@@ -132,17 +132,17 @@ impl Drop for BlobWriter<'_> {
 /// fsync, after all the reading, hashing and compressing; the kernel still throttles a writer
 /// that outruns the disk by its dirty limits.
 #[derive(Debug)]
-pub(super) struct Writeback {
-    pub(super) file: File,
-    pub(super) written: u64,
-    pub(super) started: u64,
+struct Writeback {
+    file: File,
+    written: u64,
+    started: u64,
 }
 
 /// Bytes per writeback window.
 pub(super) const WRITEBACK_WINDOW: u64 = 8 << 20;
 
 impl Writeback {
-    pub(super) fn new(file: File) -> Writeback {
+    fn new(file: File) -> Writeback {
         Writeback {
             file,
             written: 0,
@@ -150,7 +150,7 @@ impl Writeback {
         }
     }
 
-    pub(super) fn kick(&mut self) {
+    fn kick(&mut self) {
         use std::os::fd::AsRawFd;
         let fd = self.file.as_raw_fd();
         let (start, len) = (self.started, self.written - self.started);
@@ -197,7 +197,7 @@ impl Write for BlobWriter<'_> {
 }
 
 impl BlobWriter<'_> {
-    pub(super) fn out(&mut self) -> io::Result<&mut HashingWriter<io::BufWriter<Writeback>>> {
+    fn out(&mut self) -> io::Result<&mut HashingWriter<io::BufWriter<Writeback>>> {
         self.out
             .as_mut()
             .ok_or_else(|| io::Error::other("blob writer used after its commit"))
@@ -205,13 +205,13 @@ impl BlobWriter<'_> {
 
     /// A write error that names the file: callers see it through compressors and copies
     /// that know nothing of the store (a full disk must say which one is full).
-    pub(super) fn named(&self, e: io::Error) -> io::Error {
+    fn named(&self, e: io::Error) -> io::Error {
         io::Error::new(e.kind(), format!("write {}: {e}", self.temp.display()))
     }
 
     /// The bytes and the temp path, for a commit; the writer's drop then leaves the file to
     /// the commit.
-    pub(super) fn take(mut self) -> Result<(PathBuf, HashingWriter<io::BufWriter<Writeback>>)> {
+    fn take(mut self) -> Result<(PathBuf, HashingWriter<io::BufWriter<Writeback>>)> {
         let out = self.out.take().ok_or_else(|| {
             Error::invalid(format!("blob {}", self.temp.display()), "committed twice")
         })?;

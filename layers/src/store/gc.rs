@@ -14,11 +14,7 @@ use super::{FsckReport, PruneReport, Store, entries};
 
 impl Store {
     /// The blobs an image manifest reaches: itself, its config and its layers.
-    pub(super) fn reachable_from(
-        &self,
-        manifest: &Digest,
-        into: &mut BTreeSet<Digest>,
-    ) -> Result<()> {
+    fn reachable_from(&self, manifest: &Digest, into: &mut BTreeSet<Digest>) -> Result<()> {
         into.insert(manifest.clone());
         let m = Manifest::from_slice(&self.read_blob(manifest)?, &format!("manifest {manifest}"))?;
         into.insert(m.config.digest.clone());
@@ -99,7 +95,7 @@ impl Store {
 
     /// Removes the scratch directory's entries, except those of live processes: a `cairn
     /// run` or a build of another cairn may be using them.
-    pub(super) fn clean_tmp(&self) -> Result<u64> {
+    fn clean_tmp(&self) -> Result<u64> {
         let tmp = self.tmp();
         let mut n = 0;
         for entry in entries(&tmp)? {

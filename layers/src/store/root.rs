@@ -16,7 +16,7 @@ pub(super) fn private_dir(path: &Path) -> Result<()> {
 
 /// What to do with an existing store root, from its owner and mode and who opens it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum RootCheck {
+enum RootCheck {
     Private,
     /// Ours, but group or others have permissions on it: take them away.
     Tighten,
@@ -24,7 +24,7 @@ pub(super) enum RootCheck {
     Refuse(String),
 }
 
-pub(super) fn check_root(owner: u32, mode: u32, me: u32) -> RootCheck {
+fn check_root(owner: u32, mode: u32, me: u32) -> RootCheck {
     if owner != me {
         let writable = if mode & 0o022 != 0 {
             ", and is writable by others too"

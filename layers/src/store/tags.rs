@@ -140,7 +140,7 @@ impl Store {
     }
 
     /// Replaces index.json (the caller holds `index.lock`).
-    pub(super) fn write_index(&self, index: &Index) -> Result<()> {
+    fn write_index(&self, index: &Index) -> Result<()> {
         #[cfg(test)]
         INDEX_WRITES.with(|n| n.set(n.get() + 1));
         write_atomic(&self.tmp(), &self.index_path(), &index.to_bytes())

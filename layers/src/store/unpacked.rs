@@ -14,7 +14,7 @@ use super::blob::{sync_dir, temp_name};
 use super::root::private_dir;
 
 /// The directory name of a layer's unpacked form under `layers/sha256`.
-pub(super) fn unpacked_name(diff_id: &Digest, key: &str) -> String {
+fn unpacked_name(diff_id: &Digest, key: &str) -> String {
     if key.is_empty() {
         diff_id.hex().to_owned()
     } else {

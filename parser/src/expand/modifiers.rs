@@ -65,13 +65,7 @@ impl<'a, E: Env + ?Sized> Expander<'a, E> {
 
     /// `${NAME#p}`, `${NAME##p}`, `${NAME%p}`, `${NAME%%p}`: drop the shortest (single operator)
     /// or longest (doubled) prefix or suffix of `value` that matches the glob.
-    pub(super) fn trim(
-        &self,
-        start: usize,
-        value: &str,
-        op: char,
-        word: &str,
-    ) -> Result<String, ExpandError> {
+    fn trim(&self, start: usize, value: &str, op: char, word: &str) -> Result<String, ExpandError> {
         // The doubling is recognised on the expanded operand, so `${V#$P}` with P=`#x` is `##x`.
         let (greedy, pattern) = match word.strip_prefix(op) {
             Some(rest) => (true, rest),
@@ -142,12 +136,7 @@ impl<'a, E: Env + ?Sized> Expander<'a, E> {
     }
 
     /// Compiles `source`, which is `pattern` as written or its reversal.
-    pub(super) fn glob(
-        &self,
-        start: usize,
-        pattern: &str,
-        source: &str,
-    ) -> Result<Glob, ExpandError> {
+    fn glob(&self, start: usize, pattern: &str, source: &str) -> Result<Glob, ExpandError> {
         Glob::parse(source).map_err(|reason| ExpandError {
             message: format!("invalid pattern {pattern:?} in {:?}: {reason}", self.word),
             offset: start,

@@ -50,7 +50,7 @@ pub(super) fn expand_template(template: &str, matched: &str, out: &mut String) -
 }
 
 /// Splits `name…` or `{name}…` off the text after a `$` in a replacement template.
-pub(super) fn template_reference(text: &str) -> Option<(&str, &str)> {
+fn template_reference(text: &str) -> Option<(&str, &str)> {
     let (body, braced) = match text.strip_prefix('{') {
         Some(body) => (body, true),
         None => (text, false),
@@ -67,7 +67,7 @@ pub(super) fn template_reference(text: &str) -> Option<(&str, &str)> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Token {
+enum Token {
     /// `*`: any run of characters.
     Star,
     /// `?`: any one character.
@@ -81,7 +81,7 @@ pub(super) enum Token {
 /// expressions. The wildcards become the regular expression `.`, so they never match a newline.
 #[derive(Debug)]
 pub(super) struct Glob {
-    pub(super) tokens: Vec<Token>,
+    tokens: Vec<Token>,
 }
 
 impl Glob {
@@ -131,7 +131,7 @@ impl Glob {
     /// leftmost-first answer Go's regexp gives. A state reached twice has already failed (every
     /// step moves forward, so it cannot be on the current path), which keeps this O(pattern × text)
     /// and lets `find` share the record between start positions.
-    pub(super) fn search(
+    fn search(
         &self,
         text: &[char],
         start: usize,
@@ -174,13 +174,13 @@ impl Glob {
 }
 
 /// A set of (pattern position, text position) pairs.
-pub(super) struct Visited {
-    pub(super) width: usize,
-    pub(super) bits: Vec<u64>,
+struct Visited {
+    width: usize,
+    bits: Vec<u64>,
 }
 
 impl Visited {
-    pub(super) fn new(rows: usize, width: usize) -> Self {
+    fn new(rows: usize, width: usize) -> Self {
         Visited {
             width,
             bits: vec![0; (rows * width).div_ceil(64)],
@@ -188,7 +188,7 @@ impl Visited {
     }
 
     /// Adds the pair; false if it was already there.
-    pub(super) fn insert(&mut self, row: usize, col: usize) -> bool {
+    fn insert(&mut self, row: usize, col: usize) -> bool {
         let index = row * self.width + col;
         let (word, bit) = (index / 64, 1u64 << (index % 64));
         let fresh = self.bits[word] & bit == 0;

@@ -36,13 +36,7 @@ impl Registry {
     }
 
     /// A bearer token for `scopes`, from the cache or the token server.
-    pub(super) fn token(
-        &self,
-        realm: &str,
-        service: &str,
-        scopes: &[String],
-        fresh: bool,
-    ) -> Result<String> {
+    fn token(&self, realm: &str, service: &str, scopes: &[String], fresh: bool) -> Result<String> {
         let mut sorted = scopes.to_vec();
         sorted.sort();
         sorted.dedup();
