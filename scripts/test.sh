@@ -11,6 +11,10 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== structure: no import cycles, no production file over 800 lines"
+scripts/check-structure.sh
+echo "== cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 echo "== fuzz target builds"
 cargo check --manifest-path fuzz/Cargo.toml --locked --quiet
 echo "== cargo test"

@@ -7,8 +7,6 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
 
-use crate::error::Error;
-
 /// A `sha256:` digest with 64 lowercase hex digits, checked when parsed.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Digest(String);
@@ -43,11 +41,20 @@ impl Digest {
     }
 }
 
-impl FromStr for Digest {
-    type Err = Error;
+/// A string that is not a `sha256:<hex>` digest. Its own type, not the crate's error, so that
+/// the crate's error can name digests without the two modules needing each other.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid digest {value:?}: {reason}")]
+pub struct InvalidDigest {
+    pub value: String,
+    pub reason: &'static str,
+}
 
-    fn from_str(s: &str) -> Result<Digest, Error> {
-        let bad = |reason| Error::InvalidDigest {
+impl FromStr for Digest {
+    type Err = InvalidDigest;
+
+    fn from_str(s: &str) -> Result<Digest, InvalidDigest> {
+        let bad = |reason| InvalidDigest {
             value: s.to_owned(),
             reason,
         };

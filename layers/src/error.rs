@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::digest::Digest;
+use crate::digest::{Digest, InvalidDigest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -29,8 +29,8 @@ pub enum Error {
     /// Malformed input: a tar, a JSON document, an archive's layout.
     #[error("invalid {what}: {reason}")]
     Invalid { what: String, reason: String },
-    #[error("invalid digest {value:?}: {reason}")]
-    InvalidDigest { value: String, reason: &'static str },
+    #[error(transparent)]
+    InvalidDigest(#[from] InvalidDigest),
     #[error("invalid image reference {value:?}: {reason}")]
     InvalidReference { value: String, reason: String },
     #[error("{what} {expected} does not match its content: got {actual}")]

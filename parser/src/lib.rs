@@ -1,7 +1,7 @@
 //! cairn's Dockerfile parser: text to typed instructions with spans, stages and the stage graph.
 //!
 //! The parser is pure: it does no I/O, prints nothing and expands no variables while parsing.
-//! Its layers follow BuildKit's frontend: [`lexer`] turns text into logical lines (directives,
+//! Its layers follow BuildKit's frontend: `lexer` turns text into logical lines (directives,
 //! continuations, comments, heredoc bodies); [`raw`] cuts each line into an untyped node
 //! (keyword, flags, arguments) that [`raw::dump`] prints in BuildKit's AST format;
 //! [`instruction`] types and checks each node; [`stage`] groups them into stages; [`graph`]

@@ -1417,7 +1417,7 @@ impl ClientEnv {
     }
 }
 
-/// sha256:<hex> of `data`.
+/// `sha256:<hex>` of `data`.
 pub fn sha256(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }

@@ -4,17 +4,28 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ureq::http::{self, Method, Response, StatusCode};
-use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
+use ureq::tls::{RootCerts, TlsConfig};
 use ureq::{Agent, Body, SendBody};
 
-use super::auth::{Challenge, Credentials, parse_challenges};
+use super::auth::{Credentials, parse_challenges};
 use super::{Event, RegistryOptions};
 use crate::error::{Error, Result};
+
+mod challenge;
+mod responses;
+mod retry;
+mod tls;
+
+use tls::{certs_d_dirs, load_cert_dir, system_roots};
+
+pub(crate) use responses::{header, read_body, status_error};
+pub(crate) use retry::transient;
+pub use retry::{NetTimeouts, Retry};
 
 /// Manifests may be at most this big (the distribution spec's limit is 4 MiB).
 pub(crate) const MANIFEST_LIMIT: u64 = 8 << 20;
@@ -66,242 +77,6 @@ impl<'a> Req<'a> {
     }
 }
 
-/// The system's CA roots, loaded once per process.
-fn system_roots() -> &'static [Certificate<'static>] {
-    static ROOTS: OnceLock<Vec<Certificate<'static>>> = OnceLock::new();
-    ROOTS.get_or_init(|| {
-        rustls_native_certs::load_native_certs()
-            .certs
-            .iter()
-            .map(|c| Certificate::from_der(c.as_ref()).to_owned())
-            .collect()
-    })
-}
-
-/// The certs.d directories for a registry host, in the order they are looked for.
-fn certs_d_dirs(domain: &str) -> Vec<PathBuf> {
-    let var = |k| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    let home = var("HOME");
-    let mut out = Vec::new();
-    if let Some(c) = var("XDG_CONFIG_HOME").or_else(|| home.as_ref().map(|h| h.join(".config"))) {
-        out.push(c.join("cairn/certs.d"));
-    }
-    if let Some(h) = &home {
-        out.push(h.join(".config/containers/certs.d"));
-    }
-    out.push(PathBuf::from("/etc/containers/certs.d"));
-    out.push(PathBuf::from("/etc/docker/certs.d"));
-    out.into_iter().map(|d| d.join(domain)).collect()
-}
-
-/// The CA roots (`*.crt`) and client certificate (`*.cert` with its `*.key`) of a cert
-/// directory, as docker's certs.d and skopeo's `--cert-dir` lay them out.
-fn load_cert_dir(dir: &Path) -> Result<(Vec<Certificate<'static>>, Option<ClientCert>)> {
-    let bad = |path: &Path, message: String| Error::Config {
-        path: path.to_path_buf(),
-        message,
-    };
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .and_then(|rd| rd.map(|e| e.map(|e| e.path())).collect())
-        .map_err(|source| Error::Io {
-            action: "read the cert directory",
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    entries.sort();
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|source| Error::Io {
-            action: "read",
-            path: p.to_path_buf(),
-            source,
-        })
-    };
-    let mut roots = Vec::new();
-    let mut client = None;
-    for path in &entries {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("crt") => {
-                let pem = read(path)?;
-                for item in ureq::tls::parse_pem(&pem) {
-                    if let PemItem::Certificate(c) = item.map_err(|e| bad(path, e.to_string()))? {
-                        roots.push(c);
-                    }
-                }
-            }
-            Some("cert") => {
-                let key_path = path.with_extension("key");
-                let pem = read(path)?;
-                let chain = ureq::tls::parse_pem(&pem)
-                    .filter_map(|i| match i {
-                        Ok(PemItem::Certificate(c)) => Some(Ok(c)),
-                        Ok(_) => None,
-                        Err(e) => Some(Err(bad(path, e.to_string()))),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                if !key_path.exists() {
-                    return Err(bad(path, format!("no key {} for it", key_path.display())));
-                }
-                let key = PrivateKey::from_pem(&read(&key_path)?)
-                    .map_err(|e| bad(&key_path, e.to_string()))?;
-                client = Some(ClientCert::new_with_certs(&chain, key));
-            }
-            _ => {}
-        }
-    }
-    Ok((roots, client))
-}
-
-/// The connect and read timeouts of every network transfer (registries and ADD of a URL):
-/// `CAIRN_NET_TIMEOUT` seconds for both, else 30 s each. A read times out when no byte arrives
-/// for that long, however long the whole transfer takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NetTimeouts {
-    pub connect: Duration,
-    pub read: Duration,
-}
-
-impl Default for NetTimeouts {
-    fn default() -> NetTimeouts {
-        NetTimeouts {
-            connect: Duration::from_secs(30),
-            read: Duration::from_secs(30),
-        }
-    }
-}
-
-impl NetTimeouts {
-    pub const ENV: &'static str = "CAIRN_NET_TIMEOUT";
-
-    /// From the environment; a value that is not a positive number of seconds is ignored.
-    pub fn from_env() -> NetTimeouts {
-        Self::parse(std::env::var(Self::ENV).ok().as_deref())
-    }
-
-    fn parse(v: Option<&str>) -> NetTimeouts {
-        match v
-            .and_then(|s| s.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
-        {
-            Some(secs) => NetTimeouts {
-                connect: Duration::from_secs_f64(secs),
-                read: Duration::from_secs_f64(secs),
-            },
-            None => NetTimeouts::default(),
-        }
-    }
-
-    /// Sets these timeouts on an agent's configuration.
-    pub fn apply(
-        &self,
-        b: ureq::config::ConfigBuilder<ureq::typestate::AgentScope>,
-    ) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
-        b.timeout_resolve(Some(self.connect))
-            .timeout_connect(Some(self.connect))
-            .timeout_per_read(Some(self.read))
-            .timeout_per_write(Some(self.read))
-    }
-
-    /// What timed out, and after how long, for an error message.
-    pub fn describe(&self, kind: ureq::Timeout) -> String {
-        let secs = |d: Duration| {
-            let s = d.as_secs_f64();
-            if s.fract() == 0.0 {
-                format!("{s:.0} s")
-            } else {
-                format!("{s} s")
-            }
-        };
-        match kind {
-            ureq::Timeout::Resolve | ureq::Timeout::Connect => format!(
-                "timed out: no connection within {} ({})",
-                secs(self.connect),
-                Self::ENV
-            ),
-            ureq::Timeout::PerRead | ureq::Timeout::PerWrite => format!(
-                "timed out: nothing sent or received for {} ({})",
-                secs(self.read),
-                Self::ENV
-            ),
-            other => format!("timed out ({other})"),
-        }
-    }
-
-    /// The timeout in an error from ureq, or in an I/O error a response body's reader gave.
-    pub fn timeout_in(e: &(dyn std::error::Error + 'static)) -> Option<ureq::Timeout> {
-        let mut cur = Some(e);
-        while let Some(err) = cur {
-            if let Some(ureq::Error::Timeout(t)) = err.downcast_ref::<ureq::Error>() {
-                return Some(*t);
-            }
-            if let Some(io) = err.downcast_ref::<std::io::Error>()
-                && let Some(inner) = io.get_ref()
-                && let Some(ureq::Error::Timeout(t)) = inner.downcast_ref::<ureq::Error>()
-            {
-                return Some(*t);
-            }
-            cur = err.source();
-        }
-        None
-    }
-}
-
-/// How to retry transient failures: `attempts` tries, waiting `backoff`, then twice that, ...
-#[derive(Debug, Clone, Copy)]
-pub struct Retry {
-    pub attempts: u32,
-    pub backoff: Duration,
-}
-
-impl Default for Retry {
-    fn default() -> Retry {
-        Retry {
-            attempts: 4,
-            backoff: Duration::from_millis(500),
-        }
-    }
-}
-
-/// Whether an error may go away by trying again: a broken connection, a 5xx or a 429.
-pub(crate) fn transient(e: &Error) -> bool {
-    match e {
-        Error::Http { .. } => true,
-        Error::Registry { status, .. } => *status >= 500 || *status == 429,
-        _ => false,
-    }
-}
-
-impl Retry {
-    /// Runs `f` until it succeeds, fails for good, or runs out of attempts; each retry is
-    /// reported.
-    pub(crate) fn run<T>(
-        &self,
-        what: &str,
-        events: &(dyn Fn(Event) + Sync),
-        mut f: impl FnMut() -> Result<T>,
-    ) -> Result<T> {
-        let mut attempt = 1;
-        loop {
-            match f() {
-                Ok(v) => return Ok(v),
-                Err(e) if transient(&e) && attempt < self.attempts.max(1) => {
-                    events(Event::Retrying {
-                        what: what.to_owned(),
-                        attempt,
-                        error: e.to_string(),
-                    });
-                    std::thread::sleep(self.backoff * 2u32.saturating_pow(attempt - 1));
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
 /// Percent-encodes a query component.
 pub(crate) fn query_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -313,96 +88,6 @@ pub(crate) fn query_escape(s: &str) -> String {
         }
     }
     out
-}
-
-/// The registry's error document (`{"errors":[{"code","message","detail"}]}`) as one line, or
-/// the start of whatever else the body says.
-pub(crate) fn error_message(status: StatusCode, body: &[u8]) -> String {
-    #[derive(serde::Deserialize)]
-    struct Doc {
-        errors: Vec<Item>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Item {
-        #[serde(default)]
-        code: String,
-        #[serde(default)]
-        message: String,
-        #[serde(default)]
-        detail: serde_json::Value,
-    }
-    if let Ok(doc) = serde_json::from_slice::<Doc>(body)
-        && !doc.errors.is_empty()
-    {
-        return doc
-            .errors
-            .iter()
-            .map(|e| {
-                let mut s = match (e.code.is_empty(), e.message.is_empty()) {
-                    (false, false) => format!("{}: {}", e.code, e.message),
-                    (false, true) => e.code.clone(),
-                    _ => e.message.clone(),
-                };
-                match &e.detail {
-                    serde_json::Value::Null => {}
-                    serde_json::Value::String(d) if d.is_empty() => {}
-                    d => s.push_str(&format!(" ({d})")),
-                }
-                s
-            })
-            .collect::<Vec<_>>()
-            .join("; ");
-    }
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    // A HEAD answer has no body: name the code the registry would have sent with one.
-    let reason = match status {
-        StatusCode::UNAUTHORIZED => "UNAUTHORIZED: authentication required",
-        StatusCode::FORBIDDEN => "DENIED: requested access to the resource is denied",
-        StatusCode::TOO_MANY_REQUESTS => "TOOMANYREQUESTS: too many requests",
-        s => s.canonical_reason().unwrap_or("error"),
-    };
-    if text.is_empty() {
-        reason.to_owned()
-    } else {
-        let short: String = text.chars().take(300).collect();
-        format!("{reason}: {short}")
-    }
-}
-
-/// A response's body read to the end (at most `limit` bytes).
-pub(crate) fn read_body(resp: Response<Body>, limit: u64, url: &str) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    resp.into_body()
-        .into_reader()
-        .take(limit)
-        .read_to_end(&mut out)
-        .map_err(|e| Error::Http {
-            what: "read the response".into(),
-            url: url.to_owned(),
-            message: match NetTimeouts::timeout_in(&e) {
-                Some(t) => NetTimeouts::from_env().describe(t),
-                None => e.to_string(),
-            },
-        })?;
-    Ok(out)
-}
-
-/// An error for an unexpected response, with the registry's own words.
-pub(crate) fn status_error(what: &str, url: &str, resp: Response<Body>) -> Error {
-    let status = resp.status();
-    let body = read_body(resp, 64 << 10, url).unwrap_or_default();
-    Error::Registry {
-        what: what.to_owned(),
-        url: url.to_owned(),
-        status: status.as_u16(),
-        message: error_message(status, &body),
-    }
-}
-
-/// A header's value as text.
-pub(crate) fn header<'r>(resp: &'r Response<Body>, name: &str) -> Option<&'r str> {
-    resp.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
 /// How a registry asked to be authenticated with.
@@ -724,113 +409,6 @@ impl Registry {
         Ok(found)
     }
 
-    /// Records how a 401 answer asks to authenticate; whether it said anything usable.
-    fn learn_challenge(&self, resp: &Response<Body>) -> bool {
-        let challenges: Vec<Challenge> = resp
-            .headers()
-            .get_all("www-authenticate")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(parse_challenges)
-            .collect();
-        let bearer = challenges.iter().find(|c| c.scheme == "bearer");
-        let new = match (bearer, challenges.iter().any(|c| c.scheme == "basic")) {
-            (Some(c), _) => match c.param("realm") {
-                Some(realm) => Auth::Bearer {
-                    realm: realm.to_owned(),
-                    service: c.param("service").unwrap_or_default().to_owned(),
-                },
-                None => return false,
-            },
-            (None, true) => Auth::Basic,
-            (None, false) => return false,
-        };
-        *self.auth.lock().unwrap_or_else(|p| p.into_inner()) = new;
-        true
-    }
-
-    /// A bearer token for `scopes`, from the cache or the token server.
-    fn token(&self, realm: &str, service: &str, scopes: &[String], fresh: bool) -> Result<String> {
-        let mut sorted = scopes.to_vec();
-        sorted.sort();
-        sorted.dedup();
-        let key = sorted.join(" ");
-        // One fetch at a time, so threads needing the same token wait for it rather than each
-        // asking the token server.
-        let _fetching = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
-        if !fresh
-            && let Some(t) = self
-                .tokens
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&key)
-        {
-            return Ok(t.clone());
-        }
-        let mut url = realm.to_owned();
-        let mut sep = if url.contains('?') { '&' } else { '?' };
-        if !service.is_empty() {
-            url.push_str(&format!("{sep}service={}", query_escape(service)));
-            sep = '&';
-        }
-        for s in &sorted {
-            url.push_str(&format!("{sep}scope={}", query_escape(s)));
-            sep = '&';
-        }
-        let auth_err = |message: String| Error::Auth {
-            registry: self.domain.clone(),
-            message,
-        };
-        let basic = self.creds.as_ref().map(Credentials::basic);
-        let resp = self
-            .raw(Method::GET, &url, &[], Payload::Empty, basic.as_deref())
-            .map_err(|e| auth_err(format!("token server {realm}: {e}")))?;
-        let status = resp.status();
-        let body = read_body(resp, 1 << 20, &url)?;
-        if !status.is_success() {
-            return Err(auth_err(format!(
-                "token server {realm} answered HTTP {}: {}",
-                status.as_u16(),
-                error_message(status, &body)
-            )));
-        }
-        #[derive(serde::Deserialize)]
-        struct TokenDoc {
-            #[serde(default)]
-            token: String,
-            #[serde(default)]
-            access_token: String,
-        }
-        let doc: TokenDoc = serde_json::from_slice(&body)
-            .map_err(|e| auth_err(format!("token server {realm} sent bad JSON: {e}")))?;
-        let token = if doc.token.is_empty() {
-            doc.access_token
-        } else {
-            doc.token
-        };
-        if token.is_empty() {
-            return Err(auth_err(format!("token server {realm} sent no token")));
-        }
-        self.tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, token.clone());
-        Ok(token)
-    }
-
-    /// The `Authorization` value for a request needing `scopes`, as the registry asked.
-    fn authorization(&self, scopes: &[String], fresh: bool) -> Result<Option<String>> {
-        let auth = self.auth.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        match auth {
-            Auth::None => Ok(None),
-            Auth::Basic => Ok(self.creds.as_ref().map(Credentials::basic)),
-            Auth::Bearer { realm, service } => Ok(Some(format!(
-                "Bearer {}",
-                self.token(&realm, &service, scopes, fresh)?
-            ))),
-        }
-    }
-
     /// Sends a request with the auth the registry asks for; on a 401 learns the challenge,
     /// gets a fresh token (with the scope the challenge names too) and tries once more.
     pub(crate) fn send(
@@ -928,6 +506,7 @@ pub type SharedRegistry = Arc<Registry>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use responses::error_message;
 
     #[test]
     fn net_timeouts_from_the_environment() {
