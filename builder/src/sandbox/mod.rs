@@ -282,7 +282,7 @@ impl Sandbox {
         ids.iter()
             .map(|d| {
                 d.parse::<Digest>()
-                    .map_err(|e| SandboxError::BadDigest(Box::new(e)).into())
+                    .map_err(|e| SandboxError::BadDigest(Box::new(e.into())).into())
             })
             .collect()
     }
