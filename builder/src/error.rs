@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cairn_parser::ParseError;
+use cairn_parser::{ErrorKind, ParseError, Span};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -10,6 +10,12 @@ pub enum Error {
     Parse(#[from] ParseError),
     #[error(transparent)]
     Layers(#[from] cairn_layers::Error),
+    /// A word whose variables cannot be expanded.
+    #[error(transparent)]
+    Expand(#[from] cairn_parser::expand::ExpandError),
+    /// A step that failed, at its instruction, with what made it fail.
+    #[error(transparent)]
+    Step(Box<StepError>),
     /// An instruction that cannot be applied, with the reason.
     #[error("{instruction}: {message}")]
     Instruction {
@@ -46,6 +52,84 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Where in the Dockerfile a step's error points: the instruction's span, the text of the
+/// line it starts on (for the caret) and its keyword.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: String,
+    pub span: Span,
+    pub line_text: String,
+    pub instruction: String,
+}
+
+impl Location {
+    /// The location of `span` in the Dockerfile `src`, named `file`.
+    pub fn new(file: &str, src: &str, span: Span, instruction: &str) -> Self {
+        // The parser finds and cleans the line for its own errors; this uses the same code.
+        let found = parse_error(span, "", "").with_source(file, src);
+        Location {
+            file: found.file,
+            span,
+            line_text: found.line_text,
+            instruction: instruction.to_owned(),
+        }
+    }
+}
+
+fn parse_error(span: Span, instruction: &str, message: &str) -> ParseError {
+    ParseError {
+        kind: Box::new(ErrorKind::Instruction {
+            instruction: instruction.to_owned(),
+            message: message.to_owned(),
+        }),
+        file: String::new(),
+        span,
+        line_text: String::new(),
+    }
+}
+
+/// A step's failure at its instruction. It renders as the parser's errors do, so a build
+/// error and a parse error look alike: `Dockerfile:L:C: KEYWORD message`, then the line with
+/// a caret under the instruction. The cause, when there is one, stays the error's source.
+#[derive(Debug)]
+pub struct StepError {
+    pub at: Location,
+    /// The first line's text after the keyword.
+    pub message: String,
+    pub cause: Option<Box<Error>>,
+}
+
+impl StepError {
+    /// The parser's error this renders as: its location and caret, the keyword and message.
+    pub fn as_parse_error(&self) -> ParseError {
+        ParseError {
+            file: self.at.file.clone(),
+            line_text: self.at.line_text.clone(),
+            ..parse_error(self.at.span, &self.at.instruction, &self.message)
+        }
+    }
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_parse_error().fmt(f)
+    }
+}
+
+impl std::error::Error for StepError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<StepError> for Error {
+    fn from(e: StepError) -> Self {
+        Error::Step(Box::new(e))
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -49,9 +49,16 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             let mut stderr = std::io::stderr().lock();
-            let _ = writeln!(stderr, "error: {err}");
+            let mut shown = err.to_string();
+            let _ = writeln!(stderr, "error: {shown}");
             for cause in err.chain().skip(1) {
-                let _ = writeln!(stderr, "  caused by: {cause}");
+                // A message that already quotes its cause (a step's first line does) need
+                // not show it again; the cause's own causes still follow.
+                let text = cause.to_string();
+                if !shown.contains(&text) {
+                    let _ = writeln!(stderr, "  caused by: {text}");
+                }
+                shown = text;
             }
             ExitCode::FAILURE
         }

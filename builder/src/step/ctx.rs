@@ -8,10 +8,10 @@ use cairn_layers::image::{Descriptor, History};
 use cairn_layers::listing::DirMeta;
 use cairn_parser::expand::Lexer;
 use cairn_parser::instruction::Instruction;
-use cairn_parser::{Dockerfile, ErrorKind, ParseError, Span};
+use cairn_parser::{Dockerfile, Span};
 
 use crate::context::BuildContext;
-use crate::error::{Error, Result};
+use crate::error::{Error, Location, Result, StepError};
 use crate::options::BuildOptions;
 use crate::progress::Event;
 use crate::sandbox::Sandbox;
@@ -54,16 +54,50 @@ pub(crate) fn at(
     instruction: &str,
     message: impl Into<String>,
 ) -> Error {
-    let e = ParseError {
-        kind: Box::new(ErrorKind::Instruction {
-            instruction: instruction.to_owned(),
-            message: message.into(),
-        }),
-        file: String::new(),
-        span,
-        line_text: String::new(),
-    };
-    Error::Parse(e.with_source(&opts.dockerfile_name, &opts.dockerfile))
+    StepError {
+        at: Location::new(&opts.dockerfile_name, &opts.dockerfile, span, instruction),
+        message: message.into(),
+        cause: None,
+    }
+    .into()
+}
+
+/// An instruction's error that another error caused: the first line shows the cause's own
+/// text, as a message would, and the cause stays the source (with its own causes).
+pub(crate) fn at_with(
+    opts: &BuildOptions,
+    span: Span,
+    instruction: &str,
+    cause: impl Into<Error>,
+) -> Error {
+    let cause = cause.into();
+    if let Error::Step(_) = cause {
+        // Already located: pointing at the line again would show it twice.
+        return cause;
+    }
+    StepError {
+        at: Location::new(&opts.dockerfile_name, &opts.dockerfile, span, instruction),
+        message: cause.to_string(),
+        cause: Some(Box::new(cause)),
+    }
+    .into()
+}
+
+/// [`at_with`], the first line saying what was being done first: `{context}: {cause}`.
+pub(crate) fn at_with_context(
+    opts: &BuildOptions,
+    span: Span,
+    instruction: &str,
+    context: impl std::fmt::Display,
+    cause: impl Into<Error>,
+) -> Error {
+    let cause = cause.into();
+    StepError {
+        at: Location::new(&opts.dockerfile_name, &opts.dockerfile, span, instruction),
+        message: format!("{context}: {cause}"),
+        cause: Some(Box::new(cause)),
+    }
+    .into()
 }
 
 pub(crate) fn layer_record(l: &cairn_layers::layer::StoredLayer) -> crate::cache::LayerRecord {
