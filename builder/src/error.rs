@@ -10,6 +10,9 @@ pub enum Error {
     Parse(#[from] ParseError),
     #[error(transparent)]
     Layers(#[from] cairn_layers::Error),
+    /// A COPY or ADD that cannot be done.
+    #[error(transparent)]
+    Copy(#[from] crate::copy::CopyError),
     /// A word whose variables cannot be expanded.
     #[error(transparent)]
     Expand(#[from] cairn_parser::expand::ExpandError),

@@ -153,17 +153,3 @@ pub(crate) fn file_owner(
     }
     Ok(owner)
 }
-
-pub(crate) fn inner(e: Error) -> String {
-    match e {
-        Error::Instruction { message, .. } => message,
-        other => other.to_string(),
-    }
-}
-
-pub(crate) fn strip_invalid(e: &cairn_layers::Error) -> String {
-    match e {
-        cairn_layers::Error::Invalid { reason, .. } => reason.clone(),
-        other => other.to_string(),
-    }
-}
