@@ -44,6 +44,10 @@ pub enum Error {
     /// needs from the host.
     #[error(transparent)]
     SandboxFailed(#[from] crate::sandbox::SandboxError),
+    /// A failure met once and shared by every step that needs what failed (the RUN
+    /// sandbox, made at the first RUN).
+    #[error(transparent)]
+    Shared(std::sync::Arc<Error>),
     /// The build was interrupted (SIGINT or SIGTERM).
     #[error("build cancelled")]
     Cancelled,

@@ -29,7 +29,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) lexer: &'a Lexer,
     pub(crate) epoch: Option<i64>,
     /// Made at the first RUN and shared by the rest of the build.
-    pub(crate) sandbox: &'a std::sync::OnceLock<std::result::Result<Sandbox, String>>,
+    pub(crate) sandbox: &'a std::sync::OnceLock<Result<Sandbox, std::sync::Arc<Error>>>,
     pub(crate) progress: &'a (dyn Fn(Event) + Sync),
     pub(crate) cache: &'a crate::cache::Cache,
     /// Images this build pulled, by name, so `--pull` asks each registry once.
@@ -75,12 +75,8 @@ pub(crate) fn at_with(
         // Already located: pointing at the line again would show it twice.
         return cause;
     }
-    StepError {
-        at: Location::new(&opts.dockerfile_name, &opts.dockerfile, span, instruction),
-        message: cause.to_string(),
-        cause: Some(Box::new(cause)),
-    }
-    .into()
+    let message = cause.to_string();
+    at_caused(opts, span, instruction, message, cause)
 }
 
 /// [`at_with`], the first line saying what was being done first: `{context}: {cause}`.
@@ -92,10 +88,22 @@ pub(crate) fn at_with_context(
     cause: impl Into<Error>,
 ) -> Error {
     let cause = cause.into();
+    let message = format!("{context}: {cause}");
+    at_caused(opts, span, instruction, message, cause)
+}
+
+/// An instruction's error with its own first line, `cause` kept as the source.
+pub(crate) fn at_caused(
+    opts: &BuildOptions,
+    span: Span,
+    instruction: &str,
+    message: impl Into<String>,
+    cause: impl Into<Error>,
+) -> Error {
     StepError {
         at: Location::new(&opts.dockerfile_name, &opts.dockerfile, span, instruction),
-        message: format!("{context}: {cause}"),
-        cause: Some(Box::new(cause)),
+        message: message.into(),
+        cause: Some(Box::new(cause.into())),
     }
     .into()
 }
