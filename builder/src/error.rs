@@ -4,6 +4,10 @@ use std::path::{Path, PathBuf};
 
 use cairn_parser::{ErrorKind, ParseError, Span};
 
+pub use crate::copy::CopyError;
+pub use crate::step::mount::MountError;
+pub use crate::step::source::ImageError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -12,7 +16,13 @@ pub enum Error {
     Layers(#[from] cairn_layers::Error),
     /// A COPY or ADD that cannot be done.
     #[error(transparent)]
-    Copy(#[from] crate::copy::CopyError),
+    Copy(#[from] CopyError),
+    /// An image a step names that cannot be had.
+    #[error(transparent)]
+    Image(Box<ImageError>),
+    /// A RUN --mount that cannot be set up.
+    #[error(transparent)]
+    Mount(Box<MountError>),
     /// A word whose variables cannot be expanded.
     #[error(transparent)]
     Expand(#[from] cairn_parser::expand::ExpandError),
@@ -138,6 +148,20 @@ impl From<StepError> for Error {
         Error::Step(Box::new(e))
     }
 }
+
+/// `From` for the variants that box their error: they hold a registry's error, which would
+/// make every `Result` of the crate as large.
+macro_rules! from_boxed {
+    ($($variant:ident($error:ty)),*) => {
+        $(impl From<$error> for Error {
+            fn from(e: $error) -> Self {
+                Error::$variant(Box::new(e))
+            }
+        })*
+    };
+}
+
+from_boxed!(Image(ImageError), Mount(MountError));
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -448,7 +448,7 @@ fn resolve_from(
                     .image(f, step_id, || {
                         format!("--from={f}: no such stage, build context or image in the store")
                     })
-                    .map_err(fail)?,
+                    .map_err(|e| at_with(cx.opts, ins.span, ins.keyword(), e))?,
             };
             let (img, dir) = image_root(store, &manifest, |id| {
                 st.rootfs().with_extension(format!("from-{id}"))

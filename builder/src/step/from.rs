@@ -104,7 +104,7 @@ pub(crate) fn start(
                     .image(base, step_id, || {
                         format!("image {base:?} is not in the store; load it first with `cairn load -i PATH -t {base}`")
                     })
-                    .map_err(|m| at(opts, stage.span, "FROM", m))?;
+                    .map_err(|e| at_with(opts, stage.span, "FROM", e))?;
                 base_id = format!("image:{}", manifest.digest);
                 let img = store.image(&manifest)?;
                 check_platform(cx, stage, base, &img.config)?;

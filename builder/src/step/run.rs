@@ -162,7 +162,9 @@ pub(crate) fn run_step(
         key.field("mount", serde_json::to_vec(&m).unwrap_or_default());
         if m.kind == MountType::Bind {
             let identity = mount_source_identity(cx, &m, step_id).map_err(|e| match e {
-                Error::Instruction { message, .. } => fail(format!("--mount {}: {message}", m.raw)),
+                Error::Mount(e) => {
+                    at_with_context(opts, ins.span, "RUN", format!("--mount {}", m.raw), *e)
+                }
                 other => other,
             })?;
             key.field("source", identity);
@@ -280,7 +282,9 @@ pub(crate) fn run_step(
             &mut locks,
         )
         .map_err(|e| match e {
-            Error::Instruction { message, .. } => fail(format!("--mount {}: {message}", m.raw)),
+            Error::Mount(e) => {
+                at_with_context(opts, ins.span, "RUN", format!("--mount {}", m.raw), *e)
+            }
             other => other,
         })?;
     }
