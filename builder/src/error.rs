@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use cairn_parser::{ErrorKind, ParseError, Span};
 
+pub use crate::cache::CacheError;
 pub use crate::copy::CopyError;
 pub use crate::step::mount::MountError;
 pub use crate::step::source::ImageError;
@@ -17,6 +18,12 @@ pub enum Error {
     /// A COPY or ADD that cannot be done.
     #[error(transparent)]
     Copy(#[from] CopyError),
+    /// A cache to import or export that cannot be.
+    #[error(transparent)]
+    Cache(Box<CacheError>),
+    /// The `--target` stage that is not in the Dockerfile.
+    #[error("--target: {0}")]
+    Target(#[source] cairn_parser::ErrorKind),
     /// An image a step names that cannot be had.
     #[error(transparent)]
     Image(Box<ImageError>),
@@ -161,7 +168,7 @@ macro_rules! from_boxed {
     };
 }
 
-from_boxed!(Image(ImageError), Mount(MountError));
+from_boxed!(Cache(CacheError), Image(ImageError), Mount(MountError));
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
