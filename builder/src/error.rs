@@ -24,6 +24,9 @@ pub enum Error {
     /// The `--target` stage that is not in the Dockerfile.
     #[error("--target: {0}")]
     Target(#[source] cairn_parser::ErrorKind),
+    /// An ADD of a URL that could not download it.
+    #[error(transparent)]
+    Download(#[from] crate::remote::DownloadError),
     /// An image a step names that cannot be had.
     #[error(transparent)]
     Image(Box<ImageError>),

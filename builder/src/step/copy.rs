@@ -327,7 +327,8 @@ fn expand_sources(
                     let to = st
                         .rootfs()
                         .with_extension(format!("download-{}", downloads.len()));
-                    let dl = crate::remote::download(&p, &to, checksum).map_err(fail)?;
+                    let dl = crate::remote::download(&p, &to, checksum)
+                        .map_err(|e| at_with(cx.opts, ins.span, ins.keyword(), e))?;
                     // Docker dates the file by Last-Modified; without it, like new content.
                     let mtime = dl
                         .last_modified
