@@ -17,7 +17,7 @@ use crate::error::{CacheError, Error, Result};
 use crate::plan::{Plan, Settle};
 use crate::stage::{StageResult, WorkDir};
 use crate::step::args::{declare, platform_args};
-use crate::step::ctx::{Ctx, Outcome, at};
+use crate::step::ctx::{Ctx, Outcome, at_with};
 use crate::step::from;
 use crate::step::step;
 
@@ -75,7 +75,7 @@ pub fn build(
                 &opts.build_args,
                 &lexer,
             )
-            .map_err(|m| at(opts, arg.span, "ARG", m))?;
+            .map_err(|e| at_with(opts, arg.span, "ARG", e))?;
         }
     }
 

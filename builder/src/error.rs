@@ -45,6 +45,13 @@ pub enum Error {
         instruction: String,
         message: String,
     },
+    /// An instruction, as written, that another failure stops.
+    #[error("{instruction}: {source}")]
+    InstructionFailed {
+        instruction: String,
+        #[source]
+        source: Box<Error>,
+    },
     /// A `.dockerignore` line that cannot be read, or a pattern that cannot be compiled or
     /// matched.
     #[error("{}: line {line}: pattern {pattern:?}: {reason}", file.display())]
