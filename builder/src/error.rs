@@ -193,3 +193,70 @@ pub(crate) fn io_err<'a>(
         source,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use cairn_parser::span::Pos;
+
+    use super::*;
+
+    fn span(line: u32, start: u32, end: u32) -> Span {
+        Span {
+            start: Pos { line, col: start },
+            end: Pos { line, col: end },
+        }
+    }
+
+    #[test]
+    fn a_step_error_renders_as_the_parser_does() {
+        let src = "FROM scratch\nCOPY a /b\n";
+        let at = Location::new("Dockerfile", src, span(2, 1, 9), "COPY");
+        let step = StepError {
+            at,
+            message: "a: not found".into(),
+            cause: None,
+        };
+        let parsed = ParseError {
+            kind: Box::new(ErrorKind::Instruction {
+                instruction: "COPY".into(),
+                message: "a: not found".into(),
+            }),
+            file: String::new(),
+            span: span(2, 1, 9),
+            line_text: String::new(),
+        }
+        .with_source("Dockerfile", src);
+        assert_eq!(step.to_string(), parsed.to_string());
+        assert!(
+            step.to_string()
+                .starts_with("Dockerfile:2:1: COPY a: not found\n  |\n2 | COPY a /b\n")
+        );
+    }
+
+    #[test]
+    fn a_step_error_keeps_its_cause() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let cause = Error::Io {
+            action: "read",
+            path: "/x".into(),
+            source: io,
+        };
+        let e: Error = StepError {
+            at: Location::new("Dockerfile", "RUN x\n", span(1, 1, 5), "RUN"),
+            message: cause.to_string(),
+            cause: Some(Box::new(cause)),
+        }
+        .into();
+        let mut chain = vec![e.to_string()];
+        let mut next = e.source();
+        while let Some(c) = next {
+            chain.push(c.to_string());
+            next = c.source();
+        }
+        assert!(chain[0].starts_with("Dockerfile:1:1: RUN failed to read /x\n"));
+        assert_eq!(chain[1], "failed to read /x");
+        assert_eq!(chain.len(), 3, "{chain:?}");
+    }
+}
