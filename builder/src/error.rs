@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use cairn_parser::{ErrorKind, ParseError, Span};
 
 pub use crate::cache::CacheError;
+pub use crate::container::RunError;
 pub use crate::copy::CopyError;
 pub use crate::step::mount::MountError;
 pub use crate::step::source::ImageError;
@@ -33,6 +34,9 @@ pub enum Error {
     /// A RUN --mount that cannot be set up.
     #[error(transparent)]
     Mount(Box<MountError>),
+    /// `cairn run` that could not start its container.
+    #[error(transparent)]
+    Run(Box<RunError>),
     /// A word whose variables cannot be expanded.
     #[error(transparent)]
     Expand(#[from] cairn_parser::expand::ExpandError),
@@ -178,7 +182,12 @@ macro_rules! from_boxed {
     };
 }
 
-from_boxed!(Cache(CacheError), Image(ImageError), Mount(MountError));
+from_boxed!(
+    Cache(CacheError),
+    Image(ImageError),
+    Mount(MountError),
+    Run(RunError)
+);
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -14,7 +14,8 @@ pub struct Owner {
 }
 
 /// Why a `user[:group]` could not be resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct LookupError(pub String);
 
 /// `name:x:id:...` lines: the id of `name` in field 3 (passwd) or 3 (group), and for passwd the
