@@ -37,6 +37,9 @@ pub enum Error {
     /// `cairn run` that could not start its container.
     #[error(transparent)]
     Run(Box<RunError>),
+    /// A user or group that the image's files do not resolve.
+    #[error(transparent)]
+    User(#[from] crate::users::LookupError),
     /// A word whose variables cannot be expanded.
     #[error(transparent)]
     Expand(#[from] cairn_parser::expand::ExpandError),

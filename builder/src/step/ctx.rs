@@ -152,7 +152,7 @@ pub(crate) fn file_owner(
         st.settle(cx.store)?;
     }
     let (owner, missing) = users::resolve_file_owner(spec, st.rootfs())
-        .map_err(|e| at(cx.opts, ins.span, ins.keyword(), format!("{what}: {}", e.0)))?;
+        .map_err(|e| at_with_context(cx.opts, ins.span, ins.keyword(), what, e))?;
     for m in missing {
         (cx.progress)(Event::Warning(format!(
             "{}:{}: {what}: the image has no {m}, so id 0 is used, as BuildKit does",

@@ -252,8 +252,10 @@ pub(crate) fn run_step(
         let root = root.clone();
         move |rel: &str| -> String { users::read_image_file(&root, rel) }
     };
-    let user = users::resolve_exec(&st.config.config.user, &read_file)
-        .map_err(|e| fail(format!("USER {}: {}", st.config.config.user, e.0)))?;
+    let user = users::resolve_exec(&st.config.config.user, &read_file).map_err(|e| {
+        let user = format!("USER {}", st.config.config.user);
+        at_with_context(opts, ins.span, "RUN", user, e)
+    })?;
     // HOME as runc sets it for BuildKit's steps: the user's passwd entry, else `/`, unless
     // the environment has one. The step's key needs no field for it: it follows from the
     // user (keyed) and the image's files (the chain).
