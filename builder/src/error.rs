@@ -7,8 +7,10 @@ use cairn_parser::{ErrorKind, ParseError, Span};
 pub use crate::cache::CacheError;
 pub use crate::container::RunError;
 pub use crate::copy::CopyError;
+pub use crate::remote::DownloadError;
 pub use crate::step::mount::MountError;
 pub use crate::step::source::ImageError;
+pub use crate::users::LookupError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -19,15 +21,15 @@ pub enum Error {
     /// A COPY or ADD that cannot be done.
     #[error(transparent)]
     Copy(#[from] CopyError),
-    /// A cache to import or export that cannot be.
+    /// A cache that cannot be imported or exported.
     #[error(transparent)]
     Cache(Box<CacheError>),
     /// The `--target` stage that is not in the Dockerfile.
     #[error("--target: {0}")]
-    Target(#[source] cairn_parser::ErrorKind),
+    Target(#[source] ErrorKind),
     /// An ADD of a URL that could not download it.
     #[error(transparent)]
-    Download(#[from] crate::remote::DownloadError),
+    Download(#[from] DownloadError),
     /// An image a step names that cannot be had.
     #[error(transparent)]
     Image(Box<ImageError>),
@@ -39,7 +41,7 @@ pub enum Error {
     Run(Box<RunError>),
     /// A user or group that the image's files do not resolve.
     #[error(transparent)]
-    User(#[from] crate::users::LookupError),
+    User(#[from] LookupError),
     /// A word whose variables cannot be expanded.
     #[error(transparent)]
     Expand(#[from] cairn_parser::expand::ExpandError),
