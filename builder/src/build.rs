@@ -13,11 +13,11 @@ use cairn_parser::instruction::InstructionKind;
 use cairn_parser::{Dockerfile, StageGraph};
 
 use crate::context::BuildContext;
-use crate::error::{Error, Result};
+use crate::error::{CacheError, Error, Result};
 use crate::plan::{Plan, Settle};
 use crate::stage::{StageResult, WorkDir};
 use crate::step::args::{declare, platform_args};
-use crate::step::ctx::{Ctx, Outcome, at};
+use crate::step::ctx::{Ctx, Outcome, at_with};
 use crate::step::from;
 use crate::step::step;
 
@@ -47,10 +47,7 @@ pub fn build(
         .map_err(|e| e.with_source(&opts.dockerfile_name, &opts.dockerfile))?;
     let target = graph
         .target(&df, opts.target.as_deref())
-        .map_err(|e| Error::Instruction {
-            instruction: "--target".into(),
-            message: e.kind.to_string(),
-        })?;
+        .map_err(|e| Error::Target(*e.kind))?;
     let context = BuildContext::open(&opts.context, opts.dockerfile_path.as_deref())?;
     let _writing = store.writing()?;
     // What builds killed outright (SIGKILL, power loss) left: scratch files and directories
@@ -78,7 +75,7 @@ pub fn build(
                 &opts.build_args,
                 &lexer,
             )
-            .map_err(|m| at(opts, arg.span, "ARG", m))?;
+            .map_err(|e| at_with(opts, arg.span, "ARG", e))?;
         }
     }
 
@@ -95,10 +92,11 @@ pub fn build(
             CacheImport::Local(dir) => cache.import(store, dir)?,
             CacheImport::Registry(reference) => {
                 let Some(registry) = &opts.registry else {
-                    return Err(Error::Instruction {
-                        instruction: "--cache-from".into(),
-                        message: format!("{reference}: no registry access in this build"),
-                    });
+                    return Err(CacheError::NoRegistry {
+                        flag: "--cache-from",
+                        reference: reference.to_string(),
+                    }
+                    .into());
                 };
                 if !crate::cache::import_registry(store, &cache, reference, registry, progress)? {
                     progress(Event::Warning(format!(
@@ -219,15 +217,18 @@ pub fn build(
                 cache.export(store, dir, *max, target)?;
             }
             crate::cache::CacheExport::Registry { reference, max } => {
-                let registry = opts.registry.as_ref().ok_or_else(|| Error::Instruction {
-                    instruction: "--cache-to".into(),
-                    message: format!("{reference}: no registry access in this build"),
-                })?;
+                let registry = opts
+                    .registry
+                    .as_ref()
+                    .ok_or_else(|| CacheError::NoRegistry {
+                        flag: "--cache-to",
+                        reference: reference.to_string(),
+                    })?;
                 let manifest = cache.export_to_store(store, *max, target)?;
                 cairn_layers::registry::push(store, &manifest, reference, registry, &|_| {})
-                    .map_err(|e| Error::Instruction {
-                        instruction: "--cache-to".into(),
-                        message: format!("pushing the cache to {}: {e}", reference.familiar()),
+                    .map_err(|source| CacheError::Push {
+                        image: reference.familiar(),
+                        source,
                     })?;
             }
             crate::cache::CacheExport::Inline => {}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use cairn_layers::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result, io_err};
+use crate::error::{Result, io_err};
 use crate::meta;
 use crate::sandbox::{self, Exit, MountSpec, Network, RunSpec, Sandbox, Stdio3};
 use crate::users;
@@ -64,6 +64,29 @@ impl Volume {
     }
 }
 
+/// Why `cairn run` could not start its container.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The image is not in the store; the source, when there is one, says why the name
+    /// found none (an ID prefix of several images, a bad reference).
+    #[error("run: image {image:?} is not in the store; build it, or load it with `cairn load`")]
+    NoImage {
+        image: String,
+        #[source]
+        source: Option<Box<cairn_layers::Error>>,
+    },
+    /// The user to run as, which the image's files do not resolve.
+    #[error("run: user {spec}: {source}")]
+    User {
+        spec: String,
+        #[source]
+        source: users::LookupError,
+    },
+    /// Neither the image nor the command line says what to run.
+    #[error("run: image {image} has no CMD or ENTRYPOINT: give a command")]
+    NoCommand { image: String },
+}
+
 /// What `containers/<id>/container.json` records of a kept container.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
@@ -83,12 +106,13 @@ pub fn run(
     opts: &RunOptions,
     stdio: Stdio3,
 ) -> Result<(Exit, String)> {
-    let (_, manifest) = store.resolve(&opts.image).map_err(|_| Error::Instruction {
-        instruction: "run".into(),
-        message: format!(
-            "image {:?} is not in the store; build it, or load it with `cairn load`",
-            opts.image
-        ),
+    let (_, manifest) = store.resolve(&opts.image).map_err(|e| RunError::NoImage {
+        image: opts.image.clone(),
+        source: match e {
+            // The message says so already.
+            cairn_layers::Error::ImageNotFound(_) => None,
+            other => Some(Box::new(other)),
+        },
     })?;
     let img = store.image(&manifest)?;
     let config = &img.config.config;
@@ -120,9 +144,9 @@ pub fn run(
         move |rel: &str| users::read_image_file(&root, rel)
     };
     let user_spec = opts.user.clone().unwrap_or_else(|| config.user.clone());
-    let user = users::resolve_exec(&user_spec, &read_file).map_err(|e| Error::Instruction {
-        instruction: "run".into(),
-        message: format!("user {user_spec}: {}", e.0),
+    let user = users::resolve_exec(&user_spec, &read_file).map_err(|source| RunError::User {
+        spec: user_spec.clone(),
+        source,
     })?;
 
     let mut argv: Vec<String> = config.entrypoint.clone().unwrap_or_default();
@@ -132,13 +156,10 @@ pub fn run(
         argv.extend(opts.command.iter().cloned());
     }
     if argv.is_empty() {
-        return Err(Error::Instruction {
-            instruction: "run".into(),
-            message: format!(
-                "image {} has no CMD or ENTRYPOINT: give a command",
-                opts.image
-            ),
-        });
+        return Err(RunError::NoCommand {
+            image: opts.image.clone(),
+        }
+        .into());
     }
     let mut env = config.env.clone();
     for e in &opts.env {

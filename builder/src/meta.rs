@@ -187,11 +187,7 @@ fn apply_with(
     lexer: &Lexer,
     cmd_set: &mut bool,
 ) -> Result<(Vec<(String, String)>, MetaLine)> {
-    let word = |kw: &str, w: &str| {
-        lexer
-            .process_word(w, env)
-            .map_err(|e| err(kw, e.to_string()))
-    };
+    let word = |w: &str| lexer.process_word(w, env).map_err(Error::Expand);
     let shell = shell_of(config);
     let c = &mut config.config;
     let mut set = Vec::new();
@@ -202,8 +198,8 @@ fn apply_with(
             // Every pair expands with the environment before the instruction, as BuildKit
             // expands the whole command first: `ENV a=two b=$a` gives b the old a.
             for kv in vars {
-                let v = word("ENV", &kv.value)?;
-                let k = word("ENV", &kv.key)?;
+                let v = word(&kv.value)?;
+                let k = word(&kv.key)?;
                 set.push((k, v));
             }
             let pairs: Vec<String> = set.iter().map(|(k, v)| format!(" {k}={v}")).collect();
@@ -212,7 +208,7 @@ fn apply_with(
         InstructionKind::Label { labels } => {
             let mut msg = String::from("LABEL");
             for kv in labels {
-                let (k, v) = (word("LABEL", &kv.key)?, word("LABEL", &kv.value)?);
+                let (k, v) = (word(&kv.key)?, word(&kv.value)?);
                 msg.push_str(&format!(" {k}={v}"));
                 c.labels.insert(k, v);
             }
@@ -237,7 +233,7 @@ fn apply_with(
         InstructionKind::Workdir { path } => {
             // BuildKit's NormalizeWorkdir: an absolute path is recorded as written (`/app/`
             // stays), a relative one is joined to the current directory and cleaned.
-            let p = word("WORKDIR", path)?;
+            let p = word(path)?;
             c.working_dir = if p.starts_with('/') {
                 p
             } else {
@@ -246,14 +242,14 @@ fn apply_with(
             line(format!("WORKDIR {}", c.working_dir))
         }
         InstructionKind::User { user } => {
-            c.user = word("USER", user)?;
+            c.user = word(user)?;
             line(format!("USER {}", c.user))
         }
         InstructionKind::Expose { ports } => {
             let mut all = Vec::new();
             for p in ports {
                 // A variable may hold several ports: BuildKit splits the expanded words.
-                for spec in word("EXPOSE", p)?.split_whitespace() {
+                for spec in word(p)?.split_whitespace() {
                     for port in expose_ports(spec)? {
                         all.push(port.clone());
                         c.exposed_ports.insert(port, Empty {});
@@ -265,7 +261,7 @@ fn apply_with(
         InstructionKind::Volume { paths } => {
             let mut volumes = Vec::new();
             for p in paths {
-                let v = word("VOLUME", p)?;
+                let v = word(p)?;
                 if v.trim().is_empty() {
                     return Err(err("VOLUME", "a volume path can not be empty"));
                 }
@@ -275,7 +271,7 @@ fn apply_with(
             line(format!("VOLUME {}", go_list(&volumes)))
         }
         InstructionKind::StopSignal { signal } => {
-            c.stop_signal = word("STOPSIGNAL", signal)?;
+            c.stop_signal = word(signal)?;
             line(format!("STOPSIGNAL {}", c.stop_signal))
         }
         InstructionKind::Healthcheck(h) => {
@@ -362,7 +358,10 @@ pub fn apply_all(
                 instruction: ins.original.clone(),
                 message,
             },
-            other => other,
+            other => Error::InstructionFailed {
+                instruction: ins.original.clone(),
+                source: Box::new(other),
+            },
         })?;
     }
     Ok(())

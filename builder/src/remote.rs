@@ -179,11 +179,59 @@ fn resolve_location(base: &str, location: &str) -> String {
     format!("{origin}{dir}/{location}")
 }
 
-fn http_error(url: &str, e: ureq::Error, t: &NetTimeouts) -> String {
+/// Why an ADD of a URL failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    /// What stops the download without an error of its own: the `--checksum` given, an
+    /// answer refused (a status, a redirect), a checksum mismatch, a cancelled build.
+    #[error("{0}")]
+    Refused(String),
+    /// A read that timed out; `what` says which timeout, and how to change it.
+    #[error("failed to download {url}: {what}")]
+    Timeout { url: String, what: String },
+    /// The request failed.
+    #[error("failed to download {url}: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: ureq::Error,
+    },
+    /// The body's transfer failed.
+    #[error("failed to download {url}: {source}")]
+    Read {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file it goes to that cannot be made or written.
+    #[error("failed to {action} {}{}: {source}", path.display(), for_url(url))]
+    File {
+        action: &'static str,
+        path: PathBuf,
+        /// The URL, when the message names it.
+        url: Option<String>,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn for_url(url: &Option<String>) -> String {
+    url.as_ref()
+        .map(|u| format!(" for {u}"))
+        .unwrap_or_default()
+}
+
+fn http_error(url: &str, e: ureq::Error, t: &NetTimeouts) -> DownloadError {
+    let url = url.to_owned();
     match e {
-        ureq::Error::StatusCode(code) => format!("failed to download {url}: HTTP status {code}"),
-        ureq::Error::Timeout(kind) => format!("failed to download {url}: {}", t.describe(kind)),
-        other => format!("failed to download {url}: {other}"),
+        ureq::Error::StatusCode(code) => {
+            DownloadError::Refused(format!("failed to download {url}: HTTP status {code}"))
+        }
+        ureq::Error::Timeout(kind) => DownloadError::Timeout {
+            url,
+            what: t.describe(kind),
+        },
+        source => DownloadError::Http { url, source },
     }
 }
 
@@ -191,20 +239,21 @@ fn http_error(url: &str, e: ureq::Error, t: &NetTimeouts) -> String {
 /// link's addresses) to `to` and checks it against `checksum` (`ALGO:HEX`). Every read times
 /// out (see [`NetTimeouts`]) and a cancelled build stops the transfer. The file is removed
 /// again on any failure.
-pub fn download(url: &str, to: &Path, checksum: Option<&str>) -> Result<Download, String> {
+pub fn download(url: &str, to: &Path, checksum: Option<&str>) -> Result<Download, DownloadError> {
+    let refused = DownloadError::Refused;
     let mut expected = None;
     if let Some(c) = checksum {
         let (algo, hex) = c
             .split_once(':')
-            .ok_or_else(|| format!("--checksum={c:?} is not of the form sha256:HEX"))?;
+            .ok_or_else(|| refused(format!("--checksum={c:?} is not of the form sha256:HEX")))?;
         let hasher = Hasher::new(algo).ok_or_else(|| {
-            format!(
+            refused(format!(
                 "--checksum: unsupported digest algorithm {algo:?} (use sha256, sha384 or sha512)"
-            )
+            ))
         })?;
         expected = Some((algo, hex.to_ascii_lowercase(), hasher));
     }
-    let cancelled = || format!("download of {url} cancelled");
+    let cancelled = || refused(format!("download of {url} cancelled"));
     let timeouts = NetTimeouts::from_env();
     // Redirects are followed here, one at a time, so each target is checked before it is
     // asked for.
@@ -228,10 +277,10 @@ pub fn download(url: &str, to: &Path, checksum: Option<&str>) -> Result<Download
         let status = resp.status();
         if !status.is_redirection() || status.as_u16() == 304 {
             if !status.is_success() {
-                return Err(format!(
+                return Err(refused(format!(
                     "failed to download {current}: HTTP status {}",
                     status.as_u16()
-                ));
+                )));
             }
             break resp;
         }
@@ -239,24 +288,28 @@ pub fn download(url: &str, to: &Path, checksum: Option<&str>) -> Result<Download
             .headers()
             .get("location")
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| format!("{current} redirects (HTTP {status}) without a Location"))?;
+            .ok_or_else(|| {
+                refused(format!(
+                    "{current} redirects (HTTP {status}) without a Location"
+                ))
+            })?;
         let next = resolve_location(&current, location);
         if !is_url(&next) {
-            return Err(format!(
+            return Err(refused(format!(
                 "{current} redirects to {next}, which is not http(s)"
-            ));
+            )));
         }
         if !local_origin && points_local(&next) {
-            return Err(format!(
+            return Err(refused(format!(
                 "refusing the redirect of {current} to {next}: it points at a loopback, \
                  link-local or unspecified address (ADD of {url})"
-            ));
+            )));
         }
         hops += 1;
         if hops > MAX_REDIRECTS {
-            return Err(format!(
+            return Err(refused(format!(
                 "failed to download {url}: more than {MAX_REDIRECTS} redirects"
-            ));
+            )));
         }
         current = next;
     };
@@ -272,8 +325,12 @@ pub fn download(url: &str, to: &Path, checksum: Option<&str>) -> Result<Download
         name: file_name(url),
         last_modified,
     };
-    let mut file = std::fs::File::create(to)
-        .map_err(|e| format!("failed to create {} for {url}: {e}", to.display()))?;
+    let mut file = std::fs::File::create(to).map_err(|source| DownloadError::File {
+        action: "create",
+        path: to.to_path_buf(),
+        url: Some(url.to_owned()),
+        source,
+    })?;
     let mut body = resp.body_mut().as_reader();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -285,26 +342,34 @@ pub fn download(url: &str, to: &Path, checksum: Option<&str>) -> Result<Download
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let why = match NetTimeouts::timeout_in(&e) {
-                    Some(t) => timeouts.describe(t),
-                    None => e.to_string(),
-                };
-                return Err(format!("failed to download {current}: {why}"));
+            Err(source) => {
+                let url = current.clone();
+                return Err(match NetTimeouts::timeout_in(&source) {
+                    Some(t) => DownloadError::Timeout {
+                        url,
+                        what: timeouts.describe(t),
+                    },
+                    None => DownloadError::Read { url, source },
+                });
             }
         };
         if let Some((_, _, h)) = &mut expected {
             h.update(&buf[..n]);
         }
         file.write_all(&buf[..n])
-            .map_err(|e| format!("failed to write {}: {e}", to.display()))?;
+            .map_err(|source| DownloadError::File {
+                action: "write",
+                path: to.to_path_buf(),
+                url: None,
+                source,
+            })?;
     }
     if let Some((algo, want, h)) = expected {
         let got = h.hex();
         if got != want {
-            return Err(format!(
+            return Err(refused(format!(
                 "checksum mismatch for {url}: expected {algo}:{want}, got {algo}:{got}"
-            ));
+            )));
         }
     }
     Ok(dl)

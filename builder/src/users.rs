@@ -14,8 +14,19 @@ pub struct Owner {
 }
 
 /// Why a `user[:group]` could not be resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LookupError(pub String);
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// What the image's files say (or lack) that leaves it unresolved.
+    #[error("{0}")]
+    Unresolved(String),
+    /// One of the image's files that cannot be read.
+    #[error("/{file}: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// `name:x:id:...` lines: the id of `name` in field 3 (passwd) or 3 (group), and for passwd the
 /// primary gid in field 4.
@@ -32,7 +43,10 @@ fn read(rootfs: &Path, file: &str) -> Result<String, LookupError> {
     match read_in_root(rootfs, file, IMAGE_FILE_LIMIT) {
         Ok(Found::File(bytes)) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
         Ok(Found::Missing | Found::NotAFile(_)) => Ok(String::new()),
-        Err(e) => Err(LookupError(format!("/{file}: {e}"))),
+        Err(source) => Err(LookupError::Read {
+            file: file.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -48,7 +62,7 @@ pub fn resolve_file_owner(spec: &str, rootfs: &Path) -> Result<(Owner, Vec<Strin
         None => (spec, None),
     };
     if user.is_empty() {
-        return Err(LookupError(format!("{spec:?} names no user")));
+        return Err(LookupError::Unresolved(format!("{spec:?} names no user")));
     }
     let mut owner = Owner { uid: 0, gid: 0 };
     let mut missing = Vec::new();
@@ -58,7 +72,7 @@ pub fn resolve_file_owner(spec: &str, rootfs: &Path) -> Result<(Owner, Vec<Strin
             Some(f) => {
                 let id = |i: usize| {
                     f.get(i).and_then(|v| v.parse::<u32>().ok()).ok_or_else(|| {
-                        LookupError(format!("/etc/passwd has a bad entry for {user}"))
+                        LookupError::Unresolved(format!("/etc/passwd has a bad entry for {user}"))
                     })
                 };
                 owner = Owner {
@@ -75,9 +89,9 @@ pub fn resolve_file_owner(spec: &str, rootfs: &Path) -> Result<(Owner, Vec<Strin
             Ok(n) => owner.gid = n,
             Err(_) => match find(&read(rootfs, "etc/group")?, g) {
                 Some(f) => {
-                    owner.gid = f[2]
-                        .parse()
-                        .map_err(|_| LookupError(format!("/etc/group has a bad gid for {g}")))?
+                    owner.gid = f[2].parse().map_err(|_| {
+                        LookupError::Unresolved(format!("/etc/group has a bad gid for {g}"))
+                    })?
                 }
                 None => missing.push(format!("group {g}")),
             },
@@ -113,16 +127,18 @@ pub fn resolve_exec(spec: &str, read: &dyn Fn(&str) -> String) -> Result<ExecUse
         .find(|f| f.len() >= 4 && (f[0] == user || (user.parse::<u32>().is_ok() && f[2] == user)));
     let (uid, mut gid, name, home) = match (&entry, user.parse::<u32>()) {
         (Some(f), _) => (
-            f[2].parse::<u32>()
-                .map_err(|_| LookupError(format!("/etc/passwd has a bad uid for {user}")))?,
-            f[3].parse::<u32>()
-                .map_err(|_| LookupError(format!("/etc/passwd has a bad gid for {user}")))?,
+            f[2].parse::<u32>().map_err(|_| {
+                LookupError::Unresolved(format!("/etc/passwd has a bad uid for {user}"))
+            })?,
+            f[3].parse::<u32>().map_err(|_| {
+                LookupError::Unresolved(format!("/etc/passwd has a bad gid for {user}"))
+            })?,
             Some(f[0].to_owned()),
             f.get(5).map(|h| (*h).to_owned()),
         ),
         (None, Ok(n)) => (n, 0, None, None),
         (None, Err(_)) => {
-            return Err(LookupError(format!(
+            return Err(LookupError::Unresolved(format!(
                 "unable to find user {user}: no matching entries in passwd file"
             )));
         }
@@ -142,12 +158,13 @@ pub fn resolve_exec(spec: &str, read: &dyn Fn(&str) -> String) -> Result<ExecUse
             Err(_) => {
                 let found = groups_of(&|f| f[0] == g);
                 let f = found.first().ok_or_else(|| {
-                    LookupError(format!(
+                    LookupError::Unresolved(format!(
                         "unable to find group {g}: no matching entries in group file"
                     ))
                 })?;
-                f[2].parse()
-                    .map_err(|_| LookupError(format!("/etc/group has a bad gid for {g}")))?
+                f[2].parse().map_err(|_| {
+                    LookupError::Unresolved(format!("/etc/group has a bad gid for {g}"))
+                })?
             }
         };
     }
@@ -215,7 +232,7 @@ mod tests {
                         "{spec}"
                     );
                 }
-                Err(msg) => assert!(got.unwrap_err().0.contains(msg), "{spec}"),
+                Err(msg) => assert!(got.unwrap_err().to_string().contains(msg), "{spec}"),
             }
         }
     }
@@ -262,7 +279,7 @@ mod tests {
                         "{spec}"
                     );
                 }
-                Err(msg) => assert!(got.unwrap_err().0.contains(msg), "{spec}"),
+                Err(msg) => assert!(got.unwrap_err().to_string().contains(msg), "{spec}"),
             }
         }
     }

@@ -49,13 +49,27 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             let mut stderr = std::io::stderr().lock();
-            let _ = writeln!(stderr, "error: {err}");
-            for cause in err.chain().skip(1) {
-                let _ = writeln!(stderr, "  caused by: {cause}");
+            for line in error_lines(&err) {
+                let _ = writeln!(stderr, "{line}");
             }
             ExitCode::FAILURE
         }
     }
+}
+
+/// `error: ...` and a `caused by: ...` line for each cause. A message that already quotes its
+/// cause (a step's first line does) does not show it again; the cause's own causes follow.
+fn error_lines(err: &anyhow::Error) -> Vec<String> {
+    let mut shown = err.to_string();
+    let mut lines = vec![format!("error: {shown}")];
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !shown.contains(&text) {
+            lines.push(format!("  caused by: {text}"));
+        }
+        shown = text;
+    }
+    lines
 }
 
 static NO_SIGNAL: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
@@ -77,4 +91,47 @@ fn on_signals() -> &'static std::sync::OnceLock<i32> {
         });
     }
     &GOT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Wrap {
+        message: String,
+        source: std::io::Error,
+    }
+
+    impl std::fmt::Display for Wrap {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.message)
+        }
+    }
+
+    impl std::error::Error for Wrap {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    #[test]
+    fn a_cause_the_message_quotes_is_not_repeated() {
+        let quoted = Wrap {
+            message: "failed to read /x: denied".into(),
+            source: std::io::Error::other("denied"),
+        };
+        assert_eq!(
+            error_lines(&anyhow::Error::new(quoted)),
+            ["error: failed to read /x: denied"]
+        );
+        let apart = Wrap {
+            message: "failed to read /x".into(),
+            source: std::io::Error::other("denied"),
+        };
+        assert_eq!(
+            error_lines(&anyhow::Error::new(apart)),
+            ["error: failed to read /x", "  caused by: denied"]
+        );
+    }
 }

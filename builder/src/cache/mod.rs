@@ -21,4 +21,6 @@ mod transfer;
 pub use key::{Key, KeyHasher, Summary, SummaryParts};
 pub use prune::{CachePruned, PrunePolicy};
 pub use records::{Cache, LayerRecord, Record, RemoteFetch, file_digests};
-pub use transfer::{CACHE_CONFIG, CacheExport, CacheImport, INLINE_FIELD, import_registry};
+pub use transfer::{
+    CACHE_CONFIG, CacheError, CacheExport, CacheImport, INLINE_FIELD, import_registry,
+};

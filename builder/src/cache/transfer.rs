@@ -13,6 +13,41 @@ use super::records::{BlobSource, Cache, Record, RemoteFetch};
 use crate::error::{Error, Result, io_err};
 use crate::fsutil::temp_name;
 
+/// Why `--cache-from` or `--cache-to` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// A `--cache-from` layout that is not a cache cairn wrote.
+    #[error("--cache-from: {}: {reason}", path.display())]
+    NotACache { path: PathBuf, reason: &'static str },
+    /// Cache records that cannot be read: `what` names where they came from.
+    #[error("--cache-from: {what}: {source}")]
+    Records {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A registry's cache that cannot be fetched.
+    #[error("--cache-from: {image}: {source}")]
+    Fetch {
+        image: String,
+        #[source]
+        source: cairn_layers::Error,
+    },
+    /// A cache in a registry, in a build with no registry access; `flag` is the option.
+    #[error("{flag}: {reference}: no registry access in this build")]
+    NoRegistry {
+        flag: &'static str,
+        reference: String,
+    },
+    /// The cache that could not be pushed to its registry.
+    #[error("--cache-to: pushing the cache to {image}: {source}")]
+    Push {
+        image: String,
+        #[source]
+        source: cairn_layers::Error,
+    },
+}
+
 /// Where `--cache-from` reads from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheImport {
@@ -79,9 +114,9 @@ impl Cache {
     /// Reads the caches `--cache-from` names (OCI layouts that `--cache-to` wrote): their
     /// records join the store's, and their blobs are fetched only when a hit needs one.
     pub fn import(&self, store: &Store, src: &Path) -> Result<()> {
-        let bad = |what: String| crate::error::Error::Instruction {
-            instruction: "--cache-from".into(),
-            message: what,
+        let bad = |reason| CacheError::NotACache {
+            path: src.to_path_buf(),
+            reason,
         };
         let read = |p: PathBuf| std::fs::read(&p).map_err(io_err("read", &p));
         let index = cairn_layers::image::Index::from_slice(
@@ -90,24 +125,24 @@ impl Cache {
         )?;
         let blob = |d: &Digest| src.join("blobs/sha256").join(d.hex());
         let Some(m) = index.manifests.first() else {
-            return Err(bad(format!("{}: no cache in the layout", src.display())));
+            return Err(bad("no cache in the layout").into());
         };
         let manifest = cairn_layers::image::Manifest::from_slice(
             &read(blob(&m.digest))?,
             &format!("cache manifest in {}", src.display()),
         )?;
         if manifest.config.media_type != CACHE_CONFIG {
-            return Err(bad(format!("{}: not a cairn cache", src.display())));
+            return Err(bad("not a cairn cache").into());
         }
         let config_bytes = read(blob(&manifest.config.digest))?;
         if Digest::of(&config_bytes) != manifest.config.digest {
-            return Err(bad(format!(
-                "{}: its records do not match their digest",
-                src.display()
-            )));
+            return Err(bad("its records do not match their digest").into());
         }
-        let exported: Exported = serde_json::from_slice(&config_bytes)
-            .map_err(|e| bad(format!("{}: {e}", src.display())))?;
+        let exported: Exported =
+            serde_json::from_slice(&config_bytes).map_err(|source| CacheError::Records {
+                what: src.display().to_string(),
+                source,
+            })?;
         if let Ok(mut ext) = self.external.lock() {
             let entries = std::fs::read_dir(src.join("blobs/sha256"))
                 .map_err(io_err("read", &src.join("blobs/sha256")))?;
@@ -131,9 +166,9 @@ impl Cache {
         what: &str,
     ) -> Result<()> {
         let exported: Exported =
-            serde_json::from_slice(config).map_err(|e| Error::Instruction {
-                instruction: "--cache-from".into(),
-                message: format!("{what}: its records are unreadable: {e}"),
+            serde_json::from_slice(config).map_err(|source| CacheError::Records {
+                what: format!("{what}: its records are unreadable"),
+                source,
             })?;
         if let Ok(mut ext) = self.external.lock() {
             for l in layers {
@@ -173,9 +208,9 @@ impl Cache {
             return Ok(false);
         };
         let exported: Exported =
-            serde_json::from_value(inline.clone()).map_err(|e| Error::Instruction {
-                instruction: "--cache-from".into(),
-                message: format!("image {}: its inline cache is unreadable: {e}", image.id()),
+            serde_json::from_value(inline.clone()).map_err(|source| CacheError::Records {
+                what: format!("image {}: its inline cache is unreadable", image.id()),
+                source,
             })?;
         if let Some(key) = exported.image_key.as_deref().and_then(Key::from_hex)
             && !self.image_path(&key).exists()
@@ -359,9 +394,12 @@ pub fn import_registry(
 ) -> Result<bool> {
     use cairn_layers::registry::{self, Client};
     let what = reference.familiar();
-    let failed = |e: cairn_layers::Error| Error::Instruction {
-        instruction: "--cache-from".into(),
-        message: format!("{what}: {e}"),
+    let failed = |source| -> Error {
+        CacheError::Fetch {
+            image: what.clone(),
+            source,
+        }
+        .into()
     };
     let quiet = |_: registry::Event| {};
     let endpoints = registry.config.endpoints(reference, true).map_err(failed)?;

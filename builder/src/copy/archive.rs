@@ -11,7 +11,7 @@ use std::path::Path;
 use cairn_layers::listing::{DirMeta, Kind, Listing, TreeView};
 
 use super::entry::{append_dir, append_symlink};
-use super::error::io_err;
+use super::error::{CopyError, err, io_err, write_err};
 use super::path::{clean, join};
 use crate::error::{Error, Result};
 use crate::users::Owner;
@@ -26,13 +26,6 @@ pub(crate) struct ArchiveRoot {
     pub(crate) view: TreeView,
     /// The image has it as a directory.
     pub(crate) exists: bool,
-}
-
-fn err(message: impl Into<String>) -> Error {
-    Error::Instruction {
-        instruction: "ADD".into(),
-        message: message.into(),
-    }
 }
 
 /// Where an archive's entry `comps` lands, relative to the destination: its parents
@@ -62,9 +55,12 @@ pub(crate) fn append_archive<W: Write>(
     written: &mut BTreeMap<String, DirMeta>,
 ) -> Result<()> {
     let reader = open_archive(path)?;
-    let bad = |e: std::io::Error| err(format!("failed to read archive {}: {e}", path.display()));
-    let write_err = |target: &str, e: std::io::Error| {
-        err(format!("failed to write {target} to the layer: {e}"))
+    let bad = |source| -> Error {
+        CopyError::ReadArchive {
+            path: path.to_path_buf(),
+            source,
+        }
+        .into()
     };
     // BuildKit makes a missing destination first, as a COPY's parents are made.
     if !root.dest.is_empty() && !root.exists {
@@ -139,7 +135,7 @@ pub(crate) fn append_archive<W: Write>(
                 return Ok(());
             }
             tar.append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
-                .map_err(|e| write_err(&target, e))
+                .map_err(write_err(&target))
         };
         if kind.is_symlink() {
             let link = entry
@@ -160,7 +156,7 @@ pub(crate) fn append_archive<W: Write>(
             let (_, link_rel) = place(&root.view, &clean(&link), &link)?;
             root.view.apply(&Listing(vec![(rel.clone(), Kind::Other)]));
             tar.append_link(&mut h, &target, join(&root.dest, &link_rel))
-                .map_err(|e| write_err(&target, e))?;
+                .map_err(write_err(&target))?;
         } else if kind.is_dir() {
             let meta = DirMeta {
                 mode: h.mode().map_err(bad)? & 0o7777,
@@ -172,12 +168,12 @@ pub(crate) fn append_archive<W: Write>(
             written.insert(target.clone(), meta);
             pax(tar)?;
             tar.append_data(&mut h, format!("{target}/"), std::io::empty())
-                .map_err(|e| write_err(&target, e))?;
+                .map_err(write_err(&target))?;
         } else if kind.is_file() {
             root.view.apply(&Listing(vec![(rel.clone(), Kind::Other)]));
             pax(tar)?;
             tar.append_data(&mut h, &target, &mut entry)
-                .map_err(|e| write_err(&target, e))?;
+                .map_err(write_err(&target))?;
         }
         // Devices and fifos are left out, as before: a rootless build cannot make them.
     }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use cairn_layers::listing::DirMeta;
 
-use super::error::err;
+use super::error::write_err;
 use crate::error::Result;
 use crate::users::Owner;
 
@@ -19,12 +19,7 @@ pub(crate) fn append_symlink<W: Write>(
     path: &Path,
     target: &[u8],
 ) -> Result<()> {
-    let failed = |e| {
-        err(format!(
-            "failed to write {} to the layer: {e}",
-            path.display()
-        ))
-    };
+    let failed = |e| write_err(path.display())(e);
     if target.len() <= 100 && !target.contains(&0) {
         h.set_link_name_literal(target).map_err(failed)?;
         tar.append_data(h, path, std::io::empty()).map_err(failed)
@@ -89,10 +84,6 @@ pub(crate) fn append<W: Write>(
     path: &Path,
     data: impl Read,
 ) -> Result<()> {
-    tar.append_data(h, path, data).map_err(|e| {
-        err(format!(
-            "failed to write {} to the layer: {e}",
-            path.display()
-        ))
-    })
+    tar.append_data(h, path, data)
+        .map_err(write_err(path.display()))
 }

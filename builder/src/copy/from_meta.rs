@@ -11,6 +11,7 @@ use cairn_layers::compress::{self, Compression};
 use cairn_layers::image::Descriptor;
 use cairn_layers::whiteout::{self, Name};
 
+use super::error::CopyError;
 use super::path::{clean, join};
 use crate::error::{Error, Result};
 
@@ -41,9 +42,12 @@ impl SourceMeta {
             let c = Compression::from_media_type(&l.media_type)
                 .ok_or_else(|| cairn_layers::Error::MediaType(l.media_type.clone()))?;
             let plain = compress::decompress(store.open_blob(&l.digest)?, c)?;
-            let bad = |e: std::io::Error| Error::Instruction {
-                instruction: "COPY".into(),
-                message: format!("failed to read the headers of layer {}: {e}", l.digest),
+            let bad = |source| -> Error {
+                CopyError::LayerHeaders {
+                    digest: l.digest.to_string(),
+                    source,
+                }
+                .into()
             };
             let mut archive = tar::Archive::new(plain);
             for entry in archive.entries().map_err(bad)? {

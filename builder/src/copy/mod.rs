@@ -27,6 +27,7 @@ mod stream;
 
 pub use dest::ImageView;
 pub(crate) use entry::dir_header;
+pub use error::CopyError;
 pub use path::resolve_in_root;
 pub use plan::{CopyPlan, plan_copy};
 pub use request::{CopyRequest, CopySource, apply_chmod};

@@ -10,7 +10,7 @@ use cairn_layers::listing::DirMeta;
 
 use super::archive::{ArchiveRoot, is_archive};
 use super::dest::{Dest, ImageView, written_dest};
-use super::error::{err, io_err};
+use super::error::{err, io_err, pattern_err};
 use super::from_meta::SourceMeta;
 use super::path::{join, resolve_in_root};
 use super::request::{CopyRequest, CopySource, apply_chmod};
@@ -129,15 +129,12 @@ pub fn plan_copy<'r>(
     let mut any = false;
     // The directories --parents has planned above its matches.
     let mut parent_dirs = std::collections::HashSet::new();
-    let exclude =
-        crate::ignore::Matcher::new(&req.excludes).map_err(|e| err(format!("--exclude: {e}")))?;
+    let exclude = crate::ignore::Matcher::new(&req.excludes).map_err(pattern_err("--exclude"))?;
     let excluded = |path: &str| -> Result<bool> {
         if exclude.is_empty() || path.is_empty() {
             return Ok(false);
         }
-        exclude
-            .excluded(path)
-            .map_err(|e| err(format!("--exclude: {e}")))
+        exclude.excluded(path).map_err(pattern_err("--exclude"))
     };
     for src in &req.sources {
         let p = match src {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::error::err;
+use super::error::CopyError;
 use crate::error::Result;
 use crate::users::Owner;
 
@@ -48,6 +48,6 @@ pub struct CopyRequest {
 
 /// Applies `--chmod` (octal, or symbolic as BuildKit reads it) to a mode.
 pub fn apply_chmod(spec: &str, mode: u32, is_dir: bool) -> Result<u32> {
-    let m = cairn_parser::chmod::Mode::parse(spec).map_err(|e| err(e.to_string()))?;
+    let m = cairn_parser::chmod::Mode::parse(spec).map_err(CopyError::from)?;
     Ok(m.apply(mode, is_dir))
 }

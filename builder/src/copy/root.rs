@@ -4,7 +4,7 @@
 use std::fs::Metadata;
 use std::path::{Path, PathBuf};
 
-use super::error::{err, io_err};
+use super::error::{CopyError, err, io_err};
 use super::path::{clean, glob_component, has_wildcard, join, resolve_in_root};
 use crate::context::BuildContext;
 use crate::error::{Error, Result};
@@ -146,8 +146,10 @@ impl SourceRoot<'_> {
             SourceRoot::Dir(_) => {
                 let mut out = Vec::new();
                 for e in walkdir::WalkDir::new(real).min_depth(1).sort_by_file_name() {
-                    let e =
-                        e.map_err(|e| err(format!("failed to read {}: {e}", real.display())))?;
+                    let e = e.map_err(|source| CopyError::Walk {
+                        path: real.to_path_buf(),
+                        source,
+                    })?;
                     let meta = e
                         .path()
                         .symlink_metadata()

@@ -1,7 +1,7 @@
 //! Which paths a `--parents` COPY source names, as BuildKit decides: the `/./` pivot and `**`
 //! include patterns.
 
-use super::error::err;
+use super::error::pattern_err;
 use super::path::{clean, has_wildcard, join, resolve_in_root};
 use super::root::SourceRoot;
 use crate::error::Result;
@@ -63,8 +63,8 @@ pub(super) fn expand_parents(from: &SourceRoot<'_>, src: &str) -> Result<(Vec<Ke
         }
         return Ok((out, found));
     }
-    let matcher = crate::ignore::Matcher::new(std::slice::from_ref(&pattern))
-        .map_err(|e| err(format!("{src}: {e}")))?;
+    let matcher =
+        crate::ignore::Matcher::new(std::slice::from_ref(&pattern)).map_err(pattern_err(src))?;
     // Only below the pattern's literal directories can anything match.
     let literal: Vec<&str> = pattern
         .split('/')
@@ -89,9 +89,7 @@ pub(super) fn expand_parents(from: &SourceRoot<'_>, src: &str) -> Result<(Vec<Ke
             {
                 continue;
             }
-            let hit = matcher
-                .excluded(&rel)
-                .map_err(|e| err(format!("{src}: {e}")))?;
+            let hit = matcher.excluded(&rel).map_err(pattern_err(src))?;
             if hit {
                 if meta.is_dir() {
                     matched_dir = Some(rel.clone());

@@ -10,7 +10,7 @@ use cairn_layers::listing::DirMeta;
 
 use super::archive::append_archive;
 use super::entry::{append, append_dir, append_symlink, header};
-use super::error::{err, io_err};
+use super::error::{CopyError, err, io_err, write_err};
 use super::plan::{CopyPlan, Extra, Parent, Planned};
 use super::request::{CopyRequest, apply_chmod};
 use crate::error::Result;
@@ -147,7 +147,7 @@ fn write_plan(
                 return Ok(());
             }
             tar.append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
-                .map_err(|e| err(format!("failed to write {} to the layer: {e}", p.dest)))
+                .map_err(write_err(&p.dest))
         };
         if ft.is_dir() {
             let meta = DirMeta {
@@ -180,9 +180,7 @@ fn write_plan(
                     std::collections::hash_map::Entry::Occupied(first) => {
                         let mut h = header(tar::EntryType::Link, chmod(false)?, owner, t, 0);
                         tar.append_link(&mut h, p.name(), first.get())
-                            .map_err(|e| {
-                                err(format!("failed to write {} to the layer: {e}", p.dest))
-                            })?;
+                            .map_err(write_err(&p.dest))?;
                         continue;
                     }
                     std::collections::hash_map::Entry::Vacant(v) => {
@@ -198,7 +196,6 @@ fn write_plan(
         }
         // Sockets, fifos and devices in a context are not copied, as in Docker.
     }
-    tar.finish()
-        .map_err(|e| err(format!("failed to finish the layer: {e}")))?;
+    tar.finish().map_err(CopyError::Finish)?;
     Ok(written)
 }

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use cairn_layers::image::{History, timestamp};
-use cairn_parser::expand::Lexer;
+use cairn_parser::expand::{ExpandError, Lexer};
 use cairn_parser::instruction::{ArgDef, Instruction};
 
-use super::ctx::{Ctx, Outcome, at};
+use super::ctx::{Ctx, Outcome, at_with};
 use crate::error::Result;
 use crate::stage::StageState;
 
@@ -39,7 +39,7 @@ pub(crate) fn declare(
     globals: &BTreeMap<String, String>,
     build_args: &BTreeMap<String, String>,
     lexer: &Lexer,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), ExpandError> {
     for def in defs {
         if let Some(v) = arg_value(def, globals, build_args, lexer, &*into)? {
             into.insert(def.name.clone(), v);
@@ -55,10 +55,10 @@ pub(crate) fn arg_value(
     build_args: &BTreeMap<String, String>,
     lexer: &Lexer,
     words: &(impl cairn_parser::expand::Env + ?Sized),
-) -> std::result::Result<Option<String>, String> {
+) -> std::result::Result<Option<String>, ExpandError> {
     Ok(match (build_args.get(&def.name), &def.default) {
         (Some(v), _) => Some(v.clone()),
-        (None, Some(d)) => Some(lexer.process_word(d, words).map_err(|e| e.to_string())?),
+        (None, Some(d)) => Some(lexer.process_word(d, words)?),
         (None, None) => globals.get(&def.name).cloned(),
     })
 }
@@ -78,7 +78,6 @@ pub(crate) fn step(
         epoch,
         ..
     } = *cx;
-    let fail = |m: String| at(opts, ins.span, ins.keyword(), m);
     let created = timestamp(epoch);
     // One at a time: a default expands with the ENV and the ARGs before it, and an
     // ARG with a value then wins over an inherited ENV of its name (BuildKit's
@@ -92,7 +91,8 @@ pub(crate) fn step(
             args: &st.args,
             over: &st.meta.args_over_env,
         };
-        let value = arg_value(def, globals, &opts.build_args, lexer, &words).map_err(fail)?;
+        let value = arg_value(def, globals, &opts.build_args, lexer, &words)
+            .map_err(|e| at_with(opts, ins.span, ins.keyword(), e))?;
         if let Some(v) = &value {
             st.args.insert(def.name.clone(), v.clone());
             st.meta.args_over_env.insert(def.name.clone());

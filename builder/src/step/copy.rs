@@ -10,7 +10,7 @@ use cairn_layers::listing::DirMeta;
 use cairn_parser::expand::Lexer;
 use cairn_parser::instruction::{Add, Copy, Instruction, Source};
 
-use super::ctx::{Ctx, Outcome, add_layer, at, file_owner, inner, layer_record, strip_invalid};
+use super::ctx::{Ctx, Outcome, add_layer, at, at_with, at_with_context, file_owner, layer_record};
 use super::source::{Named, image_root, stage_root};
 use crate::context::BuildContext;
 use crate::copy::{CopyRequest, CopySource, SourceRoot, plan_copy};
@@ -86,10 +86,10 @@ pub(crate) fn copy_step(
     } = *cx;
 
     let kw = ins.keyword();
-    let fail = |m: String| at(opts, ins.span, kw, m);
+    let fail = |e: Error| at_with(opts, ins.span, kw, e);
     // Words expand with the stage's ARGs and ENV, as BuildKit's state holds them.
     let env = meta::words_env(&st.config, &st.args, &st.meta);
-    let word = |w: &str| lexer.process_word(w, &env).map_err(|e| fail(e.to_string()));
+    let word = |w: &str| lexer.process_word(w, &env).map_err(|e| fail(e.into()));
     let created = timestamp(epoch);
     let CopyArgs {
         parents,
@@ -185,7 +185,7 @@ pub(crate) fn copy_step(
     let view = crate::copy::ImageView {
         tree: st.tree(cx.cache, store)?,
     };
-    let mut plan = plan_copy(from_root, &req, &view).map_err(|e| fail(inner(e)))?;
+    let mut plan = plan_copy(from_root, &req, &view).map_err(fail)?;
     // A stage's or image's hard links stay hard links; without --chown, its files keep
     // their owners and xattrs too.
     let from_source = from_layers.is_some();
@@ -216,24 +216,21 @@ pub(crate) fn copy_step(
     // Reading is most of a cold key's cost: the digests come from the memo, or are read on
     // every core.
     let content = match from_id {
-        None => Some(
-            crate::cache::file_digests(cx.cache, &plan.content_sources())
-                .map_err(|e| fail(inner(e)))?,
-        ),
+        None => Some(crate::cache::file_digests(cx.cache, &plan.content_sources()).map_err(fail)?),
         Some(_) => None,
     };
     plan.describe(&req, &mut key, content.as_deref())
-        .map_err(|e| fail(inner(e)))?;
+        .map_err(fail)?;
     let (key, summary) = key.finish_with_summary();
     if st.use_cached(cx.cache, cx.store, cx.progress, &key, summary, step_id)? {
         return Ok(Outcome::Cached);
     }
     if let Some((layers, root)) = keep {
-        let meta = crate::from_meta::SourceMeta::read(store, &layers, &root)
-            .map_err(|e| fail(inner(e)))?;
+        let meta = crate::from_meta::SourceMeta::read(store, &layers, &root).map_err(fail)?;
         plan.keep_source_meta(meta);
     }
     let mut dirs = Default::default();
+    let mut failed = None;
     let total = plan.source_bytes();
     let listed = plan.may_write_symlinks();
     // Unchanged stretches of the layer this step made last time are copied, not deflated
@@ -249,14 +246,19 @@ pub(crate) fn copy_step(
         });
         dirs = plan.write(&req, &mut w).map_err(|e| match e {
             Error::Layers(l) => l,
-            other => cairn_layers::Error::Invalid {
-                what: ins.original.clone(),
-                reason: inner(other),
-            },
+            // The layer writer takes only its own errors: this one waits in `failed`.
+            other => {
+                let reason = other.to_string();
+                failed = Some(other);
+                cairn_layers::Error::Invalid {
+                    what: ins.original.clone(),
+                    reason,
+                }
+            }
         })?;
         Ok(())
     })
-    .map_err(|e| fail(strip_invalid(&e)))?;
+    .map_err(|e| fail(failed.take().unwrap_or_else(|| e.into())))?;
     // The layer holds the downloads now.
     drop(downloads);
     cx.cache
@@ -309,7 +311,7 @@ fn expand_sources(
     let word = |w: &str| {
         cx.lexer
             .process_word(w, env)
-            .map_err(|e| fail(e.to_string()))
+            .map_err(|e| at_with(cx.opts, ins.span, ins.keyword(), e))
     };
     let mut downloads: Vec<crate::remote::Download> = Vec::new();
     let mut srcs = Vec::new();
@@ -325,7 +327,8 @@ fn expand_sources(
                     let to = st
                         .rootfs()
                         .with_extension(format!("download-{}", downloads.len()));
-                    let dl = crate::remote::download(&p, &to, checksum).map_err(fail)?;
+                    let dl = crate::remote::download(&p, &to, checksum)
+                        .map_err(|e| at_with(cx.opts, ins.span, ins.keyword(), e))?;
                     // Docker dates the file by Last-Modified; without it, like new content.
                     let mtime = dl
                         .last_modified
@@ -360,7 +363,7 @@ fn expand_sources(
                     Lexer::new('\\')
                         .skip_process_quotes(true)
                         .process_word(&h.content, &env)
-                        .map_err(|e| fail(e.to_string()))?
+                        .map_err(|e| at_with(cx.opts, ins.span, ins.keyword(), e))?
                 } else {
                     h.content.clone()
                 };
@@ -430,14 +433,23 @@ fn resolve_from(
             // An image: from an OCI layout, or from the store.
             let manifest = match named {
                 Named::Context(NamedContext::OciLayout { dir, tag }) => {
-                    cairn_layers::archive::layout_image(store, &dir, tag.as_deref())
-                        .map_err(|e| fail(format!("--from={f}: {e}")))?
+                    cairn_layers::archive::layout_image(store, &dir, tag.as_deref()).map_err(
+                        |e| {
+                            at_with_context(
+                                cx.opts,
+                                ins.span,
+                                ins.keyword(),
+                                format!("--from={f}"),
+                                e,
+                            )
+                        },
+                    )?
                 }
                 _ => cx
                     .image(f, step_id, || {
                         format!("--from={f}: no such stage, build context or image in the store")
                     })
-                    .map_err(fail)?,
+                    .map_err(|e| at_with(cx.opts, ins.span, ins.keyword(), e))?,
             };
             let (img, dir) = image_root(store, &manifest, |id| {
                 st.rootfs().with_extension(format!("from-{id}"))

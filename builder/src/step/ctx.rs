@@ -8,10 +8,10 @@ use cairn_layers::image::{Descriptor, History};
 use cairn_layers::listing::DirMeta;
 use cairn_parser::expand::Lexer;
 use cairn_parser::instruction::Instruction;
-use cairn_parser::{Dockerfile, ErrorKind, ParseError, Span};
+use cairn_parser::{Dockerfile, Span};
 
 use crate::context::BuildContext;
-use crate::error::{Error, Result};
+use crate::error::{Error, Location, Result, StepError};
 use crate::options::BuildOptions;
 use crate::progress::Event;
 use crate::sandbox::Sandbox;
@@ -29,7 +29,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) lexer: &'a Lexer,
     pub(crate) epoch: Option<i64>,
     /// Made at the first RUN and shared by the rest of the build.
-    pub(crate) sandbox: &'a std::sync::OnceLock<std::result::Result<Sandbox, String>>,
+    pub(crate) sandbox: &'a std::sync::OnceLock<Result<Sandbox, std::sync::Arc<Error>>>,
     pub(crate) progress: &'a (dyn Fn(Event) + Sync),
     pub(crate) cache: &'a crate::cache::Cache,
     /// Images this build pulled, by name, so `--pull` asks each registry once.
@@ -54,16 +54,58 @@ pub(crate) fn at(
     instruction: &str,
     message: impl Into<String>,
 ) -> Error {
-    let e = ParseError {
-        kind: Box::new(ErrorKind::Instruction {
-            instruction: instruction.to_owned(),
-            message: message.into(),
-        }),
-        file: String::new(),
-        span,
-        line_text: String::new(),
-    };
-    Error::Parse(e.with_source(&opts.dockerfile_name, &opts.dockerfile))
+    StepError {
+        at: Location::new(&opts.dockerfile_name, &opts.dockerfile, span, instruction),
+        message: message.into(),
+        cause: None,
+    }
+    .into()
+}
+
+/// An instruction's error that another error caused: the first line shows the cause's own
+/// text, as a message would, and the cause stays the source (with its own causes).
+pub(crate) fn at_with(
+    opts: &BuildOptions,
+    span: Span,
+    instruction: &str,
+    cause: impl Into<Error>,
+) -> Error {
+    let cause = cause.into();
+    if let Error::Step(_) = cause {
+        // Already located: pointing at the line again would show it twice.
+        return cause;
+    }
+    let message = cause.to_string();
+    at_caused(opts, span, instruction, message, cause)
+}
+
+/// [`at_with`], the first line saying what was being done first: `{context}: {cause}`.
+pub(crate) fn at_with_context(
+    opts: &BuildOptions,
+    span: Span,
+    instruction: &str,
+    context: impl std::fmt::Display,
+    cause: impl Into<Error>,
+) -> Error {
+    let cause = cause.into();
+    let message = format!("{context}: {cause}");
+    at_caused(opts, span, instruction, message, cause)
+}
+
+/// An instruction's error with its own first line, `cause` kept as the source.
+pub(crate) fn at_caused(
+    opts: &BuildOptions,
+    span: Span,
+    instruction: &str,
+    message: impl Into<String>,
+    cause: impl Into<Error>,
+) -> Error {
+    StepError {
+        at: Location::new(&opts.dockerfile_name, &opts.dockerfile, span, instruction),
+        message: message.into(),
+        cause: Some(Box::new(cause.into())),
+    }
+    .into()
 }
 
 pub(crate) fn layer_record(l: &cairn_layers::layer::StoredLayer) -> crate::cache::LayerRecord {
@@ -110,7 +152,7 @@ pub(crate) fn file_owner(
         st.settle(cx.store)?;
     }
     let (owner, missing) = users::resolve_file_owner(spec, st.rootfs())
-        .map_err(|e| at(cx.opts, ins.span, ins.keyword(), format!("{what}: {}", e.0)))?;
+        .map_err(|e| at_with_context(cx.opts, ins.span, ins.keyword(), what, e))?;
     for m in missing {
         (cx.progress)(Event::Warning(format!(
             "{}:{}: {what}: the image has no {m}, so id 0 is used, as BuildKit does",
@@ -118,18 +160,4 @@ pub(crate) fn file_owner(
         )));
     }
     Ok(owner)
-}
-
-pub(crate) fn inner(e: Error) -> String {
-    match e {
-        Error::Instruction { message, .. } => message,
-        other => other.to_string(),
-    }
-}
-
-pub(crate) fn strip_invalid(e: &cairn_layers::Error) -> String {
-    match e {
-        cairn_layers::Error::Invalid { reason, .. } => reason.clone(),
-        other => other.to_string(),
-    }
 }

@@ -9,7 +9,7 @@ use cairn_layers::image::ImageConfig;
 use cairn_layers::layer::write_layer;
 use cairn_parser::StageGraph;
 
-use super::ctx::{Ctx, at};
+use super::ctx::{Ctx, at, at_with, at_with_context};
 use super::source::{named_context, stage_named};
 use crate::error::Result;
 use crate::meta::{self, MetaState};
@@ -79,7 +79,7 @@ pub(crate) fn start(
         match named {
             Some(NamedContext::OciLayout { dir, tag }) => {
                 let manifest = cairn_layers::archive::layout_image(store, &dir, tag.as_deref())
-                    .map_err(|e| at(opts, stage.span, "FROM", e.to_string()))?;
+                    .map_err(|e| at_with(opts, stage.span, "FROM", e))?;
                 base_id = format!("image:{}", manifest.digest);
                 let img = store.image(&manifest)?;
                 check_platform(cx, stage, base, &img.config)?;
@@ -104,7 +104,7 @@ pub(crate) fn start(
                     .image(base, step_id, || {
                         format!("image {base:?} is not in the store; load it first with `cairn load -i PATH -t {base}`")
                     })
-                    .map_err(|m| at(opts, stage.span, "FROM", m))?;
+                    .map_err(|e| at_with(opts, stage.span, "FROM", e))?;
                 base_id = format!("image:{}", manifest.digest);
                 let img = store.image(&manifest)?;
                 check_platform(cx, stage, base, &img.config)?;
@@ -183,12 +183,7 @@ pub(crate) fn check_platform(
         return Ok(());
     };
     let wanted = cx.lexer.process_word(raw, cx.globals).map_err(|e| {
-        at(
-            cx.opts,
-            stage.span,
-            "FROM",
-            format!("--platform={raw}: {e}"),
-        )
+        at_with_context(cx.opts, stage.span, "FROM", format!("--platform={raw}"), e)
     })?;
     if wanted.is_empty() {
         return Ok(());

@@ -4,8 +4,8 @@
 use cairn_layers::image::{History, ImageConfig, timestamp};
 use cairn_parser::instruction::{Instruction, InstructionKind};
 
-use super::ctx::{Ctx, Outcome, at, inner};
-use crate::error::Result;
+use super::ctx::{Ctx, Outcome, at, at_with};
+use crate::error::{Error, Result};
 use crate::history::MetaLine;
 use crate::stage::StageState;
 
@@ -29,7 +29,11 @@ pub(crate) fn step(
         lexer,
         &mut st.meta,
     )
-    .map_err(|e| fail(inner(e)))?;
+    .map_err(|e| match e {
+        // A rule of the instruction: its message, the keyword shown by the location.
+        Error::Instruction { message, .. } => fail(message),
+        other => at_with(opts, ins.span, ins.keyword(), other),
+    })?;
     if matches!(ins.kind, InstructionKind::Cmd { .. }) {
         // BuildKit's dispatchCmd marks the config ArgsEscaped for either form and on
         // every platform (docker's import --change, meta::apply_all's user, does not).

@@ -19,6 +19,24 @@ use crate::stage::StageResult;
 /// each RUN that mounts one writes it to a file.
 pub const SECRET_LIMIT: u64 = 500 * 1024;
 
+/// Why a RUN --mount cannot be set up. The step's error names the mount before it.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// A rule of the mount's options or its source that it breaks.
+    #[error("{0}")]
+    Rule(String),
+    /// A bind mount's source whose files cannot be read (for the step's key).
+    #[error("reading {}: {source}", path.display())]
+    Walk {
+        path: PathBuf,
+        #[source]
+        source: walkdir::Error,
+    },
+    /// The image `from=` names, which cannot be had.
+    #[error(transparent)]
+    Image(#[from] super::source::ImageError),
+}
+
 /// What a bind mount's source is, for the cache key: a stage by its key, an image by its
 /// manifest, the context or a named context by the content below the source.
 pub(crate) fn mount_source_identity(cx: &Ctx<'_>, m: &Mount, step_id: usize) -> Result<String> {
@@ -37,10 +55,7 @@ pub(crate) fn mount_source_identity(cx: &Ctx<'_>, m: &Mount, step_id: usize) -> 
     // The context as the step sees it: what .dockerignore keeps (the mount is checked for a
     // clear error when it is set up).
     if m.from.is_none() && !cx.context.matcher().is_empty() {
-        let plan = ContextMount::plan(cx.context, &rel)?.map_err(|message| Error::Instruction {
-            instruction: "RUN".into(),
-            message,
-        })?;
+        let plan = ContextMount::plan(cx.context, &rel)?.map_err(MountError::Rule)?;
         if plan.filtered() {
             let mut key = crate::cache::KeyHasher::new("TREE", &crate::cache::Key::root());
             for (sub, path, meta, withheld) in plan.keyed_entries(cx.context) {
@@ -64,9 +79,9 @@ pub(crate) fn mount_source_identity(cx: &Ctx<'_>, m: &Mount, step_id: usize) -> 
         .follow_root_links(false)
         .sort_by_file_name()
     {
-        let e = e.map_err(|e| Error::Instruction {
-            instruction: "RUN".into(),
-            message: format!("reading {}: {e}", source.display()),
+        let e = e.map_err(|e| MountError::Walk {
+            path: source.clone(),
+            source: e,
         })?;
         let meta = e
             .path()
@@ -121,10 +136,7 @@ pub(crate) fn mount_spec(
     env: &mut Vec<String>,
     locks: &mut Vec<std::fs::File>,
 ) -> Result<()> {
-    let bad = |msg: String| Error::Instruction {
-        instruction: "RUN".into(),
-        message: msg,
-    };
+    let bad = |msg: String| Error::from(MountError::Rule(msg));
     let absolute = |t: &str| {
         if t.starts_with('/') {
             meta::clean_abs(t)
@@ -361,10 +373,7 @@ fn mount_image(cx: &Ctx<'_>, from: &str, step_id: usize) -> Result<Descriptor> {
     cx.image(from, step_id, || {
         format!("from={from}: no stage or image of that name")
     })
-    .map_err(|message| Error::Instruction {
-        instruction: "RUN".into(),
-        message,
-    })
+    .map_err(|e| MountError::Image(e).into())
 }
 
 /// The filesystem `from=` names (a stage of this build, a named context or an image in the
@@ -415,13 +424,11 @@ pub(crate) fn seed_cache(seed: &Path, tmp: &Path, dest: &Path) -> Result<()> {
         .map_err(io_err("run cp -a for", seed))?;
     if !status.success() {
         let _ = std::fs::remove_dir_all(&copy);
-        return Err(Error::Instruction {
-            instruction: "RUN".into(),
-            message: format!(
-                "copying {} to seed a cache failed ({status})",
-                seed.display()
-            ),
-        });
+        return Err(MountError::Rule(format!(
+            "copying {} to seed a cache failed ({status})",
+            seed.display()
+        ))
+        .into());
     }
     let r = std::fs::rename(&copy, dest);
     let _ = std::fs::remove_dir_all(&copy);
@@ -440,10 +447,7 @@ pub(crate) fn resolve_in(root: &Path, rel: &str) -> Result<PathBuf> {
     let real = std::fs::canonicalize(&p).unwrap_or_else(|_| p.clone());
     let real_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
     if !real.starts_with(&real_root) {
-        return Err(Error::Instruction {
-            instruction: "RUN".into(),
-            message: format!("source {rel:?} leads outside its root"),
-        });
+        return Err(MountError::Rule(format!("source {rel:?} leads outside its root")).into());
     }
     Ok(real)
 }

@@ -8,7 +8,7 @@ use cairn_layers::layer::write_layer_reusing;
 use cairn_parser::instruction::{Command, Instruction, NetworkMode, Run};
 use cairn_parser::mount::{Mount, MountType};
 
-use super::ctx::{Ctx, Outcome, add_layer, at};
+use super::ctx::{Ctx, Outcome, add_layer, at, at_caused, at_with_context};
 use super::mount::{mount_source_identity, mount_spec, set_mode};
 use crate::error::{Error, Result, io_err};
 use crate::meta;
@@ -21,21 +21,23 @@ use crate::users;
 fn sandbox<'a>(cx: &'a Ctx<'_>) -> Result<&'a Sandbox> {
     let made = cx.sandbox.get_or_init(|| {
         let helper = cx.opts.helper.clone().ok_or_else(|| {
-            "this build has no sandbox helper, so it cannot run RUN steps".to_owned()
+            Error::Sandbox("this build has no sandbox helper, so it cannot run RUN steps".into())
         })?;
         let sb = Sandbox::new(
             helper,
             cx.store,
             cx.opts.snapshotter,
             cx.opts.limits.clone(),
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         for w in &sb.warnings {
             (cx.progress)(Event::Warning(w.clone()));
         }
         Ok(sb)
     });
-    made.as_ref().map_err(|e| Error::Sandbox(e.clone()))
+    made.as_ref().map_err(|e| match &**e {
+        Error::Sandbox(m) => Error::Sandbox(m.clone()),
+        _ => Error::Shared(e.clone()),
+    })
 }
 
 /// A run directory in the store's scratch space: the upper and work directories (or the
@@ -160,7 +162,9 @@ pub(crate) fn run_step(
         key.field("mount", serde_json::to_vec(&m).unwrap_or_default());
         if m.kind == MountType::Bind {
             let identity = mount_source_identity(cx, &m, step_id).map_err(|e| match e {
-                Error::Instruction { message, .. } => fail(format!("--mount {}: {message}", m.raw)),
+                Error::Mount(e) => {
+                    at_with_context(opts, ins.span, "RUN", format!("--mount {}", m.raw), *e)
+                }
                 other => other,
             })?;
             key.field("source", identity);
@@ -170,7 +174,10 @@ pub(crate) fn run_step(
     if st.use_cached(cx.cache, cx.store, cx.progress, &key, summary, step_id)? {
         return Ok(Outcome::Cached);
     }
-    let sb = sandbox(cx).map_err(|e| fail(e.to_string()))?;
+    let sb = sandbox(cx).map_err(|e| match e {
+        Error::Sandbox(m) => fail(format!("sandbox: {m}")),
+        other => at_with_context(opts, ins.span, "RUN", "sandbox", other),
+    })?;
 
     let base = store.temp_path("run");
     std::fs::create_dir(&base).map_err(io_err("create", &base))?;
@@ -237,15 +244,18 @@ pub(crate) fn run_step(
         .prepare_root(store, st.layers(), &diff_ids, &base)
         .map_err(|e| match e {
             Error::Sandbox(m) => fail(m),
-            Error::SandboxFailed(e) => fail(e.report()),
+            // The first line has the whole chain, as a step's error always showed it.
+            Error::SandboxFailed(e) => at_caused(opts, ins.span, "RUN", e.report(), e),
             other => other,
         })?;
     let read_file = {
         let root = root.clone();
         move |rel: &str| -> String { users::read_image_file(&root, rel) }
     };
-    let user = users::resolve_exec(&st.config.config.user, &read_file)
-        .map_err(|e| fail(format!("USER {}: {}", st.config.config.user, e.0)))?;
+    let user = users::resolve_exec(&st.config.config.user, &read_file).map_err(|e| {
+        let user = format!("USER {}", st.config.config.user);
+        at_with_context(opts, ins.span, "RUN", user, e)
+    })?;
     // HOME as runc sets it for BuildKit's steps: the user's passwd entry, else `/`, unless
     // the environment has one. The step's key needs no field for it: it follows from the
     // user (keyed) and the image's files (the chain).
@@ -274,7 +284,9 @@ pub(crate) fn run_step(
             &mut locks,
         )
         .map_err(|e| match e {
-            Error::Instruction { message, .. } => fail(format!("--mount {}: {message}", m.raw)),
+            Error::Mount(e) => {
+                at_with_context(opts, ins.span, "RUN", format!("--mount {}", m.raw), *e)
+            }
             other => other,
         })?;
     }
@@ -340,7 +352,8 @@ pub(crate) fn run_step(
         .map_err(|e| match e {
             Error::Sandbox(m) => fail(format!("process \"{shown}\" could not run: {m}")),
             Error::SandboxFailed(e) => {
-                fail(format!("process \"{shown}\" could not run: {}", e.report()))
+                let message = format!("process \"{shown}\" could not run: {}", e.report());
+                at_caused(opts, ins.span, "RUN", message, e)
             }
             other => other,
         })?;

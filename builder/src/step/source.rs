@@ -15,6 +15,31 @@ use crate::options::NamedContext;
 use crate::progress::Event;
 use crate::stage::{StageResult, unpack_layers};
 
+/// Why the image a step names could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// Not in the store, with no registry to ask: the step's words say what to do.
+    #[error("{0}")]
+    Missing(String),
+    /// A name that several images in the store answer to, or that is not a name at all.
+    #[error(transparent)]
+    Ambiguous(Box<cairn_layers::Error>),
+    /// The store has it by tag, but pulling it again (`--pull`) failed.
+    #[error("pulling {image}: {source}")]
+    Pull {
+        image: String,
+        #[source]
+        source: Box<cairn_layers::Error>,
+    },
+    /// Not in the store, and pulling it failed.
+    #[error("{missing} (pulling it failed: {source})")]
+    Unreachable {
+        missing: String,
+        #[source]
+        source: Box<cairn_layers::Error>,
+    },
+}
+
 impl Ctx<'_> {
     /// An image by name for FROM, COPY --from or RUN --mount from=: the store's; else, or
     /// with `--pull` when named by tag, its registry's. `missing` words the error when there
@@ -24,19 +49,23 @@ impl Ctx<'_> {
         name: &str,
         step_id: usize,
         missing: impl FnOnce() -> String,
-    ) -> std::result::Result<Descriptor, String> {
+    ) -> std::result::Result<Descriptor, ImageError> {
         if let Some(d) = self.pulled.lock().ok().and_then(|p| p.get(name).cloned()) {
             return Ok(d);
         }
         let stored = match self.store.resolve(name) {
             Ok(found) => Some(found),
             // An ID prefix of several images: saying "not in the store" would mislead.
-            Err(e @ cairn_layers::Error::Invalid { .. }) => return Err(e.to_string()),
+            Err(e @ cairn_layers::Error::Invalid { .. }) => {
+                return Err(ImageError::Ambiguous(Box::new(e)));
+            }
             Err(_) => None,
         };
         let reference = cairn_layers::Reference::parse(name).ok();
         let (Some(registry), Some(reference)) = (&self.opts.registry, reference) else {
-            return stored.map(|(_, d)| d).ok_or_else(missing);
+            return stored
+                .map(|(_, d)| d)
+                .ok_or_else(|| ImageError::Missing(missing()));
         };
         match stored {
             // By ID or digest, or by tag without --pull: what the store has is the image.
@@ -59,9 +88,15 @@ impl Ctx<'_> {
         };
         let d = cairn_layers::registry::pull(self.store, &reference, registry, &events).map_err(
             |e| match &stored {
-                Some(_) => format!("pulling {}: {e}", reference.familiar()),
+                Some(_) => ImageError::Pull {
+                    image: reference.familiar(),
+                    source: Box::new(e),
+                },
                 // Say what the store lacked too, and the way round a registry out of reach.
-                None => format!("{} (pulling it failed: {e})", missing()),
+                None => ImageError::Unreachable {
+                    missing: missing(),
+                    source: Box::new(e),
+                },
             },
         )?;
         if let Ok(mut p) = self.pulled.lock() {

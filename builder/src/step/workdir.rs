@@ -124,15 +124,12 @@ pub(crate) fn dirs_tar(
     w: &mut dyn std::io::Write,
     dirs: &[(String, DirMeta)],
 ) -> cairn_layers::Result<()> {
-    let bad = |what: &str, e: std::io::Error| cairn_layers::Error::Invalid {
-        what: what.to_owned(),
-        reason: e.to_string(),
-    };
+    let bad = |action: String, source| cairn_layers::Error::Stream { action, source };
     let mut tar = tar::Builder::new(w);
     for (d, m) in dirs {
         let mut h = crate::copy::dir_header(m);
         tar.append_data(&mut h, format!("{d}/"), std::io::empty())
-            .map_err(|e| bad(d, e))?;
+            .map_err(|e| bad(format!("write {d}/ to the layer"), e))?;
     }
-    tar.finish().map_err(|e| bad("layer", e))
+    tar.finish().map_err(|e| bad("finish the layer".into(), e))
 }
