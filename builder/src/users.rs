@@ -4,6 +4,7 @@ use std::path::Path;
 
 use cairn_layers::rootfs::{Found, read_in_root};
 
+pub use crate::error::LookupError;
 use crate::sandbox::{IMAGE_FILE_LIMIT, RootSpec};
 
 /// A resolved `user[:group]`: container uid and gid.
@@ -11,21 +12,6 @@ use crate::sandbox::{IMAGE_FILE_LIMIT, RootSpec};
 pub struct Owner {
     pub uid: u32,
     pub gid: u32,
-}
-
-/// Why a `user[:group]` could not be resolved.
-#[derive(Debug, thiserror::Error)]
-pub enum LookupError {
-    /// What the image's files say (or lack) that leaves it unresolved.
-    #[error("{0}")]
-    Unresolved(String),
-    /// One of the image's files that cannot be read.
-    #[error("/{file}: {source}")]
-    Read {
-        file: String,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// `name:x:id:...` lines: the id of `name` in field 3 (passwd) or 3 (group), and for passwd the

@@ -9,6 +9,7 @@ use cairn_parser::mount::{CacheSharing, Mount, MountType};
 use super::ctx::Ctx;
 use super::source::{Named, image_root, stage_root};
 use crate::context_mount::ContextMount;
+pub use crate::error::MountError;
 use crate::error::{Error, Result, io_err};
 use crate::meta;
 use crate::options::NamedContext;
@@ -18,24 +19,6 @@ use crate::stage::StageResult;
 /// The most a secret may hold, in bytes (BuildKit's limit): a secret is a token or a key, and
 /// each RUN that mounts one writes it to a file.
 pub const SECRET_LIMIT: u64 = 500 * 1024;
-
-/// Why a RUN --mount cannot be set up. The step's error names the mount before it.
-#[derive(Debug, thiserror::Error)]
-pub enum MountError {
-    /// A rule of the mount's options or its source that it breaks.
-    #[error("{0}")]
-    Rule(String),
-    /// A bind mount's source whose files cannot be read (for the step's key).
-    #[error("reading {}: {source}", path.display())]
-    Walk {
-        path: PathBuf,
-        #[source]
-        source: walkdir::Error,
-    },
-    /// The image `from=` names, which cannot be had.
-    #[error(transparent)]
-    Image(#[from] super::source::ImageError),
-}
 
 /// What a bind mount's source is, for the cache key: a stage by its key, an image by its
 /// manifest, the context or a named context by the content below the source.

@@ -10,35 +10,11 @@ use cairn_layers::store::Image;
 use cairn_parser::Dockerfile;
 
 use super::ctx::Ctx;
+pub use crate::error::ImageError;
 use crate::error::Result;
 use crate::options::NamedContext;
 use crate::progress::Event;
 use crate::stage::{StageResult, unpack_layers};
-
-/// Why the image a step names could not be had.
-#[derive(Debug, thiserror::Error)]
-pub enum ImageError {
-    /// Not in the store, with no registry to ask: the step's words say what to do.
-    #[error("{0}")]
-    Missing(String),
-    /// A name that several images in the store answer to, or that is not a name at all.
-    #[error(transparent)]
-    Ambiguous(Box<cairn_layers::Error>),
-    /// The store has it by tag, but pulling it again (`--pull`) failed.
-    #[error("pulling {image}: {source}")]
-    Pull {
-        image: String,
-        #[source]
-        source: Box<cairn_layers::Error>,
-    },
-    /// Not in the store, and pulling it failed.
-    #[error("{missing} (pulling it failed: {source})")]
-    Unreachable {
-        missing: String,
-        #[source]
-        source: Box<cairn_layers::Error>,
-    },
-}
 
 impl Ctx<'_> {
     /// An image by name for FROM, COPY --from or RUN --mount from=: the store's; else, or

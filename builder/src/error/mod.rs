@@ -1,16 +1,24 @@
-//! The builder's error type: what failed, naming the Dockerfile location or the path.
+//! The builder's error type: what failed, naming the Dockerfile location or the path; each module's own error below it, in this directory, so wrapping them imports nothing above.
 
 use std::path::{Path, PathBuf};
 
 use cairn_parser::{ErrorKind, ParseError, Span};
 
-pub use crate::cache::CacheError;
-pub use crate::container::RunError;
-pub use crate::copy::CopyError;
-pub use crate::remote::DownloadError;
-pub use crate::step::mount::MountError;
-pub use crate::step::source::ImageError;
-pub use crate::users::LookupError;
+mod cache;
+mod copy;
+mod download;
+mod image;
+mod mount;
+mod run;
+mod user;
+
+pub use cache::CacheError;
+pub use copy::CopyError;
+pub use download::DownloadError;
+pub use image::ImageError;
+pub use mount::MountError;
+pub use run::RunError;
+pub use user::LookupError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -79,7 +87,7 @@ pub enum Error {
     /// cairn's side of the sandbox failed: starting or talking to its helper, or what a step
     /// needs from the host.
     #[error(transparent)]
-    SandboxFailed(#[from] crate::sandbox::SandboxError),
+    SandboxFailed(#[from] crate::sandbox::error::Error),
     /// A failure met once and shared by every step that needs what failed (the RUN
     /// sandbox, made at the first RUN).
     #[error(transparent)]
