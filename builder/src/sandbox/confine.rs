@@ -62,16 +62,10 @@ pub fn open_host(path: &Path) -> Result<OwnedFd, HelperError> {
 
 /// `rel` (absolute in the container, or relative to its root) opened `O_PATH` below `root`,
 /// resolved as the kernel resolves it for a process whose root is `root`: an absolute symlink
-/// starts again at `root` and `..` stops there. Mounts met on the way are entered.
+/// starts again at `root` and `..` stops there. Mounts met on the way are entered. The one
+/// resolver, `cairn_layers::rootfs::open_in_root`, does it.
 pub fn open_in(root: BorrowedFd<'_>, rel: &str) -> Result<OwnedFd, Errno> {
-    let r = rel.trim_start_matches('/');
-    rustix::fs::openat2(
-        root,
-        if r.is_empty() { "." } else { r },
-        OFlags::PATH | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    )
+    cairn_layers::rootfs::open_in_root(root, rel, OFlags::PATH)
 }
 
 pub fn is_dir(fd: BorrowedFd<'_>) -> bool {
