@@ -197,4 +197,36 @@ mod tests {
             ["PATH=/bin", "B=2", "C=3", "A=4", "BASE=x"]
         );
     }
+
+    #[test]
+    fn a_runs_environment_names_each_once_and_lets_a_late_arg_win() {
+        let v = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        // FROM (A, DUP twice) / ENV A=env / ARG A=arg / ARG LATE (not in seq) / ARG NOVAL
+        let env = v(&["DUP=1", "A=env", "DUP=2", "bare"]);
+        let seq = v(&["A", "A"]);
+        let args: BTreeMap<String, String> = [("A", "arg"), ("LATE", "l")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into();
+        let mut ix = EnvIndex::default();
+        ix.sync(&env);
+        let over: BTreeSet<String> = ["A".to_owned()].into();
+        let w = Words {
+            env: &env,
+            index: &ix,
+            args: &args,
+            over: &over,
+        };
+        // A name once however often the base repeats it, its last value; the ARG declared
+        // after the ENV wins; stage args the sequence missed follow.
+        assert_eq!(
+            ordered_env(&env, &seq, args.keys(), &w),
+            ["DUP=2", "bare=", "A=arg", "LATE=l"]
+        );
+        let none = BTreeSet::new();
+        let w = Words { over: &none, ..w };
+        assert_eq!(
+            ordered_env(&env, &seq, args.keys(), &w),
+            ["DUP=2", "bare=", "A=env", "LATE=l"]
+        );
+    }
 }

@@ -464,4 +464,20 @@ mod tests {
             assert!(expose_ports(spec).is_err(), "{spec}");
         }
     }
+
+    #[test]
+    fn shells_and_argv() {
+        let sh = shell_of(&run(""));
+        assert_eq!(sh, ["/bin/sh", "-c"]);
+        let bash = shell_of(&run(r#"SHELL ["/bin/bash", "-eo", "pipefail", "-c"]"#));
+        assert_eq!(bash, ["/bin/bash", "-eo", "pipefail", "-c"]);
+        let line = Command::Shell("echo $HOME".into());
+        let exec = Command::Exec(vec!["echo".into(), "$HOME".into()]);
+        assert_eq!(argv(&line, &sh), ["/bin/sh", "-c", "echo $HOME"]);
+        assert_eq!(
+            argv(&line, &bash),
+            ["/bin/bash", "-eo", "pipefail", "-c", "echo $HOME"]
+        );
+        assert_eq!(argv(&exec, &bash), ["echo", "$HOME"]);
+    }
 }

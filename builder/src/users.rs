@@ -269,4 +269,75 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn exec_user_edges() {
+        let files = |f: &str| match f {
+            "etc/passwd" => concat!(
+                "root:x:0:0:root:/root:/bin/sh\n",
+                "short:x:7\n",
+                "app:x:1000:1001::/home/app:/bin/sh\n",
+                "nohome:x:1002:1002\n",
+                "badgid:x:1003:oops::/:/bin/sh\n",
+            )
+            .to_owned(),
+            "etc/group" => concat!(
+                "app:x:1001:app\n",
+                "wheel:x:10:root,app\n",
+                "docker:x:20:other,app\n",
+                "short:x\n",
+                "badgrp:x:nan:\n",
+                "staff:x:50:\n",
+            )
+            .to_owned(),
+            _ => String::new(),
+        };
+        type Want = Result<(u32, u32, &'static [u32], Option<&'static str>), &'static str>;
+        let cases: &[(&str, Want)] = &[
+            // Supplementary groups in /etc/group order, the primary one not twice.
+            ("app", Ok((1000, 1001, &[1001, 10, 20], Some("/home/app")))),
+            // A numeric group: no lookup, and no supplementary groups.
+            ("app:7", Ok((1000, 7, &[7], Some("/home/app")))),
+            ("0:staff", Ok((0, 50, &[50], Some("/root")))),
+            // A uid without an entry: gid 0, no home; a named group still resolves.
+            ("4242", Ok((4242, 0, &[0], None))),
+            ("4242:staff", Ok((4242, 50, &[50], None))),
+            // An entry without a home field.
+            ("nohome", Ok((1002, 1002, &[1002], None))),
+            // A line with too few fields is no entry.
+            ("short", Err("unable to find user short")),
+            ("7", Ok((7, 0, &[0], None))),
+            ("app:short", Err("unable to find group short")),
+            ("badgid", Err("/etc/passwd has a bad gid for badgid")),
+            ("app:badgrp", Err("/etc/group has a bad gid for badgrp")),
+        ];
+        for (spec, want) in cases {
+            let got = resolve_exec(spec, &files);
+            match want {
+                Ok((u, g, groups, home)) => {
+                    let got = got.unwrap();
+                    assert_eq!(
+                        (got.uid, got.gid, got.groups.as_slice(), got.home.as_deref()),
+                        (*u, *g, *groups, *home),
+                        "{spec}"
+                    );
+                }
+                Err(msg) => assert!(got.unwrap_err().to_string().contains(msg), "{spec}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_image_without_user_files_runs_only_numeric_users() {
+        let none = |_: &str| String::new();
+        let root = resolve_exec("", &none).unwrap();
+        assert_eq!(
+            (root.uid, root.gid, root.groups, root.home),
+            (0, 0, vec![0], None)
+        );
+        let n = resolve_exec("1000:1000", &none).unwrap();
+        assert_eq!((n.uid, n.gid, n.groups), (1000, 1000, vec![1000]));
+        let err = resolve_exec("root", &none).unwrap_err().to_string();
+        assert!(err.contains("unable to find user root"), "{err}");
+    }
 }

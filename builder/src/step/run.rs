@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use cairn_layers::image::timestamp;
 use cairn_layers::layer::write_layer_reusing;
-use cairn_parser::instruction::{Command, Instruction, NetworkMode, Run};
+use cairn_parser::instruction::{Instruction, NetworkMode, Run};
 use cairn_parser::mount::{Mount, MountType};
 
 use super::ctx::{Ctx, Outcome, add_layer, at, at_caused, at_with_context};
@@ -16,6 +16,8 @@ use crate::progress::Event;
 use crate::sandbox::{self, MountSpec, Network, RunSpec, Sandbox, Stdio3, Tail};
 use crate::stage::StageState;
 use crate::users;
+
+mod plan;
 
 /// The build's sandbox, made at its first RUN.
 fn sandbox<'a>(cx: &'a Ctx<'_>) -> Result<&'a Sandbox> {
@@ -77,46 +79,9 @@ pub(crate) fn run_step(
     } = *cx;
     let fail = |m: String| at(opts, ins.span, "RUN", m);
 
-    // The environment: the image's ENV and the stage's ARGs, an ARG declared after an ENV of
-    // its name winning (BuildKit's ARG sets the state's environment), in the order BuildKit's
-    // state keeps them.
+    // The environment: the image's ENV, the stage's ARGs and the proxy build args.
     st.meta.env_index.sync(&st.config.config.env);
-    let mut env = crate::envindex::ordered_env(
-        &st.config.config.env,
-        &st.meta.env_seq,
-        st.args.keys(),
-        &crate::envindex::Words {
-            env: &st.config.config.env,
-            index: &st.meta.env_index,
-            args: &st.args,
-            over: &st.meta.args_over_env,
-        },
-    );
-    // Proxy build args reach the process under both spellings, as BuildKit's ProxyEnv gives
-    // them, and stay out of the step's key: a changed proxy keeps the cached result.
-    let mut proxy_env = Vec::new();
-    for lower in [
-        "http_proxy",
-        "https_proxy",
-        "ftp_proxy",
-        "no_proxy",
-        "all_proxy",
-    ] {
-        let upper = lower.to_ascii_uppercase();
-        // BuildKit reads the args in sorted order, so the lowercase spelling wins.
-        let Some(v) = opts.build_args.get(lower).or(opts.build_args.get(&upper)) else {
-            continue;
-        };
-        for k in [upper.as_str(), lower] {
-            // One declared by ARG is the stage's, already in the environment and the key.
-            if !st.args.contains_key(k) {
-                proxy_env.push(format!("{k}={v}"));
-            }
-        }
-    }
-    if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.push(format!("PATH={}", sandbox::DEFAULT_PATH));
-    }
+    let (mut env, proxy_env) = plan::process_env(&st.config, &st.args, &st.meta, &opts.build_args);
     let words_env = meta::words_env(&st.config, &st.args, &st.meta);
     let expand = |w: &str| lexer.process_word(w, &words_env).map_err(|e| e.to_string());
 
@@ -190,52 +155,22 @@ pub(crate) fn run_step(
     // The command, heredocs included.
     let shell = meta::shell_of(&st.config);
     let mut mounts = Vec::new();
-    let argv = match &run.command {
-        Command::Shell(line) if !run.heredocs.is_empty() => {
-            let single = run.heredocs.len() == 1 && cairn_parser::raw::is_heredoc_word(line.trim());
-            if single {
-                let h = &run.heredocs[0];
-                if h.content.starts_with("#!") {
-                    // A script with its own interpreter runs as a file, as BuildKit does. The
-                    // name is the Dockerfile's: it names the file inside only, never on the
-                    // host, where the body is kept under a name of cairn's.
-                    if !is_plain_file_name(&h.name) {
-                        return Err(fail(format!(
-                            "heredoc name {:?} cannot name a script file: use a plain word \
-                             (letters, digits, '.', '_' or '-')",
-                            h.name
-                        )));
-                    }
-                    let script = base.join("pipes").join("script");
-                    std::fs::create_dir_all(base.join("pipes")).map_err(io_err("create", &base))?;
-                    std::fs::write(&script, &h.content).map_err(io_err("write", &script))?;
-                    set_mode(&script, 0o755)?;
-                    let target = format!("/dev/pipes/{}", h.name);
-                    mounts.push(MountSpec::Bind {
-                        source: script,
-                        inside: None,
-                        target: target.clone(),
-                        readonly: true,
-                        scratch: None,
-                        create: None,
-                    });
-                    vec![target]
-                } else {
-                    meta::argv(&Command::Shell(h.content.clone()), &shell)
-                }
-            } else {
-                // The shell reads the heredocs itself, as they stand in the Dockerfile.
-                let mut script = line.clone();
-                for h in &run.heredocs {
-                    script.push('\n');
-                    script.push_str(&h.content);
-                    script.push_str(&h.name);
-                }
-                meta::argv(&Command::Shell(script), &shell)
-            }
-        }
-        c => meta::argv(c, &shell),
-    };
+    let plan::Argv { argv, script } = plan::command_argv(run, &shell).map_err(&fail)?;
+    if let Some(plan::Script { target, body }) = script {
+        // The body is kept on the host under a name of cairn's, never the Dockerfile's.
+        let script = base.join("pipes").join("script");
+        std::fs::create_dir_all(base.join("pipes")).map_err(io_err("create", &base))?;
+        std::fs::write(&script, &body).map_err(io_err("write", &script))?;
+        set_mode(&script, 0o755)?;
+        mounts.push(MountSpec::Bind {
+            source: script,
+            inside: None,
+            target,
+            readonly: true,
+            scratch: None,
+            create: None,
+        });
+    }
     let shown = argv.join(" ");
 
     // The filesystem.
@@ -256,14 +191,8 @@ pub(crate) fn run_step(
         let user = format!("USER {}", st.config.config.user);
         at_with_context(opts, ins.span, "RUN", user, e)
     })?;
-    // HOME as runc sets it for BuildKit's steps: the user's passwd entry, else `/`, unless
-    // the environment has one. The step's key needs no field for it: it follows from the
-    // user (keyed) and the image's files (the chain).
     env.extend(proxy_env);
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        let home = user.home.clone().filter(|h| !h.is_empty());
-        env.push(format!("HOME={}", home.as_deref().unwrap_or("/")));
-    }
+    env.extend(plan::home_for(&env, user.home.as_deref()));
 
     // BuildKit's name for every step's sandbox: packages that record the hostname in their
     // configs write the same thing under both builders.
@@ -416,40 +345,5 @@ fn history_line(prefix: &str, shown: &str) -> String {
         format!("RUN {shown} # buildkit")
     } else {
         format!("RUN {prefix} {shown} # buildkit")
-    }
-}
-
-/// A heredoc name that can stand as one file name in /dev/pipes: BuildKit makes the script
-/// there under it, and fails for anything with a slash or a parent.
-fn is_plain_file_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_plain_file_name;
-
-    #[test]
-    fn heredoc_script_names() {
-        let cases = [
-            ("EOF", true),
-            ("run.sh", true),
-            ("my-script_2", true),
-            ("/tmp/pwned", false),
-            ("../../x", false),
-            ("a/b", false),
-            ("..", false),
-            (".", false),
-            ("", false),
-            ("sp ace", false),
-        ];
-        for (name, ok) in cases {
-            assert_eq!(is_plain_file_name(name), ok, "{name:?}");
-        }
     }
 }
