@@ -1,5 +1,10 @@
 //! The one ustar/PAX encoder every layer tar is written with (RUN diffs, COPY, ADD, WORKDIR).
 
+use std::fmt::Display;
+use std::io::{BufWriter, Read, Write};
+
+use crate::error::{Error, Result};
+
 /// A tar block: every header and every content run is padded to it.
 pub const BLOCK: usize = 512;
 
@@ -210,4 +215,161 @@ fn pax_header_name(path: &[u8]) -> Vec<u8> {
         name.pop();
     }
     name
+}
+
+/// Owner, mode and time of an entry, already in container terms.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+}
+
+/// A layer tar being written: entries in the caller's order, then the end-of-archive blocks.
+pub struct Writer<W: Write> {
+    // Headers are 512-byte writes; buffer them whatever `W` is.
+    out: BufWriter<W>,
+}
+
+impl<W: Write> std::fmt::Debug for Writer<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+impl<W: Write> Writer<W> {
+    pub fn new(out: W) -> Self {
+        Writer {
+            out: BufWriter::with_capacity(128 * 1024, out),
+        }
+    }
+
+    /// One entry's headers; an unencodable one is an error naming `what`.
+    pub fn header(&mut self, h: &Header<'_>, what: impl Display) -> Result<()> {
+        let bytes = encode(h)
+            .map_err(|reason| Error::invalid(format!("layer entry for {what}"), reason))?;
+        self.data(&bytes)
+    }
+
+    /// Raw bytes: content after its header (then [`Writer::pad`]).
+    pub fn data(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out
+            .write_all(bytes)
+            .map_err(|e| Error::stream("write the layer tar", e))
+    }
+
+    /// Pads `size` bytes of content to a whole block.
+    pub fn pad(&mut self, size: u64) -> Result<()> {
+        self.data(&[0; BLOCK][..padding(size)])
+    }
+
+    /// A directory at `path` (without its trailing `/`, which the entry gets).
+    pub fn dir(&mut self, path: &[u8], meta: Meta) -> Result<()> {
+        let path = [path, b"/"].concat();
+        self.plain(&path, b'5', &[], meta, 0)
+    }
+
+    /// A regular file of exactly `size` bytes read from `content`.
+    pub fn file(&mut self, path: &[u8], meta: Meta, size: u64, content: impl Read) -> Result<()> {
+        self.plain(path, b'0', &[], meta, size)?;
+        let copied = std::io::copy(&mut content.take(size), &mut self.out)
+            .map_err(|e| Error::stream("write the layer tar", e))?;
+        if copied != size {
+            return Err(Error::invalid(
+                format!("layer entry for {}", String::from_utf8_lossy(path)),
+                format!("content is {copied} bytes, not the {size} its header says"),
+            ));
+        }
+        self.pad(size)
+    }
+
+    /// A symlink to `target`, kept byte for byte.
+    pub fn symlink(&mut self, path: &[u8], meta: Meta, target: &[u8]) -> Result<()> {
+        self.plain(path, b'2', target, meta, 0)
+    }
+
+    /// A hard link to the entry already written at `target`.
+    pub fn hardlink(&mut self, path: &[u8], meta: Meta, target: &[u8]) -> Result<()> {
+        self.plain(path, b'1', target, meta, 0)
+    }
+
+    /// A whiteout or opaque marker: an empty regular file, mode 0, owner 0:0.
+    pub fn whiteout(&mut self, path: &[u8], mtime: i64) -> Result<()> {
+        let meta = Meta {
+            mtime,
+            ..Meta::default()
+        };
+        self.plain(path, b'0', &[], meta, 0)
+    }
+
+    fn plain(&mut self, path: &[u8], flag: u8, link: &[u8], meta: Meta, size: u64) -> Result<()> {
+        let h = Header {
+            path,
+            link,
+            flag,
+            mode: meta.mode & 0o7777,
+            uid: meta.uid,
+            gid: meta.gid,
+            size,
+            mtime: meta.mtime,
+            dev: (0, 0),
+            xattrs: &[],
+        };
+        self.header(&h, String::from_utf8_lossy(path))
+    }
+
+    /// Ends the archive and hands back the output.
+    pub fn finish(mut self) -> Result<W> {
+        self.data(&[0; 2 * BLOCK])?;
+        self.out
+            .into_inner()
+            .map_err(|e| Error::stream("write the layer tar", e.into_error()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_read_back_as_written() {
+        let meta = Meta {
+            mode: 0o40755,
+            uid: 1,
+            gid: 2,
+            mtime: 1_700_000_000,
+        };
+        let mut w = Writer::new(Vec::new());
+        w.dir(b"d", meta).unwrap();
+        w.file(b"d/f", meta, 3, &b"abcdef"[..]).unwrap();
+        w.symlink(b"d/l", meta, b"/x//./y").unwrap();
+        w.hardlink(b"d/h", meta, b"d/f").unwrap();
+        w.whiteout(b"d/.wh.gone", 0).unwrap();
+        let bytes = w.finish().unwrap();
+        assert_eq!(bytes.len() % BLOCK, 0);
+        let mut a = tar::Archive::new(&bytes[..]);
+        let mut seen = Vec::new();
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let h = e.header().clone();
+            let link = e.link_name_bytes().map(|l| l.into_owned());
+            let mut body = Vec::new();
+            e.read_to_end(&mut body).unwrap();
+            seen.push((e.path_bytes().into_owned(), h.mode().unwrap(), link, body));
+        }
+        let names: Vec<&[u8]> = seen.iter().map(|s| s.0.as_slice()).collect();
+        assert_eq!(names, [&b"d/"[..], b"d/f", b"d/l", b"d/h", b"d/.wh.gone"]);
+        // The file type bits never reach the mode field.
+        assert_eq!(seen[0].1, 0o755);
+        assert_eq!(seen[1].3, b"abc");
+        assert_eq!(seen[2].2.as_deref(), Some(&b"/x//./y"[..]));
+        assert_eq!(seen[4].1, 0);
+    }
+
+    #[test]
+    fn short_content_is_an_error() {
+        let mut w = Writer::new(Vec::new());
+        assert!(w.file(b"f", Meta::default(), 4, &b"ab"[..]).is_err());
+    }
 }

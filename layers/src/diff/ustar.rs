@@ -2,10 +2,8 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry as MapEntry;
-use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::ffi::OsStrExt;
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
@@ -13,13 +11,11 @@ use crate::error::{Error, IoContext, Result};
 use super::compare::{changed, open_file, read_full, read_link};
 use super::xattrs::XattrList;
 use super::{Kind, Stat, TarOptions};
-use crate::layer_tar::{BLOCK, Header, encode, padding};
+use crate::layer_tar::{Header, Writer};
 
 /// Writes entries; remembers inodes for hardlinks.
 pub(super) struct TarWriter<'o, W: Write> {
-    // Headers are 512-byte writes; buffer them whatever `W` is (large content writes bypass
-    // the buffer).
-    out: BufWriter<W>,
+    out: Writer<W>,
     opts: &'o TarOptions,
     /// (dev, ino) of each multiply-linked non-directory emitted → its path in the tar.
     links: HashMap<(u64, u64), Vec<u8>>,
@@ -29,7 +25,7 @@ pub(super) struct TarWriter<'o, W: Write> {
 impl<'o, W: Write> TarWriter<'o, W> {
     pub(super) fn new(out: W, opts: &'o TarOptions) -> Self {
         TarWriter {
-            out: BufWriter::with_capacity(128 * 1024, out),
+            out: Writer::new(out),
             opts,
             links: HashMap::new(),
             buf: vec![0; 256 * 1024],
@@ -128,32 +124,11 @@ impl<'o, W: Write> TarWriter<'o, W> {
 
     /// A whiteout or opaque marker: an empty regular file with fixed metadata.
     pub(super) fn marker(&mut self, rel: &[u8]) -> Result<()> {
-        let h = Header {
-            path: rel,
-            link: &[],
-            flag: b'0',
-            mode: 0,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            mtime: self.mtime(0),
-            dev: (0, 0),
-            xattrs: &[],
-        };
-        self.header(&h, Path::new(OsStr::from_bytes(rel)))
+        self.out.whiteout(rel, self.mtime(0))
     }
 
     fn header(&mut self, h: &Header<'_>, path: &Path) -> Result<()> {
-        let bytes = encode(h).map_err(|reason| {
-            Error::invalid(format!("layer entry for {}", path.display()), reason)
-        })?;
-        self.write(&bytes)
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.out
-            .write_all(bytes)
-            .map_err(|e| Error::stream("write the layer tar", e))
+        self.out.header(h, path.display())
     }
 
     /// Streams exactly `size` bytes of `f` and the padding; a file that shrank or grew since
@@ -173,24 +148,18 @@ impl<'o, W: Write> TarWriter<'o, W> {
             if n == 0 {
                 return Err(changed(path));
             }
-            self.out
-                .write_all(&self.buf[..n])
-                .map_err(|e| Error::stream("write the layer tar", e))?;
+            self.out.data(&self.buf[..n])?;
             left -= n as u64;
         }
         let mut probe = [0u8; 1];
         if read_full(&mut f, &mut probe).at("read", path)? != 0 {
             return Err(changed(path));
         }
-        let pad = padding(size);
-        self.write(&[0; BLOCK][..pad])
+        self.out.pad(size)
     }
 
-    pub(super) fn finish(mut self) -> Result<W> {
-        self.write(&[0; 2 * BLOCK])?;
-        self.out
-            .into_inner()
-            .map_err(|e| Error::stream("write the layer tar", e.into_error()))
+    pub(super) fn finish(self) -> Result<W> {
+        self.out.finish()
     }
 }
 
