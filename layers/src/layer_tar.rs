@@ -226,6 +226,20 @@ pub struct Meta {
     pub mtime: i64,
 }
 
+impl Meta {
+    /// A listed directory's metadata; ids or a time a header cannot hold are an error.
+    pub fn of_dir(path: &str, m: &crate::listing::DirMeta) -> Result<Meta> {
+        let bad = |reason: String| Error::invalid(format!("layer entry for {path}/"), reason);
+        Ok(Meta {
+            mode: m.mode,
+            uid: u32::try_from(m.uid).map_err(|_| bad(format!("uid {} is too large", m.uid)))?,
+            gid: u32::try_from(m.gid).map_err(|_| bad(format!("gid {} is too large", m.gid)))?,
+            mtime: i64::try_from(m.mtime)
+                .map_err(|_| bad(format!("mtime {} is too large", m.mtime)))?,
+        })
+    }
+}
+
 /// A layer tar being written: entries in the caller's order, then the end-of-archive blocks.
 pub struct Writer<W: Write> {
     // Headers are 512-byte writes; buffer them whatever `W` is.

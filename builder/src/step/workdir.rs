@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use cairn_layers::image::timestamp;
 use cairn_layers::layer::write_layer;
+use cairn_layers::layer_tar;
 use cairn_layers::listing::DirMeta;
 use cairn_parser::instruction::Instruction;
 
@@ -124,12 +125,9 @@ pub(crate) fn dirs_tar(
     w: &mut dyn std::io::Write,
     dirs: &[(String, DirMeta)],
 ) -> cairn_layers::Result<()> {
-    let bad = |action: String, source| cairn_layers::Error::Stream { action, source };
-    let mut tar = tar::Builder::new(w);
+    let mut tar = layer_tar::Writer::new(w);
     for (d, m) in dirs {
-        let mut h = crate::copy::dir_header(m);
-        tar.append_data(&mut h, format!("{d}/"), std::io::empty())
-            .map_err(|e| bad(format!("write {d}/ to the layer"), e))?;
+        tar.dir(d.as_bytes(), layer_tar::Meta::of_dir(d, m)?)?;
     }
-    tar.finish().map_err(|e| bad("finish the layer".into(), e))
+    tar.finish().map(drop)
 }
