@@ -131,3 +131,61 @@ pub(crate) fn dirs_tar(
     }
     tar.finish().map(drop)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dirs_tar_writes_each_directory_with_its_metadata() {
+        let meta = |mode, uid, mtime| DirMeta {
+            mode,
+            uid,
+            gid: uid + 1,
+            mtime,
+        };
+        let dirs = vec![
+            ("a".to_owned(), meta(0o755, 0, 5)),
+            ("a/b".to_owned(), meta(0o2750, 1000, 1_700_000_000)),
+        ];
+        let mut out = Vec::new();
+        dirs_tar(&mut out, &dirs).unwrap();
+        let mut a = tar::Archive::new(&out[..]);
+        let got: Vec<(Vec<u8>, u32, u64, u64, u64)> = a
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                assert_eq!(h.entry_type(), tar::EntryType::Directory);
+                let fields = (
+                    h.mode().unwrap(),
+                    h.uid().unwrap(),
+                    h.gid().unwrap(),
+                    h.mtime().unwrap(),
+                );
+                (
+                    e.path_bytes().into_owned(),
+                    fields.0,
+                    fields.1,
+                    fields.2,
+                    fields.3,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (b"a/".to_vec(), 0o755, 0, 1, 5),
+                (b"a/b/".to_vec(), 0o2750, 1000, 1001, 1_700_000_000),
+            ]
+        );
+    }
+
+    #[test]
+    fn no_directories_is_the_bare_end_of_archive() {
+        let mut out = Vec::new();
+        dirs_tar(&mut out, &[]).unwrap();
+        assert_eq!(out, vec![0; 1024]);
+    }
+}
