@@ -10,6 +10,7 @@ pub mod error;
 pub mod idmap;
 pub mod image;
 pub mod layer;
+pub mod layer_tar;
 pub mod layout;
 pub mod listing;
 pub mod owner;

@@ -26,7 +26,6 @@ mod sources;
 mod stream;
 
 pub use dest::ImageView;
-pub(crate) use entry::dir_header;
 pub use error::CopyError;
 pub use path::resolve_in_root;
 pub use plan::{CopyPlan, plan_copy};

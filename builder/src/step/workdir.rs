@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use cairn_layers::image::timestamp;
 use cairn_layers::layer::write_layer;
+use cairn_layers::layer_tar;
 use cairn_layers::listing::DirMeta;
 use cairn_parser::instruction::Instruction;
 
@@ -124,12 +125,67 @@ pub(crate) fn dirs_tar(
     w: &mut dyn std::io::Write,
     dirs: &[(String, DirMeta)],
 ) -> cairn_layers::Result<()> {
-    let bad = |action: String, source| cairn_layers::Error::Stream { action, source };
-    let mut tar = tar::Builder::new(w);
+    let mut tar = layer_tar::Writer::new(w);
     for (d, m) in dirs {
-        let mut h = crate::copy::dir_header(m);
-        tar.append_data(&mut h, format!("{d}/"), std::io::empty())
-            .map_err(|e| bad(format!("write {d}/ to the layer"), e))?;
+        tar.dir(d.as_bytes(), layer_tar::Meta::of_dir(d, m)?)?;
     }
-    tar.finish().map_err(|e| bad("finish the layer".into(), e))
+    tar.finish().map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dirs_tar_writes_each_directory_with_its_metadata() {
+        let meta = |mode, uid, mtime| DirMeta {
+            mode,
+            uid,
+            gid: uid + 1,
+            mtime,
+        };
+        let dirs = vec![
+            ("a".to_owned(), meta(0o755, 0, 5)),
+            ("a/b".to_owned(), meta(0o2750, 1000, 1_700_000_000)),
+        ];
+        let mut out = Vec::new();
+        dirs_tar(&mut out, &dirs).unwrap();
+        let mut a = tar::Archive::new(&out[..]);
+        let got: Vec<(Vec<u8>, u32, u64, u64, u64)> = a
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                assert_eq!(h.entry_type(), tar::EntryType::Directory);
+                let fields = (
+                    h.mode().unwrap(),
+                    h.uid().unwrap(),
+                    h.gid().unwrap(),
+                    h.mtime().unwrap(),
+                );
+                (
+                    e.path_bytes().into_owned(),
+                    fields.0,
+                    fields.1,
+                    fields.2,
+                    fields.3,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (b"a/".to_vec(), 0o755, 0, 1, 5),
+                (b"a/b/".to_vec(), 0o2750, 1000, 1001, 1_700_000_000),
+            ]
+        );
+    }
+
+    #[test]
+    fn no_directories_is_the_bare_end_of_archive() {
+        let mut out = Vec::new();
+        dirs_tar(&mut out, &[]).unwrap();
+        assert_eq!(out, vec![0; 1024]);
+    }
 }

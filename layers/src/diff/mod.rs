@@ -459,9 +459,9 @@ mod tests {
 
     use rustix::fs::{AtFlags, CWD, FileType, Timespec, Timestamps, XattrFlags};
 
-    use super::ustar::{BLOCK, Header, encode, pax_record};
     use super::xattrs::get_xattr;
     use super::*;
+    use crate::layer_tar::{BLOCK, Header, encode, pax_record};
     use std::io::{self, Read};
 
     use crate::idmap::IdRange;
