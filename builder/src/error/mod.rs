@@ -10,6 +10,7 @@ mod download;
 mod image;
 mod mount;
 mod run;
+pub mod sandbox;
 mod user;
 
 pub use cache::CacheError;
@@ -87,7 +88,7 @@ pub enum Error {
     /// cairn's side of the sandbox failed: starting or talking to its helper, or what a step
     /// needs from the host.
     #[error(transparent)]
-    SandboxFailed(#[from] crate::sandbox::error::Error),
+    SandboxFailed(#[from] sandbox::Error),
     /// A failure met once and shared by every step that needs what failed (the RUN
     /// sandbox, made at the first RUN).
     #[error(transparent)]

@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Duration;
 
+pub use crate::error::sandbox::CgroupError;
+
 /// The directory, in each hierarchy, under which cairn's cgroups are created.
 const PARENT_DIR: &str = "cairn";
 
@@ -155,33 +157,6 @@ pub fn cpu_shares_to_weight(shares: u64) -> u64 {
     // The kernel clamps v1 shares to this range (MIN_SHARES, MAX_SHARES in kernel/sched).
     let shares = shares.clamp(2, 262_144);
     1 + ((shares - 2) * 9999) / 262_142
-}
-
-/// A failure to set up or use a cgroup that was otherwise available.
-#[derive(Debug, thiserror::Error)]
-pub enum CgroupError {
-    #[error("invalid cgroup name {name:?}: expected one path component")]
-    InvalidName { name: String },
-    #[error("failed to create cgroup directory {}", path.display())]
-    CreateDir {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("failed to write {value:?} to {}", path.display())]
-    Write {
-        path: PathBuf,
-        value: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("failed to move process {pid} into cgroup {}", path.display())]
-    AddProcess {
-        pid: u32,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
 }
 
 /// Which cgroup interface a [`Cgroup`] uses.

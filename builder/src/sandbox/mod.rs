@@ -23,7 +23,6 @@
 
 pub mod cgroup;
 mod confine;
-pub mod error;
 mod etc;
 pub mod helper;
 mod idmapped;
@@ -45,6 +44,8 @@ use cairn_layers::image::Descriptor;
 use cairn_layers::store::RemoveFn;
 use cairn_layers::{Digest, Store};
 
+/// The sandbox's errors live below it, with the builder's other module errors.
+pub use crate::error::sandbox as error;
 use crate::error::{Error, Result, io_err};
 pub use cgroup::Limits;
 pub use error::{Error as SandboxError, HelperError};

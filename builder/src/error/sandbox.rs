@@ -1,10 +1,9 @@
-//! The sandbox's errors: cairn's side ([`Error`], wrapped by the builder's error) and the
-//! helper's ([`HelperError`], reported to cairn as text).
+//! The sandbox's errors, kept here below `sandbox` like the other modules' errors: cairn's side
+//! ([`Error`], wrapped by the builder's error), the helper's ([`HelperError`], reported to cairn
+//! as text) and the limits cgroup's ([`CgroupError`]).
 
 use std::io;
 use std::path::{Path, PathBuf};
-
-use super::cgroup::CgroupError;
 
 /// What went wrong on cairn's side of the sandbox: starting or talking to a helper, or the
 /// pieces a step needs from the host. A helper's own report arrives as text and stays the
@@ -179,6 +178,33 @@ pub(crate) fn report(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     out
+}
+
+/// A failure to set up or use a cgroup that was otherwise available.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("invalid cgroup name {name:?}: expected one path component")]
+    InvalidName { name: String },
+    #[error("failed to create cgroup directory {}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to write {value:?} to {}", path.display())]
+    Write {
+        path: PathBuf,
+        value: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to move process {pid} into cgroup {}", path.display())]
+    AddProcess {
+        pid: u32,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 #[cfg(test)]
