@@ -2,7 +2,8 @@
 //!
 //! How each instruction's arguments are split follows BuildKit's `line_parsers.go`, so that
 //! [`dump`] reproduces BuildKit's `result` files byte for byte. Nothing here validates flags or
-//! argument counts beyond what BuildKit's parser itself rejects; that is [`crate::instruction`]'s job.
+//! argument counts beyond what BuildKit's parser itself rejects; that is the job of the typed
+//! layer above this one (`instruction.rs`).
 
 use std::collections::BTreeMap;
 
@@ -16,7 +17,7 @@ use crate::lexer::{Lexer, LogicalLine, pos_in};
 use crate::span::{Pos, Span};
 
 /// How deep ONBUILD triggers may nest (`ONBUILD ONBUILD RUN x` nests two). BuildKit's parser has
-/// no limit (its dispatcher, like [`crate::instruction`], rejects any ONBUILD trigger), but every
+/// no limit (its dispatcher, like `instruction.rs` here, rejects any ONBUILD trigger), but every
 /// level recurses here, so a long enough line of ONBUILDs would overflow the stack.
 const MAX_ONBUILD_NESTING: usize = 16;
 
