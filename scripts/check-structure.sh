@@ -4,9 +4,12 @@
 # Cycles: each .rs file under <crate>/src is a module (`a/mod.rs` and `a.rs` are `a`, `a/b.rs` is
 # `a::b`, `lib.rs` and `main.rs` the crate root). A module uses another when its production code
 # names it through a `crate::` or `super::` path (in `use` trees too); `super::` from a child is an
-# edge to its parent. Comments, string literals and `#[cfg(test)]` items are skipped, and so are
-# test-only files (`tests.rs`, anything under a `tests/` folder inside src/). Each strongly
-# connected group of modules is reported with the edges that tie it together.
+# edge to its parent. An intra-doc link in a doc comment ([`crate::x`]) counts as a use; other
+# comments, string literals and `#[cfg(test)]` items are skipped, and so are test-only files
+# (`tests.rs`, anything under a `tests/` folder inside src/). Cycles are looked for twice: between
+# modules, and between top-level modules taken whole (`a/` is `a` with all below it, so `a::x`
+# using `b` while `b` uses `a::y` is the cycle `a/ b/`). Each strongly connected group is reported
+# with the edges that tie it together.
 #
 # Size: a production file is its lines before its first top-level `#[cfg(test)] mod` (or the whole
 # file), for the crates that ship: parser, builder, layers, cli.
@@ -61,7 +64,7 @@ function module_of(path,   m) {
 
 # Strips comments and the contents of string and char literals from one line, carrying block
 # comments and multi-line strings over to the next line through globals.
-function clean(line,   out, i, n, c, c2, j, k, hashes, cl) {
+function clean(line,   out, i, n, c, c2, j, k, hashes, cl, rest, link) {
     out = ""
     n = length(line)
     i = 1
@@ -85,7 +88,20 @@ function clean(line,   out, i, n, c, c2, j, k, hashes, cl) {
             i++; continue
         }
         c2 = substr(line, i, 2)
-        if (c2 == "//") break
+        if (c2 == "//") {
+            # An intra-doc link in a doc comment ([`crate::x`]) makes rustdoc depend on that module
+            # as surely as a `use`: kept as a path, the rest of the comment dropped.
+            rest = substr(line, i)
+            if (rest ~ /^\/\/[\/!]/) {
+                while (match(rest, /\[`?(crate|super)(::[A-Za-z0-9_]+)+/)) {
+                    link = substr(rest, RSTART + 1, RLENGTH - 1)
+                    sub(/^`/, "", link)
+                    out = out " " link " "
+                    rest = substr(rest, RSTART + RLENGTH)
+                }
+            }
+            break
+        }
         if (c2 == "/*") { in_block = 1; i += 2; continue }
         if (c == "\"") { in_str = 1; out = out "\""; i++; continue }
         # Raw strings: r"..", r#".."#, br"..", not the tail of an identifier.
@@ -288,6 +304,18 @@ END {
         if (ENVIRON["STRUCTURE_DEBUG"] != "") print "edge " from " -> " to "  (" ref_at[r] ")" > "/dev/stderr"
         nodes[from] = 1; nodes[to] = 1
         nout[from]++; out[from, nout[from]] = to
+        # The same edge between top-level modules (a directory is one module with all below
+        # it): `a/x.rs` using `b` while `b` uses `a/y.rs` is a cycle between a and b too.
+        ta = ref_from[r]; tb = to; sub(/^[^:]*:/, "", tb)
+        # Between two top-level modules the edge above says it already.
+        if (ta !~ /::/ && tb !~ /::/) continue
+        sub(/::.*/, "", ta); sub(/::.*/, "", tb)
+        if (ta == tb || ta == "crate" || tb == "crate") continue
+        ta = c ":" ta "/"; tb = c ":" tb "/"
+        if ((ta, tb) in edge_at) continue
+        edge_at[ta, tb] = ref_at[r]
+        nodes[ta] = 1; nodes[tb] = 1
+        nout[ta]++; out[ta, nout[ta]] = tb
     }
     next_index = 0
     for (v in nodes) if (!(v in index_of)) strongconnect(v)
