@@ -785,25 +785,19 @@ fn build_guarded(s: &Store, dockerfile: &str, flags: &[&str]) -> (Output, tempfi
 #[test]
 fn user_names_are_read_inside_the_image_never_through_it() {
     let s = loaded_busybox();
-    // Host files the links point at, readable by whoever runs cairn.
+    // Host files the links point at, readable by whoever runs cairn (a temp dir is 0700).
     let host = tempfile::tempdir().unwrap();
-    fs::write(
-        host.path().join("passwd"),
-        "evil:x:4242:4343::/evil:/bin/sh\n",
-    )
-    .unwrap();
-    fs::write(host.path().join("group"), "evilgrp:x:4444:\n").unwrap();
-    for (p, mode) in [
-        (host.path().to_path_buf(), 0o755),
-        (host.path().join("passwd"), 0o644),
+    let readable = |p: &Path, mode| {
+        fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap()
+    };
+    readable(host.path(), 0o755);
+    for (name, text) in [
+        ("passwd", "evil:x:4242:4343::/evil:/bin/sh\n"),
+        ("group", "evilgrp:x:4444:\n"),
     ] {
-        fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+        fs::write(host.path().join(name), text).unwrap();
+        readable(&host.path().join(name), 0o644);
     }
-    fs::set_permissions(
-        host.path().join("group"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .unwrap();
     let h = host.path().display();
     let links = format!("RUN ln -sf {h}/passwd /etc/passwd && ln -sf {h}/group /etc/group\n");
 
