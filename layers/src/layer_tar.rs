@@ -14,6 +14,9 @@ pub fn padding(size: u64) -> usize {
     (BLOCK - (size % BLOCK as u64) as usize) % BLOCK
 }
 
+/// Extended attributes of one entry: names (without `SCHILY.xattr.`) and values.
+pub type Xattrs = [(Vec<u8>, Vec<u8>)];
+
 /// The header fields of one entry, already in container terms.
 #[derive(Debug)]
 pub struct Header<'a> {
@@ -27,7 +30,7 @@ pub struct Header<'a> {
     pub size: u64,
     pub mtime: i64,
     pub dev: (u32, u32),
-    pub xattrs: &'a [(Vec<u8>, Vec<u8>)],
+    pub xattrs: &'a Xattrs,
 }
 
 // ustar field offsets and lengths.
@@ -217,6 +220,21 @@ fn pax_header_name(path: &[u8]) -> Vec<u8> {
     name
 }
 
+/// Why `path` cannot name a layer entry, if it cannot.
+fn bad_name(path: &[u8]) -> Option<&'static str> {
+    if path.is_empty() {
+        Some("the name is empty")
+    } else if path.starts_with(b"/") {
+        Some("the name is absolute")
+    } else if path.contains(&0) {
+        Some("the name holds a NUL byte")
+    } else if path.split(|&b| b == b'/').any(|c| c == b"..") {
+        Some("the name climbs with `..`")
+    } else {
+        None
+    }
+}
+
 /// Owner, mode and time of an entry, already in container terms.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Meta {
@@ -259,11 +277,15 @@ impl<W: Write> Writer<W> {
         }
     }
 
-    /// One entry's headers; an unencodable one is an error naming `what`.
+    /// One entry's headers; an unencodable one is an error naming `what`, and so is a name
+    /// that is absolute, empty or climbs with `..`: every layer names its entries below the
+    /// root, whatever the caller got wrong.
     pub fn header(&mut self, h: &Header<'_>, what: impl Display) -> Result<()> {
-        let bytes = encode(h)
-            .map_err(|reason| Error::invalid(format!("layer entry for {what}"), reason))?;
-        self.data(&bytes)
+        let invalid = |reason: String| Error::invalid(format!("layer entry for {what}"), reason);
+        if let Some(reason) = bad_name(h.path) {
+            return Err(invalid(reason.to_owned()));
+        }
+        self.data(&encode(h).map_err(invalid)?)
     }
 
     /// Raw bytes: content after its header (then [`Writer::pad`]).
@@ -279,16 +301,25 @@ impl<W: Write> Writer<W> {
     }
 
     /// A directory at `path` (without its trailing `/`, which the entry gets).
-    pub fn dir(&mut self, path: &[u8], meta: Meta) -> Result<()> {
+    pub fn dir(&mut self, path: &[u8], meta: Meta, xattrs: &Xattrs) -> Result<()> {
         let path = [path, b"/"].concat();
-        self.plain(&path, b'5', &[], meta, 0)
+        self.plain(&path, b'5', &[], meta, 0, xattrs)
     }
 
     /// A regular file of exactly `size` bytes read from `content`.
-    pub fn file(&mut self, path: &[u8], meta: Meta, size: u64, content: impl Read) -> Result<()> {
-        self.plain(path, b'0', &[], meta, size)?;
-        let copied = std::io::copy(&mut content.take(size), &mut self.out)
-            .map_err(|e| Error::stream("write the layer tar", e))?;
+    pub fn file(
+        &mut self,
+        path: &[u8],
+        meta: Meta,
+        xattrs: &Xattrs,
+        size: u64,
+        content: impl Read,
+    ) -> Result<()> {
+        self.plain(path, b'0', &[], meta, size, xattrs)?;
+        let copied = std::io::copy(&mut content.take(size), &mut self.out).map_err(|e| {
+            let action = format!("copy {} into the layer tar", String::from_utf8_lossy(path));
+            Error::stream(action, e)
+        })?;
         if copied != size {
             return Err(Error::invalid(
                 format!("layer entry for {}", String::from_utf8_lossy(path)),
@@ -299,13 +330,24 @@ impl<W: Write> Writer<W> {
     }
 
     /// A symlink to `target`, kept byte for byte.
-    pub fn symlink(&mut self, path: &[u8], meta: Meta, target: &[u8]) -> Result<()> {
-        self.plain(path, b'2', target, meta, 0)
+    pub fn symlink(
+        &mut self,
+        path: &[u8],
+        meta: Meta,
+        xattrs: &Xattrs,
+        target: &[u8],
+    ) -> Result<()> {
+        self.plain(path, b'2', target, meta, 0, xattrs)
     }
 
-    /// A hard link to the entry already written at `target`.
+    /// A hard link to the entry already written at `target` (no xattrs: they belong to the
+    /// shared inode, written with the first name).
     pub fn hardlink(&mut self, path: &[u8], meta: Meta, target: &[u8]) -> Result<()> {
-        self.plain(path, b'1', target, meta, 0)
+        if let Some(reason) = bad_name(target) {
+            let what = format!("layer entry for {}", String::from_utf8_lossy(path));
+            return Err(Error::invalid(what, format!("hard link target: {reason}")));
+        }
+        self.plain(path, b'1', target, meta, 0, &[])
     }
 
     /// A whiteout or opaque marker: an empty regular file, mode 0, owner 0:0.
@@ -314,10 +356,18 @@ impl<W: Write> Writer<W> {
             mtime,
             ..Meta::default()
         };
-        self.plain(path, b'0', &[], meta, 0)
+        self.plain(path, b'0', &[], meta, 0, &[])
     }
 
-    fn plain(&mut self, path: &[u8], flag: u8, link: &[u8], meta: Meta, size: u64) -> Result<()> {
+    fn plain(
+        &mut self,
+        path: &[u8],
+        flag: u8,
+        link: &[u8],
+        meta: Meta,
+        size: u64,
+        xattrs: &Xattrs,
+    ) -> Result<()> {
         let h = Header {
             path,
             link,
@@ -328,7 +378,7 @@ impl<W: Write> Writer<W> {
             size,
             mtime: meta.mtime,
             dev: (0, 0),
-            xattrs: &[],
+            xattrs,
         };
         self.header(&h, String::from_utf8_lossy(path))
     }
@@ -355,19 +405,29 @@ mod tests {
             mtime: 1_700_000_000,
         };
         let mut w = Writer::new(Vec::new());
-        w.dir(b"d", meta).unwrap();
-        w.file(b"d/f", meta, 3, &b"abcdef"[..]).unwrap();
-        w.symlink(b"d/l", meta, b"/x//./y").unwrap();
+        let xattrs = [(b"user.k".to_vec(), b"v".to_vec())];
+        w.dir(b"d", meta, &[]).unwrap();
+        w.file(b"d/f", meta, &xattrs, 3, &b"abcdef"[..]).unwrap();
+        w.symlink(b"d/l", meta, &[], b"/x//./y").unwrap();
         w.hardlink(b"d/h", meta, b"d/f").unwrap();
         w.whiteout(b"d/.wh.gone", 0).unwrap();
         let bytes = w.finish().unwrap();
         assert_eq!(bytes.len() % BLOCK, 0);
         let mut a = tar::Archive::new(&bytes[..]);
         let mut seen = Vec::new();
+        let mut paxes = Vec::new();
         for e in a.entries().unwrap() {
             let mut e = e.unwrap();
             let h = e.header().clone();
             let link = e.link_name_bytes().map(|l| l.into_owned());
+            let pax: Vec<(String, Vec<u8>)> = match e.pax_extensions().unwrap() {
+                Some(records) => records
+                    .map(|r| r.unwrap())
+                    .map(|r| (r.key().unwrap().to_owned(), r.value_bytes().to_vec()))
+                    .collect(),
+                None => Vec::new(),
+            };
+            paxes.push(pax);
             let mut body = Vec::new();
             e.read_to_end(&mut body).unwrap();
             seen.push((e.path_bytes().into_owned(), h.mode().unwrap(), link, body));
@@ -379,11 +439,41 @@ mod tests {
         assert_eq!(seen[1].3, b"abc");
         assert_eq!(seen[2].2.as_deref(), Some(&b"/x//./y"[..]));
         assert_eq!(seen[4].1, 0);
+        let xattr = ("SCHILY.xattr.user.k".to_owned(), b"v".to_vec());
+        assert_eq!(paxes[1], [xattr]);
+        assert!(
+            paxes
+                .iter()
+                .enumerate()
+                .all(|(i, p)| i == 1 || p.is_empty())
+        );
+    }
+
+    #[test]
+    fn names_outside_the_root_are_refused() {
+        let cases: [(&[u8], bool); 8] = [
+            (b"a\0b", false),
+            (b"a/b", true),
+            (b"a/..b/c", true),
+            (b"...", true),
+            (b"", false),
+            (b"/etc/passwd", false),
+            (b"../x", false),
+            (b"a/../../x", false),
+        ];
+        for (name, ok) in cases {
+            let mut w = Writer::new(Vec::new());
+            let got = w.file(name, Meta::default(), &[], 0, std::io::empty());
+            assert_eq!(got.is_ok(), ok, "{}", String::from_utf8_lossy(name));
+        }
+        let mut w = Writer::new(Vec::new());
+        assert!(w.hardlink(b"h", Meta::default(), b"../f").is_err());
+        assert!(w.symlink(b"s", Meta::default(), &[], b"../f").is_ok());
     }
 
     #[test]
     fn short_content_is_an_error() {
         let mut w = Writer::new(Vec::new());
-        assert!(w.file(b"f", Meta::default(), 4, &b"ab"[..]).is_err());
+        assert!(w.file(b"f", Meta::default(), &[], 4, &b"ab"[..]).is_err());
     }
 }

@@ -4,14 +4,15 @@
 //! destination) resolve inside it, and the directories an entry implies are made 0755 root.
 //! Nothing is written to the host here: this only decides the layer's names.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
 
+use cairn_layers::layer_tar;
 use cairn_layers::listing::{DirMeta, Kind, Listing, TreeView};
 
-use super::entry::{append_dir, append_symlink};
-use super::error::{CopyError, err, io_err, write_err};
+use super::entry::LayerOut;
+use super::error::{CopyError, err, io_err};
+use super::from_meta::EntryPax;
 use super::path::{clean, join};
 use crate::error::{Error, Result};
 use crate::users::Owner;
@@ -43,16 +44,17 @@ fn place(view: &TreeView, comps: &[String], shown: &str) -> Result<(String, Stri
 
 /// Writes the entries of the archive at `path` under `root`, with their owners unless
 /// --chown gives one (`owner`; root is none), times no later than `clamp_mtime`
-/// (SOURCE_DATE_EPOCH); the directories written go to `written`. `now` dates the directories
-/// it makes.
+/// (SOURCE_DATE_EPOCH). `now` dates the directories it makes. Each entry is written anew from
+/// what its headers say (type, mode, owner, time, xattrs), as BuildKit's layer of the
+/// extracted files would have it: user and group names, access times and other PAX records
+/// do not reach the layer.
 pub(crate) fn append_archive<W: Write>(
-    tar: &mut tar::Builder<W>,
+    layer: &mut LayerOut<W>,
     path: &Path,
     root: &mut ArchiveRoot,
     owner: Owner,
     clamp_mtime: Option<i64>,
-    now: u64,
-    written: &mut BTreeMap<String, DirMeta>,
+    now: i64,
 ) -> Result<()> {
     let reader = open_archive(path)?;
     let bad = |source| -> Error {
@@ -62,17 +64,18 @@ pub(crate) fn append_archive<W: Write>(
         }
         .into()
     };
+    let made = |uid: u32, gid: u32| DirMeta {
+        mode: 0o755,
+        uid: uid.into(),
+        gid: gid.into(),
+        mtime: now.unsigned_abs(),
+    };
     // BuildKit makes a missing destination first, as a COPY's parents are made.
     if !root.dest.is_empty() && !root.exists {
         root.exists = true;
-        if !written.contains_key(&root.dest) {
-            let meta = DirMeta {
-                mode: 0o755,
-                uid: owner.uid.into(),
-                gid: owner.gid.into(),
-                mtime: now,
-            };
-            append_dir(tar, written, &root.dest, None, meta)?;
+        if !layer.written.contains_key(&root.dest) {
+            let dest = root.dest.clone();
+            layer.dir(&dest, dest.as_bytes(), made(owner.uid, owner.gid), &[])?;
         }
     }
     let chown = owner != (Owner { uid: 0, gid: 0 });
@@ -90,7 +93,7 @@ pub(crate) fn append_archive<W: Write>(
             continue;
         }
         // Extended attributes, kept as BuildKit keeps them (best effort when unpacking).
-        let xattrs = super::from_meta::pax_xattrs(&mut entry).map_err(bad)?;
+        let pax = EntryPax::read(&mut entry).map_err(bad)?;
         let (parent, rel) = place(&root.view, &comps, &name)?;
         // Missing directories above the entry: made by the untar 0755 and owned by root,
         // --chown or not (it is for the archive's entries).
@@ -98,45 +101,34 @@ pub(crate) fn append_archive<W: Write>(
         for part in parent.split('/').filter(|p| !p.is_empty()) {
             at = join(&at, part);
             if !root.view.is_dir(&at) {
-                let meta = DirMeta {
-                    mode: 0o755,
-                    uid: 0,
-                    gid: 0,
-                    mtime: now,
-                };
-                root.view.add_dir(&at, meta);
-                append_dir(tar, written, &join(&root.dest, &at), None, meta)?;
+                root.view.add_dir(&at, made(0, 0));
+                let dir = join(&root.dest, &at);
+                layer.dir(&dir, dir.as_bytes(), made(0, 0), &[])?;
             }
         }
         let target = join(&root.dest, &rel);
-        let mut h = entry.header().clone();
-        // Numeric fields are written anew: an archive may leave them blank, which Go's tar
-        // reads as 0 (an extraction then writes 0), and the layer must hold numbers.
-        let (mode, uid, gid, mtime) = (
-            h.mode().unwrap_or(0),
-            h.uid().unwrap_or(0),
-            h.gid().unwrap_or(0),
-            h.mtime().unwrap_or(0),
-        );
-        h.set_mode(mode);
-        h.set_uid(uid);
-        h.set_gid(gid);
-        h.set_mtime(mtime);
-        if chown {
-            h.set_uid(owner.uid.into());
-            h.set_gid(owner.gid.into());
-        }
-        if let Some(c) = clamp_mtime {
-            h.set_mtime(h.mtime().unwrap_or(0).min(c.max(0) as u64));
-        }
-        let kind = h.entry_type();
-        let pax = |tar: &mut tar::Builder<W>| -> Result<()> {
-            if xattrs.is_empty() {
-                return Ok(());
-            }
-            tar.append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
-                .map_err(write_err(&target))
+        let h = entry.header();
+        // An archive may leave a number blank, which Go's tar reads as 0 (an extraction then
+        // writes 0); a PAX record overrides the field.
+        let id = |pax: Option<u64>, field: std::io::Result<u64>, what: &str| {
+            let id = pax.unwrap_or_else(|| field.unwrap_or(0));
+            u32::try_from(id).map_err(|_| err(format!("{name}: {what} {id} is out of range")))
         };
+        let uid = id(pax.uid, h.uid(), "uid")?;
+        let gid = id(pax.gid, h.gid(), "gid")?;
+        let mut mtime = pax
+            .mtime
+            .unwrap_or_else(|| h.mtime().map_or(0, |t| t.try_into().unwrap_or(i64::MAX)));
+        if let Some(c) = clamp_mtime {
+            mtime = mtime.min(c.max(0));
+        }
+        let m = layer_tar::Meta {
+            mode: h.mode().unwrap_or(0) & 0o7777,
+            uid: if chown { owner.uid } else { uid },
+            gid: if chown { owner.gid } else { gid },
+            mtime,
+        };
+        let kind = h.entry_type();
         if kind.is_symlink() {
             let link = entry
                 .link_name_bytes()
@@ -145,8 +137,9 @@ pub(crate) fn append_archive<W: Write>(
             let shown = String::from_utf8_lossy(&link).into_owned();
             root.view
                 .apply(&Listing(vec![(rel.clone(), Kind::Symlink(shown))]));
-            pax(tar)?;
-            append_symlink(tar, &mut h, Path::new(&target), &link)?;
+            layer
+                .tar
+                .symlink(target.as_bytes(), m, &pax.xattrs, &link)?;
         } else if kind.is_hard_link() {
             // The link's target is an entry already extracted, named from the root too.
             let link = entry
@@ -155,25 +148,25 @@ pub(crate) fn append_archive<W: Write>(
                 .unwrap_or_default();
             let (_, link_rel) = place(&root.view, &clean(&link), &link)?;
             root.view.apply(&Listing(vec![(rel.clone(), Kind::Other)]));
-            tar.append_link(&mut h, &target, join(&root.dest, &link_rel))
-                .map_err(write_err(&target))?;
+            let link = join(&root.dest, &link_rel);
+            layer.tar.hardlink(target.as_bytes(), m, link.as_bytes())?;
         } else if kind.is_dir() {
             let meta = DirMeta {
-                mode: h.mode().map_err(bad)? & 0o7777,
-                uid: h.uid().map_err(bad)?,
-                gid: h.gid().map_err(bad)?,
-                mtime: h.mtime().map_err(bad)?,
+                mode: m.mode,
+                uid: m.uid.into(),
+                gid: m.gid.into(),
+                // Before 1970 is kept in the header, the view has it as the epoch.
+                mtime: m.mtime.max(0).unsigned_abs(),
             };
             root.view.add_dir(&rel, meta);
-            written.insert(target.clone(), meta);
-            pax(tar)?;
-            tar.append_data(&mut h, format!("{target}/"), std::io::empty())
-                .map_err(write_err(&target))?;
+            layer.tar.dir(target.as_bytes(), m, &pax.xattrs)?;
+            layer.written.insert(target.clone(), meta);
         } else if kind.is_file() {
             root.view.apply(&Listing(vec![(rel.clone(), Kind::Other)]));
-            pax(tar)?;
-            tar.append_data(&mut h, &target, &mut entry)
-                .map_err(write_err(&target))?;
+            let size = entry.size();
+            layer
+                .tar
+                .file(target.as_bytes(), m, &pax.xattrs, size, &mut entry)?;
         }
         // Devices and fifos are left out, as before: a rootless build cannot make them.
     }

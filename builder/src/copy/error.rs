@@ -1,6 +1,5 @@
 //! The errors COPY and ADD fail with: a rule they break, or what could not be read or written.
 
-use std::io;
 use std::path::Path;
 
 pub use crate::error::CopyError;
@@ -8,17 +7,6 @@ use crate::error::Error;
 
 pub(crate) fn err(message: impl Into<String>) -> Error {
     CopyError::Rule(message.into()).into()
-}
-
-/// `map_err` for writing `entry` to the layer.
-pub(crate) fn write_err(entry: impl std::fmt::Display) -> impl FnOnce(io::Error) -> Error {
-    move |source| {
-        CopyError::Write {
-            entry: entry.to_string(),
-            source,
-        }
-        .into()
-    }
 }
 
 pub(crate) fn io_err(

@@ -15,12 +15,12 @@ use super::error::CopyError;
 use super::path::{clean, join};
 use crate::error::{Error, Result};
 
-/// A path's owner and extended attributes (PAX `SCHILY.xattr.*` records, key and value).
+/// A path's owner and extended attributes (from PAX `SCHILY.xattr.*` records: name, value).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EntryMeta {
     pub uid: u64,
     pub gid: u64,
-    pub xattrs: Vec<(String, Vec<u8>)>,
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Every path of a stage's or image's filesystem with its [`EntryMeta`], and where that
@@ -53,7 +53,7 @@ impl SourceMeta {
             for entry in archive.entries().map_err(bad)? {
                 let mut entry = entry.map_err(bad)?;
                 let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-                let xattrs = pax_xattrs(&mut entry).map_err(bad)?;
+                let pax = EntryPax::read(&mut entry).map_err(bad)?;
                 let h = entry.header();
                 let link = h
                     .entry_type()
@@ -62,9 +62,9 @@ impl SourceMeta {
                     .flatten()
                     .map(|l| clean(&String::from_utf8_lossy(&l)).join("/"));
                 let e = EntryMeta {
-                    uid: h.uid().unwrap_or(0),
-                    gid: h.gid().unwrap_or(0),
-                    xattrs,
+                    uid: pax.uid.unwrap_or_else(|| h.uid().unwrap_or(0)),
+                    gid: pax.gid.unwrap_or_else(|| h.gid().unwrap_or(0)),
+                    xattrs: pax.xattrs,
                 };
                 meta.add(&name, e, link);
             }
@@ -116,23 +116,47 @@ impl SourceMeta {
     }
 }
 
-/// An entry's `SCHILY.xattr.*` PAX records, keys as written: what a layer or archive holds
-/// of its extended attributes.
-pub(crate) fn pax_xattrs<R: std::io::Read>(
-    entry: &mut tar::Entry<'_, R>,
-) -> std::io::Result<Vec<(String, Vec<u8>)>> {
-    let mut xattrs = Vec::new();
-    if let Some(pax) = entry.pax_extensions()? {
-        for r in pax {
-            let r = r?;
-            if let Ok(k) = r.key()
-                && k.starts_with("SCHILY.xattr.")
-            {
-                xattrs.push((k.to_owned(), r.value_bytes().to_vec()));
+/// What an entry's PAX records say of it beyond its name and size: its extended attributes
+/// (`SCHILY.xattr.*`, as name and value) and the numbers a ustar header cannot hold.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct EntryPax {
+    pub(crate) xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub(crate) uid: Option<u64>,
+    pub(crate) gid: Option<u64>,
+    /// Whole seconds; a fraction is dropped, as BuildKit's layers drop it.
+    pub(crate) mtime: Option<i64>,
+}
+
+impl EntryPax {
+    pub(crate) fn read<R: std::io::Read>(entry: &mut tar::Entry<'_, R>) -> std::io::Result<Self> {
+        let mut pax = EntryPax::default();
+        if let Some(records) = entry.pax_extensions()? {
+            for r in records {
+                let r = r?;
+                pax.add(r.key_bytes(), r.value_bytes());
+            }
+        }
+        Ok(pax)
+    }
+
+    fn add(&mut self, key: &[u8], value: &[u8]) {
+        fn number<N: std::str::FromStr>(v: &[u8]) -> Option<N> {
+            std::str::from_utf8(v).ok()?.parse().ok()
+        }
+        match key {
+            b"uid" => self.uid = number(value),
+            b"gid" => self.gid = number(value),
+            b"mtime" => {
+                let whole = value.split(|&b| b == b'.').next().unwrap_or_default();
+                self.mtime = number(whole);
+            }
+            _ => {
+                if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                    self.xattrs.push((name.to_vec(), value.to_vec()));
+                }
             }
         }
     }
-    Ok(xattrs)
 }
 
 #[cfg(test)]
@@ -144,6 +168,58 @@ mod tests {
             uid,
             gid: uid,
             xattrs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn pax_records_give_xattrs_and_large_numbers() {
+        let cases: [(&[u8], &[u8], EntryPax); 6] = [
+            (
+                b"uid",
+                b"3000000",
+                EntryPax {
+                    uid: Some(3_000_000),
+                    ..Default::default()
+                },
+            ),
+            (
+                b"gid",
+                b"7",
+                EntryPax {
+                    gid: Some(7),
+                    ..Default::default()
+                },
+            ),
+            (
+                b"mtime",
+                b"1700000000.75",
+                EntryPax {
+                    mtime: Some(1_700_000_000),
+                    ..Default::default()
+                },
+            ),
+            (
+                b"mtime",
+                b"-5",
+                EntryPax {
+                    mtime: Some(-5),
+                    ..Default::default()
+                },
+            ),
+            (b"uid", b"x", EntryPax::default()),
+            (
+                b"SCHILY.xattr.security.capability",
+                b"\x01",
+                EntryPax {
+                    xattrs: vec![(b"security.capability".to_vec(), b"\x01".to_vec())],
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (key, value, want) in cases {
+            let mut got = EntryPax::default();
+            got.add(key, value);
+            assert_eq!(got, want, "{}", String::from_utf8_lossy(key));
         }
     }
 

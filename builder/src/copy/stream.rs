@@ -2,15 +2,16 @@
 //! headers, so no chown is ever needed.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use cairn_layers::listing::DirMeta;
 
 use super::archive::append_archive;
-use super::entry::{append, append_dir, append_symlink, header};
-use super::error::{CopyError, err, io_err, write_err};
+use super::entry::{LayerOut, meta};
+use super::error::{err, io_err};
 use super::plan::{CopyPlan, Extra, Parent, Planned};
 use super::request::{CopyRequest, apply_chmod};
 use crate::error::Result;
@@ -48,14 +49,14 @@ fn write_plan(
         kept,
         link_inodes,
     } = extra;
-    let mut tar = tar::Builder::new(out);
+    let mut layer = LayerOut::new(out);
     // The first destination of each multiply linked source inode, for its other names.
-    let mut links: std::collections::HashMap<(u64, u64), String> = Default::default();
-    let mtime = |t: i64| req.clamp_mtime.map_or(t, |c| t.min(c)).max(0) as u64;
-    let now = req
-        .clamp_mtime
-        .unwrap_or_else(|| jiff::Timestamp::now().as_second());
-    let mut written: BTreeMap<String, DirMeta> = BTreeMap::new();
+    let mut links: std::collections::HashMap<(u64, u64), Vec<u8>> = Default::default();
+    let mtime = |t: i64| req.clamp_mtime.map_or(t, |c| t.min(c)).max(0);
+    let now = mtime(
+        req.clamp_mtime
+            .unwrap_or_else(|| jiff::Timestamp::now().as_second()),
+    );
     // BuildKit hands MkdirAll an octal --chmod (not a symbolic one) as the mode.
     let chmod_mode = match req.chmod.as_deref() {
         Some(spec) if !spec.is_empty() && spec.bytes().all(|b| (b'0'..=b'7').contains(&b)) => {
@@ -69,32 +70,28 @@ fn write_plan(
                 mode: if *chmod { chmod_mode } else { 0o755 },
                 uid: req.owner.uid.into(),
                 gid: req.owner.gid.into(),
-                mtime: mtime(now),
+                mtime: now.unsigned_abs(),
             },
             Parent::Kept { meta, touched, .. } => DirMeta {
                 mtime: if *touched {
-                    mtime(now)
+                    now.unsigned_abs()
                 } else {
-                    mtime(meta.mtime.try_into().unwrap_or(i64::MAX))
+                    mtime(meta.mtime.try_into().unwrap_or(i64::MAX)).unsigned_abs()
                 },
                 ..*meta
             },
         };
-        append_dir(&mut tar, &mut written, parent.path(), None, meta)?;
+        let path = parent.path();
+        layer.dir(path, path.as_bytes(), meta, &[])?;
     }
     for (target, data) in contents {
         let mode = match &req.chmod {
             Some(spec) => apply_chmod(spec, 0o644, false)?,
             None => 0o644,
         };
-        let mut h = header(
-            tar::EntryType::Regular,
-            mode,
-            req.owner,
-            mtime(now),
-            data.len() as u64,
-        );
-        append(&mut tar, &mut h, Path::new(&target), data)?;
+        let size = data.len() as u64;
+        let m = meta(mode, req.owner, now);
+        layer.tar.file(target.as_bytes(), m, &[], size, data)?;
     }
     for (target, path, t) in files {
         let mode = match &req.chmod {
@@ -103,23 +100,15 @@ fn write_plan(
         };
         let f = std::fs::File::open(path).map_err(io_err("open", path))?;
         let size = f.metadata().map_err(io_err("stat", path))?.len();
-        let mut h = header(tar::EntryType::Regular, mode, req.owner, mtime(t), size);
-        append(&mut tar, &mut h, Path::new(&target), f.take(size))?;
+        let m = meta(mode, req.owner, mtime(t));
+        layer.tar.file(target.as_bytes(), m, &[], size, f)?;
     }
     for p in planned {
         if p.archive {
             let root = archive_root
                 .as_mut()
                 .ok_or_else(|| err("an archive planned without its destination"))?;
-            append_archive(
-                &mut tar,
-                &p.src,
-                root,
-                req.owner,
-                req.clamp_mtime,
-                mtime(now),
-                &mut written,
-            )?;
+            append_archive(&mut layer, &p.src, root, req.owner, req.clamp_mtime, now)?;
             continue;
         }
         let ft = p.meta.file_type();
@@ -142,60 +131,44 @@ fn write_plan(
             (None, _) => req.owner,
         };
         let xattrs = source.map_or(&[][..], |e| &e.xattrs[..]);
-        let pax = |tar: &mut tar::Builder<&mut dyn Write>| -> Result<()> {
-            if xattrs.is_empty() {
-                return Ok(());
-            }
-            tar.append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
-                .map_err(write_err(&p.dest))
-        };
+        let name = p.name().as_os_str().as_bytes();
         if ft.is_dir() {
             let meta = DirMeta {
                 mode: chmod(true)?,
                 uid: owner.uid.into(),
                 gid: owner.gid.into(),
-                mtime: t,
+                mtime: t.unsigned_abs(),
             };
-            pax(&mut tar)?;
-            append_dir(&mut tar, &mut written, &p.dest, p.raw.as_deref(), meta)?;
+            layer.dir(&p.dest, name, meta, xattrs)?;
         } else if ft.is_symlink() {
             let target = std::fs::read_link(&p.src).map_err(io_err("read link", &p.src))?;
-            let mut h = header(tar::EntryType::Symlink, 0o777, owner, t, 0);
-            pax(&mut tar)?;
-            append_symlink(
-                &mut tar,
-                &mut h,
-                p.name(),
-                target.as_os_str().as_encoded_bytes(),
-            )?;
+            let m = meta(0o777, owner, t);
+            let target = target.as_os_str().as_bytes();
+            layer.tar.symlink(name, m, xattrs, target)?;
         } else if ft.is_file() && p.empty {
-            let mut h = header(tar::EntryType::Regular, chmod(false)?, owner, t, 0);
-            pax(&mut tar)?;
-            append(&mut tar, &mut h, p.name(), std::io::empty())?;
+            let m = meta(chmod(false)?, owner, t);
+            layer.tar.file(name, m, xattrs, 0, std::io::empty())?;
         } else if ft.is_file() {
             // Names of one inode within what a stage source copies stay one inode, as in
             // BuildKit's copy: the first name holds the data, the others link to it.
             if link_inodes && p.meta.nlink() > 1 {
                 match links.entry((p.meta.dev(), p.meta.ino())) {
                     std::collections::hash_map::Entry::Occupied(first) => {
-                        let mut h = header(tar::EntryType::Link, chmod(false)?, owner, t, 0);
-                        tar.append_link(&mut h, p.name(), first.get())
-                            .map_err(write_err(&p.dest))?;
+                        let m = meta(chmod(false)?, owner, t);
+                        layer.tar.hardlink(name, m, first.get())?;
                         continue;
                     }
                     std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(p.dest.clone());
+                        v.insert(name.to_vec());
                     }
                 }
             }
             let f = std::fs::File::open(&p.src).map_err(io_err("open", &p.src))?;
             let size = p.meta.len();
-            let mut h = header(tar::EntryType::Regular, chmod(false)?, owner, t, size);
-            pax(&mut tar)?;
-            append(&mut tar, &mut h, p.name(), f.take(size))?;
+            let m = meta(chmod(false)?, owner, t);
+            layer.tar.file(name, m, xattrs, size, f)?;
         }
         // Sockets, fifos and devices in a context are not copied, as in Docker.
     }
-    tar.finish().map_err(CopyError::Finish)?;
-    Ok(written)
+    layer.finish()
 }

@@ -41,14 +41,4 @@ pub enum CopyError {
         #[source]
         source: io::Error,
     },
-    /// An entry that cannot be written to the layer.
-    #[error("failed to write {entry} to the layer: {source}")]
-    Write {
-        entry: String,
-        #[source]
-        source: io::Error,
-    },
-    /// The layer's end that cannot be written.
-    #[error("failed to finish the layer: {0}")]
-    Finish(#[source] io::Error),
 }

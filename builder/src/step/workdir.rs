@@ -127,7 +127,7 @@ pub(crate) fn dirs_tar(
 ) -> cairn_layers::Result<()> {
     let mut tar = layer_tar::Writer::new(w);
     for (d, m) in dirs {
-        tar.dir(d.as_bytes(), layer_tar::Meta::of_dir(d, m)?)?;
+        tar.dir(d.as_bytes(), layer_tar::Meta::of_dir(d, m)?, &[])?;
     }
     tar.finish().map(drop)
 }
