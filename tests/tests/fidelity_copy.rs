@@ -191,3 +191,26 @@ fn a_later_copy_follows_a_symlink_an_earlier_copy_wrote() {
     c.arg(ctx.path());
     ok(c);
 }
+
+/// A source named through a symlink whose target climbs twice (`../../x`) climbs twice, as
+/// BuildKit resolves it (the link's directory joined with its target); the resolver once
+/// let the second `..` cancel the first.
+#[test]
+fn a_source_through_a_link_climbing_twice_climbs_twice() {
+    let s = loaded_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    for (path, text) in [("x/f", "outer"), ("a/b/x/f", "inner")] {
+        let path = ctx.path().join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+    std::os::unix::fs::symlink("../../x", ctx.path().join("a/b/up")).unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nCOPY a/b/up/f /got\nRUN test \"$(cat /got)\" = outer\n",
+    )
+    .unwrap();
+    let mut c = s.cmd(&["build", "-q", "--no-cache"]);
+    c.arg(ctx.path());
+    ok(c);
+}

@@ -47,8 +47,10 @@ use rustix::fs::{self as rfs, FileType, Mode, OFlags, ResolveFlags, Stat};
 use rustix::io::Errno;
 use tar::EntryType;
 
+// The kernel's MAXSYMLINKS, shared with the other resolvers: all give up on the same chains.
 use crate::error::{Error, IoContext, Result};
 use crate::idmap::IdMap;
+use crate::rootfs::MAX_SYMLINKS;
 use crate::whiteout::OVERLAY_OPAQUE_XATTRS;
 
 mod meta;
@@ -224,8 +226,6 @@ enum Follow {
     Refuse,
 }
 
-/// The kernel's MAXSYMLINKS, so that both strategies give up on the same chains.
-const MAX_SYMLINKS: u32 = 40;
 /// Directories are created owner-only and get their real mode in the final pass: as a non-root
 /// user we must be able to write into a directory whose final mode is, say, 0555.
 const DIR_CREATE_MODE: u32 = 0o700;

@@ -1,7 +1,7 @@
 //! Parent directories opened inside the target with chroot semantics (openat2, or a manual walk).
 
 use std::collections::VecDeque;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use rustix::fs as rfs;
@@ -36,25 +36,12 @@ impl Applier<'_> {
     }
 
     fn open_in_root(&self, path: &[u8], follow: Follow) -> rustix::io::Result<OwnedFd> {
-        let mut how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
-        if follow == Follow::Refuse {
-            how |= ResolveFlags::NO_SYMLINKS;
-        }
-        let path: &[u8] = if path.is_empty() { b"." } else { path };
-        let mut tries = 0;
-        loop {
-            match rfs::openat2(
-                &self.root,
-                path,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-                how,
-            ) {
-                // A rename raced with a `..`; openat2 asks to be retried.
-                Err(Errno::AGAIN) if tries < 16 => tries += 1,
-                r => return r,
-            }
-        }
+        let more = match follow {
+            Follow::InRoot => ResolveFlags::empty(),
+            Follow::Refuse => ResolveFlags::NO_SYMLINKS,
+        };
+        let flags = OFlags::PATH | OFlags::DIRECTORY;
+        crate::rootfs::open_in_root_with(self.root.as_fd(), path, flags, more)
     }
 
     fn resolve_openat2(
