@@ -117,7 +117,7 @@ impl StageGraph {
             };
             let base = expand(&stage.base, &globals, stage.span)?;
             // FROM sees only the stages defined before it.
-            match graph.stage_named(&base).filter(|&i| i < stage.index) {
+            match df.stage_named(&base).filter(|&i| i < stage.index) {
                 Some(i) => graph.edge(stage.index, i, EdgeKind::From, stage.span),
                 None if base.eq_ignore_ascii_case("scratch") => {}
                 None => graph.images.push(ImageUse {
@@ -219,7 +219,7 @@ impl StageGraph {
                 ));
             }
             self.edge(stage, index, kind, span);
-        } else if let Some(i) = self.stage_named(name) {
+        } else if let Some(i) = df.stage_named(name) {
             self.edge(stage, i, kind, span);
         } else {
             self.images.push(ImageUse {
@@ -239,12 +239,6 @@ impl StageGraph {
             kind,
             span,
         });
-    }
-
-    fn stage_named(&self, name: &str) -> Option<usize> {
-        self.names
-            .iter()
-            .position(|n| n.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name)))
     }
 
     /// The stages `stage` needs directly, without repeats.
@@ -319,12 +313,9 @@ impl StageGraph {
         let Some(t) = target else {
             return Ok(df.stages.len() - 1);
         };
-        if let Some(i) = self.stage_named(t) {
-            return Ok(i);
-        }
-        match t.parse::<usize>() {
-            Ok(i) if i < df.stages.len() => Ok(i),
-            _ => Err(ParseError::new(
+        match df.stage_ref(t) {
+            Some(i) => Ok(i),
+            None => Err(ParseError::new(
                 ErrorKind::UnknownTarget {
                     target: t.to_owned(),
                     suggestion: crate::suggest::nearest(

@@ -42,12 +42,27 @@ impl Stage {
 }
 
 impl Dockerfile {
-    /// The stage with this `AS` name (case-insensitive).
-    pub fn stage_by_name(&self, name: &str) -> Option<&Stage> {
-        self.stages.iter().find(|s| {
+    /// The index of the stage with this `AS` name (any case, as BuildKit matches names):
+    /// the one stage-by-name lookup, for FROM, `--from`, `--target` and the builder.
+    pub fn stage_named(&self, name: &str) -> Option<usize> {
+        self.stages.iter().position(|s| {
             s.name
                 .as_deref()
                 .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+    }
+
+    /// The stage `name` means where a stage may be named or numbered (`--from`, `--target`):
+    /// its name, else its index (digits only, as the stage graph reads it). Names cannot be
+    /// all digits, so the two never clash.
+    pub fn stage_ref(&self, name: &str) -> Option<usize> {
+        self.stage_named(name).or_else(|| {
+            let digits = !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit());
+            let index = name
+                .parse::<usize>()
+                .ok()
+                .filter(|&i| i < self.stages.len());
+            index.filter(|_| digits)
         })
     }
 }
@@ -113,4 +128,31 @@ pub(crate) fn build(ast: &Ast) -> Result<Dockerfile, ParseError> {
         stages,
         warnings: ast.warnings.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stages_by_name_or_index() {
+        let df = crate::parse(
+            "Dockerfile",
+            "FROM busybox AS Build\nFROM busybox AS test\nFROM busybox\n",
+        )
+        .unwrap();
+        // (name, stage_named, stage_ref)
+        let cases = [
+            ("build", Some(0), Some(0)),
+            ("BUILD", Some(0), Some(0)),
+            ("test", Some(1), Some(1)),
+            ("2", None, Some(2)),
+            ("+1", None, None),
+            ("3", None, None),
+            ("busybox", None, None),
+            ("", None, None),
+        ];
+        for (name, named, any) in cases {
+            assert_eq!(df.stage_named(name), named, "{name:?}");
+            assert_eq!(df.stage_ref(name), any, "{name:?}");
+        }
+    }
 }

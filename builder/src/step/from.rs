@@ -10,7 +10,7 @@ use cairn_layers::layer::write_layer;
 use cairn_parser::StageGraph;
 
 use super::ctx::{Ctx, at, at_with, at_with_context};
-use super::source::{named_context, stage_named};
+use super::source::named_context;
 use crate::error::Result;
 use crate::meta::{self, MetaState};
 use crate::options::NamedContext;
@@ -118,7 +118,7 @@ pub(crate) fn start(
         || opts
             .no_cache_filter
             .iter()
-            .any(|f| stage_named(df, f) == Some(index));
+            .any(|f| df.stage_ref(f) == Some(index));
     let mut config = config;
     // BuildKit's FROM re-applies a base's working directory as a WORKDIR of itself, so a
     // relative one (a malformed image) is joined to itself from the root: `relwd` becomes

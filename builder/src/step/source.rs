@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use cairn_layers::Store;
 use cairn_layers::image::Descriptor;
 use cairn_layers::store::Image;
-use cairn_parser::Dockerfile;
 
 use super::ctx::Ctx;
 pub use crate::error::ImageError;
@@ -84,7 +83,7 @@ impl Ctx<'_> {
     /// What `name` (a COPY --from or RUN --mount from=, expanded) stands for, in the order
     /// BuildKit looks: a stage of this Dockerfile, a named context, else an image.
     pub(crate) fn source(&self, name: &str) -> Named<'_> {
-        if let Some(i) = stage_named(self.df, name) {
+        if let Some(i) = self.df.stage_ref(name) {
             return Named::Stage(i, self.results.get(&i));
         }
         match named_context(&self.opts.contexts, name) {
@@ -102,18 +101,6 @@ pub(crate) enum Named<'a> {
     Context(NamedContext),
     /// Any other name: an image, by reference or ID (see [`Ctx::image`]).
     Image,
-}
-
-/// The stage `name` means: a stage's name (any case) or its index.
-pub(crate) fn stage_named(df: &Dockerfile, name: &str) -> Option<usize> {
-    df.stages
-        .iter()
-        .position(|s| {
-            s.name
-                .as_deref()
-                .is_some_and(|n| n.eq_ignore_ascii_case(name))
-        })
-        .or_else(|| name.parse::<usize>().ok().filter(|&i| i < df.stages.len()))
 }
 
 /// The named context `name` means: a `--build-context` of that name, or an `oci-layout://`
@@ -183,28 +170,6 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-
-    #[test]
-    fn stages_by_name_or_index() {
-        let df = cairn_parser::parse(
-            "Dockerfile",
-            "FROM busybox AS Build\nFROM busybox AS test\nFROM busybox\n",
-        )
-        .unwrap();
-        let cases = [
-            ("build", Some(0)),
-            ("BUILD", Some(0)),
-            ("test", Some(1)),
-            ("2", Some(2)),
-            ("+1", Some(1)),
-            ("3", None),
-            ("busybox", None),
-            ("", None),
-        ];
-        for (name, want) in cases {
-            assert_eq!(stage_named(&df, name), want, "{name:?}");
-        }
-    }
 
     #[test]
     fn named_contexts_and_layouts() {
