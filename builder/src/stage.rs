@@ -11,13 +11,16 @@ use std::path::{Path, PathBuf};
 use cairn_layers::apply::{ApplyOptions, Whiteouts, apply_layer};
 use cairn_layers::compress::{self, Compression};
 use cairn_layers::image::{Descriptor, ImageConfig};
-use cairn_layers::listing::DirMeta;
+use cairn_layers::listing::{self, DirMeta, Held};
+use cairn_layers::rootfs::Found;
 use cairn_layers::{IdMap, Store};
+use rustix::fs::FileType;
 
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::meta::MetaState;
 use crate::progress::Event;
+use crate::users::{self, LookupError};
 
 /// The built image.
 #[derive(Debug)]
@@ -263,6 +266,39 @@ impl StageState {
             args: self.args,
             meta: self.meta,
         }
+    }
+
+    /// One of the stage's files as a process chrooted in its filesystem would read it
+    /// (`etc/passwd`, for a name), without unpacking the stage when the layers' listings keep
+    /// its bytes (`cairn_layers::listing::KEPT_FILES`): a `--chown=name` on a Debian base
+    /// otherwise unpacks the whole base to read one small file. Anything the listings cannot
+    /// answer is read from the unpacked filesystem, settled first.
+    pub(crate) fn image_file(
+        &mut self,
+        cache: &Cache,
+        store: &Store,
+        rel: &str,
+    ) -> std::result::Result<Found, LookupError> {
+        let image = |e: Error| LookupError::Image(Box::new(e));
+        if !self.pending.is_empty() {
+            let path = self.view.tree(cache, store).map_err(image)?.resolve(rel);
+            if let Some(path) = path {
+                let mut listings = Vec::with_capacity(self.pending.len());
+                for l in self.pending.iter().rev() {
+                    listings.push(cache.layer_listing(store, l).map_err(image)?);
+                }
+                match listing::held(&listings, &path) {
+                    Held::Kept(bytes) => return Ok(Found::File(bytes)),
+                    Held::Missing => return Ok(Found::Missing),
+                    Held::Dir => return Ok(Found::NotAFile(FileType::Directory)),
+                    // What was unpacked before these layers decides.
+                    Held::NotListed => return users::read_from_root(&self.rootfs, &path),
+                    Held::Unknown => {}
+                }
+            }
+            self.settle(store).map_err(image)?;
+        }
+        users::read_from_root(&self.rootfs, rel)
     }
 
     /// Brings `rootfs` up to date with every layer of the stage.

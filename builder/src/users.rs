@@ -22,18 +22,26 @@ fn find(text: &str, name: &str) -> Option<Vec<String>> {
         .find(|f| f.len() >= 3 && f[0] == name)
 }
 
+/// Reads one of the image's files for a name lookup (`etc/passwd`): from the stage's layer
+/// listings or its unpacked files, as the stage has it (see `StageState::image_file`).
+pub type ReadImageFile<'a> = dyn FnMut(&str) -> Result<Found, LookupError> + 'a;
+
 /// An image file as the step would see it: through [`read_in_root`], so a symlink to a host
-/// file resolves inside `rootfs` and a FIFO is not waited on. A missing file, or anything but a
-/// regular file, means no names resolve; numbers still work, as in Docker.
-fn read(rootfs: &Path, file: &str) -> Result<String, LookupError> {
-    match read_in_root(rootfs, file, IMAGE_FILE_LIMIT) {
-        Ok(Found::File(bytes)) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
-        Ok(Found::Missing | Found::NotAFile(_)) => Ok(String::new()),
-        Err(source) => Err(LookupError::Read {
-            file: file.to_owned(),
-            source,
-        }),
-    }
+/// file resolves inside `rootfs` and a FIFO is not waited on.
+pub(crate) fn read_from_root(rootfs: &Path, file: &str) -> Result<Found, LookupError> {
+    read_in_root(rootfs, file, IMAGE_FILE_LIMIT).map_err(|source| LookupError::Read {
+        file: file.to_owned(),
+        source,
+    })
+}
+
+/// A file's text; a missing file, or anything but a regular file, means no names resolve
+/// (numbers still work, as in Docker).
+fn read(read: &mut ReadImageFile<'_>, file: &str) -> Result<String, LookupError> {
+    Ok(match read(file)? {
+        Found::File(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Found::Missing | Found::NotAFile(_) => String::new(),
+    })
 }
 
 /// Resolves `user[:group]` for the files BuildKit's file operations own (COPY/ADD `--chown`,
@@ -42,7 +50,10 @@ fn read(rootfs: &Path, file: &str) -> Result<String, LookupError> {
 /// /etc/passwd; a group replaces the gid, by number or through /etc/group. A name the files
 /// lack (or a missing file) leaves the ids as they were, 0 for a user: BuildKit does not fail
 /// there, so the names not found are returned for a warning.
-pub fn resolve_file_owner(spec: &str, rootfs: &Path) -> Result<(Owner, Vec<String>), LookupError> {
+pub fn resolve_file_owner(
+    spec: &str,
+    files: &mut ReadImageFile<'_>,
+) -> Result<(Owner, Vec<String>), LookupError> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -54,7 +65,7 @@ pub fn resolve_file_owner(spec: &str, rootfs: &Path) -> Result<(Owner, Vec<Strin
     let mut missing = Vec::new();
     match user.parse::<u32>() {
         Ok(n) => owner = Owner { uid: n, gid: n },
-        Err(_) => match find(&read(rootfs, "etc/passwd")?, user) {
+        Err(_) => match find(&read(files, "etc/passwd")?, user) {
             Some(f) => {
                 let id = |i: usize| {
                     f.get(i).and_then(|v| v.parse::<u32>().ok()).ok_or_else(|| {
@@ -73,7 +84,7 @@ pub fn resolve_file_owner(spec: &str, rootfs: &Path) -> Result<(Owner, Vec<Strin
         None => {}
         Some(g) => match g.parse::<u32>() {
             Ok(n) => owner.gid = n,
-            Err(_) => match find(&read(rootfs, "etc/group")?, g) {
+            Err(_) => match find(&read(files, "etc/group")?, g) {
                 Some(f) => {
                     owner.gid = f[2].parse().map_err(|_| {
                         LookupError::Unresolved(format!("/etc/group has a bad gid for {g}"))
@@ -207,7 +218,7 @@ mod tests {
             ("", Err("names no user")),
         ];
         for (spec, want) in cases {
-            let got = resolve_file_owner(spec, dir.path());
+            let got = resolve_file_owner(spec, &mut |f| read_from_root(dir.path(), f));
             match want {
                 Ok((u, g, missing)) => {
                     let (owner, m) = got.unwrap();
@@ -226,7 +237,8 @@ mod tests {
     #[test]
     fn without_files_names_are_root() {
         let dir = tempfile::tempdir().unwrap();
-        let (owner, missing) = resolve_file_owner("root", dir.path()).unwrap();
+        let (owner, missing) =
+            resolve_file_owner("root", &mut |f| read_from_root(dir.path(), f)).unwrap();
         assert_eq!((owner, missing.len()), (Owner { uid: 0, gid: 0 }, 1));
     }
 

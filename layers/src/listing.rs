@@ -28,6 +28,10 @@ pub enum Kind {
     Symlink(String),
     /// A regular file, hard link, device or fifo.
     Other,
+    /// A regular file cairn reads itself (one of [`KEPT_FILES`], at most [`KEPT_LIMIT`]
+    /// bytes), with its bytes: USER and `--chown` names are looked up in the listings instead
+    /// of an unpacked base.
+    Kept(Vec<u8>),
     /// `.wh.name`: the path and everything below it are gone.
     Whiteout,
     /// `.wh..wh..opq`: what lower layers had below the directory is gone.
@@ -38,8 +42,15 @@ pub enum Kind {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Listing(pub Vec<(String, Kind)>);
 
-// 3: directories carry their mode, owner and time.
-const MAGIC: &[u8] = b"cairn-listing 3\n";
+// 3: directories carry their mode, owner and time. 4: kept files carry their bytes.
+const MAGIC: &[u8] = b"cairn-listing 4\n";
+
+/// The files a listing keeps the bytes of: the ones user and group names come from.
+pub const KEPT_FILES: [&str; 2] = ["etc/passwd", "etc/group"];
+
+/// The most of a kept file a listing holds; a larger one is listed as [`Kind::Other`] and read
+/// from the unpacked image instead.
+pub const KEPT_LIMIT: u64 = 1 << 20;
 
 impl Listing {
     /// Reads a layer's uncompressed tar, keeping only its headers' paths and kinds. Names
@@ -50,9 +61,10 @@ impl Listing {
         let bad = |e: std::io::Error| Error::stream("read layer tar headers", e);
         let mut out = Vec::new();
         for entry in archive.entries().map_err(bad)? {
-            let entry = entry.map_err(bad)?;
-            let raw = entry.path_bytes();
-            let Some(path) = clean(&raw) else { continue };
+            let mut entry = entry.map_err(bad)?;
+            let Some(path) = clean(&entry.path_bytes()) else {
+                continue;
+            };
             let (parent, name) = match path.rsplit_once('/') {
                 Some((p, n)) => (p, n),
                 None => ("", path.as_str()),
@@ -84,6 +96,17 @@ impl Listing {
                             Err(_) => Kind::Other,
                         }
                     }
+                    tar::EntryType::Regular | tar::EntryType::Continuous
+                        if KEPT_FILES.contains(&path.as_str()) && entry.size() <= KEPT_LIMIT =>
+                    {
+                        let mut bytes = Vec::new();
+                        let size = entry.size();
+                        (&mut entry)
+                            .take(size)
+                            .read_to_end(&mut bytes)
+                            .map_err(bad)?;
+                        Kind::Kept(bytes)
+                    }
                     _ => Kind::Other,
                 },
                 Err(_) => continue,
@@ -106,6 +129,10 @@ impl Listing {
                 }
                 Kind::Symlink(t) => (b'l', t.as_str()),
                 Kind::Other => (b'f', ""),
+                Kind::Kept(bytes) => {
+                    dir = hex::encode(bytes);
+                    (b'k', dir.as_str())
+                }
                 Kind::Whiteout => (b'w', ""),
                 Kind::Opaque => (b'o', ""),
             };
@@ -143,6 +170,7 @@ impl Listing {
                 }
                 b'l' => Kind::Symlink(target),
                 b'f' => Kind::Other,
+                b'k' => Kind::Kept(hex::decode(&target).ok()?),
                 b'w' => Kind::Whiteout,
                 b'o' => Kind::Opaque,
                 _ => return None,
@@ -175,7 +203,7 @@ impl TreeView {
                     self.remove_below(path, true);
                     self.links.insert(path.clone(), target.clone());
                 }
-                Kind::Other => self.remove_below(path, true),
+                Kind::Other | Kind::Kept(_) => self.remove_below(path, true),
                 Kind::Whiteout => self.remove_below(path, true),
                 Kind::Opaque => self.remove_below(path, false),
             }
@@ -286,6 +314,56 @@ impl TreeView {
     }
 }
 
+/// What a stack of layers holds at a path, for a file cairn reads itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Held {
+    /// A kept file, with its bytes.
+    Kept(Vec<u8>),
+    /// Gone: whited out, or below something a layer put in a directory's place.
+    Missing,
+    /// A directory.
+    Dir,
+    /// Something whose bytes no listing keeps (a large file, a hard link, a device): read it
+    /// from the unpacked layers.
+    Unknown,
+    /// No layer given names it: what lies under them decides.
+    NotListed,
+}
+
+/// What `layers`, topmost first, hold at `path` (already resolved through the whole image's
+/// symlinks, see [`TreeView::resolve`]): the topmost layer naming it decides, unless a layer
+/// above whites out, makes opaque or replaces one of its directories.
+pub fn held<'a>(layers: impl IntoIterator<Item = &'a Listing>, path: &str) -> Held {
+    let under =
+        |dir: &str| dir.is_empty() || path.starts_with(dir) && path[dir.len()..].starts_with('/');
+    for listing in layers {
+        let mut hidden_below = false;
+        let mut found = None;
+        for (p, kind) in &listing.0 {
+            if p == path {
+                found = Some(match kind {
+                    Kind::Kept(bytes) => Held::Kept(bytes.clone()),
+                    // An opaque marker names a directory.
+                    Kind::Dir(_) | Kind::Opaque => Held::Dir,
+                    Kind::Whiteout => Held::Missing,
+                    Kind::Other | Kind::Symlink(_) => Held::Unknown,
+                });
+            } else if under(p) {
+                // A directory above it hides what lower layers have there when it is whited
+                // out, made opaque or replaced by a file or link.
+                hidden_below |= !matches!(kind, Kind::Dir(_));
+            }
+        }
+        if let Some(found) = found {
+            return found;
+        }
+        if hidden_below {
+            return Held::Missing;
+        }
+    }
+    Held::NotListed
+}
+
 fn join(parent: &str, name: &str) -> String {
     if parent.is_empty() {
         name.to_owned()
@@ -309,6 +387,117 @@ fn clean(raw: &[u8]) -> Option<String> {
         }
     }
     (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+#[cfg(test)]
+mod held_tests {
+    use super::*;
+
+    fn layer(entries: &[(&str, Kind)]) -> Listing {
+        Listing(
+            entries
+                .iter()
+                .map(|(p, k)| (p.to_string(), k.clone()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn the_topmost_layer_naming_a_file_decides() {
+        let dir = Kind::Dir(DirMeta {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        });
+        let kept = |s: &str| Kind::Kept(s.as_bytes().to_vec());
+        let base = layer(&[("etc", dir.clone()), ("etc/passwd", kept("base"))]);
+        let cases: [(&str, Vec<Listing>, Held); 9] = [
+            ("only the base", vec![], Held::Kept(b"base".to_vec())),
+            (
+                "a later layer's file",
+                vec![layer(&[("etc", dir.clone()), ("etc/passwd", kept("top"))])],
+                Held::Kept(b"top".to_vec()),
+            ),
+            (
+                "a layer that does not name it",
+                vec![layer(&[("etc", dir.clone()), ("etc/hosts", Kind::Other)])],
+                Held::Kept(b"base".to_vec()),
+            ),
+            (
+                "whited out",
+                vec![layer(&[("etc/passwd", Kind::Whiteout)])],
+                Held::Missing,
+            ),
+            (
+                "its directory whited out",
+                vec![layer(&[("etc", Kind::Whiteout)])],
+                Held::Missing,
+            ),
+            (
+                "its directory made opaque",
+                vec![layer(&[("etc", Kind::Opaque)])],
+                Held::Missing,
+            ),
+            (
+                "opaque, then written again",
+                vec![layer(&[("etc", Kind::Opaque), ("etc/passwd", kept("new"))])],
+                Held::Kept(b"new".to_vec()),
+            ),
+            (
+                "not kept",
+                vec![layer(&[("etc/passwd", Kind::Other)])],
+                Held::Unknown,
+            ),
+            (
+                "a directory now",
+                vec![layer(&[("etc/passwd", dir.clone())])],
+                Held::Dir,
+            ),
+        ];
+        for (what, upper, want) in cases {
+            let stack: Vec<&Listing> = upper.iter().rev().chain([&base]).collect();
+            assert_eq!(held(stack, "etc/passwd"), want, "{what}");
+        }
+        assert_eq!(held([&base], "etc/group"), Held::NotListed);
+        assert_eq!(held([&base], "etcx/passwd"), Held::NotListed);
+        // A file in a directory's place hides what lower layers had below it.
+        assert_eq!(
+            held([&layer(&[("etc", Kind::Other)])], "etc/passwd"),
+            Held::Missing
+        );
+    }
+
+    #[test]
+    fn kept_files_keep_their_bytes_within_the_limit() {
+        let mut tar = tar::Builder::new(Vec::new());
+        let big = vec![b'x'; KEPT_LIMIT as usize + 1];
+        let files: [(&str, &[u8]); 4] = [
+            ("etc/passwd", b"root:x:0:0\n\0binary"),
+            ("./etc/group", &big),
+            ("etc/shadow", b"secret"),
+            ("home/etc/passwd", b"no"),
+        ];
+        for (name, data) in files {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            tar.append_data(&mut h, name, data).unwrap();
+        }
+        let bytes = tar.into_inner().unwrap();
+        let listing = Listing::read(&bytes[..]).unwrap();
+        let kinds: Vec<&Kind> = listing.0.iter().map(|(_, k)| k).collect();
+        assert_eq!(
+            kinds,
+            [
+                &Kind::Kept(b"root:x:0:0\n\0binary".to_vec()),
+                &Kind::Other,
+                &Kind::Other,
+                &Kind::Other
+            ]
+        );
+        assert_eq!(Listing::from_bytes(&listing.to_bytes()), Some(listing));
+    }
 }
 
 #[cfg(test)]

@@ -214,3 +214,40 @@ fn a_source_through_a_link_climbing_twice_climbs_twice() {
     c.arg(ctx.path());
     ok(c);
 }
+
+/// `--chown` names come from the stage's /etc/passwd and /etc/group as its layers stack them:
+/// the topmost layer that has a file decides, and a later layer's deletion hides it. A stage
+/// FROM another reads them from the layers' listings without unpacking, so this checks the
+/// listings' answer against what the unpacked files say.
+#[test]
+fn chown_names_come_from_the_topmost_layer_that_has_them() {
+    let s = loaded_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("f"), "f").unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox AS a\n\
+         RUN echo 'app:x:1234:4321::/:/bin/sh' >> /etc/passwd && echo 'grp:x:555:' >> /etc/group\n\
+         FROM a AS b\n\
+         RUN sed -i s/1234:4321/1235:4322/ /etc/passwd && rm /etc/group\n\
+         FROM a AS c\n\
+         COPY --chown=app:grp f /from-a\n\
+         RUN test \"$(stat -c %u:%g /from-a)\" = 1234:555\n\
+         FROM b\n\
+         COPY --chown=app:grp f /from-b\n\
+         RUN test \"$(stat -c %u:%g /from-b)\" = 1235:4322\n\
+         COPY --from=c /from-a /from-a\n",
+    )
+    .unwrap();
+    let mut c = s.cmd(&["build", "--progress", "plain", "--no-cache"]);
+    c.arg(ctx.path());
+    let out = ok(c);
+    let shown =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    // b deleted /etc/group: its name is unknown there, and said so, not in a.
+    assert_eq!(
+        shown.matches("the image has no group grp").count(),
+        1,
+        "{shown}"
+    );
+}

@@ -13,4 +13,7 @@ pub enum LookupError {
         #[source]
         source: std::io::Error,
     },
+    /// The layers or store the image's files are read from, failing.
+    #[error("cannot read the image's /etc files")]
+    Image(#[source] Box<crate::error::Error>),
 }

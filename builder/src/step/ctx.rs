@@ -139,7 +139,8 @@ pub(crate) fn add_layer(
 }
 
 /// The owner a file operation gives as `spec` (`--chown`, WORKDIR's USER), names looked up in
-/// the stage's own /etc/passwd and /etc/group (settled first); a name the image lacks is id 0,
+/// the stage's own /etc/passwd and /etc/group (from its layer listings when they keep them,
+/// else unpacked); a name the image lacks is id 0,
 /// as in BuildKit, and a warning naming `what` and the Dockerfile line.
 pub(crate) fn file_owner(
     cx: &Ctx<'_>,
@@ -148,10 +149,8 @@ pub(crate) fn file_owner(
     spec: &str,
     what: &str,
 ) -> Result<users::Owner> {
-    if spec.bytes().any(|b| !b.is_ascii_digit() && b != b':') {
-        st.settle(cx.store)?;
-    }
-    let (owner, missing) = users::resolve_file_owner(spec, st.rootfs())
+    let mut files = |rel: &str| st.image_file(cx.cache, cx.store, rel);
+    let (owner, missing) = users::resolve_file_owner(spec, &mut files)
         .map_err(|e| at_with_context(cx.opts, ins.span, ins.keyword(), what, e))?;
     for m in missing {
         (cx.progress)(Event::Warning(format!(
