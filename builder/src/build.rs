@@ -22,7 +22,7 @@ use crate::step::from;
 use crate::step::step;
 
 pub use crate::options::{BuildOptions, NamedContext};
-pub use crate::progress::Event;
+pub use crate::progress::{Event, Phase};
 pub use crate::stage::Built;
 
 /// Runs a build and returns the target stage's image, stored (not tagged).

@@ -28,6 +28,40 @@ pub enum Event {
     Log { id: usize, line: String },
     /// Something the user should know once (the sandbox's set-up, for instance).
     Warning(String),
+    /// Where a step's time went: `seconds` spent in `phase` (`cairn build --debug-timings`).
+    Timing {
+        id: usize,
+        phase: Phase,
+        seconds: f64,
+    },
+}
+
+/// The parts of a step that take time of their own, for finding where a build's time goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Layers unpacked or mounted before the step could read files: the stage's own for a
+    /// RUN, a stage's or an image's for `COPY --from`.
+    Unpack,
+    /// `--chown` user and group names looked up in the image's files.
+    Names,
+    /// The sandbox set up, the process run, the sandbox torn down.
+    Process,
+    /// The step's changes walked, written as a tar, hashed, compressed and stored.
+    Layer,
+    /// A RUN's upper directory kept as the next step's unpacked layer.
+    Adopt,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Unpack => "unpack",
+            Phase::Names => "names",
+            Phase::Process => "process",
+            Phase::Layer => "layer",
+            Phase::Adopt => "adopt",
+        }
+    }
 }
 
 /// How often a step reports its bytes: enough for a bar to move smoothly, few enough events that

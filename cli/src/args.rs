@@ -293,6 +293,10 @@ pub struct BuildArgs {
     pub labels: Vec<String>,
     #[arg(long, value_enum, default_value_t = Progress::Auto)]
     pub progress: Progress,
+    /// Print where each step's time goes (unpack, names, process, layer, adopt), one
+    /// `#N timing: PHASE SECONDSs` line each, on standard error.
+    #[arg(long)]
+    pub debug_timings: bool,
     /// Print only the image ID.
     #[arg(short = 'q', long)]
     pub quiet: bool,

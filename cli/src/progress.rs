@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use cairn_builder::build::Event;
+use cairn_builder::build::{Event, Phase};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use crate::args::Progress;
@@ -157,6 +157,9 @@ impl Tty {
             Event::Warning(w) => {
                 let _ = self.multi.println(format!("WARNING: {w}"));
             }
+            Event::Timing { id, phase, seconds } => {
+                let _ = self.multi.println(timing_line(id, phase, seconds));
+            }
         }
     }
 
@@ -208,7 +211,15 @@ pub fn plain(event: Event) {
         Event::Bytes { .. } => Ok(()),
         Event::Log { id, line } => writeln!(err, "#{id} {line}"),
         Event::Warning(w) => writeln!(err, "WARNING: {w}"),
+        Event::Timing { id, phase, seconds } => {
+            writeln!(err, "{}", timing_line(id, phase, seconds))
+        }
     };
+}
+
+/// `#3 timing: layer 0.412s` (`--debug-timings`).
+pub fn timing_line(id: usize, phase: Phase, seconds: f64) -> String {
+    format!("#{id} timing: {} {seconds:.3}s", phase.name())
 }
 
 #[cfg(test)]

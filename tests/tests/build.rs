@@ -631,3 +631,43 @@ fn compression_format_and_level_choose_how_layers_are_written() {
         assert!(stderr.contains(says), "{stderr}");
     }
 }
+
+/// `--debug-timings` says where each step's time went, phase by phase; without it, nothing.
+#[test]
+fn debug_timings_name_each_steps_phases() {
+    let s = loaded_busybox();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("f"), "f").unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nRUN echo made > /made\nCOPY --chown=nobody f /f\n",
+    )
+    .unwrap();
+    let timings = |extra: &[&str]| -> Vec<String> {
+        let mut c = s.cmd(&["build", "--no-cache", "--progress", "plain"]);
+        c.args(extra).arg(ctx.path());
+        let out = ok(c);
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter_map(|l| {
+                let (id, rest) = l.split_once(" timing: ")?;
+                let (phase, secs) = rest.split_once(' ')?;
+                let secs: f64 = secs.strip_suffix('s')?.parse().ok()?;
+                assert!(secs >= 0.0, "{l}");
+                Some(format!("{id} {phase}"))
+            })
+            .collect()
+    };
+    assert_eq!(timings(&[]), Vec::<String>::new());
+    // Steps are #1 FROM, #2 RUN, #3 COPY.
+    let got = timings(&["--debug-timings"]);
+    for want in [
+        "#2 unpack",
+        "#2 process",
+        "#2 layer",
+        "#3 names",
+        "#3 layer",
+    ] {
+        assert!(got.iter().any(|g| g == want), "{want} missing from {got:?}");
+    }
+}

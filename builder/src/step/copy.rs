@@ -10,7 +10,9 @@ use cairn_layers::listing::DirMeta;
 use cairn_parser::expand::Lexer;
 use cairn_parser::instruction::{Add, Copy, Instruction, Source};
 
-use super::ctx::{Ctx, Outcome, add_layer, at, at_with, at_with_context, file_owner, layer_record};
+use super::ctx::{
+    Ctx, Outcome, add_layer, at, at_with, at_with_context, file_owner, layer_record, timed, timing,
+};
 use super::source::{Named, image_root, stage_root};
 use crate::context::BuildContext;
 use crate::copy::{CopyRequest, CopySource, SourceRoot, plan_copy};
@@ -18,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::meta;
 use crate::options::NamedContext;
 use crate::plan::covered;
-use crate::progress::Event;
+use crate::progress::{Event, Phase};
 use crate::stage::StageState;
 use crate::users;
 
@@ -126,7 +128,9 @@ pub(crate) fn copy_step(
     )?;
     let chown_word = chown.map(word).transpose()?;
     let owner = match &chown_word {
-        Some(spec) => file_owner(cx, st, ins, spec, &format!("--chown={spec}"))?,
+        Some(spec) => timed(cx, step_id, Phase::Names, || {
+            file_owner(cx, st, ins, spec, &format!("--chown={spec}"))
+        })?,
         None => users::Owner { uid: 0, gid: 0 },
     };
     let chmod = chmod.map(word).transpose()?;
@@ -236,6 +240,7 @@ pub(crate) fn copy_step(
     // Unchanged stretches of the layer this step made last time are copied, not deflated
     // again (a large file that grew at its end costs its last chunks).
     let previous = cx.cache.last_layer(st.position());
+    let started = std::time::Instant::now();
     let layer = write_layer_reusing(store, opts.compression, previous.as_ref(), |w| {
         let mut w = crate::progress::Counting::new(w, total, |done| {
             (cx.progress)(Event::Bytes {
@@ -259,6 +264,7 @@ pub(crate) fn copy_step(
         Ok(())
     })
     .map_err(|e| fail(failed.take().unwrap_or_else(|| e.into())))?;
+    timing(cx, step_id, Phase::Layer, started.elapsed().as_secs_f64());
     // The layer holds the downloads now.
     drop(downloads);
     cx.cache
@@ -416,7 +422,9 @@ fn resolve_from(
                 r.pending.is_empty() && r.partial.as_ref().is_none_or(|p| covered(p, sources));
             let copy = st.rootfs().with_extension(format!("from-stage-{i}"));
             CopyFrom::Dir {
-                dir: stage_root(store, r, complete, copy)?,
+                dir: timed(cx, step_id, Phase::Unpack, || {
+                    stage_root(store, r, complete, copy)
+                })?,
                 layers: r.layers.clone(),
                 id: format!("stage:{}", r.key.hex()),
             }
@@ -451,8 +459,10 @@ fn resolve_from(
                     })
                     .map_err(|e| at_with(cx.opts, ins.span, ins.keyword(), e))?,
             };
-            let (img, dir) = image_root(store, &manifest, |id| {
-                st.rootfs().with_extension(format!("from-{id}"))
+            let (img, dir) = timed(cx, step_id, Phase::Unpack, || {
+                image_root(store, &manifest, |id| {
+                    st.rootfs().with_extension(format!("from-{id}"))
+                })
             })?;
             CopyFrom::Dir {
                 dir,

@@ -13,7 +13,7 @@ use cairn_parser::{Dockerfile, Span};
 use crate::context::BuildContext;
 use crate::error::{Error, Location, Result, StepError};
 use crate::options::BuildOptions;
-use crate::progress::Event;
+use crate::progress::{Event, Phase};
 use crate::sandbox::Sandbox;
 use crate::stage::{StageResult, StageState};
 use crate::users;
@@ -106,6 +106,19 @@ pub(crate) fn at_caused(
         cause: Some(Box::new(cause.into())),
     }
     .into()
+}
+
+/// Runs `f`, reporting how long it took as the step's `phase`.
+pub(crate) fn timed<T>(cx: &Ctx<'_>, id: usize, phase: Phase, f: impl FnOnce() -> T) -> T {
+    let start = std::time::Instant::now();
+    let out = f();
+    timing(cx, id, phase, start.elapsed().as_secs_f64());
+    out
+}
+
+/// Reports `seconds` spent in the step's `phase`.
+pub(crate) fn timing(cx: &Ctx<'_>, id: usize, phase: Phase, seconds: f64) {
+    (cx.progress)(Event::Timing { id, phase, seconds });
 }
 
 pub(crate) fn layer_record(l: &cairn_layers::layer::StoredLayer) -> crate::cache::LayerRecord {

@@ -8,11 +8,11 @@ use cairn_layers::layer::write_layer_reusing;
 use cairn_parser::instruction::{Instruction, NetworkMode, Run};
 use cairn_parser::mount::{Mount, MountType};
 
-use super::ctx::{Ctx, Outcome, add_layer, at, at_caused, at_with_context};
+use super::ctx::{Ctx, Outcome, add_layer, at, at_caused, at_with_context, timed, timing};
 use super::mount::{mount_source_identity, mount_spec, set_mode};
 use crate::error::{Error, Result, io_err};
 use crate::meta;
-use crate::progress::Event;
+use crate::progress::{Event, Phase};
 use crate::sandbox::{self, MountSpec, Network, RunSpec, Sandbox, Stdio3, Tail};
 use crate::stage::StageState;
 use crate::users;
@@ -175,14 +175,15 @@ pub(crate) fn run_step(
 
     // The filesystem.
     let diff_ids = st.config.rootfs.diff_ids.clone();
-    let root = sb
-        .prepare_root(store, st.layers(), &diff_ids, &base)
-        .map_err(|e| match e {
-            Error::Sandbox(m) => fail(m),
-            // The first line has the whole chain, as a step's error always showed it.
-            Error::SandboxFailed(e) => at_caused(opts, ins.span, "RUN", e.report(), e),
-            other => other,
-        })?;
+    let root = timed(cx, step_id, Phase::Unpack, || {
+        sb.prepare_root(store, st.layers(), &diff_ids, &base)
+    })
+    .map_err(|e| match e {
+        Error::Sandbox(m) => fail(m),
+        // The first line has the whole chain, as a step's error always showed it.
+        Error::SandboxFailed(e) => at_caused(opts, ins.span, "RUN", e.report(), e),
+        other => other,
+    })?;
     let read_file = {
         let root = root.clone();
         move |rel: &str| -> String { users::read_image_file(&root, rel) }
@@ -257,7 +258,10 @@ pub(crate) fn run_step(
     };
     // Unchanged stretches of what this step wrote last time are copied, not deflated again.
     let previous = cx.cache.last_layer(st.position());
+    let layer_seconds = std::cell::Cell::new(0.0);
     let mut sink = |r: &mut dyn std::io::Read| -> Result<Option<_>> {
+        let started = std::time::Instant::now();
+        let _timed = Elapsed(&layer_seconds, started);
         let mut first = [0u8; 1];
         let n = r
             .read(&mut first)
@@ -276,16 +280,21 @@ pub(crate) fn run_step(
         })?;
         Ok(Some(layer))
     };
-    let (exit, layer) = sb
-        .run(spec, Stdio3::Capture, &on_line, Some(&mut sink))
-        .map_err(|e| match e {
-            Error::Sandbox(m) => fail(format!("process \"{shown}\" could not run: {m}")),
-            Error::SandboxFailed(e) => {
-                let message = format!("process \"{shown}\" could not run: {}", e.report());
-                at_caused(opts, ins.span, "RUN", message, e)
-            }
-            other => other,
-        })?;
+    let started = std::time::Instant::now();
+    let ran = sb.run(spec, Stdio3::Capture, &on_line, Some(&mut sink));
+    // The sink runs inside `run`, after the process: the rest is the process's.
+    let layer_seconds = layer_seconds.get();
+    let process_seconds = (started.elapsed().as_secs_f64() - layer_seconds).max(0.0);
+    timing(cx, step_id, Phase::Process, process_seconds);
+    timing(cx, step_id, Phase::Layer, layer_seconds);
+    let (exit, layer) = ran.map_err(|e| match e {
+        Error::Sandbox(m) => fail(format!("process \"{shown}\" could not run: {m}")),
+        Error::SandboxFailed(e) => {
+            let message = format!("process \"{shown}\" could not run: {}", e.report());
+            at_caused(opts, ins.span, "RUN", message, e)
+        }
+        other => other,
+    })?;
     drop(locks);
     if !exit.success() {
         let mut msg = format!(
@@ -318,7 +327,9 @@ pub(crate) fn run_step(
                 // lowerdir, with no second pass over the blob. (Dropping run_dir removes it
                 // if the store already had one.)
                 let key = sb.mapping.store_key();
-                store.adopt_unpacked(&layer.diff_id, &key, &run_dir.keep)?;
+                timed(cx, step_id, Phase::Adopt, || {
+                    store.adopt_unpacked(&layer.diff_id, &key, &run_dir.keep)
+                })?;
             }
             add_layer(st, layer, None, created, created_by);
         }
@@ -336,6 +347,16 @@ pub(crate) fn run_step(
     }
     st.record(cx.cache, key, recorded, None)?;
     Ok(Outcome::Ran)
+}
+
+/// Adds the time since its start to a total when dropped: the sink's time counts whether it
+/// returns early, fails or finishes.
+struct Elapsed<'a>(&'a std::cell::Cell<f64>, std::time::Instant);
+
+impl Drop for Elapsed<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() + self.1.elapsed().as_secs_f64());
+    }
 }
 
 /// BuildKit's history line: `RUN |N K=V ... CMD # buildkit`, naming the stage's build args.

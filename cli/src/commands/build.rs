@@ -408,9 +408,17 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
     };
     // Stages of one wave report from their own threads; events reach the renderer one at a time.
     let render = std::sync::Mutex::new(render);
+    let timings = args.debug_timings;
     let built = build(store, &opts, &|e| {
         if let Ok(mut r) = render.lock() {
-            r(e);
+            match e {
+                Event::Timing { .. } if !timings => {}
+                // Quiet still says where the time went when asked: the line is on stderr.
+                Event::Timing { id, phase, seconds } if mode == Mode::Quiet => {
+                    eprintln!("{}", progress::timing_line(id, phase, seconds));
+                }
+                e => r(e),
+            }
         }
     });
     // Dropping the renderer settles the live bars before the error or the summary is printed.
