@@ -287,7 +287,7 @@ impl StageState {
                 for l in self.pending.iter().rev() {
                     listings.push(cache.layer_listing(store, l).map_err(image)?);
                 }
-                match listing::held(&listings, &path) {
+                match listing::held(listings.iter().map(|l| &**l), &path) {
                     Held::Kept(bytes) => return Ok(Found::File(bytes)),
                     Held::Missing => return Ok(Found::Missing),
                     Held::Dir => return Ok(Found::NotAFile(FileType::Directory)),
@@ -388,7 +388,7 @@ impl StageView {
         for part in std::mem::take(&mut self.todo) {
             match part {
                 ViewPart::Dirs(dirs) => dirs.iter().for_each(|(d, m)| self.tree.add_dir(d, *m)),
-                ViewPart::Layer(l) => self.tree.apply(&cache.layer_listing(store, &l)?),
+                ViewPart::Layer(l) => self.tree.apply(&*cache.layer_listing(store, &l)?),
             }
         }
         Ok(&self.tree)

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use cairn_layers::image::{Descriptor, History};
 use cairn_layers::{Digest, Store};
@@ -47,6 +47,9 @@ pub struct Cache {
     /// What this build used or made, by stage, for `--cache-to`.
     pub(super) touched: Mutex<Vec<(Key, Record, usize)>>,
     pub(super) touched_image: Mutex<Option<(Key, Descriptor)>>,
+    /// Layer listings read in this build, by blob: every stage on a base, and each name
+    /// lookup in it, asks for the same ones.
+    listings: Mutex<HashMap<Digest, Arc<cairn_layers::listing::Listing>>>,
 }
 
 /// Where an imported cache's blob comes from when a hit needs it.
@@ -78,6 +81,7 @@ impl Cache {
             external: Mutex::default(),
             touched: Mutex::default(),
             touched_image: Mutex::default(),
+            listings: Mutex::default(),
         }
     }
 
@@ -210,26 +214,42 @@ impl Cache {
     }
 
     /// A layer's entries from its tar headers, kept here by blob digest: an image's base is
-    /// read once.
+    /// read once, from disk once per build.
     pub fn layer_listing(
         &self,
         store: &Store,
         layer: &Descriptor,
-    ) -> Result<cairn_layers::listing::Listing> {
+    ) -> Result<Arc<cairn_layers::listing::Listing>> {
         use cairn_layers::compress::{self, Compression};
         use cairn_layers::listing::Listing;
+        let known = self
+            .listings
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&layer.digest).cloned());
+        if let Some(listing) = known {
+            return Ok(listing);
+        }
         let file = self.dir.join("listings").join(layer.digest.hex());
-        if let Some(listing) = std::fs::read(&file)
+        let listing = match std::fs::read(&file)
             .ok()
             .and_then(|b| Listing::from_bytes(&b))
         {
-            return Ok(listing);
+            Some(listing) => listing,
+            None => {
+                let c = Compression::from_media_type(&layer.media_type)
+                    .ok_or_else(|| cairn_layers::Error::MediaType(layer.media_type.clone()))?;
+                let blob = store.open_blob(&layer.digest)?;
+                let listing = Listing::read(compress::decompress(blob, c)?)?;
+                // A listing that cannot be kept is read again next time.
+                let _ = write_atomic(&file, &listing.to_bytes());
+                listing
+            }
+        };
+        let listing = Arc::new(listing);
+        if let Ok(mut m) = self.listings.lock() {
+            m.insert(layer.digest.clone(), Arc::clone(&listing));
         }
-        let c = Compression::from_media_type(&layer.media_type)
-            .ok_or_else(|| cairn_layers::Error::MediaType(layer.media_type.clone()))?;
-        let listing = Listing::read(compress::decompress(store.open_blob(&layer.digest)?, c)?)?;
-        // A listing that cannot be kept is read again next time.
-        let _ = write_atomic(&file, &listing.to_bytes());
         Ok(listing)
     }
 
