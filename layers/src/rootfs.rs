@@ -204,6 +204,24 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     #[test]
+    fn paths_clean_lexically_and_stop_at_the_root() {
+        let cases: &[(&str, &[&str])] = &[
+            ("a/b", &["a", "b"]),
+            ("/a/./b/", &["a", "b"]),
+            ("a//b", &["a", "b"]),
+            ("a/../b", &["b"]),
+            ("a/../../b", &["b"]),
+            ("../..", &[]),
+            ("/", &[]),
+            ("", &[]),
+            (".", &[]),
+        ];
+        for (path, want) in cases {
+            assert_eq!(clean_names(path), *want, "{path}");
+        }
+    }
+
+    #[test]
     fn names_resolve_inside_their_root() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
