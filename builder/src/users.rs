@@ -37,8 +37,8 @@ pub(crate) fn read_from_root(rootfs: &Path, file: &str) -> Result<Found, LookupE
 
 /// A file's text; a missing file, or anything but a regular file, means no names resolve
 /// (numbers still work, as in Docker).
-fn read(read: &mut ReadImageFile<'_>, file: &str) -> Result<String, LookupError> {
-    Ok(match read(file)? {
+fn read(files: &mut ReadImageFile<'_>, file: &str) -> Result<String, LookupError> {
+    Ok(match files(file)? {
         Found::File(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Found::Missing | Found::NotAFile(_) => String::new(),
     })

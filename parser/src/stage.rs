@@ -56,14 +56,15 @@ impl Dockerfile {
     /// its name, else its index (digits only, as the stage graph reads it). Names cannot be
     /// all digits, so the two never clash.
     pub fn stage_ref(&self, name: &str) -> Option<usize> {
-        self.stage_named(name).or_else(|| {
-            let digits = !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit());
-            let index = name
-                .parse::<usize>()
-                .ok()
-                .filter(|&i| i < self.stages.len());
-            index.filter(|_| digits)
-        })
+        if let Some(i) = self.stage_named(name) {
+            return Some(i);
+        }
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        name.parse::<usize>()
+            .ok()
+            .filter(|&i| i < self.stages.len())
     }
 }
 
