@@ -14,7 +14,7 @@ use crate::error::{ErrorKind, ParseError};
 use crate::expand::Lexer;
 use crate::instruction::{ArgDef, Instruction, InstructionKind};
 use crate::span::Span;
-use crate::stage::Dockerfile;
+use crate::stage::{Dockerfile, is_index};
 
 /// How one stage came to depend on another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -50,8 +50,6 @@ pub struct StageGraph {
     pub images: Vec<ImageUse>,
     /// Each stage's base after expansion (`scratch`, an image, or a stage's name or index).
     pub bases: Vec<String>,
-    #[serde(skip)]
-    names: Vec<Option<String>>,
 }
 
 /// Variables visible while expanding: the global ARGs, and a stage's own ARGs and ENVs.
@@ -102,12 +100,10 @@ impl StageGraph {
                 declare_args(&mut globals, args, &snapshot, build_args, &lexer, arg.span)?;
             }
         }
-        let names: Vec<Option<String>> = df.stages.iter().map(|s| s.name.clone()).collect();
         let mut graph = StageGraph {
             edges: Vec::new(),
             images: Vec::new(),
             bases: Vec::new(),
-            names,
         };
         for stage in &df.stages {
             let expand = |word: &str, env: &BTreeMap<String, String>, span: Span| {
@@ -173,8 +169,7 @@ impl StageGraph {
                     if let Some(e) = self.edges.last().filter(|e| {
                         e.stage == stage && e.kind == EdgeKind::CopyFrom && e.needs >= stage
                     }) {
-                        let name =
-                            |i: usize| self.names[i].clone().unwrap_or_else(|| i.to_string());
+                        let name = |i: usize| df.stages[i].display_name();
                         return Err(ParseError::new(
                             ErrorKind::CopyFromLaterStage {
                                 from: name(e.needs),
@@ -207,20 +202,16 @@ impl StageGraph {
         span: Span,
         df: &Dockerfile,
     ) -> Result<(), ParseError> {
-        if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
-            let index: usize = name.parse().unwrap_or(usize::MAX);
-            if index >= df.stages.len() {
-                return Err(ParseError::new(
-                    ErrorKind::StageIndexOutOfRange {
-                        index,
-                        max: df.stages.len() - 1,
-                    },
-                    span,
-                ));
-            }
-            self.edge(stage, index, kind, span);
-        } else if let Some(i) = df.stage_named(name) {
+        if let Some(i) = df.stage_ref(name) {
             self.edge(stage, i, kind, span);
+        } else if is_index(name) {
+            return Err(ParseError::new(
+                ErrorKind::StageIndexOutOfRange {
+                    index: name.parse().unwrap_or(usize::MAX),
+                    max: df.stages.len() - 1,
+                },
+                span,
+            ));
         } else {
             self.images.push(ImageUse {
                 stage,
@@ -261,7 +252,7 @@ impl StageGraph {
             Open,
             Done,
         }
-        let n = self.names.len();
+        let n = df.stages.len();
         let mut marks = vec![Mark::New; n];
         for root in 0..n {
             if marks[root] != Mark::New {
@@ -320,7 +311,7 @@ impl StageGraph {
                     target: t.to_owned(),
                     suggestion: crate::suggest::nearest(
                         t,
-                        self.names.iter().flatten().map(String::as_str),
+                        df.stages.iter().filter_map(|s| s.name.as_deref()),
                     )
                     .map(str::to_owned),
                 },

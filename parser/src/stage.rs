@@ -59,13 +59,18 @@ impl Dockerfile {
         if let Some(i) = self.stage_named(name) {
             return Some(i);
         }
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) {
+        if !is_index(name) {
             return None;
         }
         name.parse::<usize>()
             .ok()
             .filter(|&i| i < self.stages.len())
     }
+}
+
+/// Whether a `--from` or `--target` value numbers a stage rather than naming one: all digits.
+pub(crate) fn is_index(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit())
 }
 
 pub(crate) fn build(ast: &Ast) -> Result<Dockerfile, ParseError> {
