@@ -261,17 +261,7 @@ impl TreeView {
     /// the root, `..` stopping there); None after too many links. `rel` itself is cleaned
     /// lexically first, as Docker cleans a destination.
     pub fn resolve(&self, rel: &str) -> Option<String> {
-        let mut cleaned: Vec<&str> = Vec::new();
-        for c in rel.split('/') {
-            match c {
-                "" | "." => {}
-                ".." => {
-                    cleaned.pop();
-                }
-                c => cleaned.push(c),
-            }
-        }
-        let mut pending: Vec<String> = cleaned.into_iter().rev().map(str::to_owned).collect();
+        let mut pending: Vec<String> = crate::rootfs::clean_names(rel).into_iter().rev().collect();
         let mut done: Vec<String> = Vec::new();
         let mut hops = 0;
         while let Some(part) = pending.pop() {
@@ -283,7 +273,7 @@ impl TreeView {
             let at = done.join("/");
             if let Some(target) = self.links.get(&at) {
                 hops += 1;
-                if hops > 40 {
+                if hops > crate::rootfs::MAX_SYMLINKS {
                     return None;
                 }
                 done.pop();
