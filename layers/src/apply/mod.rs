@@ -43,7 +43,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{self as rfs, FileType, Mode, OFlags, ResolveFlags, Stat};
+use rustix::fs::{self as rfs, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 use tar::EntryType;
 
@@ -206,13 +206,7 @@ impl Strategy {
     /// openat2 when the kernel has it; ENOSYS before Linux 5.6, and EPERM or ENOSYS under
     /// seccomp profiles that predate it, mean the manual walk.
     fn detect(root: &OwnedFd) -> Strategy {
-        match rfs::openat2(
-            root,
-            ".",
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-        ) {
+        match crate::rootfs::open_in_root(root.as_fd(), "", OFlags::PATH | OFlags::DIRECTORY) {
             Ok(_) => Strategy::Openat2,
             Err(_) => Strategy::Manual,
         }
@@ -514,6 +508,7 @@ impl Applier<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::fs::ResolveFlags;
     use std::fs;
     use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 
