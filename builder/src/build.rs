@@ -305,6 +305,9 @@ fn build_stage(
         let parsed = cairn_parser::parse("ONBUILD", &format!("FROM scratch\n{t}\n"))?;
         triggers.extend(parsed.stages[0].instructions.clone());
     }
+    // Where each step is, for explaining misses: the context (canonical since it was opened)
+    // and the Dockerfile, then the stage and step numbers.
+    let place = format!("{}\0{}", cx.context.root().display(), opts.dockerfile_name);
     for (i, ins) in triggers.iter().chain(&stage.instructions).enumerate() {
         let step_id = next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let started = Instant::now();
@@ -318,13 +321,7 @@ fn build_stage(
         if crate::sandbox::cancelled() {
             return Err(Error::Cancelled);
         }
-        st.start_step(format!(
-            "{}\0{}\0{index}\0{i}",
-            std::fs::canonicalize(&opts.context)
-                .unwrap_or_else(|_| opts.context.clone())
-                .display(),
-            opts.dockerfile_name
-        ));
+        st.start_step(format!("{place}\0{index}\0{i}"));
         match step(cx, &mut st, ins, step_id)? {
             Outcome::Cached => progress(Event::Cached { id: step_id }),
             outcome => {
