@@ -273,8 +273,3 @@ const COPY: &[Field] = &[
         "what it unpacks",
     ),
 ];
-
-/// The fields of `kind`, or None for a kind the schema does not know.
-pub fn fields(kind: &str) -> Option<&'static [Field]> {
-    SCHEMA.iter().find(|s| s.kind == kind).map(|s| s.fields)
-}
