@@ -1,7 +1,5 @@
 //! The errors COPY and ADD fail with: a rule they break, or what could not be read or written.
 
-use std::path::Path;
-
 pub use crate::error::CopyError;
 use crate::error::Error;
 
@@ -9,17 +7,7 @@ pub(crate) fn err(message: impl Into<String>) -> Error {
     CopyError::Rule(message.into()).into()
 }
 
-pub(crate) fn io_err(
-    action: &'static str,
-    path: &Path,
-) -> impl FnOnce(std::io::Error) -> Error + use<> {
-    let path = path.to_path_buf();
-    move |source| Error::Io {
-        action,
-        path,
-        source,
-    }
-}
+pub(crate) use crate::error::io_err;
 
 /// `map_err` for a pattern, `what` naming where it was written.
 pub(crate) fn pattern_err(
