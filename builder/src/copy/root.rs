@@ -128,16 +128,16 @@ impl SourceRoot<'_> {
         ))
     }
 
-    /// Everything below the directory `rel`, sorted, ignored entries left out.
+    /// Everything below the directory `rel`, sorted, ignored entries left out; `real` is
+    /// where `rel` resolves ([`resolve_in_root`]).
     pub(super) fn below(&self, rel: &str, real: &Path) -> Result<Vec<Below>> {
         match self {
             SourceRoot::Context(c) => {
                 // Entries are named by the real path, which differs when `rel` is a symlink.
-                let base = c.resolve(rel)?;
                 Ok(c.walk(rel)?
                     .into_iter()
                     .filter_map(|e| {
-                        let sub = e.path.strip_prefix(&base).ok()?.to_path_buf();
+                        let sub = e.path.strip_prefix(real).ok()?.to_path_buf();
                         (!sub.as_os_str().is_empty())
                             .then(|| Below::new(&sub, e.path, e.metadata, e.withheld))
                     })
