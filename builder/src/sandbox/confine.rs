@@ -16,8 +16,9 @@ use rustix::io::Errno;
 
 use super::sys::{self, HelperError};
 
-/// Symlinks followed in one path before giving up, as the kernel's own limit.
-const MAX_LINKS: u32 = 40;
+/// Symlinks followed in one path before giving up, as the kernel's own limit (shared with
+/// every other resolver).
+use cairn_layers::rootfs::MAX_SYMLINKS as MAX_LINKS;
 
 /// runc's and Docker's default `maskedPaths`: files get /dev/null over them, directories an
 /// empty read-only tmpfs. Kernel memory, keys, timers and hardware details of the host.

@@ -320,7 +320,7 @@ fn prune_touched(upper: &Path, touched: &[PathBuf]) {
 /// `rel` in the stack of unpacked layers `lowers` (top first) as overlayfs merges them: the
 /// topmost layer that has the name decides. A symlink there that leads nowhere in its own
 /// layer is followed again through the whole stack (a link to a file of a lower layer), at
-/// most 40 times, as the kernel does.
+/// most `MAX_SYMLINKS` times, as the kernel does.
 fn read_lowers(lowers: &[PathBuf], rel: &str, hops: u32) -> String {
     for l in lowers {
         if let Some(text) = super::read_lower(l, rel) {
@@ -329,26 +329,18 @@ fn read_lowers(lowers: &[PathBuf], rel: &str, hops: u32) -> String {
         let Some(target) = link_in(l, rel) else {
             continue;
         };
-        if hops >= 40 {
+        if hops >= cairn_layers::rootfs::MAX_SYMLINKS {
             return String::new();
         }
         // Relative to the link's directory, cleaned here: a lower layer may lack the
         // directories the kernel would walk `..` through, which the merged view has.
-        let mut next: Vec<&str> = Vec::new();
-        if !target.starts_with('/') {
-            next.extend(rel.split('/').filter(|c| !c.is_empty()));
-            next.pop();
-        }
-        for c in target.split('/') {
-            match c {
-                "" | "." => {}
-                ".." => {
-                    next.pop();
-                }
-                c => next.push(c),
-            }
-        }
-        return read_lowers(lowers, &next.join("/"), hops + 1);
+        let next = if target.starts_with('/') {
+            target
+        } else {
+            format!("{rel}/../{target}")
+        };
+        let next = cairn_layers::rootfs::clean_names(&next).join("/");
+        return read_lowers(lowers, &next, hops + 1);
     }
     String::new()
 }
