@@ -404,21 +404,22 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
             Box::new(move |e| tty.event(e))
         }
         Mode::Plain => Box::new(progress::plain),
-        Mode::Quiet => Box::new(|_| {}),
+        // Quiet still says where the time went when asked: the lines are on stderr.
+        Mode::Quiet => Box::new(|e| {
+            if let Event::Timing { id, phase, seconds } = e {
+                eprintln!("{}", progress::timing_line(id, phase, seconds));
+            }
+        }),
     };
     // Stages of one wave report from their own threads; events reach the renderer one at a time.
     let render = std::sync::Mutex::new(render);
     let timings = args.debug_timings;
     let built = build(store, &opts, &|e| {
-        if let Ok(mut r) = render.lock() {
-            match e {
-                Event::Timing { .. } if !timings => {}
-                // Quiet still says where the time went when asked: the line is on stderr.
-                Event::Timing { id, phase, seconds } if mode == Mode::Quiet => {
-                    eprintln!("{}", progress::timing_line(id, phase, seconds));
-                }
-                e => r(e),
-            }
+        // Timings are shown only when asked for.
+        if (timings || !matches!(e, Event::Timing { .. }))
+            && let Ok(mut r) = render.lock()
+        {
+            r(e);
         }
     });
     // Dropping the renderer settles the live bars before the error or the summary is printed.
