@@ -117,10 +117,7 @@ pub fn run(
     let layers = &img.manifest.layers;
     let diff_ids = &img.config.rootfs.diff_ids;
     let root = sb.prepare_root(store, layers, diff_ids, &dir)?;
-    let read_file = {
-        let root = root.clone();
-        move |rel: &str| users::read_image_file(&root, rel)
-    };
+    let read_file = |rel: &str| root.read_image_file(rel);
     let user_spec = opts.user.clone().unwrap_or_else(|| config.user.clone());
     let user = users::resolve_exec(&user_spec, &read_file).map_err(|source| RunError::User {
         spec: user_spec.clone(),

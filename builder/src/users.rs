@@ -5,7 +5,7 @@ use std::path::Path;
 use cairn_layers::rootfs::{Found, read_in_root};
 
 pub use crate::error::LookupError;
-use crate::sandbox::{IMAGE_FILE_LIMIT, RootSpec};
+use crate::sandbox::IMAGE_FILE_LIMIT;
 
 /// A resolved `user[:group]`: container uid and gid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,11 +182,6 @@ pub fn resolve_exec(spec: &str, read: &dyn Fn(&str) -> String) -> Result<ExecUse
         groups,
         home,
     })
-}
-
-/// A file of the image below a step (etc/passwd), as the step would read it.
-pub(crate) fn read_image_file(root: &RootSpec, rel: &str) -> String {
-    root.read_image_file(rel)
 }
 
 #[cfg(test)]

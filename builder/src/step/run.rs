@@ -184,10 +184,7 @@ pub(crate) fn run_step(
         Error::SandboxFailed(e) => at_caused(opts, ins.span, "RUN", e.report(), e),
         other => other,
     })?;
-    let read_file = {
-        let root = root.clone();
-        move |rel: &str| -> String { users::read_image_file(&root, rel) }
-    };
+    let read_file = |rel: &str| root.read_image_file(rel);
     let user = users::resolve_exec(&st.config.config.user, &read_file).map_err(|e| {
         let user = format!("USER {}", st.config.config.user);
         at_with_context(opts, ins.span, "RUN", user, e)
