@@ -145,15 +145,7 @@ pub fn run(
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push(format!("PATH={}", sandbox::DEFAULT_PATH));
     }
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!(
-            "HOME={}",
-            user.home
-                .clone()
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| "/".into())
-        ));
-    }
+    env.extend(users::home_for(&env, user.home.as_deref()));
     if opts.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
         env.push("TERM=xterm".into());
     }

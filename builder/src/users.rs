@@ -107,6 +107,17 @@ pub struct ExecUser {
     pub home: Option<String>,
 }
 
+/// HOME as runc sets it for a container (BuildKit's steps, `cairn run`): the user's passwd
+/// entry (`home`), else `/`, unless the environment has one. A step's key needs no field for
+/// it: it follows from the user (keyed) and the image's files (the chain).
+pub(crate) fn home_for(env: &[String], home: Option<&str>) -> Option<String> {
+    if env.iter().any(|e| e.starts_with("HOME=")) {
+        return None;
+    }
+    let home = home.filter(|h| !h.is_empty());
+    Some(format!("HOME={}", home.unwrap_or("/")))
+}
+
 /// Resolves `USER` as runc does for a container: a name or uid from /etc/passwd (whose entry
 /// gives the primary gid and home; a uid without an entry gets gid 0), an optional group by
 /// name or number, and, without one, the supplementary groups of the user's name. `read` returns a file of
@@ -187,6 +198,29 @@ pub fn resolve_exec(spec: &str, read: &dyn Fn(&str) -> String) -> Result<ExecUse
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn home() {
+        let cases: &[(&[&str], Option<&str>, Option<&str>)] = &[
+            (&[], Some("/home/app"), Some("HOME=/home/app")),
+            (&[], None, Some("HOME=/")),
+            (&[], Some(""), Some("HOME=/")),
+            (&["A=1", "HOMEDIR=/x"], Some("/root"), Some("HOME=/root")),
+            (&["HOME=/env"], Some("/home/app"), None),
+            (&["HOME="], None, None),
+        ];
+        for (env, home, want) in cases {
+            assert_eq!(
+                home_for(
+                    &env.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                    *home
+                )
+                .as_deref(),
+                *want,
+                "{env:?} {home:?}"
+            );
+        }
+    }
 
     #[test]
     fn file_owners_are_resolved_as_buildkits_read_user() {

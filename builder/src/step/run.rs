@@ -190,7 +190,7 @@ pub(crate) fn run_step(
         at_with_context(opts, ins.span, "RUN", user, e)
     })?;
     env.extend(proxy_env);
-    env.extend(plan::home_for(&env, user.home.as_deref()));
+    env.extend(users::home_for(&env, user.home.as_deref()));
 
     // BuildKit's name for every step's sandbox: packages that record the hostname in their
     // configs write the same thing under both builders.

@@ -117,17 +117,6 @@ pub(super) fn command_argv(run: &Run, shell: &[String]) -> Result<Argv, String> 
     })
 }
 
-/// HOME as runc sets it for BuildKit's steps: the user's passwd entry (`home`), else `/`,
-/// unless the environment has one. The step's key needs no field for it: it follows from
-/// the user (keyed) and the image's files (the chain).
-pub(super) fn home_for(env: &[String], home: Option<&str>) -> Option<String> {
-    if env.iter().any(|e| e.starts_with("HOME=")) {
-        return None;
-    }
-    let home = home.filter(|h| !h.is_empty());
-    Some(format!("HOME={}", home.unwrap_or("/")))
-}
-
 /// A heredoc name that can stand as one file name in /dev/pipes: BuildKit makes the script
 /// there under it, and fails for anything with a slash or a parent.
 fn is_plain_file_name(name: &str) -> bool {
@@ -418,25 +407,6 @@ mod tests {
                     "heredoc name {name:?} cannot name a script file: use a plain word \
                      (letters, digits, '.', '_' or '-')"
                 )
-            );
-        }
-    }
-
-    #[test]
-    fn home() {
-        let cases: &[(&[&str], Option<&str>, Option<&str>)] = &[
-            (&[], Some("/home/app"), Some("HOME=/home/app")),
-            (&[], None, Some("HOME=/")),
-            (&[], Some(""), Some("HOME=/")),
-            (&["A=1", "HOMEDIR=/x"], Some("/root"), Some("HOME=/root")),
-            (&["HOME=/env"], Some("/home/app"), None),
-            (&["HOME="], None, None),
-        ];
-        for (env, home, want) in cases {
-            assert_eq!(
-                home_for(&strings(env), *home).as_deref(),
-                *want,
-                "{env:?} {home:?}"
             );
         }
     }
