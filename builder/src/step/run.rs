@@ -122,16 +122,22 @@ pub(crate) fn run_step(
     if !args_prefix.is_empty() {
         key.field("history-args", &args_prefix);
     }
-    for (i, m) in run.mounts.iter().enumerate() {
-        let m = Mount::parse_with(&m.raw, i, &expand).map_err(&fail)?;
-        key.field("mount", serde_json::to_vec(&m).unwrap_or_default());
+    let parsed: Vec<Mount> = run
+        .mounts
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Mount::parse_with(&m.raw, i, &expand))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(&fail)?;
+    // A mount's own failure, located at the step and naming the mount.
+    let mount_err = |m: &Mount, e: Error| match e {
+        Error::Mount(e) => at_with_context(opts, ins.span, "RUN", format!("--mount {}", m.raw), *e),
+        other => other,
+    };
+    for m in &parsed {
+        key.field("mount", serde_json::to_vec(m).unwrap_or_default());
         if m.kind == MountType::Bind {
-            let identity = mount_source_identity(cx, &m, step_id).map_err(|e| match e {
-                Error::Mount(e) => {
-                    at_with_context(opts, ins.span, "RUN", format!("--mount {}", m.raw), *e)
-                }
-                other => other,
-            })?;
+            let identity = mount_source_identity(cx, m, step_id).map_err(|e| mount_err(m, e))?;
             key.field("source", identity);
         }
     }
@@ -199,23 +205,17 @@ pub(crate) fn run_step(
 
     // RUN --mount.
     let mut locks = Vec::new();
-    for (i, m) in run.mounts.iter().enumerate() {
-        let m = Mount::parse_with(&m.raw, i, &expand).map_err(&fail)?;
+    for m in &parsed {
         mount_spec(
             cx,
             &st.config.config.working_dir,
-            &m,
+            m,
             &base,
             &mut mounts,
             &mut env,
             &mut locks,
         )
-        .map_err(|e| match e {
-            Error::Mount(e) => {
-                at_with_context(opts, ins.span, "RUN", format!("--mount {}", m.raw), *e)
-            }
-            other => other,
-        })?;
+        .map_err(|e| mount_err(m, e))?;
     }
 
     let keep_upper = root.keeps_diff().then(|| run_dir.keep.clone());
