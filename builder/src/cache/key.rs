@@ -39,6 +39,11 @@ pub struct KeyHasher {
     /// tenth of its time on them.
     names: Vec<u8>,
     paths: Vec<(usize, usize, [u8; 8])>,
+    /// Every other field (and `env`), raw, for the same reason: the name, end to end in
+    /// `raw`, and where each name and value ends; hashed short only for a miss. A RUN's
+    /// bind-mount key has fields for every file of the mount.
+    raw: Vec<u8>,
+    raw_fields: Vec<(bool, usize, usize, usize)>,
 }
 
 /// The inputs of a step, each as a short hash, by kind: what a miss is explained with.
@@ -68,6 +73,8 @@ impl KeyHasher {
             entry: None,
             names: Vec::new(),
             paths: Vec::new(),
+            raw: Vec::new(),
+            raw_fields: Vec::new(),
         };
         k.frame("cairn-cache", super::schema::VERSION.as_bytes());
         k.frame("parent", &parent.0);
@@ -86,11 +93,7 @@ impl KeyHasher {
         let value = value.as_ref();
         self.frame(name, value);
         match name {
-            "env" => {
-                let text = String::from_utf8_lossy(value);
-                let var = text.split_once('=').map_or(&*text, |(k, _)| k).to_owned();
-                self.summary.env.insert(var, short(value));
-            }
+            "env" => self.keep_raw(true, name, value),
             "entry" => {
                 self.close_entry();
                 let mut h = Sha256::new();
@@ -108,11 +111,19 @@ impl KeyHasher {
                 }
                 _ => {
                     self.close_entry();
-                    self.summary.fields.push((name.to_owned(), short(value)));
+                    self.keep_raw(false, name, value);
                 }
             },
         }
         self
+    }
+
+    fn keep_raw(&mut self, env: bool, name: &str, value: &[u8]) {
+        let start = self.raw.len();
+        self.raw.extend_from_slice(name.as_bytes());
+        let name_end = self.raw.len();
+        self.raw.extend_from_slice(value);
+        self.raw_fields.push((env, start, name_end, self.raw.len()));
     }
 
     fn close_entry(&mut self) {
@@ -138,6 +149,8 @@ impl KeyHasher {
                 summary: self.summary,
                 names: self.names,
                 paths: self.paths,
+                raw: self.raw,
+                raw_fields: self.raw_fields,
             },
         )
     }
@@ -149,11 +162,24 @@ pub struct SummaryParts {
     summary: Summary,
     names: Vec<u8>,
     paths: Vec<(usize, usize, [u8; 8])>,
+    raw: Vec<u8>,
+    raw_fields: Vec<(bool, usize, usize, usize)>,
 }
 
 impl SummaryParts {
     pub fn build(self) -> Summary {
         let mut summary = self.summary;
+        for &(env, start, name_end, end) in &self.raw_fields {
+            let value = &self.raw[name_end..end];
+            if env {
+                let text = String::from_utf8_lossy(value);
+                let var = text.split_once('=').map_or(&*text, |(k, _)| k).to_owned();
+                summary.env.insert(var, short(value));
+            } else {
+                let name = String::from_utf8_lossy(&self.raw[start..name_end]).into_owned();
+                summary.fields.push((name, short(value)));
+            }
+        }
         let names = &self.names;
         // Collecting sorts once, and the last entry of a path wins, as inserting would.
         summary
