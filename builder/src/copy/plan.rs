@@ -183,15 +183,27 @@ pub fn plan_copy<'r>(
         for m in &matches {
             any = true;
             let rel = m.rel.as_str();
+            // Where the source resolves: for the context also as a context path, which
+            // .dockerignore is asked about.
+            let (real, in_context) = match from {
+                SourceRoot::Context(c) => {
+                    let resolved = c.resolve_rel(rel)?;
+                    let mut real = c.root().to_path_buf();
+                    if !resolved.is_empty() {
+                        real.push(&resolved);
+                    }
+                    (real, Some((c, resolved)))
+                }
+                SourceRoot::Dir(_) => (resolve_in_root(from.root(), rel, true)?, None),
+            };
             // Both the name given and the path it resolves to must be kept by .dockerignore.
-            let resolved_ignored = match from {
-                SourceRoot::Context(c) if !rel.is_empty() => !c.is_sent(&c.resolve_rel(rel)?)?,
+            let resolved_ignored = match &in_context {
+                Some((c, resolved)) if !rel.is_empty() => !c.is_sent(resolved)?,
                 _ => false,
             };
             if !rel.is_empty() && (from.ignored(rel)? || resolved_ignored) {
                 return Err(err(format!("{rel}: excluded by .dockerignore")));
             }
-            let real = resolve_in_root(from.root(), rel, true)?;
             let meta = real.metadata().map_err(|_| from.not_found(rel))?;
             if excluded(rel)? {
                 continue;
@@ -275,9 +287,9 @@ pub fn plan_copy<'r>(
                     );
                 }
             } else {
-                let empty = match from {
-                    SourceRoot::Context(c) => meta.is_file() && c.withholds(&c.resolve_rel(rel)?),
-                    SourceRoot::Dir(_) => false,
+                let empty = match &in_context {
+                    Some((c, resolved)) => meta.is_file() && c.withholds(resolved),
+                    None => false,
                 };
                 if req.unpack_archives && !empty && is_archive(&real)? {
                     dest.dir()?;
