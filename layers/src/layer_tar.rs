@@ -6,10 +6,10 @@ use std::io::{BufWriter, Read, Write};
 use crate::error::{Error, Result};
 
 /// A tar block: every header and every content run is padded to it.
-pub const BLOCK: usize = 512;
+pub(crate) const BLOCK: usize = 512;
 
 /// The zero bytes that pad `size` bytes of content to a whole block.
-pub fn padding(size: u64) -> usize {
+fn padding(size: u64) -> usize {
     // The remainder is below 512, so the cast cannot truncate.
     (BLOCK - (size % BLOCK as u64) as usize) % BLOCK
 }
@@ -19,7 +19,7 @@ pub type Xattrs = [(Vec<u8>, Vec<u8>)];
 
 /// The header fields of one entry, already in container terms.
 #[derive(Debug)]
-pub struct Header<'a> {
+pub(crate) struct Header<'a> {
     /// The tar path (`dir/` for a directory).
     pub path: &'a [u8],
     pub link: &'a [u8],
@@ -92,7 +92,7 @@ fn split_ustar(p: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// A PAX record: `<len> <key>=<value>\n`, where `<len>` counts the whole record.
-pub fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+pub(crate) fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     let rest = key.len() + value.len() + 3;
     let mut len = rest + 1;
     while rest + len.to_string().len() != len {
@@ -123,7 +123,7 @@ fn ustar_block(flag: u8) -> [u8; BLOCK] {
 
 /// The bytes of one entry's headers: a PAX header and its records when needed, then the ustar
 /// header. `Err` names what cannot be encoded.
-pub fn encode(h: &Header<'_>) -> std::result::Result<Vec<u8>, String> {
+pub(crate) fn encode(h: &Header<'_>) -> std::result::Result<Vec<u8>, String> {
     let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut block = ustar_block(h.flag);
     match split_ustar(h.path) {
@@ -280,7 +280,7 @@ impl<W: Write> Writer<W> {
     /// One entry's headers; an unencodable one is an error naming `what`, and so is a name
     /// that is absolute, empty or climbs with `..`: every layer names its entries below the
     /// root, whatever the caller got wrong.
-    pub fn header(&mut self, h: &Header<'_>, what: impl Display) -> Result<()> {
+    pub(crate) fn header(&mut self, h: &Header<'_>, what: impl Display) -> Result<()> {
         let invalid = |reason: String| Error::invalid(format!("layer entry for {what}"), reason);
         if let Some(reason) = bad_name(h.path) {
             return Err(invalid(reason.to_owned()));
@@ -289,14 +289,14 @@ impl<W: Write> Writer<W> {
     }
 
     /// Raw bytes: content after its header (then [`Writer::pad`]).
-    pub fn data(&mut self, bytes: &[u8]) -> Result<()> {
+    pub(crate) fn data(&mut self, bytes: &[u8]) -> Result<()> {
         self.out
             .write_all(bytes)
             .map_err(|e| Error::stream("write the layer tar", e))
     }
 
     /// Pads `size` bytes of content to a whole block.
-    pub fn pad(&mut self, size: u64) -> Result<()> {
+    pub(crate) fn pad(&mut self, size: u64) -> Result<()> {
         self.data(&[0; BLOCK][..padding(size)])
     }
 

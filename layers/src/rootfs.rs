@@ -26,7 +26,7 @@ pub fn open_in_root(root: BorrowedFd<'_>, rel: &str, flags: OFlags) -> rustix::i
 /// [`open_in_root`] for a name in bytes, with more resolve flags (`NO_SYMLINKS` to refuse
 /// any link on the way). A rename racing with a `..` makes the kernel ask for a retry, which
 /// this does a bounded number of times.
-pub fn open_in_root_with(
+pub(crate) fn open_in_root_with(
     root: BorrowedFd<'_>,
     rel: &[u8],
     flags: OFlags,
