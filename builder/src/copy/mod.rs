@@ -29,7 +29,7 @@ pub use dest::ImageView;
 pub use error::CopyError;
 pub use path::resolve_in_root;
 pub use plan::{CopyPlan, plan_copy};
-pub use request::{CopyRequest, CopySource, apply_chmod};
+pub use request::{CopyRequest, CopySource};
 pub use root::SourceRoot;
 
 /// Writes one COPY or ADD as a layer tar to `out`, and returns the directories it holds.

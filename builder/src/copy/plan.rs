@@ -13,7 +13,7 @@ use super::dest::{Dest, ImageView, written_dest};
 use super::error::{err, io_err, pattern_err};
 use super::from_meta::SourceMeta;
 use super::path::{join, resolve_in_root};
-use super::request::{CopyRequest, CopySource, apply_chmod};
+use super::request::{Chmod, CopyRequest, CopySource};
 use super::root::SourceRoot;
 use super::sources;
 use crate::error::Result;
@@ -492,13 +492,11 @@ impl CopyPlan<'_> {
             key.field("download", target);
             key.field("digest", crate::cache::memo::hex(&d));
         }
+        let chmod = Chmod::new(req.chmod.as_deref());
         for p in &self.planned {
             let ft = p.meta.file_type();
             let src_mode = p.meta.permissions().mode() & 0o7777;
-            let mode = match &req.chmod {
-                Some(spec) => apply_chmod(spec, src_mode, ft.is_dir())?,
-                None => src_mode,
-            };
+            let mode = chmod.apply(src_mode, ft.is_dir())?;
             key.field("entry", p.name().as_os_str().as_encoded_bytes());
             // Without --chmod, group and other write bits are left out: they are what a
             // checkout's umask decides (022 or 002), and the same checkout should hit.

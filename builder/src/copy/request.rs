@@ -46,8 +46,34 @@ pub struct CopyRequest {
     pub excludes: Vec<String>,
 }
 
-/// Applies `--chmod` (octal, or symbolic as BuildKit reads it) to a mode.
-pub fn apply_chmod(spec: &str, mode: u32, is_dir: bool) -> Result<u32> {
-    let m = cairn_parser::chmod::Mode::parse(spec).map_err(CopyError::from)?;
-    Ok(m.apply(mode, is_dir))
+/// `--chmod` (octal, or symbolic as BuildKit reads it), parsed the first time it is applied
+/// and not again for every entry of the layer.
+#[derive(Debug)]
+pub(crate) struct Chmod<'a> {
+    spec: Option<&'a str>,
+    mode: std::cell::OnceCell<cairn_parser::chmod::Mode>,
+}
+
+impl<'a> Chmod<'a> {
+    pub(crate) fn new(spec: Option<&'a str>) -> Self {
+        Chmod {
+            spec,
+            mode: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// `mode` with `--chmod` applied; `mode` itself without one.
+    pub(crate) fn apply(&self, mode: u32, is_dir: bool) -> Result<u32> {
+        let Some(spec) = self.spec else {
+            return Ok(mode);
+        };
+        let parsed = match self.mode.get() {
+            Some(m) => m,
+            None => {
+                let m = cairn_parser::chmod::Mode::parse(spec).map_err(CopyError::from)?;
+                self.mode.get_or_init(|| m)
+            }
+        };
+        Ok(parsed.apply(mode, is_dir))
+    }
 }

@@ -13,7 +13,7 @@ use super::archive::append_archive;
 use super::entry::{LayerOut, meta};
 use super::error::{err, io_err};
 use super::plan::{CopyPlan, Extra, Parent, Planned};
-use super::request::{CopyRequest, apply_chmod};
+use super::request::{Chmod, CopyRequest};
 use crate::error::Result;
 use crate::users::Owner;
 
@@ -57,10 +57,11 @@ fn write_plan(
         req.clamp_mtime
             .unwrap_or_else(|| jiff::Timestamp::now().as_second()),
     );
+    let chmod = Chmod::new(req.chmod.as_deref());
     // BuildKit hands MkdirAll an octal --chmod (not a symbolic one) as the mode.
     let chmod_mode = match req.chmod.as_deref() {
         Some(spec) if !spec.is_empty() && spec.bytes().all(|b| (b'0'..=b'7').contains(&b)) => {
-            apply_chmod(spec, 0o755, true)?
+            chmod.apply(0o755, true)?
         }
         _ => 0o755,
     };
@@ -85,19 +86,13 @@ fn write_plan(
         layer.dir(path, path.as_bytes(), meta, &[])?;
     }
     for (target, data) in contents {
-        let mode = match &req.chmod {
-            Some(spec) => apply_chmod(spec, 0o644, false)?,
-            None => 0o644,
-        };
+        let mode = chmod.apply(0o644, false)?;
         let size = data.len() as u64;
         let m = meta(mode, req.owner, now);
         layer.tar.file(target.as_bytes(), m, &[], size, data)?;
     }
     for (target, path, t) in files {
-        let mode = match &req.chmod {
-            Some(spec) => apply_chmod(spec, 0o600, false)?,
-            None => 0o600,
-        };
+        let mode = chmod.apply(0o600, false)?;
         let f = std::fs::File::open(path).map_err(io_err("open", path))?;
         let size = f.metadata().map_err(io_err("stat", path))?.len();
         let m = meta(mode, req.owner, mtime(t));
@@ -113,10 +108,7 @@ fn write_plan(
         }
         let ft = p.meta.file_type();
         let src_mode = p.meta.permissions().mode() & 0o7777;
-        let chmod = |is_dir| match &req.chmod {
-            Some(spec) => apply_chmod(spec, src_mode, is_dir),
-            None => Ok(src_mode),
-        };
+        let chmod = |is_dir| chmod.apply(src_mode, is_dir);
         let t = mtime(p.meta.mtime());
         // From a stage or image without --chown: the owner and xattrs its layers give.
         let source = kept.as_ref().and_then(|k| k.get(&p.src));
