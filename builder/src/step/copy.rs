@@ -180,11 +180,9 @@ pub(crate) fn copy_step(
     let (from_root, from_id, from_layers) = match &from {
         CopyFrom::Context => (SourceRoot::Context(cx.context), None, None),
         CopyFrom::Named(context) => (SourceRoot::Context(context), None, None),
-        CopyFrom::Dir { dir, layers, id } => (
-            SourceRoot::Dir(dir),
-            Some(id.clone()),
-            Some((layers.clone(), dir.clone())),
-        ),
+        CopyFrom::Dir { dir, layers, id } => {
+            (SourceRoot::Dir(dir), Some(id.as_str()), Some((layers, dir)))
+        }
     };
     let view = crate::copy::ImageView {
         tree: st.tree(cx.cache, store)?,
@@ -206,7 +204,7 @@ pub(crate) fn copy_step(
         .field("owner", format!("{}:{}", req.owner.uid, req.owner.gid))
         .field("chmod", req.chmod.as_deref().unwrap_or(""))
         .field("parents", req.parents.to_string())
-        .field("from", from_id.as_deref().unwrap_or("context"));
+        .field("from", from_id.unwrap_or("context"));
     // Layers written before owners, xattrs and hard links were kept must not be taken
     // for these.
     if keep.is_some() {
@@ -230,7 +228,7 @@ pub(crate) fn copy_step(
         return Ok(Outcome::Cached);
     }
     if let Some((layers, root)) = keep {
-        let meta = crate::from_meta::SourceMeta::read(store, &layers, &root).map_err(fail)?;
+        let meta = crate::from_meta::SourceMeta::read(store, layers, root).map_err(fail)?;
         plan.keep_source_meta(meta);
     }
     let mut dirs = Default::default();
