@@ -268,14 +268,10 @@ pub(crate) fn copy_step(
     cx.cache
         .put_last_layer(st.position(), &layer.descriptor.digest)?;
     let rec = layer_record(&layer);
-    let (dirs, dir_list) = if listed {
-        (None, None)
-    } else {
-        let list: Vec<(String, DirMeta)> = dirs.clone().into_iter().collect();
-        (Some(dirs), Some(list))
-    };
-    add_layer(st, layer, dirs, created, history_line);
-    st.record(cx.cache, key, Some(rec), dir_list)?;
+    // The view takes the directories written, unless it reads the layer for its symlinks.
+    let dirs: Option<Vec<(String, DirMeta)>> = (!listed).then(|| dirs.into_iter().collect());
+    add_layer(st, layer, dirs.clone(), created, history_line);
+    st.record(cx.cache, key, Some(rec), dirs)?;
     Ok(Outcome::Ran)
 }
 

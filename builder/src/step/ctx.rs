@@ -134,15 +134,11 @@ pub(crate) fn layer_record(l: &cairn_layers::layer::StoredLayer) -> crate::cache
 pub(crate) fn add_layer(
     st: &mut StageState,
     layer: cairn_layers::layer::StoredLayer,
-    dirs: Option<BTreeMap<String, DirMeta>>,
+    dirs: Option<Vec<(String, DirMeta)>>,
     created: String,
     created_by: String,
 ) {
-    st.push_layer(
-        layer.descriptor,
-        layer.diff_id,
-        dirs.map(|d| d.into_iter().collect()),
-    );
+    st.push_layer(layer.descriptor, layer.diff_id, dirs);
     st.config.history.push(History {
         created: Some(created),
         created_by: Some(created_by),

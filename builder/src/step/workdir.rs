@@ -1,7 +1,5 @@
 //! WORKDIR's layer: the directories of the new working directory that the image lacks.
 
-use std::collections::BTreeMap;
-
 use cairn_layers::image::timestamp;
 use cairn_layers::layer::write_layer;
 use cairn_layers::layer_tar;
@@ -88,14 +86,14 @@ pub(crate) fn layer(
         }
         let layer = write_layer(store, opts.compression, |w| dirs_tar(w, &dirs))?;
         let rec = layer_record(&layer);
-        let dirs: BTreeMap<String, DirMeta> = dirs.into_iter().collect();
-        let dir_list = dirs.clone().into_iter().collect();
+
         let created_by = match line {
             MetaLine::Line(l) => l.clone(),
             _ => format!("{} # buildkit", ins.original),
         };
-        add_layer(st, layer, Some(dirs), created, created_by);
-        st.record(cx.cache, key, Some(rec), Some(dir_list))?;
+        // Root down, one path: already in the order a map would give.
+        add_layer(st, layer, Some(dirs.clone()), created, created_by);
+        st.record(cx.cache, key, Some(rec), Some(dirs))?;
         return Ok(Some(Outcome::Ran));
     }
     Ok(None)
