@@ -4,11 +4,13 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use crate::compress::{self, Compression, LayerCompression, LayerWriter};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::Descriptor;
+use crate::listing::Listing;
 use crate::store::Store;
 
 /// A layer in the store: its blob descriptor and the digest of its uncompressed tar.
@@ -17,6 +19,9 @@ pub struct StoredLayer {
     pub descriptor: Descriptor,
     pub diff_id: Digest,
     pub uncompressed_size: u64,
+    /// Its entries, read from the tar as it was written (`None` when the tar could not be
+    /// listed): a later step's directory view or name lookup need not decompress the blob.
+    pub listing: Option<Listing>,
 }
 
 /// Runs `produce` with a writer that compresses into a new blob of the store. Nothing is left
@@ -48,8 +53,19 @@ where
     let LayerCompression { compression, level } = compression.into();
     let blob = store.blob_writer()?;
     let reuse = previous.and_then(|d| store.chunk_reuse(d));
-    let mut w = LayerWriter::with_level(blob, compression, level).reusing(reuse.map(Arc::new));
-    if let Err(e) = produce(&mut w) {
+    let w = LayerWriter::with_level(blob, compression, level).reusing(reuse.map(Arc::new));
+    // The listing is read on another thread from a copy of the tar: the headers go by once,
+    // where a later reader would have to decompress the whole blob to see them.
+    let (tx, rx) = sync_channel::<Vec<u8>>(LISTING_QUEUE);
+    let ((result, w), listing) = std::thread::scope(|scope| {
+        let lister = scope.spawn(move || Listing::read(ChannelReader::new(rx)).ok());
+        let mut tee = ListingTee::new(w, tx);
+        let result = produce(&mut tee).map(|()| tee.send_pending());
+        // Dropping the sender ends the lister's input.
+        let w = tee.into_inner();
+        ((result, w), lister.join().ok().flatten())
+    });
+    if let Err(e) = result {
         if let Ok((_, blob)) = w.finish() {
             blob.abort();
         }
@@ -70,7 +86,96 @@ where
         },
         diff_id: digests.diff_id,
         uncompressed_size: digests.uncompressed_size,
+        listing,
     })
+}
+
+/// How many copied stretches of a tar may wait for the lister before the writer waits.
+const LISTING_QUEUE: usize = 8;
+/// Copies go to the lister in stretches of this many bytes, whatever the writes' sizes.
+const LISTING_CHUNK: usize = 256 * 1024;
+
+/// A writer that also hands a copy of what it writes to the lister, until the lister stops.
+struct ListingTee<W> {
+    inner: W,
+    tx: Option<SyncSender<Vec<u8>>>,
+    pending: Vec<u8>,
+}
+
+impl<W: Write> ListingTee<W> {
+    fn new(inner: W, tx: SyncSender<Vec<u8>>) -> Self {
+        ListingTee {
+            inner,
+            tx: Some(tx),
+            pending: Vec::with_capacity(LISTING_CHUNK),
+        }
+    }
+
+    fn send_pending(&mut self) {
+        if let Some(tx) = &self.tx {
+            let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(LISTING_CHUNK));
+            // A lister that gave up (a tar it cannot list) takes no more.
+            if !chunk.is_empty() && tx.send(chunk).is_err() {
+                self.tx = None;
+            }
+        }
+    }
+
+    fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: Write> Write for ListingTee<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if self.tx.is_some() {
+            self.pending.extend_from_slice(&buf[..n]);
+            if self.pending.len() >= LISTING_CHUNK {
+                self.send_pending();
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The lister's input: the stretches the tee sends, then the end when its sender is gone.
+struct ChannelReader {
+    rx: Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl ChannelReader {
+    fn new(rx: Receiver<Vec<u8>>) -> Self {
+        ChannelReader {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(next) => {
+                    self.buf = next;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// A rootfs tarball (plain, gzip or zstd) as one layer, as `docker import` makes it, its
@@ -105,5 +210,80 @@ impl<R: Read> Read for Tee<'_, R> {
         let n = self.inner.read(buf)?;
         self.out.write_all(&buf[..n])?;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer_tar::{Meta, Writer};
+    use crate::listing::Kind;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path().join("store")).unwrap();
+        (dir, s)
+    }
+
+    /// A tar of `files` files (with /etc/passwd among them) big enough to cross many of the
+    /// tee's stretches.
+    fn write_tar(w: &mut dyn Write, files: usize) -> Result<()> {
+        let mut t = Writer::new(w);
+        t.dir(b"etc", Meta::default(), &[])?;
+        let passwd = b"root:x:0:0::/root:/bin/sh\n";
+        let len = passwd.len() as u64;
+        t.file(b"etc/passwd", Meta::default(), &[], len, &passwd[..])?;
+        t.symlink(b"etc/link", Meta::default(), &[], b"passwd")?;
+        let body = vec![7u8; 3000];
+        for i in 0..files {
+            let name = format!("data/f{i}");
+            t.file(name.as_bytes(), Meta::default(), &[], 3000, &body[..])?;
+        }
+        t.finish().map(drop)
+    }
+
+    #[test]
+    fn the_listing_written_with_a_layer_is_the_one_its_blob_gives() {
+        for (compression, files) in [
+            (Compression::Gzip, 0),
+            (Compression::Gzip, 2000),
+            (Compression::None, 2000),
+            (Compression::Zstd, 300),
+        ] {
+            let (_d, s) = store();
+            let layer = write_layer(&s, compression, |w| write_tar(w, files)).unwrap();
+            let blob = s.open_blob(&layer.descriptor.digest).unwrap();
+            let read = Listing::read(compress::decompress(blob, compression).unwrap()).unwrap();
+            let listing = layer.listing.expect("a listing");
+            assert_eq!(listing, read, "{compression:?} {files}");
+            assert_eq!(listing.0.len(), 3 + files);
+            assert!(matches!(&listing.0[1].1, Kind::Kept(b) if b.starts_with(b"root:")));
+        }
+    }
+
+    #[test]
+    fn bytes_that_are_no_tar_still_make_a_layer_without_a_listing() {
+        let (_d, s) = store();
+        let junk = vec![b'x'; 4096];
+        let layer = write_layer(&s, Compression::Gzip, |w| {
+            w.write_all(&junk).map_err(|e| Error::stream("write", e))
+        })
+        .unwrap();
+        assert_eq!(layer.diff_id, Digest::of(&junk));
+        assert_eq!(layer.listing, None);
+    }
+
+    #[test]
+    fn a_failed_producer_leaves_no_blob_and_no_waiting_lister() {
+        let (_d, s) = store();
+        let err = write_layer(&s, Compression::Gzip, |w| {
+            write_tar(w, 500)?;
+            Err(Error::invalid("test", "stop"))
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("stop"), "{err}");
+        for dir in [s.tmp_dir(), s.root().join("blobs/sha256")] {
+            assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "{dir:?}");
+        }
     }
 }

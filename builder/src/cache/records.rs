@@ -253,6 +253,17 @@ impl Cache {
         Ok(listing)
     }
 
+    /// Keeps the listing of a layer just written, as [`Cache::layer_listing`] would have read
+    /// it from the blob.
+    pub fn put_listing(&self, layer: &Digest, listing: cairn_layers::listing::Listing) {
+        let file = self.dir.join("listings").join(layer.hex());
+        // A listing that cannot be kept is read from the blob when it is wanted.
+        let _ = write_atomic(&file, &listing.to_bytes());
+        if let Ok(mut m) = self.listings.lock() {
+            m.insert(layer.clone(), Arc::new(listing));
+        }
+    }
+
     pub(super) fn image_path(&self, key: &Key) -> PathBuf {
         self.dir.join("images").join(format!("{}.json", key.hex()))
     }

@@ -132,12 +132,16 @@ pub(crate) fn layer_record(l: &cairn_layers::layer::StoredLayer) -> crate::cache
 /// Records a new layer in the stage, with its history entry: applied to its filesystem, added
 /// to its image.
 pub(crate) fn add_layer(
+    cache: &crate::cache::Cache,
     st: &mut StageState,
     layer: cairn_layers::layer::StoredLayer,
     dirs: Option<Vec<(String, DirMeta)>>,
     created: String,
     created_by: String,
 ) {
+    if let Some(listing) = layer.listing {
+        cache.put_listing(&layer.descriptor.digest, listing);
+    }
     st.push_layer(layer.descriptor, layer.diff_id, dirs);
     st.config.history.push(History {
         created: Some(created),
