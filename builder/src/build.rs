@@ -187,6 +187,11 @@ pub fn build(
     image_key.field("epoch", format!("{epoch:?}"));
     let inline = opts.cache_to.contains(&crate::cache::CacheExport::Inline);
     image_key.field("inline", inline.to_string());
+    // A deferred image's manifest carries its mark; an eager one's layers are compressed.
+    let deferred = opts
+        .deferring()
+        .then(|| cairn_layers::deferred::mark(opts.compression));
+    image_key.field("deferred", deferred.as_deref().unwrap_or(""));
     let image_key = image_key.finish();
     let all_hits = results.values().all(|r| r.all_hits) && result.all_hits;
     let reused = all_hits
@@ -205,7 +210,14 @@ pub fn build(
                     cache.inline(target, &image_key),
                 );
             }
-            let manifest = store.put_image(&config, result.layers)?;
+            let annotations = deferred
+                .map(|m| [(cairn_layers::deferred::ANNOTATION.to_owned(), m)].into())
+                .unwrap_or_default();
+            let mut manifest = store.put_image_with(&config, result.layers, annotations)?;
+            if !opts.deferring() {
+                manifest =
+                    cairn_layers::deferred::compress_plain(store, &manifest, opts.compression)?;
+            }
             cache.put_image(&image_key, &manifest)?;
             (manifest, config)
         }

@@ -23,6 +23,10 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<i64>,
     /// How new layers are compressed (`--compression-format`, `--compression-level`).
     pub compression: LayerCompression,
+    /// Whether new layers stay plain tars in the store, `compression` applied when the image
+    /// leaves it (`cairn_layers::deferred`), as BuildKit's docker image store does; else
+    /// they are compressed as they are written.
+    pub defer_compression: bool,
     /// `--build-context NAME=...`: named contexts that FROM and COPY --from may use.
     pub contexts: BTreeMap<String, NamedContext>,
     /// The RUN sandbox: the cairn binary to re-execute as its helper (no RUN without one),
@@ -75,6 +79,23 @@ impl NamedContext {
                 }
             }
             None => NamedContext::Dir(PathBuf::from(spec)),
+        }
+    }
+}
+
+impl BuildOptions {
+    /// Whether this build leaves its layers plain: not when an inline cache goes into the
+    /// image's config, as its records name the layers by the blobs an export writes.
+    pub(crate) fn deferring(&self) -> bool {
+        self.defer_compression && !self.cache_to.contains(&crate::cache::CacheExport::Inline)
+    }
+
+    /// How a step writes its layer into the store.
+    pub(crate) fn layer_compression(&self) -> LayerCompression {
+        if self.deferring() {
+            cairn_layers::compress::Compression::None.into()
+        } else {
+            self.compression
         }
     }
 }

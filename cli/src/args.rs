@@ -322,13 +322,11 @@ pub struct BuildArgs {
     /// (repeatable).
     #[arg(long = "no-cache-filter", value_name = "STAGE")]
     pub no_cache_filter: Vec<String>,
-    /// How new layers are compressed: gzip, zstd or uncompressed.
-    #[arg(
-        long = "compression-format",
-        value_name = "FORMAT",
-        default_value = "gzip"
-    )]
-    pub compression_format: String,
+    /// How new layers are compressed: gzip, zstd or uncompressed [default: gzip, applied when
+    /// the image is pushed or exported; given either flag, layers are compressed as they are
+    /// written].
+    #[arg(long = "compression-format", value_name = "FORMAT")]
+    pub compression_format: Option<String>,
     /// The compression level [default: 5 for gzip (as podman and buildah), 3 for zstd].
     #[arg(long = "compression-level", value_name = "N")]
     pub compression_level: Option<i32>,

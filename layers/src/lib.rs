@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod archive;
 pub mod compress;
+pub mod deferred;
 pub mod diff;
 pub mod digest;
 pub mod error;

@@ -632,6 +632,75 @@ fn compression_format_and_level_choose_how_layers_are_written() {
     }
 }
 
+/// By default a build leaves its new layers plain tars in the store, as BuildKit's docker image
+/// store does, and compresses them when the image leaves it; what leaves is byte for byte what a
+/// build that compressed as it went (`--compression-format gzip --compression-level 5`) writes.
+#[test]
+fn deferred_compression_exports_what_compressing_as_it_goes_writes() {
+    let ctx = tempfile::tempdir().unwrap();
+    // A RUN layer of a few MiB, so the gzip writer splits it into several chunks.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nRUN seq 1 400000 > /nums && echo hi > /etc/motd\nCOPY f /f\n",
+    )
+    .unwrap();
+    fs::write(ctx.path().join("f"), "f").unwrap();
+    let plain = "application/vnd.oci.image.layer.v1.tar";
+    let gzip = "application/vnd.oci.image.layer.v1.tar+gzip";
+    let mut exported = Vec::new();
+    for (args, stored) in [
+        (&[][..], plain),
+        (
+            &["--compression-format", "gzip", "--compression-level", "5"][..],
+            gzip,
+        ),
+    ] {
+        let s = loaded_busybox();
+        let mut c = s.cmd(&["build", "-q", "-t", "app"]);
+        c.args(args)
+            .arg(ctx.path())
+            .env("SOURCE_DATE_EPOCH", "1700000000");
+        ok(c);
+        let img = s.inspect("app");
+        let layers = img["Layers"].as_array().unwrap();
+        assert_eq!(
+            layers.last().unwrap()["mediaType"],
+            stored,
+            "{args:?}: {img}"
+        );
+        let mut digests = Vec::new();
+        // Twice: the second export takes the layers the first compressed.
+        for n in 0..2 {
+            let out = tempfile::tempdir().unwrap();
+            let layout = out.path().join(format!("oci{n}"));
+            s.run(&[
+                "save",
+                "--format",
+                "oci-dir",
+                "-o",
+                layout.to_str().unwrap(),
+                "app",
+            ]);
+            let index: serde_json::Value =
+                serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+            let digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+            let manifest: serde_json::Value = serde_json::from_slice(
+                &fs::read(layout.join("blobs/sha256").join(&digest["sha256:".len()..])).unwrap(),
+            )
+            .unwrap();
+            for l in manifest["layers"].as_array().unwrap() {
+                assert_eq!(l["mediaType"], gzip, "{args:?}: {manifest}");
+            }
+            assert!(manifest.get("annotations").is_none(), "{manifest}");
+            validate(&layout, "latest");
+            digests.push(digest);
+        }
+        assert_eq!(digests[0], digests[1], "{args:?}");
+        exported.push(digests.remove(0));
+    }
+    assert_eq!(exported[0], exported[1]);
+}
+
 /// `--debug-timings` says where each step's time went, phase by phase; without it, nothing.
 #[test]
 fn debug_timings_name_each_steps_phases() {

@@ -184,6 +184,11 @@ pub const SCHEMA: &[Step] = &[
                 "whether the config carries an inline cache",
                 "the inline cache is in the config, so in the image's ID",
             ),
+            f(
+                "deferred",
+                "the compression a deferred image's layers get on export, or empty",
+                "the mark is in the manifest: an eager build's image has compressed layers",
+            ),
         ],
     },
 ];

@@ -239,7 +239,7 @@ pub(crate) fn copy_step(
     // again (a large file that grew at its end costs its last chunks).
     let previous = cx.cache.last_layer(st.position());
     let started = std::time::Instant::now();
-    let layer = write_layer_reusing(store, opts.compression, previous.as_ref(), |w| {
+    let layer = write_layer_reusing(store, opts.layer_compression(), previous.as_ref(), |w| {
         let mut w = crate::progress::Counting::new(w, total, |done| {
             (cx.progress)(Event::Bytes {
                 id: step_id,

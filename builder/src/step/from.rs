@@ -87,7 +87,7 @@ pub(crate) fn start(
             }
             Some(NamedContext::Dir(dir)) => {
                 // A directory as a base: an image with one layer holding the directory.
-                let layer = write_layer(store, opts.compression, |w| {
+                let layer = write_layer(store, opts.layer_compression(), |w| {
                     let tar_opts = cairn_layers::diff::TarOptions {
                         id_map: IdMap::identity(),
                         clamp_mtime: epoch,

@@ -267,7 +267,7 @@ pub(crate) fn run_step(
             return Ok(None);
         }
         let mut all = std::io::Read::chain(&first[..n], r);
-        let layer = write_layer_reusing(store, opts.compression, previous.as_ref(), |w| {
+        let layer = write_layer_reusing(store, opts.layer_compression(), previous.as_ref(), |w| {
             std::io::copy(&mut all, w)
                 .map(drop)
                 .map_err(|e| cairn_layers::Error::Stream {
@@ -335,7 +335,7 @@ pub(crate) fn run_step(
         // per RUN, which tools that count them expect. (The diff of an unchanged tree is
         // nothing, or a bare end-of-archive.)
         _ => {
-            let layer = cairn_layers::layer::write_layer(store, opts.compression, |w| {
+            let layer = cairn_layers::layer::write_layer(store, opts.layer_compression(), |w| {
                 super::workdir::dirs_tar(w, &[])
             })?;
             recorded = Some(super::ctx::layer_record(&layer));

@@ -84,7 +84,7 @@ pub(crate) fn layer(
         if st.use_cached(cx.cache, cx.store, cx.progress, &key, summary, step_id)? {
             return Ok(Some(Outcome::Cached));
         }
-        let layer = write_layer(store, opts.compression, |w| dirs_tar(w, &dirs))?;
+        let layer = write_layer(store, opts.layer_compression(), |w| dirs_tar(w, &dirs))?;
         let rec = layer_record(&layer);
 
         let created_by = match line {

@@ -371,6 +371,8 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
         labels,
         source_date_epoch: source_date_epoch()?,
         compression: compression(&args.compression_format, args.compression_level)?,
+        // Layers are compressed as they are written only when a compression is asked for.
+        defer_compression: args.compression_format.is_none() && args.compression_level.is_none(),
         contexts,
         helper: std::env::current_exe().ok(),
         snapshotter: args
@@ -527,7 +529,8 @@ fn push(
 }
 
 /// `--compression-format` and `--compression-level`, checked against what the format accepts.
-fn compression(format: &str, level: Option<i32>) -> anyhow::Result<LayerCompression> {
+fn compression(format: &Option<String>, level: Option<i32>) -> anyhow::Result<LayerCompression> {
+    let format = format.as_deref().unwrap_or("gzip");
     let c = match format {
         "gzip" => Compression::Gzip,
         "zstd" => Compression::Zstd,

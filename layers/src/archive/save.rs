@@ -79,6 +79,23 @@ fn blobs_of(store: &Store, images: &[ToSave]) -> Result<Vec<(Digest, u64)>> {
 /// Writes the images to `out` in `format`. Archives are written to a temp file next to `out`
 /// and renamed into place, so a failed save leaves no half-written archive.
 pub fn save(store: &Store, images: &[ToSave], format: SaveFormat, out: &Path) -> Result<()> {
+    // An OCI export names compressed layers; a docker archive holds plain tars whatever the
+    // store has.
+    let exported;
+    let images = if format == SaveFormat::DockerArchive {
+        images
+    } else {
+        exported = images
+            .iter()
+            .map(|i| {
+                Ok(ToSave {
+                    reference: i.reference.clone(),
+                    manifest: crate::deferred::for_export(store, &i.manifest)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        &exported[..]
+    };
     match format {
         SaveFormat::OciDir => save_dir(store, images, out),
         SaveFormat::OciArchive | SaveFormat::DockerArchive => {

@@ -25,6 +25,11 @@ pub fn push(
     // an image's: a build cache's manifest names its records the same way.
     let bytes = store.read_blob(&manifest.digest)?;
     let parsed = Manifest::from_slice(&bytes, &format!("manifest {}", manifest.digest))?;
+    if parsed.annotations.contains_key(crate::deferred::ANNOTATION) {
+        // A registry gets the image as an export would write it: its layers compressed.
+        let exported = crate::deferred::for_export(store, manifest)?;
+        return push(store, &exported, dest, opts, events);
+    }
     store.read_blob(&parsed.config.digest)?;
     let media_type = if is_manifest(&manifest.media_type) {
         manifest.media_type.clone()

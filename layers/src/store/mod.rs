@@ -388,6 +388,16 @@ impl Store {
     /// Stores a config and a manifest for the given layers (already in the store) and returns
     /// the manifest's descriptor.
     pub fn put_image(&self, config: &ImageConfig, layers: Vec<Descriptor>) -> Result<Descriptor> {
+        self.put_image_with(config, layers, BTreeMap::new())
+    }
+
+    /// [`Store::put_image`] with the manifest's annotations.
+    pub fn put_image_with(
+        &self,
+        config: &ImageConfig,
+        layers: Vec<Descriptor>,
+        annotations: BTreeMap<String, String>,
+    ) -> Result<Descriptor> {
         // A manifest names only blobs that are durable and in place.
         self.wait_blobs()?;
         let config_bytes = config.to_bytes();
@@ -402,6 +412,10 @@ impl Store {
             },
             layers,
         );
+        let manifest = crate::image::Manifest {
+            annotations,
+            ..manifest
+        };
         let bytes = manifest.to_bytes();
         let digest = self.put_blob(&bytes)?;
         Ok(Descriptor {
