@@ -250,11 +250,21 @@ impl TreeView {
             self.links.remove(path);
         }
         // Everything from "path/" up to (not including) "path0": '0' follows '/' in ASCII.
-        let (from, to) = (format!("{path}/"), format!("{path}0"));
-        let mut below = self.dirs.split_off(&from);
-        self.dirs.append(&mut below.split_off(&to));
-        let mut below = self.links.split_off(&from);
-        self.links.append(&mut below.split_off(&to));
+        // Looked up as a range and removed key by key: most calls (a file) find nothing, and
+        // splitting and re-joining the maps cost a pass over them per file of a layer.
+        let range = format!("{path}/")..format!("{path}0");
+        let dirs: Vec<String> = self
+            .dirs
+            .range(range.clone())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in dirs {
+            self.dirs.remove(&k);
+        }
+        let links: Vec<String> = self.links.range(range).map(|(k, _)| k.clone()).collect();
+        for k in links {
+            self.links.remove(&k);
+        }
     }
 
     /// Follows `rel` through the view's symlinks as a chroot would (absolute targets from
