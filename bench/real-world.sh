@@ -32,6 +32,9 @@ install() {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 install apt-cacher-ng hyperfine
+# The rootless peer builds as "tester", with the subordinate ids setup-host.sh gives it.
+id "${TESTER:-tester}" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "${TESTER:-tester}"
+"$bench/setup-host.sh" >/dev/null
 
 # The proxy listens on the host's first non-loopback address: a cairn step's network reaches
 # the host there (never on loopback), docker's --network host steps reach it anywhere.
@@ -43,9 +46,15 @@ if ! curl -fsS -o /dev/null "http://$addr:3142/acng-report.html"; then
   chown -R apt-cacher-ng: "$acng" 2>/dev/null || true
   # The host's own apt proxy, if it has one, is the cache's way out.
   up=$(apt-config dump 2>/dev/null | awk -F'"' '/^Acquire::http::Proxy /{print $2; exit}')
+  # Debian requests go to the host's own mirror (the one the base was bootstrapped from), not
+  # the package's default backend, which this network may not reach.
+  mirror=$({ cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null || true; } |
+    awk '/^URIs:/ && $2 ~ /\/debian\/?$/ {print $2; exit}
+         /^deb / && $0 ~ / bookworm / {for (i = 2; i <= NF; i++) if ($i ~ /:\/\//) {print $i; exit}}')
   /usr/sbin/apt-cacher-ng -c /etc/apt-cacher-ng ForeGround=0 BindAddress="$addr" Port=3142 \
     CacheDir="$acng/cache" LogDir="$acng/log" SocketPath="$acng/run/socket" \
-    PidFile="$acng/run/pid" ${up:+Proxy=$up}
+    PidFile="$acng/run/pid" ${up:+Proxy=$up} \
+    ${mirror:+"Remap-debrep=file:deb_mirror*.gz /debian ; ${mirror%/}/"}
   for _ in $(seq 50); do curl -fsS -o /dev/null "http://$addr:3142/acng-report.html" && break; sleep 0.1; done
 fi
 proxy=http://$addr:3142
@@ -98,6 +107,13 @@ done
 for p in "${PS[@]}"; do "$bench/peer.sh" "$p" teardown >/dev/null || true; done
 # Medians of this run's lines (the file may hold earlier runs of the day).
 tail -n "$(( ${#WL[@]} * ${#PS[@]} * runs * $(tr , '\n' <<<"$scenarios" | wc -l) ))" "$out" |
-  awk -F'\t' '$6 == "ok" { k = $1 " " $2 " " $3; v[k] = v[k] " " $5 }
-    END { for (k in v) { n = split(substr(v[k], 2), a, " "); asort(a);
-          m = n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2; printf "%s %.2f\n", k, m } }' | sort
+  python3 -c '
+import sys, statistics, collections
+v = collections.defaultdict(list)
+for line in sys.stdin:
+    w, s, p, r, sec, st = line.rstrip("\n").split("\t")
+    if st == "ok":
+        v[(w, s, p)].append(float(sec))
+for k in sorted(v):
+    print(*k, "%.2f" % statistics.median(v[k]))
+'

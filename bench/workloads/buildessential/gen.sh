@@ -5,4 +5,5 @@ set -euo pipefail
 out=$1; here=$(cd "$(dirname "$0")" && pwd)
 rm -rf "$out"; mkdir -p "$out"
 cp "$here/Dockerfile" "$out/"
+echo "notes" >"$out/notes.txt"
 printf '#include <stdio.h>\nint main(void) { puts("hello"); return 0; }\n' >"$out/hello.c"
