@@ -8,10 +8,11 @@
 //! `<store>/buildcache/memo/` (see [`memo`]).
 //!
 //! [`schema`] lists every field of every kind of step's key; `key.rs` makes keys and explains
-//! misses; `records.rs` holds the [`Cache`] and what it keeps on disk; `transfer.rs` imports
+//! misses; `records.rs` holds the [`Cache`] and what it keeps on disk; `listings.rs` layer listings, read ahead; `transfer.rs` imports
 //! and exports caches (`--cache-from`, `--cache-to`); `prune.rs` evicts.
 
 mod key;
+mod listings;
 pub mod memo;
 mod prune;
 mod records;

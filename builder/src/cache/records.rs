@@ -47,9 +47,15 @@ pub struct Cache {
     /// What this build used or made, by stage, for `--cache-to`.
     pub(super) touched: Mutex<Vec<(Key, Record, usize)>>,
     pub(super) touched_image: Mutex<Option<(Key, Descriptor)>>,
-    /// Layer listings read in this build, by blob: every stage on a base, and each name
-    /// lookup in it, asks for the same ones.
-    listings: Mutex<HashMap<Digest, Arc<cairn_layers::listing::Listing>>>,
+    /// Layer listings, by blob: every stage on a base, and each name lookup in it, asks for
+    /// the same ones.
+    listings: Arc<super::listings::Listings>,
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        self.listings.join_readers();
+    }
 }
 
 /// Where an imported cache's blob comes from when a hit needs it.
@@ -75,13 +81,14 @@ impl std::fmt::Debug for BlobSource {
 impl Cache {
     pub fn open(store: &Store) -> Cache {
         let dir = store.root().join("buildcache");
+        let listings = super::listings::Listings::new(dir.join("listings"));
         Cache {
             memo: super::memo::FileMemo::new(dir.clone()),
             dir,
             external: Mutex::default(),
             touched: Mutex::default(),
             touched_image: Mutex::default(),
-            listings: Mutex::default(),
+            listings,
         }
     }
 
@@ -220,48 +227,19 @@ impl Cache {
         store: &Store,
         layer: &Descriptor,
     ) -> Result<Arc<cairn_layers::listing::Listing>> {
-        use cairn_layers::compress::{self, Compression};
-        use cairn_layers::listing::Listing;
-        let known = self
-            .listings
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&layer.digest).cloned());
-        if let Some(listing) = known {
-            return Ok(listing);
-        }
-        let file = self.dir.join("listings").join(layer.digest.hex());
-        let listing = match std::fs::read(&file)
-            .ok()
-            .and_then(|b| Listing::from_bytes(&b))
-        {
-            Some(listing) => listing,
-            None => {
-                let c = Compression::from_media_type(&layer.media_type)
-                    .ok_or_else(|| cairn_layers::Error::MediaType(layer.media_type.clone()))?;
-                let blob = store.open_blob(&layer.digest)?;
-                let listing = Listing::read(compress::decompress(blob, c)?)?;
-                // A listing that cannot be kept is read again next time.
-                let _ = write_atomic(&file, &listing.to_bytes());
-                listing
-            }
-        };
-        let listing = Arc::new(listing);
-        if let Ok(mut m) = self.listings.lock() {
-            m.insert(layer.digest.clone(), Arc::clone(&listing));
-        }
-        Ok(listing)
+        self.listings.get(store, layer)
     }
 
     /// Keeps the listing of a layer just written, as [`Cache::layer_listing`] would have read
     /// it from the blob.
     pub fn put_listing(&self, layer: &Digest, listing: cairn_layers::listing::Listing) {
-        let file = self.dir.join("listings").join(layer.hex());
-        // A listing that cannot be kept is read from the blob when it is wanted.
-        let _ = write_atomic(&file, &listing.to_bytes());
-        if let Ok(mut m) = self.listings.lock() {
-            m.insert(layer.clone(), Arc::new(listing));
-        }
+        self.listings.put(layer, listing);
+    }
+
+    /// Starts reading the listings of `layers` that are not kept yet (a base's, at FROM), so
+    /// that the step which needs them finds them read.
+    pub fn read_ahead_listings(&self, store: &Store, layers: &[Descriptor]) {
+        self.listings.read_ahead(store, layers);
     }
 
     pub(super) fn image_path(&self, key: &Key) -> PathBuf {

@@ -112,6 +112,8 @@ pub(crate) fn start(
             }
         }
     };
+    // The first COPY wants the base's directories; its first RUN unpacks it meanwhile.
+    cx.cache.read_ahead_listings(store, &layers);
     let mut from_key = crate::cache::KeyHasher::new("FROM", &crate::cache::Key::root());
     from_key.field("base", &base_id);
     let no_cache = opts.no_cache
