@@ -195,6 +195,7 @@ pub fn run(
         userns: sb.mapping.for_pid1(),
         keep_upper: None,
         cleanup,
+        suppress_sync: false,
     };
     let result = sb.run::<()>(spec, stdio, &|_| {}, None);
     if !opts.remove {

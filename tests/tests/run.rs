@@ -1424,3 +1424,26 @@ fn cairn_run_it_gives_an_interactive_shell_on_a_terminal() {
     );
     assert!(tmp_entries(&s).is_empty(), "{:?}", tmp_entries(&s));
 }
+
+/// A build step's sync calls succeed without flushing anything (dpkg's fsync of every file it
+/// unpacks is a fifth of an apt install), as systemd-nspawn's --suppress-sync makes them: the
+/// kernel refuses to fsync /dev/null, and in RUN it "succeeds". `cairn run` keeps real syncs:
+/// its volumes hold the user's own data.
+#[test]
+fn a_build_steps_syncs_flush_nothing_but_cairn_runs_do() {
+    let s = loaded_busybox();
+    let ctx = context(
+        "FROM busybox\n\
+         RUN sync /dev/null && sync -d /dev/null && sync -f / && sync \\\n\
+         \x20&& grep -E '^Seccomp:[[:space:]]+2' /proc/self/status\n",
+        &[],
+    );
+    build(&s, ctx.path(), &["-t", "synced"]);
+    let out = s
+        .cmd(&["run", "--rm", "busybox", "sync", "/dev/null"])
+        .output()
+        .unwrap();
+    let (_, stderr) = texts(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("Invalid argument"), "{stderr}");
+}

@@ -243,6 +243,7 @@ pub(crate) fn run_step(
         userns: sb.mapping.for_pid1(),
         keep_upper,
         cleanup: vec![base.clone()],
+        suppress_sync: true,
     };
     let tail = Tail::default();
     let progress = cx.progress;

@@ -224,6 +224,10 @@ fn child_setup(
     if spec.tty || spec.console {
         let _ = rustix::process::ioctl_tiocsctty(std::io::stdin());
     }
+    if spec.suppress_sync {
+        // While pid 1 still holds CAP_SYS_ADMIN in its user namespace.
+        super::super::seccomp::suppress_sync()?;
+    }
     sys::drop_capabilities()?;
     sys::set_credentials(spec.uid, spec.gid, &spec.groups)?;
     // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC closes nothing: it marks every
