@@ -94,18 +94,24 @@ pub(crate) fn copy_prefixes(
             if p.contains('$') {
                 return None;
             }
-            let plain: Vec<&str> = p
-                .split('/')
-                .filter(|c| !c.is_empty() && *c != ".")
-                .take_while(|c| !c.contains(['*', '?', '[', '\\']))
-                .collect();
-            if plain.is_empty() || plain.contains(&"..") {
-                return None;
-            }
-            out.push(plain.join("/"));
+            out.push(source_prefix(p)?);
         }
     }
     Some(out)
+}
+
+/// The path (relative, cleaned) a COPY source reads below, up to its first wildcard; None for
+/// the whole filesystem, or a source that climbs.
+pub(crate) fn source_prefix(source: &str) -> Option<String> {
+    let plain: Vec<&str> = source
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .take_while(|c| !c.contains(['*', '?', '[', '\\']))
+        .collect();
+    if plain.is_empty() || plain.contains(&"..") {
+        return None;
+    }
+    Some(plain.join("/"))
 }
 
 /// Whether every source of a COPY lies under one of the paths a stage was settled at.

@@ -271,9 +271,15 @@ impl TreeView {
     /// the root, `..` stopping there); None after too many links. `rel` itself is cleaned
     /// lexically first, as Docker cleans a destination.
     pub fn resolve(&self, rel: &str) -> Option<String> {
+        self.resolve_links(rel).map(|(path, _)| path)
+    }
+
+    /// [`TreeView::resolve`], with the symlinks it followed on the way: each one's path (its
+    /// parents resolved) and target, in the order followed.
+    pub fn resolve_links(&self, rel: &str) -> Option<(String, Vec<(String, String)>)> {
         let mut pending: Vec<String> = crate::rootfs::clean_names(rel).into_iter().rev().collect();
         let mut done: Vec<String> = Vec::new();
-        let mut hops = 0;
+        let mut followed = Vec::new();
         while let Some(part) = pending.pop() {
             if part == ".." {
                 done.pop();
@@ -282,10 +288,10 @@ impl TreeView {
             done.push(part);
             let at = done.join("/");
             if let Some(target) = self.links.get(&at) {
-                hops += 1;
-                if hops > crate::rootfs::MAX_SYMLINKS {
+                if followed.len() >= crate::rootfs::MAX_SYMLINKS as usize {
                     return None;
                 }
+                followed.push((at, target.clone()));
                 done.pop();
                 if target.starts_with('/') {
                     done.clear();
@@ -299,7 +305,7 @@ impl TreeView {
                 );
             }
         }
-        Some(done.join("/"))
+        Some((done.join("/"), followed))
     }
 
     /// Whether `rel` (already resolved) is a directory in the view.
@@ -678,5 +684,48 @@ mod tests {
         // Its links resolve with opt/x as the root.
         assert_eq!(b.resolve("up/etc").as_deref(), Some("etc"));
         assert_eq!(v.below("").resolve("opt/x/up/usr").as_deref(), Some("usr"));
+    }
+
+    #[test]
+    fn resolving_names_the_links_it_followed() {
+        let mut v = TreeView::default();
+        v.apply(&Listing(vec![
+            (
+                "etc/os-release".into(),
+                Kind::Symlink("../usr/lib/os-release".into()),
+            ),
+            ("ulib".into(), Kind::Symlink("/usr/lib".into())),
+            ("usr/lib/cur".into(), Kind::Symlink("v2".into())),
+            ("loop".into(), Kind::Symlink("loop".into())),
+        ]));
+        let link = |p: &str, t: &str| (p.to_owned(), t.to_owned());
+        type Resolved = Option<(&'static str, Vec<(String, String)>)>;
+        let cases: [(&str, Resolved); 5] = [
+            ("usr/bin", Some(("usr/bin", vec![]))),
+            (
+                "etc/os-release",
+                Some((
+                    "usr/lib/os-release",
+                    vec![link("etc/os-release", "../usr/lib/os-release")],
+                )),
+            ),
+            (
+                "ulib/cur/x",
+                Some((
+                    "usr/lib/v2/x",
+                    vec![link("ulib", "/usr/lib"), link("usr/lib/cur", "v2")],
+                )),
+            ),
+            (
+                "./ulib/../ulib",
+                Some(("usr/lib", vec![link("ulib", "/usr/lib")])),
+            ),
+            ("loop/x", None),
+        ];
+        for (rel, want) in cases {
+            let want = want.map(|(p, l)| (p.to_owned(), l));
+            assert_eq!(v.resolve_links(rel), want, "{rel}");
+            assert_eq!(v.resolve(rel), want.map(|(p, _)| p), "{rel}");
+        }
     }
 }

@@ -251,3 +251,47 @@ fn chown_names_come_from_the_topmost_layer_that_has_them() {
         "{shown}"
     );
 }
+
+/// `COPY --from=IMAGE` of a few paths writes only those paths of the image (and the symlinks
+/// that lead there), as the layers' listings resolve them, instead of unpacking it whole: what
+/// it copies is what the whole image has there, whichever layer wrote it, links followed,
+/// deletions and opaque directories honoured.
+#[test]
+fn copy_from_an_image_reads_its_paths_as_the_whole_image_has_them() {
+    let s = loaded_busybox();
+    let base = tempfile::tempdir().unwrap();
+    fs::write(
+        base.path().join("Dockerfile"),
+        "FROM busybox\n\
+         RUN mkdir -p /usr/lib/app /data/sub /opq && echo v1 > /usr/lib/os-release \
+         && ln -s ../usr/lib/os-release /etc/os-release && ln -s /usr/lib /ulib \
+         && echo old > /data/gone && echo keep > /data/keep && ln -s keep /data/link \
+         && echo o > /opq/old && ln -s /usr/lib/app /applink\n\
+         RUN echo v2 > /usr/lib/os-release && rm /data/gone && echo new > /data/keep \
+         && rm -r /opq && mkdir /opq && echo n > /opq/new && echo a > /usr/lib/app/a\n",
+    )
+    .unwrap();
+    let mut c = s.cmd(&["build", "-q", "-t", "base:1"]);
+    c.arg(base.path());
+    ok(c);
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\n\
+         COPY --from=base:1 /etc/os-release /x\n\
+         COPY --from=base:1 /ulib/os-release /ulib/app/ /y/\n\
+         COPY --from=base:1 /data/ /d/\n\
+         COPY --from=base:1 /opq /o/\n\
+         COPY --from=base:1 /applink/* /w/\n\
+         COPY --from=base:1 /etc/os-release /data/k* /z/\n\
+         RUN test \"$(cat /x)\" = v2 && test ! -L /x \
+         && test \"$(cat /y/os-release)\" = v2 && test \"$(cat /y/a)\" = a \
+         && test ! -e /d/gone && test \"$(cat /d/keep)\" = new && test -L /d/link \
+         && test ! -e /o/old && test \"$(cat /o/new)\" = n && test \"$(cat /w/a)\" = a \
+         && test \"$(cat /z/os-release)\" = v2 && test \"$(cat /z/keep)\" = new\n",
+    )
+    .unwrap();
+    let mut c = s.cmd(&["build", "--progress", "plain", "--no-cache"]);
+    c.arg(ctx.path());
+    ok(c);
+}

@@ -13,7 +13,7 @@ use cairn_parser::instruction::{Add, Copy, Instruction, Source};
 use super::ctx::{
     Ctx, Outcome, add_layer, at, at_with, at_with_context, file_owner, layer_record, timed, timing,
 };
-use super::source::{Named, image_root, stage_root};
+use super::source::{Named, image_root_for, stage_root};
 use crate::context::BuildContext;
 use crate::copy::{CopyRequest, CopySource, SourceRoot, plan_copy};
 use crate::error::{Error, Result};
@@ -454,7 +454,7 @@ fn resolve_from(
                     .map_err(|e| at_with(cx.opts, ins.span, ins.keyword(), e))?,
             };
             let (img, dir) = timed(cx, step_id, Phase::Unpack, || {
-                image_root(store, &manifest, |id| {
+                image_root_for(cx.cache, store, &manifest, sources, |id| {
                     st.rootfs().with_extension(format!("from-{id}"))
                 })
             })?;

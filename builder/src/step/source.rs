@@ -2,18 +2,25 @@
 //! named context, an image from the store or its registry) and its files as a directory.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use cairn_layers::Store;
+use cairn_layers::apply::{apply_layer, apply_layer_under};
+use cairn_layers::compress::{self, Compression};
 use cairn_layers::image::Descriptor;
+use cairn_layers::layer_tar::{Meta, Writer};
+use cairn_layers::listing::TreeView;
 use cairn_layers::store::Image;
+use sha2::{Digest as _, Sha256};
 
 use super::ctx::Ctx;
+use crate::cache::Cache;
 pub use crate::error::ImageError;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::options::NamedContext;
+use crate::plan::source_prefix;
 use crate::progress::Event;
-use crate::stage::{StageResult, unpack_layers};
+use crate::stage::{StageResult, unpack_layers, view_apply_options};
 
 impl Ctx<'_> {
     /// An image by name for FROM, COPY --from or RUN --mount from=: the store's; else, or
@@ -145,6 +152,92 @@ pub(crate) fn image_root(
         unpack_layers(store, &img.manifest.layers, &dir)?;
     }
     Ok((img, dir))
+}
+
+/// An image's files where a COPY of `sources` reads them: only those paths (and the symlinks
+/// that lead there) when the layers' listings show how, in a directory of their own, else the
+/// whole image as [`image_root`] gives it. `COPY --from=debian /etc/os-release /x` writes one
+/// file and a symlink instead of unpacking Debian.
+pub(crate) fn image_root_for(
+    cache: &Cache,
+    store: &Store,
+    manifest: &Descriptor,
+    sources: &[String],
+    dir: impl Fn(&str) -> PathBuf,
+) -> Result<(Image, PathBuf)> {
+    let img = store.image(manifest)?;
+    let full = dir(img.id().hex());
+    let prefixes: Option<Vec<String>> = sources.iter().map(|s| source_prefix(s)).collect();
+    if let (false, Some(prefixes)) = (full.exists(), prefixes) {
+        let mut key = Sha256::new();
+        for p in &prefixes {
+            key.update(p.as_bytes());
+            key.update([0]);
+        }
+        let key = hex::encode(&key.finalize()[..8]);
+        let part = dir(&format!("{}-{key}", img.id().hex()));
+        if part.exists() {
+            return Ok((img, part));
+        }
+        if partial_image(cache, store, &img.manifest.layers, &prefixes, &part)? {
+            return Ok((img, part));
+        }
+        store.remove_tree(&part)?;
+    }
+    image_root(store, manifest, |_| full)
+}
+
+/// Applies what `layers` hold at `prefixes`, resolved through their listings, onto `dir`,
+/// then the symlinks followed to get there; false when that cannot be had (a symlink on the
+/// way in some layer, a hard link from outside), `dir` then holding part of it.
+fn partial_image(
+    cache: &Cache,
+    store: &Store,
+    layers: &[Descriptor],
+    prefixes: &[String],
+    dir: &Path,
+) -> Result<bool> {
+    let mut tree = TreeView::default();
+    for l in layers {
+        tree.apply(&*cache.layer_listing(store, l)?);
+    }
+    let mut resolved = Vec::new();
+    let mut links = Vec::new();
+    for p in prefixes {
+        match tree.resolve_links(p) {
+            Some((path, followed)) if !path.is_empty() => {
+                resolved.push(path);
+                links.extend(followed);
+            }
+            // The root, or a loop of links: the whole image.
+            _ => return Ok(false),
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        action: "create",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let opts = view_apply_options();
+    for l in layers {
+        let c = Compression::from_media_type(&l.media_type)
+            .ok_or_else(|| cairn_layers::Error::MediaType(l.media_type.clone()))?;
+        let plain = compress::decompress(store.open_blob(&l.digest)?, c)?;
+        if apply_layer_under(plain, dir, &opts, &resolved)?.is_none() {
+            return Ok(false);
+        }
+    }
+    if !links.is_empty() {
+        // As a layer of their own, applied as any layer is: never through a link.
+        let mut tar = Vec::new();
+        let mut w = Writer::new(&mut tar);
+        for (path, target) in &links {
+            w.symlink(path.as_bytes(), Meta::default(), &[], target.as_bytes())?;
+        }
+        w.finish()?;
+        apply_layer(&tar[..], dir, &opts)?;
+    }
+    Ok(true)
 }
 
 /// A pull's progress as a step's log line: the blobs it copied and the digest it settled on.
