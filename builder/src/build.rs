@@ -354,7 +354,9 @@ fn build_stage(
             st.settle(store)?;
             None
         }
-        Settle::Under(prefixes) => st.settle_under(store, prefixes)?.then(|| prefixes.clone()),
+        Settle::Under(prefixes) => st
+            .settle_under(cx.cache, store, prefixes)?
+            .then(|| prefixes.clone()),
     };
     Ok(st.finish(partial))
 }

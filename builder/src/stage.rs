@@ -312,10 +312,20 @@ impl StageState {
 
     /// Brings `rootfs` up to date at `prefixes` only (see `apply_layer_under`); true when
     /// that is what happened, false when it had to apply everything after all.
-    pub(crate) fn settle_under(&mut self, store: &Store, prefixes: &[String]) -> Result<bool> {
+    pub(crate) fn settle_under(
+        &mut self,
+        cache: &Cache,
+        store: &Store,
+        prefixes: &[String],
+    ) -> Result<bool> {
         let opts = view_apply_options();
         let mut partial = true;
         for l in &self.pending {
+            // A layer with nothing there (a base, an apt install, for a COPY --from=build
+            // /src/app) is not read at all.
+            if !cache.layer_listing(store, l)?.touches(prefixes) {
+                continue;
+            }
             let c = Compression::from_media_type(&l.media_type)
                 .ok_or_else(|| cairn_layers::Error::MediaType(l.media_type.clone()))?;
             let plain = compress::decompress(store.open_blob(&l.digest)?, c)?;

@@ -36,6 +36,9 @@ pub enum Kind {
     Whiteout,
     /// `.wh..wh..opq`: what lower layers had below the directory is gone.
     Opaque,
+    /// An entry whose name a listing cannot hold (not UTF-8), under the path `""`: whoever
+    /// asks what this layer holds somewhere reads the layer itself.
+    Unlisted,
 }
 
 /// A layer's entries, in tar order.
@@ -43,7 +46,8 @@ pub enum Kind {
 pub struct Listing(pub Vec<(String, Kind)>);
 
 // 3: directories carry their mode, owner and time. 4: kept files carry their bytes.
-const MAGIC: &[u8] = b"cairn-listing 4\n";
+// 5: entries it cannot name are marked.
+const MAGIC: &[u8] = b"cairn-listing 5\n";
 
 /// The files a listing keeps the bytes of: the ones user and group names come from.
 pub const KEPT_FILES: [&str; 2] = ["etc/passwd", "etc/group"];
@@ -53,16 +57,23 @@ pub const KEPT_FILES: [&str; 2] = ["etc/passwd", "etc/group"];
 pub const KEPT_LIMIT: u64 = 1 << 20;
 
 impl Listing {
-    /// Reads a layer's uncompressed tar, keeping only its headers' paths and kinds. Names
-    /// that would climb above the root or are not UTF-8 are left out: applying the layer
-    /// refuses or keeps them as it must, and a view only needs the paths COPY can name.
+    /// Reads a layer's uncompressed tar, keeping only its headers' paths and kinds. A name
+    /// that climbs is clamped at the root, as applying the layer places it; one that is not
+    /// UTF-8 is marked [`Kind::Unlisted`], so that nothing is decided on this listing there.
     pub fn read<R: Read>(tar: R) -> Result<Listing> {
         let mut archive = tar::Archive::new(tar);
         let bad = |e: std::io::Error| Error::stream("read layer tar headers", e);
         let mut out = Vec::new();
         for entry in archive.entries().map_err(bad)? {
             let mut entry = entry.map_err(bad)?;
-            let Some(path) = clean(&entry.path_bytes()) else {
+            let raw = entry.path_bytes();
+            let Some(path) = clean(&raw) else {
+                // The root's own entry says nothing of what lies below it; a name that is not
+                // UTF-8 is marked, once.
+                let text = std::str::from_utf8(&raw).is_ok();
+                if !text && !matches!(out.last(), Some((_, Kind::Unlisted))) {
+                    out.push((String::new(), Kind::Unlisted));
+                }
                 continue;
             };
             let (parent, name) = match path.rsplit_once('/') {
@@ -116,6 +127,28 @@ impl Listing {
         Ok(Listing(out))
     }
 
+    /// Whether applying this layer under `prefixes` (see `apply::apply_layer_under`) could
+    /// write anything: an entry at, below or above one of them, or one it cannot name. A layer
+    /// that does not is skipped without being read.
+    pub fn touches(&self, prefixes: &[String]) -> bool {
+        let related = |p: &str, prefix: &str| {
+            let (short, long) = if p.len() <= prefix.len() {
+                (p, prefix)
+            } else {
+                (prefix, p)
+            };
+            short.is_empty()
+                || long == short
+                || long.starts_with(short) && long[short.len()..].starts_with('/')
+        };
+        self.0.iter().any(|(p, kind)| match kind {
+            Kind::Unlisted => true,
+            // The root's own entry: its metadata is no part of what lies under a prefix.
+            Kind::Dir(_) if p.is_empty() => false,
+            _ => prefixes.iter().any(|prefix| related(p, prefix)),
+        })
+    }
+
     /// The listing as bytes for a file: NUL-separated, as paths may hold newlines, and
     /// [sealed](crate::digest::seal).
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -135,6 +168,7 @@ impl Listing {
                 }
                 Kind::Whiteout => (b'w', ""),
                 Kind::Opaque => (b'o', ""),
+                Kind::Unlisted => (b'u', ""),
             };
             out.push(tag);
             out.extend_from_slice(path.as_bytes());
@@ -173,6 +207,7 @@ impl Listing {
                 b'k' => Kind::Kept(hex::decode(&target).ok()?),
                 b'w' => Kind::Whiteout,
                 b'o' => Kind::Opaque,
+                b'u' => Kind::Unlisted,
                 _ => return None,
             };
             out.push((path, kind));
@@ -206,6 +241,7 @@ impl TreeView {
                 Kind::Other | Kind::Kept(_) => self.remove_below(path, true),
                 Kind::Whiteout => self.remove_below(path, true),
                 Kind::Opaque => self.remove_below(path, false),
+                Kind::Unlisted => {}
             }
         }
     }
@@ -346,13 +382,16 @@ pub fn held<'a>(layers: impl IntoIterator<Item = &'a Listing>, path: &str) -> He
         let mut hidden_below = false;
         let mut found = None;
         for (p, kind) in &listing.0 {
+            if *kind == Kind::Unlisted {
+                return Held::Unknown;
+            }
             if p == path {
                 found = Some(match kind {
                     Kind::Kept(bytes) => Held::Kept(bytes.clone()),
                     // An opaque marker names a directory.
                     Kind::Dir(_) | Kind::Opaque => Held::Dir,
                     Kind::Whiteout => Held::Missing,
-                    Kind::Other | Kind::Symlink(_) => Held::Unknown,
+                    Kind::Other | Kind::Symlink(_) | Kind::Unlisted => Held::Unknown,
                 });
             } else if under(p) {
                 // A directory above it hides what lower layers have there when it is whited
@@ -727,5 +766,53 @@ mod tests {
             assert_eq!(v.resolve_links(rel), want, "{rel}");
             assert_eq!(v.resolve(rel), want.map(|(p, _)| p), "{rel}");
         }
+    }
+
+    #[test]
+    fn a_layer_touches_the_paths_it_has_entries_at_below_or_above() {
+        let meta = DirMeta {
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        };
+        let one = |p: &str, k: Kind| Listing(vec![("".into(), Kind::Dir(meta)), (p.into(), k)]);
+        let prefixes = ["src/app".to_owned(), "etc/x".to_owned()];
+        for (listing, touches) in [
+            (one("usr/lib/libc.so", Kind::Other), false),
+            (one("src/application", Kind::Other), false),
+            (one("srcx", Kind::Dir(meta)), false),
+            (one("src/app", Kind::Other), true),
+            (one("src/app/main.o", Kind::Other), true),
+            (one("src", Kind::Dir(meta)), true),
+            (one("src", Kind::Symlink("/opt".into())), true),
+            (one("src/app", Kind::Whiteout), true),
+            (one("etc", Kind::Opaque), true),
+            (one("", Kind::Opaque), true),
+            (one("", Kind::Unlisted), true),
+            (Listing(vec![("".into(), Kind::Dir(meta))]), false),
+        ] {
+            assert_eq!(listing.touches(&prefixes), touches, "{listing:?}");
+        }
+    }
+
+    #[test]
+    fn names_a_listing_cannot_hold_are_marked_and_kept() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.as_gnu_mut().unwrap().name[..5].copy_from_slice(b"a\xff/b\0");
+        h.set_cksum();
+        b.append(&h, &[][..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let listing = Listing::read(&tar[..]).unwrap();
+        assert_eq!(listing.0, vec![(String::new(), Kind::Unlisted)]);
+        assert_eq!(
+            Listing::from_bytes(&listing.to_bytes()),
+            Some(listing.clone())
+        );
+        assert!(listing.touches(&["anything".into()]));
+        assert_eq!(held([&listing], "etc/passwd"), Held::Unknown);
     }
 }
