@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use cairn_layers::apply::{ApplyOptions, Whiteouts, apply_layer};
-use cairn_layers::compress::{self, Compression};
 use cairn_layers::image::{Descriptor, ImageConfig};
 use cairn_layers::listing::{self, DirMeta, Held};
 use cairn_layers::rootfs::Found;
@@ -326,9 +325,7 @@ impl StageState {
             if !cache.layer_listing(store, l)?.touches(prefixes) {
                 continue;
             }
-            let c = Compression::from_media_type(&l.media_type)
-                .ok_or_else(|| cairn_layers::Error::MediaType(l.media_type.clone()))?;
-            let plain = compress::decompress(store.open_blob(&l.digest)?, c)?;
+            let plain = store.open_layer(l)?;
             if cairn_layers::apply::apply_layer_under(plain, &self.rootfs, &opts, prefixes)?
                 .is_none()
             {
@@ -414,9 +411,7 @@ pub(crate) fn unpack_layers(store: &Store, layers: &[Descriptor], dir: &Path) ->
     })?;
     let opts = view_apply_options();
     for l in layers {
-        let c = Compression::from_media_type(&l.media_type)
-            .ok_or_else(|| cairn_layers::Error::MediaType(l.media_type.clone()))?;
-        let plain = compress::decompress(store.open_blob(&l.digest)?, c)?;
+        let plain = store.open_layer(l)?;
         apply_layer(plain, dir, &opts)?;
     }
     Ok(())

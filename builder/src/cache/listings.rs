@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cairn_layers::compress::{self, Compression};
 use cairn_layers::image::Descriptor;
 use cairn_layers::listing::Listing;
 use cairn_layers::{Digest, Store};
@@ -71,10 +70,7 @@ impl Listings {
         {
             return Ok(l);
         }
-        let c = Compression::from_media_type(&layer.media_type)
-            .ok_or_else(|| cairn_layers::Error::MediaType(layer.media_type.clone()))?;
-        let blob = store.open_blob(&layer.digest)?;
-        let listing = Listing::read(compress::decompress(blob, c)?)?;
+        let listing = Listing::read(store.open_layer(layer)?)?;
         // A listing that cannot be kept is read again next time.
         let _ = write_atomic(&file, &listing.to_bytes());
         Ok(listing)
@@ -135,7 +131,8 @@ mod tests {
     fn store_with_layer() -> (tempfile::TempDir, Store, Descriptor) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("store")).unwrap();
-        let layer = cairn_layers::layer::write_layer(&store, Compression::Gzip, |w| {
+        let gzip = cairn_layers::compress::Compression::Gzip;
+        let layer = cairn_layers::layer::write_layer(&store, gzip, |w| {
             let mut t = Writer::new(w);
             t.dir(b"etc", Meta::default(), &[])?;
             t.file(b"etc/hostname", Meta::default(), &[], 2, &b"h\n"[..])?;

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use cairn_layers::Store;
-use cairn_layers::compress::{self, Compression};
 use cairn_layers::image::Descriptor;
 use cairn_layers::whiteout::{self, Name};
 
@@ -39,9 +38,7 @@ impl SourceMeta {
             entries: BTreeMap::new(),
         };
         for l in layers {
-            let c = Compression::from_media_type(&l.media_type)
-                .ok_or_else(|| cairn_layers::Error::MediaType(l.media_type.clone()))?;
-            let plain = compress::decompress(store.open_blob(&l.digest)?, c)?;
+            let plain = store.open_layer(l)?;
             let bad = |source| -> Error {
                 CopyError::LayerHeaders {
                     digest: l.digest.to_string(),

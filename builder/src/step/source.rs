@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use cairn_layers::Store;
 use cairn_layers::apply::{apply_layer, apply_layer_under};
-use cairn_layers::compress::{self, Compression};
 use cairn_layers::image::Descriptor;
 use cairn_layers::layer_tar::{Meta, Writer};
 use cairn_layers::listing::TreeView;
@@ -220,9 +219,7 @@ fn partial_image(
     })?;
     let opts = view_apply_options();
     for l in layers {
-        let c = Compression::from_media_type(&l.media_type)
-            .ok_or_else(|| cairn_layers::Error::MediaType(l.media_type.clone()))?;
-        let plain = compress::decompress(store.open_blob(&l.digest)?, c)?;
+        let plain = store.open_layer(l)?;
         if apply_layer_under(plain, dir, &opts, &resolved)?.is_none() {
             return Ok(false);
         }

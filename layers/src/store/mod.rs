@@ -353,6 +353,13 @@ impl Store {
         })
     }
 
+    /// A layer's blob as its plain tar, decompressed as its media type says.
+    pub fn open_layer(&self, layer: &Descriptor) -> Result<Box<dyn Read>> {
+        let c = crate::compress::Compression::from_media_type(&layer.media_type)
+            .ok_or_else(|| Error::MediaType(layer.media_type.clone()))?;
+        crate::compress::decompress(self.open_blob(&layer.digest)?, c)
+    }
+
     /// Reads a whole (small) blob and checks it against its digest.
     pub fn read_blob(&self, d: &Digest) -> Result<Vec<u8>> {
         let mut bytes = Vec::new();
