@@ -219,6 +219,9 @@ fn partial_image(
     })?;
     let opts = view_apply_options();
     for l in layers {
+        if !cache.layer_listing(store, l)?.touches(&resolved) {
+            continue;
+        }
         let plain = store.open_layer(l)?;
         if apply_layer_under(plain, dir, &opts, &resolved)?.is_none() {
             return Ok(false);
