@@ -31,13 +31,27 @@ pub struct SourceMeta {
 }
 
 impl SourceMeta {
-    /// Reads `layers` (in order, whiteouts honoured) for the filesystem unpacked at `root`.
-    pub fn read(store: &Store, layers: &[Descriptor], root: &Path) -> Result<SourceMeta> {
+    /// Reads `layers` (in order, whiteouts honoured) for the filesystem unpacked at `root`;
+    /// with `wanted`, only the layers it marks (the ones with something where the copy reads:
+    /// see `Listing::touches`), unless a hard link read names a file no layer read has, when
+    /// every layer is read after all.
+    pub fn read(
+        store: &Store,
+        layers: &[Descriptor],
+        root: &Path,
+        wanted: Option<&[bool]>,
+    ) -> Result<SourceMeta> {
         let mut meta = SourceMeta {
             root: root.to_path_buf(),
             entries: BTreeMap::new(),
         };
-        for l in layers {
+        let mut skipped = false;
+        let mut link_unseen = false;
+        for (i, l) in layers.iter().enumerate() {
+            if wanted.is_some_and(|w| !w.get(i).copied().unwrap_or(true)) {
+                skipped = true;
+                continue;
+            }
             let plain = store.open_layer(l)?;
             let bad = |source| -> Error {
                 CopyError::LayerHeaders {
@@ -63,8 +77,13 @@ impl SourceMeta {
                     gid: pax.gid.unwrap_or_else(|| h.gid().unwrap_or(0)),
                     xattrs: pax.xattrs,
                 };
+                link_unseen |= link.as_ref().is_some_and(|t| !meta.entries.contains_key(t));
                 meta.add(&name, e, link);
             }
+        }
+        if skipped && link_unseen {
+            // Its target's owners and xattrs may be in a layer left unread.
+            return SourceMeta::read(store, layers, root, None);
         }
         Ok(meta)
     }
@@ -238,5 +257,50 @@ mod tests {
         assert_eq!(get("a/g"), None);
         assert_eq!(get("a/h"), Some(1), "a hard link has its target's owner");
         assert_eq!(get("b/x"), None);
+    }
+
+    /// A store with two gzip layers: `data/f` owned by 1234, then `src/h`, a hard link to it
+    /// (across layers, which some tars do), and `src/g` owned by 7.
+    fn two_layers() -> (tempfile::TempDir, Store, Vec<Descriptor>) {
+        use cairn_layers::layer_tar::{Meta, Writer};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let owned = |uid| Meta {
+            uid,
+            gid: uid,
+            ..Meta::default()
+        };
+        let gzip = cairn_layers::compress::Compression::Gzip;
+        let first = cairn_layers::layer::write_layer(&store, gzip, |w| {
+            let mut t = Writer::new(w);
+            t.file(b"data/f", owned(1234), &[], 1, &b"f"[..])?;
+            t.finish().map(drop)
+        })
+        .unwrap();
+        let second = cairn_layers::layer::write_layer(&store, gzip, |w| {
+            let mut t = Writer::new(w);
+            t.file(b"src/g", owned(7), &[], 1, &b"g"[..])?;
+            t.hardlink(b"src/h", owned(0), b"data/f")?;
+            t.finish().map(drop)
+        })
+        .unwrap();
+        (dir, store, vec![first.descriptor, second.descriptor])
+    }
+
+    #[test]
+    fn unwanted_layers_are_not_read_unless_a_hard_link_needs_them() {
+        let (_d, store, layers) = two_layers();
+        let root = Path::new("/r");
+        let uid = |s: &SourceMeta, p: &str| s.get(&root.join(p)).map(|e| e.uid);
+        let all = SourceMeta::read(&store, &layers, root, None).unwrap();
+        assert_eq!(uid(&all, "src/h"), Some(1234));
+        // The first layer skipped: the hard link's target is unseen, so all are read again.
+        let wanted = SourceMeta::read(&store, &layers, root, Some(&[false, true])).unwrap();
+        assert_eq!(uid(&wanted, "src/h"), Some(1234));
+        assert_eq!(uid(&wanted, "data/f"), Some(1234));
+        // Skipping the second (no link in what is read): the first alone.
+        let first = SourceMeta::read(&store, &layers, root, Some(&[true, false])).unwrap();
+        assert_eq!(uid(&first, "data/f"), Some(1234));
+        assert_eq!(uid(&first, "src/g"), None);
     }
 }

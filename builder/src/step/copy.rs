@@ -228,7 +228,9 @@ pub(crate) fn copy_step(
         return Ok(Outcome::Cached);
     }
     if let Some((layers, root)) = keep {
-        let meta = crate::from_meta::SourceMeta::read(store, layers, root).map_err(fail)?;
+        let wanted = layers_under_sources(cx.cache, store, layers, &req.sources)?;
+        let meta = crate::from_meta::SourceMeta::read(store, layers, root, wanted.as_deref())
+            .map_err(fail)?;
         plan.keep_source_meta(meta);
     }
     let mut dirs = Default::default();
@@ -465,4 +467,41 @@ fn resolve_from(
             }
         }
     })
+}
+
+/// Which of a source's `layers` hold anything where `sources` lead (resolved through the
+/// layers' symlinks), for reading owners from those only; None when every layer is wanted (a
+/// source naming the root, or one a listing cannot resolve).
+fn layers_under_sources(
+    cache: &crate::cache::Cache,
+    store: &cairn_layers::Store,
+    layers: &[Descriptor],
+    sources: &[CopySource],
+) -> Result<Option<Vec<bool>>> {
+    let mut tree = cairn_layers::listing::TreeView::default();
+    let listings = layers
+        .iter()
+        .map(|l| cache.layer_listing(store, l))
+        .collect::<Result<Vec<_>>>()?;
+    for l in &listings {
+        tree.apply(l);
+    }
+    let mut paths = Vec::new();
+    for s in sources {
+        // A wildcard may match through a link anywhere below its prefix: every layer, then.
+        let CopySource::Path(p) = s else {
+            return Ok(None);
+        };
+        if p.contains(['*', '?', '[', '\\']) {
+            return Ok(None);
+        }
+        let Some(prefix) = crate::plan::source_prefix(p) else {
+            return Ok(None);
+        };
+        match tree.resolve(&prefix) {
+            Some(path) if !path.is_empty() => paths.push(path),
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(listings.iter().map(|l| l.touches(&paths)).collect()))
 }
