@@ -230,6 +230,26 @@ impl Cache {
         self.listings.get(store, layer)
     }
 
+    /// The listings of `layers` and the view of the filesystem they stack up to.
+    pub fn layers_view(
+        &self,
+        store: &Store,
+        layers: &[Descriptor],
+    ) -> Result<(
+        cairn_layers::listing::TreeView,
+        Vec<Arc<cairn_layers::listing::Listing>>,
+    )> {
+        let listings = layers
+            .iter()
+            .map(|l| self.layer_listing(store, l))
+            .collect::<Result<Vec<_>>>()?;
+        let mut tree = cairn_layers::listing::TreeView::default();
+        for l in &listings {
+            tree.apply(l);
+        }
+        Ok((tree, listings))
+    }
+
     /// Keeps the listing of a layer just written, as [`Cache::layer_listing`] would have read
     /// it from the blob.
     pub fn put_listing(&self, layer: &Digest, listing: cairn_layers::listing::Listing) {

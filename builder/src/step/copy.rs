@@ -478,14 +478,7 @@ fn layers_under_sources(
     layers: &[Descriptor],
     sources: &[CopySource],
 ) -> Result<Option<Vec<bool>>> {
-    let mut tree = cairn_layers::listing::TreeView::default();
-    let listings = layers
-        .iter()
-        .map(|l| cache.layer_listing(store, l))
-        .collect::<Result<Vec<_>>>()?;
-    for l in &listings {
-        tree.apply(l);
-    }
+    let (tree, listings) = cache.layers_view(store, layers)?;
     let mut paths = Vec::new();
     for s in sources {
         // A wildcard may match through a link anywhere below its prefix: every layer, then.

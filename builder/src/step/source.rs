@@ -8,7 +8,6 @@ use cairn_layers::Store;
 use cairn_layers::apply::{apply_layer, apply_layer_under};
 use cairn_layers::image::Descriptor;
 use cairn_layers::layer_tar::{Meta, Writer};
-use cairn_layers::listing::TreeView;
 use cairn_layers::store::Image;
 use sha2::{Digest as _, Sha256};
 
@@ -196,10 +195,7 @@ fn partial_image(
     prefixes: &[String],
     dir: &Path,
 ) -> Result<bool> {
-    let mut tree = TreeView::default();
-    for l in layers {
-        tree.apply(&*cache.layer_listing(store, l)?);
-    }
+    let (tree, listings) = cache.layers_view(store, layers)?;
     let mut resolved = Vec::new();
     let mut links = Vec::new();
     for p in prefixes {
@@ -218,8 +214,8 @@ fn partial_image(
         source,
     })?;
     let opts = view_apply_options();
-    for l in layers {
-        if !cache.layer_listing(store, l)?.touches(&resolved) {
+    for (l, listing) in layers.iter().zip(&listings) {
+        if !listing.touches(&resolved) {
             continue;
         }
         let plain = store.open_layer(l)?;
