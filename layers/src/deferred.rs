@@ -61,7 +61,7 @@ pub fn for_export(store: &Store, manifest: &Descriptor) -> Result<Descriptor> {
             format!("annotation {ANNOTATION}={value:?} names no compression"),
         )
     })?;
-    let exported = compress_plain(store, manifest, c)?;
+    let exported = compress_plain_image(store, manifest, &image, c)?;
     retag(store, manifest, &exported)?;
     Ok(exported)
 }
@@ -92,7 +92,16 @@ pub fn compress_plain(
     manifest: &Descriptor,
     c: LayerCompression,
 ) -> Result<Descriptor> {
-    let image = store.image(manifest)?;
+    compress_plain_image(store, manifest, &store.image(manifest)?, c)
+}
+
+/// [`compress_plain`] of `image`, already read from `manifest`.
+fn compress_plain_image(
+    store: &Store,
+    manifest: &Descriptor,
+    image: &crate::store::Image,
+    c: LayerCompression,
+) -> Result<Descriptor> {
     let _writing = store.writing()?;
     let mut out = image.manifest.clone();
     let mut changed = out.annotations.remove(ANNOTATION).is_some();
