@@ -1447,3 +1447,29 @@ fn a_build_steps_syncs_flush_nothing_but_cairn_runs_do() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("Invalid argument"), "{stderr}");
 }
+
+/// A build step's overlay root is mounted volatile: its changes matter only as the layer read
+/// after the step, and without it the overlay's unmount syncs the whole store filesystem (a
+/// second or more after an apt install). `cairn run`'s root is the user's and is not.
+#[test]
+fn a_build_steps_overlay_is_volatile_but_a_cairn_runs_is_not() {
+    let s = loaded_busybox();
+    let root_mount = r"^[0-9]+ [0-9]+ [^ ]+ / / .* - overlay [^ ]+ .*\bvolatile\b";
+    let ctx = context(
+        &format!("FROM busybox\nRUN grep -E '{root_mount}' /proc/self/mountinfo\n"),
+        &[],
+    );
+    build(&s, ctx.path(), &["-t", "volatile"]);
+    let out = s
+        .cmd(&["run", "--rm", "busybox", "cat", "/proc/self/mountinfo"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    let root = stdout
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .unwrap_or_else(|| panic!("no root mount in\n{stdout}"));
+    assert!(root.contains(" - overlay "), "{root}");
+    assert!(!root.contains("volatile"), "{root}");
+}

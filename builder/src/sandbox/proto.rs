@@ -139,8 +139,9 @@ pub struct RunSpec {
     /// holds host root's ids. `None` for a user's builds, where the helper is already inside.
     #[serde(default)]
     pub userns: Option<IdMap>,
-    /// A build step's: sync calls succeed without flushing (see `seccomp.rs`). Not for
-    /// `cairn run`, whose volumes are the user's own data.
+    /// A build step's: sync calls succeed without flushing (see `seccomp.rs`), and an overlay
+    /// root is mounted volatile (see `snapshot/overlay.rs`). Not for `cairn run`, whose
+    /// volumes and kept roots are the user's own data.
     #[serde(default)]
     pub suppress_sync: bool,
 }

@@ -36,7 +36,7 @@ pub(super) fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), HelperError>
         sys::loopback_up()?;
     }
     let snapshot = spec.root.open();
-    let root = snapshot.mount()?;
+    let root = snapshot.mount(spec.suppress_sync)?;
     let root_fd = confine::open_host(&root)?;
     let root_fd = root_fd.as_fd();
     // runc's mount points for /proc, /dev and /sys stay in the layer, as BuildKit leaves them

@@ -59,7 +59,7 @@ impl Root for CopyRoot<'_> {
         None
     }
 
-    fn mount(&self) -> Result<PathBuf, HelperError> {
+    fn mount(&self, _scratch_only: bool) -> Result<PathBuf, HelperError> {
         Ok(self.root.to_path_buf())
     }
 

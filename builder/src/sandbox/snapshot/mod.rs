@@ -46,8 +46,10 @@ pub(super) trait Root {
     /// A directory that only mounting needed, removed after the step even when the root is
     /// kept (`cairn run` without `--rm`).
     fn scratch(&self) -> Option<&Path>;
-    /// Makes the root ready (mounts it); the directory that becomes the step's `/`.
-    fn mount(&self) -> Result<PathBuf, HelperError>;
+    /// Makes the root ready (mounts it); the directory that becomes the step's `/`. A
+    /// `scratch_only` root's changes matter only as the layer read from it after the step:
+    /// its filesystem need not make them durable.
+    fn mount(&self, scratch_only: bool) -> Result<PathBuf, HelperError>;
     /// After the step: takes the root down again; `touched` are directories the helper made
     /// mount points in, which do not belong in the diff when the step left them alone.
     fn unmount(&self, touched: &[PathBuf]) -> Result<(), HelperError>;

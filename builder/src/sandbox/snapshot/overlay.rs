@@ -170,21 +170,7 @@ pub(in crate::sandbox) fn mount(
     work: &Path,
     merged: &Path,
 ) -> Result<(), HelperError> {
-    let lower: Vec<String> = lowers
-        .iter()
-        .map(|p| {
-            p.display()
-                .to_string()
-                .replace('\\', "\\\\")
-                .replace(':', "\\:")
-        })
-        .collect();
-    let data = format!(
-        "lowerdir={},upperdir={},workdir={},userxattr",
-        lower.join(":"),
-        upper.display(),
-        work.display()
-    );
+    let data = overlay_options(lowers, upper, work);
     if data.len() < 4000 {
         return sys::mount(
             "overlay",
@@ -194,7 +180,57 @@ pub(in crate::sandbox) fn mount(
             Some(&data),
         );
     }
-    mount_many(lowers, upper, work, merged)
+    mount_many(lowers, upper, work, merged, false)
+}
+
+/// [`mount`] with the volatile option, for a build step: the overlay's last unmount would
+/// otherwise sync the whole upper filesystem, which after an apt step means waiting a second
+/// or more for hundreds of megabytes to reach the disk. What must survive a crash is the
+/// layer blob, and the store fsyncs that; the kept upper directory is, like any unpacked
+/// layer, a cache. A kernel without the option (before 5.10) mounts as [`mount`] does.
+fn mount_volatile(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    merged: &Path,
+) -> Result<(), HelperError> {
+    let options = overlay_options(lowers, upper, work);
+    if options.len() < 4000 {
+        let volatile = format!("{options},volatile");
+        if sys::mount(
+            "overlay",
+            merged,
+            "overlay",
+            MountFlags::empty(),
+            Some(&volatile),
+        )
+        .is_ok()
+        {
+            return Ok(());
+        }
+    } else if mount_many(lowers, upper, work, merged, true).is_ok() {
+        return Ok(());
+    }
+    mount(lowers, upper, work, merged)
+}
+
+/// The mount options naming the directories (mount(2) takes one page of them).
+fn overlay_options(lowers: &[PathBuf], upper: &Path, work: &Path) -> String {
+    let lower: Vec<String> = lowers
+        .iter()
+        .map(|p| {
+            p.display()
+                .to_string()
+                .replace('\\', "\\\\")
+                .replace(':', "\\:")
+        })
+        .collect();
+    format!(
+        "lowerdir={},upperdir={},workdir={},userxattr",
+        lower.join(":"),
+        upper.display(),
+        work.display()
+    )
 }
 
 /// Too many lowers for one page of mount options: the new mount API, one `lowerdir+` each.
@@ -203,6 +239,7 @@ fn mount_many(
     upper: &Path,
     work: &Path,
     merged: &Path,
+    volatile: bool,
 ) -> Result<(), HelperError> {
     use rustix::mount::{
         FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags, fsconfig_create,
@@ -217,6 +254,9 @@ fn mount_many(
     fsconfig_set_string(&fs, "upperdir", upper).map_err(|x| e("upperdir", x))?;
     fsconfig_set_string(&fs, "workdir", work).map_err(|x| e("workdir", x))?;
     fsconfig_set_flag(&fs, "userxattr").map_err(|x| e("userxattr", x))?;
+    if volatile {
+        fsconfig_set_flag(&fs, "volatile").map_err(|x| e("volatile", x))?;
+    }
     fsconfig_create(&fs).map_err(|x| e("create", x))?;
     let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
         .map_err(|x| e("fsmount", x))?;
@@ -253,8 +293,12 @@ impl Root for OverlayRoot<'_> {
         Some(self.work)
     }
 
-    fn mount(&self) -> Result<PathBuf, HelperError> {
-        mount(self.lowers, self.upper, self.work, self.merged)?;
+    fn mount(&self, scratch_only: bool) -> Result<PathBuf, HelperError> {
+        if scratch_only {
+            mount_volatile(self.lowers, self.upper, self.work, self.merged)?;
+        } else {
+            mount(self.lowers, self.upper, self.work, self.merged)?;
+        }
         Ok(self.merged.to_path_buf())
     }
 
