@@ -51,7 +51,7 @@ where
     F: FnOnce(&mut dyn Write) -> Result<()>,
 {
     let LayerCompression { compression, level } = compression.into();
-    let blob = store.blob_writer()?;
+    let blob = store.blob_writer_trusting()?;
     let reuse = previous.and_then(|d| store.chunk_reuse(d));
     let w = LayerWriter::with_level(blob, compression, level).reusing(reuse.map(Arc::new));
     // The listing is read on another thread from a copy of the tar: the headers go by once,

@@ -103,14 +103,60 @@ pub(super) fn write_atomic(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<()> 
     Ok(())
 }
 
-/// A blob being written: bytes go to a temp file and are hashed on the way. Dropped without
+/// A blob being written: bytes go to a temp file and are hashed on the way (unless its
+/// producer hashes them: [`Store::blob_writer_trusting`]). Dropped without
 /// a commit (an error, a panic), it removes its temp file.
 #[derive(Debug)]
 pub struct BlobWriter<'s> {
     store: &'s Store,
     temp: PathBuf,
     /// None once a commit has taken the bytes (and with them the temp file's fate).
-    out: Option<HashingWriter<io::BufWriter<Writeback>>>,
+    out: Option<Out>,
+}
+
+/// The bytes' way to the file: hashed here, or counted only when the producer hashes them
+/// itself (a layer writer already computes the blob's digest; hashing a large layer twice
+/// was a third of its cost).
+#[derive(Debug)]
+enum Out {
+    Hashed(HashingWriter<io::BufWriter<Writeback>>),
+    Trusted {
+        buf: io::BufWriter<Writeback>,
+        len: u64,
+    },
+}
+
+impl Out {
+    /// The digest (None for a trusted writer), the length, and the buffered file.
+    fn finish(self) -> (Option<Digest>, u64, io::BufWriter<Writeback>) {
+        match self {
+            Out::Hashed(h) => {
+                let (digest, len, buf) = h.finish();
+                (Some(digest), len, buf)
+            }
+            Out::Trusted { buf, len } => (None, len, buf),
+        }
+    }
+}
+
+impl Write for Out {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Out::Hashed(h) => h.write(buf),
+            Out::Trusted { buf: out, len } => {
+                let n = out.write(buf)?;
+                *len += n as u64;
+                Ok(n)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Out::Hashed(h) => h.flush(),
+            Out::Trusted { buf, .. } => buf.flush(),
+        }
+    }
 }
 
 impl Drop for BlobWriter<'_> {
@@ -197,7 +243,7 @@ impl Write for BlobWriter<'_> {
 }
 
 impl BlobWriter<'_> {
-    fn out(&mut self) -> io::Result<&mut HashingWriter<io::BufWriter<Writeback>>> {
+    fn out(&mut self) -> io::Result<&mut Out> {
         self.out
             .as_mut()
             .ok_or_else(|| io::Error::other("blob writer used after its commit"))
@@ -211,7 +257,7 @@ impl BlobWriter<'_> {
 
     /// The bytes and the temp path, for a commit; the writer's drop then leaves the file to
     /// the commit.
-    fn take(mut self) -> Result<(PathBuf, HashingWriter<io::BufWriter<Writeback>>)> {
+    fn take(mut self) -> Result<(PathBuf, Out)> {
         let out = self.out.take().ok_or_else(|| {
             Error::invalid(format!("blob {}", self.temp.display()), "committed twice")
         })?;
@@ -225,6 +271,7 @@ impl BlobWriter<'_> {
         let (temp, out) = self.take()?;
         let (digest, size, buf) = out.finish();
         let result = (|| {
+            let digest = trusted(digest, expected, &temp)?;
             let file = buf
                 .into_inner()
                 .map_err(|e| Error::Io {
@@ -258,11 +305,12 @@ impl BlobWriter<'_> {
                 &store.blob_path(&digest),
                 &store.root.join("blobs/sha256"),
             )
+            .map(|()| digest)
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&temp);
         }
-        result.map(|()| (digest, size))
+        result.map(|digest| (digest, size))
     }
 
     /// Like [`BlobWriter::commit`] for a blob whose digest is known now and whose bytes may
@@ -277,6 +325,13 @@ impl BlobWriter<'_> {
         let store = self.store;
         let (temp, out) = self.take()?;
         let (digest, size, buf) = out.finish();
+        let digest = match trusted(digest, expected, &temp) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = std::fs::remove_file(&temp);
+                return Err(e);
+            }
+        };
         let file = match buf.into_inner() {
             Ok(w) => w.file,
             Err(e) => {
@@ -359,18 +414,46 @@ impl BlobWriter<'_> {
     pub fn abort(self) {}
 }
 
+/// The blob's digest: the one hashed here, or for a trusted writer the one its producer
+/// computed, which a commit must then be given.
+fn trusted(
+    hashed: Option<Digest>,
+    expected: Option<(&Digest, Option<u64>)>,
+    temp: &Path,
+) -> Result<Digest> {
+    match (hashed, expected) {
+        (Some(d), _) => Ok(d),
+        (None, Some((want, _))) => Ok(want.clone()),
+        (None, None) => Err(Error::invalid(
+            format!("blob {}", temp.display()),
+            "committed without the digest its producer computed",
+        )),
+    }
+}
+
 impl Store {
     /// Starts writing a blob whose digest is known only at the end.
     pub fn blob_writer(&self) -> Result<BlobWriter<'_>> {
         let temp = self.tmp().join(temp_name("blob"));
         let file = File::create(&temp).at("create", &temp)?;
+        let buf = io::BufWriter::with_capacity(1 << 20, Writeback::new(file));
         Ok(BlobWriter {
             store: self,
             temp,
-            out: Some(HashingWriter::new(io::BufWriter::with_capacity(
-                1 << 20,
-                Writeback::new(file),
-            ))),
+            out: Some(Out::Hashed(HashingWriter::new(buf))),
+        })
+    }
+
+    /// A [`Store::blob_writer`] for a producer that hashes every byte it writes itself: the
+    /// commit must be given that digest and stores the blob under it without hashing again.
+    pub(crate) fn blob_writer_trusting(&self) -> Result<BlobWriter<'_>> {
+        let temp = self.tmp().join(temp_name("blob"));
+        let file = File::create(&temp).at("create", &temp)?;
+        let buf = io::BufWriter::with_capacity(1 << 20, Writeback::new(file));
+        Ok(BlobWriter {
+            store: self,
+            temp,
+            out: Some(Out::Trusted { buf, len: 0 }),
         })
     }
 

@@ -493,6 +493,36 @@ mod tests {
         assert_eq!(fs_err::read_dir(s.tmp()).unwrap().count(), 0);
     }
 
+    /// A trusted writer (a layer writer's, which hashes what it writes itself) stores under
+    /// the digest it is given, still checks the size, and without a digest stores nothing.
+    #[test]
+    fn trusted_writers_store_under_their_producers_digest() {
+        let (_d, s) = store();
+        let data = vec![3u8; WRITEBACK_WINDOW as usize + 7];
+        let want = Digest::of(&data);
+        let size = data.len() as u64;
+        let mut w = s.blob_writer_trusting().unwrap();
+        w.write_all(&data).unwrap();
+        assert_eq!(
+            w.commit(Some((&want, Some(size)))).unwrap(),
+            (want.clone(), size)
+        );
+        assert_eq!(s.read_blob(&want).unwrap(), data);
+
+        let other = Digest::of(b"other");
+        let mut w = s.blob_writer_trusting().unwrap();
+        w.write_all(b"other").unwrap();
+        let err = w.commit(Some((&other, Some(4)))).unwrap_err();
+        assert!(matches!(err, Error::SizeMismatch { .. }), "{err}");
+        let mut w = s.blob_writer_trusting().unwrap();
+        w.write_all(b"other").unwrap();
+        let err = w.commit_background(None).unwrap_err();
+        assert!(err.to_string().contains("without the digest"), "{err}");
+        assert!(!s.has_blob(&other));
+        s.wait_blobs().unwrap();
+        assert_eq!(fs_err::read_dir(s.tmp()).unwrap().count(), 0);
+    }
+
     /// A writer dropped without a commit (an error on the way, a panic) takes its temp file
     /// with it, and so does a layer whose producer fails.
     #[test]
