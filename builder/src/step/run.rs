@@ -269,12 +269,10 @@ pub(crate) fn run_step(
         }
         let mut all = std::io::Read::chain(&first[..n], r);
         let layer = write_layer_reusing(store, opts.layer_compression(), previous.as_ref(), |w| {
-            std::io::copy(&mut all, w)
-                .map(drop)
-                .map_err(|e| cairn_layers::Error::Stream {
-                    action: "copy the step's changes into the store".into(),
-                    source: e,
-                })
+            copy_large(&mut all, w).map_err(|e| cairn_layers::Error::Stream {
+                action: "copy the step's changes into the store".into(),
+                source: e,
+            })
         })?;
         Ok(Some(layer))
     };
@@ -364,5 +362,19 @@ fn history_line(prefix: &str, shown: &str) -> String {
         format!("RUN {shown} # buildkit")
     } else {
         format!("RUN {prefix} {shown} # buildkit")
+    }
+}
+
+/// `std::io::copy` with a buffer sized for layers: its 8 KiB would cost a pipe read, a hash
+/// update and a store write for every 8 KiB of a step's changes.
+fn copy_large(r: &mut dyn std::io::Read, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => w.write_all(&buf[..n])?,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
 }
