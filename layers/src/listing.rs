@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::ops::Bound;
 
 use crate::error::{Error, Result};
 use crate::whiteout::{self, Name};
@@ -246,6 +247,26 @@ impl TreeView {
         }
     }
 
+    /// [`TreeView::apply`] keeping the symlinks only: all [`TreeView::resolve`] needs, made
+    /// without the directories that are most of a layer's entries ([`TreeView::is_dir`] and
+    /// [`TreeView::dir`] then know none).
+    pub fn apply_links(&mut self, listing: &Listing) {
+        for (path, kind) in &listing.0 {
+            match kind {
+                Kind::Dir(_) => {
+                    self.links.remove(path);
+                }
+                Kind::Symlink(target) => {
+                    self.remove_below(path, true);
+                    self.links.insert(path.clone(), target.clone());
+                }
+                Kind::Other | Kind::Kept(_) | Kind::Whiteout => self.remove_below(path, true),
+                Kind::Opaque => self.remove_below(path, false),
+                Kind::Unlisted => {}
+            }
+        }
+    }
+
     /// Adds a directory (a COPY layer's, known without reading its tar).
     pub fn add_dir(&mut self, path: &str, meta: DirMeta) {
         self.links.remove(path);
@@ -284,6 +305,15 @@ impl TreeView {
         if and_self {
             self.dirs.remove(path);
             self.links.remove(path);
+        }
+        // Most calls are for a file with nothing below it: every key with the prefix `path`
+        // directly follows `path` in order, so one lookup each tells, with no range to build.
+        let has_below = |keys: Option<&String>| keys.is_some_and(|k| k.starts_with(path));
+        let after = (Bound::Excluded(path), Bound::Unbounded);
+        if !has_below(self.dirs.range::<str, _>(after).next().map(|(k, _)| k))
+            && !has_below(self.links.range::<str, _>(after).next().map(|(k, _)| k))
+        {
+            return;
         }
         // Everything from "path/" up to (not including) "path0": '0' follows '/' in ASCII.
         // Looked up as a range and removed key by key: most calls (a file) find nothing, and
@@ -612,6 +642,8 @@ mod tests {
             ("opt.d/", 'd', ""),
             ("var0/", 'd', ""),
             ("etc/app2/", 'd', ""),
+            ("var/x/in", 'l', "/usr"),
+            ("var-l", 'l', "/usr"),
         ]);
         let top = tar(&[
             ("etc/.wh.app", 'f', ""),
@@ -619,7 +651,26 @@ mod tests {
             ("opt/b/", 'd', ""),
             ("var", 'f', ""),
         ]);
-        let v = view(&[base, top]);
+        let v = view(&[base.clone(), top.clone()]);
+        // The symlinks alone resolve every path as the whole view does.
+        let mut links = TreeView::default();
+        for l in [&base, &top] {
+            links.apply_links(&Listing::read(&l[..]).unwrap());
+        }
+        for p in [
+            "var/x/in",
+            "var-l/bin",
+            "bin/x",
+            "up/bin",
+            "abs/app2",
+            "loop",
+            "opt/a",
+        ] {
+            assert_eq!(links.resolve(p), v.resolve(p), "{p}");
+        }
+        assert_eq!(links.resolve("var-l/bin"), Some("usr/bin".into()));
+        assert_eq!(links.resolve("var/x/in"), Some("var/x/in".into()));
+        assert!(!links.is_dir("usr"));
         let is_dir = |p: &str| v.resolve(p).is_some_and(|r| v.is_dir(&r));
         let cases = [
             ("", true),

@@ -230,8 +230,11 @@ impl Cache {
         self.listings.get(store, layer)
     }
 
-    /// The listings of `layers` and the view of the filesystem they stack up to.
-    pub fn layers_view(
+    /// The listings of `layers` and the symlinks of the filesystem they stack up to (a view
+    /// for resolving paths, see [`TreeView::apply_links`]).
+    ///
+    /// [`TreeView::apply_links`]: cairn_layers::listing::TreeView::apply_links
+    pub fn layers_links(
         &self,
         store: &Store,
         layers: &[Descriptor],
@@ -245,7 +248,7 @@ impl Cache {
             .collect::<Result<Vec<_>>>()?;
         let mut tree = cairn_layers::listing::TreeView::default();
         for l in &listings {
-            tree.apply(l);
+            tree.apply_links(l);
         }
         Ok((tree, listings))
     }

@@ -478,7 +478,7 @@ fn layers_under_sources(
     layers: &[Descriptor],
     sources: &[CopySource],
 ) -> Result<Option<Vec<bool>>> {
-    let (tree, listings) = cache.layers_view(store, layers)?;
+    let (tree, listings) = cache.layers_links(store, layers)?;
     let mut paths = Vec::new();
     for s in sources {
         // A wildcard may match through a link anywhere below its prefix: every layer, then.

@@ -195,7 +195,7 @@ fn partial_image(
     prefixes: &[String],
     dir: &Path,
 ) -> Result<bool> {
-    let (tree, listings) = cache.layers_view(store, layers)?;
+    let (tree, listings) = cache.layers_links(store, layers)?;
     let mut resolved = Vec::new();
     let mut links = Vec::new();
     for p in prefixes {
