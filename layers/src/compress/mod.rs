@@ -355,9 +355,14 @@ pub fn decompress<'a, R: Read + 'a>(r: R, c: Compression) -> Result<Box<dyn Read
             zstd::stream::read::Decoder::new(r)
                 .map_err(|e| Error::stream("start zstd decompressor", e))?,
         ),
-        Compression::None => Box::new(r),
+        // Tar readers ask for one 512-byte header at a time: on a file each would be a
+        // system call (the decompressors buffer their input already).
+        Compression::None => Box::new(io::BufReader::with_capacity(PLAIN_READ_BUFFER, r)),
     })
 }
+
+/// The read buffer under an uncompressed stream.
+const PLAIN_READ_BUFFER: usize = 64 * 1024;
 
 /// Like [`decompress`], for a stream whose compression is unknown: sniffs its first bytes with
 /// [`Compression::detect`] and says what it found.
