@@ -104,8 +104,8 @@ pub(super) fn write_atomic(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<()> 
 }
 
 /// A blob being written: bytes go to a temp file and are hashed on the way (unless its
-/// producer hashes them: [`Store::blob_writer_trusting`]). Dropped without
-/// a commit (an error, a panic), it removes its temp file.
+/// producer hashes them itself: a layer writer's). Dropped without a commit (an error, a
+/// panic), it removes its temp file.
 #[derive(Debug)]
 pub struct BlobWriter<'s> {
     store: &'s Store,
