@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{SyncSender, sync_channel};
 
 use crate::compress::{self, Compression, LayerCompression, LayerWriter};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::Descriptor;
 use crate::listing::Listing;
+use crate::pipeline::ChannelReader;
 use crate::store::Store;
 
 /// A layer in the store: its blob descriptor and the digest of its uncompressed tar.
@@ -56,7 +57,7 @@ where
     let w = LayerWriter::with_level(blob, compression, level).reusing(reuse.map(Arc::new));
     // The listing is read on another thread from a copy of the tar: the headers go by once,
     // where a later reader would have to decompress the whole blob to see them.
-    let (tx, rx) = sync_channel::<Vec<u8>>(LISTING_QUEUE);
+    let (tx, rx) = sync_channel::<std::io::Result<Vec<u8>>>(LISTING_QUEUE);
     let ((result, w), listing) = std::thread::scope(|scope| {
         let lister = scope.spawn(move || Listing::read(ChannelReader::new(rx)).ok());
         let mut tee = ListingTee::new(w, tx);
@@ -98,12 +99,12 @@ const LISTING_CHUNK: usize = 256 * 1024;
 /// A writer that also hands a copy of what it writes to the lister, until the lister stops.
 struct ListingTee<W> {
     inner: W,
-    tx: Option<SyncSender<Vec<u8>>>,
+    tx: Option<SyncSender<std::io::Result<Vec<u8>>>>,
     pending: Vec<u8>,
 }
 
 impl<W: Write> ListingTee<W> {
-    fn new(inner: W, tx: SyncSender<Vec<u8>>) -> Self {
+    fn new(inner: W, tx: SyncSender<std::io::Result<Vec<u8>>>) -> Self {
         ListingTee {
             inner,
             tx: Some(tx),
@@ -115,7 +116,7 @@ impl<W: Write> ListingTee<W> {
         if let Some(tx) = &self.tx {
             let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(LISTING_CHUNK));
             // A lister that gave up (a tar it cannot list) takes no more.
-            if !chunk.is_empty() && tx.send(chunk).is_err() {
+            if !chunk.is_empty() && tx.send(Ok(chunk)).is_err() {
                 self.tx = None;
             }
         }
@@ -140,41 +141,6 @@ impl<W: Write> Write for ListingTee<W> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
-    }
-}
-
-/// The lister's input: the stretches the tee sends, then the end when its sender is gone.
-struct ChannelReader {
-    rx: Receiver<Vec<u8>>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl ChannelReader {
-    fn new(rx: Receiver<Vec<u8>>) -> Self {
-        ChannelReader {
-            rx,
-            buf: Vec::new(),
-            pos: 0,
-        }
-    }
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.buf.len() {
-            match self.rx.recv() {
-                Ok(next) => {
-                    self.buf = next;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 

@@ -15,6 +15,7 @@ pub mod layer_tar;
 pub mod layout;
 pub mod listing;
 pub mod owner;
+pub mod pipeline;
 pub mod reference;
 pub mod registry;
 pub mod rootfs;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use cairn_e2e::{Store, loaded_busybox, ok};
+use cairn_e2e::{Store, loaded_busybox, ok, texts};
 
 /// One entry of a built layer, as its tar header (and PAX records) give it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -372,6 +372,11 @@ fn add_makes_the_directories_an_archive_implies() {
 /// Appends the uncompressed layer `tar` to the single image of the OCI layout at `layout`,
 /// rewriting its config, manifest and index with their new digests.
 fn append_layer(layout: &Path, tar: &[u8]) {
+    append_layer_claiming(layout, tar, None);
+}
+
+/// [`append_layer`], the config claiming `diff_id` for it when given.
+fn append_layer_claiming(layout: &Path, tar: &[u8], diff_id: Option<&str>) {
     use sha2::Digest as _;
     let blob = |bytes: &[u8]| {
         let hex = hex::encode(sha2::Sha256::digest(bytes));
@@ -390,7 +395,7 @@ fn append_layer(layout: &Path, tar: &[u8]) {
     config["rootfs"]["diff_ids"]
         .as_array_mut()
         .unwrap()
-        .push(layer.clone().into());
+        .push(diff_id.unwrap_or(&layer).into());
     config["history"]
         .as_array_mut()
         .unwrap()
@@ -476,4 +481,46 @@ fn a_base_layers_dot_dot_names_stop_at_the_root() {
             "{name} beside the store"
         );
     }
+}
+
+/// A base layer whose content is not the diff_id its config claims (the blob itself matches
+/// its digest) is refused when a step unpacks it, naming the layer, and leaves no unpacked
+/// tree behind: the diff_id is hashed as the layer is applied, on a thread of its own.
+#[test]
+fn a_base_layer_that_is_not_its_diff_id_is_refused_when_unpacked() {
+    let s = loaded_busybox();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("base");
+    s.run(&[
+        "save",
+        "--format",
+        "oci-dir",
+        "-o",
+        layout.to_str().unwrap(),
+        "busybox",
+    ]);
+    // Big enough to cross many of the pipeline's stretches.
+    let mut layer = Archive::new();
+    for i in 0..64 {
+        layer = layer.file(&format!("data/f{i}"), &"x".repeat(64 * 1024));
+    }
+    let bytes = layer.0.into_inner().unwrap();
+    let claimed = format!("sha256:{}", "ab".repeat(32));
+    append_layer_claiming(&layout, &bytes, Some(&claimed));
+    s.run(&["load", "-i", layout.to_str().unwrap(), "-t", "liar:1"]);
+    let ctx = cairn_e2e::context("FROM liar:1\nRUN cat /data/f1 >/dev/null\n");
+    let out = s.cmd(&["build", "-q"]).arg(ctx.path()).output().unwrap();
+    let (_, stderr) = texts(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&claimed) && stderr.contains("diff_id"),
+        "{stderr}"
+    );
+    let unpacked: Vec<String> = fs::read_dir(s.root.join("layers/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&"ab".repeat(32)) && !n.ends_with(".lock"))
+        .collect();
+    assert_eq!(unpacked, Vec::<String>::new());
+    s.run(&["fsck"]);
 }

@@ -14,6 +14,7 @@ use cairn_layers::IdMap;
 use cairn_layers::apply::{ApplyOptions, Whiteouts, apply_layer};
 use cairn_layers::compress::{self, Compression};
 use cairn_layers::digest::HashingReader;
+use cairn_layers::pipeline::pipelined;
 
 use super::proto::{self, Go, LayerBlob, Network, Reply, Request};
 use super::snapshot::overlay;
@@ -212,11 +213,23 @@ pub(super) fn unpack(
             ))
         })?;
         let blob = File::open(&l.path).map_err(HelperError::at("open", &l.path))?;
-        let plain = compress::decompress(blob, c)?;
-        let mut r = HashingReader::new(plain);
-        apply_layer(&mut r, target, &opts)?;
-        std::io::copy(&mut r, &mut std::io::sink()).map_err(HelperError::at("read", &l.path))?;
-        out.push(r.finish().0.to_string());
+        // Inflating and hashing on one thread, the files written on this one.
+        let (diff_id, applied) = pipelined(
+            |w| {
+                let mut r = HashingReader::new(
+                    compress::decompress(blob, c).map_err(std::io::Error::other)?,
+                );
+                std::io::copy(&mut r, w)?;
+                Ok(r.finish().0)
+            },
+            |r| apply_layer(r, target, &opts),
+        );
+        applied?;
+        out.push(
+            diff_id
+                .map_err(HelperError::at("read", &l.path))?
+                .to_string(),
+        );
     }
     Ok(out)
 }
