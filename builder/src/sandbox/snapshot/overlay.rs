@@ -170,17 +170,7 @@ pub(in crate::sandbox) fn mount(
     work: &Path,
     merged: &Path,
 ) -> Result<(), HelperError> {
-    let data = overlay_options(lowers, upper, work);
-    if data.len() < 4000 {
-        return sys::mount(
-            "overlay",
-            merged,
-            "overlay",
-            MountFlags::empty(),
-            Some(&data),
-        );
-    }
-    mount_many(lowers, upper, work, merged, false)
+    mount_with(lowers, upper, work, merged, false)
 }
 
 /// [`mount`] with the volatile option, for a build step: the overlay's last unmount would
@@ -194,24 +184,30 @@ fn mount_volatile(
     work: &Path,
     merged: &Path,
 ) -> Result<(), HelperError> {
-    let options = overlay_options(lowers, upper, work);
-    if options.len() < 4000 {
-        let volatile = format!("{options},volatile");
-        if sys::mount(
+    mount_with(lowers, upper, work, merged, true).or_else(|_| mount(lowers, upper, work, merged))
+}
+
+fn mount_with(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    merged: &Path,
+    volatile: bool,
+) -> Result<(), HelperError> {
+    let mut data = overlay_options(lowers, upper, work);
+    if volatile {
+        data.push_str(",volatile");
+    }
+    if data.len() < 4000 {
+        return sys::mount(
             "overlay",
             merged,
             "overlay",
             MountFlags::empty(),
-            Some(&volatile),
-        )
-        .is_ok()
-        {
-            return Ok(());
-        }
-    } else if mount_many(lowers, upper, work, merged, true).is_ok() {
-        return Ok(());
+            Some(&data),
+        );
     }
-    mount(lowers, upper, work, merged)
+    mount_many(lowers, upper, work, merged, volatile)
 }
 
 /// The mount options naming the directories (mount(2) takes one page of them).
