@@ -369,6 +369,21 @@ fn add_makes_the_directories_an_archive_implies() {
     );
 }
 
+/// The busybox image saved as an OCI layout at `base` in a temp dir.
+fn saved_busybox(s: &Store) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("base");
+    s.run(&[
+        "save",
+        "--format",
+        "oci-dir",
+        "-o",
+        layout.to_str().unwrap(),
+        "busybox",
+    ]);
+    (dir, layout)
+}
+
 /// Appends the uncompressed layer `tar` to the single image of the OCI layout at `layout`,
 /// rewriting its config, manifest and index with their new digests.
 fn append_layer(layout: &Path, tar: &[u8]) {
@@ -428,16 +443,7 @@ fn append_layer_claiming(layout: &Path, tar: &[u8], diff_id: Option<&str>) {
 #[test]
 fn a_base_layers_dot_dot_names_stop_at_the_root() {
     let s = loaded_busybox();
-    let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path().join("base");
-    s.run(&[
-        "save",
-        "--format",
-        "oci-dir",
-        "-o",
-        layout.to_str().unwrap(),
-        "busybox",
-    ]);
+    let (dir, layout) = saved_busybox(&s);
     let mut layer = Archive::new()
         .file("../../../tini", "tini")
         .file("a/../../x", "x")
@@ -489,16 +495,7 @@ fn a_base_layers_dot_dot_names_stop_at_the_root() {
 #[test]
 fn a_base_layer_that_is_not_its_diff_id_is_refused_when_unpacked() {
     let s = loaded_busybox();
-    let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path().join("base");
-    s.run(&[
-        "save",
-        "--format",
-        "oci-dir",
-        "-o",
-        layout.to_str().unwrap(),
-        "busybox",
-    ]);
+    let (_dir, layout) = saved_busybox(&s);
     // Big enough to cross many of the pipeline's stretches.
     let mut layer = Archive::new();
     for i in 0..64 {
