@@ -187,6 +187,7 @@ fn mount_volatile(
     mount_with(lowers, upper, work, merged, true).or_else(|_| mount(lowers, upper, work, merged))
 }
 
+/// The overlay at `merged`, with the volatile option when asked.
 fn mount_with(
     lowers: &[PathBuf],
     upper: &Path,
