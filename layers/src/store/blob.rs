@@ -434,26 +434,26 @@ fn trusted(
 impl Store {
     /// Starts writing a blob whose digest is known only at the end.
     pub fn blob_writer(&self) -> Result<BlobWriter<'_>> {
-        let temp = self.tmp().join(temp_name("blob"));
-        let file = File::create(&temp).at("create", &temp)?;
-        let buf = io::BufWriter::with_capacity(1 << 20, Writeback::new(file));
-        Ok(BlobWriter {
-            store: self,
-            temp,
-            out: Some(Out::Hashed(HashingWriter::new(buf))),
-        })
+        self.new_blob_writer(|buf| Out::Hashed(HashingWriter::new(buf)))
     }
 
     /// A [`Store::blob_writer`] for a producer that hashes every byte it writes itself: the
     /// commit must be given that digest and stores the blob under it without hashing again.
     pub(crate) fn blob_writer_trusting(&self) -> Result<BlobWriter<'_>> {
+        self.new_blob_writer(|buf| Out::Trusted { buf, len: 0 })
+    }
+
+    fn new_blob_writer(
+        &self,
+        out: impl FnOnce(io::BufWriter<Writeback>) -> Out,
+    ) -> Result<BlobWriter<'_>> {
         let temp = self.tmp().join(temp_name("blob"));
         let file = File::create(&temp).at("create", &temp)?;
         let buf = io::BufWriter::with_capacity(1 << 20, Writeback::new(file));
         Ok(BlobWriter {
             store: self,
             temp,
-            out: Some(Out::Trusted { buf, len: 0 }),
+            out: Some(out(buf)),
         })
     }
 
