@@ -229,32 +229,24 @@ pub struct TreeView {
 impl TreeView {
     /// Applies one layer's entries on top of what the view holds.
     pub fn apply(&mut self, listing: &Listing) {
-        for (path, kind) in &listing.0 {
-            match kind {
-                Kind::Dir(meta) => {
-                    self.links.remove(path);
-                    self.dirs.insert(path.clone(), *meta);
-                }
-                Kind::Symlink(target) => {
-                    self.remove_below(path, true);
-                    self.links.insert(path.clone(), target.clone());
-                }
-                Kind::Other | Kind::Kept(_) => self.remove_below(path, true),
-                Kind::Whiteout => self.remove_below(path, true),
-                Kind::Opaque => self.remove_below(path, false),
-                Kind::Unlisted => {}
-            }
-        }
+        self.apply_keeping(listing, true);
     }
 
     /// [`TreeView::apply`] keeping the symlinks only: all [`TreeView::resolve`] needs, made
     /// without the directories that are most of a layer's entries ([`TreeView::is_dir`] and
     /// [`TreeView::dir`] then know none).
     pub fn apply_links(&mut self, listing: &Listing) {
+        self.apply_keeping(listing, false);
+    }
+
+    fn apply_keeping(&mut self, listing: &Listing, dirs: bool) {
         for (path, kind) in &listing.0 {
             match kind {
-                Kind::Dir(_) => {
+                Kind::Dir(meta) => {
                     self.links.remove(path);
+                    if dirs {
+                        self.dirs.insert(path.clone(), *meta);
+                    }
                 }
                 Kind::Symlink(target) => {
                     self.remove_below(path, true);
@@ -316,8 +308,7 @@ impl TreeView {
             return;
         }
         // Everything from "path/" up to (not including) "path0": '0' follows '/' in ASCII.
-        // Looked up as a range and removed key by key: most calls (a file) find nothing, and
-        // splitting and re-joining the maps cost a pass over them per file of a layer.
+        // Removed key by key: splitting and re-joining the maps would cost a pass over them.
         let range = format!("{path}/")..format!("{path}0");
         let dirs: Vec<String> = self
             .dirs
