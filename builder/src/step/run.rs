@@ -269,10 +269,15 @@ pub(crate) fn run_step(
         }
         let mut all = std::io::Read::chain(&first[..n], r);
         let layer = write_layer_reusing(store, opts.layer_compression(), previous.as_ref(), |w| {
-            copy_large(&mut all, w).map_err(|e| cairn_layers::Error::Stream {
-                action: "copy the step's changes into the store".into(),
-                source: e,
-            })
+            // In 256 KiB pieces (io::copy takes a BufReader's own buffer): at its default
+            // 8 KiB every piece of a large layer is a pipe read, a hash update and a write.
+            let mut all = std::io::BufReader::with_capacity(256 * 1024, &mut all);
+            std::io::copy(&mut all, w)
+                .map(drop)
+                .map_err(|e| cairn_layers::Error::Stream {
+                    action: "copy the step's changes into the store".into(),
+                    source: e,
+                })
         })?;
         Ok(Some(layer))
     };
@@ -362,19 +367,5 @@ fn history_line(prefix: &str, shown: &str) -> String {
         format!("RUN {shown} # buildkit")
     } else {
         format!("RUN {prefix} {shown} # buildkit")
-    }
-}
-
-/// `std::io::copy` with a buffer sized for layers: its 8 KiB would cost a pipe read, a hash
-/// update and a store write for every 8 KiB of a step's changes.
-fn copy_large(r: &mut dyn std::io::Read, w: &mut dyn std::io::Write) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        match r.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => w.write_all(&buf[..n])?,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
     }
 }
