@@ -4,14 +4,13 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::sync::Arc;
-use std::sync::mpsc::{SyncSender, sync_channel};
 
 use crate::compress::{self, Compression, LayerCompression, LayerWriter};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::Descriptor;
 use crate::listing::Listing;
-use crate::pipeline::ChannelReader;
+use crate::pipeline::StretchWriter;
 use crate::store::Store;
 
 /// A layer in the store: its blob descriptor and the digest of its uncompressed tar.
@@ -57,13 +56,14 @@ where
     let w = LayerWriter::with_level(blob, compression, level).reusing(reuse.map(Arc::new));
     // The listing is read on another thread from a copy of the tar: the headers go by once,
     // where a later reader would have to decompress the whole blob to see them.
-    let (tx, rx) = sync_channel::<std::io::Result<Vec<u8>>>(LISTING_QUEUE);
+    let (copy, copied) = crate::pipeline::channel();
     let ((result, w), listing) = std::thread::scope(|scope| {
-        let lister = scope.spawn(move || Listing::read(ChannelReader::new(rx)).ok());
-        let mut tee = ListingTee::new(w, tx);
-        let result = produce(&mut tee).map(|()| tee.send_pending());
-        // Dropping the sender ends the lister's input.
-        let w = tee.into_inner();
+        let lister = scope.spawn(move || Listing::read(copied).ok());
+        let mut tee = ListingTee { inner: w, copy };
+        let result = produce(&mut tee).map(|()| tee.copy.send_pending());
+        // Dropping the copy's writer ends the lister's input.
+        let ListingTee { inner: w, copy } = tee;
+        drop(copy);
         ((result, w), lister.join().ok().flatten())
     });
     if let Err(e) = result {
@@ -91,51 +91,17 @@ where
     })
 }
 
-/// How many copied stretches of a tar may wait for the lister before the writer waits.
-const LISTING_QUEUE: usize = 8;
-/// Copies go to the lister in stretches of this many bytes, whatever the writes' sizes.
-const LISTING_CHUNK: usize = 256 * 1024;
-
 /// A writer that also hands a copy of what it writes to the lister, until the lister stops.
 struct ListingTee<W> {
     inner: W,
-    tx: Option<SyncSender<std::io::Result<Vec<u8>>>>,
-    pending: Vec<u8>,
-}
-
-impl<W: Write> ListingTee<W> {
-    fn new(inner: W, tx: SyncSender<std::io::Result<Vec<u8>>>) -> Self {
-        ListingTee {
-            inner,
-            tx: Some(tx),
-            pending: Vec::with_capacity(LISTING_CHUNK),
-        }
-    }
-
-    fn send_pending(&mut self) {
-        if let Some(tx) = &self.tx {
-            let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(LISTING_CHUNK));
-            // A lister that gave up (a tar it cannot list) takes no more.
-            if !chunk.is_empty() && tx.send(Ok(chunk)).is_err() {
-                self.tx = None;
-            }
-        }
-    }
-
-    fn into_inner(self) -> W {
-        self.inner
-    }
+    copy: StretchWriter,
 }
 
 impl<W: Write> Write for ListingTee<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
-        if self.tx.is_some() {
-            self.pending.extend_from_slice(&buf[..n]);
-            if self.pending.len() >= LISTING_CHUNK {
-                self.send_pending();
-            }
-        }
+        // A lister that gave up (a tar it cannot list) takes no more: never an error.
+        self.copy.write_all(&buf[..n])?;
         Ok(n)
     }
 

@@ -2,7 +2,13 @@
 //! (applies), the bytes crossing in bounded stretches.
 
 use std::io::{self, Read, Write};
+use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use crate::apply::{ApplyOptions, apply_layer};
+use crate::compress::{self, Compression};
+use crate::digest::{Digest, HashingReader};
+use crate::error::{Error, Result};
 
 /// Bytes per stretch handed across.
 const STRETCH: usize = 256 * 1024;
@@ -23,13 +29,9 @@ pub fn pipelined<T, U>(
 where
     T: Send,
 {
-    let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(QUEUE);
+    let (mut w, mut r) = channel();
     std::thread::scope(|scope| {
         let producer = scope.spawn(move || {
-            let mut w = StretchWriter {
-                tx: Some(tx),
-                pending: Vec::with_capacity(STRETCH),
-            };
             let result = produce(&mut w);
             w.send_pending();
             if let (Err(e), Some(tx)) = (&result, &w.tx) {
@@ -38,7 +40,6 @@ where
             }
             result
         });
-        let mut r = ChannelReader::new(rx);
         let consumed = consume(&mut r);
         // Hanging up lets the producer finish without waiting for a reader.
         drop(r);
@@ -49,14 +50,49 @@ where
     })
 }
 
-/// The producer's side: whole stretches to the reader while it listens, nothing after.
-struct StretchWriter {
+/// Applies the layer blob `blob` (compressed as `c`) onto `target`, inflated and hashed on a
+/// thread of its own while this one writes the files; returns the diff_id of the whole tar
+/// (its trailing padding included). `what` names the blob in a read error.
+pub fn apply_blob(
+    blob: impl Read + Send,
+    c: Compression,
+    target: &Path,
+    opts: &ApplyOptions,
+    what: &str,
+) -> Result<Digest> {
+    let (diff_id, applied) = pipelined(
+        |w| {
+            let mut plain =
+                HashingReader::new(compress::decompress(blob, c).map_err(io::Error::other)?);
+            io::copy(&mut plain, w)?;
+            Ok(plain.finish().0)
+        },
+        |r| apply_layer(r, target, opts),
+    );
+    applied?;
+    diff_id.map_err(|e| Error::stream(format!("read {what}"), e))
+}
+
+/// The two ends of a bounded channel of stretches.
+pub(crate) fn channel() -> (StretchWriter, ChannelReader) {
+    let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(QUEUE);
+    let w = StretchWriter {
+        tx: Some(tx),
+        pending: Vec::with_capacity(STRETCH),
+    };
+    (w, ChannelReader::new(rx))
+}
+
+/// The writer's end: whole stretches to the reader while it listens, nothing after (writes
+/// then succeed and go nowhere). Dropping it ends the reader's input.
+pub(crate) struct StretchWriter {
     tx: Option<SyncSender<io::Result<Vec<u8>>>>,
     pending: Vec<u8>,
 }
 
 impl StretchWriter {
-    fn send_pending(&mut self) {
+    /// Hands over what is buffered (a flush does the same).
+    pub(crate) fn send_pending(&mut self) {
         let stretch = std::mem::replace(&mut self.pending, Vec::with_capacity(STRETCH));
         if let Some(tx) = &self.tx
             && !stretch.is_empty()
@@ -94,7 +130,7 @@ pub(crate) struct ChannelReader {
 }
 
 impl ChannelReader {
-    pub(crate) fn new(rx: Receiver<io::Result<Vec<u8>>>) -> Self {
+    fn new(rx: Receiver<io::Result<Vec<u8>>>) -> Self {
         ChannelReader {
             rx,
             buf: Vec::new(),

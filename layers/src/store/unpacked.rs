@@ -1,14 +1,13 @@
 //! Unpacked layers under `layers/sha256/<diff_id>`, shared by every build.
 
-use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::apply::{ApplyOptions, apply_layer};
-use crate::compress::{self, Compression};
-use crate::digest::{Digest, HashingReader};
+use crate::apply::ApplyOptions;
+use crate::compress::Compression;
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::Descriptor;
-use crate::pipeline::pipelined;
+use crate::pipeline::apply_blob;
 
 use super::Store;
 use super::blob::{sync_dir, temp_name};
@@ -48,21 +47,14 @@ impl Store {
         self.unpacked_layer_with(diff_id, key, |rootfs| {
             let compression = Compression::from_media_type(&layer.media_type)
                 .ok_or_else(|| Error::MediaType(layer.media_type.clone()))?;
-            let blob = self.open_blob(&layer.digest)?;
-            // Inflated and hashed on a thread of its own, to the end (the tar's trailing
-            // padding counts towards the diff_id), while this one writes the files.
-            let (diff_id, applied) = pipelined(
-                |w| {
-                    let mut plain = HashingReader::new(
-                        compress::decompress(blob, compression).map_err(io::Error::other)?,
-                    );
-                    io::copy(&mut plain, w)?;
-                    Ok(plain.finish().0)
-                },
-                |r| apply_layer(r, rootfs, opts),
-            );
-            applied?;
-            diff_id.map_err(|e| Error::stream(format!("read layer {}", layer.digest), e))
+            let what = format!("layer {}", layer.digest);
+            apply_blob(
+                self.open_blob(&layer.digest)?,
+                compression,
+                rootfs,
+                opts,
+                &what,
+            )
         })
     }
 

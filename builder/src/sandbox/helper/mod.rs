@@ -11,10 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use cairn_layers::IdMap;
-use cairn_layers::apply::{ApplyOptions, Whiteouts, apply_layer};
-use cairn_layers::compress::{self, Compression};
-use cairn_layers::digest::HashingReader;
-use cairn_layers::pipeline::pipelined;
+use cairn_layers::apply::{ApplyOptions, Whiteouts};
+use cairn_layers::compress::Compression;
+use cairn_layers::pipeline::apply_blob;
 
 use super::proto::{self, Go, LayerBlob, Network, Reply, Request};
 use super::snapshot::overlay;
@@ -213,23 +212,8 @@ pub(super) fn unpack(
             ))
         })?;
         let blob = File::open(&l.path).map_err(HelperError::at("open", &l.path))?;
-        // Inflating and hashing on one thread, the files written on this one.
-        let (diff_id, applied) = pipelined(
-            |w| {
-                let mut r = HashingReader::new(
-                    compress::decompress(blob, c).map_err(std::io::Error::other)?,
-                );
-                std::io::copy(&mut r, w)?;
-                Ok(r.finish().0)
-            },
-            |r| apply_layer(r, target, &opts),
-        );
-        applied?;
-        out.push(
-            diff_id
-                .map_err(HelperError::at("read", &l.path))?
-                .to_string(),
-        );
+        let diff_id = apply_blob(blob, c, target, &opts, &l.path.display().to_string())?;
+        out.push(diff_id.to_string());
     }
     Ok(out)
 }
