@@ -427,3 +427,53 @@ fn mount_targets_through_absolute_symlinks_stay_in_the_root() {
         assert_eq!(stdout, "vol\nhosts\n", "{snapshotter}: {stderr}");
     }
 }
+
+/// A tar holding one character device node, `1:3` (the harmless null device) mode 0666, at
+/// `name`: what an image would ship to reach a host disk as `8:0`.
+fn device_node_tar(name: &str) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Char);
+    h.set_path(name).unwrap();
+    h.set_mode(0o666);
+    h.set_device_major(1).unwrap();
+    h.set_device_minor(3).unwrap();
+    h.set_size(0);
+    h.set_cksum();
+    b.append(&h, std::io::empty()).unwrap();
+    b.into_inner().unwrap()
+}
+
+/// Item G: a device node an image carries is never opened by a step. Root unpacks it (a
+/// user's unpacking cannot make one at all), so the step's root is mounted nodev; only the
+/// step's own /dev, with the host's harmless nodes bound in, opens devices.
+#[test]
+fn a_device_node_from_an_image_does_not_open() {
+    let s = loaded_busybox();
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("nodes.tar");
+    fs::write(&tar, device_node_tar("node")).unwrap();
+    s.run(&["import", tar.to_str().unwrap(), "nodes"]);
+    let ctx = context(
+        "FROM nodes\nCOPY --from=busybox / /\n\
+         RUN test -c /node && echo node=char; \
+         if echo x > /node; then echo node=opened; else echo node=refused; fi; \
+         if echo x > /dev/null; then echo devnull=opened; fi\n",
+        &[],
+    );
+    let out = build(&s, ctx.path(), &[]);
+    let (_, stderr) = texts(&out);
+    if !cairn_e2e::is_root() {
+        // A user's build stops at unpacking: the kernel refuses the node outright.
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains("device node"), "{stderr}");
+        return;
+    }
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        marked(&stderr, "node"),
+        ["node=char", "node=refused"],
+        "{stderr}"
+    );
+    assert_eq!(marked(&stderr, "devnull"), ["devnull=opened"], "{stderr}");
+}

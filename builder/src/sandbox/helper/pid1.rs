@@ -103,6 +103,11 @@ fn child_setup(
     // mount point is found from here without following a link out of the root.
     let root_fd = confine::open_host(root)?;
     let root_fd = root_fd.as_fd();
+    // An image's device nodes stay files: a layer can carry `b 8 0` mode 0666, which root's
+    // unpacking creates and a mount of the host's user namespace would open, disk and all.
+    // Docker relies on the devices cgroup for this; nodev needs nothing cairn may lack. The
+    // step's own /dev is a tmpfs mounted below, with the host's few safe nodes bound in.
+    sys::set_mount_attrs(root_fd, true, libc::MOUNT_ATTR_NODEV, root)?;
     let mut made = Made::default();
     let proc = confine::ensure_in(root_fd, "/proc", true, &mut made)?;
     sys::mount(
