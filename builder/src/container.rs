@@ -196,6 +196,7 @@ pub fn run(
         keep_upper: None,
         cleanup,
         suppress_sync: false,
+        isolation: sb.isolation.mode,
     };
     let result = sb.run::<()>(spec, stdio, &|_| {}, None);
     if !opts.remove {

@@ -517,6 +517,7 @@ pub fn context_from_tar<R: Read>(tar: R, into: &Path) -> Result<()> {
         whiteouts: Whiteouts::Apply,
         id_map: IdMap::identity(),
         chown: false,
+        skip_devices: false,
     };
     apply_layer(plain, into, &options)?;
     Ok(())

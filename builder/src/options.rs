@@ -34,6 +34,8 @@ pub struct BuildOptions {
     pub helper: Option<PathBuf>,
     pub snapshotter: Snapshotter,
     pub limits: Limits,
+    /// `--isolation`: the rung of the ladder RUN steps get (`auto`: the strongest available).
+    pub isolation: crate::sandbox::Isolation,
     /// `--secret id=...`: secret id → its bytes, for `RUN --mount=type=secret`.
     pub secrets: BTreeMap<String, Vec<u8>>,
     /// `--no-cache`: run every step; `--no-cache-filter STAGE`: run every step of these

@@ -28,6 +28,8 @@ pub enum Event {
     Log { id: usize, line: String },
     /// Something the user should know once (the sandbox's set-up, for instance).
     Warning(String),
+    /// A line of information, said once (the isolation the build's steps get).
+    Note(String),
     /// Where a step's time went: `seconds` spent in `phase` (`cairn build --debug-timings`).
     Timing {
         id: usize,

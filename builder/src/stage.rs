@@ -424,5 +424,6 @@ pub(crate) fn view_apply_options() -> ApplyOptions {
         // Owners matter in the layers, which carry them in their headers; this view is only
         // read, so a rootless build keeps its own uid here.
         chown: is_root(),
+        skip_devices: false,
     }
 }

@@ -357,6 +357,16 @@ pub struct BuildArgs {
     /// How RUN steps get their filesystem: overlay, copy, or auto (overlay where it mounts).
     #[arg(long, value_name = "overlay|copy|auto", default_value = "auto")]
     pub snapshotter: String,
+    /// How RUN steps are isolated: user namespaces, root's namespaces without a user one, or a
+    /// chroot where no namespace can be made (a default container); auto picks the strongest
+    /// this process may use and says which and why.
+    #[arg(
+        long,
+        env = "CAIRN_ISOLATION",
+        value_name = "auto|userns|rootful|chroot",
+        default_value = "auto"
+    )]
+    pub isolation: String,
     /// The platform to build for: only this machine's (linux/<arch>) until cairn builds for
     /// others.
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
@@ -437,6 +447,16 @@ pub struct RunArgs {
     /// How the container gets its filesystem: overlay, copy, or auto.
     #[arg(long, value_name = "overlay|copy|auto", default_value = "auto")]
     pub snapshotter: String,
+    /// How the container is isolated: user namespaces, root's namespaces without a user one, or a
+    /// chroot where no namespace can be made (a default container); auto picks the strongest
+    /// this process may use and says which and why.
+    #[arg(
+        long,
+        env = "CAIRN_ISOLATION",
+        value_name = "auto|userns|rootful|chroot",
+        default_value = "auto"
+    )]
+    pub isolation: String,
     #[command(flatten)]
     pub limits: LimitArgs,
     /// The image.

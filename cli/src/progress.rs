@@ -157,6 +157,9 @@ impl Tty {
             Event::Warning(w) => {
                 let _ = self.multi.println(format!("WARNING: {w}"));
             }
+            Event::Note(n) => {
+                let _ = self.multi.println(n);
+            }
             Event::Timing { id, phase, seconds } => {
                 let _ = self.multi.println(timing_line(id, phase, seconds));
             }
@@ -209,6 +212,7 @@ pub fn plain(event: Event) {
         Event::Bytes { .. } => return,
         Event::Log { id, line } => format!("#{id} {line}\n"),
         Event::Warning(w) => format!("WARNING: {w}\n"),
+        Event::Note(n) => format!("{n}\n"),
         Event::Timing { id, phase, seconds } => format!("{}\n", timing_line(id, phase, seconds)),
     };
     // One write a line: standard error is unbuffered, and `writeln!` with arguments would

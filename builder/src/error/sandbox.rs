@@ -39,6 +39,10 @@ pub enum Error {
     /// `--snapshotter=overlay` where overlayfs does not mount.
     #[error("the overlay snapshotter cannot be used here: {0}")]
     OverlayUnusable(String),
+    /// No rung of the isolation ladder (or not the one asked for) works here; the message
+    /// names each call tried, its errno and what to change.
+    #[error("{0}")]
+    Isolation(String),
     /// The id mapping, or the user-mode network, cannot be had on this host; the message says
     /// what to install or configure.
     #[error("{0}")]

@@ -22,6 +22,31 @@ pub enum MappingKind {
     Subordinate,
     /// A user without ranges: container 0 is the user and no other id exists.
     Single,
+    /// Root without `CAP_SYS_ADMIN` (a container's root under Docker's or Kubernetes' default
+    /// profile, with user namespaces allowed): as [`MappingKind::Root`], but the helper first
+    /// enters a user namespace that maps every id to itself, in which it may mount.
+    RootNested,
+    /// Isolation `rootful` or `chroot`: no user namespace, container ids are host ids.
+    Identity,
+}
+
+impl MappingKind {
+    /// cairn itself is root (of its user namespace): it unpacks, chowns and removes trees
+    /// with mapped owners directly, without a helper.
+    pub fn cairn_is_root(self) -> bool {
+        matches!(
+            self,
+            MappingKind::Root | MappingKind::RootNested | MappingKind::Identity
+        )
+    }
+
+    /// The helper makes a user namespace of its own (whose maps cairn writes).
+    pub fn helper_enters_userns(self) -> bool {
+        matches!(
+            self,
+            MappingKind::Subordinate | MappingKind::Single | MappingKind::RootNested
+        )
+    }
 }
 
 /// The mapping every sandbox of a build uses.
@@ -79,7 +104,11 @@ impl Mapping {
         let uid = rustix::process::getuid().as_raw();
         let gid = rustix::process::getgid().as_raw();
         if uid == 0 {
-            return Ok((root_mapping(store_root)?, None));
+            let mut m = root_mapping(store_root)?;
+            if !super::isolation::root_can_mount() {
+                m.kind = MappingKind::RootNested;
+            }
+            return Ok((m, None));
         }
         let name = std::env::var("USER")
             .ok()
@@ -120,6 +149,14 @@ impl Mapping {
         Ok((m, Some(warning)))
     }
 
+    /// No user namespace (isolation `rootful` or `chroot`): ids are the host's.
+    pub fn identity() -> Mapping {
+        Mapping {
+            kind: MappingKind::Identity,
+            ids: IdMap::identity(),
+        }
+    }
+
     /// `message` of a failure inside the namespace, with what to do when an id the image or
     /// the step needs lies outside the mapping (an owner in a layer, `USER 1000`).
     pub fn explain(&self, message: String) -> String {
@@ -148,7 +185,8 @@ impl Mapping {
                     range_hint(&who, &subuid, &subgid)
                 )
             }
-            MappingKind::Root => format!(
+            MappingKind::Identity => message,
+            MappingKind::Root | MappingKind::RootNested => format!(
                 "{message}: the build's ids are 0-{} (root's range; add a larger `root:START:COUNT` \
                  line to /etc/subuid and /etc/subgid for more)",
                 self.ids.uids.iter().map(|r| r.size as u64).sum::<u64>() - 1
@@ -170,7 +208,7 @@ impl Mapping {
 
     /// The maps pid 1 enters a user namespace with (root's builds), see `RunSpec::userns`.
     pub fn for_pid1(&self) -> Option<IdMap> {
-        (self.kind == MappingKind::Root).then(|| self.ids.clone())
+        matches!(self.kind, MappingKind::Root | MappingKind::RootNested).then(|| self.ids.clone())
     }
 
     /// Writes the maps of the process `pid`, which has just unshared its user namespace.
@@ -179,7 +217,14 @@ impl Mapping {
         match self.kind {
             // Root's helper stays in the host's user namespace; its pid 1 gets the maps (see
             // `RunSpec::userns` and `write_maps`).
-            MappingKind::Root => Ok(()),
+            MappingKind::Root | MappingKind::Identity => Ok(()),
+            // Every id to itself: the helper is root as cairn is, but may mount in its own
+            // namespaces; its pid 1 then enters the build's maps as under `Root`.
+            MappingKind::RootNested => {
+                let all = format!("0 0 {}\n", u32::MAX);
+                write_proc(&proc, "uid_map", &all)?;
+                write_proc(&proc, "gid_map", &all)
+            }
             MappingKind::Single => {
                 // An unprivileged writer must give up setgroups before it may write gid_map.
                 write_proc(&proc, "setgroups", "deny")?;

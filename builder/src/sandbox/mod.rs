@@ -28,6 +28,7 @@ mod etc;
 pub mod helper;
 mod idmapped;
 pub mod ids;
+mod isolation;
 pub mod net;
 pub mod proto;
 mod seccomp;
@@ -53,6 +54,7 @@ pub use cgroup::Limits;
 pub use error::{Error as SandboxError, HelperError};
 pub use etc::{etc_files, hosts_file};
 pub use ids::{Mapping, MappingKind};
+pub use isolation::{Chosen, Isolation, Mode as IsolationMode, Probe, Refusal};
 use proto::{LayerBlob, Reply, Request};
 pub use proto::{MountSpec, Network, RootSpec, RunSpec};
 pub use snapshot::IMAGE_FILE_LIMIT;
@@ -116,6 +118,8 @@ pub struct Sandbox {
     /// Overlay or copy, resolved from the option when the sandbox is made.
     snapshot: &'static dyn Snapshot,
     pub limits: Limits,
+    /// The rung of the isolation ladder this build's steps get.
+    pub isolation: Chosen,
     /// Said once, for the CLI to show (single-id mapping, limits not applied, copy fallback).
     pub warnings: Vec<String>,
     limits_usable: bool,
@@ -145,19 +149,27 @@ impl Exit {
 }
 
 impl Sandbox {
-    /// Chooses the build's mapping and snapshotter. `helper` is the cairn binary.
+    /// Chooses the build's isolation, mapping and snapshotter. `helper` is the cairn binary.
     pub fn new(
         helper: PathBuf,
         store: &Store,
         snapshotter: Snapshotter,
         limits: Limits,
+        isolation: Isolation,
     ) -> Result<Sandbox> {
-        let (mapping, warning) = Mapping::detect(store.root())?;
+        let chosen = Probe::run(&store.temp_path("probe"))
+            .choose(isolation)
+            .map_err(SandboxError::Isolation)?;
+        let (mapping, warning) = match chosen.mode {
+            IsolationMode::Userns => Mapping::detect(store.root())?,
+            IsolationMode::Rootful | IsolationMode::Chroot => (Mapping::identity(), None),
+        };
         let mut sb = Sandbox {
             helper,
             mapping,
             snapshot: snapshot::unused(),
             limits,
+            isolation: chosen,
             warnings: warning.into_iter().collect(),
             limits_usable: false,
         };
@@ -183,6 +195,20 @@ impl Sandbox {
         Ok(sb)
     }
 
+    /// The network a step asking for `requested` gets: under `chroot` there is no network
+    /// namespace, so a step shares cairn's network and one that must have none cannot run.
+    pub fn network_for(&self, requested: Network) -> std::result::Result<Network, String> {
+        match (self.isolation.mode, requested) {
+            (IsolationMode::Chroot, Network::None) => Err(
+                "--network=none needs a network namespace, which isolation chroot cannot make \
+                 (see `cairn info` for what would allow userns or rootful isolation)"
+                    .into(),
+            ),
+            (IsolationMode::Chroot, _) => Ok(Network::Host),
+            (_, n) => Ok(n),
+        }
+    }
+
     /// The snapshotter this sandbox uses: overlay or copy (`auto` resolved).
     pub fn snapshotter(&self) -> Snapshotter {
         self.snapshot.kind()
@@ -195,6 +221,10 @@ impl Sandbox {
             mapping: Mapping::detect(store.root())?.0,
             snapshot: snapshot::unused(),
             limits: Limits::default(),
+            isolation: Chosen {
+                mode: IsolationMode::Userns,
+                passed_over: Vec::new(),
+            },
             warnings: Vec::new(),
             limits_usable: false,
         })
@@ -211,7 +241,7 @@ impl Sandbox {
 
     /// Deletes paths from inside the user namespace.
     pub fn remove(&self, paths: &[PathBuf]) -> Result<()> {
-        if self.mapping.kind == MappingKind::Root {
+        if self.mapping.kind.cairn_is_root() {
             for p in paths {
                 let _ = std::fs::remove_dir_all(p).or_else(|_| std::fs::remove_file(p));
             }
@@ -244,7 +274,10 @@ impl Sandbox {
     /// Gives `dir` (made by cairn) to the container's root where that is not who cairn is:
     /// root's builds, whose mapped root could not write a directory host root owns.
     fn own_as_container_root(&self, dir: &Path) -> Result<()> {
-        if self.mapping.kind != MappingKind::Root {
+        if !matches!(
+            self.mapping.kind,
+            MappingKind::Root | MappingKind::RootNested
+        ) {
             return Ok(());
         }
         let (uid, gid) = (
@@ -273,9 +306,11 @@ impl Sandbox {
                 media_type: l.media_type.clone(),
             })
             .collect();
-        let ids = if self.mapping.kind == MappingKind::Root {
+        let ids = if self.mapping.kind.cairn_is_root() {
             // Root chowns to the mapped host ids itself, with the helper's own unpacking.
-            let ids = helper::unpack(&blobs, dir, overlay, &self.mapping.ids)
+            // A chroot's tree cannot be mounted nodev: an image's device nodes stay out of it.
+            let skip_devices = self.isolation.mode == IsolationMode::Chroot;
+            let ids = helper::unpack(&blobs, dir, overlay, &self.mapping.ids, skip_devices)
                 .map_err(|e| Error::Sandbox(self.mapping.explain(e.report())))?;
             self.own_as_container_root(dir)?;
             ids

@@ -9,6 +9,7 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
+use super::isolation::Mode;
 use cairn_layers::IdMap;
 use serde::{Deserialize, Serialize};
 
@@ -144,6 +145,14 @@ pub struct RunSpec {
     /// volumes and kept roots are the user's own data.
     #[serde(default)]
     pub suppress_sync: bool,
+    /// The rung of the isolation ladder the step gets (see `isolation.rs`); cairn sets it
+    /// from its sandbox in `Sandbox::run`.
+    #[serde(default = "userns")]
+    pub isolation: Mode,
+}
+
+fn userns() -> Mode {
+    Mode::Userns
 }
 
 /// The helper's answers.

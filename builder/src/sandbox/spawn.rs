@@ -75,6 +75,9 @@ impl Sandbox {
         let (ours, theirs) = UnixStream::pair().map_err(SandboxError::os("make a socket pair"))?;
         let mut cmd = Command::new(&self.helper);
         cmd.arg(helper::ARG);
+        if self.mapping.kind.helper_enters_userns() {
+            cmd.arg(helper::ENTER_USERNS);
+        }
         let mut console = None;
         match stdio {
             Stdio3::Capture => {
@@ -144,11 +147,12 @@ impl Sandbox {
         })?;
         match h.recv()? {
             Reply::Ready => {}
-            Reply::Failed { message } => {
+            Reply::Failed { message } if self.mapping.kind.helper_enters_userns() => {
                 return Err(Error::Sandbox(format!(
                     "cannot create a user namespace: {message}"
                 )));
             }
+            Reply::Failed { message } => return Err(Error::Sandbox(message)),
             other => return Err(SandboxError::Unexpected(format!("{other:?}")).into()),
         }
         self.mapping.write(h.child.id())?;

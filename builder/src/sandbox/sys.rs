@@ -179,9 +179,10 @@ pub const KEPT_CAPS: [u32; 14] = [
     31, // CAP_SETFCAP
 ];
 
-/// Drops every capability outside [`KEPT_CAPS`] from the bounding set and the ambient and
-/// inheritable sets, so that no exec (setuid root included) can regain them.
-pub fn drop_capabilities() -> Result<(), HelperError> {
+/// Drops every capability outside [`KEPT_CAPS`], and those of `also`, from the bounding set
+/// and the ambient and inheritable sets, so that no exec (setuid root included) can regain
+/// them.
+pub fn drop_capabilities(also: &[u32]) -> Result<(), HelperError> {
     use rustix::thread::CapabilitySet;
     let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
@@ -189,7 +190,7 @@ pub fn drop_capabilities() -> Result<(), HelperError> {
         .unwrap_or(40);
     // A set of one bit names a capability by number, so one the kernel knows and rustix
     // does not yet is dropped too.
-    for cap in (0..=last.min(63)).filter(|c| !KEPT_CAPS.contains(c)) {
+    for cap in (0..=last.min(63)).filter(|c| !KEPT_CAPS.contains(c) || also.contains(c)) {
         match rustix::thread::remove_capability_from_bounding_set(CapabilitySet::from_bits_retain(
             1 << cap,
         )) {

@@ -30,7 +30,9 @@ fn sandbox<'a>(cx: &'a Ctx<'_>) -> Result<&'a Sandbox> {
             cx.store,
             cx.opts.snapshotter,
             cx.opts.limits.clone(),
+            cx.opts.isolation,
         )?;
+        (cx.progress)(Event::Note(sb.isolation.line()));
         for w in &sb.warnings {
             (cx.progress)(Event::Warning(w.clone()));
         }
@@ -201,6 +203,7 @@ pub(crate) fn run_step(
     // BuildKit's name for every step's sandbox: packages that record the hostname in their
     // configs write the same thing under both builders.
     let hostname = "buildkitsandbox";
+    let network = sb.network_for(network).map_err(&fail)?;
     let etc_files = sandbox::etc_files(&base, hostname, network)?;
 
     // RUN --mount.
@@ -244,6 +247,7 @@ pub(crate) fn run_step(
         keep_upper,
         cleanup: vec![base.clone()],
         suppress_sync: true,
+        isolation: sb.isolation.mode,
     };
     let tail = Tail::default();
     let progress = cx.progress;

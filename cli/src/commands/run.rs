@@ -59,7 +59,15 @@ pub fn run(store: &Store, args: &RunArgs) -> anyhow::Result<()> {
             .parse()
             .map_err(|e: String| anyhow::anyhow!("--snapshotter: {e}"))?,
         crate::commands::build::limits(&args.limits)?,
+        args.isolation
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--isolation: {e}"))?,
     )?;
+    if sb.isolation.mode != cairn_builder::sandbox::IsolationMode::Userns
+        || !sb.isolation.passed_over.is_empty()
+    {
+        eprintln!("{}", sb.isolation.line());
+    }
     for w in &sb.warnings {
         eprintln!("WARNING: {w}");
     }

@@ -91,6 +91,10 @@ pub struct ApplyOptions {
     /// the entry and saying that ownership needs root or a user namespace with subuid ranges —
     /// ownership is never silently collapsed to the current uid.
     pub chown: bool,
+    /// Leave character and block device entries out: for a tree no mount can make `nodev`
+    /// (isolation chroot's), where an image's `b 8 0` would open the host's disk. The tree is
+    /// then not the layer's whole content, so only a scratch copy is unpacked this way.
+    pub skip_devices: bool,
 }
 
 /// What an apply did.
@@ -446,6 +450,7 @@ impl Applier<'_> {
                     .unwrap_or_default();
                 self.hardlink(shown, &comps, &link, &path)
             }
+            EntryType::Char | EntryType::Block if self.opts.skip_devices => Ok(()),
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 let h = entry.header();
                 let devno = |n: io::Result<Option<u32>>| {
@@ -539,6 +544,7 @@ mod tests {
             whiteouts: Whiteouts::Apply,
             id_map: IdMap::identity(),
             chown,
+            skip_devices: false,
         }
     }
 
@@ -547,6 +553,7 @@ mod tests {
             whiteouts: Whiteouts::Overlay { opaque_xattr },
             id_map: IdMap::identity(),
             chown: false,
+            skip_devices: false,
         }
     }
 
@@ -1764,6 +1771,7 @@ mod tests {
             whiteouts: Whiteouts::Apply,
             id_map: map,
             chown: true,
+            skip_devices: false,
         };
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(EntryType::Regular);

@@ -780,6 +780,7 @@ mod tests {
             },
             id_map: crate::IdMap::identity(),
             chown: false,
+            skip_devices: false,
         };
         let root = s
             .unpacked_layer(&layer.descriptor, &diff_id, &opts)

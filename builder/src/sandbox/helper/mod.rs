@@ -15,17 +15,22 @@ use cairn_layers::apply::{ApplyOptions, Whiteouts};
 use cairn_layers::compress::Compression;
 use cairn_layers::pipeline::apply_blob;
 
+use super::isolation::Mode;
 use super::proto::{self, Go, LayerBlob, Network, Reply, Request};
 use super::snapshot::overlay;
 use super::sys::{self, HelperError};
 use rustix::process::Signal;
 
+mod chroot;
 mod pid1;
 mod run;
 use run::run;
 
 /// The hidden first argument that makes the cairn binary act as the helper.
 pub const ARG: &str = "__sandbox";
+/// The second argument when the helper is to make a user namespace of its own (whose maps
+/// cairn writes); without it the helper stays in cairn's.
+pub const ENTER_USERNS: &str = "userns";
 /// The control socket's descriptor in the helper.
 pub const CONTROL_FD: i32 = 3;
 /// The layer tar's descriptor in the helper (Run with `diff`).
@@ -90,7 +95,9 @@ fn serve(control: UnixStream) -> Result<(), HelperError> {
         _ => Vec::new(),
     };
     // Root's helper stays in the host's user namespace: it needs root's reach into the store,
-    // and its pid 1 alone enters a user namespace with the build's (unprivileged) maps.
+    // and its pid 1 alone enters a user namespace with the build's (unprivileged) maps. A
+    // container's root that may not mount there enters one mapping every id to itself.
+    let enter_userns = std::env::args().nth(2).as_deref() == Some(ENTER_USERNS);
     let host_root = rustix::process::getuid().is_root();
     if let Request::Run(spec) = &req {
         let opened = spec
@@ -110,13 +117,14 @@ fn serve(control: UnixStream) -> Result<(), HelperError> {
         if host_root
             && let Request::Run(spec) = &req
             && spec.userns.is_none()
+            && spec.isolation == Mode::Userns
         {
             return Err("a step run by root needs an id mapping".into());
         }
         // A step with a network of its own gets its network namespace here, with the user
         // namespace where the helper makes one: cairn attaches pasta or slirp4netns to it
         // before its go-ahead, so the step starts with its network ready.
-        let mut flags = if host_root { 0 } else { sys::CLONE_NEWUSER };
+        let mut flags = if enter_userns { sys::CLONE_NEWUSER } else { 0 };
         if let Request::Run(spec) = &req
             && spec.network == Network::Private
         {
@@ -142,7 +150,7 @@ fn serve(control: UnixStream) -> Result<(), HelperError> {
                 overlay,
                 ids,
             } => {
-                let diff_ids = unpack(layers, target, *overlay, ids)?;
+                let diff_ids = unpack(layers, target, *overlay, ids, false)?;
                 proto::send(&mut w, &Reply::Unpacked { diff_ids })
                     .map_err(HelperError::call("answer cairn"))
             }
@@ -152,6 +160,7 @@ fn serve(control: UnixStream) -> Result<(), HelperError> {
                 }
                 Ok(())
             }
+            Request::Run(spec) if spec.isolation == Mode::Chroot => chroot::run(spec, &mut w),
             Request::Run(spec) => run(spec, &mut w),
         }
     })();
@@ -184,12 +193,13 @@ fn remove(p: &Path) -> Result<(), HelperError> {
 
 /// Applies layer blobs onto `target` in order, owners through `ids` (container ids to the ids
 /// this process sees: itself inside the namespace, the mapped host range for root outside);
-/// returns each layer's diff_id.
+/// returns each layer's diff_id. `skip_devices` leaves device nodes out (a chroot's tree).
 pub(super) fn unpack(
     layers: &[LayerBlob],
     target: &Path,
     overlay: bool,
     ids: &IdMap,
+    skip_devices: bool,
 ) -> Result<Vec<String>, HelperError> {
     let opts = ApplyOptions {
         whiteouts: if overlay {
@@ -201,6 +211,7 @@ pub(super) fn unpack(
         },
         id_map: ids.clone(),
         chown: true,
+        skip_devices,
     };
     std::fs::create_dir_all(target).map_err(HelperError::at("create", target))?;
     let mut out = Vec::new();

@@ -11,8 +11,12 @@ use std::path::{Path, PathBuf};
 use rustix::process::Signal;
 
 use super::{CGROUP_PROCS, CONSOLE_FD};
+use crate::sandbox::IsolationMode;
 use crate::sandbox::confine::{self, Made};
 use crate::sandbox::proto::{MountSpec, Network, RunSpec};
+
+/// `CAP_MKNOD` (linux/capability.h).
+const CAP_MKNOD: u32 = 27;
 use crate::sandbox::snapshot::overlay;
 use crate::sandbox::sys::{self, HelperError};
 
@@ -122,7 +126,9 @@ fn child_setup(
         "tmpfs",
         &sys::fd_path(dev.as_fd()),
         "tmpfs",
-        sys::MS_NOSUID,
+        // nodev: a node the step makes here (rootful steps keep no CAP_MKNOD, but a user
+        // namespace's root never could) opens nothing; the safe ones are bound in below.
+        sys::MS_NOSUID | sys::MS_NODEV,
         Some(&format!("mode=755,size=65536k{}", tmpfs_owner(spec))),
     )?;
     // The fresh tmpfs, empty and ours alone: names made in it are what they say.
@@ -233,7 +239,14 @@ fn child_setup(
         // While pid 1 still holds CAP_SYS_ADMIN in its user namespace.
         super::super::seccomp::suppress_sync()?;
     }
-    sys::drop_capabilities()?;
+    // Without a user namespace (`rootful`) the step's capabilities are the host's: with
+    // CAP_MKNOD it could make a disk's node on a bind mount or a cache and open it.
+    let also: &[u32] = if spec.userns.is_none() && spec.isolation == IsolationMode::Rootful {
+        &[CAP_MKNOD]
+    } else {
+        &[]
+    };
+    sys::drop_capabilities(also)?;
     sys::set_credentials(spec.uid, spec.gid, &spec.groups)?;
     // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC closes nothing: it marks every
     // descriptor above stderr close-on-exec, so exec drops the helper's. rustix has no
@@ -270,7 +283,7 @@ fn enter_userns(s: UsernsSync) -> Result<(), HelperError> {
 /// Moves pid 1 into the limits cgroup through the descriptors `serve` opened before the user
 /// namespace existed; a file that would not open then is tried by name now. Whether one of
 /// them was a cgroup2 cgroup: only then is the cgroup2 root of the namespace the step's own.
-fn join_cgroups() -> Result<bool, HelperError> {
+pub(super) fn join_cgroups() -> Result<bool, HelperError> {
     /// `CGROUP2_SUPER_MAGIC`.
     const CGROUP2: u64 = 0x6367_7270;
     let files = CGROUP_PROCS.with(|c| std::mem::take(&mut *c.borrow_mut()));
@@ -395,7 +408,10 @@ fn mount_dev(dev: &Path) -> Result<(), HelperError> {
 }
 
 /// execve with a PATH search in the container (the process's own PATH, else Docker's default).
-fn exec(argv: &[String], env: &[String]) -> Result<std::convert::Infallible, HelperError> {
+pub(super) fn exec(
+    argv: &[String],
+    env: &[String],
+) -> Result<std::convert::Infallible, HelperError> {
     let prog = argv.first().ok_or("no command to run")?;
     let path_var = env
         .iter()

@@ -15,9 +15,11 @@ use rustix::process::Signal;
 
 use super::pid1::{UsernsSync, child, host_ids, pipe, read_byte};
 use super::{CANCELLED, CHILD, CONSOLE_FD, DATA_FD};
+use crate::sandbox::IsolationMode;
 use crate::sandbox::confine::{self, Made};
 use crate::sandbox::idmapped;
 use crate::sandbox::proto::{self, MountSpec, Network, Reply, RunSpec};
+use crate::sandbox::snapshot::Root;
 use crate::sandbox::sys::{self, HelperError};
 
 pub(super) fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), HelperError> {
@@ -84,11 +86,22 @@ pub(super) fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), HelperError>
         confine::chown_made(root_fd, &kept.made, uid, gid)?;
         confine::chown_made(root_fd, &made.made, uid, gid)?;
     }
-    let outcome = start_and_wait(spec, &root, w);
+    let outcome = start_and_wait(spec, &root, w, child);
     // Mount points this step did not ask for go; a directory the process filled stays.
     confine::remove_made(root_fd, &made.made);
     let (code, _) = outcome?;
-    snapshot.unmount(&made.touched)?;
+    finish(spec, &*snapshot, code, &made.touched)
+}
+
+/// After the step: the root taken down and, for a successful step that changed it, its diff
+/// written to the layer pipe.
+pub(super) fn finish(
+    spec: &RunSpec,
+    snapshot: &dyn Root,
+    code: Option<i32>,
+    touched: &[std::path::PathBuf],
+) -> Result<(), HelperError> {
+    snapshot.unmount(touched)?;
     let ok = code == Some(0) && !CANCELLED.load(Ordering::SeqCst);
     if spec.diff && ok && !snapshot.unchanged() {
         // SAFETY: cairn places the layer pipe on fd 4 (`DATA_FD`) for a Run with `diff`, and
@@ -114,11 +127,15 @@ pub(super) fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), HelperError>
     Ok(())
 }
 
+/// What the forked child runs until exec: returns only on failure, with the message.
+pub(super) type Pid1 = fn(&RunSpec, &Path, Option<UsernsSync>) -> String;
+
 /// Forks pid 1, reports Started and Exited, and returns its exit code or signal.
-fn start_and_wait(
+pub(super) fn start_and_wait(
     spec: &RunSpec,
     root: &Path,
     w: &mut UnixStream,
+    child: Pid1,
 ) -> Result<(Option<i32>, Option<i32>), HelperError> {
     use rustix::process::{Pid, WaitOptions};
     let (err_r, err_w) = pipe()?;
@@ -187,6 +204,11 @@ fn start_and_wait(
         }
     };
     CHILD.store(0, Ordering::SeqCst);
+    if spec.isolation == IsolationMode::Chroot {
+        // No pid namespace ends the step's other processes with it: its session (the process
+        // group pid 1 leads) goes, best effort (one that made a session of its own stays).
+        let _ = rustix::process::kill_process_group(child_pid, Signal::KILL);
+    }
     if !setup_error.is_empty() {
         // pid 1's own report, as it wrote it on the error pipe.
         return Err(HelperError::Refused(setup_error));

@@ -129,6 +129,16 @@ pub(super) fn choose(
     if requested == Snapshotter::Copy {
         return Ok((&copy::COPY, None));
     }
+    if sb.isolation.mode == super::IsolationMode::Chroot {
+        // Overlay needs a mount; a chroot's root is a copy of its own.
+        return match requested {
+            Snapshotter::Overlay => Err(SandboxError::OverlayUnusable(
+                "isolation chroot cannot mount; it uses the copy snapshotter".into(),
+            )
+            .into()),
+            _ => Ok((&copy::COPY, None)),
+        };
+    }
     match (overlay::usable(sb, store), requested) {
         (Ok(()), _) => Ok((&overlay::OVERLAY, None)),
         (Err(why), Snapshotter::Overlay) => Err(SandboxError::OverlayUnusable(why).into()),

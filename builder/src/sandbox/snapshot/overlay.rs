@@ -87,6 +87,7 @@ fn lowerdir(sb: &Sandbox, store: &Store, layer: &Descriptor, diff_id: &Digest) -
             },
             id_map: sb.mapping.ids.clone(),
             chown: true,
+            skip_devices: false,
         };
         return Ok(store.unpacked_layer_keyed(layer, diff_id, &key, &opts)?);
     }
