@@ -47,6 +47,9 @@ pub enum Command {
     Prune(PruneArgs),
     /// Check every blob and image in the store against its digest.
     Fsck,
+    /// Show what this cairn is and can do here: version, store, isolation modes (and why one
+    /// is missing), snapshotter, cgroups, id ranges, emulators, config files.
+    Info(InfoArgs),
     /// Pull an image from a registry into the store.
     Pull(PullArgs),
     /// Push an image from the store to a registry.
@@ -232,6 +235,12 @@ pub struct SaveArgs {
 pub enum ListFormat {
     Table,
     Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InfoArgs {
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
 }
 
 #[derive(Debug, clap::Args)]

@@ -70,6 +70,16 @@ fn every_rung_makes_the_same_layers() {
     } else {
         &["userns"]
     };
+    // What `cairn info` offers is what builds get.
+    let s = loaded_busybox();
+    let out = s.cmd(&["info", "--format", "json"]).output().unwrap();
+    let i: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(i["isolation"]["auto"], "userns", "{i}");
+    for m in i["isolation"]["modes"].as_array().unwrap() {
+        let offered = modes.contains(&m["mode"].as_str().unwrap());
+        assert_eq!(m["available"], offered, "{i}");
+    }
+    assert!(i["commit"].as_str().unwrap().len() >= 7, "{i}");
     let mut layers = Vec::new();
     for mode in modes {
         let s = loaded_busybox();
@@ -124,8 +134,9 @@ fn blocked(store: &Path, drop_caps: bool, args: &[&str]) -> Output {
     c.output().unwrap()
 }
 
-/// Items 1 and 5: with user namespaces blocked auto falls back and says why; with no rung
-/// left, COPY still builds and RUN fails naming each call tried and what to grant.
+/// Items 1, 2 and 5: with user namespaces blocked auto falls back and says why (and `cairn
+/// info` too); with no rung left, COPY still builds and RUN fails naming each call tried and
+/// what to grant.
 #[test]
 fn a_blocked_user_namespace_falls_back_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
@@ -162,6 +173,29 @@ fn a_blocked_user_namespace_falls_back_and_says_why() {
     }
     assert!(!stderr.contains("os error 28"), "{stderr}");
     assert!(!stderr.contains("overlay"), "{stderr}");
+
+    // `cairn info` says the same, as JSON.
+    let info = |drop_caps: bool| -> serde_json::Value {
+        let out = blocked(&store, drop_caps, &["info", "--format", "json"]);
+        assert!(out.status.success(), "{}", texts(&out).1);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let i = info(false);
+    assert_eq!(i["isolation"]["auto"], "rootful", "{i}");
+    let userns = &i["isolation"]["modes"][0];
+    assert_eq!(userns["mode"], "userns");
+    assert_eq!(userns["available"], false);
+    assert!(userns["reason"].as_str().unwrap().contains("ENOSPC"), "{i}");
+    let i = info(true);
+    assert_eq!(i["isolation"]["auto"], serde_json::Value::Null, "{i}");
+    let reasons: Vec<&str> = i["isolation"]["modes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons[1].starts_with("no CAP_SYS_ADMIN"), "{reasons:?}");
+    assert!(reasons[2].starts_with("no CAP_SYS_CHROOT"), "{reasons:?}");
 
     let copy = context_with("FROM busybox\nCOPY f.txt /f.txt\n", &[("f.txt", "x")]);
     let ctx = copy.path().to_str().unwrap();

@@ -2,6 +2,7 @@
 
 mod build;
 pub mod image;
+mod info;
 pub mod parse;
 mod registry;
 mod run;
@@ -54,6 +55,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             image::prune(&store, &args)
         }
         Command::Fsck => image::fsck(&open_store(root)?),
+        Command::Info(args) => info::info(&open_store(root)?, &args),
         Command::Pull(args) => registry::pull(&open_store(root)?, &args),
         Command::Push(args) => registry::push(&open_store(root)?, &args),
         Command::Login(args) => registry::login(&args),
