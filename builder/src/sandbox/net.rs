@@ -40,6 +40,7 @@ impl Tool {
     /// `CAIRN_USERNET=pasta|slirp4netns` keeps only that one. An error naming both packages when there is none (never a silent fallback to
     /// the host's network).
     pub fn available() -> Result<Vec<Tool>> {
+        const TUN: &str = "/dev/net/tun";
         static FOUND: OnceLock<Vec<Tool>> = OnceLock::new();
         let found = FOUND.get_or_init(|| {
             let path = std::env::var_os("PATH").unwrap_or_default();
@@ -68,9 +69,20 @@ impl Tool {
         if found.is_empty() {
             return Err(SandboxError::Host(
                 "a RUN step's network needs pasta (Debian package passt) or slirp4netns, \
-                 and neither is installed; install one, or use --network=none"
+                 and neither is installed; install one, or share cairn's network with \
+                 `--network host --allow network.host`, or use RUN --network=none"
                     .into(),
             )
+            .into());
+        }
+        // Both make the step's interface through the tun device; a container without it
+        // (Docker's default) would fail inside the tool with a less telling message.
+        if std::fs::metadata(TUN).is_err() {
+            return Err(SandboxError::Host(format!(
+                "a RUN step's network needs {TUN}, which is not here (a container gets it with \
+                 `docker run --device {TUN}`); or share cairn's network with \
+                 `--network host --allow network.host`, or use RUN --network=none"
+            ))
             .into());
         }
         Ok(found.clone())
