@@ -54,6 +54,9 @@ pub enum RootSpec {
     },
     /// A full copy (`root`) of the parent tree (`lower`); the layer is their difference.
     Copy { lower: PathBuf, root: PathBuf },
+    /// Isolation chroot's one copy of the parent tree: the helper records its metadata before
+    /// the step, and the layer is what changed since (`cairn_layers::diff::TreeRecord`).
+    Recorded { root: PathBuf },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

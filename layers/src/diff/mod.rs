@@ -122,14 +122,86 @@ pub fn write_tree_diff<W: Write>(
     opts: &TarOptions,
 ) -> Result<W> {
     root_dir(lower)?;
+    diff(Lower::Tree(lower), upper, &[], out, opts)
+}
+
+/// What a tree held when [`TreeRecord::take`] walked it: each directory's entries (by their
+/// path below the root) with their lstat, whose ctime and inode move with any change.
+#[derive(Debug, Default)]
+pub struct TreeRecord {
+    dirs: std::collections::HashMap<Vec<u8>, Vec<(Vec<u8>, Stat)>>,
+}
+
+impl TreeRecord {
+    /// Walks `root` (never following a symlink).
+    pub fn take(root: &Path) -> Result<TreeRecord> {
+        root_dir(root)?;
+        let mut record = TreeRecord::default();
+        let mut todo = vec![(Vec::new(), root.to_path_buf())];
+        while let Some((rel, dir)) = todo.pop() {
+            let mut entries = Vec::new();
+            for c in children(&dir)? {
+                if c.stat.kind == Kind::Dir {
+                    todo.push((join(&rel, &c.name), c.path.clone()));
+                }
+                entries.push((c.name, c.stat));
+            }
+            record.dirs.insert(rel, entries);
+        }
+        Ok(record)
+    }
+
+    /// Entries recorded.
+    pub fn len(&self) -> usize {
+        self.dirs.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The changes made to `upper` since `before` was recorded of it: the copy snapshotter's diff
+/// without a second copy (isolation chroot). As [`write_tree_diff`], but an entry is unchanged
+/// when its lstat is, ctime and inode included: no content is compared, since no write, chmod,
+/// chown or xattr change leaves ctime as it was; and a directory whose mtime moved is emitted. `skip` names subtrees (paths below the root)
+/// that are never part of the layer: what was staged for the process, as mounts elsewhere.
+pub fn write_recorded_diff<W: Write>(
+    before: &TreeRecord,
+    upper: &Path,
+    skip: &[Vec<u8>],
+    out: W,
+    opts: &TarOptions,
+) -> Result<W> {
+    diff(Lower::Record(before), upper, skip, out, opts)
+}
+
+/// The lower side of a diff: a tree on disk, or a record of one.
+#[derive(Clone, Copy)]
+enum Lower<'a> {
+    Tree(&'a Path),
+    Record(&'a TreeRecord),
+}
+
+fn diff<W: Write>(
+    lower: Lower<'_>,
+    upper: &Path,
+    skip: &[Vec<u8>],
+    out: W,
+    opts: &TarOptions,
+) -> Result<W> {
     root_dir(upper)?;
     let mut tw = TarWriter::new(out, opts);
     let mut cmp = Compare::default();
+    let root_lower = match lower {
+        Lower::Tree(p) => p.to_path_buf(),
+        Lower::Record(_) => PathBuf::new(),
+    };
     let mut stack = vec![DiffFrame {
         rel: Vec::new(),
         dir: None,
         emitted: true,
-        items: diff_items(Some(lower), upper)?,
+        items: diff_items(lower, Some(&root_lower), upper, &[])?,
     }];
     while let Some(top) = stack.last_mut() {
         let Some(item) = top.items.next() else {
@@ -137,6 +209,14 @@ pub fn write_tree_diff<W: Write>(
             continue;
         };
         let rel = join(&top.rel, &item.tar_name);
+        let name = item
+            .upper
+            .as_ref()
+            .or(item.lower.as_ref())
+            .map_or(&item.tar_name, |c| &c.name);
+        if skip.iter().any(|s| *s == join(&top.rel, name)) {
+            continue;
+        }
         let Some(up) = item.upper else {
             if let Some(lo) = &item.lower {
                 // `.wh..wh.x` would be an invalid layer; a lower tree never holds such names.
@@ -148,16 +228,17 @@ pub fn write_tree_diff<W: Write>(
         };
         check_name(&item.tar_name, &up.path)?;
         let ux = read_xattrs(&up.path)?;
-        let changed = match &item.lower {
-            None => true,
-            Some(lo) => !same(lo, &up, &ux.kept, &mut cmp)?,
+        let changed = match (&item.lower, lower) {
+            (None, _) => true,
+            (Some(lo), Lower::Tree(_)) => !same(lo, &up, &ux.kept, &mut cmp)?,
+            (Some(lo), Lower::Record(_)) => !same_recorded(&lo.stat, &up.stat),
         };
         if up.stat.kind == Kind::Dir {
             let lower_dir = item
                 .lower
                 .filter(|l| l.stat.kind == Kind::Dir)
                 .map(|l| l.path);
-            let items = diff_items(lower_dir.as_deref(), &up.path)?;
+            let items = diff_items(lower, lower_dir.as_deref(), &up.path, &rel)?;
             stack.push(DiffFrame {
                 rel,
                 dir: Some((up.path, up.stat, ux.kept)),
@@ -202,6 +283,10 @@ struct Stat {
     dev: u64,
     ino: u64,
     nlink: u64,
+    /// Moved by every change to the inode (data, metadata, xattrs) and settable by no call:
+    /// what a recorded tree compares ([`TreeRecord`]).
+    ctime: i64,
+    ctime_nsec: i64,
 }
 
 /// lstat, never following a symlink; `None` for a socket (never in a layer).
@@ -235,6 +320,8 @@ fn lstat(path: &Path) -> Result<Option<Stat>> {
         dev: m.dev(),
         ino: m.ino(),
         nlink: m.nlink(),
+        ctime: m.ctime(),
+        ctime_nsec: m.ctime_nsec(),
     }))
 }
 
@@ -411,13 +498,36 @@ struct DiffFrame {
 
 /// The union of the names in `lower` (if any: a directory that was added or replaced a
 /// non-directory has no lower side) and `upper`, in emission order.
-fn diff_items(lower: Option<&Path>, upper: &Path) -> Result<std::vec::IntoIter<DiffItem>> {
+fn diff_items(
+    lower: Lower<'_>,
+    lower_dir: Option<&Path>,
+    upper: &Path,
+    rel: &[u8],
+) -> Result<std::vec::IntoIter<DiffItem>> {
     let mut names: BTreeMap<Vec<u8>, (Option<Child>, Option<Child>)> = BTreeMap::new();
-    if let Some(lower) = lower {
-        for c in children(lower)? {
-            let slot = names.entry(c.name.clone()).or_default();
-            slot.0 = Some(c);
-        }
+    let lower_children = match (lower, lower_dir) {
+        (_, None) => Vec::new(),
+        (Lower::Tree(_), Some(dir)) => children(dir)?,
+        // A recorded child's path is only a marker that it was there: its directory's
+        // entries are found by `rel`.
+        (Lower::Record(r), Some(_)) => r
+            .dirs
+            .get(rel)
+            .map(|entries| {
+                entries
+                    .iter()
+                    .map(|(name, stat)| Child {
+                        name: name.clone(),
+                        path: PathBuf::new(),
+                        stat: stat.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    for c in lower_children {
+        let slot = names.entry(c.name.clone()).or_default();
+        slot.0 = Some(c);
     }
     for c in children(upper)? {
         let slot = names.entry(c.name.clone()).or_default();
@@ -437,6 +547,25 @@ fn diff_items(lower: Option<&Path>, upper: &Path) -> Result<std::vec::IntoIter<D
         .collect();
     items.sort_by(|a, b| a.tar_name.cmp(&b.tar_name));
     Ok(items.into_iter())
+}
+
+/// Whether a recorded entry is unchanged: a directory by its mode, owner and mtime (one whose
+/// entries changed is emitted, as overlayfs copies it up and docker's layer then has it),
+/// anything else by its whole lstat.
+fn same_recorded(l: &Stat, u: &Stat) -> bool {
+    let meta = l.kind == u.kind
+        && l.mode == u.mode
+        && l.uid == u.uid
+        && l.gid == u.gid
+        && l.mtime == u.mtime
+        && l.mtime_nsec == u.mtime_nsec;
+    meta && (l.kind == Kind::Dir
+        || (l.ino == u.ino
+            && l.dev == u.dev
+            && l.ctime == u.ctime
+            && l.ctime_nsec == u.ctime_nsec
+            && l.size == u.size
+            && l.rdev == u.rdev))
 }
 
 /// Emits every directory on the stack not emitted yet, outermost first (emitted frames are
@@ -1575,6 +1704,57 @@ mod tests {
             write_tree_diff(&u, &l, Vec::new(), &TarOptions::default())
                 .unwrap_or_else(|e| panic!("{name} reversed: {e}"));
         }
+    }
+
+    /// A recorded tree's diff finds what metadata alone cannot (a rewrite with the same size
+    /// and mtime, through its ctime), never content the record does not have, and leaves out
+    /// the skipped subtrees whatever happens in them.
+    #[test]
+    fn diff_recorded_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let u = tmp.path().join("root");
+        build(
+            &u,
+            &[
+                "d etc",
+                "f etc/a data=1",
+                "f etc/b data=2",
+                "d cache",
+                "f cache/x data=x",
+                "f staged data=s",
+                "f gone data=g",
+                "d olddir",
+                "f olddir/f data=f",
+            ],
+        );
+        let record = TreeRecord::take(&u).unwrap();
+        assert_eq!(record.len(), 9);
+        fs::write(u.join("etc/a"), "1").unwrap();
+        set_mtime(&u.join("etc/a"), T0, 0);
+        fs::remove_file(u.join("gone")).unwrap();
+        fs::remove_dir_all(u.join("olddir")).unwrap();
+        fs::write(u.join("cache/y"), "y").unwrap();
+        fs::remove_file(u.join("staged")).unwrap();
+        fs::write(u.join("n"), "n").unwrap();
+        set_mtime(&u.join("n"), T0, 0);
+        let skip = [b"cache".to_vec(), b"staged".to_vec()];
+        let tar_bytes =
+            write_recorded_diff(&record, &u, &skip, Vec::new(), &TarOptions::default()).unwrap();
+        assert_eq!(
+            shows(&tar_bytes),
+            [
+                ".wh.gone f0",
+                ".wh.olddir f0",
+                "etc/ d755",
+                "etc/a f644 1",
+                "n f644 n"
+            ]
+        );
+        // Nothing changed since: nothing to say.
+        let again = TreeRecord::take(&u).unwrap();
+        let tar_bytes =
+            write_recorded_diff(&again, &u, &[], Vec::new(), &TarOptions::default()).unwrap();
+        assert_eq!(tar_bytes, vec![0; 2 * BLOCK]);
     }
 
     #[test]

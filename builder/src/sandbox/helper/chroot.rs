@@ -15,7 +15,9 @@ use rustix::process::Signal;
 
 use super::pid1::{self, UsernsSync};
 use crate::sandbox::confine::{self, Made};
-use crate::sandbox::proto::{MountSpec, RunSpec};
+use cairn_layers::diff::{TreeRecord, write_recorded_diff};
+
+use crate::sandbox::proto::{MountSpec, RootSpec, RunSpec};
 use crate::sandbox::snapshot::IMAGE_FILE_LIMIT;
 use crate::sandbox::sys::{self, HelperError};
 
@@ -40,19 +42,31 @@ pub(super) fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), HelperError>
     // dumpable. exec makes the step's own processes dumpable again.
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
         .map_err(HelperError::call("prctl(PR_SET_DUMPABLE, 0)"))?;
-    let snapshot = spec.root.open();
-    let root = snapshot.mount(spec.suppress_sync)?;
-    let root_fd = confine::open_host(&root)?;
+    let RootSpec::Recorded { root } = &spec.root else {
+        return Err("isolation chroot runs on a recorded copy of the root".into());
+    };
+    // Before anything is staged: the layer is what changed since, staging put back.
+    let record = TreeRecord::take(root).map_err(|e| HelperError::from(e).context("record"))?;
+    let root_fd = confine::open_host(root)?;
     let mut stage = Staging {
         root: root_fd.as_fd(),
         undo: Vec::new(),
         hidden: 0,
     };
     let staged = stage_all(&mut stage, spec);
-    let outcome = staged.and_then(|()| super::run::start_and_wait(spec, &root, w, child));
+    let outcome = staged.and_then(|()| super::run::start_and_wait(spec, root, w, child));
+    // What staging wrote back over keeps no ctime of the record's: it is not the step's.
+    let restored = stage.restored();
     stage.put_back();
     let (code, _) = outcome?;
-    super::run::finish(spec, &*snapshot, code, &[])
+    let skip: Vec<Vec<u8>> = restored
+        .iter()
+        .map(|p| p.as_os_str().as_encoded_bytes().to_vec())
+        .collect();
+    super::run::write_layer(spec, code, &mut |out, opts| {
+        write_recorded_diff(&record, root, &skip, out, opts).map(drop)
+    })?;
+    Ok(())
 }
 
 fn stage_all(stage: &mut Staging<'_>, spec: &RunSpec) -> Result<(), HelperError> {
@@ -128,6 +142,8 @@ fn read_limited(fd: &OwnedFd, path: &Path) -> Result<Vec<u8>, HelperError> {
 enum Undo {
     /// A name staging made (a file, a device node, a tree): removed.
     Remove(PathBuf),
+    /// A directory made on the way to a staged name: removed if the step left it empty.
+    RemoveEmpty(PathBuf),
     /// A file of the image whose contents staging replaced: written back.
     Contents(PathBuf, Vec<u8>),
     /// What stood at the first path, renamed to the second so that a staged directory starts
@@ -156,7 +172,7 @@ impl Staging<'_> {
         let mut made = Made::default();
         let dir = confine::ensure_in(self.root, &parent, true, &mut made)?;
         for m in made.made {
-            self.undo.push(Undo::Remove(m));
+            self.undo.push(Undo::RemoveEmpty(m));
         }
         let real = real_path(dir.as_fd(), self.root)?;
         self.save_times(&real)?;
@@ -297,6 +313,18 @@ impl Staging<'_> {
         Ok(())
     }
 
+    /// The image's own names that staging covered and puts back (their inode is not as the
+    /// record has it, though the step never saw them).
+    fn restored(&self) -> Vec<PathBuf> {
+        self.undo
+            .iter()
+            .filter_map(|u| match u {
+                Undo::Contents(real, _) | Undo::Unhide(_, real) => Some(real.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Undoes everything, last first; best effort, so that one failure does not keep the
     /// rest in the layer.
     fn put_back(&mut self) {
@@ -310,6 +338,10 @@ impl Staging<'_> {
             Undo::Remove(real) => {
                 let (dir, name) = self.parent_of(&real)?;
                 remove_at(dir.as_fd(), &name)
+            }
+            Undo::RemoveEmpty(real) => {
+                let (dir, name) = self.parent_of(&real)?;
+                rustix::fs::unlinkat(&dir, name.as_os_str(), AtFlags::REMOVEDIR)
             }
             Undo::Contents(real, old) => {
                 let (dir, name) = self.parent_of(&real)?;

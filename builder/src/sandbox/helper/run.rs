@@ -102,29 +102,42 @@ pub(super) fn finish(
     touched: &[std::path::PathBuf],
 ) -> Result<(), HelperError> {
     snapshot.unmount(touched)?;
-    let ok = code == Some(0) && !CANCELLED.load(Ordering::SeqCst);
-    if spec.diff && ok && !snapshot.unchanged() {
-        // SAFETY: cairn places the layer pipe on fd 4 (`DATA_FD`) for a Run with `diff`, and
-        // this is its only owner in the helper.
-        let data = unsafe { File::from_raw_fd(DATA_FD) };
-        let opts = TarOptions {
-            // Root's helper sees the mapped host ids; a user's helper sees container ids.
-            id_map: spec.userns.clone().unwrap_or_else(IdMap::identity),
-            clamp_mtime: spec.clamp_mtime,
-        };
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, data);
-        snapshot
-            .write_diff(&mut out, &opts)
-            .map_err(|e| HelperError::from(e).context("diff"))?;
-        out.into_inner()
-            .map_err(|e| HelperError::call("write the layer")(e.into_error()))?
-            .flush()
-            .map_err(HelperError::call("write the layer"))?;
-        if let Some(keep) = &spec.keep_upper {
-            snapshot.keep(keep);
-        }
+    if snapshot.unchanged() {
+        return Ok(());
+    }
+    let written = write_layer(spec, code, &mut |out, opts| snapshot.write_diff(out, opts))?;
+    if written && let Some(keep) = &spec.keep_upper {
+        snapshot.keep(keep);
     }
     Ok(())
+}
+
+/// For a successful step with `diff`: its changes, as `diff` writes them, sent down the layer
+/// pipe. Whether they were.
+pub(super) fn write_layer(
+    spec: &RunSpec,
+    code: Option<i32>,
+    diff: &mut dyn FnMut(&mut dyn Write, &TarOptions) -> cairn_layers::Result<()>,
+) -> Result<bool, HelperError> {
+    let ok = code == Some(0) && !CANCELLED.load(Ordering::SeqCst);
+    if !spec.diff || !ok {
+        return Ok(false);
+    }
+    // SAFETY: cairn places the layer pipe on fd 4 (`DATA_FD`) for a Run with `diff`, and this
+    // is its only owner in the helper.
+    let data = unsafe { File::from_raw_fd(DATA_FD) };
+    let opts = TarOptions {
+        // Root's helper sees the mapped host ids; a user's helper sees container ids.
+        id_map: spec.userns.clone().unwrap_or_else(IdMap::identity),
+        clamp_mtime: spec.clamp_mtime,
+    };
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, data);
+    diff(&mut out, &opts).map_err(|e| HelperError::from(e).context("diff"))?;
+    out.into_inner()
+        .map_err(|e| HelperError::call("write the layer")(e.into_error()))?
+        .flush()
+        .map_err(HelperError::call("write the layer"))?;
+    Ok(true)
 }
 
 /// What the forked child runs until exec: returns only on failure, with the message.

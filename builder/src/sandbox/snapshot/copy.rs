@@ -39,7 +39,34 @@ impl Snapshot for Copy {
     }
 }
 
-/// [`RootSpec::Copy`] in the helper.
+/// Isolation chroot's snapshot: one copy, diffed against a record the helper takes of it
+/// before the step (see `helper/chroot.rs`); half the unpacking of [`Copy`].
+#[derive(Debug)]
+pub(super) struct Recorded;
+
+pub(super) static RECORDED: Recorded = Recorded;
+
+impl Snapshot for Recorded {
+    fn kind(&self) -> Snapshotter {
+        Snapshotter::Copy
+    }
+
+    fn prepare(
+        &self,
+        sb: &Sandbox,
+        store: &Store,
+        layers: &[Descriptor],
+        _diff_ids: &[Digest],
+        dir: &Path,
+    ) -> Result<RootSpec> {
+        let root = dir.join("root");
+        sb.unpack(store, layers, &root, false)?;
+        Ok(RootSpec::Recorded { root })
+    }
+}
+
+/// [`RootSpec::Copy`] in the helper; [`RootSpec::Recorded`] too, as a copy whose lower is
+/// itself: only read before the step (its image files), never diffed this way.
 pub(super) struct CopyRoot<'a> {
     pub lower: &'a Path,
     pub root: &'a Path,

@@ -115,6 +115,7 @@ impl RootSpec {
                 merged,
             }),
             RootSpec::Copy { lower, root } => Box::new(copy::CopyRoot { lower, root }),
+            RootSpec::Recorded { root } => Box::new(copy::CopyRoot { lower: root, root }),
         }
     }
 }
@@ -136,7 +137,7 @@ pub(super) fn choose(
                 "isolation chroot cannot mount; it uses the copy snapshotter".into(),
             )
             .into()),
-            _ => Ok((&copy::COPY, None)),
+            _ => Ok((&copy::RECORDED, None)),
         };
     }
     match (overlay::usable(sb, store), requested) {
