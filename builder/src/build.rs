@@ -37,6 +37,7 @@ pub fn build(
     impl Drop for Commits<'_> {
         fn drop(&mut self) {
             let _ = self.0.wait_blobs();
+            crate::sandbox::wait_removals();
         }
     }
     let _commits = Commits(store);

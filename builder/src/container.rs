@@ -195,6 +195,7 @@ pub fn run(
         userns: sb.mapping.for_pid1(),
         keep_upper: None,
         cleanup,
+        cleanup_on_failure_only: false,
         suppress_sync: false,
         isolation: sb.isolation.mode,
     };

@@ -92,6 +92,30 @@ impl std::str::FromStr for Snapshotter {
 }
 
 static CANCELLED: AtomicBool = AtomicBool::new(false);
+static REMOVALS: Mutex<Vec<std::thread::JoinHandle<()>>> = Mutex::new(Vec::new());
+
+/// Removes a tree cairn can remove itself (a root build's run directory) on a thread of its
+/// own: a copied root of thousands of files takes seconds to unlink, which the next step
+/// need not wait for. [`wait_removals`] waits for them all.
+pub fn remove_in_background(path: PathBuf) {
+    let h = std::thread::spawn(move || {
+        let _ = std::fs::remove_dir_all(&path);
+    });
+    if let Ok(mut v) = REMOVALS.lock() {
+        v.push(h);
+    }
+}
+
+/// Waits for every [`remove_in_background`]: a build leaves no run directory behind.
+pub fn wait_removals() {
+    let handles = REMOVALS
+        .lock()
+        .map(|mut v| std::mem::take(&mut *v))
+        .unwrap_or_default();
+    for h in handles {
+        let _ = h.join();
+    }
+}
 static HELPERS: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
 
 /// Stops every running step (SIGINT/SIGTERM to cairn): each helper kills its container's

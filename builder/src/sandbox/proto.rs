@@ -137,6 +137,10 @@ pub struct RunSpec {
     pub cgroup_procs: Vec<PathBuf>,
     /// Removed (from inside the namespace) when the helper ends.
     pub cleanup: Vec<PathBuf>,
+    /// Only when the step failed or was stopped (cairn may be gone): otherwise cairn removes
+    /// them itself, without waiting (root's builds, which may).
+    #[serde(default)]
+    pub cleanup_on_failure_only: bool,
     /// Root's builds: the helper works as root in the host's user namespace (it mounts, and
     /// reads and writes the store, which the mapped ids cannot reach), and pid 1 enters a user
     /// namespace with these maps just before it becomes the step's user, so the step never

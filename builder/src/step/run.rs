@@ -58,6 +58,12 @@ impl Drop for RunDir {
         // The helper already removed what the container wrote; this is the rest, or everything
         // after a failure before the helper ran, and an upper directory the store did not take.
         for p in [&self.path, &self.keep] {
+            if self.sandbox.mapping.kind.cairn_is_root() {
+                if p.exists() {
+                    sandbox::remove_in_background(p.clone());
+                }
+                continue;
+            }
             if std::fs::remove_dir_all(p).is_err() && p.exists() {
                 let _ = self.sandbox.remove(std::slice::from_ref(p));
             }
@@ -246,6 +252,8 @@ pub(crate) fn run_step(
         userns: sb.mapping.for_pid1(),
         keep_upper,
         cleanup: vec![base.clone()],
+        // Root's builds remove the run directory themselves, in the background (`RunDir`).
+        cleanup_on_failure_only: sb.mapping.kind.cairn_is_root(),
         suppress_sync: true,
         isolation: sb.isolation.mode,
     };

@@ -90,9 +90,9 @@ fn serve(control: UnixStream) -> Result<(), HelperError> {
     let req: Request = proto::recv(&mut reader)
         .map_err(HelperError::call("read the request"))?
         .ok_or("no request")?;
-    let cleanup = match &req {
-        Request::Run(spec) => spec.cleanup.clone(),
-        _ => Vec::new(),
+    let (cleanup, on_failure_only) = match &req {
+        Request::Run(spec) => (spec.cleanup.clone(), spec.cleanup_on_failure_only),
+        _ => (Vec::new(), false),
     };
     // Root's helper stays in the host's user namespace: it needs root's reach into the store,
     // and its pid 1 alone enters a user namespace with the build's (unprivileged) maps. A
@@ -169,8 +169,10 @@ fn serve(control: UnixStream) -> Result<(), HelperError> {
     if let Request::Run(spec) = &req {
         spec.root.open().detach();
     }
-    for p in &cleanup {
-        let _ = remove(p);
+    if result.is_err() || !on_failure_only {
+        for p in &cleanup {
+            let _ = remove(p);
+        }
     }
     let reply = match &result {
         Ok(()) => Reply::Done,
