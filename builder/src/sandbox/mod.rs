@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `mod.rs` | [`Sandbox`]: made once per build; unpack, remove, prepare a root, run a step |
 //! | `ids.rs` | the id mapping and the `uid_map`/`gid_map` writes |
+//! | `isolation.rs` | the ladder (userns, rootful, chroot): the probe, the choice, its line |
 //! | `snapshot/` | overlay and copy: the root over the layers, the diff after the step |
 //! | `spawn.rs` | starting a helper, its descriptors, answers and the layer pipe's verdict |
 //! | `stdio.rs` | a step's streams, the container terminal, bounded output lines |
@@ -16,7 +17,7 @@
 //! | `net.rs` | the step's user-mode network (pasta, slirp4netns) |
 //! | `proto.rs` | the messages between cairn and the helper |
 //! | `error.rs` | the errors of both sides |
-//! | `helper/` | the helper: its request loop, a step's Run, pid 1 until exec |
+//! | `helper/` | the helper: its request loop, a step's Run, pid 1 until exec, the chroot rung |
 //! | `confine.rs` | paths resolved inside the container's root, mount points, masks |
 //! | `idmapped.rs` | root's idmapped mounts of host-owned trees |
 //! | `sys.rs` | the system calls the helper makes, with their errors |
