@@ -70,6 +70,13 @@ pub(super) fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), HelperError>
 }
 
 fn stage_all(stage: &mut Staging<'_>, spec: &RunSpec) -> Result<(), HelperError> {
+    if spec.console {
+        return Err(
+            "a terminal (-t) needs a devpts of the container's own, which isolation \
+                    chroot cannot mount"
+                .into(),
+        );
+    }
     let mut kept = Made::default();
     for d in ["proc", "dev", "sys"] {
         confine::ensure_in(stage.root, d, true, &mut kept)?;
@@ -97,6 +104,19 @@ fn stage_all(stage: &mut Staging<'_>, spec: &RunSpec) -> Result<(), HelperError>
                         .map_err(HelperError::at("chmod", source))?;
                 }
                 stage.move_in(source, target)?;
+            }
+            MountSpec::Bind {
+                target,
+                readonly: false,
+                scratch: None,
+                create: None,
+                ..
+            } => {
+                // Staged as a copy, its writes would be lost without a word.
+                return Err(HelperError::Refused(format!(
+                    "a read-write volume ({target}) needs a mount namespace, which isolation \
+                     chroot cannot make; mount it read-only (:ro)"
+                )));
             }
             MountSpec::Bind {
                 source,
