@@ -240,12 +240,18 @@ try store 'test -e {store}'
 try binary 'test -e {cairn}'
 try proc 'test -e /proc/1/environ'
 sleep 3171 &
+grep -q s3cret /run/secrets/tok && echo secret=seen
 echo done=yes",
         store = store.display(),
         cairn = cairn_bin().display(),
     );
-    let ctx = context_with(&format!("FROM busybox\nRUN <<EOF\n{script}\nEOF\n"), &[]);
+    let ctx = context_with(
+        &format!("FROM busybox\nRUN --mount=type=secret,id=tok <<EOF\n{script}\nEOF\n"),
+        &[],
+    );
     let out_dir = tempfile::tempdir().unwrap();
+    let secret = out_dir.path().join("tok.secret");
+    std::fs::write(&secret, "s3cret").unwrap();
     let layout = out_dir.path().join("oci");
     let out = where_chroot_works(
         &store,
@@ -253,6 +259,8 @@ echo done=yes",
             "build",
             "--isolation",
             "chroot",
+            "--secret",
+            &format!("id=tok,src={}", secret.display()),
             "--progress",
             "plain",
             "--compression-format",
@@ -273,6 +281,7 @@ echo done=yes",
     assert_eq!(marked(&stderr, "breach"), Vec::<String>::new(), "{stderr}");
     assert_eq!(marked(&stderr, "held").len(), 5, "{stderr}");
     assert_eq!(marked(&stderr, "done"), ["yes"], "{stderr}");
+    assert_eq!(marked(&stderr, "secret"), ["seen"], "{stderr}");
     assert!(
         stderr.contains("a step has no /proc of its own, no pid namespace"),
         "{stderr}"
