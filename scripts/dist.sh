@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# Builds cairn as users get it: a stripped, statically linked binary.
+# Builds cairn as users get it: a stripped, statically linked binary, and cairn's own image.
 #
 #   scripts/dist.sh                  target/dist/cairn (glibc crt-static, the `dist` profile)
+#   scripts/dist.sh image            that, then dist/Dockerfile built by that same binary:
+#                                    target/dist/cairn-image.{oci,docker}.tar, cairn:VERSION
+#   scripts/dist.sh context DIR BIN  only stages dist/Dockerfile's context in DIR around the
+#                                    static cairn BIN (what `image` builds; the e2e tests too)
+#
+# The image is reproducible: SOURCE_DATE_EPOCH (default: the last commit's time) dates it and
+# clamps its file times, so two builds of one commit on one machine give one digest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,12 +43,75 @@ build_static() {
   echo "dist: $dist/cairn ($(stat -c %s "$dist/cairn") bytes, static)"
 }
 
+# Copies `bin` into the context's bin/, and every shared library ldd lists for it, with its
+# loader, to the same path under libs/ (files, not links: the image has no /usr merge).
+stage_dynamic() {
+  local ctx=$1 bin=$2 lib
+  install -m 0755 "$bin" "$ctx/bin/$(basename "$bin")"
+  while read -r lib; do
+    mkdir -p "$ctx/libs$(dirname "$lib")"
+    cp -L "$lib" "$ctx/libs$lib"
+  done < <(ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
+}
+
+# Stages dist/Dockerfile's build context in `ctx` around the static cairn `bin`.
+stage_context() {
+  local ctx=$1 bin=$2 f
+  for f in /usr/bin/newuidmap /usr/bin/newgidmap /etc/ssl/certs/ca-certificates.crt; do
+    [ -r "$f" ] || {
+      echo "dist: $f missing: install uidmap and ca-certificates (scripts/install-deps.sh)" >&2
+      exit 1
+    }
+  done
+  rm -rf "$ctx"
+  mkdir -p "$ctx"/{etc/ssl/certs,root,home,cairn-home,tmp,bin,libs}
+  install -m 0755 "$bin" "$ctx/cairn"
+  stage_dynamic "$ctx" /usr/bin/newuidmap
+  stage_dynamic "$ctx" /usr/bin/newgidmap
+  install -m 0644 /etc/ssl/certs/ca-certificates.crt "$ctx/etc/ssl/certs/"
+  cat >"$ctx/etc/passwd" <<'EOF'
+root:x:0:0:root:/root:/sbin/nologin
+cairn:x:1000:1000:cairn:/home/cairn:/sbin/nologin
+EOF
+  cat >"$ctx/etc/group" <<'EOF'
+root:x:0:
+cairn:x:1000:
+EOF
+  echo 'cairn:100000:65536' >"$ctx/etc/subuid"
+  echo 'cairn:100000:65536' >"$ctx/etc/subgid"
+  printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$ctx/etc/nsswitch.conf"
+  # newuidmap reads it for its settings and complains without one; the defaults are right.
+  : >"$ctx/etc/login.defs"
+  chmod -R u=rwX,go=rX "$ctx"
+}
+
 case ${1:-bin} in
   bin)
     build_static
     ;;
+  image)
+    build_static
+    version=$("$dist/cairn" --version | awk '{ print $2 }')
+    export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}
+    revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+    stage_context "$dist/context" "$dist/cairn"
+    # A fresh store each time: the image is built from nothing, never from an older cache.
+    rm -rf "$dist/store"
+    "$dist/cairn" --root "$dist/store" build --progress plain -f dist/Dockerfile \
+      --build-arg "VERSION=$version" --build-arg "REVISION=$revision" -t "cairn:$version" \
+      -o "type=oci-archive,dest=$dist/cairn-image.oci.tar" \
+      -o "type=docker-archive,dest=$dist/cairn-image.docker.tar" \
+      --iidfile "$dist/cairn-image.id" "$dist/context"
+    digest=$(tar -xOf "$dist/cairn-image.oci.tar" index.json | jq -r '.manifests[0].digest')
+    echo "dist: cairn:$version, image $(cat "$dist/cairn-image.id"), manifest $digest"
+    echo "dist: $dist/cairn-image.oci.tar (skopeo, cairn load) and cairn-image.docker.tar (docker load)"
+    ;;
+  context)
+    [ $# -eq 3 ] || { echo "usage: scripts/dist.sh context DIR STATIC_CAIRN" >&2; exit 2; }
+    stage_context "$2" "$3"
+    ;;
   *)
-    echo "usage: scripts/dist.sh [bin]" >&2
+    echo "usage: scripts/dist.sh [bin | image | context DIR STATIC_CAIRN]" >&2
     exit 2
     ;;
 esac
