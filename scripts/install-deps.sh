@@ -18,9 +18,11 @@ set -euo pipefail
 # passt (pasta) and slirp4netns: RUN's user-mode network; the network tests run a step with each.
 # binutils (readelf) and ca-certificates: scripts/dist.sh checks that the binary it builds is
 # static, and puts the CA bundle in cairn's own image.
+# docker.io: dockerd and docker, which the in_docker tests run that image with (started by
+# scripts/dockerd.sh: in a container or a CI job no init starts its service).
 packages=(uidmap busybox-static skopeo umoci oci-image-tool podman runc jq pigz bzip2 xz-utils zstd
   docker-registry apache2-utils openssl gcc libc6-dev e2fsprogs mount util-linux time passt
-  slirp4netns binutils ca-certificates)
+  slirp4netns binutils ca-certificates docker.io)
 
 # pasta and slirp4netns open /dev/net/tun as the building user: udev gives it mode 0666 on an
 # ordinary system, but a bare container or VM image may leave it root's only, and then no

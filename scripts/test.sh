@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
+# The in_docker tests run cairn's own image in a Docker daemon.
+scripts/dockerd.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
