@@ -12,6 +12,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 id "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$user"
+# The in_docker tests talk to the Docker daemon, whose socket is the docker group's (docker.io
+# makes the group). runuser below sets the user's groups from /etc/group, so it takes effect.
+usermod -aG docker "$user"
 for f in /etc/subuid /etc/subgid; do
   touch "$f"
   grep -q "^$user:" "$f" || echo "$user:200000:65536" >>"$f"
@@ -30,10 +33,16 @@ for line in sys.stdin:
 
 stage=$(mktemp -d /tmp/cairn-e2e.XXXXXX)
 trap 'rm -rf "$stage"' EXIT
+# The static cairn that the in_docker tests put in cairn's image (scripts/dist.sh built it).
+dist_bin=${CAIRN_DIST_BIN:-target/dist/cairn}
+[ -x "$dist_bin" ] || { echo "e2e-as-user: $dist_bin missing: run scripts/dist.sh" >&2; exit 1; }
+
 mkdir -p "$stage/bin" "$stage/repo"
 cp target/debug/cairn "$stage/bin/"
+cp "$dist_bin" "$stage/bin/cairn-dist"
 cp "${exes[@]}" "$stage/bin/"
-cp -r fixtures "$stage/repo/"
+# fixtures for the tests; dist/ and scripts/ for cairn's image (scripts/dist.sh context).
+cp -r fixtures dist scripts "$stage/repo/"
 chmod -R a+rX "$stage"
 
 status=0
@@ -41,7 +50,8 @@ for exe in "${exes[@]}"; do
   name=$(basename "$exe")
   echo "e2e-as-user: $name as $user"
   runuser -u "$user" -- env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="/home/$user" \
-    CAIRN_BIN="$stage/bin/cairn" CAIRN_REPO_ROOT="$stage/repo" CAIRN_E2E_EXPECT_UNPRIVILEGED=1 \
+    CAIRN_BIN="$stage/bin/cairn" CAIRN_DIST_BIN="$stage/bin/cairn-dist" CAIRN_REPO_ROOT="$stage/repo" \
+    CAIRN_E2E_EXPECT_UNPRIVILEGED=1 \
     "$stage/bin/$name" --test-threads=2 || status=1
 done
 exit $status

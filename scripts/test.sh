@@ -19,6 +19,11 @@ echo "== cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 echo "== fuzz target builds"
 cargo check --manifest-path fuzz/Cargo.toml --locked --quiet
+echo "== static cairn for the image (scripts/dist.sh)"
+# The static cairn that cairn's own image holds, for the in_docker tests: a release build of
+# minutes, so made once here for every test process (they read CAIRN_DIST_BIN, fail without it).
+scripts/dist.sh
+export CAIRN_DIST_BIN=${CARGO_TARGET_DIR:-$PWD/target}/dist/cairn
 echo "== cargo test"
 cargo build --workspace --locked
 cargo test --workspace --locked
