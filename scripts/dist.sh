@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds cairn as users get it: a stripped, statically linked binary, and cairn's own image.
 #
-#   scripts/dist.sh                  target/dist/cairn (glibc crt-static, the `dist` profile)
+#   scripts/dist.sh                  target/dist/cairn (glibc crt-static, profile release-static)
 #   scripts/dist.sh image            that, then dist/Dockerfile built by that same binary:
 #                                    target/dist/cairn-image.{oci,docker}.tar, cairn:VERSION
 #   scripts/dist.sh context DIR BIN  only stages dist/Dockerfile's context in DIR around the
@@ -25,9 +25,9 @@ build_static() {
   # constant keeps the binary a function of the source alone, whatever cargo had to rebuild.
   local remap="--remap-path-prefix=$PWD=. --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=cargo"
   SOURCE_DATE_EPOCH=0 RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static $remap" \
-    cargo build --profile dist --locked -p cairn --target "$triple"
+    cargo build --profile release-static --locked -p cairn --target "$triple"
   mkdir -p "$dist"
-  install -m 0755 "$target_dir/$triple/dist/cairn" "$dist/cairn"
+  install -m 0755 "$target_dir/$triple/release-static/cairn" "$dist/cairn"
   # ldd says "not a dynamic executable" for a static binary, "statically linked" for a
   # static-pie one (what crt-static gives on x86_64); a dynamic one lists its libraries.
   local says
