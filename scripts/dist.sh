@@ -10,6 +10,7 @@
 # The image is reproducible: SOURCE_DATE_EPOCH (default: the last commit's time) dates it and
 # clamps its file times, so two builds of one commit on one machine give one digest.
 set -euo pipefail
+caller=$PWD
 cd "$(dirname "$0")/.."
 
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
@@ -43,15 +44,41 @@ build_static() {
   echo "dist: $dist/cairn ($(stat -c %s "$dist/cairn") bytes, static)"
 }
 
-# Copies `bin` into the context's bin/, and every shared library ldd lists for it, with its
-# loader, to the same path under libs/ (files, not links: the image has no /usr merge).
-stage_dynamic() {
+# Copies every shared library ldd lists for `bin`, with its loader, to the same path under the
+# context's libs/ (files, not links: the image has no /usr merge).
+stage_libs() {
   local ctx=$1 bin=$2 lib
-  install -m 0755 "$bin" "$ctx/bin/$(basename "$bin")"
   while read -r lib; do
     mkdir -p "$ctx/libs$(dirname "$lib")"
     cp -L "$lib" "$ctx/libs$lib"
   done < <(ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
+}
+
+# Writes uidmap.tar: /usr/bin/newuidmap and newgidmap, root's, mode 0755, each with the one file
+# capability it needs (cap_setuid, cap_setgid: +ep) as a PAX `SCHILY.xattr.security.capability`
+# record, which ADD keeps. Anyone can write such a tar; setcap on a file needs CAP_SETFCAP.
+stage_uidmap_tar() {
+  python3 - "$1/uidmap.tar" <<'EOF'
+import io, struct, sys, tarfile
+
+# struct vfs_cap_data, revision 2 (linux/capability.h): magic_etc with the effective flag, then
+# permitted and inheritable for capabilities 0-31 and 32-63, little-endian.
+VFS_CAP_REVISION_2, VFS_CAP_FLAGS_EFFECTIVE = 0x02000000, 0x000001
+CAP_SETGID, CAP_SETUID = 6, 7
+
+with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as tar:
+    for name, cap in (("newgidmap", CAP_SETGID), ("newuidmap", CAP_SETUID)):
+        with open(f"/usr/bin/{name}", "rb") as f:
+            data = f.read()
+        caps = struct.pack("<5I", VFS_CAP_REVISION_2 | VFS_CAP_FLAGS_EFFECTIVE, 1 << cap, 0, 0, 0)
+        info = tarfile.TarInfo(f"usr/bin/{name}")
+        info.size, info.mode, info.mtime = len(data), 0o755, 0
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        # Binary values go through as they are (tarfile marks them hdrcharset=BINARY).
+        info.pax_headers = {"SCHILY.xattr.security.capability": caps.decode("utf-8", "surrogateescape")}
+        tar.addfile(info, io.BytesIO(data))
+EOF
 }
 
 # Stages dist/Dockerfile's build context in `ctx` around the static cairn `bin`.
@@ -64,10 +91,11 @@ stage_context() {
     }
   done
   rm -rf "$ctx"
-  mkdir -p "$ctx"/{etc/ssl/certs,root,home,cairn-home,tmp,bin,libs}
+  mkdir -p "$ctx"/{etc/ssl/certs,root,home,cairn-home,tmp,libs}
   install -m 0755 "$bin" "$ctx/cairn"
-  stage_dynamic "$ctx" /usr/bin/newuidmap
-  stage_dynamic "$ctx" /usr/bin/newgidmap
+  stage_libs "$ctx" /usr/bin/newuidmap
+  stage_libs "$ctx" /usr/bin/newgidmap
+  stage_uidmap_tar "$ctx"
   install -m 0644 /etc/ssl/certs/ca-certificates.crt "$ctx/etc/ssl/certs/"
   cat >"$ctx/etc/passwd" <<'EOF'
 root:x:0:0:root:/root:/sbin/nologin
@@ -80,8 +108,6 @@ EOF
   echo 'cairn:100000:65536' >"$ctx/etc/subuid"
   echo 'cairn:100000:65536' >"$ctx/etc/subgid"
   printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$ctx/etc/nsswitch.conf"
-  # newuidmap reads it for its settings and complains without one; the defaults are right.
-  : >"$ctx/etc/login.defs"
   chmod -R u=rwX,go=rX "$ctx"
 }
 
@@ -108,7 +134,9 @@ case ${1:-bin} in
     ;;
   context)
     [ $# -eq 3 ] || { echo "usage: scripts/dist.sh context DIR STATIC_CAIRN" >&2; exit 2; }
-    stage_context "$2" "$3"
+    # DIR and BIN as the caller named them, from where it called.
+    abs() { case $1 in /*) echo "$1" ;; *) echo "$caller/$1" ;; esac; }
+    stage_context "$(abs "$2")" "$(abs "$3")"
     ;;
   *)
     echo "usage: scripts/dist.sh [bin | image | context DIR STATIC_CAIRN]" >&2

@@ -16,13 +16,14 @@ set -euo pipefail
 # util-linux: unshare for its tmpfs in a user namespace otherwise, runuser for other users.
 # time: /usr/bin/time -v reports cairn's peak memory in the hostile-input tests.
 # passt (pasta) and slirp4netns: RUN's user-mode network; the network tests run a step with each.
-# binutils (readelf) and ca-certificates: scripts/dist.sh checks that the binary it builds is
-# static, and puts the CA bundle in cairn's own image.
+# binutils (readelf), ca-certificates and python3: scripts/dist.sh checks that the binary it
+# builds is static, puts the CA bundle in cairn's own image and writes the tar that gives its
+# uidmap helpers their file capabilities (e2e-as-user.sh reads cargo's JSON with python3 too).
 # docker.io: dockerd and docker, which the in_docker tests run that image with (started by
 # scripts/dockerd.sh: in a container or a CI job no init starts its service).
 packages=(uidmap busybox-static skopeo umoci oci-image-tool podman runc jq pigz bzip2 xz-utils zstd
   docker-registry apache2-utils openssl gcc libc6-dev e2fsprogs mount util-linux time passt
-  slirp4netns binutils ca-certificates docker.io)
+  slirp4netns binutils ca-certificates python3 docker.io)
 
 # pasta and slirp4netns open /dev/net/tun as the building user: udev gives it mode 0666 on an
 # ordinary system, but a bare container or VM image may leave it root's only, and then no

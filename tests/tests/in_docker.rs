@@ -8,7 +8,7 @@ use std::path::Path;
 use cairn_e2e::docker::run_cairn_image;
 use cairn_e2e::layout::{self, LayerEntry};
 use cairn_e2e::registry::{Options, Registry};
-use cairn_e2e::{context_with, ok, texts};
+use cairn_e2e::{context_with, ok, texts, tool};
 
 /// A COPY-only build (no RUN: the sandbox needs a user namespace, which Docker's default
 /// seccomp profile refuses): names resolved from the image's own passwd and group, modes,
@@ -142,28 +142,103 @@ fn builds_and_pushes_rootless_as_the_cairn_user_in_docker() {
     check_pushed(&registry, "in-docker:cairn", &id);
 }
 
-/// newuidmap and newgidmap find their libraries and run setuid root: as `cairn`, /proc/1 (the
-/// tool itself) is root's, which only a setuid exec makes it, and the user is looked up.
-#[test]
-fn uidmap_helpers_run_setuid_in_the_image() {
-    for tool in ["newuidmap", "newgidmap"] {
-        let entry = format!("/usr/bin/{tool}");
-        let args = ["--user", "cairn", "--entrypoint", entry.as_str()];
-        let out = run_cairn_image(&args, &["1", "0", "1000", "1"])
-            .output()
-            .unwrap();
-        let (_, stderr) = texts(&out);
-        assert!(
-            stderr.contains("is owned by a different user: uid:1000 pw_uid:1000 st_uid:0"),
-            "{tool} as cairn: {:?}\n{stderr}",
-            out.status
-        );
+/// Maps a user namespace with the image's newuidmap and newgidmap: a child unshares one, the
+/// parent has the helpers write its maps from the caller's /etc/subuid and /etc/subgid ranges,
+/// and the child prints the maps it then sees. Exits 0 only if both helpers succeeded.
+const USERNS_MAP_C: &str = r#"
+#define _GNU_SOURCE
+#include <sched.h>
+#include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int helper(const char *tool, const char *pid, const char *id) {
+    pid_t p = fork();
+    if (p == 0) {
+        execl(tool, tool, pid, "0", id, "1", "1", "100000", "65536", (char *)NULL);
+        perror(tool);
+        _exit(127);
     }
-    // Run with no arguments, each prints its usage: the loader and libraries are there.
-    let out = run_cairn_image(&["--entrypoint", "/usr/bin/newgidmap"], &[])
-        .output()
-        .unwrap();
-    assert!(texts(&out).1.contains("usage: newgidmap"), "{out:?}");
+    int status;
+    waitpid(p, &status, 0);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+static void cat(const char *path) {
+    FILE *f = fopen(path, "r");
+    char line[256];
+    while (f && fgets(line, sizeof line, f)) printf("%s %s", path, line);
+}
+
+int main(void) {
+    int made[2], mapped[2], status;
+    char c = 0, pid[16], uid[16], gid[16];
+    if (pipe(made) || pipe(mapped)) return 1;
+    pid_t child = fork();
+    if (child == 0) {
+        close(made[0]);
+        close(mapped[1]);
+        if (unshare(CLONE_NEWUSER) != 0) { perror("unshare"); _exit(2); }
+        if (write(made[1], "u", 1) != 1) _exit(3);
+        if (read(mapped[0], &c, 1) != 1 || c != 'm') _exit(4);
+        cat("/proc/self/uid_map");
+        cat("/proc/self/gid_map");
+        fflush(stdout);
+        _exit(0);
+    }
+    close(made[1]);
+    close(mapped[0]);
+    int ok = read(made[0], &c, 1) == 1;
+    snprintf(pid, sizeof pid, "%d", child);
+    snprintf(uid, sizeof uid, "%d", getuid());
+    snprintf(gid, sizeof gid, "%d", getgid());
+    ok = ok && helper("/usr/bin/newuidmap", pid, uid) && helper("/usr/bin/newgidmap", pid, gid);
+    if (write(mapped[1], ok ? "m" : "x", 1) != 1) ok = 0;
+    waitpid(child, &status, 0);
+    return ok && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
+}
+"#;
+
+/// The image's newuidmap and newgidmap give `cairn` its /etc/subuid and /etc/subgid ranges in a
+/// new user namespace. The one grant: seccomp unconfined, as Docker's default profile refuses
+/// unshare(CLONE_NEWUSER) without CAP_SYS_ADMIN; no capability is added, so the helpers'
+/// own file capabilities must do (a setuid-root helper fails here).
+#[test]
+fn uidmap_helpers_map_a_user_namespace_in_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("userns_map.c");
+    let exe = dir.path().join("userns_map");
+    fs::write(&src, USERNS_MAP_C).unwrap();
+    let mut cc = tool("gcc");
+    cc.args(["-static", "-O", "-o"]).arg(&exe).arg(&src);
+    ok(cc);
+    open_up(dir.path());
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+    let mount = format!("{}:/userns_map:ro", exe.display());
+    let args = [
+        "--user",
+        "cairn",
+        "--security-opt",
+        "seccomp=unconfined",
+        "-v",
+        &mount,
+        "--entrypoint",
+        "/userns_map",
+    ];
+    let out = run_cairn_image(&args, &[]).output().unwrap();
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{:?}\n{stdout}\n{stderr}", out.status);
+    let maps: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let mut want = Vec::new();
+    for file in ["/proc/self/uid_map", "/proc/self/gid_map"] {
+        want.push(vec![file, "0", "1000", "1"]);
+        want.push(vec![file, "1", "100000", "65536"]);
+    }
+    assert_eq!(maps, want, "{stdout}");
+
     // And cairn itself answers as the entrypoint.
     let out = ok(run_cairn_image(&[], &["--version"]));
     assert!(texts(&out).0.starts_with("cairn "), "{out:?}");
