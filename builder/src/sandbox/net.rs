@@ -98,7 +98,7 @@ impl Tool {
 
 /// Starts the first of `tools` that works on the network namespace of `pid`. pasta needs a
 /// host interface with a route (it derives its setup from one); slirp4netns does not. A tool that failed once is not tried again.
-pub fn attach_any(tools: &[Tool], pid: u32) -> Result<Net> {
+pub fn attach_any(tools: &[Tool], pid: u32, helper_userns: bool) -> Result<Net> {
     static FAILED: std::sync::Mutex<Vec<Tool>> = std::sync::Mutex::new(Vec::new());
     let mut errors = Vec::new();
     for tool in tools {
@@ -106,7 +106,7 @@ pub fn attach_any(tools: &[Tool], pid: u32) -> Result<Net> {
         if failed && tool != tools.last().unwrap_or(tool) {
             continue;
         }
-        match attach(tool, pid) {
+        match attach(tool, pid, helper_userns) {
             Ok(net) => return Ok(net),
             Err(e) => {
                 if let Ok(mut f) = FAILED.lock() {
@@ -164,7 +164,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 
 /// Starts `tool` on the network namespace of `pid` (the helper, inside its user namespace)
 /// and waits until the namespace is configured.
-fn attach(tool: &Tool, pid: u32) -> Result<Net> {
+fn attach(tool: &Tool, pid: u32, helper_userns: bool) -> Result<Net> {
     let (ready_r, ready_w) = pipe()?;
     let ready_fd = ready_w.as_raw_fd();
     let mut keep = vec![ready_fd];
@@ -194,8 +194,10 @@ fn attach(tool: &Tool, pid: u32) -> Result<Net> {
             cmd = Command::new(bin);
             cmd.args(["--configure", "--mtu=65520", "--disable-host-loopback"]);
             // Root's helper makes no user namespace (see `RunSpec::userns`): its network
-            // namespace is joined from the host's, which setns would refuse to join again.
-            if !rustix::process::geteuid().is_root() {
+            // namespace is joined from the host's, which setns would refuse to join again. A
+            // helper with a user namespace of its own (a user's, or a container's root's) is
+            // joined through it: setns wants CAP_SYS_ADMIN over the namespace's owner too.
+            if helper_userns {
                 cmd.arg(format!("--userns-path=/proc/{pid}/ns/user"));
             }
             cmd.arg(format!("--ready-fd={ready_fd}"))

@@ -159,7 +159,11 @@ impl Sandbox {
         if let Some(tools) = &net_tools {
             // The helper made its network namespace with its user namespace; the step starts
             // (at Go) only once the namespace is configured.
-            h._net = Some(net::attach_any(tools, h.child.id())?);
+            h._net = Some(net::attach_any(
+                tools,
+                h.child.id(),
+                self.mapping.kind.helper_enters_userns(),
+            )?);
         }
         proto::send(&mut h.writer, &Go).map_err(|source| SandboxError::Helper {
             action: "write to",
