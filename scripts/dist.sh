@@ -84,7 +84,8 @@ EOF
 # Stages dist/Dockerfile's build context in `ctx` around the static cairn `bin`.
 stage_context() {
   local ctx=$1 bin=$2 f
-  for f in /usr/bin/newuidmap /usr/bin/newgidmap /etc/ssl/certs/ca-certificates.crt; do
+  for f in /usr/bin/newuidmap /usr/bin/newgidmap /usr/bin/slirp4netns \
+    /etc/ssl/certs/ca-certificates.crt; do
     [ -r "$f" ] || {
       echo "dist: $f missing: install uidmap and ca-certificates (scripts/install-deps.sh)" >&2
       exit 1
@@ -96,6 +97,11 @@ stage_context() {
   stage_libs "$ctx" /usr/bin/newuidmap
   stage_libs "$ctx" /usr/bin/newgidmap
   stage_uidmap_tar "$ctx"
+  # slirp4netns: a userns step's own network (pasta refuses to serve root); it needs the
+  # container's /dev/net/tun (docker run --device /dev/net/tun).
+  stage_libs "$ctx" /usr/bin/slirp4netns
+  mkdir -p "$ctx/libs/usr/bin"
+  install -m 0755 /usr/bin/slirp4netns "$ctx/libs/usr/bin/slirp4netns"
   install -m 0644 /etc/ssl/certs/ca-certificates.crt "$ctx/etc/ssl/certs/"
   cat >"$ctx/etc/passwd" <<'EOF'
 root:x:0:0:root:/root:/sbin/nologin
