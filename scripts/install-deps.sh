@@ -19,11 +19,12 @@ set -euo pipefail
 # binutils (readelf), ca-certificates and python3: scripts/dist.sh checks that the binary it
 # builds is static, puts the CA bundle in cairn's own image and writes the tar that gives its
 # uidmap helpers their file capabilities (e2e-as-user.sh reads cargo's JSON with python3 too).
+# debootstrap: fixtures/debian/make.sh, the Debian base the in_docker tests run apt-get on.
 # docker.io: dockerd and docker, which the in_docker tests run that image with (started by
 # scripts/dockerd.sh: in a container or a CI job no init starts its service).
 packages=(uidmap busybox-static skopeo umoci oci-image-tool podman runc jq pigz bzip2 xz-utils zstd
   docker-registry apache2-utils openssl gcc libc6-dev e2fsprogs mount util-linux time passt
-  slirp4netns binutils ca-certificates python3 docker.io)
+  slirp4netns binutils ca-certificates python3 docker.io debootstrap)
 
 # pasta and slirp4netns open /dev/net/tun as the building user: udev gives it mode 0666 on an
 # ordinary system, but a bare container or VM image may leave it root's only, and then no

@@ -243,3 +243,152 @@ fn uidmap_helpers_map_a_user_namespace_in_the_image() {
     let out = ok(run_cairn_image(&[], &["--version"]));
     assert!(texts(&out).0.starts_with("cairn "), "{out:?}");
 }
+
+/// A Dockerfile of the most common shape: a Debian base, `RUN apt-get install`, a user, COPY
+/// with an owner.
+const APT_DOCKERFILE: &str = r#"FROM debian:bookworm
+RUN apt-get update && apt-get install -y --no-install-recommends jq \
+    && rm -rf /var/lib/apt/lists/*
+RUN useradd -m -u 1000 app && jq --version > /jq-version
+COPY --chown=app:app hello.txt /home/app/hello.txt
+USER app
+CMD ["cat", "/home/app/hello.txt"]
+"#;
+
+/// Loads the Debian base into a store in `store` (a host directory), then builds APT_DOCKERFILE
+/// with cairn's image under `docker_args`, pushing to `registry`; returns the build's progress.
+fn build_apt_in_docker(docker_args: &[&str], registry: &Registry, repo_tag: &str) -> String {
+    let ctx = context_with(APT_DOCKERFILE, &[("hello.txt", "hello from apt\n")]);
+    open_up(ctx.path());
+    let store = tempfile::tempdir().unwrap();
+    let volumes = [
+        format!("{}:/workspace:ro", ctx.path().display()),
+        format!(
+            "{}:/base.tar:ro",
+            cairn_e2e::docker::debian_archive().display()
+        ),
+        format!("{}:/store", store.path().display()),
+    ];
+    let mut args: Vec<&str> = vec!["--network", "host"];
+    for v in &volumes {
+        args.extend(["-v", v]);
+    }
+    args.extend(docker_args);
+    let cairn = |cmd: &[&str]| {
+        let mut full = vec!["--root", "/store"];
+        full.extend(cmd);
+        run_cairn_image(&args, &full).output().unwrap()
+    };
+    let out = cairn(&["load", "-i", "/base.tar"]);
+    assert!(out.status.success(), "{}", texts(&out).1);
+    let image = registry.image(repo_tag);
+    let out = cairn(&["build", "--progress", "plain", "-t", &image, "--push", "."]);
+    let (_, stderr) = texts(&out);
+    assert!(
+        out.status.success(),
+        "{stderr}\n--- registry log\n{}",
+        registry.log()
+    );
+    stderr
+}
+
+/// What APT_DOCKERFILE's image must hold, read back from the registry.
+fn check_apt_image(registry: &Registry, repo_tag: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let oci = dir.path().join("oci");
+    let mut args = vec!["copy".to_owned()];
+    args.extend(registry.skopeo_flags("src-"));
+    args.push(format!("docker://{}", registry.image(repo_tag)));
+    args.push(format!("oci:{}:pushed", oci.display()));
+    registry.skopeo_ok(&args);
+    let image = layout::read_gzip_too(&oci);
+    assert_eq!(image.layers.len(), 4, "base, two RUNs, COPY");
+    let config = &image.config["config"];
+    assert_eq!(config["User"], "app", "{config}");
+    assert_eq!(
+        config["Cmd"],
+        serde_json::json!(["cat", "/home/app/hello.txt"])
+    );
+    let apt = &image.layers[1];
+    let jq = apt.get("usr/bin/jq").expect("jq in the apt layer");
+    assert_eq!((jq.kind, jq.mode & 0o111 != 0, jq.uid), (b'0', true, 0));
+    assert!(
+        !apt.keys().any(|k| k.starts_with("var/lib/apt/lists/")),
+        "{:?}",
+        apt.keys()
+    );
+    let user = &image.layers[2];
+    for name in ["etc/passwd", "home/app", "jq-version"] {
+        assert!(user.contains_key(name), "{name}: {:?}", user.keys());
+    }
+    assert_eq!(
+        (user["home/app"].uid, user["home/app"].gid),
+        (1000, 1000),
+        "useradd -m made the home as its user's"
+    );
+    let hello = &image.layers[3]["home/app/hello.txt"];
+    assert_eq!((hello.uid, hello.gid, hello.mode), (1000, 1000, 0o644));
+    // What the staging of the chroot rung or the mounts of the others gave the steps is in
+    // no layer.
+    for l in &image.layers[1..] {
+        for staged in ["etc/hosts", "etc/resolv.conf", "dev/null", "proc", "sys"] {
+            assert!(!l.contains_key(staged), "{staged}: {:?}", l.keys());
+        }
+    }
+}
+
+/// Item 5: Docker's defaults (seccomp profile, capabilities, no --privileged), as root: the
+/// chroot rung, which the one line says and why, runs apt-get; the pushed image is right.
+#[test]
+fn apt_get_builds_as_root_under_dockers_defaults_in_a_chroot() {
+    let registry = Registry::start(Options::default());
+    let stderr = build_apt_in_docker(&[], &registry, "apt:chroot");
+    let line =
+        "isolation: chroot (userns: unshare(CLONE_NEWUSER) = EPERM; rootful: no CAP_SYS_ADMIN)";
+    assert!(stderr.contains(line), "{stderr}");
+    check_apt_image(&registry, "apt:chroot");
+}
+
+/// Item 5: with seccomp and /proc unconfined (and the tun device for the step's own
+/// network), the same build gets the userns rung, and the same image.
+#[test]
+fn apt_get_builds_in_user_namespaces_when_docker_allows_them() {
+    let registry = Registry::start(Options::default());
+    let args = [
+        "--security-opt",
+        "seccomp=unconfined",
+        "--security-opt",
+        "systempaths=unconfined",
+        "--device",
+        "/dev/net/tun",
+    ];
+    let stderr = build_apt_in_docker(&args, &registry, "apt:userns");
+    assert!(stderr.contains("isolation: userns\n"), "{stderr}");
+    check_apt_image(&registry, "apt:userns");
+}
+
+/// Item 5: as the image's non-root user without user namespaces, no rung is left: a RUN fails
+/// naming each call tried and what to grant (a COPY-only build works: the test above).
+#[test]
+fn run_as_the_cairn_user_without_user_namespaces_fails_by_name() {
+    let ctx = context_with("FROM scratch\nCOPY f /f\nRUN true\n", &[("f", "x")]);
+    open_up(ctx.path());
+    let mount = format!("{}:/workspace:ro", ctx.path().display());
+    let args = ["--user", "cairn", "-v", &mount];
+    let out = run_cairn_image(&args, &["build", "--progress", "plain", "."])
+        .output()
+        .unwrap();
+    let (_, stderr) = texts(&out);
+    assert!(!out.status.success(), "{stderr}");
+    for said in [
+        "Dockerfile:3",
+        "RUN cannot be isolated here",
+        "userns: unshare(CLONE_NEWUSER) = EPERM",
+        "seccomp=unconfined",
+        "rootful: not root",
+        "chroot: no CAP_SYS_CHROOT",
+    ] {
+        assert!(stderr.contains(said), "{said}: {stderr}");
+    }
+    assert!(!stderr.contains("os error"), "{stderr}");
+}
