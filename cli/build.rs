@@ -1,17 +1,43 @@
 //! Stamps the binary with the commit it was built from (`cairn info`), when built from git.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The git directory of the checkout: `../.git`, or where a worktree's `.git` file points.
+fn git_dir() -> Option<PathBuf> {
+    let dot = Path::new("../.git");
+    if dot.is_dir() {
+        return Some(dot.to_path_buf());
+    }
+    let text = std::fs::read_to_string(dot).ok()?;
+    let dir = PathBuf::from(text.trim().strip_prefix("gitdir: ")?);
+    Some(if dir.is_absolute() {
+        dir
+    } else {
+        Path::new("..").join(dir)
+    })
+}
+
 fn main() {
-    let git = Path::new("../.git");
-    if git.exists() {
+    if let Some(git) = git_dir() {
         // A new commit moves HEAD's branch, not HEAD itself.
-        println!("cargo:rerun-if-changed=../.git/HEAD");
+        println!("cargo:rerun-if-changed={}", git.join("HEAD").display());
         if let Ok(head) = std::fs::read_to_string(git.join("HEAD"))
             && let Some(r) = head.trim().strip_prefix("ref: ")
         {
-            println!("cargo:rerun-if-changed=../.git/{r}");
+            // A worktree's branches live in the main repository's refs (or packed-refs).
+            let common = std::fs::read_to_string(git.join("commondir"))
+                .map(|c| git.join(c.trim()))
+                .unwrap_or_else(|_| git.clone());
+            let loose = common.join(r);
+            if loose.exists() {
+                println!("cargo:rerun-if-changed={}", loose.display());
+            } else {
+                println!(
+                    "cargo:rerun-if-changed={}",
+                    common.join("packed-refs").display()
+                );
+            }
         }
     }
     println!("cargo:rerun-if-env-changed=CAIRN_COMMIT");
