@@ -95,14 +95,7 @@ fn stage_all(stage: &mut Staging<'_>, spec: &RunSpec) -> Result<(), HelperError>
                 create: Some((uid, gid, mode)),
                 ..
             } if inside.is_none() => {
-                if !source.exists() {
-                    std::fs::create_dir_all(source).map_err(HelperError::at("create", source))?;
-                    std::os::unix::fs::chown(source, Some(*uid), Some(*gid))
-                        .map_err(HelperError::at("chown", source))?;
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(source, std::fs::Permissions::from_mode(*mode))
-                        .map_err(HelperError::at("chmod", source))?;
-                }
+                super::run::ensure_cache_dir(source, *uid, *gid, *mode)?;
                 stage.move_in(source, target)?;
             }
             MountSpec::Bind {
@@ -529,12 +522,7 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
     sys::die_with_parent(Signal::KILL);
     sys::setsid()?;
     pid1::join_cgroups()?;
-    // SAFETY: back to the default dispositions for the step. rustix has no signal handlers.
-    unsafe {
-        libc::signal(libc::SIGTERM, libc::SIG_DFL);
-        libc::signal(libc::SIGINT, libc::SIG_DFL);
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    pid1::default_signals();
     sys::chdir(root)?;
     rustix::process::chroot(".").map_err(HelperError::call("chroot"))?;
     sys::chdir(Path::new("/"))?;
@@ -548,16 +536,5 @@ fn child_setup(spec: &RunSpec, root: &Path) -> Result<std::convert::Infallible, 
         // break setuid programs in the step, so syncs then stay real.
         let _ = crate::sandbox::seccomp::suppress_sync();
     }
-    sys::drop_capabilities(&DROPPED)?;
-    sys::set_credentials(spec.uid, spec.gid, &spec.groups)?;
-    // SAFETY: as in pid1: marks every descriptor above stderr close-on-exec.
-    unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        );
-    }
-    pid1::exec(&spec.argv, &spec.env)
+    pid1::become_and_exec(spec, &DROPPED)
 }

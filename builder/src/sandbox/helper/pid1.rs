@@ -91,13 +91,7 @@ fn child_setup(
     // Its own cgroup namespace, rooted at the limits cgroup just joined: /proc/self/cgroup and
     // the cgroup2 mount below show nothing above it, so the step cannot move out of it.
     sys::unshare(sys::CLONE_NEWCGROUP)?;
-    // SAFETY: back to the default dispositions for the step (no handler of the helper's runs
-    // in pid 1). rustix has no signal handlers.
-    unsafe {
-        libc::signal(libc::SIGTERM, libc::SIG_DFL);
-        libc::signal(libc::SIGINT, libc::SIG_DFL);
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    default_signals();
     // A mount table of its own: pivot_root moves every process of a mount namespace, and the
     // helper must keep its view to diff the step afterwards.
     sys::unshare(sys::CLONE_NEWNS)?;
@@ -246,6 +240,25 @@ fn child_setup(
     } else {
         &[]
     };
+    become_and_exec(spec, also)
+}
+
+/// Back to the default dispositions for the step: no handler of the helper's runs in it.
+pub(super) fn default_signals() {
+    // SAFETY: setting dispositions to SIG_DFL installs no code. rustix has no signal handlers.
+    unsafe {
+        libc::signal(libc::SIGTERM, libc::SIG_DFL);
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// The last of a step's set-up, on every rung: capabilities beyond Docker's (and `also`)
+/// dropped, the step's user and groups, the helper's descriptors left behind, exec.
+pub(super) fn become_and_exec(
+    spec: &RunSpec,
+    also: &[u32],
+) -> Result<std::convert::Infallible, HelperError> {
     sys::drop_capabilities(also)?;
     sys::set_credentials(spec.uid, spec.gid, &spec.groups)?;
     // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC closes nothing: it marks every
@@ -408,10 +421,7 @@ fn mount_dev(dev: &Path) -> Result<(), HelperError> {
 }
 
 /// execve with a PATH search in the container (the process's own PATH, else Docker's default).
-pub(super) fn exec(
-    argv: &[String],
-    env: &[String],
-) -> Result<std::convert::Infallible, HelperError> {
+fn exec(argv: &[String], env: &[String]) -> Result<std::convert::Infallible, HelperError> {
     let prog = argv.first().ok_or("no command to run")?;
     let path_var = env
         .iter()

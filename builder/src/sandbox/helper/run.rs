@@ -60,16 +60,8 @@ pub(super) fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), HelperError>
                 create,
                 ..
             } => {
-                if let Some((uid, gid, mode)) = create
-                    && !source.exists()
-                {
-                    std::fs::create_dir_all(source).map_err(HelperError::at("create", source))?;
-                    // Container ids on disk even for root's builds: the step sees the cache
-                    // through an idmapped mount (see `idmapped`).
-                    std::os::unix::fs::chown(source, Some(*uid), Some(*gid))
-                        .map_err(HelperError::at("chown", source))?;
-                    std::fs::set_permissions(source, std::fs::Permissions::from_mode(*mode))
-                        .map_err(HelperError::at("chmod", source))?;
+                if let Some((uid, gid, mode)) = create {
+                    ensure_cache_dir(source, *uid, *gid, *mode)?;
                 }
                 // A type check only: pid 1 opens the source again to mount it.
                 let dir = confine::open_source(source, inside.as_deref())
@@ -91,6 +83,25 @@ pub(super) fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), HelperError>
     confine::remove_made(root_fd, &made.made);
     let (code, _) = outcome?;
     finish(spec, &*snapshot, code, &made.touched)
+}
+
+/// A cache mount's directory, made with its owner and mode when it is missing. Container ids
+/// on disk even for root's builds: the step sees the cache through an idmapped mount (see
+/// `idmapped`), or, under chroot, moved into its root.
+pub(super) fn ensure_cache_dir(
+    source: &Path,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+) -> Result<(), HelperError> {
+    if source.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(source).map_err(HelperError::at("create", source))?;
+    std::os::unix::fs::chown(source, Some(uid), Some(gid))
+        .map_err(HelperError::at("chown", source))?;
+    std::fs::set_permissions(source, std::fs::Permissions::from_mode(mode))
+        .map_err(HelperError::at("chmod", source))
 }
 
 /// After the step: the root taken down and, for a successful step that changed it, its diff
