@@ -101,3 +101,35 @@ pub fn debian_archive() -> &'static std::path::Path {
     });
     path
 }
+
+/// A Docker volume of the test's own, removed when dropped.
+#[derive(Debug)]
+pub struct Volume(String);
+
+impl Volume {
+    pub fn new() -> Volume {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("cairn-e2e-{}-{n}", std::process::id());
+        let mut c = docker();
+        c.args(["volume", "create", &name]);
+        ok(c);
+        Volume(name)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for Volume {
+    fn default() -> Volume {
+        Volume::new()
+    }
+}
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        let _ = docker().args(["volume", "rm", "-f", &self.0]).output();
+    }
+}

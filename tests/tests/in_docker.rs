@@ -262,14 +262,16 @@ CMD ["cat", "/home/app/hello.txt"]
 fn build_apt_in_docker(docker_args: &[&str], registry: &Registry, repo_tag: &str) -> String {
     let ctx = context_with(APT_DOCKERFILE, &[("hello.txt", "hello from apt\n")]);
     open_up(ctx.path());
-    let store = tempfile::tempdir().unwrap();
+    // The store in a volume of Docker's own: what the container's root writes there is no
+    // file the test's user would have to remove (the unprivileged pass could not).
+    let store = cairn_e2e::docker::Volume::new();
     let volumes = [
         format!("{}:/workspace:ro", ctx.path().display()),
         format!(
             "{}:/base.tar:ro",
             cairn_e2e::docker::debian_archive().display()
         ),
-        format!("{}:/store", store.path().display()),
+        format!("{}:/store", store.name()),
     ];
     let mut args: Vec<&str> = vec!["--network", "host"];
     for v in &volumes {
