@@ -84,22 +84,16 @@ pub fn run_cairn_image(args: &[&str], cmd: &[&str]) -> Command {
     c
 }
 
-/// A Debian bookworm base as a docker-archive (fixtures/debian/make.sh: debootstrap once per
-/// machine, cached), readable by the container's users.
+/// A Debian bookworm base as a docker-archive: fixtures/debian/make.sh debootstraps it once per
+/// machine and keeps it in its cache, readable by all, where the tests mount it from.
 pub fn debian_archive() -> &'static std::path::Path {
-    static TAR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_, path) = TAR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let tar = dir.path().join("debian.tar");
+    static TAR: OnceLock<PathBuf> = OnceLock::new();
+    TAR.get_or_init(|| {
         let mut make = Command::new(repo_root().join("fixtures/debian/make.sh"));
-        make.arg(&tar).arg(crate::cairn_bin());
-        ok(make);
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        fs::set_permissions(&tar, fs::Permissions::from_mode(0o644)).unwrap();
-        (dir, tar)
-    });
-    path
+        make.arg(crate::cairn_bin());
+        let out = ok(make);
+        PathBuf::from(texts(&out).0.trim())
+    })
 }
 
 /// A Docker volume of the test's own, removed when dropped.

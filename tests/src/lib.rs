@@ -208,18 +208,33 @@ pub fn context(dockerfile: &str) -> tempfile::TempDir {
     context_with(dockerfile, &[])
 }
 
-/// The busybox fixture, built once per test process into a temp dir.
+/// The busybox fixture, built once per test process into a directory of its own. A static is
+/// never dropped, so the directory is named by the process and removed by a later test
+/// process once its own is gone (a temp dir would be left behind by every test binary).
 pub fn busybox_layout() -> &'static Path {
-    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_, path) = DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("busybox");
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        const PREFIX: &str = "cairn-e2e-busybox-";
+        let tmp = std::env::temp_dir();
+        for e in fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let gone = name
+                .strip_prefix(PREFIX)
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+            if gone {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+        let dir = tmp.join(format!("{PREFIX}{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir(&dir).unwrap();
+        let out = dir.join("busybox");
         let mut c = Command::new(repo_root().join("fixtures/busybox/make.sh"));
         c.arg(&out).arg(cairn_bin());
         ok(c);
-        (dir, out)
-    });
-    path
+        out
+    })
 }
 
 pub fn loaded_busybox() -> Store {
