@@ -318,3 +318,63 @@ fn no_network_under_chroot_is_refused_by_name() {
         assert!(stderr.contains(said), "{said}: {stderr}");
     }
 }
+
+/// Under chroot a cache directory is moved into the step's root: two stages running at once
+/// with one cache take turns (shared acts as locked), so each finds the cache, both writes
+/// stay in it, and neither step's layer holds the cache's files.
+#[test]
+fn a_cache_shared_by_parallel_stages_under_chroot_keeps_both_writes() {
+    let (_dir, store) = chroot_store();
+    let dockerfile = "FROM busybox AS a
+RUN --mount=type=cache,target=/c,id=shared echo a > /c/a && sleep 1 && echo a > /done-a
+FROM busybox AS b
+RUN --mount=type=cache,target=/c,id=shared echo b > /c/b && sleep 1 && echo b > /done-b
+FROM busybox
+COPY --from=a /done-a /
+COPY --from=b /done-b /
+RUN --mount=type=cache,target=/c,id=shared ls /c | tr '\\n' ' ' | sed 's/^/cache=/'; echo
+";
+    let ctx = context_with(dockerfile, &[]);
+    let out_dir = tempfile::tempdir().unwrap();
+    let layout = out_dir.path().join("oci");
+    let out = where_chroot_works(
+        &store,
+        &[
+            "build",
+            "--isolation",
+            "chroot",
+            "--progress",
+            "plain",
+            "--compression-format",
+            "uncompressed",
+            "--target",
+            "a",
+            "-o",
+            &format!("type=oci,dest={}", layout.display()),
+            ctx.path().to_str().unwrap(),
+        ],
+    );
+    if !is_root() {
+        assert!(!out.status.success(), "{}", texts(&out).1);
+        return;
+    }
+    assert!(out.status.success(), "{}", texts(&out).1);
+    let img = cairn_e2e::layout::read(&layout);
+    let names: Vec<&String> = img.layers.last().unwrap().keys().collect();
+    assert_eq!(names, ["done-a"], "the cache stays out of the layer");
+    let out = where_chroot_works(
+        &store,
+        &[
+            "build",
+            "--isolation",
+            "chroot",
+            "--progress",
+            "plain",
+            "--no-cache",
+            ctx.path().to_str().unwrap(),
+        ],
+    );
+    let (_, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(marked(&stderr, "cache"), ["a b "], "{stderr}");
+}

@@ -240,7 +240,18 @@ pub(crate) fn mount_spec(
                     .open(&path)
                     .map_err(io_err("open", &path))
             };
-            let name = match m.sharing.unwrap_or(CacheSharing::Shared) {
+            // Under chroot the cache directory is moved into the step's root for the step:
+            // a second step using it at the same time would find it gone, so it waits.
+            let chroot = cx
+                .sandbox
+                .get()
+                .and_then(|sb| sb.as_ref().ok())
+                .is_some_and(|sb| sb.isolation.mode == crate::sandbox::IsolationMode::Chroot);
+            let sharing = match m.sharing.unwrap_or(CacheSharing::Shared) {
+                CacheSharing::Shared if chroot => CacheSharing::Locked,
+                other => other,
+            };
+            let name = match sharing {
                 // Any number of steps at once, in this build or another.
                 CacheSharing::Shared => key,
                 // One step at a time: the others wait.
