@@ -14,10 +14,15 @@ use crate::sandbox::proto::RootSpec;
 use crate::sandbox::sys::HelperError;
 use crate::sandbox::{Sandbox, Snapshotter};
 
+/// The copy snapshotter, or (`recorded`) isolation chroot's: one copy only, diffed against a
+/// record the helper takes of it before the step (see `helper/chroot.rs`), half the unpacking.
 #[derive(Debug)]
-pub(super) struct Copy;
+pub(super) struct Copy {
+    recorded: bool,
+}
 
-pub(super) static COPY: Copy = Copy;
+pub(super) static COPY: Copy = Copy { recorded: false };
+pub(super) static RECORDED: Copy = Copy { recorded: true };
 
 impl Snapshot for Copy {
     fn kind(&self) -> Snapshotter {
@@ -32,36 +37,14 @@ impl Snapshot for Copy {
         _diff_ids: &[Digest],
         dir: &Path,
     ) -> Result<RootSpec> {
-        let (lower, root) = (dir.join("lower"), dir.join("root"));
-        sb.unpack(store, layers, &lower, false)?;
-        sb.unpack(store, layers, &root, false)?;
-        Ok(RootSpec::Copy { lower, root })
-    }
-}
-
-/// Isolation chroot's snapshot: one copy, diffed against a record the helper takes of it
-/// before the step (see `helper/chroot.rs`); half the unpacking of [`Copy`].
-#[derive(Debug)]
-pub(super) struct Recorded;
-
-pub(super) static RECORDED: Recorded = Recorded;
-
-impl Snapshot for Recorded {
-    fn kind(&self) -> Snapshotter {
-        Snapshotter::Copy
-    }
-
-    fn prepare(
-        &self,
-        sb: &Sandbox,
-        store: &Store,
-        layers: &[Descriptor],
-        _diff_ids: &[Digest],
-        dir: &Path,
-    ) -> Result<RootSpec> {
         let root = dir.join("root");
         sb.unpack(store, layers, &root, false)?;
-        Ok(RootSpec::Recorded { root })
+        if self.recorded {
+            return Ok(RootSpec::Recorded { root });
+        }
+        let lower = dir.join("lower");
+        sb.unpack(store, layers, &lower, false)?;
+        Ok(RootSpec::Copy { lower, root })
     }
 }
 
