@@ -237,6 +237,29 @@ pub enum ListFormat {
     Json,
 }
 
+/// `--isolation`, for build and run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IsolationArg {
+    /// How RUN steps (and `cairn run`'s container) are isolated: user namespaces, root's
+    /// namespaces without a user one, or a chroot where no namespace can be made (a default
+    /// container); auto picks the strongest this process may use and says which and why.
+    #[arg(
+        long = "isolation",
+        env = "CAIRN_ISOLATION",
+        value_name = "auto|userns|rootful|chroot",
+        default_value = "auto"
+    )]
+    pub value: String,
+}
+
+impl IsolationArg {
+    pub fn parse(&self) -> anyhow::Result<cairn_builder::sandbox::Isolation> {
+        self.value
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--isolation: {e}"))
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct InfoArgs {
     #[arg(long, value_enum, default_value_t = ListFormat::Table)]
@@ -366,16 +389,8 @@ pub struct BuildArgs {
     /// How RUN steps get their filesystem: overlay, copy, or auto (overlay where it mounts).
     #[arg(long, value_name = "overlay|copy|auto", default_value = "auto")]
     pub snapshotter: String,
-    /// How RUN steps are isolated: user namespaces, root's namespaces without a user one, or a
-    /// chroot where no namespace can be made (a default container); auto picks the strongest
-    /// this process may use and says which and why.
-    #[arg(
-        long,
-        env = "CAIRN_ISOLATION",
-        value_name = "auto|userns|rootful|chroot",
-        default_value = "auto"
-    )]
-    pub isolation: String,
+    #[command(flatten)]
+    pub isolation: IsolationArg,
     /// The platform to build for: only this machine's (linux/<arch>) until cairn builds for
     /// others.
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
@@ -456,16 +471,8 @@ pub struct RunArgs {
     /// How the container gets its filesystem: overlay, copy, or auto.
     #[arg(long, value_name = "overlay|copy|auto", default_value = "auto")]
     pub snapshotter: String,
-    /// How the container is isolated: user namespaces, root's namespaces without a user one, or a
-    /// chroot where no namespace can be made (a default container); auto picks the strongest
-    /// this process may use and says which and why.
-    #[arg(
-        long,
-        env = "CAIRN_ISOLATION",
-        value_name = "auto|userns|rootful|chroot",
-        default_value = "auto"
-    )]
-    pub isolation: String,
+    #[command(flatten)]
+    pub isolation: IsolationArg,
     #[command(flatten)]
     pub limits: LimitArgs,
     /// The image.

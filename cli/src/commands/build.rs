@@ -379,10 +379,7 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
             .snapshotter
             .parse()
             .map_err(|e: String| anyhow::anyhow!("--snapshotter: {e}"))?,
-        isolation: args
-            .isolation
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!("--isolation: {e}"))?,
+        isolation: args.isolation.parse()?,
         limits: limits(&args.limits)?,
         secrets: secrets(&args.secrets)?,
         no_cache: args.no_cache,

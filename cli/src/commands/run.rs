@@ -59,9 +59,7 @@ pub fn run(store: &Store, args: &RunArgs) -> anyhow::Result<()> {
             .parse()
             .map_err(|e: String| anyhow::anyhow!("--snapshotter: {e}"))?,
         crate::commands::build::limits(&args.limits)?,
-        args.isolation
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!("--isolation: {e}"))?,
+        args.isolation.parse()?,
     )?;
     if sb.isolation.mode != cairn_builder::sandbox::IsolationMode::Userns
         || !sb.isolation.passed_over.is_empty()
