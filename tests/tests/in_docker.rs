@@ -74,9 +74,8 @@ fn build_in_docker(user: &str, registry: &Registry, repo_tag: &str) -> String {
     id
 }
 
-/// Pulls `repo_tag` from `registry` with skopeo into an OCI layout, checks
-/// it is the image `id` and holds what DOCKERFILE says.
-fn check_pushed(registry: &Registry, repo_tag: &str, id: &str) {
+/// `repo_tag` pulled from `registry` by skopeo into an OCI layout, and read.
+fn pulled(registry: &Registry, repo_tag: &str) -> layout::LayoutImage {
     let dir = tempfile::tempdir().unwrap();
     let oci = dir.path().join("oci");
     let mut args = vec!["copy".to_owned()];
@@ -84,14 +83,19 @@ fn check_pushed(registry: &Registry, repo_tag: &str, id: &str) {
     args.push(format!("docker://{}", registry.image(repo_tag)));
     args.push(format!("oci:{}:pushed", oci.display()));
     registry.skopeo_ok(&args);
+    layout::read_gzip_too(&oci)
+}
 
+/// Pulls `repo_tag` from `registry` with skopeo into an OCI layout, checks
+/// it is the image `id` and holds what DOCKERFILE says.
+fn check_pushed(registry: &Registry, repo_tag: &str, id: &str) {
+    let image = pulled(registry, repo_tag);
     let manifest = registry.skopeo_manifest(repo_tag);
     assert_eq!(
         manifest["config"]["digest"], id,
         "the pushed image is the one built"
     );
 
-    let image = layout::read_gzip_too(&oci);
     let config = &image.config["config"];
     assert_eq!(
         config["Env"],
@@ -298,14 +302,7 @@ fn build_apt_in_docker(docker_args: &[&str], registry: &Registry, repo_tag: &str
 
 /// What APT_DOCKERFILE's image must hold, read back from the registry.
 fn check_apt_image(registry: &Registry, repo_tag: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let oci = dir.path().join("oci");
-    let mut args = vec!["copy".to_owned()];
-    args.extend(registry.skopeo_flags("src-"));
-    args.push(format!("docker://{}", registry.image(repo_tag)));
-    args.push(format!("oci:{}:pushed", oci.display()));
-    registry.skopeo_ok(&args);
-    let image = layout::read_gzip_too(&oci);
+    let image = pulled(registry, repo_tag);
     assert_eq!(image.layers.len(), 4, "base, two RUNs, COPY");
     let config = &image.config["config"];
     assert_eq!(config["User"], "app", "{config}");

@@ -79,7 +79,8 @@ fn every_rung_makes_the_same_layers() {
         let offered = modes.contains(&m["mode"].as_str().unwrap());
         assert_eq!(m["available"], offered, "{i}");
     }
-    assert!(i["commit"].as_str().unwrap().len() >= 7, "{i}");
+    // Stamped from git (the suite runs in a checkout).
+    assert_ne!(i["commit"], "unknown", "{i}");
     let mut layers = Vec::new();
     for mode in modes {
         let s = loaded_busybox();
@@ -354,11 +355,13 @@ RUN --mount=type=cache,target=/c,id=shared ls /c | tr '\\n' ' ' | sed 's/^/cache
             ctx.path().to_str().unwrap(),
         ],
     );
+    let (_, stderr) = texts(&out);
     if !is_root() {
-        assert!(!out.status.success(), "{}", texts(&out).1);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains("mknod(/dev/null) = EPERM"), "{stderr}");
         return;
     }
-    assert!(out.status.success(), "{}", texts(&out).1);
+    assert!(out.status.success(), "{stderr}");
     let img = cairn_e2e::layout::read(&layout);
     let names: Vec<&String> = img.layers.last().unwrap().keys().collect();
     assert_eq!(names, ["done-a"], "the cache stays out of the layer");
