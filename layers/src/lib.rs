@@ -16,6 +16,7 @@ pub mod layout;
 pub mod listing;
 pub mod owner;
 pub mod pipeline;
+pub mod platform;
 pub mod reference;
 pub mod registry;
 pub mod rootfs;

@@ -11,18 +11,9 @@ use cairn_layers::store::Store;
 
 use crate::args::{LoginArgs, LogoutArgs, PullArgs, PushArgs, RegistryArgs};
 
-/// `os/arch[/variant]`.
+/// `--platform`: `os/arch[/variant]`, normalised (see [`Platform::parse`]).
 pub fn parse_platform(s: &str) -> anyhow::Result<Platform> {
-    let parts: Vec<&str> = s.split('/').collect();
-    let ok = (2..=3).contains(&parts.len()) && parts.iter().all(|p| !p.is_empty());
-    if !ok {
-        bail!("--platform {s:?}: expected OS/ARCH[/VARIANT], like linux/arm64");
-    }
-    Ok(Platform {
-        os: parts[0].to_owned(),
-        architecture: parts[1].to_owned(),
-        variant: parts.get(2).map(|v| (*v).to_owned()),
-    })
+    Platform::parse(s).with_context(|| format!("--platform {s:?}"))
 }
 
 /// `USER:PASSWORD` (a bare USER asks for the password on the terminal).
@@ -255,28 +246,4 @@ pub fn logout(args: &LogoutArgs) -> anyhow::Result<()> {
         args.server
     )?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn platforms() {
-        type Parsed<'a> = Option<(&'a str, &'a str, Option<&'a str>)>;
-        let cases: &[(&str, Parsed<'_>)] = &[
-            ("linux/amd64", Some(("linux", "amd64", None))),
-            ("linux/arm64/v8", Some(("linux", "arm64", Some("v8")))),
-            ("linux", None),
-            ("linux//v8", None),
-            ("a/b/c/d", None),
-        ];
-        for (input, want) in cases {
-            let got = parse_platform(input).ok();
-            let got = got
-                .as_ref()
-                .map(|p| (p.os.as_str(), p.architecture.as_str(), p.variant.as_deref()));
-            assert_eq!(got, *want, "{input}");
-        }
-    }
 }

@@ -10,81 +10,9 @@ use super::transport::{NetTimeouts, Req, header, status_error, transient};
 use super::{Client, Event, RegistryOptions, is_index, is_manifest, origins};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::image::{Descriptor, ImageConfig, Index, Manifest, Platform, host_architecture};
+use crate::image::{Descriptor, ImageConfig, Index, Manifest, Platform};
 use crate::reference::Reference;
 use crate::store::Store;
-
-/// `os/arch[/variant]`.
-fn platform_string(p: &Platform) -> String {
-    match &p.variant {
-        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-        None => format!("{}/{}", p.os, p.architecture),
-    }
-}
-
-/// The variant an architecture has when none is named.
-fn default_variant(arch: &str) -> Option<&'static str> {
-    match arch {
-        "arm64" => Some("v8"),
-        "arm" => Some("v7"),
-        _ => None,
-    }
-}
-
-/// The index entry for `want`: same OS and architecture, and the variant asked for (an
-/// entry without one counts as the architecture's default). Without a variant asked for,
-/// the default variant is preferred, then the first entry.
-pub fn select_platform<'i>(
-    index: &'i Index,
-    want: &Platform,
-    what: &str,
-) -> Result<&'i Descriptor> {
-    let norm = |arch: &str, v: Option<&str>| -> Option<String> {
-        v.map(str::to_owned)
-            .or_else(|| default_variant(arch).map(str::to_owned))
-    };
-    let candidates: Vec<&Descriptor> = index
-        .manifests
-        .iter()
-        .filter(|d| {
-            d.platform.as_ref().is_some_and(|p| {
-                p.os == want.os
-                    && p.architecture == want.architecture
-                    && (want.variant.is_none()
-                        || norm(&p.architecture, p.variant.as_deref())
-                            == norm(&want.architecture, want.variant.as_deref()))
-            })
-        })
-        .collect();
-    let preferred = candidates.iter().find(|d| {
-        d.platform.as_ref().is_some_and(|p| {
-            norm(&p.architecture, p.variant.as_deref())
-                == norm(&want.architecture, want.variant.as_deref())
-        })
-    });
-    if let Some(d) = preferred.or(candidates.first()) {
-        return Ok(d);
-    }
-    let available: Vec<String> = index
-        .manifests
-        .iter()
-        .filter_map(|d| d.platform.as_ref())
-        .filter(|p| p.os != "unknown")
-        .map(platform_string)
-        .collect();
-    Err(Error::invalid(
-        what,
-        format!(
-            "no image for {} (it has {})",
-            platform_string(want),
-            if available.is_empty() {
-                "no platforms".to_owned()
-            } else {
-                available.join(", ")
-            }
-        ),
-    ))
-}
 
 /// Pulls `reference` into the store, trying the config's mirrors then its location, and
 /// names it by its tag (or, for a digest reference, by the reference itself, so it stays
@@ -158,12 +86,8 @@ fn pull_from(
     if is_index(&media_type) {
         let what = format!("image index {}@{digest}", client.name());
         let index = Index::from_slice(&bytes, &what)?;
-        let want = opts.platform.clone().unwrap_or_else(|| Platform {
-            architecture: host_architecture().to_owned(),
-            os: "linux".to_owned(),
-            variant: None,
-        });
-        let chosen = select_platform(&index, &want, &what)?.clone();
+        let want = opts.platform.clone().unwrap_or_else(Platform::host);
+        let chosen = crate::platform::select(&index, &want, &what)?.clone();
         (bytes, media_type, digest) = client.get_manifest(chosen.digest.as_str(), events)?;
         if bytes.len() as u64 != chosen.size {
             return Err(Error::SizeMismatch {
@@ -177,7 +101,7 @@ fn pull_from(
             platform: chosen
                 .platform
                 .as_ref()
-                .map(platform_string)
+                .map(Platform::to_string)
                 .unwrap_or_default(),
             digest: digest.clone(),
         });
@@ -392,67 +316,5 @@ pub(super) fn fetch_blob(
             Err(mismatch(actual, detail))
         }
         Err(e) => Err(e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::image::OCI_MANIFEST;
-
-    fn entry(n: u8, os: &str, arch: &str, variant: Option<&str>) -> Descriptor {
-        Descriptor {
-            media_type: OCI_MANIFEST.into(),
-            digest: Digest::of(&[n]),
-            size: 1,
-            platform: Some(Platform {
-                os: os.into(),
-                architecture: arch.into(),
-                variant: variant.map(Into::into),
-            }),
-            annotations: BTreeMap::new(),
-        }
-    }
-
-    #[test]
-    fn platforms() {
-        let index = Index::new(vec![
-            entry(0, "unknown", "unknown", None),
-            entry(1, "linux", "amd64", None),
-            entry(2, "linux", "arm", Some("v6")),
-            entry(3, "linux", "arm", Some("v7")),
-            entry(4, "linux", "arm64", Some("v8")),
-            entry(5, "windows", "amd64", None),
-        ]);
-        let p = |s: &str| {
-            let parts: Vec<&str> = s.split('/').collect();
-            Platform {
-                os: parts[0].into(),
-                architecture: parts[1].into(),
-                variant: parts.get(2).map(|v| (*v).into()),
-            }
-        };
-        let cases: &[(&str, Option<u8>)] = &[
-            ("linux/amd64", Some(1)),
-            ("linux/arm", Some(3)),
-            ("linux/arm/v6", Some(2)),
-            ("linux/arm/v7", Some(3)),
-            ("linux/arm64", Some(4)),
-            ("linux/arm64/v8", Some(4)),
-            ("windows/amd64", Some(5)),
-            ("linux/s390x", None),
-            ("linux/arm/v5", None),
-        ];
-        for (want, found) in cases {
-            let got = select_platform(&index, &p(want), "index");
-            match found {
-                Some(n) => assert_eq!(got.unwrap().digest, Digest::of(&[*n]), "{want}"),
-                None => {
-                    let e = got.unwrap_err().to_string();
-                    assert!(e.contains("linux/arm/v6, linux/arm/v7"), "{e}");
-                    assert!(!e.contains("unknown"), "{e}");
-                }
-            }
-        }
     }
 }

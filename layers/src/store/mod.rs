@@ -36,6 +36,7 @@ use crate::reference::Reference;
 
 mod blob;
 mod gc;
+mod indexes;
 mod root;
 mod tags;
 mod unpacked;
