@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use cairn_layers::Store;
-use cairn_layers::image::timestamp;
+use cairn_layers::image::{ImageConfig, timestamp};
+use cairn_layers::platform::Platform;
 use cairn_parser::expand::Lexer;
 use cairn_parser::instruction::InstructionKind;
 use cairn_parser::{Dockerfile, StageGraph};
@@ -25,12 +26,31 @@ pub use crate::options::{BuildOptions, NamedContext};
 pub use crate::progress::{Event, Phase};
 pub use crate::stage::Built;
 
-/// Runs a build and returns the target stage's image, stored (not tagged).
+/// What the builds of every platform share: the Dockerfile, the context, the cache, the
+/// sandbox and the work directory.
+struct Shared<'a> {
+    store: &'a Store,
+    opts: &'a BuildOptions,
+    df: &'a Dockerfile,
+    context: &'a BuildContext,
+    lexer: &'a Lexer,
+    cache: &'a crate::cache::Cache,
+    sandbox: &'a std::sync::OnceLock<Result<crate::sandbox::Sandbox, std::sync::Arc<Error>>>,
+    pulled: &'a std::sync::Mutex<BTreeMap<String, cairn_layers::image::Descriptor>>,
+    next_id: &'a AtomicUsize,
+    work: &'a std::sync::Arc<WorkDir>,
+    progress: &'a (dyn Fn(Event) + Sync),
+    /// More than one platform: step lines name theirs.
+    multi: bool,
+}
+
+/// Runs a build and returns the target stage's image for each platform asked for (this
+/// machine's when none is), stored (not tagged), in the order the platforms were given.
 pub fn build(
     store: &Store,
     opts: &BuildOptions,
     progress: &(dyn Fn(Event) + Sync),
-) -> Result<Built> {
+) -> Result<Vec<Built>> {
     /// However the build ends, the layer blobs it wrote are committed (or removed) before it
     /// returns: none is left half-done in the store's scratch space.
     struct Commits<'a>(&'a Store);
@@ -42,13 +62,26 @@ pub fn build(
     }
     let _commits = Commits(store);
     let df: Dockerfile = cairn_parser::parse(&opts.dockerfile_name, &opts.dockerfile)?;
-    let mut args = platform_args();
-    args.extend(opts.build_args.clone());
-    let graph = StageGraph::new(&df, &args)
-        .map_err(|e| e.with_source(&opts.dockerfile_name, &opts.dockerfile))?;
-    let target = graph
-        .target(&df, opts.target.as_deref())
-        .map_err(|e| Error::Target(*e.kind))?;
+    let mut platforms: Vec<Platform> = Vec::new();
+    for p in &opts.platforms {
+        if !platforms.iter().any(|q| q.matches(p)) {
+            platforms.push(p.clone());
+        }
+    }
+    if platforms.is_empty() {
+        platforms.push(Platform::host());
+    }
+    // The graph and the target are checked before anything is opened: a bad Dockerfile fails
+    // fast, whatever the platform.
+    for p in &platforms {
+        let mut args = platform_args(p);
+        args.extend(opts.build_args.clone());
+        let graph = StageGraph::new(&df, &args)
+            .map_err(|e| e.with_source(&opts.dockerfile_name, &opts.dockerfile))?;
+        graph
+            .target(&df, opts.target.as_deref())
+            .map_err(|e| Error::Target(*e.kind))?;
+    }
     let context = BuildContext::open(&opts.context, opts.dockerfile_path.as_deref())?;
     let _writing = store.writing()?;
     // What builds killed outright (SIGKILL, power loss) left: scratch files and directories
@@ -63,30 +96,72 @@ pub fn build(
         source,
     })?;
     let work = std::sync::Arc::new(WorkDir(work_path));
-
-    // The global ARGs, for FROM lines and for stages that declare them again.
     let lexer = Lexer::new(df.directives.escape);
-    let mut globals = platform_args();
-    for arg in &df.global_args {
-        if let InstructionKind::Arg { args: defs } = &arg.kind {
-            declare(
-                &mut globals,
-                defs,
-                &BTreeMap::new(),
-                &opts.build_args,
-                &lexer,
-            )
-            .map_err(|e| at_with(opts, arg.span, "ARG", e))?;
-        }
-    }
-
-    let epoch = opts.source_date_epoch;
     let next_id = AtomicUsize::new(0);
     let sandbox = std::sync::OnceLock::new();
-    let mut results: BTreeMap<usize, StageResult> = BTreeMap::new();
     let cache = crate::cache::Cache::open(store);
     cache.watch(context.root());
     let pulled = std::sync::Mutex::new(BTreeMap::new());
+    import_caches(store, opts, &cache, progress)?;
+    let shared = Shared {
+        store,
+        opts,
+        df: &df,
+        context: &context,
+        lexer: &lexer,
+        cache: &cache,
+        sandbox: &sandbox,
+        pulled: &pulled,
+        next_id: &next_id,
+        work: &work,
+        progress,
+        multi: platforms.len() > 1,
+    };
+    // Each platform's graph runs on its own; stages they share (a builder stage pinned to
+    // $BUILDPLATFORM) have the same cache keys, and the cache runs each key once.
+    let finished: Vec<Result<(Built, usize)>> = if platforms.len() == 1 {
+        vec![build_platform(&shared, &platforms[0])]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = platforms
+                .iter()
+                .map(|p| {
+                    let shared = &shared;
+                    scope.spawn(move || build_platform(shared, p))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::Instruction {
+                            instruction: "build".into(),
+                            message: "a platform's thread panicked".into(),
+                        })
+                    })
+                })
+                .collect()
+        })
+    };
+    let mut built = Vec::new();
+    let mut target = 0;
+    for f in finished {
+        let (b, t) = f?;
+        target = t;
+        built.push(b);
+    }
+    cache.save()?;
+    export_caches(store, opts, &cache, target)?;
+    Ok(built)
+}
+
+/// `--cache-from`: every source's records, before the first step looks.
+fn import_caches(
+    store: &Store,
+    opts: &BuildOptions,
+    cache: &crate::cache::Cache,
+    progress: &(dyn Fn(Event) + Sync),
+) -> Result<()> {
     for src in &opts.cache_from {
         use crate::cache::CacheImport;
         match src {
@@ -99,7 +174,7 @@ pub fn build(
                     }
                     .into());
                 };
-                if !crate::cache::import_registry(store, &cache, reference, registry, progress)? {
+                if !crate::cache::import_registry(store, cache, reference, registry, progress)? {
                     progress(Event::Warning(format!(
                         "--cache-from {}: no cache there yet",
                         reference.familiar()
@@ -107,7 +182,7 @@ pub fn build(
                 }
             }
             CacheImport::Image(name) => {
-                if !import_image_cache(store, &cache, name)? {
+                if !import_image_cache(store, cache, name)? {
                     // A CI run's first build has no cache yet: that is no reason to fail.
                     progress(Event::Warning(format!(
                         "--cache-from {name}: no such image, or it has no inline cache"
@@ -116,7 +191,90 @@ pub fn build(
             }
         }
     }
-    let plan = Plan::new(&df, &graph, target);
+    Ok(())
+}
+
+/// `--cache-to`: this build's records, to each destination.
+fn export_caches(
+    store: &Store,
+    opts: &BuildOptions,
+    cache: &crate::cache::Cache,
+    target: usize,
+) -> Result<()> {
+    for dest in &opts.cache_to {
+        match dest {
+            crate::cache::CacheExport::Local { dir, max } => {
+                cache.export(store, dir, *max, target)?;
+            }
+            crate::cache::CacheExport::Registry { reference, max } => {
+                let registry = opts
+                    .registry
+                    .as_ref()
+                    .ok_or_else(|| CacheError::NoRegistry {
+                        flag: "--cache-to",
+                        reference: reference.to_string(),
+                    })?;
+                let manifest = cache.export_to_store(store, *max, target)?;
+                cairn_layers::registry::push(store, &manifest, reference, registry, &|_| {})
+                    .map_err(|source| CacheError::Push {
+                        image: reference.familiar(),
+                        source,
+                    })?;
+            }
+            crate::cache::CacheExport::Inline => {}
+        }
+    }
+    Ok(())
+}
+
+/// Builds the target stage for one platform; returns its image and the target's index.
+fn build_platform(shared: &Shared<'_>, platform: &Platform) -> Result<(Built, usize)> {
+    let Shared {
+        store,
+        opts,
+        df,
+        lexer,
+        cache,
+        progress,
+        ..
+    } = *shared;
+    let mut args = platform_args(platform);
+    args.extend(opts.build_args.clone());
+    let graph = StageGraph::new(df, &args)
+        .map_err(|e| e.with_source(&opts.dockerfile_name, &opts.dockerfile))?;
+    let target = graph
+        .target(df, opts.target.as_deref())
+        .map_err(|e| Error::Target(*e.kind))?;
+    let work = if shared.multi {
+        shared.work.0.join(platform.to_string().replace('/', "-"))
+    } else {
+        shared.work.0.clone()
+    };
+    std::fs::create_dir_all(&work).map_err(|source| Error::Io {
+        action: "create",
+        path: work.clone(),
+        source,
+    })?;
+
+    // The global ARGs, for FROM lines and for stages that declare them again.
+    let mut globals = platform_args(platform);
+    for arg in &df.global_args {
+        if let InstructionKind::Arg { args: defs } = &arg.kind {
+            declare(
+                &mut globals,
+                defs,
+                &BTreeMap::new(),
+                &opts.build_args,
+                lexer,
+            )
+            .map_err(|e| at_with(opts, arg.span, "ARG", e))?;
+        }
+    }
+
+    let epoch = opts.source_date_epoch;
+    let mut results: BTreeMap<usize, StageResult> = BTreeMap::new();
+    let plan = Plan::new(df, &graph, target);
+    let label = shared.multi.then(|| platform.to_string());
     // Stages of one wave need nothing from each other: they run in parallel.
     for wave in &plan.waves {
         let finished: Vec<(usize, Result<StageResult>)> = std::thread::scope(|scope| {
@@ -126,23 +284,30 @@ pub fn build(
                     let cx = Ctx {
                         store,
                         opts,
-                        context: &context,
-                        df: &df,
+                        context: shared.context,
+                        df,
                         globals: &globals,
                         results: &results,
-                        lexer: &lexer,
+                        lexer,
                         epoch,
-                        sandbox: &sandbox,
+                        sandbox: shared.sandbox,
                         progress,
-                        cache: &cache,
-                        pulled: &pulled,
+                        cache,
+                        pulled: shared.pulled,
+                        platform,
                     };
-                    let (graph, plan, work, next_id) = (&graph, &plan, &work, &next_id);
+                    let (graph, plan, work, label) = (&graph, &plan, &work, &label);
+                    let next_id = shared.next_id;
                     scope.spawn(move || {
-                        (
+                        let stage = StageRun {
+                            graph,
+                            plan,
+                            work,
                             index,
-                            build_stage(&cx, graph, plan, &work.0, index, next_id, progress),
-                        )
+                            next_id,
+                            label: label.as_deref(),
+                        };
+                        (index, build_stage(&cx, &stage))
                     })
                 })
                 .collect();
@@ -170,7 +335,31 @@ pub fn build(
         instruction: "build".into(),
         message: "the target stage was not built".into(),
     })?;
-    let mut config = result.config;
+    let all_hits = results.values().all(|r| r.all_hits) && result.all_hits;
+    let (manifest, config) = image(store, opts, cache, target, &result, all_hits)?;
+    let built = Built {
+        manifest,
+        config,
+        platform: result.platform,
+        rootfs: result.rootfs,
+        pending: std::sync::Mutex::new(result.pending),
+        _work: shared.work.clone(),
+    };
+    Ok((built, target))
+}
+
+/// The target stage's image, stored: the one the same steps made before when every step was
+/// a hit, else a new config and manifest.
+fn image(
+    store: &Store,
+    opts: &BuildOptions,
+    cache: &crate::cache::Cache,
+    target: usize,
+    result: &StageResult,
+    all_hits: bool,
+) -> Result<(cairn_layers::image::Descriptor, ImageConfig)> {
+    let epoch = opts.source_date_epoch;
+    let mut config = result.config.clone();
     config.config.labels.extend(opts.labels.clone());
     // Every step a hit: the image the same steps made before, so its ID is the same too.
     let mut image_key = crate::cache::KeyHasher::new("IMAGE", &result.key);
@@ -194,66 +383,31 @@ pub fn build(
         .then(|| cairn_layers::deferred::mark(opts.compression));
     image_key.field("deferred", deferred.as_deref().unwrap_or(""));
     let image_key = image_key.finish();
-    let all_hits = results.values().all(|r| r.all_hits) && result.all_hits;
-    let reused = all_hits
+    if let Some(found) = all_hits
         .then(|| cache.get_image(store, &image_key))
-        .flatten();
-    let (manifest, config) = match reused {
-        Some((manifest, config)) => (manifest, config),
-        None => {
-            config.created = Some(timestamp(epoch));
-            // A base image's cache describes how the base was built, not this image.
-            config.extra.remove(crate::cache::INLINE_FIELD);
-            config.extra.remove("moby.buildkit.cache.v0");
-            if inline {
-                config.extra.insert(
-                    crate::cache::INLINE_FIELD.into(),
-                    cache.inline(target, &image_key),
-                );
-            }
-            let annotations = deferred
-                .map(|m| [(cairn_layers::deferred::ANNOTATION.to_owned(), m)].into())
-                .unwrap_or_default();
-            let mut manifest = store.put_image_with(&config, result.layers, annotations)?;
-            if !opts.deferring() {
-                manifest =
-                    cairn_layers::deferred::compress_plain(store, &manifest, opts.compression)?;
-            }
-            cache.put_image(&image_key, &manifest)?;
-            (manifest, config)
-        }
-    };
-    cache.save()?;
-    for dest in &opts.cache_to {
-        match dest {
-            crate::cache::CacheExport::Local { dir, max } => {
-                cache.export(store, dir, *max, target)?;
-            }
-            crate::cache::CacheExport::Registry { reference, max } => {
-                let registry = opts
-                    .registry
-                    .as_ref()
-                    .ok_or_else(|| CacheError::NoRegistry {
-                        flag: "--cache-to",
-                        reference: reference.to_string(),
-                    })?;
-                let manifest = cache.export_to_store(store, *max, target)?;
-                cairn_layers::registry::push(store, &manifest, reference, registry, &|_| {})
-                    .map_err(|source| CacheError::Push {
-                        image: reference.familiar(),
-                        source,
-                    })?;
-            }
-            crate::cache::CacheExport::Inline => {}
-        }
+        .flatten()
+    {
+        return Ok(found);
     }
-    Ok(Built {
-        manifest,
-        config,
-        rootfs: result.rootfs,
-        pending: std::sync::Mutex::new(result.pending),
-        _work: work,
-    })
+    config.created = Some(timestamp(epoch));
+    // A base image's cache describes how the base was built, not this image.
+    config.extra.remove(crate::cache::INLINE_FIELD);
+    config.extra.remove("moby.buildkit.cache.v0");
+    if inline {
+        config.extra.insert(
+            crate::cache::INLINE_FIELD.into(),
+            cache.inline(target, &image_key),
+        );
+    }
+    let annotations = deferred
+        .map(|m| [(cairn_layers::deferred::ANNOTATION.to_owned(), m)].into())
+        .unwrap_or_default();
+    let mut manifest = store.put_image_with(&config, result.layers.clone(), annotations)?;
+    if !opts.deferring() {
+        manifest = cairn_layers::deferred::compress_plain(store, &manifest, opts.compression)?;
+    }
+    cache.put_image(&image_key, &manifest)?;
+    Ok((manifest, config))
 }
 
 /// Imports the inline cache of `name`: an image in the store, else an archive or layout to
@@ -281,21 +435,39 @@ fn import_image_cache(store: &Store, cache: &crate::cache::Cache, name: &str) ->
     Ok(any)
 }
 
-/// Builds one stage, whose needs are all in `cx.results`.
-fn build_stage(
-    cx: &Ctx<'_>,
-    graph: &StageGraph,
-    plan: &Plan,
-    work: &Path,
+/// One stage to build, and where it stands in its platform's build.
+struct StageRun<'a> {
+    graph: &'a StageGraph,
+    plan: &'a Plan,
+    work: &'a Path,
     index: usize,
-    next_id: &AtomicUsize,
-    progress: &(dyn Fn(Event) + Sync),
-) -> Result<StageResult> {
+    next_id: &'a AtomicUsize,
+    /// The platform, when the build has more than one: step lines name it.
+    label: Option<&'a str>,
+}
+
+/// Builds one stage, whose needs are all in `cx.results`.
+fn build_stage(cx: &Ctx<'_>, run: &StageRun<'_>) -> Result<StageResult> {
     let Ctx {
-        store, opts, df, ..
+        store,
+        opts,
+        df,
+        progress,
+        ..
     } = *cx;
+    let StageRun {
+        graph,
+        plan,
+        work,
+        index,
+        next_id,
+        label,
+    } = *run;
     let stage = &df.stages[index];
-    let stage_name = stage.display_name();
+    let stage_name = match label {
+        Some(p) => format!("{p} {}", stage.display_name()),
+        None => stage.display_name(),
+    };
     let rootfs = work.join(format!("stage-{index}"));
     let step_id = next_id.fetch_add(1, Ordering::Relaxed) + 1;
     let started = Instant::now();

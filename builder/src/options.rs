@@ -16,6 +16,9 @@ pub struct BuildOptions {
     pub dockerfile: String,
     pub dockerfile_path: Option<PathBuf>,
     pub target: Option<String>,
+    /// `--platform`: the platforms to build for (TARGETPLATFORM), one image each; empty is
+    /// this machine's. The build platform is always this machine's.
+    pub platforms: Vec<cairn_layers::platform::Platform>,
     pub build_args: BTreeMap<String, String>,
     /// `--label`: added to the final image.
     pub labels: BTreeMap<String, String>,

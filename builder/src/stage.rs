@@ -26,6 +26,8 @@ use crate::users::{self, LookupError};
 pub struct Built {
     pub manifest: Descriptor,
     pub config: ImageConfig,
+    /// The platform the image is for.
+    pub platform: cairn_layers::platform::Platform,
     /// The target stage's filesystem, until the build value is dropped; see [`Built::rootfs`].
     pub(crate) rootfs: PathBuf,
     /// Layers not yet applied to `rootfs`.
@@ -94,6 +96,10 @@ pub(crate) struct StageState {
     position: String,
     /// The stage's index in the Dockerfile.
     index: usize,
+    /// The platform the stage builds for: its RUN steps execute as binaries of it.
+    pub(crate) platform: cairn_layers::platform::Platform,
+    /// The key of the step this stage runs now, which others wait on.
+    claim: Option<crate::cache::Claim>,
 }
 
 impl StageState {
@@ -128,6 +134,9 @@ impl StageState {
             no_cache,
             position: String::new(),
             index,
+            // FROM sets it once the stage has one.
+            platform: cairn_layers::platform::Platform::host(),
+            claim: None,
         }
     }
 
@@ -180,10 +189,24 @@ impl StageState {
         summary: crate::cache::SummaryParts,
         step_id: usize,
     ) -> Result<bool> {
-        let found = if self.no_cache {
-            None
-        } else {
-            cache.get(store, key)
+        // One claim at a time, none held while waiting: no two stages wait on each other.
+        self.claim = None;
+        let found = loop {
+            if self.no_cache {
+                break None;
+            }
+            if let Some(rec) = cache.get(store, key) {
+                break Some(rec);
+            }
+            // Another stage (of this platform or another) runs this very step: its record
+            // is this one's.
+            match cache.claim(key) {
+                crate::cache::Claimed::Mine(c) => {
+                    self.claim = Some(c);
+                    break None;
+                }
+                crate::cache::Claimed::Waited => {}
+            }
         };
         let Some(rec) = found else {
             let summary = summary.build();
@@ -229,6 +252,7 @@ impl StageState {
         cache.confirm_summary(&self.position)?;
         cache.touch(&key, &rec, self.index);
         self.key = key;
+        self.claim = None;
         Ok(())
     }
 
@@ -264,6 +288,7 @@ impl StageState {
             all_hits: self.all_hits,
             args: self.args,
             meta: self.meta,
+            platform: self.platform,
         }
     }
 
@@ -355,6 +380,7 @@ pub(crate) struct StageResult {
     /// The stage's build args and their state, which `FROM <stage>` starts from.
     pub(crate) args: BTreeMap<String, String>,
     pub(crate) meta: MetaState,
+    pub(crate) platform: cairn_layers::platform::Platform,
 }
 
 pub(crate) fn is_root() -> bool {

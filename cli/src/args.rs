@@ -391,10 +391,11 @@ pub struct BuildArgs {
     pub snapshotter: String,
     #[command(flatten)]
     pub isolation: IsolationArg,
-    /// The platform to build for: only this machine's (linux/<arch>) until cairn builds for
-    /// others.
-    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
-    pub platform: Option<String>,
+    /// The platforms to build for, comma-separated or repeated (`linux/amd64,linux/arm64`;
+    /// `local` is this machine's): one image each, in an image index when more than one.
+    /// Another architecture's RUN steps run under binfmt_misc emulation (qemu-user-static).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT],...", value_delimiter = ',')]
+    pub platform: Vec<String>,
     /// BuildKit's SSH agent forwarding, which cairn does not support: taken only to say so
     /// (clap would suggest an unrelated flag).
     #[arg(long, hide = true, value_name = "SPEC")]

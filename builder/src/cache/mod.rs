@@ -11,6 +11,7 @@
 //! misses; `records.rs` holds the [`Cache`] and what it keeps on disk; `listings.rs` layer listings, read ahead; `transfer.rs` imports
 //! and exports caches (`--cache-from`, `--cache-to`); `prune.rs` evicts.
 
+mod inflight;
 mod key;
 mod listings;
 pub mod memo;
@@ -19,6 +20,7 @@ mod records;
 pub mod schema;
 mod transfer;
 
+pub use inflight::{Claim, Claimed};
 pub use key::{Key, KeyHasher, Summary, SummaryParts};
 pub use prune::{CachePruned, PrunePolicy};
 pub use records::{Cache, LayerRecord, Record, RemoteFetch, file_digests};

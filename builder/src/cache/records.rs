@@ -50,6 +50,8 @@ pub struct Cache {
     /// Layer listings, by blob: every stage on a base, and each name lookup in it, asks for
     /// the same ones.
     listings: Arc<super::listings::Listings>,
+    /// The keys whose steps run now.
+    inflight: Arc<super::inflight::Inflight>,
 }
 
 impl Drop for Cache {
@@ -89,7 +91,14 @@ impl Cache {
             touched: Mutex::default(),
             touched_image: Mutex::default(),
             listings,
+            inflight: Arc::default(),
         }
+    }
+
+    /// Claims `key` for this thread to compute, or waits for the thread that is (see
+    /// [`super::inflight`]).
+    pub fn claim(&self, key: &Key) -> super::Claimed {
+        self.inflight.claim(key)
     }
 
     /// Notes a record this build used or made, for `--cache-to`.

@@ -48,6 +48,9 @@ pub enum Error {
     /// `cairn run` that could not start its container.
     #[error(transparent)]
     Run(Box<RunError>),
+    /// A RUN for another platform that no emulator here runs.
+    #[error(transparent)]
+    Emulation(Box<crate::sandbox::emulation::EmulationError>),
     /// A user or group that the image's files do not resolve.
     #[error(transparent)]
     User(#[from] LookupError),
@@ -200,7 +203,8 @@ from_boxed!(
     Cache(CacheError),
     Image(ImageError),
     Mount(MountError),
-    Run(RunError)
+    Run(RunError),
+    Emulation(crate::sandbox::emulation::EmulationError)
 );
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

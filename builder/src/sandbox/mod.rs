@@ -25,6 +25,7 @@
 
 pub mod cgroup;
 mod confine;
+pub mod emulation;
 mod etc;
 pub mod helper;
 mod idmapped;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use cairn_layers::image::{History, timestamp};
+use cairn_layers::platform::Platform;
 use cairn_parser::expand::{ExpandError, Lexer};
 use cairn_parser::instruction::{ArgDef, Instruction};
 
@@ -11,23 +12,21 @@ use super::ctx::{Ctx, Outcome, at_with};
 use crate::error::Result;
 use crate::stage::StageState;
 
-/// The build args BuildKit defines for every build (TARGETPLATFORM and friends).
-pub(crate) fn platform_args() -> BTreeMap<String, String> {
-    let arch = cairn_layers::image::host_architecture();
-    let platform = format!("linux/{arch}");
-    [
-        ("BUILDPLATFORM", platform.as_str()),
-        ("BUILDOS", "linux"),
-        ("BUILDARCH", arch),
-        ("BUILDVARIANT", ""),
-        ("TARGETPLATFORM", platform.as_str()),
-        ("TARGETOS", "linux"),
-        ("TARGETARCH", arch),
-        ("TARGETVARIANT", ""),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect()
+/// The build args BuildKit defines for every build: BUILDPLATFORM and friends for this
+/// machine, TARGETPLATFORM and friends for the platform being built.
+pub(crate) fn platform_args(target: &Platform) -> BTreeMap<String, String> {
+    let build = Platform::host();
+    let mut out = BTreeMap::new();
+    for (prefix, p) in [("BUILD", &build), ("TARGET", target)] {
+        out.insert(format!("{prefix}PLATFORM"), p.to_string());
+        out.insert(format!("{prefix}OS"), p.os.clone());
+        out.insert(format!("{prefix}ARCH"), p.architecture.clone());
+        out.insert(
+            format!("{prefix}VARIANT"),
+            p.variant.clone().unwrap_or_default(),
+        );
+    }
+    out
 }
 
 /// `ARG` in a stage or before the first FROM: a build arg's value wins over the default; a

@@ -450,7 +450,7 @@ fn resolve_from(
                     )?
                 }
                 _ => cx
-                    .image(f, step_id, || {
+                    .image(f, step_id, &st.platform, || {
                         format!("--from={f}: no such stage, build context or image in the store")
                     })
                     .map_err(|e| at_with(cx.opts, ins.span, ins.keyword(), e))?,

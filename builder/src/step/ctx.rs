@@ -34,6 +34,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) cache: &'a crate::cache::Cache,
     /// Images this build pulled, by name, so `--pull` asks each registry once.
     pub(crate) pulled: &'a std::sync::Mutex<BTreeMap<String, Descriptor>>,
+    /// The platform this build is for (TARGETPLATFORM): a stage's unless its FROM names one.
+    pub(crate) platform: &'a cairn_layers::platform::Platform,
 }
 
 /// How a step got its result.

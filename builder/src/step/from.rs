@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use cairn_layers::IdMap;
 use cairn_layers::image::ImageConfig;
 use cairn_layers::layer::write_layer;
+use cairn_layers::platform::Platform;
 use cairn_parser::StageGraph;
 
 use super::ctx::{Ctx, at, at_with, at_with_context};
@@ -40,6 +41,7 @@ pub(crate) fn start(
         .iter()
         .find(|e| e.stage == index && e.kind == cairn_parser::EdgeKind::From)
         .map(|e| e.needs);
+    let platform = stage_platform(cx, stage, from_stage)?;
     let base_id: String;
     // BuildKit's FROM <stage> starts from the stage's state: its environment holds the
     // stage's ARG values, and its list of build args goes on (dispatchState.init).
@@ -70,19 +72,24 @@ pub(crate) fn start(
         ));
     } else if base.eq_ignore_ascii_case("scratch") {
         base_id = "scratch".into();
-        // BuildKit's emptyImage: working directory `/` (PATH is added below).
+        // BuildKit's emptyImage: working directory `/` (PATH is added below), and the
+        // stage's platform.
         let mut config = ImageConfig::scratch();
         config.config.working_dir = "/".into();
+        config.os = platform.os.clone();
+        config.architecture = platform.architecture.clone();
+        config.variant = platform.variant.clone();
         (config, Vec::new())
     } else {
         let named = named_context(&opts.contexts, base);
         match named {
             Some(NamedContext::OciLayout { dir, tag }) => {
                 let manifest = cairn_layers::archive::layout_image(store, &dir, tag.as_deref())
+                    .and_then(|d| store.image_for(&d, &platform))
                     .map_err(|e| at_with(opts, stage.span, "FROM", e))?;
                 base_id = format!("image:{}", manifest.digest);
                 let img = store.image(&manifest)?;
-                check_platform(cx, stage, base, &img.config)?;
+                check_platform(cx, stage, base, &platform, &img.config)?;
                 (img.config, img.manifest.layers)
             }
             Some(NamedContext::Dir(dir)) => {
@@ -95,19 +102,22 @@ pub(crate) fn start(
                     cairn_layers::diff::write_dir(&dir, w, &tar_opts).map(|_| ())
                 })?;
                 let mut config = ImageConfig::scratch();
+                config.os = platform.os.clone();
+                config.architecture = platform.architecture.clone();
+                config.variant = platform.variant.clone();
                 base_id = format!("layer:{}", layer.diff_id);
                 config.rootfs.diff_ids.push(layer.diff_id);
                 (config, vec![layer.descriptor])
             }
             None => {
                 let manifest = cx
-                    .image(base, step_id, || {
+                    .image(base, step_id, &platform, || {
                         format!("image {base:?} is not in the store; load it first with `cairn load -i PATH -t {base}`")
                     })
                     .map_err(|e| at_with(opts, stage.span, "FROM", e))?;
                 base_id = format!("image:{}", manifest.digest);
                 let img = store.image(&manifest)?;
-                check_platform(cx, stage, base, &img.config)?;
+                check_platform(cx, stage, base, &platform, &img.config)?;
                 (img.config, img.manifest.layers)
             }
         }
@@ -116,6 +126,7 @@ pub(crate) fn start(
     cx.cache.read_ahead_listings(store, &layers);
     let mut from_key = crate::cache::KeyHasher::new("FROM", &crate::cache::Key::root());
     from_key.field("base", &base_id);
+    from_key.field("platform", platform.to_string());
     let no_cache = opts.no_cache
         || opts
             .no_cache_filter
@@ -139,7 +150,7 @@ pub(crate) fn start(
     }
     // A new image starts a new history only in name: the base's history stays.
     let onbuild = config.config.on_build.take();
-    let st = StageState::new(
+    let mut st = StageState::new(
         config,
         layers,
         rootfs,
@@ -148,91 +159,59 @@ pub(crate) fn start(
         no_cache,
         index,
     );
+    st.platform = platform;
     Ok((st, onbuild))
 }
 
-/// An `os/arch[/variant]` (or a bare arch, on linux) as containerd normalises it: arch aliases
-/// to their Go names, arm64's default variant v8 dropped.
-pub(crate) fn normal_platform(spec: &str) -> (String, String, Option<String>) {
-    let parts: Vec<String> = spec.split('/').map(str::to_ascii_lowercase).collect();
-    let (os, arch, variant) = match parts.as_slice() {
-        [arch] => ("linux".to_owned(), arch.clone(), None),
-        [os, arch] => (os.clone(), arch.clone(), None),
-        [os, arch, variant, ..] => (os.clone(), arch.clone(), Some(variant.clone())),
-        [] => (String::new(), String::new(), None),
-    };
-    let arch = match arch.as_str() {
-        "x86_64" | "x86-64" => "amd64".to_owned(),
-        "aarch64" => "arm64".to_owned(),
-        "i386" | "i686" => "386".to_owned(),
-        "armhf" => return (os, "arm".to_owned(), Some("v7".to_owned())),
-        "armel" => return (os, "arm".to_owned(), Some("v6".to_owned())),
-        _ => arch,
-    };
-    let variant = variant.filter(|v| !(v.is_empty() || arch == "arm64" && v == "v8"));
-    (os, arch, variant)
-}
-
-/// `FROM --platform=P`: until cairn builds for other platforms, a base of another platform is
-/// an error naming both, not an image silently built for the base's.
-pub(crate) fn check_platform(
+/// The platform a stage builds for: its base stage's, else its FROM's `--platform` (ARGs
+/// expanded), else the build's.
+fn stage_platform(
     cx: &Ctx<'_>,
     stage: &cairn_parser::Stage,
-    base: &str,
-    config: &ImageConfig,
-) -> Result<()> {
+    from_stage: Option<usize>,
+) -> Result<Platform> {
+    if let Some(dep) = from_stage
+        && let Some(r) = cx.results.get(&dep)
+    {
+        return Ok(r.platform.clone());
+    }
     let Some(raw) = &stage.platform else {
-        return Ok(());
+        return Ok(cx.platform.clone());
     };
     let wanted = cx.lexer.process_word(raw, cx.globals).map_err(|e| {
         at_with_context(cx.opts, stage.span, "FROM", format!("--platform={raw}"), e)
     })?;
     if wanted.is_empty() {
+        return Ok(cx.platform.clone());
+    }
+    Platform::parse(&wanted)
+        .map_err(|e| at_with_context(cx.opts, stage.span, "FROM", format!("--platform={raw}"), e))
+}
+
+/// A base image for another platform than the stage's is an error naming both, not an image
+/// silently built for the base's. (BuildKit warns and builds; its RUN steps would then run
+/// binaries of the wrong platform.)
+pub(crate) fn check_platform(
+    cx: &Ctx<'_>,
+    stage: &cairn_parser::Stage,
+    base: &str,
+    wanted: &Platform,
+    config: &ImageConfig,
+) -> Result<()> {
+    let found = Platform::of_config(config);
+    if found.os.is_empty() && found.architecture.is_empty() {
         return Ok(());
     }
-    let (os, arch, variant) = normal_platform(&wanted);
-    let found = match &config.variant {
-        Some(v) if !v.is_empty() => format!("{}/{}/{v}", config.os, config.architecture),
-        _ => format!("{}/{}", config.os, config.architecture),
-    };
-    let (f_os, f_arch, f_variant) = normal_platform(&found);
-    let variant_differs = matches!((&variant, &f_variant), (Some(a), Some(b)) if a != b);
-    if os != f_os || arch != f_arch || variant_differs {
+    if !wanted.matches(&found) {
         return Err(at(
             cx.opts,
             stage.span,
             "FROM",
             format!(
-                "--platform={wanted}: the base image {base:?} is {found}, not {wanted} \
-                 (cairn cannot build for another platform yet)"
+                "the base image {base:?} is {found}, not {wanted}: build for {found} \
+                 (--platform {found}), or use a base that has an image for {wanted}"
             ),
         ));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::normal_platform;
-
-    #[test]
-    fn platforms_normalise_as_containerd_does() {
-        let p = |os: &str, arch: &str, v: Option<&str>| {
-            (os.to_owned(), arch.to_owned(), v.map(str::to_owned))
-        };
-        let cases = [
-            ("linux/amd64", p("linux", "amd64", None)),
-            ("amd64", p("linux", "amd64", None)),
-            ("linux/x86_64", p("linux", "amd64", None)),
-            ("Linux/AMD64", p("linux", "amd64", None)),
-            ("linux/aarch64", p("linux", "arm64", None)),
-            ("linux/arm64/v8", p("linux", "arm64", None)),
-            ("linux/arm/v7", p("linux", "arm", Some("v7"))),
-            ("linux/armhf", p("linux", "arm", Some("v7"))),
-            ("windows/amd64", p("windows", "amd64", None)),
-        ];
-        for (spec, want) in cases {
-            assert_eq!(normal_platform(spec), want, "{spec}");
-        }
-    }
 }

@@ -364,7 +364,7 @@ fn mount_from<'a>(cx: &'a Ctx<'_>, from: &str) -> MountFrom<'a> {
 
 /// The image `from=` names (see [`Ctx::image`]).
 fn mount_image(cx: &Ctx<'_>, from: &str, step_id: usize) -> Result<Descriptor> {
-    cx.image(from, step_id, || {
+    cx.image(from, step_id, cx.platform, || {
         format!("from={from}: no stage or image of that name")
     })
     .map_err(|e| MountError::Image(e).into())

@@ -8,7 +8,7 @@ use cairn_layers::layer::write_layer_reusing;
 use cairn_parser::instruction::{Instruction, NetworkMode, Run};
 use cairn_parser::mount::{Mount, MountType};
 
-use super::ctx::{Ctx, Outcome, add_layer, at, at_caused, at_with_context, timed, timing};
+use super::ctx::{Ctx, Outcome, add_layer, at, at_caused, at_with, at_with_context, timed, timing};
 use super::mount::{mount_source_identity, mount_spec, set_mode};
 use crate::error::{Error, Result, io_err};
 use crate::meta;
@@ -153,6 +153,11 @@ pub(crate) fn run_step(
     if st.use_cached(cx.cache, cx.store, cx.progress, &key, summary, step_id)? {
         return Ok(Outcome::Cached);
     }
+    // Another architecture's binaries run through the kernel's binfmt_misc: said before a
+    // sandbox is made, and naming what to install, rather than as an exec format error.
+    let binfmt = std::path::Path::new(crate::sandbox::emulation::BINFMT_DIR);
+    crate::sandbox::emulation::check(&st.platform, binfmt)
+        .map_err(|e| at_with(opts, ins.span, "RUN", e))?;
     let sb = sandbox(cx).map_err(|e| match e {
         Error::Sandbox(m) => fail(format!("sandbox: {m}")),
         other => at_with_context(opts, ins.span, "RUN", "sandbox", other),

@@ -21,20 +21,36 @@ use crate::progress::Event;
 use crate::stage::{StageResult, unpack_layers, view_apply_options};
 
 impl Ctx<'_> {
-    /// An image by name for FROM, COPY --from or RUN --mount from=: the store's; else, or
-    /// with `--pull` when named by tag, its registry's. `missing` words the error when there
-    /// is no registry to ask; a failed pull says what the registry said.
+    /// An image by name for FROM, COPY --from or RUN --mount from=, for `platform`: the
+    /// store's (a stored index's image for the platform); else, or with `--pull` when named
+    /// by tag, its registry's. `missing` words the error when there is no registry to ask; a
+    /// failed pull says what the registry said.
     pub(crate) fn image(
         &self,
         name: &str,
         step_id: usize,
+        platform: &cairn_layers::platform::Platform,
         missing: impl FnOnce() -> String,
     ) -> std::result::Result<Descriptor, ImageError> {
-        if let Some(d) = self.pulled.lock().ok().and_then(|p| p.get(name).cloned()) {
+        let pulled_key = format!("{name}\0{platform}");
+        if let Some(d) = self
+            .pulled
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&pulled_key).cloned())
+        {
             return Ok(d);
         }
         let stored = match self.store.resolve(name) {
-            Ok(found) => Some(found),
+            // An index without this platform's image is as good as missing: the registry may
+            // have it.
+            Ok((by_tag, d)) => match self.store.image_for(&d, platform) {
+                Ok(d) => Some((by_tag, d)),
+                Err(e) if self.opts.registry.is_none() => {
+                    return Err(ImageError::Missing(e.to_string()));
+                }
+                Err(_) => None,
+            },
             // An ID prefix of several images: saying "not in the store" would mislead.
             Err(e @ cairn_layers::Error::Invalid { .. }) => {
                 return Err(ImageError::Ambiguous(Box::new(e)));
@@ -66,6 +82,10 @@ impl Ctx<'_> {
                 progress(Event::Log { id: step_id, line });
             }
         };
+        let registry = &cairn_layers::registry::RegistryOptions {
+            platform: Some(platform.clone()),
+            ..registry.clone()
+        };
         let d = cairn_layers::registry::pull(self.store, &reference, registry, &events).map_err(
             |e| match &stored {
                 Some(_) => ImageError::Pull {
@@ -80,7 +100,7 @@ impl Ctx<'_> {
             },
         )?;
         if let Ok(mut p) = self.pulled.lock() {
-            p.insert(name.to_owned(), d.clone());
+            p.insert(pulled_key, d.clone());
         }
         Ok(d)
     }

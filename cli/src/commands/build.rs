@@ -287,9 +287,11 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
     if let Some(spec) = args.ssh.first() {
         bail!("--ssh {spec}: not supported: cairn cannot forward SSH agents or keys to RUN");
     }
-    if let Some(p) = &args.platform {
-        check_platform(p)?;
-    }
+    let platforms = args
+        .platform
+        .iter()
+        .map(|p| crate::commands::registry::parse_platform(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let tags = args
         .tags
         .iter()
@@ -367,6 +369,7 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
         dockerfile,
         dockerfile_path,
         target: args.target.clone(),
+        platforms,
         build_args: build_args(&args.build_args),
         labels,
         source_date_epoch: source_date_epoch()?,
@@ -428,42 +431,50 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
     // Dropping the renderer settles the live bars before the error or the summary is printed.
     drop(render);
     let built = built?;
-    let id = store.image(&built.manifest)?.id().clone();
+    let (result, id) = match built.as_slice() {
+        [one] => (
+            one.manifest.clone(),
+            store.image(&one.manifest)?.id().clone(),
+        ),
+        // Several platforms: an image index of their images, whose digest is the ID (as in
+        // docker's containerd image store).
+        many => {
+            let manifests = many
+                .iter()
+                .map(|b| cairn_layers::image::Descriptor {
+                    platform: Some(b.platform.clone()),
+                    ..b.manifest.clone()
+                })
+                .collect();
+            let index = store.put_index(&cairn_layers::image::Index::new(manifests))?;
+            let id = index.digest.clone();
+            (index, id)
+        }
+    };
     for t in &tags {
-        store.tag(t, &built.manifest)?;
+        store.tag(t, &result)?;
     }
     if tags.is_empty() && outputs.is_empty() {
         // docker's build without -t leaves a dangling image that its ID names: kept so, it
         // is listed, usable by ID (`cairn run $(cairn build -q .)`) and not pruned by a
         // build's housekeeping.
-        store.keep_untagged(&built.manifest)?;
+        store.keep_untagged(&result)?;
     }
     for o in &outputs {
-        let save = |format, dest: &Path| {
-            let images = [ToSave {
-                reference: tags.first().cloned(),
-                manifest: built.manifest.clone(),
-            }];
-            archive::save(store, &images, format, dest)
-                .with_context(|| format!("failed to write {}", dest.display()))
-        };
-        match o {
-            Output::Oci(d) => save(SaveFormat::OciDir, d)?,
-            Output::OciArchive(d) => save(SaveFormat::OciArchive, d)?,
-            Output::DockerArchive(d) => save(SaveFormat::DockerArchive, d)?,
-            Output::Local(d) => cairn_builder::output::local(store, &built, d)?,
-            Output::Tar(d) => cairn_builder::output::tar(store, &built, d, opts.source_date_epoch)?,
-            Output::Registry { name, tag } => {
-                if *tag {
-                    store.tag(name, &built.manifest)?;
-                }
-                push(store, &built.manifest, name, &registry_options, quiet)?;
-            }
-        }
+        write_output(
+            store,
+            o,
+            &built,
+            &result,
+            &tags,
+            &opts,
+            &registry_options,
+            quiet,
+        )?;
     }
     if args.push {
         for t in &tags {
-            push(store, &built.manifest, t, &registry_options, quiet)?;
+            push(store, &result, t, &registry_options, quiet)?;
         }
     }
     if let Some(f) = &args.iidfile {
@@ -483,27 +494,65 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--platform`: this machine's platform (`linux/amd64`, or `amd64`), the only one cairn builds
-/// for; any other is an error naming both rather than an image of the wrong platform.
-fn check_platform(spec: &str) -> anyhow::Result<()> {
-    let host = cairn_layers::image::host_architecture();
-    let mut parts = spec.split('/');
-    let (os, arch) = match (parts.next(), parts.next()) {
-        (Some(arch), None) => ("linux", arch),
-        (Some(os), Some(arch)) => (os, arch),
-        _ => ("", ""),
+/// Writes one `-o` output of the build: `result` is its image, or the index of its images
+/// for several platforms, which the OCI outputs and a push keep whole, and the filesystem
+/// outputs split into one directory per platform.
+#[allow(clippy::too_many_arguments)]
+fn write_output(
+    store: &Store,
+    o: &Output,
+    built: &[cairn_builder::build::Built],
+    result: &cairn_layers::image::Descriptor,
+    tags: &[Reference],
+    opts: &BuildOptions,
+    registry: &cairn_layers::registry::RegistryOptions,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let save = |format, dest: &Path| {
+        let images = [ToSave {
+            reference: tags.first().cloned(),
+            manifest: result.clone(),
+        }];
+        archive::save(store, &images, format, dest)
+            .with_context(|| format!("failed to write {}", dest.display()))
     };
-    let arch = match arch {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        a => a,
+    let single = match built {
+        [one] => Some(one),
+        _ => None,
     };
-    let variant = parts.next().filter(|v| !(arch == "arm64" && *v == "v8"));
-    if os != "linux" || arch != host || variant.is_some() {
-        bail!(
-            "--platform {spec}: cairn builds for this machine's platform, linux/{host}, only \
-             (building for another platform is not supported yet)"
-        );
+    match (o, single) {
+        (Output::Oci(d), _) => save(SaveFormat::OciDir, d)?,
+        (Output::OciArchive(d), _) => save(SaveFormat::OciArchive, d)?,
+        (Output::DockerArchive(d), Some(_)) => save(SaveFormat::DockerArchive, d)?,
+        (Output::DockerArchive(d), None) => bail!(
+            "--output type=docker,dest={}: a docker archive holds one platform's image; \
+             build one --platform, or write type=oci or type=oci-archive, which keep the index",
+            d.display()
+        ),
+        (Output::Local(d), Some(one)) => cairn_builder::output::local(store, one, d)?,
+        // BuildKit's layout: one directory per platform, named like `linux_arm64`.
+        (Output::Local(d), None) => {
+            std::fs::create_dir_all(d)
+                .with_context(|| format!("failed to create {}", d.display()))?;
+            for b in built {
+                let sub = d.join(b.platform.to_string().replace('/', "_"));
+                cairn_builder::output::local(store, b, &sub)?;
+            }
+        }
+        (Output::Tar(d), Some(one)) => {
+            cairn_builder::output::tar(store, one, d, opts.source_date_epoch)?
+        }
+        (Output::Tar(d), None) => bail!(
+            "--output type=tar,dest={}: a tar holds one platform's filesystem; build one \
+             --platform, or use type=local, which writes one directory per platform",
+            d.display()
+        ),
+        (Output::Registry { name, tag }, _) => {
+            if *tag {
+                store.tag(name, result)?;
+            }
+            push(store, result, name, registry, quiet)?;
+        }
     }
     Ok(())
 }

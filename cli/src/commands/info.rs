@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use cairn_builder::sandbox::{
-    Isolation, IsolationMode, Limits, MappingKind, Probe, Sandbox, Snapshotter, cgroup,
+    Isolation, IsolationMode, Limits, MappingKind, Probe, Sandbox, Snapshotter, cgroup, emulation,
 };
 use cairn_layers::Store;
 use serde::Serialize;
@@ -24,7 +24,7 @@ struct Info {
     warnings: Vec<String>,
     cgroups: String,
     ids: IdsInfo,
-    emulators: Vec<Emulator>,
+    emulators: Vec<emulation::Emulator>,
     config_files: Vec<ConfigFile>,
 }
 
@@ -56,14 +56,6 @@ struct IdsInfo {
     /// `container:host:size` ranges of the build's user namespace.
     uids: Vec<String>,
     gids: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct Emulator {
-    name: String,
-    enabled: bool,
-    interpreter: String,
-    flags: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -125,7 +117,7 @@ pub fn info(store: &Store, args: &InfoArgs) -> anyhow::Result<()> {
         warnings,
         cgroups: cgroups(),
         ids,
-        emulators: emulators(Path::new("/proc/sys/fs/binfmt_misc")),
+        emulators: emulation::registered(Path::new(emulation::BINFMT_DIR)),
         config_files: config_files(),
     };
     match args.format {
@@ -182,34 +174,6 @@ fn cgroups() -> String {
             .into(),
         Err(e) => format!("not usable: {e}"),
     }
-}
-
-/// binfmt_misc's registered interpreters (qemu-user for other platforms' RUN).
-fn emulators(dir: &Path) -> Vec<Emulator> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut out: Vec<Emulator> = entries
-        .filter_map(Result::ok)
-        .filter(|e| !matches!(e.file_name().to_str(), Some("register" | "status")))
-        .filter_map(|e| {
-            let text = std::fs::read_to_string(e.path()).ok()?;
-            let field = |k: &str| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix(k))
-                    .map(|v| v.trim().to_owned())
-                    .unwrap_or_default()
-            };
-            Some(Emulator {
-                name: e.file_name().to_string_lossy().into_owned(),
-                enabled: text.lines().next() == Some("enabled"),
-                interpreter: field("interpreter "),
-                flags: field("flags:"),
-            })
-        })
-        .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
 }
 
 fn config_files() -> Vec<ConfigFile> {
