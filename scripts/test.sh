@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
+# arm64 programs run through qemu (the multi-platform tests): registered as root.
+scripts/binfmt.sh
 # The in_docker tests run cairn's own image in a Docker daemon.
 scripts/dockerd.sh
 
