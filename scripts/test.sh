@@ -6,6 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
+# arm64 programs run through qemu (the multi-platform tests), and the arm64 busybox package is
+# cached for the fixture: both as root, before the unprivileged pass needs them.
+scripts/binfmt.sh
+fixtures/busybox/fetch-arm64.sh >/dev/null
 # The in_docker tests run cairn's own image in a Docker daemon.
 scripts/dockerd.sh
 

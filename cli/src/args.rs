@@ -207,6 +207,10 @@ pub struct ImportArgs {
     /// A commit message for the image's history.
     #[arg(short = 'm', long = "message")]
     pub message: Option<String>,
+    /// The platform the root filesystem is for, recorded in the config
+    /// [default: linux/<this machine's>]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

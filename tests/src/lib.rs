@@ -208,10 +208,10 @@ pub fn context(dockerfile: &str) -> tempfile::TempDir {
     context_with(dockerfile, &[])
 }
 
-/// The busybox fixture, built once per test process into a directory of its own. A static is
-/// never dropped, so the directory is named by the process and removed by a later test
-/// process once its own is gone (a temp dir would be left behind by every test binary).
-pub fn busybox_layout() -> &'static Path {
+/// This test process's directory for the fixtures it builds. A static is never dropped, so the
+/// directory is named by the process and removed by a later test process once its own is gone
+/// (a temp dir would be left behind by every test binary).
+fn process_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         const PREFIX: &str = "cairn-e2e-busybox-";
@@ -229,12 +229,74 @@ pub fn busybox_layout() -> &'static Path {
         let dir = tmp.join(format!("{PREFIX}{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir(&dir).unwrap();
-        let out = dir.join("busybox");
-        let mut c = Command::new(repo_root().join("fixtures/busybox/make.sh"));
-        c.arg(&out).arg(cairn_bin());
-        ok(c);
-        out
+        dir
     })
+}
+
+/// A fixture script of fixtures/busybox run with `args`, writing `name` in this process's
+/// directory; returns where.
+fn make_fixture(script: &str, name: &str, args: &[&Path]) -> PathBuf {
+    let out = process_dir().join(name);
+    let mut c = Command::new(repo_root().join("fixtures/busybox").join(script));
+    c.arg(&out).args(args);
+    ok(c);
+    out
+}
+
+/// The busybox fixture (this machine's busybox-static), built once per test process.
+pub fn busybox_layout() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| make_fixture("make.sh", "busybox", &[&cairn_bin()]))
+}
+
+/// The arm64 busybox fixture (Debian's busybox-static:arm64, platform linux/arm64), built once
+/// per test process from the package fixtures/busybox/fetch-arm64.sh caches.
+pub fn busybox_arm64_layout() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        make_fixture(
+            "make.sh",
+            "busybox-arm64",
+            &[&cairn_bin(), Path::new("arm64")],
+        )
+    })
+}
+
+/// The two busybox fixtures as one multi-platform image: index.json names (`latest`) an image
+/// index of the amd64 and arm64 manifests, as `docker buildx build -o type=oci` writes it.
+pub fn busybox_index_layout() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        make_fixture(
+            "make-index.sh",
+            "busybox-index",
+            &[busybox_layout(), busybox_arm64_layout()],
+        )
+    })
+}
+
+/// Insists that the kernel runs arm64 programs through qemu, registered with the F flag (so a
+/// chroot or user namespace without qemu in it runs them too). Panics rather than skipping: a
+/// machine without it must fail the multi-platform tests, not pass them unseen.
+pub fn require_arm64_emulation() {
+    let entry = Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64");
+    let problem = match fs::read_to_string(entry) {
+        Err(e) => Some(format!("{}: {e}", entry.display())),
+        Ok(s) if s.lines().next() != Some("enabled") => {
+            Some(format!("{} is not enabled", entry.display()))
+        }
+        Ok(s) => match s.lines().find_map(|l| l.strip_prefix("flags:")) {
+            Some(f) if f.contains('F') => None,
+            f => Some(format!(
+                "{} has no F (fix-binary) flag: flags:{}",
+                entry.display(),
+                f.unwrap_or_default()
+            )),
+        },
+    };
+    if let Some(p) = problem {
+        panic!("arm64 emulation is not set up ({p}): run scripts/binfmt.sh as root");
+    }
 }
 
 pub fn loaded_busybox() -> Store {

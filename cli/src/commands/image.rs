@@ -54,6 +54,14 @@ pub fn import(store: &Store, args: &ImportArgs) -> anyhow::Result<()> {
     let changes = args.changes.join("\n");
     let df = cairn_parser::parse("--change", &format!("FROM scratch\n{changes}\n"))?;
     let mut config = ImageConfig::scratch();
+    // A tarball of another machine's binaries (an arm64 rootfs made on amd64) says so here,
+    // as `docker import --platform` does; the tarball itself is not looked at.
+    if let Some(p) = &args.platform {
+        let p = super::registry::parse_platform(p)?;
+        config.os = p.os;
+        config.architecture = p.architecture;
+        config.variant = p.variant;
+    }
     let created = timestamp(source_date_epoch()?);
     config.created = Some(created.clone());
     meta::apply_all(
