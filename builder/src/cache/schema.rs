@@ -55,11 +55,18 @@ pub const HEAD: &[Field] = &[
 pub const SCHEMA: &[Step] = &[
     Step {
         kind: "FROM",
-        fields: &[f(
-            "base",
-            "`stage:<key>`, `image:<manifest digest>`, `layer:<diff_id>` or `scratch`",
-            "the base fixes the stage's starting filesystem and config",
-        )],
+        fields: &[
+            f(
+                "base",
+                "`stage:<key>`, `image:<manifest digest>`, `layer:<diff_id>` or `scratch`",
+                "the base fixes the stage's starting filesystem and config",
+            ),
+            f(
+                "platform",
+                "the stage's platform, `os/arch[/variant]`",
+                "RUN executes binaries of it, and a scratch stage's config names it",
+            ),
+        ],
     },
     Step {
         kind: "WORKDIR",
