@@ -80,6 +80,18 @@ fn declare_args(
     Ok(())
 }
 
+/// The build args BuildKit defines for every build, which FROM lines see undeclared.
+pub const PLATFORM_ARGS: [&str; 8] = [
+    "BUILDPLATFORM",
+    "BUILDOS",
+    "BUILDARCH",
+    "BUILDVARIANT",
+    "TARGETPLATFORM",
+    "TARGETOS",
+    "TARGETARCH",
+    "TARGETVARIANT",
+];
+
 impl StageGraph {
     /// Resolves every stage's references, expanding names with `build_args`.
     pub fn new(
@@ -87,7 +99,12 @@ impl StageGraph {
         build_args: &BTreeMap<String, String>,
     ) -> Result<StageGraph, ParseError> {
         let lexer = Lexer::new(df.directives.escape);
-        let mut globals: BTreeMap<String, String> = BTreeMap::new();
+        // BuildKit's platform args are in the global scope without an ARG: `FROM
+        // --platform=$BUILDPLATFORM` and `FROM base-$TARGETARCH` need no declaration.
+        let mut globals: BTreeMap<String, String> = PLATFORM_ARGS
+            .iter()
+            .filter_map(|k| Some(((*k).to_owned(), build_args.get(*k)?.clone())))
+            .collect();
         for arg in &df.global_args {
             if let InstructionKind::Arg { args } = &arg.kind {
                 // Only a redeclaration without a default reads the globals as they were before
