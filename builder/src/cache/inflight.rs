@@ -77,18 +77,20 @@ mod tests {
         let done = Mutex::new(false);
         std::thread::scope(|s| {
             for _ in 0..4 {
-                s.spawn(|| loop {
-                    if *done.lock().unwrap() {
-                        return;
-                    }
-                    match inflight.claim(&key) {
-                        Claimed::Mine(_claim) => {
-                            std::thread::sleep(std::time::Duration::from_millis(50));
-                            ran.fetch_add(1, Ordering::SeqCst);
-                            *done.lock().unwrap() = true;
+                s.spawn(|| {
+                    loop {
+                        if *done.lock().unwrap() {
                             return;
                         }
-                        Claimed::Waited => {}
+                        match inflight.claim(&key) {
+                            Claimed::Mine(_claim) => {
+                                std::thread::sleep(std::time::Duration::from_millis(50));
+                                ran.fetch_add(1, Ordering::SeqCst);
+                                *done.lock().unwrap() = true;
+                                return;
+                            }
+                            Claimed::Waited => {}
+                        }
                     }
                 });
             }
