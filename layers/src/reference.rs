@@ -221,6 +221,11 @@ impl Reference {
     pub fn with_tag(&self, tag: &str) -> Result<Reference, Error> {
         Reference::parse(&format!("{}:{tag}", self.repository()))
     }
+
+    /// The same repository by `digest` alone (no tag).
+    pub fn with_digest(&self, digest: &Digest) -> Result<Reference, Error> {
+        Reference::parse(&format!("{}@{digest}", self.repository()))
+    }
 }
 
 impl FromStr for Reference {

@@ -32,6 +32,9 @@ enum Output {
     Registry {
         name: Reference,
         tag: bool,
+        /// `push-by-digest=true`: pushed by its digest alone, no tag (BuildKit's option, for
+        /// per-architecture builds that `cairn manifest` stitches into one index later).
+        by_digest: bool,
     },
 }
 
@@ -41,13 +44,14 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
     }
     let mut kind = None;
     let mut dest = None;
-    let (mut name, mut push) = (None, None);
+    let (mut name, mut push, mut by_digest) = (None, None, false);
     for field in spec.split(',') {
         match field.split_once('=') {
             Some(("type", v)) => kind = Some(v.to_owned()),
             Some(("dest", v)) => dest = Some(PathBuf::from(v)),
             Some(("name", v)) => name = Some(v.to_owned()),
             Some(("push", v)) => push = Some(v == "true"),
+            Some(("push-by-digest", v)) => by_digest = v == "true",
             _ => bail!("--output {spec:?}: unknown field {field:?} (use type=...,dest=...)"),
         }
     }
@@ -55,8 +59,16 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
         let name = name.with_context(|| format!("--output {spec:?} needs name=REF"))?;
         let name = Reference::parse(&name)?;
         return match (kind, push) {
-            ("registry", None | Some(true)) => Ok(Output::Registry { name, tag: false }),
-            ("image", Some(true)) => Ok(Output::Registry { name, tag: true }),
+            ("registry", None | Some(true)) => Ok(Output::Registry {
+                name,
+                tag: false,
+                by_digest,
+            }),
+            ("image", Some(true)) => Ok(Output::Registry {
+                name,
+                tag: !by_digest,
+                by_digest,
+            }),
             _ => bail!("--output {spec:?}: type=image without push=true is what -t does"),
         };
     }
@@ -547,11 +559,23 @@ fn write_output(
              --platform, or use type=local, which writes one directory per platform",
             d.display()
         ),
-        (Output::Registry { name, tag }, _) => {
+        (
+            Output::Registry {
+                name,
+                tag,
+                by_digest,
+            },
+            _,
+        ) => {
             if *tag {
                 store.tag(name, result)?;
             }
-            push(store, result, name, registry, quiet)?;
+            if *by_digest {
+                let pushed = name.with_digest(&result.digest)?;
+                push(store, result, &pushed, registry, quiet)?;
+            } else {
+                push(store, result, name, registry, quiet)?;
+            }
         }
     }
     Ok(())
