@@ -1988,8 +1988,18 @@ fn secrets_and_platform_cases() -> Vec<Case> {
         .file("foo", "d0")
         .file("foo2", "d1")
         .has("bar", "d0")
-        .has("bar2", "d1")
-        .known("TARGETOS and the other platform args are not set for FROM in the global scope"),
+        .has("bar2", "d1"),
+        // The target platform is one no RUN of it runs on: the stage that runs is pinned to
+        // the build platform, and a build arg still wins over TARGETOS.
+        case(
+            "testPlatformArgsExplicit",
+            "FROM --platform=$BUILDPLATFORM busybox AS build\nARG TARGETPLATFORM\nARG TARGETOS\n\
+             RUN mkdir /out && echo -n $TARGETPLATFORM > /out/platform && echo -n $TARGETOS > /out/os\n\
+             FROM scratch\nCOPY --from=build out .\n",
+        )
+        .flags(&["--platform", "darwin/ppc64le", "--build-arg", "TARGETOS=freebsd"])
+        .has("platform", "darwin/ppc64le")
+        .has("os", "freebsd"),
     ]
 }
 
