@@ -63,12 +63,22 @@ impl Ctx<'_> {
                 .map(|(_, d)| d)
                 .ok_or_else(|| ImageError::Missing(missing()));
         };
-        match stored {
+        // A tag whose stored image is another platform's: the registry may have this one's
+        // (what docker does with an image pulled for one platform and a build for another).
+        let other_platform = stored.as_ref().is_some_and(|(by_tag, d)| {
+            by_tag.is_some()
+                && reference.digest().is_none()
+                && self.store.image(d).is_ok_and(|img| {
+                    !cairn_layers::platform::Platform::of_config(&img.config).matches(platform)
+                })
+        });
+        match &stored {
             // By ID or digest, or by tag without --pull: what the store has is the image.
             Some((by_tag, d))
-                if !self.opts.pull || by_tag.is_none() || reference.digest().is_some() =>
+                if !other_platform
+                    && (!self.opts.pull || by_tag.is_none() || reference.digest().is_some()) =>
             {
-                return Ok(d);
+                return Ok(d.clone());
             }
             _ => {}
         }
@@ -86,19 +96,26 @@ impl Ctx<'_> {
             platform: Some(platform.clone()),
             ..registry.clone()
         };
-        let d = cairn_layers::registry::pull(self.store, &reference, registry, &events).map_err(
-            |e| match &stored {
-                Some(_) => ImageError::Pull {
-                    image: reference.familiar(),
-                    source: Box::new(e),
-                },
-                // Say what the store lacked too, and the way round a registry out of reach.
-                None => ImageError::Unreachable {
-                    missing: missing(),
-                    source: Box::new(e),
-                },
+        let pulled = cairn_layers::registry::pull(self.store, &reference, registry, &events);
+        if let (Err(e), true, Some((_, d))) = (&pulled, other_platform, &stored) {
+            // The stored image it is, then: FROM says whose platform it is and what was asked.
+            progress(Event::Log {
+                id: step_id,
+                line: format!("no image for {platform} from the registry: {e}"),
+            });
+            return Ok(d.clone());
+        }
+        let d = pulled.map_err(|e| match &stored {
+            Some(_) => ImageError::Pull {
+                image: reference.familiar(),
+                source: Box::new(e),
             },
-        )?;
+            // Say what the store lacked too, and the way round a registry out of reach.
+            None => ImageError::Unreachable {
+                missing: missing(),
+                source: Box::new(e),
+            },
+        })?;
         if let Ok(mut p) = self.pulled.lock() {
             p.insert(pulled_key, d.clone());
         }
