@@ -6,22 +6,36 @@ use std::io;
 
 use crate::digest::{Digest, HashingWriter};
 use crate::error::{Error, Result};
-use crate::image::Manifest;
+use crate::image::{Descriptor, Manifest};
 use crate::owner;
 
 use super::blob::temp_owner;
 use super::{FsckReport, PruneReport, Store, entries};
 
 impl Store {
-    /// The blobs an image manifest reaches: itself, its config and its layers.
-    fn reachable_from(&self, manifest: &Digest, into: &mut BTreeSet<Digest>) -> Result<()> {
-        into.insert(manifest.clone());
-        let m = Manifest::from_slice(&self.read_blob(manifest)?, &format!("manifest {manifest}"))?;
-        into.insert(m.config.digest.clone());
-        for l in m.layers {
-            into.insert(l.digest);
-        }
-        Ok(())
+    /// The blobs a tag's descriptor reaches: an image's manifest, config and layers; an
+    /// index's own blob and those of the entries the store holds (nested indexes followed;
+    /// entries never pulled are no loss). Returns the images reached.
+    fn reachable_from(
+        &self,
+        top: &Descriptor,
+        into: &mut BTreeSet<Digest>,
+    ) -> Result<Vec<Descriptor>> {
+        let mut images = Vec::new();
+        self.walk(top, &mut |d, is_index| {
+            into.insert(d.digest.clone());
+            if !is_index {
+                let m = Manifest::from_slice(
+                    &self.read_blob(&d.digest)?,
+                    &format!("manifest {}", d.digest),
+                )?;
+                into.insert(m.config.digest.clone());
+                into.extend(m.layers.into_iter().map(|l| l.digest));
+                images.push(d.clone());
+            }
+            Ok(())
+        })?;
+        Ok(images)
     }
 
     /// Removes every blob no tag reaches, unpacked layers no reachable image uses, and temp
@@ -48,9 +62,9 @@ impl Store {
             .into_iter()
             .map(|t| t.manifest)
             .chain(self.untagged()?);
-        for m in manifests {
-            self.reachable_from(&m.digest, &mut keep)?;
-            if let Ok(img) = self.image(&m) {
+        for top in manifests {
+            for m in self.reachable_from(&top, &mut keep)? {
+                let Ok(img) = self.image(&m) else { continue };
                 keep_layers.extend(
                     img.config
                         .rootfs
@@ -153,38 +167,63 @@ impl Store {
                     .into_iter()
                     .map(|m| (format!("untagged image {}", m.digest), m)),
             );
-        for (name, manifest) in images {
+        for (name, top) in images {
             report.images += 1;
-            if !present.contains(&manifest.digest) {
+            if !present.contains(&top.digest) {
                 report.problems.push(format!(
                     "{name}: manifest {} is missing or corrupt",
-                    manifest.digest
+                    top.digest
                 ));
                 continue;
             }
-            match self.image(&manifest) {
-                Err(e) => report.problems.push(format!("{name}: {e}")),
-                Ok(img) => {
-                    let wanted = std::iter::once(&img.manifest.config).chain(&img.manifest.layers);
-                    for d in wanted {
-                        if !present.contains(&d.digest) {
-                            report
-                                .problems
-                                .push(format!("{name}: blob {} is missing or corrupt", d.digest));
-                        }
-                    }
-                    if img.config.rootfs.diff_ids.len() != img.manifest.layers.len() {
-                        report.problems.push(format!(
-                            "{name}: {} layers but {} diff_ids in the config",
-                            img.manifest.layers.len(),
-                            img.config.rootfs.diff_ids.len()
-                        ));
-                    }
+            // An index is checked through the images it holds; those never pulled are fine.
+            let mut manifests = Vec::new();
+            let walked = self.walk(&top, &mut |d, is_index| {
+                if !is_index {
+                    manifests.push(d.clone());
                 }
+                Ok(())
+            });
+            if let Err(e) = walked {
+                report.problems.push(format!("{name}: {e}"));
+                continue;
+            }
+            for manifest in manifests {
+                self.check_image(&name, &manifest, &present, &mut report);
             }
         }
         let tmp = self.tmp();
         report.temp_files = entries(&tmp)?.len() as u64;
         Ok(report)
+    }
+
+    /// fsck's checks of one image manifest (present in the store): its config and layers.
+    fn check_image(
+        &self,
+        name: &str,
+        manifest: &Descriptor,
+        present: &BTreeSet<Digest>,
+        report: &mut FsckReport,
+    ) {
+        match self.image(manifest) {
+            Err(e) => report.problems.push(format!("{name}: {e}")),
+            Ok(img) => {
+                let wanted = std::iter::once(&img.manifest.config).chain(&img.manifest.layers);
+                for d in wanted {
+                    if !present.contains(&d.digest) {
+                        report
+                            .problems
+                            .push(format!("{name}: blob {} is missing or corrupt", d.digest));
+                    }
+                }
+                if img.config.rootfs.diff_ids.len() != img.manifest.layers.len() {
+                    report.problems.push(format!(
+                        "{name}: {} layers but {} diff_ids in the config",
+                        img.manifest.layers.len(),
+                        img.config.rootfs.diff_ids.len()
+                    ));
+                }
+            }
+        }
     }
 }

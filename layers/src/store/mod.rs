@@ -42,6 +42,7 @@ mod tags;
 mod unpacked;
 
 pub use blob::BlobWriter;
+pub use indexes::Child;
 
 use blob::{temp_name, temp_owner, write_atomic};
 use root::{make_private_root, remove_tree};

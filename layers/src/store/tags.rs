@@ -2,9 +2,11 @@
 
 use std::collections::BTreeMap;
 
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::{Descriptor, Index, Manifest, REF_NAME};
 use crate::reference::Reference;
+use crate::registry::is_index;
 
 #[cfg(test)]
 use super::INDEX_WRITES;
@@ -178,6 +180,12 @@ impl Store {
             {
                 return Ok((None, t.manifest.clone()));
             }
+            // One platform's image of a tagged index, by its manifest digest.
+            if let Some(d) = reference.digest()
+                && let Some(m) = self.child_matching(&tags, |m, _| &m.digest == d)?
+            {
+                return Ok((None, m));
+            }
         }
         // docker's rule: `sha256:` optional, then 4 to 64 lowercase hex digits.
         let hex = name.strip_prefix("sha256:").unwrap_or(name);
@@ -212,7 +220,40 @@ impl Store {
             if let Some(m) = found {
                 return Ok((None, m.clone()));
             }
+            // An index's ID is its digest; the images in it are found by theirs.
+            let prefix = |d: &Digest| d.hex().starts_with(hex);
+            if let Some(m) = self.child_matching(&tags, |m, config| {
+                prefix(&m.digest) || config.is_some_and(prefix)
+            })? {
+                return Ok((None, m));
+            }
         }
         Err(Error::ImageNotFound(name.to_owned()))
+    }
+
+    /// The first image held in a tagged index for which `matches` (given its manifest
+    /// descriptor and config digest) is true.
+    fn child_matching(
+        &self,
+        tags: &[Tagged],
+        matches: impl Fn(&Descriptor, Option<&Digest>) -> bool,
+    ) -> Result<Option<Descriptor>> {
+        for t in tags.iter().filter(|t| is_index(&t.manifest.media_type)) {
+            // A tag whose index is unreadable is fsck's to report, not a lookup's.
+            let Ok(images) = self.images_in(&t.manifest) else {
+                continue;
+            };
+            for m in images {
+                let config = self
+                    .read_blob(&m.digest)
+                    .ok()
+                    .and_then(|b| Manifest::from_slice(&b, "manifest").ok())
+                    .map(|m| m.config.digest);
+                if matches(&m, config.as_ref()) {
+                    return Ok(Some(m));
+                }
+            }
+        }
+        Ok(None)
     }
 }
