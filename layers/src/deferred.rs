@@ -50,7 +50,13 @@ fn parse_mark(value: &str) -> Option<LayerCompression> {
 
 /// The manifest to export for `manifest`: itself when it is not deferred, else a manifest (put
 /// in the store) whose plain layers are compressed as its mark says, without the mark.
+///
+/// For an image index: the index whose present entries are exported so (a new index, named as
+/// the old one was, when any entry changed; absent entries stay as they are).
 pub fn for_export(store: &Store, manifest: &Descriptor) -> Result<Descriptor> {
+    if crate::registry::is_index(&manifest.media_type) {
+        return index_for_export(store, manifest);
+    }
     let image = store.image(manifest)?;
     let Some(value) = image.manifest.annotations.get(ANNOTATION) else {
         return Ok(manifest.clone());
@@ -63,6 +69,32 @@ pub fn for_export(store: &Store, manifest: &Descriptor) -> Result<Descriptor> {
     })?;
     let exported = compress_plain_image(store, manifest, &image, c)?;
     retag(store, manifest, &exported)?;
+    Ok(exported)
+}
+
+/// See [`for_export`]: an index whose entries are exported.
+fn index_for_export(store: &Store, index: &Descriptor) -> Result<Descriptor> {
+    let mut doc = store.index(index)?;
+    let mut changed = false;
+    for entry in &mut doc.manifests {
+        if !store.has_blob(&entry.digest) {
+            continue;
+        }
+        let exported = for_export(store, entry)?;
+        if exported.digest != entry.digest {
+            entry.digest = exported.digest;
+            entry.size = exported.size;
+            entry.media_type = exported.media_type;
+            changed = true;
+        }
+    }
+    if !changed {
+        return Ok(index.clone());
+    }
+    let mut exported = store.put_index(&doc)?;
+    exported.annotations = index.annotations.clone();
+    exported.platform = index.platform.clone();
+    retag(store, index, &exported)?;
     Ok(exported)
 }
 

@@ -5,7 +5,7 @@
 //! digest, and only then writes tags, so a load killed at any moment leaves a consistent store
 //! (at worst with unreferenced blobs and temp files that `prune` removes).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
@@ -17,15 +17,18 @@ use crate::digest::{Digest, HashingWriter};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{
     DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Descriptor, ImageConfig, Index, Manifest, OCI_CONFIG,
-    OCI_INDEX, OCI_MANIFEST, REF_NAME, host_architecture,
+    OCI_INDEX, OCI_MANIFEST, REF_NAME,
 };
 use crate::layout::{self, LayoutDir, MAX_INDEX_DEPTH};
+use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::store::Store;
 
+#[cfg(test)]
+mod index_tests;
 mod save;
 
-pub use save::{ToSave, save};
+pub use save::{ToSave, save, save_for};
 
 /// containerd's annotation for an image's full name in an OCI layout (docker save writes it).
 pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
@@ -83,10 +86,13 @@ fn find(store: &Store, path: &Path) -> Result<Vec<Found>> {
 }
 
 /// Like [`load`], without naming anything: the manifests of the images `path` holds, now in
-/// the store (for reading a cache out of an archive, say).
+/// the store (for reading a cache out of an archive, say); the host's image of an index.
 pub fn load_untagged(store: &Store, path: &Path) -> Result<Vec<Descriptor>> {
     let _writing = store.writing()?;
-    Ok(find(store, path)?.into_iter().map(|f| f.manifest).collect())
+    find(store, path)?
+        .into_iter()
+        .map(|f| store.image_for(&f.manifest, &Platform::host()))
+        .collect()
 }
 
 /// An image found in a source, before tagging: its manifest and the names the source gives it.
@@ -161,36 +167,32 @@ fn check_depth(d: &Descriptor, depth: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// The manifest an index entry leads to: itself, or for a nested index, the entry for this
-/// machine's platform.
+/// The image manifests an index entry leads to that the store holds: itself, or for an
+/// index, the present images below it (a sparse layout holds only some platforms; it must
+/// hold one). Indexes are read bounded, as every document of a load is.
 /// `depth` counts the indexes above `d`, index.json excluded.
-fn pick_manifest(store: &Store, d: &Descriptor, what: &str, depth: usize) -> Result<Descriptor> {
+fn images_below(
+    store: &Store,
+    d: &Descriptor,
+    what: &str,
+    depth: usize,
+) -> Result<Vec<Descriptor>> {
     match d.media_type.as_str() {
-        OCI_MANIFEST | DOCKER_MANIFEST => Ok(d.clone()),
+        OCI_MANIFEST | DOCKER_MANIFEST => Ok(vec![d.clone()]),
         OCI_INDEX | DOCKER_MANIFEST_LIST => {
             check_depth(d, depth + 1, what)?;
             let index = Index::from_slice(&layout::read_document(store, d, what)?, what)?;
-            let arch = host_architecture();
-            let chosen = index.manifests.iter().find(|m| {
-                m.platform
-                    .as_ref()
-                    .is_some_and(|p| p.os == "linux" && p.architecture == arch)
-            });
-            match chosen {
-                Some(m) => pick_manifest(store, m, what, depth + 1),
-                None => {
-                    let have: Vec<String> = index
-                        .manifests
-                        .iter()
-                        .filter_map(|m| m.platform.as_ref())
-                        .map(|p| format!("{}/{}", p.os, p.architecture))
-                        .collect();
-                    Err(Error::invalid(
-                        what,
-                        format!("no image for linux/{arch} (it has {})", have.join(", ")),
-                    ))
-                }
+            let mut out = Vec::new();
+            for m in index.manifests.iter().filter(|m| store.has_blob(&m.digest)) {
+                out.extend(images_below(store, m, what, depth + 1)?);
             }
+            if out.is_empty() {
+                return Err(Error::invalid(
+                    what,
+                    format!("it holds none of the images its index {} names", d.digest),
+                ));
+            }
+            Ok(out)
         }
         other => Err(Error::MediaType(other.to_owned())),
     }
@@ -221,23 +223,19 @@ fn check_complete(store: &Store, manifest: &Descriptor, what: &str) -> Result<()
     Ok(())
 }
 
-/// The images an OCI index names, with their manifests resolved and checked.
+/// The images an OCI index names, each checked complete: an image index among them stays
+/// one (its images checked), so its name names the index, as it did where it came from.
 fn images_of_index(store: &Store, index: &Index, what: &str) -> Result<Vec<Found>> {
     let mut out = Vec::new();
-    // An index may name the same image under thousands of names: each is resolved once.
-    let mut picked: HashMap<Digest, Descriptor> = HashMap::new();
-    let mut complete: HashSet<Digest> = HashSet::new();
+    // An index may name the same image under thousands of names: each is checked once.
+    let mut checked: HashSet<Digest> = HashSet::new();
     for d in &index.manifests {
-        let manifest = match picked.get(&d.digest) {
-            Some(m) => m.clone(),
-            None => {
-                let m = pick_manifest(store, d, what, 0)?;
-                picked.insert(d.digest.clone(), m.clone());
-                m
+        if checked.insert(d.digest.clone()) {
+            for m in images_below(store, d, what, 0)? {
+                if checked.insert(m.digest.clone()) {
+                    check_complete(store, &m, what)?;
+                }
             }
-        };
-        if complete.insert(manifest.digest.clone()) {
-            check_complete(store, &manifest, what)?;
         }
         let mut names = Vec::new();
         if let Some(n) = d.annotations.get(CONTAINERD_NAME) {
@@ -245,7 +243,7 @@ fn images_of_index(store: &Store, index: &Index, what: &str) -> Result<Vec<Found
         } else if let Some(n) = d.annotations.get(REF_NAME) {
             names.push(n.clone());
         }
-        let mut manifest = manifest;
+        let mut manifest = d.clone();
         manifest.annotations.clear();
         manifest.platform = None;
         out.push(Found { manifest, names });
@@ -256,7 +254,18 @@ fn images_of_index(store: &Store, index: &Index, what: &str) -> Result<Vec<Found
 /// The image an OCI layout names `tag` (its `ref.name`, or the tag of its full name), copied
 /// into the store without naming it there: `FROM oci-layout://DIR:TAG` and
 /// `--build-context NAME=oci-layout://DIR:TAG`. With no tag the layout must hold one image.
+/// A multi-platform image gives the host's image.
 pub fn layout_image(store: &Store, dir: &Path, tag: Option<&str>) -> Result<Descriptor> {
+    layout_image_for(store, dir, tag, &Platform::host())
+}
+
+/// [`layout_image`] for `platform`: from an index, its image for that platform.
+pub fn layout_image_for(
+    store: &Store,
+    dir: &Path,
+    tag: Option<&str>,
+    platform: &Platform,
+) -> Result<Descriptor> {
     let _writing = store.writing()?;
     let found = load_layout_dir(store, dir)?;
     let what = dir.display().to_string();
@@ -274,7 +283,7 @@ pub fn layout_image(store: &Store, dir: &Path, tag: Option<&str>) -> Result<Desc
             .collect(),
     };
     match chosen.as_slice() {
-        [one] => Ok(one.manifest.clone()),
+        [one] => store.image_for(&one.manifest, platform),
         [] => Err(Error::invalid(
             what,
             format!("it has no image tagged {:?}", tag.unwrap_or("")),
@@ -302,19 +311,28 @@ fn load_layout_dir(store: &Store, dir: &Path) -> Result<Vec<Found>> {
     let index = Index::from_slice(&layout.read_document("index.json")?, &what)?;
     // Every blob a descriptor reaches, depth first, verifying each; with whether it is a JSON
     // document and how many indexes lie above it.
-    let mut pending: Vec<(Descriptor, bool, usize)> = index
+    // An index's entries are optional: a sparse layout (containerd's export of one platform,
+    // a save of an index pulled for one) lacks the others.
+    let mut pending: Vec<(Descriptor, bool, usize, bool)> = index
         .manifests
         .iter()
-        .map(|d| (d.clone(), true, 0))
+        .map(|d| (d.clone(), true, 0, false))
         .collect();
     let mut seen = HashSet::new();
-    while let Some((d, document, depth)) = pending.pop() {
+    while let Some((d, document, depth, optional)) = pending.pop() {
         if !seen.insert(d.digest.clone()) {
             continue;
         }
         let is_index = matches!(d.media_type.as_str(), OCI_INDEX | DOCKER_MANIFEST_LIST);
         let rel = format!("blobs/{}/{}", d.digest.algorithm(), d.digest.hex());
         let shown = layout.path_of(&rel).display().to_string();
+        if optional
+            && !store.has_blob(&d.digest)
+            && std::fs::symlink_metadata(layout.path_of(&rel))
+                .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+        {
+            continue;
+        }
         if is_index {
             check_depth(&d, depth + 1, &shown)?;
         }
@@ -337,23 +355,17 @@ fn load_layout_dir(store: &Store, dir: &Path) -> Result<Vec<Found>> {
         match d.media_type.as_str() {
             OCI_INDEX | DOCKER_MANIFEST_LIST => {
                 let nested = Index::from_slice(&layout::read_document(store, &d, &what)?, &what)?;
-                let arch = host_architecture();
                 pending.extend(
                     nested
                         .manifests
                         .into_iter()
-                        .filter(|m| {
-                            m.platform
-                                .as_ref()
-                                .is_none_or(|p| p.os == "linux" && p.architecture == arch)
-                        })
-                        .map(|m| (m, true, depth + 1)),
+                        .map(|m| (m, true, depth + 1, true)),
                 );
             }
             OCI_MANIFEST | DOCKER_MANIFEST => {
                 let m = Manifest::from_slice(&layout::read_document(store, &d, &what)?, &what)?;
-                pending.push((m.config, true, depth));
-                pending.extend(m.layers.into_iter().map(|l| (l, false, depth)));
+                pending.push((m.config, true, depth, false));
+                pending.extend(m.layers.into_iter().map(|l| (l, false, depth, false)));
             }
             _ => {}
         }
@@ -464,7 +476,10 @@ fn load_tar(store: &Store, plain: Box<dyn Read + '_>, path: &Path) -> Result<Vec
             if f.names.iter().any(|n| n.contains('/') || n.contains(':')) {
                 continue;
             }
-            let config = store.image(&f.manifest)?.manifest.config.digest;
+            let Ok(image) = store.image_for(&f.manifest, &Platform::host()) else {
+                continue;
+            };
+            let config = store.image(&image)?.manifest.config.digest;
             if let Some(tags) = repo_tags.get(&config) {
                 f.names = tags.clone();
             }

@@ -9,6 +9,7 @@ use crate::compress::{self, Compression};
 use crate::digest::{Digest, HashingWriter};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{Descriptor, Index, REF_NAME};
+use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::store::Store;
 
@@ -62,28 +63,69 @@ fn saved_index(images: &[ToSave]) -> Index {
     )
 }
 
-/// Every blob the images reach, without repeats, in a stable order.
+/// Every blob the images reach, without repeats, in a stable order. An index brings itself
+/// and the images of it the store holds: the layout is as sparse as the store's index.
 fn blobs_of(store: &Store, images: &[ToSave]) -> Result<Vec<(Digest, u64)>> {
     let mut seen = BTreeMap::new();
     for i in images {
-        let img = store.image(&i.manifest)?;
-        seen.insert(i.manifest.digest.clone(), i.manifest.size);
-        seen.insert(img.manifest.config.digest.clone(), img.manifest.config.size);
-        for l in &img.manifest.layers {
-            seen.insert(l.digest.clone(), l.size);
-        }
+        let mut add = |d: &Descriptor, is_index: bool| -> Result<()> {
+            seen.insert(d.digest.clone(), d.size);
+            if !is_index {
+                let img = store.image(d)?;
+                seen.insert(img.manifest.config.digest.clone(), img.manifest.config.size);
+                for l in &img.manifest.layers {
+                    seen.insert(l.digest.clone(), l.size);
+                }
+            }
+            Ok(())
+        };
+        store.walk(&i.manifest, &mut add)?;
     }
     Ok(seen.into_iter().collect())
 }
 
 /// Writes the images to `out` in `format`. Archives are written to a temp file next to `out`
 /// and renamed into place, so a failed save leaves no half-written archive.
+///
+/// An image index is saved as one in the OCI formats (its bytes, so its digest, kept; with
+/// the images of it the store holds); a docker-archive, which has no indexes, gets the host's
+/// image of it.
 pub fn save(store: &Store, images: &[ToSave], format: SaveFormat, out: &Path) -> Result<()> {
+    save_for(store, images, format, &Platform::host(), out)
+}
+
+/// [`save`], a docker-archive getting `platform`'s image of an index (an error naming the
+/// platform when the store lacks it).
+pub fn save_for(
+    store: &Store,
+    images: &[ToSave],
+    format: SaveFormat,
+    platform: &Platform,
+    out: &Path,
+) -> Result<()> {
     // An OCI export names compressed layers; a docker archive holds plain tars whatever the
     // store has.
     let exported;
     let images = if format == SaveFormat::DockerArchive {
-        images
+        exported = images
+            .iter()
+            .map(|i| {
+                let what = i
+                    .reference
+                    .as_ref()
+                    .map_or_else(|| i.manifest.digest.to_string(), Reference::familiar);
+                Ok(ToSave {
+                    reference: i.reference.clone(),
+                    manifest: store
+                        .image_for(&i.manifest, platform)
+                        .map_err(|e| match e {
+                            Error::Invalid { reason, .. } => Error::invalid(what, reason),
+                            e => e,
+                        })?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        &exported[..]
     } else {
         exported = images
             .iter()

@@ -18,7 +18,7 @@ use ureq::http::{Method, StatusCode};
 
 pub use auth::Credentials;
 pub use config::{Endpoint, RegistryConfig};
-pub use pull::pull;
+pub use pull::{Platforms, Pulled, fetch, get_manifest, pull, pull_platforms};
 pub use push::push;
 pub use transport::{NetTimeouts, Registry, Retry};
 

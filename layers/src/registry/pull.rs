@@ -14,29 +14,77 @@ use crate::image::{Descriptor, ImageConfig, Index, Manifest, Platform};
 use crate::reference::Reference;
 use crate::store::Store;
 
+/// What a pull brought into the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pulled {
+    /// What the reference names on the registry, stored verbatim: the image manifest, or
+    /// the index (manifest list) it is one platform of.
+    pub top: Descriptor,
+    /// The image manifests fetched whole: the platform's one, or every one of the index.
+    pub images: Vec<Descriptor>,
+}
+
+/// Which images of an index a pull fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platforms {
+    /// The one for [`RegistryOptions::platform`] (default: the host's).
+    One,
+    /// Every one the index names.
+    All,
+}
+
 /// Pulls `reference` into the store, trying the config's mirrors then its location, and
 /// names it by its tag (or, for a digest reference, by the reference itself, so it stays
-/// resolvable and kept). Returns the image manifest's descriptor.
+/// resolvable and kept). The name goes to what the reference names: for a multi-platform
+/// image, its index, which keeps the registry's digest and holds the platforms pulled so far.
+/// Returns the image manifest for [`RegistryOptions::platform`] (default: the host's).
 pub fn pull(
     store: &Store,
     reference: &Reference,
     opts: &RegistryOptions,
     events: &(dyn Fn(Event) + Sync),
 ) -> Result<Descriptor> {
+    let pulled = pull_platforms(store, reference, opts, Platforms::One, events)?;
+    pulled
+        .images
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::invalid(reference.to_string(), "the pull fetched no image"))
+}
+
+/// Like [`pull`], fetching the images `which` picks; returns all that was fetched.
+pub fn pull_platforms(
+    store: &Store,
+    reference: &Reference,
+    opts: &RegistryOptions,
+    which: Platforms,
+    events: &(dyn Fn(Event) + Sync),
+) -> Result<Pulled> {
+    let pulled = fetch(store, reference, opts, which, events)?;
+    let name = match reference.tag() {
+        Some(t) if reference.digest().is_some() => reference.with_tag(t)?,
+        _ => reference.clone(),
+    };
+    store.tag(&name, &pulled.top)?;
+    Ok(pulled)
+}
+
+/// Like [`pull_platforms`] without naming anything: the content is in the store for the
+/// caller to name or reference (a manifest list that adds a registry's image).
+pub fn fetch(
+    store: &Store,
+    reference: &Reference,
+    opts: &RegistryOptions,
+    which: Platforms,
+    events: &(dyn Fn(Event) + Sync),
+) -> Result<Pulled> {
     let endpoints = opts.config.endpoints(reference, true)?;
     let mut errors = Vec::new();
     for ep in &endpoints {
         let pulled = Client::for_endpoint(ep, opts, false)
-            .and_then(|client| pull_from(store, &client, reference, opts, events));
+            .and_then(|client| pull_from(store, &client, reference, opts, which, events));
         match pulled {
-            Ok(desc) => {
-                let name = match reference.tag() {
-                    Some(t) if reference.digest().is_some() => reference.with_tag(t)?,
-                    _ => reference.clone(),
-                };
-                store.tag(&name, &desc)?;
-                return Ok(desc);
-            }
+            Ok(p) => return Ok(p),
             Err(e) => {
                 if ep.mirror {
                     events(Event::MirrorFailed {
@@ -63,80 +111,157 @@ pub fn pull(
     })
 }
 
+/// A manifest or index by tag or digest, through the config's mirrors then its location:
+/// its bytes, media type and digest (`cairn manifest inspect` of a registry's image).
+pub fn get_manifest(
+    reference: &Reference,
+    opts: &RegistryOptions,
+    events: &(dyn Fn(Event) + Sync),
+) -> Result<(Vec<u8>, String, Digest)> {
+    let mut last = None;
+    for ep in opts.config.endpoints(reference, true)? {
+        let got = Client::for_endpoint(&ep, opts, false)
+            .and_then(|client| client.get_manifest(&wanted(reference), events));
+        match got {
+            Ok(found) => return Ok(found),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::invalid(reference.to_string(), "no registry to ask")))
+}
+
+/// What to ask a registry for: the reference's digest, else its tag.
+fn wanted(reference: &Reference) -> String {
+    match reference.digest() {
+        Some(d) => d.to_string(),
+        None => reference
+            .tag()
+            .unwrap_or(crate::reference::DEFAULT_TAG)
+            .to_owned(),
+    }
+}
+
+/// One image manifest to fetch: its descriptor and bytes.
+struct Fetched {
+    descriptor: Descriptor,
+    bytes: Vec<u8>,
+    manifest: Manifest,
+}
+
 /// Pulls from one endpoint.
 fn pull_from(
     store: &Store,
     client: &Client,
     reference: &Reference,
     opts: &RegistryOptions,
+    which: Platforms,
     events: &(dyn Fn(Event) + Sync),
-) -> Result<Descriptor> {
-    let wanted = match reference.digest() {
-        Some(d) => d.to_string(),
-        None => reference
-            .tag()
-            .unwrap_or(crate::reference::DEFAULT_TAG)
-            .to_owned(),
-    };
-    let (mut bytes, mut media_type, mut digest) = client.get_manifest(&wanted, events)?;
+) -> Result<Pulled> {
+    let (bytes, media_type, digest) = client.get_manifest(&wanted(reference), events)?;
     events(Event::Resolved {
         reference: reference.to_string(),
         digest: digest.clone(),
     });
+    let top = Descriptor {
+        media_type: media_type.clone(),
+        digest: digest.clone(),
+        size: bytes.len() as u64,
+        platform: None,
+        annotations: BTreeMap::new(),
+    };
+    let mut images = Vec::new();
     if is_index(&media_type) {
         let what = format!("image index {}@{digest}", client.name());
         let index = Index::from_slice(&bytes, &what)?;
-        let want = opts.platform.clone().unwrap_or_else(Platform::host);
-        let chosen = crate::platform::select(&index, &want, &what)?.clone();
-        (bytes, media_type, digest) = client.get_manifest(chosen.digest.as_str(), events)?;
-        if bytes.len() as u64 != chosen.size {
-            return Err(Error::SizeMismatch {
-                what: format!("manifest from {}", client.name()),
-                digest: chosen.digest.clone(),
-                expected: chosen.size,
-                actual: bytes.len() as u64,
+        let chosen: Vec<Descriptor> = match which {
+            Platforms::One => {
+                let want = opts.platform.clone().unwrap_or_else(Platform::host);
+                vec![crate::platform::select(&index, &want, &what)?.clone()]
+            }
+            Platforms::All => index.manifests.clone(),
+        };
+        for c in chosen {
+            let (bytes, media_type, digest) = client.get_manifest(c.digest.as_str(), events)?;
+            if bytes.len() as u64 != c.size {
+                return Err(Error::SizeMismatch {
+                    what: format!("manifest from {}", client.name()),
+                    digest: c.digest.clone(),
+                    expected: c.size,
+                    actual: bytes.len() as u64,
+                });
+            }
+            if !is_manifest(&media_type) {
+                return Err(Error::invalid(
+                    &what,
+                    format!("its entry {digest} is a {media_type}, not an image manifest"),
+                ));
+            }
+            events(Event::PlatformSelected {
+                platform: c
+                    .platform
+                    .as_ref()
+                    .map(Platform::to_string)
+                    .unwrap_or_default(),
+                digest: digest.clone(),
+            });
+            let manifest =
+                Manifest::from_slice(&bytes, &format!("manifest {}@{digest}", client.name()))?;
+            images.push(Fetched {
+                descriptor: Descriptor {
+                    media_type,
+                    digest,
+                    size: bytes.len() as u64,
+                    platform: c.platform.clone(),
+                    annotations: BTreeMap::new(),
+                },
+                bytes,
+                manifest,
             });
         }
-        events(Event::PlatformSelected {
-            platform: chosen
-                .platform
-                .as_ref()
-                .map(Platform::to_string)
-                .unwrap_or_default(),
-            digest: digest.clone(),
+    } else if is_manifest(&media_type) {
+        let manifest =
+            Manifest::from_slice(&bytes, &format!("manifest {}@{digest}", client.name()))?;
+        images.push(Fetched {
+            descriptor: top.clone(),
+            bytes: bytes.clone(),
+            manifest,
         });
-    }
-    if !is_manifest(&media_type) {
+    } else {
         return Err(Error::MediaType(media_type));
     }
-    let what = format!("manifest {}@{digest}", client.name());
-    let manifest = Manifest::from_slice(&bytes, &what)?;
 
     let _writing = store.writing()?;
-    let mut blobs = vec![manifest.config.clone()];
-    blobs.extend(manifest.layers.iter().cloned());
+    let mut blobs = Vec::new();
+    for f in &images {
+        blobs.push(f.manifest.config.clone());
+        blobs.extend(f.manifest.layers.iter().cloned());
+    }
     fetch_all(store, client, &blobs, events)?;
-    // A config that does not parse is no image, however well its digest matches.
-    ImageConfig::from_slice(
-        &store.read_blob(&manifest.config.digest)?,
-        &format!("config {} from {}", manifest.config.digest, client.name()),
-    )?;
-    // Kept verbatim, so its digest stays the registry's.
-    store.put_blob(&bytes)?;
     let name = client.name();
+    for f in &images {
+        // A config that does not parse is no image, however well its digest matches.
+        ImageConfig::from_slice(
+            &store.read_blob(&f.manifest.config.digest)?,
+            &format!("config {} from {name}", f.manifest.config.digest),
+        )?;
+        // Kept verbatim, so its digest stays the registry's.
+        store.put_blob(&f.bytes)?;
+        events(Event::ManifestStored {
+            digest: f.descriptor.digest.clone(),
+        });
+    }
+    if is_index(&media_type) {
+        // After its images, so the store never has an index entry it was meant to hold
+        // missing; verbatim, so a push of it keeps the registry's digest.
+        store.put_blob(&bytes)?;
+    }
     for b in &blobs {
         // Only an optimisation for later pushes: a failure to note it is no failed pull.
         let _ = origins::record(store, &b.digest, &name);
     }
-    events(Event::ManifestStored {
-        digest: digest.clone(),
-    });
-    Ok(Descriptor {
-        media_type,
-        digest,
-        size: bytes.len() as u64,
-        platform: None,
-        annotations: BTreeMap::new(),
+    Ok(Pulled {
+        top,
+        images: images.into_iter().map(|f| f.descriptor).collect(),
     })
 }
 

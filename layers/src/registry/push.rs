@@ -5,15 +5,19 @@
 use ureq::http::{Method, StatusCode};
 
 use super::transport::{Payload, Req, header, read_body, status_error};
-use super::{Client, Event, Pushed, RegistryOptions, is_manifest, origins};
+use super::{Client, Event, Pushed, RegistryOptions, is_index, is_manifest, origins};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::image::{Descriptor, Manifest, OCI_MANIFEST};
+use crate::image::{Descriptor, Index, Manifest, OCI_MANIFEST};
 use crate::reference::Reference;
 use crate::store::Store;
 
 /// Pushes the image whose manifest `manifest` names to `dest` (a tag, or the manifest's own
 /// digest); returns the manifest digest, which is the stored one.
+///
+/// `manifest` may name an image index: each of its images goes first, by digest (blobs, then
+/// manifest), then the index itself, byte for byte, under the tag. Every image the index names
+/// must be in the store (an index pulled for one platform is not: pull the others first).
 pub fn push(
     store: &Store,
     manifest: &Descriptor,
@@ -21,6 +25,9 @@ pub fn push(
     opts: &RegistryOptions,
     events: &(dyn Fn(Event) + Sync),
 ) -> Result<Digest> {
+    if is_index(&manifest.media_type) {
+        return push_index(store, manifest, dest, opts, events, 0);
+    }
     // Reading verifies the manifest and config against their digests. The config need not be
     // an image's: a build cache's manifest names its records the same way.
     let bytes = store.read_blob(&manifest.digest)?;
@@ -94,6 +101,92 @@ pub fn push(
     // Last, so the registry never holds a manifest whose blobs are missing.
     let digest = client.put_manifest(&target, &bytes, &media_type, events)?;
     let _ = origins::record(store, &digest, &client.name());
+    events(Event::ManifestPushed {
+        reference: format!("{}:{target}", client.name()),
+        digest: digest.clone(),
+    });
+    Ok(digest)
+}
+
+/// See [`push`]: an index, its images first. `depth` counts the indexes above this one.
+fn push_index(
+    store: &Store,
+    index: &Descriptor,
+    dest: &Reference,
+    opts: &RegistryOptions,
+    events: &(dyn Fn(Event) + Sync),
+    depth: usize,
+) -> Result<Digest> {
+    if depth >= crate::layout::MAX_INDEX_DEPTH {
+        return Err(Error::invalid(
+            format!("image index {}", index.digest),
+            "indexes nested too deep",
+        ));
+    }
+    // An index of images built with deferred compression names them compressed.
+    let index = &crate::deferred::for_export(store, index)?;
+    let bytes = store.read_blob(&index.digest)?;
+    let what = format!("image index {}", index.digest);
+    let parsed = Index::from_slice(&bytes, &what)?;
+    // Every entry is checked before anything is sent: a half-pushed list helps no one.
+    for child in &parsed.manifests {
+        if !store.has_blob(&child.digest) {
+            let platform = child
+                .platform
+                .as_ref()
+                .map_or_else(|| "no platform".to_owned(), ToString::to_string);
+            return Err(Error::invalid(
+                what,
+                format!(
+                    "its image for {platform} ({}) is not in the store: pull it first \
+                     (cairn pull --platform {platform}, or --all-platforms)",
+                    child.digest
+                ),
+            ));
+        }
+    }
+    let by_digest = |d: &Digest| Reference::parse(&format!("{}@{d}", dest.repository()));
+    for child in &parsed.manifests {
+        let to = by_digest(&child.digest)?;
+        let pushed = if is_index(&child.media_type) {
+            push_index(store, child, &to, opts, events, depth + 1)?
+        } else {
+            push(store, child, &to, opts, events)?
+        };
+        if pushed != child.digest {
+            return Err(Error::invalid(
+                what,
+                format!("its entry {} was pushed as {pushed}", child.digest),
+            ));
+        }
+    }
+    let target = match (dest.tag(), dest.digest()) {
+        (Some(t), _) => t.to_owned(),
+        (None, Some(d)) if *d == index.digest => d.to_string(),
+        (None, Some(d)) => {
+            return Err(Error::InvalidReference {
+                value: dest.to_string(),
+                reason: format!("the image index is {}, not {d}", index.digest),
+            });
+        }
+        (None, None) => crate::reference::DEFAULT_TAG.to_owned(),
+    };
+    let media_type = parsed
+        .media_type
+        .clone()
+        .filter(|m| is_index(m))
+        .unwrap_or_else(|| index.media_type.clone());
+    let ep = opts
+        .config
+        .endpoints(dest, false)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::InvalidReference {
+            value: dest.to_string(),
+            reason: "no registry to push to".into(),
+        })?;
+    let client = Client::for_endpoint(&ep, opts, true)?;
+    let digest = client.put_manifest(&target, &bytes, &media_type, events)?;
     events(Event::ManifestPushed {
         reference: format!("{}:{target}", client.name()),
         digest: digest.clone(),
