@@ -30,6 +30,8 @@ pub struct RunOptions {
     /// `-t`: stdin is a terminal to make the process's controlling terminal.
     pub tty: bool,
     pub name: Option<String>,
+    /// The platform to run of a multi-platform image [default: the host's].
+    pub platform: Option<cairn_layers::platform::Platform>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +94,11 @@ pub fn run(
             other => Some(Box::new(other)),
         },
     })?;
-    let img = store.image(&manifest)?;
+    let platform = opts
+        .platform
+        .clone()
+        .unwrap_or_else(cairn_layers::platform::Platform::host);
+    let img = store.image(&store.image_for(&manifest, &platform)?)?;
     let config = &img.config.config;
     let id = {
         use sha2::Digest as _;

@@ -58,6 +58,9 @@ pub enum Command {
     Login(LoginArgs),
     /// Remove a registry's stored credentials.
     Logout(LogoutArgs),
+    /// Make, edit and push manifest lists (image indexes), as podman manifest does.
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
 }
 
 /// How to reach registries: TLS and credential files.
@@ -92,6 +95,9 @@ pub struct PullArgs {
     /// Credentials to use instead of the stored ones.
     #[arg(long, value_name = "USER[:PASSWORD]")]
     pub creds: Option<String>,
+    /// Fetch the image of every platform a multi-platform image has, not only one.
+    #[arg(long, conflicts_with = "platform")]
+    pub all_platforms: bool,
     /// No progress, only the image ID.
     #[arg(short = 'q', long)]
     pub quiet: bool,
@@ -233,6 +239,10 @@ pub struct SaveArgs {
     pub output: PathBuf,
     #[arg(long, value_enum, default_value_t = SaveFormat::DockerArchive)]
     pub format: SaveFormat,
+    /// The platform a docker-archive gets of a multi-platform image (the OCI formats keep
+    /// them all) [default: linux/<this machine's>]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -280,6 +290,9 @@ pub struct ImagesArgs {
 pub struct InspectArgs {
     #[arg(value_name = "NAME", required = true)]
     pub names: Vec<String>,
+    /// The platform to show of a multi-platform image [default: linux/<this machine's>]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -480,6 +493,10 @@ pub struct RunArgs {
     pub isolation: IsolationArg,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// The platform to run of a multi-platform image (another machine's runs through its
+    /// emulator) [default: linux/<this machine's>]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
     /// The image.
     #[arg(value_name = "IMAGE")]
     pub image: String,
@@ -499,4 +516,146 @@ pub struct PruneArgs {
     /// until=DURATION (e.g. 24h): remove cache unused for longer than that.
     #[arg(long, value_name = "until=DURATION")]
     pub filter: Vec<String>,
+}
+
+/// `cairn manifest`'s subcommands, podman's spellings.
+#[derive(Debug, Subcommand)]
+pub enum ManifestCommand {
+    /// Make a manifest list named LIST, empty or holding the IMAGEs.
+    Create(ManifestCreateArgs),
+    /// Add images to a manifest list (replacing its entry for the same platform).
+    Add(ManifestAddArgs),
+    /// Change an entry's platform or annotations.
+    Annotate(ManifestAnnotateArgs),
+    /// Print a manifest list (or image manifest) of the store or a registry as JSON.
+    Inspect(ManifestInspectArgs),
+    /// Push a manifest list and its images to a registry.
+    Push(ManifestPushArgs),
+    /// Remove an entry from a manifest list.
+    Remove(ManifestRemoveArgs),
+    /// Remove manifest lists' names (their images stay while other names reach them).
+    Rm(ManifestRmArgs),
+    /// Succeed when LIST is a manifest list in the store.
+    Exists(ManifestRmArgs),
+}
+
+/// What an added image's entry says of it, podman's flags.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EntryArgs {
+    /// The OS the entry declares [default: the image config's].
+    #[arg(long, value_name = "OS")]
+    pub os: Option<String>,
+    /// The architecture the entry declares [default: the image config's].
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<String>,
+    /// The variant the entry declares [default: the image config's].
+    #[arg(long, value_name = "VARIANT")]
+    pub variant: Option<String>,
+    /// An annotation on the entry (repeatable).
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    pub annotations: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ManifestCreateArgs {
+    /// Add every image of an IMAGE that is itself a list, not only one platform's.
+    #[arg(long)]
+    pub all: bool,
+    /// Add to the list LIST names already instead of refusing.
+    #[arg(short = 'a', long)]
+    pub amend: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Credentials to use instead of the stored ones.
+    #[arg(long, value_name = "USER[:PASSWORD]")]
+    pub creds: Option<String>,
+    /// The list's name.
+    #[arg(value_name = "LIST")]
+    pub list: String,
+    /// Images to add: a name or ID in the store, or docker://REF of a registry.
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ManifestAddArgs {
+    /// Add every image of an IMAGE that is itself a list, not only one platform's.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub entry: EntryArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Credentials to use instead of the stored ones.
+    #[arg(long, value_name = "USER[:PASSWORD]")]
+    pub creds: Option<String>,
+    #[arg(value_name = "LIST")]
+    pub list: String,
+    /// Images to add: a name or ID in the store, or docker://REF of a registry.
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ManifestAnnotateArgs {
+    #[command(flatten)]
+    pub entry: EntryArgs,
+    #[arg(value_name = "LIST")]
+    pub list: String,
+    /// The entry: its manifest digest, or an image in the store.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ManifestInspectArgs {
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Credentials to use instead of the stored ones.
+    #[arg(long, value_name = "USER[:PASSWORD]")]
+    pub creds: Option<String>,
+    /// A list in the store, else an image of a registry (NAME[:TAG], docker://REF).
+    #[arg(value_name = "IMAGE")]
+    pub name: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ManifestPushArgs {
+    /// Push the list's images too (podman's default); false is not supported.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value = "true", default_missing_value = "true")]
+    pub all: bool,
+    /// Write the pushed list's digest to this file too.
+    #[arg(long, value_name = "FILE")]
+    pub digestfile: Option<PathBuf>,
+    /// No progress, only the list's digest.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Remove the list's name from the store once pushed.
+    #[arg(long)]
+    pub rm: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Credentials to use instead of the stored ones.
+    #[arg(long, value_name = "USER[:PASSWORD]")]
+    pub creds: Option<String>,
+    #[arg(value_name = "LIST")]
+    pub list: String,
+    /// Where: REGISTRY/REPOSITORY[:TAG] or docker://… [default: LIST]
+    #[arg(value_name = "DESTINATION")]
+    pub dest: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ManifestRemoveArgs {
+    #[arg(value_name = "LIST")]
+    pub list: String,
+    /// The entry's manifest digest.
+    #[arg(value_name = "DIGEST")]
+    pub digest: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ManifestRmArgs {
+    #[arg(value_name = "LIST", required = true)]
+    pub lists: Vec<String>,
 }

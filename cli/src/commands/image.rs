@@ -5,9 +5,12 @@ use std::io::Write;
 
 use anyhow::{Context, bail};
 use cairn_builder::meta;
+use cairn_layers::Digest;
 use cairn_layers::archive::{self, ToSave};
 use cairn_layers::compress::Compression;
-use cairn_layers::image::{History, ImageConfig, timestamp};
+use cairn_layers::image::{Descriptor, History, ImageConfig, timestamp};
+use cairn_layers::platform::Platform;
+use cairn_layers::registry::is_index;
 use cairn_layers::store::{Image, Store};
 use cairn_layers::{Reference, layer};
 use serde_json::json;
@@ -38,7 +41,7 @@ pub fn load(store: &Store, args: &LoadArgs) -> anyhow::Result<()> {
         if l.names.is_empty() {
             // Kept as docker keeps it: a dangling image, reachable by its ID.
             store.keep_untagged(&l.manifest)?;
-            writeln!(out, "Loaded image ID: {}", store.image(&l.manifest)?.id())?;
+            writeln!(out, "Loaded image ID: {}", image_id(store, &l.manifest)?)?;
         }
         for n in l.names {
             writeln!(out, "Loaded image: {}", n.familiar())?;
@@ -133,9 +136,24 @@ pub fn save(store: &Store, args: &SaveArgs) -> anyhow::Result<()> {
         SaveFormat::DockerArchive => archive::SaveFormat::DockerArchive,
         SaveFormat::OciDir => archive::SaveFormat::OciDir,
     };
-    archive::save(store, &images, format, &args.output)
+    let platform = platform_arg(args.platform.as_deref())?;
+    archive::save_for(store, &images, format, &platform, &args.output)
         .with_context(|| format!("failed to save to {}", args.output.display()))?;
     Ok(())
+}
+
+/// The ID docker shows for what a name names: an image's config digest; an index's own
+/// digest (as docker's containerd store shows a multi-platform image).
+fn image_id(store: &Store, d: &Descriptor) -> anyhow::Result<Digest> {
+    if is_index(&d.media_type) {
+        return Ok(d.digest.clone());
+    }
+    Ok(store.image(d)?.id().clone())
+}
+
+/// The platform a `--platform` flag names, else the host's.
+fn platform_arg(flag: Option<&str>) -> anyhow::Result<Platform> {
+    flag.map_or_else(|| Ok(Platform::host()), super::registry::parse_platform)
 }
 
 /// "3 hours ago", as docker shows creation times.
@@ -175,61 +193,155 @@ fn human_size(n: u64) -> String {
     }
 }
 
+/// One line of `cairn images`: an image, or an index of them shown as one.
+struct Row {
+    reference: Option<Reference>,
+    /// The image ID: the config's digest, or an index's own.
+    id: Digest,
+    /// The manifest's or index's digest.
+    digest: Digest,
+    created: Option<String>,
+    size: u64,
+    /// The platforms of an index the store holds; None for an image.
+    platforms: Option<Vec<String>>,
+}
+
+impl Row {
+    fn of_image(reference: Option<Reference>, img: &Image) -> Row {
+        Row {
+            reference,
+            id: img.id().clone(),
+            digest: img.manifest_descriptor.digest.clone(),
+            created: img.config.created.clone(),
+            size: img.size(),
+            platforms: None,
+        }
+    }
+
+    /// An index, by the images of it the store holds: their sizes summed, the host's
+    /// creation time (else the newest).
+    fn of_index(
+        store: &Store,
+        reference: Option<Reference>,
+        d: &Descriptor,
+    ) -> anyhow::Result<Row> {
+        let mut images = Vec::new();
+        for m in store.images_in(d)? {
+            let img = store.image(&m)?;
+            let platform = m
+                .platform
+                .clone()
+                .unwrap_or_else(|| Platform::of_config(&img.config));
+            images.push((platform, img));
+        }
+        let host = Platform::host();
+        let created = images
+            .iter()
+            .find(|(p, _)| p.matches(&host))
+            .map(|(_, i)| i.config.created.clone())
+            .unwrap_or_else(|| {
+                images
+                    .iter()
+                    .filter_map(|(_, i)| i.config.created.clone())
+                    .max()
+            });
+        Ok(Row {
+            reference,
+            id: d.digest.clone(),
+            digest: d.digest.clone(),
+            created,
+            size: images.iter().map(|(_, i)| i.size()).sum(),
+            platforms: Some(images.iter().map(|(p, _)| p.to_string()).collect()),
+        })
+    }
+}
+
 pub fn images(store: &Store, args: &ImagesArgs) -> anyhow::Result<()> {
-    let mut rows: Vec<(Option<Reference>, Image)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for t in store.tags()? {
-        let img = store
-            .image(&t.manifest)
-            .with_context(|| format!("image {}", t.reference.familiar()))?;
-        rows.push((Some(t.reference), img));
+        let what = || format!("image {}", t.reference.familiar());
+        let row = if is_index(&t.manifest.media_type) {
+            Row::of_index(store, Some(t.reference.clone()), &t.manifest).with_context(what)?
+        } else {
+            Row::of_image(
+                Some(t.reference.clone()),
+                &store.image(&t.manifest).with_context(what)?,
+            )
+        };
+        rows.push(row);
     }
     // Dangling images, as docker lists them: `<none>` for repository and tag.
     // One whose blobs are gone (an older cairn's prune did not know them) is not listed: it
     // names nothing, and the next prune forgets it.
     for m in store.untagged()? {
-        if let Ok(img) = store.image(&m) {
-            rows.push((None, img));
-        }
+        let row = if is_index(&m.media_type) {
+            Row::of_index(store, None, &m).ok()
+        } else {
+            store.image(&m).ok().map(|img| Row::of_image(None, &img))
+        };
+        rows.extend(row);
     }
     let mut out = std::io::stdout().lock();
     match args.format {
         ListFormat::Json => {
             let v: Vec<_> = rows
                 .iter()
-                .map(|(r, img)| {
-                    json!({
+                .map(|row| {
+                    let r = &row.reference;
+                    let mut v = json!({
                         "repository": r.as_ref().map_or_else(|| "<none>".to_owned(), Reference::familiar_repository),
                         "tag": r.as_ref().and_then(Reference::tag),
                         "name": r.as_ref().map(Reference::to_string),
-                        "id": img.id(),
-                        "digest": img.manifest_descriptor.digest,
-                        "created": img.config.created,
-                        "size": img.size(),
-                    })
+                        "id": row.id,
+                        "digest": row.digest,
+                        "created": row.created,
+                        "size": row.size,
+                    });
+                    if let Some(p) = &row.platforms {
+                        v["platforms"] = json!(p);
+                    }
+                    v
                 })
                 .collect();
             serde_json::to_writer_pretty(&mut out, &v)?;
             writeln!(out)?;
         }
         ListFormat::Table => {
-            let table: Vec<[String; 5]> = rows
+            // The PLATFORMS column only when an index is listed: single images' output stays
+            // docker's.
+            let any_index = rows.iter().any(|r| r.platforms.is_some());
+            let table: Vec<Vec<String>> = rows
                 .iter()
-                .map(|(r, img)| {
-                    [
+                .map(|row| {
+                    let r = &row.reference;
+                    let mut cols = vec![
                         r.as_ref()
                             .map_or_else(|| "<none>".to_owned(), Reference::familiar_repository),
                         r.as_ref()
                             .and_then(Reference::tag)
                             .unwrap_or("<none>")
                             .to_owned(),
-                        img.id().short().to_owned(),
-                        ago(img.config.created.as_deref()),
-                        human_size(img.size()),
-                    ]
+                        row.id.short().to_owned(),
+                        ago(row.created.as_deref()),
+                        human_size(row.size),
+                    ];
+                    if any_index {
+                        cols.push(
+                            row.platforms
+                                .as_ref()
+                                .map_or_else(String::new, |p| p.join(",")),
+                        );
+                    }
+                    cols
                 })
                 .collect();
-            let head = ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"].map(str::to_owned);
-            let mut widths = head.clone().map(|h| h.len());
+            let mut head: Vec<String> = ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]
+                .map(str::to_owned)
+                .to_vec();
+            if any_index {
+                head.push("PLATFORMS".to_owned());
+            }
+            let mut widths: Vec<usize> = head.iter().map(String::len).collect();
             for row in &table {
                 for (w, c) in widths.iter_mut().zip(row) {
                     *w = (*w).max(c.chars().count());
@@ -238,7 +350,7 @@ pub fn images(store: &Store, args: &ImagesArgs) -> anyhow::Result<()> {
             for row in std::iter::once(&head).chain(&table) {
                 let line: Vec<String> = row
                     .iter()
-                    .zip(widths)
+                    .zip(&widths)
                     .map(|(c, w)| format!("{c:w$}"))
                     .collect();
                 writeln!(out, "{}", line.join("   ").trim_end())?;
@@ -248,17 +360,24 @@ pub fn images(store: &Store, args: &ImagesArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn inspect_one(store: &Store, name: &str) -> anyhow::Result<serde_json::Value> {
-    let (_, manifest) = store.resolve(name)?;
+/// An image's details; of an index, those of the platform's image (the host's by default,
+/// as docker shows), with the index's digest and platforms.
+fn inspect_one(
+    store: &Store,
+    name: &str,
+    platform: &Platform,
+) -> anyhow::Result<serde_json::Value> {
+    let (_, named) = store.resolve(name)?;
+    let (_, manifest) = store.resolve_image(name, platform)?;
     let img: Image = store.image(&manifest)?;
     let tags: Vec<String> = store
         .tags()?
         .into_iter()
-        .filter(|t| t.manifest.digest == manifest.digest)
+        .filter(|t| t.manifest.digest == named.digest)
         .map(|t| t.reference.familiar())
         .collect();
     let c = &img.config;
-    Ok(json!({
+    let mut v = json!({
         "Id": img.id(),
         "RepoTags": tags,
         "ManifestDigest": manifest.digest,
@@ -272,14 +391,31 @@ fn inspect_one(store: &Store, name: &str) -> anyhow::Result<serde_json::Value> {
         "History": c.history,
         "Size": img.size(),
         "Layers": img.manifest.layers,
-    }))
+    });
+    if is_index(&named.media_type) {
+        v["IndexDigest"] = json!(named.digest);
+        let platforms: Vec<serde_json::Value> = store
+            .children(&named)?
+            .into_iter()
+            .map(|c| {
+                json!({
+                    "Platform": c.descriptor.platform.as_ref().map(Platform::to_string),
+                    "Digest": c.descriptor.digest,
+                    "Present": c.present,
+                })
+            })
+            .collect();
+        v["Platforms"] = json!(platforms);
+    }
+    Ok(v)
 }
 
 pub fn inspect(store: &Store, args: &InspectArgs) -> anyhow::Result<()> {
+    let platform = platform_arg(args.platform.as_deref())?;
     let all = args
         .names
         .iter()
-        .map(|n| inspect_one(store, n))
+        .map(|n| inspect_one(store, n, &platform))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, &all)?;
@@ -312,7 +448,7 @@ pub fn rmi(store: &Store, args: &RmiArgs) -> anyhow::Result<()> {
                     .collect();
                 if all.is_empty() {
                     // A dangling image: removing it is deleting it, as docker says.
-                    let id = store.image(&manifest)?.id().clone();
+                    let id = image_id(store, &manifest)?;
                     store.remove_untagged(|m| m.digest == manifest.digest)?;
                     writeln!(out, "Deleted: {id}")?;
                     continue;
@@ -358,8 +494,8 @@ pub fn prune(store: &Store, args: &crate::args::PruneArgs) -> anyhow::Result<()>
     // reach is then reclaimed with the rest.
     let mut out = std::io::stdout().lock();
     for m in store.remove_untagged(|_| true)? {
-        match store.image(&m) {
-            Ok(img) => writeln!(out, "Deleted: {}", img.id())?,
+        match image_id(store, &m) {
+            Ok(id) => writeln!(out, "Deleted: {id}")?,
             Err(_) => writeln!(out, "Deleted: manifest {}", m.digest)?,
         }
     }

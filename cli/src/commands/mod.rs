@@ -3,6 +3,7 @@
 mod build;
 pub mod image;
 mod info;
+mod manifest;
 pub mod parse;
 mod registry;
 mod run;
@@ -60,5 +61,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Push(args) => registry::push(&open_store(root)?, &args),
         Command::Login(args) => registry::login(&args),
         Command::Logout(args) => registry::logout(&args),
+        Command::Manifest(cmd) => manifest::run(&open_store(root)?, &cmd),
     }
 }

@@ -159,6 +159,11 @@ fn render(op: Op, quiet: bool) -> impl Fn(Event) + Sync {
     }
 }
 
+/// A pull's progress lines, for `cairn manifest add` of a registry's image.
+pub(crate) fn render_pull(quiet: bool) -> impl Fn(Event) + Sync {
+    render(Op::Pull, quiet)
+}
+
 /// A push's progress lines, for `cairn build --push`.
 pub(crate) fn render_push(quiet: bool) -> impl Fn(Event) + Sync {
     render(Op::Push, quiet)
@@ -172,10 +177,20 @@ pub fn pull(store: &Store, args: &PullArgs) -> anyhow::Result<()> {
         args.platform.as_deref(),
     )?;
     let events = render(Op::Pull, args.quiet);
-    let desc = registry::pull(store, &reference, &opts, &events)
+    let which = if args.all_platforms {
+        registry::Platforms::All
+    } else {
+        registry::Platforms::One
+    };
+    let pulled = registry::pull_platforms(store, &reference, &opts, which, &events)
         .with_context(|| format!("failed to pull {}", reference.familiar()))?;
-    let image = store.image(&desc)?;
-    writeln!(std::io::stdout().lock(), "{}", image.id())?;
+    // The image ID of what was pulled; of every platform, the index's digest (docker's ID
+    // for a multi-platform image).
+    let id = match pulled.images.as_slice() {
+        [one] => store.image(one)?.id().clone(),
+        _ => pulled.top.digest,
+    };
+    writeln!(std::io::stdout().lock(), "{id}")?;
     Ok(())
 }
 

@@ -50,6 +50,11 @@ pub fn run(store: &Store, args: &RunArgs) -> anyhow::Result<()> {
         remove: args.rm,
         tty: args.tty,
         name: args.name.clone(),
+        platform: args
+            .platform
+            .as_deref()
+            .map(crate::commands::registry::parse_platform)
+            .transpose()?,
     };
     let exe = std::env::current_exe().context("cannot find the cairn binary")?;
     let sb = Sandbox::new(
