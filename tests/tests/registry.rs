@@ -514,7 +514,8 @@ fn pull_picks_the_platform_from_an_index() {
         other_img.config_digest
     );
     assert_eq!(inspect(&env, &s2, &name)["Architecture"], other);
-    // Into the store that has the host's image: the tag moves to the other one.
+    // Into the store that has the host's image: the name still names the index, which now
+    // holds both; inspect shows the host's unless asked for the other.
     assert_eq!(
         must(
             env.cairn(&s1, &["pull", "--platform", &platform, &name]),
@@ -524,8 +525,14 @@ fn pull_picks_the_platform_from_an_index() {
     );
     assert_eq!(
         inspect(&env, &s1, &name)["Id"],
-        other_img.config_digest.as_str()
+        host_img.config_digest.as_str()
     );
+    let out = must(
+        env.cairn(&s1, &["inspect", "--platform", &platform, &name]),
+        &reg,
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["Id"], other_img.config_digest.as_str());
     // A platform the index does not have.
     let err = must_fail(
         env.cairn(&Store::new(), &["pull", "--platform", "linux/s390x", &name]),
