@@ -54,7 +54,7 @@ fn parse_mark(value: &str) -> Option<LayerCompression> {
 /// For an image index: the index whose present entries are exported so (a new index, named as
 /// the old one was, when any entry changed; absent entries stay as they are).
 pub fn for_export(store: &Store, manifest: &Descriptor) -> Result<Descriptor> {
-    if crate::registry::is_index(&manifest.media_type) {
+    if crate::image::is_index(&manifest.media_type) {
         return index_for_export(store, manifest);
     }
     let image = store.image(manifest)?;

@@ -23,6 +23,20 @@ pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json"
 /// The annotation that names an image in an OCI layout's index.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
+/// How many indexes may nest below a name (or a layout's `index.json`). Real images nest one
+/// (a multi-platform index); a long chain only serves to exhaust the stack or the disk.
+pub const MAX_INDEX_DEPTH: usize = 8;
+
+/// Whether a media type is an image index's (OCI) or manifest list's (Docker).
+pub fn is_index(media_type: &str) -> bool {
+    media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST
+}
+
+/// Whether a media type is an image manifest's (OCI, or Docker's schema 2).
+pub fn is_manifest(media_type: &str) -> bool {
+    media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST
+}
+
 /// Docker's health check settings (`HEALTHCHECK`), durations in nanoseconds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]

@@ -24,9 +24,7 @@ use crate::store::Store;
 /// client's limit on manifests.
 pub const DOCUMENT_LIMIT: u64 = crate::registry::transport::MANIFEST_LIMIT;
 
-/// How many indexes may nest below `index.json`. Real images nest one (a multi-platform
-/// index); a long chain only serves to exhaust the stack or the disk.
-pub const MAX_INDEX_DEPTH: usize = 8;
+pub use crate::image::MAX_INDEX_DEPTH;
 
 /// An OCI layout directory opened for reading: each file is reached from the directory's fd
 /// one component at a time without following symlinks, so nothing outside the layout is read.

@@ -167,13 +167,7 @@ pub const MANIFEST_TYPES: [&str; 4] = [
     DOCKER_MANIFEST_LIST,
 ];
 
-pub fn is_index(media_type: &str) -> bool {
-    media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST
-}
-
-pub fn is_manifest(media_type: &str) -> bool {
-    media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST
-}
+pub use crate::image::{is_index, is_manifest};
 
 /// The media type of a manifest document: the response's `Content-Type` when it is one cairn
 /// knows, else the document's `mediaType`, else its shape.

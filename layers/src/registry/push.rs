@@ -117,7 +117,7 @@ fn push_index(
     events: &(dyn Fn(Event) + Sync),
     depth: usize,
 ) -> Result<Digest> {
-    if depth >= crate::layout::MAX_INDEX_DEPTH {
+    if depth >= crate::image::MAX_INDEX_DEPTH {
         return Err(Error::invalid(
             format!("image index {}", index.digest),
             "indexes nested too deep",

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
+use crate::image::is_index;
 use crate::image::{Descriptor, Index, OCI_INDEX};
 use crate::platform::Platform;
 use crate::reference::Reference;
-use crate::registry::is_index;
 
 use super::Store;
 
@@ -42,7 +42,7 @@ impl Store {
     /// followed a few levels down.
     pub fn image_for(&self, d: &Descriptor, platform: &Platform) -> Result<Descriptor> {
         let mut d = d.clone();
-        for _ in 0..crate::layout::MAX_INDEX_DEPTH {
+        for _ in 0..crate::image::MAX_INDEX_DEPTH {
             if !is_index(&d.media_type) {
                 return Ok(d);
             }
@@ -140,7 +140,7 @@ impl Store {
         if !is_index(&d.media_type) {
             return visit(d, false);
         }
-        if depth >= crate::layout::MAX_INDEX_DEPTH {
+        if depth >= crate::image::MAX_INDEX_DEPTH {
             return Err(Error::invalid(
                 format!("image index {}", d.digest),
                 "indexes nested too deep",

@@ -4,9 +4,8 @@ use std::collections::BTreeMap;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::image::{Descriptor, Index, Manifest, REF_NAME};
+use crate::image::{Descriptor, Index, Manifest, REF_NAME, is_index};
 use crate::reference::Reference;
-use crate::registry::is_index;
 
 #[cfg(test)]
 use super::INDEX_WRITES;
