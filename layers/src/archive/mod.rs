@@ -228,9 +228,10 @@ fn check_complete(store: &Store, manifest: &Descriptor, what: &str) -> Result<()
 fn images_of_index(store: &Store, index: &Index, what: &str) -> Result<Vec<Found>> {
     let mut out = Vec::new();
     // An index may name the same image under thousands of names: each is checked once.
+    let mut walked: HashSet<Digest> = HashSet::new();
     let mut checked: HashSet<Digest> = HashSet::new();
     for d in &index.manifests {
-        if checked.insert(d.digest.clone()) {
+        if walked.insert(d.digest.clone()) {
             for m in images_below(store, d, what, 0)? {
                 if checked.insert(m.digest.clone()) {
                     check_complete(store, &m, what)?;
