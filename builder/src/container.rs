@@ -30,7 +30,8 @@ pub struct RunOptions {
     /// `-t`: stdin is a terminal to make the process's controlling terminal.
     pub tty: bool,
     pub name: Option<String>,
-    /// The platform to run of a multi-platform image [default: the host's].
+    /// The platform to run of a multi-platform image [default: the host's, else the one the
+    /// store holds].
     pub platform: Option<cairn_layers::platform::Platform>,
 }
 
@@ -94,11 +95,7 @@ pub fn run(
             other => Some(Box::new(other)),
         },
     })?;
-    let platform = opts
-        .platform
-        .clone()
-        .unwrap_or_else(cairn_layers::platform::Platform::host);
-    let img = store.image(&store.image_for(&manifest, &platform)?)?;
+    let img = store.image(&store.pick_image(&manifest, opts.platform.as_ref())?)?;
     let config = &img.config.config;
     let id = {
         use sha2::Digest as _;

@@ -137,6 +137,7 @@ pub fn save(store: &Store, args: &SaveArgs) -> anyhow::Result<()> {
         SaveFormat::OciDir => archive::SaveFormat::OciDir,
     };
     let platform = platform_arg(args.platform.as_deref())?;
+    let platform = platform.unwrap_or_else(Platform::host);
     archive::save_for(store, &images, format, &platform, &args.output)
         .with_context(|| format!("failed to save to {}", args.output.display()))?;
     Ok(())
@@ -151,9 +152,9 @@ fn image_id(store: &Store, d: &Descriptor) -> anyhow::Result<Digest> {
     Ok(store.image(d)?.id().clone())
 }
 
-/// The platform a `--platform` flag names, else the host's.
-fn platform_arg(flag: Option<&str>) -> anyhow::Result<Platform> {
-    flag.map_or_else(|| Ok(Platform::host()), super::registry::parse_platform)
+/// The platform a `--platform` flag names.
+fn platform_arg(flag: Option<&str>) -> anyhow::Result<Option<Platform>> {
+    flag.map(super::registry::parse_platform).transpose()
 }
 
 /// "3 hours ago", as docker shows creation times.
@@ -360,12 +361,12 @@ pub fn images(store: &Store, args: &ImagesArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An image's details; of an index, those of the platform's image (the host's by default,
-/// as docker shows), with the index's digest and platforms.
+/// An image's details; of an index, those of the platform's image (by default the host's,
+/// else the one the store holds, as docker shows), with the index's digest and platforms.
 fn inspect_one(
     store: &Store,
     name: &str,
-    platform: &Platform,
+    platform: Option<&Platform>,
 ) -> anyhow::Result<serde_json::Value> {
     let (_, named) = store.resolve(name)?;
     let (_, manifest) = store.resolve_image(name, platform)?;
@@ -415,7 +416,7 @@ pub fn inspect(store: &Store, args: &InspectArgs) -> anyhow::Result<()> {
     let all = args
         .names
         .iter()
-        .map(|n| inspect_one(store, n, &platform))
+        .map(|n| inspect_one(store, n, platform.as_ref()))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, &all)?;

@@ -78,15 +78,31 @@ pub struct Child {
 }
 
 impl Store {
-    /// Finds `name` as [`Store::resolve`] does, then the image `platform` gets from what it
-    /// names ([`Store::image_for`]): the manifest of an image, whatever a tag names.
+    /// The image of `d` for `platform` ([`Store::image_for`]); with none asked for, the
+    /// host's, else (an index pulled only for another platform) the first the store holds,
+    /// as docker shows and runs what it has.
+    pub fn pick_image(&self, d: &Descriptor, platform: Option<&Platform>) -> Result<Descriptor> {
+        if let Some(p) = platform {
+            return self.image_for(d, p);
+        }
+        match self.image_for(d, &Platform::host()) {
+            Ok(found) => Ok(found),
+            Err(e) => match self.images_in(d) {
+                Ok(held) if !held.is_empty() => Ok(held[0].clone()),
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// Finds `name` as [`Store::resolve`] does, then the image it names for `platform`
+    /// ([`Store::pick_image`]): the manifest of an image, whatever a tag names.
     pub fn resolve_image(
         &self,
         name: &str,
-        platform: &Platform,
+        platform: Option<&Platform>,
     ) -> Result<(Option<Reference>, Descriptor)> {
         let (reference, d) = self.resolve(name)?;
-        let image = self.image_for(&d, platform).map_err(|e| match e {
+        let image = self.pick_image(&d, platform).map_err(|e| match e {
             Error::Invalid { what: _, reason } => Error::invalid(name, reason),
             e => e,
         })?;
@@ -257,10 +273,18 @@ mod tests {
         let amd64 = Platform::parse("linux/amd64").unwrap();
         let arm64 = Platform::parse("linux/arm64").unwrap();
         assert_eq!(
-            s.resolve_image("multi:1", &amd64).unwrap().1.digest,
+            s.resolve_image("multi:1", Some(&amd64)).unwrap().1.digest,
             amd.digest
         );
-        let e = s.resolve_image("multi:1", &arm64).unwrap_err().to_string();
+        // Without a platform asked for, what the store holds (the host's when it can).
+        assert_eq!(
+            s.resolve_image("multi:1", None).unwrap().1.digest,
+            amd.digest
+        );
+        let e = s
+            .resolve_image("multi:1", Some(&arm64))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("multi:1") && e.contains("--platform linux/arm64"),
             "{e}"
