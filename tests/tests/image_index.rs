@@ -178,9 +178,8 @@ fn pulls_keep_the_index_and_add_platforms() {
     let host = format!("linux/{}", host_arch());
 
     assert_eq!(must(env.cairn(&st, &["pull", &name])), m.host.config_digest);
-    let full = format!("{name}");
     assert_eq!(
-        store_names(&st).get(&full),
+        store_names(&st).get(&name),
         Some(&m.index),
         "the name names the index"
     );
@@ -206,7 +205,7 @@ fn pulls_keep_the_index_and_add_platforms() {
         must(env.cairn(&st, &["pull", "--platform", &other, &name])),
         m.other.config_digest
     );
-    assert_eq!(store_names(&st).get(&full), Some(&m.index));
+    assert_eq!(store_names(&st).get(&name), Some(&m.index));
     let rows = listed(&env, &st);
     assert_eq!(rows.len(), 1, "{rows:?}");
     let mut platforms: Vec<String> = rows[0]["platforms"]
