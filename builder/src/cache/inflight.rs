@@ -30,7 +30,7 @@ impl Drop for Claim {
     }
 }
 
-/// What [`Inflight::claim`] did.
+/// What `Inflight::claim` did.
 #[derive(Debug)]
 pub enum Claimed {
     /// Nobody was computing the key: now the caller is.

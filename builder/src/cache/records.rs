@@ -96,7 +96,7 @@ impl Cache {
     }
 
     /// Claims `key` for this thread to compute, or waits for the thread that is (see
-    /// [`super::inflight`]).
+    /// the `inflight` module).
     pub fn claim(&self, key: &Key) -> super::Claimed {
         self.inflight.claim(key)
     }

@@ -7,6 +7,7 @@ use cairn_parser::{ErrorKind, ParseError, Span};
 mod cache;
 mod copy;
 mod download;
+mod emulation;
 mod image;
 mod mount;
 mod run;
@@ -16,6 +17,7 @@ mod user;
 pub use cache::CacheError;
 pub use copy::CopyError;
 pub use download::DownloadError;
+pub use emulation::EmulationError;
 pub use image::ImageError;
 pub use mount::MountError;
 pub use run::RunError;
@@ -50,7 +52,7 @@ pub enum Error {
     Run(Box<RunError>),
     /// A RUN for another platform that no emulator here runs.
     #[error(transparent)]
-    Emulation(Box<crate::sandbox::emulation::EmulationError>),
+    Emulation(Box<EmulationError>),
     /// A user or group that the image's files do not resolve.
     #[error(transparent)]
     User(#[from] LookupError),
@@ -204,7 +206,7 @@ from_boxed!(
     Image(ImageError),
     Mount(MountError),
     Run(RunError),
-    Emulation(crate::sandbox::emulation::EmulationError)
+    Emulation(EmulationError)
 );
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -437,17 +437,15 @@ fn resolve_from(
             // An image: from an OCI layout, or from the store.
             let manifest = match named {
                 Named::Context(NamedContext::OciLayout { dir, tag }) => {
-                    cairn_layers::archive::layout_image(store, &dir, tag.as_deref()).map_err(
-                        |e| {
-                            at_with_context(
-                                cx.opts,
-                                ins.span,
-                                ins.keyword(),
-                                format!("--from={f}"),
-                                e,
-                            )
-                        },
-                    )?
+                    cairn_layers::archive::layout_image_for(
+                        store,
+                        &dir,
+                        tag.as_deref(),
+                        &st.platform,
+                    )
+                    .map_err(|e| {
+                        at_with_context(cx.opts, ins.span, ins.keyword(), format!("--from={f}"), e)
+                    })?
                 }
                 _ => cx
                     .image(f, step_id, &st.platform, || {

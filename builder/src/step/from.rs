@@ -84,9 +84,9 @@ pub(crate) fn start(
         let named = named_context(&opts.contexts, base);
         match named {
             Some(NamedContext::OciLayout { dir, tag }) => {
-                let manifest = cairn_layers::archive::layout_image(store, &dir, tag.as_deref())
-                    .and_then(|d| store.image_for(&d, &platform))
-                    .map_err(|e| at_with(opts, stage.span, "FROM", e))?;
+                let manifest =
+                    cairn_layers::archive::layout_image_for(store, &dir, tag.as_deref(), &platform)
+                        .map_err(|e| at_with(opts, stage.span, "FROM", e))?;
                 base_id = format!("image:{}", manifest.digest);
                 let img = store.image(&manifest)?;
                 check_platform(cx, stage, base, &platform, &img.config)?;
