@@ -323,6 +323,36 @@ impl Registry {
         serde_json::from_slice(&self.skopeo_ok(&args).stdout).unwrap()
     }
 
+    /// `podman manifest inspect REF` of this plain-HTTP registry (podman 4.3 has no
+    /// --tls-verify there: a registries.conf marks it insecure), with storage of its own.
+    pub fn podman_manifest_inspect(&self, reference: &str) -> serde_json::Value {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("registries.conf");
+        fs::write(
+            &conf,
+            format!(
+                "[[registry]]\nlocation = \"{}\"\ninsecure = true\n",
+                self.addr()
+            ),
+        )
+        .unwrap();
+        let out = Command::new("podman")
+            .env("CONTAINERS_REGISTRIES_CONF", &conf)
+            .arg("--root")
+            .arg(dir.path().join("root"))
+            .arg("--runroot")
+            .arg(dir.path().join("run"))
+            .args(["manifest", "inspect", reference])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = texts(&out);
+        assert!(
+            out.status.success(),
+            "podman manifest inspect {reference}: {stderr}"
+        );
+        serde_json::from_str(&stdout).unwrap()
+    }
+
     /// Runs skopeo and insists it succeeds, showing its output and the registry's log if not.
     pub fn skopeo_ok(&self, args: &[String]) -> Output {
         let out = skopeo(args).output().unwrap();

@@ -114,36 +114,6 @@ impl Multi {
     }
 }
 
-/// `podman manifest inspect REF` of this plain-HTTP registry (podman 4.3 has no
-/// --tls-verify there: a registries.conf marks it insecure), with storage of its own.
-fn podman_manifest_inspect(reg: &Registry, reference: &str) -> serde_json::Value {
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("registries.conf");
-    fs::write(
-        &conf,
-        format!(
-            "[[registry]]\nlocation = \"{}\"\ninsecure = true\n",
-            reg.addr()
-        ),
-    )
-    .unwrap();
-    let out = Command::new("podman")
-        .env("CONTAINERS_REGISTRIES_CONF", &conf)
-        .arg("--root")
-        .arg(dir.path().join("root"))
-        .arg("--runroot")
-        .arg(dir.path().join("run"))
-        .args(["manifest", "inspect", reference])
-        .output()
-        .unwrap();
-    let (stdout, stderr) = texts(&out);
-    assert!(
-        out.status.success(),
-        "podman manifest inspect {reference}: {stderr}"
-    );
-    serde_json::from_str(&stdout).unwrap()
-}
-
 /// `cairn inspect [--platform P] NAME`'s one object.
 fn inspect(env: &ClientEnv, st: &Store, name: &str, platform: Option<&str>) -> serde_json::Value {
     let mut args = vec!["inspect"];
@@ -298,7 +268,7 @@ fn pushed_indexes_keep_their_digest() {
     args.push(format!("docker://{dest}"));
     args.push(format!("oci:{}:2", dir.path().join("all").display()));
     m.reg.skopeo_ok(&args);
-    let read = podman_manifest_inspect(&m.reg, &dest);
+    let read = m.reg.podman_manifest_inspect(&dest);
     assert_eq!(read["manifests"].as_array().unwrap().len(), 2, "{read}");
     for (p, img) in [
         (format!("linux/{}", host_arch()), &m.host),
@@ -512,7 +482,7 @@ fn manifest_lists_are_made_and_pushed() {
     let raw = m.reg.skopeo_manifest("stitched/app:1");
     assert_eq!(raw, shown, "the registry has the list as the store had it");
     assert_eq!(m.reg.skopeo_digest("stitched/app:1"), pushed);
-    let read = podman_manifest_inspect(&m.reg, &dest);
+    let read = m.reg.podman_manifest_inspect(&dest);
     let mut digests: Vec<&str> = read["manifests"]
         .as_array()
         .unwrap()

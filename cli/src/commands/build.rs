@@ -571,8 +571,10 @@ fn write_output(
                 store.tag(name, result)?;
             }
             if *by_digest {
-                let pushed = name.with_digest(&result.digest)?;
-                push(store, result, &pushed, registry, quiet)?;
+                // The digest the registry gets: layers compressed as they leave the store.
+                let exported = cairn_layers::deferred::for_export(store, result)?;
+                let pushed = name.with_digest(&exported.digest)?;
+                push(store, &exported, &pushed, registry, quiet)?;
             } else {
                 push(store, result, name, registry, quiet)?;
             }
