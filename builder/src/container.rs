@@ -96,6 +96,12 @@ pub fn run(
         },
     })?;
     let img = store.image(&store.pick_image(&manifest, opts.platform.as_ref())?)?;
+    // Another architecture's image runs under binfmt_misc emulation: said up front, naming
+    // what to install, rather than as an exec format error from inside the container.
+    crate::sandbox::emulation::check(
+        &cairn_layers::platform::Platform::of_config(&img.config),
+        std::path::Path::new(crate::sandbox::emulation::BINFMT_DIR),
+    )?;
     let config = &img.config.config;
     let id = {
         use sha2::Digest as _;

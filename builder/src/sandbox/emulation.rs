@@ -66,7 +66,9 @@ fn parse(name: &str, text: &str) -> Option<Emulator> {
 /// Whether a RUN step of `platform` can run: natively, or through an enabled binfmt_misc
 /// entry with the F flag (looked for in `dir`).
 pub fn check(platform: &Platform, dir: &Path) -> Result<(), EmulationError> {
-    if platform.is_native() {
+    // An image that names no architecture (hand-made, or from an old tool) is run as this
+    // machine's, as docker runs it.
+    if platform.is_native() || platform.architecture.is_empty() {
         return Ok(());
     }
     let Some(qemu) = platform.qemu_name() else {
