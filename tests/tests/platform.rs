@@ -6,7 +6,7 @@ use std::fs;
 use std::path::Path;
 
 use cairn_e2e::{
-    Store, busybox_arm64_layout, busybox_layout, context, context_with, ok,
+    Store, busybox_arm64_layout, busybox_index_layout, busybox_layout, context, context_with, ok,
     require_arm64_emulation, texts,
 };
 use serde_json::Value;
@@ -226,4 +226,33 @@ fn the_platform_is_part_of_every_cache_key() {
     assert_ne!(arm, host);
     assert_eq!(s.inspect(&arm)["Architecture"], "arm64");
     assert_eq!(id("linux/arm64"), arm);
+}
+
+#[test]
+fn an_index_serves_each_platform_from_a_layout_and_from_the_store() {
+    require_arm64_emulation();
+    let s = Store::new();
+    let index = busybox_index_layout().to_str().unwrap();
+    let ctx = context("FROM busybox\nRUN uname -m > /machine\n");
+    let check = |out: &Path, stderr: &str| {
+        assert_eq!(
+            read(&out.join("linux_arm64"), "machine"),
+            "aarch64",
+            "{stderr}"
+        );
+        let host = read(&out.join(format!("linux_{}", host_arch())), "machine");
+        assert_ne!(host, "aarch64");
+    };
+    // An OCI layout holding the index, as a named context.
+    let named = format!("busybox=oci-layout://{index}:latest");
+    let both = platforms_arg(host_arch());
+    let (_d, out, stderr) = s.build_local(
+        &["--platform", &both, "--build-context", &named],
+        ctx.path(),
+    );
+    check(&out, &stderr);
+    // Loaded into the store: the tag names the index, each platform takes its image.
+    s.run(&["load", "-i", index, "-t", "busybox"]);
+    let (_d, out, stderr) = s.build_local(&["--platform", &both, "--no-cache"], ctx.path());
+    check(&out, &stderr);
 }
