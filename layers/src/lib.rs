@@ -21,6 +21,8 @@ pub mod reference;
 pub mod registry;
 pub mod rootfs;
 pub mod store;
+#[cfg(test)]
+mod test_support;
 pub mod vfscap;
 pub mod whiteout;
 

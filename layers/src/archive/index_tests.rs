@@ -1,35 +1,12 @@
 //! Image indexes through save and load: kept whole in OCI layouts, one platform in a
 //! docker-archive, sparse ones as sparse as the store had them.
 
-use std::collections::BTreeMap;
-
 use super::*;
 use crate::platform::Platform;
+use crate::test_support::one_layer_image;
 
 fn store(dir: &Path, name: &str) -> Store {
     Store::open(dir.join(name)).unwrap()
-}
-
-/// An image of one layer for `arch`, its descriptor carrying the platform.
-fn image(s: &Store, arch: &str, layer: &[u8]) -> Descriptor {
-    let d = s.put_blob(layer).unwrap();
-    let mut config = ImageConfig::scratch();
-    config.architecture = arch.into();
-    config.rootfs.diff_ids.push(d.clone());
-    let mut m = s
-        .put_image(
-            &config,
-            vec![Descriptor {
-                media_type: "application/vnd.oci.image.layer.v1.tar".into(),
-                digest: d,
-                size: layer.len() as u64,
-                platform: None,
-                annotations: BTreeMap::new(),
-            }],
-        )
-        .unwrap();
-    m.platform = Some(Platform::parse(&format!("linux/{arch}")).unwrap());
-    m
 }
 
 /// A two-platform index named `multi:1`; with `sparse`, the non-host image's manifest is gone
@@ -37,8 +14,8 @@ fn image(s: &Store, arch: &str, layer: &[u8]) -> Descriptor {
 fn multi(s: &Store, sparse: bool) -> (Descriptor, Descriptor, Descriptor) {
     let host = Platform::host().architecture;
     let other = if host == "amd64" { "arm64" } else { "amd64" };
-    let native = image(s, &host, b"host layer");
-    let foreign = image(s, other, b"other layer");
+    let native = one_layer_image(s, Some(&host), b"host layer");
+    let foreign = one_layer_image(s, Some(other), b"other layer");
     let index = s
         .put_index(&Index::new(vec![native.clone(), foreign.clone()]))
         .unwrap();

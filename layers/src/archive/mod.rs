@@ -599,21 +599,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path().join("store")).unwrap();
         let layer = b"not really a tar, but a blob all the same";
-        let d = s.put_blob(layer).unwrap();
-        let mut config = ImageConfig::scratch();
-        config.rootfs.diff_ids.push(d.clone());
-        let manifest = s
-            .put_image(
-                &config,
-                vec![Descriptor {
-                    media_type: "application/vnd.oci.image.layer.v1.tar".into(),
-                    digest: d,
-                    size: layer.len() as u64,
-                    platform: None,
-                    annotations: BTreeMap::new(),
-                }],
-            )
-            .unwrap();
+        let manifest = crate::test_support::one_layer_image(&s, None, layer);
         (dir, s, manifest)
     }
 

@@ -46,17 +46,7 @@ pub fn push(
             .filter(|m| is_manifest(m))
             .unwrap_or_else(|| OCI_MANIFEST.to_owned())
     };
-    let target = match (dest.tag(), dest.digest()) {
-        (Some(t), _) => t.to_owned(),
-        (None, Some(d)) if *d == manifest.digest => d.to_string(),
-        (None, Some(d)) => {
-            return Err(Error::InvalidReference {
-                value: dest.to_string(),
-                reason: format!("the image's manifest is {}, not {d}", manifest.digest),
-            });
-        }
-        (None, None) => crate::reference::DEFAULT_TAG.to_owned(),
-    };
+    let target = target(dest, &manifest.digest, "the image's manifest")?;
     let mut blobs = vec![parsed.config.clone()];
     for l in &parsed.layers {
         if !blobs.iter().any(|b| b.digest == l.digest) {
@@ -160,17 +150,7 @@ fn push_index(
             ));
         }
     }
-    let target = match (dest.tag(), dest.digest()) {
-        (Some(t), _) => t.to_owned(),
-        (None, Some(d)) if *d == index.digest => d.to_string(),
-        (None, Some(d)) => {
-            return Err(Error::InvalidReference {
-                value: dest.to_string(),
-                reason: format!("the image index is {}, not {d}", index.digest),
-            });
-        }
-        (None, None) => crate::reference::DEFAULT_TAG.to_owned(),
-    };
+    let target = target(dest, &index.digest, "the image index")?;
     let media_type = parsed
         .media_type
         .clone()
@@ -322,5 +302,21 @@ pub(super) fn push_blob(
             let _ = read_body(resp, 64 << 10, &url);
         }
         Ok(Pushed::Uploaded)
+    })
+}
+
+/// The tag or digest `dest` puts a document of `digest` under: its tag, its digest when that
+/// is the document's (`what` names the document when it is not), else `latest`.
+fn target(dest: &Reference, digest: &Digest, what: &str) -> Result<String> {
+    Ok(match (dest.tag(), dest.digest()) {
+        (Some(t), _) => t.to_owned(),
+        (None, Some(d)) if d == digest => d.to_string(),
+        (None, Some(d)) => {
+            return Err(Error::InvalidReference {
+                value: dest.to_string(),
+                reason: format!("{what} is {digest}, not {d}"),
+            });
+        }
+        (None, None) => crate::reference::DEFAULT_TAG.to_owned(),
     })
 }

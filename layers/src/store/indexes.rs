@@ -192,34 +192,13 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::{ImageConfig, REF_NAME};
+    use crate::image::REF_NAME;
+    use crate::test_support::one_layer_image;
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path().join("store")).unwrap();
         (dir, s)
-    }
-
-    /// An image of one layer for `arch`, with its descriptor's platform set.
-    fn image(s: &Store, arch: &str, layer: &[u8]) -> Descriptor {
-        let d = s.put_blob(layer).unwrap();
-        let mut config = ImageConfig::scratch();
-        config.architecture = arch.into();
-        config.rootfs.diff_ids.push(d.clone());
-        let mut m = s
-            .put_image(
-                &config,
-                vec![Descriptor {
-                    media_type: "application/vnd.oci.image.layer.v1.tar".into(),
-                    digest: d,
-                    size: layer.len() as u64,
-                    platform: None,
-                    annotations: BTreeMap::new(),
-                }],
-            )
-            .unwrap();
-        m.platform = Some(Platform::parse(&format!("linux/{arch}")).unwrap());
-        m
     }
 
     /// Removes an image's blobs, as a single-platform pull never fetched them.
@@ -239,8 +218,8 @@ mod tests {
     #[test]
     fn sparse_index_tags() {
         let (_d, s) = store();
-        let amd = image(&s, "amd64", b"amd layer");
-        let arm = image(&s, "arm64", b"arm layer");
+        let amd = one_layer_image(&s, Some("amd64"), b"amd layer");
+        let arm = one_layer_image(&s, Some("arm64"), b"arm layer");
         let index = s
             .put_index(&Index::new(vec![amd.clone(), arm.clone()]))
             .unwrap();
@@ -312,8 +291,8 @@ mod tests {
     #[test]
     fn retagged_lists_leave_nothing_dangling() {
         let (_d, s) = store();
-        let amd = image(&s, "amd64", b"a");
-        let arm = image(&s, "arm64", b"b");
+        let amd = one_layer_image(&s, Some("amd64"), b"a");
+        let arm = one_layer_image(&s, Some("arm64"), b"b");
         let name = Reference::parse("list").unwrap();
         s.put_index_tagged(&Index::new(vec![amd.clone()]), &name)
             .unwrap();
