@@ -116,6 +116,10 @@ pub struct Registry {
     verify: bool,
     /// Plain HTTP may be tried when HTTPS fails.
     http_fallback: bool,
+    /// For a loopback registry that may be plain HTTP: the first HTTPS attempt, given a second
+    /// at most. A plain-HTTP server (or a proxy in front of one) may read a TLS hello and never
+    /// answer it, and the ordinary timeouts would hold every command half a minute.
+    probe_agent: Option<Agent>,
     creds: Option<Credentials>,
     /// `https://host` or `http://host`, once a ping found which answers.
     base: Mutex<Option<String>>,
@@ -126,6 +130,10 @@ pub struct Registry {
     pub(crate) retry: Retry,
     pub(crate) timeouts: NetTimeouts,
 }
+
+/// How long the first HTTPS attempt at a loopback registry may take before plain HTTP is
+/// tried: a TLS handshake and `GET /v2/` on this machine take milliseconds.
+const LOOPBACK_PROBE: Duration = Duration::from_secs(1);
 
 fn is_loopback(domain: &str) -> bool {
     let host = match domain.rsplit_once(':') {
@@ -205,9 +213,19 @@ impl Registry {
         } else {
             domain.to_owned()
         };
+        let probe_agent = (http_fallback && is_loopback(domain)).then(|| {
+            Agent::config_builder()
+                .http_status_as_error(false)
+                .tls_config(tls(!verify))
+                .timeout_global(Some(LOOPBACK_PROBE))
+                .user_agent(concat!("cairn/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .new_agent()
+        });
         Ok(Registry {
             domain: domain.to_owned(),
             host,
+            probe_agent,
             agent: agent(tls(false)),
             insecure_agent: agent(tls(true)),
             verify,
@@ -243,6 +261,26 @@ impl Registry {
         body: Payload<'_>,
         authorization: Option<&str>,
     ) -> Result<Response<Body>> {
+        self.raw_with(
+            self.agent_for(url),
+            method,
+            url,
+            headers,
+            body,
+            authorization,
+        )
+    }
+
+    /// [`Registry::raw`] through `agent`.
+    fn raw_with(
+        &self,
+        agent: &Agent,
+        method: Method,
+        url: &str,
+        headers: &[(&'static str, String)],
+        body: Payload<'_>,
+        authorization: Option<&str>,
+    ) -> Result<Response<Body>> {
         let http_err = |message: String| Error::Http {
             what: format!("{method} request"),
             url: url.to_owned(),
@@ -255,7 +293,6 @@ impl Registry {
         if let Some(a) = authorization {
             b = b.header("Authorization", a);
         }
-        let agent = self.agent_for(url);
         let sent = match body {
             Payload::Empty if matches!(method, Method::GET | Method::HEAD | Method::DELETE) => {
                 let req = b
@@ -350,7 +387,11 @@ impl Registry {
                 for scheme in schemes {
                     let b = format!("{scheme}://{}", self.host);
                     let url = format!("{b}/v2/");
-                    match self.raw(Method::GET, &url, &[], Payload::Empty, None) {
+                    let agent = match (&self.probe_agent, *scheme) {
+                        (Some(probe), "https") => probe,
+                        _ => self.agent_for(&url),
+                    };
+                    match self.raw_with(agent, Method::GET, &url, &[], Payload::Empty, None) {
                         // A registry, or something in front of it that speaks its API (a TLS server's
                         // "plain HTTP to an HTTPS port" 400 is not).
                         Ok(resp)
@@ -532,6 +573,54 @@ mod tests {
             NetTimeouts::parse(Some("1.5"))
                 .describe(ureq::Timeout::PerRead)
                 .contains("1.5 s")
+        );
+    }
+
+    /// A plain-HTTP registry on loopback behind something that reads a TLS hello and never
+    /// answers it (a proxy, a stuck server): HTTPS is given up within the probe's second and
+    /// plain HTTP found, not after the half-minute read timeout.
+    #[test]
+    fn an_unanswered_https_attempt_on_loopback_falls_back_at_once() {
+        use std::io::{Read, Write};
+        use std::net::TcpListener;
+        use std::time::Instant;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (gave_up, waited) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().take(2) {
+                let mut conn = conn.unwrap();
+                let mut first = [0u8; 4];
+                conn.read_exact(&mut first).unwrap();
+                if &first == b"GET " {
+                    let mut rest = [0u8; 512];
+                    let _ = conn.read(&mut rest);
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 200 OK\r\nDocker-Distribution-Api-Version: registry/2.0\r\n\
+                          Content-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                } else {
+                    // A TLS hello: say nothing, and time how long the client waits.
+                    let start = Instant::now();
+                    let mut sink = [0u8; 4096];
+                    while conn.read(&mut sink).is_ok_and(|n| n > 0) {}
+                    let _ = gave_up.send(start.elapsed());
+                }
+            }
+        });
+        let reg = Registry::with_credentials(
+            &format!("127.0.0.1:{port}"),
+            false,
+            &crate::registry::RegistryOptions::default(),
+            None,
+        )
+        .unwrap();
+        let base = reg.base(&|_| {}).unwrap();
+        assert_eq!(base, format!("http://127.0.0.1:{port}"));
+        let waited = waited.recv_timeout(Duration::from_secs(60)).unwrap();
+        assert!(
+            waited < Duration::from_secs(10),
+            "waited {waited:?} on HTTPS"
         );
     }
 
