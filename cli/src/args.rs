@@ -183,8 +183,9 @@ pub struct ParseArgs {
     #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
     pub build_args: Vec<String>,
 
-    /// The build context directory, where the Dockerfile is looked for.
-    #[arg(value_name = "CONTEXT", default_value = ".")]
+    /// The build context directory, where the Dockerfile is looked for; or the Dockerfile
+    /// itself (`cairn parse Dockerfile.prod`).
+    #[arg(value_name = "CONTEXT|FILE", default_value = ".")]
     pub context: PathBuf,
 }
 

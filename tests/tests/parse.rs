@@ -179,3 +179,32 @@ fn warnings_go_to_stderr() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_file_where_the_context_goes_is_the_dockerfile() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("Dockerfile.prod");
+    fs::write(&file, "FROM scratch AS base\nCOPY a b\n").unwrap();
+    let by_flag = cairn()
+        .args(["parse", "--format", "ast", "-f"])
+        .arg(&file)
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let by_path = cairn()
+        .args(["parse", "--format", "ast"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(by_path.status.success(), "{}", texts(&by_path).1);
+    assert_eq!(texts(&by_path).0, texts(&by_flag).0);
+    assert!(texts(&by_path).0.contains("(copy \"a\" \"b\")"));
+    // The file's name shows in errors, as with -f.
+    fs::write(&file, "FROM scratch\nRUNN x\n").unwrap();
+    let bad = cairn().arg("parse").arg(&file).output().unwrap();
+    assert!(
+        texts(&bad).1.contains("Dockerfile.prod:2:1"),
+        "{}",
+        texts(&bad).1
+    );
+}

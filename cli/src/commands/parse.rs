@@ -90,7 +90,19 @@ fn print_warnings(file: &str, warnings: &[Warning]) {
 }
 
 pub fn run(args: &ParseArgs) -> anyhow::Result<()> {
-    let (name, bytes) = read_dockerfile(args.file.as_deref(), &args.context)?;
+    // A file where the context goes is the Dockerfile, as people try first.
+    let (file, context) = match (&args.file, args.context.is_file()) {
+        (None, true) => (
+            Some(args.context.clone()),
+            args.context
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."))
+                .to_path_buf(),
+        ),
+        _ => (args.file.clone(), args.context.clone()),
+    };
+    let (name, bytes) = read_dockerfile(file.as_deref(), &context)?;
     let src = cairn_parser::decode(&name, &bytes)?;
     let mut out = std::io::stdout().lock();
     match args.format {
