@@ -36,6 +36,8 @@ pub enum Command {
     Save(SaveArgs),
     /// List the images in the store.
     Images(ImagesArgs),
+    /// Show an image's history: each step, newest first, with the size of its layer.
+    History(HistoryArgs),
     /// Show an image's details as JSON, like `docker image inspect`.
     Inspect(InspectArgs),
     /// Give an image another name.
@@ -283,8 +285,48 @@ pub struct InfoArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ImagesArgs {
-    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
-    pub format: ListFormat,
+    /// `table`, `json`, or a template of docker's fields (`{{.Repository}}:{{.Tag}}`,
+    /// `{{.ID}}`, `{{.Digest}}`, `{{.CreatedSince}}`, `{{.CreatedAt}}`, `{{.Size}}`,
+    /// `{{.Platforms}}`); `table TEMPLATE` adds a header.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+    /// Only the image IDs, each once.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Every image (cairn keeps no intermediate images: the same list as without).
+    #[arg(short, long)]
+    pub all: bool,
+    /// A DIGEST column (the manifest's or index's digest).
+    #[arg(long)]
+    pub digests: bool,
+    /// Whole IDs.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// `dangling=true|false`, `reference=PATTERN` (a glob on REPOSITORY or REPOSITORY:TAG).
+    #[arg(short, long, value_name = "FILTER")]
+    pub filter: Vec<String>,
+    /// List only this repository (a glob, with an optional :TAG).
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// `table`, `json`, or a template of docker's fields (`{{.ID}}`, `{{.CreatedBy}}`,
+    /// `{{.CreatedSince}}`, `{{.CreatedAt}}`, `{{.Size}}`, `{{.Comment}}`).
+    #[arg(long, default_value = "table")]
+    pub format: String,
+    /// Only the IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Whole IDs and commands.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// The platform's image of a multi-platform one [default: linux/<this machine's>]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

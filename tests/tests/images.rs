@@ -451,3 +451,74 @@ fn load_survives_sigkill_at_any_moment() {
         target.run(&["fsck"]);
     }
 }
+
+#[test]
+fn images_lists_as_scripts_ask_and_history_shows_the_steps() {
+    let s = cairn_e2e::loaded_busybox();
+    s.run(&["tag", "busybox", "someone/app:1"]);
+    let ctx = cairn_e2e::context("FROM busybox\nRUN echo hi > /hi\nLABEL x=1\n");
+    let dangling = s
+        .run(&["build", "-q", ctx.path().to_str().unwrap()])
+        .trim()
+        .to_owned();
+    let busybox_id = s.inspect("busybox")["Id"].as_str().unwrap().to_owned();
+
+    let names = s.run(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let mut names: Vec<&str> = names.lines().collect();
+    names.sort();
+    assert_eq!(names, ["<none>:<none>", "busybox:latest", "someone/app:1"]);
+    // -q: each ID once (busybox and someone/app share one), short unless --no-trunc.
+    let ids = s.run(&["images", "-q"]);
+    assert_eq!(ids.lines().count(), 2, "{ids}");
+    assert!(ids.lines().all(|l| l.len() == 12), "{ids}");
+    let full = s.run(&["images", "-q", "--no-trunc"]);
+    assert!(full.lines().any(|l| l == busybox_id), "{full}");
+    assert!(full.lines().any(|l| l == dangling), "{full}");
+    // Filters and the REPOSITORY argument.
+    let only = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["images", "--format", "{{.Repository}}:{{.Tag}}"];
+        a.extend_from_slice(args);
+        s.run(&a).lines().map(str::to_owned).collect()
+    };
+    assert_eq!(only(&["--filter", "dangling=true"]), ["<none>:<none>"]);
+    assert_eq!(only(&["-f", "reference=some*/*"]), ["someone/app:1"]);
+    assert_eq!(only(&["busybox"]), ["busybox:latest"]);
+    assert_eq!(only(&["busybox:nope"]), Vec::<String>::new());
+    let bad = s.cmd(&["images", "--filter", "until=1h"]).output().unwrap();
+    assert!(!bad.status.success() && texts(&bad).1.contains("until=1h"));
+    // --digests adds a column; a table template has a header.
+    let digests = s.run(&["images", "--digests", "busybox"]);
+    assert!(
+        digests.starts_with("REPOSITORY   TAG      DIGEST"),
+        "{digests}"
+    );
+    assert!(digests.contains("sha256:"), "{digests}");
+    let table = s.run(&[
+        "images",
+        "--format",
+        "table {{.Repository}}\\t{{.ID}}",
+        "busybox",
+    ]);
+    assert_eq!(table.lines().next(), Some("REPOSITORY\tIMAGE ID"));
+
+    // history: newest first, the image's ID on its own step, the RUN's layer sized.
+    let hist = s.run(&[
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.ID}}|{{.CreatedBy}}|{{.Size}}",
+        &dangling,
+    ]);
+    let lines: Vec<&str> = hist.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!("{dangling}|LABEL x=1|0B")),
+        "{hist}"
+    );
+    assert!(
+        lines[1].starts_with("<missing>|RUN /bin/sh -c echo hi > /hi"),
+        "{hist}"
+    );
+    assert!(!lines[1].ends_with("|0B"), "{hist}");
+    let q = s.run(&["history", "-q", &dangling]);
+    assert_eq!(q.lines().next(), Some(&dangling[7..19]));
+}

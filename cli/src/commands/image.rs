@@ -1,4 +1,4 @@
-//! The image commands: load, import, save, images, inspect, tag, rmi, prune, fsck.
+//! The image commands: load, import, save, inspect, tag, rmi, prune, fsck.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -15,10 +15,7 @@ use cairn_layers::store::{Image, Store};
 use cairn_layers::{Reference, layer};
 use serde_json::json;
 
-use crate::args::{
-    ImagesArgs, ImportArgs, InspectArgs, ListFormat, LoadArgs, RmiArgs, SaveArgs, SaveFormat,
-    TagArgs,
-};
+use crate::args::{ImportArgs, InspectArgs, LoadArgs, RmiArgs, SaveArgs, SaveFormat, TagArgs};
 
 /// `SOURCE_DATE_EPOCH`, when set: the creation time of what cairn writes.
 pub fn source_date_epoch() -> anyhow::Result<Option<i64>> {
@@ -155,210 +152,6 @@ fn image_id(store: &Store, d: &Descriptor) -> anyhow::Result<Digest> {
 /// The platform a `--platform` flag names.
 fn platform_arg(flag: Option<&str>) -> anyhow::Result<Option<Platform>> {
     flag.map(super::registry::parse_platform).transpose()
-}
-
-/// "3 hours ago", as docker shows creation times.
-fn ago(created: Option<&str>) -> String {
-    let Some(ts) = created.and_then(|c| c.parse::<jiff::Timestamp>().ok()) else {
-        return "N/A".to_owned();
-    };
-    let secs = (jiff::Timestamp::now().as_second() - ts.as_second()).max(0);
-    let (n, unit) = match secs {
-        0..60 => return "Less than a minute ago".to_owned(),
-        60..3600 => (secs / 60, "minute"),
-        3600..86400 => (secs / 3600, "hour"),
-        86400..2_592_000 => (secs / 86400, "day"),
-        2_592_000..31_536_000 => (secs / 2_592_000, "month"),
-        _ => (secs / 31_536_000, "year"),
-    };
-    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
-}
-
-/// Bytes as docker shows them: 4.26MB (decimal units).
-fn human_size(n: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < units.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n}B")
-    } else {
-        format!("{v:.3}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_owned()
-            + units[i]
-    }
-}
-
-/// One line of `cairn images`: an image, or an index of them shown as one.
-struct Row {
-    reference: Option<Reference>,
-    /// The image ID: the config's digest, or an index's own.
-    id: Digest,
-    /// The manifest's or index's digest.
-    digest: Digest,
-    created: Option<String>,
-    size: u64,
-    /// The platforms of an index the store holds; None for an image.
-    platforms: Option<Vec<String>>,
-}
-
-impl Row {
-    fn of_image(reference: Option<Reference>, img: &Image) -> Row {
-        Row {
-            reference,
-            id: img.id().clone(),
-            digest: img.manifest_descriptor.digest.clone(),
-            created: img.config.created.clone(),
-            size: img.size(),
-            platforms: None,
-        }
-    }
-
-    /// An index, by the images of it the store holds: their sizes summed, the host's
-    /// creation time (else the newest).
-    fn of_index(
-        store: &Store,
-        reference: Option<Reference>,
-        d: &Descriptor,
-    ) -> anyhow::Result<Row> {
-        let mut images = Vec::new();
-        for m in store.images_in(d)? {
-            let img = store.image(&m)?;
-            let platform = m
-                .platform
-                .clone()
-                .unwrap_or_else(|| Platform::of_config(&img.config));
-            images.push((platform, img));
-        }
-        let host = Platform::host();
-        let created = images
-            .iter()
-            .find(|(p, _)| p.matches(&host))
-            .map(|(_, i)| i.config.created.clone())
-            .unwrap_or_else(|| {
-                images
-                    .iter()
-                    .filter_map(|(_, i)| i.config.created.clone())
-                    .max()
-            });
-        Ok(Row {
-            reference,
-            id: d.digest.clone(),
-            digest: d.digest.clone(),
-            created,
-            size: images.iter().map(|(_, i)| i.size()).sum(),
-            platforms: Some(images.iter().map(|(p, _)| p.to_string()).collect()),
-        })
-    }
-}
-
-pub fn images(store: &Store, args: &ImagesArgs) -> anyhow::Result<()> {
-    let mut rows: Vec<Row> = Vec::new();
-    for t in store.tags()? {
-        let what = || format!("image {}", t.reference.familiar());
-        let row = if is_index(&t.manifest.media_type) {
-            Row::of_index(store, Some(t.reference.clone()), &t.manifest).with_context(what)?
-        } else {
-            Row::of_image(
-                Some(t.reference.clone()),
-                &store.image(&t.manifest).with_context(what)?,
-            )
-        };
-        rows.push(row);
-    }
-    // Dangling images, as docker lists them: `<none>` for repository and tag.
-    // One whose blobs are gone (an older cairn's prune did not know them) is not listed: it
-    // names nothing, and the next prune forgets it.
-    for m in store.untagged()? {
-        let row = if is_index(&m.media_type) {
-            Row::of_index(store, None, &m).ok()
-        } else {
-            store.image(&m).ok().map(|img| Row::of_image(None, &img))
-        };
-        rows.extend(row);
-    }
-    let mut out = std::io::stdout().lock();
-    match args.format {
-        ListFormat::Json => {
-            let v: Vec<_> = rows
-                .iter()
-                .map(|row| {
-                    let r = &row.reference;
-                    let mut v = json!({
-                        "repository": r.as_ref().map_or_else(|| "<none>".to_owned(), Reference::familiar_repository),
-                        "tag": r.as_ref().and_then(Reference::tag),
-                        "name": r.as_ref().map(Reference::to_string),
-                        "id": row.id,
-                        "digest": row.digest,
-                        "created": row.created,
-                        "size": row.size,
-                    });
-                    if let Some(p) = &row.platforms {
-                        v["platforms"] = json!(p);
-                    }
-                    v
-                })
-                .collect();
-            serde_json::to_writer_pretty(&mut out, &v)?;
-            writeln!(out)?;
-        }
-        ListFormat::Table => {
-            // The PLATFORMS column only when an index is listed: single images' output stays
-            // docker's.
-            let any_index = rows.iter().any(|r| r.platforms.is_some());
-            let table: Vec<Vec<String>> = rows
-                .iter()
-                .map(|row| {
-                    let r = &row.reference;
-                    let mut cols = vec![
-                        r.as_ref()
-                            .map_or_else(|| "<none>".to_owned(), Reference::familiar_repository),
-                        r.as_ref()
-                            .and_then(Reference::tag)
-                            .unwrap_or("<none>")
-                            .to_owned(),
-                        row.id.short().to_owned(),
-                        ago(row.created.as_deref()),
-                        human_size(row.size),
-                    ];
-                    if any_index {
-                        cols.push(
-                            row.platforms
-                                .as_ref()
-                                .map_or_else(String::new, |p| p.join(",")),
-                        );
-                    }
-                    cols
-                })
-                .collect();
-            let mut head: Vec<String> = ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]
-                .map(str::to_owned)
-                .to_vec();
-            if any_index {
-                head.push("PLATFORMS".to_owned());
-            }
-            let mut widths: Vec<usize> = head.iter().map(String::len).collect();
-            for row in &table {
-                for (w, c) in widths.iter_mut().zip(row) {
-                    *w = (*w).max(c.chars().count());
-                }
-            }
-            for row in std::iter::once(&head).chain(&table) {
-                let line: Vec<String> = row
-                    .iter()
-                    .zip(&widths)
-                    .map(|(c, w)| format!("{c:w$}"))
-                    .collect();
-                writeln!(out, "{}", line.join("   ").trim_end())?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// An image's details; of an index, those of the platform's image (by default the host's,
@@ -508,7 +301,7 @@ pub fn prune(store: &Store, args: &crate::args::PruneArgs) -> anyhow::Result<()>
         r.store.blobs,
         r.store.layers,
         r.records,
-        human_size(r.store.bytes)
+        super::images::human_size(r.store.bytes)
     )?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod build;
 pub mod image;
+mod images;
 mod info;
 mod manifest;
 pub mod parse;
@@ -46,7 +47,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Load(args) => image::load(&open_store(root)?, &args),
         Command::Import(args) => image::import(&open_store(root)?, &args),
         Command::Save(args) => image::save(&open_store(root)?, &args),
-        Command::Images(args) => image::images(&open_store(root)?, &args),
+        Command::Images(args) => images::images(&open_store(root)?, &args),
+        Command::History(args) => images::history(&open_store(root)?, &args),
         Command::Inspect(args) => image::inspect(&open_store(root)?, &args),
         Command::Tag(args) => image::tag(&open_store(root)?, &args),
         Command::Rmi(args) => image::rmi(&open_store(root)?, &args),
