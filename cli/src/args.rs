@@ -63,6 +63,55 @@ pub enum Command {
     /// Make, edit and push manifest lists (image indexes), as podman manifest does.
     #[command(subcommand)]
     Manifest(ManifestCommand),
+    /// The image commands under docker's `image` group: ls, inspect, rm, prune, history, tag,
+    /// save, load, import, pull, push.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Store-wide views, as docker's `system` group: df.
+    #[command(subcommand)]
+    System(SystemCommand),
+}
+
+/// `cairn image ...`: the same commands as the top-level ones, docker's spellings.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List the images in the store (`cairn images`).
+    #[command(visible_alias = "list")]
+    Ls(ImagesArgs),
+    /// Show an image's details as JSON (`cairn inspect`).
+    Inspect(InspectArgs),
+    /// Remove image names (`cairn rmi`).
+    #[command(visible_alias = "remove")]
+    Rm(RmiArgs),
+    /// Remove dangling images and what nothing reaches (`cairn prune`).
+    Prune(PruneArgs),
+    /// Show an image's steps (`cairn history`).
+    History(HistoryArgs),
+    /// Give an image another name (`cairn tag`).
+    Tag(TagArgs),
+    /// Write images to an archive or layout (`cairn save`).
+    Save(SaveArgs),
+    /// Load images (`cairn load`).
+    Load(LoadArgs),
+    /// Make an image from a rootfs tarball (`cairn import`).
+    Import(ImportArgs),
+    /// Pull from a registry (`cairn pull`).
+    Pull(PullArgs),
+    /// Push to a registry (`cairn push`).
+    Push(PushArgs),
+}
+
+/// `cairn system ...`.
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// How much of the store images and the build cache take, and how much prune would free.
+    Df(DfArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DfArgs {
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
 }
 
 /// How to reach registries: TLS and credential files.

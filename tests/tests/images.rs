@@ -521,4 +521,24 @@ fn images_lists_as_scripts_ask_and_history_shows_the_steps() {
     assert!(!lines[1].ends_with("|0B"), "{hist}");
     let q = s.run(&["history", "-q", &dangling]);
     assert_eq!(q.lines().next(), Some(&dangling[7..19]));
+
+    // docker's `image` group spells the same commands; `system df` sizes the store.
+    assert_eq!(s.run(&["image", "ls", "-q"]), ids);
+    let df: serde_json::Value =
+        serde_json::from_str(&s.run(&["system", "df", "--format", "json"])).unwrap();
+    assert_eq!(df[0]["Type"], "Images");
+    assert_eq!(df[0]["TotalCount"], 3);
+    assert_ne!(
+        df[0]["Reclaimable"], "0B",
+        "the dangling image's layer: {df}"
+    );
+    s.run(&["image", "rm", "someone/app:1"]);
+    assert_eq!(s.run(&["image", "list", "-q"]).lines().count(), 2);
+    s.run(&["image", "prune"]);
+    let df: serde_json::Value =
+        serde_json::from_str(&s.run(&["system", "df", "--format", "json"])).unwrap();
+    assert_eq!(
+        (&df[0]["TotalCount"], &df[0]["Reclaimable"]),
+        (&serde_json::json!(1), &serde_json::json!("0B"))
+    );
 }

@@ -495,6 +495,82 @@ pub fn history(store: &Store, args: &HistoryArgs) -> anyhow::Result<()> {
     print(&Format::parse(&args.format), &rows, &columns)
 }
 
+/// Blobs (by digest) and their sizes, that the images `tops` reach.
+fn reached(
+    store: &Store,
+    tops: &[Descriptor],
+) -> anyhow::Result<std::collections::BTreeMap<Digest, u64>> {
+    let mut out = std::collections::BTreeMap::new();
+    for top in tops {
+        out.insert(top.digest.clone(), top.size);
+        for m in store.images_in(top)? {
+            let img = store.image(&m)?;
+            out.insert(m.digest.clone(), m.size);
+            out.insert(img.manifest.config.digest.clone(), img.manifest.config.size);
+            for l in &img.manifest.layers {
+                out.insert(l.digest.clone(), l.size);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `cairn system df`: what images and the build cache take in the store, and what `prune`
+/// (dangling images) and `prune --all` (the cache too) would free.
+pub fn df(store: &Store, args: &crate::args::DfArgs) -> anyhow::Result<()> {
+    let tagged: Vec<Descriptor> = store.tags()?.into_iter().map(|t| t.manifest).collect();
+    let dangling = store.untagged()?;
+    let kept = reached(store, &tagged)?;
+    let all_images: Vec<Descriptor> = tagged.iter().chain(&dangling).cloned().collect();
+    let images = reached(store, &all_images)?;
+    let images_size: u64 = images.values().sum();
+    let dangling_only: u64 = images
+        .iter()
+        .filter(|(d, _)| !kept.contains_key(*d))
+        .map(|(_, s)| s)
+        .sum();
+    // Every other blob is the build cache's (layers and records no image names) or garbage a
+    // prune removes either way.
+    let mut cache_size = 0;
+    let blobs = store.root().join("blobs/sha256");
+    for e in std::fs::read_dir(&blobs)
+        .with_context(|| format!("failed to read {}", blobs.display()))?
+        .flatten()
+    {
+        let named = format!("sha256:{}", e.file_name().to_string_lossy())
+            .parse::<Digest>()
+            .ok();
+        if named.is_none_or(|d| !images.contains_key(&d)) {
+            cache_size += e.metadata().map(|m| m.len()).unwrap_or(0);
+        }
+    }
+    let records = std::fs::read_dir(store.root().join("buildcache/records"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let rows = [
+        json!({"Type": "Images", "TotalCount": all_images.len(), "Active": tagged.len(),
+               "Size": human_size(images_size), "Reclaimable": human_size(dangling_only)}),
+        json!({"Type": "Build Cache", "TotalCount": records, "Active": 0,
+               "Size": human_size(cache_size), "Reclaimable": human_size(cache_size)}),
+    ];
+    let rows: Vec<serde_json::Map<String, Value>> = rows
+        .into_iter()
+        .filter_map(|r| r.as_object().cloned())
+        .collect();
+    let format = match args.format {
+        crate::args::ListFormat::Json => Format::Json,
+        crate::args::ListFormat::Table => Format::Table,
+    };
+    let columns = [
+        ("Type", "TYPE"),
+        ("TotalCount", "TOTAL"),
+        ("Active", "ACTIVE"),
+        ("Size", "SIZE"),
+        ("Reclaimable", "RECLAIMABLE"),
+    ];
+    print(&format, &rows, &columns)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ mod run;
 use anyhow::Context;
 use cairn_layers::Store;
 
-use crate::args::{Cli, Command};
+use crate::args::{Cli, Command, ImageCommand, SystemCommand};
 
 fn open_store(cli_root: Option<&std::path::Path>) -> anyhow::Result<Store> {
     let root = match cli_root {
@@ -64,5 +64,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Login(args) => registry::login(&args),
         Command::Logout(args) => registry::logout(&args),
         Command::Manifest(cmd) => manifest::run(&open_store(root)?, &cmd),
+        Command::Image(cmd) => image_group(root, cmd),
+        Command::System(SystemCommand::Df(args)) => images::df(&open_store(root)?, &args),
+    }
+}
+
+/// `cairn image ...`: the top-level image commands by docker's group spellings.
+fn image_group(root: Option<&std::path::Path>, cmd: ImageCommand) -> anyhow::Result<()> {
+    match cmd {
+        ImageCommand::Ls(args) => images::images(&open_store(root)?, &args),
+        ImageCommand::Inspect(args) => image::inspect(&open_store(root)?, &args),
+        ImageCommand::Rm(args) => image::rmi(&open_store(root)?, &args),
+        ImageCommand::Prune(args) => image::prune(&with_remover(open_store(root)?)?, &args),
+        ImageCommand::History(args) => images::history(&open_store(root)?, &args),
+        ImageCommand::Tag(args) => image::tag(&open_store(root)?, &args),
+        ImageCommand::Save(args) => image::save(&open_store(root)?, &args),
+        ImageCommand::Load(args) => image::load(&open_store(root)?, &args),
+        ImageCommand::Import(args) => image::import(&open_store(root)?, &args),
+        ImageCommand::Pull(args) => registry::pull(&open_store(root)?, &args),
+        ImageCommand::Push(args) => registry::push(&open_store(root)?, &args),
     }
 }
