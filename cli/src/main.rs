@@ -52,6 +52,9 @@ fn main() -> ExitCode {
             for line in error_lines(&err) {
                 let _ = writeln!(stderr, "{line}");
             }
+            if let Some(hint) = login_hint(&err) {
+                let _ = writeln!(stderr, "hint: {hint}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -70,6 +73,22 @@ fn error_lines(err: &anyhow::Error) -> Vec<String> {
         shown = text;
     }
     lines
+}
+
+/// A registry that refused without credentials (401): the command that gives it some.
+fn login_hint(err: &anyhow::Error) -> Option<String> {
+    err.chain()
+        .find_map(|c| match c.downcast_ref::<cairn_layers::Error>() {
+            Some(cairn_layers::Error::Registry {
+                status: 401, url, ..
+            }) => {
+                let host = url.split("://").nth(1).unwrap_or(url).split('/').next()?;
+                Some(format!(
+                    "the registry wants credentials: `cairn login {host}`, or --creds USER:PASSWORD"
+                ))
+            }
+            _ => None,
+        })
 }
 
 static NO_SIGNAL: std::sync::OnceLock<i32> = std::sync::OnceLock::new();

@@ -606,6 +606,13 @@ fn basic_auth_login_logout_and_credential_helpers() {
         "a push without credentials",
     );
     assert_unauthorized(&err, &addr);
+    // And says how to give it credentials.
+    assert!(
+        err.contains(&format!(
+            "hint: the registry wants credentials: `cairn login {addr}`"
+        )),
+        "{err}"
+    );
 
     // A wrong password is refused at login, and nothing is written.
     let c = env.cairn_bare(&["login", "-u", user, "--password-stdin", &addr]);
