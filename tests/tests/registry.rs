@@ -1151,3 +1151,42 @@ fn builds_pull_push_and_share_cache_through_a_registry() {
     assert!(!again.contains("ran-42"), "{again}");
     assert_eq!(again_id, first_id);
 }
+
+#[test]
+fn an_image_loaded_from_a_docker_archive_is_pushed_compressed() {
+    let reg = Registry::start(Options::default());
+    let env = ClientEnv::new();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("busybox.tar");
+    let src = cairn_e2e::loaded_busybox();
+    src.run(&[
+        "save",
+        "busybox",
+        "-o",
+        archive.to_str().unwrap(),
+        "--format",
+        "docker-archive",
+    ]);
+    let s = Store::new();
+    s.run(&["load", "-i", archive.to_str().unwrap()]);
+    let name = reg.image("loaded/busybox:1");
+    must(env.cairn(&s, &["push", "busybox", &name]), &reg);
+    let pushed = reg.skopeo_manifest("loaded/busybox:1");
+    for l in pushed["layers"].as_array().unwrap() {
+        assert_eq!(
+            l["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip",
+            "{pushed}"
+        );
+    }
+    // A save back to a docker-archive still gives the layers as docker wrote them.
+    let again = dir.path().join("again.tar");
+    s.run(&[
+        "save",
+        "busybox",
+        "-o",
+        again.to_str().unwrap(),
+        "--format",
+        "docker-archive",
+    ]);
+    assert_eq!(fs::read(&archive).unwrap(), fs::read(&again).unwrap());
+}

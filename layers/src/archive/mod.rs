@@ -557,7 +557,22 @@ fn load_tar(store: &Store, plain: Box<dyn Read + '_>, path: &Path) -> Result<Vec
                 annotations: BTreeMap::new(),
             });
         }
-        let manifest = Manifest::new(config_desc, layers);
+        // `docker save` writes its layers uncompressed: kept so here (a save back to a
+        // docker-archive gives them as they came), and marked to be compressed when the image
+        // leaves as an OCI image or for a registry, as a build's own layers are.
+        let plain = layers
+            .iter()
+            .any(|l| l.media_type == Compression::None.layer_media_type());
+        let mut manifest = Manifest::new(config_desc, layers);
+        if plain {
+            manifest.annotations.insert(
+                crate::deferred::ANNOTATION.to_owned(),
+                crate::deferred::mark(crate::compress::LayerCompression::new(
+                    Compression::Gzip,
+                    None,
+                )),
+            );
+        }
         let bytes = manifest.to_bytes();
         let digest = store.put_blob(&bytes)?;
         found.push(Found {
