@@ -464,25 +464,49 @@ fn build_stage(cx: &Ctx<'_>, run: &StageRun<'_>) -> Result<StageResult> {
         label,
     } = *run;
     let stage = &df.stages[index];
+    // BuildKit's step names: `[platform stage N/M]`, an unnamed stage of several called
+    // `stage-N`, the one stage of a Dockerfile unnamed.
+    let name = match (&stage.name, df.stages.len()) {
+        (Some(n), _) => n.clone(),
+        (None, 1) => String::new(),
+        (None, _) => format!("stage-{index}"),
+    };
     let stage_name = match label {
-        Some(p) => format!("{p} {}", stage.display_name()),
-        None => stage.display_name(),
+        Some(p) if name.is_empty() => p.to_owned(),
+        Some(p) => format!("{p} {name}"),
+        None => name,
     };
     let rootfs = work.join(format!("stage-{index}"));
-    let step_id = next_id.fetch_add(1, Ordering::Relaxed) + 1;
+    // FROM scratch is no step in BuildKit's count: there is nothing to fetch.
+    let scratch = graph.bases[index].eq_ignore_ascii_case("scratch")
+        && !graph
+            .edges
+            .iter()
+            .any(|e| e.stage == index && e.kind == cairn_parser::EdgeKind::From);
+    let from_steps = usize::from(!scratch);
+    let total = stage.instructions.len() + from_steps;
+    let step_id = if scratch {
+        0
+    } else {
+        next_id.fetch_add(1, Ordering::Relaxed) + 1
+    };
     let started = Instant::now();
-    progress(Event::Step {
-        id: step_id,
-        stage: stage_name.clone(),
-        index: 1,
-        total: stage.instructions.len() + 1,
-        text: stage.original.clone(),
-    });
+    if !scratch {
+        progress(Event::Step {
+            id: step_id,
+            stage: stage_name.clone(),
+            index: 1,
+            total,
+            text: stage.original.clone(),
+        });
+    }
     let (mut st, onbuild) = from::start(cx, graph, index, rootfs, step_id)?;
-    progress(Event::Done {
-        id: step_id,
-        seconds: started.elapsed().as_secs_f64(),
-    });
+    if !scratch {
+        progress(Event::Done {
+            id: step_id,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
 
     // ONBUILD triggers of the base image run first, as Docker runs them.
     let mut triggers = Vec::new();
@@ -499,8 +523,8 @@ fn build_stage(cx: &Ctx<'_>, run: &StageRun<'_>) -> Result<StageResult> {
         progress(Event::Step {
             id: step_id,
             stage: stage_name.clone(),
-            index: i + 2,
-            total: stage.instructions.len() + 1,
+            index: i + 1 + from_steps,
+            total,
             text: ins.original.clone(),
         });
         if crate::sandbox::cancelled() {

@@ -109,7 +109,7 @@ impl Tty {
                 total,
                 text,
             } => {
-                let label = format!("[{stage} {index}/{total}] {text}");
+                let label = format!("{} {text}", step_label(&stage, index, total));
                 let bar = self.multi.add(ProgressBar::new_spinner());
                 bar.set_style(Self::style());
                 bar.set_message(label.clone());
@@ -204,7 +204,7 @@ pub fn plain(event: Event) {
             index,
             total,
             text,
-        } => format!("#{id} [{stage} {index}/{total}] {text}\n"),
+        } => format!("#{id} {} {text}\n", step_label(&stage, index, total)),
         Event::Done { id, seconds } => format!("#{id} DONE {seconds:.1}s\n"),
         Event::Cached { id } => format!("#{id} CACHED\n"),
         Event::Miss { id, reason } => format!("#{id} cache miss: {reason}\n"),
@@ -224,6 +224,15 @@ pub fn plain(event: Event) {
 /// `#3 timing: layer 0.412s` (`--debug-timings`).
 pub fn timing_line(id: usize, phase: Phase, seconds: f64) -> String {
     format!("#{id} timing: {} {seconds:.3}s", phase.name())
+}
+
+/// `[stage 2/5]`, or `[2/5]` for the one stage of a Dockerfile (BuildKit's names).
+fn step_label(stage: &str, index: usize, total: usize) -> String {
+    if stage.is_empty() {
+        format!("[{index}/{total}]")
+    } else {
+        format!("[{stage} {index}/{total}]")
+    }
 }
 
 #[cfg(test)]

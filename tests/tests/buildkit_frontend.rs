@@ -1040,11 +1040,7 @@ fn core_cases() -> Vec<Case> {
              COPY --from=base --chmod=0644 /out /out\n",
         )
         .says("[base 3/3] RUN echo \"base\" > base")
-        .says("[stage-1 1/1] COPY --from=base --chmod=0644 /out /out")
-        .known(
-            "progress names an unnamed stage by its index ([1 2/2]), not stage-1, and counts \
-             FROM scratch as a step",
-        ),
+        .says("[stage-1 1/1] COPY --from=base --chmod=0644 /out /out"),
         case(
             "testTargetMistype",
             "FROM scratch AS build\nCOPY Dockerfile /out\nFROM scratch\nCOPY --from=build /out /\n",
