@@ -497,7 +497,12 @@ fn build_stage(cx: &Ctx<'_>, run: &StageRun<'_>) -> Result<StageResult> {
             stage: stage_name.clone(),
             index: 1,
             total,
-            text: stage.original.clone(),
+            // `FROM ${BASE}` shows the image the variables named, as BuildKit shows it.
+            text: if stage.base.contains('$') {
+                stage.original.replacen(&stage.base, &graph.bases[index], 1)
+            } else {
+                stage.original.clone()
+            },
         });
     }
     let (mut st, onbuild) = from::start(cx, graph, index, rootfs, step_id)?;

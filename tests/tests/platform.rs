@@ -100,6 +100,11 @@ fn two_platforms_build_one_graph_each() {
     );
     // Step lines name their platform.
     assert!(stderr.contains("[linux/arm64 build 1/3]"), "{stderr}");
+    // FROM shows the image its variables named; an unnamed stage of several is stage-N.
+    assert!(
+        stderr.contains("[linux/arm64 stage-1 1/3] FROM busybox-arm64"),
+        "{stderr}"
+    );
 
     // The tag names an index of both images.
     let tagged = s.index()["manifests"]
