@@ -276,7 +276,7 @@ impl Row {
     }
 }
 
-/// `--filter` and the REPOSITORY[:TAG] argument: which rows are listed.
+/// `--filter` and the `REPOSITORY[:TAG]` argument: which rows are listed.
 struct Filters {
     dangling: Option<bool>,
     references: Vec<String>,
