@@ -24,6 +24,9 @@ pub enum Event {
     /// How far a COPY or ADD has got through the bytes of its sources: sent a few times a
     /// second while it writes its layer, the last time with `done == total`.
     Bytes { id: usize, done: u64, total: u64 },
+    /// A step wrote a new layer of `size` bytes as stored (before any compression on export):
+    /// what `cairn build --metadata-file` counts as the bytes a build wrote.
+    Layer { id: usize, size: u64 },
     /// A line a step's process wrote (RUN's output).
     Log { id: usize, line: String },
     /// Something the user should know once (the sandbox's set-up, for instance).

@@ -272,7 +272,7 @@ pub(crate) fn copy_step(
     let rec = layer_record(&layer);
     // The view takes the directories written, unless it reads the layer for its symlinks.
     let dirs: Option<Vec<(String, DirMeta)>> = (!listed).then(|| dirs.into_iter().collect());
-    add_layer(cx.cache, st, layer, dirs.clone(), created, history_line);
+    add_layer(cx, step_id, st, layer, dirs.clone(), created, history_line);
     st.record(cx.cache, key, Some(rec), dirs)?;
     Ok(Outcome::Ran)
 }

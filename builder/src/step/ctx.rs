@@ -131,18 +131,23 @@ pub(crate) fn layer_record(l: &cairn_layers::layer::StoredLayer) -> crate::cache
     }
 }
 
-/// Records a new layer in the stage, with its history entry: applied to its filesystem, added
-/// to its image.
+/// Records a new layer of step `id` in the stage, with its history entry: applied to its
+/// filesystem, added to its image, and reported (its size) to the progress.
 pub(crate) fn add_layer(
-    cache: &crate::cache::Cache,
+    cx: &Ctx<'_>,
+    id: usize,
     st: &mut StageState,
     layer: cairn_layers::layer::StoredLayer,
     dirs: Option<Vec<(String, DirMeta)>>,
     created: String,
     created_by: String,
 ) {
+    (cx.progress)(Event::Layer {
+        id,
+        size: layer.descriptor.size,
+    });
     if let Some(listing) = layer.listing {
-        cache.put_listing(&layer.descriptor.digest, listing);
+        cx.cache.put_listing(&layer.descriptor.digest, listing);
     }
     st.push_layer(layer.descriptor, layer.diff_id, dirs);
     st.config.history.push(History {

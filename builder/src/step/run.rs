@@ -349,7 +349,7 @@ pub(crate) fn run_step(
                     store.adopt_unpacked(&layer.diff_id, &key, &run_dir.keep)
                 })?;
             }
-            add_layer(cx.cache, st, layer, None, created, created_by);
+            add_layer(cx, step_id, st, layer, None, created, created_by);
         }
         // A step that changed nothing still adds a layer, an empty one, as BuildKit's
         // does (its history test has `RUN ls` as a layer): the image then has one layer
@@ -360,7 +360,7 @@ pub(crate) fn run_step(
                 super::workdir::dirs_tar(w, &[])
             })?;
             recorded = Some(super::ctx::layer_record(&layer));
-            add_layer(cx.cache, st, layer, None, created, created_by);
+            add_layer(cx, step_id, st, layer, None, created, created_by);
         }
     }
     st.record(cx.cache, key, recorded, None)?;

@@ -92,7 +92,15 @@ pub(crate) fn layer(
             _ => format!("{} # buildkit", ins.original),
         };
         // Root down, one path: already in the order a map would give.
-        add_layer(cx.cache, st, layer, Some(dirs.clone()), created, created_by);
+        add_layer(
+            cx,
+            step_id,
+            st,
+            layer,
+            Some(dirs.clone()),
+            created,
+            created_by,
+        );
         st.record(cx.cache, key, Some(rec), Some(dirs))?;
         return Ok(Some(Outcome::Ran));
     }
