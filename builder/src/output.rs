@@ -28,6 +28,22 @@ pub fn local(store: &Store, built: &Built, dest: &Path) -> Result<()> {
 
 /// `--output type=tar,dest=FILE`: the filesystem as one tar, owners as the image has them.
 pub fn tar(store: &Store, built: &Built, dest: &Path, clamp_mtime: Option<i64>) -> Result<()> {
+    let file = std::fs::File::create(dest).map_err(|source| Error::Io {
+        action: "create",
+        path: dest.to_path_buf(),
+        source,
+    })?;
+    tar_to_writer(store, built, file, dest, clamp_mtime)
+}
+
+/// [`tar()`] written to `w` (standard output, for `-o -`); `what` names it in errors.
+pub fn tar_to_writer(
+    store: &Store,
+    built: &Built,
+    w: impl std::io::Write,
+    what: &Path,
+    clamp_mtime: Option<i64>,
+) -> Result<()> {
     let rootfs = built.rootfs(store)?;
     // As root the build's view has the image's owners; a rootless build's view is owned by the
     // user, who stands for root in the image.
@@ -46,19 +62,14 @@ pub fn tar(store: &Store, built: &Built, dest: &Path, clamp_mtime: Option<i64>) 
             gids: one(rustix::process::getegid().as_raw()),
         }
     };
-    let file = std::fs::File::create(dest).map_err(|source| Error::Io {
-        action: "create",
-        path: dest.to_path_buf(),
-        source,
-    })?;
     let opts = TarOptions {
         id_map,
         clamp_mtime,
     };
-    let mut w = write_dir(rootfs, std::io::BufWriter::new(file), &opts)?;
+    let mut w = write_dir(rootfs, std::io::BufWriter::new(w), &opts)?;
     std::io::Write::flush(&mut w).map_err(|source| Error::Io {
         action: "write",
-        path: dest.to_path_buf(),
+        path: what.to_path_buf(),
         source,
     })
 }

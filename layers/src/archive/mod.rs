@@ -28,7 +28,7 @@ use crate::store::Store;
 mod index_tests;
 mod save;
 
-pub use save::{ToSave, save, save_for};
+pub use save::{ToSave, save, save_for, save_to_writer};
 
 /// containerd's annotation for an image's full name in an OCI layout (docker save writes it).
 pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
@@ -65,6 +65,25 @@ pub fn load(store: &Store, path: &Path, name: Option<&Reference>) -> Result<Vec<
     let _writing = store.writing()?;
     let found = find(store, path)?;
     name_and_tag(store, found, name, path)
+}
+
+/// Like [`load`], from an archive (a tar, optionally gzip- or zstd-compressed) read as a stream
+/// (`cairn load` from standard input); `what` names the stream in errors.
+pub fn load_from_reader(
+    store: &Store,
+    reader: impl Read,
+    what: &str,
+    name: Option<&Reference>,
+) -> Result<Vec<Loaded>> {
+    let _writing = store.writing()?;
+    let mut reader = BufReader::with_capacity(1 << 20, reader);
+    let head = reader
+        .fill_buf()
+        .map_err(|e| Error::stream(format!("read {what}"), e))?
+        .to_vec();
+    let plain = compress::decompress(reader, Compression::detect(&head))?;
+    let found = load_tar(store, plain, Path::new(what))?;
+    name_and_tag(store, found, name, Path::new(what))
 }
 
 /// The images of a layout directory or an archive, their blobs put in the store.

@@ -84,6 +84,72 @@ fn blobs_of(store: &Store, images: &[ToSave]) -> Result<Vec<(Digest, u64)>> {
     Ok(seen.into_iter().collect())
 }
 
+/// The images as `format` holds them: an OCI export names compressed layers; a docker archive
+/// holds plain tars whatever the store has, of one platform.
+fn prepare(
+    store: &Store,
+    images: &[ToSave],
+    format: SaveFormat,
+    platform: &Platform,
+) -> Result<Vec<ToSave>> {
+    if format == SaveFormat::DockerArchive {
+        images
+            .iter()
+            .map(|i| {
+                let what = i
+                    .reference
+                    .as_ref()
+                    .map_or_else(|| i.manifest.digest.to_string(), Reference::familiar);
+                Ok(ToSave {
+                    reference: i.reference.clone(),
+                    manifest: store
+                        .image_for(&i.manifest, platform)
+                        .map_err(|e| match e {
+                            Error::Invalid { reason, .. } => Error::invalid(what, reason),
+                            e => e,
+                        })?,
+                })
+            })
+            .collect()
+    } else {
+        images
+            .iter()
+            .map(|i| {
+                Ok(ToSave {
+                    reference: i.reference.clone(),
+                    manifest: crate::deferred::for_export(store, &i.manifest)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// [`save_for`] as a stream: an archive format written to `w` (standard output, for `cairn
+/// save` without `-o`); a layout directory cannot be a stream, so `SaveFormat::OciDir` is
+/// refused.
+pub fn save_to_writer(
+    store: &Store,
+    images: &[ToSave],
+    format: SaveFormat,
+    platform: &Platform,
+    w: &mut dyn Write,
+) -> Result<()> {
+    let images = &prepare(store, images, format, platform)?;
+    let mut w = io::BufWriter::with_capacity(1 << 20, w);
+    match format {
+        SaveFormat::OciDir => {
+            return Err(Error::invalid(
+                "the output",
+                "an OCI layout is a directory, which cannot be written to a stream",
+            ));
+        }
+        SaveFormat::OciArchive => write_oci_archive(store, images, &mut w)?,
+        SaveFormat::DockerArchive => write_docker_archive(store, images, &mut w)?,
+    }
+    w.flush()
+        .map_err(|e| Error::stream("finish the archive", e))
+}
+
 /// Writes the images to `out` in `format`. Archives are written to a temp file next to `out`
 /// and renamed into place, so a failed save leaves no half-written archive.
 ///
@@ -103,41 +169,7 @@ pub fn save_for(
     platform: &Platform,
     out: &Path,
 ) -> Result<()> {
-    // An OCI export names compressed layers; a docker archive holds plain tars whatever the
-    // store has.
-    let exported;
-    let images = if format == SaveFormat::DockerArchive {
-        exported = images
-            .iter()
-            .map(|i| {
-                let what = i
-                    .reference
-                    .as_ref()
-                    .map_or_else(|| i.manifest.digest.to_string(), Reference::familiar);
-                Ok(ToSave {
-                    reference: i.reference.clone(),
-                    manifest: store
-                        .image_for(&i.manifest, platform)
-                        .map_err(|e| match e {
-                            Error::Invalid { reason, .. } => Error::invalid(what, reason),
-                            e => e,
-                        })?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        &exported[..]
-    } else {
-        exported = images
-            .iter()
-            .map(|i| {
-                Ok(ToSave {
-                    reference: i.reference.clone(),
-                    manifest: crate::deferred::for_export(store, &i.manifest)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        &exported[..]
-    };
+    let images = &prepare(store, images, format, platform)?;
     match format {
         SaveFormat::OciDir => save_dir(store, images, out),
         SaveFormat::OciArchive | SaveFormat::DockerArchive => {
