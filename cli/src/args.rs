@@ -242,9 +242,10 @@ pub struct ParseArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct LoadArgs {
-    /// The layout directory or archive (tar, or tar.gz) to load.
+    /// The layout directory or archive (tar, or tar.gz) to load [default: an archive on
+    /// standard input, as `-`].
     #[arg(short = 'i', long = "input", value_name = "PATH")]
-    pub input: PathBuf,
+    pub input: Option<PathBuf>,
     /// The name to give the image instead of the archive's.
     #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
     pub tag: Option<String>,
@@ -286,9 +287,9 @@ pub struct SaveArgs {
     /// The images to save.
     #[arg(value_name = "NAME", required = true)]
     pub names: Vec<String>,
-    /// Where to write.
+    /// Where to write [default: standard output, as `-`, which must not be a terminal].
     #[arg(short = 'o', long = "output", value_name = "PATH")]
-    pub output: PathBuf,
+    pub output: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = SaveFormat::DockerArchive)]
     pub format: SaveFormat,
     /// The platform a docker-archive gets of a multi-platform image (the OCI formats keep
@@ -412,6 +413,9 @@ pub enum Progress {
     /// Numbered lines (`#3 [2/5] COPY . /app` … `#3 DONE 0.4s`).
     Plain,
     Quiet,
+    /// BuildKit's SolveStatus as JSON lines, for programs.
+    #[value(name = "rawjson")]
+    RawJson,
 }
 
 #[derive(Debug, clap::Args)]
@@ -432,8 +436,9 @@ pub struct BuildArgs {
     /// A label on the image.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
-    #[arg(long, value_enum, default_value_t = Progress::Auto)]
-    pub progress: Progress,
+    /// How progress is shown [default: $CAIRN_PROGRESS, else $BUILDKIT_PROGRESS, else auto]
+    #[arg(long, value_enum)]
+    pub progress: Option<Progress>,
     /// Print where each step's time goes (unpack, names, process, layer, adopt), one
     /// `#N timing: PHASE SECONDSs` line each, on standard error.
     #[arg(long)]
@@ -521,6 +526,11 @@ pub struct BuildArgs {
     /// The build context directory; `-` reads a tar of it from standard input.
     #[arg(value_name = "CONTEXT")]
     pub context: PathBuf,
+    /// Write the build's result as JSON to this file, with BuildKit's keys
+    /// (containerimage.digest, the pushed digest after a push; containerimage.config.digest;
+    /// containerimage.descriptor; image.name) and cairn's step and byte counts.
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    pub metadata_file: Option<std::path::PathBuf>,
 }
 
 /// Resource limits for each RUN step (or `cairn run`'s container), docker's spellings.

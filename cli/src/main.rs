@@ -5,6 +5,7 @@ mod args;
 mod commands;
 mod progress;
 mod pty;
+mod rawjson;
 
 use std::io::Write;
 use std::process::ExitCode;

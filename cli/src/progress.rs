@@ -18,9 +18,34 @@ pub enum Mode {
     Plain,
     /// Nothing; only the image id on standard output.
     Quiet,
+    /// BuildKit's SolveStatus JSON lines (see [`crate::rawjson`]).
+    RawJson,
 }
 
-/// Picks the renderer; pure so the `auto` rule can be table-tested without a terminal.
+/// The `--progress` mode: the flag, else `CAIRN_PROGRESS`, else `BUILDKIT_PROGRESS` (which CI
+/// scripts written for docker set), else auto. `env` looks a variable up, so tests need not
+/// touch the process's environment.
+pub fn requested(
+    flag: Option<Progress>,
+    env: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Progress> {
+    use clap::ValueEnum as _;
+    if let Some(p) = flag {
+        return Ok(p);
+    }
+    for var in ["CAIRN_PROGRESS", "BUILDKIT_PROGRESS"] {
+        if let Some(v) = env(var).filter(|v| !v.is_empty()) {
+            return Progress::from_str(&v, true).map_err(|_| {
+                anyhow::anyhow!("{var}={v:?}: use auto, tty, plain, quiet or rawjson")
+            });
+        }
+    }
+    Ok(Progress::Auto)
+}
+
+/// Picks the renderer; pure so the `auto` rule can be table-tested without a terminal. A
+/// `tty` asked for where standard error is no terminal is plain: spinners there would be
+/// hidden, and RUN's output with them.
 pub fn choose(progress: Progress, quiet: bool, stderr_is_tty: bool) -> Mode {
     if quiet {
         return Mode::Quiet;
@@ -28,9 +53,9 @@ pub fn choose(progress: Progress, quiet: bool, stderr_is_tty: bool) -> Mode {
     match progress {
         Progress::Quiet => Mode::Quiet,
         Progress::Plain => Mode::Plain,
-        Progress::Tty => Mode::Tty,
-        Progress::Auto if stderr_is_tty => Mode::Tty,
-        Progress::Auto => Mode::Plain,
+        Progress::RawJson => Mode::RawJson,
+        Progress::Tty | Progress::Auto if stderr_is_tty => Mode::Tty,
+        Progress::Tty | Progress::Auto => Mode::Plain,
     }
 }
 
@@ -138,7 +163,7 @@ impl Tty {
                     self.close(step);
                 }
             }
-            Event::Miss { .. } => {}
+            Event::Miss { .. } | Event::Layer { .. } => {}
             Event::Bytes { id, done, total } => {
                 if total < BYTE_BAR_MIN {
                     return;
@@ -209,7 +234,7 @@ pub fn plain(event: Event) {
         Event::Cached { id } => format!("#{id} CACHED\n"),
         Event::Miss { id, reason } => format!("#{id} cache miss: {reason}\n"),
         // A log keeps every line; a byte count a few times a second would only bury them.
-        Event::Bytes { .. } => return,
+        Event::Bytes { .. } | Event::Layer { .. } => return,
         Event::Log { id, line } => format!("#{id} {line}\n"),
         Event::Warning(w) => format!("WARNING: {w}\n"),
         Event::Note(n) => format!("{n}\n"),
@@ -293,14 +318,42 @@ mod tests {
     }
 
     #[test]
+    fn the_flag_then_cairn_then_buildkit_variables_choose() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let both = env(&[
+            ("CAIRN_PROGRESS", "plain"),
+            ("BUILDKIT_PROGRESS", "rawjson"),
+        ]);
+        assert_eq!(
+            requested(Some(Progress::Quiet), both).unwrap(),
+            Progress::Quiet
+        );
+        assert_eq!(requested(None, both).unwrap(), Progress::Plain);
+        let buildkit = env(&[("BUILDKIT_PROGRESS", "rawjson")]);
+        assert_eq!(requested(None, buildkit).unwrap(), Progress::RawJson);
+        assert_eq!(requested(None, env(&[])).unwrap(), Progress::Auto);
+        let err = requested(None, env(&[("BUILDKIT_PROGRESS", "fancy")])).unwrap_err();
+        assert!(err.to_string().contains("BUILDKIT_PROGRESS"), "{err}");
+    }
+
+    #[test]
     fn choose_picks_the_renderer() {
-        use Progress::{Auto, Plain, Quiet, Tty};
+        use Progress::{Auto, Plain, Quiet, RawJson, Tty};
         let table = [
             // (progress, -q, stderr is a tty) -> mode
             (Auto, false, true, Mode::Tty),
             (Auto, false, false, Mode::Plain),
             (Tty, false, true, Mode::Tty),
-            (Tty, false, false, Mode::Tty),
+            (Tty, false, false, Mode::Plain),
+            (RawJson, false, true, Mode::RawJson),
+            (RawJson, false, false, Mode::RawJson),
             (Plain, false, true, Mode::Plain),
             (Plain, false, false, Mode::Plain),
             (Quiet, false, true, Mode::Quiet),

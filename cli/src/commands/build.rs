@@ -10,81 +10,14 @@ use cairn_builder::build::{BuildOptions, Event, NamedContext, build};
 use cairn_builder::cache::{CacheExport, CacheImport};
 use cairn_builder::sandbox::cgroup::parse_size;
 use cairn_builder::sandbox::{Limits, Network};
-use cairn_layers::archive::{self, SaveFormat, ToSave};
 use cairn_layers::compress::{Compression, LayerCompression};
 use cairn_layers::{Reference, Store};
 
 use crate::args::BuildArgs;
 use crate::commands::image::source_date_epoch;
 use crate::commands::parse::{build_args, read_dockerfile};
+use crate::commands::{metadata, output};
 use crate::progress::{self, Mode};
-
-/// One `-o` output.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Output {
-    Oci(PathBuf),
-    OciArchive(PathBuf),
-    DockerArchive(PathBuf),
-    Local(PathBuf),
-    Tar(PathBuf),
-    /// Push to this reference (`type=registry,name=REF`, or `type=image,name=REF,push=true`,
-    /// which also names the image in the store).
-    Registry {
-        name: Reference,
-        tag: bool,
-        /// `push-by-digest=true`: pushed by its digest alone, no tag (BuildKit's option, for
-        /// per-architecture builds that `cairn manifest` stitches into one index later).
-        by_digest: bool,
-    },
-}
-
-fn parse_output(spec: &str) -> anyhow::Result<Output> {
-    if !spec.contains('=') {
-        return Ok(Output::Local(PathBuf::from(spec)));
-    }
-    let mut kind = None;
-    let mut dest = None;
-    let (mut name, mut push, mut by_digest) = (None, None, false);
-    for field in spec.split(',') {
-        match field.split_once('=') {
-            Some(("type", v)) => kind = Some(v.to_owned()),
-            Some(("dest", v)) => dest = Some(PathBuf::from(v)),
-            Some(("name", v)) => name = Some(v.to_owned()),
-            Some(("push", v)) => push = Some(v == "true"),
-            Some(("push-by-digest", v)) => by_digest = v == "true",
-            _ => bail!("--output {spec:?}: unknown field {field:?} (use type=...,dest=...)"),
-        }
-    }
-    if let Some(kind @ ("registry" | "image")) = kind.as_deref() {
-        let name = name.with_context(|| format!("--output {spec:?} needs name=REF"))?;
-        let name = Reference::parse(&name)?;
-        return match (kind, push) {
-            ("registry", None | Some(true)) => Ok(Output::Registry {
-                name,
-                tag: false,
-                by_digest,
-            }),
-            ("image", Some(true)) => Ok(Output::Registry {
-                name,
-                tag: !by_digest,
-                by_digest,
-            }),
-            _ => bail!("--output {spec:?}: type=image without push=true is what -t does"),
-        };
-    }
-    let dest = dest.with_context(|| format!("--output {spec:?} needs dest=PATH"))?;
-    Ok(match kind.as_deref() {
-        Some("oci") => Output::Oci(dest),
-        Some("oci-archive") => Output::OciArchive(dest),
-        Some("docker-archive" | "docker") => Output::DockerArchive(dest),
-        Some("local") => Output::Local(dest),
-        Some("tar") => Output::Tar(dest),
-        Some(other) => bail!(
-            "--output type={other} is not one of oci, oci-archive, docker-archive, local, tar, registry"
-        ),
-        None => bail!("--output {spec:?} needs type=..."),
-    })
-}
 
 /// `--memory` and friends as the sandbox's limits.
 pub(crate) fn limits(a: &crate::args::LimitArgs) -> anyhow::Result<Limits> {
@@ -309,11 +242,7 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
         .iter()
         .map(|t| Reference::parse(t))
         .collect::<Result<Vec<_>, _>>()?;
-    let outputs = args
-        .outputs
-        .iter()
-        .map(|o| parse_output(o))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let outputs = output::parse_outputs(&args.outputs, args.quiet)?;
     let mut labels = BTreeMap::new();
     for l in &args.labels {
         let (k, v) = l
@@ -414,14 +343,19 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
         network,
         allow_network_host,
     };
-    let mode = progress::choose(args.progress, args.quiet, std::io::stderr().is_terminal());
-    let quiet = mode == Mode::Quiet;
+    let requested = progress::requested(args.progress, |v| std::env::var(v).ok())?;
+    let mode = progress::choose(requested, args.quiet, std::io::stderr().is_terminal());
+    let rawjson = std::sync::Arc::new(crate::rawjson::RawJson::default());
     let render: Box<dyn FnMut(Event) + Send> = match mode {
         Mode::Tty => {
             let tty = progress::Tty::stderr();
             Box::new(move |e| tty.event(e))
         }
         Mode::Plain => Box::new(progress::plain),
+        Mode::RawJson => {
+            let r = rawjson.clone();
+            Box::new(move |e| r.event(e))
+        }
         // Quiet still says where the time went when asked: the lines are on stderr.
         Mode::Quiet => Box::new(|e| {
             if let Event::Timing { id, phase, seconds } = e {
@@ -432,7 +366,9 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
     // Stages of one wave report from their own threads; events reach the renderer one at a time.
     let render = std::sync::Mutex::new(render);
     let timings = args.debug_timings;
+    let tally = metadata::Tally::default();
     let built = build(store, &opts, &|e| {
+        tally.see(&e);
         // Timings are shown only when asked for.
         if (timings || !matches!(e, Event::Timing { .. }))
             && let Ok(mut r) = render.lock()
@@ -442,7 +378,38 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
     });
     // Dropping the renderer settles the live bars before the error or the summary is printed.
     drop(render);
+    if let (Mode::RawJson, Err(e)) = (mode, &built) {
+        rawjson.finish(&e.to_string());
+    }
     let built = built?;
+    finish(
+        store,
+        args,
+        &opts,
+        built,
+        &tags,
+        &outputs,
+        &registry_options,
+        mode,
+        &tally,
+    )
+}
+
+/// After the build: names the result, writes the outputs, pushes, and reports the image.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    store: &Store,
+    args: &BuildArgs,
+    opts: &BuildOptions,
+    built: Vec<cairn_builder::build::Built>,
+    tags: &[Reference],
+    outputs: &[output::Output],
+    registry_options: &cairn_layers::registry::RegistryOptions,
+    mode: Mode,
+    tally: &metadata::Tally,
+) -> anyhow::Result<()> {
+    // Push progress is plain text on stderr: kept out of a machine-read rawjson stream.
+    let quiet = matches!(mode, Mode::Quiet | Mode::RawJson);
     let (result, id) = match built.as_slice() {
         [one] => (
             one.manifest.clone(),
@@ -463,7 +430,7 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
             (index, id)
         }
     };
-    for t in &tags {
+    for t in tags {
         store.tag(t, &result)?;
     }
     if tags.is_empty() && outputs.is_empty() {
@@ -472,134 +439,58 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
         // build's housekeeping.
         store.keep_untagged(&result)?;
     }
-    for o in &outputs {
-        write_output(
+    let mut pushed = None;
+    for o in outputs {
+        if let Some(p) = output::write_output(
             store,
             o,
             &built,
             &result,
-            &tags,
-            &opts,
-            &registry_options,
+            tags,
+            opts,
+            registry_options,
             quiet,
-        )?;
+        )? {
+            pushed = Some(p);
+        }
     }
     if args.push {
-        for t in &tags {
-            push(store, &result, t, &registry_options, quiet)?;
+        // The image a registry gets, its layers compressed as they leave the store: made once
+        // for every name, and what the metadata reports.
+        let exported = cairn_layers::deferred::for_export(store, &result)?;
+        for t in tags {
+            pushed = Some(output::push(store, &exported, t, registry_options, quiet)?);
         }
     }
     if let Some(f) = &args.iidfile {
         std::fs::write(f, id.as_str())
             .with_context(|| format!("failed to write {}", f.display()))?;
     }
-    let mut out = std::io::stdout().lock();
-    if quiet {
-        writeln!(out, "{id}")?;
-    } else {
-        let mut err = std::io::stderr().lock();
-        writeln!(err, "writing image {id} done")?;
-        for t in &tags {
-            writeln!(err, "naming to {t} done")?;
-        }
-    }
-    Ok(())
-}
-
-/// Writes one `-o` output of the build: `result` is its image, or the index of its images
-/// for several platforms, which the OCI outputs and a push keep whole, and the filesystem
-/// outputs split into one directory per platform.
-#[allow(clippy::too_many_arguments)]
-fn write_output(
-    store: &Store,
-    o: &Output,
-    built: &[cairn_builder::build::Built],
-    result: &cairn_layers::image::Descriptor,
-    tags: &[Reference],
-    opts: &BuildOptions,
-    registry: &cairn_layers::registry::RegistryOptions,
-    quiet: bool,
-) -> anyhow::Result<()> {
-    let save = |format, dest: &Path| {
-        let images = [ToSave {
-            reference: tags.first().cloned(),
-            manifest: result.clone(),
-        }];
-        archive::save(store, &images, format, dest)
-            .with_context(|| format!("failed to write {}", dest.display()))
-    };
-    let single = match built {
-        [one] => Some(one),
-        _ => None,
-    };
-    match (o, single) {
-        (Output::Oci(d), _) => save(SaveFormat::OciDir, d)?,
-        (Output::OciArchive(d), _) => save(SaveFormat::OciArchive, d)?,
-        (Output::DockerArchive(d), Some(_)) => save(SaveFormat::DockerArchive, d)?,
-        (Output::DockerArchive(d), None) => bail!(
-            "--output type=docker,dest={}: a docker archive holds one platform's image; \
-             build one --platform, or write type=oci or type=oci-archive, which keep the index",
-            d.display()
-        ),
-        (Output::Local(d), Some(one)) => cairn_builder::output::local(store, one, d)?,
-        // BuildKit's layout: one directory per platform, named like `linux_arm64`.
-        (Output::Local(d), None) => {
-            std::fs::create_dir_all(d)
-                .with_context(|| format!("failed to create {}", d.display()))?;
-            for b in built {
-                let sub = d.join(b.platform.to_string().replace('/', "_"));
-                cairn_builder::output::local(store, b, &sub)?;
-            }
-        }
-        (Output::Tar(d), Some(one)) => {
-            cairn_builder::output::tar(store, one, d, opts.source_date_epoch)?
-        }
-        (Output::Tar(d), None) => bail!(
-            "--output type=tar,dest={}: a tar holds one platform's filesystem; build one \
-             --platform, or use type=local, which writes one directory per platform",
-            d.display()
-        ),
-        (
-            Output::Registry {
-                name,
-                tag,
-                by_digest,
-            },
-            _,
-        ) => {
-            if *tag {
-                store.tag(name, result)?;
-            }
-            if *by_digest {
-                // The digest the registry gets: layers compressed as they leave the store.
-                let exported = cairn_layers::deferred::for_export(store, result)?;
-                let pushed = name.with_digest(&exported.digest)?;
-                push(store, &exported, &pushed, registry, quiet)?;
-            } else {
-                push(store, result, name, registry, quiet)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Pushes the built image, its progress as plain lines unless quiet.
-fn push(
-    store: &Store,
-    manifest: &cairn_layers::image::Descriptor,
-    dest: &Reference,
-    opts: &cairn_layers::registry::RegistryOptions,
-    quiet: bool,
-) -> anyhow::Result<()> {
-    let events = crate::commands::registry::render_push(quiet);
-    let digest = cairn_layers::registry::push(store, manifest, dest, opts, &events)
-        .with_context(|| format!("failed to push {}", dest.familiar()))?;
-    if !quiet {
-        writeln!(
-            std::io::stderr().lock(),
-            "pushed {} {digest}",
-            dest.familiar()
+    if let Some(f) = &args.metadata_file {
+        let value = metadata::metadata(
+            store,
+            &result,
+            pushed.as_ref(),
+            built.len() == 1,
+            tags,
+            tally,
         )?;
+        metadata::write(f, &value)?;
+    }
+    match mode {
+        // An output on standard output has it: the ID would corrupt the stream.
+        Mode::Quiet if !outputs.iter().any(output::Output::to_stdout) => {
+            writeln!(std::io::stdout().lock(), "{id}")?;
+        }
+        // Standard error carries only JSON lines.
+        Mode::Quiet | Mode::RawJson => {}
+        Mode::Tty | Mode::Plain => {
+            let mut err = std::io::stderr().lock();
+            writeln!(err, "writing image {id} done")?;
+            for t in tags {
+                writeln!(err, "naming to {t} done")?;
+            }
+        }
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! The image commands: load, import, save, inspect, tag, rmi, prune, fsck.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
 
 use anyhow::{Context, bail};
 use cairn_builder::meta;
@@ -31,8 +32,22 @@ pub fn source_date_epoch() -> anyhow::Result<Option<i64>> {
 
 pub fn load(store: &Store, args: &LoadArgs) -> anyhow::Result<()> {
     let name = args.tag.as_deref().map(Reference::parse).transpose()?;
-    let loaded = archive::load(store, &args.input, name.as_ref())
-        .with_context(|| format!("failed to load {}", args.input.display()))?;
+    let loaded = match args.input.as_deref() {
+        Some(p) if p != Path::new("-") => archive::load(store, p, name.as_ref())
+            .with_context(|| format!("failed to load {}", p.display()))?,
+        // docker's `load` reads standard input when given no file; a terminal there means the
+        // user forgot the file, not that they mean to type an archive.
+        _ => {
+            let stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                bail!(
+                    "cairn load: standard input is a terminal; give -i FILE or pipe an archive in"
+                );
+            }
+            archive::load_from_reader(store, stdin.lock(), "standard input", name.as_ref())
+                .context("failed to load an archive from standard input")?
+        }
+    };
     let mut out = std::io::stdout().lock();
     for l in loaded {
         if l.names.is_empty() {
@@ -135,8 +150,22 @@ pub fn save(store: &Store, args: &SaveArgs) -> anyhow::Result<()> {
     };
     let platform = platform_arg(args.platform.as_deref())?;
     let platform = platform.unwrap_or_else(Platform::host);
-    archive::save_for(store, &images, format, &platform, &args.output)
-        .with_context(|| format!("failed to save to {}", args.output.display()))?;
+    match args.output.as_deref() {
+        Some(p) if p != Path::new("-") => {
+            archive::save_for(store, &images, format, &platform, p)
+                .with_context(|| format!("failed to save to {}", p.display()))?
+        }
+        // docker's `save` writes standard output when given no file, and refuses a terminal.
+        _ if format == archive::SaveFormat::OciDir => {
+            bail!("cairn save --format oci-dir writes a directory: give it with -o DIR")
+        }
+        _ => {
+            super::output::refuse_terminal("cairn save")?;
+            let mut out = std::io::stdout().lock();
+            archive::save_to_writer(store, &images, format, &platform, &mut out)
+                .context("failed to save to standard output")?;
+        }
+    }
     Ok(())
 }
 

@@ -5,6 +5,8 @@ pub mod image;
 mod images;
 mod info;
 mod manifest;
+mod metadata;
+mod output;
 pub mod parse;
 mod registry;
 mod run;
