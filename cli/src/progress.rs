@@ -220,6 +220,41 @@ impl Drop for Tty {
     }
 }
 
+/// Plain progress that remembers which steps are running, so a failed build ends each with
+/// `#N ERROR: ...` as BuildKit's plain output does.
+#[derive(Default)]
+pub struct Plain {
+    running: Mutex<std::collections::BTreeSet<usize>>,
+}
+
+impl Plain {
+    pub fn event(&self, event: Event) {
+        if let Ok(mut r) = self.running.lock() {
+            match &event {
+                Event::Step { id, .. } => {
+                    r.insert(*id);
+                }
+                Event::Done { id, .. } | Event::Cached { id } => {
+                    r.remove(id);
+                }
+                _ => {}
+            }
+        }
+        plain(event);
+    }
+
+    /// The build failed with `error`: every step still running failed with it.
+    pub fn fail(&self, error: &str) {
+        let first = error.lines().next().unwrap_or_default();
+        let running = self.running.lock().map(|r| r.clone()).unwrap_or_default();
+        use std::io::Write as _;
+        let mut err = std::io::stderr().lock();
+        for id in running {
+            let _ = err.write_all(format!("#{id} ERROR: {first}\n").as_bytes());
+        }
+    }
+}
+
 /// Renders progress events as numbered plain lines on standard error.
 pub fn plain(event: Event) {
     let line = match event {
@@ -235,7 +270,13 @@ pub fn plain(event: Event) {
         Event::Miss { id, reason } => format!("#{id} cache miss: {reason}\n"),
         // A log keeps every line; a byte count a few times a second would only bury them.
         Event::Bytes { .. } | Event::Layer { .. } => return,
-        Event::Log { id, line } => format!("#{id} {line}\n"),
+        // A carriage return (a progress bar redrawn in place) would send the terminal back over
+        // `#N`: each redrawn state is a line of its own, as BuildKit's plain output has it.
+        Event::Log { id, line } => line
+            .split('\r')
+            .filter(|seg| !seg.is_empty())
+            .map(|seg| format!("#{id} {seg}\n"))
+            .collect(),
         Event::Warning(w) => format!("WARNING: {w}\n"),
         Event::Note(n) => format!("{n}\n"),
         Event::Timing { id, phase, seconds } => format!("{}\n", timing_line(id, phase, seconds)),

@@ -244,3 +244,38 @@ fn cacheonly_records_the_cache_and_names_nothing() {
     ok(c);
     assert_eq!(metadata(&file)["cairn.steps.cached"], 2);
 }
+
+#[test]
+fn plain_progress_keeps_its_prefix_and_ends_a_failed_step_with_error() {
+    let s = loaded_busybox();
+    // A progress bar redrawn with carriage returns, then a step that fails.
+    let ctx = context("FROM busybox\nRUN printf 'one\\rtwo\\rthree\\n'\nRUN echo going; exit 3\n");
+    let out = s
+        .cmd(&["build", "--progress", "plain"])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    let (_, stderr) = texts(&out);
+    assert!(!out.status.success());
+    for word in ["one", "two", "three"] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with('#') && l.ends_with(&format!(" {word}"))),
+            "{word} on a line of its own: {stderr:?}"
+        );
+    }
+    assert!(!stderr.contains('\r'), "{stderr:?}");
+    let failed = stderr
+        .lines()
+        .find(|l| l.contains("RUN echo going; exit 3"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with(&format!("{failed} ERROR: "))),
+        "{stderr}"
+    );
+}

@@ -346,12 +346,16 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
     let requested = progress::requested(args.progress, |v| std::env::var(v).ok())?;
     let mode = progress::choose(requested, args.quiet, std::io::stderr().is_terminal());
     let rawjson = std::sync::Arc::new(crate::rawjson::RawJson::default());
+    let plain = std::sync::Arc::new(progress::Plain::default());
     let render: Box<dyn FnMut(Event) + Send> = match mode {
         Mode::Tty => {
             let tty = progress::Tty::stderr();
             Box::new(move |e| tty.event(e))
         }
-        Mode::Plain => Box::new(progress::plain),
+        Mode::Plain => {
+            let p = plain.clone();
+            Box::new(move |e| p.event(e))
+        }
         Mode::RawJson => {
             let r = rawjson.clone();
             Box::new(move |e| r.event(e))
@@ -378,8 +382,10 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
     });
     // Dropping the renderer settles the live bars before the error or the summary is printed.
     drop(render);
-    if let (Mode::RawJson, Err(e)) = (mode, &built) {
-        rawjson.finish(&e.to_string());
+    match (mode, &built) {
+        (Mode::RawJson, Err(e)) => rawjson.finish(&e.to_string()),
+        (Mode::Plain, Err(e)) => plain.fail(&e.to_string()),
+        _ => {}
     }
     let built = built?;
     finish(
