@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds cairn as users get it: a stripped, statically linked binary, and cairn's own image.
 #
-#   scripts/dist.sh                  target/dist/cairn (glibc crt-static, profile release-static)
+#   scripts/dist.sh                  target/dist/cairn (glibc crt-static, profile release-static),
+#                                    its man pages (target/dist/man/man1) and shell completions
 #   scripts/dist.sh image            that, then dist/Dockerfile built by that same binary:
 #                                    target/dist/cairn-image.{oci,docker}.tar, cairn:VERSION
 #   scripts/dist.sh context DIR BIN  only stages dist/Dockerfile's context in DIR around the
@@ -42,6 +43,14 @@ build_static() {
     exit 1
   fi
   echo "dist: $dist/cairn ($(stat -c %s "$dist/cairn") bytes, static)"
+  # Man pages and completions, from the binary's own command definitions.
+  rm -rf "$dist/man" "$dist/completions"
+  "$dist/cairn" man "$dist/man/man1"
+  mkdir -p "$dist/completions"
+  "$dist/cairn" completion bash >"$dist/completions/cairn.bash"
+  "$dist/cairn" completion zsh >"$dist/completions/_cairn"
+  "$dist/cairn" completion fish >"$dist/completions/cairn.fish"
+  echo "dist: $dist/man/man1 ($(ls "$dist/man/man1" | wc -l) pages), $dist/completions"
 }
 
 # Copies every shared library ldd lists for `bin`, with its loader, to the same path under the

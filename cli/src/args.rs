@@ -70,6 +70,24 @@ pub enum Command {
     /// Store-wide views, as docker's `system` group: df.
     #[command(subcommand)]
     System(SystemCommand),
+    /// Print a shell completion script: `cairn completion bash > /etc/bash_completion.d/cairn`,
+    /// or `source <(cairn completion bash)`.
+    Completion(CompletionArgs),
+    /// Write a man page for cairn and each of its commands into DIR (scripts/dist.sh does).
+    #[command(hide = true)]
+    Man(ManArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompletionArgs {
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ManArgs {
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 /// `cairn image ...`: the same commands as the top-level ones, docker's spellings.

@@ -67,6 +67,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logout(args) => registry::logout(&args),
         Command::Manifest(cmd) => manifest::run(&open_store(root)?, &cmd),
         Command::Image(cmd) => image_group(root, cmd),
+        Command::Completion(args) => {
+            use clap::CommandFactory as _;
+            let mut cmd = Cli::command();
+            // Into memory first: clap_complete panics on a write error (`| head`), and a
+            // closed pipe is the reader's choice.
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut cmd, "cairn", &mut script);
+            use std::io::Write as _;
+            std::io::stdout().lock().write_all(&script)?;
+            Ok(())
+        }
+        Command::Man(args) => man_pages(&args.dir),
         Command::System(SystemCommand::Df(args)) => images::df(&open_store(root)?, &args),
     }
 }
@@ -86,4 +98,14 @@ fn image_group(root: Option<&std::path::Path>, cmd: ImageCommand) -> anyhow::Res
         ImageCommand::Pull(args) => registry::pull(&open_store(root)?, &args),
         ImageCommand::Push(args) => registry::push(&open_store(root)?, &args),
     }
+}
+
+/// `cairn man DIR`: cairn.1 and a page for each command (`cairn-build.1`, ...), from the same
+/// definitions the parser uses.
+fn man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    use clap::CommandFactory as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    let cmd = Cli::command();
+    clap_mangen::generate_to(cmd, dir)
+        .with_context(|| format!("failed to write man pages into {}", dir.display()))
 }
