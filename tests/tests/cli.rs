@@ -70,8 +70,5 @@ fn man_pages_document_every_command() {
     // roff source: the flag is there, its dashes escaped.
     let page = std::fs::read_to_string(man.join("cairn-build.1")).unwrap();
     assert!(page.contains("\\-\\-platform"), "{page}");
-    assert!(
-        page.starts_with(".ie \\n(.g .ds Aq") || page.contains(".TH cairn\\-build"),
-        "{page}"
-    );
+    assert!(page.contains(".TH cairn-build 1"), "{page}");
 }
