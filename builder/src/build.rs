@@ -22,7 +22,7 @@ use crate::step::ctx::{Ctx, Outcome, at_with};
 use crate::step::from;
 use crate::step::step;
 
-pub use crate::options::{BuildOptions, NamedContext};
+pub use crate::options::{BuildOptions, ImageEdits, NamedContext, Pull};
 pub use crate::progress::{Event, Phase};
 pub use crate::stage::Built;
 
@@ -82,7 +82,10 @@ pub fn build(
             .target(&df, opts.target.as_deref())
             .map_err(|e| Error::Target(*e.kind))?;
     }
-    let context = BuildContext::open(&opts.context, opts.dockerfile_path.as_deref())?;
+    let context = match &opts.ignorefile {
+        Some(file) => BuildContext::open_with_ignore(&opts.context, file)?,
+        None => BuildContext::open(&opts.context, opts.dockerfile_path.as_deref())?,
+    };
     let _writing = store.writing()?;
     // What builds killed outright (SIGKILL, power loss) left: scratch files and directories
     // (up to a whole layer each) and step cgroups, of processes that are gone. Best effort:
@@ -360,6 +363,7 @@ fn image(
 ) -> Result<(cairn_layers::image::Descriptor, ImageConfig)> {
     let epoch = opts.source_date_epoch;
     let mut config = result.config.clone();
+    opts.edits.apply(&mut config);
     config.config.labels.extend(opts.labels.clone());
     // Every step a hit: the image the same steps made before, so its ID is the same too.
     let mut image_key = crate::cache::KeyHasher::new("IMAGE", &result.key);
@@ -382,6 +386,9 @@ fn image(
         .deferring()
         .then(|| cairn_layers::deferred::mark(opts.compression));
     image_key.field("deferred", deferred.as_deref().unwrap_or(""));
+    for (k, v) in &opts.edits.annotations {
+        image_key.field("annotation", format!("{k}={v}"));
+    }
     let image_key = image_key.finish();
     if let Some(found) = all_hits
         .then(|| cache.get_image(store, &image_key))
@@ -399,9 +406,10 @@ fn image(
             cache.inline(target, &image_key),
         );
     }
-    let annotations = deferred
-        .map(|m| [(cairn_layers::deferred::ANNOTATION.to_owned(), m)].into())
-        .unwrap_or_default();
+    let mut annotations = opts.edits.annotations.clone();
+    if let Some(m) = deferred {
+        annotations.insert(cairn_layers::deferred::ANNOTATION.to_owned(), m);
+    }
     let mut manifest = store.put_image_with(&config, result.layers.clone(), annotations)?;
     if !opts.deferring() {
         manifest = cairn_layers::deferred::compress_plain(store, &manifest, opts.compression)?;

@@ -160,7 +160,7 @@ pub fn run(
     }
     // A namespace of the container's own, as docker's bridge, unless asked for the host's.
     let network = opts.network.unwrap_or(Network::Private);
-    let etc_files = sandbox::etc_files(&dir, &short, network)?;
+    let etc_files = sandbox::etc_files(&dir, &short, network, &[])?;
     let mounts = opts
         .volumes
         .iter()

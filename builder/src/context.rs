@@ -81,28 +81,7 @@ impl BuildContext {
     /// `.dockerignore` is read through [`BuildContext::resolve`], so a symlink cannot point the
     /// read outside the context.
     pub fn open(root: &Path, dockerfile: Option<&Path>) -> Result<BuildContext> {
-        let canonical = fs::canonicalize(root).map_err(|source| Error::Io {
-            action: "open build context",
-            path: root.to_owned(),
-            source,
-        })?;
-        let metadata = fs::metadata(&canonical).map_err(|source| Error::Io {
-            action: "stat",
-            path: canonical.clone(),
-            source,
-        })?;
-        if !metadata.is_dir() {
-            return Err(Error::Context {
-                path: root.to_owned(),
-                reason: "not a directory".to_owned(),
-            });
-        }
-        let mut context = BuildContext {
-            root: canonical,
-            matcher: Matcher::default(),
-            ignore_file: None,
-            lines: Vec::new(),
-        };
+        let mut context = BuildContext::open_bare(root)?;
         let mut candidates = Vec::new();
         if let Some(dockerfile) = dockerfile {
             let mut name = dockerfile.as_os_str().to_owned();
@@ -129,6 +108,46 @@ impl BuildContext {
             break;
         }
         Ok(context)
+    }
+
+    /// Opens a context directory with the patterns of `ignorefile` (`--ignorefile`, podman's)
+    /// instead of any `.dockerignore`: the file is the user's choice, so it is read wherever it
+    /// is, and a missing one is an error rather than no patterns.
+    pub fn open_with_ignore(root: &Path, ignorefile: &Path) -> Result<BuildContext> {
+        let mut context = BuildContext::open_bare(root)?;
+        let bytes = fs::read(ignorefile).map_err(|source| Error::Io {
+            action: "read the ignore file",
+            path: ignorefile.to_owned(),
+            source,
+        })?;
+        context.load_ignore(ignorefile.to_owned(), bytes)?;
+        Ok(context)
+    }
+
+    /// The context directory, checked, without patterns.
+    fn open_bare(root: &Path) -> Result<BuildContext> {
+        let canonical = fs::canonicalize(root).map_err(|source| Error::Io {
+            action: "open build context",
+            path: root.to_owned(),
+            source,
+        })?;
+        let metadata = fs::metadata(&canonical).map_err(|source| Error::Io {
+            action: "stat",
+            path: canonical.clone(),
+            source,
+        })?;
+        if !metadata.is_dir() {
+            return Err(Error::Context {
+                path: root.to_owned(),
+                reason: "not a directory".to_owned(),
+            });
+        }
+        Ok(BuildContext {
+            root: canonical,
+            matcher: Matcher::default(),
+            ignore_file: None,
+            lines: Vec::new(),
+        })
     }
 
     /// Reads and compiles an ignore file's patterns.

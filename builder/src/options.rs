@@ -52,12 +52,77 @@ pub struct BuildOptions {
     /// How to reach registries, for images the store lacks (FROM, COPY --from, RUN --mount
     /// from=) and registry caches; `None`: the store only.
     pub registry: Option<cairn_layers::registry::RegistryOptions>,
-    /// `--pull`: check a named image's registry even when the store has it.
-    pub pull: bool,
+    /// `--pull`: when a named image's registry is asked.
+    pub pull: Pull,
     /// `--network`: RUN's network where the Dockerfile leaves it at `default`.
     pub network: crate::sandbox::Network,
     /// `--allow network.host`: RUN may use the host's network.
     pub allow_network_host: bool,
+    /// `--ignorefile`: the ignore file to use instead of the context's `.dockerignore`.
+    pub ignorefile: Option<PathBuf>,
+    /// `--add-host HOST:IP`: lines added to RUN steps' /etc/hosts, as (host, ip).
+    pub add_hosts: Vec<(String, String)>,
+    /// `--env`, `--unsetenv`, `--unsetlabel`, `--omit-history`, `--annotation`: changes to the
+    /// final image only, not to the steps that make it.
+    pub edits: ImageEdits,
+}
+
+/// `--pull`: when the registry is asked for an image the build names (FROM, COPY --from,
+/// RUN --mount from=).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Pull {
+    /// Every time, even when the store has it (a failed check fails the build).
+    Always,
+    /// Only when the store lacks it.
+    #[default]
+    Missing,
+    /// Never: what the store lacks fails the build.
+    Never,
+    /// Every time, but the stored image serves when the registry cannot answer.
+    Newer,
+}
+
+/// Changes to the final image's config and manifest that no step makes (buildah's flags).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageEdits {
+    /// Variables set (replacing a value the steps left), in order.
+    pub env: Vec<(String, String)>,
+    /// Variables removed.
+    pub unset_env: Vec<String>,
+    /// Labels removed (before `--label`'s are added).
+    pub unset_labels: Vec<String>,
+    /// No history entries in the config.
+    pub omit_history: bool,
+    /// Annotations on the image's manifest.
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl ImageEdits {
+    /// Applies the config changes; the annotations go on the manifest when it is written.
+    pub(crate) fn apply(&self, config: &mut cairn_layers::image::ImageConfig) {
+        let c = &mut config.config;
+        c.env.retain(|kv| {
+            let name = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+            !self.unset_env.iter().any(|u| u == name)
+        });
+        for (k, v) in &self.env {
+            let line = format!("{k}={v}");
+            match c
+                .env
+                .iter_mut()
+                .find(|kv| kv.split_once('=').map(|(n, _)| n) == Some(k))
+            {
+                Some(slot) => *slot = line,
+                None => c.env.push(line),
+            }
+        }
+        for l in &self.unset_labels {
+            c.labels.remove(l);
+        }
+        if self.omit_history {
+            config.history.clear();
+        }
+    }
 }
 
 /// A named build context: a directory (COPY --from reads it with its own .dockerignore; FROM

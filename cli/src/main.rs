@@ -12,6 +12,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// The exit status of a command line cairn cannot parse: docker's and podman's.
+const USAGE_ERROR: u8 = 125;
+
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -22,7 +25,17 @@ fn main() -> ExitCode {
     {
         cairn_builder::sandbox::helper::main();
     }
-    let cli = args::Cli::parse();
+    let cli = match args::Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version are not errors: clap prints them to stdout and exits 0.
+        Err(e) if !e.use_stderr() => e.exit(),
+        // A usage error exits 125, as `docker build` and `podman build` do (clap's 2 would
+        // read, to a script written for them, as something else).
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
     // Only commands that run sandboxes trade the default death for a clean stop.
     let interrupted = match &cli.command {
         args::Command::Build(_) | args::Command::Run(_) => on_signals(),

@@ -16,11 +16,22 @@ pub fn hosts_file(hostname: &str) -> String {
 /// /etc/resolv.conf under `dir`, to be bind-mounted over the container's: a process can neither
 /// change the host's files nor leave them in its layer. With a network of its own, the
 /// nameserver is the DNS forwarder of its user-mode networking.
-pub fn etc_files(dir: &Path, hostname: &str, network: Network) -> Result<Vec<(String, PathBuf)>> {
+/// `extra_hosts` (`--add-host`, as (host, ip)) follow the loopback lines, as BuildKit appends
+/// them.
+pub fn etc_files(
+    dir: &Path,
+    hostname: &str,
+    network: Network,
+    extra_hosts: &[(String, String)],
+) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     for name in ["hosts", "resolv.conf"] {
         let text = if name == "hosts" {
-            hosts_file(hostname)
+            let mut text = hosts_file(hostname);
+            for (host, ip) in extra_hosts {
+                text.push_str(&format!("{ip}\t{host}\n"));
+            }
+            text
         } else {
             let text = std::fs::read_to_string(Path::new("/etc").join(name)).unwrap_or_default();
             if network == Network::Private {

@@ -124,6 +124,10 @@ pub(crate) fn run_step(
         .field("user", &st.config.config.user)
         .field("shell", meta::shell_of(&st.config).join("\0"))
         .field("network", format!("{network:?}"));
+    // `--add-host` lines are in the step's /etc/hosts: what it resolves may change its result.
+    for (host, ip) in &opts.add_hosts {
+        key.field("add-host", format!("{host}={ip}"));
+    }
     // The history line lists the stage's ARGs as declared, which the environment alone does
     // not fix (order, names without a value); keyed only when there are any.
     let args_prefix = crate::history::run_prefix(&st.meta.arg_decls, &env);
@@ -215,7 +219,7 @@ pub(crate) fn run_step(
     // configs write the same thing under both builders.
     let hostname = "buildkitsandbox";
     let network = sb.network_for(network).map_err(&fail)?;
-    let etc_files = sandbox::etc_files(&base, hostname, network)?;
+    let etc_files = sandbox::etc_files(&base, hostname, network, &opts.add_hosts)?;
 
     // RUN --mount.
     let mut locks = Vec::new();

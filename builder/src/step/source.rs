@@ -15,7 +15,7 @@ use super::ctx::Ctx;
 use crate::cache::Cache;
 pub use crate::error::ImageError;
 use crate::error::{Error, Result};
-use crate::options::NamedContext;
+use crate::options::{NamedContext, Pull};
 use crate::plan::source_prefix;
 use crate::progress::Event;
 use crate::stage::{StageResult, unpack_layers, view_apply_options};
@@ -58,7 +58,13 @@ impl Ctx<'_> {
             Err(_) => None,
         };
         let reference = cairn_layers::Reference::parse(name).ok();
-        let (Some(registry), Some(reference)) = (&self.opts.registry, reference) else {
+        // `--pull=never`: the store is all there is.
+        let registry = self
+            .opts
+            .registry
+            .as_ref()
+            .filter(|_| self.opts.pull != Pull::Never);
+        let (Some(registry), Some(reference)) = (registry, reference) else {
             return stored
                 .map(|(_, d)| d)
                 .ok_or_else(|| ImageError::Missing(missing()));
@@ -76,7 +82,9 @@ impl Ctx<'_> {
             // By ID or digest, or by tag without --pull: what the store has is the image.
             Some((by_tag, d))
                 if !other_platform
-                    && (!self.opts.pull || by_tag.is_none() || reference.digest().is_some()) =>
+                    && (self.opts.pull == Pull::Missing
+                        || by_tag.is_none()
+                        || reference.digest().is_some()) =>
             {
                 return Ok(d.clone());
             }
@@ -97,12 +105,18 @@ impl Ctx<'_> {
             ..registry.clone()
         };
         let pulled = cairn_layers::registry::pull(self.store, &reference, registry, &events);
-        if let (Err(e), true, Some((_, d))) = (&pulled, other_platform, &stored) {
+        if let (Err(e), true, Some((_, d))) = (
+            &pulled,
+            other_platform || self.opts.pull == Pull::Newer,
+            &stored,
+        ) {
             // The stored image it is, then: FROM says whose platform it is and what was asked.
-            progress(Event::Log {
-                id: step_id,
-                line: format!("no image for {platform} from the registry: {e}"),
-            });
+            let line = if other_platform {
+                format!("no image for {platform} from the registry: {e}")
+            } else {
+                format!("using the stored image: the registry did not answer: {e}")
+            };
+            progress(Event::Log { id: step_id, line });
             return Ok(d.clone());
         }
         let d = pulled.map_err(|e| match &stored {

@@ -1,6 +1,7 @@
 //! One module per command group; `run` opens the store where a command needs it and dispatches.
 
 mod build;
+mod build_opts;
 pub mod image;
 mod images;
 mod info;

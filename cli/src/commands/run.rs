@@ -63,7 +63,7 @@ pub fn run(store: &Store, args: &RunArgs) -> anyhow::Result<()> {
         args.snapshotter
             .parse()
             .map_err(|e: String| anyhow::anyhow!("--snapshotter: {e}"))?,
-        crate::commands::build::limits(&args.limits)?,
+        crate::commands::build_opts::limits(&args.limits)?,
         args.isolation.parse()?,
     )?;
     if sb.isolation.mode != cairn_builder::sandbox::IsolationMode::Userns
