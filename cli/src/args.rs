@@ -519,7 +519,8 @@ pub struct BuildArgs {
         value_name = "POLICY",
         num_args = 0..=1,
         require_equals = true,
-        default_missing_value = "always"
+        default_missing_value = "always",
+        overrides_with = "pull"
     )]
     pub pull: Option<PullPolicy>,
     /// Push every -t name to its registry after the build.
@@ -807,13 +808,34 @@ pub enum PullPolicy {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct CompatArgs {
     /// Accepted for podman and docker scripts: cairn keeps no intermediate containers.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        overrides_with = "rm"
+    )]
     pub rm: Option<bool>,
     /// Accepted for podman and docker scripts: cairn keeps no intermediate containers.
-    #[arg(long = "force-rm", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[arg(
+        long = "force-rm",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        overrides_with = "force_rm"
+    )]
     pub force_rm: Option<bool>,
     /// Accepted for podman scripts: every step's result is cached (--no-cache runs them all).
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        overrides_with = "layers"
+    )]
     pub layers: Option<bool>,
     /// Read build arguments from a file: KEY=VALUE lines, `#` comments (repeatable); --build-arg
     /// wins.
