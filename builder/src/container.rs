@@ -196,6 +196,8 @@ pub fn run(
         network,
         etc_files,
         mounts,
+        ulimits: Vec::new(),
+        shm_size: None,
         diff: false,
         clamp_mtime: None,
         tty: opts.tty,

@@ -65,6 +65,10 @@ pub struct BuildOptions {
     /// `--env`, `--unsetenv`, `--unsetlabel`, `--omit-history`, `--annotation`: changes to the
     /// final image only, not to the steps that make it.
     pub edits: ImageEdits,
+    /// `--ulimit`: resource limits of RUN steps' processes.
+    pub ulimits: Vec<crate::sandbox::Ulimit>,
+    /// `--shm-size`: the size of RUN steps' /dev/shm in bytes [default: 64 MiB].
+    pub shm_size: Option<u64>,
 }
 
 /// `--pull`: when the registry is asked for an image the build names (FROM, COPY --from,

@@ -3,6 +3,7 @@
 
 mod args;
 mod commands;
+mod compat_args;
 mod progress;
 mod pty;
 mod rawjson;

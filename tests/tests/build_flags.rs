@@ -325,3 +325,32 @@ fn registry_flags_are_taken_and_checked() {
     let err = build_fails(&s, &["--retry-delay", "soon"], ctx.path());
     assert!(err.contains("--retry-delay"), "{err}");
 }
+
+#[test]
+fn ulimit_and_shm_size_reach_run_steps() {
+    let s = loaded_busybox();
+    let ctx = context(
+        "FROM busybox\nRUN echo soft=$(ulimit -n) hard=$(ulimit -Hn) && df -k /dev/shm | tail -n 1\n",
+    );
+    let err = build(
+        &s,
+        &["--ulimit", "nofile=512:1024", "--shm-size", "32m"],
+        ctx.path(),
+    );
+    assert!(err.contains("soft=512 hard=1024"), "{err}");
+    // df's second column: the tmpfs's size in KiB.
+    let shm = err
+        .lines()
+        .find(|l| l.trim_end().ends_with(" /dev/shm"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(shm.split_whitespace().any(|w| w == "32768"), "{shm}");
+
+    for (flag, bad) in [
+        ("--ulimit", "nofiles=1"),
+        ("--ulimit", "nofile=2:1"),
+        ("--shm-size", "lots"),
+    ] {
+        let err = build_fails(&s, &[flag, bad], ctx.path());
+        assert!(err.contains(flag), "{err}");
+    }
+}

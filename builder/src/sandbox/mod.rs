@@ -58,7 +58,7 @@ pub use etc::{etc_files, hosts_file};
 pub use ids::{Mapping, MappingKind};
 pub use isolation::{Chosen, Isolation, Mode as IsolationMode, Probe, Refusal};
 use proto::{LayerBlob, Reply, Request};
-pub use proto::{MountSpec, Network, RootSpec, RunSpec};
+pub use proto::{MountSpec, Network, RootSpec, RunSpec, Ulimit};
 pub use snapshot::IMAGE_FILE_LIMIT;
 use snapshot::Snapshot;
 use spawn::{Checked, terminate};

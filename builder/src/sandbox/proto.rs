@@ -71,6 +71,81 @@ pub enum Network {
     None,
 }
 
+/// One `--ulimit NAME=SOFT[:HARD]`: a setrlimit(2) resource and its limits (`u64::MAX` is
+/// unlimited, Docker's -1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// `RLIMIT_*`, by Docker's name ([`Ulimit::NAMES`]).
+    pub resource: u32,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+impl Ulimit {
+    /// Docker's names and the resources they stand for.
+    // The casts are glibc's no-ops but not musl's (the static build's), whose are c_int.
+    #[allow(clippy::unnecessary_cast)]
+    pub const NAMES: [(&'static str, u32); 16] = [
+        ("as", libc::RLIMIT_AS as u32),
+        ("core", libc::RLIMIT_CORE as u32),
+        ("cpu", libc::RLIMIT_CPU as u32),
+        ("data", libc::RLIMIT_DATA as u32),
+        ("fsize", libc::RLIMIT_FSIZE as u32),
+        ("locks", libc::RLIMIT_LOCKS as u32),
+        ("memlock", libc::RLIMIT_MEMLOCK as u32),
+        ("msgqueue", libc::RLIMIT_MSGQUEUE as u32),
+        ("nice", libc::RLIMIT_NICE as u32),
+        ("nofile", libc::RLIMIT_NOFILE as u32),
+        ("nproc", libc::RLIMIT_NPROC as u32),
+        ("rss", libc::RLIMIT_RSS as u32),
+        ("rtprio", libc::RLIMIT_RTPRIO as u32),
+        ("rttime", libc::RLIMIT_RTTIME as u32),
+        ("sigpending", libc::RLIMIT_SIGPENDING as u32),
+        ("stack", libc::RLIMIT_STACK as u32),
+    ];
+
+    /// `NAME=SOFT[:HARD]` (a lone value is both; -1 is unlimited), as docker reads it.
+    pub fn parse(spec: &str) -> Result<Ulimit, String> {
+        let (name, values) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("{spec:?} must be NAME=SOFT[:HARD]"))?;
+        let resource = Ulimit::NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, r)| *r)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Ulimit::NAMES.iter().map(|(n, _)| *n).collect();
+                format!("{name:?} is not a limit ({})", names.join(", "))
+            })?;
+        let value = |v: &str| match v {
+            "-1" | "unlimited" => Ok(u64::MAX),
+            v => v
+                .parse::<u64>()
+                .map_err(|_| format!("{spec:?}: {v:?} is not a number")),
+        };
+        let (soft, hard) = match values.split_once(':') {
+            Some((s, h)) => (value(s)?, value(h)?),
+            None => (value(values)?, value(values)?),
+        };
+        if soft > hard {
+            return Err(format!("{spec:?}: the soft limit is above the hard one"));
+        }
+        Ok(Ulimit {
+            resource,
+            soft,
+            hard,
+        })
+    }
+
+    /// Docker's name of the resource, for messages.
+    pub fn name(&self) -> &'static str {
+        Ulimit::NAMES
+            .iter()
+            .find(|(_, r)| *r == self.resource)
+            .map_or("?", |(n, _)| n)
+    }
+}
+
 /// One extra mount in the container.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum MountSpec {
@@ -113,6 +188,13 @@ pub struct RunSpec {
     /// Files bind-mounted over `/etc/...` paths (hosts, resolv.conf): (container path, file).
     pub etc_files: Vec<(String, PathBuf)>,
     pub mounts: Vec<MountSpec>,
+    /// `--ulimit`: resource limits pid 1 sets before it execs the step (while it may still
+    /// lower a hard limit, or raise one it is allowed to).
+    #[serde(default)]
+    pub ulimits: Vec<Ulimit>,
+    /// `--shm-size`: the size of the /dev/shm tmpfs in bytes [default: 64 MiB, Docker's].
+    #[serde(default)]
+    pub shm_size: Option<u64>,
     /// Write the step's changes as a tar to fd 4, with mtimes clamped to `clamp_mtime`
     /// (nothing at all when an overlay upper directory is empty).
     pub diff: bool,

@@ -128,6 +128,13 @@ pub(crate) fn run_step(
     for (host, ip) in &opts.add_hosts {
         key.field("add-host", format!("{host}={ip}"));
     }
+    // The step's limits are BuildKit's ExecOp's, so its key's too.
+    for u in &opts.ulimits {
+        key.field("ulimit", format!("{}={}:{}", u.name(), u.soft, u.hard));
+    }
+    if let Some(size) = opts.shm_size {
+        key.field("shm-size", size.to_string());
+    }
     // The history line lists the stage's ARGs as declared, which the environment alone does
     // not fix (order, names without a value); keyed only when there are any.
     let args_prefix = crate::history::run_prefix(&st.meta.arg_decls, &env);
@@ -253,6 +260,8 @@ pub(crate) fn run_step(
         network,
         etc_files,
         mounts,
+        ulimits: opts.ulimits.clone(),
+        shm_size: opts.shm_size,
         diff: true,
         clamp_mtime: epoch,
         tty: false,

@@ -9,7 +9,7 @@ use cairn_builder::SECRET_LIMIT;
 use cairn_builder::build::{BuildOptions, ImageEdits, NamedContext, Pull};
 use cairn_builder::cache::{CacheExport, CacheImport};
 use cairn_builder::sandbox::cgroup::parse_size;
-use cairn_builder::sandbox::{Limits, Network};
+use cairn_builder::sandbox::{Limits, Network, Ulimit};
 use cairn_layers::Reference;
 use cairn_layers::compress::{Compression, LayerCompression};
 use cairn_layers::registry::RegistryOptions;
@@ -381,6 +381,17 @@ pub(crate) fn parse(args: &BuildArgs) -> anyhow::Result<Parsed> {
             .map(|h| add_host(h))
             .collect::<anyhow::Result<_>>()?,
         edits: edits(c)?,
+        ulimits: c
+            .ulimit
+            .iter()
+            .map(|u| Ulimit::parse(u).map_err(|e| anyhow::anyhow!("--ulimit {e}")))
+            .collect::<anyhow::Result<_>>()?,
+        shm_size: c
+            .shm_size
+            .as_deref()
+            .map(parse_size)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--shm-size: {e}"))?,
     };
     warn_unused_args(&opts);
     Ok(Parsed {

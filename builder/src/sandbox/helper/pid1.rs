@@ -127,7 +127,7 @@ fn child_setup(
     )?;
     // The fresh tmpfs, empty and ours alone: names made in it are what they say.
     let dev = confine::open_in(root_fd, "/dev").map_err(HelperError::call("open /dev"))?;
-    mount_dev(&sys::fd_path(dev.as_fd()))?;
+    mount_dev(&sys::fd_path(dev.as_fd()), spec.shm_size)?;
     confine::mount_sys(root_fd, spec.network != Network::Host, &mut made)?;
     confine::mask(root_fd)?;
     confine::mount_cgroup(root_fd, own_cgroup2)?;
@@ -259,6 +259,20 @@ pub(super) fn become_and_exec(
     spec: &RunSpec,
     also: &[u32],
 ) -> Result<std::convert::Infallible, HelperError> {
+    // Before the capabilities go: raising a hard limit needs CAP_SYS_RESOURCE.
+    for u in &spec.ulimits {
+        let limit = libc::rlimit {
+            rlim_cur: u.soft,
+            rlim_max: u.hard,
+        };
+        // SAFETY: setrlimit(2) reads the struct it is given; rustix's takes only its own
+        // resource enum, with no way to name one by number.
+        if unsafe { libc::setrlimit(u.resource as _, &limit) } != 0 {
+            return Err(HelperError::call(format!("set --ulimit {}", u.name()))(
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
     sys::drop_capabilities(also)?;
     sys::set_credentials(spec.uid, spec.gid, &spec.groups)?;
     // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC closes nothing: it marks every
@@ -376,7 +390,7 @@ fn console(uid: u32, gid: u32) -> Result<(), HelperError> {
 /// (a user namespace cannot make device nodes). /dev/tty stays, as runc keeps it: it is the
 /// generic node that opens the opener's controlling terminal, which after `setsid` is none
 /// (ENXIO) and with -t the container's own.
-fn mount_dev(dev: &Path) -> Result<(), HelperError> {
+fn mount_dev(dev: &Path, shm_size: Option<u64>) -> Result<(), HelperError> {
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let target = dev.join(name);
         File::create(&target).map_err(HelperError::at("create", &target))?;
@@ -397,7 +411,10 @@ fn mount_dev(dev: &Path) -> Result<(), HelperError> {
         &dev.join("shm"),
         "tmpfs",
         sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC,
-        Some("mode=1777,size=65536k"),
+        Some(&match shm_size {
+            Some(bytes) => format!("mode=1777,size={bytes}"),
+            None => "mode=1777,size=65536k".to_owned(),
+        }),
     )?;
     let _ = sys::mount(
         "mqueue",
