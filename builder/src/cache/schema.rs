@@ -119,6 +119,21 @@ pub const SCHEMA: &[Step] = &[
             ),
             f("network", "the network mode", "what the process can reach"),
             f(
+                "add-host",
+                "repeated: each `--add-host` as `host=ip`",
+                "the lines are in the step's /etc/hosts: what its names resolve to",
+            ),
+            f(
+                "ulimit",
+                "repeated: each `--ulimit` as `name=soft:hard`",
+                "the process's limits, as BuildKit's ExecOp keys them",
+            ),
+            f(
+                "shm-size",
+                "`--shm-size` in bytes, if given",
+                "the size of the /dev/shm the process gets",
+            ),
+            f(
                 "history-args",
                 "if the stage declares ARGs: the history line's ARG prefix",
                 "the history entry lists the ARGs as declared, which the environment does not fix",
@@ -195,6 +210,11 @@ pub const SCHEMA: &[Step] = &[
                 "deferred",
                 "the compression a deferred image's layers get on export, or empty",
                 "the mark is in the manifest: an eager build's image has compressed layers",
+            ),
+            f(
+                "annotation",
+                "repeated: each `--annotation` as `key=value`",
+                "annotations are in the manifest, so in its digest",
             ),
         ],
     },

@@ -290,3 +290,25 @@ pub fn recv<T: for<'de> Deserialize<'de>>(r: &mut impl BufRead) -> std::io::Resu
         .map(Some)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ulimits_read_as_docker_writes_them() {
+        let u = Ulimit::parse("nofile=512:1024").unwrap();
+        assert_eq!((u.name(), u.soft, u.hard), ("nofile", 512, 1024));
+        let u = Ulimit::parse("core=-1").unwrap();
+        assert_eq!((u.name(), u.soft, u.hard), ("core", u64::MAX, u64::MAX));
+        for (bad, says) in [
+            ("nofile", "NAME=SOFT[:HARD]"),
+            ("files=1", "not a limit"),
+            ("nproc=x", "not a number"),
+            ("nproc=2:1", "above the hard"),
+        ] {
+            let e = Ulimit::parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+}

@@ -587,3 +587,49 @@ fn warn_unused_args(opts: &BuildOptions) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_host_takes_docker_and_podman_spellings() {
+        let pair = |h: &str, ip: &str| (h.to_owned(), ip.to_owned());
+        assert_eq!(add_host("db:10.0.0.1").unwrap(), pair("db", "10.0.0.1"));
+        assert_eq!(add_host("db=10.0.0.1").unwrap(), pair("db", "10.0.0.1"));
+        assert_eq!(add_host("v6:fd00::1").unwrap(), pair("v6", "fd00::1"));
+        assert_eq!(add_host("v6=[fd00::1]").unwrap(), pair("v6", "fd00::1"));
+        assert!(add_host("db").is_err());
+        assert!(add_host("db:host-gateway").is_err());
+    }
+
+    #[test]
+    fn annotations_are_the_manifests_with_or_without_a_prefix() {
+        let c = |a: &[&str]| CompatArgs {
+            annotations: a.iter().map(|s| (*s).to_owned()).collect(),
+            ..CompatArgs::default()
+        };
+        let e = edits(&c(&["a=1", "manifest:b=url:http://x", "c=x:y"])).unwrap();
+        assert_eq!(e.annotations["a"], "1");
+        assert_eq!(e.annotations["b"], "url:http://x");
+        assert_eq!(e.annotations["c"], "x:y");
+        for bad in ["index:a=1", "manifest-descriptor:a=1", "noequals", "=v"] {
+            assert!(edits(&c(&[bad])).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn builtin_args_are_never_reported_unused() {
+        for name in [
+            "HTTP_PROXY",
+            "no_proxy",
+            "BUILDKIT_INLINE_CACHE",
+            "TARGETARCH",
+        ] {
+            assert!(builtin_arg(name), "{name}");
+        }
+        for name in ["VERSION", "TARGET", "BUILDER"] {
+            assert!(!builtin_arg(name), "{name}");
+        }
+    }
+}
