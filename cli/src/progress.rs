@@ -293,7 +293,7 @@ pub fn timing_line(id: usize, phase: Phase, seconds: f64) -> String {
 }
 
 /// `[stage 2/5]`, or `[2/5]` for the one stage of a Dockerfile (BuildKit's names).
-fn step_label(stage: &str, index: usize, total: usize) -> String {
+pub(crate) fn step_label(stage: &str, index: usize, total: usize) -> String {
     if stage.is_empty() {
         format!("[{index}/{total}]")
     } else {

@@ -46,7 +46,10 @@ impl RawJson {
                 total,
                 text,
             } => {
-                let name = format!("[{stage} {index}/{total}] {text}");
+                let name = format!(
+                    "{} {text}",
+                    crate::progress::step_label(&stage, index, total)
+                );
                 // Unique within the build, stable for a step: what a reader joins lines by.
                 let digest = Digest::of(format!("cairn step {id}\0{name}").as_bytes());
                 let v = Vertex {

@@ -1447,6 +1447,19 @@ impl ClientEnv {
     }
 }
 
+/// Runs `c`, which must succeed (else the test fails showing its output and `reg`'s log);
+/// returns its stdout and stderr.
+pub fn must_run(mut c: Command, reg: &Registry) -> (String, String) {
+    let out = c.output().unwrap();
+    let (stdout, stderr) = crate::texts(&out);
+    assert!(
+        out.status.success(),
+        "{c:?} failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- registry log\n{}",
+        reg.log()
+    );
+    (stdout, stderr)
+}
+
 /// `sha256:<hex>` of `data`.
 pub fn sha256(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))

@@ -4,23 +4,10 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
-use std::process::Command;
 
-use cairn_e2e::registry::{ClientEnv, Options, Registry, host_arch, skopeo};
-use cairn_e2e::{Store, busybox_index_layout, context, require_arm64_emulation, texts, tool};
+use cairn_e2e::registry::{ClientEnv, Options, Registry, host_arch, must_run, skopeo};
+use cairn_e2e::{Store, busybox_index_layout, context, require_arm64_emulation, tool};
 use serde_json::Value;
-
-/// Runs `c`, which must succeed; returns its stdout and stderr.
-fn must(mut c: Command, reg: &Registry) -> (String, String) {
-    let out = c.output().unwrap();
-    let (stdout, stderr) = texts(&out);
-    assert!(
-        out.status.success(),
-        "{c:?} failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- registry log\n{}",
-        reg.log()
-    );
-    (stdout, stderr)
-}
 
 /// A registry holding the two-platform busybox as `busybox:latest`.
 fn registry_with_busybox() -> Registry {
@@ -86,7 +73,7 @@ fn a_two_platform_build_pushes_an_index_that_others_read() {
     c.arg("-o")
         .arg(format!("type=oci,dest={}", dest.display()))
         .arg(ctx.path());
-    let (_, stderr) = must(c, &reg);
+    let (_, stderr) = must_run(c, &reg);
     // Each platform's base came from the registry's index.
     assert!(stderr.contains("aarch64"), "{stderr}");
 
@@ -128,7 +115,7 @@ fn a_two_platform_build_pushes_an_index_that_others_read() {
     let index_digest = reg.skopeo_digest("app:multi");
     for (platform, digest) in &got {
         let fresh = Store::new();
-        must(
+        must_run(
             env.cairn(&fresh, &["pull", "--platform", platform, &name]),
             &reg,
         );
@@ -180,7 +167,7 @@ fn per_arch_builds_pushed_by_digest_stitch_into_the_one_command_index() {
         c.arg("-o")
             .arg(format!("type=registry,name={repo},push-by-digest=true"))
             .arg(ctx.path());
-        let (_, stderr) = must(c, &reg);
+        let (_, stderr) = must_run(c, &reg);
         let digest = stderr
             .lines()
             .filter_map(|l| l.strip_prefix("pushed "))
@@ -207,19 +194,19 @@ fn per_arch_builds_pushed_by_digest_stitch_into_the_one_command_index() {
     // The last job stitches them.
     let list = format!("{repo}:1");
     let fresh = Store::new();
-    must(env.cairn(&fresh, &["manifest", "create", &list]), &reg);
+    must_run(env.cairn(&fresh, &["manifest", "create", &list]), &reg);
     for (_, d) in &digests {
         let image = format!("docker://{repo}@{d}");
-        must(env.cairn(&fresh, &["manifest", "add", &list, &image]), &reg);
+        must_run(env.cairn(&fresh, &["manifest", "add", &list, &image]), &reg);
     }
-    must(env.cairn(&fresh, &["manifest", "push", &list]), &reg);
+    must_run(env.cairn(&fresh, &["manifest", "push", &list]), &reg);
     let stitched = reg.skopeo_manifest("stitched:1");
 
     // The same build in one command, in the same store (its steps all hit).
     let one = reg.image("stitched:one");
     let mut c = env.cairn(&s, &["build", "--platform", &both(), "-t", &one, "--push"]);
     c.arg(ctx.path());
-    must(c, &reg);
+    must_run(c, &reg);
     let whole = reg.skopeo_manifest("stitched:one");
     assert_eq!(entries(&stitched), entries(&whole));
     // The same document, so the same digest: CI can stitch what one machine would have built.

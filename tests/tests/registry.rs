@@ -251,15 +251,8 @@ fn harness_registry_restarts_after_being_killed_mid_upload() {
 
 /// Runs a cairn command that must succeed; returns its stdout, trimmed. On failure shows its
 /// output and the registry's log.
-fn must(mut c: Command, reg: &Registry) -> String {
-    let out = c.output().unwrap();
-    let (stdout, stderr) = texts(&out);
-    assert!(
-        out.status.success(),
-        "{c:?} failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- registry log\n{}",
-        reg.log()
-    );
-    stdout.trim().to_owned()
+fn must(c: Command, reg: &Registry) -> String {
+    cairn_e2e::registry::must_run(c, reg).0.trim().to_owned()
 }
 
 /// Runs a cairn command that must fail; returns its stderr.

@@ -58,16 +58,7 @@ pub fn push(
             return Err(Error::BlobNotFound(b.digest.clone()));
         }
     }
-    let ep = opts
-        .config
-        .endpoints(dest, false)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::InvalidReference {
-            value: dest.to_string(),
-            reason: "no registry to push to".into(),
-        })?;
-    let client = Client::for_endpoint(&ep, opts, true)?;
+    let (ep, client) = push_client(dest, opts)?;
 
     // Largest first, so the long uploads start early.
     blobs.sort_by_key(|b| std::cmp::Reverse(b.size));
@@ -156,16 +147,7 @@ fn push_index(
         .clone()
         .filter(|m| is_index(m))
         .unwrap_or_else(|| index.media_type.clone());
-    let ep = opts
-        .config
-        .endpoints(dest, false)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::InvalidReference {
-            value: dest.to_string(),
-            reason: "no registry to push to".into(),
-        })?;
-    let client = Client::for_endpoint(&ep, opts, true)?;
+    let (_, client) = push_client(dest, opts)?;
     let digest = client.put_manifest(&target, &bytes, &media_type, events)?;
     events(Event::ManifestPushed {
         reference: format!("{}:{target}", client.name()),
@@ -319,4 +301,23 @@ fn target(dest: &Reference, digest: &Digest, what: &str) -> Result<String> {
         }
         (None, None) => crate::reference::DEFAULT_TAG.to_owned(),
     })
+}
+
+/// Where a push of `dest` goes: the config's first endpoint for it (pushes take no mirror),
+/// and a client for it.
+fn push_client(
+    dest: &Reference,
+    opts: &RegistryOptions,
+) -> Result<(super::config::Endpoint, Client)> {
+    let ep = opts
+        .config
+        .endpoints(dest, false)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::InvalidReference {
+            value: dest.to_string(),
+            reason: "no registry to push to".into(),
+        })?;
+    let client = Client::for_endpoint(&ep, opts, true)?;
+    Ok((ep, client))
 }
