@@ -18,7 +18,7 @@ pub enum Mode {
     Plain,
     /// Nothing; only the image id on standard output.
     Quiet,
-    /// BuildKit's SolveStatus JSON lines (see [`crate::rawjson`]).
+    /// BuildKit's SolveStatus JSON lines (written by the rawjson module).
     RawJson,
 }
 
