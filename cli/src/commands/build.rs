@@ -173,6 +173,9 @@ fn finish(
         }
         // Standard error carries only JSON lines.
         Mode::Quiet | Mode::RawJson => {}
+        // A cache-only build writes no image (BuildKit says nothing of one either).
+        Mode::Tty | Mode::Plain
+            if !outputs.is_empty() && outputs.iter().all(|o| *o == output::Output::CacheOnly) => {}
         Mode::Tty | Mode::Plain => {
             let mut err = std::io::stderr().lock();
             writeln!(err, "writing image {id} done")?;
