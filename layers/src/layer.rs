@@ -150,12 +150,7 @@ mod tests {
     use super::*;
     use crate::layer_tar::{Meta, Writer};
     use crate::listing::Kind;
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path().join("store")).unwrap();
-        (dir, s)
-    }
+    use crate::test_support::temp_store as store;
 
     /// A tar of `files` files (with /etc/passwd among them) big enough to cross many of the
     /// tee's stretches.

@@ -269,8 +269,7 @@ mod tests {
 
     #[test]
     fn documents_and_room_are_bounded() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path().join("store")).unwrap();
+        let (_dir, s) = crate::test_support::temp_store();
         let small = s.put_blob(b"{}").unwrap();
         let big = vec![b' '; DOCUMENT_LIMIT as usize + 1];
         let big_digest = s.put_blob(&big).unwrap();

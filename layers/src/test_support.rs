@@ -6,6 +6,13 @@ use crate::image::{Descriptor, ImageConfig};
 use crate::platform::Platform;
 use crate::store::Store;
 
+/// A store in a fresh temp dir (kept alive by the dir).
+pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path().join("store")).unwrap();
+    (dir, s)
+}
+
 /// An image of one uncompressed layer holding `layer`'s bytes; with `arch`, its config and
 /// its descriptor name `linux/<arch>`.
 pub(crate) fn one_layer_image(s: &Store, arch: Option<&str>, layer: &[u8]) -> Descriptor {

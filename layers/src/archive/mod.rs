@@ -630,8 +630,7 @@ mod tests {
 
     /// A store holding one image of one uncompressed layer.
     fn store_with_image() -> (tempfile::TempDir, Store, Descriptor) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path().join("store")).unwrap();
+        let (dir, s) = crate::test_support::temp_store();
         let layer = b"not really a tar, but a blob all the same";
         let manifest = crate::test_support::one_layer_image(&s, None, layer);
         (dir, s, manifest)

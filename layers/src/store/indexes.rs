@@ -194,12 +194,7 @@ mod tests {
     use super::*;
     use crate::image::REF_NAME;
     use crate::test_support::one_layer_image;
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path().join("store")).unwrap();
-        (dir, s)
-    }
+    use crate::test_support::temp_store as store;
 
     /// Removes an image's blobs, as a single-platform pull never fetched them.
     fn forget(s: &Store, m: &Descriptor) {

@@ -441,33 +441,15 @@ impl Store {
 mod tests {
     use super::blob::WRITEBACK_WINDOW;
     use super::*;
+    use crate::test_support::temp_store as store;
     use std::io::Write;
 
     use crate::apply::ApplyOptions;
     use crate::compress::Compression;
     use crate::image::REF_NAME;
 
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path().join("store")).unwrap();
-        (dir, s)
-    }
-
     fn image(s: &Store, layer: &[u8]) -> Descriptor {
-        let d = s.put_blob(layer).unwrap();
-        let mut config = ImageConfig::scratch();
-        config.rootfs.diff_ids.push(d.clone());
-        s.put_image(
-            &config,
-            vec![Descriptor {
-                media_type: "application/vnd.oci.image.layer.v1.tar".into(),
-                digest: d,
-                size: layer.len() as u64,
-                platform: None,
-                annotations: BTreeMap::new(),
-            }],
-        )
-        .unwrap()
+        crate::test_support::one_layer_image(s, None, layer)
     }
 
     /// A blob committed in the background: readers wait for it, a wrong expected digest
