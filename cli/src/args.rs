@@ -652,6 +652,16 @@ pub struct PruneArgs {
     pub filter: Vec<String>,
 }
 
+/// How to reach registries, and credentials to use instead of the stored ones.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RegistryAccess {
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Credentials to use instead of the stored ones.
+    #[arg(long, value_name = "USER[:PASSWORD]")]
+    pub creds: Option<String>,
+}
+
 /// `cairn manifest`'s subcommands, podman's spellings.
 #[derive(Debug, Subcommand)]
 pub enum ManifestCommand {
@@ -699,10 +709,7 @@ pub struct ManifestCreateArgs {
     #[arg(short = 'a', long)]
     pub amend: bool,
     #[command(flatten)]
-    pub registry: RegistryArgs,
-    /// Credentials to use instead of the stored ones.
-    #[arg(long, value_name = "USER[:PASSWORD]")]
-    pub creds: Option<String>,
+    pub access: RegistryAccess,
     /// The list's name.
     #[arg(value_name = "LIST")]
     pub list: String,
@@ -719,10 +726,7 @@ pub struct ManifestAddArgs {
     #[command(flatten)]
     pub entry: EntryArgs,
     #[command(flatten)]
-    pub registry: RegistryArgs,
-    /// Credentials to use instead of the stored ones.
-    #[arg(long, value_name = "USER[:PASSWORD]")]
-    pub creds: Option<String>,
+    pub access: RegistryAccess,
     #[arg(value_name = "LIST")]
     pub list: String,
     /// Images to add: a name or ID in the store, or docker://REF of a registry.
@@ -744,10 +748,7 @@ pub struct ManifestAnnotateArgs {
 #[derive(Debug, clap::Args)]
 pub struct ManifestInspectArgs {
     #[command(flatten)]
-    pub registry: RegistryArgs,
-    /// Credentials to use instead of the stored ones.
-    #[arg(long, value_name = "USER[:PASSWORD]")]
-    pub creds: Option<String>,
+    pub access: RegistryAccess,
     /// A list in the store, else an image of a registry (NAME[:TAG], docker://REF).
     #[arg(value_name = "IMAGE")]
     pub name: String,
@@ -768,10 +769,7 @@ pub struct ManifestPushArgs {
     #[arg(long)]
     pub rm: bool,
     #[command(flatten)]
-    pub registry: RegistryArgs,
-    /// Credentials to use instead of the stored ones.
-    #[arg(long, value_name = "USER[:PASSWORD]")]
-    pub creds: Option<String>,
+    pub access: RegistryAccess,
     #[arg(value_name = "LIST")]
     pub list: String,
     /// Where: REGISTRY/REPOSITORY[:TAG] or docker://… [default: LIST]

@@ -194,37 +194,46 @@ fn create(store: &Store, args: &ManifestCreateArgs) -> anyhow::Result<()> {
         Some(t) => store.index(&t.manifest)?,
         None => Index::new(Vec::new()),
     };
-    let opts = options(&args.registry, args.creds.as_deref(), None)?;
-    let mut entries = Vec::new();
-    for image in &args.images {
-        entries.extend(entries_of(
-            store,
-            image,
-            args.all,
-            &EntryArgs::default(),
-            &opts,
-            false,
-        )?);
-    }
-    let d = store.put_index_tagged(&with_entries(index, entries), &name)?;
-    print_digest(&d)
+    add_images(
+        store,
+        index,
+        &name,
+        &args.images,
+        args.all,
+        &EntryArgs::default(),
+        &args.access,
+    )
 }
 
 fn add(store: &Store, args: &ManifestAddArgs) -> anyhow::Result<()> {
     let (name, _, index) = list(store, &args.list)?;
-    let opts = options(&args.registry, args.creds.as_deref(), None)?;
+    add_images(
+        store,
+        index,
+        &name,
+        &args.images,
+        args.all,
+        &args.entry,
+        &args.access,
+    )
+}
+
+/// Adds the entries `images` give (see [`entries_of`]) to `index`, stored under `name`.
+fn add_images(
+    store: &Store,
+    index: Index,
+    name: &Reference,
+    images: &[String],
+    all: bool,
+    entry: &EntryArgs,
+    access: &crate::args::RegistryAccess,
+) -> anyhow::Result<()> {
+    let opts = options(&access.registry, access.creds.as_deref(), None)?;
     let mut entries = Vec::new();
-    for image in &args.images {
-        entries.extend(entries_of(
-            store,
-            image,
-            args.all,
-            &args.entry,
-            &opts,
-            false,
-        )?);
+    for image in images {
+        entries.extend(entries_of(store, image, all, entry, &opts, false)?);
     }
-    let d = store.put_index_tagged(&with_entries(index, entries), &name)?;
+    let d = store.put_index_tagged(&with_entries(index, entries), name)?;
     print_digest(&d)
 }
 
@@ -278,7 +287,7 @@ fn inspect(store: &Store, args: &ManifestInspectArgs) -> anyhow::Result<()> {
         Some(b) => b,
         None => {
             let reference = registry_ref(&args.name)?;
-            let opts = options(&args.registry, args.creds.as_deref(), None)?;
+            let opts = options(&args.access.registry, args.access.creds.as_deref(), None)?;
             registry::get_manifest(&reference, &opts, &|_| {})
                 .with_context(|| format!("failed to inspect {}", reference.familiar()))?
                 .0
@@ -301,7 +310,7 @@ fn push(store: &Store, args: &ManifestPushArgs) -> anyhow::Result<()> {
         Some(dest) => registry_ref(dest)?,
         None => name.clone(),
     };
-    let opts = options(&args.registry, args.creds.as_deref(), None)?;
+    let opts = options(&args.access.registry, args.access.creds.as_deref(), None)?;
     let digest = registry::push(store, &d, &dest, &opts, &render_push(args.quiet))
         .with_context(|| format!("failed to push {}", dest.familiar()))?;
     if let Some(f) = &args.digestfile {
