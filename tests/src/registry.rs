@@ -1493,6 +1493,23 @@ pub struct LayoutImage {
 }
 
 impl LayoutImage {
+    /// This image's entry in an image index, for `linux/<arch>`.
+    pub fn index_entry(&self, arch: &str) -> serde_json::Value {
+        let size = fs::metadata(
+            self.layout
+                .join("blobs/sha256")
+                .join(&self.manifest_digest[7..]),
+        )
+        .unwrap()
+        .len();
+        serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": self.manifest_digest,
+            "size": size,
+            "platform": {"architecture": arch, "os": "linux"},
+        })
+    }
+
     /// `oci:LAYOUT:TAG`, for skopeo.
     pub fn skopeo_ref(&self) -> String {
         format!("oci:{}:{}", self.layout.display(), self.tag)

@@ -75,19 +75,7 @@ impl Multi {
                 &[("arch.txt", format!("{arch}\n").as_bytes())],
             );
             reg.skopeo_push(&img.skopeo_ref(), &format!("multi/app:{arch}"));
-            let size = fs::metadata(
-                img.layout
-                    .join("blobs/sha256")
-                    .join(&img.manifest_digest[7..]),
-            )
-            .unwrap()
-            .len();
-            entries.push(serde_json::json!({
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": img.manifest_digest,
-                "size": size,
-                "platform": {"architecture": arch, "os": "linux"},
-            }));
+            entries.push(img.index_entry(arch));
             images.push(img);
         }
         let index_json = serde_json::json!({

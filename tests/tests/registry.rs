@@ -461,21 +461,7 @@ fn pull_picks_the_platform_from_an_index() {
     }
     let manifests: Vec<serde_json::Value> = images
         .iter()
-        .map(|(arch, img)| {
-            let size = fs::metadata(
-                img.layout
-                    .join("blobs/sha256")
-                    .join(&img.manifest_digest[7..]),
-            )
-            .unwrap()
-            .len();
-            serde_json::json!({
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": img.manifest_digest,
-                "size": size,
-                "platform": {"architecture": arch, "os": "linux"},
-            })
-        })
+        .map(|(arch, img)| img.index_entry(arch))
         .collect();
     let index = serde_json::json!({
         "schemaVersion": 2,
