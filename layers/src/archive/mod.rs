@@ -273,13 +273,8 @@ fn images_of_index(store: &Store, index: &Index, what: &str) -> Result<Vec<Found
 
 /// The image an OCI layout names `tag` (its `ref.name`, or the tag of its full name), copied
 /// into the store without naming it there: `FROM oci-layout://DIR:TAG` and
-/// `--build-context NAME=oci-layout://DIR:TAG`. With no tag the layout must hold one image.
-/// A multi-platform image gives the host's image.
-pub fn layout_image(store: &Store, dir: &Path, tag: Option<&str>) -> Result<Descriptor> {
-    layout_image_for(store, dir, tag, &Platform::host())
-}
-
-/// [`layout_image`] for `platform`: from an index, its image for that platform.
+/// `--build-context NAME=oci-layout://DIR:TAG`. With no tag the layout must hold one image; of
+/// a multi-platform one, the image for `platform`.
 pub fn layout_image_for(
     store: &Store,
     dir: &Path,
