@@ -71,16 +71,18 @@ pub fn build(
     if platforms.is_empty() {
         platforms.push(Platform::host());
     }
-    // The graph and the target are checked before anything is opened: a bad Dockerfile fails
-    // fast, whatever the platform.
+    // Each platform's graph and target, made before anything is opened: a bad Dockerfile
+    // fails fast, whatever the platform.
+    let mut graphs = Vec::new();
     for p in &platforms {
         let mut args = platform_args(p);
         args.extend(opts.build_args.clone());
         let graph = StageGraph::new(&df, &args)
             .map_err(|e| e.with_source(&opts.dockerfile_name, &opts.dockerfile))?;
-        graph
+        let target = graph
             .target(&df, opts.target.as_deref())
             .map_err(|e| Error::Target(*e.kind))?;
+        graphs.push((p, graph, target));
     }
     let context = match &opts.ignorefile {
         Some(file) => BuildContext::open_with_ignore(&opts.context, file)?,
@@ -122,15 +124,15 @@ pub fn build(
     };
     // Each platform's graph runs on its own; stages they share (a builder stage pinned to
     // $BUILDPLATFORM) have the same cache keys, and the cache runs each key once.
-    let finished: Vec<Result<(Built, usize)>> = if platforms.len() == 1 {
-        vec![build_platform(&shared, &platforms[0])]
+    let finished: Vec<Result<(Built, usize)>> = if let [(p, graph, target)] = graphs.as_slice() {
+        vec![build_platform(&shared, p, graph, *target)]
     } else {
         std::thread::scope(|scope| {
-            let handles: Vec<_> = platforms
+            let handles: Vec<_> = graphs
                 .iter()
-                .map(|p| {
+                .map(|(p, graph, target)| {
                     let shared = &shared;
-                    scope.spawn(move || build_platform(shared, p))
+                    scope.spawn(move || build_platform(shared, p, graph, *target))
                 })
                 .collect();
             handles
@@ -231,7 +233,12 @@ fn export_caches(
 }
 
 /// Builds the target stage for one platform; returns its image and the target's index.
-fn build_platform(shared: &Shared<'_>, platform: &Platform) -> Result<(Built, usize)> {
+fn build_platform(
+    shared: &Shared<'_>,
+    platform: &Platform,
+    graph: &StageGraph,
+    target: usize,
+) -> Result<(Built, usize)> {
     let Shared {
         store,
         opts,
@@ -241,13 +248,6 @@ fn build_platform(shared: &Shared<'_>, platform: &Platform) -> Result<(Built, us
         progress,
         ..
     } = *shared;
-    let mut args = platform_args(platform);
-    args.extend(opts.build_args.clone());
-    let graph = StageGraph::new(df, &args)
-        .map_err(|e| e.with_source(&opts.dockerfile_name, &opts.dockerfile))?;
-    let target = graph
-        .target(df, opts.target.as_deref())
-        .map_err(|e| Error::Target(*e.kind))?;
     let work = if shared.multi {
         shared.work.0.join(platform.to_string().replace('/', "-"))
     } else {
@@ -276,7 +276,7 @@ fn build_platform(shared: &Shared<'_>, platform: &Platform) -> Result<(Built, us
 
     let epoch = opts.source_date_epoch;
     let mut results: BTreeMap<usize, StageResult> = BTreeMap::new();
-    let plan = Plan::new(df, &graph, target);
+    let plan = Plan::new(df, graph, target);
     let label = shared.multi.then(|| platform.to_string());
     // Stages of one wave need nothing from each other: they run in parallel.
     for wave in &plan.waves {
@@ -299,7 +299,7 @@ fn build_platform(shared: &Shared<'_>, platform: &Platform) -> Result<(Built, us
                         pulled: shared.pulled,
                         platform,
                     };
-                    let (graph, plan, work, label) = (&graph, &plan, &work, &label);
+                    let (plan, work, label) = (&plan, &work, &label);
                     let next_id = shared.next_id;
                     scope.spawn(move || {
                         let stage = StageRun {
