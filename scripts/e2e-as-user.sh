@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the end-to-end test executables as an unprivileged user with /etc/subuid and /etc/subgid
 # ranges, from a staged copy that user can read. Called by scripts/test.sh after a root run.
+# By hand: `scripts/e2e-as-user.sh [TEST [FILTER...]]` runs one test binary (tests/tests/TEST.rs),
+# with libtest's FILTER arguments, after `cargo build -p cairn`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,13 +47,17 @@ cp "${exes[@]}" "$stage/bin/"
 cp -r fixtures dist scripts "$stage/repo/"
 chmod -R a+rX "$stage"
 
+only=${1:-}
+shift || true
 status=0
 for exe in "${exes[@]}"; do
   name=$(basename "$exe")
+  # cargo names test executables TEST-HASH.
+  [ -z "$only" ] || [ "${name%-*}" = "$only" ] || continue
   echo "e2e-as-user: $name as $user"
   runuser -u "$user" -- env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="/home/$user" \
     CAIRN_BIN="$stage/bin/cairn" CAIRN_DIST_BIN="$stage/bin/cairn-dist" CAIRN_REPO_ROOT="$stage/repo" \
     CAIRN_E2E_EXPECT_UNPRIVILEGED=1 \
-    "$stage/bin/$name" --test-threads=2 || status=1
+    "$stage/bin/$name" --test-threads=2 "$@" || status=1
 done
 exit $status
