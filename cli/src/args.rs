@@ -8,6 +8,10 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 pub use crate::compat_args::{CompatArgs, PullPolicy};
+pub use crate::container_args::{
+    CommitArgs, ContainerCommand, LogsArgs, MonitorArgs, PsArgs, RmArgs, RunArgs, StopArgs,
+    WaitArgs,
+};
 
 /// cairn: a daemonless, rootless image builder for Dockerfile recipes.
 #[derive(Debug, Parser)]
@@ -28,6 +32,23 @@ pub enum Command {
     Build(Box<BuildArgs>),
     /// Run a command in a new container from an image, in the same sandbox as RUN steps.
     Run(Box<RunArgs>),
+    /// List containers (running ones; -a for all).
+    Ps(PsArgs),
+    /// Remove containers (-f: running ones too, killing them).
+    Rm(RmArgs),
+    /// Make an image of a container's changes.
+    Commit(CommitArgs),
+    /// Show a container's output.
+    Logs(LogsArgs),
+    /// Stop containers: SIGTERM, then SIGKILL after the timeout.
+    Stop(StopArgs),
+    /// Wait for containers to end and print their exit codes.
+    Wait(WaitArgs),
+    /// The container commands under docker's `container` group.
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    #[command(name = "__monitor", hide = true)]
+    Monitor(MonitorArgs),
     /// Parse a Dockerfile and print its stages, instructions and stage graph.
     Parse(ParseArgs),
     /// Load images from an OCI layout, an OCI archive or a docker-archive.
@@ -587,56 +608,6 @@ pub struct LimitArgs {
     /// Maximum number of processes (-1 for no limit).
     #[arg(long = "pids-limit", value_name = "N", allow_negative_numbers = true)]
     pub pids_limit: Option<i64>,
-}
-
-#[derive(Debug, clap::Args)]
-#[command(trailing_var_arg = true)]
-pub struct RunArgs {
-    /// Remove the container's writable layer when it exits.
-    #[arg(long)]
-    pub rm: bool,
-    /// Keep standard input open.
-    #[arg(short = 'i', long)]
-    pub interactive: bool,
-    /// Give the process a terminal.
-    #[arg(short = 't', long)]
-    pub tty: bool,
-    /// Set an environment variable (a bare KEY takes its value from cairn's environment).
-    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
-    pub env: Vec<String>,
-    /// Bind-mount a host path: HOST:CONTAINER[:ro].
-    #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
-    pub volumes: Vec<String>,
-    /// The working directory inside the container.
-    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
-    pub workdir: Option<String>,
-    /// The user (name or uid[:gid]) to run as.
-    #[arg(short = 'u', long = "user", value_name = "USER")]
-    pub user: Option<String>,
-    /// default (a namespace of its own with user-mode networking), none (only loopback) or
-    /// host (the host's network, its loopback services included).
-    #[arg(long, value_name = "default|none|host")]
-    pub network: Option<String>,
-    /// A name for the container.
-    #[arg(long)]
-    pub name: Option<String>,
-    /// How the container gets its filesystem: overlay, copy, or auto.
-    #[arg(long, value_name = "overlay|copy|auto", default_value = "auto")]
-    pub snapshotter: String,
-    #[command(flatten)]
-    pub isolation: IsolationArg,
-    #[command(flatten)]
-    pub limits: LimitArgs,
-    /// The platform to run of a multi-platform image (another machine's runs through its
-    /// emulator) [default: linux/<this machine's>]
-    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
-    pub platform: Option<String>,
-    /// The image.
-    #[arg(value_name = "IMAGE")]
-    pub image: String,
-    /// The command, replacing the image's CMD.
-    #[arg(value_name = "COMMAND", allow_hyphen_values = true)]
-    pub command: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]

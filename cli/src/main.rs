@@ -4,6 +4,7 @@
 mod args;
 mod commands;
 mod compat_args;
+mod container_args;
 mod progress;
 mod pty;
 mod rawjson;
@@ -39,7 +40,10 @@ fn main() -> ExitCode {
     };
     // Only commands that run sandboxes trade the default death for a clean stop.
     let interrupted = match &cli.command {
-        args::Command::Build(_) | args::Command::Run(_) => on_signals(),
+        args::Command::Build(_)
+        | args::Command::Run(_)
+        | args::Command::Container(args::ContainerCommand::Run(_))
+        | args::Command::Monitor(_) => on_signals(),
         _ => &NO_SIGNAL,
     };
     let result = commands::run(cli);
@@ -70,6 +74,10 @@ fn main() -> ExitCode {
             if let Some(hint) = login_hint(&err) {
                 let _ = writeln!(stderr, "hint: {hint}");
             }
+            if name_conflict(&err) {
+                // docker's status for a run it refused.
+                return ExitCode::from(USAGE_ERROR);
+            }
             ExitCode::FAILURE
         }
     }
@@ -88,6 +96,17 @@ fn error_lines(err: &anyhow::Error) -> Vec<String> {
         shown = text;
     }
     lines
+}
+
+/// A `--name` that another container has.
+fn name_conflict(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<cairn_builder::Error>(),
+            Some(cairn_builder::Error::Run(r))
+                if matches!(**r, cairn_builder::container::RunError::NameInUse { .. })
+        )
+    })
 }
 
 /// A registry that refused without credentials (401): the command that gives it some.

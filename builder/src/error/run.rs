@@ -1,4 +1,7 @@
-//! `cairn run`'s own failures (kept here, below `container`, so the crate's error can wrap them).
+//! `cairn run`'s and the container commands' own failures (kept here, below `container`, so
+//! the crate's error can wrap them).
+
+use std::path::PathBuf;
 
 use super::user::LookupError;
 
@@ -23,4 +26,37 @@ pub enum RunError {
     /// Neither the image nor the command line says what to run.
     #[error("run: image {image} has no CMD or ENTRYPOINT: give a command")]
     NoCommand { image: String },
+    /// A `--name` another container has; docker's words, which scripts match.
+    #[error(
+        "Conflict. The container name \"/{name}\" is already in use by container \"{id}\". \
+         You have to remove (or rename) that container to be able to reuse that name."
+    )]
+    NameInUse { name: String, id: String },
+    #[error("invalid container name {0:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
+    BadName(String),
+    #[error("No such container: {0}")]
+    NoContainer(String),
+    #[error("multiple containers found with provided prefix: {0}")]
+    AmbiguousContainer(String),
+    #[error(
+        "cannot remove container \"/{0}\": container is running: stop the container before \
+         removing or force remove"
+    )]
+    Running(String),
+    #[error("container record {}", path.display())]
+    BadRecord {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An `--env-file` line that is not `KEY[=VALUE]`.
+    #[error("{}: line {line}: {reason}", file.display())]
+    EnvFile {
+        file: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    /// A container whose root cannot be compared with its image.
+    #[error("commit: container {id}: {reason}")]
+    Commit { id: String, reason: String },
 }

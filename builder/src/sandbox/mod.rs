@@ -47,7 +47,7 @@ use std::sync::{Arc, Mutex};
 
 use cairn_layers::image::Descriptor;
 use cairn_layers::store::RemoveFn;
-use cairn_layers::{Digest, Store};
+use cairn_layers::{Digest, IdMap, Store};
 
 /// The sandbox's errors live below it, with the builder's other module errors.
 pub use crate::error::sandbox as error;
@@ -385,6 +385,57 @@ impl Sandbox {
         on_line: &(dyn Fn(&str) + Sync),
         layer: Option<LayerSink<'_, T>>,
     ) -> Result<(Exit, Option<T>)> {
+        self.run_watched(spec, stdio, on_line, layer, &|_| {})
+    }
+
+    /// A container of `cairn run`: `on_started` gets its process's host pid once it runs.
+    pub fn run_container(
+        &self,
+        spec: RunSpec,
+        stdio: Stdio3,
+        on_started: &dyn Fn(u32),
+    ) -> Result<Exit> {
+        self.run_watched::<()>(spec, stdio, &|_| {}, None, on_started)
+            .map(|(exit, _)| exit)
+    }
+
+    /// The changes of a kept container's root, as a layer tar read by `sink`, its owners
+    /// through `id_map`.
+    pub fn diff_root<T>(
+        &self,
+        root: &RootSpec,
+        id_map: IdMap,
+        sink: LayerSink<'_, T>,
+    ) -> Result<T> {
+        let (data_r, data_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(SandboxError::os("make a pipe"))?;
+        let req = Request::Diff {
+            root: root.clone(),
+            id_map,
+        };
+        let mut h = self.spawn(&req, Stdio3::Inherit, None, Some(data_w))?;
+        let mut file = std::fs::File::from(data_r);
+        let mut checked = Checked {
+            inner: &mut file,
+            helper: &mut h,
+            verdict: None,
+        };
+        let v = sink(&mut checked)?;
+        match checked.verdict.take() {
+            Some(r) => r?,
+            None => h.finish()?,
+        }
+        Ok(v)
+    }
+
+    fn run_watched<T>(
+        &self,
+        spec: RunSpec,
+        stdio: Stdio3,
+        on_line: &(dyn Fn(&str) + Sync),
+        layer: Option<LayerSink<'_, T>>,
+        on_started: &dyn Fn(u32),
+    ) -> Result<(Exit, Option<T>)> {
         if cancelled() {
             return Err(Error::Cancelled);
         }
@@ -426,7 +477,7 @@ impl Sandbox {
             });
             let result = (|| {
                 match h.recv()? {
-                    Reply::Started => {}
+                    Reply::Started { pid } => on_started(pid),
                     Reply::Failed { message } => {
                         return Err(Error::Sandbox(self.mapping.explain(message)));
                     }

@@ -33,6 +33,9 @@ pub enum Request {
     Remove { paths: Vec<PathBuf> },
     /// Run a process in a container.
     Run(Box<RunSpec>),
+    /// Write the changes of a kept container's root (`cairn commit`) as a layer tar on fd 4,
+    /// owners through `id_map`.
+    Diff { root: RootSpec, id_map: IdMap },
 }
 
 /// A compressed layer in the store.
@@ -253,8 +256,8 @@ pub enum Reply {
     Probed { overlay: Result<(), String> },
     /// Unpacked: the digest of each layer's uncompressed tar.
     Unpacked { diff_ids: Vec<String> },
-    /// The process started (its pid inside is 1).
-    Started,
+    /// The process started (its pid inside is 1; `pid` is the host's, for signals).
+    Started { pid: u32 },
     /// The process ended: an exit code, or the signal that killed it.
     Exited {
         code: Option<i32>,

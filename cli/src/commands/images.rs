@@ -52,14 +52,14 @@ pub(crate) fn human_size(n: u64) -> String {
 }
 
 /// How a listing is printed: `table`, `json`, or a template (`table TEMPLATE` with a header).
-enum Format {
+pub(crate) enum Format {
     Table,
     Json,
     Template { text: String, header: bool },
 }
 
 impl Format {
-    fn parse(spec: &str) -> Format {
+    pub(crate) fn parse(spec: &str) -> Format {
         match spec.trim() {
             "" | "table" => Format::Table,
             "json" => Format::Json,
@@ -128,7 +128,7 @@ fn render(template: &str, fields: &serde_json::Map<String, Value>) -> anyhow::Re
 
 /// Prints `rows` (each an object of docker's field names) as `format` asks, `columns` naming
 /// the table's fields and headers.
-fn print(
+pub(crate) fn print(
     format: &Format,
     rows: &[serde_json::Map<String, Value>],
     columns: &[(&str, &str)],

@@ -2,6 +2,7 @@
 
 mod build;
 mod build_opts;
+mod containers;
 pub mod image;
 mod images;
 mod info;
@@ -15,7 +16,7 @@ mod run;
 use anyhow::Context;
 use cairn_layers::Store;
 
-use crate::args::{Cli, Command, ImageCommand, SystemCommand};
+use crate::args::{Cli, Command, ContainerCommand, ImageCommand, SystemCommand};
 
 fn open_store(cli_root: Option<&std::path::Path>) -> anyhow::Result<Store> {
     let root = match cli_root {
@@ -46,6 +47,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             build::run(&store, &args)
         }
         Command::Run(args) => run::run(&open_store(root)?, &args),
+        Command::Ps(args) => containers::ps(&open_store(root)?, &args),
+        Command::Rm(args) => containers::rm(&open_store(root)?, &args),
+        Command::Commit(args) => containers::commit(&open_store(root)?, &args),
+        Command::Logs(args) => containers::logs(&open_store(root)?, &args),
+        Command::Stop(args) => containers::stop(&open_store(root)?, &args),
+        Command::Wait(args) => containers::wait(&open_store(root)?, &args),
+        Command::Container(cmd) => container_group(root, cmd),
+        Command::Monitor(args) => run::monitor(&open_store(root)?, &args),
         Command::Parse(args) => parse::run(&args),
         Command::Load(args) => image::load(&open_store(root)?, &args),
         Command::Import(args) => image::import(&open_store(root)?, &args),
@@ -98,6 +107,22 @@ fn image_group(root: Option<&std::path::Path>, cmd: ImageCommand) -> anyhow::Res
         ImageCommand::Import(args) => image::import(&open_store(root)?, &args),
         ImageCommand::Pull(args) => registry::pull(&open_store(root)?, &args),
         ImageCommand::Push(args) => registry::push(&open_store(root)?, &args),
+    }
+}
+
+/// `cairn container ...`: the container commands by docker's group spellings.
+fn container_group(root: Option<&std::path::Path>, cmd: ContainerCommand) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    match cmd {
+        ContainerCommand::Ls(args) => containers::ps(&store, &args),
+        ContainerCommand::Run(args) => run::run(&store, &args),
+        ContainerCommand::Rm(args) => containers::rm(&store, &args),
+        ContainerCommand::Prune(_) => containers::prune(&store),
+        ContainerCommand::Commit(args) => containers::commit(&store, &args),
+        ContainerCommand::Logs(args) => containers::logs(&store, &args),
+        ContainerCommand::Stop(args) => containers::stop(&store, &args),
+        ContainerCommand::Wait(args) => containers::wait(&store, &args),
+        ContainerCommand::Inspect(args) => containers::inspect(&store, &args),
     }
 }
 

@@ -162,6 +162,7 @@ fn serve(control: UnixStream) -> Result<(), HelperError> {
             }
             Request::Run(spec) if spec.isolation == Mode::Chroot => chroot::run(spec, &mut w),
             Request::Run(spec) => run(spec, &mut w),
+            Request::Diff { root, id_map } => write_diff(root, id_map),
         }
     })();
     // A step stopped early may still have its overlay mounted under the run directory:
@@ -183,6 +184,26 @@ fn serve(control: UnixStream) -> Result<(), HelperError> {
     };
     let _ = proto::send(&mut w, &reply);
     result
+}
+
+/// A kept container's changes as a layer tar on the data pipe (`cairn commit`).
+fn write_diff(root: &super::proto::RootSpec, id_map: &IdMap) -> Result<(), HelperError> {
+    use std::io::Write as _;
+    // SAFETY: cairn places the layer pipe on fd 4 (`DATA_FD`) for a Diff, and this is its
+    // only owner in the helper.
+    let data = unsafe { File::from_raw_fd(DATA_FD) };
+    let opts = cairn_layers::diff::TarOptions {
+        id_map: id_map.clone(),
+        clamp_mtime: None,
+    };
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, data);
+    root.open()
+        .write_diff(&mut out, &opts)
+        .map_err(|e| HelperError::from(e).context("diff"))?;
+    out.into_inner()
+        .map_err(|e| HelperError::call("write the layer")(e.into_error()))?
+        .flush()
+        .map_err(HelperError::call("write the layer"))
 }
 
 fn remove(p: &Path) -> Result<(), HelperError> {

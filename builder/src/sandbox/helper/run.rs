@@ -218,7 +218,8 @@ pub(super) fn start_and_wait(
     let mut setup_error = String::new();
     let _ = File::from(err_r).read_to_string(&mut setup_error);
     if setup_error.is_empty() {
-        proto::send(w, &Reply::Started).map_err(HelperError::call("answer cairn"))?;
+        proto::send(w, &Reply::Started { pid: pid as u32 })
+            .map_err(HelperError::call("answer cairn"))?;
     }
     let status = loop {
         match rustix::process::waitpid(Some(child_pid), WaitOptions::empty()) {
