@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
-use crate::args::{IsolationArg, LimitArgs};
+use crate::sandbox_args::{IsolationArg, LimitArgs};
 
 #[derive(Debug, clap::Args)]
 #[command(trailing_var_arg = true)]

@@ -8,6 +8,7 @@ mod container_args;
 mod progress;
 mod pty;
 mod rawjson;
+mod sandbox_args;
 
 use std::io::Write;
 use std::process::ExitCode;
