@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod archive;
+pub mod attest;
 pub mod compress;
 pub mod deferred;
 pub mod diff;
