@@ -275,6 +275,7 @@ fn build_platform(
     }
 
     let epoch = opts.source_date_epoch;
+    let trail = crate::trail::Trail::default();
     let mut results: BTreeMap<usize, StageResult> = BTreeMap::new();
     let plan = Plan::new(df, graph, target);
     let label = shared.multi.then(|| platform.to_string());
@@ -298,6 +299,7 @@ fn build_platform(
                         cache,
                         pulled: shared.pulled,
                         platform,
+                        trail: &trail,
                     };
                     let (plan, work, label) = (&plan, &work, &label);
                     let next_id = shared.next_id;
@@ -347,6 +349,7 @@ fn build_platform(
         rootfs: result.rootfs,
         pending: std::sync::Mutex::new(result.pending),
         _work: shared.work.clone(),
+        trail: trail.take(),
     };
     Ok((built, target))
 }
@@ -544,7 +547,14 @@ fn build_stage(cx: &Ctx<'_>, run: &StageRun<'_>) -> Result<StageResult> {
             return Err(Error::Cancelled);
         }
         st.start_step(format!("{place}\0{index}\0{i}"));
-        match step(cx, &mut st, ins, step_id)? {
+        let outcome = step(cx, &mut st, ins, step_id)?;
+        cx.trail.step(crate::trail::StepTrace {
+            stage: stage_name.clone(),
+            instruction: ins.original.clone(),
+            key: st.key().hex(),
+            cached: outcome == Outcome::Cached,
+        });
+        match outcome {
             Outcome::Cached => progress(Event::Cached { id: step_id }),
             outcome => {
                 if outcome == Outcome::Ran {

@@ -24,6 +24,7 @@ pub mod remote;
 pub mod sandbox;
 mod stage;
 mod step;
+pub mod trail;
 pub mod users;
 
 pub use copy::from_meta;

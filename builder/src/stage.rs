@@ -33,6 +33,8 @@ pub struct Built {
     /// Layers not yet applied to `rootfs`.
     pub(crate) pending: std::sync::Mutex<Vec<Descriptor>>,
     pub(crate) _work: std::sync::Arc<WorkDir>,
+    /// What the build used and did, for its provenance.
+    pub trail: crate::trail::BuildTrail,
 }
 
 impl Built {

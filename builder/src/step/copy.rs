@@ -223,6 +223,16 @@ pub(crate) fn copy_step(
     };
     plan.describe(&req, &mut key, content.as_deref())
         .map_err(fail)?;
+    if let (CopyFrom::Context, Some(digests)) = (&from, &content) {
+        for ((path, _), d) in plan.content_sources().iter().zip(digests) {
+            if let Ok(rel) = path.strip_prefix(cx.context.root()) {
+                cx.trail.context_file(
+                    rel.to_string_lossy().into_owned(),
+                    format!("sha256:{}", hex::encode(d)),
+                );
+            }
+        }
+    }
     let (key, summary) = key.finish_with_summary();
     if st.use_cached(cx.cache, cx.store, cx.progress, &key, summary, step_id)? {
         return Ok(Outcome::Cached);

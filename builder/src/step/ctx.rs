@@ -36,6 +36,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) pulled: &'a std::sync::Mutex<BTreeMap<String, Descriptor>>,
     /// The platform this build is for (TARGETPLATFORM): a stage's unless its FROM names one.
     pub(crate) platform: &'a cairn_layers::platform::Platform,
+    /// What this platform's build used and did, for its provenance.
+    pub(crate) trail: &'a crate::trail::Trail,
 }
 
 /// How a step got its result.

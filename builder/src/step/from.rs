@@ -88,6 +88,7 @@ pub(crate) fn start(
                     cairn_layers::archive::layout_image_for(store, &dir, tag.as_deref(), &platform)
                         .map_err(|e| at_with(opts, stage.span, "FROM", e))?;
                 base_id = format!("image:{}", manifest.digest);
+                cx.trail.material(base, &manifest, &platform);
                 let img = store.image(&manifest)?;
                 check_platform(cx, stage, base, &platform, &img.config)?;
                 (img.config, img.manifest.layers)

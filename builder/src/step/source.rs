@@ -24,8 +24,20 @@ impl Ctx<'_> {
     /// An image by name for FROM, COPY --from or RUN --mount from=, for `platform`: the
     /// store's (a stored index's image for the platform); else, or with `--pull` when named
     /// by tag, its registry's. `missing` words the error when there is no registry to ask; a
-    /// failed pull says what the registry said.
+    /// failed pull says what the registry said. The image joins the build's trail.
     pub(crate) fn image(
+        &self,
+        name: &str,
+        step_id: usize,
+        platform: &cairn_layers::platform::Platform,
+        missing: impl FnOnce() -> String,
+    ) -> std::result::Result<Descriptor, ImageError> {
+        let d = self.find_image(name, step_id, platform, missing)?;
+        self.trail.material(name, &d, platform);
+        Ok(d)
+    }
+
+    fn find_image(
         &self,
         name: &str,
         step_id: usize,
