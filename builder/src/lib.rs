@@ -20,6 +20,7 @@ mod options;
 pub mod output;
 mod plan;
 mod progress;
+pub mod provenance;
 pub mod remote;
 pub mod sandbox;
 mod stage;

@@ -238,7 +238,9 @@ mod tests {
         let names = vec!["pkg:docker/app@1".to_owned()];
         let s = statement(&names, &image.digest, &predicate);
         assert_eq!(s["subject"][0]["digest"]["sha256"], image.digest.hex());
-        let entry = store.put_attestations(&image, &[s.clone()]).unwrap();
+        let entry = store
+            .put_attestations(&image, std::slice::from_ref(&s))
+            .unwrap();
         assert!(is_attestation(&entry));
         assert!(!is_attestation(&image));
         let index = store
