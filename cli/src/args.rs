@@ -405,6 +405,9 @@ pub struct InspectArgs {
     /// The platform to show of a multi-platform image [default: linux/<this machine's>]
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Option<String>,
+    /// Print the image's in-toto attestations (provenance, SBOM) instead, as a JSON array.
+    #[arg(long)]
+    pub attestations: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -554,6 +557,8 @@ pub struct BuildArgs {
     pub limits: LimitArgs,
     #[command(flatten)]
     pub compat: CompatArgs,
+    #[command(flatten)]
+    pub attest: crate::attest_args::AttestArgs,
     /// The build context directory; `-` reads a tar of it from standard input.
     #[arg(value_name = "CONTEXT")]
     pub context: PathBuf,

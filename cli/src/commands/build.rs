@@ -8,7 +8,7 @@ use cairn_layers::{Reference, Store};
 
 use crate::args::BuildArgs;
 use crate::commands::build_opts::{self, Parsed};
-use crate::commands::{metadata, output};
+use crate::commands::{attest, metadata, output};
 use crate::progress::{self, Mode};
 
 pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
@@ -21,6 +21,11 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
     if args.push && tags.is_empty() {
         bail!("--push needs a name to push: give -t REGISTRY/REPOSITORY[:TAG]");
     }
+    let pushing = args.push || outputs.iter().any(output::Output::pushes);
+    let no_default =
+        std::env::var_os("BUILDX_NO_DEFAULT_ATTESTATIONS").is_some_and(|v| !v.is_empty());
+    let attestations = args.attest.resolve(pushing, no_default)?;
+    let started = jiff::Timestamp::now().as_second();
     let Parsed {
         opts,
         registry: registry_options,
@@ -71,6 +76,12 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
         _ => {}
     }
     let built = built?;
+    let ended = Ended {
+        mode,
+        tally: &tally,
+        attestations: &attestations,
+        started,
+    };
     finish(
         store,
         args,
@@ -79,9 +90,17 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
         &tags,
         &outputs,
         &registry_options,
-        mode,
-        &tally,
+        &ended,
     )
+}
+
+/// How the build went, for what comes after it.
+struct Ended<'a> {
+    mode: Mode,
+    tally: &'a metadata::Tally,
+    attestations: &'a crate::attest_args::Attestations,
+    /// When the build started, in Unix seconds.
+    started: i64,
 }
 
 /// After the build: names the result, writes the outputs, pushes, and reports the image.
@@ -94,12 +113,23 @@ fn finish(
     tags: &[Reference],
     outputs: &[output::Output],
     registry_options: &cairn_layers::registry::RegistryOptions,
-    mode: Mode,
-    tally: &metadata::Tally,
+    ended: &Ended<'_>,
 ) -> anyhow::Result<()> {
+    let Ended {
+        mode,
+        tally,
+        attestations,
+        started,
+    } = *ended;
     // Push progress is plain text on stderr: kept out of a machine-read rawjson stream.
     let quiet = matches!(mode, Mode::Quiet | Mode::RawJson);
     let (result, id) = match built.as_slice() {
+        // Attestations go beside the images in an index, whose digest is the ID.
+        _ if attestations.any() => {
+            let index = attest::attach(store, &built, opts, attestations, tags, started)?;
+            let id = index.digest.clone();
+            (index, id)
+        }
         [one] => (
             one.manifest.clone(),
             store.image(&one.manifest)?.id().clone(),

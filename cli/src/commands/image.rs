@@ -233,13 +233,40 @@ fn inspect_one(
     Ok(v)
 }
 
+/// The in-toto statements stored with `name`: those about the platform's image when one is
+/// asked for, else all.
+fn attestations_of(
+    store: &Store,
+    name: &str,
+    platform: Option<&Platform>,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let (_, named) = store.resolve(name)?;
+    let image = match platform {
+        Some(p) => Some(store.resolve_image(name, Some(p))?.1.digest),
+        None => None,
+    };
+    Ok(store
+        .attestations(&named)?
+        .into_iter()
+        .filter(|a| image.as_ref().is_none_or(|d| *d == a.subject))
+        .map(|a| a.statement)
+        .collect())
+}
+
 pub fn inspect(store: &Store, args: &InspectArgs) -> anyhow::Result<()> {
     let platform = platform_arg(args.platform.as_deref())?;
-    let all = args
-        .names
-        .iter()
-        .map(|n| inspect_one(store, n, platform.as_ref()))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let all = if args.attestations {
+        let mut all = Vec::new();
+        for n in &args.names {
+            all.extend(attestations_of(store, n, platform.as_ref())?);
+        }
+        all
+    } else {
+        args.names
+            .iter()
+            .map(|n| inspect_one(store, n, platform.as_ref()))
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, &all)?;
     writeln!(out)?;

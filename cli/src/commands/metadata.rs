@@ -53,7 +53,12 @@ pub(crate) fn metadata(
     m.insert("containerimage.digest".into(), json!(image.digest.as_str()));
     if single {
         // The stored and the pushed image share their config: compressing layers leaves it be.
-        let config = store.image(result)?.manifest.config.digest;
+        // With attestations the result is an index of the image and its attestations.
+        let config = store
+            .image(&store.pick_image(result, None)?)?
+            .manifest
+            .config
+            .digest;
         m.insert(
             "containerimage.config.digest".into(),
             json!(config.as_str()),

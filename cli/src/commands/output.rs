@@ -36,6 +36,11 @@ pub(crate) enum Output {
 }
 
 impl Output {
+    /// Whether this output pushes to a registry (provenance is on by default then).
+    pub(crate) fn pushes(&self) -> bool {
+        matches!(self, Output::Registry { .. })
+    }
+
     /// Whether this output goes to standard output.
     pub(crate) fn to_stdout(&self) -> bool {
         match self {
