@@ -90,10 +90,19 @@ fn pulled(registry: &Registry, repo_tag: &str) -> layout::LayoutImage {
 /// it is the image `id` and holds what DOCKERFILE says.
 fn check_pushed(registry: &Registry, repo_tag: &str, id: &str) {
     let image = pulled(registry, repo_tag);
-    let manifest = registry.skopeo_manifest(repo_tag);
+    // A push carries provenance by default: the ID is the index's digest, as the
+    // registry has it, and the index's first entry is the image.
+    let index = registry.skopeo_manifest(repo_tag);
     assert_eq!(
-        manifest["config"]["digest"], id,
+        registry.skopeo_digest(repo_tag),
+        id,
         "the pushed image is the one built"
+    );
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{index}");
+    assert_eq!(
+        entries[1]["annotations"]["vnd.docker.reference.digest"],
+        entries[0]["digest"]
     );
 
     let config = &image.config["config"];

@@ -80,9 +80,11 @@ fn metadata_file_after_push_names_the_pushed_digest() {
         stderr.contains(&format!("pushed {name} {pushed}")),
         "{stderr}"
     );
-    // The pushed manifest names the same config.
+    // A push carries provenance by default: an index whose image names the same config.
+    let index = reg.skopeo_manifest("meta/pushed:1");
+    let image = index["manifests"][0]["digest"].as_str().unwrap();
     assert_eq!(
-        reg.skopeo_manifest("meta/pushed:1")["config"]["digest"],
+        reg.skopeo_manifest(&format!("meta/pushed@{image}"))["config"]["digest"],
         m["containerimage.config.digest"]
     );
 }
