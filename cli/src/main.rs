@@ -2,6 +2,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod args;
+mod check_args;
 mod commands;
 mod compat_args;
 mod container_args;

@@ -26,6 +26,9 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
         registry: registry_options,
         _stdin_context,
     } = build_opts::parse(args)?;
+    if args.check.check {
+        return crate::commands::check::run_build(store, &opts);
+    }
     let requested = progress::requested(args.progress, |v| std::env::var(v).ok())?;
     let mode = progress::choose(requested, args.quiet, std::io::stderr().is_terminal());
     let rawjson = std::sync::Arc::new(crate::rawjson::RawJson::default());
