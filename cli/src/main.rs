@@ -6,6 +6,7 @@ mod check_args;
 mod commands;
 mod compat_args;
 mod container_args;
+mod lintline;
 mod progress;
 mod pty;
 mod rawjson;

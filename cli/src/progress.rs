@@ -185,7 +185,7 @@ impl Tty {
             Event::Lint(l) => {
                 let _ = self
                     .multi
-                    .println(format!("WARN: {}", crate::commands::check::short(&l)));
+                    .println(format!("WARN: {}", crate::lintline::short(&l)));
             }
             Event::Note(n) => {
                 let _ = self.multi.println(n);
@@ -283,7 +283,7 @@ pub fn plain(event: Event) {
             .map(|seg| format!("#{id} {seg}\n"))
             .collect(),
         Event::Warning(w) => format!("WARNING: {w}\n"),
-        Event::Lint(l) => format!("WARN: {}\n", crate::commands::check::short(&l)),
+        Event::Lint(l) => format!("WARN: {}\n", crate::lintline::short(&l)),
         Event::Note(n) => format!("{n}\n"),
         Event::Timing { id, phase, seconds } => format!("{}\n", timing_line(id, phase, seconds)),
     };

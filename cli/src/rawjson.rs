@@ -101,7 +101,7 @@ impl RawJson {
             // the detail, its URL and the lines it is about.
             Event::Lint(l) => json!({"warnings": [{
                 "level": 1,
-                "short": b64(crate::commands::check::short(&l).as_bytes()),
+                "short": b64(crate::lintline::short(&l).as_bytes()),
                 "detail": [b64(l.rule.description.as_bytes())],
                 "url": l.rule.url,
                 "range": [{"start": {"line": l.span.start.line}, "end": {"line": l.span.end.line}}],

@@ -57,8 +57,14 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
     let render = std::sync::Mutex::new(render);
     let timings = args.debug_timings;
     let tally = metadata::Tally::default();
+    let lints = std::sync::Mutex::new(Vec::new());
     let built = build(store, &opts, &|e| {
         tally.see(&e);
+        if let Event::Lint(l) = &e
+            && let Ok(mut v) = lints.lock()
+        {
+            v.push(crate::lintline::short(l));
+        }
         // Timings are shown only when asked for.
         if (timings || !matches!(e, Event::Timing { .. }))
             && let Ok(mut r) = render.lock()
@@ -68,6 +74,16 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
     });
     // Dropping the renderer settles the live bars before the error or the summary is printed.
     drop(render);
+    // BuildKit's summary after the build, whether or not it succeeded.
+    let lints = lints.into_inner().unwrap_or_default();
+    if !lints.is_empty() && !matches!(mode, Mode::Quiet | Mode::RawJson) {
+        let s = if lints.len() == 1 { "" } else { "s" };
+        let mut text = format!("{} warning{s} found:\n", lints.len());
+        for l in &lints {
+            text.push_str(&format!(" - {l}\n"));
+        }
+        eprint!("{text}");
+    }
     match (mode, &built) {
         (Mode::RawJson, Err(e)) => rawjson.finish(&e.to_string()),
         (Mode::Plain, Err(e)) => plain.fail(&e.to_string()),

@@ -9,20 +9,11 @@ use cairn_builder::context::BuildContext;
 use cairn_builder::lint::{Checked, LintInput, check};
 use cairn_layers::Store;
 use cairn_layers::platform::Platform;
-use cairn_parser::lint::Lint;
 use serde_json::{Value, json};
 
 use crate::args::CheckArgs;
 use crate::check_args::CheckFormat;
 use crate::commands::parse::{build_args, read_dockerfile};
-
-/// BuildKit's one-line form (`LintFormatShort`): `Rule: message (line N)`.
-pub fn short(l: &Lint) -> String {
-    format!(
-        "{}: {} (line {})",
-        l.rule.name, l.message, l.span.start.line
-    )
-}
 
 /// What was linted, for the renderers.
 struct Linted<'a> {

@@ -1,9 +1,9 @@
 //! BuildKit's Dockerfile lint rules (`docker build --check`): the rule table, `# check=`
 //! options, and the checks themselves over the untyped AST.
 //!
-//! The checks run where BuildKit runs them, so they warn about the same lines: [`syntax`]
+//! The checks run where BuildKit runs them, so they warn about the same lines: `syntax`
 //! while each node is typed (casing, MAINTAINER, descriptions), then over the whole file
-//! (stage names, instruction casing, FROM's ARGs and platform), then [`dispatch`] stage by
+//! (stage names, instruction casing, FROM's ARGs and platform), then `dispatch` stage by
 //! stage with each stage's variables (UndefinedVar, WORKDIR, ENV/LABEL form, CMD forms,
 //! secrets, EXPOSE, ignored COPY sources). What needs the build context or a base image is
 //! asked of a [`Resolver`] the caller gives: the parser does no I/O.
