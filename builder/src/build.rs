@@ -88,6 +88,18 @@ pub fn build(
         Some(file) => BuildContext::open_with_ignore(&opts.context, file)?,
         None => BuildContext::open(&opts.context, opts.dockerfile_path.as_deref())?,
     };
+    // BuildKit's lint pass, before anything runs: `error=true` stops the build here.
+    let checked = crate::lint::check(
+        Some(store),
+        crate::lint::LintInput::of_build(opts, graphs[0].0),
+        &context,
+    )?;
+    for lint in &checked.report.lints {
+        progress(Event::Lint(lint.clone()));
+    }
+    if let Some(violation) = checked.report.violation() {
+        return Err(Error::Lint(violation));
+    }
     let _writing = store.writing()?;
     // What builds killed outright (SIGKILL, power loss) left: scratch files and directories
     // (up to a whole layer each) and step cgroups, of processes that are gone. Best effort:

@@ -15,6 +15,7 @@ pub mod error;
 mod fsutil;
 pub mod history;
 pub mod ignore;
+pub mod lint;
 pub mod meta;
 mod options;
 pub mod output;

@@ -31,6 +31,9 @@ pub enum Event {
     Log { id: usize, line: String },
     /// Something the user should know once (the sandbox's set-up, for instance).
     Warning(String),
+    /// A lint rule's warning about the Dockerfile, sent before the first step (BuildKit
+    /// lists them when the build ends).
+    Lint(cairn_parser::lint::Lint),
     /// A line of information, said once (the isolation the build's steps get).
     Note(String),
     /// Where a step's time went: `seconds` spent in `phase` (`cairn build --debug-timings`).

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub use crate::check_args::{CheckArgs, CheckFlag};
 pub use crate::compat_args::{CompatArgs, PullPolicy};
 pub use crate::container_args::{
     CommitArgs, ContainerCommand, LogsArgs, MonitorArgs, PsArgs, RmArgs, RunArgs, StopArgs,
@@ -52,6 +53,8 @@ pub enum Command {
     Monitor(MonitorArgs),
     /// Parse a Dockerfile and print its stages, instructions and stage graph.
     Parse(ParseArgs),
+    /// Check a Dockerfile against BuildKit's lint rules, as `docker build --check` does.
+    Check(CheckArgs),
     /// Load images from an OCI layout, an OCI archive or a docker-archive.
     Load(LoadArgs),
     /// Make a one-layer image from a root filesystem tarball, like `docker import`.
@@ -559,6 +562,8 @@ pub struct BuildArgs {
     pub compat: CompatArgs,
     #[command(flatten)]
     pub attest: crate::attest_args::AttestArgs,
+    #[command(flatten)]
+    pub check: CheckFlag,
     /// The build context directory; `-` reads a tar of it from standard input.
     #[arg(value_name = "CONTEXT")]
     pub context: PathBuf,

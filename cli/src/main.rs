@@ -3,9 +3,11 @@
 
 mod args;
 mod attest_args;
+mod check_args;
 mod commands;
 mod compat_args;
 mod container_args;
+mod lintline;
 mod progress;
 mod pty;
 mod rawjson;

@@ -182,6 +182,11 @@ impl Tty {
             Event::Warning(w) => {
                 let _ = self.multi.println(format!("WARNING: {w}"));
             }
+            Event::Lint(l) => {
+                let _ = self
+                    .multi
+                    .println(format!("WARN: {}", crate::lintline::short(&l)));
+            }
             Event::Note(n) => {
                 let _ = self.multi.println(n);
             }
@@ -278,6 +283,7 @@ pub fn plain(event: Event) {
             .map(|seg| format!("#{id} {seg}\n"))
             .collect(),
         Event::Warning(w) => format!("WARNING: {w}\n"),
+        Event::Lint(l) => format!("WARN: {}\n", crate::lintline::short(&l)),
         Event::Note(n) => format!("{n}\n"),
         Event::Timing { id, phase, seconds } => format!("{}\n", timing_line(id, phase, seconds)),
     };

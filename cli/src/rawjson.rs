@@ -29,7 +29,7 @@ fn now() -> String {
     jiff::Timestamp::now().to_string()
 }
 
-fn b64(bytes: &[u8]) -> String {
+pub(crate) fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
@@ -97,6 +97,15 @@ impl RawJson {
                 }]})
             }
             Event::Warning(w) => json!({"warnings": [{"level": 1, "short": b64(w.as_bytes())}]}),
+            // BuildKit's VertexWarning for a lint: the short line, the rule's description as
+            // the detail, its URL and the lines it is about.
+            Event::Lint(l) => json!({"warnings": [{
+                "level": 1,
+                "short": b64(crate::lintline::short(&l).as_bytes()),
+                "detail": [b64(l.rule.description.as_bytes())],
+                "url": l.rule.url,
+                "range": [{"start": {"line": l.span.start.line}, "end": {"line": l.span.end.line}}],
+            }]}),
             Event::Miss { .. } | Event::Note(_) | Event::Timing { .. } | Event::Layer { .. } => {
                 return None;
             }

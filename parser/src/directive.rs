@@ -61,14 +61,15 @@ fn directive_line(input: &str) -> IResult<&str, (&str, &str)> {
 }
 
 impl Directives {
-    /// Looks at a physical line (already left-trimmed) while the directive block is open.
-    pub(crate) fn observe(&mut self, line: &str, number: u32) -> Result<(), ParseError> {
+    /// Looks at a physical line (already left-trimmed) while the directive block is open;
+    /// true when the line was taken as a directive (so it is no comment for what follows).
+    pub(crate) fn observe(&mut self, line: &str, number: u32) -> Result<bool, ParseError> {
         if self.done {
-            return Ok(());
+            return Ok(false);
         }
         let Ok((_, (name, value))) = directive_line(line) else {
             self.done = true;
-            return Ok(());
+            return Ok(false);
         };
         let name = name.to_ascii_lowercase();
         let span = Span::new(
@@ -86,7 +87,7 @@ impl Directives {
             "check" => &mut self.check,
             _ => {
                 self.done = true;
-                return Ok(());
+                return Ok(false);
             }
         };
         if slot.is_some() {
@@ -105,7 +106,7 @@ impl Directives {
             };
         }
         *slot = Some(directive);
-        Ok(())
+        Ok(true)
     }
 }
 

@@ -79,6 +79,9 @@ pub(crate) struct LogicalLine {
     pub segments: Vec<Segment>,
     pub start: Pos,
     pub end: Pos,
+    /// The comment lines right before the instruction (BuildKit's `PrevComment`): text after
+    /// `#`, trimmed; an empty `#` line starts the list again, blank lines do not.
+    pub comments: Vec<String>,
 }
 
 impl LogicalLine {
@@ -145,6 +148,8 @@ pub(crate) struct Lexer<'a> {
     lines: PhysLines<'a>,
     pub directives: Directives,
     pub warnings: Vec<Warning>,
+    /// Comments seen since the last instruction, for the next one.
+    comments: Vec<String>,
 }
 
 impl<'a> Lexer<'a> {
@@ -153,6 +158,7 @@ impl<'a> Lexer<'a> {
             lines: PhysLines::new(src),
             directives: Directives::default(),
             warnings: Vec::new(),
+            comments: Vec::new(),
         }
     }
 
@@ -166,8 +172,14 @@ impl<'a> Lexer<'a> {
         while let Some(line) = self.lines.next() {
             let trimmed = line.text.trim_start_matches(is_space);
             let lead = (line.text.len() - trimmed.len()) as u32;
-            self.directives.observe(trimmed, line.number)?;
-            if trimmed.starts_with('#') {
+            let directive = self.directives.observe(trimmed, line.number)?;
+            if let Some(comment) = trimmed.strip_prefix('#') {
+                let comment = comment.trim();
+                if comment.is_empty() {
+                    self.comments.clear();
+                } else if !directive {
+                    self.comments.push(comment.to_owned());
+                }
                 continue;
             }
             let escape = self.directives.escape;
@@ -178,6 +190,7 @@ impl<'a> Lexer<'a> {
             let lead_col = line.text[..lead as usize].chars().count() as u32 + 1;
             let mut logical = LogicalLine {
                 start: Pos::new(line.number, lead_col),
+                comments: std::mem::take(&mut self.comments),
                 ..LogicalLine::default()
             };
             logical.push(first, line.number, lead_col);

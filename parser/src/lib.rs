@@ -17,6 +17,7 @@ mod flags;
 pub mod graph;
 pub mod instruction;
 mod lexer;
+pub mod lint;
 pub mod mount;
 pub mod raw;
 pub mod span;

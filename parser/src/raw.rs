@@ -66,6 +66,10 @@ pub struct Node {
     pub span: Span,
     /// Where the arguments (after any flags) start and end.
     pub args_span: Span,
+    /// The comment lines right before the instruction (BuildKit's `PrevComment`), read by
+    /// the linter: `# check=` for this instruction only, and definition descriptions.
+    #[serde(skip)]
+    pub comments: Vec<String>,
 }
 
 /// The untyped parse of a whole Dockerfile.
@@ -274,6 +278,11 @@ impl LineView<'_> {
             original: trimmed.to_owned(),
             span: Span::new(self.pos(start), self.line.end),
             args_span: Span::new(self.pos(rest_start), self.line.end),
+            comments: if depth == 0 {
+                self.line.comments.clone()
+            } else {
+                Vec::new()
+            },
         };
         if start == 0 {
             node.span = Span::new(self.line.start, self.line.end);

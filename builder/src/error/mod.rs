@@ -98,6 +98,9 @@ pub enum Error {
     /// sandbox, made at the first RUN).
     #[error(transparent)]
     Shared(std::sync::Arc<Error>),
+    /// `# check=error=true` and a lint rule warned: BuildKit's message, naming the rules.
+    #[error("{0}")]
+    Lint(String),
     /// The build was interrupted (SIGINT or SIGTERM).
     #[error("build cancelled")]
     Cancelled,

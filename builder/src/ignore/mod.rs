@@ -271,6 +271,14 @@ impl Matcher {
     pub fn has_exceptions(&self) -> bool {
         self.has_exceptions
     }
+
+    /// Whether a pattern excludes every entry at the top of the context (`*`, `**`, `**/*`),
+    /// so that `COPY . .` copies nothing: BuildKit's test before it warns about copying `.`.
+    pub fn excludes_every_root_entry(&self) -> bool {
+        self.patterns
+            .iter()
+            .any(|p| !p.exception && matches!(p.text.as_str(), "*" | "**" | "**/*"))
+    }
 }
 
 /// fsutil's `patternWithoutTrailingGlob`.

@@ -31,6 +31,9 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
         registry: registry_options,
         _stdin_context,
     } = build_opts::parse(args)?;
+    if args.check.check {
+        return crate::commands::check::run_build(store, &opts);
+    }
     let requested = progress::requested(args.progress, |v| std::env::var(v).ok())?;
     let mode = progress::choose(requested, args.quiet, std::io::stderr().is_terminal());
     let rawjson = std::sync::Arc::new(crate::rawjson::RawJson::default());
@@ -59,8 +62,14 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
     let render = std::sync::Mutex::new(render);
     let timings = args.debug_timings;
     let tally = metadata::Tally::default();
+    let lints = std::sync::Mutex::new(Vec::new());
     let built = build(store, &opts, &|e| {
         tally.see(&e);
+        if let Event::Lint(l) = &e
+            && let Ok(mut v) = lints.lock()
+        {
+            v.push(crate::lintline::short(l));
+        }
         // Timings are shown only when asked for.
         if (timings || !matches!(e, Event::Timing { .. }))
             && let Ok(mut r) = render.lock()
@@ -70,6 +79,16 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
     });
     // Dropping the renderer settles the live bars before the error or the summary is printed.
     drop(render);
+    // BuildKit's summary after the build, whether or not it succeeded.
+    let lints = lints.into_inner().unwrap_or_default();
+    if !lints.is_empty() && !matches!(mode, Mode::Quiet | Mode::RawJson) {
+        let s = if lints.len() == 1 { "" } else { "s" };
+        let mut text = format!("{} warning{s} found:\n", lints.len());
+        for l in &lints {
+            text.push_str(&format!(" - {l}\n"));
+        }
+        eprint!("{text}");
+    }
     match (mode, &built) {
         (Mode::RawJson, Err(e)) => rawjson.finish(&e.to_string()),
         (Mode::Plain, Err(e)) => plain.fail(&e.to_string()),

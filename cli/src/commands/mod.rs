@@ -3,6 +3,7 @@
 mod attest;
 mod build;
 mod build_opts;
+pub mod check;
 mod containers;
 pub mod image;
 mod images;
@@ -57,6 +58,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Container(cmd) => container_group(root, cmd),
         Command::Monitor(args) => run::monitor(&open_store(root)?, &args),
         Command::Parse(args) => parse::run(&args),
+        // A check reads base images' variables from the store when there is one; it never
+        // needs one.
+        Command::Check(args) => check::run(open_store(root).ok().as_ref(), &args),
         Command::Load(args) => image::load(&open_store(root)?, &args),
         Command::Import(args) => image::import(&open_store(root)?, &args),
         Command::Save(args) => image::save(&open_store(root)?, &args),
