@@ -292,6 +292,13 @@ fn max_provenance_lists_steps_and_an_epoch_makes_it_reproducible() {
             .all(|s| s["cached"] == true),
         "{steps}"
     );
+    // Listed under its image's platform alone: an attestation is no platform of its own.
+    let listed = a.run(&["images", "app"]);
+    assert!(
+        listed.contains(&format!("linux/{}", host_arch())),
+        "{listed}"
+    );
+    assert!(!listed.contains("unknown"), "{listed}");
     // The store's image is the index; `cairn run` runs the image in it.
     let out = a.run(&["run", "--rm", "app:1", "cat", "/out"]);
     assert_eq!(out.trim(), "built");

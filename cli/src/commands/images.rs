@@ -214,8 +214,15 @@ impl Row {
         d: &Descriptor,
     ) -> anyhow::Result<Row> {
         let mut images = Vec::new();
+        let mut attestations = 0;
         for m in store.images_in(d)? {
             let img = store.image(&m)?;
+            // Attestation manifests are about an image, not one of their own (docker too
+            // lists them under no platform); their bytes count.
+            if cairn_layers::attest::is_attestation(&m) {
+                attestations += img.size();
+                continue;
+            }
             let platform = m
                 .platform
                 .clone()
@@ -238,7 +245,7 @@ impl Row {
             id: d.digest.clone(),
             digest: d.digest.clone(),
             created,
-            size: images.iter().map(|(_, i)| i.size()).sum(),
+            size: images.iter().map(|(_, i)| i.size()).sum::<u64>() + attestations,
             platforms: Some(images.iter().map(|(p, _)| p.to_string()).collect()),
         })
     }
