@@ -24,9 +24,13 @@ set -euo pipefail
 # scripts/dockerd.sh: in a container or a CI job no init starts its service).
 # qemu-user-static, binfmt-support: run arm64 (and arm) binaries under emulation, for the
 # multi-platform fixtures and tests; scripts/binfmt.sh registers them with the kernel.
+# python3-venv, and spdx-tools from PyPI in a venv below: pyspdxtools, the SPDX 2.3 validator the
+# sbom tests check `cairn sbom`'s documents with (Debian packages none).
+spdx_venv=/opt/cairn-tests/spdx-tools
+spdx_tools_version=0.8.5
 packages=(uidmap busybox-static skopeo umoci oci-image-tool podman runc jq pigz bzip2 xz-utils zstd
   docker-registry apache2-utils openssl gcc libc6-dev e2fsprogs mount util-linux time passt
-  slirp4netns binutils ca-certificates python3 docker.io debootstrap qemu-user-static binfmt-support)
+  slirp4netns binutils ca-certificates python3 docker.io debootstrap qemu-user-static binfmt-support python3-venv)
 
 # pasta and slirp4netns open /dev/net/tun as the building user: udev gives it mode 0666 on an
 # ordinary system, but a bare container or VM image may leave it root's only, and then no
@@ -39,14 +43,23 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=()
-if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null || { echo "install-deps: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+if [ "$(id -u)" -ne 0 ] && { [ ${#missing[@]} -gt 0 ] || [ ! -x "$spdx_venv/bin/pyspdxtools" ]; }; then
+  command -v sudo >/dev/null || { echo "install-deps: need root (or sudo) to install: ${missing[*]} spdx-tools" >&2; exit 1; }
   sudo=(sudo -n)
 fi
-echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-"${sudo[@]}" apt-get update -qq
-"${sudo[@]}" apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends "${missing[@]}" >/dev/null
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Debian's own python3, not whichever a user's PATH finds first: the venv must run for the
+# unprivileged test user too.
+if [ ! -x "$spdx_venv/bin/pyspdxtools" ]; then
+  echo "install-deps: installing spdx-tools $spdx_tools_version in $spdx_venv"
+  "${sudo[@]}" /usr/bin/python3 -m venv "$spdx_venv"
+  "${sudo[@]}" "$spdx_venv/bin/pip" install -q --disable-pip-version-check "spdx-tools==$spdx_tools_version"
+fi

@@ -24,6 +24,7 @@ mod progress;
 pub mod provenance;
 pub mod remote;
 pub mod sandbox;
+pub mod sbom;
 mod stage;
 mod step;
 pub mod trail;

@@ -87,6 +87,8 @@ pub enum Command {
     Login(LoginArgs),
     /// Remove a registry's stored credentials.
     Logout(LogoutArgs),
+    /// Write an SPDX SBOM of an image's packages, read from its own package databases.
+    Sbom(crate::sbom_args::SbomArgs),
     /// Make, edit and push manifest lists (image indexes), as podman manifest does.
     #[command(subcommand)]
     Manifest(ManifestCommand),

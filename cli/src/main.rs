@@ -12,6 +12,7 @@ mod progress;
 mod pty;
 mod rawjson;
 mod sandbox_args;
+mod sbom_args;
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -12,6 +12,7 @@ mod image;
 mod mount;
 mod run;
 pub mod sandbox;
+mod sbom;
 mod user;
 
 pub use cache::CacheError;
@@ -21,6 +22,7 @@ pub use emulation::EmulationError;
 pub use image::ImageError;
 pub use mount::MountError;
 pub use run::RunError;
+pub use sbom::SbomError;
 pub use user::LookupError;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,9 @@ pub enum Error {
     /// A RUN for another platform that no emulator here runs.
     #[error(transparent)]
     Emulation(Box<EmulationError>),
+    /// An image whose packages cannot be listed.
+    #[error(transparent)]
+    Sbom(Box<SbomError>),
     /// A user or group that the image's files do not resolve.
     #[error(transparent)]
     User(#[from] LookupError),
@@ -209,7 +214,8 @@ from_boxed!(
     Image(ImageError),
     Mount(MountError),
     Run(RunError),
-    Emulation(EmulationError)
+    Emulation(EmulationError),
+    Sbom(SbomError)
 );
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -14,6 +14,7 @@ mod output;
 pub mod parse;
 mod registry;
 mod run;
+mod sbom;
 
 use anyhow::Context;
 use cairn_layers::Store;
@@ -80,6 +81,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Push(args) => registry::push(&open_store(root)?, &args),
         Command::Login(args) => registry::login(&args),
         Command::Logout(args) => registry::logout(&args),
+        Command::Sbom(args) => sbom::run(&open_store(root)?, &args),
         Command::Manifest(cmd) => manifest::run(&open_store(root)?, &cmd),
         Command::Image(cmd) => image_group(root, cmd),
         Command::Completion(args) => {
