@@ -303,3 +303,64 @@ fn max_provenance_lists_steps_and_an_epoch_makes_it_reproducible() {
     let out = a.run(&["run", "--rm", "app:1", "cat", "/out"]);
     assert_eq!(out.trim(), "built");
 }
+
+#[test]
+fn an_sbom_travels_with_provenance_and_validates() {
+    let reg = Registry::start(Options::default());
+    let env = ClientEnv::new();
+    let s = loaded_busybox();
+    let metadata = "Metadata-Version: 2.1\nName: Demo_Pkg\nVersion: 1.2.3\nLicense: MIT\n";
+    let ctx = context_with(
+        "FROM busybox\n\
+         COPY METADATA /usr/lib/python3/dist-packages/Demo_Pkg-1.2.3.dist-info/METADATA\n",
+        &[("METADATA", metadata)],
+    );
+    let name = reg.image("app/sbom:1");
+    let mut c = env.cairn(&s, &["build", "--push", "--sbom", "-t", &name]);
+    c.arg(ctx.path());
+    must_run(c, &reg);
+
+    // One attestation manifest holding both statements, each about the image.
+    let out = tempfile::tempdir().unwrap();
+    let layout = out.path().join("oci");
+    let mut args = vec!["copy".to_owned(), "--all".to_owned()];
+    args.extend(reg.skopeo_flags("src-"));
+    args.push(format!("docker://{name}"));
+    args.push(format!("oci:{}:copied", layout.display()));
+    reg.skopeo_ok(&args);
+    let (index, statements) = layout_statements(&layout);
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2, "{index}");
+    let kinds: Vec<&str> = statements
+        .iter()
+        .map(|(_, s)| s["predicateType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "https://slsa.dev/provenance/v1",
+            "https://spdx.dev/Document"
+        ]
+    );
+    let image = index["manifests"][0]["digest"].as_str().unwrap();
+    let (subject, spdx) = &statements[1];
+    assert_eq!(subject, image);
+    let doc = &spdx["predicate"];
+    assert_eq!(doc["spdxVersion"], "SPDX-2.3");
+    let names: Vec<&str> = doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"demo-pkg") || names.contains(&"Demo_Pkg"),
+        "{names:?}"
+    );
+
+    // The document inside the statement is one the SPDX validator accepts.
+    let file = out.path().join("sbom.spdx.json");
+    fs::write(&file, serde_json::to_vec(doc).unwrap()).unwrap();
+    let mut v = std::process::Command::new("/opt/cairn-tests/spdx-tools/bin/pyspdxtools");
+    v.arg("-i").arg(&file);
+    ok(v);
+}

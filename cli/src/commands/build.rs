@@ -145,7 +145,15 @@ fn finish(
     let (result, id) = match built.as_slice() {
         // Attestations go beside the images in an index, whose digest is the ID.
         _ if attestations.any() => {
-            let index = attest::attach(store, &built, opts, attestations, tags, started)?;
+            let index = attest::attach(
+                store,
+                &built,
+                opts,
+                attestations,
+                tags,
+                started,
+                matches!(mode, Mode::Quiet | Mode::RawJson),
+            )?;
             let id = index.digest.clone();
             (index, id)
         }
