@@ -13,6 +13,7 @@ pub mod copy;
 pub mod envindex;
 pub mod error;
 mod fsutil;
+pub mod git;
 pub mod history;
 pub mod ignore;
 pub mod meta;

@@ -236,6 +236,29 @@ fn secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
     Ok(out)
 }
 
+/// Git sources' limits: `CAIRN_GIT_TIMEOUT` (seconds per git command) and
+/// `CAIRN_GIT_MAX_SIZE` (bytes fetched, and bytes checked out).
+fn git_limits() -> anyhow::Result<cairn_builder::git::GitLimits> {
+    let mut limits = cairn_builder::git::GitLimits::default();
+    let read = |var: &str| -> anyhow::Result<Option<u64>> {
+        match std::env::var(var) {
+            Ok(v) => v
+                .trim()
+                .parse()
+                .map(Some)
+                .with_context(|| format!("{var}={v:?}: expected a whole number")),
+            Err(_) => Ok(None),
+        }
+    };
+    if let Some(s) = read("CAIRN_GIT_TIMEOUT")? {
+        limits.timeout = std::time::Duration::from_secs(s);
+    }
+    if let Some(b) = read("CAIRN_GIT_MAX_SIZE")? {
+        limits.max_bytes = b;
+    }
+    Ok(limits)
+}
+
 /// `--compression-format` and `--compression-level`, checked against what the format accepts.
 fn compression(format: &Option<String>, level: Option<i32>) -> anyhow::Result<LayerCompression> {
     let format = format.as_deref().unwrap_or("gzip");
@@ -353,6 +376,8 @@ pub(crate) fn parse(args: &BuildArgs) -> anyhow::Result<Parsed> {
         isolation: args.isolation.parse()?,
         limits: limits(&args.limits)?,
         secrets: secrets(&args.secrets)?,
+        ssh: BTreeMap::new(),
+        git: git_limits()?,
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
         cache_from: args
