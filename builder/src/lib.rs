@@ -24,6 +24,7 @@ mod progress;
 pub mod provenance;
 pub mod remote;
 pub mod sandbox;
+mod ssh_agent;
 mod stage;
 mod step;
 pub mod trail;

@@ -217,7 +217,7 @@ fn run(
                 action,
                 url: redact(url),
                 status: s.map_or("not run".to_owned(), |s| s.to_string()),
-                stderr: redact_text(&lines[lines.len().saturating_sub(3)..].join(" / "), url),
+                stderr: redact_text(&lines[lines.len().saturating_sub(6)..].join(" / "), url),
             })
         }
     }

@@ -243,8 +243,9 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `url` without a password or token (`https://user:secret@host` → `https://user:xxxxx@host`),
-/// for messages and progress lines.
+/// `url` without a password or token (`https://user:secret@host` → `https://user:xxxxx@host`,
+/// `https://token@host` → `https://xxxxx@host`), for messages, progress lines and history; an
+/// ssh or git URL's user name alone is no secret and stays.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
@@ -256,8 +257,10 @@ pub fn redact(url: &str) -> String {
             let user = userinfo.split(':').next().unwrap_or("");
             let hidden = if userinfo.contains(':') {
                 format!("{user}:xxxxx")
-            } else {
+            } else if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") {
                 "xxxxx".to_owned()
+            } else {
+                user.to_owned()
             };
             format!("{scheme}://{hidden}@{host}{path}")
         }
@@ -403,6 +406,8 @@ mod tests {
             ("https://tok@h/r.git", "https://xxxxx@h/r.git"),
             ("https://h/r.git", "https://h/r.git"),
             ("git@h:r.git", "git@h:r.git"),
+            ("ssh://git@h:22/r", "ssh://git@h:22/r"),
+            ("ssh://git:pw@h/r", "ssh://git:xxxxx@h/r"),
         ] {
             assert_eq!(redact(url), shown);
         }

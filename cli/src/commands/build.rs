@@ -30,6 +30,7 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
         opts,
         registry: registry_options,
         _stdin_context,
+        _ssh_agents,
     } = build_opts::parse(args)?;
     let requested = progress::requested(args.progress, |v| std::env::var(v).ok())?;
     let mode = progress::choose(requested, args.quiet, std::io::stderr().is_terminal());

@@ -25,6 +25,8 @@ pub(crate) struct Parsed {
     pub registry: RegistryOptions,
     /// A context read from standard input, unpacked here: removed when dropped.
     pub _stdin_context: Option<tempfile::TempDir>,
+    /// The ssh agents cairn started for `--ssh ID=KEY`: stopped when dropped.
+    pub _ssh_agents: crate::commands::ssh::Agents,
 }
 
 /// `--memory` and friends as the sandbox's limits.
@@ -284,9 +286,7 @@ fn compression(format: &Option<String>, level: Option<i32>) -> anyhow::Result<La
 /// Reads the flags: every one checked, and the files they name read, before the build starts.
 pub(crate) fn parse(args: &BuildArgs) -> anyhow::Result<Parsed> {
     let c = &args.compat;
-    if let Some(spec) = args.ssh.first() {
-        bail!("--ssh {spec}: not supported: cairn cannot forward SSH agents or keys to RUN");
-    }
+    let ssh_agents = crate::commands::ssh::Agents::start(&args.ssh)?;
     let platforms = args
         .platform
         .iter()
@@ -376,7 +376,7 @@ pub(crate) fn parse(args: &BuildArgs) -> anyhow::Result<Parsed> {
         isolation: args.isolation.parse()?,
         limits: limits(&args.limits)?,
         secrets: secrets(&args.secrets)?,
-        ssh: BTreeMap::new(),
+        ssh: ssh_agents.sockets(),
         git: git_limits()?,
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
@@ -423,6 +423,7 @@ pub(crate) fn parse(args: &BuildArgs) -> anyhow::Result<Parsed> {
         opts,
         registry: registry_options,
         _stdin_context: stdin_context,
+        _ssh_agents: ssh_agents,
     })
 }
 

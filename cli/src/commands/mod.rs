@@ -13,6 +13,7 @@ mod output;
 pub mod parse;
 mod registry;
 mod run;
+mod ssh;
 
 use anyhow::Context;
 use cairn_layers::Store;
