@@ -22,6 +22,9 @@ set -euo pipefail
 # debootstrap: fixtures/debian/make.sh, the Debian base the in_docker tests run apt-get on.
 # docker.io: dockerd and docker, which the in_docker tests run that image with (started by
 # scripts/dockerd.sh: in a container or a CI job no init starts its service).
+# git: ADD of git repositories runs it, and the git tests serve repositories with git daemon;
+# openssh-client and openssh-server: --ssh's ssh-agent and ssh-add, and the ssh tests' sshd on
+# 127.0.0.1 (run as the test's user, never as a service).
 # qemu-user-static, binfmt-support: run arm64 (and arm) binaries under emulation, for the
 # multi-platform fixtures and tests; scripts/binfmt.sh registers them with the kernel.
 # python3-venv, and spdx-tools from PyPI in a venv below: pyspdxtools, the SPDX 2.3 validator the
@@ -30,7 +33,8 @@ spdx_venv=/opt/cairn-tests/spdx-tools
 spdx_tools_version=0.8.5
 packages=(uidmap busybox-static skopeo umoci oci-image-tool podman runc jq pigz bzip2 xz-utils zstd
   docker-registry apache2-utils openssl gcc libc6-dev e2fsprogs mount util-linux time passt
-  slirp4netns binutils ca-certificates python3 docker.io debootstrap qemu-user-static binfmt-support python3-venv)
+  slirp4netns binutils ca-certificates python3 docker.io debootstrap qemu-user-static binfmt-support python3-venv
+  git openssh-client openssh-server)
 
 # pasta and slirp4netns open /dev/net/tun as the building user: udev gives it mode 0666 on an
 # ordinary system, but a bare container or VM image may leave it root's only, and then no

@@ -41,6 +41,11 @@ pub struct BuildOptions {
     pub isolation: crate::sandbox::Isolation,
     /// `--secret id=...`: secret id → its bytes, for `RUN --mount=type=secret`.
     pub secrets: BTreeMap<String, Vec<u8>>,
+    /// `--ssh id=...`: ssh id → the agent socket RUN `--mount=type=ssh` forwards and git
+    /// sources over ssh authenticate with (`default`).
+    pub ssh: BTreeMap<String, PathBuf>,
+    /// How long git may take and how much it may fetch, for git sources.
+    pub git: crate::git::GitLimits,
     /// `--no-cache`: run every step; `--no-cache-filter STAGE`: run every step of these
     /// stages (by name or index). Results are recorded either way.
     pub no_cache: bool,

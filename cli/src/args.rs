@@ -547,9 +547,9 @@ pub struct BuildArgs {
     /// Another architecture's RUN steps run under binfmt_misc emulation (qemu-user-static).
     #[arg(long, value_name = "OS/ARCH[/VARIANT],...", value_delimiter = ',')]
     pub platform: Vec<String>,
-    /// BuildKit's SSH agent forwarding, which cairn does not support: taken only to say so
-    /// (clap would suggest an unrelated flag).
-    #[arg(long, hide = true, value_name = "SPEC")]
+    /// An ssh agent for RUN --mount=type=ssh and ssh git sources: `default` ($SSH_AUTH_SOCK),
+    /// ID=SOCKET, or ID=KEY[,KEY] (repeatable).
+    #[arg(long, value_name = "default|ID[=SOCKET|KEY[,KEY]]")]
     pub ssh: Vec<String>,
     /// RUN's network where the Dockerfile does not choose: default (a namespace of its own
     /// with user-mode networking), none (only loopback) or host (needs --allow network.host).

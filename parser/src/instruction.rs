@@ -617,14 +617,17 @@ fn check_chmod(f: &Flags) -> Result<(), ParseError> {
     })
 }
 
-/// `--checksum=ALGO:HEX` for ADD (sha256, sha384 or sha512), unless it holds variables.
+/// `--checksum=ALGO:HEX` for ADD (sha256, sha384 or sha512), unless it holds variables; or
+/// hex digits alone, a git source's commit (or a prefix of it), which the builder checks.
 fn check_checksum(s: &str) -> Result<(), String> {
-    if s.contains('$') {
+    if s.contains('$')
+        || (!s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
         return Ok(());
     }
     let (algo, hex) = s
         .split_once(':')
-        .ok_or_else(|| format!("{s:?} is not of the form sha256:HEX"))?;
+        .ok_or_else(|| format!("{s:?} is not of the form sha256:HEX (or a git commit)"))?;
     let len = match algo {
         "sha256" => 64,
         "sha384" => 96,

@@ -1,5 +1,5 @@
 //! Fidelity with docker for images named by ID (untagged builds included), FROM's platform,
-//! and small errors: an empty base name, `--ssh`, and a miss after a failed step.
+//! and small errors: an empty base name, and a miss after a failed step.
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
@@ -165,20 +165,6 @@ fn an_empty_base_name_names_its_variable() {
     assert!(!stderr.contains("image \"\""), "{stderr}");
     assert!(
         stderr.contains("${UNSET}") && stderr.contains("empty"),
-        "{stderr}"
-    );
-}
-
-#[test]
-fn ssh_is_said_to_be_unsupported() {
-    let s = Store::new();
-    let ctx = context("FROM scratch\n");
-    let out = build(&s, &["--ssh", "default"], ctx.path());
-    let (_, stderr) = texts(&out);
-    assert!(!out.status.success());
-    assert!(!stderr.contains("--snapshotter"), "{stderr}");
-    assert!(
-        stderr.contains("--ssh") && stderr.contains("not supported"),
         "{stderr}"
     );
 }

@@ -252,6 +252,7 @@ fn start_inner(
             readonly: v.readonly,
             scratch: None,
             create: None,
+            owner: None,
         })
         .collect();
     let cwd = opts

@@ -8,6 +8,7 @@ mod cache;
 mod copy;
 mod download;
 mod emulation;
+mod git;
 mod image;
 mod mount;
 mod run;
@@ -19,6 +20,7 @@ pub use cache::CacheError;
 pub use copy::CopyError;
 pub use download::DownloadError;
 pub use emulation::EmulationError;
+pub use git::GitError;
 pub use image::ImageError;
 pub use mount::MountError;
 pub use run::RunError;
@@ -43,6 +45,9 @@ pub enum Error {
     /// An ADD of a URL that could not download it.
     #[error(transparent)]
     Download(#[from] DownloadError),
+    /// An ADD of a git repository (or a git context) that could not be had.
+    #[error(transparent)]
+    Git(Box<GitError>),
     /// An image a step names that cannot be had.
     #[error(transparent)]
     Image(Box<ImageError>),
@@ -211,6 +216,7 @@ macro_rules! from_boxed {
 
 from_boxed!(
     Cache(CacheError),
+    Git(GitError),
     Image(ImageError),
     Mount(MountError),
     Run(RunError),

@@ -169,6 +169,10 @@ pub enum MountSpec {
         /// Create `source` as a directory with this (uid, gid, mode) if it is missing (cache
         /// mounts).
         create: Option<(u32, u32, u32)>,
+        /// Give `source` this (uid, gid) of the container before it is bound (the ssh agent
+        /// socket of a `type=ssh` mount).
+        #[serde(default)]
+        owner: Option<(u32, u32)>,
     },
     Tmpfs {
         target: String,

@@ -4,15 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use cairn_layers::image::{Descriptor, timestamp};
-use cairn_layers::layer::write_layer_reusing;
-use cairn_layers::listing::DirMeta;
+use cairn_layers::image::Descriptor;
 use cairn_parser::expand::Lexer;
 use cairn_parser::instruction::{Add, Copy, Instruction, Source};
 
-use super::ctx::{
-    Ctx, Outcome, add_layer, at, at_with, at_with_context, file_owner, layer_record, timed, timing,
-};
+use super::ctx::{Ctx, Outcome, at, at_with, at_with_context, file_owner, timed};
 use super::source::{Named, image_root_for, stage_root};
 use crate::context::BuildContext;
 use crate::copy::{CopyRequest, CopySource, SourceRoot, plan_copy};
@@ -20,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::meta;
 use crate::options::NamedContext;
 use crate::plan::covered;
-use crate::progress::{Event, Phase};
+use crate::progress::Phase;
 use crate::stage::StageState;
 use crate::users;
 
@@ -92,7 +88,6 @@ pub(crate) fn copy_step(
     // Words expand with the stage's ARGs and ENV, as BuildKit's state holds them.
     let env = meta::words_env(&st.config, &st.args, &st.meta);
     let word = |w: &str| lexer.process_word(w, &env).map_err(|e| fail(e.into()));
-    let created = timestamp(epoch);
     let CopyArgs {
         parents,
         excludes,
@@ -243,48 +238,17 @@ pub(crate) fn copy_step(
             .map_err(fail)?;
         plan.keep_source_meta(meta);
     }
-    let mut dirs = Default::default();
-    let mut failed = None;
-    let total = plan.source_bytes();
-    let listed = plan.may_write_symlinks();
-    // Unchanged stretches of the layer this step made last time are copied, not deflated
-    // again (a large file that grew at its end costs its last chunks).
-    let previous = cx.cache.last_layer(st.position());
-    let started = std::time::Instant::now();
-    let layer = write_layer_reusing(store, opts.layer_compression(), previous.as_ref(), |w| {
-        let mut w = crate::progress::Counting::new(w, total, |done| {
-            (cx.progress)(Event::Bytes {
-                id: step_id,
-                done,
-                total,
-            })
-        });
-        dirs = plan.write(&req, &mut w).map_err(|e| match e {
-            Error::Layers(l) => l,
-            // The layer writer takes only its own errors: this one waits in `failed`.
-            other => {
-                let reason = other.to_string();
-                failed = Some(other);
-                cairn_layers::Error::Invalid {
-                    what: ins.original.clone(),
-                    reason,
-                }
-            }
-        })?;
-        Ok(())
-    })
-    .map_err(|e| fail(failed.take().unwrap_or_else(|| e.into())))?;
-    timing(cx, step_id, Phase::Layer, started.elapsed().as_secs_f64());
+    let written = super::copy_layer::write_copy_layer(
+        cx,
+        st,
+        ins,
+        (plan, &req),
+        step_id,
+        (history_line, key),
+    );
     // The layer holds the downloads now.
     drop(downloads);
-    cx.cache
-        .put_last_layer(st.position(), &layer.descriptor.digest)?;
-    let rec = layer_record(&layer);
-    // The view takes the directories written, unless it reads the layer for its symlinks.
-    let dirs: Option<Vec<(String, DirMeta)>> = (!listed).then(|| dirs.into_iter().collect());
-    add_layer(cx, step_id, st, layer, dirs.clone(), created, history_line);
-    st.record(cx.cache, key, Some(rec), dirs)?;
-    Ok(Outcome::Ran)
+    written
 }
 
 /// COPY's or ADD's sources expanded: what the plan copies, and the paths and heredoc names the
@@ -354,10 +318,6 @@ fn expand_sources(
                     };
                     downloads.push(dl);
                     src
-                } else if is_add && p.starts_with("git@") {
-                    return Err(fail(format!(
-                        "git sources ({p}) are not supported by this version of cairn"
-                    )));
                 } else if checksum.is_some() {
                     // As in Docker: a local source has no download to verify.
                     return Err(fail(format!(

@@ -1,7 +1,9 @@
 //! One instruction applied to its stage: [`step`] hands each kind to the module that owns it.
 
+pub(crate) mod add_git;
 pub(crate) mod args;
 pub(crate) mod copy;
+mod copy_layer;
 pub(crate) mod ctx;
 pub(crate) mod from;
 pub(crate) mod meta;
@@ -28,7 +30,10 @@ pub(crate) fn step(
         InstructionKind::Arg { args } => args::step(cx, st, ins, args),
         InstructionKind::Run(run) => run::run_step(cx, st, ins, run, step_id),
         InstructionKind::Copy(c) => copy::copy_step(cx, st, ins, CopyArgs::copy(c), step_id),
-        InstructionKind::Add(a) => copy::copy_step(cx, st, ins, CopyArgs::add(a), step_id),
+        InstructionKind::Add(a) => match add_git::add_git(cx, st, ins, a, step_id)? {
+            Some(done) => Ok(done),
+            None => copy::copy_step(cx, st, ins, CopyArgs::add(a), step_id),
+        },
         InstructionKind::From(_) => Err(at(
             cx.opts,
             ins.span,

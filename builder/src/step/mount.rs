@@ -109,7 +109,14 @@ pub(crate) fn set_mode(p: &Path, mode: u32) -> Result<()> {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(io_err("chmod", p))
 }
 
-/// One `--mount` as the sandbox's mount, its environment and its locks.
+/// What a step's mounts hold while it runs: cache locks, ssh agent relays.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    locks: Vec<std::fs::File>,
+    agents: Vec<crate::ssh_agent::AgentProxy>,
+}
+
+/// One `--mount` as the sandbox's mount, its environment and what it holds.
 pub(crate) fn mount_spec(
     cx: &Ctx<'_>,
     workdir: &str,
@@ -117,7 +124,7 @@ pub(crate) fn mount_spec(
     base: &Path,
     out: &mut Vec<MountSpec>,
     env: &mut Vec<String>,
-    locks: &mut Vec<std::fs::File>,
+    held: &mut Held,
 ) -> Result<()> {
     let bad = |msg: String| Error::from(MountError::Rule(msg));
     let absolute = |t: &str| {
@@ -186,6 +193,7 @@ pub(crate) fn mount_spec(
                 readonly: true,
                 scratch: None,
                 create: None,
+                owner: None,
             });
         }
         MountType::Cache => {
@@ -258,7 +266,7 @@ pub(crate) fn mount_spec(
                 CacheSharing::Locked => {
                     let f = lock(&key)?;
                     f.lock().map_err(io_err("lock", &dir.join(&key)))?;
-                    locks.push(f);
+                    held.locks.push(f);
                     key
                 }
                 // A step never shares its cache with one running now: the first instance
@@ -274,7 +282,7 @@ pub(crate) fn mount_spec(
                         let f = lock(&name)?;
                         match f.try_lock() {
                             Ok(()) => {
-                                locks.push(f);
+                                held.locks.push(f);
                                 break name;
                             }
                             Err(std::fs::TryLockError::WouldBlock) => n += 1,
@@ -298,6 +306,7 @@ pub(crate) fn mount_spec(
                 readonly: m.readonly,
                 scratch: None,
                 create: Some(owner),
+                owner: None,
             });
         }
         MountType::Bind => {
@@ -330,10 +339,44 @@ pub(crate) fn mount_spec(
                 readonly: true,
                 scratch,
                 create: None,
+                owner: None,
             });
         }
         MountType::Ssh => {
-            return Err(bad("type=ssh is not supported by cairn yet".into()));
+            let id = m.id.clone().unwrap_or_else(|| "default".into());
+            let Some(upstream) = cx.opts.ssh.get(&id) else {
+                if m.required {
+                    return Err(bad(format!(
+                        "ssh agent {id} is required but was not given (cairn build --ssh {id})"
+                    )));
+                }
+                // As BuildKit: an optional agent that is not there is no mount.
+                return Ok(());
+            };
+            // The step gets a relay of cairn's, never the agent's own socket: it answers only
+            // listing and signing, and has the mount's owner and mode.
+            let socket = base.join(format!("ssh-{}.sock", out.len()));
+            let agent = crate::ssh_agent::AgentProxy::start(
+                upstream.clone(),
+                &socket,
+                m.mode.unwrap_or(0o600),
+            )
+            .map_err(io_err("listen at", &socket))?;
+            held.agents.push(agent);
+            let target = absolute(m.target.as_deref().unwrap_or("/run/buildkit/ssh_agent.0"));
+            // BuildKit points SSH_AUTH_SOCK at the first agent, unless the step sets it.
+            if !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+                env.push(format!("SSH_AUTH_SOCK={target}"));
+            }
+            out.push(MountSpec::Bind {
+                source: socket,
+                inside: None,
+                target,
+                readonly: true,
+                scratch: None,
+                create: None,
+                owner: Some((m.uid.unwrap_or(0), m.gid.unwrap_or(0))),
+            });
         }
     }
     Ok(())

@@ -9,7 +9,7 @@ use cairn_parser::instruction::{Instruction, NetworkMode, Run};
 use cairn_parser::mount::{Mount, MountType};
 
 use super::ctx::{Ctx, Outcome, add_layer, at, at_caused, at_with, at_with_context, timed, timing};
-use super::mount::{mount_source_identity, mount_spec, set_mode};
+use super::mount::{Held, mount_source_identity, mount_spec, set_mode};
 use crate::error::{Error, Result, io_err};
 use crate::meta;
 use crate::progress::{Event, Phase};
@@ -199,6 +199,7 @@ pub(crate) fn run_step(
             readonly: true,
             scratch: None,
             create: None,
+            owner: None,
         });
     }
     let shown = argv.join(" ");
@@ -229,7 +230,7 @@ pub(crate) fn run_step(
     let etc_files = sandbox::etc_files(&base, hostname, network, &opts.add_hosts)?;
 
     // RUN --mount.
-    let mut locks = Vec::new();
+    let mut held = Held::default();
     for m in &parsed {
         mount_spec(
             cx,
@@ -238,7 +239,7 @@ pub(crate) fn run_step(
             &base,
             &mut mounts,
             &mut env,
-            &mut locks,
+            &mut held,
         )
         .map_err(|e| mount_err(m, e))?;
     }
@@ -326,7 +327,7 @@ pub(crate) fn run_step(
         }
         other => other,
     })?;
-    drop(locks);
+    drop(held);
     if !exit.success() {
         let mut msg = format!(
             "process \"{shown}\" did not complete successfully: exit code: {}",

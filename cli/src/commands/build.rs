@@ -30,6 +30,7 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
         opts,
         registry: registry_options,
         _stdin_context,
+        _ssh_agents,
     } = build_opts::parse(args)?;
     if args.check.check {
         return crate::commands::check::run_build(store, &opts);

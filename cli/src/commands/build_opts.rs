@@ -25,6 +25,8 @@ pub(crate) struct Parsed {
     pub registry: RegistryOptions,
     /// A context read from standard input, unpacked here: removed when dropped.
     pub _stdin_context: Option<tempfile::TempDir>,
+    /// The ssh agents cairn started for `--ssh ID=KEY`: stopped when dropped.
+    pub _ssh_agents: crate::commands::ssh::Agents,
 }
 
 /// `--memory` and friends as the sandbox's limits.
@@ -236,6 +238,29 @@ fn secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
     Ok(out)
 }
 
+/// Git sources' limits: `CAIRN_GIT_TIMEOUT` (seconds per git command) and
+/// `CAIRN_GIT_MAX_SIZE` (bytes fetched, and bytes checked out).
+fn git_limits() -> anyhow::Result<cairn_builder::git::GitLimits> {
+    let mut limits = cairn_builder::git::GitLimits::default();
+    let read = |var: &str| -> anyhow::Result<Option<u64>> {
+        match std::env::var(var) {
+            Ok(v) => v
+                .trim()
+                .parse()
+                .map(Some)
+                .with_context(|| format!("{var}={v:?}: expected a whole number")),
+            Err(_) => Ok(None),
+        }
+    };
+    if let Some(s) = read("CAIRN_GIT_TIMEOUT")? {
+        limits.timeout = std::time::Duration::from_secs(s);
+    }
+    if let Some(b) = read("CAIRN_GIT_MAX_SIZE")? {
+        limits.max_bytes = b;
+    }
+    Ok(limits)
+}
+
 /// `--compression-format` and `--compression-level`, checked against what the format accepts.
 fn compression(format: &Option<String>, level: Option<i32>) -> anyhow::Result<LayerCompression> {
     let format = format.as_deref().unwrap_or("gzip");
@@ -261,9 +286,7 @@ fn compression(format: &Option<String>, level: Option<i32>) -> anyhow::Result<La
 /// Reads the flags: every one checked, and the files they name read, before the build starts.
 pub(crate) fn parse(args: &BuildArgs) -> anyhow::Result<Parsed> {
     let c = &args.compat;
-    if let Some(spec) = args.ssh.first() {
-        bail!("--ssh {spec}: not supported: cairn cannot forward SSH agents or keys to RUN");
-    }
+    let ssh_agents = crate::commands::ssh::Agents::start(&args.ssh)?;
     let platforms = args
         .platform
         .iter()
@@ -353,6 +376,8 @@ pub(crate) fn parse(args: &BuildArgs) -> anyhow::Result<Parsed> {
         isolation: args.isolation.parse()?,
         limits: limits(&args.limits)?,
         secrets: secrets(&args.secrets)?,
+        ssh: ssh_agents.sockets(),
+        git: git_limits()?,
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
         cache_from: args
@@ -398,6 +423,7 @@ pub(crate) fn parse(args: &BuildArgs) -> anyhow::Result<Parsed> {
         opts,
         registry: registry_options,
         _stdin_context: stdin_context,
+        _ssh_agents: ssh_agents,
     })
 }
 

@@ -15,6 +15,7 @@ pub mod parse;
 mod registry;
 mod run;
 mod sbom;
+mod ssh;
 
 use anyhow::Context;
 use cairn_layers::Store;

@@ -100,6 +100,17 @@ fn stage_all(stage: &mut Staging<'_>, spec: &RunSpec) -> Result<(), HelperError>
             }
             MountSpec::Bind {
                 target,
+                owner: Some(_),
+                ..
+            } => {
+                // A socket cannot be copied in, and moved in it would leave the run directory.
+                return Err(HelperError::Refused(format!(
+                    "an ssh agent socket ({target}) needs a mount namespace, which isolation \
+                     chroot cannot make"
+                )));
+            }
+            MountSpec::Bind {
+                target,
                 readonly: false,
                 scratch: None,
                 create: None,

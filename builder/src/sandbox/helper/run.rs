@@ -58,10 +58,16 @@ pub(super) fn run(spec: &RunSpec, w: &mut UnixStream) -> Result<(), HelperError>
                 inside,
                 target,
                 create,
+                owner,
                 ..
             } => {
                 if let Some((uid, gid, mode)) = create {
                     ensure_cache_dir(source, *uid, *gid, *mode)?;
+                }
+                // Container ids on disk, as a cache's (see `ensure_cache_dir`).
+                if let Some((uid, gid)) = owner {
+                    std::os::unix::fs::chown(source, Some(*uid), Some(*gid))
+                        .map_err(HelperError::at("chown", source))?;
                 }
                 // A type check only: pid 1 opens the source again to mount it.
                 let dir = confine::open_source(source, inside.as_deref())
