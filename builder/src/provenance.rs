@@ -93,6 +93,9 @@ fn predicate_of(
             })
         })
         .collect();
+    for (uri, commit) in &trail.git_sources {
+        dependencies.push(json!({ "uri": uri, "digest": { "sha1": commit } }));
+    }
     let context = trail.context_digest();
     dependencies.push(json!({
         "name": "context",
@@ -191,6 +194,11 @@ mod tests {
                 key: "abc".into(),
                 cached: true,
             }],
+            git_sources: [(
+                "https://example.com/repo.git#main".to_owned(),
+                "0123456789abcdef0123456789abcdef01234567".to_owned(),
+            )]
+            .into(),
         }
     }
 
@@ -232,8 +240,13 @@ mod tests {
             deps[0]["uri"],
             "pkg:docker/localhost%3A5000/base@1?platform=linux%2Farm64"
         );
-        assert_eq!(deps[1]["name"], "context");
-        assert_eq!(deps[1]["digest"]["sha256"], trail().context_digest().hex());
+        assert_eq!(deps[1]["uri"], "https://example.com/repo.git#main");
+        assert_eq!(
+            deps[1]["digest"]["sha1"],
+            "0123456789abcdef0123456789abcdef01234567"
+        );
+        assert_eq!(deps[2]["name"], "context");
+        assert_eq!(deps[2]["digest"]["sha256"], trail().context_digest().hex());
         assert!(def["internalParameters"].get("buildConfig").is_none());
         let meta = &v["runDetails"]["metadata"];
         assert_eq!(meta["startedOn"], "1970-01-01T00:01:40Z");

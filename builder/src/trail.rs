@@ -40,6 +40,8 @@ pub struct BuildTrail {
     pub context_files: BTreeMap<String, String>,
     /// Steps in the order they finished.
     pub steps: Vec<StepTrace>,
+    /// Git repositories ADD fetched: `REMOTE#REF` (credentials hidden) → the commit it was.
+    pub git_sources: BTreeMap<String, String>,
 }
 
 impl BuildTrail {
@@ -80,6 +82,12 @@ impl Trail {
     pub(crate) fn context_file(&self, path: String, digest: String) {
         if let Ok(mut t) = self.0.lock() {
             t.context_files.insert(path, digest);
+        }
+    }
+
+    pub(crate) fn git_source(&self, uri: String, commit: String) {
+        if let Ok(mut t) = self.0.lock() {
+            t.git_sources.insert(uri, commit);
         }
     }
 

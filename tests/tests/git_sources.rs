@@ -457,3 +457,26 @@ fn a_silent_server_times_out_and_a_large_repository_is_stopped() {
         "{left:?}"
     );
 }
+
+#[test]
+fn provenance_names_the_commit_a_ref_was() {
+    let (r, commit) = sample();
+    let d = Daemon::serve(r.dir.path());
+    let s = Store::new();
+    let url = d.url("repo");
+    let ctx = context(&format!("FROM scratch\nADD {url}#v1 /src\n"));
+    let mut c = s.cmd(&["build", "-q", "--provenance=mode=max", "-t", "git:1"]);
+    c.arg(ctx.path());
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", texts(&o).1);
+    let c = s.cmd(&["inspect", "--attestations", "git:1"]);
+    let v: serde_json::Value = serde_json::from_str(&texts(&ok(c)).0).unwrap();
+    let deps = v[0]["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap();
+    let git = deps
+        .iter()
+        .find(|d| d["uri"] == format!("{url}#v1"))
+        .unwrap_or_else(|| panic!("no {url}#v1 in {deps:?}"));
+    assert_eq!(git["digest"]["sha1"], commit.as_str());
+}

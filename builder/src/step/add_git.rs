@@ -84,6 +84,19 @@ pub(crate) fn add_git(
         ),
     });
 
+    cx.trail.git_source(
+        format!(
+            "{}#{}",
+            redact(&r.remote),
+            if r.reference.is_empty() {
+                "HEAD"
+            } else {
+                &r.reference
+            }
+        ),
+        resolved.commit.clone(),
+    );
+
     let dest = word(&args.dest)?;
     let chown = args.chown.as_deref().map(word).transpose()?;
     let owner = match &chown {
