@@ -74,6 +74,9 @@ pub struct BuildOptions {
     pub ulimits: Vec<crate::sandbox::Ulimit>,
     /// `--shm-size`: the size of RUN steps' /dev/shm in bytes [default: 64 MiB].
     pub shm_size: Option<u64>,
+    /// The git repository (`REMOTE#REF`, credentials hidden) and commit the context was
+    /// checked out from, when it was one: provenance's config source.
+    pub context_git: Option<(String, String)>,
 }
 
 /// `--pull`: when the registry is asked for an image the build names (FROM, COPY --from,

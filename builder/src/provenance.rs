@@ -45,6 +45,7 @@ pub fn predicate(opts: &BuildOptions, built: &Built, p: &ProvenanceOptions) -> P
         target: opts.target.as_deref(),
         secret_ids: opts.secrets.keys().map(String::as_str).collect(),
         source_date_epoch: opts.source_date_epoch,
+        context_git: opts.context_git.as_ref(),
     };
     predicate_of(&request, &built.platform, &built.trail, p)
 }
@@ -57,6 +58,8 @@ struct Request<'a> {
     target: Option<&'a str>,
     secret_ids: Vec<&'a str>,
     source_date_epoch: Option<i64>,
+    /// A git context's repository and commit.
+    context_git: Option<&'a (String, String)>,
 }
 
 fn predicate_of(
@@ -119,6 +122,16 @@ fn predicate_of(
         internal["buildConfig"] = json!({ "steps": steps });
         internal["contextFiles"] = json!(trail.context_files);
     }
+    // As BuildKit: a git context is the config source, by repository and commit.
+    let mut config_source = json!({
+        "path": opts.dockerfile_name,
+        "digest": { dockerfile.algorithm(): dockerfile.hex() },
+    });
+    if let Some((uri, commit)) = opts.context_git {
+        config_source["uri"] = json!(uri);
+        config_source["digest"]["sha1"] = json!(commit);
+        dependencies.push(json!({ "uri": uri, "digest": { "sha1": commit } }));
+    }
     let mut metadata = json!({
         "startedOn": rfc3339(started),
         "finishedOn": rfc3339(finished),
@@ -130,10 +143,7 @@ fn predicate_of(
         "buildDefinition": {
             "buildType": BUILD_TYPE,
             "externalParameters": {
-                "configSource": {
-                    "path": opts.dockerfile_name,
-                    "digest": { dockerfile.algorithm(): dockerfile.hex() },
-                },
+                "configSource": config_source,
                 "request": {
                     "frontend": "dockerfile.v0",
                     "args": args,
@@ -218,6 +228,7 @@ mod tests {
             target: None,
             secret_ids: vec!["token"],
             source_date_epoch: epoch,
+            context_git: None,
         };
         predicate_of(&request, &platform, &trail(), &p).predicate
     }

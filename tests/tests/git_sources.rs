@@ -480,3 +480,61 @@ fn provenance_names_the_commit_a_ref_was() {
         .unwrap_or_else(|| panic!("no {url}#v1 in {deps:?}"));
     assert_eq!(git["digest"]["sha1"], commit.as_str());
 }
+
+#[test]
+fn a_git_repository_is_a_build_context() {
+    let (r, _) = sample();
+    r.write("sub/Dockerfile", b"FROM scratch\nCOPY . /ctx/\n");
+    r.write("sub/other.Dockerfile", b"FROM scratch\nCOPY run.sh /only\n");
+    std::os::unix::fs::symlink("/etc/hostname", r.path().join("sub/escape.Dockerfile")).unwrap();
+    let commit = r.commit(1_600_000_200, "with a Dockerfile");
+    let d = Daemon::serve(r.dir.path());
+    let s = Store::new();
+    let context = format!("{}#main:sub", d.url("repo"));
+    let out = tempfile::tempdir().unwrap();
+    let build = |extra: &[&str], dest: &str| {
+        let mut c = s.cmd(&["build", "-q", "--provenance", "-t", "from-git:1"]);
+        c.args(extra)
+            .arg("-o")
+            .arg(format!(
+                "type=local,dest={}",
+                out.path().join(dest).display()
+            ))
+            .arg(&context);
+        c.output().unwrap()
+    };
+    let o = build(&[], "all");
+    assert!(o.status.success(), "{}", texts(&o).1);
+    let ctx = out.path().join("all/ctx");
+    assert_eq!(
+        fs::read_to_string(ctx.join("run.sh")).unwrap(),
+        "#!/bin/sh\n"
+    );
+    assert!(
+        !ctx.join("a.txt").exists(),
+        "the subdirectory is the context"
+    );
+    // -f is a path in the repository.
+    let o = build(&["-f", "other.Dockerfile"], "other");
+    assert!(o.status.success(), "{}", texts(&o).1);
+    assert!(out.path().join("other/only").is_file());
+    // Never a host file: not by `..`, not through a symlink in the repository.
+    for f in ["../a.txt", "/etc/hostname", "escape.Dockerfile"] {
+        let o = build(&["-f", f], "bad");
+        let stderr = texts(&o).1;
+        assert!(!o.status.success(), "-f {f}: {stderr}");
+        assert!(
+            stderr.contains("inside the repository") || stderr.contains("leads out"),
+            "-f {f}: {stderr}"
+        );
+    }
+    // The provenance names the repository and commit as the config source.
+    let o = build(&[], "again");
+    assert!(o.status.success(), "{}", texts(&o).1);
+    let c = s.cmd(&["inspect", "--attestations", "from-git:1"]);
+    let v: serde_json::Value = serde_json::from_str(&texts(&ok(c)).0).unwrap();
+    let source = &v[0]["predicate"]["buildDefinition"]["externalParameters"]["configSource"];
+    assert_eq!(source["uri"], context.as_str(), "{source}");
+    assert_eq!(source["digest"]["sha1"], commit.as_str());
+    assert_eq!(source["path"], "Dockerfile");
+}

@@ -31,6 +31,7 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
         registry: registry_options,
         _stdin_context,
         _ssh_agents,
+        _git_context,
     } = build_opts::parse(args)?;
     if args.check.check {
         return crate::commands::check::run_build(store, &opts);

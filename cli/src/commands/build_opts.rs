@@ -27,6 +27,8 @@ pub(crate) struct Parsed {
     pub _stdin_context: Option<tempfile::TempDir>,
     /// The ssh agents cairn started for `--ssh ID=KEY`: stopped when dropped.
     pub _ssh_agents: crate::commands::ssh::Agents,
+    /// A git repository given as the context, checked out: removed when dropped.
+    pub _git_context: Option<crate::commands::git_context::GitContext>,
 }
 
 /// `--memory` and friends as the sandbox's limits.
@@ -308,7 +310,23 @@ pub(crate) fn parse(args: &BuildArgs) -> anyhow::Result<Parsed> {
     }
     // A context on standard input is unpacked into a temp dir first.
     let mut stdin_context = None;
-    let context: &Path = if args.context.as_os_str() == "-" {
+    let git_context = crate::commands::git_context::open(
+        &args.context,
+        ssh_agents.sockets().get("default").cloned(),
+        &git_limits()?,
+    )?;
+    let git_dockerfile = match &git_context {
+        Some(_) if args.file.as_deref() == Some(Path::new("-")) => None,
+        Some(g) => Some(g.dockerfile(args.file.as_deref())?),
+        None => None,
+    };
+    let file = git_dockerfile
+        .as_ref()
+        .map(|(p, _)| p.as_path())
+        .or(args.file.as_deref());
+    let context: &Path = if let Some(g) = &git_context {
+        g.context_dir()
+    } else if args.context.as_os_str() == "-" {
         if args.file.as_deref() == Some(Path::new("-")) {
             bail!("the context and the Dockerfile cannot both come from standard input");
         }
@@ -322,9 +340,13 @@ pub(crate) fn parse(args: &BuildArgs) -> anyhow::Result<Parsed> {
     if !context.is_dir() {
         bail!("build context {} is not a directory", context.display());
     }
-    let (name, bytes) = read_dockerfile(args.file.as_deref(), context)?;
+    let (mut name, bytes) = read_dockerfile(file, context)?;
+    if let Some((_, shown)) = &git_dockerfile {
+        // Named as in the repository, not by the checkout's temp path.
+        name = shown.clone();
+    }
     let dockerfile = cairn_parser::decode(&name, &bytes)?;
-    let dockerfile_path = match args.file.as_deref() {
+    let dockerfile_path = match file {
         Some(p) if p != Path::new("-") => Some(p.to_path_buf()),
         Some(_) => None,
         None => Some(
@@ -352,6 +374,9 @@ pub(crate) fn parse(args: &BuildArgs) -> anyhow::Result<Parsed> {
         Some(other) => bail!("--network {other:?}: expected default, none or host"),
     };
     let opts = BuildOptions {
+        context_git: git_context
+            .as_ref()
+            .map(|g| (g.shown.clone(), g.commit.clone())),
         context: context.to_path_buf(),
         dockerfile_name: name,
         dockerfile,
@@ -424,6 +449,7 @@ pub(crate) fn parse(args: &BuildArgs) -> anyhow::Result<Parsed> {
         registry: registry_options,
         _stdin_context: stdin_context,
         _ssh_agents: ssh_agents,
+        _git_context: git_context,
     })
 }
 

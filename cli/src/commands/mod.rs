@@ -5,6 +5,7 @@ mod build;
 mod build_opts;
 pub mod check;
 mod containers;
+mod git_context;
 pub mod image;
 mod images;
 mod info;
