@@ -69,6 +69,9 @@ impl AttestArgs {
             specs.push((kind.to_owned(), rest.join(",")));
         }
         for (kind, attrs) in specs {
+            if kind != "provenance" && kind != "sbom" {
+                bail!("--attest type={kind}: unknown type (provenance or sbom)");
+            }
             let mut disabled = false;
             let mut mode = Mode::Min;
             for kv in attrs.split(',').filter(|s| !s.is_empty()) {
@@ -83,10 +86,7 @@ impl AttestArgs {
                         }
                     }
                     ("provenance", "builder-id") => out.builder_id = Some(v.to_owned()),
-                    ("provenance" | "sbom", _) => {
-                        bail!("--attest type={kind}: unknown option {k:?}")
-                    }
-                    _ => bail!("--attest type={kind}: unknown type (provenance or sbom)"),
+                    _ => bail!("--attest type={kind}: unknown option {k:?}"),
                 }
             }
             match kind.as_str() {
