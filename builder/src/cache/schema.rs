@@ -91,6 +91,45 @@ pub const SCHEMA: &[Step] = &[
         kind: "ADD",
         fields: COPY,
     },
+    // ADD of a git repository: keyed by the commit its ref resolved to, before any fetch.
+    Step {
+        kind: "ADD",
+        fields: &[
+            f(
+                "git-remote",
+                "the repository URL, credentials hidden",
+                "where the commit comes from",
+            ),
+            f(
+                "git-commit",
+                "the commit the ref resolved to (`git ls-remote`)",
+                "it fixes the files: a moved branch misses, an unchanged one hits",
+            ),
+            f(
+                "git-subdir",
+                "the subdirectory taken, empty for the whole tree",
+                "which of the commit's files are copied",
+            ),
+            f(
+                "keep-git-dir",
+                "`--keep-git-dir`",
+                "whether `.git` is in the layer",
+            ),
+            f("dest", "the destination as written", "where the files land"),
+            f(
+                "workdir",
+                "the working directory",
+                "a relative destination's base",
+            ),
+            f("owner", "`--chown` as `uid:gid`", "the files' owner"),
+            f("chmod", "`--chmod`, as written", "the files' modes"),
+            f(
+                "exclude",
+                "repeated: each `--exclude` pattern",
+                "which files are left out",
+            ),
+        ],
+    },
     Step {
         kind: "RUN",
         fields: &[
