@@ -22,7 +22,7 @@ use crate::step::ctx::{Ctx, Outcome, at_with};
 use crate::step::from;
 use crate::step::step;
 
-pub use crate::options::{BuildOptions, ImageEdits, NamedContext, Pull};
+pub use crate::options::{BuildOptions, ImageEdits, NamedContext, Pull, Squash};
 pub use crate::progress::{Event, Phase};
 pub use crate::stage::Built;
 
@@ -404,6 +404,10 @@ fn image(
     for (k, v) in &opts.edits.annotations {
         image_key.field("annotation", format!("{k}={v}"));
     }
+    // Only when asked: the images of builds without it keep their keys.
+    if opts.squash != crate::options::Squash::No {
+        image_key.field("squash", format!("{:?}", opts.squash));
+    }
     let image_key = image_key.finish();
     if let Some(found) = all_hits
         .then(|| cache.get_image(store, &image_key))
@@ -425,7 +429,8 @@ fn image(
     if let Some(m) = deferred {
         annotations.insert(cairn_layers::deferred::ANNOTATION.to_owned(), m);
     }
-    let mut manifest = store.put_image_with(&config, result.layers.clone(), annotations)?;
+    let layers = crate::squash::squash(store, opts, cache, result, &mut config)?;
+    let mut manifest = store.put_image_with(&config, layers, annotations)?;
     if !opts.deferring() {
         manifest = cairn_layers::deferred::compress_plain(store, &manifest, opts.compression)?;
     }

@@ -77,6 +77,20 @@ pub struct BuildOptions {
     /// The git repository (`REMOTE#REF`, credentials hidden) and commit the context was
     /// checked out from, when it was one: provenance's config source.
     pub context_git: Option<(String, String)>,
+    /// `--squash`, `--squash-all`: the final image's layers folded into one.
+    pub squash: Squash,
+}
+
+/// Which of the final image's layers are squashed into one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Squash {
+    /// None: a layer per step.
+    #[default]
+    No,
+    /// buildah's `--squash`: the layers the final stage adds, on top of its base's.
+    New,
+    /// podman's `--squash-all`: every layer, the base's included.
+    All,
 }
 
 /// `--pull`: when the registry is asked for an image the build names (FROM, COPY --from,

@@ -101,4 +101,13 @@ pub struct CompatArgs {
     /// The size of RUN steps' /dev/shm (bytes, or with a unit: 64m, 1g) [default: 64m].
     #[arg(long = "shm-size", value_name = "SIZE")]
     pub shm_size: Option<String>,
+    /// Squash the layers the final stage adds into one, on top of its base's layers.
+    #[arg(long, conflicts_with = "squash_all")]
+    pub squash: bool,
+    /// Squash the whole final image, its base's layers included, into one layer.
+    #[arg(long = "squash-all")]
+    pub squash_all: bool,
+    /// Write the build's progress and messages to FILE instead of the terminal.
+    #[arg(long, value_name = "FILE")]
+    pub logfile: Option<PathBuf>,
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use cairn_builder::SECRET_LIMIT;
-use cairn_builder::build::{BuildOptions, ImageEdits, NamedContext, Pull};
+use cairn_builder::build::{BuildOptions, ImageEdits, NamedContext, Pull, Squash};
 use cairn_builder::cache::{CacheExport, CacheImport};
 use cairn_builder::sandbox::cgroup::parse_size;
 use cairn_builder::sandbox::{Limits, Network, Ulimit};
@@ -442,6 +442,11 @@ pub(crate) fn parse(args: &BuildArgs) -> anyhow::Result<Parsed> {
             .map(parse_size)
             .transpose()
             .map_err(|e| anyhow::anyhow!("--shm-size: {e}"))?,
+        squash: match (c.squash, c.squash_all) {
+            (_, true) => Squash::All,
+            (true, false) => Squash::New,
+            (false, false) => Squash::No,
+        },
     };
     warn_unused_args(&opts);
     Ok(Parsed {

@@ -1,0 +1,123 @@
+//! The build flags that shape the image a build leaves, through the real binary: `--squash`
+//! and `--squash-all`, `rewrite-timestamp`, `--logfile`, and `--annotation`'s levels.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::path::Path;
+
+use cairn_e2e::layout::{self, LayoutImage};
+use cairn_e2e::{Store, context_with, loaded_busybox, ok, texts, tool, umoci_unpack};
+
+/// Builds `ctx` with `args`, insisting on success; returns standard error.
+fn build(s: &Store, args: &[&str], ctx: &Path) -> String {
+    let mut c = s.cmd(&["build", "--progress", "plain"]);
+    c.args(args).arg(ctx);
+    texts(&ok(c)).1
+}
+
+fn validate(layout: &Path, tag: &str) {
+    let mut v = tool("oci-image-tool");
+    v.args(["validate", "--type", "image", "--ref"])
+        .arg(format!("name={tag}"))
+        .arg(layout);
+    ok(v);
+}
+
+/// The image's history entries that made a layer.
+fn layered_history(image: &LayoutImage) -> usize {
+    image.config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["empty_layer"] != true)
+        .count()
+}
+
+const SQUASHED: &str = "FROM busybox
+RUN mkdir /app && echo tmp >/app/tmp && echo keep >/app/keep && chown 1234:1234 /app/keep
+RUN rm /app/tmp /bin/zcat
+COPY a.txt /app/
+";
+
+/// Builds SQUASHED with `flag` into an OCI layout tagged `1` under `dir`; returns the layout.
+fn squashed(s: &Store, flag: &str, dir: &Path) -> std::path::PathBuf {
+    let ctx = context_with(SQUASHED, &[("a.txt", "a\n")]);
+    let out = dir.join(flag.trim_start_matches('-'));
+    let dest = format!("type=oci,dest={}", out.display());
+    build(s, &[flag, "-t", "img:1", "-o", &dest], ctx.path());
+    validate(&out, "1");
+    out
+}
+
+#[test]
+fn squash_folds_the_new_layers_over_the_base() {
+    let s = loaded_busybox();
+    let dir = tempfile::tempdir().unwrap();
+    let out = squashed(&s, "--squash", dir.path());
+    let image = layout::read_gzip_too(&out);
+    // busybox's one layer, and one for the three steps.
+    assert_eq!(image.layers.len(), 2);
+    assert_eq!(layered_history(&image), 2);
+    assert_eq!(image.config["history"].as_array().unwrap().len(), 4);
+    let layer = &image.layers[1];
+    assert_eq!(layer["app/keep"].uid, 1234, "{layer:?}");
+    assert!(layer.contains_key("app/a.txt"), "{layer:?}");
+    // Made and deleted within the squashed steps: no trace; the base's file: a whiteout.
+    assert!(!layer.keys().any(|k| k.contains("tmp")), "{layer:?}");
+    assert!(layer.contains_key("bin/.wh.zcat"), "{layer:?}");
+    assert_eq!(layer.keys().filter(|k| k.contains(".wh.")).count(), 1);
+
+    let rootfs = umoci_unpack(&out, "1", &dir.path().join("bundle"));
+    assert_eq!(
+        fs::read_to_string(rootfs.join("app/keep")).unwrap(),
+        "keep\n"
+    );
+    assert!(!rootfs.join("app/tmp").exists());
+    assert!(fs::symlink_metadata(rootfs.join("bin/zcat")).is_err());
+    assert!(rootfs.join("bin/busybox").exists());
+}
+
+#[test]
+fn squash_all_makes_one_layer_of_everything() {
+    let s = loaded_busybox();
+    let dir = tempfile::tempdir().unwrap();
+    let out = squashed(&s, "--squash-all", dir.path());
+    let image = layout::read_gzip_too(&out);
+    assert_eq!(image.layers.len(), 1);
+    assert_eq!(layered_history(&image), 1);
+    let layer = &image.layers[0];
+    assert!(!layer.keys().any(|k| k.contains(".wh.")), "{layer:?}");
+    assert!(layer.contains_key("bin/busybox") && layer.contains_key("app/a.txt"));
+    assert!(!layer.contains_key("bin/zcat"));
+    let rootfs = umoci_unpack(&out, "1", &dir.path().join("bundle"));
+    assert_eq!(fs::read_to_string(rootfs.join("app/a.txt")).unwrap(), "a\n");
+}
+
+#[test]
+fn a_squashed_image_from_the_cache_is_the_same_image() {
+    let s = loaded_busybox();
+    let ctx = context_with(SQUASHED, &[("a.txt", "a\n")]);
+    let digest = |args: &[&str]| {
+        let mut all = vec!["--squash", "-t", "img", "--source-date-epoch", "1700000000"];
+        all.extend(args);
+        build(&s, &all, ctx.path());
+        s.inspect("img")["ManifestDigest"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let first = digest(&[]);
+    let again = digest(&[]);
+    assert_eq!(first, again);
+    // Run again from scratch, the squash gives the same bytes.
+    assert_eq!(digest(&["--no-cache"]), first);
+    // Not squashed: another image, of four layers.
+    build(
+        &s,
+        &["-t", "plain", "--source-date-epoch", "1700000000"],
+        ctx.path(),
+    );
+    let plain = s.inspect("plain");
+    assert_ne!(plain["ManifestDigest"], first.as_str());
+    assert_eq!(plain["RootFS"]["Layers"].as_array().unwrap().len(), 4);
+}
