@@ -121,3 +121,36 @@ fn a_squashed_image_from_the_cache_is_the_same_image() {
     assert_ne!(plain["ManifestDigest"], first.as_str());
     assert_eq!(plain["RootFS"]["Layers"].as_array().unwrap().len(), 4);
 }
+
+#[test]
+fn logfile_takes_the_builds_output_and_leaves_the_error_on_the_terminal() {
+    let s = loaded_busybox();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("build.log");
+    let ctx = context_with("FROM busybox\nRUN echo hello-from-run\n", &[]);
+    let mut c = s.cmd(&["build", "--progress", "plain", "-t", "img", "--logfile"]);
+    c.arg(&log).arg(ctx.path());
+    let (stdout, stderr) = texts(&ok(c));
+    assert_eq!((stdout.as_str(), stderr.as_str()), ("", ""));
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.contains("RUN echo hello-from-run"), "{text}");
+    assert!(text.contains("hello-from-run\n"), "{text}");
+    assert!(
+        text.contains("naming to docker.io/library/img:latest done"),
+        "{text}"
+    );
+
+    let ctx = context_with("FROM busybox\nRUN echo failing-step && exit 3\n", &[]);
+    let mut c = s.cmd(&["build", "--progress", "plain", "--logfile"]);
+    let out = c.arg(&log).arg(ctx.path()).output().unwrap();
+    let (_, stderr) = texts(&out);
+    assert!(!out.status.success());
+    assert!(stderr.starts_with("error:"), "{stderr}");
+    assert!(!stderr.contains("#1 "), "{stderr}");
+    // Emptied first: the log is this build's alone.
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("failing-step") && !text.contains("hello-from-run"),
+        "{text}"
+    );
+}

@@ -12,6 +12,14 @@ use crate::commands::{attest, metadata, output};
 use crate::progress::{self, Mode};
 
 pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
+    // Everything the build writes to standard error goes to the log file; the error that
+    // ends it is printed after the redirect is undone.
+    let _log = args
+        .compat
+        .logfile
+        .as_deref()
+        .map(crate::commands::logfile::Redirect::to)
+        .transpose()?;
     let tags = args
         .tags
         .iter()

@@ -9,6 +9,7 @@ mod git_context;
 pub mod image;
 mod images;
 mod info;
+mod logfile;
 mod manifest;
 mod metadata;
 mod output;
