@@ -401,7 +401,8 @@ fn image(
         .deferring()
         .then(|| cairn_layers::deferred::mark(opts.compression));
     image_key.field("deferred", deferred.as_deref().unwrap_or(""));
-    for (k, v) in &opts.edits.annotations {
+    let mut annotations = opts.edits.annotations_for(&result.platform);
+    for (k, v) in &annotations {
         image_key.field("annotation", format!("{k}={v}"));
     }
     // Only when asked: the images of builds without it keep their keys.
@@ -425,7 +426,6 @@ fn image(
             cache.inline(target, &image_key),
         );
     }
-    let mut annotations = opts.edits.annotations.clone();
     if let Some(m) = deferred {
         annotations.insert(cairn_layers::deferred::ANNOTATION.to_owned(), m);
     }

@@ -121,6 +121,24 @@ pub struct ImageEdits {
     pub omit_history: bool,
     /// Annotations on the image's manifest.
     pub annotations: BTreeMap<String, String>,
+    /// Annotations on the manifest of one platform's image only.
+    pub platform_annotations: Vec<(cairn_layers::platform::Platform, String, String)>,
+}
+
+impl ImageEdits {
+    /// The manifest annotations of the image for `platform`.
+    pub(crate) fn annotations_for(
+        &self,
+        platform: &cairn_layers::platform::Platform,
+    ) -> BTreeMap<String, String> {
+        let mut out = self.annotations.clone();
+        for (p, k, v) in &self.platform_annotations {
+            if p.matches(platform) {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        out
+    }
 }
 
 impl ImageEdits {

@@ -77,9 +77,10 @@ pub struct CompatArgs {
     /// Leave the history out of the final image's config.
     #[arg(long = "omit-history")]
     pub omit_history: bool,
-    /// An annotation on the final image's manifest: KEY=VALUE or manifest:KEY=VALUE
-    /// (repeatable; BuildKit's other levels, index: and the descriptors', are refused).
-    #[arg(long = "annotation", value_name = "[manifest:]KEY=VALUE")]
+    /// An annotation: KEY=VALUE on the image's manifest, or with a level (manifest:, index:,
+    /// manifest-descriptor:, index-descriptor:) and a platform (manifest[linux/arm64]:)
+    /// (repeatable).
+    #[arg(long = "annotation", value_name = "[TYPE[PLATFORM]:]KEY=VALUE")]
     pub annotations: Vec<String>,
     /// Add a line to RUN steps' /etc/hosts (repeatable).
     #[arg(long = "add-host", value_name = "HOST:IP")]

@@ -154,3 +154,121 @@ fn logfile_takes_the_builds_output_and_leaves_the_error_on_the_terminal() {
         "{text}"
     );
 }
+
+fn json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(p).unwrap()).unwrap()
+}
+
+fn blob(layout: &Path, d: &serde_json::Value) -> serde_json::Value {
+    json(
+        &layout
+            .join("blobs")
+            .join(d["digest"].as_str().unwrap().replace(':', "/")),
+    )
+}
+
+#[test]
+fn annotations_land_on_each_level_of_a_multi_platform_build() {
+    let s = Store::new();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("oci");
+    let ctx = context_with("FROM scratch\nCOPY a.txt /\n", &[("a.txt", "a\n")]);
+    let dest = format!("type=oci,dest={}", out.display());
+    let mut args = vec![
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-t",
+        "multi:1",
+        "-o",
+    ];
+    args.push(&dest);
+    for a in [
+        "all=1",
+        "index:i=2",
+        "index-descriptor:d=3",
+        "manifest-descriptor:m=4",
+        "manifest[linux/arm64]:arm=5",
+        "manifest-descriptor[linux/amd64]:amd=6",
+    ] {
+        args.extend(["--annotation", a]);
+    }
+    build(&s, &args, ctx.path());
+    validate(&out, "1");
+    let top = &json(&out.join("index.json"))["manifests"][0];
+    assert_eq!(top["annotations"]["d"], "3", "{top}");
+    let index = blob(&out, top);
+    assert_eq!(index["annotations"]["i"], "2", "{index}");
+    assert!(index["annotations"].get("d").is_none(), "{index}");
+    for entry in index["manifests"].as_array().unwrap() {
+        let arch = entry["platform"]["architecture"].as_str().unwrap();
+        let manifest = blob(&out, entry);
+        assert_eq!(entry["annotations"]["m"], "4", "{entry}");
+        assert_eq!(
+            entry["annotations"].get("amd").is_some(),
+            arch == "amd64",
+            "{entry}"
+        );
+        assert_eq!(manifest["annotations"]["all"], "1", "{manifest}");
+        assert_eq!(
+            manifest["annotations"].get("arm").is_some(),
+            arch == "arm64"
+        );
+    }
+}
+
+#[test]
+fn a_single_platform_build_takes_descriptor_annotations_and_refuses_index_ones() {
+    let s = Store::new();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("oci");
+    let ctx = context_with("FROM scratch\nCOPY a.txt /\n", &[("a.txt", "a\n")]);
+    let dest = format!("type=oci,dest={}", out.display());
+    let args = [
+        "-t",
+        "one:1",
+        "-o",
+        &dest,
+        "--annotation",
+        "manifest-descriptor:m=4",
+    ];
+    build(&s, &args, ctx.path());
+    validate(&out, "1");
+    let top = &json(&out.join("index.json"))["manifests"][0];
+    assert_eq!(top["annotations"]["m"], "4", "{top}");
+    assert_eq!(top["annotations"]["org.opencontainers.image.ref.name"], "1");
+    assert!(blob(&out, top)["annotations"].get("m").is_none());
+    // In the store too: a later save keeps it.
+    let saved = dir.path().join("saved");
+    s.run(&[
+        "save",
+        "--format",
+        "oci-dir",
+        "-o",
+        saved.to_str().unwrap(),
+        "one:1",
+    ]);
+    assert_eq!(
+        json(&saved.join("index.json"))["manifests"][0]["annotations"]["m"],
+        "4"
+    );
+
+    for (a, says) in [
+        ("index:i=1", "single-platform build makes no image index"),
+        (
+            "index-descriptor:i=1",
+            "single-platform build makes no image index",
+        ),
+        (
+            "manifest[linux/s390x]:k=v",
+            "makes no image for linux/s390x",
+        ),
+    ] {
+        let mut c = s.cmd(&["build", "--annotation", a]);
+        let out = c.arg(ctx.path()).output().unwrap();
+        let (_, stderr) = texts(&out);
+        assert!(
+            !out.status.success() && stderr.contains(says),
+            "{a}: {stderr}"
+        );
+    }
+}

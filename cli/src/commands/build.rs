@@ -7,6 +7,7 @@ use cairn_builder::build::{BuildOptions, Event, build};
 use cairn_layers::{Reference, Store};
 
 use crate::args::BuildArgs;
+use crate::commands::annotations::Annotations;
 use crate::commands::build_opts::{self, Parsed};
 use crate::commands::{attest, metadata, output};
 use crate::progress::{self, Mode};
@@ -36,11 +37,12 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
     let started = jiff::Timestamp::now().as_second();
     let Parsed {
         opts,
+        annotations,
         registry: registry_options,
         _stdin_context,
         _ssh_agents,
         _git_context,
-    } = build_opts::parse(args)?;
+    } = build_opts::parse(args, attestations.any())?;
     if args.check.check {
         return crate::commands::check::run_build(store, &opts);
     }
@@ -114,7 +116,7 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
     finish(
         store,
         args,
-        &opts,
+        (&opts, &annotations),
         built,
         &tags,
         &outputs,
@@ -137,7 +139,7 @@ struct Ended<'a> {
 fn finish(
     store: &Store,
     args: &BuildArgs,
-    opts: &BuildOptions,
+    (opts, annotations): (&BuildOptions, &Annotations),
     built: Vec<cairn_builder::build::Built>,
     tags: &[Reference],
     outputs: &[output::Output],
@@ -152,6 +154,8 @@ fn finish(
     } = *ended;
     // Push progress is plain text on stderr: kept out of a machine-read rawjson stream.
     let quiet = matches!(mode, Mode::Quiet | Mode::RawJson);
+    // The descriptor annotations ride on the descriptor the store's index.json and an OCI
+    // layout's name the result by.
     let (result, id) = match built.as_slice() {
         // Attestations go beside the images in an index, whose digest is the ID.
         _ if attestations.any() => {
@@ -159,7 +163,7 @@ fn finish(
                 store,
                 &built,
                 opts,
-                attestations,
+                (attestations, annotations),
                 tags,
                 started,
                 matches!(mode, Mode::Quiet | Mode::RawJson),
@@ -168,7 +172,7 @@ fn finish(
             (index, id)
         }
         [one] => (
-            one.manifest.clone(),
+            annotations.describe(one.manifest.clone(), &one.platform),
             store.image(&one.manifest)?.id().clone(),
         ),
         // Several platforms: an image index of their images, whose digest is the ID (as in
@@ -176,12 +180,15 @@ fn finish(
         many => {
             let manifests = many
                 .iter()
-                .map(|b| cairn_layers::image::Descriptor {
-                    platform: Some(b.platform.clone()),
-                    ..b.manifest.clone()
+                .map(|b| {
+                    let d = cairn_layers::image::Descriptor {
+                        platform: Some(b.platform.clone()),
+                        ..b.manifest.clone()
+                    };
+                    annotations.describe(d, &b.platform)
                 })
                 .collect();
-            let index = store.put_index(&cairn_layers::image::Index::new(manifests))?;
+            let index = annotations.put_index(store, manifests)?;
             let id = index.digest.clone();
             (index, id)
         }

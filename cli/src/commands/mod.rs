@@ -1,5 +1,6 @@
 //! One module per command group; `run` opens the store where a command needs it and dispatches.
 
+mod annotations;
 mod attest;
 mod build;
 mod build_opts;
