@@ -272,3 +272,42 @@ fn a_single_platform_build_takes_descriptor_annotations_and_refuses_index_ones()
         );
     }
 }
+
+#[test]
+fn rewrite_timestamp_makes_layers_of_different_times_the_same() {
+    let s = loaded_busybox();
+    // A file dated by the machine's uptime in hundredths: no two builds share it.
+    let ctx = context_with(
+        "FROM busybox\nRUN touch -d @$(tr -d . </proc/uptime | cut -d' ' -f1) /stamp\n",
+        &[],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let dest = format!(
+            "type=oci,dest={},rewrite-timestamp=true",
+            dir.path().join("o").display()
+        );
+        let mut args = vec!["--no-cache", "-t", "img", "-o", &dest];
+        args.extend(extra);
+        let err = build(&s, &args, ctx.path());
+        let image = s.inspect("img");
+        let layers = image["RootFS"]["Layers"].as_array().unwrap().clone();
+        (image["ManifestDigest"].clone(), layers, err)
+    };
+    let epoch = ["--source-date-epoch", "1000"];
+    let (first, first_layers, _) = run(&epoch);
+    let (second, second_layers, _) = run(&epoch);
+    assert_eq!(first, second);
+    assert_eq!(first_layers, second_layers);
+    // Without an epoch the file keeps its time, and BuildKit's warning says why.
+    let (_, a, err) = run(&[]);
+    let (_, b, _) = run(&[]);
+    assert_ne!(a.last(), b.last());
+    assert!(
+        err.contains("rewrite-timestamp is specified, but no source-date-epoch"),
+        "{err}"
+    );
+    let mut c = s.cmd(&["build", "-o", "type=oci,dest=x,rewrite-timestamp=yes"]);
+    let out = c.arg(ctx.path()).output().unwrap();
+    assert!(texts(&out).1.contains("rewrite-timestamp is true or false"));
+}

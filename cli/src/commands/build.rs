@@ -46,6 +46,12 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
     if args.check.check {
         return crate::commands::check::run_build(store, &opts);
     }
+    if output::rewrites_timestamps(&args.outputs) && opts.source_date_epoch.is_none() {
+        eprintln!(
+            "WARNING: rewrite-timestamp is specified, but no source-date-epoch was found \
+             (give --source-date-epoch, or set SOURCE_DATE_EPOCH)"
+        );
+    }
     let requested = progress::requested(args.progress, |v| std::env::var(v).ok())?;
     let mode = progress::choose(requested, args.quiet, std::io::stderr().is_terminal());
     let rawjson = std::sync::Arc::new(crate::rawjson::RawJson::default());
