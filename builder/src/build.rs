@@ -22,7 +22,7 @@ use crate::step::ctx::{Ctx, Outcome, at_with};
 use crate::step::from;
 use crate::step::step;
 
-pub use crate::options::{BuildOptions, ImageEdits, NamedContext, Pull};
+pub use crate::options::{BuildOptions, ImageEdits, NamedContext, Pull, Squash};
 pub use crate::progress::{Event, Phase};
 pub use crate::stage::Built;
 
@@ -401,8 +401,13 @@ fn image(
         .deferring()
         .then(|| cairn_layers::deferred::mark(opts.compression));
     image_key.field("deferred", deferred.as_deref().unwrap_or(""));
-    for (k, v) in &opts.edits.annotations {
+    let mut annotations = opts.edits.annotations_for(&result.platform);
+    for (k, v) in &annotations {
         image_key.field("annotation", format!("{k}={v}"));
+    }
+    // Only when asked: the images of builds without it keep their keys.
+    if opts.squash != crate::options::Squash::No {
+        image_key.field("squash", format!("{:?}", opts.squash));
     }
     let image_key = image_key.finish();
     if let Some(found) = all_hits
@@ -421,11 +426,11 @@ fn image(
             cache.inline(target, &image_key),
         );
     }
-    let mut annotations = opts.edits.annotations.clone();
     if let Some(m) = deferred {
         annotations.insert(cairn_layers::deferred::ANNOTATION.to_owned(), m);
     }
-    let mut manifest = store.put_image_with(&config, result.layers.clone(), annotations)?;
+    let layers = crate::squash::squash(store, opts, cache, result, &mut config)?;
+    let mut manifest = store.put_image_with(&config, layers, annotations)?;
     if !opts.deferring() {
         manifest = cairn_layers::deferred::compress_plain(store, &manifest, opts.compression)?;
     }

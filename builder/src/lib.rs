@@ -26,6 +26,7 @@ pub mod provenance;
 pub mod remote;
 pub mod sandbox;
 pub mod sbom;
+mod squash;
 mod ssh_agent;
 mod stage;
 mod step;

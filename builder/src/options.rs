@@ -77,6 +77,20 @@ pub struct BuildOptions {
     /// The git repository (`REMOTE#REF`, credentials hidden) and commit the context was
     /// checked out from, when it was one: provenance's config source.
     pub context_git: Option<(String, String)>,
+    /// `--squash`, `--squash-all`: the final image's layers folded into one.
+    pub squash: Squash,
+}
+
+/// Which of the final image's layers are squashed into one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Squash {
+    /// None: a layer per step.
+    #[default]
+    No,
+    /// buildah's `--squash`: the layers the final stage adds, on top of its base's.
+    New,
+    /// podman's `--squash-all`: every layer, the base's included.
+    All,
 }
 
 /// `--pull`: when the registry is asked for an image the build names (FROM, COPY --from,
@@ -107,6 +121,24 @@ pub struct ImageEdits {
     pub omit_history: bool,
     /// Annotations on the image's manifest.
     pub annotations: BTreeMap<String, String>,
+    /// Annotations on the manifest of one platform's image only.
+    pub platform_annotations: Vec<(cairn_layers::platform::Platform, String, String)>,
+}
+
+impl ImageEdits {
+    /// The manifest annotations of the image for `platform`.
+    pub(crate) fn annotations_for(
+        &self,
+        platform: &cairn_layers::platform::Platform,
+    ) -> BTreeMap<String, String> {
+        let mut out = self.annotations.clone();
+        for (p, k, v) in &self.platform_annotations {
+            if p.matches(platform) {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        out
+    }
 }
 
 impl ImageEdits {

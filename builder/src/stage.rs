@@ -102,6 +102,8 @@ pub(crate) struct StageState {
     pub(crate) platform: cairn_layers::platform::Platform,
     /// The key of the step this stage runs now, which others wait on.
     claim: Option<crate::cache::Claim>,
+    /// How many layers and history entries the base gave: `--squash` folds what follows.
+    base: (usize, usize),
 }
 
 impl StageState {
@@ -123,6 +125,7 @@ impl StageState {
         for l in &layers {
             view.add_layer(l);
         }
+        let base = (layers.len(), config.history.len());
         StageState {
             config,
             pending: layers.clone(),
@@ -139,6 +142,7 @@ impl StageState {
             // FROM sets it once the stage has one.
             platform: cairn_layers::platform::Platform::host(),
             claim: None,
+            base,
         }
     }
 
@@ -291,6 +295,7 @@ impl StageState {
             args: self.args,
             meta: self.meta,
             platform: self.platform,
+            base: self.base,
         }
     }
 
@@ -383,6 +388,8 @@ pub(crate) struct StageResult {
     pub(crate) args: BTreeMap<String, String>,
     pub(crate) meta: MetaState,
     pub(crate) platform: cairn_layers::platform::Platform,
+    /// How many of `layers` and of the config's history entries came from the base.
+    pub(crate) base: (usize, usize),
 }
 
 pub(crate) fn is_root() -> bool {

@@ -77,9 +77,10 @@ pub struct CompatArgs {
     /// Leave the history out of the final image's config.
     #[arg(long = "omit-history")]
     pub omit_history: bool,
-    /// An annotation on the final image's manifest: KEY=VALUE or manifest:KEY=VALUE
-    /// (repeatable; BuildKit's other levels, index: and the descriptors', are refused).
-    #[arg(long = "annotation", value_name = "[manifest:]KEY=VALUE")]
+    /// An annotation: KEY=VALUE on the image's manifest, or with a level (manifest:, index:,
+    /// manifest-descriptor:, index-descriptor:) and a platform (manifest[linux/arm64]:)
+    /// (repeatable).
+    #[arg(long = "annotation", value_name = "[TYPE[PLATFORM]:]KEY=VALUE")]
     pub annotations: Vec<String>,
     /// Add a line to RUN steps' /etc/hosts (repeatable).
     #[arg(long = "add-host", value_name = "HOST:IP")]
@@ -101,4 +102,13 @@ pub struct CompatArgs {
     /// The size of RUN steps' /dev/shm (bytes, or with a unit: 64m, 1g) [default: 64m].
     #[arg(long = "shm-size", value_name = "SIZE")]
     pub shm_size: Option<String>,
+    /// Squash the layers the final stage adds into one, on top of its base's layers.
+    #[arg(long, conflicts_with = "squash_all")]
+    pub squash: bool,
+    /// Squash the whole final image, its base's layers included, into one layer.
+    #[arg(long = "squash-all")]
+    pub squash_all: bool,
+    /// Write the build's progress and messages to FILE instead of the terminal.
+    #[arg(long, value_name = "FILE")]
+    pub logfile: Option<PathBuf>,
 }

@@ -114,7 +114,8 @@ fn name_conflict(err: &anyhow::Error) -> bool {
     })
 }
 
-/// A registry that refused without credentials (401): the command that gives it some.
+/// A registry that refused without credentials (401), or whose token server refused the
+/// ones given: the command that gives it some.
 fn login_hint(err: &anyhow::Error) -> Option<String> {
     err.chain()
         .find_map(|c| match c.downcast_ref::<cairn_layers::Error>() {
@@ -126,6 +127,10 @@ fn login_hint(err: &anyhow::Error) -> Option<String> {
                     "the registry wants credentials: `cairn login {host}`, or --creds USER:PASSWORD"
                 ))
             }
+            // Stored credentials (an identity token, say) that no longer work.
+            Some(cairn_layers::Error::TokenRefused { registry, .. }) => Some(format!(
+                "the registry refused the stored credentials: `cairn login {registry}` again, or --creds USER:PASSWORD"
+            )),
             _ => None,
         })
 }

@@ -85,6 +85,16 @@ pub enum Error {
     /// Authentication with a registry failed, or credentials could not be read or stored.
     #[error("authentication with {registry} failed: {message}")]
     Auth { registry: String, message: String },
+    /// A registry's token server refused the credentials (wrong, expired or revoked).
+    #[error(
+        "authentication with {registry} failed: token server {realm} refused the credentials (HTTP {status}): {message}"
+    )]
+    TokenRefused {
+        registry: String,
+        realm: String,
+        status: u16,
+        message: String,
+    },
     /// Content from a registry that is not what its digest or descriptor says; nothing of it is
     /// kept.
     #[error("{what} {digest} from {source_name} does not match its digest: got {actual}{detail}")]

@@ -21,6 +21,7 @@ pub mod platform;
 pub mod reference;
 pub mod registry;
 pub mod rootfs;
+pub mod squash;
 pub mod store;
 #[cfg(test)]
 mod test_support;

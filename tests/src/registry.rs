@@ -505,7 +505,9 @@ fn make_server_cert(dir: &Path, ca_dir: &Path) {
 // ---- the token server
 
 /// A Docker token server (the protocol distribution's `auth: token` speaks): `GET /token?
-/// service=&scope=` with Basic credentials, or `POST /token` with an OAuth2 password grant;
+/// service=&scope=` with Basic credentials (and a refresh token too with `offline_token=true`,
+/// as `docker login` asks), or `POST /token` with an OAuth2 password or refresh-token grant
+/// (each refresh answered with a new refresh token; the old ones stay good);
 /// answers a JWT signed RS256 by a self-signed certificate the registry trusts
 /// (`rootcertbundle`), carried in the header's `x5c`. Every request needs the right credentials
 /// (no anonymous pulls, so a client that forgets them on pull fails); a valid user gets every
@@ -513,6 +515,7 @@ fn make_server_cert(dir: &Path, ca_dir: &Path) {
 #[derive(Debug)]
 pub struct TokenServer {
     port: u16,
+    signer: Arc<Signer>,
     cert: PathBuf,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -525,6 +528,17 @@ struct Signer {
     x5c: String,
     user: String,
     pass: String,
+    /// The refresh tokens issued so far, all for `user`.
+    refresh: Mutex<Vec<String>>,
+}
+
+impl Signer {
+    fn issue_refresh(&self) -> String {
+        let mut r = self.refresh.lock().unwrap();
+        let token = format!("cairn-test-refresh-{}", r.len() + 1);
+        r.push(token.clone());
+        token
+    }
 }
 
 impl TokenServer {
@@ -565,7 +579,9 @@ impl TokenServer {
             x5c: base64(&fs::read(dir.join("token.der")).unwrap(), false),
             user: user.to_owned(),
             pass: pass.to_owned(),
+            refresh: Mutex::new(Vec::new()),
         });
+        let signer_kept = signer.clone();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
@@ -585,6 +601,7 @@ impl TokenServer {
         };
         TokenServer {
             port,
+            signer: signer_kept,
             cert: dir.join("token.crt"),
             stop,
             thread: Some(thread),
@@ -597,7 +614,14 @@ impl TokenServer {
         format!("http://127.0.0.1:{}/token", self.port)
     }
 
-    /// What was asked: `METHOD user=… scope=… -> STATUS` per request.
+    /// A refresh token for the server's user, as a login would have stored it (docker's
+    /// `identitytoken`).
+    pub fn issue_refresh_token(&self) -> String {
+        self.signer.issue_refresh()
+    }
+
+    /// What was asked: `METHOD [grant=… refresh=… client_id=…] user=… scope=… -> STATUS` per
+    /// request (the grant for a POST, the refresh token when one was presented).
     pub fn requests(&self) -> Vec<String> {
         self.requests.lock().unwrap().clone()
     }
@@ -634,14 +658,31 @@ fn serve_token(mut conn: TcpStream, signer: &Signer, log: &Mutex<Vec<String>>) {
     let (path, query) = req.target().split_once('?').unwrap_or((req.target(), ""));
     let mut params = parse_form(query);
     // Credentials: Basic on GET (the Docker token protocol); the password grant on POST (OAuth2).
+    let mut extra = String::new();
     let creds = if req.method() == "POST" {
         params.extend(parse_form(&String::from_utf8_lossy(&rest)));
+        let grant = first(&params, "grant_type").unwrap_or("");
+        extra = format!(" grant={grant}");
         match (
-            first(&params, "grant_type"),
+            grant,
             first(&params, "username"),
             first(&params, "password"),
         ) {
-            (Some("password"), Some(u), Some(p)) => Some((u.to_owned(), p.to_owned())),
+            ("password", Some(u), Some(p)) => Some((u.to_owned(), p.to_owned())),
+            ("refresh_token", _, _) => {
+                let presented = first(&params, "refresh_token").unwrap_or("");
+                extra.push_str(&format!(
+                    " refresh={presented} client_id={}",
+                    first(&params, "client_id").unwrap_or("")
+                ));
+                let known = signer
+                    .refresh
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|t| t == presented);
+                known.then(|| (signer.user.clone(), signer.pass.clone()))
+            }
             _ => None,
         }
     } else {
@@ -682,19 +723,20 @@ fn serve_token(mut conn: TcpStream, signer: &Signer, log: &Mutex<Vec<String>>) {
         )
     } else {
         let token = sign_token(signer, user, &scopes);
-        (
-            200,
-            serde_json::json!({
-                "token": token,
-                "access_token": token,
-                "expires_in": 300,
-                "issued_at": rfc3339_now(),
-            })
-            .to_string(),
-        )
+        let mut doc = serde_json::json!({
+            "token": token,
+            "access_token": token,
+            "expires_in": 300,
+            "issued_at": rfc3339_now(),
+        });
+        let refreshing = first(&params, "grant_type") == Some("refresh_token");
+        if refreshing || first(&params, "offline_token") == Some("true") {
+            doc["refresh_token"] = signer.issue_refresh().into();
+        }
+        (200, doc.to_string())
     };
     log.lock().unwrap().push(format!(
-        "{} user={user} scope={} -> {status}",
+        "{}{extra} user={user} scope={} -> {status}",
         req.method(),
         scopes.join(" ")
     ));

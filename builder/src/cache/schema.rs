@@ -255,6 +255,11 @@ pub const SCHEMA: &[Step] = &[
                 "repeated: each `--annotation` as `key=value`",
                 "annotations are in the manifest, so in its digest",
             ),
+            f(
+                "squash",
+                "`--squash` or `--squash-all`, only when given",
+                "the layers are folded into one",
+            ),
         ],
     },
 ];

@@ -7,10 +7,11 @@ use cairn_builder::provenance::{self, ProvenanceOptions};
 use cairn_builder::sbom::{self, SbomOptions};
 use cairn_layers::Store;
 use cairn_layers::attest::{Predicate, SPDX, docker_purl, statement};
-use cairn_layers::image::{Descriptor, Index};
+use cairn_layers::image::Descriptor;
 use cairn_layers::reference::Reference;
 
 use crate::attest_args::Attestations;
+use crate::commands::annotations::Annotations;
 
 /// The index of `built`'s images and their attestations, stored. Each image is first made as
 /// it will leave the store (`deferred::for_export`): a statement names the digest a registry
@@ -19,7 +20,7 @@ pub(crate) fn attach(
     store: &Store,
     built: &[Built],
     opts: &BuildOptions,
-    wanted: &Attestations,
+    (wanted, annotations): (&Attestations, &Annotations),
     tags: &[Reference],
     started: i64,
     quiet: bool,
@@ -49,14 +50,15 @@ pub(crate) fn attach(
             statements.push(statement(&names, &image.digest, &predicate));
         }
         attestations.push(store.put_attestations(&image, &statements)?);
-        images.push(Descriptor {
+        let image = Descriptor {
             platform: Some(b.platform.clone()),
             ..image
-        });
+        };
+        images.push(annotations.describe(image, &b.platform));
     }
     // BuildKit's order: the images, then the attestation manifests.
     images.extend(attestations);
-    Ok(store.put_index(&Index::new(images))?)
+    Ok(annotations.put_index(store, images)?)
 }
 
 /// The SPDX document of the image as exported, its gaps said on standard error unless quiet.

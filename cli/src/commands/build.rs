@@ -7,11 +7,20 @@ use cairn_builder::build::{BuildOptions, Event, build};
 use cairn_layers::{Reference, Store};
 
 use crate::args::BuildArgs;
+use crate::commands::annotations::Annotations;
 use crate::commands::build_opts::{self, Parsed};
 use crate::commands::{attest, metadata, output};
 use crate::progress::{self, Mode};
 
 pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
+    // Everything the build writes to standard error goes to the log file; the error that
+    // ends it is printed after the redirect is undone.
+    let _log = args
+        .compat
+        .logfile
+        .as_deref()
+        .map(crate::commands::logfile::Redirect::to)
+        .transpose()?;
     let tags = args
         .tags
         .iter()
@@ -28,13 +37,20 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
     let started = jiff::Timestamp::now().as_second();
     let Parsed {
         opts,
+        annotations,
         registry: registry_options,
         _stdin_context,
         _ssh_agents,
         _git_context,
-    } = build_opts::parse(args)?;
+    } = build_opts::parse(args, attestations.any())?;
     if args.check.check {
         return crate::commands::check::run_build(store, &opts);
+    }
+    if output::rewrites_timestamps(&args.outputs) && opts.source_date_epoch.is_none() {
+        eprintln!(
+            "WARNING: rewrite-timestamp is specified, but no source-date-epoch was found \
+             (give --source-date-epoch, or set SOURCE_DATE_EPOCH)"
+        );
     }
     let requested = progress::requested(args.progress, |v| std::env::var(v).ok())?;
     let mode = progress::choose(requested, args.quiet, std::io::stderr().is_terminal());
@@ -106,7 +122,7 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
     finish(
         store,
         args,
-        &opts,
+        (&opts, &annotations),
         built,
         &tags,
         &outputs,
@@ -129,7 +145,7 @@ struct Ended<'a> {
 fn finish(
     store: &Store,
     args: &BuildArgs,
-    opts: &BuildOptions,
+    (opts, annotations): (&BuildOptions, &Annotations),
     built: Vec<cairn_builder::build::Built>,
     tags: &[Reference],
     outputs: &[output::Output],
@@ -144,6 +160,8 @@ fn finish(
     } = *ended;
     // Push progress is plain text on stderr: kept out of a machine-read rawjson stream.
     let quiet = matches!(mode, Mode::Quiet | Mode::RawJson);
+    // The descriptor annotations ride on the descriptor the store's index.json and an OCI
+    // layout's name the result by.
     let (result, id) = match built.as_slice() {
         // Attestations go beside the images in an index, whose digest is the ID.
         _ if attestations.any() => {
@@ -151,7 +169,7 @@ fn finish(
                 store,
                 &built,
                 opts,
-                attestations,
+                (attestations, annotations),
                 tags,
                 started,
                 matches!(mode, Mode::Quiet | Mode::RawJson),
@@ -160,7 +178,7 @@ fn finish(
             (index, id)
         }
         [one] => (
-            one.manifest.clone(),
+            annotations.describe(one.manifest.clone(), &one.platform),
             store.image(&one.manifest)?.id().clone(),
         ),
         // Several platforms: an image index of their images, whose digest is the ID (as in
@@ -168,12 +186,15 @@ fn finish(
         many => {
             let manifests = many
                 .iter()
-                .map(|b| cairn_layers::image::Descriptor {
-                    platform: Some(b.platform.clone()),
-                    ..b.manifest.clone()
+                .map(|b| {
+                    let d = cairn_layers::image::Descriptor {
+                        platform: Some(b.platform.clone()),
+                        ..b.manifest.clone()
+                    };
+                    annotations.describe(d, &b.platform)
                 })
                 .collect();
-            let index = store.put_index(&cairn_layers::image::Index::new(manifests))?;
+            let index = annotations.put_index(store, manifests)?;
             let id = index.digest.clone();
             (index, id)
         }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use cairn_builder::SECRET_LIMIT;
-use cairn_builder::build::{BuildOptions, ImageEdits, NamedContext, Pull};
+use cairn_builder::build::{BuildOptions, ImageEdits, NamedContext, Pull, Squash};
 use cairn_builder::cache::{CacheExport, CacheImport};
 use cairn_builder::sandbox::cgroup::parse_size;
 use cairn_builder::sandbox::{Limits, Network, Ulimit};
@@ -15,12 +15,15 @@ use cairn_layers::compress::{Compression, LayerCompression};
 use cairn_layers::registry::RegistryOptions;
 
 use crate::args::{BuildArgs, CompatArgs, PullPolicy};
+use crate::commands::annotations::Annotations;
 use crate::commands::image::source_date_epoch;
 use crate::commands::parse::{build_args, read_dockerfile};
 
 /// A build's options, and what must live as long as the build.
 pub(crate) struct Parsed {
     pub opts: BuildOptions,
+    /// `--annotation`s of every level (the manifests' are in `opts` too).
+    pub annotations: Annotations,
     /// The build's registry options (`--tls-verify`, `--creds`, `--retry`, ...), for pushes.
     pub registry: RegistryOptions,
     /// A context read from standard input, unpacked here: removed when dropped.
@@ -286,7 +289,8 @@ fn compression(format: &Option<String>, level: Option<i32>) -> anyhow::Result<La
 }
 
 /// Reads the flags: every one checked, and the files they name read, before the build starts.
-pub(crate) fn parse(args: &BuildArgs) -> anyhow::Result<Parsed> {
+/// `attesting`: attestations put even one platform's image in an index.
+pub(crate) fn parse(args: &BuildArgs, attesting: bool) -> anyhow::Result<Parsed> {
     let c = &args.compat;
     let ssh_agents = crate::commands::ssh::Agents::start(&args.ssh)?;
     let platforms = args
@@ -373,6 +377,7 @@ pub(crate) fn parse(args: &BuildArgs) -> anyhow::Result<Parsed> {
         }
         Some(other) => bail!("--network {other:?}: expected default, none or host"),
     };
+    let annotations = crate::commands::annotations::parse(&c.annotations, &platforms, attesting)?;
     let opts = BuildOptions {
         context_git: git_context
             .as_ref()
@@ -382,7 +387,7 @@ pub(crate) fn parse(args: &BuildArgs) -> anyhow::Result<Parsed> {
         dockerfile,
         dockerfile_path,
         target: args.target.clone(),
-        platforms,
+        platforms: platforms.clone(),
         build_args: all_build_args(args)?,
         labels,
         source_date_epoch: match c.timestamp.or(c.source_date_epoch) {
@@ -430,7 +435,7 @@ pub(crate) fn parse(args: &BuildArgs) -> anyhow::Result<Parsed> {
             .iter()
             .map(|h| add_host(h))
             .collect::<anyhow::Result<_>>()?,
-        edits: edits(c)?,
+        edits: edits(c, &annotations)?,
         ulimits: c
             .ulimit
             .iter()
@@ -442,10 +447,16 @@ pub(crate) fn parse(args: &BuildArgs) -> anyhow::Result<Parsed> {
             .map(parse_size)
             .transpose()
             .map_err(|e| anyhow::anyhow!("--shm-size: {e}"))?,
+        squash: match (c.squash, c.squash_all) {
+            (_, true) => Squash::All,
+            (true, false) => Squash::New,
+            (false, false) => Squash::No,
+        },
     };
     warn_unused_args(&opts);
     Ok(Parsed {
         opts,
+        annotations,
         registry: registry_options,
         _stdin_context: stdin_context,
         _ssh_agents: ssh_agents,
@@ -532,9 +543,9 @@ fn add_host(spec: &str) -> anyhow::Result<(String, String)> {
     Ok((host.to_owned(), ip.to_owned()))
 }
 
-/// The final image's edits: `--env`, `--unsetenv`, `--unsetlabel`, `--omit-history`,
-/// `--annotation`.
-fn edits(c: &CompatArgs) -> anyhow::Result<ImageEdits> {
+/// The final image's edits: `--env`, `--unsetenv`, `--unsetlabel`, `--omit-history`, and
+/// the manifest level of `annotations`.
+fn edits(c: &CompatArgs, annotations: &Annotations) -> anyhow::Result<ImageEdits> {
     let mut env = Vec::new();
     for e in &c.env {
         match e.split_once('=') {
@@ -548,33 +559,13 @@ fn edits(c: &CompatArgs) -> anyhow::Result<ImageEdits> {
             }
         }
     }
-    let mut annotations = BTreeMap::new();
-    for a in &c.annotations {
-        // BuildKit's levels: a plain KEY=VALUE is the manifest's. A prefix is a word and a
-        // colon before the `=`; a colon after it is the value's.
-        let (level, kv) = match a.split_once('=') {
-            Some((k, _)) if k.contains(':') && !k.contains('/') => {
-                a.split_once(':').unwrap_or(("manifest", a))
-            }
-            _ => ("manifest", a.as_str()),
-        };
-        if level != "manifest" {
-            bail!(
-                "--annotation {a:?}: only manifest annotations are supported (KEY=VALUE or manifest:KEY=VALUE), not {level}:"
-            );
-        }
-        let (k, v) = kv
-            .split_once('=')
-            .filter(|(k, _)| !k.is_empty())
-            .with_context(|| format!("--annotation {a:?} must be KEY=VALUE"))?;
-        annotations.insert(k.to_owned(), v.to_owned());
-    }
     Ok(ImageEdits {
         env,
         unset_env: c.unset_env.clone(),
         unset_labels: c.unset_labels.clone(),
         omit_history: c.omit_history,
-        annotations,
+        annotations: annotations.manifest.clone(),
+        platform_annotations: annotations.manifest_for.clone(),
     })
 }
 
@@ -653,21 +644,6 @@ mod tests {
         assert_eq!(add_host("v6=[fd00::1]").unwrap(), pair("v6", "fd00::1"));
         assert!(add_host("db").is_err());
         assert!(add_host("db:host-gateway").is_err());
-    }
-
-    #[test]
-    fn annotations_are_the_manifests_with_or_without_a_prefix() {
-        let c = |a: &[&str]| CompatArgs {
-            annotations: a.iter().map(|s| (*s).to_owned()).collect(),
-            ..CompatArgs::default()
-        };
-        let e = edits(&c(&["a=1", "manifest:b=url:http://x", "c=x:y"])).unwrap();
-        assert_eq!(e.annotations["a"], "1");
-        assert_eq!(e.annotations["b"], "url:http://x");
-        assert_eq!(e.annotations["c"], "x:y");
-        for bad in ["index:a=1", "manifest-descriptor:a=1", "noequals", "=v"] {
-            assert!(edits(&c(&[bad])).is_err(), "{bad}");
-        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! One module per command group; `run` opens the store where a command needs it and dispatches.
 
+mod annotations;
 mod attest;
 mod build;
 mod build_opts;
@@ -9,6 +10,7 @@ mod git_context;
 pub mod image;
 mod images;
 mod info;
+mod logfile;
 mod manifest;
 mod metadata;
 mod output;

@@ -95,6 +95,12 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
             Some(("name", v)) => name = Some(v.to_owned()),
             Some(("push", v)) => push = Some(v == "true"),
             Some(("push-by-digest", v)) => by_digest = v == "true",
+            // BuildKit's clamp of the layers' file times to SOURCE_DATE_EPOCH: cairn's new
+            // layers always have it when an epoch is given (see `rewrites_timestamps`).
+            Some(("rewrite-timestamp", "true" | "false")) => {}
+            Some(("rewrite-timestamp", v)) => {
+                bail!("--output {spec:?}: rewrite-timestamp is true or false, not {v:?}")
+            }
             _ => bail!("--output {spec:?}: unknown field {field:?} (use type=...,dest=...)"),
         }
     }
@@ -138,6 +144,14 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
         ),
         None => bail!("--output {spec:?} needs type=..."),
     })
+}
+
+/// Whether an `-o` spec asks for `rewrite-timestamp=true`: a build without an epoch then gets
+/// BuildKit's warning, as there is nothing to clamp to.
+pub(crate) fn rewrites_timestamps(specs: &[String]) -> bool {
+    specs
+        .iter()
+        .any(|s| s.split(',').any(|f| f == "rewrite-timestamp=true"))
 }
 
 /// Refuses to write an archive to a terminal, where it would only scramble the screen.

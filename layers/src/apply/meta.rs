@@ -69,12 +69,12 @@ fn xattr_policy(name: &[u8], chown: bool) -> XattrPolicy {
 
 /// An entry's metadata, in container ids.
 #[derive(Debug, Clone)]
-pub(super) struct Meta {
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    mtime: Option<Timespec>,
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+pub(crate) struct Meta {
+    pub(crate) mode: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) mtime: Option<Timespec>,
+    pub(crate) xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Meta {
@@ -89,7 +89,7 @@ impl Meta {
         }
     }
 
-    pub(super) fn read<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &str) -> Result<Meta> {
+    pub(crate) fn read<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &str) -> Result<Meta> {
         let bad = |what: &str, e: io::Error| {
             Error::invalid(format!("layer entry {shown:?}"), format!("{what}: {e}"))
         };

@@ -53,7 +53,7 @@ use crate::idmap::IdMap;
 use crate::rootfs::MAX_SYMLINKS;
 use crate::whiteout::OVERLAY_OPAQUE_XATTRS;
 
-mod meta;
+pub(crate) mod meta;
 mod name;
 mod nodes;
 mod resolve;

@@ -42,7 +42,10 @@ fn saved_index(images: &[ToSave]) -> Index {
             .iter()
             .map(|i| {
                 let mut d = i.manifest.clone();
-                d.annotations.clear();
+                // A descriptor's own annotations stay (a build's `manifest-descriptor:`); the
+                // names are the layout's.
+                d.annotations.remove(REF_NAME);
+                d.annotations.remove(CONTAINERD_NAME);
                 match &i.reference {
                     Some(r) => {
                         d.annotations

@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 pub struct Credentials {
     pub username: String,
     pub password: String,
+    /// docker's `identitytoken`: an OAuth2 refresh token the token server takes instead of
+    /// the password (what `docker login` stores when the server gives one).
+    pub identity_token: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -29,6 +32,16 @@ impl Credentials {
         Credentials {
             username: username.into(),
             password: password.into(),
+            identity_token: None,
+        }
+    }
+
+    /// An identity token (and the user name it was issued to, which may be empty).
+    pub fn identity(username: impl Into<String>, token: impl Into<String>) -> Credentials {
+        Credentials {
+            username: username.into(),
+            password: String::new(),
+            identity_token: Some(token.into()),
         }
     }
 
@@ -125,6 +138,9 @@ pub fn parse_challenges(header: &str) -> Vec<Challenge> {
     }
     out
 }
+
+/// The user name docker's credential helpers keep an identity token under.
+const IDENTITY_USER: &str = "<token>";
 
 /// The docker config key Docker uses for Docker Hub.
 const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
@@ -249,17 +265,20 @@ fn lookup_in(doc: &Map<String, Value>, path: &Path, registry: &str) -> Result<Op
 }
 
 /// The credentials of one `auths` entry: `auth` (base64 of `user:password`) or
-/// `username`/`password`.
+/// `username`/`password`, and docker's `identitytoken`, which replaces the password.
 fn entry_credentials(entry: &Value, path: &Path, key: &str) -> Result<Option<Credentials>> {
     let bad = |message: String| Error::Config {
         path: path.to_path_buf(),
         message,
     };
-    if let Some(auth) = entry
-        .get("auth")
-        .and_then(Value::as_str)
-        .filter(|a| !a.is_empty())
-    {
+    let field = |k| {
+        entry
+            .get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    let mut found = None;
+    if let Some(auth) = field("auth") {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(auth.trim())
             .map_err(|e| bad(format!("auths.{key:?}.auth is not base64: {e}")))?;
@@ -268,18 +287,15 @@ fn entry_credentials(entry: &Value, path: &Path, key: &str) -> Result<Option<Cre
         let (u, p) = raw
             .split_once(':')
             .ok_or_else(|| bad(format!("auths.{key:?}.auth is not user:password")))?;
-        return Ok(Some(Credentials::new(u, p)));
+        found = Some(Credentials::new(u, p));
+    } else if let (Some(u), Some(p)) = (field("username"), field("password")) {
+        found = Some(Credentials::new(u, p));
     }
-    let field = |k| {
-        entry
-            .get(k)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-    };
-    if let (Some(u), Some(p)) = (field("username"), field("password")) {
-        return Ok(Some(Credentials::new(u, p)));
+    if let Some(token) = field("identitytoken") {
+        let user = found.map(|c| c.username).unwrap_or_default();
+        return Ok(Some(Credentials::identity(user, token)));
     }
-    Ok(None)
+    Ok(found)
 }
 
 /// Runs `docker-credential-<helper> <action>` with `input` on stdin; its stdout, or `None`
@@ -332,9 +348,12 @@ fn helper_get(helper: &str, registry: &str) -> Result<Option<Credentials>> {
     })?;
     let field = |k| v.get(k).and_then(Value::as_str).unwrap_or_default();
     let (user, secret) = (field("Username"), field("Secret"));
-    // `<token>` marks an identity token for an OAuth2 refresh flow, which cairn does not do.
-    if secret.is_empty() || user == "<token>" {
+    if secret.is_empty() {
         return Ok(None);
+    }
+    // docker's helpers hold an identity token under the user name `<token>`.
+    if user == IDENTITY_USER {
+        return Ok(Some(Credentials::identity("", secret)));
     }
     Ok(Some(Credentials::new(user, secret)))
 }
@@ -401,10 +420,14 @@ pub fn store(path: &Path, registry: &str, creds: &Credentials) -> Result<String>
     // Other spellings of the same registry would shadow (or outlive) the new entry.
     auths.retain(|k, _| normalize_registry(k) != registry);
     let place = if let Some(helper) = &helper {
+        let (user, secret) = match &creds.identity_token {
+            Some(t) => (IDENTITY_USER, t),
+            None => (creds.username.as_str(), &creds.password),
+        };
         let input = serde_json::json!({
             "ServerURL": helper_server(registry),
-            "Username": creds.username,
-            "Secret": creds.password,
+            "Username": user,
+            "Secret": secret,
         })
         .to_string();
         run_helper(helper, "store", &input, registry)?;
@@ -412,12 +435,16 @@ pub fn store(path: &Path, registry: &str, creds: &Credentials) -> Result<String>
         auths.insert(key, Value::Object(Map::new()));
         format!("credential helper docker-credential-{helper}")
     } else {
+        // As docker writes an identity token: `auth` with the user and no password.
         let raw = format!("{}:{}", creds.username, creds.password);
         let mut entry = Map::new();
         entry.insert(
             "auth".into(),
             Value::String(base64::engine::general_purpose::STANDARD.encode(raw)),
         );
+        if let Some(t) = &creds.identity_token {
+            entry.insert("identitytoken".into(), Value::String(t.clone()));
+        }
         auths.insert(key, Value::Object(entry));
         path.display().to_string()
     };
@@ -633,5 +660,38 @@ mod tests {
         let doc = read_json(&path).unwrap().unwrap();
         assert!(lookup_in(&doc, &path, "127.0.0.1:5000").unwrap().is_none());
         assert!(doc["auths"].get("other:1").is_some());
+    }
+
+    #[test]
+    fn identity_tokens_are_read_and_stored_as_docker_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let doc: Map<String, Value> = serde_json::from_str(
+            r#"{"auths":{
+                "only:1":{"identitytoken":"t1"},
+                "with-user:1":{"auth":"dTo=","identitytoken":"t2"},
+                "plain:1":{"auth":"dTpw"}}}"#,
+        )
+        .unwrap();
+        let cases = [
+            ("only:1", Some(Credentials::identity("", "t1"))),
+            ("with-user:1", Some(Credentials::identity("u", "t2"))),
+            ("plain:1", Some(Credentials::new("u", "p"))),
+        ];
+        for (registry, want) in cases {
+            assert_eq!(
+                lookup_in(&doc, &path, registry).unwrap(),
+                want,
+                "{registry}"
+            );
+        }
+        store(&path, "reg:1", &Credentials::identity("me", "tok")).unwrap();
+        let doc = read_json(&path).unwrap().unwrap();
+        assert_eq!(doc["auths"]["reg:1"]["identitytoken"], "tok");
+        assert_eq!(doc["auths"]["reg:1"]["auth"], "bWU6");
+        assert_eq!(
+            lookup_in(&doc, &path, "reg:1").unwrap(),
+            Some(Credentials::identity("me", "tok"))
+        );
     }
 }

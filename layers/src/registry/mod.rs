@@ -437,9 +437,11 @@ pub(crate) mod origins {
     }
 }
 
-/// Checks credentials against a registry (`GET /v2/` through its auth flow) and stores them
-/// where `opts.authfile` (else `REGISTRY_AUTH_FILE`, else docker's config.json) says, or in the
-/// credential helper that file names. Returns where they went.
+/// Checks credentials against a registry (`GET /v2/` through its auth flow, asking the token
+/// server for a refresh token too) and stores them where `opts.authfile` (else
+/// `REGISTRY_AUTH_FILE`, else docker's config.json) says, or in the credential helper that file
+/// names; a refresh token, when one came, is stored as docker's identity token in place of the
+/// password. Returns where they went.
 pub fn login(
     registry: &str,
     creds: &Credentials,
@@ -447,10 +449,19 @@ pub fn login(
     events: &(dyn Fn(Event) + Sync),
 ) -> Result<String> {
     let domain = auth::normalize_registry(registry);
-    let reg = Registry::with_credentials(&domain, false, opts, Some(creds.clone()))?;
+    let reg = Registry::with_credentials(&domain, false, opts, Some(creds.clone()))?.offline();
     reg.verify_login(events)?;
     let path = auth::target_file(opts.authfile.as_deref())?;
-    auth::store(&path, &domain, creds)
+    // A token server that gave a refresh token gets it instead of the password from now on,
+    // as `docker login` stores it.
+    match reg.refresh_token() {
+        Some(token) => auth::store(
+            &path,
+            &domain,
+            &Credentials::identity(&creds.username, token),
+        ),
+        None => auth::store(&path, &domain, creds),
+    }
 }
 
 /// Removes a registry's stored credentials; an error when there were none.

@@ -127,6 +127,10 @@ pub struct Registry {
     /// Bearer tokens by scope set.
     tokens: Mutex<HashMap<String, String>>,
     fetching: Mutex<()>,
+    /// Ask the token server for a refresh token too (`cairn login`, as `docker login` does).
+    offline: bool,
+    /// The refresh token the token server gave last, if it gave one.
+    refreshed: Mutex<Option<String>>,
     pub(crate) retry: Retry,
     pub(crate) timeouts: NetTimeouts,
 }
@@ -235,6 +239,8 @@ impl Registry {
             auth: Mutex::new(Auth::None),
             tokens: Mutex::new(HashMap::new()),
             fetching: Mutex::new(()),
+            offline: false,
+            refreshed: Mutex::new(None),
             retry: opts.retry,
             timeouts,
         })
@@ -522,6 +528,22 @@ impl Registry {
     }
 
     /// Checks that the credentials are accepted: `GET /v2/` through the auth flow.
+    /// Asks the token server for a refresh token along with each token (`offline_token=true`),
+    /// which [`Registry::refresh_token`] then gives: `docker login` stores it as the identity
+    /// token instead of the password.
+    pub fn offline(mut self) -> Registry {
+        self.offline = true;
+        self
+    }
+
+    /// The refresh token the token server gave last, if it gave one.
+    pub fn refresh_token(&self) -> Option<String> {
+        self.refreshed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn verify_login(&self, events: &(dyn Fn(Event) + Sync)) -> Result<()> {
         let req = Req::new(Method::GET, "/v2/");
         let resp = self.send(&req, &[], events)?;
