@@ -16,7 +16,7 @@ use rusqlite::{Connection, OpenFlags};
 use thiserror::Error;
 
 use super::{Ecosystem, Package};
-use header::{Header, HeaderError};
+use header::HeaderError;
 
 /// Where rpm keeps its database: the traditional directory, and `/usr/lib/sysimage/rpm` that
 /// Fedora 36 and later (and openSUSE) use, with `/var/lib/rpm` a symlink to it.
