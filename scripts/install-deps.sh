@@ -27,6 +27,7 @@ set -euo pipefail
 # 127.0.0.1 (run as the test's user, never as a service).
 # qemu-user-static, binfmt-support: run arm64 (and arm) binaries under emulation, for the
 # multi-platform fixtures and tests; scripts/binfmt.sh registers them with the kernel.
+# rpm: rpmbuild, rpm and rpmdb make the small rpm databases the sbom tests read.
 # python3-venv, and spdx-tools from PyPI in a venv below: pyspdxtools, the SPDX 2.3 validator the
 # sbom tests check `cairn sbom`'s documents with (Debian packages none).
 spdx_venv=/opt/cairn-tests/spdx-tools
@@ -34,7 +35,7 @@ spdx_tools_version=0.8.5
 packages=(uidmap busybox-static skopeo umoci oci-image-tool podman runc jq pigz bzip2 xz-utils zstd
   docker-registry apache2-utils openssl gcc libc6-dev e2fsprogs mount util-linux time passt
   slirp4netns binutils ca-certificates python3 docker.io debootstrap qemu-user-static binfmt-support python3-venv
-  git openssh-client openssh-server)
+  git openssh-client openssh-server rpm)
 
 # pasta and slirp4netns open /dev/net/tun as the building user: udev gives it mode 0666 on an
 # ordinary system, but a bare container or VM image may leave it root's only, and then no

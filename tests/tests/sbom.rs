@@ -1,7 +1,7 @@
 //! `cairn sbom` through the real binary: the Debian fixture's packages against what dpkg-query
-//! reads from the same status file, an image without a package database, a layer deleting
-//! dpkg's database, Python and npm metadata; every document checked by the SPDX tools' own
-//! validator.
+//! reads from the same status file, an rpm root's packages against what rpm -qa lists from its
+//! SQLite database, an image without a package database, a layer deleting dpkg's database,
+//! Python and npm metadata; every document checked by the SPDX tools' own validator.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
@@ -68,7 +68,12 @@ fn packages(doc: &Value, kind: &str) -> BTreeSet<(String, String, String)> {
                 } else {
                     assert_eq!(purl.name, name);
                 }
-                assert_eq!(purl.version, p["versionInfo"].as_str().unwrap());
+                // rpm's epoch is a qualifier of the purl, and `E:` before the version info.
+                let evr = match purl.qualifier("epoch") {
+                    Some(e) if kind == "rpm" => format!("{e}:{}", purl.version),
+                    _ => purl.version.clone(),
+                };
+                assert_eq!(evr, p["versionInfo"].as_str().unwrap());
                 let arch = purl.qualifier("arch").unwrap_or_default();
                 (purl.name, purl.version, arch)
             })
@@ -364,4 +369,193 @@ fn bad_arguments_fail_cleanly() {
     assert!(!out.status.success());
     assert!(texts(&out).1.contains("failed to write the SBOM"));
     assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "nothing left");
+}
+
+/// Two tiny noarch rpms: one with an epoch, an SPDX license and a vendor, one with neither an
+/// epoch nor an SPDX license.
+const RPM_SPECS: [(&str, &str); 2] = [
+    (
+        "cairn-hello",
+        "Version: 1.2.3\nRelease: 4.fc39\nEpoch: 2\nLicense: MIT AND (Apache-2.0 OR BSD-3-Clause)\n\
+         Vendor: Fedora Project\n",
+    ),
+    (
+        "cairn-world",
+        "Version: 0.9~rc1\nRelease: 1\nLicense: GPLv2+ and Public Domain\n",
+    ),
+];
+
+/// A root directory with the rpms of [`RPM_SPECS`] installed by rpm itself (Debian's rpm
+/// package: rpmbuild and rpm) into a SQLite database laid out as Fedora lays it out:
+/// `/usr/lib/sysimage/rpm`, and `/var/lib/rpm` a symlink to it. rpm runs as whoever runs the
+/// test: `--root` is a plain directory, and no scriptlet runs.
+fn rpm_root(dir: &Path) -> PathBuf {
+    let top = dir.join("rpmbuild");
+    let root = dir.join("root");
+    fs::create_dir_all(top.join("SPECS")).unwrap();
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::create_dir_all(root.join("var/lib")).unwrap();
+    let mut rpms = Vec::new();
+    for (name, fields) in RPM_SPECS {
+        let spec = top.join("SPECS").join(format!("{name}.spec"));
+        fs::write(
+            &spec,
+            format!(
+                "Name: {name}\nSummary: a test package\nBuildArch: noarch\n{fields}\n\
+                 %description\nA test package.\n\n\
+                 %install\nmkdir -p %{{buildroot}}/usr/share/{name}\n\
+                 echo {name} > %{{buildroot}}/usr/share/{name}/README\n\n\
+                 %files\n/usr/share/{name}/README\n"
+            ),
+        )
+        .unwrap();
+        let mut build = tool("rpmbuild");
+        build
+            .arg("--define")
+            .arg(format!("_topdir {}", top.display()))
+            .arg("-bb")
+            .arg(&spec);
+        ok(build);
+    }
+    for entry in fs::read_dir(top.join("RPMS/noarch")).unwrap() {
+        rpms.push(entry.unwrap().path());
+    }
+    assert_eq!(rpms.len(), RPM_SPECS.len(), "{rpms:?}");
+    let mut install = tool("rpm");
+    install
+        .arg("--root")
+        .arg(&root)
+        .args(["--dbpath", "/usr/lib/sysimage/rpm"])
+        .args(["--define", "_db_backend sqlite"])
+        .args(["--nodeps", "--noscripts", "-i"])
+        .args(&rpms);
+    ok(install);
+    assert!(root.join("usr/lib/sysimage/rpm/rpmdb.sqlite").is_file());
+    std::os::unix::fs::symlink("../../usr/lib/sysimage/rpm", root.join("var/lib/rpm")).unwrap();
+    fs::write(
+        root.join("etc/os-release"),
+        "NAME=\"Fedora Linux\"\nID=fedora\nVERSION_ID=39\n",
+    )
+    .unwrap();
+    root
+}
+
+/// What rpm itself lists from `root`'s database: (name, version-release, arch).
+fn rpm_qa(root: &Path) -> BTreeSet<(String, String, String)> {
+    let mut q = tool("rpm");
+    q.arg("--root")
+        .arg(root)
+        .args(["--dbpath", "/var/lib/rpm", "-qa", "--qf"])
+        .arg("%{NAME} %{VERSION}-%{RELEASE} %{ARCH}\n");
+    texts(&ok(q))
+        .0
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f[0].to_owned(), f[1].to_owned(), f[2].to_owned())
+        })
+        .collect()
+}
+
+/// `root` as a one-layer image named `name` in `s`.
+fn import_root(s: &Store, root: &Path, name: &str) {
+    let tarball = root.with_extension("tar");
+    let mut t = tool("tar");
+    t.arg("-C").arg(root).arg("-cf").arg(&tarball).arg(".");
+    ok(t);
+    s.run(&["import", tarball.to_str().unwrap(), name]);
+}
+
+#[test]
+fn an_rpm_root_lists_exactly_what_rpm_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = rpm_root(dir.path());
+    let want = rpm_qa(&root);
+    assert_eq!(want.len(), RPM_SPECS.len(), "{want:?}");
+    let s = Store::new();
+    import_root(&s, &root, "rpmimg");
+    let (doc, stderr) = sbom(&s, "rpmimg", dir.path());
+    assert_eq!(stderr, "", "nothing is left uncovered");
+    assert!(doc.get("comment").is_none(), "{doc:#}");
+    assert_eq!(packages(&doc, "rpm"), want);
+
+    let by_name = |name: &str| {
+        doc["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let hello = by_name("cairn-hello");
+    assert_eq!(
+        hello["externalRefs"][0]["referenceLocator"],
+        "pkg:rpm/fedora/cairn-hello@1.2.3-4.fc39?arch=noarch&distro=fedora-39&epoch=2"
+    );
+    assert_eq!(hello["versionInfo"], "2:1.2.3-4.fc39");
+    assert_eq!(
+        hello["licenseDeclared"],
+        "MIT AND (Apache-2.0 OR BSD-3-Clause)"
+    );
+    assert_eq!(hello["supplier"], "Organization: Fedora Project");
+    assert_eq!(
+        hello["sourceInfo"],
+        "rpm metadata at /usr/lib/sysimage/rpm/rpmdb.sqlite, \
+         built from cairn-hello-1.2.3-4.fc39.src.rpm"
+    );
+    let world = by_name("cairn-world");
+    assert_eq!(
+        world["externalRefs"][0]["referenceLocator"],
+        "pkg:rpm/fedora/cairn-world@0.9~rc1-1?arch=noarch&distro=fedora-39"
+    );
+    // Not an SPDX expression: kept as the metadata gives it, in a comment.
+    assert_eq!(world["licenseDeclared"], "NOASSERTION");
+    assert!(
+        world["licenseComments"]
+            .as_str()
+            .unwrap()
+            .contains("GPLv2+ and Public Domain"),
+        "{world:#}"
+    );
+    assert!(world.get("supplier").is_none(), "{world:#}");
+}
+
+#[test]
+fn an_unreadable_rpm_database_is_not_covered_not_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = rpm_root(dir.path());
+    let db = root.join("usr/lib/sysimage/rpm/rpmdb.sqlite");
+    let len = fs::metadata(&db).unwrap().len() as usize;
+    fs::write(&db, b"\xde\xad\xbe\xef garbage ".repeat(len / 14 + 1)).unwrap();
+    // An older release's BerkeleyDB database beside it: found, not read.
+    fs::write(
+        root.join("usr/lib/sysimage/rpm/Packages"),
+        b"\0\0\0\0\x61\x15\x06\0",
+    )
+    .unwrap();
+    let s = Store::new();
+    import_root(&s, &root, "rpmbad");
+    let (doc, stderr) = sbom(&s, "rpmbad", dir.path());
+    assert_eq!(packages(&doc, "rpm"), BTreeSet::new(), "{doc:#}");
+    let comment = doc["comment"].as_str().unwrap();
+    assert!(
+        comment.contains(
+            "/usr/lib/sysimage/rpm/rpmdb.sqlite: not read: failed to open it as a SQLite database"
+        ),
+        "{comment}"
+    );
+    assert!(
+        comment.contains("/usr/lib/sysimage/rpm/Packages: rpm database"),
+        "{comment}"
+    );
+    assert!(
+        comment.contains("(BerkeleyDB) present but not read"),
+        "{comment}"
+    );
+    assert_eq!(doc["annotations"].as_array().unwrap().len(), 2, "{doc:#}");
+    assert!(
+        stderr.contains("/usr/lib/sysimage/rpm/rpmdb.sqlite"),
+        "{stderr}"
+    );
 }

@@ -32,6 +32,7 @@ pub fn parse(text: &str, source: &str) -> (Vec<Package>, usize) {
             license: field('L').map(str::to_owned),
             supplier: field('m').map(str::to_owned),
             originator: None,
+            source_package: None,
             source: source.to_owned(),
         });
     }

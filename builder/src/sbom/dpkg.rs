@@ -55,6 +55,7 @@ pub fn parse(text: &str, source: &str) -> Parsed {
             license: None,
             supplier: field("Maintainer").map(str::to_owned),
             originator: None,
+            source_package: None,
             source: source.to_owned(),
         });
     }

@@ -70,7 +70,15 @@ pub fn wanted(path: &str) -> Option<Want> {
     }
     for db in crate::sbom::rpm::DATABASES {
         if path == db {
-            return Some(Want::Presence);
+            return Some(match crate::sbom::rpm::Format::of(db) {
+                crate::sbom::rpm::Format::Sqlite => Want::Bytes,
+                _ => Want::Presence,
+            });
+        }
+        if path.strip_suffix(crate::sbom::rpm::WAL_SUFFIX) == Some(db)
+            && crate::sbom::rpm::Format::of(db) == crate::sbom::rpm::Format::Sqlite
+        {
+            return Some(Want::Bytes);
         }
     }
     // Python: site-packages/NAME.dist-info/METADATA, NAME.egg-info/PKG-INFO or NAME.egg-info.
@@ -578,7 +586,11 @@ pub(crate) mod tests {
             ("var/lib/dpkg/status-old", None),
             ("var/lib/dpkg/status.d/base-files", Some(Want::Bytes)),
             ("var/lib/dpkg/status.d/base-files.md5sums", None),
-            ("var/lib/rpm/rpmdb.sqlite", Some(Want::Presence)),
+            ("var/lib/rpm/rpmdb.sqlite", Some(Want::Bytes)),
+            ("var/lib/rpm/rpmdb.sqlite-wal", Some(Want::Bytes)),
+            ("var/lib/rpm/rpmdb.sqlite-shm", None),
+            ("var/lib/rpm/Packages", Some(Want::Presence)),
+            ("var/lib/rpm/Packages-wal", None),
             ("usr/lib/sysimage/rpm/Packages.db", Some(Want::Presence)),
             (
                 "usr/lib/python3/dist-packages/six-1.16.0.dist-info/METADATA",

@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `files.rs` | the layers streamed once each, keeping only the database paths, whiteouts applied |
 //! | `dpkg.rs`, `apk.rs`, `python.rs`, `npm.rs` | each ecosystem's metadata format |
-//! | `rpm.rs` | rpm databases: found and reported as not covered |
+//! | `rpm.rs`, `rpm/header.rs` | rpm's SQLite database and its header blobs; BerkeleyDB and NDB found and reported as not covered |
 //! | `purl.rs`, `license.rs` | package URLs; license fields that are SPDX expressions |
 //! | `spdx.rs` | the report as an SPDX 2.3 JSON document |
 
@@ -71,6 +71,8 @@ pub struct Package {
     pub supplier: Option<String>,
     /// Who made it: a Python or npm author.
     pub originator: Option<String>,
+    /// The source package it was built from: an rpm's source rpm.
+    pub source_package: Option<String>,
     /// The file it was read from, relative to the image's root.
     pub source: String,
 }
@@ -230,11 +232,11 @@ fn report(files: &ImageFiles, image: String, platform: String) -> SbomReport {
         }
     }
     for db in rpm::DATABASES {
-        if let Lookup::Found(real, _) = files.lookup(db)
+        if let Lookup::Found(real, held) = files.lookup(db)
             && r.read.insert(real.to_owned())
         {
             r.databases += 1;
-            r.gap(Some(real), rpm::not_read(real));
+            r.rpm(real, held);
         }
     }
     for (path, held) in files.iter() {
@@ -375,6 +377,49 @@ impl Reader<'_> {
         let parsed = dpkg::parse(&String::from_utf8_lossy(bytes), path);
         self.packages.extend(parsed.packages);
         self.malformed(path, parsed.malformed);
+    }
+
+    fn rpm(&mut self, path: &str, held: &Held) {
+        if rpm::Format::of(path) != rpm::Format::Sqlite {
+            self.gap(Some(path), rpm::not_read(path));
+            return;
+        }
+        let db = match held {
+            Held::Bytes(b) => b,
+            Held::Skipped(why) => {
+                self.gap(Some(path), format!("not read: {why}"));
+                return;
+            }
+        };
+        // The log beside the file the path led to; one the limits skipped is left out, and
+        // what it holds with it.
+        let wal_path = format!("{path}{}", rpm::WAL_SUFFIX);
+        let wal = match self.files.lookup(&wal_path) {
+            Lookup::Found(_, Held::Bytes(b)) => Some(b.as_slice()),
+            Lookup::Found(_, Held::Skipped(why)) => {
+                self.gap(
+                    Some(&wal_path),
+                    format!("not read, so neither are transactions only it holds: {why}"),
+                );
+                None
+            }
+            _ => None,
+        };
+        match rpm::read_sqlite(db, wal, path) {
+            Ok(read) => {
+                self.packages.extend(read.packages);
+                if let Some((row, why)) = read.first_malformed {
+                    self.gap(
+                        Some(path),
+                        format!(
+                            "{} package headers not readable and skipped (the first, row {row}: {why})",
+                            read.malformed
+                        ),
+                    );
+                }
+            }
+            Err(e) => self.gap(Some(path), format!("not read: {}", e.reason())),
+        }
     }
 
     fn malformed(&mut self, path: &str, n: usize) {

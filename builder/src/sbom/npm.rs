@@ -81,6 +81,7 @@ fn package(name: &str, entry: &Value, source: &str) -> Option<Package> {
         license: license.map(str::to_owned),
         supplier: None,
         originator: author.filter(|a| !a.is_empty()),
+        source_package: None,
         source: source.to_owned(),
     })
 }

@@ -22,6 +22,17 @@ pub fn of(p: &Package, os: Option<&OsRelease>) -> String {
             _ => ("npm", None, p.name.clone(), vec![]),
         },
     };
+    let mut version = p.version.as_str();
+    // The rpm type keeps the epoch out of the version, in its own qualifier (purl-spec,
+    // PURL-TYPES.rst, "rpm"); Debian's stays in the version.
+    if p.ecosystem == Ecosystem::Rpm
+        && let Some((epoch, rest)) = version.split_once(':')
+        && !epoch.is_empty()
+        && epoch.bytes().all(|b| b.is_ascii_digit())
+    {
+        qualifiers.push(("epoch", epoch.to_owned()));
+        version = rest;
+    }
     if matches!(
         p.ecosystem,
         Ecosystem::Deb | Ecosystem::Apk | Ecosystem::Rpm
@@ -42,7 +53,7 @@ pub fn of(p: &Package, os: Option<&OsRelease>) -> String {
     }
     out.push_str(&encode(&name));
     out.push('@');
-    out.push_str(&encode(&p.version));
+    out.push_str(&encode(version));
     // Qualifier keys sorted, as the spec's canonical form has them.
     qualifiers.sort();
     for (i, (k, v)) in qualifiers.iter().enumerate() {
@@ -81,6 +92,7 @@ mod tests {
             license: None,
             supplier: None,
             originator: None,
+            source_package: None,
             source: String::new(),
         }
     }
@@ -89,6 +101,8 @@ mod tests {
     fn purls() {
         let debian = OsRelease::parse("ID=debian\nVERSION_ID=\"12\"\n");
         let alpine = OsRelease::parse("ID=alpine\nVERSION_ID=3.19.1\n");
+        let fedora = OsRelease::parse("ID=fedora\nVERSION_ID=40\n");
+        let rhel = OsRelease::parse("ID=\"rhel\"\nVERSION_ID=\"9.4\"\n");
         let cases: Vec<(Package, Option<&OsRelease>, &str)> = vec![
             (
                 pkg(Ecosystem::Deb, "libc6", "2.36-9+deb12u7", Some("amd64")),
@@ -109,6 +123,31 @@ mod tests {
                 ),
                 Some(&alpine),
                 "pkg:apk/alpine/musl@1.2.4_git20230717-r4?arch=x86_64&distro=alpine-3.19.1",
+            ),
+            (
+                pkg(Ecosystem::Rpm, "bash", "5.2.26-3.fc40", Some("x86_64")),
+                Some(&fedora),
+                "pkg:rpm/fedora/bash@5.2.26-3.fc40?arch=x86_64&distro=fedora-40",
+            ),
+            (
+                pkg(
+                    Ecosystem::Rpm,
+                    "perl-Carp",
+                    "1:1.54-502.fc40",
+                    Some("noarch"),
+                ),
+                Some(&fedora),
+                "pkg:rpm/fedora/perl-Carp@1.54-502.fc40?arch=noarch&distro=fedora-40&epoch=1",
+            ),
+            (
+                pkg(Ecosystem::Rpm, "openssl-libs", "1:3.0.7-27.el9", None),
+                Some(&rhel),
+                "pkg:rpm/rhel/openssl-libs@3.0.7-27.el9?distro=rhel-9.4&epoch=1",
+            ),
+            (
+                pkg(Ecosystem::Rpm, "gpg-pubkey", "x:1-2", None),
+                None,
+                "pkg:rpm/redhat/gpg-pubkey@x:1-2",
             ),
             (
                 pkg(Ecosystem::Python, "Typing_Extensions", "4.12.2", None),

@@ -49,6 +49,7 @@ pub fn parse(text: &str, source: &str) -> Option<Package> {
         license: license.map(str::to_owned),
         supplier: None,
         originator: author,
+        source_package: None,
         source: source.to_owned(),
     })
 }

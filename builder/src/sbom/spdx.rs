@@ -111,7 +111,14 @@ fn package(p: &Package, id: &str, purl: &str) -> Value {
         "licenseConcluded": "NOASSERTION",
         "licenseDeclared": declared.as_deref().unwrap_or("NOASSERTION"),
         "copyrightText": "NOASSERTION",
-        "sourceInfo": format!("{} metadata at /{}", kind(p.ecosystem), p.source),
+        "sourceInfo": match &p.source_package {
+            Some(from) => format!(
+                "{} metadata at /{}, built from {from}",
+                kind(p.ecosystem),
+                p.source
+            ),
+            None => format!("{} metadata at /{}", kind(p.ecosystem), p.source),
+        },
         "externalRefs": [{
             "referenceCategory": "PACKAGE-MANAGER",
             "referenceType": "purl",
@@ -124,6 +131,12 @@ fn package(p: &Package, id: &str, purl: &str) -> Value {
         v["licenseComments"] = json!(format!("license as the metadata gives it: {text}"));
     }
     if let Some(s) = p.supplier.as_deref().and_then(actor) {
+        // An rpm's vendor is the distribution or company ("Fedora Project", "Red Hat, Inc."),
+        // never a maintainer.
+        let s = match p.ecosystem {
+            Ecosystem::Rpm => s.replacen("Person: ", "Organization: ", 1),
+            _ => s,
+        };
         v["supplier"] = json!(s);
     }
     if let Some(o) = p.originator.as_deref().and_then(actor) {

@@ -125,15 +125,27 @@ fn what_is_not_covered() {
     assert_eq!(deleted.packages.len(), 2);
 
     let rpm = report_of(
-        &[layer(&[F("var/lib/rpm/rpmdb.sqlite", "SQLite format 3")])],
+        &[layer(&[
+            F("var/lib/rpm/rpmdb.sqlite", "SQLite format 3"),
+            F("usr/lib/sysimage/rpm/Packages", "BerkeleyDB"),
+        ])],
         LIMITS,
     );
-    assert_eq!(rpm.not_covered.len(), 1);
-    assert_eq!(
-        rpm.not_covered[0].path.as_deref(),
-        Some("var/lib/rpm/rpmdb.sqlite")
+    let gaps: Vec<(Option<&str>, &str)> = rpm
+        .not_covered
+        .iter()
+        .map(|n| (n.path.as_deref(), n.reason.as_str()))
+        .collect();
+    assert_eq!(gaps.len(), 2, "{gaps:?}");
+    assert_eq!(gaps[0].0, Some("var/lib/rpm/rpmdb.sqlite"));
+    assert!(
+        gaps[0]
+            .1
+            .starts_with("not read: failed to open it as a SQLite database"),
+        "{gaps:?}"
     );
-    assert!(rpm.not_covered[0].reason.contains("present but not read"));
+    assert_eq!(gaps[1].0, Some("usr/lib/sysimage/rpm/Packages"));
+    assert!(gaps[1].1.contains("(BerkeleyDB) present but not read"));
 
     let small = Limits {
         file: 64,
