@@ -47,6 +47,8 @@ pub struct Cache {
     /// What this build used or made, by stage, for `--cache-to`.
     pub(super) touched: Mutex<Vec<(Key, Record, usize)>>,
     pub(super) touched_image: Mutex<Option<(Key, Descriptor)>>,
+    /// The cache mounts this build used and those its imported caches carry.
+    pub(super) mounts: super::mounts::MountBook,
     /// Layer listings, by blob: every stage on a base, and each name lookup in it, asks for
     /// the same ones.
     listings: Arc<super::listings::Listings>,
@@ -90,6 +92,7 @@ impl Cache {
             external: Mutex::default(),
             touched: Mutex::default(),
             touched_image: Mutex::default(),
+            mounts: Default::default(),
             listings,
             inflight: Arc::default(),
         }
