@@ -145,7 +145,8 @@ impl Cache {
 
     /// The mounts to export with this build's cache: each one its steps named, tarred from
     /// its directory in `store` (under its lock, so a `sharing=locked` step elsewhere is not
-    /// halfway through it), and each imported one no step here named, carried as it came.
+    /// halfway through it), and each imported one not tarred so, carried as it came (with its
+    /// last use: a step that was a hit never mounted it).
     /// Over `opts.max_size`, the least recently used are left out; `left_out` hears of each.
     pub fn export_mounts(
         &self,
@@ -172,12 +173,15 @@ impl Cache {
         let mut all = Vec::new();
         let empty = store.temp_path("mount");
         std::fs::create_dir_all(&empty).map_err(io_err("create", &empty))?;
+        let mut tarred_keys = std::collections::BTreeSet::new();
         let tarred = (|| -> Result<()> {
             for (key, id) in &used {
                 let source = dir.join(key);
+                // A hit's mount that this store never made: carried below, if imported.
                 if !source.is_dir() {
                     continue;
                 }
+                tarred_keys.insert(key.clone());
                 let lock_path = dir.join(format!("{key}.lock"));
                 let lock = std::fs::OpenOptions::new()
                     .create(true)
@@ -217,7 +221,7 @@ impl Cache {
         let _ = std::fs::remove_dir(&empty);
         tarred?;
         for (key, m) in imported {
-            if !used.contains_key(&key) && self.fetch(store, &m.layer.digest) {
+            if !tarred_keys.contains(&key) && self.fetch(store, &m.layer.digest) {
                 all.push(m);
             }
         }
