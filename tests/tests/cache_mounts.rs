@@ -325,3 +325,49 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// `apt-get install` with its caches mounted: a fresh store that imported them downloads no
+/// package. apt says what it fetched ("Need to get 0 B/… of archives", no `Get:` line of a
+/// package): the step's network never reaches the host's loopback, where a counting proxy
+/// would listen, so apt's own account is the count.
+#[test]
+fn apt_get_on_a_fresh_store_downloads_no_package_after_the_import() {
+    let archive = cairn_e2e::docker::debian_archive();
+    let debian = || {
+        let s = Store::new();
+        s.run(&["load", "-i", archive.to_str().unwrap(), "-t", "debian"]);
+        s
+    };
+    let ctx = context(
+        "FROM debian\n\
+         RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
+         --mount=type=cache,target=/var/lib/apt/lists,sharing=locked \
+         rm -f /etc/apt/apt.conf.d/docker-clean; \
+         apt-get update && apt-get install -y --no-install-recommends jq xz-utils\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let to = format!("type=local,dest={},mounts=true", cache.display());
+    let first = build(&debian(), ctx.path(), &["--cache-to", &to]);
+    let packages = |out: &str| {
+        out.lines()
+            .filter(|l| l.contains(" Get:") && l.contains(" amd64 "))
+            .count()
+    };
+    assert!(packages(&first) >= 2, "{first}");
+    assert_eq!(mounts(&cache_config(&cache)).len(), 2);
+
+    let from = format!("type=local,src={}", cache.display());
+    let second = build(
+        &debian(),
+        ctx.path(),
+        &["--no-cache", "--cache-from", &from],
+    );
+    assert_eq!(packages(&second), 0, "{second}");
+    assert!(second.contains("Need to get 0 B/"), "{second}");
+    assert!(second.contains("Setting up jq"), "{second}");
+
+    // Without the import, the same build downloads them again.
+    let third = build(&debian(), ctx.path(), &["--no-cache"]);
+    assert_eq!(packages(&third), packages(&first), "{third}");
+}
