@@ -24,9 +24,9 @@ mod transfer;
 
 pub use inflight::{Claim, Claimed};
 pub use key::{Key, KeyHasher, Summary, SummaryParts};
-pub use mounts::{DEFAULT_MAX_SIZE, ExportedMount, IMPORT_LIMIT, MountExport};
+pub use mounts::{DEFAULT_MAX_SIZE, IMPORT_LIMIT, MountExport};
 pub use prune::{CachePruned, PrunePolicy};
-pub use records::{Cache, LayerRecord, Record, RemoteFetch, file_digests};
+pub use records::{Cache, ExportedMount, LayerRecord, Record, RemoteFetch, file_digests};
 pub use transfer::{
     CACHE_CONFIG, CacheError, CacheExport, CacheImport, INLINE_FIELD, import_registry,
 };

@@ -11,18 +11,14 @@
 //! symlink the tar made); then it is unpacked by the sandbox, which keeps every path inside
 //! the directory and leaves device nodes out, into scratch space renamed into place.
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
-use std::sync::Mutex;
 
+use cairn_layers::Store;
 use cairn_layers::compress::{Compression, LayerCompression};
 use cairn_layers::digest::HashingReader;
-use cairn_layers::image::Descriptor;
-use cairn_layers::{Digest, Store};
-use serde::{Deserialize, Serialize};
 
-use super::records::Cache;
+use super::records::{Cache, ExportedMount};
 use crate::error::{CacheError, Error, Result, io_err};
 use crate::sandbox::{LayerBlob, Sandbox};
 
@@ -32,33 +28,6 @@ pub const IMPORT_LIMIT: u64 = 64 << 30;
 
 /// The default of `mounts-max-size`: large enough for a distribution's package cache.
 pub const DEFAULT_MAX_SIZE: u64 = 1 << 30;
-
-/// One cache mount in an exported cache's records.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExportedMount {
-    /// The directory's name under the store's `cache/`: 32 hex digits.
-    pub key: String,
-    /// The mount's `id` (its target when it has none), for messages.
-    pub id: String,
-    /// The directory as a layer blob.
-    pub layer: Descriptor,
-    /// The digest and size of its uncompressed tar, checked before it is unpacked.
-    pub diff_id: Digest,
-    pub size: u64,
-    /// When a build last mounted it, in seconds since the epoch: the least recently used go
-    /// first when the mounts exceed the export's size cap.
-    pub last_used: i64,
-}
-
-/// What a build knows about cache mounts: the ones its steps mounted (or would have, for
-/// steps that were cache hits) and the ones its `--cache-from` caches carry.
-#[derive(Debug, Default)]
-pub(super) struct MountBook {
-    /// Key → the mount's id, for each mount this build's steps named.
-    used: Mutex<BTreeMap<String, String>>,
-    /// Key → the first imported cache's entry for it.
-    imported: Mutex<BTreeMap<String, ExportedMount>>,
-}
 
 /// `--cache-to …,mounts=true`: how the mounts are exported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,23 +250,10 @@ fn check_blob(path: &Path, m: &ExportedMount) -> Result<()> {
     let plain = cairn_layers::compress::decompress(file, compression)?;
     // One byte past the claim is enough to know it is a lie.
     let mut hashed = HashingReader::new(plain.take(m.size.saturating_add(1)));
-    let checked = cairn_layers::apply::check_layer(&mut hashed)
-        .map_err(|source| CacheError::MountBlob {
-            id: m.id.clone(),
-            source,
-        })
-        .and_then(|mut rest| {
-            std::io::copy(&mut rest, &mut std::io::sink())
-                .map(drop)
-                .map_err(|source| CacheError::MountBlob {
-                    id: m.id.clone(),
-                    source: cairn_layers::Error::Stream {
-                        action: "read the mount's tar".into(),
-                        source,
-                    },
-                })
-        });
-    checked.map_err(Error::from)?;
+    read_checked(&mut hashed).map_err(|source| CacheError::MountBlob {
+        id: m.id.clone(),
+        source,
+    })?;
     let (digest, len) = hashed.finish();
     if len != m.size || digest != m.diff_id {
         return Err(refused(
@@ -306,6 +262,17 @@ fn check_blob(path: &Path, m: &ExportedMount) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Reads a tar through `check_layer` to its end.
+fn read_checked(tar: impl Read) -> cairn_layers::Result<()> {
+    let mut rest = cairn_layers::apply::check_layer(tar)?;
+    std::io::copy(&mut rest, &mut std::io::sink())
+        .map(drop)
+        .map_err(|source| cairn_layers::Error::Stream {
+            action: "read the mount's tar".into(),
+            source,
+        })
 }
 
 /// A tar of one entry, the directory itself (`./`) with the owner and mode a new cache
@@ -327,6 +294,9 @@ fn root_tar(owner: (u32, u32, u32)) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use cairn_layers::Digest;
+    use cairn_layers::image::Descriptor;
+
     use super::*;
 
     fn mount(key: &str, size: u64, last_used: i64) -> ExportedMount {
@@ -346,10 +316,14 @@ mod tests {
         }
     }
 
+    /// Mounts as (key, blob size, last used), the cap, the keys kept, the keys left out.
+    type SelectCase<'a> = (&'a [(&'a str, u64, i64)], u64, &'a [&'a str], &'a [&'a str]);
+    /// A tar's entries as (name, type, link target), and whether the blob passes.
+    type BlobCase<'a> = (&'a [(&'a str, tar::EntryType, &'a str)], bool);
+
     #[test]
     fn select_keeps_the_most_recently_used_that_fit() {
-        // (mounts as (key, blob size, last used), cap, kept keys, left out keys)
-        let cases: &[(&[(&str, u64, i64)], u64, &[&str], &[&str])] = &[
+        let cases: &[SelectCase<'_>] = &[
             (&[], 10, &[], &[]),
             (&[("a", 5, 1), ("b", 5, 2)], 10, &["a", "b"], &[]),
             (&[("a", 5, 1), ("b", 6, 2)], 10, &["b"], &["a"]),
@@ -407,8 +381,7 @@ mod tests {
     fn check_blob_refuses_escapes_and_lies() {
         use tar::EntryType::{Directory, Regular, Symlink};
         let dir = tempfile::tempdir().unwrap();
-        // (entries, whether the blob passes)
-        let cases: &[(&[(&str, tar::EntryType, &str)], bool)] = &[
+        let cases: &[BlobCase<'_>] = &[
             (&[("a/", Directory, ""), ("a/f", Regular, "")], true),
             (&[("link", Symlink, "/etc"), ("other", Regular, "")], true),
             (&[("../escape", Regular, "")], false),

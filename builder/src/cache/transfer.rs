@@ -9,8 +9,8 @@ use cairn_layers::{Digest, Store};
 use serde::{Deserialize, Serialize};
 
 use super::key::Key;
-use super::mounts::{ExportedMount, MountExport};
-use super::records::{BlobSource, Cache, Record, RemoteFetch};
+use super::mounts::MountExport;
+use super::records::{BlobSource, Cache, ExportedMount, Record, RemoteFetch};
 pub use crate::error::CacheError;
 use crate::error::{Error, Result, io_err};
 use crate::fsutil::temp_name;
