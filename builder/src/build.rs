@@ -35,7 +35,7 @@ struct Shared<'a> {
     context: &'a BuildContext,
     lexer: &'a Lexer,
     cache: &'a crate::cache::Cache,
-    sandbox: &'a std::sync::OnceLock<Result<crate::sandbox::Sandbox, std::sync::Arc<Error>>>,
+    sandbox: &'a SandboxCell,
     pulled: &'a std::sync::Mutex<BTreeMap<String, cairn_layers::image::Descriptor>>,
     next_id: &'a AtomicUsize,
     work: &'a std::sync::Arc<WorkDir>,
@@ -168,7 +168,7 @@ pub fn build(
         built.push(b);
     }
     cache.save()?;
-    export_caches(store, opts, &cache, target)?;
+    export_caches(store, opts, &cache, target, &sandbox, progress)?;
     Ok(built)
 }
 
@@ -211,19 +211,26 @@ fn import_caches(
     Ok(())
 }
 
-/// `--cache-to`: this build's records, to each destination.
+/// `--cache-to`: this build's records, to each destination, with its cache mounts when asked.
 fn export_caches(
     store: &Store,
     opts: &BuildOptions,
     cache: &crate::cache::Cache,
     target: usize,
+    sandbox: &SandboxCell,
+    progress: &(dyn Fn(Event) + Sync),
 ) -> Result<()> {
     for dest in &opts.cache_to {
         match dest {
-            crate::cache::CacheExport::Local { dir, max } => {
-                cache.export(store, dir, *max, target)?;
+            crate::cache::CacheExport::Local { dir, max, mounts } => {
+                let mounts = export_mounts(store, opts, cache, *mounts, sandbox, progress)?;
+                cache.export(store, dir, *max, target, mounts)?;
             }
-            crate::cache::CacheExport::Registry { reference, max } => {
+            crate::cache::CacheExport::Registry {
+                reference,
+                max,
+                mounts,
+            } => {
                 let registry = opts
                     .registry
                     .as_ref()
@@ -231,7 +238,8 @@ fn export_caches(
                         flag: "--cache-to",
                         reference: reference.to_string(),
                     })?;
-                let manifest = cache.export_to_store(store, *max, target)?;
+                let mounts = export_mounts(store, opts, cache, *mounts, sandbox, progress)?;
+                let manifest = cache.export_to_store(store, *max, target, mounts)?;
                 cairn_layers::registry::push(store, &manifest, reference, registry, &|_| {})
                     .map_err(|source| CacheError::Push {
                         image: reference.familiar(),
@@ -242,6 +250,47 @@ fn export_caches(
         }
     }
     Ok(())
+}
+
+/// The build's sandbox, made at its first RUN (or for its cache mounts' export).
+type SandboxCell = std::sync::OnceLock<Result<crate::sandbox::Sandbox, std::sync::Arc<Error>>>;
+
+/// The cache mounts to export (`mounts=true`): read by the build's sandbox, made now when
+/// every step was a hit, since a user's caches hold mapped owners only it can read.
+fn export_mounts(
+    store: &Store,
+    opts: &BuildOptions,
+    cache: &crate::cache::Cache,
+    mounts: Option<crate::cache::MountExport>,
+    sandbox: &SandboxCell,
+    progress: &(dyn Fn(Event) + Sync),
+) -> Result<Vec<crate::cache::ExportedMount>> {
+    let Some(mounts) = mounts else {
+        return Ok(Vec::new());
+    };
+    let made = sandbox.get_or_init(|| {
+        let helper = opts.helper.clone().ok_or_else(|| {
+            Error::Sandbox("this build has no sandbox helper to read its cache mounts".into())
+        })?;
+        Ok(crate::sandbox::Sandbox::new(
+            helper,
+            store,
+            opts.snapshotter,
+            opts.limits.clone(),
+            opts.isolation,
+        )?)
+    });
+    let sb = made.as_ref().map_err(|e| match &**e {
+        Error::Sandbox(m) => Error::Sandbox(m.clone()),
+        _ => Error::Shared(e.clone()),
+    })?;
+    cache.export_mounts(store, sb, mounts, opts.compression, &|m| {
+        progress(Event::Warning(format!(
+            "--cache-to: cache mount {} ({} bytes) is left out: the mounts used more recently \
+             fill mounts-max-size={}",
+            m.id, m.layer.size, mounts.max_size
+        )))
+    })
 }
 
 /// Builds the target stage for one platform; returns its image and the target's index.

@@ -512,8 +512,8 @@ pub struct BuildArgs {
     )]
     pub cache_from: Vec<String>,
     /// Write this build's cached steps to a directory (an OCI layout) or a registry (mode=max
-    /// also keeps the steps of stages other than the target), or into the image itself
-    /// (type=inline) (repeatable).
+    /// also keeps the steps of stages other than the target; mounts=true its cache mounts), or
+    /// into the image itself (type=inline) (repeatable).
     #[arg(
         long = "cache-to",
         value_name = "type=local,dest=DIR|type=registry,ref=REF[,mode=min|max]|type=inline"

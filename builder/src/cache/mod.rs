@@ -9,12 +9,14 @@
 //!
 //! [`schema`] lists every field of every kind of step's key; `key.rs` makes keys and explains
 //! misses; `records.rs` holds the [`Cache`] and what it keeps on disk; `listings.rs` layer listings, read ahead; `transfer.rs` imports
-//! and exports caches (`--cache-from`, `--cache-to`); `prune.rs` evicts.
+//! and exports caches (`--cache-from`, `--cache-to`); `mounts.rs` the cache mounts that travel
+//! with them (`mounts=true`); `prune.rs` evicts.
 
 mod inflight;
 mod key;
 mod listings;
 pub mod memo;
+mod mounts;
 mod prune;
 mod records;
 pub mod schema;
@@ -22,8 +24,9 @@ mod transfer;
 
 pub use inflight::{Claim, Claimed};
 pub use key::{Key, KeyHasher, Summary, SummaryParts};
+pub use mounts::{DEFAULT_MAX_SIZE, IMPORT_LIMIT, MountExport};
 pub use prune::{CachePruned, PrunePolicy};
-pub use records::{Cache, LayerRecord, Record, RemoteFetch, file_digests};
+pub use records::{Cache, ExportedMount, LayerRecord, Record, RemoteFetch, file_digests};
 pub use transfer::{
     CACHE_CONFIG, CacheError, CacheExport, CacheImport, INLINE_FIELD, import_registry,
 };

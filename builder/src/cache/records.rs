@@ -1,7 +1,7 @@
 //! The cache of one store and what it keeps there: step records, summaries of steps' inputs,
 //! layer listings, the images of full hits, and the memo of context files' digests.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -36,6 +36,33 @@ pub struct LayerRecord {
     pub uncompressed_size: u64,
 }
 
+/// One cache mount in an exported cache's records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportedMount {
+    /// The directory's name under the store's `cache/`: 32 hex digits.
+    pub key: String,
+    /// The mount's `id` (its target when it has none), for messages.
+    pub id: String,
+    /// The directory as a layer blob.
+    pub layer: Descriptor,
+    /// The digest and size of its uncompressed tar, checked before it is unpacked.
+    pub diff_id: Digest,
+    pub size: u64,
+    /// When a build last mounted it, in seconds since the epoch: the least recently used go
+    /// first when the mounts exceed the export's size cap.
+    pub last_used: i64,
+}
+
+/// What a build knows about cache mounts: the ones its steps mounted (or would have, for
+/// steps that were cache hits) and the ones its `--cache-from` caches carry.
+#[derive(Debug, Default)]
+pub(super) struct MountBook {
+    /// Key → the mount's id, for each mount this build's steps named.
+    pub(super) used: Mutex<BTreeMap<String, String>>,
+    /// Key → the first imported cache's entry for it.
+    pub(super) imported: Mutex<BTreeMap<String, ExportedMount>>,
+}
+
 /// The cache of one store, shared by a build's stages.
 #[derive(Debug)]
 pub struct Cache {
@@ -47,6 +74,8 @@ pub struct Cache {
     /// What this build used or made, by stage, for `--cache-to`.
     pub(super) touched: Mutex<Vec<(Key, Record, usize)>>,
     pub(super) touched_image: Mutex<Option<(Key, Descriptor)>>,
+    /// The cache mounts this build used and those its imported caches carry.
+    pub(super) mounts: MountBook,
     /// Layer listings, by blob: every stage on a base, and each name lookup in it, asks for
     /// the same ones.
     listings: Arc<super::listings::Listings>,
@@ -90,6 +119,7 @@ impl Cache {
             external: Mutex::default(),
             touched: Mutex::default(),
             touched_image: Mutex::default(),
+            mounts: Default::default(),
             listings,
             inflight: Arc::default(),
         }

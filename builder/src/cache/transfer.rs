@@ -9,7 +9,8 @@ use cairn_layers::{Digest, Store};
 use serde::{Deserialize, Serialize};
 
 use super::key::Key;
-use super::records::{BlobSource, Cache, Record, RemoteFetch};
+use super::mounts::MountExport;
+use super::records::{BlobSource, Cache, ExportedMount, Record, RemoteFetch};
 pub use crate::error::CacheError;
 use crate::error::{Error, Result, io_err};
 use crate::fsutil::temp_name;
@@ -29,14 +30,20 @@ pub enum CacheImport {
 /// Where `--cache-to` writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheExport {
-    /// An OCI layout directory; `max` keeps every stage's steps, not just the target's.
-    Local { dir: PathBuf, max: bool },
+    /// An OCI layout directory; `max` keeps every stage's steps, not just the target's;
+    /// `mounts` the build's cache mounts too.
+    Local {
+        dir: PathBuf,
+        max: bool,
+        mounts: Option<MountExport>,
+    },
     /// The target stage's records in the built image's config.
     Inline,
-    /// A cache manifest pushed to a registry; `max` as for `Local`.
+    /// A cache manifest pushed to a registry; `max` and `mounts` as for `Local`.
     Registry {
         reference: cairn_layers::Reference,
         max: bool,
+        mounts: Option<MountExport>,
     },
 }
 
@@ -56,6 +63,9 @@ struct Exported {
     /// once imported (its manifest cannot name itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     image_key: Option<String>,
+    /// Cache mounts (`mounts=true`), their blobs among the manifest's layers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    mounts: Vec<ExportedMount>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -146,8 +156,14 @@ impl Cache {
 
     /// Puts what this build used or made in the store as a manifest (the records as its
     /// config, the layers as its layers) for pushing to a registry; returns its descriptor.
-    pub fn export_to_store(&self, store: &Store, max: bool, target: usize) -> Result<Descriptor> {
-        let (exported, layers, _) = self.collect(Some(store), max, target);
+    pub fn export_to_store(
+        &self,
+        store: &Store,
+        max: bool,
+        target: usize,
+        mounts: Vec<ExportedMount>,
+    ) -> Result<Descriptor> {
+        let (exported, layers, _) = self.collect(Some(store), max, target, mounts);
         let config_bytes = serde_json::to_vec(&exported).unwrap_or_default();
         let config = Descriptor {
             media_type: CACHE_CONFIG.into(),
@@ -188,6 +204,7 @@ impl Cache {
     }
 
     fn import_records(&self, store: &Store, exported: Exported) -> Result<()> {
+        self.import_mounts(exported.mounts);
         for r in exported.records {
             let Some(key) = Key::from_hex(&r.key) else {
                 continue;
@@ -227,7 +244,7 @@ impl Cache {
     /// the target's, since their layers are the image's own; no image record, since the image
     /// holds this very value.
     pub fn inline(&self, target: usize, image_key: &Key) -> serde_json::Value {
-        let (mut exported, _, _) = self.collect(None, false, target);
+        let (mut exported, _, _) = self.collect(None, false, target, Vec::new());
         exported.image_key = Some(image_key.hex());
         serde_json::to_value(exported).unwrap_or_default()
     }
@@ -239,6 +256,7 @@ impl Cache {
         store: Option<&Store>,
         max: bool,
         target: usize,
+        mounts: Vec<ExportedMount>,
     ) -> (Exported, Vec<Descriptor>, Vec<Digest>) {
         let touched = self.touched.lock().map(|t| t.clone()).unwrap_or_default();
         let mut exported = Exported::default();
@@ -289,13 +307,27 @@ impl Cache {
                 manifest,
             });
         }
+        for m in &mounts {
+            if !layers.iter().any(|d| d.digest == m.layer.digest) {
+                layers.push(m.layer.clone());
+            }
+        }
+        exported.mounts = mounts;
         (exported, layers, extra)
     }
 
     /// Writes what this build used or made (`max`: every stage's steps; else the target's
     /// only) to `dest` as an OCI layout: the records in the config blob, the layers as layers.
-    pub fn export(&self, store: &Store, dest: &Path, max: bool, target: usize) -> Result<()> {
-        let (exported, layers, extra) = self.collect(Some(store), max, target);
+    /// `mounts` (from [`Cache::export_mounts`]) go with them.
+    pub fn export(
+        &self,
+        store: &Store,
+        dest: &Path,
+        max: bool,
+        target: usize,
+        mounts: Vec<ExportedMount>,
+    ) -> Result<()> {
+        let (exported, layers, extra) = self.collect(Some(store), max, target, mounts);
         let blobs = dest.join("blobs/sha256");
         std::fs::create_dir_all(&blobs).map_err(io_err("create", &blobs))?;
         let copy = |d: &Digest| -> Result<()> {

@@ -35,4 +35,14 @@ pub enum CacheError {
         #[source]
         source: cairn_layers::Error,
     },
+    /// An imported cache mount that is not what its records say, or cannot be had.
+    #[error("--cache-from: cache mount {id}: {reason}")]
+    MountRefused { id: String, reason: String },
+    /// An imported cache mount whose tar is not a plain tree (an escape, a bad entry).
+    #[error("--cache-from: cache mount {id}: its tar is refused")]
+    MountBlob {
+        id: String,
+        #[source]
+        source: cairn_layers::Error,
+    },
 }

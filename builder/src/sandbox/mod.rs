@@ -57,8 +57,9 @@ pub use error::{Error as SandboxError, HelperError};
 pub use etc::{etc_files, hosts_file};
 pub use ids::{Mapping, MappingKind};
 pub use isolation::{Chosen, Isolation, Mode as IsolationMode, Probe, Refusal};
-use proto::{LayerBlob, Reply, Request};
+pub use proto::LayerBlob;
 pub use proto::{MountSpec, Network, RootSpec, RunSpec, Ulimit};
+use proto::{Reply, Request};
 pub use snapshot::IMAGE_FILE_LIMIT;
 use snapshot::Snapshot;
 use spawn::{Checked, terminate};
@@ -374,6 +375,32 @@ impl Sandbox {
         };
         h.finish()?;
         Ok(ids)
+    }
+
+    /// A cache mount's directory as a layer tar for `sink` (`--cache-to ...,mounts=true`),
+    /// read by a helper that sees its owners: a user's caches hold mapped ids. The owners on
+    /// disk are container ids in every mode (root's steps see caches through an idmapped
+    /// mount), so the tar keeps them as they are. `empty` is an empty directory to compare
+    /// with: every entry is new, and the directory itself is not one.
+    pub fn tar_cache_dir<T>(&self, dir: &Path, empty: &Path, sink: LayerSink<'_, T>) -> Result<T> {
+        let root = RootSpec::Copy {
+            lower: empty.to_path_buf(),
+            root: dir.to_path_buf(),
+        };
+        self.diff_root(&root, IdMap::identity(), sink)
+    }
+
+    /// Unpacks checked blobs (a cache mount's, then its directory's own entry) onto `dir` with
+    /// their owners as container ids, as [`Sandbox::tar_cache_dir`] reads them. Device nodes
+    /// are left out: a cache holds files, and its directory is mounted into steps as it is.
+    pub fn unpack_cache(&self, blobs: Vec<LayerBlob>, dir: &Path) -> Result<()> {
+        if self.mapping.kind.cairn_is_root() {
+            helper::unpack(&blobs, dir, false, &IdMap::identity(), true)
+                .map_err(|e| Error::Sandbox(self.mapping.explain(e.report())))?;
+            return Ok(());
+        }
+        // Inside the namespace a device node cannot be made at all.
+        self.unpack_in_namespace(blobs, dir, false).map(drop)
     }
 
     /// Runs a container. `on_line` gets each line of output (with `Stdio3::Capture`);

@@ -219,24 +219,8 @@ pub(crate) fn mount_spec(
                     Some((source, format!("{identity}\0{rel}")))
                 }
             };
-            use sha2::Digest as _;
-            let mut h = sha2::Sha256::new();
-            h.update(id.as_bytes());
-            if let Some((_, identity)) = &seed {
-                h.update(b"\0from\0");
-                h.update(identity.as_bytes());
-            }
-            // BuildKit's base for a cache with uid, gid or mode is `mkdir /cache` with them,
-            // and the cache is keyed by its base: each owner and mode is a cache of its own.
-            let owner = (
-                m.uid.unwrap_or(0),
-                m.gid.unwrap_or(0),
-                m.mode.unwrap_or(0o755),
-            );
-            if m.uid.is_some() || m.gid.is_some() || m.mode.is_some() {
-                h.update(format!("\0owner\0{}:{}:{:o}", owner.0, owner.1, owner.2).as_bytes());
-            }
-            let key = hex::encode(&h.finalize()[..16]);
+            let (key, owner) = cache_key(m, &id, seed.as_ref().map(|(_, i)| i.as_str()));
+            cx.cache.mount_used(&key, &id);
             let dir = cx.store.root().join("cache");
             std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
             let lock = |name: &str| -> Result<std::fs::File> {
@@ -261,13 +245,13 @@ pub(crate) fn mount_spec(
             };
             let name = match sharing {
                 // Any number of steps at once, in this build or another.
-                CacheSharing::Shared => key,
+                CacheSharing::Shared => key.clone(),
                 // One step at a time: the others wait.
                 CacheSharing::Locked => {
                     let f = lock(&key)?;
                     f.lock().map_err(io_err("lock", &dir.join(&key)))?;
                     held.locks.push(f);
-                    key
+                    key.clone()
                 }
                 // A step never shares its cache with one running now: the first instance
                 // nobody holds, a new one when all are held.
@@ -294,8 +278,10 @@ pub(crate) fn mount_spec(
                 }
             };
             let source = dir.join(&name);
-            if let Some((seed, _)) = &seed
-                && !source.exists()
+            // A cache `--cache-from` brought wins over a seed: it was the seed, and then some.
+            if !source.exists()
+                && !restore(cx, &key, &id, &source, owner)?
+                && let Some((seed, _)) = &seed
             {
                 seed_cache(seed, &cx.store.tmp_dir(), &source)?;
             }
@@ -380,6 +366,70 @@ pub(crate) fn mount_spec(
         }
     }
     Ok(())
+}
+
+/// A cache mount's directory name (its id, `from` seed and owner hashed) and the owner and
+/// mode its directory is made with.
+fn cache_key(m: &Mount, id: &str, seed: Option<&str>) -> (String, (u32, u32, u32)) {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(id.as_bytes());
+    if let Some(identity) = seed {
+        h.update(b"\0from\0");
+        h.update(identity.as_bytes());
+    }
+    // BuildKit's base for a cache with uid, gid or mode is `mkdir /cache` with them, and the
+    // cache is keyed by its base: each owner and mode is a cache of its own.
+    let owner = (
+        m.uid.unwrap_or(0),
+        m.gid.unwrap_or(0),
+        m.mode.unwrap_or(0o755),
+    );
+    if m.uid.is_some() || m.gid.is_some() || m.mode.is_some() {
+        h.update(format!("\0owner\0{}:{}:{:o}", owner.0, owner.1, owner.2).as_bytes());
+    }
+    (hex::encode(&h.finalize()[..16]), owner)
+}
+
+/// Notes the cache mounts of a step that was a cache hit as used, for `--cache-to
+/// …,mounts=true`: the next build may run it. A mount seeded `from=` a stage or image is
+/// left out (its key needs that filesystem, which a hit does not make).
+pub(crate) fn note_cache_mounts(cx: &Ctx<'_>, workdir: &str, mounts: &[Mount]) {
+    for m in mounts {
+        if m.kind != MountType::Cache || m.from.is_some() {
+            continue;
+        }
+        let Some(target) = m.target.as_deref() else {
+            continue;
+        };
+        let target = if target.starts_with('/') {
+            meta::clean_abs(target)
+        } else {
+            let wd = if workdir.is_empty() { "/" } else { workdir };
+            meta::clean_abs(&format!("{wd}/{target}"))
+        };
+        let id = m.id.clone().unwrap_or(target);
+        cx.cache.mount_used(&cache_key(m, &id, None).0, &id);
+    }
+}
+
+/// Restores the cache mount under `key` from an imported cache (`--cache-from`) into
+/// `dest`; false when none has it. A cache that cannot be restored is only a warning: the
+/// step starts with an empty cache, as it would on a machine that never had one.
+fn restore(cx: &Ctx<'_>, key: &str, id: &str, dest: &Path, owner: (u32, u32, u32)) -> Result<bool> {
+    let Some(Ok(sb)) = cx.sandbox.get() else {
+        return Ok(false);
+    };
+    match cx.cache.restore_mount(cx.store, sb, key, dest, owner) {
+        Ok(restored) => Ok(restored),
+        Err(e) => {
+            (cx.progress)(crate::progress::Event::Warning(format!(
+                "cache mount {id} is not restored, the step starts without it: {}",
+                crate::error::sandbox::report(&e)
+            )));
+            Ok(false)
+        }
+    }
 }
 
 /// What `from=` names for a mount: a stage this build has built, a directory context, or

@@ -9,7 +9,7 @@ use cairn_parser::instruction::{Instruction, NetworkMode, Run};
 use cairn_parser::mount::{Mount, MountType};
 
 use super::ctx::{Ctx, Outcome, add_layer, at, at_caused, at_with, at_with_context, timed, timing};
-use super::mount::{Held, mount_source_identity, mount_spec, set_mode};
+use super::mount::{Held, mount_source_identity, mount_spec, note_cache_mounts, set_mode};
 use crate::error::{Error, Result, io_err};
 use crate::meta;
 use crate::progress::{Event, Phase};
@@ -162,6 +162,7 @@ pub(crate) fn run_step(
     }
     let (key, summary) = key.finish_with_summary();
     if st.use_cached(cx.cache, cx.store, cx.progress, &key, summary, step_id)? {
+        note_cache_mounts(cx, &st.config.config.working_dir, &parsed);
         return Ok(Outcome::Cached);
     }
     // Another architecture's binaries run through the kernel's binfmt_misc: said before a

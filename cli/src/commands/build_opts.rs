@@ -122,7 +122,9 @@ fn cache_layout(dir: &Path) -> bool {
         .is_some_and(|m| m.config.media_type == cairn_builder::cache::CACHE_CONFIG)
 }
 
-/// `--cache-to`: `type=local,dest=DIR[,mode=min|max]` (a bare DIR too), or `type=inline`.
+/// `--cache-to`: `type=local,dest=DIR[,mode=min|max]` (a bare DIR too), or `type=inline`;
+/// `type=local` and `type=registry` take `mounts=true[,mounts-max-size=SIZE]` for the cache
+/// mounts.
 fn cache_export(spec: &str) -> anyhow::Result<CacheExport> {
     let (kind, fields, bare) = cache_fields(spec)?;
     let max = match fields.get("mode").map(String::as_str) {
@@ -130,23 +132,26 @@ fn cache_export(spec: &str) -> anyhow::Result<CacheExport> {
         Some("max") => true,
         Some(other) => bail!("{spec:?}: mode is min or max, not {other:?}"),
     };
+    let mounts = cache_mounts(spec, &fields)?;
     match kind.as_str() {
         "local" | "" => {
-            check_fields(spec, &fields, &["dest", "mode"])?;
+            check_fields(spec, &fields, &["dest", "mode", MOUNTS, MOUNTS_MAX])?;
             let dir = fields.get("dest").cloned().or(bare);
             let dir = dir.ok_or_else(|| anyhow::anyhow!("{spec:?}: give dest=DIR"))?;
             Ok(CacheExport::Local {
                 dir: PathBuf::from(dir),
                 max,
+                mounts,
             })
         }
         "registry" => {
-            check_fields(spec, &fields, &["ref", "mode"])?;
+            check_fields(spec, &fields, &["ref", "mode", MOUNTS, MOUNTS_MAX])?;
             let r = fields.get("ref").cloned().or(bare);
             let r = r.ok_or_else(|| anyhow::anyhow!("{spec:?}: give ref=REF"))?;
             Ok(CacheExport::Registry {
                 reference: Reference::parse(&r)?,
                 max,
+                mounts,
             })
         }
         "inline" => {
@@ -160,6 +165,28 @@ fn cache_export(spec: &str) -> anyhow::Result<CacheExport> {
             "{spec:?}: cache type {other} is not supported (use type=local, type=registry or type=inline)"
         ),
     }
+}
+
+const MOUNTS: &str = "mounts";
+const MOUNTS_MAX: &str = "mounts-max-size";
+
+/// `mounts=true|false` and `mounts-max-size=SIZE` (`1GiB`, `512m`; bytes without a unit).
+fn cache_mounts(
+    spec: &str,
+    fields: &BTreeMap<String, String>,
+) -> anyhow::Result<Option<cairn_builder::cache::MountExport>> {
+    let on = match fields.get(MOUNTS).map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => bail!("{spec:?}: mounts is true or false, not {other:?}"),
+    };
+    let max_size = match fields.get(MOUNTS_MAX) {
+        None => cairn_builder::cache::DEFAULT_MAX_SIZE,
+        Some(_) if !on => bail!("{spec:?}: mounts-max-size needs mounts=true"),
+        Some(v) => cairn_builder::sandbox::cgroup::parse_size(v)
+            .map_err(|e| anyhow::anyhow!("{spec:?}: mounts-max-size: {e}"))?,
+    };
+    Ok(on.then_some(cairn_builder::cache::MountExport { max_size }))
 }
 
 /// A secret's source file: a regular file (a FIFO would block the build before it starts, a
