@@ -74,7 +74,7 @@ pub fn file_name(url: &str) -> String {
     let rest = rest.split(['?', '#']).next().unwrap_or("");
     let path = rest.find('/').map_or("", |i| &rest[i..]);
     let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
-    let name = percent_decode(last);
+    let name = percent_decode(last, false);
     // A segment that decodes to a path of its own is no file name.
     if name.is_empty() || name == "." || name == ".." || name.contains('/') {
         "__unnamed__".to_owned()
@@ -83,7 +83,9 @@ pub fn file_name(url: &str) -> String {
     }
 }
 
-fn percent_decode(s: &str) -> String {
+/// `%XX` escapes decoded (a bad one kept as it is), and with `plus_is_space` a `+` as a space
+/// (a query string's form encoding); invalid UTF-8 made lossy.
+pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -96,6 +98,10 @@ fn percent_decode(s: &str) -> String {
             (b'%', Some(v)) => {
                 out.push(v);
                 i += 3;
+            }
+            (b'+', _) if plus_is_space => {
+                out.push(b' ');
+                i += 1;
             }
             (c, _) => {
                 out.push(c);

@@ -430,7 +430,8 @@ pub fn held<'a>(layers: impl IntoIterator<Item = &'a Listing>, path: &str) -> He
     Held::NotListed
 }
 
-fn join(parent: &str, name: &str) -> String {
+/// `name` in the directory `parent` of a clean relative path (`""` is the root).
+pub fn join(parent: &str, name: &str) -> String {
     if parent.is_empty() {
         name.to_owned()
     } else {
@@ -440,7 +441,7 @@ fn join(parent: &str, name: &str) -> String {
 
 /// A tar name as a clean relative path, `..` stopping at the root as it does when the layer is
 /// applied (see `apply`); None when it is the root or is not UTF-8.
-fn clean(raw: &[u8]) -> Option<String> {
+pub fn clean(raw: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(raw).ok()?;
     let mut parts: Vec<&str> = Vec::new();
     for part in text.split('/') {

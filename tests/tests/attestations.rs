@@ -52,6 +52,19 @@ fn layout_statements(layout: &Path) -> (Value, Vec<(String, Value)>) {
     (index, out)
 }
 
+/// `name` copied whole (every index entry) from the registry by skopeo into an OCI layout:
+/// the temp dir holding it and the layout's path.
+fn copied_by_skopeo(reg: &Registry, name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let out = tempfile::tempdir().unwrap();
+    let layout = out.path().join("oci");
+    let mut args = vec!["copy".to_owned(), "--all".to_owned()];
+    args.extend(reg.skopeo_flags("src-"));
+    args.push(format!("docker://{name}"));
+    args.push(format!("oci:{}:copied", layout.display()));
+    reg.skopeo_ok(&args);
+    (out, layout)
+}
+
 fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(data))
@@ -116,13 +129,7 @@ fn a_push_carries_provenance_that_names_what_the_build_read() {
     );
 
     // skopeo copies it all, and the statement is about that image.
-    let out = tempfile::tempdir().unwrap();
-    let layout = out.path().join("oci");
-    let mut args = vec!["copy".to_owned(), "--all".to_owned()];
-    args.extend(reg.skopeo_flags("src-"));
-    args.push(format!("docker://{name}"));
-    args.push(format!("oci:{}:copied", layout.display()));
-    reg.skopeo_ok(&args);
+    let (_copy, layout) = copied_by_skopeo(&reg, &name);
     let (_, statements) = layout_statements(&layout);
     assert_eq!(statements.len(), 1);
     let (subject, st) = &statements[0];
@@ -321,13 +328,7 @@ fn an_sbom_travels_with_provenance_and_validates() {
     must_run(c, &reg);
 
     // One attestation manifest holding both statements, each about the image.
-    let out = tempfile::tempdir().unwrap();
-    let layout = out.path().join("oci");
-    let mut args = vec!["copy".to_owned(), "--all".to_owned()];
-    args.extend(reg.skopeo_flags("src-"));
-    args.push(format!("docker://{name}"));
-    args.push(format!("oci:{}:copied", layout.display()));
-    reg.skopeo_ok(&args);
+    let (out, layout) = copied_by_skopeo(&reg, &name);
     let (index, statements) = layout_statements(&layout);
     assert_eq!(index["manifests"].as_array().unwrap().len(), 2, "{index}");
     let kinds: Vec<&str> = statements

@@ -442,17 +442,7 @@ impl Sandbox {
         };
         let mut h = self.spawn(&req, Stdio3::Inherit, None, Some(data_w))?;
         let mut file = std::fs::File::from(data_r);
-        let mut checked = Checked {
-            inner: &mut file,
-            helper: &mut h,
-            verdict: None,
-        };
-        let v = sink(&mut checked)?;
-        match checked.verdict.take() {
-            Some(r) => r?,
-            None => h.finish()?,
-        }
-        Ok(v)
+        Checked::sink(&mut h, &mut file, sink)
     }
 
     fn run_watched<T>(
@@ -527,19 +517,7 @@ impl Sandbox {
                 let mut out = None;
                 if let (Some(r), Some(sink), true) = (data_r, layer, exit.success()) {
                     let mut file = std::fs::File::from(r);
-                    // The helper's verdict on the tar comes after its last byte: a failed diff
-                    // must not store a layer, so it is checked before the sink returns.
-                    let mut checked = Checked {
-                        inner: &mut file,
-                        helper: &mut h,
-                        verdict: None,
-                    };
-                    let v = sink(&mut checked)?;
-                    match checked.verdict.take() {
-                        Some(r) => r?,
-                        None => h.finish()?,
-                    }
-                    out = Some(v);
+                    out = Some(Checked::sink(&mut h, &mut file, sink)?);
                 } else {
                     h.finish()?;
                 }

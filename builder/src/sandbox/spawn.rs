@@ -196,6 +196,29 @@ impl Read for Checked<'_> {
     }
 }
 
+impl<'a> Checked<'a> {
+    /// `sink` reads the helper's layer tar from `file`. The helper's verdict on the tar comes
+    /// after its last byte: a failed diff must not store a layer, so it is checked before the
+    /// sink's value is returned.
+    pub(super) fn sink<T>(
+        helper: &'a mut Helper,
+        file: &'a mut std::fs::File,
+        sink: super::LayerSink<'_, T>,
+    ) -> Result<T> {
+        let mut checked = Checked {
+            inner: file,
+            helper,
+            verdict: None,
+        };
+        let v = sink(&mut checked)?;
+        match checked.verdict.take() {
+            Some(r) => r?,
+            None => checked.helper.finish()?,
+        }
+        Ok(v)
+    }
+}
+
 /// SIGTERM to a helper cairn spawned and still tracks (not yet waited for, so its pid is
 /// still its own).
 pub(super) fn terminate(pid: u32) {

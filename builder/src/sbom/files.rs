@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 
-use cairn_layers::listing::{DirMeta, Kind, Listing, TreeView};
+use cairn_layers::listing::{DirMeta, Kind, Listing, TreeView, clean, join};
 use cairn_layers::whiteout::{self, Name};
 
 /// How much of an untrusted image's files is held in memory.
@@ -329,31 +329,6 @@ fn held_size(h: &Held) -> u64 {
         Held::Bytes(b) => b.len() as u64,
         Held::Skipped(_) => 0,
     }
-}
-
-fn join(parent: &str, name: &str) -> String {
-    if parent.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{parent}/{name}")
-    }
-}
-
-/// A tar name as a clean relative path, `..` stopping at the root as applying the layer does;
-/// None for the root itself and for a name that is not UTF-8 (no database path is one).
-fn clean(raw: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(raw).ok()?;
-    let mut parts: Vec<&str> = Vec::new();
-    for part in text.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    (!parts.is_empty()).then(|| parts.join("/"))
 }
 
 #[cfg(test)]
