@@ -365,3 +365,72 @@ fn an_sbom_travels_with_provenance_and_validates() {
     v.arg("-i").arg(&file);
     ok(v);
 }
+
+#[test]
+fn per_arch_pushes_with_provenance_stitch_with_their_attestations() {
+    let reg = Registry::start(Options::default());
+    let env = ClientEnv::new();
+    let s = Store::new();
+    let ctx = context_with("FROM scratch\nCOPY a /\n", &[("a", "a\n")]);
+    let repo = reg.image("stitched");
+    // One job per architecture (no RUN: no emulation needed), each pushing its index — the
+    // image and its provenance — by digest alone.
+    let mut digests = Vec::new();
+    for p in [format!("linux/{}", host_arch()), "linux/arm64".to_owned()] {
+        let mut c = env.cairn(&s, &["build", "--platform", &p, "-o"]);
+        c.arg(format!("type=registry,name={repo},push-by-digest=true"))
+            .arg(ctx.path());
+        let (_, stderr) = must_run(c, &reg);
+        let digest = stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix("pushed "))
+            .find_map(|l| l.split_whitespace().last())
+            .unwrap_or_else(|| panic!("no pushed digest in\n{stderr}"))
+            .to_owned();
+        digests.push(digest);
+    }
+    let list = format!("{repo}:1");
+    let fresh = Store::new();
+    must_run(env.cairn(&fresh, &["manifest", "create", &list]), &reg);
+    for d in &digests {
+        let image = format!("docker://{repo}@{d}");
+        must_run(env.cairn(&fresh, &["manifest", "add", &list, &image]), &reg);
+    }
+    must_run(env.cairn(&fresh, &["manifest", "push", &list]), &reg);
+
+    // The list has both images, then each one's attestation manifest naming it.
+    let index = reg.skopeo_manifest("stitched:1");
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 4, "{index}");
+    let mut platforms: Vec<String> = entries[..2]
+        .iter()
+        .map(|e| e["platform"]["architecture"].as_str().unwrap().to_owned())
+        .collect();
+    platforms.sort();
+    let mut want = vec![host_arch().to_owned(), "arm64".to_owned()];
+    want.sort();
+    assert_eq!(platforms, want);
+    for (image, att) in entries[..2].iter().zip(&entries[2..]) {
+        assert_eq!(
+            att["annotations"]["vnd.docker.reference.type"],
+            "attestation-manifest"
+        );
+        assert_eq!(
+            att["annotations"]["vnd.docker.reference.digest"],
+            image["digest"]
+        );
+    }
+    // Read back whole, each statement is about its own image.
+    let (_copy, layout) = copied_by_skopeo(&reg, &reg.image("stitched:1"));
+    let (_, statements) = layout_statements(&layout);
+    assert_eq!(statements.len(), 2);
+    for (subject, st) in &statements {
+        assert_eq!(
+            format!(
+                "sha256:{}",
+                st["subject"][0]["digest"]["sha256"].as_str().unwrap()
+            ),
+            *subject
+        );
+    }
+}

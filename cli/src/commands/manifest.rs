@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use anyhow::{Context, bail};
+use cairn_layers::attest::{REFERENCE_DIGEST, is_attestation};
 use cairn_layers::image::{Descriptor, Index};
 use cairn_layers::platform::Platform;
 use cairn_layers::registry::{self, Platforms, RegistryOptions, is_index};
@@ -109,6 +110,19 @@ fn entries_of(
     quiet: bool,
 ) -> anyhow::Result<Vec<Descriptor>> {
     let want = platform_of(entry, None)?.unwrap_or_else(Platform::host);
+    let explicit = entry.os.is_some() || entry.arch.is_some() || entry.variant.is_some();
+    // One build's index — an image and its attestations, as a push with provenance makes it —
+    // stands for that image whatever the platform asked: all of it joins the list, as
+    // `buildx imagetools create` takes it.
+    let whole = |index: &Index| {
+        all || (!explicit
+            && index
+                .manifests
+                .iter()
+                .filter(|m| !is_attestation(m))
+                .count()
+                == 1)
+    };
     let from_store = if image.starts_with("docker://") {
         None
     } else {
@@ -119,12 +133,9 @@ fn entries_of(
         }
     };
     let found = match from_store {
-        Some(d) if is_index(&d.media_type) && all => store
-            .children(&d)?
-            .into_iter()
-            .filter(|c| c.present)
-            .map(|c| c.descriptor)
-            .collect(),
+        Some(d) if is_index(&d.media_type) && whole(&store.index(&d)?) => {
+            present_children(store, &d)?
+        }
         Some(d) if is_index(&d.media_type) => {
             let mut m = store.image_for(&d, &want)?;
             m.platform = store
@@ -140,14 +151,37 @@ fn entries_of(
             let reference = registry_ref(image)?;
             let mut opts = opts.clone();
             opts.platform = Some(want);
-            let which = if all { Platforms::All } else { Platforms::One };
+            let one_build = !all
+                && !explicit
+                && registry::get_manifest(&reference, &opts, &|_| {}).is_ok_and(
+                    |(bytes, media_type, _)| {
+                        is_index(&media_type)
+                            && Index::from_slice(&bytes, "manifest list").is_ok_and(|i| whole(&i))
+                    },
+                );
+            let which = if all || one_build {
+                Platforms::All
+            } else {
+                Platforms::One
+            };
             let pulled = registry::fetch(store, &reference, &opts, which, &render_pull(quiet))
                 .with_context(|| format!("failed to fetch {}", reference.familiar()))?;
-            pulled.images
+            if which == Platforms::All && is_index(&pulled.top.media_type) {
+                // The index's own entries: their platforms and annotations (an
+                // attestation's names its image).
+                present_children(store, &pulled.top)?
+            } else {
+                pulled.images
+            }
         }
     };
     let mut out = Vec::new();
     for mut d in found {
+        // An attestation names its image by digest and has no platform: it joins as it is.
+        if is_attestation(&d) {
+            out.push(d);
+            continue;
+        }
         // An image built with deferred compression enters a list as it will be pushed.
         let platform = d.platform.take();
         let mut d = deferred::for_export(store, &d)?;
@@ -160,15 +194,44 @@ fn entries_of(
     Ok(out)
 }
 
-/// `index` with `entries` added, each replacing an entry of the same platform or digest.
+/// The entries of the index `d` that the store holds.
+fn present_children(store: &Store, d: &Descriptor) -> anyhow::Result<Vec<Descriptor>> {
+    Ok(store
+        .children(d)?
+        .into_iter()
+        .filter(|c| c.present)
+        .map(|c| c.descriptor)
+        .collect())
+}
+
+/// `index` with `entries` added, each image replacing an entry of the same platform or digest
+/// (and the attestations of the image it replaces); attestations after the images, as
+/// BuildKit orders them.
 fn with_entries(mut index: Index, entries: Vec<Descriptor>) -> Index {
     for e in entries {
+        let replaced: Vec<String> = if is_attestation(&e) {
+            Vec::new()
+        } else {
+            index
+                .manifests
+                .iter()
+                .filter(|m| {
+                    !is_attestation(m)
+                        && (m.digest == e.digest
+                            || matches!((&m.platform, &e.platform), (Some(a), Some(b)) if a.matches(b)))
+                })
+                .map(|m| m.digest.to_string())
+                .collect()
+        };
         index.manifests.retain(|m| {
+            let about = m.annotations.get(REFERENCE_DIGEST);
             m.digest != e.digest
-                && !matches!((&m.platform, &e.platform), (Some(a), Some(b)) if a.matches(b))
+                && !replaced.contains(&m.digest.to_string())
+                && !(is_attestation(m) && about.is_some_and(|d| replaced.contains(d)))
         });
         index.manifests.push(e);
     }
+    index.manifests.sort_by_key(is_attestation);
     index
 }
 
