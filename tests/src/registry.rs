@@ -1491,6 +1491,16 @@ impl ClientEnv {
 
 /// Runs `c`, which must succeed (else the test fails showing its output and `reg`'s log);
 /// returns its stdout and stderr.
+/// The digest a push reported on its `pushed NAME DIGEST` line of `stderr`.
+pub fn pushed_digest(stderr: &str) -> String {
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("pushed "))
+        .find_map(|l| l.split_whitespace().last())
+        .unwrap_or_else(|| panic!("no pushed digest in\n{stderr}"))
+        .to_owned()
+}
+
 pub fn must_run(mut c: Command, reg: &Registry) -> (String, String) {
     let out = c.output().unwrap();
     let (stdout, stderr) = crate::texts(&out);

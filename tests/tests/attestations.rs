@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::Path;
 
-use cairn_e2e::registry::{ClientEnv, Options, Registry, host_arch, must_run};
+use cairn_e2e::registry::{ClientEnv, Options, Registry, host_arch, must_run, pushed_digest};
 use cairn_e2e::{Store, busybox_layout, context_with, loaded_busybox, ok, texts, tool};
 use serde_json::Value;
 
@@ -381,12 +381,7 @@ fn per_arch_pushes_with_provenance_stitch_with_their_attestations() {
         c.arg(format!("type=registry,name={repo},push-by-digest=true"))
             .arg(ctx.path());
         let (_, stderr) = must_run(c, &reg);
-        let digest = stderr
-            .lines()
-            .filter_map(|l| l.strip_prefix("pushed "))
-            .find_map(|l| l.split_whitespace().last())
-            .unwrap_or_else(|| panic!("no pushed digest in\n{stderr}"))
-            .to_owned();
+        let digest = pushed_digest(&stderr);
         digests.push(digest);
     }
     let list = format!("{repo}:1");

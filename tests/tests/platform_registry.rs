@@ -5,7 +5,9 @@
 
 use std::fs;
 
-use cairn_e2e::registry::{ClientEnv, Options, Registry, host_arch, must_run, skopeo};
+use cairn_e2e::registry::{
+    ClientEnv, Options, Registry, host_arch, must_run, pushed_digest, skopeo,
+};
 use cairn_e2e::{Store, busybox_index_layout, context, require_arm64_emulation, tool};
 use serde_json::Value;
 
@@ -172,12 +174,7 @@ fn per_arch_builds_pushed_by_digest_stitch_into_the_one_command_index() {
             .arg(format!("type=registry,name={repo},push-by-digest=true"))
             .arg(ctx.path());
         let (_, stderr) = must_run(c, &reg);
-        let digest = stderr
-            .lines()
-            .filter_map(|l| l.strip_prefix("pushed "))
-            .find_map(|l| l.split_whitespace().last())
-            .unwrap_or_else(|| panic!("no pushed digest in\n{stderr}"))
-            .to_owned();
+        let digest = pushed_digest(&stderr);
         // By digest, no tag: the registry has no tag for the repository yet.
         let pushed = reg.skopeo_manifest(&format!("stitched@{digest}"));
         assert_eq!(
