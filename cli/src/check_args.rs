@@ -45,4 +45,34 @@ pub struct CheckFlag {
     /// building; fails when `# check=error=true` and there are warnings.
     #[arg(long)]
     pub check: bool,
+    /// What the build does, as buildx's `--call`: `build` (the default) or
+    /// `check[,format=text|json|github]` (`--check` with a format).
+    #[arg(long, value_name = "build|check[,format=text|json|github]")]
+    pub call: Option<String>,
+}
+
+impl CheckFlag {
+    /// Whether the build only checks, and how it prints the result.
+    pub fn checking(&self) -> anyhow::Result<Option<CheckFormat>> {
+        let Some(call) = &self.call else {
+            return Ok(self.check.then_some(CheckFormat::Text));
+        };
+        let mut parts = call.split(',');
+        match parts.next().unwrap_or_default() {
+            "build" if !self.check => return Ok(None),
+            "build" => anyhow::bail!("--check and --call=build ask for different things"),
+            "check" => {}
+            other => anyhow::bail!("--call {other:?}: cairn knows build and check"),
+        }
+        let mut format = CheckFormat::Text;
+        for opt in parts {
+            format = match opt.split_once('=') {
+                Some(("format", f)) => CheckFormat::from_str(f, true).map_err(|_| {
+                    anyhow::anyhow!("--call check: format={f:?} (text, json or github)")
+                })?,
+                _ => anyhow::bail!("--call check: unknown option {opt:?} (format=...)"),
+            };
+        }
+        Ok(Some(format))
+    }
 }

@@ -994,6 +994,21 @@ fn build_check_and_formats() {
         ),
         "{stdout}"
     );
+    // buildx's `--call check,format=...` prints what `cairn check --format` prints.
+    for format in ["json", "github"] {
+        let run = |c: &mut std::process::Command| texts(&c.arg(dir.path()).output().unwrap()).0;
+        let called = run(&mut store.cmd(&["build", "--call", &format!("check,format={format}")]));
+        let checked = run(&mut store.cmd(&["check", "--format", format]));
+        assert_eq!(called, checked, "{format}");
+        assert!(!called.is_empty());
+    }
+    let out = store
+        .cmd(&["build", "--call", "outline"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(texts(&out).1.contains("cairn knows build and check"));
 }
 
 /// A build shows its lint warnings and builds; with error=true it fails before any step.

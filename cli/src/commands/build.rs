@@ -43,8 +43,8 @@ pub fn run(store: &Store, args: &BuildArgs) -> anyhow::Result<()> {
         _ssh_agents,
         _git_context,
     } = build_opts::parse(args, attestations.any())?;
-    if args.check.check {
-        return crate::commands::check::run_build(store, &opts);
+    if let Some(format) = args.check.checking()? {
+        return crate::commands::check::run_build(store, &opts, format);
     }
     if output::rewrites_timestamps(&args.outputs) && opts.source_date_epoch.is_none() {
         eprintln!(

@@ -61,7 +61,11 @@ pub fn run(store: Option<&Store>, args: &CheckArgs) -> anyhow::Result<()> {
 }
 
 /// `cairn build --check`: the build's Dockerfile, context and flags, linted, nothing built.
-pub fn run_build(store: &Store, opts: &cairn_builder::build::BuildOptions) -> anyhow::Result<()> {
+pub fn run_build(
+    store: &Store,
+    opts: &cairn_builder::build::BuildOptions,
+    format: CheckFormat,
+) -> anyhow::Result<()> {
     let ctx = match &opts.ignorefile {
         Some(f) => BuildContext::open_with_ignore(&opts.context, f)?,
         None => BuildContext::open(&opts.context, opts.dockerfile_path.as_deref())?,
@@ -89,7 +93,7 @@ pub fn run_build(store: &Store, opts: &cairn_builder::build::BuildOptions) -> an
             text: &opts.dockerfile,
             checked,
         },
-        CheckFormat::Text,
+        format,
     )
 }
 
