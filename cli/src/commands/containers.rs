@@ -12,6 +12,7 @@ use rustix::process::Signal;
 use serde_json::{Value, json};
 
 use super::images::{Format, print};
+use super::images::{human_duration, seconds_since};
 use crate::container_args::{
     CommitArgs, ContainerInspectArgs, LogsArgs, PsArgs, RmArgs, StopArgs, WaitArgs,
 };
@@ -21,27 +22,8 @@ const CLEANUP: Duration = Duration::from_secs(10);
 /// How often a waiting command looks again.
 const POLL: Duration = Duration::from_millis(25);
 
-/// docker's `units.HumanDuration`: "Less than a second", "About a minute", "3 hours".
-pub(crate) fn human_duration(secs: i64) -> String {
-    let plural = |n: i64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
-    let (minutes, hours) = (secs / 60, (secs as f64 / 3600.0 + 0.5) as i64);
-    match secs {
-        ..1 => "Less than a second".into(),
-        1..60 => plural(secs, "second"),
-        _ if minutes == 1 => "About a minute".into(),
-        _ if minutes < 60 => plural(minutes, "minute"),
-        _ if hours == 1 => "About an hour".into(),
-        _ if hours < 48 => plural(hours, "hour"),
-        _ if hours < 24 * 7 * 2 => plural(hours / 24, "day"),
-        _ if hours < 24 * 30 * 2 => plural(hours / 24 / 7, "week"),
-        _ if hours < 24 * 365 * 2 => plural(hours / 24 / 30, "month"),
-        _ => plural(hours / 24 / 365, "year"),
-    }
-}
-
 fn since(ts: Option<&str>) -> i64 {
-    ts.and_then(|t| t.parse::<jiff::Timestamp>().ok())
-        .map_or(0, |t| jiff::Timestamp::now().as_second() - t.as_second())
+    seconds_since(ts).unwrap_or(0)
 }
 
 /// docker's STATUS column.
@@ -368,25 +350,4 @@ pub fn inspect(store: &Store, args: &ContainerInspectArgs) -> anyhow::Result<()>
     serde_json::to_writer_pretty(&mut out, &all)?;
     writeln!(out)?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_as_dockers() {
-        for (secs, want) in [
-            (0, "Less than a second"),
-            (1, "1 second"),
-            (59, "59 seconds"),
-            (60, "About a minute"),
-            (150, "2 minutes"),
-            (3600, "About an hour"),
-            (7200, "2 hours"),
-            (3 * 86400, "3 days"),
-        ] {
-            assert_eq!(human_duration(secs), want, "{secs}");
-        }
-    }
 }

@@ -14,21 +14,36 @@ use serde_json::{Value, json};
 
 use crate::args::{HistoryArgs, ImagesArgs};
 
-/// "3 hours ago", as docker shows creation times.
+/// Seconds from an RFC 3339 time until now; None when there is none or it does not parse.
+pub(crate) fn seconds_since(ts: Option<&str>) -> Option<i64> {
+    let ts = ts?.parse::<jiff::Timestamp>().ok()?;
+    Some(jiff::Timestamp::now().as_second() - ts.as_second())
+}
+
+/// docker's `units.HumanDuration`: "Less than a second", "About a minute", "3 hours".
+pub(crate) fn human_duration(secs: i64) -> String {
+    let plural = |n: i64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    let (minutes, hours) = (secs / 60, (secs as f64 / 3600.0 + 0.5) as i64);
+    match secs {
+        ..1 => "Less than a second".into(),
+        1..60 => plural(secs, "second"),
+        _ if minutes == 1 => "About a minute".into(),
+        _ if minutes < 60 => plural(minutes, "minute"),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => plural(hours, "hour"),
+        _ if hours < 24 * 7 * 2 => plural(hours / 24, "day"),
+        _ if hours < 24 * 30 * 2 => plural(hours / 24 / 7, "week"),
+        _ if hours < 24 * 365 * 2 => plural(hours / 24 / 30, "month"),
+        _ => plural(hours / 24 / 365, "year"),
+    }
+}
+
+/// "3 hours ago", as docker shows creation times (its HumanDuration and " ago").
 pub(crate) fn ago(created: Option<&str>) -> String {
-    let Some(ts) = created.and_then(|c| c.parse::<jiff::Timestamp>().ok()) else {
-        return "N/A".to_owned();
-    };
-    let secs = (jiff::Timestamp::now().as_second() - ts.as_second()).max(0);
-    let (n, unit) = match secs {
-        0..60 => return "Less than a minute ago".to_owned(),
-        60..3600 => (secs / 60, "minute"),
-        3600..86400 => (secs / 3600, "hour"),
-        86400..2_592_000 => (secs / 86400, "day"),
-        2_592_000..31_536_000 => (secs / 2_592_000, "month"),
-        _ => (secs / 31_536_000, "year"),
-    };
-    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+    match seconds_since(created) {
+        Some(secs) => format!("{} ago", human_duration(secs.max(0))),
+        None => "N/A".to_owned(),
+    }
 }
 
 /// Bytes as docker shows them: 4.26MB (decimal units).
@@ -581,6 +596,22 @@ pub fn df(store: &Store, args: &crate::args::DfArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_as_dockers() {
+        for (secs, want) in [
+            (0, "Less than a second"),
+            (1, "1 second"),
+            (59, "59 seconds"),
+            (60, "About a minute"),
+            (150, "2 minutes"),
+            (3600, "About an hour"),
+            (7200, "2 hours"),
+            (3 * 86400, "3 days"),
+        ] {
+            assert_eq!(human_duration(secs), want, "{secs}");
+        }
+    }
 
     #[test]
     fn reference_patterns_match_as_go_path_match() {
