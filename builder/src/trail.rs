@@ -79,9 +79,19 @@ impl Trail {
         }
     }
 
-    pub(crate) fn context_file(&self, path: String, digest: String) {
+    /// Context files a step read, by path relative to the context, with their content
+    /// digests: one lock for the step, however many files.
+    pub(crate) fn context_files<'p>(
+        &self,
+        files: impl Iterator<Item = (&'p std::path::Path, &'p [u8; 32])>,
+    ) {
         if let Ok(mut t) = self.0.lock() {
-            t.context_files.insert(path, digest);
+            for (path, d) in files {
+                t.context_files.insert(
+                    path.to_string_lossy().into_owned(),
+                    format!("sha256:{}", hex::encode(d)),
+                );
+            }
         }
     }
 

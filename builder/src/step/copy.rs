@@ -213,21 +213,25 @@ pub(crate) fn copy_step(
     // Reading is most of a cold key's cost: the digests come from the memo, or are read on
     // every core.
     let content = match from_id {
-        None => Some(crate::cache::file_digests(cx.cache, &plan.content_sources()).map_err(fail)?),
+        None => {
+            let sources = plan.content_sources();
+            let digests = crate::cache::file_digests(cx.cache, &sources).map_err(fail)?;
+            // What the provenance's context digest covers: the files this step read.
+            if let CopyFrom::Context = from {
+                let root = cx.context.root();
+                cx.trail.context_files(
+                    sources
+                        .iter()
+                        .zip(&digests)
+                        .filter_map(|((path, _), d)| Some((path.strip_prefix(root).ok()?, d))),
+                );
+            }
+            Some(digests)
+        }
         Some(_) => None,
     };
     plan.describe(&req, &mut key, content.as_deref())
         .map_err(fail)?;
-    if let (CopyFrom::Context, Some(digests)) = (&from, &content) {
-        for ((path, _), d) in plan.content_sources().iter().zip(digests) {
-            if let Ok(rel) = path.strip_prefix(cx.context.root()) {
-                cx.trail.context_file(
-                    rel.to_string_lossy().into_owned(),
-                    format!("sha256:{}", hex::encode(d)),
-                );
-            }
-        }
-    }
     let (key, summary) = key.finish_with_summary();
     if st.use_cached(cx.cache, cx.store, cx.progress, &key, summary, step_id)? {
         return Ok(Outcome::Cached);
