@@ -28,7 +28,7 @@ impl GitContext {
     pub(crate) fn dockerfile(&self, file: Option<&Path>) -> anyhow::Result<(PathBuf, String)> {
         let rel = match file {
             Some(f) => f.to_path_buf(),
-            None => ["Dockerfile", "dockerfile", "Containerfile"]
+            None => super::parse::DOCKERFILE_NAMES
                 .iter()
                 .map(PathBuf::from)
                 .find(|n| self.context_dir().join(n).symlink_metadata().is_ok())

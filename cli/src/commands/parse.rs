@@ -34,6 +34,10 @@ struct Graph<'a> {
 }
 
 /// Reads the Dockerfile named by `-f`, or the default one in the context.
+/// The Dockerfile's names in a context, in the order looked for: BuildKit falls back to a
+/// lowercase `dockerfile`, podman to `Containerfile`.
+pub const DOCKERFILE_NAMES: [&str; 3] = ["Dockerfile", "dockerfile", "Containerfile"];
+
 pub fn read_dockerfile(file: Option<&Path>, context: &Path) -> anyhow::Result<(String, Vec<u8>)> {
     match file {
         Some(p) if p == Path::new("-") => {
@@ -49,11 +53,8 @@ pub fn read_dockerfile(file: Option<&Path>, context: &Path) -> anyhow::Result<(S
             Ok((p.display().to_string(), bytes))
         }
         None => {
-            // BuildKit falls back to a lowercase `dockerfile`; podman to `Containerfile`.
-            let candidates: Vec<PathBuf> = ["Dockerfile", "dockerfile", "Containerfile"]
-                .iter()
-                .map(|n| context.join(n))
-                .collect();
+            let candidates: Vec<PathBuf> =
+                DOCKERFILE_NAMES.iter().map(|n| context.join(n)).collect();
             for p in &candidates {
                 if p.is_file() {
                     let bytes = std::fs::read(p)
